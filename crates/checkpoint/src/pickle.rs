@@ -1,0 +1,1016 @@
+//! A pickle reader that never executes code.
+//!
+//! It interprets the pickle opcodes of protocols 0-5 as data. `GLOBAL`/`STACK_GLOBAL` only
+//! *name* a callable; `REDUCE`/`NEWOBJ` apply a callable only when it is on an explicit
+//! whitelist of rebuild functions whose effect is re-implemented here as pure data
+//! construction (the equivalent of PyTorch's `weights_only=True`). Any other call is recorded
+//! as an opaque [`Obj::Object`] carrying the class name, so callers can report it by name.
+//!
+//! All objects live in a flat arena and values refer to them by index, so nesting depth or
+//! reference cycles cannot overflow the stack when values are dropped, and memory is bounded
+//! by a constant times the input length (every opcode consumes at least one byte and creates
+//! O(1) objects; strings and byte strings are bounded by the bytes remaining in the input).
+
+use crate::DType;
+use std::collections::HashMap;
+
+/// A parse failure: the input is damaged, or uses a feature this reader refuses.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Fault {
+    /// Malformed input.
+    Corrupt(String),
+    /// Well-formed but unsupported.
+    Unsupported(String),
+}
+
+impl Fault {
+    pub(crate) fn at(self, path: &std::path::Path) -> crate::Error {
+        match self {
+            Fault::Corrupt(d) => crate::Error::corrupt(path, d),
+            Fault::Unsupported(d) => crate::Error::unsupported(path, d),
+        }
+    }
+}
+
+pub(crate) type PResult<T> = Result<T, Fault>;
+
+fn corrupt<T>(msg: impl Into<String>) -> PResult<T> {
+    Err(Fault::Corrupt(msg.into()))
+}
+
+/// A value on the stack or inside a container: scalars inline, everything else by arena index.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum V {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Ref(u32),
+}
+
+/// A reference to a storage, as named by a persistent id.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StorageRef {
+    /// Key of the storage's bytes (zip entry `data/<key>` or legacy storage key).
+    pub key: String,
+    /// Element type, `None` when the storage class is not supported.
+    pub dtype: Option<DType>,
+    /// Storage class name, e.g. `torch.FloatStorage`.
+    pub type_name: String,
+    /// Number of elements the pickle declares for the root storage.
+    pub numel: u64,
+    /// Legacy storage views: (element offset into the root storage, element count).
+    pub view: Option<(u64, u64)>,
+}
+
+/// A tensor as rebuilt by `_rebuild_tensor(_v2)`: a strided view of a storage.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TensorRef {
+    /// Arena index of the [`Obj::Storage`].
+    pub storage: u32,
+    /// Offset in elements.
+    pub offset: u64,
+    pub shape: Vec<u64>,
+    pub stride: Vec<u64>,
+}
+
+/// An object in the arena.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Obj {
+    Str(String),
+    Bytes(Vec<u8>),
+    /// An integer that does not fit i64: little-endian two's complement bytes.
+    BigInt(Vec<u8>),
+    List(Vec<V>),
+    Tuple(Vec<V>),
+    Dict(Vec<(V, V)>),
+    Set(Vec<V>),
+    /// A named global that was never called (e.g. a class, `torch.float32`).
+    Global { module: String, name: String },
+    /// A call to a non-whitelisted callable, NOT executed: the class name, its arguments and
+    /// any state applied by `BUILD`.
+    Object { class: String, args: Option<V>, state: Option<V> },
+    Storage(StorageRef),
+    Tensor(TensorRef),
+}
+
+/// Result of running one pickle.
+pub(crate) struct Pickle {
+    pub arena: Vec<Obj>,
+    pub root: V,
+    /// Bytes consumed, including the STOP opcode.
+    pub consumed: usize,
+}
+
+impl Pickle {
+    pub(crate) fn obj(&self, v: V) -> Option<&Obj> {
+        match v {
+            V::Ref(i) => self.arena.get(i as usize),
+            _ => None,
+        }
+    }
+    pub(crate) fn str(&self, v: V) -> Option<&str> {
+        match self.obj(v) {
+            Some(Obj::Str(s)) => Some(s),
+            _ => None,
+        }
+    }
+    /// Items of a tuple or list.
+    pub(crate) fn seq(&self, v: V) -> Option<&[V]> {
+        match self.obj(v) {
+            Some(Obj::Tuple(x)) | Some(Obj::List(x)) | Some(Obj::Set(x)) => Some(x),
+            _ => None,
+        }
+    }
+    pub(crate) fn dict(&self, v: V) -> Option<&[(V, V)]> {
+        match self.obj(v) {
+            Some(Obj::Dict(x)) => Some(x),
+            _ => None,
+        }
+    }
+}
+
+/// Maps a storage class name to a dtype (`torch.FloatStorage` → F32, also `torch.cuda.*`).
+pub(crate) fn storage_dtype(module: &str, name: &str) -> Option<DType> {
+    if module != "torch" && module != "torch.cuda" {
+        return None;
+    }
+    Some(match name {
+        "FloatStorage" => DType::F32,
+        "DoubleStorage" => DType::F64,
+        "HalfStorage" => DType::F16,
+        "BFloat16Storage" => DType::BF16,
+        "LongStorage" => DType::I64,
+        "IntStorage" => DType::I32,
+        "ShortStorage" => DType::I16,
+        "CharStorage" => DType::I8,
+        "ByteStorage" | "UntypedStorage" => DType::U8,
+        "BoolStorage" => DType::Bool,
+        _ => return None,
+    })
+}
+
+const MAX_DIMS: usize = 64;
+
+struct Vm<'a> {
+    data: &'a [u8],
+    pos: usize,
+    stack: Vec<V>,
+    marks: Vec<usize>,
+    memo: HashMap<u32, V>,
+    arena: Vec<Obj>,
+}
+
+/// Runs the pickle at the start of `data` (trailing bytes are ignored; see
+/// [`Pickle::consumed`]).
+pub(crate) fn parse(data: &[u8]) -> PResult<Pickle> {
+    let mut vm = Vm { data, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), arena: Vec::new() };
+    let root = vm.run()?;
+    Ok(Pickle { arena: vm.arena, root, consumed: vm.pos })
+}
+
+impl<'a> Vm<'a> {
+    fn alloc(&mut self, o: Obj) -> PResult<V> {
+        let i = u32::try_from(self.arena.len()).map_err(|_| Fault::Corrupt("pickle creates too many objects".into()))?;
+        self.arena.push(o);
+        Ok(V::Ref(i))
+    }
+
+    fn take(&mut self, n: usize) -> PResult<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len());
+        match end {
+            Some(e) => {
+                let s = &self.data[self.pos..e];
+                self.pos = e;
+                Ok(s)
+            }
+            None => corrupt(format!(
+                "pickle truncated: needs {n} bytes at offset {} but only {} remain",
+                self.pos,
+                self.data.len() - self.pos
+            )),
+        }
+    }
+    fn u8(&mut self) -> PResult<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> PResult<u16> {
+        let b = self.take(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> PResult<u32> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> PResult<u64> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+    /// Length-prefixed payload; the length is checked against the remaining input before
+    /// anything is allocated.
+    fn len_bytes(&mut self, n: u64) -> PResult<&'a [u8]> {
+        let n = usize::try_from(n).map_err(|_| Fault::Corrupt(format!("declared length {n} is absurd")))?;
+        self.take(n)
+    }
+    fn line(&mut self) -> PResult<&'a [u8]> {
+        let rest = &self.data[self.pos..];
+        match rest.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                self.pos += i + 1;
+                Ok(&rest[..i])
+            }
+            None => corrupt("pickle truncated: unterminated text line"),
+        }
+    }
+    fn pop(&mut self) -> PResult<V> {
+        let floor = self.marks.last().copied().unwrap_or(0);
+        if self.stack.len() <= floor {
+            return corrupt(format!("pickle stack underflow at offset {}", self.pos));
+        }
+        self.stack.pop().ok_or_else(|| Fault::Corrupt("pickle stack underflow".into()))
+    }
+    fn top(&self) -> PResult<V> {
+        self.stack.last().copied().ok_or_else(|| Fault::Corrupt("pickle stack empty".into()))
+    }
+    fn pop_mark(&mut self) -> PResult<Vec<V>> {
+        let m = self.marks.pop().ok_or_else(|| Fault::Corrupt(format!("pickle: no MARK at offset {}", self.pos)))?;
+        if m > self.stack.len() {
+            return corrupt("pickle: MARK above stack top");
+        }
+        Ok(self.stack.split_off(m))
+    }
+    fn str_obj(&mut self, s: String) -> PResult<V> {
+        self.alloc(Obj::Str(s))
+    }
+    fn utf8(&mut self, b: &[u8]) -> PResult<V> {
+        match std::str::from_utf8(b) {
+            Ok(s) => self.str_obj(s.to_owned()),
+            Err(_) => corrupt(format!("pickle: invalid UTF-8 string before offset {}", self.pos)),
+        }
+    }
+    /// Python 2 `str` (BINSTRING): decoded like `torch.load(encoding="utf-8")` would, falling
+    /// back to bytes when it is not UTF-8.
+    fn py2str(&mut self, b: &[u8]) -> PResult<V> {
+        match std::str::from_utf8(b) {
+            Ok(s) => self.str_obj(s.to_owned()),
+            Err(_) => self.alloc(Obj::Bytes(b.to_vec())),
+        }
+    }
+    fn memo_put(&mut self, idx: u32) -> PResult<()> {
+        let v = self.top()?;
+        if self.memo.len() >= self.data.len() + 1 && !self.memo.contains_key(&idx) {
+            return corrupt("pickle memo larger than the input");
+        }
+        self.memo.insert(idx, v);
+        Ok(())
+    }
+    fn memo_get(&mut self, idx: u32) -> PResult<()> {
+        match self.memo.get(&idx) {
+            Some(&v) => {
+                self.stack.push(v);
+                Ok(())
+            }
+            None => corrupt(format!("pickle refers to memo entry {idx} that was never stored")),
+        }
+    }
+    fn long_from_le(&mut self, b: &[u8]) -> PResult<V> {
+        if b.is_empty() {
+            return Ok(V::Int(0));
+        }
+        if b.len() <= 8 {
+            let neg = b[b.len() - 1] & 0x80 != 0;
+            let mut a = if neg { [0xffu8; 8] } else { [0u8; 8] };
+            a[..b.len()].copy_from_slice(b);
+            return Ok(V::Int(i64::from_le_bytes(a)));
+        }
+        self.alloc(Obj::BigInt(b.to_vec()))
+    }
+    fn text_int(&mut self, line: &[u8]) -> PResult<V> {
+        let s = std::str::from_utf8(line).map_err(|_| Fault::Corrupt("pickle: bad INT text".into()))?;
+        let s = s.trim().trim_end_matches('L');
+        match s {
+            "00" => return Ok(V::Bool(false)),
+            "01" => return Ok(V::Bool(true)),
+            _ => {}
+        }
+        match s.parse::<i64>() {
+            Ok(i) => Ok(V::Int(i)),
+            Err(_) => {
+                if !s.is_empty() && s.trim_start_matches('-').bytes().all(|c| c.is_ascii_digit()) {
+                    self.alloc(Obj::BigInt(Vec::new()))
+                } else {
+                    corrupt(format!("pickle: bad integer literal {s:?}"))
+                }
+            }
+        }
+    }
+
+    fn run(&mut self) -> PResult<V> {
+        loop {
+            let at = self.pos;
+            let op = self.u8()?;
+            match op {
+                b'.' => {
+                    // STOP
+                    let v = self.pop()?;
+                    return Ok(v);
+                }
+                0x80 => {
+                    let p = self.u8()?;
+                    if p > 5 {
+                        return Err(Fault::Unsupported(format!("pickle protocol {p} (supported: 0-5)")));
+                    }
+                }
+                0x95 => {
+                    // FRAME: the length is only a hint for buffering.
+                    self.u64()?;
+                }
+                b'(' => self.marks.push(self.stack.len()),
+                b'0' => {
+                    if self.marks.last() == Some(&self.stack.len()) {
+                        self.marks.pop();
+                    } else {
+                        self.pop()?;
+                    }
+                }
+                b'1' => {
+                    self.pop_mark()?;
+                }
+                b'2' => {
+                    let v = self.top()?;
+                    self.stack.push(v);
+                }
+                b'N' => self.stack.push(V::None),
+                0x88 => self.stack.push(V::Bool(true)),
+                0x89 => self.stack.push(V::Bool(false)),
+                b'J' => {
+                    let v = self.u32()? as i32;
+                    self.stack.push(V::Int(v as i64));
+                }
+                b'K' => {
+                    let v = self.u8()?;
+                    self.stack.push(V::Int(v as i64));
+                }
+                b'M' => {
+                    let v = self.u16()?;
+                    self.stack.push(V::Int(v as i64));
+                }
+                b'I' | b'L' => {
+                    let line = self.line()?;
+                    let v = self.text_int(line)?;
+                    self.stack.push(v);
+                }
+                0x8a => {
+                    let n = self.u8()? as u64;
+                    let b = self.len_bytes(n)?;
+                    let v = self.long_from_le(b)?;
+                    self.stack.push(v);
+                }
+                0x8b => {
+                    let n = self.u32()? as i32;
+                    if n < 0 {
+                        return corrupt("pickle: negative LONG4 length");
+                    }
+                    let b = self.len_bytes(n as u64)?;
+                    let v = self.long_from_le(b)?;
+                    self.stack.push(v);
+                }
+                b'G' => {
+                    let b = self.take(8)?;
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(b);
+                    self.stack.push(V::Float(f64::from_be_bytes(a)));
+                }
+                b'F' => {
+                    let line = self.line()?;
+                    let f = std::str::from_utf8(line)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<f64>().ok())
+                        .ok_or_else(|| Fault::Corrupt("pickle: bad FLOAT text".into()))?;
+                    self.stack.push(V::Float(f));
+                }
+                0x8c => {
+                    let n = self.u8()? as u64;
+                    let b = self.len_bytes(n)?;
+                    let v = self.utf8(b)?;
+                    self.stack.push(v);
+                }
+                b'X' => {
+                    let n = self.u32()? as u64;
+                    let b = self.len_bytes(n)?;
+                    let v = self.utf8(b)?;
+                    self.stack.push(v);
+                }
+                0x8d => {
+                    let n = self.u64()?;
+                    let b = self.len_bytes(n)?;
+                    let v = self.utf8(b)?;
+                    self.stack.push(v);
+                }
+                b'V' => {
+                    // raw-unicode-escape; \uXXXX escapes are decoded, the rest taken as is.
+                    let line = self.line()?;
+                    let s = decode_raw_unicode_escape(line);
+                    let v = self.str_obj(s)?;
+                    self.stack.push(v);
+                }
+                b'U' => {
+                    let n = self.u8()? as u64;
+                    let b = self.len_bytes(n)?;
+                    let v = self.py2str(b)?;
+                    self.stack.push(v);
+                }
+                b'T' => {
+                    let n = self.u32()? as i32;
+                    if n < 0 {
+                        return corrupt("pickle: negative BINSTRING length");
+                    }
+                    let b = self.len_bytes(n as u64)?;
+                    let v = self.py2str(b)?;
+                    self.stack.push(v);
+                }
+                b'S' => {
+                    let line = self.line()?;
+                    let t = line.strip_suffix(b"\r").unwrap_or(line);
+                    let inner = if t.len() >= 2
+                        && (t[0] == b'\'' || t[0] == b'"')
+                        && t[t.len() - 1] == t[0]
+                    {
+                        &t[1..t.len() - 1]
+                    } else {
+                        return corrupt("pickle: STRING argument is not quoted");
+                    };
+                    let v = self.py2str(inner)?;
+                    self.stack.push(v);
+                }
+                b'C' => {
+                    let n = self.u8()? as u64;
+                    let b = self.len_bytes(n)?;
+                    let v = self.alloc(Obj::Bytes(b.to_vec()))?;
+                    self.stack.push(v);
+                }
+                b'B' => {
+                    let n = self.u32()? as u64;
+                    let b = self.len_bytes(n)?;
+                    let v = self.alloc(Obj::Bytes(b.to_vec()))?;
+                    self.stack.push(v);
+                }
+                0x8e | 0x96 => {
+                    let n = self.u64()?;
+                    let b = self.len_bytes(n)?;
+                    let v = self.alloc(Obj::Bytes(b.to_vec()))?;
+                    self.stack.push(v);
+                }
+                0x97 | 0x98 => {
+                    return Err(Fault::Unsupported("pickle protocol 5 out-of-band buffers".into()));
+                }
+                b')' => {
+                    let v = self.alloc(Obj::Tuple(Vec::new()))?;
+                    self.stack.push(v);
+                }
+                b't' => {
+                    let items = self.pop_mark()?;
+                    let v = self.alloc(Obj::Tuple(items))?;
+                    self.stack.push(v);
+                }
+                0x85..=0x87 => {
+                    let n = (op - 0x84) as usize;
+                    let mut items = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        items.push(self.pop()?);
+                    }
+                    items.reverse();
+                    let v = self.alloc(Obj::Tuple(items))?;
+                    self.stack.push(v);
+                }
+                b']' => {
+                    let v = self.alloc(Obj::List(Vec::new()))?;
+                    self.stack.push(v);
+                }
+                b'l' => {
+                    let items = self.pop_mark()?;
+                    let v = self.alloc(Obj::List(items))?;
+                    self.stack.push(v);
+                }
+                b'}' => {
+                    let v = self.alloc(Obj::Dict(Vec::new()))?;
+                    self.stack.push(v);
+                }
+                b'd' => {
+                    let items = self.pop_mark()?;
+                    let pairs = pairs_of(items)?;
+                    let v = self.alloc(Obj::Dict(pairs))?;
+                    self.stack.push(v);
+                }
+                0x8f => {
+                    let v = self.alloc(Obj::Set(Vec::new()))?;
+                    self.stack.push(v);
+                }
+                0x91 => {
+                    let items = self.pop_mark()?;
+                    let v = self.alloc(Obj::Set(items))?;
+                    self.stack.push(v);
+                }
+                b'a' => {
+                    let item = self.pop()?;
+                    let target = self.top()?;
+                    self.extend(target, vec![item])?;
+                }
+                b'e' | 0x90 => {
+                    let items = self.pop_mark()?;
+                    let target = self.top()?;
+                    self.extend(target, items)?;
+                }
+                b's' => {
+                    let value = self.pop()?;
+                    let key = self.pop()?;
+                    let target = self.top()?;
+                    self.set_items(target, vec![(key, value)])?;
+                }
+                b'u' => {
+                    let items = self.pop_mark()?;
+                    let pairs = pairs_of(items)?;
+                    let target = self.top()?;
+                    self.set_items(target, pairs)?;
+                }
+                b'p' => {
+                    let line = self.line()?;
+                    let idx = std::str::from_utf8(line)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u32>().ok())
+                        .ok_or_else(|| Fault::Corrupt("pickle: bad PUT index".into()))?;
+                    self.memo_put(idx)?;
+                }
+                b'q' => {
+                    let i = self.u8()? as u32;
+                    self.memo_put(i)?;
+                }
+                b'r' => {
+                    let i = self.u32()?;
+                    self.memo_put(i)?;
+                }
+                0x94 => {
+                    let i = u32::try_from(self.memo.len()).map_err(|_| Fault::Corrupt("memo overflow".into()))?;
+                    self.memo_put(i)?;
+                }
+                b'g' => {
+                    let line = self.line()?;
+                    let idx = std::str::from_utf8(line)
+                        .ok()
+                        .and_then(|s| s.trim().parse::<u32>().ok())
+                        .ok_or_else(|| Fault::Corrupt("pickle: bad GET index".into()))?;
+                    self.memo_get(idx)?;
+                }
+                b'h' => {
+                    let i = self.u8()? as u32;
+                    self.memo_get(i)?;
+                }
+                b'j' => {
+                    let i = self.u32()?;
+                    self.memo_get(i)?;
+                }
+                b'c' => {
+                    let module = String::from_utf8_lossy(self.line()?).into_owned();
+                    let name = String::from_utf8_lossy(self.line()?).into_owned();
+                    let v = self.alloc(Obj::Global { module, name })?;
+                    self.stack.push(v);
+                }
+                0x93 => {
+                    let name = self.pop()?;
+                    let module = self.pop()?;
+                    let (Some(m), Some(n)) = (self.str_of(module), self.str_of(name)) else {
+                        return corrupt("pickle: STACK_GLOBAL operands are not strings");
+                    };
+                    let v = self.alloc(Obj::Global { module: m, name: n })?;
+                    self.stack.push(v);
+                }
+                b'R' => {
+                    let args = self.pop()?;
+                    let func = self.pop()?;
+                    let v = self.call(func, args, 0)?;
+                    self.stack.push(v);
+                }
+                0x81 => {
+                    let args = self.pop()?;
+                    let cls = self.pop()?;
+                    let v = self.call(cls, args, 0)?;
+                    self.stack.push(v);
+                }
+                0x92 => {
+                    let _kwargs = self.pop()?;
+                    let args = self.pop()?;
+                    let cls = self.pop()?;
+                    let v = self.call(cls, args, 0)?;
+                    self.stack.push(v);
+                }
+                b'i' => {
+                    // INST: module, name lines; args from mark. Recorded, never executed.
+                    let module = String::from_utf8_lossy(self.line()?).into_owned();
+                    let name = String::from_utf8_lossy(self.line()?).into_owned();
+                    let items = self.pop_mark()?;
+                    let args = self.alloc(Obj::Tuple(items))?;
+                    let v = self.alloc(Obj::Object { class: format!("{module}.{name}"), args: Some(args), state: None })?;
+                    self.stack.push(v);
+                }
+                b'o' => {
+                    let mut items = self.pop_mark()?;
+                    if items.is_empty() {
+                        return corrupt("pickle: OBJ without class");
+                    }
+                    let cls = items.remove(0);
+                    let args = self.alloc(Obj::Tuple(items))?;
+                    let v = self.call(cls, args, 0)?;
+                    self.stack.push(v);
+                }
+                b'b' => {
+                    let state = self.pop()?;
+                    let target = self.top()?;
+                    if let V::Ref(i) = target {
+                        if let Some(Obj::Object { state: s, .. }) = self.arena.get_mut(i as usize) {
+                            *s = Some(state);
+                        }
+                    }
+                    // BUILD on dicts (OrderedDict `_metadata`), tensors (Python attributes) and
+                    // scalars is ignored: it only sets attributes.
+                }
+                b'Q' => {
+                    let pid = self.pop()?;
+                    let v = self.persistent_load(pid)?;
+                    self.stack.push(v);
+                }
+                b'P' => {
+                    let line = self.line()?;
+                    let pid = self.utf8(line)?;
+                    let v = self.persistent_load(pid)?;
+                    self.stack.push(v);
+                }
+                0x82..=0x84 => {
+                    return Err(Fault::Unsupported("pickle extension registry opcodes (EXT1/2/4)".into()));
+                }
+                other => {
+                    return corrupt(format!("pickle: unknown opcode 0x{other:02x} at offset {at}"));
+                }
+            }
+        }
+    }
+
+    fn str_of(&self, v: V) -> Option<String> {
+        match v {
+            V::Ref(i) => match self.arena.get(i as usize) {
+                Some(Obj::Str(s)) => Some(s.clone()),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn extend(&mut self, target: V, items: Vec<V>) -> PResult<()> {
+        match target {
+            V::Ref(i) => match self.arena.get_mut(i as usize) {
+                Some(Obj::List(l)) | Some(Obj::Set(l)) => {
+                    l.extend(items);
+                    Ok(())
+                }
+                // Appending to an opaque object (a list subclass) keeps nothing.
+                Some(Obj::Object { .. }) => Ok(()),
+                _ => corrupt("pickle: APPEND(S)/ADDITEMS target is not a list or set"),
+            },
+            _ => corrupt("pickle: APPEND(S) target is not a list"),
+        }
+    }
+
+    fn set_items(&mut self, target: V, pairs: Vec<(V, V)>) -> PResult<()> {
+        match target {
+            V::Ref(i) => match self.arena.get_mut(i as usize) {
+                Some(Obj::Dict(d)) => {
+                    d.extend(pairs);
+                    Ok(())
+                }
+                Some(Obj::Object { .. }) => Ok(()),
+                _ => corrupt("pickle: SETITEM(S) target is not a dict"),
+            },
+            _ => corrupt("pickle: SETITEM(S) target is not a dict"),
+        }
+    }
+
+    fn global_name(&self, v: V) -> Option<(String, String)> {
+        match v {
+            V::Ref(i) => match self.arena.get(i as usize) {
+                Some(Obj::Global { module, name }) => Some((module.clone(), name.clone())),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn tuple_items(&self, v: V) -> Option<Vec<V>> {
+        match v {
+            V::Ref(i) => match self.arena.get(i as usize) {
+                Some(Obj::Tuple(t)) | Some(Obj::List(t)) => Some(t.clone()),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    fn uint(v: V, what: &str) -> PResult<u64> {
+        match v {
+            V::Int(i) if i >= 0 => Ok(i as u64),
+            V::Bool(b) => Ok(b as u64),
+            _ => corrupt(format!("pickle: {what} is not a non-negative integer")),
+        }
+    }
+
+    fn uints(&self, v: V, what: &str) -> PResult<Vec<u64>> {
+        let items = self.tuple_items(v).ok_or_else(|| Fault::Corrupt(format!("pickle: {what} is not a tuple")))?;
+        if items.len() > MAX_DIMS {
+            return corrupt(format!("pickle: {what} has {} dimensions", items.len()));
+        }
+        items.into_iter().map(|x| Self::uint(x, what)).collect()
+    }
+
+    /// Applies a callable. Whitelisted rebuild functions are re-implemented as data
+    /// construction; anything else becomes an opaque, never-executed [`Obj::Object`].
+    fn call(&mut self, func: V, args: V, depth: u32) -> PResult<V> {
+        let Some((module, name)) = self.global_name(func) else {
+            // Calling something that is not a global (e.g. an opaque object): record it.
+            return self.alloc(Obj::Object { class: "<non-global callable>".into(), args: Some(args), state: None });
+        };
+        let a = self.tuple_items(args).unwrap_or_default();
+        match (module.as_str(), name.as_str()) {
+            ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") if a.len() >= 4 => {
+                let storage = match a[0] {
+                    V::Ref(i) if matches!(self.arena.get(i as usize), Some(Obj::Storage(_))) => i,
+                    _ => return corrupt(format!("pickle: {name} called without a storage")),
+                };
+                let offset = Self::uint(a[1], "storage offset")?;
+                let shape = self.uints(a[2], "tensor size")?;
+                let stride = self.uints(a[3], "tensor stride")?;
+                if shape.len() != stride.len() {
+                    return corrupt(format!(
+                        "pickle: tensor size has {} dims but stride has {}",
+                        shape.len(),
+                        stride.len()
+                    ));
+                }
+                self.alloc(Obj::Tensor(TensorRef { storage, offset, shape, stride }))
+            }
+            ("torch._utils", "_rebuild_parameter")
+            | ("torch._utils", "_rebuild_parameter_with_state")
+            | ("torch.nn.parameter", "Parameter")
+                if !a.is_empty() =>
+            {
+                Ok(a[0])
+            }
+            ("torch._tensor", "_rebuild_from_type_v2") | ("torch._tensor", "_rebuild_from_type") if a.len() >= 3 => {
+                let inner_ok = matches!(
+                    self.global_name(a[1]).as_ref().map(|(m, n)| (m.as_str(), n.as_str())),
+                    Some(("torch", "Tensor")) | Some(("torch.nn.parameter", "Parameter")) | Some(("torch._tensor", "Tensor"))
+                );
+                if inner_ok && depth < 4 {
+                    self.call(a[0], a[2], depth + 1)
+                } else {
+                    let class = self
+                        .global_name(a[1])
+                        .map(|(m, n)| format!("{m}.{n}"))
+                        .unwrap_or_else(|| "<tensor subclass>".into());
+                    self.alloc(Obj::Object { class, args: Some(args), state: None })
+                }
+            }
+            ("collections", "OrderedDict") | ("builtins", "dict") | ("__builtin__", "dict") => {
+                let mut pairs = Vec::new();
+                if let Some(&first) = a.first() {
+                    if let Some(items) = self.tuple_items(first) {
+                        for it in items {
+                            match self.tuple_items(it).as_deref() {
+                                Some([k, v]) => pairs.push((*k, *v)),
+                                _ => return corrupt("pickle: OrderedDict item is not a pair"),
+                            }
+                        }
+                    }
+                }
+                self.alloc(Obj::Dict(pairs))
+            }
+            ("builtins", "set") | ("__builtin__", "set") | ("builtins", "frozenset") | ("__builtin__", "frozenset") => {
+                let items = a.first().and_then(|&x| self.tuple_items(x)).unwrap_or_default();
+                self.alloc(Obj::Set(items))
+            }
+            ("builtins", "list") | ("__builtin__", "list") => {
+                let items = a.first().and_then(|&x| self.tuple_items(x)).unwrap_or_default();
+                self.alloc(Obj::List(items))
+            }
+            ("torch", "Size") | ("builtins", "tuple") | ("__builtin__", "tuple") => {
+                let items = a.first().and_then(|&x| self.tuple_items(x)).unwrap_or_default();
+                self.alloc(Obj::Tuple(items))
+            }
+            ("_codecs", "encode") if !a.is_empty() => {
+                // Protocol-2 pickles of Python 3 bytes: _codecs.encode(str, "latin1").
+                let s = self.str_of(a[0]).ok_or_else(|| Fault::Corrupt("pickle: _codecs.encode of a non-string".into()))?;
+                let enc = a.get(1).and_then(|&e| self.str_of(e)).unwrap_or_else(|| "utf-8".into());
+                let bytes = if enc.eq_ignore_ascii_case("latin1") || enc.eq_ignore_ascii_case("latin-1") {
+                    let mut out = Vec::with_capacity(s.len());
+                    for c in s.chars() {
+                        let c = u32::from(c);
+                        if c > 0xff {
+                            return corrupt("pickle: _codecs.encode latin1 of a non-latin1 string");
+                        }
+                        out.push(c as u8);
+                    }
+                    out
+                } else {
+                    s.into_bytes()
+                };
+                self.alloc(Obj::Bytes(bytes))
+            }
+            ("builtins", "bytearray") | ("builtins", "bytes") | ("__builtin__", "bytearray") => {
+                let b = match a.first().and_then(|&x| match x {
+                    V::Ref(i) => self.arena.get(i as usize),
+                    _ => None,
+                }) {
+                    Some(Obj::Bytes(b)) => b.clone(),
+                    Some(Obj::Str(s)) => s.clone().into_bytes(),
+                    _ => Vec::new(),
+                };
+                self.alloc(Obj::Bytes(b))
+            }
+            ("torch", "device") => {
+                let mut s = a.first().and_then(|&x| self.str_of(x)).unwrap_or_default();
+                if let Some(V::Int(i)) = a.get(1) {
+                    s = format!("{s}:{i}");
+                }
+                self.str_obj(s)
+            }
+            ("numpy.core.multiarray", "scalar") | ("numpy._core.multiarray", "scalar") if a.len() >= 2 => {
+                self.numpy_scalar(a[0], a[1], args)
+            }
+            _ => self.alloc(Obj::Object { class: format!("{module}.{name}"), args: Some(args), state: None }),
+        }
+    }
+
+    /// `numpy.core.multiarray.scalar(dtype, bytes)`: numeric scalars only (as saved by
+    /// `torch.save({"acc": np.float64(...)})`).
+    fn numpy_scalar(&mut self, dtype: V, bytes: V, args: V) -> PResult<V> {
+        let code = match dtype {
+            V::Ref(i) => match self.arena.get(i as usize) {
+                Some(Obj::Object { class, args: Some(da), .. }) if class.ends_with("numpy.dtype") => {
+                    self.tuple_items(*da).and_then(|t| t.first().and_then(|&c| self.str_of(c)))
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        let raw = match bytes {
+            V::Ref(i) => match self.arena.get(i as usize) {
+                Some(Obj::Bytes(b)) => Some(b.clone()),
+                Some(Obj::Str(s)) => s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect::<Option<Vec<u8>>>(),
+                _ => None,
+            },
+            _ => None,
+        };
+        let v = match (code.as_deref(), raw.as_deref()) {
+            (Some("f8"), Some(b)) if b.len() == 8 => {
+                let mut x = [0u8; 8];
+                x.copy_from_slice(b);
+                Some(V::Float(f64::from_le_bytes(x)))
+            }
+            (Some("f4"), Some(b)) if b.len() == 4 => Some(V::Float(f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)),
+            (Some("i8"), Some(b)) if b.len() == 8 => {
+                let mut x = [0u8; 8];
+                x.copy_from_slice(b);
+                Some(V::Int(i64::from_le_bytes(x)))
+            }
+            (Some("i4"), Some(b)) if b.len() == 4 => Some(V::Int(i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)),
+            (Some("b1"), Some(b)) if b.len() == 1 => Some(V::Bool(b[0] != 0)),
+            _ => None,
+        };
+        match v {
+            Some(v) => Ok(v),
+            None => self.alloc(Obj::Object { class: "numpy.core.multiarray.scalar".into(), args: Some(args), state: None }),
+        }
+    }
+
+    /// PyTorch's `persistent_load`, as data: `('storage', type, key, location, numel[, view])`
+    /// becomes a [`StorageRef`]; `('module', cls, file, source)` (legacy whole-module saves)
+    /// yields the class reference.
+    fn persistent_load(&mut self, pid: V) -> PResult<V> {
+        let items = self
+            .tuple_items(pid)
+            .ok_or_else(|| Fault::Unsupported("pickle persistent id that is not a tuple (not a PyTorch file?)".into()))?;
+        let kind = items.first().and_then(|&k| self.str_of(k)).unwrap_or_default();
+        match kind.as_str() {
+            "storage" if items.len() >= 5 => {
+                let (tmod, tname) = self
+                    .global_name(items[1])
+                    .ok_or_else(|| Fault::Corrupt("pickle: storage type is not a class reference".into()))?;
+                let key = match items[2] {
+                    V::Int(i) => i.to_string(),
+                    k => self.str_of(k).ok_or_else(|| Fault::Corrupt("pickle: storage key is not a string".into()))?,
+                };
+                let numel = Self::uint(items[4], "storage size")?;
+                let view = match items.get(5) {
+                    None | Some(V::None) => None,
+                    Some(&vm) => {
+                        let t = self.tuple_items(vm).unwrap_or_default();
+                        if t.len() != 3 {
+                            return corrupt("pickle: storage view metadata is not (key, offset, size)");
+                        }
+                        Some((Self::uint(t[1], "storage view offset")?, Self::uint(t[2], "storage view size")?))
+                    }
+                };
+                let dtype = storage_dtype(&tmod, &tname);
+                self.alloc(Obj::Storage(StorageRef { key, dtype, type_name: format!("{tmod}.{tname}"), numel, view }))
+            }
+            "module" if items.len() >= 2 => Ok(items[1]),
+            _ => Err(Fault::Unsupported(format!("pickle persistent id of kind {kind:?}"))),
+        }
+    }
+}
+
+fn pairs_of(items: Vec<V>) -> PResult<Vec<(V, V)>> {
+    if items.len() % 2 != 0 {
+        return corrupt("pickle: odd number of items for a dict");
+    }
+    let mut out = Vec::with_capacity(items.len() / 2);
+    let mut it = items.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+fn decode_raw_unicode_escape(b: &[u8]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 5 < b.len() + 0 && b[i + 1] == b'u' {
+            if let Some(c) = std::str::from_utf8(&b[i + 2..i + 6])
+                .ok()
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .and_then(char::from_u32)
+            {
+                out.push(c);
+                i += 6;
+                continue;
+            }
+        }
+        out.push(char::from(b[i]));
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dict_of_scalars() {
+        // pickle.dumps({'a': 1, 'b': [1.5, 'x']}, protocol=2)
+        let p = b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01K\x01X\x01\x00\x00\x00bq\x02]q\x03(G?\xf8\x00\x00\x00\x00\x00\x00X\x01\x00\x00\x00xq\x04eu.";
+        let pk = parse(p).unwrap();
+        let d = pk.dict(pk.root).unwrap();
+        assert_eq!(d.len(), 2);
+        assert_eq!(pk.str(d[0].0), Some("a"));
+        assert_eq!(d[0].1, V::Int(1));
+        let l = pk.seq(d[1].1).unwrap();
+        assert_eq!(l[0], V::Float(1.5));
+        assert_eq!(pk.str(l[1]), Some("x"));
+        assert_eq!(pk.consumed, p.len());
+    }
+
+    #[test]
+    fn unknown_callable_is_recorded_not_run() {
+        // pickle.dumps(os.system, ...) style: GLOBAL posix system, args ('echo',), REDUCE
+        let p = b"cposix\nsystem\nq\x00X\x04\x00\x00\x00echoq\x01\x85q\x02Rq\x03.";
+        let pk = parse(p).unwrap();
+        match pk.obj(pk.root) {
+            Some(Obj::Object { class, .. }) => assert_eq!(class, "posix.system"),
+            other => panic!("expected opaque object, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn truncated_and_garbage_inputs_fail_cleanly() {
+        let p = b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01K\x01u.";
+        for n in 0..p.len() {
+            assert!(parse(&p[..n]).is_err(), "prefix of {n} bytes parsed");
+        }
+        assert!(parse(b"X\xff\xff\xff\xff").is_err());
+        assert!(parse(b"\x8d\xff\xff\xff\xff\xff\xff\xff\xff").is_err());
+        assert!(parse(b"h\x07.").is_err());
+        assert!(parse(b"0.").is_err());
+    }
+
+    #[test]
+    fn deep_nesting_does_not_overflow_on_drop() {
+        let mut p = Vec::new();
+        p.extend(std::iter::repeat_n(b'(', 200_000));
+        p.push(b')');
+        p.extend(std::iter::repeat_n(b't', 200_000));
+        p.push(b'.');
+        let pk = parse(&p).unwrap();
+        drop(pk);
+    }
+}

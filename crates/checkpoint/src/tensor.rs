@@ -1,0 +1,214 @@
+//! Element types and owned tensor bytes.
+
+use crate::Error;
+use serde::{Deserialize, Serialize};
+
+/// Element type of a tensor. Names follow safetensors ("F32", "BF16", "BOOL", ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum DType {
+    /// IEEE 754 binary32.
+    F32,
+    /// IEEE 754 binary64.
+    F64,
+    /// IEEE 754 binary16.
+    F16,
+    /// bfloat16 (upper half of a binary32).
+    BF16,
+    /// Signed 64-bit integer.
+    I64,
+    /// Signed 32-bit integer.
+    I32,
+    /// Signed 16-bit integer.
+    I16,
+    /// Signed 8-bit integer.
+    I8,
+    /// Unsigned 8-bit integer.
+    U8,
+    /// Boolean stored as one byte (0 or 1).
+    Bool,
+}
+
+impl DType {
+    /// Every supported dtype.
+    pub const ALL: [DType; 10] = [
+        DType::F32,
+        DType::F64,
+        DType::F16,
+        DType::BF16,
+        DType::I64,
+        DType::I32,
+        DType::I16,
+        DType::I8,
+        DType::U8,
+        DType::Bool,
+    ];
+
+    /// The safetensors name of the dtype ("F32", "BOOL", ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "F32",
+            DType::F64 => "F64",
+            DType::F16 => "F16",
+            DType::BF16 => "BF16",
+            DType::I64 => "I64",
+            DType::I32 => "I32",
+            DType::I16 => "I16",
+            DType::I8 => "I8",
+            DType::U8 => "U8",
+            DType::Bool => "BOOL",
+        }
+    }
+
+    /// Bytes per element.
+    pub fn size_in_bytes(self) -> usize {
+        match self {
+            DType::F64 | DType::I64 => 8,
+            DType::F32 | DType::I32 => 4,
+            DType::F16 | DType::BF16 | DType::I16 => 2,
+            DType::I8 | DType::U8 | DType::Bool => 1,
+        }
+    }
+
+    /// Parses a safetensors dtype name.
+    pub fn from_name(name: &str) -> Option<DType> {
+        DType::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    pub(crate) fn to_safetensors(self) -> safetensors::Dtype {
+        use safetensors::Dtype as S;
+        match self {
+            DType::F32 => S::F32,
+            DType::F64 => S::F64,
+            DType::F16 => S::F16,
+            DType::BF16 => S::BF16,
+            DType::I64 => S::I64,
+            DType::I32 => S::I32,
+            DType::I16 => S::I16,
+            DType::I8 => S::I8,
+            DType::U8 => S::U8,
+            DType::Bool => S::BOOL,
+        }
+    }
+
+    pub(crate) fn from_safetensors(d: safetensors::Dtype) -> Option<DType> {
+        use safetensors::Dtype as S;
+        Some(match d {
+            S::F32 => DType::F32,
+            S::F64 => DType::F64,
+            S::F16 => DType::F16,
+            S::BF16 => DType::BF16,
+            S::I64 => DType::I64,
+            S::I32 => DType::I32,
+            S::I16 => DType::I16,
+            S::I8 => DType::I8,
+            S::U8 => DType::U8,
+            S::BOOL => DType::Bool,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Contiguous, row-major, little-endian tensor bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorData {
+    /// Element type.
+    pub dtype: DType,
+    /// Dimensions, outermost first; empty for a scalar.
+    pub shape: Vec<usize>,
+    /// `numel() * dtype.size_in_bytes()` bytes, little-endian, row-major.
+    pub bytes: Vec<u8>,
+}
+
+impl TensorData {
+    /// Builds a tensor, checking that `bytes` has exactly the length `shape` and `dtype` imply.
+    pub fn new(dtype: DType, shape: Vec<usize>, bytes: Vec<u8>) -> Result<Self, Error> {
+        let t = TensorData { dtype, shape, bytes };
+        t.check()?;
+        Ok(t)
+    }
+
+    /// Number of elements (product of the shape; 1 for a scalar).
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Checks that the byte length matches shape and dtype.
+    pub fn check(&self) -> Result<(), Error> {
+        let expected = self
+            .shape
+            .iter()
+            .try_fold(self.dtype.size_in_bytes(), |acc, &d| acc.checked_mul(d));
+        match expected {
+            Some(n) if n == self.bytes.len() => Ok(()),
+            Some(n) => Err(Error::Tensor(format!(
+                "{} tensor of shape {:?} needs {n} bytes but has {}",
+                self.dtype,
+                self.shape,
+                self.bytes.len()
+            ))),
+            None => Err(Error::Tensor(format!("shape {:?} overflows", self.shape))),
+        }
+    }
+
+    /// A new F32 tensor holding `v` (which must have `shape`'s product many values; this is the
+    /// caller's contract and is checked with a debug assertion only).
+    pub fn from_f32(shape: Vec<usize>, v: &[f32]) -> Self {
+        debug_assert_eq!(shape.iter().product::<usize>(), v.len());
+        let mut bytes = Vec::with_capacity(v.len() * 4);
+        for x in v {
+            bytes.extend_from_slice(&x.to_le_bytes());
+        }
+        TensorData { dtype: DType::F32, shape, bytes }
+    }
+
+    /// The values converted to f32 (floats are rounded to nearest, integers converted, bool as
+    /// 0/1).
+    pub fn to_f32_vec(&self) -> Result<Vec<f32>, Error> {
+        self.check()?;
+        let b = &self.bytes;
+        Ok(match self.dtype {
+            DType::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            DType::F64 => b
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+                .collect(),
+            DType::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            DType::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            DType::I64 => b
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+                .collect(),
+            DType::I32 => b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32).collect(),
+            DType::I16 => b.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as f32).collect(),
+            DType::I8 => b.iter().map(|&x| x as i8 as f32).collect(),
+            DType::U8 => b.iter().map(|&x| x as f32).collect(),
+            DType::Bool => b.iter().map(|&x| if x != 0 { 1.0 } else { 0.0 }).collect(),
+        })
+    }
+
+    /// The values as i64, for integer and bool tensors (e.g. BatchNorm's `num_batches_tracked`).
+    pub fn to_i64_vec(&self) -> Result<Vec<i64>, Error> {
+        self.check()?;
+        let b = &self.bytes;
+        Ok(match self.dtype {
+            DType::I64 => b
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect(),
+            DType::I32 => b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect(),
+            DType::I16 => b.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as i64).collect(),
+            DType::I8 => b.iter().map(|&x| x as i8 as i64).collect(),
+            DType::U8 | DType::Bool => b.iter().map(|&x| x as i64).collect(),
+            d => return Err(Error::Tensor(format!("to_i64_vec: {d} is not an integer dtype"))),
+        })
+    }
+}
+
+/// Tensors by name, in name order.
+pub type TensorMap = std::collections::BTreeMap<String, TensorData>;

@@ -1,0 +1,182 @@
+//! The own format: round trip, committed fixtures of every format version, refusal of newer
+//! versions, integrity checks, inspect/convert.
+
+mod common;
+
+use checkpoint::{
+    import, inspect, load, save, Checkpoint, Error, FormatVersion, SourceFormat, FORMAT_MAJOR, FORMAT_MINOR,
+    METADATA_KEY,
+};
+use common::{fixtures, sample_checkpoint};
+use std::path::Path;
+
+fn without_stamps(c: &Checkpoint) -> Checkpoint {
+    let mut c = c.clone();
+    c.meta.created_utc.clear();
+    c.meta.tensor_checksum.clear();
+    c.meta.writer.clear();
+    c
+}
+
+#[test]
+fn round_trip_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.petal");
+    let c = sample_checkpoint();
+    save(&p, &c).unwrap();
+    let back = load(&p).unwrap();
+    assert_eq!(without_stamps(&back), without_stamps(&c));
+    assert_eq!(back.meta.format, "petal.checkpoint");
+    assert_eq!(back.meta.format_version, FormatVersion { major: FORMAT_MAJOR, minor: FORMAT_MINOR });
+    assert!(back.meta.tensor_checksum.starts_with("sha256:"));
+    assert_eq!(back.meta.created_utc.len(), "2025-01-01T00:00:00Z".len());
+    assert_eq!(back.class_to_idx()["10"], 1);
+    assert_eq!(back.model_tensors().count(), c.tensors.len() - 2);
+    // Nothing but the target is left in the directory.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+/// Every committed fixture of every format version loads, and holds the sample checkpoint.
+/// `PETAL_WRITE_FORMAT_FIXTURE=1` writes the current version's fixture (do this once per new
+/// format version and commit it; never rewrite an old one).
+#[test]
+fn every_committed_format_version_loads() {
+    let dir = fixtures().join("format");
+    let current = dir.join(format!("v{FORMAT_MAJOR}.{FORMAT_MINOR}")).join("sample.petal");
+    if std::env::var_os("PETAL_WRITE_FORMAT_FIXTURE").is_some() {
+        std::fs::create_dir_all(current.parent().unwrap()).unwrap();
+        save(&current, &sample_checkpoint()).unwrap();
+    }
+    let mut seen = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let f = entry.unwrap().path().join("sample.petal");
+        let c = load(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        assert_eq!(without_stamps(&c).tensors, sample_checkpoint().tensors, "{}", f.display());
+        let mut want = without_stamps(&sample_checkpoint()).meta;
+        want.format_version = c.meta.format_version;
+        assert_eq!(without_stamps(&c).meta, want, "{}", f.display());
+        seen.push(c.meta.format_version);
+    }
+    assert!(
+        seen.contains(&FormatVersion { major: FORMAT_MAJOR, minor: FORMAT_MINOR }),
+        "a fixture of the current format version {FORMAT_MAJOR}.{FORMAT_MINOR} must be committed (found {seen:?})"
+    );
+}
+
+/// Rewrites the metadata JSON of a saved file with `edit` (keeping the tensors).
+fn rewrite_meta(src: &Path, dst: &Path, edit: impl Fn(&mut serde_json::Value)) {
+    let bytes = std::fs::read(src).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut meta: serde_json::Value = serde_json::from_str(&header.metadata().as_ref().unwrap()[METADATA_KEY]).unwrap();
+    edit(&mut meta);
+    let info = [(METADATA_KEY.to_string(), meta.to_string())].into_iter().collect();
+    let tensors: Vec<(String, safetensors::tensor::TensorView)> = st.tensors();
+    safetensors::serialize_to_file(tensors, Some(info), dst).unwrap();
+}
+
+#[test]
+fn newer_major_is_refused_naming_both_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.petal"), dir.path().join("future.petal"));
+    save(&a, &sample_checkpoint()).unwrap();
+    rewrite_meta(&a, &b, |m| m["format_version"] = serde_json::json!({"major": FORMAT_MAJOR + 1, "minor": 3}));
+    let err = load(&b).unwrap_err();
+    assert!(matches!(err, Error::NewerVersion { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("{}.3", FORMAT_MAJOR + 1)), "{msg}");
+    assert!(msg.contains(&format!("up to {FORMAT_MAJOR}.x")), "{msg}");
+    assert!(msg.contains("future.petal"), "{msg}");
+}
+
+#[test]
+fn newer_minor_with_unknown_fields_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.petal"), dir.path().join("minor.petal"));
+    save(&a, &sample_checkpoint()).unwrap();
+    rewrite_meta(&a, &b, |m| {
+        m["format_version"]["minor"] = serde_json::json!(FORMAT_MINOR + 5);
+        m["some_future_field"] = serde_json::json!({"x": 1});
+    });
+    let c = load(&b).unwrap();
+    assert_eq!(c.meta.format_version.minor, FORMAT_MINOR + 5);
+    assert_eq!(c.tensors, sample_checkpoint().tensors);
+}
+
+#[test]
+fn flipped_tensor_byte_fails_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.petal");
+    save(&p, &sample_checkpoint()).unwrap();
+    let mut bytes = std::fs::read(&p).unwrap();
+    let n = bytes.len();
+    // The data section is at the end; every byte of it is covered.
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize + 8;
+    for i in (header..n).step_by(3) {
+        bytes[i] ^= 0x10;
+        let e = checkpoint::load_bytes(&bytes, &p).unwrap_err();
+        assert!(matches!(e, Error::Checksum { .. }), "flip at {i}: {e}");
+        bytes[i] ^= 0x10;
+    }
+}
+
+#[test]
+fn load_refuses_foreign_files_clearly() {
+    let e = load(&fixtures().join("plain.safetensors")).unwrap_err();
+    assert!(e.to_string().contains("without petal metadata"), "{e}");
+    let e = load(Path::new("/nonexistent/x.petal")).unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/x.petal"), "{e}");
+}
+
+#[test]
+fn import_and_inspect_own_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("a.petal");
+    save(&p, &sample_checkpoint()).unwrap();
+    let imp = import(&p).unwrap();
+    assert!(matches!(imp.source, SourceFormat::Petal { .. }));
+    assert_eq!(imp.tensors.len(), sample_checkpoint().tensors.len() - 2, "reserved prefixes excluded");
+    assert_eq!(imp.arch.as_deref(), Some("densenet121"));
+    assert_eq!(imp.class_to_idx.unwrap().len(), 3);
+    let s = inspect(&p).unwrap();
+    assert_eq!(s.tensor_count, sample_checkpoint().tensors.len() - 2);
+    let text = s.to_string();
+    assert!(text.contains("densenet121") && text.contains("classes:  3") && text.contains("sha256:"), "{text}");
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["source"]["kind"], "petal");
+    assert_eq!(json["metadata"]["preprocessing"]["resize_size"], 256);
+}
+
+#[test]
+fn convert_pytorch_checkpoint_to_petal() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("converted.petal");
+    let src = fixtures().join("train_legacy.pth");
+    let summary = checkpoint::convert(&src, &out).unwrap();
+    let orig = import(&src).unwrap();
+    let c = load(&out).unwrap();
+    assert_eq!(c.tensors, orig.tensors);
+    assert_eq!(c.class_to_idx(), orig.class_to_idx.clone().unwrap());
+    // Classes are stored in index order.
+    let idx: Vec<usize> = c.meta.classes.iter().map(|x| x.index).collect();
+    assert_eq!(idx, (0..idx.len()).collect::<Vec<_>>());
+    assert_eq!(c.meta.arch, "densenet121");
+    assert_eq!(c.meta.hyperparameters["epochs"], 3);
+    assert_eq!(c.meta.provenance["converted_from"], "train_legacy.pth");
+    assert_eq!(summary.tensor_count, orig.tensors.len());
+    // Converting the converted file is a no-op on content.
+    let again = dir.path().join("again.petal");
+    checkpoint::convert(&out, &again).unwrap();
+    assert_eq!(without_stamps(&load(&again).unwrap()), without_stamps(&c));
+}
+
+#[test]
+fn invalid_checkpoints_are_refused_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.petal");
+    let mut c = sample_checkpoint();
+    c.tensors.get_mut("classifier.bias").unwrap().bytes.pop();
+    assert!(matches!(save(&p, &c), Err(Error::InvalidCheckpoint { .. })));
+    assert!(!p.exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no temp file left");
+}

@@ -1,0 +1,1 @@
+//! Prediction: top-k class names and probabilities for images, from a checkpoint.

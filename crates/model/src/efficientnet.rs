@@ -1,0 +1,195 @@
+//! EfficientNet-Lite0 exactly as the PyPI package `efficientnet_lite_pytorch` 0.1.0 builds it
+//! (`EfficientNet.from_name("efficientnet-lite0")`): ReLU6, no squeeze-excitation, fixed stem and
+//! head, batch norm with eps 1e-3 and momentum 0.01, drop-connect 0.2 scaled by block index, and
+//! TF-style *static* "same" padding computed once for the package's image size of 224
+//! (`Conv2dStaticSamePadding`): other input sizes get the same pads, as in the package.
+//!
+//! Variable names are the package's `state_dict()` names (`_conv_stem.weight`,
+//! `_blocks.3._expand_conv.weight`, `_bn1.running_var`, ...), without its `_fc` classifier.
+
+use tch::nn;
+use tch::Tensor;
+
+use crate::layers::{BatchNorm2d, Conv2d, ConvOpts};
+
+/// Input size the static padding is computed for (the package's `image_size` for lite0).
+pub const LITE0_IMAGE_SIZE: i64 = 224;
+/// Pooled feature dimension of EfficientNet-Lite0 (`_conv_head` output channels).
+pub const LITE0_FEATURE_DIM: i64 = 1280;
+
+const BN_EPS: f64 = 1e-3;
+const BN_MOMENTUM: f64 = 1.0 - 0.99;
+const DROP_CONNECT_RATE: f64 = 0.2;
+
+/// `(repeats, kernel, stride, expand_ratio, input_filters, output_filters)` from the package's
+/// block strings `r1_k3_s11_e1_i32_o16`, ... (width and depth coefficients are 1.0 for lite0).
+pub(crate) const LITE0_STAGES: [(i64, i64, i64, i64, i64, i64); 7] = [
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+];
+
+/// `Conv2dStaticSamePadding`'s pads `(left, right, top, bottom)` for a square image.
+pub(crate) fn static_same_pad(image: i64, k: i64, s: i64) -> [i64; 4] {
+    let o = (image + s - 1) / s;
+    let pad = ((o - 1) * s + k - image).max(0);
+    [pad / 2, pad - pad / 2, pad / 2, pad - pad / 2]
+}
+
+fn out_size(image: i64, s: i64) -> i64 {
+    (image + s - 1) / s
+}
+
+/// PyTorch's default conv weight init (kaiming_uniform with a = sqrt(5)): U(-1/sqrt(fan_in), ..).
+fn torch_default_conv_init(fan_in: i64) -> nn::Init {
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    nn::Init::Uniform { lo: -bound, up: bound }
+}
+
+fn conv(vs: &nn::Path, c_in: i64, c_out: i64, k: i64, s: i64, groups: i64, image: i64) -> Conv2d {
+    Conv2d::new(
+        vs,
+        c_in,
+        c_out,
+        k,
+        ConvOpts {
+            stride: s,
+            groups,
+            static_pad: Some(static_same_pad(image, k, s)),
+            init: torch_default_conv_init(c_in / groups * k * k),
+            ..Default::default()
+        },
+    )
+}
+
+fn bn(vs: &nn::Path, c: i64) -> BatchNorm2d {
+    BatchNorm2d::new(vs, c, BN_EPS, BN_MOMENTUM)
+}
+
+fn relu6(xs: Tensor) -> Tensor {
+    xs.clamp(0.0, 6.0)
+}
+
+#[derive(Debug)]
+struct MBConv {
+    expand: Option<(Conv2d, BatchNorm2d)>,
+    depthwise: Conv2d,
+    bn1: BatchNorm2d,
+    project: Conv2d,
+    bn2: BatchNorm2d,
+    residual: bool,
+    drop_connect: f64,
+}
+
+impl MBConv {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut x = match &self.expand {
+            Some((c, b)) => relu6(b.forward_t(&c.forward(xs), train)),
+            None => xs.shallow_clone(),
+        };
+        x = relu6(self.bn1.forward_t(&self.depthwise.forward(&x), train));
+        x = self.bn2.forward_t(&self.project.forward(&x), train);
+        if !self.residual {
+            return x;
+        }
+        // `drop_connect` of the package: per-sample Bernoulli(keep) mask, scaled by 1/keep.
+        // As in the package it applies whenever the module is in training mode.
+        if train && self.drop_connect > 0.0 {
+            let keep = 1.0 - self.drop_connect;
+            let n = x.size()[0];
+            let mask = (Tensor::rand([n, 1, 1, 1], (x.kind(), x.device())) + keep).floor();
+            x = x / keep * mask;
+        }
+        x + xs
+    }
+}
+
+/// The package's `extract_features` followed by `_avg_pooling` and flatten (no dropout / `_fc`).
+#[derive(Debug)]
+pub(crate) struct EfficientNetLite0 {
+    conv_stem: Conv2d,
+    bn0: BatchNorm2d,
+    blocks: Vec<MBConv>,
+    conv_head: Conv2d,
+    bn1: BatchNorm2d,
+}
+
+impl EfficientNetLite0 {
+    /// Builds the layers under `vs` (the root path: the package's names have no prefix).
+    pub fn new(vs: &nn::Path) -> EfficientNetLite0 {
+        let mut image = LITE0_IMAGE_SIZE;
+        let conv_stem = conv(&(vs / "_conv_stem"), 3, 32, 3, 2, 1, image);
+        let bn0 = bn(&(vs / "_bn0"), 32);
+        image = out_size(image, 2);
+        let total: i64 = LITE0_STAGES.iter().map(|s| s.0).sum();
+        let mut blocks = Vec::new();
+        for &(repeats, k, stride, expand, c_in0, c_out) in LITE0_STAGES.iter() {
+            for r in 0..repeats {
+                let (c_in, s) = if r == 0 { (c_in0, stride) } else { (c_out, 1) };
+                let idx = blocks.len() as i64;
+                let bvs = vs / "_blocks" / idx;
+                let mid = c_in * expand;
+                let expand_layers = (expand != 1)
+                    .then(|| (conv(&(&bvs / "_expand_conv"), c_in, mid, 1, 1, 1, image), bn(&(&bvs / "_bn0"), mid)));
+                let depthwise = conv(&(&bvs / "_depthwise_conv"), mid, mid, k, s, mid, image);
+                let bn1 = bn(&(&bvs / "_bn1"), mid);
+                image = out_size(image, s);
+                let project = conv(&(&bvs / "_project_conv"), mid, c_out, 1, 1, 1, image);
+                let bn2 = bn(&(&bvs / "_bn2"), c_out);
+                blocks.push(MBConv {
+                    expand: expand_layers,
+                    depthwise,
+                    bn1,
+                    project,
+                    bn2,
+                    residual: s == 1 && c_in == c_out,
+                    drop_connect: DROP_CONNECT_RATE * idx as f64 / total as f64,
+                });
+            }
+        }
+        let conv_head = conv(&(vs / "_conv_head"), 320, LITE0_FEATURE_DIM, 1, 1, 1, image);
+        let bn1 = bn(&(vs / "_bn1"), LITE0_FEATURE_DIM);
+        EfficientNetLite0 { conv_stem, bn0, blocks, conv_head, bn1 }
+    }
+
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut x = relu6(self.bn0.forward_t(&self.conv_stem.forward(xs), train));
+        for b in &self.blocks {
+            x = b.forward_t(&x, train);
+        }
+        x = relu6(self.bn1.forward_t(&self.conv_head.forward(&x), train));
+        x.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+    }
+
+    /// Folds every batch norm into the convolution before it. Returns how many were folded.
+    pub fn fold_batchnorm(&mut self) -> usize {
+        let mut n = 0;
+        let mut fold = |c: &mut Conv2d, b: &mut BatchNorm2d| n += usize::from(c.fold(b));
+        fold(&mut self.conv_stem, &mut self.bn0);
+        for blk in self.blocks.iter_mut() {
+            if let Some((c, b)) = blk.expand.as_mut() {
+                fold(c, b);
+            }
+            fold(&mut blk.depthwise, &mut blk.bn1);
+            fold(&mut blk.project, &mut blk.bn2);
+        }
+        fold(&mut self.conv_head, &mut self.bn1);
+        n
+    }
+
+    pub fn set_channels_last(&mut self, on: bool) -> Result<(), tch::TchError> {
+        self.conv_stem.set_channels_last(on)?;
+        for blk in self.blocks.iter_mut() {
+            if let Some((c, _)) = blk.expand.as_mut() {
+                c.set_channels_last(on)?;
+            }
+            blk.depthwise.set_channels_last(on)?;
+            blk.project.set_channels_last(on)?;
+        }
+        self.conv_head.set_channels_last(on)
+    }
+}

@@ -1,0 +1,112 @@
+//! The classifier head: `Linear → activation → Dropout` per hidden size, then a final `Linear`.
+//!
+//! Naming follows a PyTorch `nn.Sequential` with three modules per hidden layer, so the default
+//! head (`hidden = [512]`) has exactly the seed's names: `classifier.0` (Linear F→512),
+//! `classifier.1` ReLU, `classifier.2` Dropout, `classifier.3` (Linear 512→C). In general hidden
+//! layer `i` is `classifier.{3i}` and the output layer is `classifier.{3·len(hidden)}`.
+//! The output is logits; the seed's `LogSoftmax` + NLL equals `log_softmax(logits)` + NLL, i.e.
+//! cross-entropy on these logits.
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, Module};
+use tch::Tensor;
+
+use crate::Error;
+
+/// Non-linearity between hidden layers of the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// `max(x, 0)` (the seed's choice).
+    #[default]
+    Relu,
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+    /// `x · sigmoid(x)`.
+    Silu,
+    /// Exact (erf) GELU.
+    Gelu,
+    /// Hyperbolic tangent.
+    Tanh,
+}
+
+impl Activation {
+    /// Applies the activation.
+    pub fn apply(self, xs: &Tensor) -> Tensor {
+        match self {
+            Activation::Relu => xs.relu(),
+            Activation::Relu6 => xs.clamp(0.0, 6.0),
+            Activation::Silu => xs.silu(),
+            Activation::Gelu => xs.gelu("none"),
+            Activation::Tanh => xs.tanh(),
+        }
+    }
+}
+
+/// Shape of the classifier head. `Default` is the seed's head: one hidden layer of 512, ReLU,
+/// dropout 0.2.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadConfig {
+    /// Widths of the hidden layers, in order (`[]` gives a single linear layer).
+    pub hidden: Vec<i64>,
+    /// Activation after every hidden layer.
+    #[serde(default)]
+    pub activation: Activation,
+    /// Dropout probability after every hidden activation, in `[0, 1)`.
+    pub dropout: f64,
+}
+
+impl Default for HeadConfig {
+    fn default() -> Self {
+        HeadConfig { hidden: vec![512], activation: Activation::Relu, dropout: 0.2 }
+    }
+}
+
+impl HeadConfig {
+    /// Checks that all widths are positive and the dropout is in `[0, 1)`.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.hidden.iter().any(|&h| h <= 0) || !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::Config(format!("invalid head configuration {self:?}")));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Head {
+    layers: Vec<nn::Linear>,
+    activation: Activation,
+    dropout: f64,
+}
+
+impl Head {
+    /// Builds the head under `vs` (the `classifier` path). PyTorch's default `nn.Linear` init.
+    pub fn new(vs: &nn::Path, cfg: &HeadConfig, in_dim: i64, num_classes: i64) -> Result<Head, Error> {
+        cfg.validate()?;
+        if num_classes <= 0 || in_dim <= 0 {
+            return Err(Error::Config(format!("head needs positive sizes, got in {in_dim}, classes {num_classes}")));
+        }
+        let mut layers = Vec::new();
+        let mut d = in_dim;
+        for (i, &h) in cfg.hidden.iter().chain(std::iter::once(&num_classes)).enumerate() {
+            layers.push(nn::linear(vs / (3 * i), d, h, Default::default()));
+            d = h;
+        }
+        Ok(Head { layers, activation: cfg.activation, dropout: cfg.dropout })
+    }
+
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let (last, hidden) = match self.layers.split_last() {
+            Some(v) => v,
+            None => return xs.shallow_clone(),
+        };
+        let mut x = xs.shallow_clone();
+        for l in hidden {
+            x = self.activation.apply(&l.forward(&x));
+            if self.dropout > 0.0 {
+                x = x.dropout(self.dropout, train);
+            }
+        }
+        last.forward(&x)
+    }
+}

@@ -1,0 +1,192 @@
+//! Mapping named tensors from a weight file onto an architecture: torchvision's DenseNet key
+//! remapping, strict key/shape checking, and copying into a `VarStore`.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use tch::nn::VarStore;
+use tch::{Device, Tensor};
+
+use crate::{Arch, Classifier, Error, HeadConfig, KeyReport, ShapeMismatch};
+
+/// Remaps a legacy torchvision DenseNet key exactly as torchvision's `_load_state_dict` does with
+/// `^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$`
+/// → `\1\2`: `features.denseblock1.denselayer1.norm.1.weight` →
+/// `features.denseblock1.denselayer1.norm1.weight`. Other keys are returned unchanged.
+pub fn remap_torchvision_densenet_key(key: &str) -> Cow<'_, str> {
+    // Split off the last three components: <module>.<1|2>.<param>.
+    let mut it = key.rsplitn(4, '.');
+    let (param, idx, module, prefix) = match (it.next(), it.next(), it.next(), it.next()) {
+        (Some(p), Some(i), Some(m), Some(pre)) => (p, i, m, pre),
+        _ => return Cow::Borrowed(key),
+    };
+    let param_ok = matches!(param, "weight" | "bias" | "running_mean" | "running_var");
+    let idx_ok = matches!(idx, "1" | "2");
+    let module_ok = matches!(module, "norm" | "relu" | "conv");
+    // `.*denselayer\d+` : the prefix ends with "denselayer" followed by at least one ASCII digit.
+    let digits = prefix.bytes().rev().take_while(u8::is_ascii_digit).count();
+    let prefix_ok = digits > 0 && prefix[..prefix.len() - digits].ends_with("denselayer");
+    if param_ok && idx_ok && module_ok && prefix_ok {
+        Cow::Owned(format!("{prefix}.{module}{idx}.{param}"))
+    } else {
+        Cow::Borrowed(key)
+    }
+}
+
+/// Applies [`remap_torchvision_densenet_key`] for DenseNet architectures (identity for Lite0).
+pub fn remap_key<'a>(arch: &Arch, key: &'a str) -> Cow<'a, str> {
+    if arch.densenet_config().is_some() {
+        remap_torchvision_densenet_key(key)
+    } else {
+        Cow::Borrowed(key)
+    }
+}
+
+/// Shapes of every backbone variable (buffers included) of `arch`, by name.
+pub fn backbone_shapes(arch: &Arch) -> Result<BTreeMap<String, Vec<i64>>, Error> {
+    let vs = VarStore::new(Device::Cpu);
+    tch::no_grad(|| Classifier::new(&vs.root(), arch, &HeadConfig { hidden: vec![], ..Default::default() }, 1))?;
+    Ok(vs
+        .variables()
+        .into_iter()
+        .filter(|(k, _)| !arch.is_head_key(k))
+        .map(|(k, t)| (k, t.size()))
+        .collect())
+}
+
+/// True for the batch-norm counter that PyTorch fills with 0 when an old state dict lacks it.
+fn is_optional(key: &str) -> bool {
+    key.ends_with(".num_batches_tracked")
+}
+
+/// Compares the (already remapped) shapes found in a file with the architecture's backbone.
+/// Head keys ([`Arch::is_head_key`]) are skipped and returned; a missing `num_batches_tracked`
+/// is allowed (PyTorch's `BatchNorm` fills it with 0 for old state dicts).
+pub fn check_backbone_keys(
+    arch: &Arch,
+    expected: &BTreeMap<String, Vec<i64>>,
+    found: &BTreeMap<String, Vec<i64>>,
+) -> (KeyReport, Vec<String>) {
+    let mut report = KeyReport::default();
+    let mut head = Vec::new();
+    for (k, shape) in found {
+        if arch.is_head_key(k) {
+            head.push(k.clone());
+            continue;
+        }
+        match expected.get(k) {
+            None => report.unexpected.push(k.clone()),
+            Some(e) if e != shape => {
+                report.mis_shaped.push(ShapeMismatch { key: k.clone(), expected: e.clone(), found: shape.clone() })
+            }
+            Some(_) => {}
+        }
+    }
+    report.missing = expected.keys().filter(|k| !found.contains_key(*k) && !is_optional(k)).cloned().collect();
+    (report, head)
+}
+
+/// What a successful load did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadSummary {
+    /// Tensors copied into the store.
+    pub loaded: usize,
+    /// Classifier keys in the file that were not loaded (e.g. torchvision's ImageNet `classifier`).
+    pub ignored_head_keys: Vec<String>,
+    /// `num_batches_tracked` buffers absent from the file, set to 0.
+    pub filled_num_batches_tracked: usize,
+}
+
+/// Strictly loads the backbone part of `tensors` into `vs` (built by [`Classifier::new`] for
+/// `arch`). Keys are remapped as torchvision does for DenseNet; any missing, unexpected or
+/// mis-shaped backbone key fails the whole load (nothing is copied) with an error listing them.
+/// `source` only names the file in errors.
+pub fn load_backbone_tensors(
+    vs: &VarStore,
+    arch: &Arch,
+    tensors: Vec<(String, Tensor)>,
+    source: &Path,
+) -> Result<LoadSummary, Error> {
+    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().filter(|(k, _)| !arch.is_head_key(k)).collect();
+    let expected: BTreeMap<String, Vec<i64>> = vars.iter().map(|(k, t)| (k.clone(), t.size())).collect();
+    let mut by_name = BTreeMap::new();
+    for (k, t) in tensors {
+        by_name.insert(remap_key(arch, &k).into_owned(), t);
+    }
+    let found: BTreeMap<String, Vec<i64>> = by_name.iter().map(|(k, t)| (k.clone(), t.size())).collect();
+    let (report, ignored_head_keys) = check_backbone_keys(arch, &expected, &found);
+    if !report.is_empty() {
+        return Err(Error::Keys { path: source.to_path_buf(), arch: arch.to_string(), report });
+    }
+    by_name.retain(|k, _| !arch.is_head_key(k));
+    let loaded = copy_into(&vars, &by_name, source)?;
+    let summary = LoadSummary { loaded, filled_num_batches_tracked: vars.len() - loaded, ignored_head_keys };
+    if !summary.ignored_head_keys.is_empty() {
+        tracing::info!(file = %source.display(), keys = ?summary.ignored_head_keys, "ignored classifier keys");
+    }
+    Ok(summary)
+}
+
+/// Strictly loads every variable of `vs` (backbone and head, e.g. a trained classifier) from
+/// `tensors`: the key sets must be equal (a missing `num_batches_tracked` is set to 0) and the
+/// shapes identical, otherwise nothing is copied and the error lists every problem.
+pub fn load_all_tensors(vs: &VarStore, tensors: Vec<(String, Tensor)>, source: &Path) -> Result<usize, Error> {
+    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    let by_name: BTreeMap<String, Tensor> = tensors.into_iter().collect();
+    let mut report = KeyReport::default();
+    for (k, t) in &by_name {
+        match vars.get(k) {
+            None => report.unexpected.push(k.clone()),
+            Some(v) if v.size() != t.size() => {
+                report.mis_shaped.push(ShapeMismatch { key: k.clone(), expected: v.size(), found: t.size() })
+            }
+            Some(_) => {}
+        }
+    }
+    report.missing = vars.keys().filter(|k| !by_name.contains_key(*k) && !is_optional(k)).cloned().collect();
+    if !report.is_empty() {
+        return Err(Error::Keys { path: source.to_path_buf(), arch: "the model".into(), report });
+    }
+    copy_into(&vars, &by_name, source)
+}
+
+/// Copies `src` into `vars` (same key sets up to optional counters, already checked).
+fn copy_into(vars: &BTreeMap<String, Tensor>, src: &BTreeMap<String, Tensor>, source: &Path) -> Result<usize, Error> {
+    for (k, t) in src {
+        if let Some(v) = vars.get(k) {
+            if t.is_floating_point() != v.is_floating_point() {
+                return Err(Error::DType { path: source.to_path_buf(), key: k.clone(), dtype: format!("{:?}", t.kind()) });
+            }
+        }
+    }
+    let mut loaded = 0;
+    tch::no_grad(|| -> Result<(), Error> {
+        for (k, var) in vars {
+            let mut var = var.shallow_clone();
+            let res = match src.get(k) {
+                Some(t) => {
+                    loaded += 1;
+                    var.f_copy_(t)
+                }
+                None => var.f_zero_().map(|_| ()),
+            };
+            res.map_err(|e| Error::Torch { context: format!("{}: copying {k}", source.display()), source: e })?;
+        }
+        Ok(())
+    })?;
+    Ok(loaded)
+}
+
+/// Loads the backbone weights of `arch` from a weight file into `vs`, strictly (see
+/// [`load_backbone_tensors`]); head keys in the file are ignored.
+pub fn load_backbone_weights(vs: &mut VarStore, arch: &Arch, path: &Path) -> Result<LoadSummary, Error> {
+    let tensors = read_tensors(path)?;
+    load_backbone_tensors(vs, arch, tensors, path)
+}
+
+/// Reads every tensor of a weight file.
+pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>, Error> {
+    Tensor::read_safetensors(path)
+        .map_err(|e| Error::Checkpoint { path: path.to_path_buf(), source: Box::new(e) })
+}

@@ -1,0 +1,409 @@
+//! A versioned, memory-mapped on-disk cache of decoded and resized uint8 images.
+//!
+//! Each entry is the output of torchvision `Resize(short_side)` (bilinear, antialias) of one
+//! source image, packed RGB8, plus the source's original size (so train-time crop parameters
+//! are drawn exactly as from the file). Eval from the cache is therefore bit-identical to eval
+//! from the files; train from the cache applies the same random geometry to the downscaled image
+//! (a documented approximation: small crops are upsampled from fewer pixels).
+//!
+//! File layout (little endian), format version [`CACHE_VERSION`]:
+//!
+//! ```text
+//! 0   magic "PETALIMG"
+//! 8   u32 format version, u32 reserved
+//! 16  u64 meta offset, u64 meta length, u32 CRC-32 of meta, 28 reserved bytes
+//! 64  payload: entry pixels, each starting on a 64-byte boundary
+//! meta: u32 JSON length, JSON header (version, params, source fingerprint, count),
+//!       then per entry 40 bytes: u64 offset, u64 length, u32 width, u32 height,
+//!       u32 original width, u32 original height, u32 CRC-32 of the pixels, u32 flags
+//! ```
+//!
+//! The fingerprint is a SHA-256 over every source's path, size and modification time; the
+//! params record the resize size, filter and decoder. A cache whose version, params or
+//! fingerprint differ, or that is truncated or fails a checksum, is reported and rebuilt by
+//! [`ImageCache::open_or_build`]. Writes are atomic (temp file in the same directory, fsync,
+//! rename).
+
+use crate::dataset::Sample;
+use crate::decode::{decode_rgb_with, DecodeLimits};
+use crate::error::{BadInput, Error, Problem};
+use crate::transform::{resize_crop, resize_output_size, View};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Current cache format version; bump on any layout or pixel-semantics change.
+pub const CACHE_VERSION: u32 = 1;
+const MAGIC: &[u8; 8] = b"PETALIMG";
+const PREAMBLE: usize = 64;
+const ENTRY_BYTES: usize = 40;
+const FLAG_MISSING: u32 = 1;
+/// Identifies the resize implementation; part of the params.
+const RESIZE_ID: &str = "fast_image_resize-6/Convolution(Bilinear)/torchvision-Resize-int";
+/// Identifies the decoders; part of the params.
+const DECODER_ID: &str = "zune-jpeg-0.5/image-0.25";
+/// Largest accepted meta block.
+const MAX_META: u64 = 1 << 30;
+
+/// Parameters that determine the cached pixels.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CacheParams {
+    /// Shorter side of the cached images (torchvision `Resize(short_side)`).
+    pub short_side: u32,
+    /// Decoder pixel limit.
+    pub max_pixels: u64,
+    /// Resize implementation identifier.
+    pub resize: String,
+    /// Decoder identifier.
+    pub decoder: String,
+}
+
+impl CacheParams {
+    /// Params for a given shorter side and limits.
+    pub fn new(short_side: u32, limits: &DecodeLimits) -> Self {
+        CacheParams {
+            short_side,
+            max_pixels: limits.max_pixels,
+            resize: RESIZE_ID.to_string(),
+            decoder: DECODER_ID.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Header {
+    version: u32,
+    params: CacheParams,
+    fingerprint: String,
+    count: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    offset: u64,
+    len: u64,
+    w: u32,
+    h: u32,
+    orig_w: u32,
+    orig_h: u32,
+    crc: u32,
+    flags: u32,
+}
+
+/// One cached image, borrowed from the memory map.
+#[derive(Debug, Clone, Copy)]
+pub struct CachedImage<'a> {
+    /// Width of the cached (resized) image.
+    pub width: u32,
+    /// Height of the cached image.
+    pub height: u32,
+    /// Width of the original source image.
+    pub orig_width: u32,
+    /// Height of the original source image.
+    pub orig_height: u32,
+    /// Packed RGB8 pixels, `width * height * 3` bytes.
+    pub pixels: &'a [u8],
+}
+
+/// What [`ImageCache::open_or_build`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheStatus {
+    /// An up-to-date cache was found and reused.
+    Reused,
+    /// The cache was (re)built; the reason says why (missing, stale, corrupt, ...).
+    Built {
+        /// Why it was built.
+        reason: String,
+    },
+}
+
+/// A memory-mapped image cache (see the module docs).
+#[derive(Debug)]
+pub struct ImageCache {
+    path: PathBuf,
+    map: memmap2::Mmap,
+    header: Header,
+    entries: Vec<Entry>,
+    /// Inputs that could not be cached (only with `skip_bad`).
+    pub bad: Vec<BadInput>,
+}
+
+/// Fingerprint of source files: SHA-256 over (path, size, mtime) of every sample, in order.
+pub fn fingerprint(samples: &[Sample]) -> Result<String, Error> {
+    let mut h = Sha256::new();
+    h.update((samples.len() as u64).to_le_bytes());
+    for s in samples {
+        let bytes = s.path.as_os_str().as_encoded_bytes();
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+        // A missing or unreadable file still fingerprints (as "absent"): it is cached as missing.
+        match std::fs::metadata(&s.path) {
+            Ok(m) => {
+                h.update(m.len().to_le_bytes());
+                let t = m
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| (d.as_secs(), d.subsec_nanos()))
+                    .unwrap_or((0, 0));
+                h.update(t.0.to_le_bytes());
+                h.update(t.1.to_le_bytes());
+            }
+            Err(_) => h.update(u64::MAX.to_le_bytes()),
+        }
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn rd_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+fn rd_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+impl ImageCache {
+    /// Opens the cache at `path` if it is valid for these samples and params (verifying every
+    /// checksum), otherwise (re)builds it, reporting why. `skip_bad`: images that fail to
+    /// decode are recorded as missing (listed in [`ImageCache::bad`]) instead of failing.
+    pub fn open_or_build(
+        path: &Path,
+        samples: &[Sample],
+        params: &CacheParams,
+        skip_bad: bool,
+    ) -> Result<(ImageCache, CacheStatus), Error> {
+        let fp = fingerprint(samples)?;
+        let reason = if path.exists() {
+            match ImageCache::open(path).and_then(|c| c.check(params, &fp, samples.len()).map(|_| c)) {
+                Ok(mut c) => match c.verify() {
+                    Ok(()) => {
+                        c.bad = c
+                            .entries
+                            .iter()
+                            .zip(samples)
+                            .filter(|(e, _)| e.flags & FLAG_MISSING != 0)
+                            .map(|(_, s)| BadInput::new(&s.path, Problem::Corrupt, "failed to decode when the cache was built"))
+                            .collect();
+                        tracing::info!("{}: reusing image cache ({} images)", path.display(), c.len());
+                        return Ok((c, CacheStatus::Reused));
+                    }
+                    Err(e) => e.to_string(),
+                },
+                Err(e) => e.to_string(),
+            }
+        } else {
+            format!("{}: no cache yet", path.display())
+        };
+        tracing::warn!("rebuilding image cache: {reason}");
+        let bad = ImageCache::build(path, samples, params, &fp, skip_bad)?;
+        let mut c = ImageCache::open(path)?;
+        c.check(params, &fp, samples.len())?;
+        c.bad = bad;
+        Ok((c, CacheStatus::Built { reason }))
+    }
+
+    fn check(&self, params: &CacheParams, fp: &str, count: usize) -> Result<(), Error> {
+        if &self.header.params != params {
+            return Err(Error::cache(&self.path, format!("built with other parameters ({:?}, now {:?})", self.header.params, params)));
+        }
+        if self.header.fingerprint != fp || self.entries.len() != count {
+            return Err(Error::cache(&self.path, "stale: the source files changed (paths, sizes or modification times)"));
+        }
+        Ok(())
+    }
+
+    /// Maps and validates the structure of a cache file (magic, version, meta checksum, entry
+    /// bounds). Pixel checksums are checked by [`ImageCache::verify`].
+    pub fn open(path: &Path) -> Result<ImageCache, Error> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: the map is read-only; the cache file is private to this program and replaced
+        // only by atomic rename (which leaves an existing map pointing at the old inode).
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let b: &[u8] = &map;
+        let err = |m: String| Error::cache(path, m);
+        if b.len() < PREAMBLE {
+            return Err(err(format!("truncated: {} bytes", b.len())));
+        }
+        if &b[0..8] != MAGIC {
+            return Err(err("not an image cache (bad magic)".into()));
+        }
+        let version = rd_u32(b, 8);
+        if version != CACHE_VERSION {
+            return Err(err(format!("format version {version}, expected {CACHE_VERSION}")));
+        }
+        let (mo, ml, mcrc) = (rd_u64(b, 16), rd_u64(b, 24), rd_u32(b, 32));
+        if ml > MAX_META || mo.checked_add(ml).is_none_or(|e| e != b.len() as u64) || (mo as usize) < PREAMBLE {
+            return Err(err(format!("truncated or corrupt: meta block {mo}+{ml} vs file length {}", b.len())));
+        }
+        let meta = &b[mo as usize..];
+        if crc32fast::hash(meta) != mcrc {
+            return Err(err("corrupt: header checksum mismatch".into()));
+        }
+        if meta.len() < 4 {
+            return Err(err("corrupt: empty meta block".into()));
+        }
+        let jl = rd_u32(meta, 0) as usize;
+        let json = meta.get(4..4 + jl).ok_or_else(|| err("corrupt: header length".into()))?;
+        let header: Header = serde_json::from_slice(json).map_err(|e| err(format!("corrupt header: {e}")))?;
+        let table = &meta[4 + jl..];
+        if header.version != CACHE_VERSION || (table.len() / ENTRY_BYTES) as u64 != header.count || table.len() % ENTRY_BYTES != 0 {
+            return Err(err(format!("corrupt: {} index bytes for {} entries", table.len(), header.count)));
+        }
+        let mut entries = Vec::with_capacity(table.len() / ENTRY_BYTES);
+        for (i, e) in table.chunks_exact(ENTRY_BYTES).enumerate() {
+            let en = Entry {
+                offset: rd_u64(e, 0),
+                len: rd_u64(e, 8),
+                w: rd_u32(e, 16),
+                h: rd_u32(e, 20),
+                orig_w: rd_u32(e, 24),
+                orig_h: rd_u32(e, 28),
+                crc: rd_u32(e, 32),
+                flags: rd_u32(e, 36),
+            };
+            let ok = en.flags & FLAG_MISSING != 0
+                || (en.len == en.w as u64 * en.h as u64 * 3
+                    && en.offset >= PREAMBLE as u64
+                    && en.offset.checked_add(en.len).is_some_and(|end| end <= mo));
+            if !ok {
+                return Err(err(format!("corrupt: entry {i} out of bounds")));
+            }
+            entries.push(en);
+        }
+        Ok(ImageCache { path: path.to_path_buf(), map, header, entries, bad: Vec::new() })
+    }
+
+    /// Checks every entry's pixel checksum (in parallel).
+    pub fn verify(&self) -> Result<(), Error> {
+        let bad = self.entries.par_iter().position_first(|e| {
+            e.flags & FLAG_MISSING == 0 && crc32fast::hash(&self.map[e.offset as usize..(e.offset + e.len) as usize]) != e.crc
+        });
+        match bad {
+            Some(i) => Err(Error::cache(&self.path, format!("corrupt: checksum mismatch in entry {i}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Number of entries (one per sample it was built for).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the cache has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The cache file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Shorter side of the cached images.
+    pub fn short_side(&self) -> u32 {
+        self.header.params.short_side
+    }
+
+    /// Entry `i`; an error when out of range or recorded as missing (a bad source image).
+    pub fn get(&self, i: usize) -> Result<CachedImage<'_>, Error> {
+        let e = self.entries.get(i).ok_or_else(|| Error::cache(&self.path, format!("no entry {i} (has {})", self.entries.len())))?;
+        if e.flags & FLAG_MISSING != 0 {
+            return Err(Error::cache(&self.path, format!("entry {i} is missing (its source image was bad)")));
+        }
+        Ok(CachedImage {
+            width: e.w,
+            height: e.h,
+            orig_width: e.orig_w,
+            orig_height: e.orig_h,
+            pixels: &self.map[e.offset as usize..(e.offset + e.len) as usize],
+        })
+    }
+
+    /// Decodes and resizes every sample (in parallel, in bounded chunks) and writes the cache
+    /// atomically. Returns the bad inputs recorded as missing entries (`skip_bad`).
+    pub fn build(path: &Path, samples: &[Sample], params: &CacheParams, fingerprint: &str, skip_bad: bool) -> Result<Vec<BadInput>, Error> {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::io(&dir, e))?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
+        let io = |e| Error::io(path, e);
+        w.write_all(&[0u8; PREAMBLE]).map_err(io)?;
+        let mut pos = PREAMBLE as u64;
+        let mut entries = Vec::with_capacity(samples.len());
+        let mut bad = Vec::new();
+        let limits = DecodeLimits { max_pixels: params.max_pixels };
+        let chunk = (rayon::current_num_threads() * 8).max(8);
+        for group in samples.chunks(chunk) {
+            let done: Vec<Result<(u32, u32, u32, u32, Vec<u8>), Error>> = group
+                .par_iter()
+                .map(|s| {
+                    let img = decode_rgb_with(&s.path, &limits)?;
+                    let (ow, oh) = img.dimensions();
+                    let (rw, rh) = resize_output_size(ow, oh, params.short_side);
+                    let px = resize_crop(View::of(&img), None, rw, rh);
+                    Ok((rw, rh, ow, oh, px))
+                })
+                .collect();
+            for (s, r) in group.iter().zip(done) {
+                match r {
+                    Ok((rw, rh, ow, oh, px)) => {
+                        let pad = (64 - pos % 64) % 64;
+                        w.write_all(&vec![0u8; pad as usize]).map_err(io)?;
+                        pos += pad;
+                        w.write_all(&px).map_err(io)?;
+                        entries.push(Entry { offset: pos, len: px.len() as u64, w: rw, h: rh, orig_w: ow, orig_h: oh, crc: crc32fast::hash(&px), flags: 0 });
+                        pos += px.len() as u64;
+                    }
+                    Err(e) if skip_bad => {
+                        let b = match e {
+                            Error::BadInput(b) => b,
+                            other => BadInput::new(&s.path, Problem::Unreadable, other.to_string()),
+                        };
+                        tracing::warn!("cache: skipping {b}");
+                        bad.push(b);
+                        entries.push(Entry { offset: 0, len: 0, w: 0, h: 0, orig_w: 0, orig_h: 0, crc: 0, flags: FLAG_MISSING });
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let header = Header { version: CACHE_VERSION, params: params.clone(), fingerprint: fingerprint.to_string(), count: entries.len() as u64 };
+        let json = serde_json::to_vec(&header).map_err(|e| Error::cache(path, format!("cannot serialise header: {e}")))?;
+        let mut meta = Vec::with_capacity(4 + json.len() + entries.len() * ENTRY_BYTES);
+        meta.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        meta.extend_from_slice(&json);
+        for e in &entries {
+            for v in [e.offset, e.len] {
+                meta.extend_from_slice(&v.to_le_bytes());
+            }
+            for v in [e.w, e.h, e.orig_w, e.orig_h, e.crc, e.flags] {
+                meta.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        w.write_all(&meta).map_err(io)?;
+        let mut pre = [0u8; PREAMBLE];
+        pre[0..8].copy_from_slice(MAGIC);
+        pre[8..12].copy_from_slice(&CACHE_VERSION.to_le_bytes());
+        pre[16..24].copy_from_slice(&pos.to_le_bytes());
+        pre[24..32].copy_from_slice(&(meta.len() as u64).to_le_bytes());
+        pre[32..36].copy_from_slice(&crc32fast::hash(&meta).to_le_bytes());
+        w.flush().map_err(io)?;
+        drop(w);
+        let mut f = tmp.as_file();
+        f.seek(SeekFrom::Start(0)).map_err(io)?;
+        f.write_all(&pre).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        tracing::info!("{}: wrote image cache ({} images, {} bad)", path.display(), entries.len(), bad.len());
+        Ok(bad)
+    }
+}

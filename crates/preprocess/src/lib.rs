@@ -1,0 +1,40 @@
+//! Dataset discovery, image decoding, torchvision-exact transforms, parallel batch production
+//! and a versioned on-disk image cache for the petal pipeline.
+//!
+//! This crate owns everything between image files on disk and normalised `f32` batches:
+//! * [`discover`]: ImageFolder (`root/{train,valid,test}/<class>/…`) and the official Oxford 102
+//!   layout (`jpg/` + `imagelabels.mat` + `setid.mat`, read by the [`mat`] module), with bad-input
+//!   detection and a printable [`DatasetSummary`];
+//! * [`decode_rgb`]: JPEG/PNG/WebP/BMP (grayscale, CMYK, palette, alpha) → RGB8 with a pixel
+//!   limit and truncation checks;
+//! * [`transform`]: torchvision's eval and train transforms (documented per transform in
+//!   [`mod@transform`]), random draws keyed by (seed, epoch, index);
+//! * [`loader`]: batches prepared on rayon behind a bounded prefetch queue;
+//! * [`ImageCache`]: memory-mapped cache of resized uint8 images, rebuilt when stale or corrupt.
+//!
+//! Architecture invariant: this crate knows nothing about models, tensors libraries or libtorch
+//! (no `tch`); it hands out plain `Vec<f32>` in NCHW (or NHWC) order that the training crate
+//! converts. It never panics on bad input files: every problem is an [`Error`] naming the file.
+
+pub mod cache;
+pub mod dataset;
+pub mod decode;
+pub mod error;
+pub mod loader;
+pub mod mat;
+pub mod rng;
+pub mod transform;
+
+pub use cache::{fingerprint, CacheParams, CacheStatus, CachedImage, ImageCache, CACHE_VERSION};
+pub use dataset::{discover, Dataset, DatasetSummary, DiscoverOptions, Layout, Sample, Split, SplitSummary};
+pub use decode::{decode_rgb, decode_rgb_bytes, decode_rgb_with, probe, DecodeLimits};
+pub use error::{BadInput, Error, Problem};
+pub use loader::{loader, num_batches, predict_tensor, split_loader, Batch, ImageSource, Loader, LoaderConfig};
+pub use rng::epoch_order;
+pub use transform::{
+    center_crop, eval_u8, resize_shorter, rotate_nearest, train_params, transform, ColorJitter, JitterParams, Mode,
+    TrainParams, TransformConfig, IMAGENET_MEAN, IMAGENET_STD,
+};
+
+/// The image type returned by [`decode_rgb`] (re-exported from the `image` crate).
+pub use image::RgbImage;

@@ -1,0 +1,249 @@
+//! Parallel batch production through a bounded prefetch queue.
+//!
+//! A producer thread walks the epoch's batches in order; each batch's samples are prepared in
+//! parallel on rayon (a dedicated pool when [`LoaderConfig::threads`] > 0, else the global one)
+//! directly into the batch's f32 buffer. Finished batches go through a
+//! `sync_channel(prefetch)`: at most `prefetch` finished batches wait, plus one in preparation,
+//! so memory is bounded and preparation overlaps the consumer's compute. Dropping the
+//! [`Loader`] stops the producer.
+
+use crate::cache::ImageCache;
+use crate::dataset::{Sample, Split};
+use crate::decode::decode_rgb_with;
+use crate::error::Error;
+use crate::rng::epoch_order;
+use crate::transform::{transform_view_into, Mode, TransformConfig, View};
+use rayon::prelude::*;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Where pixels come from.
+#[derive(Debug, Clone)]
+pub enum ImageSource {
+    /// Decode the image files.
+    Files,
+    /// Read from an image cache built for exactly these samples (entry i = sample i).
+    Cache(Arc<ImageCache>),
+}
+
+/// Batch iteration settings.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct LoaderConfig {
+    /// Samples per batch.
+    pub batch_size: usize,
+    /// Shuffle the order (a pure function of `seed` and `epoch`).
+    pub shuffle: bool,
+    /// Seed of shuffling and augmentation.
+    pub seed: u64,
+    /// Epoch (or augmentation view) number.
+    pub epoch: u64,
+    /// Eval or train transform.
+    pub mode: Mode,
+    /// Finished batches that may wait in the queue (≥ 1).
+    pub prefetch: usize,
+    /// Drop the last incomplete batch.
+    pub drop_last: bool,
+    /// Lay out `images` as NHWC instead of NCHW.
+    pub channels_last: bool,
+    /// Rayon threads of a dedicated pool; 0 uses the global pool.
+    pub threads: usize,
+    /// Skip this many batches at the start (exact mid-epoch resume).
+    pub start_batch: usize,
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        LoaderConfig {
+            batch_size: 32,
+            shuffle: false,
+            seed: 0,
+            epoch: 0,
+            mode: Mode::Eval,
+            prefetch: 2,
+            drop_last: false,
+            channels_last: false,
+            threads: 0,
+            start_batch: 0,
+        }
+    }
+}
+
+/// One batch of normalised images.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// `N*3*H*W` values: NCHW, or NHWC when `channels_last`.
+    pub images: Vec<f32>,
+    /// Logical shape `[N, 3, H, W]` (also when the memory layout is NHWC).
+    pub shape: [usize; 4],
+    /// Class labels.
+    pub labels: Vec<i64>,
+    /// Indices of the samples in the split.
+    pub indices: Vec<usize>,
+    /// Whether `images` is laid out NHWC.
+    pub channels_last: bool,
+}
+
+/// Bounded-queue batch iterator (see the module docs).
+pub struct Loader {
+    rx: Receiver<Result<Batch, Error>>,
+    handle: Option<JoinHandle<()>>,
+    remaining: usize,
+}
+
+impl Loader {
+    /// Batches still to come.
+    pub fn remaining(&self) -> usize {
+        self.remaining
+    }
+}
+
+impl Iterator for Loader {
+    type Item = Result<Batch, Error>;
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.rx.recv() {
+            Ok(b) => {
+                self.remaining = self.remaining.saturating_sub(1);
+                if b.is_err() {
+                    self.remaining = 0;
+                }
+                Some(b)
+            }
+            Err(_) => {
+                if let Some(h) = self.handle.take() {
+                    if h.join().is_err() {
+                        return Some(Err(Error::Config("loader thread panicked".into())));
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, Some(self.remaining))
+    }
+}
+
+/// Number of batches of an epoch.
+pub fn num_batches(samples: usize, batch_size: usize, drop_last: bool) -> usize {
+    if batch_size == 0 {
+        0
+    } else if drop_last {
+        samples / batch_size
+    } else {
+        samples.div_ceil(batch_size)
+    }
+}
+
+/// Prepares one sample into `out` (3 × size × size values).
+pub(crate) fn prepare(
+    sample: &Sample,
+    index: usize,
+    source: &ImageSource,
+    tcfg: &TransformConfig,
+    mode: Mode,
+    seed: u64,
+    epoch: u64,
+    channels_last: bool,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    match source {
+        ImageSource::Files => {
+            let img = decode_rgb_with(&sample.path, &tcfg.limits)?;
+            transform_view_into(View::of(&img), None, mode, tcfg, seed, epoch, index as u64, channels_last, out);
+        }
+        ImageSource::Cache(c) => {
+            let e = c.get(index)?;
+            let v = View { w: e.width, h: e.height, data: e.pixels };
+            transform_view_into(v, Some((e.orig_width, e.orig_height)), mode, tcfg, seed, epoch, index as u64, channels_last, out);
+        }
+    }
+    Ok(())
+}
+
+/// Starts a loader over `samples` (sample index = position in `samples`, which keys the
+/// augmentation randomness and the cache entry).
+pub fn loader(samples: Arc<[Sample]>, source: ImageSource, tcfg: &TransformConfig, lcfg: &LoaderConfig) -> Result<Loader, Error> {
+    tcfg.validate()?;
+    if lcfg.batch_size == 0 || lcfg.prefetch == 0 {
+        return Err(Error::Config("batch_size and prefetch must be at least 1".into()));
+    }
+    if let ImageSource::Cache(c) = &source {
+        if c.len() != samples.len() {
+            return Err(Error::cache(c.path(), format!("has {} entries for {} samples", c.len(), samples.len())));
+        }
+        if c.short_side() != tcfg.resize_size {
+            return Err(Error::cache(c.path(), format!("short side {} but resize_size is {}", c.short_side(), tcfg.resize_size)));
+        }
+    }
+    let pool = if lcfg.threads > 0 {
+        Some(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(lcfg.threads)
+                .thread_name(|i| format!("preprocess-{i}"))
+                .build()
+                .map_err(|e| Error::Config(format!("cannot start {} loader threads: {e}", lcfg.threads)))?,
+        )
+    } else {
+        None
+    };
+    let order = epoch_order(samples.len(), lcfg.seed, lcfg.epoch, lcfg.shuffle);
+    let total = num_batches(samples.len(), lcfg.batch_size, lcfg.drop_last);
+    let start = lcfg.start_batch.min(total);
+    let (tx, rx) = sync_channel(lcfg.prefetch);
+    let tcfg = tcfg.clone();
+    let lcfg = lcfg.clone();
+    let size = tcfg.image_size as usize;
+    let per = 3 * size * size;
+    let handle = std::thread::Builder::new()
+        .name("preprocess-loader".into())
+        .spawn(move || {
+            for b in start..total {
+                let lo = b * lcfg.batch_size;
+                let hi = (lo + lcfg.batch_size).min(order.len());
+                let idx = &order[lo..hi];
+                let n = idx.len();
+                let mut images = vec![0f32; n * per];
+                let (buf, samples, source, tcfg, lcfg) = (&mut images, &samples, &source, &tcfg, &lcfg);
+                let mut work = move || {
+                    buf.par_chunks_mut(per)
+                        .zip(idx.par_iter())
+                        .map(|(out, &i)| {
+                            prepare(&samples[i], i, source, tcfg, lcfg.mode, lcfg.seed, lcfg.epoch, lcfg.channels_last, out)
+                        })
+                        .collect::<Result<(), Error>>()
+                };
+                let res = match &pool {
+                    Some(p) => p.install(work),
+                    None => work(),
+                };
+                let msg = res.map(|()| Batch {
+                    labels: idx.iter().map(|&i| samples[i].label as i64).collect(),
+                    indices: idx.to_vec(),
+                    shape: [n, 3, size, size],
+                    images,
+                    channels_last: lcfg.channels_last,
+                });
+                let stop = msg.is_err();
+                if tx.send(msg).is_err() || stop {
+                    return; // consumer gone, or error delivered
+                }
+            }
+        })
+        .map_err(|e| Error::Config(format!("cannot start the loader thread: {e}")))?;
+    Ok(Loader { rx, handle: Some(handle), remaining: total - start })
+}
+
+/// [`loader`] over a split.
+pub fn split_loader(split: &Split, source: ImageSource, tcfg: &TransformConfig, lcfg: &LoaderConfig) -> Result<Loader, Error> {
+    loader(split.samples.clone().into(), source, tcfg, lcfg)
+}
+
+/// Decode + eval transform of one file, for inference (CHW, 3 × size × size).
+pub fn predict_tensor(path: &std::path::Path, cfg: &TransformConfig) -> Result<Vec<f32>, Error> {
+    cfg.validate()?;
+    let img = decode_rgb_with(path, &cfg.limits)?;
+    Ok(crate::transform::transform(&img, Mode::Eval, cfg, 0, 0, 0))
+}

@@ -1,0 +1,705 @@
+//! Image transforms with torchvision's semantics on PIL images (torchvision 0.2x, Pillow 1x).
+//!
+//! | torchvision | here | exactness |
+//! |---|---|---|
+//! | `Resize(256)` (int: shorter side → 256, longer side `int(256 * long / short)`, bilinear, antialias) | [`resize_shorter`] via `fast_image_resize` `Convolution(Bilinear)` (PIL's triangle filter, support scaled by the downscale factor, horizontal pass then vertical, uint8 in between) | ≤ 1/255 per uint8 value (fixed-point rounding), see the golden test |
+//! | `CenterCrop(224)` (`top = int(round((h - 224) / 2.0))`, round half to even; zero padding when smaller) | [`center_crop`] | exact |
+//! | `ToTensor` (`/255` in f32) + `Normalize(mean, std)` (`(x - m) / s` in f32) | [`write_tensor`] via a lookup table | bit-exact |
+//! | `RandomRotation(30)` (angle ~ U(-30, 30), PIL `rotate`, NEAREST, `expand=False`, fill 0, centre (w/2, h/2), 16.16 fixed-point affine) | [`rotate_crop_into`] (only the pixels of the later crop are computed) | bit-exact for a given angle |
+//! | `RandomResizedCrop(224, scale=(0.08, 1), ratio=(3/4, 4/3))` (10 tries, then the central fallback; `get_params` verbatim) + bilinear antialias resize | [`train_params`] + [`resize_crop`] | same distribution; resize as above |
+//! | `RandomHorizontalFlip(0.5)` | applied while writing the tensor | exact |
+//! | `ColorJitter(b, c, s, h)` (random order of the four ops, PIL `ImageEnhance` blends, HSV hue shift) | [`apply_jitter`] | integer arithmetic ported from Pillow |
+//!
+//! The random numbers are not torch's: every random draw comes from [`crate::rng::Rng`] keyed by
+//! (seed, epoch, sample index), so a sample's view is a pure function of those three numbers.
+//! Use `epoch = v` to request "augmentation view v" of a frozen-feature cache.
+
+use crate::decode::DecodeLimits;
+use crate::rng::{Rng, STREAM_AUGMENT};
+use fast_image_resize as fr;
+use image::RgbImage;
+use std::cell::RefCell;
+
+/// ImageNet channel means used by torchvision's pretrained models.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet channel standard deviations used by torchvision's pretrained models.
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// `torchvision.transforms.ColorJitter` parameters (0 disables a component).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ColorJitter {
+    /// Brightness factor drawn from [max(0, 1 - b), 1 + b].
+    pub brightness: f32,
+    /// Contrast factor drawn from [max(0, 1 - c), 1 + c].
+    pub contrast: f32,
+    /// Saturation factor drawn from [max(0, 1 - s), 1 + s].
+    pub saturation: f32,
+    /// Hue shift drawn from [-h, h], h ≤ 0.5.
+    pub hue: f32,
+}
+
+/// Parameters of the eval and train transforms (serialisable into run configs).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct TransformConfig {
+    /// Output side (CenterCrop / RandomResizedCrop size), 224.
+    pub image_size: u32,
+    /// Eval `Resize` shorter side, 256. Also the shorter side of cached images.
+    pub resize_size: u32,
+    /// Normalisation mean per RGB channel.
+    pub mean: [f32; 3],
+    /// Normalisation standard deviation per RGB channel.
+    pub std: [f32; 3],
+    /// `RandomRotation(degrees)`; 0 disables it. The seed recipe uses 30.
+    pub rotation_degrees: f64,
+    /// `RandomResizedCrop` area scale range.
+    pub crop_scale: [f64; 2],
+    /// `RandomResizedCrop` aspect-ratio range.
+    pub crop_ratio: [f64; 2],
+    /// `RandomHorizontalFlip` probability.
+    pub hflip_prob: f64,
+    /// Optional `ColorJitter`, applied after the flip.
+    pub color_jitter: Option<ColorJitter>,
+    /// Decoder limits (pixel-count guard).
+    pub limits: DecodeLimits,
+}
+
+impl Default for TransformConfig {
+    fn default() -> Self {
+        TransformConfig {
+            image_size: 224,
+            resize_size: 256,
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+            rotation_degrees: 30.0,
+            crop_scale: [0.08, 1.0],
+            crop_ratio: [3.0 / 4.0, 4.0 / 3.0],
+            hflip_prob: 0.5,
+            color_jitter: None,
+            limits: DecodeLimits::default(),
+        }
+    }
+}
+
+impl TransformConfig {
+    /// Checks the values; the loader calls this.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        let bad = |m: String| Err(crate::Error::Config(m));
+        if self.image_size == 0 || self.resize_size == 0 || self.image_size > 8192 || self.resize_size > 8192 {
+            return bad(format!("image_size {} / resize_size {} must be in 1..=8192", self.image_size, self.resize_size));
+        }
+        if self.std.iter().any(|&s| s <= 0.0 || !s.is_finite()) {
+            return bad(format!("std {:?} must be positive", self.std));
+        }
+        let [s0, s1] = self.crop_scale;
+        let [r0, r1] = self.crop_ratio;
+        if !(s0 > 0.0 && s0 <= s1 && s1 <= 1.0) || !(r0 > 0.0 && r0 <= r1) {
+            return bad(format!("crop scale {:?} / ratio {:?} invalid", self.crop_scale, self.crop_ratio));
+        }
+        if !(0.0..=180.0).contains(&self.rotation_degrees) || !(0.0..=1.0).contains(&self.hflip_prob) {
+            return bad("rotation_degrees must be in [0, 180] and hflip_prob in [0, 1]".into());
+        }
+        if let Some(j) = self.color_jitter {
+            if j.brightness < 0.0 || j.contrast < 0.0 || j.saturation < 0.0 || !(0.0..=0.5).contains(&j.hue) {
+                return bad(format!("color jitter {j:?} invalid"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which transform to apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Mode {
+    /// Resize → CenterCrop → ToTensor → Normalize.
+    Eval,
+    /// RandomRotation → RandomResizedCrop → RandomHorizontalFlip → [ColorJitter] → ToTensor → Normalize.
+    Train,
+}
+
+/// A borrowed packed RGB8 image.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct View<'a> {
+    pub w: u32,
+    pub h: u32,
+    pub data: &'a [u8],
+}
+
+impl<'a> View<'a> {
+    pub(crate) fn of(img: &'a RgbImage) -> Self {
+        View { w: img.width(), h: img.height(), data: img.as_raw() }
+    }
+}
+
+/// torchvision's `Resize(size)` output size for a `w`×`h` image (shorter side → `size`).
+pub fn resize_output_size(w: u32, h: u32, size: u32) -> (u32, u32) {
+    let (short, long) = if w <= h { (w, h) } else { (h, w) };
+    if short == 0 {
+        return (w, h);
+    }
+    // Python: int(size * long / short): exact integer product, correctly rounded division, truncation.
+    let new_long = ((size as u64 * long as u64) as f64 / short as f64) as u32;
+    if w <= h { (size, new_long) } else { (new_long, size) }
+}
+
+/// Python's `round()` on floats: round half to even.
+pub(crate) fn round_half_even(v: f64) -> f64 {
+    v.round_ties_even()
+}
+
+thread_local! {
+    static RESIZER: RefCell<fr::Resizer> = RefCell::new(fr::Resizer::new());
+}
+
+/// Bilinear antialiased resize of `src` (optionally of the crop box `(left, top, width, height)`,
+/// in source pixels) to `dw`×`dh`, PIL semantics. Returns packed RGB8.
+pub(crate) fn resize_crop(src: View<'_>, crop: Option<(f64, f64, f64, f64)>, dw: u32, dh: u32) -> Vec<u8> {
+    let n = dw as usize * dh as usize * 3;
+    let Ok(src_img) = fr::images::ImageRef::new(src.w, src.h, src.data, fr::PixelType::U8x3) else {
+        tracing::error!("resize: source buffer does not match {}x{}", src.w, src.h);
+        return vec![0; n];
+    };
+    let mut dst = fr::images::Image::new(dw, dh, fr::PixelType::U8x3);
+    let mut opts = fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear));
+    if let Some((l, t, w, h)) = crop {
+        opts = opts.crop(l, t, w, h);
+    }
+    let res = RESIZER.with(|r| r.borrow_mut().resize(&src_img, &mut dst, &opts));
+    if let Err(e) = res {
+        tracing::error!("resize {}x{} -> {dw}x{dh} failed: {e}", src.w, src.h);
+        return vec![0; n];
+    }
+    dst.into_vec()
+}
+
+/// torchvision `Resize(size)` (shorter side, bilinear, antialias) on an RGB image.
+pub fn resize_shorter(img: &RgbImage, size: u32) -> RgbImage {
+    let (w, h) = resize_output_size(img.width(), img.height(), size);
+    let data = resize_crop(View::of(img), None, w, h);
+    RgbImage::from_raw(w, h, data).unwrap_or_else(|| RgbImage::new(w, h))
+}
+
+/// torchvision `CenterCrop(size)`: offsets `int(round((h - size) / 2.0))`, zero padding when the
+/// image is smaller. Returns packed RGB8 of `size`×`size`.
+pub(crate) fn center_crop_view(src: View<'_>, size: u32) -> Vec<u8> {
+    let off = |len: u32| -> i64 {
+        if size > len {
+            -(((size - len) / 2) as i64)
+        } else {
+            round_half_even((len - size) as f64 / 2.0) as i64
+        }
+    };
+    let (left, top) = (off(src.w), off(src.h));
+    let s = size as usize;
+    let mut out = vec![0u8; s * s * 3];
+    for y in 0..s {
+        let sy = y as i64 + top;
+        if sy < 0 || sy >= src.h as i64 {
+            continue;
+        }
+        let x0 = (-left).max(0) as usize; // first output column inside the source
+        let x1 = ((src.w as i64 - left).min(s as i64)).max(0) as usize;
+        if x0 >= x1 {
+            continue;
+        }
+        let sx0 = (x0 as i64 + left) as usize;
+        let row = sy as usize * src.w as usize * 3;
+        out[(y * s + x0) * 3..(y * s + x1) * 3]
+            .copy_from_slice(&src.data[row + sx0 * 3..row + (sx0 + x1 - x0) * 3]);
+    }
+    out
+}
+
+/// torchvision `CenterCrop(size)` on an RGB image.
+pub fn center_crop(img: &RgbImage, size: u32) -> RgbImage {
+    let data = center_crop_view(View::of(img), size);
+    RgbImage::from_raw(size, size, data).unwrap_or_else(|| RgbImage::new(size, size))
+}
+
+/// The eval transform up to uint8: `Resize(resize_size)` then `CenterCrop(image_size)`.
+pub fn eval_u8(img: &RgbImage, cfg: &TransformConfig) -> RgbImage {
+    let resized = resize_shorter(img, cfg.resize_size);
+    center_crop(&resized, cfg.image_size)
+}
+
+/// `ToTensor` + `Normalize` (+ optional horizontal flip) of a packed RGB8 `size`×`size` image
+/// into `out` (CHW, or HWC when `channels_last`). Values are bit-identical to torchvision's
+/// float32 `(x / 255 - mean) / std`.
+pub fn write_tensor(rgb: &[u8], size: u32, cfg: &TransformConfig, flip: bool, channels_last: bool, out: &mut [f32]) {
+    let s = size as usize;
+    let hw = s * s;
+    if rgb.len() < hw * 3 || out.len() < hw * 3 {
+        tracing::error!("write_tensor: buffers too small for {size}x{size}");
+        return;
+    }
+    let mut lut = [[0f32; 256]; 3];
+    for (c, table) in lut.iter_mut().enumerate() {
+        for (v, slot) in table.iter_mut().enumerate() {
+            *slot = (v as f32 / 255.0 - cfg.mean[c]) / cfg.std[c];
+        }
+    }
+    for y in 0..s {
+        let row = &rgb[y * s * 3..(y + 1) * s * 3];
+        for x in 0..s {
+            let sx = if flip { s - 1 - x } else { x };
+            let p = &row[sx * 3..sx * 3 + 3];
+            if channels_last {
+                let o = (y * s + x) * 3;
+                out[o] = lut[0][p[0] as usize];
+                out[o + 1] = lut[1][p[1] as usize];
+                out[o + 2] = lut[2][p[2] as usize];
+            } else {
+                let o = y * s + x;
+                out[o] = lut[0][p[0] as usize];
+                out[hw + o] = lut[1][p[1] as usize];
+                out[2 * hw + o] = lut[2][p[2] as usize];
+            }
+        }
+    }
+}
+
+/// Random parameters of one train view, drawn from the (seed, epoch, index) stream.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainParams {
+    /// Rotation angle in degrees (counter-clockwise, PIL convention).
+    pub angle: f64,
+    /// Crop top row (in the original image's pixels).
+    pub top: u32,
+    /// Crop left column.
+    pub left: u32,
+    /// Crop height.
+    pub height: u32,
+    /// Crop width.
+    pub width: u32,
+    /// Whether the view is flipped horizontally.
+    pub flip: bool,
+    /// Colour-jitter factors, if enabled.
+    pub jitter: Option<JitterParams>,
+}
+
+/// Colour-jitter factors of one view (torchvision `ColorJitter.get_params`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JitterParams {
+    /// Application order of (0 brightness, 1 contrast, 2 saturation, 3 hue).
+    pub order: [u8; 4],
+    /// Brightness factor (None: disabled).
+    pub brightness: Option<f32>,
+    /// Contrast factor.
+    pub contrast: Option<f32>,
+    /// Saturation factor.
+    pub saturation: Option<f32>,
+    /// Hue shift in [-0.5, 0.5].
+    pub hue: Option<f32>,
+}
+
+/// Draws the train-view parameters for an image of `w`×`h` (the original, full-resolution size),
+/// following torchvision's `RandomRotation.get_params`, `RandomResizedCrop.get_params`,
+/// `RandomHorizontalFlip` and `ColorJitter.get_params` with our keyed generator.
+pub fn train_params(w: u32, h: u32, cfg: &TransformConfig, seed: u64, epoch: u64, index: u64) -> TrainParams {
+    let mut rng = Rng::keyed(seed, epoch, index, STREAM_AUGMENT);
+    let angle = if cfg.rotation_degrees > 0.0 {
+        rng.uniform(-cfg.rotation_degrees, cfg.rotation_degrees)
+    } else {
+        0.0
+    };
+    let (top, left, height, width) = rrc_params(w, h, cfg.crop_scale, cfg.crop_ratio, &mut rng);
+    let flip = rng.next_f64() < cfg.hflip_prob;
+    let jitter = cfg.color_jitter.map(|j| {
+        let mut order = [0u8, 1, 2, 3];
+        for i in (1..4usize).rev() {
+            let k = rng.below(i as u64 + 1) as usize;
+            order.swap(i, k);
+        }
+        let mut factor = |v: f32| {
+            if v > 0.0 {
+                Some(rng.uniform((1.0 - v as f64).max(0.0), 1.0 + v as f64) as f32)
+            } else {
+                None
+            }
+        };
+        let brightness = factor(j.brightness);
+        let contrast = factor(j.contrast);
+        let saturation = factor(j.saturation);
+        let hue = if j.hue > 0.0 { Some(rng.uniform(-j.hue as f64, j.hue as f64) as f32) } else { None };
+        JitterParams { order, brightness, contrast, saturation, hue }
+    });
+    TrainParams { angle, top, left, height, width, flip, jitter }
+}
+
+/// `RandomResizedCrop.get_params` (returns top, left, height, width).
+fn rrc_params(width: u32, height: u32, scale: [f64; 2], ratio: [f64; 2], rng: &mut Rng) -> (u32, u32, u32, u32) {
+    let area = width as f64 * height as f64;
+    let (lr0, lr1) = (ratio[0].ln(), ratio[1].ln());
+    for _ in 0..10 {
+        let target_area = area * rng.uniform(scale[0], scale[1]);
+        let aspect = rng.uniform(lr0, lr1).exp();
+        let w = round_half_even((target_area * aspect).sqrt());
+        let h = round_half_even((target_area / aspect).sqrt());
+        if w > 0.0 && w <= width as f64 && h > 0.0 && h <= height as f64 {
+            let (w, h) = (w as u32, h as u32);
+            let i = rng.below((height - h + 1) as u64) as u32;
+            let j = rng.below((width - w + 1) as u64) as u32;
+            return (i, j, h, w);
+        }
+    }
+    let in_ratio = width as f64 / height as f64;
+    let (w, h) = if in_ratio < ratio[0] {
+        (width, round_half_even(width as f64 / ratio[0]) as u32)
+    } else if in_ratio > ratio[1] {
+        (round_half_even(height as f64 * ratio[1]) as u32, height)
+    } else {
+        (width, height)
+    };
+    ((height - h.min(height)) / 2, (width - w.min(width)) / 2, h.min(height), w.min(width))
+}
+
+/// PIL `Image.rotate(angle, NEAREST, expand=False, fillcolor=0)` restricted to the output
+/// rectangle (left, top, cw, ch): fills `out` (packed RGB8, cw×ch). Pixels that map outside
+/// the source are black. Bit-exact with Pillow's 16.16 fixed-point affine path.
+pub(crate) fn rotate_crop_into(src: View<'_>, angle: f64, left: u32, top: u32, cw: u32, ch: u32, out: &mut [u8]) {
+    let (w, h) = (src.w as i64, src.h as i64);
+    let stride = src.w as usize * 3;
+    // Python: angle % 360.0 (result takes the sign of the divisor).
+    let mut a = angle % 360.0;
+    if a != 0.0 && a < 0.0 {
+        a += 360.0;
+    }
+    let rad = -(a.to_radians());
+    let r15 = |v: f64| -> f64 { format!("{v:.15}").parse().unwrap_or(v) };
+    let (m0, m1, m3, m4) = (r15(rad.cos()), r15(rad.sin()), r15(-rad.sin()), r15(rad.cos()));
+    let (cx, cy) = (src.w as f64 / 2.0, src.h as f64 / 2.0);
+    let m2 = m0 * -cx + m1 * -cy + 0.0 + cx;
+    let m5 = m3 * -cx + m4 * -cy + 0.0 + cy;
+    let identity = a == 0.0;
+    let fix = |v: f64| -> i64 { (v * 65536.0 + 0.5).floor() as i64 };
+    let fixed_ok = [(0, 0), (w, h), (0, h), (w, 0)].iter().all(|&(x, y)| {
+        let (x, y) = (x as f64, y as f64);
+        (x * m0 + y * m1 + m2).abs() < 32768.0 && (x * m3 + y * m4 + m5).abs() < 32768.0
+    });
+    let (a0, a1, a3, a4) = (fix(m0), fix(m1), fix(m3), fix(m4));
+    let a2 = fix(m2 + m0 * 0.5 + m1 * 0.5);
+    let a5 = fix(m5 + m3 * 0.5 + m4 * 0.5);
+    for y in 0..ch as i64 {
+        let oy = y + top as i64;
+        let orow = &mut out[(y as usize) * cw as usize * 3..(y as usize + 1) * cw as usize * 3];
+        for x in 0..cw as i64 {
+            let ox = x + left as i64;
+            let (xin, yin) = if identity {
+                (ox, oy)
+            } else if fixed_ok {
+                // C: int arithmetic, accumulated per row / column (no overflow by check_fixed).
+                let xx = (a2 + oy * a1 + ox * a0) as i32;
+                let yy = (a5 + oy * a4 + ox * a3) as i32;
+                ((xx >> 16) as i64, (yy >> 16) as i64)
+            } else {
+                let xx = m2 + m1 * 0.5 + m0 * 0.5 + oy as f64 * m1 + ox as f64 * m0;
+                let yy = m5 + m4 * 0.5 + m3 * 0.5 + oy as f64 * m4 + ox as f64 * m3;
+                let c = |v: f64| if v < 0.0 { -1 } else { v as i64 };
+                (c(xx), c(yy))
+            };
+            let o = x as usize * 3;
+            if xin >= 0 && xin < w && yin >= 0 && yin < h {
+                let s = yin as usize * stride + xin as usize * 3;
+                orow[o..o + 3].copy_from_slice(&src.data[s..s + 3]);
+            } else {
+                orow[o..o + 3].copy_from_slice(&[0, 0, 0]);
+            }
+        }
+    }
+}
+
+/// PIL `Image.rotate(angle, NEAREST, expand=False, fillcolor=(0, 0, 0))` of a whole image.
+pub fn rotate_nearest(img: &RgbImage, angle: f64) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let mut out = vec![0u8; w as usize * h as usize * 3];
+    rotate_crop_into(View::of(img), angle, 0, 0, w, h, &mut out);
+    RgbImage::from_raw(w, h, out).unwrap_or_else(|| RgbImage::new(w, h))
+}
+
+/// The train view up to uint8 (before flip): rotation, random resized crop, colour jitter.
+/// `src` is the decoded image or a cached, downscaled copy of it; `orig` is the original
+/// size in which `p` was drawn (crop boxes are scaled into `src`'s pixels).
+pub(crate) fn train_u8(src: View<'_>, orig: (u32, u32), p: &TrainParams, cfg: &TransformConfig) -> Vec<u8> {
+    let size = cfg.image_size;
+    let sx = src.w as f64 / orig.0.max(1) as f64;
+    let sy = src.h as f64 / orig.1.max(1) as f64;
+    let exact = src.w == orig.0 && src.h == orig.1;
+    let mut out = if p.angle == 0.0 {
+        let crop = (p.left as f64 * sx, p.top as f64 * sy, p.width as f64 * sx, p.height as f64 * sy);
+        resize_crop(src, Some(crop), size, size)
+    } else {
+        let (l, t, cw, ch) = if exact {
+            (p.left, p.top, p.width, p.height)
+        } else {
+            let l = ((p.left as f64 * sx).round() as u32).min(src.w.saturating_sub(1));
+            let t = ((p.top as f64 * sy).round() as u32).min(src.h.saturating_sub(1));
+            let cw = ((p.width as f64 * sx).round() as u32).clamp(1, src.w - l);
+            let ch = ((p.height as f64 * sy).round() as u32).clamp(1, src.h - t);
+            (l, t, cw, ch)
+        };
+        let mut buf = vec![0u8; cw as usize * ch as usize * 3];
+        rotate_crop_into(src, p.angle, l, t, cw, ch, &mut buf);
+        resize_crop(View { w: cw, h: ch, data: &buf }, None, size, size)
+    };
+    if let Some(j) = &p.jitter {
+        apply_jitter(&mut out, j);
+    }
+    out
+}
+
+/// PIL `ImageEnhance` / torchvision `adjust_*` on packed RGB8, in `j.order`.
+pub fn apply_jitter(rgb: &mut [u8], j: &JitterParams) {
+    for op in j.order {
+        match op {
+            0 => {
+                if let Some(f) = j.brightness {
+                    blend_const(rgb, 0, f);
+                }
+            }
+            1 => {
+                if let Some(f) = j.contrast {
+                    let n = (rgb.len() / 3).max(1);
+                    let sum: u64 = rgb.chunks_exact(3).map(|p| luma(p) as u64).sum();
+                    let mean = (sum as f64 / n as f64 + 0.5) as u8;
+                    blend_const(rgb, mean, f);
+                }
+            }
+            2 => {
+                if let Some(f) = j.saturation {
+                    for p in rgb.chunks_exact_mut(3) {
+                        let l = luma(p);
+                        for v in p.iter_mut() {
+                            *v = blend(l, *v, f);
+                        }
+                    }
+                }
+            }
+            _ => {
+                if let Some(hf) = j.hue {
+                    // numpy: np_h += np.uint8(int8(hue * 255)) (wrapping)
+                    let shift = ((hf * 255.0) as i8) as u8;
+                    for p in rgb.chunks_exact_mut(3) {
+                        let (h, s, v) = rgb2hsv(p[0], p[1], p[2]);
+                        let rgbv = hsv2rgb(h.wrapping_add(shift), s, v);
+                        p.copy_from_slice(&rgbv);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Pillow's `L` conversion: ITU-R 601-2 luma in 16-bit fixed point.
+fn luma(p: &[u8]) -> u8 {
+    ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000) >> 16) as u8
+}
+
+/// Pillow `ImagingBlend(im1 = degenerate, im2 = image, alpha)`.
+fn blend(d: u8, v: u8, alpha: f32) -> u8 {
+    let t = d as i32 as f32 + alpha * (v as i32 - d as i32) as f32;
+    if (0.0..=1.0).contains(&alpha) {
+        t as u8
+    } else if t <= 0.0 {
+        0
+    } else if t >= 255.0 {
+        255
+    } else {
+        t as u8
+    }
+}
+
+fn blend_const(rgb: &mut [u8], d: u8, alpha: f32) {
+    for v in rgb.iter_mut() {
+        *v = blend(d, *v, alpha);
+    }
+}
+
+fn clip8(v: i64) -> u8 {
+    v.clamp(0, 255) as u8
+}
+
+/// Pillow `rgb2hsv_row`.
+fn rgb2hsv(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
+    let maxc = r.max(g).max(b);
+    let minc = r.min(g).min(b);
+    if minc == maxc {
+        return (0, 0, maxc);
+    }
+    let cr = (maxc - minc) as f32;
+    let s = cr / maxc as f32;
+    let rc = (maxc - r) as f32 / cr;
+    let gc = (maxc - g) as f32 / cr;
+    let bc = (maxc - b) as f32 / cr;
+    let h: f32 = if r == maxc {
+        bc - gc
+    } else if g == maxc {
+        (2.0f64 + rc as f64 - bc as f64) as f32
+    } else {
+        (4.0f64 + gc as f64 - rc as f64) as f32
+    };
+    let h = ((h as f64 / 6.0 + 1.0) % 1.0) as f32;
+    (clip8((h as f64 * 255.0) as i64), clip8((s as f64 * 255.0) as i64), maxc)
+}
+
+/// Pillow `hsv2rgb`.
+fn hsv2rgb(h: u8, s: u8, v: u8) -> [u8; 3] {
+    if s == 0 {
+        return [v, v, v];
+    }
+    let i = (h as f32 as f64 * 6.0 / 255.0).floor() as i64;
+    let f = (h as f32 as f64 * 6.0 / 255.0 - i as f32 as f64) as f32;
+    let fs = (s as f32 as f64 / 255.0) as f32;
+    let vf = v as f32 as f64;
+    let p = clip8((vf * (1.0 - fs as f64)).round() as i64);
+    let q = clip8((vf * (1.0 - (fs * f) as f64)).round() as i64);
+    let t = clip8((vf * (1.0 - (fs as f64 * (1.0 - f as f64)))).round() as i64);
+    match i % 6 {
+        0 => [v, t, p],
+        1 => [q, v, p],
+        2 => [p, v, t],
+        3 => [p, q, v],
+        4 => [t, p, v],
+        _ => [v, p, q],
+    }
+}
+
+/// One sample's normalised pixels (3 × size × size, CHW), deterministic in (seed, epoch, index).
+/// `Mode::Eval` ignores the seed, epoch and index.
+pub fn transform(img: &RgbImage, mode: Mode, cfg: &TransformConfig, seed: u64, epoch: u64, index: u64) -> Vec<f32> {
+    let s = cfg.image_size as usize;
+    let mut out = vec![0f32; 3 * s * s];
+    transform_view_into(View::of(img), None, mode, cfg, seed, epoch, index, false, &mut out);
+    out
+}
+
+/// Core of every path: `src` is either a decoded original (`resized_from == None`) or an image
+/// already resized to shorter side `cfg.resize_size` from an original of size `resized_from`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn transform_view_into(
+    src: View<'_>,
+    resized_from: Option<(u32, u32)>,
+    mode: Mode,
+    cfg: &TransformConfig,
+    seed: u64,
+    epoch: u64,
+    index: u64,
+    channels_last: bool,
+    out: &mut [f32],
+) {
+    let size = cfg.image_size;
+    if src.w == 0 || src.h == 0 {
+        let zeros = vec![0u8; size as usize * size as usize * 3];
+        write_tensor(&zeros, size, cfg, false, channels_last, out);
+        return;
+    }
+    match mode {
+        Mode::Eval => {
+            let crop = match resized_from {
+                Some(_) => center_crop_view(src, size),
+                None => {
+                    let (w, h) = resize_output_size(src.w, src.h, cfg.resize_size);
+                    let resized = resize_crop(src, None, w, h);
+                    center_crop_view(View { w, h, data: &resized }, size)
+                }
+            };
+            write_tensor(&crop, size, cfg, false, channels_last, out);
+        }
+        Mode::Train => {
+            let orig = resized_from.unwrap_or((src.w, src.h));
+            let p = train_params(orig.0, orig.1, cfg, seed, epoch, index);
+            let view = train_u8(src, orig, &p, cfg);
+            write_tensor(&view, size, cfg, p.flip, channels_last, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_round_and_sizes() {
+        assert_eq!(round_half_even(16.5), 16.0);
+        assert_eq!(round_half_even(17.5), 18.0);
+        assert_eq!(round_half_even(-0.5), -0.0);
+        assert_eq!(round_half_even(2.4), 2.0);
+        assert_eq!(round_half_even(2.6), 3.0);
+        assert_eq!(resize_output_size(500, 667, 256), (256, 341)); // int(256*667/500)=341
+        assert_eq!(resize_output_size(752, 500, 256), (385, 256));
+        assert_eq!(resize_output_size(256, 256, 256), (256, 256));
+    }
+
+    #[test]
+    fn center_crop_offsets_and_padding() {
+        // 5x1 image, crop 2 → offset round(1.5) = 2
+        let img = RgbImage::from_fn(5, 3, |x, _| image::Rgb([x as u8, 0, 0]));
+        let c = center_crop(&img, 2);
+        assert_eq!(c.get_pixel(0, 0)[0], 2);
+        // 3 wide, crop 2 → round(0.5) = 0
+        let img = RgbImage::from_fn(3, 3, |x, _| image::Rgb([x as u8 + 1, 0, 0]));
+        assert_eq!(center_crop(&img, 2).get_pixel(0, 0)[0], 1);
+        // padding: 2 wide into 5 → pad left (5-2)//2 = 1
+        let img = RgbImage::from_fn(2, 2, |x, _| image::Rgb([x as u8 + 1, 0, 0]));
+        let c = center_crop(&img, 5);
+        let row: Vec<u8> = (0..5).map(|x| c.get_pixel(x, 1)[0]).collect();
+        assert_eq!(row, vec![0, 1, 2, 0, 0]);
+    }
+
+    #[test]
+    fn normalisation_is_torchvision_float32() {
+        let cfg = TransformConfig { image_size: 1, ..Default::default() };
+        let mut out = [0f32; 3];
+        write_tensor(&[0, 128, 255], 1, &cfg, false, false, &mut out);
+        assert_eq!(out[0], (0f32 / 255.0 - 0.485) / 0.229);
+        assert_eq!(out[1], (128f32 / 255.0 - 0.456) / 0.224);
+        assert_eq!(out[2], (1f32 - 0.406) / 0.225);
+    }
+
+    #[test]
+    fn train_params_deterministic_and_in_range() {
+        let cfg = TransformConfig::default();
+        for i in 0..2000 {
+            let p = train_params(500, 667, &cfg, 42, 3, i);
+            assert_eq!(p, train_params(500, 667, &cfg, 42, 3, i));
+            assert!(p.angle.abs() <= 30.0);
+            assert!(p.left + p.width <= 500 && p.top + p.height <= 667);
+            let area = (p.width * p.height) as f64 / (500.0 * 667.0);
+            assert!(area > 0.07 && area <= 1.0, "{area}");
+        }
+        assert_ne!(train_params(500, 667, &cfg, 42, 3, 0), train_params(500, 667, &cfg, 42, 4, 0));
+    }
+
+    #[test]
+    fn rrc_fallback_is_central() {
+        // Extreme aspect ratio: no try fits the ratio range, so the fallback crops the centre.
+        let mut rng = Rng::keyed(0, 0, 0, 0);
+        let (i, j, h, w) = rrc_params(1000, 10, [0.99, 1.0], [0.75, 1.3333333333333333], &mut rng);
+        assert_eq!((i, h), (0, 10));
+        assert_eq!(w, 13);
+        assert_eq!(j, (1000 - 13) / 2);
+    }
+
+    #[test]
+    fn rotation_by_180_reverses() {
+        let img = RgbImage::from_fn(4, 3, |x, y| image::Rgb([(x + 10 * y) as u8, 0, 0]));
+        let r = rotate_nearest(&img, 180.0);
+        for y in 0..3 {
+            for x in 0..4 {
+                assert_eq!(r.get_pixel(x, y), img.get_pixel(3 - x, 2 - y));
+            }
+        }
+        assert_eq!(rotate_nearest(&img, 0.0), img);
+    }
+
+    #[test]
+    fn jitter_identity_factors_keep_pixels() {
+        let mut px: Vec<u8> = (0..300u32).map(|v| (v * 7 % 256) as u8).collect();
+        let orig = px.clone();
+        let j = JitterParams { order: [0, 1, 2, 3], brightness: Some(1.0), contrast: Some(1.0), saturation: Some(1.0), hue: None };
+        apply_jitter(&mut px, &j);
+        assert_eq!(px, orig);
+        let j0 = JitterParams { order: [0, 1, 2, 3], brightness: Some(0.0), contrast: None, saturation: None, hue: None };
+        apply_jitter(&mut px, &j0);
+        assert!(px.iter().all(|&v| v == 0));
+    }
+}

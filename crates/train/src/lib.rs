@@ -1,0 +1,1 @@
+//! The epoch loop: frozen-feature fast path, fine-tuning, metrics, curves and exact resume.

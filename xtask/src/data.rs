@@ -1,0 +1,114 @@
+//! `cargo xtask fetch-data` and `cargo xtask pipeline`: the Oxford 102 flowers from the official site
+//! (md5-verified, resumable), and the whole job in one command.
+
+use crate::download::{self, Expect};
+use anyhow::{bail, Context, Result};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// Arguments of `fetch-data`.
+#[derive(clap::Args, Debug)]
+pub struct FetchDataArgs {
+    /// Destination folder (default: data/oxford102 in the repository).
+    #[arg(long)]
+    pub dest: Option<PathBuf>,
+}
+
+/// The official files and their md5 sums (from the dataset page).
+const FILES: [(&str, &str); 3] = [
+    ("102flowers.tgz", "52808999861908f626f3c1f4e79d11fa"),
+    ("imagelabels.mat", "e0620be6f572b9609742df49c70aed4d"),
+    ("setid.mat", "a5357ecc9cb78c4bef273ce3793fc85c"),
+];
+
+fn base_url() -> String {
+    std::env::var("PETAL_FLOWERS_URL").unwrap_or_else(|_| "https://www.robots.ox.ac.uk/~vgg/data/flowers/102".to_string())
+}
+
+/// Default data folder.
+pub fn default_dest() -> PathBuf {
+    crate::repo_root().join("data").join("oxford102")
+}
+
+/// Downloads and unpacks the dataset into `dest` (Oxford layout: jpg/, imagelabels.mat, setid.mat).
+pub fn fetch_into(dest: &Path) -> Result<()> {
+    if dest.join("jpg").is_dir() && dest.join("imagelabels.mat").is_file() && dest.join("setid.mat").is_file() {
+        eprintln!("fetch-data: {} is complete; nothing to download", dest.display());
+        return Ok(());
+    }
+    let base = base_url();
+    for (name, md5) in FILES {
+        let url = format!("{}/{name}", base.trim_end_matches('/'));
+        download::fetch(&url, &dest.join(name), &Expect::Md5(md5.to_string()), name).map_err(|e| {
+            e.context(format!(
+                "could not fetch the Oxford 102 flowers; if you are offline, point the pipeline at a local copy with --data <folder> \
+                 (an ImageFolder with train/ valid/ [test/] class folders, or the official jpg/ + imagelabels.mat + setid.mat)"
+            ))
+        })?;
+    }
+    let tgz = dest.join("102flowers.tgz");
+    let tmp = dest.join(".jpg.tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| download::write_error(&tmp, e))?;
+    }
+    eprintln!("fetch-data: unpacking {}", tgz.display());
+    let file = std::fs::File::open(&tgz).with_context(|| format!("could not open {}", tgz.display()))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    archive.unpack(&tmp).map_err(|e| {
+        if download::is_disk_full(&e) { download::write_error(&tmp, e) } else { anyhow::anyhow!("{} is not a valid gzip tar archive: {e}", tgz.display()) }
+    })?;
+    let jpg = tmp.join("jpg");
+    if !jpg.is_dir() {
+        bail!("{} has no jpg/ folder", tgz.display());
+    }
+    std::fs::rename(&jpg, dest.join("jpg")).map_err(|e| download::write_error(dest, e))?;
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+/// `cargo xtask fetch-data`.
+pub fn run(args: &FetchDataArgs) -> Result<PathBuf> {
+    let dest = args.dest.clone().unwrap_or_else(default_dest);
+    fetch_into(&dest)?;
+    Ok(dest)
+}
+
+/// Value of `--flag X` or `--flag=X` in a raw argument list.
+fn arg_value(args: &[OsString], flag: &str) -> Option<String> {
+    let mut it = args.iter().map(|a| a.to_string_lossy().into_owned());
+    while let Some(a) = it.next() {
+        if a == flag {
+            return it.next();
+        }
+        if let Some(v) = a.strip_prefix(&format!("{flag}=")) {
+            return Some(v.to_string());
+        }
+    }
+    None
+}
+
+/// `cargo xtask pipeline`: fetches what is missing (data, weights), then runs `petal pipeline`.
+pub fn pipeline(mut args: Vec<OsString>) -> Result<()> {
+    let wants_help = args.iter().any(|a| a == "--help" || a == "-h");
+    if !wants_help {
+        if arg_value(&args, "--data").is_none() {
+            let dest = default_dest();
+            fetch_into(&dest)?;
+            args.push("--data".into());
+            args.push(dest.into_os_string());
+        }
+        if arg_value(&args, "--weights").is_none() {
+            let arch = arg_value(&args, "--arch").unwrap_or_else(|| "densenet121".to_string());
+            match crate::weights::ensure(&arch, false) {
+                Ok(path) => {
+                    args.push("--weights".into());
+                    args.push(path.into_os_string());
+                }
+                Err(e) => bail!("{e:#}\nwithout pretrained weights the pipeline cannot start; pass --weights <file> to use a local copy"),
+            }
+        }
+    }
+    let mut all: Vec<OsString> = vec!["pipeline".into()];
+    all.extend(args);
+    crate::run_petal(all)
+}

