@@ -41,5 +41,26 @@ pub(crate) fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<(), 
             tracing::debug!(dir = %dir.display(), error = %e, "directory fsync failed");
         }
     }
+    remove_stale_temps(path, &dir);
     Ok(())
+}
+
+/// Removes temp files left for `path` by writers that were killed mid-save (their process no
+/// longer exists). Only where process liveness can be checked (Linux `/proc`).
+fn remove_stale_temps(path: &Path, dir: &Path) {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else { return };
+    let prefix = format!(".{name}.tmp-");
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file.strip_prefix(&prefix) else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            tracing::debug!(file = %e.path().display(), "removing temp file of a dead writer");
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }

@@ -190,7 +190,7 @@ pub const MIGRATIONS: &[Migration] = &[];
 const _: () = assert!(MIGRATIONS.len() as u32 + 1 == FORMAT_MAJOR);
 
 /// Checksum algorithm written by this build.
-pub const CHECKSUM_ALGORITHM: &str = "sha256";
+pub const CHECKSUM_ALGORITHM: &str = "crc32";
 
 /// Checksum over the tensor bytes: the tensors' bytes concatenated in name order, hashed with
 /// `algorithm` (`"sha256"` or `"crc32"`), as `"<algorithm>:<lowercase hex>"`.
@@ -340,12 +340,12 @@ pub(crate) fn from_parts(json: &str, mut tensors: TensorMap, path: &Path) -> Res
     Ok(Checkpoint { meta, tensors })
 }
 
+/// A safetensors file taken apart: `__metadata__`, supported tensors, names of the others.
+pub(crate) type SafetensorsParts = (HashMap<String, String>, TensorMap, Vec<String>);
+
 /// Parses a safetensors container: its `__metadata__` map, its tensors (copied out), and the
 /// names (with dtype) of tensors whose dtype this crate does not support.
-pub(crate) fn read_safetensors(
-    bytes: &[u8],
-    path: &Path,
-) -> Result<(HashMap<String, String>, TensorMap, Vec<String>), Error> {
+pub(crate) fn read_safetensors(bytes: &[u8], path: &Path) -> Result<SafetensorsParts, Error> {
     let st = safetensors::SafeTensors::deserialize(bytes)
         .map_err(|e| Error::corrupt(path, format!("safetensors container: {e}")))?;
     let (_, header) = safetensors::SafeTensors::read_metadata(bytes)

@@ -17,10 +17,11 @@
 //! format name (`"petal.checkpoint"`) and `format_version {major, minor}`, writer version,
 //! libtorch version, creation time, `arch` and `arch_config`, `classes` (folder, index, display
 //! name), `preprocessing`, `head`, `hyperparameters`, `metrics`, the optimizer and RNG states'
-//! JSON parts, `provenance`, and `tensor_checksum` (`"sha256:<hex>"` of all tensors' bytes
-//! concatenated in name order). Tensors are little-endian, row-major and contiguous. Tensor
-//! names are free, except two reserved prefixes: [`OPTIMIZER_PREFIX`] (`optimizer/…`, the
-//! optimizer's tensors) and [`RNG_PREFIX`] (`rng/…`, RNG states as U8 tensors).
+//! JSON parts, `provenance`, and `tensor_checksum` (`"crc32:<hex>"` of all tensors' bytes
+//! concatenated in name order; readers also accept `"sha256:<hex>"`). Tensors are
+//! little-endian, row-major and contiguous. Tensor names are free, except two reserved
+//! prefixes: [`OPTIMIZER_PREFIX`] (`optimizer/…`, the optimizer's tensors) and [`RNG_PREFIX`]
+//! (`rng/…`, RNG states as U8 tensors).
 //!
 //! Reading a checkpoint from Python needs only the `safetensors` package:
 //!

@@ -12,6 +12,7 @@
 //! O(1) objects; strings and byte strings are bounded by the bytes remaining in the input).
 
 use crate::DType;
+use std::cell::Cell;
 use std::collections::HashMap;
 
 /// A parse failure: the input is damaged, or uses a feature this reader refuses.
@@ -159,17 +160,36 @@ struct Vm<'a> {
     marks: Vec<usize>,
     memo: HashMap<u32, V>,
     arena: Vec<Obj>,
+    /// Bytes copied out of existing objects so far (memoised objects can be referenced many
+    /// times, so copies are charged against a budget proportional to the input).
+    copied: Cell<u64>,
+    copy_limit: u64,
 }
 
 /// Runs the pickle at the start of `data` (trailing bytes are ignored; see
 /// [`Pickle::consumed`]).
 pub(crate) fn parse(data: &[u8]) -> PResult<Pickle> {
-    let mut vm = Vm { data, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), arena: Vec::new() };
+    let copy_limit = (data.len() as u64).saturating_mul(16).saturating_add(16 << 20);
+    let mut vm = Vm {
+        data,
+        pos: 0,
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+        arena: Vec::new(),
+        copied: Cell::new(0),
+        copy_limit,
+    };
     let root = vm.run()?;
     Ok(Pickle { arena: vm.arena, root, consumed: vm.pos })
 }
 
 impl<'a> Vm<'a> {
+    /// Charges `n` copied bytes; exceeding the budget is reported after the current opcode.
+    fn charge(&self, n: usize) {
+        self.copied.set(self.copied.get().saturating_add(n as u64));
+    }
+
     fn alloc(&mut self, o: Obj) -> PResult<V> {
         let i = u32::try_from(self.arena.len()).map_err(|_| Fault::Corrupt("pickle creates too many objects".into()))?;
         self.arena.push(o);
@@ -260,7 +280,7 @@ impl<'a> Vm<'a> {
     }
     fn memo_put(&mut self, idx: u32) -> PResult<()> {
         let v = self.top()?;
-        if self.memo.len() >= self.data.len() + 1 && !self.memo.contains_key(&idx) {
+        if self.memo.len() > self.data.len() && !self.memo.contains_key(&idx) {
             return corrupt("pickle memo larger than the input");
         }
         self.memo.insert(idx, v);
@@ -310,6 +330,12 @@ impl<'a> Vm<'a> {
     fn run(&mut self) -> PResult<V> {
         loop {
             let at = self.pos;
+            if self.copied.get() > self.copy_limit {
+                return corrupt(format!(
+                    "pickle bomb: copies of shared objects exceed {} bytes before offset {at}",
+                    self.copy_limit
+                ));
+            }
             let op = self.u8()?;
             match op {
                 b'.' => {
@@ -659,7 +685,10 @@ impl<'a> Vm<'a> {
     fn str_of(&self, v: V) -> Option<String> {
         match v {
             V::Ref(i) => match self.arena.get(i as usize) {
-                Some(Obj::Str(s)) => Some(s.clone()),
+                Some(Obj::Str(s)) => {
+                    self.charge(s.len());
+                    Some(s.clone())
+                }
                 _ => None,
             },
             _ => None,
@@ -698,7 +727,10 @@ impl<'a> Vm<'a> {
     fn global_name(&self, v: V) -> Option<(String, String)> {
         match v {
             V::Ref(i) => match self.arena.get(i as usize) {
-                Some(Obj::Global { module, name }) => Some((module.clone(), name.clone())),
+                Some(Obj::Global { module, name }) => {
+                    self.charge(module.len() + name.len());
+                    Some((module.clone(), name.clone()))
+                }
                 _ => None,
             },
             _ => None,
@@ -708,7 +740,10 @@ impl<'a> Vm<'a> {
     fn tuple_items(&self, v: V) -> Option<Vec<V>> {
         match v {
             V::Ref(i) => match self.arena.get(i as usize) {
-                Some(Obj::Tuple(t)) | Some(Obj::List(t)) => Some(t.clone()),
+                Some(Obj::Tuple(t)) | Some(Obj::List(t)) => {
+                    self.charge(t.len() * std::mem::size_of::<V>());
+                    Some(t.clone())
+                }
                 _ => None,
             },
             _ => None,
@@ -829,8 +864,14 @@ impl<'a> Vm<'a> {
                     V::Ref(i) => self.arena.get(i as usize),
                     _ => None,
                 }) {
-                    Some(Obj::Bytes(b)) => b.clone(),
-                    Some(Obj::Str(s)) => s.clone().into_bytes(),
+                    Some(Obj::Bytes(b)) => {
+                        self.charge(b.len());
+                        b.clone()
+                    }
+                    Some(Obj::Str(s)) => {
+                        self.charge(s.len());
+                        s.clone().into_bytes()
+                    }
                     _ => Vec::new(),
                 };
                 self.alloc(Obj::Bytes(b))
@@ -863,7 +904,10 @@ impl<'a> Vm<'a> {
         };
         let raw = match bytes {
             V::Ref(i) => match self.arena.get(i as usize) {
-                Some(Obj::Bytes(b)) => Some(b.clone()),
+                Some(Obj::Bytes(b)) => {
+                    self.charge(b.len());
+                    Some(b.clone())
+                }
                 Some(Obj::Str(s)) => s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect::<Option<Vec<u8>>>(),
                 _ => None,
             },
@@ -929,7 +973,7 @@ impl<'a> Vm<'a> {
 }
 
 fn pairs_of(items: Vec<V>) -> PResult<Vec<(V, V)>> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return corrupt("pickle: odd number of items for a dict");
     }
     let mut out = Vec::with_capacity(items.len() / 2);
@@ -944,7 +988,7 @@ fn decode_raw_unicode_escape(b: &[u8]) -> String {
     let mut out = String::new();
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 5 < b.len() + 0 && b[i + 1] == b'u' {
+        if b[i] == b'\\' && i + 5 < b.len() && b[i + 1] == b'u' {
             if let Some(c) = std::str::from_utf8(&b[i + 2..i + 6])
                 .ok()
                 .and_then(|h| u32::from_str_radix(h, 16).ok())
@@ -1001,6 +1045,22 @@ mod tests {
         assert!(parse(b"\x8d\xff\xff\xff\xff\xff\xff\xff\xff").is_err());
         assert!(parse(b"h\x07.").is_err());
         assert!(parse(b"0.").is_err());
+    }
+
+    #[test]
+    fn repeated_copies_of_a_shared_list_are_bounded() {
+        // A 100k-item list, memoised, then handed to OrderedDict-like copies 100k times.
+        let mut p = b"]q\x00(".to_vec();
+        for _ in 0..100_000 {
+            p.extend_from_slice(b"N");
+        }
+        p.extend_from_slice(b"e0(");
+        for _ in 0..100_000 {
+            p.extend_from_slice(b"c__builtin__\nlist\nh\x00\x85R0");
+        }
+        p.extend_from_slice(b"N.");
+        let e = parse(&p).err().expect("bomb refused");
+        assert!(matches!(&e, Fault::Corrupt(m) if m.contains("pickle bomb")), "{e:?}");
     }
 
     #[test]

@@ -167,16 +167,29 @@ struct Ctx<'p, 'a> {
     pk: &'p Pickle,
     storages: &'p Storages<'a>,
     budget: u64,
+    /// Bytes left for names built from pickle strings (shared strings can be referenced many
+    /// times).
+    names: std::cell::Cell<u64>,
+    /// Objects visited while walking pickled modules.
+    visits: u32,
     skipped: Vec<String>,
 }
 
 impl<'p> Ctx<'p, '_> {
-    fn key_string(&self, k: V) -> Option<String> {
-        match k {
-            V::Int(i) => Some(i.to_string()),
-            V::Bool(b) => Some(if b { "True" } else { "False" }.to_owned()),
-            other => self.pk.str(other).map(str::to_owned),
+    /// A dict key as a name (`"<key>"` when it is not a string or number), charged against
+    /// the name budget.
+    fn key_string(&self, k: V) -> PResult<String> {
+        let s = match k {
+            V::Int(i) => i.to_string(),
+            V::Bool(b) => if b { "True" } else { "False" }.to_owned(),
+            other => self.pk.str(other).unwrap_or("<key>").to_owned(),
+        };
+        let left = self.names.get();
+        if s.len() as u64 > left {
+            return Err(Fault::Corrupt("names built from the pickle exceed the size limit (pickle bomb?)".into()));
         }
+        self.names.set(left.saturating_sub(s.len() as u64 + 16));
+        Ok(s)
     }
 
     fn tensor_ref(&self, v: V) -> Option<&'p TensorRef> {
@@ -197,14 +210,13 @@ impl<'p> Ctx<'p, '_> {
     fn tensors_of(&mut self, v: V, prefix: &str, out: &mut TensorMap) -> PResult<()> {
         let Some(d) = self.pk.dict(v) else { return Ok(()) };
         for &(k, x) in d {
-            let name = format!("{prefix}{}", self.key_string(k).unwrap_or_else(|| "<key>".into()));
+            let name = format!("{prefix}{}", self.key_string(k)?);
             match self.tensor_ref(x) {
-                Some(t) => match self.materialize(t, &name)? {
-                    Some(td) => {
+                Some(t) => {
+                    if let Some(td) = self.materialize(t, &name)? {
                         out.insert(name, td);
                     }
-                    None => {}
-                },
+                }
                 None => self.skipped.push(format!("{name}: {} (not a tensor)", self.describe(x))),
             }
         }
@@ -295,8 +307,8 @@ impl<'p> Ctx<'p, '_> {
         let inner_stride = t.stride[nd - 1] as usize;
         loop {
             let mut base = t.offset as usize;
-            for k in 0..nd - 1 {
-                base += idx[k] * t.stride[k] as usize;
+            for (i, st) in idx.iter().zip(&t.stride).take(nd - 1) {
+                base += i * *st as usize;
             }
             if inner_stride == 1 {
                 out.extend_from_slice(&bytes[base * es..(base + inner) * es]);
@@ -342,8 +354,9 @@ impl<'p> Ctx<'p, '_> {
     /// Recovers parameters and buffers from the saved state of a pickled `nn.Module` (its
     /// `_parameters`, `_buffers` and `_modules` dicts), without executing anything.
     fn module_tensors(&mut self, v: V, prefix: &str, depth: u32, out: &mut TensorMap) -> PResult<()> {
-        if depth > 64 {
-            return Ok(());
+        self.visits += 1;
+        if depth > 64 || self.visits > 1_000_000 {
+            return Err(Fault::Corrupt("pickled module nested too deeply or referencing itself".into()));
         }
         let Some(Obj::Object { state: Some(state), .. }) = self.pk.obj(v) else { return Ok(()) };
         let Some(d) = self.pk.dict(*state) else { return Ok(()) };
@@ -353,7 +366,7 @@ impl<'p> Ctx<'p, '_> {
                 Some("_parameters") | Some("_buffers") => {
                     let Some(items) = self.pk.dict(x) else { continue };
                     for &(n, t) in items {
-                        let name = format!("{prefix}{}", self.key_string(n).unwrap_or_default());
+                        let name = format!("{prefix}{}", self.key_string(n)?);
                         if let Some(tr) = self.tensor_ref(t) {
                             let tr = tr.clone();
                             if let Some(td) = self.materialize(&tr, &name)? {
@@ -365,7 +378,7 @@ impl<'p> Ctx<'p, '_> {
                 Some("_modules") => {
                     let Some(items) = self.pk.dict(x) else { continue };
                     for &(n, m) in items.to_vec().iter() {
-                        let p = format!("{prefix}{}.", self.key_string(n).unwrap_or_default());
+                        let p = format!("{prefix}{}.", self.key_string(n)?);
                         self.module_tensors(m, &p, depth + 1, out)?;
                     }
                 }
@@ -387,14 +400,35 @@ enum NotJson {
     Has(String),
 }
 
+/// What one [`to_json`] conversion may still visit and copy.
+struct JsonBudget {
+    nodes: u32,
+    bytes: u64,
+}
+
+impl JsonBudget {
+    fn new() -> Self {
+        JsonBudget { nodes: 100_000, bytes: 16 << 20 }
+    }
+    fn take(&mut self, bytes: usize) -> Result<(), NotJson> {
+        self.nodes = self.nodes.checked_sub(1).ok_or_else(|| NotJson::Has("very large data".into()))?;
+        self.bytes = self.bytes.checked_sub(bytes as u64).ok_or_else(|| NotJson::Has("very large data".into()))?;
+        Ok(())
+    }
+}
+
 /// Converts plain data (numbers, strings, lists, dicts) to JSON; tensors, opaque objects and
 /// bytes are not plain data. Depth and node count are bounded (shared sub-objects and cycles
 /// could otherwise make this exponential or endless).
-fn to_json(pk: &Pickle, v: V, depth: u32, nodes: &mut u32) -> Result<serde_json::Value, NotJson> {
+fn to_json(pk: &Pickle, v: V, depth: u32, budget: &mut JsonBudget) -> Result<serde_json::Value, NotJson> {
     use serde_json::Value as J;
-    *nodes += 1;
-    if depth > 32 || *nodes > 100_000 {
-        return Err(NotJson::Has("deeply nested or very large data".into()));
+    let len = match pk.obj(v) {
+        Some(Obj::Str(s)) => s.len(),
+        _ => 0,
+    };
+    budget.take(len)?;
+    if depth > 32 {
+        return Err(NotJson::Has("deeply nested data".into()));
     }
     Ok(match v {
         V::None => J::Null,
@@ -404,7 +438,7 @@ fn to_json(pk: &Pickle, v: V, depth: u32, nodes: &mut u32) -> Result<serde_json:
         V::Ref(_) => match pk.obj(v) {
             Some(Obj::Str(s)) => J::String(s.clone()),
             Some(Obj::List(l)) | Some(Obj::Tuple(l)) | Some(Obj::Set(l)) => {
-                J::Array(l.iter().map(|&x| to_json(pk, x, depth + 1, nodes)).collect::<Result<_, _>>()?)
+                J::Array(l.iter().map(|&x| to_json(pk, x, depth + 1, budget)).collect::<Result<_, _>>()?)
             }
             Some(Obj::Dict(d)) => {
                 let mut m = serde_json::Map::new();
@@ -416,7 +450,8 @@ fn to_json(pk: &Pickle, v: V, depth: u32, nodes: &mut u32) -> Result<serde_json:
                         V::None => "None".into(),
                         r => pk.str(r).map(str::to_owned).ok_or_else(|| NotJson::Has("non-string dict keys".into()))?,
                     };
-                    m.insert(key, to_json(pk, x, depth + 1, nodes)?);
+                    budget.take(key.len())?;
+                    m.insert(key, to_json(pk, x, depth + 1, budget)?);
                 }
                 J::Object(m)
             }
@@ -433,7 +468,14 @@ fn to_json(pk: &Pickle, v: V, depth: u32, nodes: &mut u32) -> Result<serde_json:
 
 /// Turns the unpickled root object into tensors, class map, arch and extra entries.
 fn interpret(pk: &Pickle, storages: &Storages<'_>, source: SourceFormat, file_len: usize) -> PResult<TorchImport> {
-    let mut cx = Ctx { pk, storages, budget: materialize_budget(file_len), skipped: Vec::new() };
+    let mut cx = Ctx {
+        pk,
+        storages,
+        budget: materialize_budget(file_len),
+        names: std::cell::Cell::new((file_len as u64).saturating_mul(4).saturating_add(16 << 20)),
+        visits: 0,
+        skipped: Vec::new(),
+    };
     let mut tensors = TensorMap::new();
     let mut class_to_idx = None;
     let mut arch = None;
@@ -449,12 +491,12 @@ fn interpret(pk: &Pickle, storages: &Storages<'_>, source: SourceFormat, file_le
             cx.tensors_of(v, "", &mut tensors)?;
         }
         for &(k, v) in d {
-            let name = cx.key_string(k).unwrap_or_else(|| "<key>".into());
+            let name = cx.key_string(k)?;
             if weights_key.map(|(wk, _)| wk) == Some(k) {
                 continue;
             }
             match name.as_str() {
-                "class_to_idx" => match class_map(pk, v) {
+                "class_to_idx" => match class_map(&cx, v)? {
                     Some(m) => {
                         class_to_idx = Some(m);
                         continue;
@@ -471,6 +513,15 @@ fn interpret(pk: &Pickle, storages: &Storages<'_>, source: SourceFormat, file_le
                     }
                 }
                 _ => {}
+            }
+            // With no state-dict entry, top-level tensors are the weights.
+            if weights_key.is_none() {
+                if let Some(t) = cx.tensor_ref(v) {
+                    if let Some(td) = cx.materialize(t, &name)? {
+                        tensors.insert(name, td);
+                    }
+                    continue;
+                }
             }
             if name.contains("optimizer") || name.contains("scheduler") || name.contains("scaler") {
                 cx.skipped.push(format!("{name}: optimizer/scheduler state (not imported)"));
@@ -490,8 +541,7 @@ fn interpret(pk: &Pickle, storages: &Storages<'_>, source: SourceFormat, file_le
                     continue;
                 }
             }
-            let mut nodes = 0;
-            match to_json(pk, v, 0, &mut nodes) {
+            match to_json(pk, v, 0, &mut JsonBudget::new()) {
                 Ok(j) => {
                     extra.insert(name, j);
                 }
@@ -524,16 +574,18 @@ fn interpret(pk: &Pickle, storages: &Storages<'_>, source: SourceFormat, file_le
     Ok(TorchImport { source, tensors, class_to_idx, arch, extra, skipped: cx.skipped })
 }
 
-fn class_map(pk: &Pickle, v: V) -> Option<BTreeMap<String, usize>> {
-    let d = pk.dict(v)?;
+/// `class_to_idx`: a dict of class name (or int) to non-negative index; `None` if it is not.
+fn class_map(cx: &Ctx<'_, '_>, v: V) -> PResult<Option<BTreeMap<String, usize>>> {
+    let Some(d) = cx.pk.dict(v) else { return Ok(None) };
     let mut m = BTreeMap::new();
     for &(k, x) in d {
-        let key = match k {
-            V::Int(i) => i.to_string(),
-            r => pk.str(r)?.to_owned(),
-        };
-        let V::Int(i) = x else { return None };
-        m.insert(key, usize::try_from(i).ok()?);
+        if !matches!(k, V::Int(_)) && cx.pk.str(k).is_none() {
+            return Ok(None);
+        }
+        let key = cx.key_string(k)?;
+        let V::Int(i) = x else { return Ok(None) };
+        let Ok(i) = usize::try_from(i) else { return Ok(None) };
+        m.insert(key, i);
     }
-    Some(m)
+    Ok(Some(m))
 }

@@ -28,7 +28,7 @@ fn round_trip_keeps_everything() {
     assert_eq!(without_stamps(&back), without_stamps(&c));
     assert_eq!(back.meta.format, "petal.checkpoint");
     assert_eq!(back.meta.format_version, FormatVersion { major: FORMAT_MAJOR, minor: FORMAT_MINOR });
-    assert!(back.meta.tensor_checksum.starts_with("sha256:"));
+    assert!(back.meta.tensor_checksum.starts_with("crc32:"));
     assert_eq!(back.meta.created_utc.len(), "2025-01-01T00:00:00Z".len());
     assert_eq!(back.class_to_idx()["10"], 1);
     assert_eq!(back.model_tensors().count(), c.tensors.len() - 2);
@@ -141,7 +141,7 @@ fn import_and_inspect_own_format() {
     let s = inspect(&p).unwrap();
     assert_eq!(s.tensor_count, sample_checkpoint().tensors.len() - 2);
     let text = s.to_string();
-    assert!(text.contains("densenet121") && text.contains("classes:  3") && text.contains("sha256:"), "{text}");
+    assert!(text.contains("densenet121") && text.contains("classes:  3") && text.contains("crc32:"), "{text}");
     let json = serde_json::to_value(&s).unwrap();
     assert_eq!(json["source"]["kind"], "petal");
     assert_eq!(json["metadata"]["preprocessing"]["resize_size"], 256);
@@ -179,4 +179,18 @@ fn invalid_checkpoints_are_refused_before_writing() {
     assert!(matches!(save(&p, &c), Err(Error::InvalidCheckpoint { .. })));
     assert!(!p.exists());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no temp file left");
+}
+
+#[test]
+fn sha256_checksums_are_verified_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.petal"), dir.path().join("sha.petal"));
+    let c = sample_checkpoint();
+    save(&a, &c).unwrap();
+    let sha = checkpoint::tensor_checksum(&c.tensors, "sha256").unwrap();
+    rewrite_meta(&a, &b, |m| m["tensor_checksum"] = serde_json::json!(sha));
+    assert_eq!(load(&b).unwrap().tensors, c.tensors);
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    rewrite_meta(&a, &b, |m| m["tensor_checksum"] = serde_json::json!(wrong));
+    assert!(matches!(load(&b), Err(Error::Checksum { .. })));
 }

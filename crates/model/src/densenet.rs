@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn;
 use tch::Tensor;
 
-use crate::layers::{BatchNorm2d, Conv2d, ConvOpts};
+use crate::layers::{is_channels_last, BatchNorm2d, Conv2d, ConvOpts};
 use crate::Error;
 
 /// Hyper-parameters of a DenseNet-BC (torchvision's `DenseNet.__init__` arguments).
@@ -96,11 +96,18 @@ impl DenseLayer {
         }
     }
 
+    fn is_frozen(&self) -> bool {
+        !(self.norm1.weight.requires_grad()
+            || self.conv1.weight.requires_grad()
+            || self.norm2.weight.requires_grad()
+            || self.conv2.weight.requires_grad())
+    }
+
     /// `inputs` is the concatenation of all previous feature maps of the block.
     fn forward_t(&self, inputs: &Tensor, train: bool) -> Tensor {
-        let h = self.norm1.forward_t(inputs, train).relu();
+        let h = self.norm1.forward_t(inputs, train).relu_();
         let h = self.conv1.forward(&h);
-        let h = self.norm2.forward_t(&h, train).relu();
+        let h = self.norm2.forward_t(&h, train).relu_();
         let h = self.conv2.forward(&h);
         if self.drop_rate > 0.0 {
             h.dropout(self.drop_rate, train)
@@ -177,22 +184,52 @@ impl DenseNet {
     /// `features(x)` followed by torchvision's `F.relu` + `adaptive_avg_pool2d(1)` + flatten.
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut x = self.conv0.forward(xs);
-        x = self.norm0.forward_t(&x, train).relu();
+        x = self.norm0.forward_t(&x, train).relu_();
         x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         for (i, block) in self.blocks.iter().enumerate() {
-            let mut feats: Vec<Tensor> = vec![x];
-            for layer in block {
-                let input = if feats.len() == 1 { feats[0].shallow_clone() } else { Tensor::cat(&feats, 1) };
-                feats.push(layer.forward_t(&input, train));
-            }
-            x = Tensor::cat(&feats, 1);
+            let fixed = !train && !x.requires_grad() && block.iter().all(DenseLayer::is_frozen);
+            x = if fixed { Self::block_buffered(block, x) } else { Self::block_concat(block, x, train) };
             if let Some(t) = self.transitions.get(i) {
-                let h = t.norm.forward_t(&x, train).relu();
+                let h = t.norm.forward_t(&x, train).relu_();
                 x = t.conv.forward(&h).avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None);
             }
         }
-        let x = self.norm5.forward_t(&x, train).relu();
+        let x = self.norm5.forward_t(&x, train).relu_();
         x.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+    }
+
+    /// torchvision's dense block: every layer reads `cat(previous feature maps)`.
+    fn block_concat(block: &[DenseLayer], x: Tensor, train: bool) -> Tensor {
+        let mut feats: Vec<Tensor> = vec![x];
+        for layer in block {
+            let input = if feats.len() == 1 { feats[0].shallow_clone() } else { Tensor::cat(&feats, 1) };
+            feats.push(layer.forward_t(&input, train));
+        }
+        Tensor::cat(&feats, 1)
+    }
+
+    /// The same function without autograd (eval mode, nothing requires grad): the block's output
+    /// is allocated once and every layer writes its channels into it and reads a channel prefix
+    /// of it, instead of re-concatenating all previous maps for each layer.
+    fn block_buffered(block: &[DenseLayer], x: Tensor) -> Tensor {
+        let s = x.size();
+        let (n, c0, h, w) = (s[0], s[1], s[2], s[3]);
+        let growth: i64 = block.iter().map(|l| l.conv2.weight.size()[0]).sum();
+        let opts = (x.kind(), x.device());
+        let buf = if is_channels_last(&x) {
+            Tensor::empty([n, h, w, c0 + growth], opts).permute([0, 3, 1, 2])
+        } else {
+            Tensor::empty([n, c0 + growth, h, w], opts)
+        };
+        buf.narrow(1, 0, c0).copy_(&x);
+        let mut c = c0;
+        for layer in block {
+            let out = layer.forward_t(&buf.narrow(1, 0, c), false);
+            let g = out.size()[1];
+            buf.narrow(1, c, g).copy_(&out);
+            c += g;
+        }
+        buf
     }
 
     /// Folds `norm0` into `conv0` and each layer's `norm2` into its `conv1` (the batch norms that

@@ -70,8 +70,10 @@ fn bn(vs: &nn::Path, c: i64) -> BatchNorm2d {
     BatchNorm2d::new(vs, c, BN_EPS, BN_MOMENTUM)
 }
 
-fn relu6(xs: Tensor) -> Tensor {
-    xs.clamp(0.0, 6.0)
+/// ReLU6 in place on a freshly computed tensor (batch-norm output or folded conv output).
+fn relu6(mut xs: Tensor) -> Tensor {
+    let _ = xs.clamp_(0.0, 6.0);
+    xs
 }
 
 #[derive(Debug)]

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use tch::nn::VarStore;
-use tch::{Device, Tensor};
+use checkpoint::{DType, TensorData, TensorMap};
+use tch::{Device, Kind, Tensor};
 
 use crate::{Arch, Classifier, Error, HeadConfig, KeyReport, ShapeMismatch};
 
@@ -179,14 +180,86 @@ fn copy_into(vars: &BTreeMap<String, Tensor>, src: &BTreeMap<String, Tensor>, so
 }
 
 /// Loads the backbone weights of `arch` from a weight file into `vs`, strictly (see
-/// [`load_backbone_tensors`]); head keys in the file are ignored.
+/// [`load_backbone_tensors`]); head keys in the file are ignored. The file may be anything
+/// [`checkpoint::import`] reads: a petal checkpoint, safetensors, or a PyTorch `.pth` (zip or
+/// legacy), e.g. torchvision's original DenseNet files with their old key names.
 pub fn load_backbone_weights(vs: &mut VarStore, arch: &Arch, path: &Path) -> Result<LoadSummary, Error> {
     let tensors = read_tensors(path)?;
     load_backbone_tensors(vs, arch, tensors, path)
 }
 
-/// Reads every tensor of a weight file.
+/// Reads every tensor of a weight file through [`checkpoint::import`] (names as found).
 pub fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>, Error> {
-    Tensor::read_safetensors(path)
-        .map_err(|e| Error::Checkpoint { path: path.to_path_buf(), source: Box::new(e) })
+    let imported = checkpoint::import(path).map_err(|e| checkpoint_err(path, e))?;
+    for s in &imported.skipped {
+        tracing::debug!(file = %path.display(), skipped = %s, "not imported");
+    }
+    imported.tensors.iter().map(|(k, td)| Ok((k.clone(), to_tensor(td, k, path)?))).collect()
+}
+
+pub(crate) fn checkpoint_err(path: &Path, e: checkpoint::Error) -> Error {
+    Error::Checkpoint { path: path.to_path_buf(), source: Box::new(e) }
+}
+
+fn kind_of(d: DType) -> Kind {
+    match d {
+        DType::F32 => Kind::Float,
+        DType::F64 => Kind::Double,
+        DType::F16 => Kind::Half,
+        DType::BF16 => Kind::BFloat16,
+        DType::I64 => Kind::Int64,
+        DType::I32 => Kind::Int,
+        DType::I16 => Kind::Int16,
+        DType::I8 => Kind::Int8,
+        DType::U8 => Kind::Uint8,
+        DType::Bool => Kind::Bool,
+    }
+}
+
+fn dtype_of(k: Kind) -> Option<DType> {
+    Some(match k {
+        Kind::Float => DType::F32,
+        Kind::Double => DType::F64,
+        Kind::Half => DType::F16,
+        Kind::BFloat16 => DType::BF16,
+        Kind::Int64 => DType::I64,
+        Kind::Int => DType::I32,
+        Kind::Int16 => DType::I16,
+        Kind::Int8 => DType::I8,
+        Kind::Uint8 => DType::U8,
+        Kind::Bool => DType::Bool,
+        _ => return None,
+    })
+}
+
+/// Converts `checkpoint` tensor bytes into a CPU tensor (copying). `key` and `path` name the
+/// tensor in errors.
+pub fn to_tensor(td: &TensorData, key: &str, path: &Path) -> Result<Tensor, Error> {
+    td.check().map_err(|e| checkpoint_err(path, e))?;
+    let shape: Vec<i64> = td
+        .shape
+        .iter()
+        .map(|&d| i64::try_from(d))
+        .collect::<Result<_, _>>()
+        .map_err(|_| Error::Config(format!("{}: tensor {key:?} has an absurd shape {:?}", path.display(), td.shape)))?;
+    Tensor::f_from_data_size(&td.bytes, &shape, kind_of(td.dtype))
+        .map_err(|e| Error::Torch { context: format!("{}: building tensor {key:?}", path.display()), source: e })
+}
+
+/// Converts a tensor (any device, any layout) into contiguous little-endian `checkpoint` bytes.
+pub fn from_tensor(t: &Tensor, key: &str) -> Result<TensorData, Error> {
+    let torch_err = |e| Error::Torch { context: format!("exporting tensor {key:?}"), source: e };
+    let kind = t.f_kind().map_err(torch_err)?;
+    let dtype = dtype_of(kind).ok_or_else(|| Error::Config(format!("tensor {key:?} has unsupported kind {kind:?}")))?;
+    let c = t.f_to_device(tch::Device::Cpu).and_then(|c| c.f_contiguous()).map_err(torch_err)?;
+    let numel = c.numel();
+    let mut bytes = vec![0u8; numel * kind.elt_size_in_bytes()];
+    c.f_copy_data_u8(&mut bytes, numel).map_err(torch_err)?;
+    let shape = c.size().iter().map(|&d| d as usize).collect();
+    TensorData::new(dtype, shape, bytes).map_err(|e| Error::Config(format!("tensor {key:?}: {e}")))
+}
+
+/// All variables of a store as `checkpoint` tensors (for saving a trained model).
+pub fn varstore_tensors(vs: &VarStore) -> Result<TensorMap, Error> {
+    vs.variables().iter().map(|(k, t)| Ok((k.clone(), from_tensor(t, k)?))).collect()
 }

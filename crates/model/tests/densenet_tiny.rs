@@ -59,7 +59,8 @@ fn eval_logits_and_features_match_torchvision() {
     let logits = tch::no_grad(|| model.forward_t(&x, false));
     let e = rel_err(&logits, &fx["golden.logits"]);
     assert!(e < TOL, "logits rel err {e}");
-    assert_eq!(model.feature_dim(), 10);
+    assert_eq!(model.feature_dim(), 16);
+    assert_eq!(tiny_arch().feature_dim(), 16);
     // A non-square size that is not a multiple of 32: adaptive pooling.
     let x = golden_input(&[1, 3, 40, 36]);
     let logits = tch::no_grad(|| model.forward_t(&x, false));

@@ -43,6 +43,8 @@ const FLAG_MISSING: u32 = 1;
 const RESIZE_ID: &str = "fast_image_resize-6/Convolution(Bilinear)/torchvision-Resize-int";
 /// Identifies the decoders; part of the params.
 const DECODER_ID: &str = "zune-jpeg-0.5/image-0.25";
+/// (resized width, height, original width, height, pixels).
+type Resized = (u32, u32, u32, u32, Vec<u8>);
 /// Largest accepted meta block.
 const MAX_META: u64 = 1 << 30;
 
@@ -249,7 +251,7 @@ impl ImageCache {
         let json = meta.get(4..4 + jl).ok_or_else(|| err("corrupt: header length".into()))?;
         let header: Header = serde_json::from_slice(json).map_err(|e| err(format!("corrupt header: {e}")))?;
         let table = &meta[4 + jl..];
-        if header.version != CACHE_VERSION || (table.len() / ENTRY_BYTES) as u64 != header.count || table.len() % ENTRY_BYTES != 0 {
+        if header.version != CACHE_VERSION || (table.len() / ENTRY_BYTES) as u64 != header.count || !table.len().is_multiple_of(ENTRY_BYTES) {
             return Err(err(format!("corrupt: {} index bytes for {} entries", table.len(), header.count)));
         }
         let mut entries = Vec::with_capacity(table.len() / ENTRY_BYTES);
@@ -340,7 +342,7 @@ impl ImageCache {
         let limits = DecodeLimits { max_pixels: params.max_pixels };
         let chunk = (rayon::current_num_threads() * 8).max(8);
         for group in samples.chunks(chunk) {
-            let done: Vec<Result<(u32, u32, u32, u32, Vec<u8>), Error>> = group
+            let done: Vec<Result<Resized, Error>> = group
                 .par_iter()
                 .map(|s| {
                     let img = decode_rgb_with(&s.path, &limits)?;

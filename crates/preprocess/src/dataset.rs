@@ -8,9 +8,9 @@
 //!   folders), all splits use the **training** split's class list, so a label means the same
 //!   class everywhere; a class folder unknown to the training split is a bad input.
 //! * Oxford: `root/jpg/image_NNNNN.jpg` + `imagelabels.mat` (`labels`, 1-based class per image)
-//!   + `setid.mat` (`trnid`, `valid`, `tstid`) → splits "train", "valid", "test". Classes are the
-//!   label numbers as strings, sorted as strings, so indices match the Udacity ImageFolder split
-//!   of the same images.
+//!   and `setid.mat` (`trnid`, `valid`, `tstid`) → splits "train", "valid", "test". Classes are
+//!   the label numbers as strings, sorted as strings, so indices match the Udacity ImageFolder
+//!   split of the same images.
 //!
 //! An optional `cat_to_name.json` at the root maps class-folder names to display names.
 
@@ -249,9 +249,9 @@ fn verify_samples(splits: &mut [Split], bad: &mut Bad<'_>) -> Result<(), Error> 
         let results: Vec<Option<BadInput>> = split
             .samples
             .par_iter()
-            .map(|s| probe(&s.path, &limits).err().and_then(|e| match e {
-                Error::BadInput(b) => Some(b),
-                other => Some(BadInput::new(&s.path, Problem::Unreadable, other.to_string())),
+            .map(|s| probe(&s.path, &limits).err().map(|e| match e {
+                Error::BadInput(b) => b,
+                other => BadInput::new(&s.path, Problem::Unreadable, other.to_string()),
             }))
             .collect();
         let mut keep = Vec::with_capacity(split.samples.len());

@@ -16,6 +16,8 @@
 //! (no `tch`); it hands out plain `Vec<f32>` in NCHW (or NHWC) order that the training crate
 //! converts. It never panics on bad input files: every problem is an [`Error`] naming the file.
 
+#![warn(missing_docs)]
+
 pub mod cache;
 pub mod dataset;
 pub mod decode;

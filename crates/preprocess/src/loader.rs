@@ -138,6 +138,7 @@ pub fn num_batches(samples: usize, batch_size: usize, drop_last: bool) -> usize 
 }
 
 /// Prepares one sample into `out` (3 × size × size values).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn prepare(
     sample: &Sample,
     index: usize,

@@ -93,7 +93,7 @@ impl TransformConfig {
         }
         let [s0, s1] = self.crop_scale;
         let [r0, r1] = self.crop_ratio;
-        if !(s0 > 0.0 && s0 <= s1 && s1 <= 1.0) || !(r0 > 0.0 && r0 <= r1) {
+        if !(s0 > 0.0 && s0 <= s1 && s1 <= 1.0 && r0 > 0.0 && r0 <= r1) {
             return bad(format!("crop scale {:?} / ratio {:?} invalid", self.crop_scale, self.crop_ratio));
         }
         if !(0.0..=180.0).contains(&self.rotation_degrees) || !(0.0..=1.0).contains(&self.hflip_prob) {
@@ -424,27 +424,36 @@ pub(crate) fn train_u8(src: View<'_>, orig: (u32, u32), p: &TrainParams, cfg: &T
     let sx = src.w as f64 / orig.0.max(1) as f64;
     let sy = src.h as f64 / orig.1.max(1) as f64;
     let exact = src.w == orig.0 && src.h == orig.1;
-    let mut out = if p.angle == 0.0 {
-        let crop = (p.left as f64 * sx, p.top as f64 * sy, p.width as f64 * sx, p.height as f64 * sy);
-        resize_crop(src, Some(crop), size, size)
+    // torchvision crops first, then resizes the crop alone (the filter never reads pixels
+    // outside the crop), so the crop is materialised (rotated when needed) before resizing.
+    let (l, t, cw, ch) = if exact {
+        (p.left, p.top, p.width, p.height)
     } else {
-        let (l, t, cw, ch) = if exact {
-            (p.left, p.top, p.width, p.height)
-        } else {
-            let l = ((p.left as f64 * sx).round() as u32).min(src.w.saturating_sub(1));
-            let t = ((p.top as f64 * sy).round() as u32).min(src.h.saturating_sub(1));
-            let cw = ((p.width as f64 * sx).round() as u32).clamp(1, src.w - l);
-            let ch = ((p.height as f64 * sy).round() as u32).clamp(1, src.h - t);
-            (l, t, cw, ch)
-        };
-        let mut buf = vec![0u8; cw as usize * ch as usize * 3];
-        rotate_crop_into(src, p.angle, l, t, cw, ch, &mut buf);
-        resize_crop(View { w: cw, h: ch, data: &buf }, None, size, size)
+        let l = ((p.left as f64 * sx).round() as u32).min(src.w.saturating_sub(1));
+        let t = ((p.top as f64 * sy).round() as u32).min(src.h.saturating_sub(1));
+        let cw = ((p.width as f64 * sx).round() as u32).clamp(1, src.w - l);
+        let ch = ((p.height as f64 * sy).round() as u32).clamp(1, src.h - t);
+        (l, t, cw, ch)
     };
+    let mut buf = vec![0u8; cw as usize * ch as usize * 3];
+    rotate_crop_into(src, p.angle, l, t, cw, ch, &mut buf);
+    let mut out = resize_crop(View { w: cw, h: ch, data: &buf }, None, size, size);
     if let Some(j) = &p.jitter {
         apply_jitter(&mut out, j);
     }
     out
+}
+
+/// torchvision `F.resized_crop(img, top, left, height, width, [size, size], BILINEAR,
+/// antialias=True)` on an RGB image (the resize step of `RandomResizedCrop`).
+pub fn resized_crop(img: &RgbImage, top: u32, left: u32, height: u32, width: u32, size: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let (left, top) = (left.min(w), top.min(h));
+    let (width, height) = (width.min(w - left), height.min(h - top));
+    let mut buf = vec![0u8; width as usize * height as usize * 3];
+    rotate_crop_into(View::of(img), 0.0, left, top, width, height, &mut buf);
+    let data = resize_crop(View { w: width, h: height, data: &buf }, None, size, size);
+    RgbImage::from_raw(size, size, data).unwrap_or_else(|| RgbImage::new(size, size))
 }
 
 /// PIL `ImageEnhance` / torchvision `adjust_*` on packed RGB8, in `j.order`.

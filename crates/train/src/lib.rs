@@ -1,1 +1,596 @@
-//! The epoch loop: frozen-feature fast path, fine-tuning, metrics, curves and exact resume.
+//! The epoch loop: the frozen-feature fast path, fine-tuning, metrics, curves, checkpoints and
+//! exact resume.
+//!
+//! This crate owns training runs. It is the one place that knows both the data (`preprocess`) and
+//! the networks (`model`); it writes checkpoints only through `checkpoint` and pictures only through
+//! `report`. A run lives in `<runs_dir>/<name>/`: `config.toml` (the resolved config),
+//! `metrics.jsonl` and `metrics.csv` (one row per epoch), `curves.png`, `last.safetensors` and
+//! `best.safetensors` (petal checkpoints with optimizer and RNG state), and, after
+//! [`evaluate()`], `evaluation-<split>.json`, `confusion-<split>.csv|png`, `per_class-<split>.csv`.
+//!
+//! Frozen mode computes the backbone's features once per image and augmentation view and caches
+//! them (a petal checkpoint file whose provenance records what it was computed from); the head
+//! then trains on them for as many epochs as wanted, in seconds. Every random choice (order,
+//! augmentation, dropout, initialisation) is a pure function of the seed and the epoch, and the
+//! optimiser state is saved each epoch, so `--resume` after a crash or `kill -9` continues exactly
+//! as if never interrupted.
+
+pub mod config;
+mod error;
+pub mod evaluate;
+pub mod features;
+pub mod optim;
+pub mod tensors;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use checkpoint::{Checkpoint, ClassEntry, Metadata, Preprocessing};
+use indicatif::{ProgressBar, ProgressStyle};
+use model::Classifier;
+use preprocess::{Dataset, ImageSource, LoaderConfig, Mode, Sample, TransformConfig};
+use serde::{Deserialize, Serialize};
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+pub use config::{OptimizerKind, Schedule, TrainConfig, TrainMode};
+pub use error::Error;
+pub use evaluate::{evaluate, ClassAccuracy, EvalOptions, EvalReport};
+
+/// libtorch version this crate is built against (recorded in checkpoints).
+pub const LIBTORCH_VERSION: &str = "2.13.0";
+
+/// Figures of one epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean training loss (with label smoothing, as optimised).
+    pub train_loss: f64,
+    /// Training accuracy (on the augmented view used this epoch).
+    pub train_acc: f64,
+    /// Mean validation loss (plain cross-entropy), if there is a validation split.
+    pub valid_loss: Option<f64>,
+    /// Validation top-1 accuracy.
+    pub valid_acc: Option<f64>,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Wall time of the epoch in seconds (training and validation).
+    pub epoch_s: f64,
+    /// Training images per second in this epoch.
+    pub img_s: f64,
+}
+
+/// What to train on and where to write.
+#[derive(Debug, Clone)]
+pub struct TrainRequest {
+    /// The run's configuration.
+    pub config: TrainConfig,
+    /// Pretrained backbone weights (any file `model` reads); `None` starts from random weights.
+    pub weights: Option<PathBuf>,
+    /// Parent of the run folder.
+    pub runs_dir: PathBuf,
+    /// Where image and feature caches go.
+    pub cache_dir: PathBuf,
+    /// Continue from `last.safetensors` of the run folder if it exists.
+    pub resume: bool,
+    /// Split to train on.
+    pub train_split: String,
+    /// Split to validate on (skipped when absent from the dataset).
+    pub valid_split: String,
+}
+
+/// The result of a run.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    /// `<runs_dir>/<name>`.
+    pub run_dir: PathBuf,
+    /// The best checkpoint (by validation accuracy, else training accuracy).
+    pub best_checkpoint: PathBuf,
+    /// The last checkpoint.
+    pub last_checkpoint: PathBuf,
+    /// Every epoch's figures, resumed epochs included.
+    pub history: Vec<EpochMetrics>,
+    /// 1-based epoch of the best checkpoint.
+    pub best_epoch: usize,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+    /// Seconds spent in this process (feature extraction included).
+    pub wall_s: f64,
+    /// Seconds spent computing backbone features (frozen mode), cache hits excluded.
+    pub feature_s: f64,
+}
+
+/// Parses `cpu`, `cuda`, `cuda:N`; refuses CUDA when libtorch sees no GPU.
+pub fn parse_device(s: &str) -> Result<Device, Error> {
+    let d = match s {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::Cuda(0),
+        other => match other.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) => Device::Cuda(n),
+            None => return Err(Error::Config(format!("unknown device {other:?} (use cpu, cuda or cuda:N)"))),
+        },
+    };
+    if let Device::Cuda(n) = d {
+        let count = tch::Cuda::device_count() as usize;
+        if n >= count {
+            return Err(Error::Config(format!(
+                "device {s} requested but libtorch sees {count} CUDA device(s); the libtorch from `cargo xtask setup` is CPU-only (see README, GPU)"
+            )));
+        }
+    }
+    Ok(d)
+}
+
+/// The transform configuration a training config implies.
+pub fn transform_config(cfg: &TrainConfig) -> TransformConfig {
+    TransformConfig {
+        image_size: cfg.image_size,
+        resize_size: cfg.resize_size,
+        color_jitter: cfg.color_jitter.then(|| preprocess::ColorJitter { brightness: 0.2, contrast: 0.2, saturation: 0.2, hue: 0.02 }),
+        ..TransformConfig::default()
+    }
+}
+
+/// Class entries (folder, index, display name) of a dataset.
+pub fn class_entries(ds: &Dataset) -> Vec<ClassEntry> {
+    ds.classes
+        .iter()
+        .enumerate()
+        .map(|(i, folder)| ClassEntry { folder: folder.clone(), index: i, name: ds.display_name(i).map(str::to_string) })
+        .collect()
+}
+
+pub(crate) fn bar(len: u64, msg: &str) -> ProgressBar {
+    let b = ProgressBar::new(len);
+    b.set_style(
+        ProgressStyle::with_template("{msg:>18} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {prefix}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    b.set_message(msg.to_string());
+    b
+}
+
+/// Makes a float tensor from a preprocess batch (NCHW logical shape, NHWC memory if channels_last).
+pub fn batch_tensor(b: &preprocess::Batch, device: Device) -> Tensor {
+    let [n, c, h, w] = b.shape.map(|v| v as i64);
+    let t = if b.channels_last {
+        Tensor::from_slice(&b.images).view([n, h, w, c]).permute([0, 3, 1, 2])
+    } else {
+        Tensor::from_slice(&b.images).view([n, c, h, w])
+    };
+    t.to_device(device)
+}
+
+fn io_write(path: &Path, text: &str) -> Result<(), Error> {
+    report::write_atomic(path, text.as_bytes()).map_err(Error::from)
+}
+
+/// Writes metrics.jsonl, metrics.csv and curves.png from the history.
+fn write_metrics(dir: &Path, name: &str, history: &[EpochMetrics]) -> Result<(), Error> {
+    let mut jsonl = String::new();
+    for m in history {
+        jsonl.push_str(&serde_json::to_string(m).map_err(|e| Error::Config(e.to_string()))?);
+        jsonl.push('\n');
+    }
+    io_write(&dir.join("metrics.jsonl"), &jsonl)?;
+    let opt = |v: Option<f64>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
+    let rows: Vec<Vec<String>> = history
+        .iter()
+        .map(|m| {
+            vec![
+                m.epoch.to_string(),
+                format!("{:.6}", m.train_loss),
+                format!("{:.6}", m.train_acc),
+                opt(m.valid_loss),
+                opt(m.valid_acc),
+                format!("{:.6e}", m.lr),
+                format!("{:.3}", m.epoch_s),
+                format!("{:.1}", m.img_s),
+            ]
+        })
+        .collect();
+    report::write_csv(
+        &dir.join("metrics.csv"),
+        &["epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "lr", "epoch_s", "img_s"],
+        &rows,
+    )?;
+    let points: Vec<report::EpochPoint> = history
+        .iter()
+        .map(|m| report::EpochPoint {
+            epoch: m.epoch,
+            train_loss: m.train_loss,
+            train_acc: m.train_acc,
+            valid_loss: m.valid_loss,
+            valid_acc: m.valid_acc,
+            lr: m.lr,
+        })
+        .collect();
+    report::plot_curves(&points, &format!("{name}: loss and accuracy"), &dir.join("curves.png"))?;
+    Ok(())
+}
+
+/// Saved in `metrics` of a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SavedProgress {
+    history: Vec<EpochMetrics>,
+    best_epoch: usize,
+    best_score: f64,
+}
+
+struct Saver<'a> {
+    cfg: &'a TrainConfig,
+    classes: Vec<ClassEntry>,
+    provenance: serde_json::Value,
+}
+
+impl Saver<'_> {
+    fn save(&self, path: &Path, vs: &VarStore, opt: &optim::Optimizer, progress: &SavedProgress) -> Result<(), Error> {
+        let mut tensors = checkpoint::TensorMap::new();
+        for (name, t) in vs.variables() {
+            tensors.insert(name.clone(), tensors::to_data(&name, &t)?);
+        }
+        let (state, steps) = opt.export(checkpoint::OPTIMIZER_PREFIX)?;
+        tensors.extend(state);
+        let cfg = self.cfg;
+        let meta = Metadata {
+            libtorch_version: Some(LIBTORCH_VERSION.to_string()),
+            arch: cfg.arch.name().to_string(),
+            arch_config: json(&cfg.arch),
+            classes: self.classes.clone(),
+            preprocessing: Some(Preprocessing {
+                input_size: cfg.image_size,
+                resize_size: cfg.resize_size,
+                mean: preprocess::IMAGENET_MEAN.to_vec(),
+                std: preprocess::IMAGENET_STD.to_vec(),
+                interpolation: checkpoint::Interpolation::Bilinear,
+            }),
+            head: json(&cfg.head),
+            hyperparameters: json(cfg),
+            metrics: json(progress),
+            optimizer: Some(serde_json::json!({ "kind": cfg.optimizer, "steps": steps })),
+            rng: Some(serde_json::json!({ "seed": cfg.seed, "next_epoch": progress.history.len() })),
+            provenance: self.provenance.clone(),
+            ..Metadata::default()
+        };
+        checkpoint::save(path, &Checkpoint { meta, tensors })?;
+        Ok(())
+    }
+}
+
+/// A value as JSON (these types always serialise).
+fn json<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+fn split_samples(ds: &Dataset, name: &str) -> Option<Arc<[Sample]>> {
+    ds.split(name).filter(|s| !s.samples.is_empty()).map(|s| Arc::from(s.samples.clone().into_boxed_slice()))
+}
+
+/// Runs (or resumes) a training run on `ds`.
+pub fn train(req: &TrainRequest, ds: &Dataset) -> Result<TrainOutcome, Error> {
+    let start = Instant::now();
+    let run_dir = req.runs_dir.join(&req.config.name);
+    std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
+    let last_path = run_dir.join("last.safetensors");
+    let best_path = run_dir.join("best.safetensors");
+
+    // Resuming takes the saved configuration: the run must continue as it started.
+    let resumed = if req.resume && last_path.exists() { Some(checkpoint::load(&last_path)?) } else { None };
+    let cfg: TrainConfig = match &resumed {
+        Some(c) => {
+            let mut saved: TrainConfig = serde_json::from_value(c.meta.hyperparameters.clone()).map_err(|e| Error::Mismatch {
+                path: last_path.clone(),
+                detail: format!("its saved configuration cannot be read ({e}); start a new run instead of --resume"),
+            })?;
+            // Only the number of epochs may be extended on resume.
+            saved.epochs = req.config.epochs.max(saved.epochs);
+            saved
+        }
+        None => req.config.clone(),
+    };
+    cfg.validate()?;
+    if cfg.threads > 0 {
+        tch::set_num_threads(cfg.threads as i32);
+    }
+    let device = parse_device(&cfg.device)?;
+    let train_samples = split_samples(ds, &req.train_split)
+        .ok_or_else(|| Error::Data(format!("{} has no (non-empty) split {:?}", ds.root.display(), req.train_split)))?;
+    let valid_samples = split_samples(ds, &req.valid_split);
+    let classes = class_entries(ds);
+    let num_classes = classes.len() as i64;
+    if num_classes < 2 {
+        return Err(Error::Data(format!("{} has {num_classes} class(es); at least 2 are needed", ds.root.display())));
+    }
+    if let Some(c) = &resumed {
+        let folders: Vec<&str> = c.meta.classes.iter().map(|e| e.folder.as_str()).collect();
+        let now: Vec<&str> = classes.iter().map(|e| e.folder.as_str()).collect();
+        if folders != now {
+            return Err(Error::Mismatch { path: last_path.clone(), detail: format!("was trained on {} classes that differ from the dataset's {}", folders.len(), now.len()) });
+        }
+    }
+    io_write(&run_dir.join("config.toml"), &toml::to_string_pretty(&cfg).map_err(|e| Error::Config(e.to_string()))?)?;
+
+    // The network, its pretrained backbone, and (when resuming) the saved weights.
+    tch::manual_seed(cfg.seed as i64);
+    let mut vs = VarStore::new(device);
+    let mut net = Classifier::new(&vs.root(), &cfg.arch, &cfg.head, num_classes)?;
+    if let Some(w) = &req.weights {
+        let summary = model::load_backbone_weights(&mut vs, &cfg.arch, w)?;
+        tracing::info!(file = %w.display(), loaded = summary.loaded, "pretrained backbone loaded");
+    } else {
+        tracing::warn!("no pretrained weights: the backbone starts from random initialisation");
+    }
+    let weights_id = match &req.weights {
+        Some(w) => features::file_id(w)?,
+        None => format!("random-init-seed-{}", cfg.seed),
+    };
+    let frozen = cfg.mode == TrainMode::Frozen;
+    let trainable_blocks = if frozen { 0 } else { cfg.unfreeze_blocks };
+    model::freeze_backbone(&vs, &cfg.arch, trainable_blocks);
+    let mut params = Vec::new();
+    for (name, t) in vs.variables() {
+        if t.requires_grad() {
+            let lr_scale = if cfg.arch.is_head_key(&name) { 1.0 } else { cfg.backbone_lr_scale };
+            params.push(optim::Param { name, tensor: t, lr_scale });
+        }
+    }
+    params.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut opt = optim::Optimizer::new(cfg.optimizer, cfg.momentum, cfg.weight_decay, params);
+    let mut progress = SavedProgress { history: Vec::new(), best_epoch: 0, best_score: f64::NEG_INFINITY };
+    if let Some(c) = &resumed {
+        let model_tensors: Vec<(String, Tensor)> = c
+            .model_tensors()
+            .map(|(k, d)| tensors::from_data(k, d).map(|t| (k.clone(), t)))
+            .collect::<Result<_, _>>()?;
+        model::weights::load_all_tensors(&vs, model_tensors, &last_path)?;
+        let steps = c.meta.optimizer.as_ref().and_then(|o| o["steps"].as_i64()).unwrap_or(0);
+        opt.import(&c.tensors, checkpoint::OPTIMIZER_PREFIX, steps)?;
+        progress = serde_json::from_value(c.meta.metrics.clone()).map_err(|e| Error::Mismatch { path: last_path.clone(), detail: format!("its saved metrics cannot be read: {e}") })?;
+        tracing::info!(epoch = progress.history.len(), "resuming");
+    }
+    if cfg.channels_last && device == Device::Cpu {
+        net.set_channels_last(true)?;
+    }
+    let saver = Saver {
+        cfg: &cfg,
+        classes: classes.clone(),
+        provenance: serde_json::json!({ "dataset": ds.root.display().to_string(), "weights": weights_id }),
+    };
+    let tcfg = transform_config(&cfg);
+
+    // Frozen mode: features once per image and view.
+    let mut feature_s = 0.0;
+    let feats = if frozen {
+        // The backbone is frozen and only runs in eval mode: fold its batch norms for speed.
+        net.fold_batchnorm();
+        let fx = features::Extractor { net: &net, cfg: &cfg, tcfg: &tcfg, device, cache_dir: &req.cache_dir, weights_id: &weights_id };
+        let views = cfg.views.max(1);
+        let mut train_views = Vec::new();
+        for v in 0..views {
+            let mode = if cfg.views == 0 { Mode::Eval } else { Mode::Train };
+            let (f, secs) = fx.features(&train_samples, &req.train_split, mode, v as u64)?;
+            feature_s += secs;
+            train_views.push(f);
+        }
+        let valid = match &valid_samples {
+            Some(s) => {
+                let (f, secs) = fx.features(s, &req.valid_split, Mode::Eval, 0)?;
+                feature_s += secs;
+                Some(f)
+            }
+            None => None,
+        };
+        Some((train_views, valid))
+    } else {
+        None
+    };
+
+    let source_for = |samples: &Arc<[Sample]>, split: &str| -> Result<ImageSource, Error> {
+        features::image_source(&req.cache_dir, split, samples, &tcfg)
+    };
+    let ft_sources = if frozen {
+        None
+    } else {
+        let t = source_for(&train_samples, &req.train_split)?;
+        let v = match &valid_samples {
+            Some(s) => Some(source_for(s, &req.valid_split)?),
+            None => None,
+        };
+        Some((t, v))
+    };
+
+    let mut stopped_early = false;
+    let first_epoch = progress.history.len();
+    for epoch in first_epoch..cfg.epochs {
+        let t0 = Instant::now();
+        let lr = cfg.lr_at(epoch);
+        // Dropout and any other libtorch randomness: a pure function of (seed, epoch).
+        tch::manual_seed((cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64)) as i64);
+        let (train_loss, train_acc, seen) = match (&feats, &ft_sources) {
+            (Some((views, _)), _) => {
+                let (x, y) = &views[epoch % views.len()];
+                head_epoch(&net, &mut opt, x, y, &cfg, epoch, lr, device)?
+            }
+            (None, Some((src, _))) => finetune_epoch(&net, &mut opt, &train_samples, src.clone(), &tcfg, &cfg, epoch, lr, device)?,
+            _ => unreachable!("either features or image sources exist"),
+        };
+        let train_s = t0.elapsed().as_secs_f64();
+        let (valid_loss, valid_acc) = match (&feats, &ft_sources) {
+            (Some((_, Some((x, y)))), _) => {
+                let (l, a) = head_eval(&net, x, y, cfg.eval_batch_size.max(256), device)?;
+                (Some(l), Some(a))
+            }
+            (None, Some((_, Some(src)))) => {
+                let samples = valid_samples.clone().ok_or_else(|| Error::Data("validation split vanished".into()))?;
+                let (l, a) = image_eval(&net, &samples, src.clone(), &tcfg, &cfg, device)?;
+                (Some(l), Some(a))
+            }
+            _ => (None, None),
+        };
+        let m = EpochMetrics {
+            epoch: epoch + 1,
+            train_loss,
+            train_acc,
+            valid_loss,
+            valid_acc,
+            lr,
+            epoch_s: t0.elapsed().as_secs_f64(),
+            img_s: seen as f64 / train_s.max(1e-9),
+        };
+        tracing::info!(
+            epoch = m.epoch,
+            train_loss = format!("{:.4}", m.train_loss),
+            train_acc = format!("{:.4}", m.train_acc),
+            valid_loss = ?m.valid_loss.map(|v| (v * 1e4).round() / 1e4),
+            valid_acc = ?m.valid_acc.map(|v| (v * 1e4).round() / 1e4),
+            "epoch done"
+        );
+        eprintln!(
+            "epoch {:>3}/{}  train loss {:.4} acc {:.2}%  valid loss {} acc {}  lr {:.2e}  {:.1}s",
+            m.epoch,
+            cfg.epochs,
+            m.train_loss,
+            100.0 * m.train_acc,
+            m.valid_loss.map(|v| format!("{v:.4}")).unwrap_or_else(|| "–".into()),
+            m.valid_acc.map(|v| format!("{:.2}%", 100.0 * v)).unwrap_or_else(|| "–".into()),
+            m.lr,
+            m.epoch_s
+        );
+        let score = m.valid_acc.unwrap_or(m.train_acc);
+        progress.history.push(m);
+        let improved = score > progress.best_score;
+        if improved {
+            progress.best_score = score;
+            progress.best_epoch = epoch + 1;
+        }
+        // Best first: if we die between the two saves, `last` still points at a consistent state.
+        if improved {
+            saver.save(&best_path, &vs, &opt, &progress)?;
+        }
+        saver.save(&last_path, &vs, &opt, &progress)?;
+        write_metrics(&run_dir, &cfg.name, &progress.history)?;
+        if cfg.patience > 0 && epoch + 1 - progress.best_epoch >= cfg.patience {
+            eprintln!("early stopping: no improvement for {} epochs (best epoch {})", cfg.patience, progress.best_epoch);
+            stopped_early = true;
+            break;
+        }
+    }
+    if progress.history.is_empty() {
+        return Err(Error::Config("no epoch was run".into()));
+    }
+    Ok(TrainOutcome {
+        run_dir,
+        best_checkpoint: best_path,
+        last_checkpoint: last_path,
+        best_epoch: progress.best_epoch,
+        history: progress.history,
+        stopped_early,
+        wall_s: start.elapsed().as_secs_f64(),
+        feature_s,
+    })
+}
+
+fn loss_fn(logits: &Tensor, y: &Tensor, smoothing: f64) -> Tensor {
+    logits.cross_entropy_loss::<Tensor>(y, None, tch::Reduction::Mean, -100, smoothing)
+}
+
+/// One epoch of the head on cached features.
+#[allow(clippy::too_many_arguments)]
+fn head_epoch(net: &Classifier, opt: &mut optim::Optimizer, x: &Tensor, y: &Tensor, cfg: &TrainConfig, epoch: usize, lr: f64, device: Device) -> Result<(f64, f64, usize), Error> {
+    let n = x.size()[0] as usize;
+    let order = preprocess::epoch_order(n, cfg.seed, epoch as u64, true);
+    let (mut loss_sum, mut correct) = (0.0, 0i64);
+    for chunk in order.chunks(cfg.batch_size) {
+        let idx = Tensor::from_slice(&chunk.iter().map(|&i| i as i64).collect::<Vec<_>>());
+        let xb = x.index_select(0, &idx).to_device(device);
+        let yb = y.index_select(0, &idx).to_device(device);
+        let logits = net.head_forward(&xb, true);
+        let loss = loss_fn(&logits, &yb, cfg.label_smoothing);
+        opt.zero_grad();
+        loss.backward();
+        opt.step(lr);
+        loss_sum += loss.double_value(&[]) * chunk.len() as f64;
+        correct += logits.argmax(1, false).eq_tensor(&yb).sum(Kind::Int64).int64_value(&[]);
+    }
+    Ok((loss_sum / n as f64, correct as f64 / n as f64, n))
+}
+
+/// Loss and accuracy of the head on cached features.
+fn head_eval(net: &Classifier, x: &Tensor, y: &Tensor, bs: usize, device: Device) -> Result<(f64, f64), Error> {
+    let n = x.size()[0];
+    let (mut loss_sum, mut correct) = (0.0, 0i64);
+    tch::no_grad(|| {
+        let mut i = 0;
+        while i < n {
+            let len = (bs as i64).min(n - i);
+            let xb = x.narrow(0, i, len).to_device(device);
+            let yb = y.narrow(0, i, len).to_device(device);
+            let logits = net.head_forward(&xb, false);
+            loss_sum += loss_fn(&logits, &yb, 0.0).double_value(&[]) * len as f64;
+            correct += logits.argmax(1, false).eq_tensor(&yb).sum(Kind::Int64).int64_value(&[]);
+            i += len;
+        }
+    });
+    Ok((loss_sum / n as f64, correct as f64 / n as f64))
+}
+
+/// One fine-tuning epoch on augmented images.
+#[allow(clippy::too_many_arguments)]
+fn finetune_epoch(net: &Classifier, opt: &mut optim::Optimizer, samples: &Arc<[Sample]>, src: ImageSource, tcfg: &TransformConfig, cfg: &TrainConfig, epoch: usize, lr: f64, device: Device) -> Result<(f64, f64, usize), Error> {
+    let lcfg = LoaderConfig { batch_size: cfg.batch_size, shuffle: true, seed: cfg.seed, epoch: epoch as u64, mode: Mode::Train, channels_last: cfg.channels_last, ..LoaderConfig::default() };
+    let loader = preprocess::loader(samples.clone(), src, tcfg, &lcfg)?;
+    let pb = bar(loader.remaining() as u64, &format!("epoch {}", epoch + 1));
+    let (mut loss_sum, mut correct, mut n) = (0.0, 0i64, 0usize);
+    for b in loader {
+        let b = b?;
+        let x = batch_tensor(&b, device);
+        let y = Tensor::from_slice(&b.labels).to_device(device);
+        let logits = net.forward_t(&x, true);
+        let loss = loss_fn(&logits, &y, cfg.label_smoothing);
+        opt.zero_grad();
+        loss.backward();
+        opt.step(lr);
+        let bl = loss.double_value(&[]);
+        loss_sum += bl * b.labels.len() as f64;
+        correct += logits.argmax(1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+        n += b.labels.len();
+        pb.set_prefix(format!("loss {bl:.4}"));
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok((loss_sum / n.max(1) as f64, correct as f64 / n.max(1) as f64, n))
+}
+
+/// Loss and accuracy of the whole network on eval-transformed images.
+fn image_eval(net: &Classifier, samples: &Arc<[Sample]>, src: ImageSource, tcfg: &TransformConfig, cfg: &TrainConfig, device: Device) -> Result<(f64, f64), Error> {
+    let lcfg = LoaderConfig { batch_size: cfg.eval_batch_size, mode: Mode::Eval, channels_last: cfg.channels_last, ..LoaderConfig::default() };
+    let (mut loss_sum, mut correct, mut n) = (0.0, 0i64, 0usize);
+    for b in preprocess::loader(samples.clone(), src, tcfg, &lcfg)? {
+        let b = b?;
+        let x = batch_tensor(&b, device);
+        let y = Tensor::from_slice(&b.labels).to_device(device);
+        let logits = tch::no_grad(|| net.forward_t(&x, false));
+        loss_sum += loss_fn(&logits, &y, 0.0).double_value(&[]) * b.labels.len() as f64;
+        correct += logits.argmax(1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+        n += b.labels.len();
+    }
+    Ok((loss_sum / n.max(1) as f64, correct as f64 / n.max(1) as f64))
+}
+
+/// Class index remapping from a dataset's labels to a checkpoint's outputs (by folder name).
+pub fn label_map(ds: &Dataset, classes: &[ClassEntry], path: &Path) -> Result<Vec<i64>, Error> {
+    let by_folder: BTreeMap<&str, usize> = classes.iter().map(|c| (c.folder.as_str(), c.index)).collect();
+    ds.classes
+        .iter()
+        .map(|f| {
+            by_folder.get(f.as_str()).map(|&i| i as i64).ok_or_else(|| Error::Mismatch {
+                path: path.to_path_buf(),
+                detail: format!("the dataset has class {f:?}, which this checkpoint was not trained on"),
+            })
+        })
+        .collect()
+}

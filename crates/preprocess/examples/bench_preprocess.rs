@@ -1,0 +1,136 @@
+//! Throughput benchmark of the preprocessing pipeline (images/s), for `cargo xtask bench`.
+//!
+//! ```text
+//! cargo run --release -p preprocess --example bench_preprocess -- \
+//!     --data ../shared/data/flowers102-fullres-sample --json [--decoders] [--cache PATH]
+//! ```
+//! Measures, over every image of the `train` split (306 full-resolution JPEGs in the sample):
+//! eval transform and train augmentation from the JPEG files, then the same from the image
+//! cache (built first, build time reported). `--decoders` adds a single-thread JPEG decoder
+//! comparison. Prints JSON with `--json`, a table otherwise.
+
+use preprocess::{discover, loader, CacheParams, DiscoverOptions, ImageCache, ImageSource, LoaderConfig, Mode, Sample, TransformConfig};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+fn run(samples: &Arc<[Sample]>, source: ImageSource, cfg: &TransformConfig, mode: Mode, passes: usize) -> Result<f64, preprocess::Error> {
+    let mut best = 0f64;
+    for pass in 0..passes {
+        let l = LoaderConfig { batch_size: 32, mode, shuffle: mode == Mode::Train, epoch: pass as u64, prefetch: 2, ..Default::default() };
+        let t = Instant::now();
+        let mut n = 0usize;
+        for b in loader(samples.clone(), source.clone(), cfg, &l)? {
+            let b = b?;
+            n += b.labels.len();
+            std::hint::black_box(&b.images);
+        }
+        best = best.max(n as f64 / t.elapsed().as_secs_f64());
+    }
+    Ok(best)
+}
+
+fn decoders(samples: &[Sample]) -> serde_json::Value {
+    let files: Vec<Vec<u8>> = samples.iter().filter_map(|s| std::fs::read(&s.path).ok()).collect();
+    let time = |f: &dyn Fn(&[u8]) -> usize| {
+        let t = Instant::now();
+        let mut px = 0usize;
+        for b in &files {
+            px += f(b);
+        }
+        std::hint::black_box(px);
+        files.len() as f64 / t.elapsed().as_secs_f64()
+    };
+    let ours = time(&|b| preprocess::decode_rgb_bytes(b, std::path::Path::new("x"), &Default::default()).map(|i| i.len()).unwrap_or(0));
+    let image_crate = time(&|b| image::load_from_memory_with_format(b, image::ImageFormat::Jpeg).map(|i| i.to_rgb8().len()).unwrap_or(0));
+    let jd = |scale: u16| {
+        move |b: &[u8]| {
+            let mut d = jpeg_decoder::Decoder::new(b);
+            if scale > 1 {
+                if d.read_info().is_err() {
+                    return 0;
+                }
+                let Some(info) = d.info() else { return 0 };
+                if d.scale(info.width / scale, info.height / scale).is_err() {
+                    return 0;
+                }
+            }
+            d.decode().map(|v| v.len()).unwrap_or(0)
+        }
+    };
+    let jd1 = time(&jd(1));
+    let jd2 = time(&jd(2));
+    let jd4 = time(&jd(4));
+    serde_json::json!({
+        "threads": 1,
+        "zune_jpeg_direct_img_s": ours,
+        "image_crate_default_img_s": image_crate,
+        "jpeg_decoder_full_img_s": jd1,
+        "jpeg_decoder_dct_half_img_s": jd2,
+        "jpeg_decoder_dct_quarter_img_s": jd4,
+    })
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut data = PathBuf::from("../shared/data/flowers102-fullres-sample");
+    let mut json = false;
+    let mut with_decoders = false;
+    let mut cache_path: Option<PathBuf> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--data" => data = PathBuf::from(args.next().ok_or("--data needs a value")?),
+            "--cache" => cache_path = Some(PathBuf::from(args.next().ok_or("--cache needs a value")?)),
+            "--json" => json = true,
+            "--decoders" => with_decoders = true,
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    let ds = discover(&data, &DiscoverOptions { verify: false, ..Default::default() })?;
+    let split = ds.split("train").or_else(|| ds.splits.first()).ok_or("no split")?;
+    let samples: Arc<[Sample]> = split.samples.clone().into();
+    let cfg = TransformConfig::default();
+    // Warm the OS page cache so every variant reads from memory.
+    for s in samples.iter() {
+        std::hint::black_box(std::fs::read(&s.path)?);
+    }
+    let threads = rayon::current_num_threads();
+    let eval = run(&samples, ImageSource::Files, &cfg, Mode::Eval, 2)?;
+    let train = run(&samples, ImageSource::Files, &cfg, Mode::Train, 2)?;
+    let tmp = tempfile::tempdir()?;
+    let cpath = cache_path.unwrap_or_else(|| tmp.path().join("bench.pimg"));
+    let _ = std::fs::remove_file(&cpath);
+    let t = Instant::now();
+    let (cache, _) = ImageCache::open_or_build(&cpath, &samples, &CacheParams::new(cfg.resize_size, &cfg.limits), false)?;
+    let build_s = t.elapsed().as_secs_f64();
+    let cache = Arc::new(cache);
+    let t = Instant::now();
+    let (reopened, _) = ImageCache::open_or_build(&cpath, &samples, &CacheParams::new(cfg.resize_size, &cfg.limits), false)?;
+    let reopen_s = t.elapsed().as_secs_f64();
+    drop(reopened);
+    let ceval = run(&samples, ImageSource::Cache(cache.clone()), &cfg, Mode::Eval, 3)?;
+    let ctrain = run(&samples, ImageSource::Cache(cache), &cfg, Mode::Train, 3)?;
+    let mut out = serde_json::json!({
+        "tool": "petal-preprocess",
+        "images": samples.len(),
+        "threads": threads,
+        "batch_size": 32,
+        "eval_img_s": eval,
+        "train_img_s": train,
+        "cached_eval_img_s": ceval,
+        "cached_train_img_s": ctrain,
+        "cache_build_s": build_s,
+        "cache_open_verify_s": reopen_s,
+    });
+    if with_decoders {
+        out["decoders"] = decoders(&samples);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for (k, v) in out.as_object().into_iter().flatten() {
+            println!("{k:>22}: {v}");
+        }
+    }
+    Ok(())
+}

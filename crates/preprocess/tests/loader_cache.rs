@@ -1,0 +1,201 @@
+//! Determinism of transforms and batches, and the image cache's reuse / invalidation /
+//! corruption handling.
+
+use preprocess::{
+    decode_rgb, loader, transform, CacheParams, CacheStatus, DecodeLimits, Error, ImageCache, ImageSource,
+    LoaderConfig, Mode, Sample, TransformConfig,
+};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+fn make_samples(dir: &Path, n: usize) -> Vec<Sample> {
+    (0..n)
+        .map(|i| {
+            let p = dir.join(format!("img_{i:02}.jpg"));
+            let (w, h) = (300 + 7 * i as u32, 260 + 3 * i as u32);
+            let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x + i as u32 * 9) as u8, (y * 2) as u8, ((x ^ y) & 0xff) as u8]));
+            img.save_with_format(&p, image::ImageFormat::Jpeg).unwrap();
+            Sample { path: p, label: i % 3 }
+        })
+        .collect()
+}
+
+fn collect(samples: &[Sample], source: ImageSource, cfg: &TransformConfig, lcfg: &LoaderConfig) -> Vec<preprocess::Batch> {
+    loader(samples.to_vec().into(), source, cfg, lcfg).unwrap().map(|b| b.unwrap()).collect()
+}
+
+#[test]
+fn train_views_are_pure_functions_of_seed_epoch_index() {
+    let d = tempfile::tempdir().unwrap();
+    let samples = make_samples(d.path(), 10);
+    let cfg = TransformConfig { color_jitter: Some(preprocess::ColorJitter { brightness: 0.2, contrast: 0.2, saturation: 0.2, hue: 0.05 }), ..Default::default() };
+    let base = LoaderConfig { batch_size: 4, shuffle: true, seed: 11, epoch: 2, mode: Mode::Train, ..Default::default() };
+    // Different thread counts and prefetch depths give identical batches.
+    let a = collect(&samples, ImageSource::Files, &cfg, &LoaderConfig { threads: 1, prefetch: 1, ..base.clone() });
+    let b = collect(&samples, ImageSource::Files, &cfg, &LoaderConfig { threads: 2, prefetch: 3, ..base.clone() });
+    assert_eq!(a, b);
+    assert_eq!(a.len(), 3);
+    assert_eq!(a[2].shape, [2, 3, 224, 224]);
+    // The order is a permutation fixed by (seed, epoch); each batch's content matches the
+    // single-sample transform of its indices.
+    let order: Vec<usize> = a.iter().flat_map(|b| b.indices.clone()).collect();
+    assert_eq!(order, preprocess::epoch_order(10, 11, 2, true));
+    let i = a[1].indices[0];
+    let img = decode_rgb(&samples[i].path).unwrap();
+    let one = transform(&img, Mode::Train, &cfg, 11, 2, i as u64);
+    assert_eq!(&a[1].images[..one.len()], &one[..]);
+    assert_eq!(a[1].labels[0], samples[i].label as i64);
+    // Another epoch gives another view of the same sample.
+    assert_ne!(one, transform(&img, Mode::Train, &cfg, 11, 3, i as u64));
+    // Resume: start_batch skips exactly the first batches.
+    let resumed = collect(&samples, ImageSource::Files, &cfg, &LoaderConfig { start_batch: 1, ..base.clone() });
+    assert_eq!(&resumed[..], &a[1..]);
+    // drop_last
+    let dropped = collect(&samples, ImageSource::Files, &cfg, &LoaderConfig { drop_last: true, ..base });
+    assert_eq!(dropped.len(), 2);
+}
+
+#[test]
+fn channels_last_is_a_transpose() {
+    let d = tempfile::tempdir().unwrap();
+    let samples = make_samples(d.path(), 2);
+    let cfg = TransformConfig::default();
+    let l = LoaderConfig { batch_size: 2, ..Default::default() };
+    let nchw = collect(&samples, ImageSource::Files, &cfg, &l);
+    let nhwc = collect(&samples, ImageSource::Files, &cfg, &LoaderConfig { channels_last: true, ..l });
+    let (a, b) = (&nchw[0].images, &nhwc[0].images);
+    assert!(nhwc[0].channels_last && nhwc[0].shape == [2, 3, 224, 224]);
+    let hw = 224 * 224;
+    for (n, c, y, x) in [(0, 0, 0, 0), (1, 2, 100, 7), (0, 1, 223, 223), (1, 0, 5, 200)] {
+        assert_eq!(a[n * 3 * hw + c * hw + y * 224 + x], b[n * 3 * hw + (y * 224 + x) * 3 + c]);
+    }
+}
+
+#[test]
+fn decode_errors_name_the_file_and_stop_the_loader() {
+    let d = tempfile::tempdir().unwrap();
+    let mut samples = make_samples(d.path(), 3);
+    let bad = d.path().join("bad.jpg");
+    std::fs::write(&bad, b"garbage").unwrap();
+    samples.push(Sample { path: bad.clone(), label: 0 });
+    let l = LoaderConfig { batch_size: 2, ..Default::default() };
+    let out: Vec<_> = loader(samples.into(), ImageSource::Files, &TransformConfig::default(), &l).unwrap().collect();
+    assert_eq!(out.len(), 2);
+    assert!(out[0].is_ok());
+    let e = out[1].as_ref().unwrap_err();
+    assert!(e.to_string().contains("bad.jpg"), "{e}");
+}
+
+fn params() -> CacheParams {
+    CacheParams::new(256, &DecodeLimits::default())
+}
+
+#[test]
+fn cache_eval_equals_files_and_is_reused() {
+    let d = tempfile::tempdir().unwrap();
+    let samples = make_samples(d.path(), 5);
+    let path = d.path().join("cache/train.pimg");
+    let (c, st) = ImageCache::open_or_build(&path, &samples, &params(), false).unwrap();
+    assert!(matches!(st, CacheStatus::Built { .. }));
+    assert_eq!(c.len(), 5);
+    let e = c.get(3).unwrap();
+    assert_eq!((e.orig_width, e.orig_height), (321, 269));
+    assert_eq!((e.width, e.height), (305, 256)); // int(256 * 321 / 269) = 305
+    let cfg = TransformConfig::default();
+    let l = LoaderConfig { batch_size: 5, ..Default::default() };
+    let from_files = collect(&samples, ImageSource::Files, &cfg, &l);
+    let from_cache = collect(&samples, ImageSource::Cache(Arc::new(c)), &cfg, &l);
+    assert_eq!(from_files, from_cache, "eval from the cache must be bit-identical");
+    // Train from the cache: same geometry drawn in original coordinates, from a smaller image.
+    let lt = LoaderConfig { batch_size: 5, mode: Mode::Train, seed: 3, ..Default::default() };
+    let (c, st) = ImageCache::open_or_build(&path, &samples, &params(), false).unwrap();
+    assert_eq!(st, CacheStatus::Reused);
+    let tf = collect(&samples, ImageSource::Files, &cfg, &lt);
+    let tc = collect(&samples, ImageSource::Cache(Arc::new(c)), &cfg, &lt);
+    let mad: f64 = tf[0].images.iter().zip(&tc[0].images).map(|(a, b)| (a - b).abs() as f64).sum::<f64>() / tf[0].images.len() as f64;
+    eprintln!("train files vs cache: mean |diff| {mad:.4} (normalised units)");
+    assert!(mad < 0.25, "{mad}");
+}
+
+fn rebuilt(path: &Path, samples: &[Sample], p: &CacheParams, needle: &str) {
+    let (_, st) = ImageCache::open_or_build(path, samples, p, false).unwrap();
+    match st {
+        CacheStatus::Built { reason } => assert!(reason.contains(needle), "reason {reason:?} lacks {needle:?}"),
+        CacheStatus::Reused => panic!("expected a rebuild ({needle})"),
+    }
+}
+
+#[test]
+fn cache_invalidation_and_corruption() {
+    let d = tempfile::tempdir().unwrap();
+    let mut samples = make_samples(d.path(), 4);
+    let path: PathBuf = d.path().join("c.pimg");
+    rebuilt(&path, &samples, &params(), "no cache");
+    // Parameters changed.
+    rebuilt(&path, &samples, &CacheParams::new(288, &DecodeLimits::default()), "parameters");
+    rebuilt(&path, &samples, &params(), "parameters");
+    // A source file changed (size and mtime).
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    image::RgbImage::from_pixel(40, 30, image::Rgb([1, 2, 3])).save_with_format(&samples[1].path, image::ImageFormat::Jpeg).unwrap();
+    rebuilt(&path, &samples, &params(), "stale");
+    // The sample list changed.
+    samples.pop();
+    rebuilt(&path, &samples, &params(), "stale");
+    let (_, st) = ImageCache::open_or_build(&path, &samples, &params(), false).unwrap();
+    assert_eq!(st, CacheStatus::Reused);
+    // Flipped pixel byte → checksum mismatch.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[200] ^= 0x55;
+    std::fs::write(&path, &bytes).unwrap();
+    let e = ImageCache::open(&path).unwrap().verify().unwrap_err();
+    assert!(matches!(e, Error::Cache { .. }) && e.to_string().contains("c.pimg"), "{e}");
+    rebuilt(&path, &samples, &params(), "checksum");
+    // Truncated file.
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 10]).unwrap();
+    assert!(ImageCache::open(&path).unwrap_err().to_string().contains("truncated"));
+    rebuilt(&path, &samples, &params(), "truncated");
+    // Garbage and an older format version.
+    std::fs::write(&path, b"not a cache at all, clearly not one ................................").unwrap();
+    rebuilt(&path, &samples, &params(), "magic");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[8] = 99;
+    std::fs::write(&path, &bytes).unwrap();
+    rebuilt(&path, &samples, &params(), "version");
+    let (c, _) = ImageCache::open_or_build(&path, &samples, &params(), false).unwrap();
+    c.verify().unwrap();
+    // No temp files are left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(d.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with(".tmp")).collect();
+    assert!(leftovers.is_empty());
+}
+
+#[test]
+fn cache_skip_bad_records_missing_entries() {
+    let d = tempfile::tempdir().unwrap();
+    let mut samples = make_samples(d.path(), 2);
+    let bad = d.path().join("trunc.jpg");
+    let b = std::fs::read(&samples[0].path).unwrap();
+    std::fs::write(&bad, &b[..b.len() / 2]).unwrap();
+    samples.push(Sample { path: bad.clone(), label: 1 });
+    let path = d.path().join("c.pimg");
+    let e = ImageCache::open_or_build(&path, &samples, &params(), false).unwrap_err();
+    assert!(e.to_string().contains("trunc.jpg") && e.to_string().contains("truncated"), "{e}");
+    let (c, _) = ImageCache::open_or_build(&path, &samples, &params(), true).unwrap();
+    assert_eq!(c.bad.len(), 1);
+    assert_eq!(c.bad[0].path, bad);
+    assert!(c.get(2).is_err() && c.get(1).is_ok());
+    let (c, st) = ImageCache::open_or_build(&path, &samples, &params(), true).unwrap();
+    assert_eq!(st, CacheStatus::Reused);
+    assert_eq!(c.bad.len(), 1);
+}
+
+#[test]
+fn predict_tensor_is_eval_transform() {
+    let d = tempfile::tempdir().unwrap();
+    let samples = make_samples(d.path(), 1);
+    let cfg = TransformConfig::default();
+    let t = preprocess::predict_tensor(&samples[0].path, &cfg).unwrap();
+    let img = decode_rgb(&samples[0].path).unwrap();
+    assert_eq!(t, transform(&img, Mode::Eval, &cfg, 5, 6, 7));
+    assert!(preprocess::predict_tensor(&d.path().join("missing.jpg"), &cfg).unwrap_err().to_string().contains("missing.jpg"));
+}

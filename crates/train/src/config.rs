@@ -1,0 +1,241 @@
+//! The training configuration: every knob of a run, serialisable to the run folder (`config.toml`).
+//! `Default` is this project's recommended recipe; [`TrainConfig::seed_preset`] is the seed's.
+
+use model::{Arch, HeadConfig};
+use serde::{Deserialize, Serialize};
+
+/// How the backbone takes part in training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainMode {
+    /// The backbone is frozen: its features are computed once per image and augmentation view
+    /// (cached on disk), then only the head trains, on those features.
+    Frozen,
+    /// The last `unfreeze_blocks` backbone blocks train too (at `backbone_lr_scale` × lr), with
+    /// full augmentation every epoch. Batch norms of frozen blocks keep their running statistics.
+    Finetune,
+}
+
+/// The optimiser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    /// Adam (weight decay as L2 on the gradient, like `torch.optim.Adam`).
+    Adam,
+    /// AdamW (decoupled weight decay, like `torch.optim.AdamW`).
+    Adamw,
+    /// SGD with (heavy-ball) momentum, like `torch.optim.SGD`.
+    Sgd,
+}
+
+/// The learning-rate schedule, evaluated once per epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    /// `lr` throughout.
+    Constant,
+    /// `lr · gamma^(epoch / step_size)`.
+    Step,
+    /// Linear warm-up over `warmup_epochs`, then cosine decay to 0 at the last epoch.
+    Cosine,
+}
+
+/// Everything that defines a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Run name: outputs go to `<runs_dir>/<name>/`.
+    pub name: String,
+    /// Backbone architecture.
+    pub arch: Arch,
+    /// Classifier head.
+    pub head: HeadConfig,
+    /// Frozen backbone or fine-tuning.
+    pub mode: TrainMode,
+    /// Frozen mode: augmented views computed per training image; epoch `e` trains on view `e % views`.
+    /// 0 trains on the eval transform only (no augmentation).
+    pub views: usize,
+    /// Fine-tuning: number of trailing backbone blocks to train (a large number trains all).
+    pub unfreeze_blocks: usize,
+    /// Fine-tuning: backbone learning rate = `lr · backbone_lr_scale`.
+    pub backbone_lr_scale: f64,
+    /// Optimiser.
+    pub optimizer: OptimizerKind,
+    /// Base learning rate.
+    pub lr: f64,
+    /// SGD momentum (Adam's betas are fixed at 0.9, 0.999).
+    pub momentum: f64,
+    /// Weight decay (L2 for Adam/SGD, decoupled for AdamW).
+    pub weight_decay: f64,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// Cosine: warm-up epochs.
+    pub warmup_epochs: usize,
+    /// Step: epochs per decay.
+    pub step_size: usize,
+    /// Step: decay factor.
+    pub gamma: f64,
+    /// Label smoothing of the cross-entropy, in `[0, 1)`.
+    pub label_smoothing: f64,
+    /// Epochs.
+    pub epochs: usize,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Seed of every random choice (order, augmentation, dropout, head initialisation).
+    pub seed: u64,
+    /// Stop when validation accuracy has not improved for this many epochs (0: never).
+    pub patience: usize,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// Network input size (the crop).
+    pub image_size: u32,
+    /// Eval resize (shorter side).
+    pub resize_size: u32,
+    /// Apply ColorJitter(0.2, 0.2, 0.2, 0.02) in the train augmentation.
+    pub color_jitter: bool,
+    /// Run the backbone in channels_last layout (faster with oneDNN on CPU).
+    pub channels_last: bool,
+    /// libtorch intra-op threads (0: all cores).
+    pub threads: usize,
+    /// Backbone batch size for feature extraction and evaluation.
+    pub eval_batch_size: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            name: "run".into(),
+            arch: Arch::DenseNet121,
+            head: HeadConfig::default(),
+            mode: TrainMode::Frozen,
+            views: 2,
+            unfreeze_blocks: 1,
+            backbone_lr_scale: 0.1,
+            optimizer: OptimizerKind::Adamw,
+            lr: 0.001,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            schedule: Schedule::Cosine,
+            warmup_epochs: 1,
+            step_size: 5,
+            gamma: 0.1,
+            label_smoothing: 0.1,
+            epochs: 30,
+            batch_size: 64,
+            seed: 0,
+            patience: 0,
+            device: "cpu".into(),
+            image_size: 224,
+            resize_size: 256,
+            color_jitter: false,
+            channels_last: true,
+            threads: 0,
+            eval_batch_size: 32,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The seed project's recipe: densenet121, frozen, hidden 512, ReLU, dropout 0.2, Adam lr 0.003,
+    /// batch 64, 10 epochs, a fresh RandomRotation(30)/RandomResizedCrop(224)/flip view every epoch.
+    pub fn seed_preset() -> Self {
+        TrainConfig {
+            name: "seed".into(),
+            arch: Arch::DenseNet121,
+            head: HeadConfig::default(),
+            mode: TrainMode::Frozen,
+            views: 10,
+            optimizer: OptimizerKind::Adam,
+            lr: 0.003,
+            weight_decay: 0.0,
+            schedule: Schedule::Constant,
+            warmup_epochs: 0,
+            label_smoothing: 0.0,
+            epochs: 10,
+            batch_size: 64,
+            ..TrainConfig::default()
+        }
+    }
+
+    /// A preset by name: `seed` or `default`.
+    pub fn preset(name: &str) -> Option<Self> {
+        match name {
+            "seed" => Some(Self::seed_preset()),
+            "default" | "fast" => Some(Self::default()),
+            _ => None,
+        }
+    }
+
+    /// Checks ranges; the message names the field.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        let bad = |m: &str| Err(crate::Error::Config(m.to_string()));
+        if self.epochs == 0 {
+            return bad("epochs must be at least 1");
+        }
+        if self.batch_size == 0 || self.eval_batch_size == 0 {
+            return bad("batch_size and eval_batch_size must be at least 1");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad("lr must be a positive number");
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return bad("label_smoothing must be in [0, 1)");
+        }
+        if self.schedule == Schedule::Step && (self.step_size == 0 || !(self.gamma > 0.0)) {
+            return bad("the step schedule needs step_size ≥ 1 and gamma > 0");
+        }
+        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name == ".." {
+            return bad("name must be a plain folder name");
+        }
+        self.head.validate().map_err(|e| crate::Error::Config(e.to_string()))
+    }
+
+    /// The learning rate of `epoch` (0-based) under the schedule.
+    pub fn lr_at(&self, epoch: usize) -> f64 {
+        match self.schedule {
+            Schedule::Constant => self.lr,
+            Schedule::Step => self.lr * self.gamma.powi((epoch / self.step_size.max(1)) as i32),
+            Schedule::Cosine => {
+                if epoch < self.warmup_epochs {
+                    self.lr * (epoch + 1) as f64 / (self.warmup_epochs + 1) as f64
+                } else {
+                    let span = (self.epochs - self.warmup_epochs).max(1) as f64;
+                    let t = (epoch - self.warmup_epochs) as f64 / span;
+                    0.5 * self.lr * (1.0 + (std::f64::consts::PI * t).cos())
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules() {
+        let mut c = TrainConfig { lr: 1.0, epochs: 10, ..TrainConfig::default() };
+        c.schedule = Schedule::Constant;
+        assert_eq!(c.lr_at(7), 1.0);
+        c.schedule = Schedule::Step;
+        c.step_size = 3;
+        c.gamma = 0.5;
+        assert_eq!((c.lr_at(2), c.lr_at(3), c.lr_at(6)), (1.0, 0.5, 0.25));
+        c.schedule = Schedule::Cosine;
+        c.warmup_epochs = 1;
+        assert_eq!(c.lr_at(0), 0.5);
+        assert!((c.lr_at(1) - 1.0).abs() < 1e-12);
+        assert!(c.lr_at(9) < 0.05 && c.lr_at(5) < c.lr_at(3));
+    }
+
+    #[test]
+    fn toml_round_trip_and_unknown_fields() {
+        let c = TrainConfig::seed_preset();
+        let text = toml::to_string(&c).expect("serialise");
+        let back: TrainConfig = toml::from_str(&text).expect("parse");
+        assert_eq!(back, c);
+        let err = toml::from_str::<TrainConfig>("epoch = 3").expect_err("typo must be refused");
+        assert!(err.to_string().contains("epoch"));
+        assert!(TrainConfig { epochs: 0, ..c }.validate().is_err());
+    }
+}

@@ -1,0 +1,51 @@
+//! Typed errors of the training stage.
+
+use std::path::PathBuf;
+
+/// What can go wrong while training or evaluating.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration value is out of range or inconsistent with the data.
+    #[error("invalid training configuration: {0}")]
+    Config(String),
+    /// The dataset cannot be trained on as it is.
+    #[error("dataset problem: {0}")]
+    Data(String),
+    /// Reading or transforming images failed.
+    #[error(transparent)]
+    Preprocess(#[from] preprocess::Error),
+    /// Building the network or loading weights failed.
+    #[error(transparent)]
+    Model(#[from] model::Error),
+    /// Reading or writing a checkpoint failed.
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::Error),
+    /// Drawing a plot or writing a report file failed.
+    #[error(transparent)]
+    Report(#[from] report::Error),
+    /// A libtorch operation failed.
+    #[error("libtorch: {0}")]
+    Torch(String),
+    /// A checkpoint does not fit this run (e.g. resuming with another architecture).
+    #[error("{path}: {detail}")]
+    Mismatch {
+        /// The checkpoint.
+        path: PathBuf,
+        /// What does not fit.
+        detail: String,
+    },
+    /// File I/O.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        Error::Io { path: path.to_path_buf(), source }
+    }
+}

@@ -1,0 +1,182 @@
+//! Evaluation of a checkpoint on a dataset split: top-1/top-5 accuracy, per-class accuracy,
+//! confusion matrix (CSV and PNG heatmap) and the worst classes by name.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use infer::Predictor;
+use preprocess::{Dataset, ImageSource, LoaderConfig, Mode, Sample};
+use serde::Serialize;
+use tch::{Device, Kind, Tensor};
+
+use crate::{bar, batch_tensor, label_map, Error};
+
+/// Options of [`evaluate`].
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// Images per forward pass.
+    pub batch_size: usize,
+    /// Where the network runs.
+    pub device: Device,
+    /// Folder for `evaluation-<split>.json`, `confusion-<split>.csv|png`, `per_class-<split>.csv`.
+    pub out_dir: Option<PathBuf>,
+    /// How many of the worst classes to name.
+    pub worst: usize,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions { batch_size: 32, device: Device::Cpu, out_dir: None, worst: 5 }
+    }
+}
+
+/// Accuracy of one class.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassAccuracy {
+    /// Output index.
+    pub index: usize,
+    /// Folder name.
+    pub folder: String,
+    /// Display name (folder name when none).
+    pub name: String,
+    /// Correct top-1 predictions.
+    pub correct: u64,
+    /// Images of this class in the split.
+    pub total: u64,
+    /// `correct / total` (NaN-free: 0 when total is 0).
+    pub accuracy: f64,
+}
+
+/// The result of an evaluation.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    /// The checkpoint evaluated.
+    pub checkpoint: PathBuf,
+    /// The split.
+    pub split: String,
+    /// Images evaluated.
+    pub images: usize,
+    /// Top-1 accuracy.
+    pub top1: f64,
+    /// Top-5 accuracy.
+    pub top5: f64,
+    /// Mean cross-entropy.
+    pub loss: f64,
+    /// Per class, in output order.
+    pub per_class: Vec<ClassAccuracy>,
+    /// The worst classes (lowest accuracy first, among classes present in the split).
+    pub worst: Vec<ClassAccuracy>,
+    /// `confusion[true][predicted]` counts.
+    #[serde(skip)]
+    pub confusion: Vec<Vec<u64>>,
+    /// Seconds spent.
+    pub seconds: f64,
+}
+
+/// Evaluates the checkpoint at `ckpt` on split `split` of `ds`.
+pub fn evaluate(ckpt: &Path, ds: &Dataset, split: &str, opts: &EvalOptions) -> Result<EvalReport, Error> {
+    let t0 = std::time::Instant::now();
+    let pred = Predictor::load(ckpt, opts.device).map_err(|e| Error::Mismatch { path: ckpt.to_path_buf(), detail: e.to_string() })?;
+    let samples: Arc<[Sample]> = ds
+        .split(split)
+        .filter(|s| !s.samples.is_empty())
+        .map(|s| Arc::from(s.samples.clone().into_boxed_slice()))
+        .ok_or_else(|| Error::Data(format!("{} has no (non-empty) split {split:?}", ds.root.display())))?;
+    let map = label_map(ds, &pred.classes, ckpt)?;
+    let c = pred.num_classes();
+    let mut confusion = vec![vec![0u64; c]; c];
+    let (mut top1, mut top5, mut loss_sum, mut n) = (0u64, 0u64, 0.0f64, 0usize);
+    let lcfg = LoaderConfig { batch_size: opts.batch_size, mode: Mode::Eval, channels_last: true, ..LoaderConfig::default() };
+    let pb = bar(samples.len() as u64, &format!("evaluate {split}"));
+    for b in preprocess::loader(samples.clone(), ImageSource::Files, &pred.transform, &lcfg)? {
+        let b = b?;
+        let x = batch_tensor(&b, opts.device);
+        let y: Vec<i64> = b.labels.iter().map(|&l| map[l as usize]).collect();
+        let yt = Tensor::from_slice(&y);
+        let logits = pred.logits(&x).to_device(Device::Cpu);
+        loss_sum += logits.cross_entropy_for_logits(&yt).double_value(&[]) * y.len() as f64;
+        let k = 5.min(c as i64);
+        let (_, idx) = logits.topk(k, 1, true, true);
+        let idx: Vec<i64> = Vec::<i64>::try_from(idx.to_kind(Kind::Int64).flatten(0, -1)).map_err(|e| Error::Torch(e.to_string()))?;
+        for (i, &t) in y.iter().enumerate() {
+            let row = &idx[i * k as usize..(i + 1) * k as usize];
+            confusion[t as usize][row[0] as usize] += 1;
+            top1 += u64::from(row[0] == t);
+            top5 += u64::from(row.contains(&t));
+        }
+        n += y.len();
+        pb.inc(y.len() as u64);
+    }
+    pb.finish_and_clear();
+    let per_class: Vec<ClassAccuracy> = pred
+        .classes
+        .iter()
+        .map(|e| {
+            let total: u64 = confusion[e.index].iter().sum();
+            let correct = confusion[e.index][e.index];
+            ClassAccuracy {
+                index: e.index,
+                folder: e.folder.clone(),
+                name: e.name.clone().unwrap_or_else(|| e.folder.clone()),
+                correct,
+                total,
+                accuracy: if total == 0 { 0.0 } else { correct as f64 / total as f64 },
+            }
+        })
+        .collect();
+    let mut worst: Vec<ClassAccuracy> = per_class.iter().filter(|c| c.total > 0).cloned().collect();
+    worst.sort_by(|a, b| a.accuracy.total_cmp(&b.accuracy).then(b.total.cmp(&a.total)));
+    worst.truncate(opts.worst);
+    let report = EvalReport {
+        checkpoint: ckpt.to_path_buf(),
+        split: split.to_string(),
+        images: n,
+        top1: top1 as f64 / n.max(1) as f64,
+        top5: top5 as f64 / n.max(1) as f64,
+        loss: loss_sum / n.max(1) as f64,
+        per_class,
+        worst,
+        confusion,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    if let Some(dir) = &opts.out_dir {
+        write_report(&report, dir)?;
+    }
+    Ok(report)
+}
+
+/// Writes the evaluation files into `dir`.
+pub fn write_report(r: &EvalReport, dir: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let json = serde_json::to_string_pretty(r).map_err(|e| Error::Config(e.to_string()))?;
+    report::write_atomic(&dir.join(format!("evaluation-{}.json", r.split)), json.as_bytes())?;
+    let labels: Vec<String> = r.per_class.iter().map(|c| c.folder.clone()).collect();
+    let mut header: Vec<&str> = vec!["true\\predicted"];
+    header.extend(labels.iter().map(String::as_str));
+    let rows: Vec<Vec<String>> = r
+        .confusion
+        .iter()
+        .enumerate()
+        .map(|(i, row)| std::iter::once(labels[i].clone()).chain(row.iter().map(u64::to_string)).collect())
+        .collect();
+    report::write_csv(&dir.join(format!("confusion-{}.csv", r.split)), &header, &rows)?;
+    let rows: Vec<Vec<String>> = r
+        .per_class
+        .iter()
+        .map(|c| vec![c.index.to_string(), c.folder.clone(), c.name.clone(), c.correct.to_string(), c.total.to_string(), format!("{:.4}", c.accuracy)])
+        .collect();
+    report::write_csv(&dir.join(format!("per_class-{}.csv", r.split)), &["index", "folder", "name", "correct", "total", "accuracy"], &rows)?;
+    report::plot_confusion(&r.confusion, &labels, &format!("confusion matrix ({}, top-1 {:.1}%)", r.split, 100.0 * r.top1), &dir.join(format!("confusion-{}.png", r.split)))?;
+    Ok(())
+}
+
+impl std::fmt::Display for EvalReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{} on {} ({} images): top-1 {:.2}%  top-5 {:.2}%  loss {:.4}", self.checkpoint.display(), self.split, self.images, 100.0 * self.top1, 100.0 * self.top5, self.loss)?;
+        write!(f, "worst classes:")?;
+        for c in &self.worst {
+            write!(f, "\n  {:>5.1}%  {} ({}/{}) [{}]", 100.0 * c.accuracy, c.name, c.correct, c.total, c.folder)?;
+        }
+        Ok(())
+    }
+}

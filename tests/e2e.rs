@@ -1,0 +1,254 @@
+//! End-to-end: the real `petal` binary on a learnable synthetic dataset generated into a temp dir
+//! (coloured shapes, one colour/shape per class), with a tiny randomly initialised DenseNet.
+//! Checks accuracy, predictions on held-out images, resume after `kill -9`, early stopping,
+//! and clear errors on bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const CLASSES: [(&str, [u8; 3]); 3] = [("daisy", [230, 40, 40]), ("iris", [40, 200, 60]), ("tulip", [50, 60, 230])];
+
+fn petal() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_petal"))
+}
+
+fn ok(out: Output, what: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{what} failed: {stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Draws a shape of the class colour on a noisy background; `i` varies position and size.
+fn draw(class: usize, i: u32) -> image::RgbImage {
+    let [r, g, b] = CLASSES[class].1;
+    let mut img = image::RgbImage::new(40, 40);
+    let mut state = (class as u32 + 1) * 7919 + i * 104_729;
+    let (cx, cy, rad) = (12 + (i * 5) % 16, 12 + (i * 3) % 16, 8 + (i % 4) as i32);
+    for (x, y, p) in img.enumerate_pixels_mut() {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let noise = (state >> 24) as u8 / 4;
+        let (dx, dy) = (x as i32 - cx as i32, y as i32 - cy as i32);
+        let inside = match class {
+            0 => dx * dx + dy * dy <= rad * rad,
+            1 => dx.abs() <= rad && dy.abs() <= rad,
+            _ => dy >= -rad && dy <= rad && dx.abs() <= (dy + rad) / 2,
+        };
+        *p = if inside { image::Rgb([r, g, b]) } else { image::Rgb([100 + noise, 100 + noise, 100 + noise]) };
+    }
+    img
+}
+
+fn make_dataset(root: &Path, train: u32, valid: u32, test: u32) {
+    for (split, n, offset) in [("train", train, 0), ("valid", valid, 1000), ("test", test, 2000)] {
+        if n == 0 {
+            continue;
+        }
+        for (c, (name, _)) in CLASSES.iter().enumerate() {
+            let dir = root.join(split).join(name);
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            for i in 0..n {
+                draw(c, offset + i).save(dir.join(format!("{i:03}.png"))).expect("save png");
+            }
+        }
+    }
+    let names = r#"{"daisy": "oxeye daisy", "iris": "bearded iris", "tulip": "garden tulip"}"#;
+    std::fs::write(root.join("cat_to_name.json"), names).expect("names");
+}
+
+fn config(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"name = "{name}"
+mode = "frozen"
+views = 2
+optimizer = "adam"
+lr = 0.01
+schedule = "constant"
+label_smoothing = 0.0
+epochs = 12
+batch_size = 16
+seed = 7
+image_size = 32
+resize_size = 36
+channels_last = false
+eval_batch_size = 32
+threads = 1
+{extra}
+[arch.densenet]
+growth_rate = 4
+block_config = [2, 2]
+num_init_features = 8
+bn_size = 2
+
+[head]
+hidden = [32]
+dropout = 0.1
+"#
+    );
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, text).expect("config");
+    p
+}
+
+fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .expect("metrics.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+#[test]
+fn train_evaluate_predict_on_synthetic_flowers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    make_dataset(&data, 24, 8, 4);
+    let runs = tmp.path().join("runs");
+    let cfg = config(tmp.path(), "synthetic", "");
+    let out = petal()
+        .args(["train", "--data"]).arg(&data)
+        .arg("--config").arg(&cfg)
+        .arg("--runs-dir").arg(&runs)
+        .arg("--cache-dir").arg(tmp.path().join("cache"))
+        .output()
+        .expect("run petal train");
+    ok(out, "petal train");
+    let run = runs.join("synthetic");
+    let m = metrics(&run);
+    assert_eq!(m.len(), 12);
+    let first_loss = m[0]["train_loss"].as_f64().expect("loss");
+    let last_loss = m[11]["train_loss"].as_f64().expect("loss");
+    assert!(last_loss < first_loss * 0.5, "loss did not fall: {first_loss} -> {last_loss}");
+    let best_valid = m.iter().filter_map(|e| e["valid_acc"].as_f64()).fold(0.0, f64::max);
+    assert!(best_valid > 0.9, "validation accuracy {best_valid}");
+    for f in ["best.safetensors", "last.safetensors", "metrics.csv", "curves.png", "config.toml"] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    assert!(std::fs::read_to_string(run.join("metrics.csv")).expect("csv").starts_with("epoch,train_loss,train_acc,valid_loss,valid_acc"));
+
+    // Evaluate on the held-out test split.
+    let out = petal()
+        .args(["evaluate", "--json", "--split", "test", "--data"]).arg(&data)
+        .arg("--checkpoint").arg(run.join("best.safetensors"))
+        .output()
+        .expect("run evaluate");
+    let report: serde_json::Value = serde_json::from_str(&ok(out, "petal evaluate")).expect("json");
+    assert!(report["top1"].as_f64().expect("top1") > 0.9, "{report}");
+    assert_eq!(report["images"], 12);
+    assert!(run.join("confusion-test.png").exists() && run.join("confusion-test.csv").exists());
+
+    // Predict names the right class for held-out images, with display names.
+    for (c, (folder, _)) in CLASSES.iter().enumerate() {
+        let img = tmp.path().join(format!("held-out-{folder}.png"));
+        draw(c, 5000 + c as u32).save(&img).expect("save");
+        let out = petal()
+            .args(["predict", "--json", "--top-k", "3", "--checkpoint"]).arg(run.join("best.safetensors"))
+            .arg(&img)
+            .output()
+            .expect("run predict");
+        let preds: serde_json::Value = serde_json::from_str(&ok(out, "petal predict")).expect("json");
+        let top = &preds[0]["top"];
+        assert_eq!(top.as_array().map(Vec::len), Some(3));
+        assert_eq!(top[0]["folder"], *folder, "{preds}");
+        let p0 = top[0]["prob"].as_f64().expect("prob");
+        // Well above chance (1/3), and ranked first.
+        assert!(p0 > 0.4 && p0 >= top[1]["prob"].as_f64().expect("prob"), "{preds}");
+    }
+    // A folder runs as a batch and writes a CSV; --plot draws the sanity-check figure.
+    let csv = tmp.path().join("preds.csv");
+    let plot = tmp.path().join("pred.png");
+    let out = petal()
+        .args(["predict", "--checkpoint"]).arg(run.join("best.safetensors"))
+        .arg(data.join("test"))
+        .arg("--csv").arg(&csv)
+        .arg("--plot").arg(&plot)
+        .output()
+        .expect("predict folder");
+    let text = ok(out, "petal predict folder");
+    assert!(text.contains("garden tulip") || text.contains("oxeye daisy"), "{text}");
+    assert_eq!(std::fs::read_to_string(&csv).expect("csv").lines().count(), 1 + 12);
+    assert!(image::open(&plot).is_ok());
+}
+
+#[test]
+fn resume_after_kill_matches_an_uninterrupted_run() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    make_dataset(&data, 12, 6, 0);
+    let runs = tmp.path().join("runs");
+    let cache = tmp.path().join("cache");
+    let run_train = |cfg: &Path, resume: bool| {
+        let mut c = petal();
+        c.args(["train", "--data"]).arg(&data).arg("--config").arg(cfg).arg("--runs-dir").arg(&runs).arg("--cache-dir").arg(&cache);
+        if resume {
+            c.arg("--resume");
+        }
+        c
+    };
+    // Uninterrupted reference.
+    let full = config(tmp.path(), "full", "");
+    ok(run_train(&full, false).output().expect("full run"), "full run");
+    // Interrupted: kill -9 as soon as the 3rd epoch's checkpoint has been written, then resume.
+    let cut = config(tmp.path(), "cut", "");
+    let mut child = run_train(&cut, false).stderr(std::process::Stdio::null()).spawn().expect("spawn");
+    let metrics_path = runs.join("cut").join("metrics.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let lines = std::fs::read_to_string(&metrics_path).map(|t| t.lines().count()).unwrap_or(0);
+        if lines >= 3 || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+    let done = metrics(&runs.join("cut")).len();
+    assert!(done < 12, "the run finished before it could be killed");
+    ok(run_train(&cut, true).output().expect("resume"), "resumed run");
+    let (a, b) = (metrics(&runs.join("full")), metrics(&runs.join("cut")));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        for k in ["train_loss", "train_acc", "valid_loss", "valid_acc", "lr"] {
+            assert_eq!(x[k], y[k], "epoch {} {k} differs after resume", x["epoch"]);
+        }
+    }
+}
+
+#[test]
+fn early_stopping_stops_and_keeps_the_best() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    make_dataset(&data, 12, 6, 0);
+    let runs = tmp.path().join("runs");
+    // lr 0 never improves after epoch 1: patience 2 stops after epoch 3.
+    let cfg = config(tmp.path(), "stop", "patience = 2\nweight_decay = 0.0");
+    let text = std::fs::read_to_string(&cfg).expect("read").replace("lr = 0.01", "lr = 1e-12");
+    std::fs::write(&cfg, text).expect("write");
+    let out = petal()
+        .args(["train", "--data"]).arg(&data).arg("--config").arg(&cfg).arg("--runs-dir").arg(&runs)
+        .arg("--cache-dir").arg(tmp.path().join("cache"))
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("early stopping"), "{err}");
+    assert_eq!(metrics(&runs.join("stop")).len(), 3);
+    assert!(runs.join("stop/best.safetensors").exists());
+}
+
+#[test]
+fn bad_inputs_give_clear_errors() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // A missing dataset.
+    let out = petal().args(["train", "--data"]).arg(tmp.path().join("nope")).output().expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+    // A checkpoint that is not one.
+    let junk = tmp.path().join("junk.safetensors");
+    std::fs::write(&junk, b"definitely not a checkpoint").expect("write");
+    let img = tmp.path().join("x.png");
+    draw(0, 1).save(&img).expect("save");
+    let out = petal().args(["predict", "--checkpoint"]).arg(&junk).arg(&img).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert!(err.contains("junk.safetensors") && !err.contains("panicked"), "{err}");
+}
