@@ -271,3 +271,23 @@ fn write_readme(run: &Path, pc: &PipelineConfig, ds: &preprocess::Dataset, out: 
     report::write_atomic(&run.join("README.md"), s.as_bytes())?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_config_parses() {
+        let pc: PipelineConfig = toml::from_str(include_str!("../examples/pipeline.toml")).expect("examples/pipeline.toml");
+        assert_eq!(pc.train.arch, model::Arch::EfficientNetLite0);
+        assert_eq!((pc.train.lr, pc.train.batch_size, pc.train.epochs), (0.003, 64, 10));
+        pc.train.validate().expect("valid");
+    }
+
+    #[test]
+    fn defaults_are_the_seed_recipe() {
+        let d = PipelineConfig::default().train;
+        let seed = train::TrainConfig::seed_preset();
+        assert_eq!(d, train::TrainConfig { views: 2, ..seed });
+    }
+}

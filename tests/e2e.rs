@@ -252,3 +252,35 @@ fn bad_inputs_give_clear_errors() {
     assert!(!out.status.success());
     assert!(err.contains("junk.safetensors") && !err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn pipeline_runs_every_stage_then_skips_unchanged_ones() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    make_dataset(&data, 16, 6, 4);
+    let train_cfg = std::fs::read_to_string(config(tmp.path(), "pipe", "")).expect("cfg");
+    // The same training table under [train], plus pipeline keys.
+    let mut text = format!("data = {:?}\nruns_dir = {:?}\ncache_dir = {:?}\nsamples = 3\ntop_k = 3\n", data, tmp.path().join("runs"), tmp.path().join("cache"));
+    text.push_str("[train]\n");
+    text.push_str(&train_cfg.replace("[arch.densenet]", "[train.arch.densenet]").replace("[head]", "[train.head]"));
+    let cfg = tmp.path().join("pipeline.toml");
+    std::fs::write(&cfg, text).expect("write");
+    let out = petal().args(["pipeline", "--config"]).arg(&cfg).output().expect("pipeline");
+    let first = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{first}");
+    let run = tmp.path().join("runs/pipe");
+    for f in ["README.md", "curves.png", "confusion-valid.png", "confusion-test.png", "sample_predictions.png", "evaluation-test.json", "best.safetensors"] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("evaluation-test.json")).expect("eval")).expect("json");
+    assert!(eval["top1"].as_f64().expect("top1") > 0.9, "{eval}");
+    let readme = std::fs::read_to_string(run.join("README.md")).expect("readme");
+    assert!(readme.contains("top-1") && readme.contains("curves.png") && readme.contains("| train | 48 |"), "{readme}");
+    // Second run: nothing changed, every stage says it is skipped.
+    let out = petal().args(["pipeline", "--config"]).arg(&cfg).output().expect("pipeline again");
+    let second = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{second}");
+    for stage in ["[preprocess]", "[train]", "[evaluate-valid]", "[evaluate-test]", "[predict]"] {
+        assert!(second.contains(&format!("{stage} inputs unchanged")), "{stage} not skipped:\n{second}");
+    }
+}

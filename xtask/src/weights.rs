@@ -94,6 +94,9 @@ pub fn ensure(arch: &str, force: bool) -> Result<PathBuf> {
         eprintln!("fetch-weights: {arch} already converted at {}", out.display());
         return Ok(out);
     }
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| download::write_error(parent, e))?;
+    }
     let dir = libtorch::cache_root()?.join("downloads").join("weights");
     let original = download_original(arch, &dir)?;
     let args: Vec<OsString> = vec!["import-weights".into(), "--arch".into(), arch.into(), original.into_os_string(), out.clone().into_os_string()];
