@@ -263,9 +263,9 @@ fn run() -> Result<()> {
         }
         Cmd::ImportWeights(a) => {
             let arch: model::Arch = a.arch.parse().map_err(|e| anyhow::anyhow!("--arch {}: {e}", a.arch))?;
-            import_weights(&arch, &a.input, &a.output)
+            let c = model::arch_registry::convert_pretrained(&arch, &a.input, &a.output)
                 .with_context(|| format!("converting {} ({}) into {}", a.input.display(), arch, a.output.display()))?;
-            eprintln!("wrote {}", a.output.display());
+            eprintln!("wrote {} ({} backbone tensors; dropped the source's classifier keys {:?})", a.output.display(), c.tensors, c.dropped_head_keys);
             Ok(())
         }
         Cmd::Pipeline(a) => pipeline::run(&a),
@@ -439,33 +439,5 @@ fn predict_cmd(a: &PredictArgs) -> Result<()> {
         report::plot_prediction(&img, &title, &top, plot).with_context(|| format!("drawing {}", plot.display()))?;
         eprintln!("wrote {}", plot.display());
     }
-    Ok(())
-}
-
-/// Reads pretrained weights (any format `checkpoint::import` reads), remaps and checks them strictly
-/// against the architecture, and writes the backbone in the project's format.
-fn import_weights(arch: &model::Arch, input: &Path, output: &Path) -> Result<()> {
-    let imported = checkpoint::import(input)?;
-    let mut tensors = Vec::new();
-    for (k, d) in &imported.tensors {
-        tensors.push((k.clone(), infer::to_tensor(k, d)?));
-    }
-    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let _net = model::Classifier::new(&vs.root(), arch, &model::HeadConfig::default(), 2)?;
-    let summary = model::weights::load_backbone_tensors(&vs, arch, tensors, input)?;
-    let mut out = checkpoint::TensorMap::new();
-    for (name, t) in vs.variables() {
-        if !arch.is_head_key(&name) {
-            out.insert(name.clone(), train::tensors::to_data(&name, &t)?);
-        }
-    }
-    let meta = checkpoint::Metadata {
-        arch: arch.name().to_string(),
-        arch_config: serde_json::to_value(arch)?,
-        libtorch_version: Some(train::LIBTORCH_VERSION.to_string()),
-        provenance: serde_json::json!({ "imported_from": input.display().to_string(), "source_format": format!("{:?}", imported.source), "loaded": summary.loaded }),
-        ..Default::default()
-    };
-    checkpoint::save(output, &checkpoint::Checkpoint { meta, tensors: out })?;
     Ok(())
 }

@@ -32,12 +32,16 @@ pub fn default_dest() -> PathBuf {
 
 /// Downloads and unpacks the dataset into `dest` (Oxford layout: jpg/, imagelabels.mat, setid.mat).
 pub fn fetch_into(dest: &Path) -> Result<()> {
+    fetch_from(dest, &base_url(), &FILES)
+}
+
+/// [`fetch_into`] from a given server with a given file table (tests use a local server).
+pub fn fetch_from(dest: &Path, base: &str, files: &[(&str, &str)]) -> Result<()> {
     if dest.join("jpg").is_dir() && dest.join("imagelabels.mat").is_file() && dest.join("setid.mat").is_file() {
         eprintln!("fetch-data: {} is complete; nothing to download", dest.display());
         return Ok(());
     }
-    let base = base_url();
-    for (name, md5) in FILES {
+    for &(name, md5) in files {
         let url = format!("{}/{name}", base.trim_end_matches('/'));
         download::fetch(&url, &dest.join(name), &Expect::Md5(md5.to_string()), name).map_err(|e| {
             e.context(format!(

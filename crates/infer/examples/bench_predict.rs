@@ -1,0 +1,252 @@
+//! Prediction latency benchmark (suite `predict` of `cargo xtask bench`).
+//!
+//! - cold: wall time from spawning the release `petal predict --checkpoint F IMAGE` to its exit
+//!   (process start, libtorch load, checkpoint load, decode, forward, top-5 printed), median of
+//!   `--runs` runs after one untimed run (so every timed run finds the files in the page cache);
+//! - warm: in-process [`infer::Predictor::load`] once, then `predict_paths` over `--images`
+//!   validation images of flowers102-mini in batches of `--batch` → images/s (after one untimed
+//!   batch).
+//!
+//! The checkpoint is built here, untimed: EfficientNet-Lite0 (ImageNet backbone when
+//! `~/.cache/petal/weights/efficientnet_lite0-imagenet.safetensors` exists, else random) with the
+//! default head (512, ReLU, dropout 0.2) randomly initialised (seed 0) for the dataset's 102 classes,
+//! saved as a petal checkpoint with classes and preprocessing at
+//! `target/bench/predict-lite0.safetensors`. `bench/predict_pytorch.py` converts that file into a
+//! PyTorch `.pth`, so both sides run the same network. The example builds the release `petal`
+//! binary itself first (`cargo build --release -p petal`, untimed) unless `--petal PATH` is given.
+//!
+//! `cargo run --release -p infer --example bench_predict -- [--json] [--data DIR] [--runs N]
+//! [--images N] [--batch N] [--petal PATH] [--weights FILE]`
+//!
+//! With `--json` the last stdout line is `{"cold_s", "cold_runs_s", "warm_img_s", "load_s",
+//! "images", "batch", "threads", "top1"}`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use checkpoint::{Checkpoint, ClassEntry, DType, Metadata, Preprocessing, TensorData, TensorMap};
+use model::{Arch, Classifier, HeadConfig};
+use tch::nn::VarStore;
+use tch::{Device, Kind};
+
+struct Args {
+    json: bool,
+    data: PathBuf,
+    runs: usize,
+    images: usize,
+    batch: usize,
+    petal: Option<PathBuf>,
+    weights: Option<PathBuf>,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args { json: false, data: PathBuf::from("../shared/data/flowers102-mini"), runs: 5, images: 64, batch: 32, petal: None, weights: None };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--json" => a.json = true,
+            "--data" => a.data = PathBuf::from(val("--data")?),
+            "--runs" => a.runs = val("--runs")?.parse().map_err(|e| format!("--runs: {e}"))?,
+            "--images" => a.images = val("--images")?.parse().map_err(|e| format!("--images: {e}"))?,
+            "--batch" => a.batch = val("--batch")?.parse().map_err(|e| format!("--batch: {e}"))?,
+            "--petal" => a.petal = Some(PathBuf::from(val("--petal")?)),
+            "--weights" => a.weights = Some(PathBuf::from(val("--weights")?)),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if a.runs == 0 || a.images == 0 || a.batch == 0 {
+        return Err("--runs, --images and --batch must be positive".into());
+    }
+    Ok(a)
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Contiguous little-endian bytes of a float or int64 tensor.
+fn tensor_data(name: &str, t: &tch::Tensor) -> Result<TensorData, String> {
+    let dtype = match t.kind() {
+        Kind::Float => DType::F32,
+        Kind::Int64 => DType::I64,
+        k => return Err(format!("{name}: unexpected kind {k:?}")),
+    };
+    let t = t.detach().contiguous();
+    let numel = t.numel();
+    let mut bytes = vec![0u8; numel * dtype.size_in_bytes()];
+    t.f_copy_data_u8(&mut bytes, numel).map_err(|e| format!("{name}: {e}"))?;
+    TensorData::new(dtype, t.size().iter().map(|&s| s as usize).collect(), bytes).map_err(|e| format!("{name}: {e}"))
+}
+
+/// Builds and saves the benchmark checkpoint (see the module docs).
+fn build_checkpoint(ds: &preprocess::Dataset, weights: Option<&Path>, out: &Path) -> Result<(), String> {
+    let arch = Arch::EfficientNetLite0;
+    let head = HeadConfig::default();
+    tch::manual_seed(0);
+    let mut vs = VarStore::new(Device::Cpu);
+    let _net = Classifier::new(&vs.root(), &arch, &head, ds.classes.len() as i64).map_err(|e| e.to_string())?;
+    let backbone = match weights {
+        Some(w) => {
+            model::load_backbone_weights(&mut vs, &arch, w).map_err(|e| e.to_string())?;
+            w.display().to_string()
+        }
+        None => "random-init-seed-0".to_string(),
+    };
+    let mut tensors = TensorMap::new();
+    for (name, t) in vs.variables() {
+        tensors.insert(name.clone(), tensor_data(&name, &t)?);
+    }
+    let classes = ds
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(i, folder)| ClassEntry { folder: folder.clone(), index: i, name: ds.display_name(i).map(str::to_string) })
+        .collect();
+    let tcfg = preprocess::TransformConfig::default();
+    let meta = Metadata {
+        libtorch_version: Some("2.13.0".into()),
+        arch: arch.name().into(),
+        arch_config: serde_json::to_value(&arch).map_err(|e| e.to_string())?,
+        classes,
+        preprocessing: Some(Preprocessing {
+            input_size: tcfg.image_size,
+            resize_size: tcfg.resize_size,
+            mean: tcfg.mean.to_vec(),
+            std: tcfg.std.to_vec(),
+            interpolation: checkpoint::Interpolation::Bilinear,
+        }),
+        head: serde_json::to_value(&head).map_err(|e| e.to_string())?,
+        provenance: serde_json::json!({ "made_by": "crates/infer/examples/bench_predict.rs", "backbone": backbone, "head": "random init, seed 0" }),
+        ..Metadata::default()
+    };
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    checkpoint::save(out, &Checkpoint { meta, tensors }).map_err(|e| e.to_string())
+}
+
+/// The release `petal` binary: given, or built now (untimed).
+fn petal_binary(given: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(p) = given {
+        return Ok(p.to_path_buf());
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("bench_predict: building the release petal binary (untimed)");
+    let status = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["build", "--release", "--quiet", "-p", "petal", "--bin", "petal"])
+        .status()
+        .map_err(|e| format!("could not run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("cargo build --release -p petal failed ({status})"));
+    }
+    Ok(target_dir().join("release").join(format!("petal{}", std::env::consts::EXE_SUFFIX)))
+}
+
+/// Spawns `petal predict` once; returns (seconds from spawn to exit, stdout).
+fn cold_once(petal: &Path, ckpt: &Path, image: &Path, cwd: &Path) -> Result<(f64, String), String> {
+    let t = Instant::now();
+    let out = Command::new(petal)
+        .current_dir(cwd)
+        .arg("predict")
+        .arg("--checkpoint")
+        .arg(ckpt)
+        .arg(image)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("could not start {}: {e}", petal.display()))?;
+    let secs = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        return Err(format!("petal predict failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok((secs, String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+fn run(a: &Args) -> Result<serde_json::Value, String> {
+    let ds = preprocess::discover(&a.data, &preprocess::DiscoverOptions::default()).map_err(|e| format!("reading {}: {e}", a.data.display()))?;
+    let valid = ds.split("valid").filter(|s| !s.samples.is_empty()).ok_or_else(|| format!("{} has no valid split", a.data.display()))?;
+    let weights = a.weights.clone().or_else(|| {
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/petal/weights/efficientnet_lite0-imagenet.safetensors")).filter(|p| p.is_file())
+    });
+    if weights.is_none() {
+        eprintln!("bench_predict: no ImageNet weights found; the checkpoint's backbone is random (timings are unaffected)");
+    }
+    let ckpt = target_dir().join("bench/predict-lite0.safetensors");
+    build_checkpoint(&ds, weights.as_deref(), &ckpt)?;
+    let petal = petal_binary(a.petal.as_deref())?;
+
+    // Cold: one untimed run, then `runs` timed runs.
+    let image = valid.samples[0].path.clone();
+    let tmp = tempfile::tempdir().map_err(|e| format!("creating a temporary folder: {e}"))?;
+    let (_, first_out) = cold_once(&petal, &ckpt, &image, tmp.path())?;
+    let top1 = first_out.lines().nth(1).map(|l| l.trim().to_string()).unwrap_or_default();
+    let mut cold = Vec::with_capacity(a.runs);
+    for _ in 0..a.runs {
+        cold.push(cold_once(&petal, &ckpt, &image, tmp.path())?.0);
+    }
+    let cold_s = median(&cold);
+    eprintln!("cold predict of {}: median {cold_s:.3}s over {} runs {:?}; top-1 {top1}", image.display(), a.runs, cold);
+
+    // Warm: in-process, batched.
+    let t = Instant::now();
+    let pred = infer::Predictor::load(&ckpt, Device::Cpu).map_err(|e| e.to_string())?;
+    let load_s = t.elapsed().as_secs_f64();
+    let step = (valid.samples.len() / a.images).max(1);
+    let paths: Vec<PathBuf> = valid.samples.iter().step_by(step).take(a.images).map(|s| s.path.clone()).collect();
+    pred.predict_paths(&paths[..a.batch.min(paths.len())], 5, a.batch, |_| {}).map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    let preds = pred.predict_paths(&paths, 5, a.batch, |_| {}).map_err(|e| e.to_string())?;
+    let warm_img_s = preds.len() as f64 / t.elapsed().as_secs_f64();
+    eprintln!("warm predict: {} images in batches of {}: {warm_img_s:.2} img/s (load {load_s:.3}s)", preds.len(), a.batch);
+    Ok(serde_json::json!({
+        "impl": "petal",
+        "cold_s": cold_s,
+        "cold_runs_s": cold,
+        "warm_img_s": warm_img_s,
+        "load_s": load_s,
+        "images": preds.len(),
+        "batch": a.batch,
+        "threads": tch::get_num_threads(),
+        "top1": top1,
+    }))
+}
+
+fn main() {
+    let a = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bench_predict: {e}");
+            std::process::exit(2);
+        }
+    };
+    match run(&a) {
+        Ok(report) => {
+            if a.json {
+                println!("{report}");
+            } else {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            }
+        }
+        Err(e) => {
+            eprintln!("bench_predict: {e}");
+            std::process::exit(1);
+        }
+    }
+}
