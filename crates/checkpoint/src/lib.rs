@@ -62,6 +62,8 @@
 //! before it has been checked against the file's length; tensors materialised from strided
 //! views are bounded to 4× the file size plus 256 MiB.
 
+#![warn(missing_docs)]
+
 mod atomic;
 mod error;
 mod format;
@@ -72,9 +74,9 @@ mod zip;
 
 pub use error::Error;
 pub use format::{
-    is_reserved, load, load_bytes, save, tensor_checksum, Checkpoint, ClassEntry, FormatVersion, Interpolation,
-    Metadata, Migration, Preprocessing, CHECKSUM_ALGORITHM, FORMAT_MAJOR, FORMAT_MINOR, FORMAT_NAME, METADATA_KEY,
-    MIGRATIONS, OPTIMIZER_PREFIX, RNG_PREFIX, WRITER,
+    is_reserved, load, load_bytes, save, tensor_checksum, Checkpoint, ClassEntry, FormatVersion,
+    Interpolation, Metadata, Migration, Preprocessing, CHECKSUM_ALGORITHM, FORMAT_MAJOR,
+    FORMAT_MINOR, FORMAT_NAME, METADATA_KEY, MIGRATIONS, OPTIMIZER_PREFIX, RNG_PREFIX, WRITER,
 };
 pub use tensor::{DType, TensorData, TensorMap};
 
@@ -104,7 +106,9 @@ impl std::fmt::Display for SourceFormat {
         match self {
             SourceFormat::Petal { version } => write!(f, "petal checkpoint, format {version}"),
             SourceFormat::Safetensors => f.write_str("safetensors"),
-            SourceFormat::PytorchZip => f.write_str("PyTorch zip format (torch.save, PyTorch >= 1.6)"),
+            SourceFormat::PytorchZip => {
+                f.write_str("PyTorch zip format (torch.save, PyTorch >= 1.6)")
+            }
             SourceFormat::PytorchLegacy => f.write_str("PyTorch legacy format (PyTorch <= 1.5)"),
         }
     }
@@ -137,13 +141,20 @@ impl Imported {
     /// display names), the extra entries as `hyperparameters`, and the origin in `provenance`.
     pub fn into_checkpoint(self, origin: &str) -> Checkpoint {
         if let Some(meta) = self.meta {
-            return Checkpoint { meta, tensors: self.tensors };
+            return Checkpoint {
+                meta,
+                tensors: self.tensors,
+            };
         }
         let mut classes: Vec<ClassEntry> = self
             .class_to_idx
             .unwrap_or_default()
             .into_iter()
-            .map(|(folder, index)| ClassEntry { folder, index, name: None })
+            .map(|(folder, index)| ClassEntry {
+                folder,
+                index,
+                name: None,
+            })
             .collect();
         classes.sort_by(|a, b| a.index.cmp(&b.index).then_with(|| a.folder.cmp(&b.folder)));
         let meta = Metadata {
@@ -157,7 +168,10 @@ impl Imported {
             }),
             ..Metadata::default()
         };
-        Checkpoint { meta, tensors: self.tensors }
+        Checkpoint {
+            meta,
+            tensors: self.tensors,
+        }
     }
 }
 
@@ -180,24 +194,37 @@ pub fn import_bytes(data: &[u8], path: &Path) -> Result<Imported, Error> {
         meta: None,
     };
     if zip::is_zip(data) {
-        return torch::read_zip(data).map(from_torch).map_err(|f| f.at(path));
+        return torch::read_zip(data)
+            .map(from_torch)
+            .map_err(|f| f.at(path));
     }
     if torch::is_legacy(data) {
-        return torch::read_legacy(data).map(from_torch).map_err(|f| f.at(path));
+        return torch::read_legacy(data)
+            .map(from_torch)
+            .map_err(|f| f.at(path));
     }
     if data.len() >= 262 && &data[257..262] == b"ustar" {
-        return Err(Error::unsupported(path, "tar archive: the PyTorch < 0.1.10 tar format is not supported"));
+        return Err(Error::unsupported(
+            path,
+            "tar archive: the PyTorch < 0.1.10 tar format is not supported",
+        ));
     }
     if data.len() >= 9 && data[8] == b'{' {
         let (info, tensors, mut skipped) = format::read_safetensors(data, path)?;
         if let Some(json) = info.get(METADATA_KEY) {
             if !skipped.is_empty() {
-                return Err(Error::unsupported(path, format!("tensor {}", skipped.join(", "))));
+                return Err(Error::unsupported(
+                    path,
+                    format!("tensor {}", skipped.join(", ")),
+                ));
             }
             let ckpt = format::from_parts(json, tensors, path)?;
             return Ok(from_checkpoint(ckpt));
         }
-        let extra = info.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+        let extra = info
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
         skipped.sort();
         return Ok(Imported {
             source: SourceFormat::Safetensors,
@@ -210,7 +237,10 @@ pub fn import_bytes(data: &[u8], path: &Path) -> Result<Imported, Error> {
         });
     }
     if data.first() == Some(&0x80) {
-        return Err(Error::unsupported(path, "a pickle without PyTorch's magic number: not a torch.save file"));
+        return Err(Error::unsupported(
+            path,
+            "a pickle without PyTorch's magic number: not a torch.save file",
+        ));
     }
     let head: Vec<String> = data.iter().take(8).map(|b| format!("{b:02x}")).collect();
     Err(Error::unsupported(
@@ -229,24 +259,37 @@ fn from_checkpoint(ckpt: Checkpoint) -> Imported {
     for prefix in [OPTIMIZER_PREFIX, RNG_PREFIX] {
         let n = tensors.keys().filter(|k| k.starts_with(prefix)).count();
         if n > 0 {
-            skipped.push(format!("{n} tensors under {prefix} (training state, not model weights)"));
+            skipped.push(format!(
+                "{n} tensors under {prefix} (training state, not model weights)"
+            ));
         }
     }
     tensors.retain(|k, _| !is_reserved(k));
     let class_to_idx = if meta.classes.is_empty() {
         None
     } else {
-        Some(meta.classes.iter().map(|c| (c.folder.clone(), c.index)).collect())
+        Some(
+            meta.classes
+                .iter()
+                .map(|c| (c.folder.clone(), c.index))
+                .collect(),
+        )
     };
     let extra = match serde_json::to_value(&meta) {
         Ok(serde_json::Value::Object(m)) => m,
         _ => serde_json::Map::new(),
     };
     Imported {
-        source: SourceFormat::Petal { version: meta.format_version },
+        source: SourceFormat::Petal {
+            version: meta.format_version,
+        },
         tensors,
         class_to_idx,
-        arch: if meta.arch.is_empty() { None } else { Some(meta.arch.clone()) },
+        arch: if meta.arch.is_empty() {
+            None
+        } else {
+            Some(meta.arch.clone())
+        },
         extra,
         skipped,
         meta: Some(meta),
@@ -315,10 +358,18 @@ impl Summary {
             tensors: imp
                 .tensors
                 .iter()
-                .map(|(k, t)| TensorSummary { name: k.clone(), dtype: t.dtype, shape: t.shape.clone() })
+                .map(|(k, t)| TensorSummary {
+                    name: k.clone(),
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
+                })
                 .collect(),
             metadata: imp.meta.clone(),
-            extra: if imp.meta.is_some() { serde_json::Map::new() } else { imp.extra.clone() },
+            extra: if imp.meta.is_some() {
+                serde_json::Map::new()
+            } else {
+                imp.extra.clone()
+            },
             skipped: imp.skipped.clone(),
         }
     }
@@ -334,7 +385,11 @@ impl std::fmt::Display for Summary {
         if let Some(n) = self.class_count {
             writeln!(f, "classes:  {n}")?;
         }
-        let dt: Vec<String> = self.dtypes.iter().map(|(d, n)| format!("{d} x{n}")).collect();
+        let dt: Vec<String> = self
+            .dtypes
+            .iter()
+            .map(|(d, n)| format!("{d} x{n}"))
+            .collect();
         writeln!(
             f,
             "tensors:  {} ({} elements, {} bytes; {})",
@@ -355,7 +410,11 @@ impl std::fmt::Display for Summary {
                     p.resize_size, p.input_size, p.interpolation, p.mean, p.std
                 )?;
             }
-            for (k, v) in [("head", &m.head), ("hyperparameters", &m.hyperparameters), ("metrics", &m.metrics)] {
+            for (k, v) in [
+                ("head", &m.head),
+                ("hyperparameters", &m.hyperparameters),
+                ("metrics", &m.metrics),
+            ] {
                 if !v.is_null() {
                     writeln!(f, "{k}: {v}")?;
                 }
@@ -393,7 +452,10 @@ pub fn convert(input: &Path, output: &Path) -> Result<Summary, Error> {
     let ckpt = if imp.meta.is_some() {
         load_bytes(&bytes, input)?
     } else {
-        let origin = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let origin = input
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         imp.into_checkpoint(&origin)
     };
     save(output, &ckpt)?;

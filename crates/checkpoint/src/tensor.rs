@@ -3,7 +3,7 @@
 use crate::Error;
 use serde::{Deserialize, Serialize};
 
-/// Element type of a tensor. Names follow safetensors ("F32", "BF16", "BOOL", ...).
+/// Element type of a tensor. Names (also in serde) follow safetensors ("F32", "BF16", "BOOL").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum DType {
     /// IEEE 754 binary32.
@@ -25,6 +25,7 @@ pub enum DType {
     /// Unsigned 8-bit integer.
     U8,
     /// Boolean stored as one byte (0 or 1).
+    #[serde(rename = "BOOL")]
     Bool,
 }
 
@@ -128,7 +129,11 @@ pub struct TensorData {
 impl TensorData {
     /// Builds a tensor, checking that `bytes` has exactly the length `shape` and `dtype` imply.
     pub fn new(dtype: DType, shape: Vec<usize>, bytes: Vec<u8>) -> Result<Self, Error> {
-        let t = TensorData { dtype, shape, bytes };
+        let t = TensorData {
+            dtype,
+            shape,
+            bytes,
+        };
         t.check()?;
         Ok(t)
     }
@@ -164,7 +169,11 @@ impl TensorData {
         for x in v {
             bytes.extend_from_slice(&x.to_le_bytes());
         }
-        TensorData { dtype: DType::F32, shape, bytes }
+        TensorData {
+            dtype: DType::F32,
+            shape,
+            bytes,
+        }
     }
 
     /// The values converted to f32 (floats are rounded to nearest, integers converted, bool as
@@ -173,19 +182,38 @@ impl TensorData {
         self.check()?;
         let b = &self.bytes;
         Ok(match self.dtype {
-            DType::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            DType::F32 => b
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
             DType::F64 => b
                 .chunks_exact(8)
-                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+                .map(|c| {
+                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+                })
                 .collect(),
-            DType::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            DType::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            DType::F16 => b
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            DType::BF16 => b
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
             DType::I64 => b
                 .chunks_exact(8)
-                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+                .map(|c| {
+                    i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+                })
                 .collect(),
-            DType::I32 => b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32).collect(),
-            DType::I16 => b.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as f32).collect(),
+            DType::I32 => b
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
+                .collect(),
+            DType::I16 => b
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]) as f32)
+                .collect(),
             DType::I8 => b.iter().map(|&x| x as i8 as f32).collect(),
             DType::U8 => b.iter().map(|&x| x as f32).collect(),
             DType::Bool => b.iter().map(|&x| if x != 0 { 1.0 } else { 0.0 }).collect(),
@@ -201,14 +229,60 @@ impl TensorData {
                 .chunks_exact(8)
                 .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
                 .collect(),
-            DType::I32 => b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect(),
-            DType::I16 => b.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as i64).collect(),
+            DType::I32 => b
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
+                .collect(),
+            DType::I16 => b
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]) as i64)
+                .collect(),
             DType::I8 => b.iter().map(|&x| x as i8 as i64).collect(),
             DType::U8 | DType::Bool => b.iter().map(|&x| x as i64).collect(),
-            d => return Err(Error::Tensor(format!("to_i64_vec: {d} is not an integer dtype"))),
+            d => {
+                return Err(Error::Tensor(format!(
+                    "to_i64_vec: {d} is not an integer dtype"
+                )))
+            }
         })
     }
 }
 
 /// Tensors by name, in name order.
 pub type TensorMap = std::collections::BTreeMap<String, TensorData>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_sizes_and_serde_agree() {
+        for d in DType::ALL {
+            assert_eq!(DType::from_name(d.name()), Some(d));
+            assert_eq!(
+                serde_json::to_value(d).unwrap(),
+                serde_json::json!(d.name())
+            );
+            assert_eq!(DType::from_safetensors(d.to_safetensors()), Some(d));
+            assert_eq!(d.to_safetensors().bitsize(), d.size_in_bytes() * 8);
+        }
+    }
+
+    #[test]
+    fn conversions() {
+        let t = TensorData::from_f32(vec![2, 2], &[1.0, -2.5, 0.0, 3.25]);
+        assert_eq!(t.numel(), 4);
+        assert_eq!(t.to_f32_vec().unwrap(), vec![1.0, -2.5, 0.0, 3.25]);
+        // bf16 0x3fc0 = 1.5, f16 0x3e00 = 1.5, f16 0xfbff = -65504
+        let b = TensorData::new(DType::BF16, vec![1], vec![0xc0, 0x3f]).unwrap();
+        assert_eq!(b.to_f32_vec().unwrap(), vec![1.5]);
+        let h = TensorData::new(DType::F16, vec![2], vec![0x00, 0x3e, 0xff, 0xfb]).unwrap();
+        assert_eq!(h.to_f32_vec().unwrap(), vec![1.5, -65504.0]);
+        let i = TensorData::new(DType::I64, vec![], (-3i64).to_le_bytes().to_vec()).unwrap();
+        assert_eq!(i.to_f32_vec().unwrap(), vec![-3.0]);
+        assert_eq!(i.to_i64_vec().unwrap(), vec![-3]);
+        assert!(TensorData::new(DType::F32, vec![3], vec![0; 11]).is_err());
+        assert!(TensorData::new(DType::F32, vec![usize::MAX, 3], vec![]).is_err());
+        assert!(t.to_i64_vec().is_err());
+    }
+}

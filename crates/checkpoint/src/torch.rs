@@ -19,12 +19,22 @@ const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 
 const LEGACY_PROTOCOL: i64 = 1001;
 
 /// Keys under which training-checkpoint dicts keep the model's state dict, in priority order.
-const STATE_DICT_KEYS: &[&str] =
-    &["state_dict", "model_state_dict", "model_state", "model", "net", "network", "weights", "params"];
+const STATE_DICT_KEYS: &[&str] = &[
+    "state_dict",
+    "model_state_dict",
+    "model_state",
+    "model",
+    "net",
+    "network",
+    "weights",
+    "params",
+];
 
 /// Most bytes all materialised tensors of one file may take: 4× the file plus 256 MiB.
 pub(crate) fn materialize_budget(file_len: usize) -> u64 {
-    (file_len as u64).saturating_mul(4).saturating_add(256 << 20)
+    (file_len as u64)
+        .saturating_mul(4)
+        .saturating_add(256 << 20)
 }
 
 /// What a PyTorch file yields, before it is wrapped into [`crate::Imported`].
@@ -54,9 +64,17 @@ pub(crate) fn read_zip(data: &[u8]) -> PResult<TorchImport> {
         .iter()
         .filter(|e| e.name.ends_with("/data.pkl") || e.name == "data.pkl")
         .min_by_key(|e| e.name.len())
-        .ok_or_else(|| Fault::Unsupported("zip archive without data.pkl: not a torch.save file".into()))?;
+        .ok_or_else(|| {
+            Fault::Unsupported("zip archive without data.pkl: not a torch.save file".into())
+        })?;
     let prefix = &pkl.name[..pkl.name.len() - "data.pkl".len()];
-    let find = |name: &str| entries.iter().find(|e| e.name.len() == prefix.len() + name.len() && e.name.starts_with(prefix) && e.name.ends_with(name));
+    let find = |name: &str| {
+        entries.iter().find(|e| {
+            e.name.len() == prefix.len() + name.len()
+                && e.name.starts_with(prefix)
+                && e.name.ends_with(name)
+        })
+    };
     if let Some(bo) = find("byteorder") {
         let order = &data[bo.start..bo.start + bo.len];
         if order != b"little" {
@@ -75,13 +93,22 @@ pub(crate) fn read_zip(data: &[u8]) -> PResult<TorchImport> {
                 continue;
             }
             let Some(dtype) = s.dtype else { continue };
-            let e = find(&format!("data/{}", s.key))
-                .ok_or_else(|| Fault::Corrupt(format!("zip: storage {:?} has no entry data/{}", s.key, s.key)))?;
+            let e = find(&format!("data/{}", s.key)).ok_or_else(|| {
+                Fault::Corrupt(format!(
+                    "zip: storage {:?} has no entry data/{}",
+                    s.key, s.key
+                ))
+            })?;
             crate::zip::check_crc(data, e)?;
             by_key.insert(s.key.clone(), (dtype, &data[e.start..e.start + e.len]));
         }
     }
-    interpret(&pk, &Storages { by_key }, SourceFormat::PytorchZip, data.len())
+    interpret(
+        &pk,
+        &Storages { by_key },
+        SourceFormat::PytorchZip,
+        data.len(),
+    )
 }
 
 /// Reads a legacy-format PyTorch file.
@@ -89,20 +116,27 @@ pub(crate) fn read_legacy(data: &[u8]) -> PResult<TorchImport> {
     let magic = pickle::parse(data)?;
     let ok = matches!(magic.obj(magic.root), Some(Obj::BigInt(b)) if b.as_slice() == LEGACY_MAGIC);
     if !ok {
-        return Err(Fault::Unsupported("pickle without PyTorch's magic number: not a torch.save file".into()));
+        return Err(Fault::Unsupported(
+            "pickle without PyTorch's magic number: not a torch.save file".into(),
+        ));
     }
     let mut pos = magic.consumed;
     let proto = pickle::parse(&data[pos..])?;
     pos += proto.consumed;
     if proto.root != V::Int(LEGACY_PROTOCOL) {
-        return Err(Fault::Unsupported(format!("legacy PyTorch protocol version {:?} (expected 1001)", proto.root)));
+        return Err(Fault::Unsupported(format!(
+            "legacy PyTorch protocol version {:?} (expected 1001)",
+            proto.root
+        )));
     }
     let sys = pickle::parse(&data[pos..])?;
     pos += sys.consumed;
     if let Some(d) = sys.dict(sys.root) {
         for (k, v) in d {
             if sys.str(*k) == Some("little_endian") && *v == V::Bool(false) {
-                return Err(Fault::Unsupported("file written on a big-endian machine".into()));
+                return Err(Fault::Unsupported(
+                    "file written on a big-endian machine".into(),
+                ));
             }
         }
     }
@@ -132,9 +166,15 @@ pub(crate) fn read_legacy(data: &[u8]) -> PResult<TorchImport> {
         let dtype = match dtypes.get(key.as_str()) {
             Some(Some(d)) => *d,
             Some(None) => {
-                return Err(Fault::Unsupported(format!("legacy: storage {key:?} has an unsupported storage type")));
+                return Err(Fault::Unsupported(format!(
+                    "legacy: storage {key:?} has an unsupported storage type"
+                )));
             }
-            None => return Err(Fault::Corrupt(format!("legacy: storage {key:?} listed but never referenced"))),
+            None => {
+                return Err(Fault::Corrupt(format!(
+                    "legacy: storage {key:?} listed but never referenced"
+                )))
+            }
         };
         let head = data
             .get(pos..pos + 8)
@@ -146,7 +186,9 @@ pub(crate) fn read_legacy(data: &[u8]) -> PResult<TorchImport> {
             .ok()
             .and_then(|n| n.checked_mul(dtype.size_in_bytes() as u64))
             .and_then(|n| usize::try_from(n).ok())
-            .ok_or_else(|| Fault::Corrupt(format!("legacy: storage {key:?} declares {numel} elements")))?;
+            .ok_or_else(|| {
+                Fault::Corrupt(format!("legacy: storage {key:?} declares {numel} elements"))
+            })?;
         let start = pos + 8;
         let bytes = start
             .checked_add(nbytes)
@@ -160,7 +202,12 @@ pub(crate) fn read_legacy(data: &[u8]) -> PResult<TorchImport> {
         pos = start + nbytes;
         by_key.insert(key, (dtype, bytes));
     }
-    interpret(&pk, &Storages { by_key }, SourceFormat::PytorchLegacy, data.len())
+    interpret(
+        &pk,
+        &Storages { by_key },
+        SourceFormat::PytorchLegacy,
+        data.len(),
+    )
 }
 
 struct Ctx<'p, 'a> {
@@ -186,7 +233,9 @@ impl<'p> Ctx<'p, '_> {
         };
         let left = self.names.get();
         if s.len() as u64 > left {
-            return Err(Fault::Corrupt("names built from the pickle exceed the size limit (pickle bomb?)".into()));
+            return Err(Fault::Corrupt(
+                "names built from the pickle exceed the size limit (pickle bomb?)".into(),
+            ));
         }
         self.names.set(left.saturating_sub(s.len() as u64 + 16));
         Ok(s)
@@ -208,7 +257,9 @@ impl<'p> Ctx<'p, '_> {
 
     /// Materialises every tensor of a dict; entries that are not tensors are reported.
     fn tensors_of(&mut self, v: V, prefix: &str, out: &mut TensorMap) -> PResult<()> {
-        let Some(d) = self.pk.dict(v) else { return Ok(()) };
+        let Some(d) = self.pk.dict(v) else {
+            return Ok(());
+        };
         for &(k, x) in d {
             let name = format!("{prefix}{}", self.key_string(k)?);
             match self.tensor_ref(x) {
@@ -217,7 +268,9 @@ impl<'p> Ctx<'p, '_> {
                         out.insert(name, td);
                     }
                 }
-                None => self.skipped.push(format!("{name}: {} (not a tensor)", self.describe(x))),
+                None => self
+                    .skipped
+                    .push(format!("{name}: {} (not a tensor)", self.describe(x))),
             }
         }
         Ok(())
@@ -230,22 +283,26 @@ impl<'p> Ctx<'p, '_> {
             return Err(Fault::Corrupt(format!("tensor {name:?} without storage")));
         };
         let Some(dtype) = s.dtype else {
-            self.skipped.push(format!("{name}: storage type {} not supported", s.type_name));
+            self.skipped.push(format!(
+                "{name}: storage type {} not supported",
+                s.type_name
+            ));
             return Ok(None);
         };
-        let (_, root) = *self
-            .storages
-            .by_key
-            .get(&s.key)
-            .ok_or_else(|| Fault::Corrupt(format!("tensor {name:?}: storage {:?} has no data", s.key)))?;
+        let (_, root) = *self.storages.by_key.get(&s.key).ok_or_else(|| {
+            Fault::Corrupt(format!("tensor {name:?}: storage {:?} has no data", s.key))
+        })?;
         let es = dtype.size_in_bytes();
         // A typed view of the root storage (legacy storage views select a sub-range).
         let bytes: &[u8] = match s.view {
             None => root,
             Some((off, size)) => {
-                let (a, b) = span(off, size, es)
-                    .ok_or_else(|| Fault::Corrupt(format!("tensor {name:?}: storage view out of range")))?;
-                root.get(a..b).ok_or_else(|| Fault::Corrupt(format!("tensor {name:?}: storage view out of range")))?
+                let (a, b) = span(off, size, es).ok_or_else(|| {
+                    Fault::Corrupt(format!("tensor {name:?}: storage view out of range"))
+                })?;
+                root.get(a..b).ok_or_else(|| {
+                    Fault::Corrupt(format!("tensor {name:?}: storage view out of range"))
+                })?
             }
         };
         let shape: Vec<usize> = t
@@ -262,7 +319,11 @@ impl<'p> Ctx<'p, '_> {
             .checked_mul(es as u64)
             .ok_or_else(|| Fault::Corrupt(format!("tensor {name:?}: size {shape:?} overflows")))?;
         if numel == 0 {
-            return Ok(Some(TensorData { dtype, shape, bytes: Vec::new() }));
+            return Ok(Some(TensorData {
+                dtype,
+                shape,
+                bytes: Vec::new(),
+            }));
         }
         // Highest element index the view touches must lie inside the storage.
         let mut last = t.offset;
@@ -298,7 +359,11 @@ impl<'p> Ctx<'p, '_> {
             expect *= d;
         }
         if contiguous {
-            return Ok(Some(TensorData { dtype, shape, bytes: bytes[off..off + out_len].to_vec() }));
+            return Ok(Some(TensorData {
+                dtype,
+                shape,
+                bytes: bytes[off..off + out_len].to_vec(),
+            }));
         }
         let mut out = Vec::with_capacity(out_len);
         let nd = shape.len();
@@ -322,7 +387,11 @@ impl<'p> Ctx<'p, '_> {
             let mut k = nd - 1;
             loop {
                 if k == 0 {
-                    return Ok(Some(TensorData { dtype, shape, bytes: out }));
+                    return Ok(Some(TensorData {
+                        dtype,
+                        shape,
+                        bytes: out,
+                    }));
                 }
                 k -= 1;
                 idx[k] += 1;
@@ -353,18 +422,35 @@ impl<'p> Ctx<'p, '_> {
 
     /// Recovers parameters and buffers from the saved state of a pickled `nn.Module` (its
     /// `_parameters`, `_buffers` and `_modules` dicts), without executing anything.
-    fn module_tensors(&mut self, v: V, prefix: &str, depth: u32, out: &mut TensorMap) -> PResult<()> {
+    fn module_tensors(
+        &mut self,
+        v: V,
+        prefix: &str,
+        depth: u32,
+        out: &mut TensorMap,
+    ) -> PResult<()> {
         self.visits += 1;
         if depth > 64 || self.visits > 1_000_000 {
-            return Err(Fault::Corrupt("pickled module nested too deeply or referencing itself".into()));
+            return Err(Fault::Corrupt(
+                "pickled module nested too deeply or referencing itself".into(),
+            ));
         }
-        let Some(Obj::Object { state: Some(state), .. }) = self.pk.obj(v) else { return Ok(()) };
-        let Some(d) = self.pk.dict(*state) else { return Ok(()) };
+        let Some(Obj::Object {
+            state: Some(state), ..
+        }) = self.pk.obj(v)
+        else {
+            return Ok(());
+        };
+        let Some(d) = self.pk.dict(*state) else {
+            return Ok(());
+        };
         let d = d.to_vec();
         for (k, x) in d {
             match self.pk.str(k) {
                 Some("_parameters") | Some("_buffers") => {
-                    let Some(items) = self.pk.dict(x) else { continue };
+                    let Some(items) = self.pk.dict(x) else {
+                        continue;
+                    };
                     for &(n, t) in items {
                         let name = format!("{prefix}{}", self.key_string(n)?);
                         if let Some(tr) = self.tensor_ref(t) {
@@ -376,7 +462,9 @@ impl<'p> Ctx<'p, '_> {
                     }
                 }
                 Some("_modules") => {
-                    let Some(items) = self.pk.dict(x) else { continue };
+                    let Some(items) = self.pk.dict(x) else {
+                        continue;
+                    };
                     for &(n, m) in items.to_vec().iter() {
                         let p = format!("{prefix}{}.", self.key_string(n)?);
                         self.module_tensors(m, &p, depth + 1, out)?;
@@ -408,11 +496,20 @@ struct JsonBudget {
 
 impl JsonBudget {
     fn new() -> Self {
-        JsonBudget { nodes: 100_000, bytes: 16 << 20 }
+        JsonBudget {
+            nodes: 100_000,
+            bytes: 16 << 20,
+        }
     }
     fn take(&mut self, bytes: usize) -> Result<(), NotJson> {
-        self.nodes = self.nodes.checked_sub(1).ok_or_else(|| NotJson::Has("very large data".into()))?;
-        self.bytes = self.bytes.checked_sub(bytes as u64).ok_or_else(|| NotJson::Has("very large data".into()))?;
+        self.nodes = self
+            .nodes
+            .checked_sub(1)
+            .ok_or_else(|| NotJson::Has("very large data".into()))?;
+        self.bytes = self
+            .bytes
+            .checked_sub(bytes as u64)
+            .ok_or_else(|| NotJson::Has("very large data".into()))?;
         Ok(())
     }
 }
@@ -420,7 +517,12 @@ impl JsonBudget {
 /// Converts plain data (numbers, strings, lists, dicts) to JSON; tensors, opaque objects and
 /// bytes are not plain data. Depth and node count are bounded (shared sub-objects and cycles
 /// could otherwise make this exponential or endless).
-fn to_json(pk: &Pickle, v: V, depth: u32, budget: &mut JsonBudget) -> Result<serde_json::Value, NotJson> {
+fn to_json(
+    pk: &Pickle,
+    v: V,
+    depth: u32,
+    budget: &mut JsonBudget,
+) -> Result<serde_json::Value, NotJson> {
     use serde_json::Value as J;
     let len = match pk.obj(v) {
         Some(Obj::Str(s)) => s.len(),
@@ -434,12 +536,16 @@ fn to_json(pk: &Pickle, v: V, depth: u32, budget: &mut JsonBudget) -> Result<ser
         V::None => J::Null,
         V::Bool(b) => J::Bool(b),
         V::Int(i) => J::from(i),
-        V::Float(f) => serde_json::Number::from_f64(f).map(J::Number).unwrap_or_else(|| J::String(f.to_string())),
+        V::Float(f) => serde_json::Number::from_f64(f)
+            .map(J::Number)
+            .unwrap_or_else(|| J::String(f.to_string())),
         V::Ref(_) => match pk.obj(v) {
             Some(Obj::Str(s)) => J::String(s.clone()),
-            Some(Obj::List(l)) | Some(Obj::Tuple(l)) | Some(Obj::Set(l)) => {
-                J::Array(l.iter().map(|&x| to_json(pk, x, depth + 1, budget)).collect::<Result<_, _>>()?)
-            }
+            Some(Obj::List(l)) | Some(Obj::Tuple(l)) | Some(Obj::Set(l)) => J::Array(
+                l.iter()
+                    .map(|&x| to_json(pk, x, depth + 1, budget))
+                    .collect::<Result<_, _>>()?,
+            ),
             Some(Obj::Dict(d)) => {
                 let mut m = serde_json::Map::new();
                 for &(k, x) in d {
@@ -448,7 +554,10 @@ fn to_json(pk: &Pickle, v: V, depth: u32, budget: &mut JsonBudget) -> Result<ser
                         V::Bool(b) => b.to_string(),
                         V::Float(f) => f.to_string(),
                         V::None => "None".into(),
-                        r => pk.str(r).map(str::to_owned).ok_or_else(|| NotJson::Has("non-string dict keys".into()))?,
+                        r => pk
+                            .str(r)
+                            .map(str::to_owned)
+                            .ok_or_else(|| NotJson::Has("non-string dict keys".into()))?,
                     };
                     budget.take(key.len())?;
                     m.insert(key, to_json(pk, x, depth + 1, budget)?);
@@ -456,10 +565,16 @@ fn to_json(pk: &Pickle, v: V, depth: u32, budget: &mut JsonBudget) -> Result<ser
                 J::Object(m)
             }
             Some(Obj::Global { module, name }) => J::String(format!("{module}.{name}")),
-            Some(Obj::Object { class, .. }) => return Err(NotJson::Has(format!("pickled object {class} (not executed)"))),
+            Some(Obj::Object { class, .. }) => {
+                return Err(NotJson::Has(format!(
+                    "pickled object {class} (not executed)"
+                )))
+            }
             Some(Obj::Tensor(_)) => return Err(NotJson::Has("tensors".into())),
             Some(Obj::Storage(_)) => return Err(NotJson::Has("storages".into())),
-            Some(Obj::Bytes(b)) => return Err(NotJson::Has(format!("{} bytes of binary data", b.len()))),
+            Some(Obj::Bytes(b)) => {
+                return Err(NotJson::Has(format!("{} bytes of binary data", b.len())))
+            }
             Some(Obj::BigInt(_)) => return Err(NotJson::Has("an integer beyond 64 bits".into())),
             None => return Err(NotJson::Has("a dangling reference".into())),
         },
@@ -467,7 +582,12 @@ fn to_json(pk: &Pickle, v: V, depth: u32, budget: &mut JsonBudget) -> Result<ser
 }
 
 /// Turns the unpickled root object into tensors, class map, arch and extra entries.
-fn interpret(pk: &Pickle, storages: &Storages<'_>, source: SourceFormat, file_len: usize) -> PResult<TorchImport> {
+fn interpret(
+    pk: &Pickle,
+    storages: &Storages<'_>,
+    source: SourceFormat,
+    file_len: usize,
+) -> PResult<TorchImport> {
     let mut cx = Ctx {
         pk,
         storages,
@@ -484,9 +604,11 @@ fn interpret(pk: &Pickle, storages: &Storages<'_>, source: SourceFormat, file_le
     if cx.is_tensor_dict(root) {
         cx.tensors_of(root, "", &mut tensors)?;
     } else if let Some(d) = pk.dict(root) {
-        let weights_key = STATE_DICT_KEYS
-            .iter()
-            .find_map(|want| d.iter().find(|(k, v)| pk.str(*k) == Some(*want) && cx.is_tensor_dict(*v)).copied());
+        let weights_key = STATE_DICT_KEYS.iter().find_map(|want| {
+            d.iter()
+                .find(|(k, v)| pk.str(*k) == Some(*want) && cx.is_tensor_dict(*v))
+                .copied()
+        });
         if let Some((_, v)) = weights_key {
             cx.tensors_of(v, "", &mut tensors)?;
         }
@@ -502,7 +624,10 @@ fn interpret(pk: &Pickle, storages: &Storages<'_>, source: SourceFormat, file_le
                         continue;
                     }
                     None => {
-                        cx.skipped.push("class_to_idx: not a mapping of class name to non-negative index".into());
+                        cx.skipped.push(
+                            "class_to_idx: not a mapping of class name to non-negative index"
+                                .into(),
+                        );
                         continue;
                     }
                 },
@@ -524,7 +649,8 @@ fn interpret(pk: &Pickle, storages: &Storages<'_>, source: SourceFormat, file_le
                 }
             }
             if name.contains("optimizer") || name.contains("scheduler") || name.contains("scaler") {
-                cx.skipped.push(format!("{name}: optimizer/scheduler state (not imported)"));
+                cx.skipped
+                    .push(format!("{name}: optimizer/scheduler state (not imported)"));
                 continue;
             }
             // A pickled module with no separate state dict: recover its weights from its state.
@@ -550,7 +676,8 @@ fn interpret(pk: &Pickle, storages: &Storages<'_>, source: SourceFormat, file_le
                     if desc.starts_with("pickled object") {
                         cx.skipped.push(format!("{name}: {desc}"));
                     } else {
-                        cx.skipped.push(format!("{name}: {desc} containing {what} (not imported)"));
+                        cx.skipped
+                            .push(format!("{name}: {desc} containing {what} (not imported)"));
                     }
                 }
             }
@@ -565,18 +692,32 @@ fn interpret(pk: &Pickle, storages: &Storages<'_>, source: SourceFormat, file_le
         let note = if tensors.is_empty() {
             String::new()
         } else {
-            format!("; {} parameters/buffers recovered from its saved state", tensors.len())
+            format!(
+                "; {} parameters/buffers recovered from its saved state",
+                tensors.len()
+            )
         };
-        cx.skipped.push(format!("<root>: {}{note}", cx.describe(root)));
+        cx.skipped
+            .push(format!("<root>: {}{note}", cx.describe(root)));
     } else {
-        cx.skipped.push(format!("<root>: {} (no tensors found)", cx.describe(root)));
+        cx.skipped
+            .push(format!("<root>: {} (no tensors found)", cx.describe(root)));
     }
-    Ok(TorchImport { source, tensors, class_to_idx, arch, extra, skipped: cx.skipped })
+    Ok(TorchImport {
+        source,
+        tensors,
+        class_to_idx,
+        arch,
+        extra,
+        skipped: cx.skipped,
+    })
 }
 
 /// `class_to_idx`: a dict of class name (or int) to non-negative index; `None` if it is not.
 fn class_map(cx: &Ctx<'_, '_>, v: V) -> PResult<Option<BTreeMap<String, usize>>> {
-    let Some(d) = cx.pk.dict(v) else { return Ok(None) };
+    let Some(d) = cx.pk.dict(v) else {
+        return Ok(None);
+    };
     let mut m = BTreeMap::new();
     for &(k, x) in d {
         if !matches!(k, V::Int(_)) && cx.pk.str(k).is_none() {
@@ -584,7 +725,9 @@ fn class_map(cx: &Ctx<'_, '_>, v: V) -> PResult<Option<BTreeMap<String, usize>>>
         }
         let key = cx.key_string(k)?;
         let V::Int(i) = x else { return Ok(None) };
-        let Ok(i) = usize::try_from(i) else { return Ok(None) };
+        let Ok(i) = usize::try_from(i) else {
+            return Ok(None);
+        };
         m.insert(key, i);
     }
     Ok(Some(m))

@@ -78,7 +78,9 @@ pub(crate) fn entries(data: &[u8]) -> PResult<Vec<Entry>> {
     let mut cd_off = rd32(data, eocd + 16)? as u64;
     if count == 0xffff || cd_size == 0xffff_ffff || cd_off == 0xffff_ffff {
         // ZIP64 end-of-central-directory locator sits right before the EOCD.
-        let loc = eocd.checked_sub(20).ok_or_else(|| Fault::Corrupt("zip: missing ZIP64 locator".into()))?;
+        let loc = eocd
+            .checked_sub(20)
+            .ok_or_else(|| Fault::Corrupt("zip: missing ZIP64 locator".into()))?;
         if rd32(data, loc)? != 0x0706_4b50 {
             return corrupt("missing ZIP64 end-of-central-directory locator");
         }
@@ -91,13 +93,17 @@ pub(crate) fn entries(data: &[u8]) -> PResult<Vec<Entry>> {
         cd_off = rd64(data, z + 48)?;
     }
     let cd_off = to_usize(cd_off)?;
-    let cd_end = cd_off.checked_add(to_usize(cd_size)?).filter(|&e| e <= data.len());
+    let cd_end = cd_off
+        .checked_add(to_usize(cd_size)?)
+        .filter(|&e| e <= data.len());
     if cd_end.is_none() {
         return corrupt("central directory lies outside the file (truncated archive?)");
     }
     // Each central record is at least 46 bytes: bound the count before allocating.
     if count > (cd_size / 46) + 1 {
-        return corrupt(format!("declares {count} entries in a {cd_size}-byte central directory"));
+        return corrupt(format!(
+            "declares {count} entries in a {cd_size}-byte central directory"
+        ));
     }
     let mut out = Vec::with_capacity(count as usize);
     let mut p = cd_off;
@@ -147,7 +153,9 @@ pub(crate) fn entries(data: &[u8]) -> PResult<Vec<Entry>> {
             )));
         }
         if csize != usize_ {
-            return corrupt(format!("stored entry {name:?} has different compressed and plain sizes"));
+            return corrupt(format!(
+                "stored entry {name:?} has different compressed and plain sizes"
+            ));
         }
         let l = to_usize(local)?;
         if rd32(data, l)? != 0x0403_4b50 {
@@ -158,9 +166,16 @@ pub(crate) fn entries(data: &[u8]) -> PResult<Vec<Entry>> {
         let start = l + 30 + lname + lextra;
         let len = to_usize(csize)?;
         if start.checked_add(len).is_none_or(|end| end > data.len()) {
-            return corrupt(format!("entry {name:?} extends past the end of the file (truncated?)"));
+            return corrupt(format!(
+                "entry {name:?} extends past the end of the file (truncated?)"
+            ));
         }
-        out.push(Entry { name, start, len, crc32 });
+        out.push(Entry {
+            name,
+            start,
+            len,
+            crc32,
+        });
         p += 46 + name_len + extra_len + comment_len;
     }
     Ok(out)
@@ -170,7 +185,10 @@ pub(crate) fn entries(data: &[u8]) -> PResult<Vec<Entry>> {
 pub(crate) fn check_crc(data: &[u8], e: &Entry) -> PResult<()> {
     let got = crc32fast::hash(&data[e.start..e.start + e.len]);
     if got != e.crc32 {
-        return corrupt(format!("CRC-32 mismatch in entry {:?} (stored {:08x}, computed {got:08x}): damaged file", e.name, e.crc32));
+        return corrupt(format!(
+            "CRC-32 mismatch in entry {:?} (stored {:08x}, computed {got:08x}): damaged file",
+            e.name, e.crc32
+        ));
     }
     Ok(())
 }

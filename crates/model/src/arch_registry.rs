@@ -185,7 +185,7 @@ pub fn convert_pretrained(arch: &Arch, downloaded: &Path, out: &Path) -> Result<
     for (k, td) in tensors.iter_mut() {
         let counter = k.ends_with(".num_batches_tracked");
         let float = matches!(td.dtype, DType::F32 | DType::F64 | DType::F16 | DType::BF16);
-        if counter != !float {
+        if counter == float {
             return Err(Error::DType { path: downloaded.to_path_buf(), key: k.clone(), dtype: td.dtype.to_string() });
         }
         if float && td.dtype != DType::F32 {

@@ -14,6 +14,19 @@
 //!   `_blocks.0._depthwise_conv.weight`, `_bn1.bias`, ...).
 //! - Head: `classifier.{3i}.weight|bias` for hidden layer `i`, `classifier.{3n}.*` for the output
 //!   layer (seed default: `classifier.0` 1024→512, `classifier.3` 512→102).
+//!
+//! Inference speed: with a frozen backbone (see [`freeze_backbone`]) in eval mode, DenseNet blocks
+//! write into one pre-allocated buffer instead of re-concatenating (same values as torchvision's
+//! `torch.cat` path, which training uses); [`Classifier::fold_batchnorm`] and
+//! [`Classifier::set_channels_last`] are the other levers. libtorch's InferenceMode is not exposed
+//! by tch 0.26, so inference runs under `no_grad`.
+//!
+//! Goldens: `tests/fixtures/gen_goldens.py` (PyTorch/torchvision) wrote the committed fixtures;
+//! the full-size goldens are generated at test time with `$PETAL_PYTHON`, else
+//! `../venv-torch/bin/python` beside the workspace, else `python3`, and skip with a printed reason
+//! when that Python lacks torch/torchvision/efficientnet_lite_pytorch.
+
+#![warn(missing_docs)]
 
 mod densenet;
 mod efficientnet;

@@ -16,8 +16,13 @@ use crate::{Arch, Classifier, Error, HeadConfig, KeyReport, ShapeMismatch};
 /// → `\1\2`: `features.denseblock1.denselayer1.norm.1.weight` →
 /// `features.denseblock1.denselayer1.norm1.weight`. Other keys are returned unchanged.
 pub fn remap_torchvision_densenet_key(key: &str) -> Cow<'_, str> {
+    // Python's `$` also matches just before one final newline, and `.` never matches a newline.
+    let body = key.strip_suffix('\n').unwrap_or(key);
+    if body.contains('\n') {
+        return Cow::Borrowed(key);
+    }
     // Split off the last three components: <module>.<1|2>.<param>.
-    let mut it = key.rsplitn(4, '.');
+    let mut it = body.rsplitn(4, '.');
     let (param, idx, module, prefix) = match (it.next(), it.next(), it.next(), it.next()) {
         (Some(p), Some(i), Some(m), Some(pre)) => (p, i, m, pre),
         _ => return Cow::Borrowed(key),
@@ -25,7 +30,8 @@ pub fn remap_torchvision_densenet_key(key: &str) -> Cow<'_, str> {
     let param_ok = matches!(param, "weight" | "bias" | "running_mean" | "running_var");
     let idx_ok = matches!(idx, "1" | "2");
     let module_ok = matches!(module, "norm" | "relu" | "conv");
-    // `.*denselayer\d+` : the prefix ends with "denselayer" followed by at least one ASCII digit.
+    // `.*denselayer\d+` : the prefix ends with "denselayer" followed by at least one digit
+    // (ASCII digits; Python's `\d` would also accept other Unicode decimal digits).
     let digits = prefix.bytes().rev().take_while(u8::is_ascii_digit).count();
     let prefix_ok = digits > 0 && prefix[..prefix.len() - digits].ends_with("denselayer");
     if param_ok && idx_ok && module_ok && prefix_ok {

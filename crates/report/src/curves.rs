@@ -79,19 +79,13 @@ pub fn plot_curves(points: &[EpochPoint], title: &str, path: &Path) -> Result<()
         color,
         points: points.iter().filter_map(|p| f(p).map(|v| (x(p), v))).collect(),
     };
-    let loss = [
-        series("train", TRAIN, &|p| Some(p.train_loss)),
-        series("validation", VALID, &|p| p.valid_loss),
-    ];
+    let loss = [series("train", TRAIN, &|p| Some(p.train_loss)), series("validation", VALID, &|p| p.valid_loss)];
     let mut acc = [
         series("train", TRAIN, &|p| Some(p.train_acc * 100.0)),
         series("validation", VALID, &|p| p.valid_acc.map(|a| a * 100.0)),
     ];
-    let best = acc[1]
-        .points
-        .iter()
-        .filter(|(_, v)| v.is_finite())
-        .fold(None, |b: Option<(f64, f64)>, &(e, v)| match b {
+    let best =
+        acc[1].points.iter().filter(|(_, v)| v.is_finite()).fold(None, |b: Option<(f64, f64)>, &(e, v)| match b {
             Some((_, bv)) if bv >= v => b,
             _ => Some((e, v)),
         });
@@ -122,7 +116,7 @@ fn value_range(series: &[Series], percent: bool) -> (f64, f64) {
     let span = hi - lo;
     let pad = if span > 0.0 { span * 0.08 } else { (hi.abs() * 0.1).max(0.05) };
     let (mut lo, mut hi) = (lo - pad, hi + pad);
-    if lo < 0.0 && series.iter().all(|s| s.points.iter().all(|p| !(p.1 < 0.0))) {
+    if lo < 0.0 && series.iter().all(|s| s.points.iter().all(|p| !p.1.is_finite() || p.1 >= 0.0)) {
         lo = 0.0;
     }
     if percent {
@@ -181,7 +175,7 @@ where
         .label_style(font(15.0))
         .axis_desc_style(font(17.0))
         .x_label_formatter(&|v| format!("{v:.0}"))
-        .y_label_formatter(&|v| format!("{v:.decimals$}"))
+        .y_label_formatter(&|v| tick_label(*v, decimals))
         .draw()
         .map_err(draw_err(path))?;
 
@@ -190,9 +184,8 @@ where
         let style = s.color.stroke_width(2);
         let mut labelled = false;
         for seg in &segments {
-            let anno = chart
-                .draw_series(std::iter::once(PathElement::new(seg.clone(), style)))
-                .map_err(draw_err(path))?;
+            let anno =
+                chart.draw_series(std::iter::once(PathElement::new(seg.clone(), style))).map_err(draw_err(path))?;
             if !labelled {
                 let color = s.color;
                 anno.label(s.name.as_str()).legend(move |(x, y)| {
@@ -203,9 +196,7 @@ where
                 });
                 labelled = true;
             }
-            chart
-                .draw_series(seg.iter().map(|&p| Circle::new(p, 3, s.color.filled())))
-                .map_err(draw_err(path))?;
+            chart.draw_series(seg.iter().map(|&p| Circle::new(p, 3, s.color.filled()))).map_err(draw_err(path))?;
         }
     }
     if series.iter().any(|s| !s.segments().is_empty()) {
@@ -219,4 +210,15 @@ where
             .map_err(draw_err(path))?;
     }
     Ok(())
+}
+
+/// A y tick label: fixed-point with `decimals` digits, or scientific for very large or small
+/// magnitudes so that labels stay short.
+fn tick_label(v: f64, decimals: usize) -> String {
+    let a = v.abs();
+    if a != 0.0 && !(1e-3..1e6).contains(&a) {
+        format!("{v:.2e}")
+    } else {
+        format!("{v:.decimals$}")
+    }
 }

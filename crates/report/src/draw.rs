@@ -93,7 +93,7 @@ pub(crate) fn fit_text<DB: DrawingBackend>(
     // Binary search the longest prefix that fits with the ellipsis.
     let (mut lo, mut hi) = (0usize, chars.len());
     while lo < hi {
-        let mid = (lo + hi + 1) / 2;
+        let mid = (lo + hi).div_ceil(2);
         let candidate: String = chars[..mid].iter().collect::<String>() + "…";
         if width(&candidate) <= max_w {
             lo = mid;

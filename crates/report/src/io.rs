@@ -52,9 +52,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 /// Appends one CSV field, quoted (RFC 4180) when it holds a comma, a double quote, a line
 /// break, or leading/trailing spaces; inner double quotes are doubled.
 fn push_field(out: &mut String, field: &str) {
-    let needs_quotes = field.contains([',', '"', '\n', '\r'])
-        || field.starts_with(' ')
-        || field.ends_with(' ');
+    let needs_quotes = field.contains([',', '"', '\n', '\r']) || field.starts_with(' ') || field.ends_with(' ');
     if needs_quotes {
         out.push('"');
         out.push_str(&field.replace('"', "\"\""));

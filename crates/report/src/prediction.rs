@@ -13,10 +13,10 @@ pub const PREDICTION_SIZE: (u32, u32) = (1000, 440);
 pub const GRID_PANEL_SIZE: (u32, u32) = (620, 300);
 /// Panels per row of [`plot_prediction_grid`] (fewer when there are fewer panels).
 pub const GRID_COLUMNS: usize = 2;
-/// Most panels [`plot_prediction_grid`] accepts.
+/// Most panels [`plot_prediction_grid`] draws (the first ones; a warning is logged).
 pub const MAX_GRID_PANELS: usize = 48;
-/// Most bars one bar chart accepts.
-const MAX_BARS: usize = 20;
+/// Most bars one bar chart draws (the highest probabilities; a warning is logged).
+pub const MAX_BARS: usize = 20;
 
 /// One panel of [`plot_prediction_grid`]: an image, its true class name if known, and the
 /// model's top-k (class name, probability) pairs.
@@ -69,15 +69,16 @@ fn bars(topk: &[(String, f32)], path: &Path) -> Result<Vec<(String, f64)>, Error
     if topk.is_empty() {
         return Err(Error::empty(path, "top-k is empty (k = 0)"));
     }
-    if topk.len() > MAX_BARS {
-        return Err(Error::invalid(path, format!("top-k has {} entries, at most {MAX_BARS} can be drawn", topk.len())));
-    }
     let mut out: Vec<(String, f64)> =
         topk.iter().filter(|(_, p)| p.is_finite()).map(|(n, p)| (n.clone(), *p as f64)).collect();
     if out.is_empty() {
         return Err(Error::empty(path, "every top-k probability is NaN or infinite"));
     }
     out.sort_by(|a, b| b.1.total_cmp(&a.1));
+    if out.len() > MAX_BARS {
+        tracing::warn!(path = %path.display(), k = out.len(), "drawing only the {MAX_BARS} highest probabilities");
+        out.truncate(MAX_BARS);
+    }
     Ok(out)
 }
 
@@ -92,10 +93,11 @@ fn check_image(image: &image::RgbImage, path: &Path) -> Result<(), Error> {
 /// beside a horizontal bar chart of the `topk` (class name, probability) pairs (right),
 /// highest probability on top, probability axis from 0 to 1, each bar labelled with its
 /// percentage; `title` (the true or predicted class name) on top. Non-finite probabilities
-/// are skipped. The PNG is [`PREDICTION_SIZE`] and written atomically to `path`.
+/// are skipped; beyond [`MAX_BARS`] entries only the highest are drawn. The PNG is
+/// [`PREDICTION_SIZE`] and written atomically to `path`.
 ///
-/// Errors: an empty image, k = 0, more than 20 entries, or no finite probability; drawing,
-/// encoding or writing failures.
+/// Errors: an empty image, k = 0, or no finite probability; drawing, encoding or writing
+/// failures.
 pub fn plot_prediction(image: &image::RgbImage, title: &str, topk: &[(String, f32)], path: &Path) -> Result<(), Error> {
     check_image(image, path)?;
     let bars = bars(topk, path)?;
@@ -112,17 +114,21 @@ pub fn plot_prediction(image: &image::RgbImage, title: &str, topk: &[(String, f3
 /// [`GRID_PANEL_SIZE`], so the PNG is `columns × width` by `rows × height`). A panel with a
 /// known truth is titled "true: X" in green when the top-1 class is X, or
 /// "true: X (predicted: Y)" in red otherwise, and the true class's bar is green; without a
-/// truth the title is "predicted: Y" in black. Written atomically to `path`.
+/// truth the title is "predicted: Y" in black. Beyond [`MAX_GRID_PANELS`] panels only the
+/// first are drawn. Written atomically to `path`.
 ///
-/// Errors: no panels, more than [`MAX_GRID_PANELS`], or any panel that [`plot_prediction`]
-/// would refuse (the error names the panel).
+/// Errors: no panels, or any panel that [`plot_prediction`] would refuse (the error names the
+/// panel); drawing, encoding or writing failures.
 pub fn plot_prediction_grid(items: &[PredictionPanel], path: &Path) -> Result<(), Error> {
     if items.is_empty() {
         return Err(Error::empty(path, "no prediction panels"));
     }
-    if items.len() > MAX_GRID_PANELS {
-        return Err(Error::invalid(path, format!("{} panels, at most {MAX_GRID_PANELS}", items.len())));
-    }
+    let items = if items.len() > MAX_GRID_PANELS {
+        tracing::warn!(path = %path.display(), panels = items.len(), "drawing only the first {MAX_GRID_PANELS} panels");
+        &items[..MAX_GRID_PANELS]
+    } else {
+        items
+    };
     let mut prepared = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let with_index = |e: Error| match e {
@@ -185,14 +191,10 @@ where
     draw_image(area, image, layout.image_pos, layout.image_max, path)?;
 
     let k = bars.len();
-    let chart_area = area.clone().shrink(
-        (layout.chart_pos.0 as u32, layout.chart_pos.1 as u32),
-        layout.chart_size,
-    );
+    let chart_area = area.clone().shrink((layout.chart_pos.0 as u32, layout.chart_pos.1 as u32), layout.chart_size);
     let centres: Vec<f64> = (0..k).map(|i| k as f64 - i as f64 - 0.5).collect();
     let name_style = font(layout.label_size);
-    let names: Vec<String> =
-        bars.iter().map(|(n, _)| fit_text(area, n, &name_style, layout.name_area - 14)).collect();
+    let names: Vec<String> = bars.iter().map(|(n, _)| fit_text(area, n, &name_style, layout.name_area - 14)).collect();
     let name_of = |v: &f64| {
         let i = (k as f64 - 0.5 - v).round();
         if i >= 0.0 && (i as usize) < k {
@@ -229,7 +231,8 @@ where
         let c = centres[i];
         let shown = p.clamp(0.0, 1.0);
         let color = if truth == Some(name.as_str()) { TRUTH_BAR } else { BAR };
-        chart.draw_series(std::iter::once(Rectangle::new([(0.0, c - 0.36), (shown, c + 0.36)], color.filled())))
+        chart
+            .draw_series(std::iter::once(Rectangle::new([(0.0, c - 0.36), (shown, c + 0.36)], color.filled())))
             .map_err(&err)?;
         let text = format!("{:.1}%", p * 100.0);
         let (x, style) = if shown > 0.82 {

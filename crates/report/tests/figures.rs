@@ -27,12 +27,16 @@ fn assert_not_blank(img: &RgbImage) {
 
 /// Dark, text-like pixels in the rectangle x0..x1, y0..y1.
 fn dark_pixels(img: &RgbImage, x0: u32, x1: u32, y0: u32, y1: u32) -> usize {
-    (y0..y1).flat_map(|y| (x0..x1).map(move |x| (x, y))).filter(|&(x, y)| img.get_pixel(x, y).0.iter().all(|&c| c < 100)).count()
+    (y0..y1)
+        .flat_map(|y| (x0..x1).map(move |x| (x, y)))
+        .filter(|&(x, y)| img.get_pixel(x, y).0.iter().all(|&c| c < 100))
+        .count()
 }
 
 /// Median y of the pixels of exactly `colour` with x in x0..x1.
 fn median_y(img: &RgbImage, colour: Rgb<u8>, x0: u32, x1: u32) -> Option<f64> {
-    let mut ys: Vec<u32> = img.enumerate_pixels().filter(|(x, _, p)| *x >= x0 && *x < x1 && **p == colour).map(|(_, y, _)| y).collect();
+    let mut ys: Vec<u32> =
+        img.enumerate_pixels().filter(|(x, _, p)| *x >= x0 && *x < x1 && **p == colour).map(|(_, y, _)| y).collect();
     if ys.is_empty() {
         return None;
     }
@@ -45,7 +49,14 @@ fn count(img: &RgbImage, colour: Rgb<u8>) -> usize {
 }
 
 fn epoch(e: usize, train_loss: f64, train_acc: f64, valid: Option<(f64, f64)>) -> EpochPoint {
-    EpochPoint { epoch: e, train_loss, train_acc, valid_loss: valid.map(|v| v.0), valid_acc: valid.map(|v| v.1), lr: 0.001 }
+    EpochPoint {
+        epoch: e,
+        train_loss,
+        train_acc,
+        valid_loss: valid.map(|v| v.0),
+        valid_acc: valid.map(|v| v.1),
+        lr: 0.001,
+    }
 }
 
 #[test]
@@ -80,9 +91,8 @@ fn curves_without_validation_or_with_nan_draw_no_validation_series() {
     assert_eq!(count(&img, VALID), 0, "validation colour drawn without validation data");
 
     // Validation values all NaN: skipped, nothing orange; train NaN at one epoch: still drawn.
-    let nan: Vec<EpochPoint> = (1..=5)
-        .map(|e| epoch(e, if e == 3 { f64::NAN } else { 1.0 }, 0.5, Some((f64::NAN, f64::NAN))))
-        .collect();
+    let nan: Vec<EpochPoint> =
+        (1..=5).map(|e| epoch(e, if e == 3 { f64::NAN } else { 1.0 }, 0.5, Some((f64::NAN, f64::NAN)))).collect();
     let p2 = dir.path().join("b.png");
     report::plot_curves(&nan, "nan", &p2).unwrap();
     let img = load(&p2);
@@ -95,6 +105,22 @@ fn curves_without_validation_or_with_nan_draw_no_validation_series() {
     report::plot_curves(&[epoch(1, 0.7, 0.6, Some((0.8, 0.5)))], "one", &p3).unwrap();
     let img = load(&p3);
     assert!(count(&img, TRAIN) > 20 && count(&img, VALID) > 20, "single-epoch markers missing");
+}
+
+#[test]
+fn curves_survive_extreme_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("extreme.png");
+    let points = [
+        epoch(1, 1e300, 0.0, Some((f64::INFINITY, 1.0))),
+        epoch(2, -1e300, 1.0, Some((f64::NEG_INFINITY, 0.5))),
+        epoch(1_000_000, 0.0, 0.5, None),
+    ];
+    report::plot_curves(&points, "extreme", &path).unwrap();
+    assert_eq!(load(&path).dimensions(), report::CURVES_SIZE);
+    let flat = [epoch(3, 0.5, 0.5, Some((0.5, 0.5))), epoch(3, 0.5, 0.5, Some((0.5, 0.5)))];
+    report::plot_curves(&flat, "flat", &path).unwrap();
+    assert_eq!(load(&path).dimensions(), report::CURVES_SIZE);
 }
 
 #[test]
@@ -121,8 +147,7 @@ fn heatmap_box(img: &RgbImage) -> (u32, u32, u32, u32) {
         x1 = c;
     }
     let x0 = cols[0];
-    let rows: Vec<u32> =
-        (0..img.height()).filter(|&y| (x0..=x1).any(|x| blue(img.get_pixel(x, y)))).collect();
+    let rows: Vec<u32> = (0..img.height()).filter(|&y| (x0..=x1).any(|x| blue(img.get_pixel(x, y)))).collect();
     (x0, x1 + 1, rows[0], rows[rows.len() - 1] + 1)
 }
 
@@ -145,7 +170,8 @@ fn cell_luma(img: &RgbImage, b: (u32, u32, u32, u32), n: usize, row: usize, col:
 fn confusion_identity_is_dark_on_the_diagonal_only() {
     let dir = tempfile::tempdir().unwrap();
     for (n, f) in [(8usize, 0.25), (102, 0.5)] {
-        let m: Vec<Vec<u64>> = (0..n).map(|i| (0..n).map(|j| if i == j { 5 + i as u64 } else { 0 }).collect()).collect();
+        let m: Vec<Vec<u64>> =
+            (0..n).map(|i| (0..n).map(|j| if i == j { 5 + i as u64 } else { 0 }).collect()).collect();
         let labels: Vec<String> = (0..n).map(|i| format!("flower {i}")).collect();
         let path = dir.path().join(format!("cm{n}.png"));
         report::plot_confusion(&m, &labels, "identity", &path).unwrap();
@@ -178,15 +204,15 @@ fn confusion_colour_is_row_normalised_and_empty_rows_are_grey() {
     m[2][2] = 3; // 75 % vs 25 %
     m[2][3] = 1;
     m[15] = vec![0; n]; // a class without samples
-    m[14][14] = 0; // keep column 15 marked so the heatmap's extent can be found
-    m[14][15] = 2;
+    m[14][15] = 2; // 50 % / 50 %, and keeps column 15 marked so the heatmap's extent can be found
     let path = dir.path().join("cm.png");
     report::plot_confusion(&m, &[], "row normalised", &path).unwrap();
     let img = load(&path);
     let b = heatmap_box(&img);
     let l = |r, c| cell_luma(&img, b, n, r, c, 0.5);
     assert!((l(0, 0) - l(1, 1)).abs() < 2.0, "equal shares must look equal: {} vs {}", l(0, 0), l(1, 1));
-    assert!((l(0, 0) - l(14, 15)).abs() < 2.0, "equal shares must look equal: {} vs {}", l(0, 0), l(14, 15));
+    assert!((l(14, 14) - l(14, 15)).abs() < 2.0, "equal shares must look equal: {} vs {}", l(14, 14), l(14, 15));
+    assert!(l(0, 0) + 40.0 < l(14, 14), "100% cell ({}) must be darker than a 50% cell ({})", l(0, 0), l(14, 14));
     assert!(l(2, 2) + 40.0 < l(2, 3), "75% cell ({}) must be darker than 25% cell ({})", l(2, 2), l(2, 3));
     assert!(l(2, 3) + 20.0 < l(2, 4), "25% cell ({}) must be darker than a 0% cell ({})", l(2, 3), l(2, 4));
     let (w, h) = ((b.1 - b.0) as f64 / n as f64, (b.3 - b.2) as f64 / n as f64);
@@ -258,13 +284,42 @@ fn prediction_bars_are_sorted_and_proportional() {
     assert!(px_per_unit > 300.0, "probability axis too short: {px_per_unit}px");
 
     // The image keeps its 3:2 aspect ratio and fills its box's width.
-    let red_px: Vec<(u32, u32)> = img.enumerate_pixels().filter(|(_, _, p)| **p == red).map(|(x, y, _)| (x, y)).collect();
+    let red_px: Vec<(u32, u32)> =
+        img.enumerate_pixels().filter(|(_, _, p)| **p == red).map(|(x, y, _)| (x, y)).collect();
     let (x0, x1) = (red_px.iter().map(|p| p.0).min().unwrap(), red_px.iter().map(|p| p.0).max().unwrap());
     let (y0, y1) = (red_px.iter().map(|p| p.1).min().unwrap(), red_px.iter().map(|p| p.1).max().unwrap());
     let ratio = (x1 - x0 + 1) as f64 / (y1 - y0 + 1) as f64;
     assert!((ratio - 1.5).abs() < 0.02, "image aspect ratio {ratio}");
     assert!(x1 < w / 2, "image must be on the left");
     assert!(dark_pixels(&img, 0, w, 0, 45) > 100, "no title text");
+}
+
+#[test]
+fn prediction_draws_only_the_highest_bars_and_first_panels_beyond_the_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("many.png");
+    let image = RgbImage::from_pixel(50, 50, Rgb([200, 20, 20]));
+    let n = report::MAX_BARS + 5;
+    // Increasing probabilities: the highest ones come last in the input.
+    let topk: Vec<(String, f32)> = (0..n).map(|i| (format!("c{i}"), 0.02 + 0.03 * i as f32)).collect();
+    report::plot_prediction(&image, "many", &topk, &path).unwrap();
+    let img = load(&path);
+    let (w, h) = img.dimensions();
+    let lengths = bar_lengths(&img, BAR, 0, w, 0, h);
+    assert_eq!(lengths.len(), report::MAX_BARS, "{lengths:?}");
+    let scale = lengths[0] as f64 / topk[n - 1].1 as f64;
+    let last_drawn = topk[n - report::MAX_BARS].1 as f64;
+    assert!(
+        (lengths[report::MAX_BARS - 1] as f64 - last_drawn * scale).abs() <= 3.0,
+        "the lowest bars must be the ones dropped"
+    );
+
+    let panel = PredictionPanel { image, truth: None, topk: vec![("a".into(), 0.5)] };
+    let items = vec![panel; report::MAX_GRID_PANELS + 3];
+    report::plot_prediction_grid(&items, &path).unwrap();
+    let (pw, ph) = report::GRID_PANEL_SIZE;
+    let rows = report::MAX_GRID_PANELS.div_ceil(report::GRID_COLUMNS) as u32;
+    assert_eq!(load(&path).dimensions(), (pw * report::GRID_COLUMNS as u32, ph * rows));
 }
 
 #[test]
@@ -292,7 +347,11 @@ fn prediction_grid_colours_titles_by_correctness() {
     let path = dir.path().join("grid.png");
     let grey = RgbImage::from_pixel(64, 64, Rgb([128, 128, 128]));
     let topk = vec![("rose".to_string(), 0.7f32), ("tulip".to_string(), 0.2), ("daisy".to_string(), 0.1)];
-    let panel = |truth: Option<&str>| PredictionPanel { image: grey.clone(), truth: truth.map(String::from), topk: topk.clone() };
+    let panel = |truth: Option<&str>| PredictionPanel {
+        image: grey.clone(),
+        truth: truth.map(String::from),
+        topk: topk.clone(),
+    };
     let items = [panel(Some("rose")), panel(Some("tulip")), panel(None)];
     report::plot_prediction_grid(&items, &path).unwrap();
     let img = load(&path);

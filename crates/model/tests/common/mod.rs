@@ -50,10 +50,15 @@ pub fn python() -> PathBuf {
     PathBuf::from("python3")
 }
 
-/// Runs `gen_goldens.py <what> <out>` once (cached under the cargo target tmp dir). Returns `None`
-/// with the reason printed when Python or a package is unavailable.
+/// Runs `gen_goldens.py <what> <out>` once (cached under the cargo target tmp dir, keyed by the
+/// script's contents). Returns `None` with the reason printed when Python or a package is
+/// unavailable.
 pub fn generated_golden(what: &str) -> Option<PathBuf> {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("model-golden-{what}.safetensors"));
+    use std::hash::{Hash, Hasher};
+    let script = std::fs::read(fixtures().join("gen_goldens.py")).expect("gen_goldens.py");
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    script.hash(&mut h);
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("model-golden-{what}-{:016x}.safetensors", h.finish()));
     if out.exists() {
         return Some(out);
     }
