@@ -284,3 +284,39 @@ fn pipeline_runs_every_stage_then_skips_unchanged_ones() {
         assert!(second.contains(&format!("{stage} inputs unchanged")), "{stage} not skipped:\n{second}");
     }
 }
+
+#[test]
+fn finetuning_trains_only_the_unfrozen_blocks() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    make_dataset(&data, 12, 6, 0);
+    let runs = tmp.path().join("runs");
+    let train = |cfg: &Path| {
+        let out = petal()
+            .args(["train", "--data"]).arg(&data).arg("--config").arg(cfg).arg("--runs-dir").arg(&runs)
+            .arg("--cache-dir").arg(tmp.path().join("cache"))
+            .output()
+            .expect("run");
+        ok(out, "petal train");
+    };
+    // Same seed, same initialisation: one run frozen, one fine-tuning the last block (block2).
+    let frozen = config(tmp.path(), "frozen", "");
+    let ft = config(tmp.path(), "ft", "unfreeze_blocks = 1\nbackbone_lr_scale = 0.5");
+    let text = std::fs::read_to_string(&ft).expect("read").replace("mode = \"frozen\"", "mode = \"finetune\"").replace("epochs = 12", "epochs = 4");
+    std::fs::write(&ft, text).expect("write");
+    let text = std::fs::read_to_string(&frozen).expect("read").replace("epochs = 12", "epochs = 4");
+    std::fs::write(&frozen, text).expect("write");
+    train(&frozen);
+    train(&ft);
+    let a = checkpoint::load(&runs.join("frozen/last.safetensors")).expect("frozen ckpt");
+    let b = checkpoint::load(&runs.join("ft/last.safetensors")).expect("ft ckpt");
+    let stem = "features.conv0.weight";
+    let last_block = "features.denseblock2.denselayer2.conv2.weight";
+    assert_eq!(a.tensors[stem], b.tensors[stem], "the frozen stem must not change");
+    assert_eq!(a.tensors[last_block].shape, b.tensors[last_block].shape);
+    assert_ne!(a.tensors[last_block], b.tensors[last_block], "the unfrozen block must train");
+    let m = metrics(&runs.join("ft"));
+    assert_eq!(m.len(), 4);
+    assert!(m[3]["train_loss"].as_f64() < m[0]["train_loss"].as_f64(), "{m:?}");
+    assert_eq!(b.meta.hyperparameters["mode"], "finetune");
+}

@@ -193,7 +193,10 @@ fn run(a: &Args) -> Result<serde_json::Value, String> {
     let petal = petal_binary(a.petal.as_deref())?;
 
     // Cold: one untimed run, then `runs` timed runs.
-    let image = valid.samples[0].path.clone();
+    // The child runs in a temporary folder (so it writes nothing here): absolute paths.
+    let abs = |p: &Path| std::fs::canonicalize(p).map_err(|e| format!("{}: {e}", p.display()));
+    let image = abs(&valid.samples[0].path)?;
+    let ckpt = abs(&ckpt)?;
     let tmp = tempfile::tempdir().map_err(|e| format!("creating a temporary folder: {e}"))?;
     let (_, first_out) = cold_once(&petal, &ckpt, &image, tmp.path())?;
     let top1 = first_out.lines().nth(1).map(|l| l.trim().to_string()).unwrap_or_default();

@@ -229,6 +229,20 @@ mod tests {
     }
 
     #[test]
+    fn seed_preset_is_the_seed_recipe() {
+        let s = TrainConfig::seed_preset();
+        assert_eq!(s.arch, Arch::DenseNet121);
+        assert_eq!(s.mode, TrainMode::Frozen);
+        assert_eq!(s.head, HeadConfig { hidden: vec![512], activation: model::Activation::Relu, dropout: 0.2 });
+        assert_eq!((s.optimizer, s.lr, s.batch_size, s.epochs), (OptimizerKind::Adam, 0.003, 64, 10));
+        assert_eq!((s.schedule, s.weight_decay, s.label_smoothing), (Schedule::Constant, 0.0, 0.0));
+        // A fresh augmented view for each of the 10 epochs, as the seed recomputed every epoch.
+        assert_eq!(s.views, 10);
+        assert_eq!(TrainConfig::preset("seed"), Some(s));
+        assert_eq!(TrainConfig::preset("nope"), None);
+    }
+
+    #[test]
     fn toml_round_trip_and_unknown_fields() {
         let c = TrainConfig::seed_preset();
         let text = toml::to_string(&c).expect("serialise");
