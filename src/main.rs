@@ -293,7 +293,7 @@ fn preprocess_cmd(a: &PreprocessArgs) -> Result<preprocess::Dataset> {
         let samples = std::sync::Arc::from(split.samples.clone().into_boxed_slice());
         let tcfg = preprocess::TransformConfig { resize_size: a.resize, ..Default::default() };
         let t0 = std::time::Instant::now();
-        train::features::image_source(&a.cache_dir, &split.name, &samples, &tcfg)
+        train::features::image_source(&a.cache_dir, &split.name, &samples, &tcfg, a.data.skip_bad)
             .with_context(|| format!("caching the {} split", split.name))?;
         eprintln!("{}: image cache ready ({} images, {:.1}s)", split.name, split.samples.len(), t0.elapsed().as_secs_f64());
     }
@@ -330,6 +330,7 @@ fn train_cmd(a: &TrainArgs) -> Result<train::TrainOutcome> {
         resume: a.resume,
         train_split: "train".into(),
         valid_split: "valid".into(),
+        skip_bad: a.data.skip_bad,
     };
     let out = train::train(&req, &ds).context("training")?;
     let best = &out.history[out.best_epoch.saturating_sub(1)];

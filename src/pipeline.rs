@@ -152,7 +152,7 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
         for split in &ds.splits {
             if !split.samples.is_empty() {
                 let samples = std::sync::Arc::from(split.samples.clone().into_boxed_slice());
-                train::features::image_source(&pc.cache_dir, &split.name, &samples, &tcfg)?;
+                train::features::image_source(&pc.cache_dir, &split.name, &samples, &tcfg, pc.skip_bad)?;
             }
         }
         mark_done(&run, "preprocess", &inputs)?;
@@ -173,6 +173,7 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
             resume: false,
             train_split: "train".into(),
             valid_split: "valid".into(),
+            skip_bad: pc.skip_bad,
         };
         // A changed config must not resume from an older run's state: start afresh.
         let _ = std::fs::remove_file(run.join("last.safetensors"));

@@ -320,3 +320,34 @@ fn finetuning_trains_only_the_unfrozen_blocks() {
     assert!(m[3]["train_loss"].as_f64() < m[0]["train_loss"].as_f64(), "{m:?}");
     assert_eq!(b.meta.hyperparameters["mode"], "finetune");
 }
+
+#[test]
+fn skip_bad_trains_past_a_corrupt_image() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    make_dataset(&data, 8, 4, 0);
+    // Cut a training PNG in half: its header still reads, its pixels do not.
+    let victim = data.join("train/iris/003.png");
+    let bytes = std::fs::read(&victim).expect("read");
+    std::fs::write(&victim, &bytes[..bytes.len() / 2]).expect("truncate");
+    let cfg = config(tmp.path(), "bad", "");
+    let text = std::fs::read_to_string(&cfg).expect("read").replace("epochs = 12", "epochs = 2");
+    std::fs::write(&cfg, text).expect("write");
+    let run = |skip: bool| {
+        let mut c = petal();
+        c.args(["train", "--data"]).arg(&data).arg("--config").arg(&cfg).arg("--runs-dir").arg(tmp.path().join("runs"))
+            .arg("--cache-dir").arg(tmp.path().join(if skip { "cache-skip" } else { "cache" }));
+        if skip {
+            c.arg("--skip-bad");
+        }
+        c.output().expect("run")
+    };
+    let out = run(false);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "a corrupt image must stop training without --skip-bad");
+    assert!(err.contains("003.png") && !err.contains("panicked"), "{err}");
+    let out = run(true);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("003.png"), "the skipped image is named: {err}");
+}

@@ -10,7 +10,7 @@
 use crate::cache::ImageCache;
 use crate::dataset::{Sample, Split};
 use crate::decode::decode_rgb_with;
-use crate::error::Error;
+use crate::error::{BadInput, Error};
 use crate::rng::epoch_order;
 use crate::transform::{transform_view_into, Mode, TransformConfig, View};
 use rayon::prelude::*;
@@ -51,6 +51,9 @@ pub struct LoaderConfig {
     pub threads: usize,
     /// Skip this many batches at the start (exact mid-epoch resume).
     pub start_batch: usize,
+    /// Drop samples that fail to decode from their batch (listed in [`Batch::skipped`]) instead of
+    /// ending the epoch with an error. A batch whose samples all fail is not sent.
+    pub skip_bad: bool,
 }
 
 impl Default for LoaderConfig {
@@ -66,6 +69,7 @@ impl Default for LoaderConfig {
             channels_last: false,
             threads: 0,
             start_batch: 0,
+            skip_bad: false,
         }
     }
 }
@@ -83,6 +87,8 @@ pub struct Batch {
     pub indices: Vec<usize>,
     /// Whether `images` is laid out NHWC.
     pub channels_last: bool,
+    /// Samples dropped from this batch because they could not be read (only with `skip_bad`).
+    pub skipped: Vec<BadInput>,
 }
 
 /// Bounded-queue batch iterator (see the module docs).
@@ -156,7 +162,11 @@ pub(crate) fn prepare(
             transform_view_into(View::of(&img), None, mode, tcfg, seed, epoch, index as u64, channels_last, out);
         }
         ImageSource::Cache(c) => {
-            let e = c.get(index)?;
+            // An entry left missing because its source was bad reports that source's problem.
+            let e = c.get(index).map_err(|err| match c.bad.iter().find(|b| b.path == sample.path) {
+                Some(b) => Error::BadInput(b.clone()),
+                None => err,
+            })?;
             let v = View { w: e.width, h: e.height, data: e.pixels };
             transform_view_into(v, Some((e.orig_width, e.orig_height)), mode, tcfg, seed, epoch, index as u64, channels_last, out);
         }
@@ -214,19 +224,17 @@ pub fn loader(samples: Arc<[Sample]>, source: ImageSource, tcfg: &TransformConfi
                         .map(|(out, &i)| {
                             prepare(&samples[i], i, source, tcfg, lcfg.mode, lcfg.seed, lcfg.epoch, lcfg.channels_last, out)
                         })
-                        .collect::<Result<(), Error>>()
+                        .collect::<Vec<Result<(), Error>>>()
                 };
-                let res = match &pool {
+                let results = match &pool {
                     Some(p) => p.install(work),
                     None => work(),
                 };
-                let msg = res.map(|()| Batch {
-                    labels: idx.iter().map(|&i| samples[i].label as i64).collect(),
-                    indices: idx.to_vec(),
-                    shape: [n, 3, size, size],
-                    images,
-                    channels_last: lcfg.channels_last,
-                });
+                let msg = assemble(images, idx, results, &samples, per, [n, 3, size, size], &lcfg);
+                let msg = match msg {
+                    Ok(b) if b.indices.is_empty() => continue, // every sample was bad and skipped
+                    other => other,
+                };
                 let stop = msg.is_err();
                 if tx.send(msg).is_err() || stop {
                     return; // consumer gone, or error delivered
@@ -235,6 +243,47 @@ pub fn loader(samples: Arc<[Sample]>, source: ImageSource, tcfg: &TransformConfi
         })
         .map_err(|e| Error::Config(format!("cannot start the loader thread: {e}")))?;
     Ok(Loader { rx, handle: Some(handle), remaining: total - start })
+}
+
+/// Builds a batch from per-sample results: the first error fails it, unless `skip_bad` drops
+/// unreadable samples (compacting the pixels) and lists them.
+fn assemble(
+    mut images: Vec<f32>,
+    idx: &[usize],
+    results: Vec<Result<(), Error>>,
+    samples: &[Sample],
+    per: usize,
+    mut shape: [usize; 4],
+    lcfg: &LoaderConfig,
+) -> Result<Batch, Error> {
+    let mut skipped = Vec::new();
+    let mut kept = Vec::with_capacity(idx.len());
+    for (k, (r, &i)) in results.into_iter().zip(idx).enumerate() {
+        match r {
+            Ok(()) => {
+                let dst = kept.len();
+                if dst != k {
+                    images.copy_within(k * per..(k + 1) * per, dst * per);
+                }
+                kept.push(i);
+            }
+            Err(Error::BadInput(b)) if lcfg.skip_bad => {
+                tracing::warn!(file = %b.path.display(), problem = %b.problem, "skipped an unreadable image");
+                skipped.push(b);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    images.truncate(kept.len() * per);
+    shape[0] = kept.len();
+    Ok(Batch {
+        labels: kept.iter().map(|&i| samples[i].label as i64).collect(),
+        indices: kept,
+        shape,
+        images,
+        channels_last: lcfg.channels_last,
+        skipped,
+    })
 }
 
 /// [`loader`] over a split.

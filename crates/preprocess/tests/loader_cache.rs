@@ -199,3 +199,34 @@ fn predict_tensor_is_eval_transform() {
     assert_eq!(t, transform(&img, Mode::Eval, &cfg, 5, 6, 7));
     assert!(preprocess::predict_tensor(&d.path().join("missing.jpg"), &cfg).unwrap_err().to_string().contains("missing.jpg"));
 }
+
+#[test]
+fn loader_skip_bad_drops_unreadable_samples_and_lists_them() {
+    let d = tempfile::tempdir().unwrap();
+    let good = make_samples(d.path(), 4);
+    let bad = d.path().join("trunc.jpg");
+    let b = std::fs::read(&good[0].path).unwrap();
+    std::fs::write(&bad, &b[..b.len() / 2]).unwrap();
+    let mut samples = good.clone();
+    samples.insert(1, Sample { path: bad.clone(), label: 2 });
+    let cfg = TransformConfig::default();
+    let lcfg = LoaderConfig { batch_size: 3, mode: Mode::Eval, ..Default::default() };
+    // Without skip_bad the epoch stops with an error naming the file.
+    let err = loader(samples.clone().into(), ImageSource::Files, &cfg, &lcfg)
+        .unwrap()
+        .find_map(|b| b.err())
+        .expect("an error");
+    assert!(err.to_string().contains("trunc.jpg"), "{err}");
+    // With skip_bad the bad sample is dropped from its batch and listed; the rest is unchanged.
+    let batches = collect(&samples, ImageSource::Files, &cfg, &LoaderConfig { skip_bad: true, ..lcfg.clone() });
+    assert_eq!(batches[0].indices, vec![0, 2]);
+    assert_eq!(batches[0].shape, [2, 3, 224, 224]);
+    assert_eq!(batches[0].labels, vec![samples[0].label as i64, samples[2].label as i64]);
+    assert_eq!(batches[0].skipped.len(), 1);
+    assert_eq!(batches[0].skipped[0].path, bad);
+    assert!(batches[1].skipped.is_empty());
+    let per = 3 * 224 * 224;
+    let clean = collect(&good, ImageSource::Files, &cfg, &LoaderConfig { batch_size: 1, ..lcfg });
+    assert_eq!(&batches[0].images[per..2 * per], clean[1].images.as_slice());
+    assert_eq!(&batches[0].images[..per], clean[0].images.as_slice());
+}

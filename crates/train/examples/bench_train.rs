@@ -109,6 +109,7 @@ fn run(a: &Args) -> Result<serde_json::Value, String> {
         resume: false,
         train_split: "train".into(),
         valid_split: "valid".into(),
+        skip_bad: false,
     };
 
     // Timed: dataset discovery, feature extraction (cold caches), head training, checkpoints.

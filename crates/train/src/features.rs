@@ -32,13 +32,14 @@ pub fn file_id(path: &Path) -> Result<String, Error> {
 }
 
 /// An image cache for `samples` (decoded once, resized to the eval resize size), opened or built.
-pub fn image_source(cache_dir: &Path, split: &str, samples: &Arc<[Sample]>, tcfg: &TransformConfig) -> Result<ImageSource, Error> {
+/// `skip_bad` records undecodable images as missing entries instead of failing.
+pub fn image_source(cache_dir: &Path, split: &str, samples: &Arc<[Sample]>, tcfg: &TransformConfig, skip_bad: bool) -> Result<ImageSource, Error> {
     std::fs::create_dir_all(cache_dir).map_err(|e| Error::io(cache_dir, e))?;
     let fp = preprocess::fingerprint(samples)?;
     let short: String = hex(&Sha256::digest(fp.as_bytes()))[..16].to_string();
     let path = cache_dir.join(format!("images-{split}-{}-{short}.pcache", tcfg.resize_size));
     let params = CacheParams::new(tcfg.resize_size, &tcfg.limits);
-    let (cache, status) = ImageCache::open_or_build(&path, samples, &params, false)?;
+    let (cache, status) = ImageCache::open_or_build(&path, samples, &params, skip_bad)?;
     tracing::info!(path = %path.display(), ?status, "image cache");
     Ok(ImageSource::Cache(Arc::new(cache)))
 }
@@ -55,6 +56,7 @@ pub struct Extractor<'a> {
     pub device: Device,
     pub cache_dir: &'a Path,
     pub weights_id: &'a str,
+    pub skip_bad: bool,
 }
 
 impl Extractor<'_> {
@@ -89,7 +91,7 @@ impl Extractor<'_> {
         let t0 = Instant::now();
         let source = if mode == Mode::Train && self.cfg.views > 1 {
             // Several views of the same images: decode each JPEG once.
-            crate::features::image_source(self.cache_dir, split, samples, self.tcfg)?
+            crate::features::image_source(self.cache_dir, split, samples, self.tcfg, self.skip_bad)?
         } else {
             ImageSource::Files
         };
@@ -100,6 +102,7 @@ impl Extractor<'_> {
             epoch: view,
             mode,
             channels_last: self.cfg.channels_last,
+            skip_bad: self.skip_bad,
             ..LoaderConfig::default()
         };
         let loader = preprocess::loader(samples.clone(), source, self.tcfg, &lcfg)?;
@@ -115,7 +118,7 @@ impl Extractor<'_> {
             let x = batch_tensor(&b, self.device);
             feats.push(self.net.infer_features(&x).to_device(Device::Cpu));
             labels.extend_from_slice(&b.labels);
-            pb.inc(b.labels.len() as u64);
+            pb.inc((b.labels.len() + b.skipped.len()) as u64);
         }
         pb.finish_and_clear();
         let x = Tensor::cat(&feats, 0);

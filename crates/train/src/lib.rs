@@ -80,6 +80,8 @@ pub struct TrainRequest {
     pub train_split: String,
     /// Split to validate on (skipped when absent from the dataset).
     pub valid_split: String,
+    /// Leave out images that cannot be decoded (each is named in a warning) instead of stopping.
+    pub skip_bad: bool,
 }
 
 /// The result of a run.
@@ -364,7 +366,7 @@ pub fn train(req: &TrainRequest, ds: &Dataset) -> Result<TrainOutcome, Error> {
     let feats = if frozen {
         // The backbone is frozen and only runs in eval mode: fold its batch norms for speed.
         net.fold_batchnorm();
-        let fx = features::Extractor { net: &net, cfg: &cfg, tcfg: &tcfg, device, cache_dir: &req.cache_dir, weights_id: &weights_id };
+        let fx = features::Extractor { net: &net, cfg: &cfg, tcfg: &tcfg, device, cache_dir: &req.cache_dir, weights_id: &weights_id, skip_bad: req.skip_bad };
         let views = cfg.views.max(1);
         let mut train_views = Vec::new();
         for v in 0..views {
@@ -387,7 +389,7 @@ pub fn train(req: &TrainRequest, ds: &Dataset) -> Result<TrainOutcome, Error> {
     };
 
     let source_for = |samples: &Arc<[Sample]>, split: &str| -> Result<ImageSource, Error> {
-        features::image_source(&req.cache_dir, split, samples, &tcfg)
+        features::image_source(&req.cache_dir, split, samples, &tcfg, req.skip_bad)
     };
     let ft_sources = if frozen {
         None
@@ -412,7 +414,7 @@ pub fn train(req: &TrainRequest, ds: &Dataset) -> Result<TrainOutcome, Error> {
                 let (x, y) = &views[epoch % views.len()];
                 head_epoch(&net, &mut opt, x, y, &cfg, epoch, lr, device)?
             }
-            (None, Some((src, _))) => finetune_epoch(&net, &mut opt, &train_samples, src.clone(), &tcfg, &cfg, epoch, lr, device)?,
+            (None, Some((src, _))) => finetune_epoch(&net, &mut opt, &train_samples, src.clone(), &tcfg, &cfg, epoch, lr, device, req.skip_bad)?,
             _ => unreachable!("either features or image sources exist"),
         };
         let train_s = t0.elapsed().as_secs_f64();
@@ -537,8 +539,8 @@ fn head_eval(net: &Classifier, x: &Tensor, y: &Tensor, bs: usize, device: Device
 
 /// One fine-tuning epoch on augmented images.
 #[allow(clippy::too_many_arguments)]
-fn finetune_epoch(net: &Classifier, opt: &mut optim::Optimizer, samples: &Arc<[Sample]>, src: ImageSource, tcfg: &TransformConfig, cfg: &TrainConfig, epoch: usize, lr: f64, device: Device) -> Result<(f64, f64, usize), Error> {
-    let lcfg = LoaderConfig { batch_size: cfg.batch_size, shuffle: true, seed: cfg.seed, epoch: epoch as u64, mode: Mode::Train, channels_last: cfg.channels_last, ..LoaderConfig::default() };
+fn finetune_epoch(net: &Classifier, opt: &mut optim::Optimizer, samples: &Arc<[Sample]>, src: ImageSource, tcfg: &TransformConfig, cfg: &TrainConfig, epoch: usize, lr: f64, device: Device, skip_bad: bool) -> Result<(f64, f64, usize), Error> {
+    let lcfg = LoaderConfig { batch_size: cfg.batch_size, shuffle: true, seed: cfg.seed, epoch: epoch as u64, mode: Mode::Train, channels_last: cfg.channels_last, skip_bad, ..LoaderConfig::default() };
     let loader = preprocess::loader(samples.clone(), src, tcfg, &lcfg)?;
     let pb = bar(loader.remaining() as u64, &format!("epoch {}", epoch + 1));
     let (mut loss_sum, mut correct, mut n) = (0.0, 0i64, 0usize);
