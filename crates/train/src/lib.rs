@@ -402,6 +402,12 @@ pub fn train(req: &TrainRequest, ds: &Dataset) -> Result<TrainOutcome, Error> {
         Some((t, v))
     };
 
+    let _restore = RestoreThreads(tch::get_num_threads());
+    if frozen && device == Device::Cpu {
+        // The head's small matrix products gain nothing from more threads, and spinning OpenMP
+        // threads slow down badly when another process holds a core: train the head on one.
+        tch::set_num_threads(1);
+    }
     let mut stopped_early = false;
     let first_epoch = progress.history.len();
     for epoch in first_epoch..cfg.epochs {
@@ -491,6 +497,15 @@ pub fn train(req: &TrainRequest, ds: &Dataset) -> Result<TrainOutcome, Error> {
         wall_s: start.elapsed().as_secs_f64(),
         feature_s,
     })
+}
+
+/// Restores libtorch's thread count when dropped (also on early returns).
+struct RestoreThreads(i32);
+
+impl Drop for RestoreThreads {
+    fn drop(&mut self) {
+        tch::set_num_threads(self.0);
+    }
 }
 
 fn loss_fn(logits: &Tensor, y: &Tensor, smoothing: f64) -> Tensor {
