@@ -64,6 +64,9 @@ impl Extractor<'_> {
     /// Returns the seconds spent computing (0 on a cache hit).
     pub fn features(&self, samples: &Arc<[Sample]>, split: &str, mode: Mode, view: u64) -> Result<((Tensor, Tensor), f64), Error> {
         let fp = preprocess::fingerprint(samples)?;
+        // Several views of the same images are read from the decoded-image cache (resized to the
+        // eval resize size), a single view from the files: the source changes the pixels.
+        let from_cache = mode == Mode::Train && self.cfg.views > 1;
         let key = serde_json::json!({
             "kind": "petal.features",
             "version": FEATURE_CACHE_VERSION,
@@ -74,6 +77,7 @@ impl Extractor<'_> {
             "view": if mode == Mode::Train { view } else { 0 },
             "seed": self.cfg.seed,
             "images": fp,
+            "source": if from_cache { "image-cache" } else { "files" },
         });
         let key_text = key.to_string();
         let digest = hex(&Sha256::digest(key_text.as_bytes()));
@@ -89,7 +93,7 @@ impl Extractor<'_> {
             }
         }
         let t0 = Instant::now();
-        let source = if mode == Mode::Train && self.cfg.views > 1 {
+        let source = if from_cache {
             // Several views of the same images: decode each JPEG once.
             crate::features::image_source(self.cache_dir, split, samples, self.tcfg, self.skip_bad)?
         } else {
@@ -103,6 +107,9 @@ impl Extractor<'_> {
             mode,
             channels_last: self.cfg.channels_last,
             skip_bad: self.skip_bad,
+            // One preparation thread: decoding is ~10x cheaper than the backbone, and a second
+            // rayon thread would only fight libtorch's threads for the same cores.
+            threads: 1,
             ..LoaderConfig::default()
         };
         let loader = preprocess::loader(samples.clone(), source, self.tcfg, &lcfg)?;
