@@ -77,10 +77,7 @@ pub struct EvalReport {
 pub fn evaluate(ckpt: &Path, ds: &Dataset, split: &str, opts: &EvalOptions) -> Result<EvalReport, Error> {
     let t0 = std::time::Instant::now();
     let pred = Predictor::load(ckpt, opts.device).map_err(|e| Error::Mismatch { path: ckpt.to_path_buf(), detail: e.to_string() })?;
-    let samples: Arc<[Sample]> = ds
-        .split(split)
-        .filter(|s| !s.samples.is_empty())
-        .map(|s| Arc::from(s.samples.clone().into_boxed_slice()))
+    let samples: Arc<[Sample]> = crate::split_samples(ds, split)
         .ok_or_else(|| Error::Data(format!("{} has no (non-empty) split {split:?}", ds.root.display())))?;
     let map = label_map(ds, &pred.classes, ckpt)?;
     let c = pred.num_classes();
