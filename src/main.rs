@@ -265,7 +265,12 @@ fn run() -> Result<()> {
             let arch: model::Arch = a.arch.parse().map_err(|e| anyhow::anyhow!("--arch {}: {e}", a.arch))?;
             let c = model::arch_registry::convert_pretrained(&arch, &a.input, &a.output)
                 .with_context(|| format!("converting {} ({}) into {}", a.input.display(), arch, a.output.display()))?;
-            eprintln!("wrote {} ({} backbone tensors; dropped the source's classifier keys {:?})", a.output.display(), c.tensors, c.dropped_head_keys);
+            eprintln!(
+                "wrote {} ({} backbone tensors; dropped the source's classifier keys {:?})",
+                a.output.display(),
+                c.tensors,
+                c.dropped_head_keys
+            );
             Ok(())
         }
         Cmd::Pipeline(a) => pipeline::run(&a),

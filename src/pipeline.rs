@@ -237,7 +237,13 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
     Ok(())
 }
 
-fn write_readme(run: &Path, pc: &PipelineConfig, ds: &preprocess::Dataset, out: Option<&train::TrainOutcome>, evals: &[serde_json::Value]) -> Result<()> {
+fn write_readme(
+    run: &Path,
+    pc: &PipelineConfig,
+    ds: &preprocess::Dataset,
+    out: Option<&train::TrainOutcome>,
+    evals: &[serde_json::Value],
+) -> Result<()> {
     use std::fmt::Write;
     let mut s = String::new();
     let _ = writeln!(s, "# Run `{}`\n", pc.train.name);
@@ -250,8 +256,14 @@ fn write_readme(run: &Path, pc: &PipelineConfig, ds: &preprocess::Dataset, out: 
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap_or_default();
     let last: Option<train::EpochMetrics> = metrics.lines().last().and_then(|l| serde_json::from_str(l).ok());
     if let Some(m) = last {
-        let _ = writeln!(s, "## Training\n\n{} epochs; last epoch: train loss {:.4}, train acc {:.2}%, valid acc {}.",
-            m.epoch, m.train_loss, 100.0 * m.train_acc, m.valid_acc.map(|v| format!("{:.2}%", 100.0 * v)).unwrap_or_else(|| "–".into()));
+        let _ = writeln!(
+            s,
+            "## Training\n\n{} epochs; last epoch: train loss {:.4}, train acc {:.2}%, valid acc {}.",
+            m.epoch,
+            m.train_loss,
+            100.0 * m.train_acc,
+            m.valid_acc.map(|v| format!("{:.2}%", 100.0 * v)).unwrap_or_else(|| "–".into())
+        );
     }
     if let Some(o) = out {
         let _ = writeln!(s, "Wall time {:.1} s (backbone features {:.1} s), best epoch {}.", o.wall_s, o.feature_s, o.best_epoch);
@@ -259,9 +271,17 @@ fn write_readme(run: &Path, pc: &PipelineConfig, ds: &preprocess::Dataset, out: 
     let _ = writeln!(s, "\n![loss and accuracy](curves.png)\n\nPer-epoch figures: `metrics.csv`, `metrics.jsonl`.\n");
     let _ = writeln!(s, "## Evaluation (best checkpoint)\n");
     for e in evals {
-        let _ = writeln!(s, "- **{}**: {} images, top-1 {:.2}%, top-5 {:.2}%", e["split"].as_str().unwrap_or("?"), e["images"], 100.0 * e["top1"].as_f64().unwrap_or(0.0), 100.0 * e["top5"].as_f64().unwrap_or(0.0));
+        let _ = writeln!(
+            s,
+            "- **{}**: {} images, top-1 {:.2}%, top-5 {:.2}%",
+            e["split"].as_str().unwrap_or("?"),
+            e["images"],
+            100.0 * e["top1"].as_f64().unwrap_or(0.0),
+            100.0 * e["top5"].as_f64().unwrap_or(0.0)
+        );
         if let Some(w) = e["worst"].as_array() {
-            let names: Vec<String> = w.iter().map(|c| format!("{} ({:.0}%)", c["name"].as_str().unwrap_or("?"), 100.0 * c["accuracy"].as_f64().unwrap_or(0.0))).collect();
+            let names: Vec<String> =
+                w.iter().map(|c| format!("{} ({:.0}%)", c["name"].as_str().unwrap_or("?"), 100.0 * c["accuracy"].as_f64().unwrap_or(0.0))).collect();
             let _ = writeln!(s, "  worst classes: {}", names.join(", "));
         }
         let split = e["split"].as_str().unwrap_or("valid");

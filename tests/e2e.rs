@@ -90,11 +90,7 @@ dropout = 0.1
 }
 
 fn metrics(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .expect("metrics.jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect()
+    std::fs::read_to_string(run.join("metrics.jsonl")).expect("metrics.jsonl").lines().map(|l| serde_json::from_str(l).expect("json line")).collect()
 }
 
 #[test]
@@ -105,10 +101,14 @@ fn train_evaluate_predict_on_synthetic_flowers() {
     let runs = tmp.path().join("runs");
     let cfg = config(tmp.path(), "synthetic", "");
     let out = petal()
-        .args(["train", "--data"]).arg(&data)
-        .arg("--config").arg(&cfg)
-        .arg("--runs-dir").arg(&runs)
-        .arg("--cache-dir").arg(tmp.path().join("cache"))
+        .args(["train", "--data"])
+        .arg(&data)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--runs-dir")
+        .arg(&runs)
+        .arg("--cache-dir")
+        .arg(tmp.path().join("cache"))
         .output()
         .expect("run petal train");
     ok(out, "petal train");
@@ -127,8 +127,10 @@ fn train_evaluate_predict_on_synthetic_flowers() {
 
     // Evaluate on the held-out test split.
     let out = petal()
-        .args(["evaluate", "--json", "--split", "test", "--data"]).arg(&data)
-        .arg("--checkpoint").arg(run.join("best.safetensors"))
+        .args(["evaluate", "--json", "--split", "test", "--data"])
+        .arg(&data)
+        .arg("--checkpoint")
+        .arg(run.join("best.safetensors"))
         .output()
         .expect("run evaluate");
     let report: serde_json::Value = serde_json::from_str(&ok(out, "petal evaluate")).expect("json");
@@ -141,7 +143,8 @@ fn train_evaluate_predict_on_synthetic_flowers() {
         let img = tmp.path().join(format!("held-out-{folder}.png"));
         draw(c, 5000 + c as u32).save(&img).expect("save");
         let out = petal()
-            .args(["predict", "--json", "--top-k", "3", "--checkpoint"]).arg(run.join("best.safetensors"))
+            .args(["predict", "--json", "--top-k", "3", "--checkpoint"])
+            .arg(run.join("best.safetensors"))
             .arg(&img)
             .output()
             .expect("run predict");
@@ -157,10 +160,13 @@ fn train_evaluate_predict_on_synthetic_flowers() {
     let csv = tmp.path().join("preds.csv");
     let plot = tmp.path().join("pred.png");
     let out = petal()
-        .args(["predict", "--checkpoint"]).arg(run.join("best.safetensors"))
+        .args(["predict", "--checkpoint"])
+        .arg(run.join("best.safetensors"))
         .arg(data.join("test"))
-        .arg("--csv").arg(&csv)
-        .arg("--plot").arg(&plot)
+        .arg("--csv")
+        .arg(&csv)
+        .arg("--plot")
+        .arg(&plot)
         .output()
         .expect("predict folder");
     let text = ok(out, "petal predict folder");
@@ -224,8 +230,14 @@ fn early_stopping_stops_and_keeps_the_best() {
     let text = std::fs::read_to_string(&cfg).expect("read").replace("lr = 0.01", "lr = 1e-12");
     std::fs::write(&cfg, text).expect("write");
     let out = petal()
-        .args(["train", "--data"]).arg(&data).arg("--config").arg(&cfg).arg("--runs-dir").arg(&runs)
-        .arg("--cache-dir").arg(tmp.path().join("cache"))
+        .args(["train", "--data"])
+        .arg(&data)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--runs-dir")
+        .arg(&runs)
+        .arg("--cache-dir")
+        .arg(tmp.path().join("cache"))
         .output()
         .expect("run");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -260,7 +272,8 @@ fn pipeline_runs_every_stage_then_skips_unchanged_ones() {
     make_dataset(&data, 16, 6, 4);
     let train_cfg = std::fs::read_to_string(config(tmp.path(), "pipe", "")).expect("cfg");
     // The same training table under [train], plus pipeline keys.
-    let mut text = format!("data = {:?}\nruns_dir = {:?}\ncache_dir = {:?}\nsamples = 3\ntop_k = 3\n", data, tmp.path().join("runs"), tmp.path().join("cache"));
+    let mut text =
+        format!("data = {:?}\nruns_dir = {:?}\ncache_dir = {:?}\nsamples = 3\ntop_k = 3\n", data, tmp.path().join("runs"), tmp.path().join("cache"));
     text.push_str("[train]\n");
     text.push_str(&train_cfg.replace("[arch.densenet]", "[train.arch.densenet]").replace("[head]", "[train.head]"));
     let cfg = tmp.path().join("pipeline.toml");
@@ -269,7 +282,9 @@ fn pipeline_runs_every_stage_then_skips_unchanged_ones() {
     let first = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{first}");
     let run = tmp.path().join("runs/pipe");
-    for f in ["README.md", "curves.png", "confusion-valid.png", "confusion-test.png", "sample_predictions.png", "evaluation-test.json", "best.safetensors"] {
+    for f in
+        ["README.md", "curves.png", "confusion-valid.png", "confusion-test.png", "sample_predictions.png", "evaluation-test.json", "best.safetensors"]
+    {
         assert!(run.join(f).exists(), "{f} missing");
     }
     let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("evaluation-test.json")).expect("eval")).expect("json");
@@ -293,8 +308,14 @@ fn finetuning_trains_only_the_unfrozen_blocks() {
     let runs = tmp.path().join("runs");
     let train = |cfg: &Path| {
         let out = petal()
-            .args(["train", "--data"]).arg(&data).arg("--config").arg(cfg).arg("--runs-dir").arg(&runs)
-            .arg("--cache-dir").arg(tmp.path().join("cache"))
+            .args(["train", "--data"])
+            .arg(&data)
+            .arg("--config")
+            .arg(cfg)
+            .arg("--runs-dir")
+            .arg(&runs)
+            .arg("--cache-dir")
+            .arg(tmp.path().join("cache"))
             .output()
             .expect("run");
         ok(out, "petal train");
@@ -335,8 +356,14 @@ fn skip_bad_trains_past_a_corrupt_image() {
     std::fs::write(&cfg, text).expect("write");
     let run = |skip: bool| {
         let mut c = petal();
-        c.args(["train", "--data"]).arg(&data).arg("--config").arg(&cfg).arg("--runs-dir").arg(tmp.path().join("runs"))
-            .arg("--cache-dir").arg(tmp.path().join(if skip { "cache-skip" } else { "cache" }));
+        c.args(["train", "--data"])
+            .arg(&data)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--runs-dir")
+            .arg(tmp.path().join("runs"))
+            .arg("--cache-dir")
+            .arg(tmp.path().join(if skip { "cache-skip" } else { "cache" }));
         if skip {
             c.arg("--skip-bad");
         }

@@ -59,7 +59,11 @@ pub fn fetch_from(dest: &Path, base: &str, files: &[(&str, &str)]) -> Result<()>
     let file = std::fs::File::open(&tgz).with_context(|| format!("could not open {}", tgz.display()))?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     archive.unpack(&tmp).map_err(|e| {
-        if download::is_disk_full(&e) { download::write_error(&tmp, e) } else { anyhow::anyhow!("{} is not a valid gzip tar archive: {e}", tgz.display()) }
+        if download::is_disk_full(&e) {
+            download::write_error(&tmp, e)
+        } else {
+            anyhow::anyhow!("{} is not a valid gzip tar archive: {e}", tgz.display())
+        }
     })?;
     let jpg = tmp.join("jpg");
     if !jpg.is_dir() {

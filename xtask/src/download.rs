@@ -49,8 +49,7 @@ pub fn write_error(path: &Path, err: io::Error) -> anyhow::Error {
 
 /// True for ENOSPC / EDQUOT.
 pub fn is_disk_full(err: &io::Error) -> bool {
-    matches!(err.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
-        || matches!(err.raw_os_error(), Some(28) | Some(122))
+    matches!(err.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded) || matches!(err.raw_os_error(), Some(28) | Some(122))
 }
 
 /// GETs a JSON document.
@@ -97,12 +96,7 @@ pub fn fetch(url: &str, dest: &Path, expect: &Expect, label: &str) -> Result<boo
         }
         _ => bail!("could not download {url}: the server answered HTTP {status}"),
     };
-    let total = resp
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(|n| n + start);
+    let total = resp.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()).map(|n| n + start);
     let bar = progress_bar(total, label);
     bar.set_position(start);
     let mut reader = resp.body_mut().with_config().limit(u64::MAX).reader();

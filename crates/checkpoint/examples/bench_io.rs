@@ -17,11 +17,7 @@ fn densenet121_shapes() -> Vec<(String, DType, Vec<usize>)> {
         }
         v.push((format!("{p}.num_batches_tracked"), DType::I64, vec![]));
     };
-    v.push((
-        "features.conv0.weight".into(),
-        DType::F32,
-        vec![64, 3, 7, 7],
-    ));
+    v.push(("features.conv0.weight".into(), DType::F32, vec![64, 3, 7, 7]));
     norm(&mut v, "features.norm0", 64);
     let mut c = 64;
     for (b, layers) in [6, 12, 24, 16].into_iter().enumerate() {
@@ -29,11 +25,7 @@ fn densenet121_shapes() -> Vec<(String, DType, Vec<usize>)> {
             let p = format!("features.denseblock{}.denselayer{}", b + 1, l + 1);
             let cin = c + l * 32;
             norm(&mut v, &format!("{p}.norm1"), cin);
-            v.push((
-                format!("{p}.conv1.weight"),
-                DType::F32,
-                vec![128, cin, 1, 1],
-            ));
+            v.push((format!("{p}.conv1.weight"), DType::F32, vec![128, cin, 1, 1]));
             norm(&mut v, &format!("{p}.norm2"), 128);
             v.push((format!("{p}.conv2.weight"), DType::F32, vec![32, 128, 3, 3]));
         }
@@ -59,12 +51,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let json = args.iter().any(|a| a == "--json");
-    let opt = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
     let runs: usize = opt("--runs").map(|r| r.parse()).transpose()?.unwrap_or(7);
     let dir = match opt("--dir") {
         Some(d) => std::path::PathBuf::from(d),
@@ -93,13 +80,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let numel: usize = tensors.values().map(|t| t.numel()).sum();
     let bytes: usize = tensors.values().map(|t| t.bytes.len()).sum();
-    let ckpt = Checkpoint {
-        meta: Metadata {
-            arch: "densenet121".into(),
-            ..Metadata::default()
-        },
-        tensors,
-    };
+    let ckpt = Checkpoint { meta: Metadata { arch: "densenet121".into(), ..Metadata::default() }, tensors };
 
     save(&path, &ckpt)?; // warm-up
     let _ = load(&path)?;

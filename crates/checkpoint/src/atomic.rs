@@ -9,32 +9,21 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Temp-file name used while writing `path`: hidden, in the same directory, unique per process
 /// and call, and never equal to a name `load` would be given for a checkpoint.
 fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "checkpoint".into());
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "checkpoint".into());
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id()))
 }
 
 /// Calls `write` to produce the content at a temp path, then makes it durable and moves it over
 /// `path`. On failure the temp file is removed and `path` is untouched.
-pub(crate) fn write_atomic(
-    path: &Path,
-    write: impl FnOnce(&Path) -> Result<(), Error>,
-) -> Result<(), Error> {
+pub(crate) fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<(), Error>) -> Result<(), Error> {
     let tmp = temp_path(path);
     let result = (|| {
         write(&tmp)?;
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&tmp)
-            .map_err(|e| Error::io(&tmp, "reopening temp file", e))?;
-        f.sync_all()
-            .map_err(|e| Error::io(&tmp, "fsync of temp file", e))?;
+        let f = std::fs::OpenOptions::new().write(true).open(&tmp).map_err(|e| Error::io(&tmp, "reopening temp file", e))?;
+        f.sync_all().map_err(|e| Error::io(&tmp, "fsync of temp file", e))?;
         drop(f);
-        std::fs::rename(&tmp, path)
-            .map_err(|e| Error::io(path, "renaming temp file over target", e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, "renaming temp file over target", e))?;
         Ok(())
     })();
     if result.is_err() {

@@ -79,22 +79,12 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(path: &std::path::Path, action: &'static str, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.to_path_buf(),
-            action,
-            source,
-        }
+        Error::Io { path: path.to_path_buf(), action, source }
     }
     pub(crate) fn corrupt(path: &std::path::Path, detail: impl Into<String>) -> Self {
-        Error::Corrupt {
-            path: path.to_path_buf(),
-            detail: detail.into(),
-        }
+        Error::Corrupt { path: path.to_path_buf(), detail: detail.into() }
     }
     pub(crate) fn unsupported(path: &std::path::Path, detail: impl Into<String>) -> Self {
-        Error::Unsupported {
-            path: path.to_path_buf(),
-            detail: detail.into(),
-        }
+        Error::Unsupported { path: path.to_path_buf(), detail: detail.into() }
     }
 }

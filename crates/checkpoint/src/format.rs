@@ -132,10 +132,7 @@ impl Default for Metadata {
     fn default() -> Self {
         Metadata {
             format: FORMAT_NAME.to_owned(),
-            format_version: FormatVersion {
-                major: FORMAT_MAJOR,
-                minor: FORMAT_MINOR,
-            },
+            format_version: FormatVersion { major: FORMAT_MAJOR, minor: FORMAT_MINOR },
             writer: WRITER.to_owned(),
             libtorch_version: None,
             created_utc: String::new(),
@@ -167,11 +164,7 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// `class_to_idx` as PyTorch's ImageFolder would give it.
     pub fn class_to_idx(&self) -> BTreeMap<String, usize> {
-        self.meta
-            .classes
-            .iter()
-            .map(|c| (c.folder.clone(), c.index))
-            .collect()
+        self.meta.classes.iter().map(|c| (c.folder.clone(), c.index)).collect()
     }
 
     /// Sets display names from a folder → name map (e.g. Udacity's `cat_to_name.json`);
@@ -200,8 +193,7 @@ pub fn is_reserved(name: &str) -> bool {
 
 /// A migration upgrades metadata JSON and tensors from major version `i + 1` to `i + 2`
 /// (the function at index `i`).
-pub type Migration =
-    fn(&mut serde_json::Map<String, serde_json::Value>, &mut TensorMap) -> Result<(), String>;
+pub type Migration = fn(&mut serde_json::Map<String, serde_json::Value>, &mut TensorMap) -> Result<(), String>;
 
 /// The migration chain. Invariant (checked at compile time): one migration per major step, so
 /// any file of an older major is brought to [`FORMAT_MAJOR`] by running the tail of this list.
@@ -269,23 +261,16 @@ impl safetensors::View for View<'_> {
 ///
 /// The format fields of the metadata are stamped here (see [`Metadata`]).
 pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<(), Error> {
-    let invalid = |detail: String| Error::InvalidCheckpoint {
-        path: path.to_path_buf(),
-        detail,
-    };
+    let invalid = |detail: String| Error::InvalidCheckpoint { path: path.to_path_buf(), detail };
     for (name, t) in &ckpt.tensors {
         if name == "__metadata__" {
             return Err(invalid("a tensor may not be named \"__metadata__\"".into()));
         }
-        t.check()
-            .map_err(|e| invalid(format!("tensor {name:?}: {e}")))?;
+        t.check().map_err(|e| invalid(format!("tensor {name:?}: {e}")))?;
     }
     let mut meta = ckpt.meta.clone();
     meta.format = FORMAT_NAME.to_owned();
-    meta.format_version = FormatVersion {
-        major: FORMAT_MAJOR,
-        minor: FORMAT_MINOR,
-    };
+    meta.format_version = FormatVersion { major: FORMAT_MAJOR, minor: FORMAT_MINOR };
     meta.writer = WRITER.to_owned();
     meta.created_utc = now_rfc3339();
     meta.tensor_checksum = tensor_checksum(&ckpt.tensors, CHECKSUM_ALGORITHM).unwrap_or_default();
@@ -316,38 +301,22 @@ pub fn load_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint, Error> {
     if let Some(name) = skipped.first() {
         return Err(Error::unsupported(path, format!("tensor {name}")));
     }
-    let json = info.get(METADATA_KEY).ok_or_else(|| {
-        Error::unsupported(
-            path,
-            format!(
-                "a safetensors file without petal metadata (no {METADATA_KEY:?} key); use import()"
-            ),
-        )
-    })?;
+    let json = info
+        .get(METADATA_KEY)
+        .ok_or_else(|| Error::unsupported(path, format!("a safetensors file without petal metadata (no {METADATA_KEY:?} key); use import()")))?;
     from_parts(json, tensors, path)
 }
 
 /// Builds a checkpoint from the metadata JSON string and the tensors: version check,
 /// migrations, typed metadata, checksum verification.
-pub(crate) fn from_parts(
-    json: &str,
-    mut tensors: TensorMap,
-    path: &Path,
-) -> Result<Checkpoint, Error> {
-    let value: serde_json::Value = serde_json::from_str(json)
-        .map_err(|e| Error::corrupt(path, format!("metadata is not valid JSON: {e}")))?;
+pub(crate) fn from_parts(json: &str, mut tensors: TensorMap, path: &Path) -> Result<Checkpoint, Error> {
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| Error::corrupt(path, format!("metadata is not valid JSON: {e}")))?;
     let serde_json::Value::Object(mut obj) = value else {
         return Err(Error::corrupt(path, "metadata is not a JSON object"));
     };
-    let format = obj
-        .get("format")
-        .and_then(|f| f.as_str())
-        .unwrap_or_default();
+    let format = obj.get("format").and_then(|f| f.as_str()).unwrap_or_default();
     if format != FORMAT_NAME {
-        return Err(Error::unsupported(
-            path,
-            format!("metadata format is {format:?}, expected {FORMAT_NAME:?}"),
-        ));
+        return Err(Error::unsupported(path, format!("metadata format is {format:?}, expected {FORMAT_NAME:?}")));
     }
     let version: FormatVersion = obj
         .get("format_version")
@@ -366,44 +335,18 @@ pub(crate) fn from_parts(
         return Err(Error::corrupt(path, "format version 0 does not exist"));
     }
     // Verify integrity against the bytes as written, before any migration touches them.
-    let stored = obj
-        .get("tensor_checksum")
-        .and_then(|c| c.as_str())
-        .unwrap_or_default()
-        .to_owned();
+    let stored = obj.get("tensor_checksum").and_then(|c| c.as_str()).unwrap_or_default().to_owned();
     let algorithm = stored.split(':').next().unwrap_or_default();
-    let computed = tensor_checksum(&tensors, algorithm).ok_or_else(|| {
-        Error::corrupt(
-            path,
-            format!("unknown or missing tensor checksum {stored:?}"),
-        )
-    })?;
+    let computed =
+        tensor_checksum(&tensors, algorithm).ok_or_else(|| Error::corrupt(path, format!("unknown or missing tensor checksum {stored:?}")))?;
     if computed != stored {
-        return Err(Error::Checksum {
-            path: path.to_path_buf(),
-            stored,
-            computed,
-        });
+        return Err(Error::Checksum { path: path.to_path_buf(), stored, computed });
     }
-    for (i, migrate) in MIGRATIONS
-        .iter()
-        .enumerate()
-        .skip(version.major as usize - 1)
-    {
-        migrate(&mut obj, &mut tensors).map_err(|e| {
-            Error::corrupt(
-                path,
-                format!("migrating format {} to {}: {e}", i + 1, i + 2),
-            )
-        })?;
+    for (i, migrate) in MIGRATIONS.iter().enumerate().skip(version.major as usize - 1) {
+        migrate(&mut obj, &mut tensors).map_err(|e| Error::corrupt(path, format!("migrating format {} to {}: {e}", i + 1, i + 2)))?;
     }
-    let mut meta: Metadata =
-        serde_json::from_value(serde_json::Value::Object(obj)).map_err(|e| {
-            Error::corrupt(
-                path,
-                format!("metadata does not match format {version}: {e}"),
-            )
-        })?;
+    let mut meta: Metadata = serde_json::from_value(serde_json::Value::Object(obj))
+        .map_err(|e| Error::corrupt(path, format!("metadata does not match format {version}: {e}")))?;
     meta.format_version = version;
     Ok(Checkpoint { meta, tensors })
 }
@@ -414,23 +357,16 @@ pub(crate) type SafetensorsParts = (HashMap<String, String>, TensorMap, Vec<Stri
 /// Parses a safetensors container: its `__metadata__` map, its tensors (copied out), and the
 /// names (with dtype) of tensors whose dtype this crate does not support.
 pub(crate) fn read_safetensors(bytes: &[u8], path: &Path) -> Result<SafetensorsParts, Error> {
-    let st = safetensors::SafeTensors::deserialize(bytes)
-        .map_err(|e| Error::corrupt(path, format!("safetensors container: {e}")))?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
-        .map_err(|e| Error::corrupt(path, format!("safetensors header: {e}")))?;
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::corrupt(path, format!("safetensors container: {e}")))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| Error::corrupt(path, format!("safetensors header: {e}")))?;
     let info = header.metadata().clone().unwrap_or_default();
     let mut tensors = TensorMap::new();
     let mut skipped = Vec::new();
     for (name, view) in st.iter() {
         match DType::from_safetensors(view.dtype()) {
             Some(dtype) => {
-                let t = TensorData {
-                    dtype,
-                    shape: view.shape().to_vec(),
-                    bytes: view.data().to_vec(),
-                };
-                t.check()
-                    .map_err(|e| Error::corrupt(path, format!("tensor {name:?}: {e}")))?;
+                let t = TensorData { dtype, shape: view.shape().to_vec(), bytes: view.data().to_vec() };
+                t.check().map_err(|e| Error::corrupt(path, format!("tensor {name:?}: {e}")))?;
                 tensors.insert(name.to_owned(), t);
             }
             None => skipped.push(format!("{name:?} (dtype {} not supported)", view.dtype())),
@@ -441,10 +377,7 @@ pub(crate) fn read_safetensors(bytes: &[u8], path: &Path) -> Result<SafetensorsP
 
 /// Current UTC time as RFC 3339, seconds precision.
 fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Howard Hinnant's civil_from_days.
@@ -457,10 +390,5 @@ fn now_rfc3339() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }

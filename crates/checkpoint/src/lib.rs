@@ -74,9 +74,8 @@ mod zip;
 
 pub use error::Error;
 pub use format::{
-    is_reserved, load, load_bytes, save, tensor_checksum, Checkpoint, ClassEntry, FormatVersion,
-    Interpolation, Metadata, Migration, Preprocessing, CHECKSUM_ALGORITHM, FORMAT_MAJOR,
-    FORMAT_MINOR, FORMAT_NAME, METADATA_KEY, MIGRATIONS, OPTIMIZER_PREFIX, RNG_PREFIX, WRITER,
+    is_reserved, load, load_bytes, save, tensor_checksum, Checkpoint, ClassEntry, FormatVersion, Interpolation, Metadata, Migration, Preprocessing,
+    CHECKSUM_ALGORITHM, FORMAT_MAJOR, FORMAT_MINOR, FORMAT_NAME, METADATA_KEY, MIGRATIONS, OPTIMIZER_PREFIX, RNG_PREFIX, WRITER,
 };
 pub use tensor::{DType, TensorData, TensorMap};
 
@@ -106,9 +105,7 @@ impl std::fmt::Display for SourceFormat {
         match self {
             SourceFormat::Petal { version } => write!(f, "petal checkpoint, format {version}"),
             SourceFormat::Safetensors => f.write_str("safetensors"),
-            SourceFormat::PytorchZip => {
-                f.write_str("PyTorch zip format (torch.save, PyTorch >= 1.6)")
-            }
+            SourceFormat::PytorchZip => f.write_str("PyTorch zip format (torch.save, PyTorch >= 1.6)"),
             SourceFormat::PytorchLegacy => f.write_str("PyTorch legacy format (PyTorch <= 1.5)"),
         }
     }
@@ -141,21 +138,10 @@ impl Imported {
     /// display names), the extra entries as `hyperparameters`, and the origin in `provenance`.
     pub fn into_checkpoint(self, origin: &str) -> Checkpoint {
         if let Some(meta) = self.meta {
-            return Checkpoint {
-                meta,
-                tensors: self.tensors,
-            };
+            return Checkpoint { meta, tensors: self.tensors };
         }
-        let mut classes: Vec<ClassEntry> = self
-            .class_to_idx
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(folder, index)| ClassEntry {
-                folder,
-                index,
-                name: None,
-            })
-            .collect();
+        let mut classes: Vec<ClassEntry> =
+            self.class_to_idx.unwrap_or_default().into_iter().map(|(folder, index)| ClassEntry { folder, index, name: None }).collect();
         classes.sort_by(|a, b| a.index.cmp(&b.index).then_with(|| a.folder.cmp(&b.folder)));
         let meta = Metadata {
             arch: self.arch.unwrap_or_default(),
@@ -168,10 +154,7 @@ impl Imported {
             }),
             ..Metadata::default()
         };
-        Checkpoint {
-            meta,
-            tensors: self.tensors,
-        }
+        Checkpoint { meta, tensors: self.tensors }
     }
 }
 
@@ -194,61 +177,34 @@ pub fn import_bytes(data: &[u8], path: &Path) -> Result<Imported, Error> {
         meta: None,
     };
     if zip::is_zip(data) {
-        return torch::read_zip(data)
-            .map(from_torch)
-            .map_err(|f| f.at(path));
+        return torch::read_zip(data).map(from_torch).map_err(|f| f.at(path));
     }
     if torch::is_legacy(data) {
-        return torch::read_legacy(data)
-            .map(from_torch)
-            .map_err(|f| f.at(path));
+        return torch::read_legacy(data).map(from_torch).map_err(|f| f.at(path));
     }
     if data.len() >= 262 && &data[257..262] == b"ustar" {
-        return Err(Error::unsupported(
-            path,
-            "tar archive: the PyTorch < 0.1.10 tar format is not supported",
-        ));
+        return Err(Error::unsupported(path, "tar archive: the PyTorch < 0.1.10 tar format is not supported"));
     }
     if data.len() >= 9 && data[8] == b'{' {
         let (info, tensors, mut skipped) = format::read_safetensors(data, path)?;
         if let Some(json) = info.get(METADATA_KEY) {
             if !skipped.is_empty() {
-                return Err(Error::unsupported(
-                    path,
-                    format!("tensor {}", skipped.join(", ")),
-                ));
+                return Err(Error::unsupported(path, format!("tensor {}", skipped.join(", "))));
             }
             let ckpt = format::from_parts(json, tensors, path)?;
             return Ok(from_checkpoint(ckpt));
         }
-        let extra = info
-            .into_iter()
-            .map(|(k, v)| (k, serde_json::Value::String(v)))
-            .collect();
+        let extra = info.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
         skipped.sort();
-        return Ok(Imported {
-            source: SourceFormat::Safetensors,
-            tensors,
-            class_to_idx: None,
-            arch: None,
-            extra,
-            skipped,
-            meta: None,
-        });
+        return Ok(Imported { source: SourceFormat::Safetensors, tensors, class_to_idx: None, arch: None, extra, skipped, meta: None });
     }
     if data.first() == Some(&0x80) {
-        return Err(Error::unsupported(
-            path,
-            "a pickle without PyTorch's magic number: not a torch.save file",
-        ));
+        return Err(Error::unsupported(path, "a pickle without PyTorch's magic number: not a torch.save file"));
     }
     let head: Vec<String> = data.iter().take(8).map(|b| format!("{b:02x}")).collect();
     Err(Error::unsupported(
         path,
-        format!(
-            "unknown file type (first bytes {}): expected a petal checkpoint, safetensors, or a PyTorch .pth/.pt file",
-            head.join(" ")
-        ),
+        format!("unknown file type (first bytes {}): expected a petal checkpoint, safetensors, or a PyTorch .pth/.pt file", head.join(" ")),
     ))
 }
 
@@ -259,37 +215,20 @@ fn from_checkpoint(ckpt: Checkpoint) -> Imported {
     for prefix in [OPTIMIZER_PREFIX, RNG_PREFIX] {
         let n = tensors.keys().filter(|k| k.starts_with(prefix)).count();
         if n > 0 {
-            skipped.push(format!(
-                "{n} tensors under {prefix} (training state, not model weights)"
-            ));
+            skipped.push(format!("{n} tensors under {prefix} (training state, not model weights)"));
         }
     }
     tensors.retain(|k, _| !is_reserved(k));
-    let class_to_idx = if meta.classes.is_empty() {
-        None
-    } else {
-        Some(
-            meta.classes
-                .iter()
-                .map(|c| (c.folder.clone(), c.index))
-                .collect(),
-        )
-    };
+    let class_to_idx = if meta.classes.is_empty() { None } else { Some(meta.classes.iter().map(|c| (c.folder.clone(), c.index)).collect()) };
     let extra = match serde_json::to_value(&meta) {
         Ok(serde_json::Value::Object(m)) => m,
         _ => serde_json::Map::new(),
     };
     Imported {
-        source: SourceFormat::Petal {
-            version: meta.format_version,
-        },
+        source: SourceFormat::Petal { version: meta.format_version },
         tensors,
         class_to_idx,
-        arch: if meta.arch.is_empty() {
-            None
-        } else {
-            Some(meta.arch.clone())
-        },
+        arch: if meta.arch.is_empty() { None } else { Some(meta.arch.clone()) },
         extra,
         skipped,
         meta: Some(meta),
@@ -355,21 +294,9 @@ impl Summary {
             element_count: imp.tensors.values().map(|t| t.numel() as u64).sum(),
             tensor_bytes: imp.tensors.values().map(|t| t.bytes.len() as u64).sum(),
             dtypes,
-            tensors: imp
-                .tensors
-                .iter()
-                .map(|(k, t)| TensorSummary {
-                    name: k.clone(),
-                    dtype: t.dtype,
-                    shape: t.shape.clone(),
-                })
-                .collect(),
+            tensors: imp.tensors.iter().map(|(k, t)| TensorSummary { name: k.clone(), dtype: t.dtype, shape: t.shape.clone() }).collect(),
             metadata: imp.meta.clone(),
-            extra: if imp.meta.is_some() {
-                serde_json::Map::new()
-            } else {
-                imp.extra.clone()
-            },
+            extra: if imp.meta.is_some() { serde_json::Map::new() } else { imp.extra.clone() },
             skipped: imp.skipped.clone(),
         }
     }
@@ -385,19 +312,8 @@ impl std::fmt::Display for Summary {
         if let Some(n) = self.class_count {
             writeln!(f, "classes:  {n}")?;
         }
-        let dt: Vec<String> = self
-            .dtypes
-            .iter()
-            .map(|(d, n)| format!("{d} x{n}"))
-            .collect();
-        writeln!(
-            f,
-            "tensors:  {} ({} elements, {} bytes; {})",
-            self.tensor_count,
-            self.element_count,
-            self.tensor_bytes,
-            dt.join(", ")
-        )?;
+        let dt: Vec<String> = self.dtypes.iter().map(|(d, n)| format!("{d} x{n}")).collect();
+        writeln!(f, "tensors:  {} ({} elements, {} bytes; {})", self.tensor_count, self.element_count, self.tensor_bytes, dt.join(", "))?;
         if let Some(m) = &self.metadata {
             writeln!(f, "written:  {} by {}", m.created_utc, m.writer)?;
             if let Some(v) = &m.libtorch_version {
@@ -410,11 +326,7 @@ impl std::fmt::Display for Summary {
                     p.resize_size, p.input_size, p.interpolation, p.mean, p.std
                 )?;
             }
-            for (k, v) in [
-                ("head", &m.head),
-                ("hyperparameters", &m.hyperparameters),
-                ("metrics", &m.metrics),
-            ] {
+            for (k, v) in [("head", &m.head), ("hyperparameters", &m.hyperparameters), ("metrics", &m.metrics)] {
                 if !v.is_null() {
                     writeln!(f, "{k}: {v}")?;
                 }
@@ -452,10 +364,7 @@ pub fn convert(input: &Path, output: &Path) -> Result<Summary, Error> {
     let ckpt = if imp.meta.is_some() {
         load_bytes(&bytes, input)?
     } else {
-        let origin = input
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let origin = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         imp.into_checkpoint(&origin)
     };
     save(output, &ckpt)?;

@@ -176,25 +176,10 @@ struct Vm<'a> {
 /// Runs the pickle at the start of `data` (trailing bytes are ignored; see
 /// [`Pickle::consumed`]).
 pub(crate) fn parse(data: &[u8]) -> PResult<Pickle> {
-    let copy_limit = (data.len() as u64)
-        .saturating_mul(16)
-        .saturating_add(16 << 20);
-    let mut vm = Vm {
-        data,
-        pos: 0,
-        stack: Vec::new(),
-        marks: Vec::new(),
-        memo: HashMap::new(),
-        arena: Vec::new(),
-        copied: Cell::new(0),
-        copy_limit,
-    };
+    let copy_limit = (data.len() as u64).saturating_mul(16).saturating_add(16 << 20);
+    let mut vm = Vm { data, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), arena: Vec::new(), copied: Cell::new(0), copy_limit };
     let root = vm.run()?;
-    Ok(Pickle {
-        arena: vm.arena,
-        root,
-        consumed: vm.pos,
-    })
+    Ok(Pickle { arena: vm.arena, root, consumed: vm.pos })
 }
 
 impl<'a> Vm<'a> {
@@ -204,8 +189,7 @@ impl<'a> Vm<'a> {
     }
 
     fn alloc(&mut self, o: Obj) -> PResult<V> {
-        let i = u32::try_from(self.arena.len())
-            .map_err(|_| Fault::Corrupt("pickle creates too many objects".into()))?;
+        let i = u32::try_from(self.arena.len()).map_err(|_| Fault::Corrupt("pickle creates too many objects".into()))?;
         self.arena.push(o);
         Ok(V::Ref(i))
     }
@@ -218,11 +202,7 @@ impl<'a> Vm<'a> {
                 self.pos = e;
                 Ok(s)
             }
-            None => corrupt(format!(
-                "pickle truncated: needs {n} bytes at offset {} but only {} remain",
-                self.pos,
-                self.data.len() - self.pos
-            )),
+            None => corrupt(format!("pickle truncated: needs {n} bytes at offset {} but only {} remain", self.pos, self.data.len() - self.pos)),
         }
     }
     fn u8(&mut self) -> PResult<u8> {
@@ -245,8 +225,7 @@ impl<'a> Vm<'a> {
     /// Length-prefixed payload; the length is checked against the remaining input before
     /// anything is allocated.
     fn len_bytes(&mut self, n: u64) -> PResult<&'a [u8]> {
-        let n = usize::try_from(n)
-            .map_err(|_| Fault::Corrupt(format!("declared length {n} is absurd")))?;
+        let n = usize::try_from(n).map_err(|_| Fault::Corrupt(format!("declared length {n} is absurd")))?;
         self.take(n)
     }
     fn line(&mut self) -> PResult<&'a [u8]> {
@@ -264,21 +243,13 @@ impl<'a> Vm<'a> {
         if self.stack.len() <= floor {
             return corrupt(format!("pickle stack underflow at offset {}", self.pos));
         }
-        self.stack
-            .pop()
-            .ok_or_else(|| Fault::Corrupt("pickle stack underflow".into()))
+        self.stack.pop().ok_or_else(|| Fault::Corrupt("pickle stack underflow".into()))
     }
     fn top(&self) -> PResult<V> {
-        self.stack
-            .last()
-            .copied()
-            .ok_or_else(|| Fault::Corrupt("pickle stack empty".into()))
+        self.stack.last().copied().ok_or_else(|| Fault::Corrupt("pickle stack empty".into()))
     }
     fn pop_mark(&mut self) -> PResult<Vec<V>> {
-        let m = self
-            .marks
-            .pop()
-            .ok_or_else(|| Fault::Corrupt(format!("pickle: no MARK at offset {}", self.pos)))?;
+        let m = self.marks.pop().ok_or_else(|| Fault::Corrupt(format!("pickle: no MARK at offset {}", self.pos)))?;
         if m > self.stack.len() {
             return corrupt("pickle: MARK above stack top");
         }
@@ -290,10 +261,7 @@ impl<'a> Vm<'a> {
     fn utf8(&mut self, b: &[u8]) -> PResult<V> {
         match std::str::from_utf8(b) {
             Ok(s) => self.str_obj(s.to_owned()),
-            Err(_) => corrupt(format!(
-                "pickle: invalid UTF-8 string before offset {}",
-                self.pos
-            )),
+            Err(_) => corrupt(format!("pickle: invalid UTF-8 string before offset {}", self.pos)),
         }
     }
     /// Python 2 `str` (BINSTRING): decoded like `torch.load(encoding="utf-8")` would, falling
@@ -318,9 +286,7 @@ impl<'a> Vm<'a> {
                 self.stack.push(v);
                 Ok(())
             }
-            None => corrupt(format!(
-                "pickle refers to memo entry {idx} that was never stored"
-            )),
+            None => corrupt(format!("pickle refers to memo entry {idx} that was never stored")),
         }
     }
     fn long_from_le(&mut self, b: &[u8]) -> PResult<V> {
@@ -336,8 +302,7 @@ impl<'a> Vm<'a> {
         self.alloc(Obj::BigInt(b.to_vec()))
     }
     fn text_int(&mut self, line: &[u8]) -> PResult<V> {
-        let s =
-            std::str::from_utf8(line).map_err(|_| Fault::Corrupt("pickle: bad INT text".into()))?;
+        let s = std::str::from_utf8(line).map_err(|_| Fault::Corrupt("pickle: bad INT text".into()))?;
         let s = s.trim().trim_end_matches('L');
         match s {
             "00" => return Ok(V::Bool(false)),
@@ -347,11 +312,7 @@ impl<'a> Vm<'a> {
         match s.parse::<i64>() {
             Ok(i) => Ok(V::Int(i)),
             Err(_) => {
-                if !s.is_empty()
-                    && s.trim_start_matches('-')
-                        .bytes()
-                        .all(|c| c.is_ascii_digit())
-                {
+                if !s.is_empty() && s.trim_start_matches('-').bytes().all(|c| c.is_ascii_digit()) {
                     self.alloc(Obj::BigInt(Vec::new()))
                 } else {
                     corrupt(format!("pickle: bad integer literal {s:?}"))
@@ -364,10 +325,7 @@ impl<'a> Vm<'a> {
         loop {
             let at = self.pos;
             if self.copied.get() > self.copy_limit {
-                return corrupt(format!(
-                    "pickle bomb: copies of shared objects exceed {} bytes before offset {at}",
-                    self.copy_limit
-                ));
+                return corrupt(format!("pickle bomb: copies of shared objects exceed {} bytes before offset {at}", self.copy_limit));
             }
             let op = self.u8()?;
             match op {
@@ -379,9 +337,7 @@ impl<'a> Vm<'a> {
                 0x80 => {
                     let p = self.u8()?;
                     if p > 5 {
-                        return Err(Fault::Unsupported(format!(
-                            "pickle protocol {p} (supported: 0-5)"
-                        )));
+                        return Err(Fault::Unsupported(format!("pickle protocol {p} (supported: 0-5)")));
                     }
                 }
                 0x95 => {
@@ -495,10 +451,7 @@ impl<'a> Vm<'a> {
                 b'S' => {
                     let line = self.line()?;
                     let t = line.strip_suffix(b"\r").unwrap_or(line);
-                    let inner = if t.len() >= 2
-                        && (t[0] == b'\'' || t[0] == b'"')
-                        && t[t.len() - 1] == t[0]
-                    {
+                    let inner = if t.len() >= 2 && (t[0] == b'\'' || t[0] == b'"') && t[t.len() - 1] == t[0] {
                         &t[1..t.len() - 1]
                     } else {
                         return corrupt("pickle: STRING argument is not quoted");
@@ -525,9 +478,7 @@ impl<'a> Vm<'a> {
                     self.stack.push(v);
                 }
                 0x97 | 0x98 => {
-                    return Err(Fault::Unsupported(
-                        "pickle protocol 5 out-of-band buffers".into(),
-                    ));
+                    return Err(Fault::Unsupported("pickle protocol 5 out-of-band buffers".into()));
                 }
                 b')' => {
                     let v = self.alloc(Obj::Tuple(Vec::new()))?;
@@ -615,8 +566,7 @@ impl<'a> Vm<'a> {
                     self.memo_put(i)?;
                 }
                 0x94 => {
-                    let i = u32::try_from(self.memo.len())
-                        .map_err(|_| Fault::Corrupt("memo overflow".into()))?;
+                    let i = u32::try_from(self.memo.len()).map_err(|_| Fault::Corrupt("memo overflow".into()))?;
                     self.memo_put(i)?;
                 }
                 b'g' => {
@@ -675,11 +625,7 @@ impl<'a> Vm<'a> {
                     let name = String::from_utf8_lossy(self.line()?).into_owned();
                     let items = self.pop_mark()?;
                     let args = self.alloc(Obj::Tuple(items))?;
-                    let v = self.alloc(Obj::Object {
-                        class: format!("{module}.{name}"),
-                        args: Some(args),
-                        state: None,
-                    })?;
+                    let v = self.alloc(Obj::Object { class: format!("{module}.{name}"), args: Some(args), state: None })?;
                     self.stack.push(v);
                 }
                 b'o' => {
@@ -715,14 +661,10 @@ impl<'a> Vm<'a> {
                     self.stack.push(v);
                 }
                 0x82..=0x84 => {
-                    return Err(Fault::Unsupported(
-                        "pickle extension registry opcodes (EXT1/2/4)".into(),
-                    ));
+                    return Err(Fault::Unsupported("pickle extension registry opcodes (EXT1/2/4)".into()));
                 }
                 other => {
-                    return corrupt(format!(
-                        "pickle: unknown opcode 0x{other:02x} at offset {at}"
-                    ));
+                    return corrupt(format!("pickle: unknown opcode 0x{other:02x} at offset {at}"));
                 }
             }
         }
@@ -805,9 +747,7 @@ impl<'a> Vm<'a> {
     }
 
     fn uints(&self, v: V, what: &str) -> PResult<Vec<u64>> {
-        let items = self
-            .tuple_items(v)
-            .ok_or_else(|| Fault::Corrupt(format!("pickle: {what} is not a tuple")))?;
+        let items = self.tuple_items(v).ok_or_else(|| Fault::Corrupt(format!("pickle: {what} is not a tuple")))?;
         if items.len() > MAX_DIMS {
             return corrupt(format!("pickle: {what} has {} dimensions", items.len()));
         }
@@ -819,17 +759,11 @@ impl<'a> Vm<'a> {
     fn call(&mut self, func: V, args: V, depth: u32) -> PResult<V> {
         let Some((module, name)) = self.global_name(func) else {
             // Calling something that is not a global (e.g. an opaque object): record it.
-            return self.alloc(Obj::Object {
-                class: "<non-global callable>".into(),
-                args: Some(args),
-                state: None,
-            });
+            return self.alloc(Obj::Object { class: "<non-global callable>".into(), args: Some(args), state: None });
         };
         let a = self.tuple_items(args).unwrap_or_default();
         match (module.as_str(), name.as_str()) {
-            ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor")
-                if a.len() >= 4 =>
-            {
+            ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") if a.len() >= 4 => {
                 let storage = match a[0] {
                     V::Ref(i) if matches!(self.arena.get(i as usize), Some(Obj::Storage(_))) => i,
                     _ => return corrupt(format!("pickle: {name} called without a storage")),
@@ -838,50 +772,25 @@ impl<'a> Vm<'a> {
                 let shape = self.uints(a[2], "tensor size")?;
                 let stride = self.uints(a[3], "tensor stride")?;
                 if shape.len() != stride.len() {
-                    return corrupt(format!(
-                        "pickle: tensor size has {} dims but stride has {}",
-                        shape.len(),
-                        stride.len()
-                    ));
+                    return corrupt(format!("pickle: tensor size has {} dims but stride has {}", shape.len(), stride.len()));
                 }
-                self.alloc(Obj::Tensor(TensorRef {
-                    storage,
-                    offset,
-                    shape,
-                    stride,
-                }))
+                self.alloc(Obj::Tensor(TensorRef { storage, offset, shape, stride }))
             }
-            ("torch._utils", "_rebuild_parameter")
-            | ("torch._utils", "_rebuild_parameter_with_state")
-            | ("torch.nn.parameter", "Parameter")
+            ("torch._utils", "_rebuild_parameter") | ("torch._utils", "_rebuild_parameter_with_state") | ("torch.nn.parameter", "Parameter")
                 if !a.is_empty() =>
             {
                 Ok(a[0])
             }
-            ("torch._tensor", "_rebuild_from_type_v2")
-            | ("torch._tensor", "_rebuild_from_type")
-                if a.len() >= 3 =>
-            {
+            ("torch._tensor", "_rebuild_from_type_v2") | ("torch._tensor", "_rebuild_from_type") if a.len() >= 3 => {
                 let inner_ok = matches!(
-                    self.global_name(a[1])
-                        .as_ref()
-                        .map(|(m, n)| (m.as_str(), n.as_str())),
-                    Some(("torch", "Tensor"))
-                        | Some(("torch.nn.parameter", "Parameter"))
-                        | Some(("torch._tensor", "Tensor"))
+                    self.global_name(a[1]).as_ref().map(|(m, n)| (m.as_str(), n.as_str())),
+                    Some(("torch", "Tensor")) | Some(("torch.nn.parameter", "Parameter")) | Some(("torch._tensor", "Tensor"))
                 );
                 if inner_ok && depth < 4 {
                     self.call(a[0], a[2], depth + 1)
                 } else {
-                    let class = self
-                        .global_name(a[1])
-                        .map(|(m, n)| format!("{m}.{n}"))
-                        .unwrap_or_else(|| "<tensor subclass>".into());
-                    self.alloc(Obj::Object {
-                        class,
-                        args: Some(args),
-                        state: None,
-                    })
+                    let class = self.global_name(a[1]).map(|(m, n)| format!("{m}.{n}")).unwrap_or_else(|| "<tensor subclass>".into());
+                    self.alloc(Obj::Object { class, args: Some(args), state: None })
                 }
             }
             ("collections", "OrderedDict") | ("builtins", "dict") | ("__builtin__", "dict") => {
@@ -898,42 +807,23 @@ impl<'a> Vm<'a> {
                 }
                 self.alloc(Obj::Dict(pairs))
             }
-            ("builtins", "set")
-            | ("__builtin__", "set")
-            | ("builtins", "frozenset")
-            | ("__builtin__", "frozenset") => {
-                let items = a
-                    .first()
-                    .and_then(|&x| self.tuple_items(x))
-                    .unwrap_or_default();
+            ("builtins", "set") | ("__builtin__", "set") | ("builtins", "frozenset") | ("__builtin__", "frozenset") => {
+                let items = a.first().and_then(|&x| self.tuple_items(x)).unwrap_or_default();
                 self.alloc(Obj::Set(items))
             }
             ("builtins", "list") | ("__builtin__", "list") => {
-                let items = a
-                    .first()
-                    .and_then(|&x| self.tuple_items(x))
-                    .unwrap_or_default();
+                let items = a.first().and_then(|&x| self.tuple_items(x)).unwrap_or_default();
                 self.alloc(Obj::List(items))
             }
             ("torch", "Size") | ("builtins", "tuple") | ("__builtin__", "tuple") => {
-                let items = a
-                    .first()
-                    .and_then(|&x| self.tuple_items(x))
-                    .unwrap_or_default();
+                let items = a.first().and_then(|&x| self.tuple_items(x)).unwrap_or_default();
                 self.alloc(Obj::Tuple(items))
             }
             ("_codecs", "encode") if !a.is_empty() => {
                 // Protocol-2 pickles of Python 3 bytes: _codecs.encode(str, "latin1").
-                let s = self.str_of(a[0]).ok_or_else(|| {
-                    Fault::Corrupt("pickle: _codecs.encode of a non-string".into())
-                })?;
-                let enc = a
-                    .get(1)
-                    .and_then(|&e| self.str_of(e))
-                    .unwrap_or_else(|| "utf-8".into());
-                let bytes = if enc.eq_ignore_ascii_case("latin1")
-                    || enc.eq_ignore_ascii_case("latin-1")
-                {
+                let s = self.str_of(a[0]).ok_or_else(|| Fault::Corrupt("pickle: _codecs.encode of a non-string".into()))?;
+                let enc = a.get(1).and_then(|&e| self.str_of(e)).unwrap_or_else(|| "utf-8".into());
+                let bytes = if enc.eq_ignore_ascii_case("latin1") || enc.eq_ignore_ascii_case("latin-1") {
                     let mut out = Vec::with_capacity(s.len());
                     for c in s.chars() {
                         let c = u32::from(c);
@@ -972,16 +862,8 @@ impl<'a> Vm<'a> {
                 }
                 self.str_obj(s)
             }
-            ("numpy.core.multiarray", "scalar") | ("numpy._core.multiarray", "scalar")
-                if a.len() >= 2 =>
-            {
-                self.numpy_scalar(a[0], a[1], args)
-            }
-            _ => self.alloc(Obj::Object {
-                class: format!("{module}.{name}"),
-                args: Some(args),
-                state: None,
-            }),
+            ("numpy.core.multiarray", "scalar") | ("numpy._core.multiarray", "scalar") if a.len() >= 2 => self.numpy_scalar(a[0], a[1], args),
+            _ => self.alloc(Obj::Object { class: format!("{module}.{name}"), args: Some(args), state: None }),
         }
     }
 
@@ -990,13 +872,9 @@ impl<'a> Vm<'a> {
     fn numpy_scalar(&mut self, dtype: V, bytes: V, args: V) -> PResult<V> {
         let code = match dtype {
             V::Ref(i) => match self.arena.get(i as usize) {
-                Some(Obj::Object {
-                    class,
-                    args: Some(da),
-                    ..
-                }) if class.ends_with("numpy.dtype") => self
-                    .tuple_items(*da)
-                    .and_then(|t| t.first().and_then(|&c| self.str_of(c))),
+                Some(Obj::Object { class, args: Some(da), .. }) if class.ends_with("numpy.dtype") => {
+                    self.tuple_items(*da).and_then(|t| t.first().and_then(|&c| self.str_of(c)))
+                }
                 _ => None,
             },
             _ => None,
@@ -1007,10 +885,7 @@ impl<'a> Vm<'a> {
                     self.charge(b.len());
                     Some(b.clone())
                 }
-                Some(Obj::Str(s)) => s
-                    .chars()
-                    .map(|c| u8::try_from(u32::from(c)).ok())
-                    .collect::<Option<Vec<u8>>>(),
+                Some(Obj::Str(s)) => s.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect::<Option<Vec<u8>>>(),
                 _ => None,
             },
             _ => None,
@@ -1021,27 +896,19 @@ impl<'a> Vm<'a> {
                 x.copy_from_slice(b);
                 Some(V::Float(f64::from_le_bytes(x)))
             }
-            (Some("f4"), Some(b)) if b.len() == 4 => {
-                Some(V::Float(f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64))
-            }
+            (Some("f4"), Some(b)) if b.len() == 4 => Some(V::Float(f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)),
             (Some("i8"), Some(b)) if b.len() == 8 => {
                 let mut x = [0u8; 8];
                 x.copy_from_slice(b);
                 Some(V::Int(i64::from_le_bytes(x)))
             }
-            (Some("i4"), Some(b)) if b.len() == 4 => {
-                Some(V::Int(i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64))
-            }
+            (Some("i4"), Some(b)) if b.len() == 4 => Some(V::Int(i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)),
             (Some("b1"), Some(b)) if b.len() == 1 => Some(V::Bool(b[0] != 0)),
             _ => None,
         };
         match v {
             Some(v) => Ok(v),
-            None => self.alloc(Obj::Object {
-                class: "numpy.core.multiarray.scalar".into(),
-                args: Some(args),
-                state: None,
-            }),
+            None => self.alloc(Obj::Object { class: "numpy.core.multiarray.scalar".into(), args: Some(args), state: None }),
         }
     }
 
@@ -1049,25 +916,16 @@ impl<'a> Vm<'a> {
     /// becomes a [`StorageRef`]; `('module', cls, file, source)` (legacy whole-module saves)
     /// yields the class reference.
     fn persistent_load(&mut self, pid: V) -> PResult<V> {
-        let items = self.tuple_items(pid).ok_or_else(|| {
-            Fault::Unsupported(
-                "pickle persistent id that is not a tuple (not a PyTorch file?)".into(),
-            )
-        })?;
-        let kind = items
-            .first()
-            .and_then(|&k| self.str_of(k))
-            .unwrap_or_default();
+        let items =
+            self.tuple_items(pid).ok_or_else(|| Fault::Unsupported("pickle persistent id that is not a tuple (not a PyTorch file?)".into()))?;
+        let kind = items.first().and_then(|&k| self.str_of(k)).unwrap_or_default();
         match kind.as_str() {
             "storage" if items.len() >= 5 => {
-                let (tmod, tname) = self.global_name(items[1]).ok_or_else(|| {
-                    Fault::Corrupt("pickle: storage type is not a class reference".into())
-                })?;
+                let (tmod, tname) =
+                    self.global_name(items[1]).ok_or_else(|| Fault::Corrupt("pickle: storage type is not a class reference".into()))?;
                 let key = match items[2] {
                     V::Int(i) => i.to_string(),
-                    k => self.str_of(k).ok_or_else(|| {
-                        Fault::Corrupt("pickle: storage key is not a string".into())
-                    })?,
+                    k => self.str_of(k).ok_or_else(|| Fault::Corrupt("pickle: storage key is not a string".into()))?,
                 };
                 let numel = Self::uint(items[4], "storage size")?;
                 let view = match items.get(5) {
@@ -1075,29 +933,16 @@ impl<'a> Vm<'a> {
                     Some(&vm) => {
                         let t = self.tuple_items(vm).unwrap_or_default();
                         if t.len() != 3 {
-                            return corrupt(
-                                "pickle: storage view metadata is not (key, offset, size)",
-                            );
+                            return corrupt("pickle: storage view metadata is not (key, offset, size)");
                         }
-                        Some((
-                            Self::uint(t[1], "storage view offset")?,
-                            Self::uint(t[2], "storage view size")?,
-                        ))
+                        Some((Self::uint(t[1], "storage view offset")?, Self::uint(t[2], "storage view size")?))
                     }
                 };
                 let dtype = storage_dtype(&tmod, &tname);
-                self.alloc(Obj::Storage(StorageRef {
-                    key,
-                    dtype,
-                    type_name: format!("{tmod}.{tname}"),
-                    numel,
-                    view,
-                }))
+                self.alloc(Obj::Storage(StorageRef { key, dtype, type_name: format!("{tmod}.{tname}"), numel, view }))
             }
             "module" if items.len() >= 2 => Ok(items[1]),
-            _ => Err(Fault::Unsupported(format!(
-                "pickle persistent id of kind {kind:?}"
-            ))),
+            _ => Err(Fault::Unsupported(format!("pickle persistent id of kind {kind:?}"))),
         }
     }
 }
@@ -1119,11 +964,7 @@ fn decode_raw_unicode_escape(b: &[u8]) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\' && i + 5 < b.len() && b[i + 1] == b'u' {
-            if let Some(c) = std::str::from_utf8(&b[i + 2..i + 6])
-                .ok()
-                .and_then(|h| u32::from_str_radix(h, 16).ok())
-                .and_then(char::from_u32)
-            {
+            if let Some(c) = std::str::from_utf8(&b[i + 2..i + 6]).ok().and_then(|h| u32::from_str_radix(h, 16).ok()).and_then(char::from_u32) {
                 out.push(c);
                 i += 6;
                 continue;
@@ -1190,10 +1031,7 @@ mod tests {
         }
         p.extend_from_slice(b"N.");
         let e = parse(&p).err().expect("bomb refused");
-        assert!(
-            matches!(&e, Fault::Corrupt(m) if m.contains("pickle bomb")),
-            "{e:?}"
-        );
+        assert!(matches!(&e, Fault::Corrupt(m) if m.contains("pickle bomb")), "{e:?}");
     }
 
     #[test]

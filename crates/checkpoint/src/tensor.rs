@@ -31,18 +31,8 @@ pub enum DType {
 
 impl DType {
     /// Every supported dtype.
-    pub const ALL: [DType; 10] = [
-        DType::F32,
-        DType::F64,
-        DType::F16,
-        DType::BF16,
-        DType::I64,
-        DType::I32,
-        DType::I16,
-        DType::I8,
-        DType::U8,
-        DType::Bool,
-    ];
+    pub const ALL: [DType; 10] =
+        [DType::F32, DType::F64, DType::F16, DType::BF16, DType::I64, DType::I32, DType::I16, DType::I8, DType::U8, DType::Bool];
 
     /// The safetensors name of the dtype ("F32", "BOOL", ...).
     pub fn name(self) -> &'static str {
@@ -129,11 +119,7 @@ pub struct TensorData {
 impl TensorData {
     /// Builds a tensor, checking that `bytes` has exactly the length `shape` and `dtype` imply.
     pub fn new(dtype: DType, shape: Vec<usize>, bytes: Vec<u8>) -> Result<Self, Error> {
-        let t = TensorData {
-            dtype,
-            shape,
-            bytes,
-        };
+        let t = TensorData { dtype, shape, bytes };
         t.check()?;
         Ok(t)
     }
@@ -145,18 +131,10 @@ impl TensorData {
 
     /// Checks that the byte length matches shape and dtype.
     pub fn check(&self) -> Result<(), Error> {
-        let expected = self
-            .shape
-            .iter()
-            .try_fold(self.dtype.size_in_bytes(), |acc, &d| acc.checked_mul(d));
+        let expected = self.shape.iter().try_fold(self.dtype.size_in_bytes(), |acc, &d| acc.checked_mul(d));
         match expected {
             Some(n) if n == self.bytes.len() => Ok(()),
-            Some(n) => Err(Error::Tensor(format!(
-                "{} tensor of shape {:?} needs {n} bytes but has {}",
-                self.dtype,
-                self.shape,
-                self.bytes.len()
-            ))),
+            Some(n) => Err(Error::Tensor(format!("{} tensor of shape {:?} needs {n} bytes but has {}", self.dtype, self.shape, self.bytes.len()))),
             None => Err(Error::Tensor(format!("shape {:?} overflows", self.shape))),
         }
     }
@@ -169,11 +147,7 @@ impl TensorData {
         for x in v {
             bytes.extend_from_slice(&x.to_le_bytes());
         }
-        TensorData {
-            dtype: DType::F32,
-            shape,
-            bytes,
-        }
+        TensorData { dtype: DType::F32, shape, bytes }
     }
 
     /// The values converted to f32 (floats are rounded to nearest, integers converted, bool as
@@ -182,38 +156,13 @@ impl TensorData {
         self.check()?;
         let b = &self.bytes;
         Ok(match self.dtype {
-            DType::F32 => b
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            DType::F64 => b
-                .chunks_exact(8)
-                .map(|c| {
-                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
-                })
-                .collect(),
-            DType::F16 => b
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            DType::BF16 => b
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            DType::I64 => b
-                .chunks_exact(8)
-                .map(|c| {
-                    i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
-                })
-                .collect(),
-            DType::I32 => b
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
-                .collect(),
-            DType::I16 => b
-                .chunks_exact(2)
-                .map(|c| i16::from_le_bytes([c[0], c[1]]) as f32)
-                .collect(),
+            DType::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            DType::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32).collect(),
+            DType::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            DType::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            DType::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32).collect(),
+            DType::I32 => b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32).collect(),
+            DType::I16 => b.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as f32).collect(),
             DType::I8 => b.iter().map(|&x| x as i8 as f32).collect(),
             DType::U8 => b.iter().map(|&x| x as f32).collect(),
             DType::Bool => b.iter().map(|&x| if x != 0 { 1.0 } else { 0.0 }).collect(),
@@ -225,25 +174,12 @@ impl TensorData {
         self.check()?;
         let b = &self.bytes;
         Ok(match self.dtype {
-            DType::I64 => b
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                .collect(),
-            DType::I32 => b
-                .chunks_exact(4)
-                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
-                .collect(),
-            DType::I16 => b
-                .chunks_exact(2)
-                .map(|c| i16::from_le_bytes([c[0], c[1]]) as i64)
-                .collect(),
+            DType::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect(),
+            DType::I32 => b.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect(),
+            DType::I16 => b.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as i64).collect(),
             DType::I8 => b.iter().map(|&x| x as i8 as i64).collect(),
             DType::U8 | DType::Bool => b.iter().map(|&x| x as i64).collect(),
-            d => {
-                return Err(Error::Tensor(format!(
-                    "to_i64_vec: {d} is not an integer dtype"
-                )))
-            }
+            d => return Err(Error::Tensor(format!("to_i64_vec: {d} is not an integer dtype"))),
         })
     }
 }
@@ -259,10 +195,7 @@ mod tests {
     fn names_sizes_and_serde_agree() {
         for d in DType::ALL {
             assert_eq!(DType::from_name(d.name()), Some(d));
-            assert_eq!(
-                serde_json::to_value(d).unwrap(),
-                serde_json::json!(d.name())
-            );
+            assert_eq!(serde_json::to_value(d).unwrap(), serde_json::json!(d.name()));
             assert_eq!(DType::from_safetensors(d.to_safetensors()), Some(d));
             assert_eq!(d.to_safetensors().bitsize(), d.size_in_bytes() * 8);
         }

@@ -19,22 +19,11 @@ const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 
 const LEGACY_PROTOCOL: i64 = 1001;
 
 /// Keys under which training-checkpoint dicts keep the model's state dict, in priority order.
-const STATE_DICT_KEYS: &[&str] = &[
-    "state_dict",
-    "model_state_dict",
-    "model_state",
-    "model",
-    "net",
-    "network",
-    "weights",
-    "params",
-];
+const STATE_DICT_KEYS: &[&str] = &["state_dict", "model_state_dict", "model_state", "model", "net", "network", "weights", "params"];
 
 /// Most bytes all materialised tensors of one file may take: 4× the file plus 256 MiB.
 pub(crate) fn materialize_budget(file_len: usize) -> u64 {
-    (file_len as u64)
-        .saturating_mul(4)
-        .saturating_add(256 << 20)
+    (file_len as u64).saturating_mul(4).saturating_add(256 << 20)
 }
 
 /// What a PyTorch file yields, before it is wrapped into [`crate::Imported`].
@@ -64,24 +53,14 @@ pub(crate) fn read_zip(data: &[u8]) -> PResult<TorchImport> {
         .iter()
         .filter(|e| e.name.ends_with("/data.pkl") || e.name == "data.pkl")
         .min_by_key(|e| e.name.len())
-        .ok_or_else(|| {
-            Fault::Unsupported("zip archive without data.pkl: not a torch.save file".into())
-        })?;
+        .ok_or_else(|| Fault::Unsupported("zip archive without data.pkl: not a torch.save file".into()))?;
     let prefix = &pkl.name[..pkl.name.len() - "data.pkl".len()];
-    let find = |name: &str| {
-        entries.iter().find(|e| {
-            e.name.len() == prefix.len() + name.len()
-                && e.name.starts_with(prefix)
-                && e.name.ends_with(name)
-        })
-    };
+    let find =
+        |name: &str| entries.iter().find(|e| e.name.len() == prefix.len() + name.len() && e.name.starts_with(prefix) && e.name.ends_with(name));
     if let Some(bo) = find("byteorder") {
         let order = &data[bo.start..bo.start + bo.len];
         if order != b"little" {
-            return Err(Fault::Unsupported(format!(
-                "tensors stored in {} byte order",
-                String::from_utf8_lossy(order)
-            )));
+            return Err(Fault::Unsupported(format!("tensors stored in {} byte order", String::from_utf8_lossy(order))));
         }
     }
     crate::zip::check_crc(data, pkl)?;
@@ -93,22 +72,13 @@ pub(crate) fn read_zip(data: &[u8]) -> PResult<TorchImport> {
                 continue;
             }
             let Some(dtype) = s.dtype else { continue };
-            let e = find(&format!("data/{}", s.key)).ok_or_else(|| {
-                Fault::Corrupt(format!(
-                    "zip: storage {:?} has no entry data/{}",
-                    s.key, s.key
-                ))
-            })?;
+            let e =
+                find(&format!("data/{}", s.key)).ok_or_else(|| Fault::Corrupt(format!("zip: storage {:?} has no entry data/{}", s.key, s.key)))?;
             crate::zip::check_crc(data, e)?;
             by_key.insert(s.key.clone(), (dtype, &data[e.start..e.start + e.len]));
         }
     }
-    interpret(
-        &pk,
-        &Storages { by_key },
-        SourceFormat::PytorchZip,
-        data.len(),
-    )
+    interpret(&pk, &Storages { by_key }, SourceFormat::PytorchZip, data.len())
 }
 
 /// Reads a legacy-format PyTorch file.
@@ -116,27 +86,20 @@ pub(crate) fn read_legacy(data: &[u8]) -> PResult<TorchImport> {
     let magic = pickle::parse(data)?;
     let ok = matches!(magic.obj(magic.root), Some(Obj::BigInt(b)) if b.as_slice() == LEGACY_MAGIC);
     if !ok {
-        return Err(Fault::Unsupported(
-            "pickle without PyTorch's magic number: not a torch.save file".into(),
-        ));
+        return Err(Fault::Unsupported("pickle without PyTorch's magic number: not a torch.save file".into()));
     }
     let mut pos = magic.consumed;
     let proto = pickle::parse(&data[pos..])?;
     pos += proto.consumed;
     if proto.root != V::Int(LEGACY_PROTOCOL) {
-        return Err(Fault::Unsupported(format!(
-            "legacy PyTorch protocol version {:?} (expected 1001)",
-            proto.root
-        )));
+        return Err(Fault::Unsupported(format!("legacy PyTorch protocol version {:?} (expected 1001)", proto.root)));
     }
     let sys = pickle::parse(&data[pos..])?;
     pos += sys.consumed;
     if let Some(d) = sys.dict(sys.root) {
         for (k, v) in d {
             if sys.str(*k) == Some("little_endian") && *v == V::Bool(false) {
-                return Err(Fault::Unsupported(
-                    "file written on a big-endian machine".into(),
-                ));
+                return Err(Fault::Unsupported("file written on a big-endian machine".into()));
             }
         }
     }
@@ -144,9 +107,7 @@ pub(crate) fn read_legacy(data: &[u8]) -> PResult<TorchImport> {
     pos += pk.consumed;
     let keys_pk = pickle::parse(&data[pos..])?;
     pos += keys_pk.consumed;
-    let keys = keys_pk
-        .seq(keys_pk.root)
-        .ok_or_else(|| Fault::Corrupt("legacy: storage key list is not a list".into()))?;
+    let keys = keys_pk.seq(keys_pk.root).ok_or_else(|| Fault::Corrupt("legacy: storage key list is not a list".into()))?;
     // dtype of each root storage: the first persistent id that named it.
     let mut dtypes: HashMap<&str, Option<DType>> = HashMap::new();
     for obj in &pk.arena {
@@ -158,27 +119,16 @@ pub(crate) fn read_legacy(data: &[u8]) -> PResult<TorchImport> {
     for &k in keys {
         let key = match k {
             V::Int(i) => i.to_string(),
-            other => keys_pk
-                .str(other)
-                .ok_or_else(|| Fault::Corrupt("legacy: storage key is not a string".into()))?
-                .to_owned(),
+            other => keys_pk.str(other).ok_or_else(|| Fault::Corrupt("legacy: storage key is not a string".into()))?.to_owned(),
         };
         let dtype = match dtypes.get(key.as_str()) {
             Some(Some(d)) => *d,
             Some(None) => {
-                return Err(Fault::Unsupported(format!(
-                    "legacy: storage {key:?} has an unsupported storage type"
-                )));
+                return Err(Fault::Unsupported(format!("legacy: storage {key:?} has an unsupported storage type")));
             }
-            None => {
-                return Err(Fault::Corrupt(format!(
-                    "legacy: storage {key:?} listed but never referenced"
-                )))
-            }
+            None => return Err(Fault::Corrupt(format!("legacy: storage {key:?} listed but never referenced"))),
         };
-        let head = data
-            .get(pos..pos + 8)
-            .ok_or_else(|| Fault::Corrupt(format!("legacy: truncated before storage {key:?}")))?;
+        let head = data.get(pos..pos + 8).ok_or_else(|| Fault::Corrupt(format!("legacy: truncated before storage {key:?}")))?;
         let mut a = [0u8; 8];
         a.copy_from_slice(head);
         let numel = i64::from_le_bytes(a);
@@ -186,28 +136,18 @@ pub(crate) fn read_legacy(data: &[u8]) -> PResult<TorchImport> {
             .ok()
             .and_then(|n| n.checked_mul(dtype.size_in_bytes() as u64))
             .and_then(|n| usize::try_from(n).ok())
-            .ok_or_else(|| {
-                Fault::Corrupt(format!("legacy: storage {key:?} declares {numel} elements"))
-            })?;
+            .ok_or_else(|| Fault::Corrupt(format!("legacy: storage {key:?} declares {numel} elements")))?;
         let start = pos + 8;
-        let bytes = start
-            .checked_add(nbytes)
-            .and_then(|end| data.get(start..end))
-            .ok_or_else(|| {
-                Fault::Corrupt(format!(
-                    "legacy: storage {key:?} declares {nbytes} bytes but only {} remain (truncated?)",
-                    data.len().saturating_sub(start)
-                ))
-            })?;
+        let bytes = start.checked_add(nbytes).and_then(|end| data.get(start..end)).ok_or_else(|| {
+            Fault::Corrupt(format!(
+                "legacy: storage {key:?} declares {nbytes} bytes but only {} remain (truncated?)",
+                data.len().saturating_sub(start)
+            ))
+        })?;
         pos = start + nbytes;
         by_key.insert(key, (dtype, bytes));
     }
-    interpret(
-        &pk,
-        &Storages { by_key },
-        SourceFormat::PytorchLegacy,
-        data.len(),
-    )
+    interpret(&pk, &Storages { by_key }, SourceFormat::PytorchLegacy, data.len())
 }
 
 struct Ctx<'p, 'a> {
@@ -233,9 +173,7 @@ impl<'p> Ctx<'p, '_> {
         };
         let left = self.names.get();
         if s.len() as u64 > left {
-            return Err(Fault::Corrupt(
-                "names built from the pickle exceed the size limit (pickle bomb?)".into(),
-            ));
+            return Err(Fault::Corrupt("names built from the pickle exceed the size limit (pickle bomb?)".into()));
         }
         self.names.set(left.saturating_sub(s.len() as u64 + 16));
         Ok(s)
@@ -268,9 +206,7 @@ impl<'p> Ctx<'p, '_> {
                         out.insert(name, td);
                     }
                 }
-                None => self
-                    .skipped
-                    .push(format!("{name}: {} (not a tensor)", self.describe(x))),
+                None => self.skipped.push(format!("{name}: {} (not a tensor)", self.describe(x))),
             }
         }
         Ok(())
@@ -283,26 +219,18 @@ impl<'p> Ctx<'p, '_> {
             return Err(Fault::Corrupt(format!("tensor {name:?} without storage")));
         };
         let Some(dtype) = s.dtype else {
-            self.skipped.push(format!(
-                "{name}: storage type {} not supported",
-                s.type_name
-            ));
+            self.skipped.push(format!("{name}: storage type {} not supported", s.type_name));
             return Ok(None);
         };
-        let (_, root) = *self.storages.by_key.get(&s.key).ok_or_else(|| {
-            Fault::Corrupt(format!("tensor {name:?}: storage {:?} has no data", s.key))
-        })?;
+        let (_, root) =
+            *self.storages.by_key.get(&s.key).ok_or_else(|| Fault::Corrupt(format!("tensor {name:?}: storage {:?} has no data", s.key)))?;
         let es = dtype.size_in_bytes();
         // A typed view of the root storage (legacy storage views select a sub-range).
         let bytes: &[u8] = match s.view {
             None => root,
             Some((off, size)) => {
-                let (a, b) = span(off, size, es).ok_or_else(|| {
-                    Fault::Corrupt(format!("tensor {name:?}: storage view out of range"))
-                })?;
-                root.get(a..b).ok_or_else(|| {
-                    Fault::Corrupt(format!("tensor {name:?}: storage view out of range"))
-                })?
+                let (a, b) = span(off, size, es).ok_or_else(|| Fault::Corrupt(format!("tensor {name:?}: storage view out of range")))?;
+                root.get(a..b).ok_or_else(|| Fault::Corrupt(format!("tensor {name:?}: storage view out of range")))?
             }
         };
         let shape: Vec<usize> = t
@@ -315,15 +243,9 @@ impl<'p> Ctx<'p, '_> {
             .iter()
             .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
             .ok_or_else(|| Fault::Corrupt(format!("tensor {name:?}: size {shape:?} overflows")))?;
-        let out_len = numel
-            .checked_mul(es as u64)
-            .ok_or_else(|| Fault::Corrupt(format!("tensor {name:?}: size {shape:?} overflows")))?;
+        let out_len = numel.checked_mul(es as u64).ok_or_else(|| Fault::Corrupt(format!("tensor {name:?}: size {shape:?} overflows")))?;
         if numel == 0 {
-            return Ok(Some(TensorData {
-                dtype,
-                shape,
-                bytes: Vec::new(),
-            }));
+            return Ok(Some(TensorData { dtype, shape, bytes: Vec::new() }));
         }
         // Highest element index the view touches must lie inside the storage.
         let mut last = t.offset;
@@ -359,11 +281,7 @@ impl<'p> Ctx<'p, '_> {
             expect *= d;
         }
         if contiguous {
-            return Ok(Some(TensorData {
-                dtype,
-                shape,
-                bytes: bytes[off..off + out_len].to_vec(),
-            }));
+            return Ok(Some(TensorData { dtype, shape, bytes: bytes[off..off + out_len].to_vec() }));
         }
         let mut out = Vec::with_capacity(out_len);
         let nd = shape.len();
@@ -387,11 +305,7 @@ impl<'p> Ctx<'p, '_> {
             let mut k = nd - 1;
             loop {
                 if k == 0 {
-                    return Ok(Some(TensorData {
-                        dtype,
-                        shape,
-                        bytes: out,
-                    }));
+                    return Ok(Some(TensorData { dtype, shape, bytes: out }));
                 }
                 k -= 1;
                 idx[k] += 1;
@@ -422,23 +336,12 @@ impl<'p> Ctx<'p, '_> {
 
     /// Recovers parameters and buffers from the saved state of a pickled `nn.Module` (its
     /// `_parameters`, `_buffers` and `_modules` dicts), without executing anything.
-    fn module_tensors(
-        &mut self,
-        v: V,
-        prefix: &str,
-        depth: u32,
-        out: &mut TensorMap,
-    ) -> PResult<()> {
+    fn module_tensors(&mut self, v: V, prefix: &str, depth: u32, out: &mut TensorMap) -> PResult<()> {
         self.visits += 1;
         if depth > 64 || self.visits > 1_000_000 {
-            return Err(Fault::Corrupt(
-                "pickled module nested too deeply or referencing itself".into(),
-            ));
+            return Err(Fault::Corrupt("pickled module nested too deeply or referencing itself".into()));
         }
-        let Some(Obj::Object {
-            state: Some(state), ..
-        }) = self.pk.obj(v)
-        else {
+        let Some(Obj::Object { state: Some(state), .. }) = self.pk.obj(v) else {
             return Ok(());
         };
         let Some(d) = self.pk.dict(*state) else {
@@ -496,20 +399,11 @@ struct JsonBudget {
 
 impl JsonBudget {
     fn new() -> Self {
-        JsonBudget {
-            nodes: 100_000,
-            bytes: 16 << 20,
-        }
+        JsonBudget { nodes: 100_000, bytes: 16 << 20 }
     }
     fn take(&mut self, bytes: usize) -> Result<(), NotJson> {
-        self.nodes = self
-            .nodes
-            .checked_sub(1)
-            .ok_or_else(|| NotJson::Has("very large data".into()))?;
-        self.bytes = self
-            .bytes
-            .checked_sub(bytes as u64)
-            .ok_or_else(|| NotJson::Has("very large data".into()))?;
+        self.nodes = self.nodes.checked_sub(1).ok_or_else(|| NotJson::Has("very large data".into()))?;
+        self.bytes = self.bytes.checked_sub(bytes as u64).ok_or_else(|| NotJson::Has("very large data".into()))?;
         Ok(())
     }
 }
@@ -517,12 +411,7 @@ impl JsonBudget {
 /// Converts plain data (numbers, strings, lists, dicts) to JSON; tensors, opaque objects and
 /// bytes are not plain data. Depth and node count are bounded (shared sub-objects and cycles
 /// could otherwise make this exponential or endless).
-fn to_json(
-    pk: &Pickle,
-    v: V,
-    depth: u32,
-    budget: &mut JsonBudget,
-) -> Result<serde_json::Value, NotJson> {
+fn to_json(pk: &Pickle, v: V, depth: u32, budget: &mut JsonBudget) -> Result<serde_json::Value, NotJson> {
     use serde_json::Value as J;
     let len = match pk.obj(v) {
         Some(Obj::Str(s)) => s.len(),
@@ -536,16 +425,12 @@ fn to_json(
         V::None => J::Null,
         V::Bool(b) => J::Bool(b),
         V::Int(i) => J::from(i),
-        V::Float(f) => serde_json::Number::from_f64(f)
-            .map(J::Number)
-            .unwrap_or_else(|| J::String(f.to_string())),
+        V::Float(f) => serde_json::Number::from_f64(f).map(J::Number).unwrap_or_else(|| J::String(f.to_string())),
         V::Ref(_) => match pk.obj(v) {
             Some(Obj::Str(s)) => J::String(s.clone()),
-            Some(Obj::List(l)) | Some(Obj::Tuple(l)) | Some(Obj::Set(l)) => J::Array(
-                l.iter()
-                    .map(|&x| to_json(pk, x, depth + 1, budget))
-                    .collect::<Result<_, _>>()?,
-            ),
+            Some(Obj::List(l)) | Some(Obj::Tuple(l)) | Some(Obj::Set(l)) => {
+                J::Array(l.iter().map(|&x| to_json(pk, x, depth + 1, budget)).collect::<Result<_, _>>()?)
+            }
             Some(Obj::Dict(d)) => {
                 let mut m = serde_json::Map::new();
                 for &(k, x) in d {
@@ -554,10 +439,7 @@ fn to_json(
                         V::Bool(b) => b.to_string(),
                         V::Float(f) => f.to_string(),
                         V::None => "None".into(),
-                        r => pk
-                            .str(r)
-                            .map(str::to_owned)
-                            .ok_or_else(|| NotJson::Has("non-string dict keys".into()))?,
+                        r => pk.str(r).map(str::to_owned).ok_or_else(|| NotJson::Has("non-string dict keys".into()))?,
                     };
                     budget.take(key.len())?;
                     m.insert(key, to_json(pk, x, depth + 1, budget)?);
@@ -565,16 +447,10 @@ fn to_json(
                 J::Object(m)
             }
             Some(Obj::Global { module, name }) => J::String(format!("{module}.{name}")),
-            Some(Obj::Object { class, .. }) => {
-                return Err(NotJson::Has(format!(
-                    "pickled object {class} (not executed)"
-                )))
-            }
+            Some(Obj::Object { class, .. }) => return Err(NotJson::Has(format!("pickled object {class} (not executed)"))),
             Some(Obj::Tensor(_)) => return Err(NotJson::Has("tensors".into())),
             Some(Obj::Storage(_)) => return Err(NotJson::Has("storages".into())),
-            Some(Obj::Bytes(b)) => {
-                return Err(NotJson::Has(format!("{} bytes of binary data", b.len())))
-            }
+            Some(Obj::Bytes(b)) => return Err(NotJson::Has(format!("{} bytes of binary data", b.len()))),
             Some(Obj::BigInt(_)) => return Err(NotJson::Has("an integer beyond 64 bits".into())),
             None => return Err(NotJson::Has("a dangling reference".into())),
         },
@@ -582,12 +458,7 @@ fn to_json(
 }
 
 /// Turns the unpickled root object into tensors, class map, arch and extra entries.
-fn interpret(
-    pk: &Pickle,
-    storages: &Storages<'_>,
-    source: SourceFormat,
-    file_len: usize,
-) -> PResult<TorchImport> {
+fn interpret(pk: &Pickle, storages: &Storages<'_>, source: SourceFormat, file_len: usize) -> PResult<TorchImport> {
     let mut cx = Ctx {
         pk,
         storages,
@@ -604,11 +475,7 @@ fn interpret(
     if cx.is_tensor_dict(root) {
         cx.tensors_of(root, "", &mut tensors)?;
     } else if let Some(d) = pk.dict(root) {
-        let weights_key = STATE_DICT_KEYS.iter().find_map(|want| {
-            d.iter()
-                .find(|(k, v)| pk.str(*k) == Some(*want) && cx.is_tensor_dict(*v))
-                .copied()
-        });
+        let weights_key = STATE_DICT_KEYS.iter().find_map(|want| d.iter().find(|(k, v)| pk.str(*k) == Some(*want) && cx.is_tensor_dict(*v)).copied());
         if let Some((_, v)) = weights_key {
             cx.tensors_of(v, "", &mut tensors)?;
         }
@@ -624,10 +491,7 @@ fn interpret(
                         continue;
                     }
                     None => {
-                        cx.skipped.push(
-                            "class_to_idx: not a mapping of class name to non-negative index"
-                                .into(),
-                        );
+                        cx.skipped.push("class_to_idx: not a mapping of class name to non-negative index".into());
                         continue;
                     }
                 },
@@ -649,8 +513,7 @@ fn interpret(
                 }
             }
             if name.contains("optimizer") || name.contains("scheduler") || name.contains("scaler") {
-                cx.skipped
-                    .push(format!("{name}: optimizer/scheduler state (not imported)"));
+                cx.skipped.push(format!("{name}: optimizer/scheduler state (not imported)"));
                 continue;
             }
             // A pickled module with no separate state dict: recover its weights from its state.
@@ -658,11 +521,7 @@ fn interpret(
                 let mut rec = TensorMap::new();
                 cx.module_tensors(v, "", 0, &mut rec)?;
                 if !rec.is_empty() {
-                    cx.skipped.push(format!(
-                        "{name}: {}; {} parameters/buffers recovered from its saved state",
-                        cx.describe(v),
-                        rec.len()
-                    ));
+                    cx.skipped.push(format!("{name}: {}; {} parameters/buffers recovered from its saved state", cx.describe(v), rec.len()));
                     tensors = rec;
                     continue;
                 }
@@ -676,8 +535,7 @@ fn interpret(
                     if desc.starts_with("pickled object") {
                         cx.skipped.push(format!("{name}: {desc}"));
                     } else {
-                        cx.skipped
-                            .push(format!("{name}: {desc} containing {what} (not imported)"));
+                        cx.skipped.push(format!("{name}: {desc} containing {what} (not imported)"));
                     }
                 }
             }
@@ -689,28 +547,12 @@ fn interpret(
         }
     } else if matches!(pk.obj(root), Some(Obj::Object { .. })) {
         cx.module_tensors(root, "", 0, &mut tensors)?;
-        let note = if tensors.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; {} parameters/buffers recovered from its saved state",
-                tensors.len()
-            )
-        };
-        cx.skipped
-            .push(format!("<root>: {}{note}", cx.describe(root)));
+        let note = if tensors.is_empty() { String::new() } else { format!("; {} parameters/buffers recovered from its saved state", tensors.len()) };
+        cx.skipped.push(format!("<root>: {}{note}", cx.describe(root)));
     } else {
-        cx.skipped
-            .push(format!("<root>: {} (no tensors found)", cx.describe(root)));
+        cx.skipped.push(format!("<root>: {} (no tensors found)", cx.describe(root)));
     }
-    Ok(TorchImport {
-        source,
-        tensors,
-        class_to_idx,
-        arch,
-        extra,
-        skipped: cx.skipped,
-    })
+    Ok(TorchImport { source, tensors, class_to_idx, arch, extra, skipped: cx.skipped })
 }
 
 /// `class_to_idx`: a dict of class name (or int) to non-negative index; `None` if it is not.

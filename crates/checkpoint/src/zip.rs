@@ -78,9 +78,7 @@ pub(crate) fn entries(data: &[u8]) -> PResult<Vec<Entry>> {
     let mut cd_off = rd32(data, eocd + 16)? as u64;
     if count == 0xffff || cd_size == 0xffff_ffff || cd_off == 0xffff_ffff {
         // ZIP64 end-of-central-directory locator sits right before the EOCD.
-        let loc = eocd
-            .checked_sub(20)
-            .ok_or_else(|| Fault::Corrupt("zip: missing ZIP64 locator".into()))?;
+        let loc = eocd.checked_sub(20).ok_or_else(|| Fault::Corrupt("zip: missing ZIP64 locator".into()))?;
         if rd32(data, loc)? != 0x0706_4b50 {
             return corrupt("missing ZIP64 end-of-central-directory locator");
         }
@@ -93,17 +91,13 @@ pub(crate) fn entries(data: &[u8]) -> PResult<Vec<Entry>> {
         cd_off = rd64(data, z + 48)?;
     }
     let cd_off = to_usize(cd_off)?;
-    let cd_end = cd_off
-        .checked_add(to_usize(cd_size)?)
-        .filter(|&e| e <= data.len());
+    let cd_end = cd_off.checked_add(to_usize(cd_size)?).filter(|&e| e <= data.len());
     if cd_end.is_none() {
         return corrupt("central directory lies outside the file (truncated archive?)");
     }
     // Each central record is at least 46 bytes: bound the count before allocating.
     if count > (cd_size / 46) + 1 {
-        return corrupt(format!(
-            "declares {count} entries in a {cd_size}-byte central directory"
-        ));
+        return corrupt(format!("declares {count} entries in a {cd_size}-byte central directory"));
     }
     let mut out = Vec::with_capacity(count as usize);
     let mut p = cd_off;
@@ -119,13 +113,9 @@ pub(crate) fn entries(data: &[u8]) -> PResult<Vec<Entry>> {
         let extra_len = rd16(data, p + 30)? as usize;
         let comment_len = rd16(data, p + 32)? as usize;
         let mut local = rd32(data, p + 42)? as u64;
-        let name_bytes = data
-            .get(p + 46..p + 46 + name_len)
-            .ok_or_else(|| Fault::Corrupt("zip: truncated entry name".into()))?;
+        let name_bytes = data.get(p + 46..p + 46 + name_len).ok_or_else(|| Fault::Corrupt("zip: truncated entry name".into()))?;
         let name = String::from_utf8_lossy(name_bytes).into_owned();
-        let extra = data
-            .get(p + 46 + name_len..p + 46 + name_len + extra_len)
-            .ok_or_else(|| Fault::Corrupt("zip: truncated extra field".into()))?;
+        let extra = data.get(p + 46 + name_len..p + 46 + name_len + extra_len).ok_or_else(|| Fault::Corrupt("zip: truncated extra field".into()))?;
         // ZIP64 extended information: present fields in order usize, csize, local offset.
         let mut e = 0;
         while e + 4 <= extra.len() {
@@ -148,14 +138,10 @@ pub(crate) fn entries(data: &[u8]) -> PResult<Vec<Entry>> {
             e += 4 + sz;
         }
         if method != 0 {
-            return Err(Fault::Unsupported(format!(
-                "zip entry {name:?} is compressed (method {method}); PyTorch writes stored entries only"
-            )));
+            return Err(Fault::Unsupported(format!("zip entry {name:?} is compressed (method {method}); PyTorch writes stored entries only")));
         }
         if csize != usize_ {
-            return corrupt(format!(
-                "stored entry {name:?} has different compressed and plain sizes"
-            ));
+            return corrupt(format!("stored entry {name:?} has different compressed and plain sizes"));
         }
         let l = to_usize(local)?;
         if rd32(data, l)? != 0x0403_4b50 {
@@ -166,16 +152,9 @@ pub(crate) fn entries(data: &[u8]) -> PResult<Vec<Entry>> {
         let start = l + 30 + lname + lextra;
         let len = to_usize(csize)?;
         if start.checked_add(len).is_none_or(|end| end > data.len()) {
-            return corrupt(format!(
-                "entry {name:?} extends past the end of the file (truncated?)"
-            ));
+            return corrupt(format!("entry {name:?} extends past the end of the file (truncated?)"));
         }
-        out.push(Entry {
-            name,
-            start,
-            len,
-            crc32,
-        });
+        out.push(Entry { name, start, len, crc32 });
         p += 46 + name_len + extra_len + comment_len;
     }
     Ok(out)
@@ -185,10 +164,7 @@ pub(crate) fn entries(data: &[u8]) -> PResult<Vec<Entry>> {
 pub(crate) fn check_crc(data: &[u8], e: &Entry) -> PResult<()> {
     let got = crc32fast::hash(&data[e.start..e.start + e.len]);
     if got != e.crc32 {
-        return corrupt(format!(
-            "CRC-32 mismatch in entry {:?} (stored {:08x}, computed {got:08x}): damaged file",
-            e.name, e.crc32
-        ));
+        return corrupt(format!("CRC-32 mismatch in entry {:?} (stored {:08x}, computed {got:08x}): damaged file", e.name, e.crc32));
     }
     Ok(())
 }

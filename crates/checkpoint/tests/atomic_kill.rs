@@ -10,17 +10,11 @@ const CHILD_ENV: &str = "PETAL_CHECKPOINT_KILL_TEST_TARGET";
 
 /// About 48 MB of tensors whose content is determined by `generation`.
 fn big(generation: u64) -> Checkpoint {
-    let mut c = Checkpoint {
-        meta: Metadata::default(),
-        tensors: Default::default(),
-    };
+    let mut c = Checkpoint { meta: Metadata::default(), tensors: Default::default() };
     c.meta.hyperparameters = serde_json::json!({ "generation": generation });
     for i in 0..4u64 {
         let v = common::values(generation * 100 + i, 3_000_000);
-        c.tensors.insert(
-            format!("layer{i}.weight"),
-            TensorData::from_f32(vec![3000, 1000], &v),
-        );
+        c.tensors.insert(format!("layer{i}.weight"), TensorData::from_f32(vec![3000, 1000], &v));
     }
     c
 }
@@ -38,12 +32,7 @@ fn child_writer() {
 }
 
 fn temp_files(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".tmp-"))
-        .collect()
+    std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.contains(".tmp-")).collect()
 }
 
 #[test]
@@ -54,13 +43,7 @@ fn killed_writer_leaves_previous_checkpoint_intact() {
     let mut killed_mid_write = 0;
     for attempt in 0..6 {
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child_writer",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["--exact", "child_writer", "--ignored", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, &target)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -69,11 +52,7 @@ fn killed_writer_leaves_previous_checkpoint_intact() {
         // Wait until the child has a temp file with some bytes in it, then kill it.
         let start = Instant::now();
         loop {
-            let growing = temp_files(dir.path()).iter().any(|n| {
-                std::fs::metadata(dir.path().join(n))
-                    .map(|m| m.len() > 1 << 20)
-                    .unwrap_or(false)
-            });
+            let growing = temp_files(dir.path()).iter().any(|n| std::fs::metadata(dir.path().join(n)).map(|m| m.len() > 1 << 20).unwrap_or(false));
             if growing || start.elapsed() > Duration::from_secs(60) {
                 break;
             }
@@ -92,17 +71,10 @@ fn killed_writer_leaves_previous_checkpoint_intact() {
         eprintln!("attempt {attempt}: killed with temp files {left:?}; target holds generation {generation}");
         // A later save works and cleans up what the dead writer left.
         save(&target, &big(0)).unwrap();
-        assert!(
-            temp_files(dir.path()).is_empty(),
-            "stale temp files removed: {:?}",
-            temp_files(dir.path())
-        );
+        assert!(temp_files(dir.path()).is_empty(), "stale temp files removed: {:?}", temp_files(dir.path()));
         if killed_mid_write >= 2 {
             break;
         }
     }
-    assert!(
-        killed_mid_write >= 1,
-        "the writer was never caught mid-save"
-    );
+    assert!(killed_mid_write >= 1, "the writer was never caught mid-save");
 }

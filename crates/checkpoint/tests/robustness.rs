@@ -30,10 +30,7 @@ fn every_truncation_is_an_error() {
         for n in (0..data.len()).step_by(step) {
             match import_bytes(&data[..n], p()) {
                 Err(e) => assert!(e.to_string().contains("hostile.pth"), "{e}"),
-                Ok(_) => panic!(
-                    "{f} truncated to {n} of {} bytes imported without error",
-                    data.len()
-                ),
+                Ok(_) => panic!("{f} truncated to {n} of {} bytes imported without error", data.len()),
             }
         }
     }
@@ -59,10 +56,7 @@ fn flipped_tensor_byte_in_zip_fails_crc() {
     let data = std::fs::read(fixtures().join("tensors_zip.pt")).unwrap();
     let imp = import_bytes(&data, p()).unwrap();
     let needle = &imp.tensors["f32"].bytes;
-    let at = data
-        .windows(needle.len())
-        .position(|w| w == needle.as_slice())
-        .expect("f32 bytes stored as is");
+    let at = data.windows(needle.len()).position(|w| w == needle.as_slice()).expect("f32 bytes stored as is");
     let mut bad = data.clone();
     bad[at + 5] ^= 0x04;
     let e = import_bytes(&bad, p()).unwrap_err();
@@ -75,24 +69,15 @@ fn wrong_magic_is_named() {
         (&b""[..], "unknown file type"),
         (b"hello world, not a checkpoint", "unknown file type"),
         (b"\x80\x02}q\x00.", "not a torch.save file"),
-        (
-            b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x18.",
-            "magic number",
-        ),
+        (b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x18.", "magic number"),
         (b"PK\x03\x04garbage", "zip"),
     ] {
         let e = import_bytes(bytes, p()).unwrap_err();
-        assert!(
-            e.to_string().contains(says) && e.to_string().contains("hostile.pth"),
-            "{e}"
-        );
+        assert!(e.to_string().contains(says) && e.to_string().contains("hostile.pth"), "{e}");
     }
     let mut tar = vec![0u8; 600];
     tar[257..262].copy_from_slice(b"ustar");
-    assert!(import_bytes(&tar, p())
-        .unwrap_err()
-        .to_string()
-        .contains("tar"));
+    assert!(import_bytes(&tar, p()).unwrap_err().to_string().contains("tar"));
 }
 
 #[test]
@@ -111,12 +96,8 @@ fn absurd_declared_sizes() {
     let e = import_bytes(&f, p()).unwrap_err();
     assert!(e.to_string().contains("declares"), "{e}");
     // pickle string of 2^63 bytes
-    let e = import_bytes(b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.\x80\x02\x8d\xff\xff\xff\xff\xff\xff\xff\x7f", p())
-        .unwrap_err();
-    assert!(
-        e.to_string().contains("truncated") || e.to_string().contains("absurd"),
-        "{e}"
-    );
+    let e = import_bytes(b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.\x80\x02\x8d\xff\xff\xff\xff\xff\xff\xff\x7f", p()).unwrap_err();
+    assert!(e.to_string().contains("truncated") || e.to_string().contains("absurd"), "{e}");
     // zip end record declaring 65535 entries in a tiny central directory
     let mut z = b"PK\x03\x04".to_vec();
     z.extend_from_slice(b"PK\x05\x06\0\0\0\0\xff\xff\xff\xff\x2e\0\0\0\0\0\0\0\0\0");
@@ -129,11 +110,7 @@ fn tensor_view_beyond_its_storage_is_refused() {
     main.op(b"\x80\x02}q\x00X\x01\x00\x00\x00w");
     main.tensor(4, 2, &[3], &[1], 1).op(b"s.");
     let e = import_bytes(&legacy_file(&main.0, 4), p()).unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("reaches element 4 of a storage of 4"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("reaches element 4 of a storage of 4"), "{e}");
     // The same view inside the storage is fine.
     let mut ok = Pk::default();
     ok.op(b"\x80\x02}q\x00X\x01\x00\x00\x00w");
@@ -188,11 +165,7 @@ fn pickle_bomb_billion_laughs_is_bounded() {
     let start = std::time::Instant::now();
     let imp = import_bytes(&legacy_file(&main.0, 2), p()).unwrap();
     assert_eq!(imp.tensors["w"].numel(), 2);
-    assert!(
-        imp.skipped.iter().any(|s| s.starts_with("bomb:")),
-        "{:?}",
-        imp.skipped
-    );
+    assert!(imp.skipped.iter().any(|s| s.starts_with("bomb:")), "{:?}", imp.skipped);
     assert!(!imp.extra.contains_key("bomb"));
     eprintln!("billion laughs handled in {:?}", start.elapsed());
 }
@@ -204,19 +177,10 @@ fn code_execution_attempts_are_reported_not_run() {
     let mut main = Pk::default();
     main.op(b"\x80\x02}q\x00(X\x0a\x00\x00\x00state_dict}(X\x01\x00\x00\x00w");
     main.tensor(2, 0, &[2], &[1], 1).op(b"u");
-    main.s("payload")
-        .global("posix", "system")
-        .s(&format!("touch {}", marker.display()))
-        .op(b"\x85R");
+    main.s("payload").global("posix", "system").s(&format!("touch {}", marker.display())).op(b"\x85R");
     main.op(b"u.");
     let imp = import_bytes(&legacy_file(&main.0, 2), p()).unwrap();
-    assert!(
-        imp.skipped
-            .iter()
-            .any(|s| s.contains("posix.system") && s.contains("not executed")),
-        "{:?}",
-        imp.skipped
-    );
+    assert!(imp.skipped.iter().any(|s| s.contains("posix.system") && s.contains("not executed")), "{:?}", imp.skipped);
     assert!(!marker.exists());
     assert_eq!(imp.tensors.len(), 1);
 }

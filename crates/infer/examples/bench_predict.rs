@@ -41,7 +41,8 @@ struct Args {
 }
 
 fn parse() -> Result<Args, String> {
-    let mut a = Args { json: false, data: PathBuf::from("../shared/data/flowers102-mini"), runs: 5, images: 64, batch: 32, petal: None, weights: None };
+    let mut a =
+        Args { json: false, data: PathBuf::from("../shared/data/flowers102-mini"), runs: 5, images: 64, batch: 32, petal: None, weights: None };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value"));
@@ -183,7 +184,9 @@ fn run(a: &Args) -> Result<serde_json::Value, String> {
     let ds = preprocess::discover(&a.data, &preprocess::DiscoverOptions::default()).map_err(|e| format!("reading {}: {e}", a.data.display()))?;
     let valid = ds.split("valid").filter(|s| !s.samples.is_empty()).ok_or_else(|| format!("{} has no valid split", a.data.display()))?;
     let weights = a.weights.clone().or_else(|| {
-        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/petal/weights/efficientnet_lite0-imagenet.safetensors")).filter(|p| p.is_file())
+        std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".cache/petal/weights/efficientnet_lite0-imagenet.safetensors"))
+            .filter(|p| p.is_file())
     });
     if weights.is_none() {
         eprintln!("bench_predict: no ImageNet weights found; the checkpoint's backbone is random (timings are unaffected)");

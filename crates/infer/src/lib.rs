@@ -103,10 +103,8 @@ impl Predictor {
         let transform = TransformConfig { image_size: pre.input_size, resize_size: pre.resize_size, mean, std, ..TransformConfig::default() };
         let vs = VarStore::new(device);
         let mut net = Classifier::new(&vs.root(), &arch, &head, classes.len() as i64)?;
-        let tensors: Vec<(String, Tensor)> = ckpt
-            .model_tensors()
-            .map(|(k, d)| model::weights::to_tensor(d, k, path).map(|t| (k.clone(), t)))
-            .collect::<Result<_, _>>()?;
+        let tensors: Vec<(String, Tensor)> =
+            ckpt.model_tensors().map(|(k, d)| model::weights::to_tensor(d, k, path).map(|t| (k.clone(), t))).collect::<Result<_, _>>()?;
         model::weights::load_all_tensors(&vs, tensors, path)?;
         tch::no_grad(|| {
             for (_, t) in vs.variables() {
@@ -160,10 +158,7 @@ impl Predictor {
         for chunk in paths.chunks(batch_size.max(1)) {
             use rayon::prelude::*;
             let transform = &self.transform;
-            let pixels: Vec<Vec<f32>> = chunk
-                .par_iter()
-                .map(|p| preprocess::predict_tensor(p, transform))
-                .collect::<Result<_, _>>()?;
+            let pixels: Vec<Vec<f32>> = chunk.par_iter().map(|p| preprocess::predict_tensor(p, transform)).collect::<Result<_, _>>()?;
             let flat: Vec<f32> = pixels.concat();
             let x = Tensor::from_slice(&flat).view([chunk.len() as i64, 3, size, size]);
             let probs = self.probabilities(&x);

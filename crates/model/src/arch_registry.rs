@@ -84,37 +84,25 @@ const TV_NOTE: &str = "torchvision ImageNet-1k weights (BSD-3-Clause)";
 pub const PRETRAINED: [Pretrained; 5] = [
     Pretrained {
         arch: "densenet121",
-        source: Source::Url {
-            url: "https://download.pytorch.org/models/densenet121-a639ec97.pth",
-            sha256: Sha256::Prefix("a639ec97"),
-        },
+        source: Source::Url { url: "https://download.pytorch.org/models/densenet121-a639ec97.pth", sha256: Sha256::Prefix("a639ec97") },
         cache_name: "densenet121-a639ec97.safetensors",
         note: TV_NOTE,
     },
     Pretrained {
         arch: "densenet161",
-        source: Source::Url {
-            url: "https://download.pytorch.org/models/densenet161-8d451a50.pth",
-            sha256: Sha256::Prefix("8d451a50"),
-        },
+        source: Source::Url { url: "https://download.pytorch.org/models/densenet161-8d451a50.pth", sha256: Sha256::Prefix("8d451a50") },
         cache_name: "densenet161-8d451a50.safetensors",
         note: TV_NOTE,
     },
     Pretrained {
         arch: "densenet169",
-        source: Source::Url {
-            url: "https://download.pytorch.org/models/densenet169-b2777c0a.pth",
-            sha256: Sha256::Prefix("b2777c0a"),
-        },
+        source: Source::Url { url: "https://download.pytorch.org/models/densenet169-b2777c0a.pth", sha256: Sha256::Prefix("b2777c0a") },
         cache_name: "densenet169-b2777c0a.safetensors",
         note: TV_NOTE,
     },
     Pretrained {
         arch: "densenet201",
-        source: Source::Url {
-            url: "https://download.pytorch.org/models/densenet201-c1103571.pth",
-            sha256: Sha256::Prefix("c1103571"),
-        },
+        source: Source::Url { url: "https://download.pytorch.org/models/densenet201-c1103571.pth", sha256: Sha256::Prefix("c1103571") },
         cache_name: "densenet201-c1103571.safetensors",
         note: TV_NOTE,
     },
@@ -168,15 +156,11 @@ pub fn convert_pretrained(arch: &Arch, downloaded: &Path, out: &Path) -> Result<
     for (k, td) in imported.tensors {
         let name = weights::remap_key(arch, &k).into_owned();
         if tensors.insert(name.clone(), td).is_some() {
-            return Err(Error::Config(format!(
-                "{}: two tensors map to {name:?} after torchvision's key remapping",
-                downloaded.display()
-            )));
+            return Err(Error::Config(format!("{}: two tensors map to {name:?} after torchvision's key remapping", downloaded.display())));
         }
     }
     let expected = weights::backbone_shapes(arch)?;
-    let found: BTreeMap<String, Vec<i64>> =
-        tensors.iter().map(|(k, t)| (k.clone(), t.shape.iter().map(|&d| d as i64).collect())).collect();
+    let found: BTreeMap<String, Vec<i64>> = tensors.iter().map(|(k, t)| (k.clone(), t.shape.iter().map(|&d| d as i64).collect())).collect();
     let (report, dropped_head_keys) = weights::check_backbone_keys(arch, &expected, &found);
     if !report.is_empty() {
         return Err(Error::Keys { path: downloaded.to_path_buf(), arch: arch.to_string(), report });

@@ -138,13 +138,7 @@ impl DenseNet {
     /// Builds the layers under `vs` (which should be the `features` path).
     pub fn new(vs: &nn::Path, cfg: &DenseNetConfig) -> Result<DenseNet, Error> {
         cfg.validate()?;
-        let conv0 = Conv2d::new(
-            &(vs / "conv0"),
-            3,
-            cfg.num_init_features,
-            7,
-            ConvOpts { stride: 2, padding: 3, ..Default::default() },
-        );
+        let conv0 = Conv2d::new(&(vs / "conv0"), 3, cfg.num_init_features, 7, ConvOpts { stride: 2, padding: 3, ..Default::default() });
         let norm0 = BatchNorm2d::torch_default(&(vs / "norm0"), cfg.num_init_features);
         let mut c = cfg.num_init_features;
         let mut blocks = Vec::new();
@@ -153,13 +147,7 @@ impl DenseNet {
             let bvs = vs / format!("denseblock{}", i + 1);
             let layers = (0..n)
                 .map(|j| {
-                    DenseLayer::new(
-                        &(&bvs / format!("denselayer{}", j + 1)),
-                        c + j * cfg.growth_rate,
-                        cfg.growth_rate,
-                        cfg.bn_size,
-                        cfg.drop_rate,
-                    )
+                    DenseLayer::new(&(&bvs / format!("denselayer{}", j + 1)), c + j * cfg.growth_rate, cfg.growth_rate, cfg.bn_size, cfg.drop_rate)
                 })
                 .collect();
             blocks.push(layers);

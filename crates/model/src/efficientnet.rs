@@ -135,8 +135,7 @@ impl EfficientNetLite0 {
                 let idx = blocks.len() as i64;
                 let bvs = vs / "_blocks" / idx;
                 let mid = c_in * expand;
-                let expand_layers = (expand != 1)
-                    .then(|| (conv(&(&bvs / "_expand_conv"), c_in, mid, 1, 1, 1, image), bn(&(&bvs / "_bn0"), mid)));
+                let expand_layers = (expand != 1).then(|| (conv(&(&bvs / "_expand_conv"), c_in, mid, 1, 1, 1, image), bn(&(&bvs / "_bn0"), mid)));
                 let depthwise = conv(&(&bvs / "_depthwise_conv"), mid, mid, k, s, mid, image);
                 let bn1 = bn(&(&bvs / "_bn1"), mid);
                 image = out_size(image, s);

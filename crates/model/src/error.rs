@@ -100,11 +100,7 @@ impl fmt::Display for KeyReport {
             parts.push(format!("{} unexpected key(s): {}", self.unexpected.len(), self.unexpected.join(", ")));
         }
         if !self.mis_shaped.is_empty() {
-            let v: Vec<String> = self
-                .mis_shaped
-                .iter()
-                .map(|m| format!("{} (expected {:?}, found {:?})", m.key, m.expected, m.found))
-                .collect();
+            let v: Vec<String> = self.mis_shaped.iter().map(|m| format!("{} (expected {:?}, found {:?})", m.key, m.expected, m.found)).collect();
             parts.push(format!("{} mis-shaped key(s): {}", v.len(), v.join(", ")));
         }
         f.write_str(&parts.join("; "))

@@ -167,15 +167,6 @@ impl BatchNorm2d {
                 let _ = self.num_batches_tracked.shallow_clone().g_add_scalar_(1);
             });
         }
-        xs.batch_norm(
-            Some(&self.weight),
-            Some(&self.bias),
-            Some(&self.running_mean),
-            Some(&self.running_var),
-            train,
-            self.momentum,
-            self.eps,
-            false,
-        )
+        xs.batch_norm(Some(&self.weight), Some(&self.bias), Some(&self.running_mean), Some(&self.running_var), train, self.momentum, self.eps, false)
     }
 }

@@ -28,12 +28,12 @@
 
 #![warn(missing_docs)]
 
+pub mod arch_registry;
 mod densenet;
 mod efficientnet;
 mod error;
 mod head;
 mod layers;
-pub mod arch_registry;
 pub mod weights;
 
 use std::fmt;
@@ -187,11 +187,9 @@ impl Arch {
 impl fmt::Display for Arch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Arch::DenseNet(c) => write!(
-                f,
-                "densenet(growth {}, blocks {:?}, init {}, bn_size {})",
-                c.growth_rate, c.block_config, c.num_init_features, c.bn_size
-            ),
+            Arch::DenseNet(c) => {
+                write!(f, "densenet(growth {}, blocks {:?}, init {}, bn_size {})", c.growth_rate, c.block_config, c.num_init_features, c.bn_size)
+            }
             a => f.write_str(a.name()),
         }
     }
@@ -325,11 +323,7 @@ pub struct FreezeSummary {
 pub fn freeze_backbone(vs: &VarStore, arch: &Arch, trainable_blocks: usize) -> FreezeSummary {
     let blocks = arch.backbone_blocks();
     let first_trainable = blocks.len().saturating_sub(trainable_blocks);
-    let mut s = FreezeSummary {
-        trainable_blocks: blocks[first_trainable..].to_vec(),
-        frozen_tensors: 0,
-        trainable_tensors: 0,
-    };
+    let mut s = FreezeSummary { trainable_blocks: blocks[first_trainable..].to_vec(), frozen_tensors: 0, trainable_tensors: 0 };
     for (name, t) in vs.variables() {
         if !(name.ends_with(".weight") || name.ends_with(".bias")) {
             continue;

@@ -5,8 +5,8 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use tch::nn::VarStore;
 use checkpoint::{DType, TensorData, TensorMap};
+use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use crate::{Arch, Classifier, Error, HeadConfig, KeyReport, ShapeMismatch};
@@ -54,12 +54,7 @@ pub fn remap_key<'a>(arch: &Arch, key: &'a str) -> Cow<'a, str> {
 pub fn backbone_shapes(arch: &Arch) -> Result<BTreeMap<String, Vec<i64>>, Error> {
     let vs = VarStore::new(Device::Cpu);
     tch::no_grad(|| Classifier::new(&vs.root(), arch, &HeadConfig { hidden: vec![], ..Default::default() }, 1))?;
-    Ok(vs
-        .variables()
-        .into_iter()
-        .filter(|(k, _)| !arch.is_head_key(k))
-        .map(|(k, t)| (k, t.size()))
-        .collect())
+    Ok(vs.variables().into_iter().filter(|(k, _)| !arch.is_head_key(k)).map(|(k, t)| (k, t.size())).collect())
 }
 
 /// True for the batch-norm counter that PyTorch fills with 0 when an old state dict lacks it.
@@ -70,11 +65,7 @@ fn is_optional(key: &str) -> bool {
 /// Compares the (already remapped) shapes found in a file with the architecture's backbone.
 /// Head keys ([`Arch::is_head_key`]) are skipped and returned; a missing `num_batches_tracked`
 /// is allowed (PyTorch's `BatchNorm` fills it with 0 for old state dicts).
-pub fn check_backbone_keys(
-    arch: &Arch,
-    expected: &BTreeMap<String, Vec<i64>>,
-    found: &BTreeMap<String, Vec<i64>>,
-) -> (KeyReport, Vec<String>) {
+pub fn check_backbone_keys(arch: &Arch, expected: &BTreeMap<String, Vec<i64>>, found: &BTreeMap<String, Vec<i64>>) -> (KeyReport, Vec<String>) {
     let mut report = KeyReport::default();
     let mut head = Vec::new();
     for (k, shape) in found {
@@ -84,9 +75,7 @@ pub fn check_backbone_keys(
         }
         match expected.get(k) {
             None => report.unexpected.push(k.clone()),
-            Some(e) if e != shape => {
-                report.mis_shaped.push(ShapeMismatch { key: k.clone(), expected: e.clone(), found: shape.clone() })
-            }
+            Some(e) if e != shape => report.mis_shaped.push(ShapeMismatch { key: k.clone(), expected: e.clone(), found: shape.clone() }),
             Some(_) => {}
         }
     }
@@ -109,12 +98,7 @@ pub struct LoadSummary {
 /// `arch`). Keys are remapped as torchvision does for DenseNet; any missing, unexpected or
 /// mis-shaped backbone key fails the whole load (nothing is copied) with an error listing them.
 /// `source` only names the file in errors.
-pub fn load_backbone_tensors(
-    vs: &VarStore,
-    arch: &Arch,
-    tensors: Vec<(String, Tensor)>,
-    source: &Path,
-) -> Result<LoadSummary, Error> {
+pub fn load_backbone_tensors(vs: &VarStore, arch: &Arch, tensors: Vec<(String, Tensor)>, source: &Path) -> Result<LoadSummary, Error> {
     let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().filter(|(k, _)| !arch.is_head_key(k)).collect();
     let expected: BTreeMap<String, Vec<i64>> = vars.iter().map(|(k, t)| (k.clone(), t.size())).collect();
     let mut by_name = BTreeMap::new();
@@ -145,9 +129,7 @@ pub fn load_all_tensors(vs: &VarStore, tensors: Vec<(String, Tensor)>, source: &
     for (k, t) in &by_name {
         match vars.get(k) {
             None => report.unexpected.push(k.clone()),
-            Some(v) if v.size() != t.size() => {
-                report.mis_shaped.push(ShapeMismatch { key: k.clone(), expected: v.size(), found: t.size() })
-            }
+            Some(v) if v.size() != t.size() => report.mis_shaped.push(ShapeMismatch { key: k.clone(), expected: v.size(), found: t.size() }),
             Some(_) => {}
         }
     }

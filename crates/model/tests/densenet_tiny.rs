@@ -14,13 +14,7 @@ use tch::{Device, Kind, Tensor};
 const TOL: f64 = 1e-4;
 
 fn tiny_arch() -> Arch {
-    Arch::DenseNet(DenseNetConfig {
-        growth_rate: 4,
-        block_config: vec![2, 2],
-        num_init_features: 8,
-        bn_size: 2,
-        drop_rate: 0.0,
-    })
+    Arch::DenseNet(DenseNetConfig { growth_rate: 4, block_config: vec![2, 2], num_init_features: 8, bn_size: 2, drop_rate: 0.0 })
 }
 
 fn tiny_head() -> HeadConfig {
@@ -141,9 +135,7 @@ fn legacy_key_names_are_remapped() {
         .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
         .map(|(k, t)| {
             let k = if k.contains(".denselayer") {
-                ["norm1", "norm2", "conv1", "conv2"]
-                    .iter()
-                    .fold(k, |k, m| k.replace(&format!(".{m}."), &format!(".{}.{}.", &m[..4], &m[4..])))
+                ["norm1", "norm2", "conv1", "conv2"].iter().fold(k, |k, m| k.replace(&format!(".{m}."), &format!(".{}.{}.", &m[..4], &m[4..])))
             } else {
                 k
             };

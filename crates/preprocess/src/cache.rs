@@ -64,12 +64,7 @@ pub struct CacheParams {
 impl CacheParams {
     /// Params for a given shorter side and limits.
     pub fn new(short_side: u32, limits: &DecodeLimits) -> Self {
-        CacheParams {
-            short_side,
-            max_pixels: limits.max_pixels,
-            resize: RESIZE_ID.to_string(),
-            decoder: DECODER_ID.to_string(),
-        }
+        CacheParams { short_side, max_pixels: limits.max_pixels, resize: RESIZE_ID.to_string(), decoder: DECODER_ID.to_string() }
     }
 }
 
@@ -171,12 +166,7 @@ impl ImageCache {
     /// Opens the cache at `path` if it is valid for these samples and params (verifying every
     /// checksum), otherwise (re)builds it, reporting why. `skip_bad`: images that fail to
     /// decode are recorded as missing (listed in [`ImageCache::bad`]) instead of failing.
-    pub fn open_or_build(
-        path: &Path,
-        samples: &[Sample],
-        params: &CacheParams,
-        skip_bad: bool,
-    ) -> Result<(ImageCache, CacheStatus), Error> {
+    pub fn open_or_build(path: &Path, samples: &[Sample], params: &CacheParams, skip_bad: bool) -> Result<(ImageCache, CacheStatus), Error> {
         let fp = fingerprint(samples)?;
         let reason = if path.exists() {
             match ImageCache::open(path).and_then(|c| c.check(params, &fp, samples.len()).map(|_| c)) {
@@ -280,9 +270,10 @@ impl ImageCache {
 
     /// Checks every entry's pixel checksum (in parallel).
     pub fn verify(&self) -> Result<(), Error> {
-        let bad = self.entries.par_iter().position_first(|e| {
-            e.flags & FLAG_MISSING == 0 && crc32fast::hash(&self.map[e.offset as usize..(e.offset + e.len) as usize]) != e.crc
-        });
+        let bad = self
+            .entries
+            .par_iter()
+            .position_first(|e| e.flags & FLAG_MISSING == 0 && crc32fast::hash(&self.map[e.offset as usize..(e.offset + e.len) as usize]) != e.crc);
         match bad {
             Some(i) => Err(Error::cache(&self.path, format!("corrupt: checksum mismatch in entry {i}"))),
             None => Ok(()),
@@ -359,7 +350,16 @@ impl ImageCache {
                         w.write_all(&vec![0u8; pad as usize]).map_err(io)?;
                         pos += pad;
                         w.write_all(&px).map_err(io)?;
-                        entries.push(Entry { offset: pos, len: px.len() as u64, w: rw, h: rh, orig_w: ow, orig_h: oh, crc: crc32fast::hash(&px), flags: 0 });
+                        entries.push(Entry {
+                            offset: pos,
+                            len: px.len() as u64,
+                            w: rw,
+                            h: rh,
+                            orig_w: ow,
+                            orig_h: oh,
+                            crc: crc32fast::hash(&px),
+                            flags: 0,
+                        });
                         pos += px.len() as u64;
                     }
                     Err(e) if skip_bad => {

@@ -226,14 +226,13 @@ pub fn discover(root: &Path, opts: &DiscoverOptions) -> Result<Dataset, Error> {
         return Err(Error::Layout { path: root.to_path_buf(), problem: "is not a directory".into() });
     }
     let mut bad = Bad { opts, list: Vec::new() };
-    let (layout, classes, mut splits) =
-        if root.join("imagelabels.mat").is_file() && root.join("setid.mat").is_file() {
-            let (c, s) = discover_oxford(root, &mut bad)?;
-            (Layout::Oxford, c, s)
-        } else {
-            let (c, s) = discover_image_folder(root, &mut bad)?;
-            (Layout::ImageFolder, c, s)
-        };
+    let (layout, classes, mut splits) = if root.join("imagelabels.mat").is_file() && root.join("setid.mat").is_file() {
+        let (c, s) = discover_oxford(root, &mut bad)?;
+        (Layout::Oxford, c, s)
+    } else {
+        let (c, s) = discover_image_folder(root, &mut bad)?;
+        (Layout::ImageFolder, c, s)
+    };
     if opts.verify {
         verify_samples(&mut splits, &mut bad)?;
     }
@@ -249,10 +248,12 @@ fn verify_samples(splits: &mut [Split], bad: &mut Bad<'_>) -> Result<(), Error> 
         let results: Vec<Option<BadInput>> = split
             .samples
             .par_iter()
-            .map(|s| probe(&s.path, &limits).err().map(|e| match e {
-                Error::BadInput(b) => b,
-                other => BadInput::new(&s.path, Problem::Unreadable, other.to_string()),
-            }))
+            .map(|s| {
+                probe(&s.path, &limits).err().map(|e| match e {
+                    Error::BadInput(b) => b,
+                    other => BadInput::new(&s.path, Problem::Unreadable, other.to_string()),
+                })
+            })
             .collect();
         let mut keep = Vec::with_capacity(split.samples.len());
         for (s, r) in split.samples.drain(..).zip(results) {
@@ -345,8 +346,7 @@ fn class_files(dir: &Path, bad: &mut Bad<'_>) -> Result<Vec<PathBuf>, Error> {
 }
 
 fn discover_image_folder(root: &Path, bad: &mut Bad<'_>) -> Result<(Vec<String>, Vec<Split>), Error> {
-    let split_dirs: Vec<(&str, PathBuf)> =
-        SPLIT_NAMES.iter().map(|&n| (n, root.join(n))).filter(|(_, p)| p.is_dir()).collect();
+    let split_dirs: Vec<(&str, PathBuf)> = SPLIT_NAMES.iter().map(|&n| (n, root.join(n))).filter(|(_, p)| p.is_dir()).collect();
     if split_dirs.is_empty() {
         return Err(Error::Layout {
             path: root.to_path_buf(),
@@ -441,8 +441,8 @@ fn read_names(root: &Path, opts: &DiscoverOptions, classes: &[String]) -> Result
         }
     };
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let map: BTreeMap<String, String> = serde_json::from_str(&text)
-        .map_err(|e| Error::Layout { path: path.clone(), problem: format!("not a JSON object of strings: {e}") })?;
+    let map: BTreeMap<String, String> =
+        serde_json::from_str(&text).map_err(|e| Error::Layout { path: path.clone(), problem: format!("not a JSON object of strings: {e}") })?;
     let mut missing = 0;
     let names = classes
         .iter()

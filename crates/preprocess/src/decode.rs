@@ -95,9 +95,7 @@ pub fn probe(path: &Path, limits: &DecodeLimits) -> Result<(u32, u32), Error> {
 
 /// Sniffs the format and reads the declared dimensions, enforcing the pixel limit.
 fn header(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<(Format, u32, u32), Error> {
-    let format = sniff(bytes).ok_or_else(|| {
-        Error::bad(path, Problem::NotAnImage, "content is not JPEG, PNG, WebP or BMP")
-    })?;
+    let format = sniff(bytes).ok_or_else(|| Error::bad(path, Problem::NotAnImage, "content is not JPEG, PNG, WebP or BMP"))?;
     let (w, h) = match format {
         Format::Jpeg => {
             let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), jpeg_options());
@@ -186,8 +184,7 @@ pub fn decode_rgb_bytes(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Res
             if d.output_colorspace() != Some(ColorSpace::RGB) {
                 return Err(Error::bad(path, Problem::Corrupt, "JPEG: could not convert to RGB"));
             }
-            RgbImage::from_raw(out_w, h, pixels)
-                .ok_or_else(|| Error::bad(path, Problem::Corrupt, "JPEG: decoded buffer has the wrong size"))
+            RgbImage::from_raw(out_w, h, pixels).ok_or_else(|| Error::bad(path, Problem::Corrupt, "JPEG: decoded buffer has the wrong size"))
         }
         _ => {
             let mut r = image::ImageReader::new(Cursor::new(bytes));

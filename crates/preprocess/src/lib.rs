@@ -34,8 +34,8 @@ pub use error::{BadInput, Error, Problem};
 pub use loader::{loader, num_batches, predict_tensor, split_loader, Batch, ImageSource, Loader, LoaderConfig};
 pub use rng::epoch_order;
 pub use transform::{
-    center_crop, eval_u8, resize_shorter, rotate_nearest, train_params, transform, ColorJitter, JitterParams, Mode,
-    TrainParams, TransformConfig, IMAGENET_MEAN, IMAGENET_STD,
+    center_crop, eval_u8, resize_shorter, rotate_nearest, train_params, transform, ColorJitter, JitterParams, Mode, TrainParams, TransformConfig,
+    IMAGENET_MEAN, IMAGENET_STD,
 };
 
 /// The image type returned by [`decode_rgb`] (re-exported from the `image` crate).

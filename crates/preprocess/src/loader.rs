@@ -221,9 +221,7 @@ pub fn loader(samples: Arc<[Sample]>, source: ImageSource, tcfg: &TransformConfi
                 let mut work = move || {
                     buf.par_chunks_mut(per)
                         .zip(idx.par_iter())
-                        .map(|(out, &i)| {
-                            prepare(&samples[i], i, source, tcfg, lcfg.mode, lcfg.seed, lcfg.epoch, lcfg.channels_last, out)
-                        })
+                        .map(|(out, &i)| prepare(&samples[i], i, source, tcfg, lcfg.mode, lcfg.seed, lcfg.epoch, lcfg.channels_last, out))
                         .collect::<Vec<Result<(), Error>>>()
                 };
                 let results = match &pool {

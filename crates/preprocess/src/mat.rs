@@ -115,11 +115,19 @@ struct Rd {
 impl Rd {
     fn u16(&self, b: &[u8]) -> u16 {
         let a = [b[0], b[1]];
-        if self.big { u16::from_be_bytes(a) } else { u16::from_le_bytes(a) }
+        if self.big {
+            u16::from_be_bytes(a)
+        } else {
+            u16::from_le_bytes(a)
+        }
     }
     fn u32(&self, b: &[u8]) -> u32 {
         let a = [b[0], b[1], b[2], b[3]];
-        if self.big { u32::from_be_bytes(a) } else { u32::from_le_bytes(a) }
+        if self.big {
+            u32::from_be_bytes(a)
+        } else {
+            u32::from_le_bytes(a)
+        }
     }
 
     /// Reads the element at `pos`: (type, payload, position of the next element).
@@ -138,9 +146,10 @@ impl Rd {
         let ty = first;
         let n = self.u32(&head[4..8]) as usize;
         let start = pos + 8;
-        let end = start.checked_add(n).filter(|&e| e <= buf.len()).ok_or_else(|| {
-            format!("element at byte {pos} declares {n} bytes but only {} remain (truncated file?)", buf.len() - start)
-        })?;
+        let end = start
+            .checked_add(n)
+            .filter(|&e| e <= buf.len())
+            .ok_or_else(|| format!("element at byte {pos} declares {n} bytes but only {} remain (truncated file?)", buf.len() - start))?;
         let next = if ty == MI_COMPRESSED { end } else { start + n.div_ceil(8) * 8 };
         Ok((ty, &buf[start..end], next.min(buf.len()).max(end)))
     }
@@ -187,10 +196,7 @@ impl Rd {
             other => return Err(format!("array '{name}': unsupported data type {other}")),
         };
         if real.len() != count * width {
-            return Err(format!(
-                "array '{name}': {} bytes of data for {count} values of {width} bytes",
-                real.len()
-            ));
+            return Err(format!("array '{name}': {} bytes of data for {count} values of {width} bytes", real.len()));
         }
         let mut values = Vec::with_capacity(count);
         for c in real.chunks_exact(width) {

@@ -139,7 +139,11 @@ pub fn resize_output_size(w: u32, h: u32, size: u32) -> (u32, u32) {
     }
     // Python: int(size * long / short): exact integer product, correctly rounded division, truncation.
     let new_long = ((size as u64 * long as u64) as f64 / short as f64) as u32;
-    if w <= h { (size, new_long) } else { (new_long, size) }
+    if w <= h {
+        (size, new_long)
+    } else {
+        (new_long, size)
+    }
 }
 
 /// Python's `round()` on floats: round half to even.
@@ -204,8 +208,7 @@ pub(crate) fn center_crop_view(src: View<'_>, size: u32) -> Vec<u8> {
         }
         let sx0 = (x0 as i64 + left) as usize;
         let row = sy as usize * src.w as usize * 3;
-        out[(y * s + x0) * 3..(y * s + x1) * 3]
-            .copy_from_slice(&src.data[row + sx0 * 3..row + (sx0 + x1 - x0) * 3]);
+        out[(y * s + x0) * 3..(y * s + x1) * 3].copy_from_slice(&src.data[row + sx0 * 3..row + (sx0 + x1 - x0) * 3]);
     }
     out
 }
@@ -297,11 +300,7 @@ pub struct JitterParams {
 /// `RandomHorizontalFlip` and `ColorJitter.get_params` with our keyed generator.
 pub fn train_params(w: u32, h: u32, cfg: &TransformConfig, seed: u64, epoch: u64, index: u64) -> TrainParams {
     let mut rng = Rng::keyed(seed, epoch, index, STREAM_AUGMENT);
-    let angle = if cfg.rotation_degrees > 0.0 {
-        rng.uniform(-cfg.rotation_degrees, cfg.rotation_degrees)
-    } else {
-        0.0
-    };
+    let angle = if cfg.rotation_degrees > 0.0 { rng.uniform(-cfg.rotation_degrees, cfg.rotation_degrees) } else { 0.0 };
     let (top, left, height, width) = rrc_params(w, h, cfg.crop_scale, cfg.crop_ratio, &mut rng);
     let flip = rng.next_f64() < cfg.hflip_prob;
     let jitter = cfg.color_jitter.map(|j| {

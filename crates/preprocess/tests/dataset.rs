@@ -81,70 +81,85 @@ fn check_bad(setup: impl Fn(&Path) -> PathBuf, problem: Problem) {
 
 #[test]
 fn bad_non_image_content() {
-    check_bad(|r| {
-        let p = r.join("train/1/fake.jpg");
-        std::fs::write(&p, b"this is text, not a JPEG").unwrap();
-        p
-    }, Problem::NotAnImage);
+    check_bad(
+        |r| {
+            let p = r.join("train/1/fake.jpg");
+            std::fs::write(&p, b"this is text, not a JPEG").unwrap();
+            p
+        },
+        Problem::NotAnImage,
+    );
 }
 
 #[test]
 fn bad_non_image_extension() {
-    check_bad(|r| {
-        let p = r.join("train/2/notes.txt");
-        std::fs::write(&p, b"hello").unwrap();
-        p
-    }, Problem::NotAnImage);
+    check_bad(
+        |r| {
+            let p = r.join("train/2/notes.txt");
+            std::fs::write(&p, b"hello").unwrap();
+            p
+        },
+        Problem::NotAnImage,
+    );
 }
 
 #[test]
 fn bad_truncated_jpeg() {
-    check_bad(|r| {
-        let p = r.join("train/10/cut.jpg");
-        write_jpeg(&p, 64, 48);
-        let b = std::fs::read(&p).unwrap();
-        std::fs::write(&p, &b[..b.len() * 2 / 3]).unwrap();
-        p
-    }, Problem::Truncated);
+    check_bad(
+        |r| {
+            let p = r.join("train/10/cut.jpg");
+            write_jpeg(&p, 64, 48);
+            let b = std::fs::read(&p).unwrap();
+            std::fs::write(&p, &b[..b.len() * 2 / 3]).unwrap();
+            p
+        },
+        Problem::Truncated,
+    );
 }
 
 #[test]
 fn bad_zero_byte_file() {
-    check_bad(|r| {
-        let p = r.join("train/1/empty.png");
-        std::fs::write(&p, b"").unwrap();
-        p
-    }, Problem::Empty);
+    check_bad(
+        |r| {
+            let p = r.join("train/1/empty.png");
+            std::fs::write(&p, b"").unwrap();
+            p
+        },
+        Problem::Empty,
+    );
 }
 
 #[test]
 fn bad_decompression_bomb() {
-    check_bad(|r| {
-        // A valid PNG header declaring 100000 x 100000 pixels (10^10 > the 1.79e8 limit).
-        let p = r.join("train/1/bomb.png");
-        let mut png = Vec::new();
-        png.extend_from_slice(b"\x89PNG\r\n\x1a\n");
-        let mut ihdr = b"IHDR".to_vec();
-        ihdr.extend_from_slice(&100_000u32.to_be_bytes());
-        ihdr.extend_from_slice(&100_000u32.to_be_bytes());
-        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-        png.extend_from_slice(&13u32.to_be_bytes());
-        png.extend_from_slice(&ihdr);
-        png.extend_from_slice(&crc32fast::hash(&ihdr).to_be_bytes());
-        // An IDAT with a little zlib data (a real bomb would inflate to 3e10 bytes).
-        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-        std::io::Write::write_all(&mut z, &[0u8; 1024]).unwrap();
-        let mut idat = b"IDAT".to_vec();
-        idat.extend_from_slice(&z.finish().unwrap());
-        png.extend_from_slice(&((idat.len() - 4) as u32).to_be_bytes());
-        png.extend_from_slice(&idat);
-        png.extend_from_slice(&crc32fast::hash(&idat).to_be_bytes());
-        png.extend_from_slice(&[0, 0, 0, 0]);
-        png.extend_from_slice(b"IEND");
-        png.extend_from_slice(&crc32fast::hash(b"IEND").to_be_bytes());
-        std::fs::write(&p, &png).unwrap();
-        p
-    }, Problem::TooLarge);
+    check_bad(
+        |r| {
+            // A valid PNG header declaring 100000 x 100000 pixels (10^10 > the 1.79e8 limit).
+            let p = r.join("train/1/bomb.png");
+            let mut png = Vec::new();
+            png.extend_from_slice(b"\x89PNG\r\n\x1a\n");
+            let mut ihdr = b"IHDR".to_vec();
+            ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+            ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+            ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+            png.extend_from_slice(&13u32.to_be_bytes());
+            png.extend_from_slice(&ihdr);
+            png.extend_from_slice(&crc32fast::hash(&ihdr).to_be_bytes());
+            // An IDAT with a little zlib data (a real bomb would inflate to 3e10 bytes).
+            let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            std::io::Write::write_all(&mut z, &[0u8; 1024]).unwrap();
+            let mut idat = b"IDAT".to_vec();
+            idat.extend_from_slice(&z.finish().unwrap());
+            png.extend_from_slice(&((idat.len() - 4) as u32).to_be_bytes());
+            png.extend_from_slice(&idat);
+            png.extend_from_slice(&crc32fast::hash(&idat).to_be_bytes());
+            png.extend_from_slice(&[0, 0, 0, 0]);
+            png.extend_from_slice(b"IEND");
+            png.extend_from_slice(&crc32fast::hash(b"IEND").to_be_bytes());
+            std::fs::write(&p, &png).unwrap();
+            p
+        },
+        Problem::TooLarge,
+    );
 }
 
 #[cfg(unix)]
@@ -159,12 +174,15 @@ fn bad_unreadable_file() {
         eprintln!("skipping: running as a user who can read mode-000 files (root)");
         return;
     }
-    check_bad(|r| {
-        let p = r.join("train/1/locked.png");
-        write_png(&p, 4, 4, 1);
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o000)).unwrap();
-        p
-    }, Problem::Unreadable);
+    check_bad(
+        |r| {
+            let p = r.join("train/1/locked.png");
+            write_png(&p, 4, 4, 1);
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o000)).unwrap();
+            p
+        },
+        Problem::Unreadable,
+    );
 }
 
 #[test]
@@ -179,29 +197,38 @@ fn bad_unreadable_file_decode() {
 #[test]
 fn bad_non_utf8_file_name() {
     use std::os::unix::ffi::OsStrExt;
-    check_bad(|r| {
-        let p = r.join("train/1").join(std::ffi::OsStr::from_bytes(b"caf\xe9.png"));
-        write_png(&p, 4, 4, 9);
-        p
-    }, Problem::NonUtf8Name);
+    check_bad(
+        |r| {
+            let p = r.join("train/1").join(std::ffi::OsStr::from_bytes(b"caf\xe9.png"));
+            write_png(&p, 4, 4, 9);
+            p
+        },
+        Problem::NonUtf8Name,
+    );
 }
 
 #[test]
 fn bad_empty_class_folder() {
-    check_bad(|r| {
-        let p = r.join("train/3");
-        std::fs::create_dir_all(&p).unwrap();
-        p
-    }, Problem::EmptyClass);
+    check_bad(
+        |r| {
+            let p = r.join("train/3");
+            std::fs::create_dir_all(&p).unwrap();
+            p
+        },
+        Problem::EmptyClass,
+    );
 }
 
 #[test]
 fn bad_class_missing_from_train() {
-    check_bad(|r| {
-        let p = r.join("valid/77");
-        write_png(&p.join("a.png"), 4, 4, 3);
-        p
-    }, Problem::UnknownClass);
+    check_bad(
+        |r| {
+            let p = r.join("valid/77");
+            write_png(&p.join("a.png"), 4, 4, 3);
+            p
+        },
+        Problem::UnknownClass,
+    );
 }
 
 #[test]
@@ -240,7 +267,7 @@ fn mat_fixtures_from_scipy() {
     let m = read_mat(&fixtures().join("matrix_small.mat")).unwrap();
     assert_eq!(m["m"].dims, vec![2, 3]);
     assert_eq!(m["m"].data, vec![0.5, 3.5, 1.5, 4.5, 2.5, 5.5]); // column-major
-    // Truncated file: an error naming it.
+                                                                 // Truncated file: an error naming it.
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("cut.mat");
     let b = std::fs::read(fixtures().join("setid_small.mat")).unwrap();
@@ -262,11 +289,7 @@ fn oxford_layout_from_fixtures() {
     assert_eq!(ds.classes, vec!["1", "10", "2", "3"]);
     let train = ds.split("train").unwrap();
     // trnid = 1, 2, 6 with labels 3, 1, 10 → indices 3, 0, 1, sorted by label.
-    let got: Vec<(String, usize)> = train
-        .samples
-        .iter()
-        .map(|s| (s.path.file_name().unwrap().to_string_lossy().into_owned(), s.label))
-        .collect();
+    let got: Vec<(String, usize)> = train.samples.iter().map(|s| (s.path.file_name().unwrap().to_string_lossy().into_owned(), s.label)).collect();
     assert_eq!(got, vec![("image_00002.jpg".into(), 0), ("image_00006.jpg".into(), 1), ("image_00001.jpg".into(), 3)]);
     assert_eq!(ds.split("valid").unwrap().samples.len(), 2);
     assert_eq!(ds.split("test").unwrap().samples.len(), 2);

@@ -74,8 +74,7 @@ fn cmyk_jpeg_decodes_like_pil() {
     let ours = load("cmyk_200x260.jpg");
     let pil = load("cmyk_200x260.decoded.png");
     let (max, count) = diff(&ours, &pil);
-    let mean: f64 = ours.as_raw().iter().zip(pil.as_raw()).map(|(&a, &b)| a.abs_diff(b) as f64).sum::<f64>()
-        / ours.as_raw().len() as f64;
+    let mean: f64 = ours.as_raw().iter().zip(pil.as_raw()).map(|(&a, &b)| a.abs_diff(b) as f64).sum::<f64>() / ours.as_raw().len() as f64;
     eprintln!("CMYK: max {max}, {count} differ, mean {mean:.3}");
     assert!(mean < 3.0, "mean abs diff {mean}");
 }
@@ -102,8 +101,6 @@ fn resized_crop_matches_torchvision() {
         let img = load(c["input"].as_str().unwrap());
         let (t, l, h, w) = ["top", "left", "height", "width"].map(|k| c[k].as_u64().unwrap() as u32).into();
         let expected = load(c["expected"].as_str().unwrap());
-
-
 
         let ours = preprocess::transform::resized_crop(&img, t, l, h, w, 224);
         let (max, count) = diff(&ours, &expected);

@@ -2,8 +2,8 @@
 //! corruption handling.
 
 use preprocess::{
-    decode_rgb, loader, transform, CacheParams, CacheStatus, DecodeLimits, Error, ImageCache, ImageSource,
-    LoaderConfig, Mode, Sample, TransformConfig,
+    decode_rgb, loader, transform, CacheParams, CacheStatus, DecodeLimits, Error, ImageCache, ImageSource, LoaderConfig, Mode, Sample,
+    TransformConfig,
 };
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,7 +28,10 @@ fn collect(samples: &[Sample], source: ImageSource, cfg: &TransformConfig, lcfg:
 fn train_views_are_pure_functions_of_seed_epoch_index() {
     let d = tempfile::tempdir().unwrap();
     let samples = make_samples(d.path(), 10);
-    let cfg = TransformConfig { color_jitter: Some(preprocess::ColorJitter { brightness: 0.2, contrast: 0.2, saturation: 0.2, hue: 0.05 }), ..Default::default() };
+    let cfg = TransformConfig {
+        color_jitter: Some(preprocess::ColorJitter { brightness: 0.2, contrast: 0.2, saturation: 0.2, hue: 0.05 }),
+        ..Default::default()
+    };
     let base = LoaderConfig { batch_size: 4, shuffle: true, seed: 11, epoch: 2, mode: Mode::Train, ..Default::default() };
     // Different thread counts and prefetch depths give identical batches.
     let a = collect(&samples, ImageSource::Files, &cfg, &LoaderConfig { threads: 1, prefetch: 1, ..base.clone() });
@@ -165,7 +168,8 @@ fn cache_invalidation_and_corruption() {
     let (c, _) = ImageCache::open_or_build(&path, &samples, &params(), false).unwrap();
     c.verify().unwrap();
     // No temp files are left behind.
-    let leftovers: Vec<_> = std::fs::read_dir(d.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with(".tmp")).collect();
+    let leftovers: Vec<_> =
+        std::fs::read_dir(d.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with(".tmp")).collect();
     assert!(leftovers.is_empty());
 }
 
@@ -212,10 +216,7 @@ fn loader_skip_bad_drops_unreadable_samples_and_lists_them() {
     let cfg = TransformConfig::default();
     let lcfg = LoaderConfig { batch_size: 3, mode: Mode::Eval, ..Default::default() };
     // Without skip_bad the epoch stops with an error naming the file.
-    let err = loader(samples.clone().into(), ImageSource::Files, &cfg, &lcfg)
-        .unwrap()
-        .find_map(|b| b.err())
-        .expect("an error");
+    let err = loader(samples.clone().into(), ImageSource::Files, &cfg, &lcfg).unwrap().find_map(|b| b.err()).expect("an error");
     assert!(err.to_string().contains("trunc.jpg"), "{err}");
     // With skip_bad the bad sample is dropped from its batch and listed; the rest is unchanged.
     let batches = collect(&samples, ImageSource::Files, &cfg, &LoaderConfig { skip_bad: true, ..lcfg.clone() });

@@ -42,19 +42,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let names: Vec<String> = (1..=n).map(|i| format!("class {i}")).collect();
     report::plot_confusion(&m, &names, "Confusion matrix, validation set", &out.join("confusion.png"))?;
-    let small: Vec<Vec<u64>> =
-        (0..6).map(|i| (0..6).map(|j| if i == j { 20 } else { ((i * j) % 4) as u64 }).collect()).collect();
-    let small_names: Vec<String> = [
-        "pink primrose",
-        "hard-leaved pocket orchid",
-        "canterbury bells",
-        "sweet pea",
-        "english marigold",
-        "tiger lily",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let small: Vec<Vec<u64>> = (0..6).map(|i| (0..6).map(|j| if i == j { 20 } else { ((i * j) % 4) as u64 }).collect()).collect();
+    let small_names: Vec<String> = ["pink primrose", "hard-leaved pocket orchid", "canterbury bells", "sweet pea", "english marigold", "tiger lily"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     report::plot_confusion(&small, &small_names, "Confusion matrix (6 classes)", &out.join("confusion_small.png"))?;
 
     let topk: Vec<(String, f32)> = vec![

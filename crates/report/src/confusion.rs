@@ -46,10 +46,7 @@ pub fn plot_confusion(matrix: &[Vec<u64>], class_labels: &[String], title: &str,
         return Err(Error::invalid(path, format!("{n} classes is more than the {MAX_CLASSES} a heatmap can show")));
     }
     if let Some((i, row)) = matrix.iter().enumerate().find(|(_, r)| r.len() != n) {
-        return Err(Error::invalid(
-            path,
-            format!("the confusion matrix is not square: row {i} has {} columns, there are {n} rows", row.len()),
-        ));
+        return Err(Error::invalid(path, format!("the confusion matrix is not square: row {i} has {} columns, there are {n} rows", row.len())));
     }
     if !class_labels.is_empty() && class_labels.len() != n {
         return Err(Error::invalid(path, format!("{} class labels for {n} classes", class_labels.len())));
@@ -72,10 +69,7 @@ pub fn plot_confusion(matrix: &[Vec<u64>], class_labels: &[String], title: &str,
         let title_text = fit_text(&root, title, &title_style, w - 40);
         root.draw_text(&title_text, &title_style, (w as i32 / 2, 12)).map_err(&err)?;
         let subtitle = if total > 0 {
-            format!(
-                "{total} samples, {n} classes, accuracy {:.2}% (colour: share of the true class)",
-                correct as f64 * 100.0 / total as f64
-            )
+            format!("{total} samples, {n} classes, accuracy {:.2}% (colour: share of the true class)", correct as f64 * 100.0 / total as f64)
         } else {
             format!("no samples, {n} classes")
         };
@@ -124,8 +118,7 @@ pub fn plot_confusion(matrix: &[Vec<u64>], class_labels: &[String], title: &str,
         let x_desc_y = MAP_Y + MAP_SIZE + 8 + x_label_h as i32 + 22;
         root.draw_text("predicted class", &desc, (MAP_X + MAP_SIZE / 2, x_desc_y)).map_err(&err)?;
         let y_desc_x = (MAP_X - 8 - y_label_w as i32 - 22).max(14);
-        root.draw_text("true class", &desc.transform(FontTransform::Rotate270), (y_desc_x, MAP_Y + MAP_SIZE / 2))
-            .map_err(&err)?;
+        root.draw_text("true class", &desc.transform(FontTransform::Rotate270), (y_desc_x, MAP_Y + MAP_SIZE / 2)).map_err(&err)?;
 
         // Colour bar: 1 at the top, 0 at the bottom.
         for y in 0..MAP_SIZE {
@@ -133,8 +126,7 @@ pub fn plot_confusion(matrix: &[Vec<u64>], class_labels: &[String], title: &str,
             let c = blues(t);
             root.draw(&PathElement::new(vec![(BAR_X, MAP_Y + y), (BAR_X + BAR_W - 1, MAP_Y + y)], c)).map_err(&err)?;
         }
-        root.draw(&Rectangle::new([(BAR_X - 1, MAP_Y - 1), (BAR_X + BAR_W, MAP_Y + MAP_SIZE)], TEXT.stroke_width(1)))
-            .map_err(&err)?;
+        root.draw(&Rectangle::new([(BAR_X - 1, MAP_Y - 1), (BAR_X + BAR_W, MAP_Y + MAP_SIZE)], TEXT.stroke_width(1))).map_err(&err)?;
         let bar_style = font(13.0).pos(Pos::new(HPos::Left, VPos::Center));
         for k in 0..=4 {
             let y = MAP_Y + MAP_SIZE - 1 - ((MAP_SIZE - 1) * k) / 4;

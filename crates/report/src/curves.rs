@@ -66,10 +66,7 @@ pub fn plot_curves(points: &[EpochPoint], title: &str, path: &Path) -> Result<()
     for p in points {
         for acc in [Some(p.train_acc), p.valid_acc].into_iter().flatten() {
             if acc.is_finite() && !(0.0..=1.0).contains(&acc) {
-                return Err(Error::invalid(
-                    path,
-                    format!("epoch {}: accuracy {acc} is not a fraction in [0, 1]", p.epoch),
-                ));
+                return Err(Error::invalid(path, format!("epoch {}: accuracy {acc} is not a fraction in [0, 1]", p.epoch)));
             }
         }
     }
@@ -80,15 +77,11 @@ pub fn plot_curves(points: &[EpochPoint], title: &str, path: &Path) -> Result<()
         points: points.iter().filter_map(|p| f(p).map(|v| (x(p), v))).collect(),
     };
     let loss = [series("train", TRAIN, &|p| Some(p.train_loss)), series("validation", VALID, &|p| p.valid_loss)];
-    let mut acc = [
-        series("train", TRAIN, &|p| Some(p.train_acc * 100.0)),
-        series("validation", VALID, &|p| p.valid_acc.map(|a| a * 100.0)),
-    ];
-    let best =
-        acc[1].points.iter().filter(|(_, v)| v.is_finite()).fold(None, |b: Option<(f64, f64)>, &(e, v)| match b {
-            Some((_, bv)) if bv >= v => b,
-            _ => Some((e, v)),
-        });
+    let mut acc = [series("train", TRAIN, &|p| Some(p.train_acc * 100.0)), series("validation", VALID, &|p| p.valid_acc.map(|a| a * 100.0))];
+    let best = acc[1].points.iter().filter(|(_, v)| v.is_finite()).fold(None, |b: Option<(f64, f64)>, &(e, v)| match b {
+        Some((_, bv)) if bv >= v => b,
+        _ => Some((e, v)),
+    });
     if let Some((e, v)) = best {
         acc[1].name = format!("validation (best {v:.1}% @ epoch {e:.0})");
     }
@@ -158,10 +151,7 @@ where
         .caption(caption, font(20.0))
         .x_label_area_size(48)
         .y_label_area_size(68)
-        .build_cartesian_2d(
-            Ticked { lo: e_lo - pad, hi: e_hi + pad, ticks },
-            Ticked { lo: y_lo, hi: y_hi, ticks: y_ticks.clone() },
-        )
+        .build_cartesian_2d(Ticked { lo: e_lo - pad, hi: e_hi + pad, ticks }, Ticked { lo: y_lo, hi: y_hi, ticks: y_ticks.clone() })
         .map_err(draw_err(path))?;
     let y_step = if y_ticks.len() > 1 { y_ticks[1] - y_ticks[0] } else { 1.0 };
     let decimals = (-y_step.log10().floor()).clamp(0.0, 6.0) as usize;
@@ -184,8 +174,7 @@ where
         let style = s.color.stroke_width(2);
         let mut labelled = false;
         for seg in &segments {
-            let anno =
-                chart.draw_series(std::iter::once(PathElement::new(seg.clone(), style))).map_err(draw_err(path))?;
+            let anno = chart.draw_series(std::iter::once(PathElement::new(seg.clone(), style))).map_err(draw_err(path))?;
             if !labelled {
                 let color = s.color;
                 anno.label(s.name.as_str()).legend(move |(x, y)| {

@@ -79,12 +79,7 @@ impl Canvas {
 }
 
 /// `text` shortened with an ellipsis so that it is at most `max_w` pixels wide in `style`.
-pub(crate) fn fit_text<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    text: &str,
-    style: &TextStyle<'_>,
-    max_w: u32,
-) -> String {
+pub(crate) fn fit_text<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, text: &str, style: &TextStyle<'_>, max_w: u32) -> String {
     let width = |s: &str| area.estimate_text_size(s, style).map(|(w, _)| w).unwrap_or(u32::MAX);
     if width(text) <= max_w {
         return text.to_string();
@@ -131,8 +126,7 @@ pub(crate) fn draw_image<DB: DrawingBackend>(
     let element = BitMapElement::<_, RGBPixel>::with_ref(at, (w, h), fitted.as_raw())
         .ok_or_else(|| Error::Draw { path: path.to_path_buf(), message: "image buffer size mismatch".into() })?;
     area.draw(&element).map_err(draw_err(path))?;
-    area.draw(&Rectangle::new([(at.0 - 1, at.1 - 1), (at.0 + w as i32, at.1 + h as i32)], GRID.stroke_width(1)))
-        .map_err(draw_err(path))
+    area.draw(&Rectangle::new([(at.0 - 1, at.1 - 1), (at.0 + w as i32, at.1 + h as i32)], GRID.stroke_width(1))).map_err(draw_err(path))
 }
 
 /// About `max_ticks` "nice" tick values (steps of 1, 2 or 5 × 10^k) covering `lo..=hi`.

@@ -9,11 +9,7 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Hidden temp name next to `path`, unique per process and call.
 fn temp_path(path: &Path) -> Result<PathBuf, Error> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid(path, "the path has no file name"))?
-        .to_string_lossy()
-        .into_owned();
+    let name = path.file_name().ok_or_else(|| Error::invalid(path, "the path has no file name"))?.to_string_lossy().into_owned();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     Ok(path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id())))
 }
@@ -82,10 +78,7 @@ pub fn write_csv(path: &Path, header: &[&str], rows: &[Vec<String>]) -> Result<(
     line(&mut header.iter().copied());
     for (i, row) in rows.iter().enumerate() {
         if row.len() != header.len() {
-            return Err(Error::invalid(
-                path,
-                format!("CSV row {} has {} fields, the header has {}", i + 1, row.len(), header.len()),
-            ));
+            return Err(Error::invalid(path, format!("CSV row {} has {} fields, the header has {}", i + 1, row.len(), header.len())));
         }
         line(&mut row.iter().map(String::as_str));
     }

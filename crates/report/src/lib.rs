@@ -29,8 +29,7 @@ pub use confusion::{plot_confusion, CONFUSION_SIZE};
 pub use curves::{plot_curves, EpochPoint, CURVES_SIZE};
 pub use io::{write_atomic, write_csv};
 pub use prediction::{
-    plot_prediction, plot_prediction_grid, PredictionPanel, GRID_COLUMNS, GRID_PANEL_SIZE, MAX_BARS, MAX_GRID_PANELS,
-    PREDICTION_SIZE,
+    plot_prediction, plot_prediction_grid, PredictionPanel, GRID_COLUMNS, GRID_PANEL_SIZE, MAX_BARS, MAX_GRID_PANELS, PREDICTION_SIZE,
 };
 
 /// Everything that can go wrong while drawing or writing a report file; each variant names the

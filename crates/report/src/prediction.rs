@@ -69,8 +69,7 @@ fn bars(topk: &[(String, f32)], path: &Path) -> Result<Vec<(String, f64)>, Error
     if topk.is_empty() {
         return Err(Error::empty(path, "top-k is empty (k = 0)"));
     }
-    let mut out: Vec<(String, f64)> =
-        topk.iter().filter(|(_, p)| p.is_finite()).map(|(n, p)| (n.clone(), *p as f64)).collect();
+    let mut out: Vec<(String, f64)> = topk.iter().filter(|(_, p)| p.is_finite()).map(|(n, p)| (n.clone(), *p as f64)).collect();
     if out.is_empty() {
         return Err(Error::empty(path, "every top-k probability is NaN or infinite"));
     }
@@ -231,9 +230,7 @@ where
         let c = centres[i];
         let shown = p.clamp(0.0, 1.0);
         let color = if truth == Some(name.as_str()) { TRUTH_BAR } else { BAR };
-        chart
-            .draw_series(std::iter::once(Rectangle::new([(0.0, c - 0.36), (shown, c + 0.36)], color.filled())))
-            .map_err(&err)?;
+        chart.draw_series(std::iter::once(Rectangle::new([(0.0, c - 0.36), (shown, c + 0.36)], color.filled()))).map_err(&err)?;
         let text = format!("{:.1}%", p * 100.0);
         let (x, style) = if shown > 0.82 {
             (shown - 0.01, font(value_size).color(&WHITE).pos(Pos::new(HPos::Right, VPos::Center)))

@@ -27,16 +27,12 @@ fn assert_not_blank(img: &RgbImage) {
 
 /// Dark, text-like pixels in the rectangle x0..x1, y0..y1.
 fn dark_pixels(img: &RgbImage, x0: u32, x1: u32, y0: u32, y1: u32) -> usize {
-    (y0..y1)
-        .flat_map(|y| (x0..x1).map(move |x| (x, y)))
-        .filter(|&(x, y)| img.get_pixel(x, y).0.iter().all(|&c| c < 100))
-        .count()
+    (y0..y1).flat_map(|y| (x0..x1).map(move |x| (x, y))).filter(|&(x, y)| img.get_pixel(x, y).0.iter().all(|&c| c < 100)).count()
 }
 
 /// Median y of the pixels of exactly `colour` with x in x0..x1.
 fn median_y(img: &RgbImage, colour: Rgb<u8>, x0: u32, x1: u32) -> Option<f64> {
-    let mut ys: Vec<u32> =
-        img.enumerate_pixels().filter(|(x, _, p)| *x >= x0 && *x < x1 && **p == colour).map(|(_, y, _)| y).collect();
+    let mut ys: Vec<u32> = img.enumerate_pixels().filter(|(x, _, p)| *x >= x0 && *x < x1 && **p == colour).map(|(_, y, _)| y).collect();
     if ys.is_empty() {
         return None;
     }
@@ -49,14 +45,7 @@ fn count(img: &RgbImage, colour: Rgb<u8>) -> usize {
 }
 
 fn epoch(e: usize, train_loss: f64, train_acc: f64, valid: Option<(f64, f64)>) -> EpochPoint {
-    EpochPoint {
-        epoch: e,
-        train_loss,
-        train_acc,
-        valid_loss: valid.map(|v| v.0),
-        valid_acc: valid.map(|v| v.1),
-        lr: 0.001,
-    }
+    EpochPoint { epoch: e, train_loss, train_acc, valid_loss: valid.map(|v| v.0), valid_acc: valid.map(|v| v.1), lr: 0.001 }
 }
 
 #[test]
@@ -91,8 +80,7 @@ fn curves_without_validation_or_with_nan_draw_no_validation_series() {
     assert_eq!(count(&img, VALID), 0, "validation colour drawn without validation data");
 
     // Validation values all NaN: skipped, nothing orange; train NaN at one epoch: still drawn.
-    let nan: Vec<EpochPoint> =
-        (1..=5).map(|e| epoch(e, if e == 3 { f64::NAN } else { 1.0 }, 0.5, Some((f64::NAN, f64::NAN)))).collect();
+    let nan: Vec<EpochPoint> = (1..=5).map(|e| epoch(e, if e == 3 { f64::NAN } else { 1.0 }, 0.5, Some((f64::NAN, f64::NAN)))).collect();
     let p2 = dir.path().join("b.png");
     report::plot_curves(&nan, "nan", &p2).unwrap();
     let img = load(&p2);
@@ -111,11 +99,8 @@ fn curves_without_validation_or_with_nan_draw_no_validation_series() {
 fn curves_survive_extreme_values() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("extreme.png");
-    let points = [
-        epoch(1, 1e300, 0.0, Some((f64::INFINITY, 1.0))),
-        epoch(2, -1e300, 1.0, Some((f64::NEG_INFINITY, 0.5))),
-        epoch(1_000_000, 0.0, 0.5, None),
-    ];
+    let points =
+        [epoch(1, 1e300, 0.0, Some((f64::INFINITY, 1.0))), epoch(2, -1e300, 1.0, Some((f64::NEG_INFINITY, 0.5))), epoch(1_000_000, 0.0, 0.5, None)];
     report::plot_curves(&points, "extreme", &path).unwrap();
     assert_eq!(load(&path).dimensions(), report::CURVES_SIZE);
     let flat = [epoch(3, 0.5, 0.5, Some((0.5, 0.5))), epoch(3, 0.5, 0.5, Some((0.5, 0.5)))];
@@ -170,8 +155,7 @@ fn cell_luma(img: &RgbImage, b: (u32, u32, u32, u32), n: usize, row: usize, col:
 fn confusion_identity_is_dark_on_the_diagonal_only() {
     let dir = tempfile::tempdir().unwrap();
     for (n, f) in [(8usize, 0.25), (102, 0.5)] {
-        let m: Vec<Vec<u64>> =
-            (0..n).map(|i| (0..n).map(|j| if i == j { 5 + i as u64 } else { 0 }).collect()).collect();
+        let m: Vec<Vec<u64>> = (0..n).map(|i| (0..n).map(|j| if i == j { 5 + i as u64 } else { 0 }).collect()).collect();
         let labels: Vec<String> = (0..n).map(|i| format!("flower {i}")).collect();
         let path = dir.path().join(format!("cm{n}.png"));
         report::plot_confusion(&m, &labels, "identity", &path).unwrap();
@@ -284,8 +268,7 @@ fn prediction_bars_are_sorted_and_proportional() {
     assert!(px_per_unit > 300.0, "probability axis too short: {px_per_unit}px");
 
     // The image keeps its 3:2 aspect ratio and fills its box's width.
-    let red_px: Vec<(u32, u32)> =
-        img.enumerate_pixels().filter(|(_, _, p)| **p == red).map(|(x, y, _)| (x, y)).collect();
+    let red_px: Vec<(u32, u32)> = img.enumerate_pixels().filter(|(_, _, p)| **p == red).map(|(x, y, _)| (x, y)).collect();
     let (x0, x1) = (red_px.iter().map(|p| p.0).min().unwrap(), red_px.iter().map(|p| p.0).max().unwrap());
     let (y0, y1) = (red_px.iter().map(|p| p.1).min().unwrap(), red_px.iter().map(|p| p.1).max().unwrap());
     let ratio = (x1 - x0 + 1) as f64 / (y1 - y0 + 1) as f64;
@@ -309,10 +292,7 @@ fn prediction_draws_only_the_highest_bars_and_first_panels_beyond_the_limits() {
     assert_eq!(lengths.len(), report::MAX_BARS, "{lengths:?}");
     let scale = lengths[0] as f64 / topk[n - 1].1 as f64;
     let last_drawn = topk[n - report::MAX_BARS].1 as f64;
-    assert!(
-        (lengths[report::MAX_BARS - 1] as f64 - last_drawn * scale).abs() <= 3.0,
-        "the lowest bars must be the ones dropped"
-    );
+    assert!((lengths[report::MAX_BARS - 1] as f64 - last_drawn * scale).abs() <= 3.0, "the lowest bars must be the ones dropped");
 
     let panel = PredictionPanel { image, truth: None, topk: vec![("a".into(), 0.5)] };
     let items = vec![panel; report::MAX_GRID_PANELS + 3];
@@ -347,11 +327,7 @@ fn prediction_grid_colours_titles_by_correctness() {
     let path = dir.path().join("grid.png");
     let grey = RgbImage::from_pixel(64, 64, Rgb([128, 128, 128]));
     let topk = vec![("rose".to_string(), 0.7f32), ("tulip".to_string(), 0.2), ("daisy".to_string(), 0.1)];
-    let panel = |truth: Option<&str>| PredictionPanel {
-        image: grey.clone(),
-        truth: truth.map(String::from),
-        topk: topk.clone(),
-    };
+    let panel = |truth: Option<&str>| PredictionPanel { image: grey.clone(), truth: truth.map(String::from), topk: topk.clone() };
     let items = [panel(Some("rose")), panel(Some("tulip")), panel(None)];
     report::plot_prediction_grid(&items, &path).unwrap();
     let img = load(&path);

@@ -77,8 +77,8 @@ pub struct EvalReport {
 pub fn evaluate(ckpt: &Path, ds: &Dataset, split: &str, opts: &EvalOptions) -> Result<EvalReport, Error> {
     let t0 = std::time::Instant::now();
     let pred = Predictor::load(ckpt, opts.device).map_err(|e| Error::Mismatch { path: ckpt.to_path_buf(), detail: e.to_string() })?;
-    let samples: Arc<[Sample]> = crate::split_samples(ds, split)
-        .ok_or_else(|| Error::Data(format!("{} has no (non-empty) split {split:?}", ds.root.display())))?;
+    let samples: Arc<[Sample]> =
+        crate::split_samples(ds, split).ok_or_else(|| Error::Data(format!("{} has no (non-empty) split {split:?}", ds.root.display())))?;
     let map = label_map(ds, &pred.classes, ckpt)?;
     let c = pred.num_classes();
     let mut confusion = vec![vec![0u64; c]; c];
@@ -150,26 +150,38 @@ pub fn write_report(r: &EvalReport, dir: &Path) -> Result<(), Error> {
     let labels: Vec<String> = r.per_class.iter().map(|c| c.folder.clone()).collect();
     let mut header: Vec<&str> = vec!["true\\predicted"];
     header.extend(labels.iter().map(String::as_str));
-    let rows: Vec<Vec<String>> = r
-        .confusion
-        .iter()
-        .enumerate()
-        .map(|(i, row)| std::iter::once(labels[i].clone()).chain(row.iter().map(u64::to_string)).collect())
-        .collect();
+    let rows: Vec<Vec<String>> =
+        r.confusion.iter().enumerate().map(|(i, row)| std::iter::once(labels[i].clone()).chain(row.iter().map(u64::to_string)).collect()).collect();
     report::write_csv(&dir.join(format!("confusion-{}.csv", r.split)), &header, &rows)?;
     let rows: Vec<Vec<String>> = r
         .per_class
         .iter()
-        .map(|c| vec![c.index.to_string(), c.folder.clone(), c.name.clone(), c.correct.to_string(), c.total.to_string(), format!("{:.4}", c.accuracy)])
+        .map(|c| {
+            vec![c.index.to_string(), c.folder.clone(), c.name.clone(), c.correct.to_string(), c.total.to_string(), format!("{:.4}", c.accuracy)]
+        })
         .collect();
     report::write_csv(&dir.join(format!("per_class-{}.csv", r.split)), &["index", "folder", "name", "correct", "total", "accuracy"], &rows)?;
-    report::plot_confusion(&r.confusion, &labels, &format!("confusion matrix ({}, top-1 {:.1}%)", r.split, 100.0 * r.top1), &dir.join(format!("confusion-{}.png", r.split)))?;
+    report::plot_confusion(
+        &r.confusion,
+        &labels,
+        &format!("confusion matrix ({}, top-1 {:.1}%)", r.split, 100.0 * r.top1),
+        &dir.join(format!("confusion-{}.png", r.split)),
+    )?;
     Ok(())
 }
 
 impl std::fmt::Display for EvalReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "{} on {} ({} images): top-1 {:.2}%  top-5 {:.2}%  loss {:.4}", self.checkpoint.display(), self.split, self.images, 100.0 * self.top1, 100.0 * self.top5, self.loss)?;
+        writeln!(
+            f,
+            "{} on {} ({} images): top-1 {:.2}%  top-5 {:.2}%  loss {:.4}",
+            self.checkpoint.display(),
+            self.split,
+            self.images,
+            100.0 * self.top1,
+            100.0 * self.top5,
+            self.loss
+        )?;
         write!(f, "worst classes:")?;
         for c in &self.worst {
             write!(f, "\n  {:>5.1}%  {} ({}/{}) [{}]", 100.0 * c.accuracy, c.name, c.correct, c.total, c.folder)?;

@@ -18,7 +18,7 @@ use tch::{Device, Tensor};
 
 use crate::config::TrainConfig;
 use crate::tensors::{from_data, to_data};
-use crate::{batch_tensor, bar, Error};
+use crate::{bar, batch_tensor, Error};
 
 /// Version of the feature cache layout (bump when what is stored changes meaning).
 pub const FEATURE_CACHE_VERSION: u32 = 1;

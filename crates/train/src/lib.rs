@@ -195,11 +195,7 @@ fn write_metrics(dir: &Path, name: &str, history: &[EpochMetrics]) -> Result<(),
             ]
         })
         .collect();
-    report::write_csv(
-        &dir.join("metrics.csv"),
-        &["epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "lr", "epoch_s", "img_s"],
-        &rows,
-    )?;
+    report::write_csv(&dir.join("metrics.csv"), &["epoch", "train_loss", "train_acc", "valid_loss", "valid_acc", "lr", "epoch_s", "img_s"], &rows)?;
     let points: Vec<report::EpochPoint> = history
         .iter()
         .map(|m| report::EpochPoint {
@@ -308,7 +304,10 @@ pub fn train(req: &TrainRequest, ds: &Dataset) -> Result<TrainOutcome, Error> {
         let folders: Vec<&str> = c.meta.classes.iter().map(|e| e.folder.as_str()).collect();
         let now: Vec<&str> = classes.iter().map(|e| e.folder.as_str()).collect();
         if folders != now {
-            return Err(Error::Mismatch { path: last_path.clone(), detail: format!("was trained on {} classes that differ from the dataset's {}", folders.len(), now.len()) });
+            return Err(Error::Mismatch {
+                path: last_path.clone(),
+                detail: format!("was trained on {} classes that differ from the dataset's {}", folders.len(), now.len()),
+            });
         }
     }
     io_write(&run_dir.join("config.toml"), &toml::to_string_pretty(&cfg).map_err(|e| Error::Config(e.to_string()))?)?;
@@ -341,14 +340,13 @@ pub fn train(req: &TrainRequest, ds: &Dataset) -> Result<TrainOutcome, Error> {
     let mut opt = optim::Optimizer::new(cfg.optimizer, cfg.momentum, cfg.weight_decay, params);
     let mut progress = SavedProgress { history: Vec::new(), best_epoch: 0, best_score: f64::NEG_INFINITY };
     if let Some(c) = &resumed {
-        let model_tensors: Vec<(String, Tensor)> = c
-            .model_tensors()
-            .map(|(k, d)| tensors::from_data(k, d).map(|t| (k.clone(), t)))
-            .collect::<Result<_, _>>()?;
+        let model_tensors: Vec<(String, Tensor)> =
+            c.model_tensors().map(|(k, d)| tensors::from_data(k, d).map(|t| (k.clone(), t))).collect::<Result<_, _>>()?;
         model::weights::load_all_tensors(&vs, model_tensors, &last_path)?;
         let steps = c.meta.optimizer.as_ref().and_then(|o| o["steps"].as_i64()).unwrap_or(0);
         opt.import(&c.tensors, checkpoint::OPTIMIZER_PREFIX, steps)?;
-        progress = serde_json::from_value(c.meta.metrics.clone()).map_err(|e| Error::Mismatch { path: last_path.clone(), detail: format!("its saved metrics cannot be read: {e}") })?;
+        progress = serde_json::from_value(c.meta.metrics.clone())
+            .map_err(|e| Error::Mismatch { path: last_path.clone(), detail: format!("its saved metrics cannot be read: {e}") })?;
         tracing::info!(epoch = progress.history.len(), "resuming");
     }
     if cfg.channels_last && device == Device::Cpu {
@@ -366,7 +364,15 @@ pub fn train(req: &TrainRequest, ds: &Dataset) -> Result<TrainOutcome, Error> {
     let feats = if frozen {
         // The backbone is frozen and only runs in eval mode: fold its batch norms for speed.
         net.fold_batchnorm();
-        let fx = features::Extractor { net: &net, cfg: &cfg, tcfg: &tcfg, device, cache_dir: &req.cache_dir, weights_id: &weights_id, skip_bad: req.skip_bad };
+        let fx = features::Extractor {
+            net: &net,
+            cfg: &cfg,
+            tcfg: &tcfg,
+            device,
+            cache_dir: &req.cache_dir,
+            weights_id: &weights_id,
+            skip_bad: req.skip_bad,
+        };
         let views = cfg.views.max(1);
         let mut train_views = Vec::new();
         for v in 0..views {
@@ -514,7 +520,16 @@ fn loss_fn(logits: &Tensor, y: &Tensor, smoothing: f64) -> Tensor {
 
 /// One epoch of the head on cached features.
 #[allow(clippy::too_many_arguments)]
-fn head_epoch(net: &Classifier, opt: &mut optim::Optimizer, x: &Tensor, y: &Tensor, cfg: &TrainConfig, epoch: usize, lr: f64, device: Device) -> Result<(f64, f64, usize), Error> {
+fn head_epoch(
+    net: &Classifier,
+    opt: &mut optim::Optimizer,
+    x: &Tensor,
+    y: &Tensor,
+    cfg: &TrainConfig,
+    epoch: usize,
+    lr: f64,
+    device: Device,
+) -> Result<(f64, f64, usize), Error> {
     let n = x.size()[0] as usize;
     let order = preprocess::epoch_order(n, cfg.seed, epoch as u64, true);
     let (mut loss_sum, mut correct) = (0.0, 0i64);
@@ -554,8 +569,28 @@ fn head_eval(net: &Classifier, x: &Tensor, y: &Tensor, bs: usize, device: Device
 
 /// One fine-tuning epoch on augmented images.
 #[allow(clippy::too_many_arguments)]
-fn finetune_epoch(net: &Classifier, opt: &mut optim::Optimizer, samples: &Arc<[Sample]>, src: ImageSource, tcfg: &TransformConfig, cfg: &TrainConfig, epoch: usize, lr: f64, device: Device, skip_bad: bool) -> Result<(f64, f64, usize), Error> {
-    let lcfg = LoaderConfig { batch_size: cfg.batch_size, shuffle: true, seed: cfg.seed, epoch: epoch as u64, mode: Mode::Train, channels_last: cfg.channels_last, skip_bad, ..LoaderConfig::default() };
+fn finetune_epoch(
+    net: &Classifier,
+    opt: &mut optim::Optimizer,
+    samples: &Arc<[Sample]>,
+    src: ImageSource,
+    tcfg: &TransformConfig,
+    cfg: &TrainConfig,
+    epoch: usize,
+    lr: f64,
+    device: Device,
+    skip_bad: bool,
+) -> Result<(f64, f64, usize), Error> {
+    let lcfg = LoaderConfig {
+        batch_size: cfg.batch_size,
+        shuffle: true,
+        seed: cfg.seed,
+        epoch: epoch as u64,
+        mode: Mode::Train,
+        channels_last: cfg.channels_last,
+        skip_bad,
+        ..LoaderConfig::default()
+    };
     let loader = preprocess::loader(samples.clone(), src, tcfg, &lcfg)?;
     let pb = bar(loader.remaining() as u64, &format!("epoch {}", epoch + 1));
     let (mut loss_sum, mut correct, mut n) = (0.0, 0i64, 0usize);
@@ -580,7 +615,14 @@ fn finetune_epoch(net: &Classifier, opt: &mut optim::Optimizer, samples: &Arc<[S
 }
 
 /// Loss and accuracy of the whole network on eval-transformed images.
-fn image_eval(net: &Classifier, samples: &Arc<[Sample]>, src: ImageSource, tcfg: &TransformConfig, cfg: &TrainConfig, device: Device) -> Result<(f64, f64), Error> {
+fn image_eval(
+    net: &Classifier,
+    samples: &Arc<[Sample]>,
+    src: ImageSource,
+    tcfg: &TransformConfig,
+    cfg: &TrainConfig,
+    device: Device,
+) -> Result<(f64, f64), Error> {
     let lcfg = LoaderConfig { batch_size: cfg.eval_batch_size, mode: Mode::Eval, channels_last: cfg.channels_last, ..LoaderConfig::default() };
     let (mut loss_sum, mut correct, mut n) = (0.0, 0i64, 0usize);
     for b in preprocess::loader(samples.clone(), src, tcfg, &lcfg)? {

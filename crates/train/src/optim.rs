@@ -75,10 +75,7 @@ impl Optimizer {
                         if self.kind == OptimizerKind::Adamw && self.weight_decay != 0.0 {
                             let _ = p.tensor.g_mul_scalar_(1.0 - lr * self.weight_decay);
                         }
-                        let (m, v) = self
-                            .state
-                            .entry(p.name.clone())
-                            .or_insert_with(|| (p.tensor.zeros_like(), p.tensor.zeros_like()));
+                        let (m, v) = self.state.entry(p.name.clone()).or_insert_with(|| (p.tensor.zeros_like(), p.tensor.zeros_like()));
                         let _ = m.g_mul_scalar_(BETA1).g_add_(&(&g * (1.0 - BETA1)));
                         let _ = v.g_mul_scalar_(BETA2).g_add_(&(&g * &g * (1.0 - BETA2)));
                         let bc1 = 1.0 - BETA1.powf(t);

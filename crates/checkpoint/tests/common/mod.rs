@@ -1,9 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use checkpoint::{
-    Checkpoint, ClassEntry, DType, Interpolation, Metadata, Preprocessing, TensorData,
-};
+use checkpoint::{Checkpoint, ClassEntry, DType, Interpolation, Metadata, Preprocessing, TensorData};
 use std::path::PathBuf;
 
 pub fn fixtures() -> PathBuf {
@@ -11,8 +9,7 @@ pub fn fixtures() -> PathBuf {
 }
 
 pub fn expected() -> serde_json::Value {
-    let s = std::fs::read_to_string(fixtures().join("expected.json"))
-        .expect("expected.json is committed");
+    let s = std::fs::read_to_string(fixtures().join("expected.json")).expect("expected.json is committed");
     serde_json::from_str(&s).expect("expected.json parses")
 }
 
@@ -36,54 +33,24 @@ pub fn values(seed: u64, n: usize) -> Vec<f32> {
 /// A small checkpoint using every metadata field, every dtype and both reserved prefixes.
 pub fn sample_checkpoint() -> Checkpoint {
     let mut tensors = checkpoint::TensorMap::new();
-    tensors.insert(
-        "features.conv0.weight".into(),
-        TensorData::from_f32(vec![2, 3, 1, 1], &values(1, 6)),
-    );
-    tensors.insert(
-        "classifier.bias".into(),
-        TensorData::from_f32(vec![3], &[0.5, -1.25, 3.0]),
-    );
-    tensors.insert(
-        "features.norm0.num_batches_tracked".into(),
-        TensorData::new(DType::I64, vec![], 42i64.to_le_bytes().to_vec()).unwrap(),
-    );
+    tensors.insert("features.conv0.weight".into(), TensorData::from_f32(vec![2, 3, 1, 1], &values(1, 6)));
+    tensors.insert("classifier.bias".into(), TensorData::from_f32(vec![3], &[0.5, -1.25, 3.0]));
+    tensors.insert("features.norm0.num_batches_tracked".into(), TensorData::new(DType::I64, vec![], 42i64.to_le_bytes().to_vec()).unwrap());
     for (i, d) in DType::ALL.iter().enumerate() {
         let n = 3 * d.size_in_bytes();
         let bytes: Vec<u8> = (0..n).map(|k| ((k * 7 + i) % 2) as u8).collect();
-        tensors.insert(
-            format!("dtypes.{}", d.name()),
-            TensorData::new(*d, vec![3], bytes).unwrap(),
-        );
+        tensors.insert(format!("dtypes.{}", d.name()), TensorData::new(*d, vec![3], bytes).unwrap());
     }
-    tensors.insert(
-        "optimizer/state.0.exp_avg".into(),
-        TensorData::from_f32(vec![2], &[0.1, 0.2]),
-    );
-    tensors.insert(
-        "rng/torch_cpu".into(),
-        TensorData::new(DType::U8, vec![4], vec![1, 2, 3, 4]).unwrap(),
-    );
+    tensors.insert("optimizer/state.0.exp_avg".into(), TensorData::from_f32(vec![2], &[0.1, 0.2]));
+    tensors.insert("rng/torch_cpu".into(), TensorData::new(DType::U8, vec![4], vec![1, 2, 3, 4]).unwrap());
     let meta = Metadata {
         libtorch_version: Some("2.13.0".into()),
         arch: "densenet121".into(),
         arch_config: serde_json::json!({"growth_rate": 32, "block_config": [6, 12, 24, 16]}),
         classes: vec![
-            ClassEntry {
-                folder: "1".into(),
-                index: 0,
-                name: Some("pink primrose".into()),
-            },
-            ClassEntry {
-                folder: "10".into(),
-                index: 1,
-                name: Some("globe thistle".into()),
-            },
-            ClassEntry {
-                folder: "2".into(),
-                index: 2,
-                name: None,
-            },
+            ClassEntry { folder: "1".into(), index: 0, name: Some("pink primrose".into()) },
+            ClassEntry { folder: "10".into(), index: 1, name: Some("globe thistle".into()) },
+            ClassEntry { folder: "2".into(), index: 2, name: None },
         ],
         preprocessing: Some(Preprocessing {
             input_size: 224,
@@ -135,24 +102,10 @@ impl Pk {
         self.op(b"t")
     }
     /// `_rebuild_tensor(storage('0', F32, numel), offset, shape, stride)`, memoised at `memo`.
-    pub fn tensor(
-        &mut self,
-        numel: i32,
-        offset: i32,
-        shape: &[i32],
-        stride: &[i32],
-        memo: u8,
-    ) -> &mut Self {
+    pub fn tensor(&mut self, numel: i32, offset: i32, shape: &[i32], stride: &[i32], memo: u8) -> &mut Self {
         self.global("torch._utils", "_rebuild_tensor");
         self.op(b"(");
-        self.op(b"(")
-            .s("storage")
-            .global("torch", "FloatStorage")
-            .s("0")
-            .s("cpu")
-            .int(numel)
-            .op(b"Nt")
-            .op(b"Q");
+        self.op(b"(").s("storage").global("torch", "FloatStorage").s("0").s("cpu").int(numel).op(b"Nt").op(b"Q");
         self.int(offset).tuple_of_ints(shape).tuple_of_ints(stride);
         self.op(b"tR").op(&[b'q', memo])
     }
