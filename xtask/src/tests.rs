@@ -2,6 +2,7 @@
 
 use crate::download::{fetch, sha256_file, Expect};
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,7 +72,7 @@ fn serve(routes: HashMap<String, Vec<u8>>) -> Server {
 
 fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
+    petal_common::hex(&sha2::Sha256::digest(bytes))
 }
 
 #[test]
@@ -254,7 +255,7 @@ fn fetch_data_verifies_unpacks_and_explains_offline_use() {
         tar.append_data(&mut h, "jpg/image_00001.jpg", &body[..]).expect("append");
         tar.into_inner().expect("tar").finish().expect("gz");
     }
-    let md5 = |b: &[u8]| format!("{:x}", md5::compute(b));
+    let md5 = |b: &[u8]| petal_common::hex(&md5::compute(b).0);
     let (labels, setid) = (b"labels-mat".to_vec(), b"setid-mat".to_vec());
     let table = [("102flowers.tgz", md5(&tgz)), ("imagelabels.mat", md5(&labels)), ("setid.mat", md5(&setid))];
     let table: Vec<(&str, &str)> = table.iter().map(|(n, m)| (*n, m.as_str())).collect();
@@ -277,4 +278,31 @@ fn fetch_data_verifies_unpacks_and_explains_offline_use() {
     let bad: Vec<(&str, &str)> = bad.iter().map(|(n, m)| (*n, m.as_str())).collect();
     let err = crate::data::fetch_from(&dir.path().join("bad"), &srv.base, &bad).expect_err("md5");
     assert!(format!("{err:#}").contains("md5"), "{err:#}");
+}
+
+/// `cargo xtask pipeline --config F` takes `data`, `weights` and `train.arch` from F; flags win;
+/// only what neither names is fetched.
+#[test]
+fn pipeline_fetches_only_what_neither_flags_nor_config_name() {
+    let os = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+    let example = crate::repo_root().join("examples/pipeline.toml");
+    let names = crate::data::config_names(&example).expect("example config");
+    assert_eq!(names.data.as_deref(), Some("../shared/data/flowers102-mini"));
+    assert_eq!(names.arch, Some(Some("efficientnet_lite0".to_string())));
+    let cfg = example.to_string_lossy().into_owned();
+    // The example names its data: only the weights of its arch are fetched.
+    assert_eq!(crate::data::to_fetch(&os(&["--config", &cfg])).expect("plan"), (false, Some("efficientnet_lite0".into())));
+    // A flag overrides the config's arch.
+    assert_eq!(crate::data::to_fetch(&os(&["--config", &cfg, "--arch", "densenet121"])).expect("plan"), (false, Some("densenet121".into())));
+    assert_eq!(crate::data::to_fetch(&os(&["--config", &cfg, "--weights=w.safetensors"])).expect("plan"), (false, None));
+    // Nothing named: the Oxford data and the default recipe's weights.
+    assert_eq!(crate::data::to_fetch(&[]).expect("plan"), (true, Some("densenet121".into())));
+    // A config with weights and a custom architecture fetches nothing.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("p.toml");
+    std::fs::write(&p, "data = \"d\"\n[train.arch.densenet]\ngrowth_rate = 4\n").expect("write");
+    assert_eq!(crate::data::to_fetch(&os(&["--config", &p.to_string_lossy()])).expect("plan"), (false, None));
+    std::fs::write(&p, "data = [").expect("write");
+    let err = crate::data::to_fetch(&os(&["--config", &p.to_string_lossy()])).expect_err("bad toml");
+    assert!(format!("{err:#}").contains("p.toml"), "{err:#}");
 }

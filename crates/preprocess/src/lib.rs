@@ -27,9 +27,11 @@ pub mod mat;
 pub mod rng;
 pub mod transform;
 
-pub use cache::{fingerprint, CacheParams, CacheStatus, CachedImage, ImageCache, CACHE_VERSION};
-pub use dataset::{discover, Dataset, DatasetSummary, DiscoverOptions, Layout, Sample, Split, SplitSummary};
-pub use decode::{decode_rgb, decode_rgb_bytes, decode_rgb_with, probe, DecodeLimits};
+pub use cache::{fingerprint, split_cache, CacheParams, CacheStatus, CachedImage, ImageCache, CACHE_VERSION};
+pub use dataset::{
+    discover, find_names_file, read_names_file, Dataset, DatasetSummary, DiscoverOptions, Layout, Sample, Split, SplitSummary, NAMES_FILE,
+};
+pub use decode::{decode_rgb, decode_rgb_bytes, decode_rgb_with, is_image_path, probe, DecodeLimits, IMAGE_EXTENSIONS};
 pub use error::{BadInput, Error, Problem};
 pub use loader::{loader, num_batches, predict_tensor, split_loader, Batch, ImageSource, Loader, LoaderConfig};
 pub use rng::epoch_order;

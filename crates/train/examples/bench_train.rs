@@ -115,7 +115,7 @@ fn run(a: &Args) -> Result<serde_json::Value, String> {
     // (eval transform, once per image), 30 head epochs, a checkpoint per epoch.
     let t0 = Instant::now();
     let ds = preprocess::discover(&a.data, &preprocess::DiscoverOptions::default()).map_err(|e| format!("reading {}: {e}", a.data.display()))?;
-    let out = train::train(&request(default.clone()), &ds).map_err(|e| format!("training (default recipe): {e}"))?;
+    let out = train::train(&request(default.clone()), &ds, &train::Silent).map_err(|e| format!("training (default recipe): {e}"))?;
     let wall_s = t0.elapsed().as_secs_f64();
     let count = |s: &str| ds.split(s).map(|s| s.samples.len()).unwrap_or(0);
     let mut report = serde_json::json!({
@@ -142,7 +142,7 @@ fn run(a: &Args) -> Result<serde_json::Value, String> {
         // The seed's recipe with its augmentation as 2 precomputed views (the validation features
         // are already cached by the run above, so this time excludes them).
         let t1 = Instant::now();
-        let s = train::train(&request(seed.clone()), &ds).map_err(|e| format!("training (seed recipe): {e}"))?;
+        let s = train::train(&request(seed.clone()), &ds, &train::Silent).map_err(|e| format!("training (seed recipe): {e}"))?;
         let secs = t1.elapsed().as_secs_f64();
         eprintln!(
             "seed recipe (Adam 0.003, 10 epochs, {} augmented views): best valid acc {:.2}% (epoch {}), {secs:.1}s (validation features cached)",
