@@ -63,8 +63,8 @@ fn decoders(samples: &[Sample]) -> serde_json::Value {
     let jd4 = time(&jd(4));
     serde_json::json!({
         "threads": 1,
-        "zune_jpeg_direct_img_s": ours,
-        "image_crate_default_img_s": image_crate,
+        "petal_libjpeg_turbo_img_s": ours,
+        "image_crate_zune_jpeg_img_s": image_crate,
         "jpeg_decoder_full_img_s": jd1,
         "jpeg_decoder_dct_half_img_s": jd2,
         "jpeg_decoder_dct_quarter_img_s": jd4,

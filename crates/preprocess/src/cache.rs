@@ -40,9 +40,9 @@ const PREAMBLE: usize = 64;
 const ENTRY_BYTES: usize = 40;
 const FLAG_MISSING: u32 = 1;
 /// Identifies the resize implementation; part of the params.
-const RESIZE_ID: &str = "fast_image_resize-6/Convolution(Bilinear)/torchvision-Resize-int";
+const RESIZE_ID: &str = "pillow-Resample.c-port/Bilinear/torchvision-Resize-int";
 /// Identifies the decoders; part of the params.
-const DECODER_ID: &str = "zune-jpeg-0.5/image-0.25";
+const DECODER_ID: &str = "libjpeg-turbo-islow-fancy/image-0.25-pil-modes";
 /// (resized width, height, original width, height, pixels).
 type Resized = (u32, u32, u32, u32, Vec<u8>);
 /// Largest accepted meta block.

@@ -5,8 +5,8 @@
 //! * [`discover`]: ImageFolder (`root/{train,valid,test}/<class>/…`) and the official Oxford 102
 //!   layout (`jpg/` + `imagelabels.mat` + `setid.mat`, read by the [`mat`] module), with bad-input
 //!   detection and a printable [`DatasetSummary`];
-//! * [`decode_rgb`]: JPEG/PNG/WebP/BMP (grayscale, CMYK, palette, alpha) → RGB8 with a pixel
-//!   limit and truncation checks;
+//! * [`decode_rgb`]: JPEG/PNG/WebP/BMP/GIF/TIFF (grayscale, CMYK, palette, 16-bit, alpha) → RGB8
+//!   byte-identical to PIL's `convert("RGB")`, with a pixel limit and truncation checks;
 //! * [`transform`]: torchvision's eval and train transforms (documented per transform in
 //!   [`mod@transform`]), random draws keyed by (seed, epoch, index);
 //! * [`loader`]: batches prepared on rayon behind a bounded prefetch queue;
@@ -22,8 +22,10 @@ pub mod cache;
 pub mod dataset;
 pub mod decode;
 pub mod error;
+mod jpeg;
 pub mod loader;
 pub mod mat;
+pub mod resample;
 pub mod rng;
 pub mod transform;
 
