@@ -9,6 +9,7 @@ mod bench;
 mod data;
 mod download;
 mod libtorch;
+mod lint;
 mod pypi;
 mod weights;
 
@@ -29,11 +30,15 @@ struct Cli {
 enum Cmd {
     /// Provision a CPU libtorch 2.13.0 from PyPI wheels (or check the one LIBTORCH names).
     Setup,
-    /// Setup, then run the whole test suite (`cargo test --workspace`); extra args go to cargo test.
+    /// Setup, then every test: `cargo test --workspace` (which also builds every example), then
+    /// `cargo xtask bench --smoke`. Extra args go to cargo test (and skip the bench smoke run).
     Test {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// The gates CI runs before the tests: rustfmt check, tidy (missing_docs on every library crate,
+    /// README snippets), clippy with warnings denied, rustdoc with warnings denied.
+    Lint(lint::LintArgs),
     /// Run the benchmarks (release build) and, with --vs-pytorch, the Python references in the same run.
     Bench(bench::BenchArgs),
     /// Download pretrained ImageNet weights for an architecture and convert them into the project's format.
@@ -70,10 +75,18 @@ fn run() -> Result<()> {
             Ok(())
         }
         Cmd::Test { args } => {
+            let smoke = args.is_empty();
             let mut cmd = cargo()?;
             cmd.args(["test", "--workspace"]).args(args);
-            run_status(cmd, "the test suite")
+            run_status(cmd, "the test suite")?;
+            if !smoke {
+                eprintln!("test: arguments given, so the benchmark smoke run (`cargo xtask bench --smoke`) is skipped");
+                return Ok(());
+            }
+            let args = bench::BenchArgs { smoke: true, vs_pytorch: false, only: Vec::new(), data: PathBuf::new() };
+            bench::run(&args).context("the benchmark smoke run (`cargo xtask bench --smoke`)")
         }
+        Cmd::Lint(args) => lint::run(&args),
         Cmd::Bench(args) => bench::run(&args),
         Cmd::FetchWeights(args) => weights::run(&args),
         Cmd::FetchData(args) => data::run(&args).map(|_| ()),

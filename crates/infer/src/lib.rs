@@ -6,6 +6,8 @@
 //! head config, classes, preprocessing), weights are loaded strictly, batch norms are folded and the
 //! backbone runs in channels_last layout under `no_grad`.
 
+#![warn(missing_docs)]
+
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 

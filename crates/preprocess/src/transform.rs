@@ -5,8 +5,8 @@
 //! | `Resize(256)` (int: shorter side → 256, longer side `int(256 * long / short)`, bilinear, antialias) | [`resize_shorter`] via `fast_image_resize` `Convolution(Bilinear)` (PIL's triangle filter, support scaled by the downscale factor, horizontal pass then vertical, uint8 in between) | ≤ 1/255 per uint8 value (fixed-point rounding), see the golden test |
 //! | `CenterCrop(224)` (`top = int(round((h - 224) / 2.0))`, round half to even; zero padding when smaller) | [`center_crop`] | exact |
 //! | `ToTensor` (`/255` in f32) + `Normalize(mean, std)` (`(x - m) / s` in f32) | [`write_tensor`] via a lookup table | bit-exact |
-//! | `RandomRotation(30)` (angle ~ U(-30, 30), PIL `rotate`, NEAREST, `expand=False`, fill 0, centre (w/2, h/2), 16.16 fixed-point affine) | [`rotate_crop_into`] (only the pixels of the later crop are computed) | bit-exact for a given angle |
-//! | `RandomResizedCrop(224, scale=(0.08, 1), ratio=(3/4, 4/3))` (10 tries, then the central fallback; `get_params` verbatim) + bilinear antialias resize | [`train_params`] + [`resize_crop`] | same distribution; resize as above |
+//! | `RandomRotation(30)` (angle ~ U(-30, 30), PIL `rotate`, NEAREST, `expand=False`, fill 0, centre (w/2, h/2), 16.16 fixed-point affine) | `rotate_crop_into` (only the pixels of the later crop are computed) | bit-exact for a given angle |
+//! | `RandomResizedCrop(224, scale=(0.08, 1), ratio=(3/4, 4/3))` (10 tries, then the central fallback; `get_params` verbatim) + bilinear antialias resize | [`train_params`] + `resize_crop` | same distribution; resize as above |
 //! | `RandomHorizontalFlip(0.5)` | applied while writing the tensor | exact |
 //! | `ColorJitter(b, c, s, h)` (random order of the four ops, PIL `ImageEnhance` blends, HSV hue shift) | [`apply_jitter`] | integer arithmetic ported from Pillow |
 //!

@@ -50,12 +50,19 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Computes or loads backbone features.
 pub struct Extractor<'a> {
+    /// The network whose backbone computes the features.
     pub net: &'a Classifier,
+    /// The run's configuration (architecture, seed, batch sizes, threads).
     pub cfg: &'a TrainConfig,
+    /// The image transform the features are computed from.
     pub tcfg: &'a TransformConfig,
+    /// Where the backbone runs.
     pub device: Device,
+    /// Folder of the feature caches.
     pub cache_dir: &'a Path,
+    /// Identity of the backbone weights (part of the cache key).
     pub weights_id: &'a str,
+    /// Leave out images that cannot be decoded instead of stopping.
     pub skip_bad: bool,
 }
 
