@@ -44,10 +44,10 @@ pub fn fetch_from(dest: &Path, base: &str, files: &[(&str, &str)]) -> Result<()>
     for &(name, md5) in files {
         let url = format!("{}/{name}", base.trim_end_matches('/'));
         download::fetch(&url, &dest.join(name), &Expect::Md5(md5.to_string()), name).map_err(|e| {
-            e.context(format!(
+            e.context(
                 "could not fetch the Oxford 102 flowers; if you are offline, point the pipeline at a local copy with --data <folder> \
-                 (an ImageFolder with train/ valid/ [test/] class folders, or the official jpg/ + imagelabels.mat + setid.mat)"
-            ))
+                 (an ImageFolder with train/ valid/ [test/] class folders, or the official jpg/ + imagelabels.mat + setid.mat)",
+            )
         })?;
     }
     let tgz = dest.join("102flowers.tgz");

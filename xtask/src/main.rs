@@ -9,6 +9,7 @@ mod bench;
 mod data;
 mod download;
 mod libtorch;
+mod lint;
 mod pypi;
 mod reference;
 mod testrun;
@@ -34,6 +35,9 @@ enum Cmd {
     /// Setup and the PyTorch reference, then the whole test suite (`cargo test --workspace`) with a
     /// summary of skipped checks; fails when a check CI must run was skipped (TESTING.md).
     Test(testrun::TestArgs),
+    /// The gates CI runs before the tests: rustfmt check, tidy (missing_docs on every library crate,
+    /// README snippets), clippy with warnings denied, rustdoc with warnings denied.
+    Lint(lint::LintArgs),
     /// Run the benchmarks (release build) and, with --vs-pytorch, the Python references in the same run.
     Bench(bench::BenchArgs),
     /// Download pretrained ImageNet weights for an architecture and convert them into the project's format.
@@ -70,6 +74,7 @@ fn run() -> Result<()> {
             Ok(())
         }
         Cmd::Test(args) => testrun::run(args),
+        Cmd::Lint(args) => lint::run(&args),
         Cmd::Bench(args) => bench::run(&args),
         Cmd::FetchWeights(args) => weights::run(&args),
         Cmd::FetchData(args) => data::run(&args).map(|_| ()),

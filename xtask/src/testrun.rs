@@ -119,5 +119,10 @@ pub fn run(args: TestArgs) -> Result<()> {
     if !bad.is_empty() {
         bail!("checks CI must run did not run:\n  {}", bad.join("\n  "));
     }
-    Ok(())
+    if !full {
+        eprintln!("test: arguments given, so the benchmark smoke run (`cargo xtask bench --smoke`) is skipped");
+        return Ok(());
+    }
+    let smoke = crate::bench::BenchArgs { smoke: true, vs_pytorch: false, only: Vec::new(), data: PathBuf::new() };
+    crate::bench::run(&smoke).context("the benchmark smoke run (`cargo xtask bench --smoke`)")
 }

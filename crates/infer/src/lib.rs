@@ -7,6 +7,7 @@
 //! training code. The network is rebuilt from the checkpoint's own metadata (architecture config,
 //! head config, classes, preprocessing), weights are loaded strictly, batch norms are folded and the
 //! backbone runs in channels_last layout under `no_grad`.
+#![warn(missing_docs)]
 
 pub mod evaluate;
 

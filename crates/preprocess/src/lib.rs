@@ -7,9 +7,9 @@
 //!   detection and a printable [`DatasetSummary`];
 //! * [`decode_rgb`]: JPEG/PNG/WebP/BMP/GIF/TIFF (grayscale, CMYK, palette, 16-bit, alpha) → RGB8
 //!   byte-identical to PIL's `convert("RGB")`, with a pixel limit and truncation checks;
-//! * [`transform`]: torchvision's eval and train transforms (documented per transform in
+//! * [`transform()`]: torchvision's eval and train transforms (documented per transform in
 //!   [`mod@transform`]), random draws keyed by (seed, epoch, index);
-//! * [`loader`]: batches prepared on rayon behind a bounded prefetch queue;
+//! * [`loader()`]: batches prepared on rayon behind a bounded prefetch queue;
 //! * [`ImageCache`]: memory-mapped cache of resized uint8 images, rebuilt when stale or corrupt.
 //!
 //! Architecture invariant: this crate knows nothing about models, tensors libraries or libtorch

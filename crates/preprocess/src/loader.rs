@@ -228,7 +228,7 @@ pub fn loader(samples: Arc<[Sample]>, source: ImageSource, tcfg: &TransformConfi
                     Some(p) => p.install(work),
                     None => work(),
                 };
-                let msg = assemble(images, idx, results, &samples, per, [n, 3, size, size], &lcfg);
+                let msg = assemble(images, idx, results, samples, per, [n, 3, size, size], lcfg);
                 let msg = match msg {
                     Ok(b) if b.indices.is_empty() => continue, // every sample was bad and skipped
                     other => other,

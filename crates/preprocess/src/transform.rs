@@ -5,7 +5,7 @@
 //! | `Resize(256)` (int: shorter side → 256, longer side `int(256 * long / short)`, bilinear, antialias) | [`resize_shorter`] via [`crate::resample`], a port of Pillow's `Resample.c` (triangle filter, support scaled by the downscale factor, 22-bit fixed point, horizontal pass then vertical, uint8 in between) | byte-identical, see the pixels corpus test |
 //! | `CenterCrop(224)` (`top = int(round((h - 224) / 2.0))`, round half to even; zero padding when smaller) | [`center_crop`] | exact |
 //! | `ToTensor` (`/255` in f32) + `Normalize(mean, std)` (`(x - m) / s` in f32) | [`write_tensor`] via a lookup table | bit-exact |
-//! | `RandomRotation(30)` (angle ~ U(-30, 30), PIL `rotate`, NEAREST, `expand=False`, fill 0, centre (w/2, h/2), 16.16 fixed-point affine) | [`rotate_crop_into`] (only the pixels of the later crop are computed) | bit-exact for a given angle |
+//! | `RandomRotation(30)` (angle ~ U(-30, 30), PIL `rotate`, NEAREST, `expand=False`, fill 0, centre (w/2, h/2), 16.16 fixed-point affine) | `rotate_crop_into` (only the pixels of the later crop are computed) | bit-exact for a given angle |
 //! | `RandomResizedCrop(224, scale=(0.08, 1), ratio=(3/4, 4/3))` (10 tries, then the central fallback; `get_params` verbatim) + `F.resized_crop` (PIL `crop` then `resize`, no box) | [`train_params`] + [`resized_crop`] | same distribution; resize byte-identical |
 //! | `RandomHorizontalFlip(0.5)` | applied while writing the tensor | exact |
 //! | `ColorJitter(b, c, s, h)` (random order of the four ops, PIL `ImageEnhance` blends, HSV hue shift) | [`apply_jitter`] | integer arithmetic ported from Pillow |

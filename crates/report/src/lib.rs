@@ -17,6 +17,8 @@
 //! (orange), probability bars `#1f77b4`, the true class's bar `#2ca02c` (green), and the
 //! confusion matrix uses the "Blues" colour map (white = 0, dark blue = the whole row).
 
+#![warn(missing_docs)]
+
 mod confusion;
 mod curves;
 mod draw;

@@ -183,7 +183,7 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return bad("label_smoothing must be in [0, 1)");
         }
-        if self.schedule == Schedule::Step && (self.step_size == 0 || !(self.gamma > 0.0)) {
+        if self.schedule == Schedule::Step && (self.step_size == 0 || self.gamma.is_nan() || self.gamma <= 0.0) {
             return bad("the step schedule needs step_size ≥ 1 and gamma > 0");
         }
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name == ".." {

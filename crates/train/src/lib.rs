@@ -16,6 +16,8 @@
 //! optimiser state is saved each epoch, so `--resume` after a crash or `kill -9` continues exactly
 //! as if never interrupted.
 
+#![warn(missing_docs)]
+
 pub mod config;
 mod error;
 pub mod features;
@@ -113,7 +115,7 @@ pub fn transform_config(cfg: &TrainConfig) -> TransformConfig {
     TransformConfig {
         image_size: cfg.image_size,
         resize_size: cfg.resize_size,
-        color_jitter: cfg.color_jitter.then(|| preprocess::ColorJitter { brightness: 0.2, contrast: 0.2, saturation: 0.2, hue: 0.02 }),
+        color_jitter: cfg.color_jitter.then_some(preprocess::ColorJitter { brightness: 0.2, contrast: 0.2, saturation: 0.2, hue: 0.02 }),
         ..TransformConfig::default()
     }
 }
