@@ -1034,6 +1034,17 @@ mod tests {
         assert!(matches!(&e, Fault::Corrupt(m) if m.contains("pickle bomb")), "{e:?}");
     }
 
+    /// A MARK with nothing after it gives an empty tuple/list; a MARK left above the stack top (its
+    /// items popped) is an error, never a panic.
+    #[test]
+    fn empty_and_dangling_marks() {
+        for p in [&b"(t."[..], b"(l.", b"\x80\x02(t."] {
+            let pk = parse(p).unwrap_or_else(|e| panic!("{p:?}: {e:?}"));
+            assert_eq!(pk.seq(pk.root).map(|s| s.len()), Some(0), "{p:?}");
+        }
+        assert!(parse(b"N(0t.").is_err());
+    }
+
     /// The copy budget has a 16 MiB floor: a small file may legitimately copy far more than 16x its
     /// size (here ~1.6 MB of copies from a ~2.6 kB pickle), and must parse.
     #[test]
