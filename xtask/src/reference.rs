@@ -62,7 +62,9 @@ pub fn ensure_venv() -> Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&tmp);
     let start = std::time::Instant::now();
     eprintln!("reference: creating the PyTorch reference venv (Python {py_version}) in {} — once; about 5 GB from PyPI", dir.display());
-    crate::run_status(Command::new(&boot).args(["-m", "venv"]).arg(&tmp), "python3 -m venv")?;
+    let mut venv = Command::new(&boot);
+    venv.args(["-m", "venv"]).arg(&tmp);
+    crate::run_status(venv, "python3 -m venv")?;
     let req = tmp.join("requirements.txt");
     std::fs::write(&req, REQUIREMENTS).map_err(|e| download::write_error(&req, e))?;
     let mut pip = Command::new(venv_python(&tmp));

@@ -109,7 +109,13 @@ pub fn run(args: TestArgs) -> Result<()> {
     let _ = std::fs::remove_dir_all(&records);
     cmd.env(testkit::RECORD_DIR_ENV, &records);
     let full = args.args.is_empty();
-    cmd.args(["test", "--workspace"]).args(args.args);
+    // `--workspace` would override a `-p` the user gave.
+    let picks_package = args.args.iter().any(|a| a == "-p" || a == "--package" || a.to_string_lossy().starts_with("--package="));
+    cmd.arg("test");
+    if !picks_package {
+        cmd.arg("--workspace");
+    }
+    cmd.args(args.args);
     let status = crate::run_status(cmd, "the test suite");
     let required = required_checks()?;
     let recs = read_records(&records)?;

@@ -104,7 +104,8 @@ fn tensor_conversion_round_trips() {
 #[test]
 fn real_lite0_pth_converts_and_matches_the_package() {
     const CHECK: &str = "model/import/real_lite0_pth";
-    let (Some(pth), Some(golden)) = (testkit::lite0_pth(CHECK), generated_golden(CHECK, "lite0")) else { return };
+    let Some(pth) = testkit::lite0_pth(CHECK) else { return };
+    let Some(golden) = generated_golden(CHECK, "lite0") else { return };
     let fx = read(&golden);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("lite0.petal");
