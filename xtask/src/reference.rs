@@ -42,7 +42,7 @@ fn venv_dir(root: &Path, py_version: &str) -> PathBuf {
     let mut h = sha2::Sha256::new();
     h.update(REQUIREMENTS.as_bytes());
     h.update(py_version.as_bytes());
-    root.join(format!("venv-ref-{}", &hex::encode(h.finalize())[..12]))
+    root.join(format!("venv-ref-{}", &petal_common::hex(&h.finalize())[..12]))
 }
 
 /// Ensures the reference venv exists; returns its Python. Installs into a temporary directory and
