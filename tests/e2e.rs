@@ -7,6 +7,7 @@ mod common;
 
 use common::{config, draw, make_dataset, metrics, ok, petal, CLASSES};
 use std::path::Path;
+use std::process::Command;
 
 #[test]
 fn train_evaluate_predict_on_synthetic_flowers() {

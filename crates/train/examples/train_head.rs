@@ -50,7 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         valid_split: "valid".into(),
         skip_bad: false,
     };
-    let outcome = train::train(&request, &ds)?;
+    let outcome = train::train(&request, &ds, &train::Silent)?;
     for m in &outcome.history {
         println!("epoch {}: train loss {:.3}, valid accuracy {:.1}%", m.epoch, m.train_loss, 100.0 * m.valid_acc.unwrap_or(0.0));
     }
