@@ -65,6 +65,7 @@
 #![warn(missing_docs)]
 
 mod atomic;
+pub mod chunks;
 mod error;
 mod format;
 mod pickle;

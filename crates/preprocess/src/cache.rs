@@ -168,28 +168,41 @@ impl ImageCache {
     /// decode are recorded as missing (listed in [`ImageCache::bad`]) instead of failing.
     pub fn open_or_build(path: &Path, samples: &[Sample], params: &CacheParams, skip_bad: bool) -> Result<(ImageCache, CacheStatus), Error> {
         let fp = fingerprint(samples)?;
+        // A cache that does not exist yet or was built for other inputs is the normal case
+        // (info); one that is damaged is worth the user's attention (warn).
         let reason = if path.exists() {
-            match ImageCache::open(path).and_then(|c| c.check(params, &fp, samples.len()).map(|_| c)) {
-                Ok(mut c) => match c.verify() {
-                    Ok(()) => {
-                        c.bad = c
-                            .entries
-                            .iter()
-                            .zip(samples)
-                            .filter(|(e, _)| e.flags & FLAG_MISSING != 0)
-                            .map(|(_, s)| BadInput::new(&s.path, Problem::Corrupt, "failed to decode when the cache was built"))
-                            .collect();
-                        tracing::info!("{}: reusing image cache ({} images)", path.display(), c.len());
-                        return Ok((c, CacheStatus::Reused));
+            let damaged = |e: Error| {
+                tracing::warn!("rebuilding a damaged image cache: {e}");
+                e.to_string()
+            };
+            match ImageCache::open(path) {
+                Ok(mut c) => match c.check(params, &fp, samples.len()) {
+                    Ok(()) => match c.verify() {
+                        Ok(()) => {
+                            c.bad = c
+                                .entries
+                                .iter()
+                                .zip(samples)
+                                .filter(|(e, _)| e.flags & FLAG_MISSING != 0)
+                                .map(|(_, s)| BadInput::new(&s.path, Problem::Corrupt, "failed to decode when the cache was built"))
+                                .collect();
+                            tracing::info!("{}: reusing image cache ({} images)", path.display(), c.len());
+                            return Ok((c, CacheStatus::Reused));
+                        }
+                        Err(e) => damaged(e),
+                    },
+                    Err(e) => {
+                        tracing::info!("rebuilding image cache: {e}");
+                        e.to_string()
                     }
-                    Err(e) => e.to_string(),
                 },
-                Err(e) => e.to_string(),
+                Err(e) => damaged(e),
             }
         } else {
-            format!("{}: no cache yet", path.display())
+            let reason = format!("{}: no cache yet", path.display());
+            tracing::info!("building image cache: {reason}");
+            reason
         };
-        tracing::warn!("rebuilding image cache: {reason}");
         let bad = ImageCache::build(path, samples, params, &fp, skip_bad)?;
         let mut c = ImageCache::open(path)?;
         c.check(params, &fp, samples.len())?;

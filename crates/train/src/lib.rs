@@ -15,6 +15,7 @@
 //! optimiser state is saved each epoch, so `--resume` after a crash or `kill -9` continues exactly
 //! as if never interrupted.
 
+mod chunks;
 pub mod config;
 mod error;
 pub mod evaluate;
