@@ -267,6 +267,10 @@ struct PredictArgs {
     /// JSON file mapping class folders to display names (default: the names stored in the checkpoint).
     #[arg(long)]
     category_names: Option<PathBuf>,
+    /// With a CSV: save progress every this many images (whole batches), so a rerun after a crash
+    /// predicts only the images left.
+    #[arg(long, default_value_t = 256)]
+    chunk_images: usize,
 }
 
 #[derive(Subcommand)]
@@ -300,7 +304,9 @@ struct ImportArgs {
 }
 
 fn main() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Warnings, and the progress of resumable work (what an interrupted run left to reuse).
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,checkpoint::chunks=info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     if let Err(e) = run() {
         eprintln!("error: {e:#}");
@@ -421,7 +427,16 @@ fn predict_cmd(a: &PredictArgs) -> Result<()> {
     let paths = pipeline::expand_inputs(&a.inputs)?;
     let pb = if paths.len() > a.batch_size { ProgressBar::new(paths.len() as u64) } else { ProgressBar::hidden() };
     pb.set_style(ProgressStyle::with_template("predict [{bar:30}] {pos}/{len} {per_sec}").unwrap_or_else(|_| ProgressStyle::default_bar()));
-    let preds = pred.predict_paths(&paths, a.top_k, a.batch_size, |done| pb.set_position(done as u64)).context("predicting")?;
+    let csv = a.csv.clone().or_else(|| (paths.len() > 1).then(|| PathBuf::from("predictions.csv")));
+    // With a CSV, predictions are journaled in chunks beside it: a rerun after a crash resumes.
+    let (preds, chunks) = match &csv {
+        Some(csv) => {
+            let on_batch = |done: usize| pb.set_position(done as u64);
+            let (p, store) = pred.predict_paths_resumable(&paths, a.top_k, a.batch_size, a.chunk_images, csv, on_batch).context("predicting")?;
+            (p, Some(store))
+        }
+        None => (pred.predict_paths(&paths, a.top_k, a.batch_size, |done| pb.set_position(done as u64)).context("predicting")?, None),
+    };
     pb.finish_and_clear();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&preds)?);
@@ -433,10 +448,12 @@ fn predict_cmd(a: &PredictArgs) -> Result<()> {
             }
         }
     }
-    let csv = a.csv.clone().or_else(|| (preds.len() > 1).then(|| PathBuf::from("predictions.csv")));
     if let Some(csv) = csv {
         pipeline::write_predictions_csv(&csv, &preds, a.top_k.min(pred.num_classes())).with_context(|| format!("writing {}", csv.display()))?;
         eprintln!("wrote {}", csv.display());
+        if let Some(store) = chunks {
+            store.finish();
+        }
     }
     if let Some(plot) = &a.plot {
         let first = &preds[0];

@@ -64,6 +64,7 @@
 
 #![warn(missing_docs)]
 
+pub mod chunks;
 mod error;
 mod format;
 mod pickle;

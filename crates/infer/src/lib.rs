@@ -11,6 +11,8 @@
 
 pub mod evaluate;
 
+mod resumable;
+
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -183,21 +185,30 @@ impl Predictor {
 
     /// Predicts images in batches of `batch_size`; `on_batch` is told how many are done.
     pub fn predict_paths(&self, paths: &[PathBuf], k: usize, batch_size: usize, mut on_batch: impl FnMut(usize)) -> Result<Vec<Prediction>, Error> {
-        let size = self.transform.image_size as i64;
         let mut out = Vec::with_capacity(paths.len());
         for chunk in paths.chunks(batch_size.max(1)) {
-            use rayon::prelude::*;
-            let transform = &self.transform;
-            let pixels: Vec<Vec<f32>> = chunk.par_iter().map(|p| preprocess::predict_tensor(p, transform)).collect::<Result<_, _>>()?;
-            let flat: Vec<f32> = pixels.concat();
-            let x = Tensor::from_slice(&flat).view([chunk.len() as i64, 3, size, size]);
-            let probs = self.probabilities(&x);
-            for (i, p) in chunk.iter().enumerate() {
-                let row: Vec<f32> = Vec::<f32>::try_from(probs.get(i as i64)).map_err(|e| Error::Torch(e.to_string()))?;
-                out.push(Prediction { path: p.clone(), top: self.top_k(&row, k) });
-            }
+            out.extend(self.predict_batch(chunk, k)?);
             on_batch(out.len());
         }
         Ok(out)
+    }
+
+    /// The top `k` of each image of one batch (decoded and transformed in parallel).
+    fn predict_batch(&self, chunk: &[PathBuf], k: usize) -> Result<Vec<Prediction>, Error> {
+        use rayon::prelude::*;
+        let size = self.transform.image_size as i64;
+        let transform = &self.transform;
+        let pixels: Vec<Vec<f32>> = chunk.par_iter().map(|p| preprocess::predict_tensor(p, transform)).collect::<Result<_, _>>()?;
+        let flat: Vec<f32> = pixels.concat();
+        let x = Tensor::from_slice(&flat).view([chunk.len() as i64, 3, size, size]);
+        let probs = self.probabilities(&x);
+        chunk
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let row: Vec<f32> = Vec::<f32>::try_from(probs.get(i as i64)).map_err(|e| Error::Torch(e.to_string()))?;
+                Ok(Prediction { path: p.clone(), top: self.top_k(&row, k) })
+            })
+            .collect()
     }
 }

@@ -162,6 +162,13 @@ fn rd_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
+/// Why an existing cache file cannot be reused: `damaged` when the file itself is broken (worth a
+/// warning), not when it is missing or was built for other inputs (the normal case).
+struct Unusable {
+    reason: String,
+    damaged: bool,
+}
+
 impl ImageCache {
     /// Opens the cache at `path` if it is valid for these samples and params (verifying every
     /// checksum), otherwise (re)builds it, reporting why. `skip_bad`: images that fail to
@@ -176,9 +183,16 @@ impl ImageCache {
         let _lock = petal_common::FileLock::exclusive(path).map_err(|e| Error::io(&e.path, e.source))?;
         let reason = match Self::reuse(path, samples, params, &fp) {
             Ok(c) => return Ok((c, CacheStatus::Reused)),
-            Err(reason) => reason,
+            Err(Unusable { reason, damaged: true }) => {
+                tracing::warn!("rebuilding a damaged image cache: {reason}");
+                reason
+            }
+            // A cache that does not exist yet or was built for other inputs is the normal case.
+            Err(Unusable { reason, damaged: false }) => {
+                tracing::info!("building image cache: {reason}");
+                reason
+            }
         };
-        tracing::warn!("rebuilding image cache: {reason}");
         let bad = ImageCache::build(path, samples, params, &fp, skip_bad)?;
         let mut c = ImageCache::open(path)?;
         c.check(params, &fp, samples.len())?;
@@ -187,12 +201,14 @@ impl ImageCache {
     }
 
     /// The cache at `path` if it exists, matches and verifies; else why not.
-    fn reuse(path: &Path, samples: &[Sample], params: &CacheParams, fp: &str) -> Result<ImageCache, String> {
+    fn reuse(path: &Path, samples: &[Sample], params: &CacheParams, fp: &str) -> Result<ImageCache, Unusable> {
         if !path.exists() {
-            return Err(format!("{}: no cache yet", path.display()));
+            return Err(Unusable { reason: format!("{}: no cache yet", path.display()), damaged: false });
         }
-        let mut c = ImageCache::open(path).and_then(|c| c.check(params, fp, samples.len()).map(|_| c)).map_err(|e| e.to_string())?;
-        c.verify().map_err(|e| e.to_string())?;
+        let damaged = |e: Error| Unusable { reason: e.to_string(), damaged: true };
+        let mut c = ImageCache::open(path).map_err(damaged)?;
+        c.check(params, fp, samples.len()).map_err(|e| Unusable { reason: e.to_string(), damaged: false })?;
+        c.verify().map_err(damaged)?;
         c.bad = c
             .entries
             .iter()

@@ -53,6 +53,11 @@ fn train_views_are_pure_functions_of_seed_epoch_index() {
     // Resume: start_batch skips exactly the first batches.
     let resumed = collect(&samples, ImageSource::Files, &cfg, &LoaderConfig { start_batch: 1, ..base.clone() });
     assert_eq!(&resumed[..], &a[1..]);
+    // A range of batches: the same batches, with the same indices and augmentation.
+    let middle = collect(&samples, ImageSource::Files, &cfg, &LoaderConfig { start_batch: 1, end_batch: Some(2), ..base.clone() });
+    assert_eq!(&middle[..], &a[1..2]);
+    let past_end = collect(&samples, ImageSource::Files, &cfg, &LoaderConfig { start_batch: 2, end_batch: Some(9), ..base.clone() });
+    assert_eq!(&past_end[..], &a[2..]);
     // drop_last
     let dropped = collect(&samples, ImageSource::Files, &cfg, &LoaderConfig { drop_last: true, ..base });
     assert_eq!(dropped.len(), 2);

@@ -99,6 +99,10 @@ pub struct TrainConfig {
     pub threads: usize,
     /// Backbone batch size for feature extraction and evaluation.
     pub eval_batch_size: usize,
+    /// Frozen mode: feature extraction saves its progress every this many images (rounded down to
+    /// whole `eval_batch_size` batches, at least one batch), so a run interrupted by a crash or
+    /// `kill -9` resumes from its last saved chunk. 0 saves only the finished cache.
+    pub chunk_images: usize,
 }
 
 impl Default for TrainConfig {
@@ -133,6 +137,7 @@ impl Default for TrainConfig {
             channels_last: true,
             threads: 0,
             eval_batch_size: 32,
+            chunk_images: 256,
         }
     }
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use checkpoint::chunks::ChunkStore;
 use checkpoint::{Checkpoint, Metadata, TensorMap};
 use model::Classifier;
 use petal_common::{Event, FileLock, Progress};
@@ -18,7 +19,7 @@ use tch::{Device, Tensor};
 
 use crate::config::TrainConfig;
 use crate::tensors::{from_data, to_data};
-use crate::{batch_tensor, Error};
+use crate::Error;
 
 /// Version of the feature cache layout (bump when what is stored changes meaning).
 pub const FEATURE_CACHE_VERSION: u32 = 1;
@@ -86,13 +87,17 @@ impl Extractor<'_> {
         let digest = petal_common::sha256_hex(key_text.as_bytes());
         std::fs::create_dir_all(self.cache_dir).map_err(|e| Error::io(self.cache_dir, e))?;
         let path = self.cache_dir.join(format!("features-{split}-{}.safetensors", &digest[..24]));
+        // Chunks of an interrupted extraction (see `crate::chunks`), named by the same digest.
+        let chunk_dir = self.cache_dir.join(format!("features-{split}-{}.chunks", &digest[..24]));
         if let Some(v) = self.cached(&path, &key) {
+            checkpoint::chunks::discard(&chunk_dir);
             return Ok((v, 0.0));
         }
         // Another process may be computing this very file: wait for it and look again, so the
         // features are computed once; the file itself is written by atomic rename.
         let _lock = FileLock::exclusive(&path)?;
         if let Some(v) = self.cached(&path, &key) {
+            checkpoint::chunks::discard(&chunk_dir);
             return Ok((v, 0.0));
         }
         let t0 = Instant::now();
@@ -115,33 +120,37 @@ impl Extractor<'_> {
             threads: 1,
             ..LoaderConfig::default()
         };
-        let loader = preprocess::loader(samples.clone(), source, self.tcfg, &lcfg)?;
         let what = match mode {
             Mode::Train => format!("{split} view {}", view + 1),
             Mode::Eval => format!("{split} features"),
         };
+        let noun = match mode {
+            Mode::Train => format!("features of view {} ({split} split)", view + 1),
+            Mode::Eval => format!("features ({split} split)"),
+        };
+        let store = match crate::chunks::chunk_items(self.cfg.chunk_images, lcfg.batch_size) {
+            Some(items) => Some(ChunkStore::open(&chunk_dir, &key, samples.len(), items, &noun)?),
+            None => None,
+        };
         self.progress.event(Event::Start { task: &what, total: samples.len() as u64 });
-        let mut feats = Vec::new();
-        let mut labels = Vec::new();
+        let job = crate::chunks::Job { net: self.net, device: self.device, samples, source, tcfg: self.tcfg, lcfg };
         let mut done = 0;
-        for b in loader {
-            let b = b?;
-            let x = batch_tensor(&b, self.device);
-            feats.push(self.net.infer_features(&x).to_device(Device::Cpu));
-            labels.extend_from_slice(&b.labels);
-            done += (b.labels.len() + b.skipped.len()) as u64;
+        let out = crate::chunks::extract(&job, store, &mut |n| {
+            done += n;
             self.progress.event(Event::Advance { done, note: None });
-        }
-        let x = Tensor::cat(&feats, 0);
-        let y = Tensor::from_slice(&labels);
+        })?;
+        let (x, y) = (out.x, out.y);
         let secs = t0.elapsed().as_secs_f64();
-        let summary = format!("{what}: {} images in {secs:.1}s ({:.1} img/s)", labels.len(), labels.len() as f64 / secs.max(1e-9));
+        let summary = format!("{what}: {} images in {secs:.1}s ({:.1} img/s)", out.computed, out.computed as f64 / secs.max(1e-9));
         self.progress.event(Event::Finish { summary: Some(&summary) });
         let mut tensors = TensorMap::new();
         tensors.insert("features".into(), to_data("features", &x)?);
         tensors.insert("labels".into(), to_data("labels", &y)?);
         let meta = Metadata { arch: self.cfg.arch.name().into(), provenance: key, ..Metadata::default() };
         checkpoint::save(&path, &Checkpoint { meta, tensors })?;
+        if let Some(store) = out.store {
+            store.finish();
+        }
         Ok(((x, y), secs))
     }
 

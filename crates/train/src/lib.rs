@@ -18,6 +18,7 @@
 
 #![warn(missing_docs)]
 
+mod chunks;
 pub mod config;
 mod error;
 pub mod features;
