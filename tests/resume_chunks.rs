@@ -147,7 +147,7 @@ fn feature_files(cache: &Path) -> Vec<(String, checkpoint::TensorMap, serde_json
     for e in std::fs::read_dir(cache).expect("cache dir") {
         let name = e.expect("entry").file_name().to_string_lossy().into_owned();
         assert!(!name.ends_with(".chunks"), "chunk folder {name} left in {}", cache.display());
-        if name.starts_with("features-") {
+        if name.starts_with("features-") && name.ends_with(".safetensors") {
             let c = checkpoint::load(&cache.join(&name)).expect("load features");
             out.push((name, c.tensors, c.meta.provenance));
         }
