@@ -10,6 +10,12 @@
 //! | `RandomHorizontalFlip(0.5)` | applied while writing the tensor | exact |
 //! | `ColorJitter(b, c, s, h)` (random order of the four ops, PIL `ImageEnhance` blends, HSV hue shift) | [`apply_jitter`] | integer arithmetic ported from Pillow |
 //!
+//! Exact by default: decoding original files ([`crate::ImageSource::Files`]) gives PIL's pixels at
+//! every step above. The one approximate path is named and chosen explicitly: train views drawn
+//! from the [`crate::ImageCache`] ([`crate::ImageSource::Cache`]) crop a 256-px copy instead of
+//! the original, with crop boxes scaled into it (faster when several views of each image are
+//! needed); eval views from the cache are exact, since the cache holds `Resize(256)` itself.
+//!
 //! The random numbers are not torch's: every random draw comes from [`crate::rng::Rng`] keyed by
 //! (seed, epoch, sample index), so a sample's view is a pure function of those three numbers.
 //! Use `epoch = v` to request "augmentation view v" of a frozen-feature cache.
