@@ -166,12 +166,22 @@ fn run_suite(s: &Suite, args: &BenchArgs, py: Option<&Path>) -> Result<(Report, 
     let root = crate::repo_root();
     let extra = if args.smoke { vec!["--smoke".to_string()] } else { (s.args)(&args.data) };
     eprintln!("bench: {} (rust{})", s.name, if args.smoke { ", smoke" } else { "" });
-    let mut cmd = crate::cargo()?;
-    cmd.args(["run", "--quiet", "-p", s.package, "--example", s.example]);
-    if !args.smoke {
-        cmd.arg("--release");
-    }
-    cmd.args(["--", "--json"]).args(&extra);
+    let mut cmd = if args.smoke {
+        // The examples and `petal` as `cargo test --workspace` built them (see `build_for_smoke`):
+        // `cargo run -p <crate>` would resolve features per crate and rebuild libtorch's bindings.
+        let mut cmd = Command::new(target_dir().join("debug/examples").join(s.example));
+        crate::apply_env(&mut cmd, &crate::libtorch::ensure(&crate::libtorch_link())?);
+        if s.name == "predict" {
+            cmd.arg("--petal").arg(target_dir().join("debug").join(format!("petal{}", std::env::consts::EXE_SUFFIX)));
+        }
+        cmd.current_dir(&root);
+        cmd
+    } else {
+        let mut cmd = crate::cargo()?;
+        cmd.args(["run", "--quiet", "--release", "-p", s.package, "--example", s.example, "--"]);
+        cmd
+    };
+    cmd.arg("--json").args(&extra);
     let rust = run_json(cmd, &format!("{} benchmark", s.name))?;
     let missing = missing_metrics(s, &rust);
     if !missing.is_empty() {
@@ -215,10 +225,25 @@ fn print_table(rows: &[Row]) {
     }
 }
 
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate::repo_root().join("target"))
+}
+
+/// Builds every example and binary of the workspace in the dev profile, with the workspace's
+/// feature resolution (what `cargo test --workspace` builds, so after it this is a no-op).
+fn build_for_smoke() -> Result<()> {
+    let mut cmd = crate::cargo()?;
+    cmd.args(["build", "--quiet", "--workspace", "--examples", "--bins"]);
+    crate::run_status(cmd, "cargo build --workspace --examples --bins")
+}
+
 /// `cargo xtask bench`.
 pub fn run(args: &BenchArgs) -> Result<()> {
     let root = crate::repo_root();
     let py = if args.vs_pytorch { Some(python()?) } else { None };
+    if args.smoke {
+        build_for_smoke()?;
+    }
     let mut report = Map::new();
     let mut rows_all = Vec::new();
     let mut failed = Vec::new();

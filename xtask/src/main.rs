@@ -98,7 +98,8 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn libtorch_link() -> PathBuf {
+/// `.libtorch` in the repository (a link to the provisioned libtorch).
+pub fn libtorch_link() -> PathBuf {
     repo_root().join(".libtorch")
 }
 
