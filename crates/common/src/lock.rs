@@ -74,8 +74,12 @@ pub struct FileLock {
 }
 
 impl FileLock {
-    /// Waits until the lock beside `file` (`<file>.lock`) is free, then holds it.
+    /// Waits until the lock beside `file` (`<file>.lock`) is free, then holds it. Creates the
+    /// folder of `file` when it does not exist yet.
     pub fn exclusive(file: &Path) -> Result<FileLock, IoError> {
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| IoError::new(dir, "creating the folder", e))?;
+        }
         let mut name = file.file_name().map(|n| n.to_os_string()).unwrap_or_default();
         name.push(".lock");
         let path = file.with_file_name(name);
