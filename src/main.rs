@@ -35,6 +35,8 @@ enum Cmd {
     ImportWeights(ImportArgs),
     /// Run preprocess → train → evaluate → predict from one config file.
     Pipeline(pipeline::PipelineArgs),
+    /// Serve checkpoints over HTTP: prediction API, upload page, metrics (see README "Serve").
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Args)]
@@ -274,6 +276,7 @@ fn run() -> Result<()> {
             Ok(())
         }
         Cmd::Pipeline(a) => pipeline::run(&a),
+        Cmd::Serve(a) => serve::run(&a, |e| eprintln!("serve: {e}")).map(|_| ()).context("petal serve"),
     }
 }
 

@@ -6,6 +6,7 @@
 //! `cargo` and the `petal` binary.
 
 mod bench;
+mod browser;
 mod data;
 mod download;
 mod libtorch;
@@ -29,7 +30,8 @@ struct Cli {
 enum Cmd {
     /// Provision a CPU libtorch 2.13.0 from PyPI wheels (or check the one LIBTORCH names).
     Setup,
-    /// Setup, then run the whole test suite (`cargo test --workspace`); extra args go to cargo test.
+    /// Setup (and headless Chromium for the browser test, via apt-get), then run the whole test suite
+    /// (`cargo test --workspace`); extra args go to cargo test.
     Test {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
@@ -70,6 +72,7 @@ fn run() -> Result<()> {
             Ok(())
         }
         Cmd::Test { args } => {
+            browser::ensure_chromium();
             let mut cmd = cargo()?;
             cmd.args(["test", "--workspace"]).args(args);
             run_status(cmd, "the test suite")
