@@ -16,7 +16,7 @@ pub struct BenchArgs {
     /// Also run the committed PyTorch references (creates bench/.venv with torch==2.13.0 on first use).
     #[arg(long)]
     pub vs_pytorch: bool,
-    /// Run only these suites (preprocess, checkpoint, forward, train, predict).
+    /// Run only these suites (preprocess, checkpoint, forward, train, predict, serve).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Real-data folder for suites that read images.
@@ -39,6 +39,9 @@ struct Suite {
     metrics: &'static [(&'static str, Better)],
     /// Arguments for both sides, given the data folder.
     args: fn(&Path) -> Vec<String>,
+    /// The example drives the reference itself (given `--vs-pytorch --python PY`) and prints
+    /// `{"rust": {...}, "pytorch": {...}}`; `script` is the reference it starts.
+    self_compared: bool,
 }
 
 fn suites() -> Vec<Suite> {
@@ -51,6 +54,7 @@ fn suites() -> Vec<Suite> {
             script: "bench/preprocess_torchvision.py",
             metrics: &[("eval_img_s", Higher), ("train_img_s", Higher), ("cached_eval_img_s", Higher), ("cached_train_img_s", Higher)],
             args: |d| vec!["--data".into(), d.join("flowers102-fullres-sample").display().to_string()],
+            self_compared: false,
         },
         Suite {
             name: "checkpoint",
@@ -59,6 +63,7 @@ fn suites() -> Vec<Suite> {
             script: "bench/checkpoint_io.py",
             metrics: &[("save_s", Lower), ("load_s", Lower)],
             args: |_| vec![],
+            self_compared: false,
         },
         Suite {
             name: "forward",
@@ -67,6 +72,7 @@ fn suites() -> Vec<Suite> {
             script: "bench/forward_pytorch.py",
             metrics: &[("densenet121_img_s", Higher), ("efficientnet_lite0_img_s", Higher)],
             args: |_| vec![],
+            self_compared: false,
         },
         Suite {
             name: "train",
@@ -75,6 +81,7 @@ fn suites() -> Vec<Suite> {
             script: "bench/train_pytorch.py",
             metrics: &[("valid_acc", Higher), ("wall_s", Lower)],
             args: |d| vec!["--data".into(), d.join("flowers102-mini").display().to_string()],
+            self_compared: false,
         },
         Suite {
             name: "predict",
@@ -83,6 +90,35 @@ fn suites() -> Vec<Suite> {
             script: "bench/predict_pytorch.py",
             metrics: &[("cold_s", Lower), ("warm_img_s", Higher)],
             args: |d| vec!["--data".into(), d.join("flowers102-mini").display().to_string()],
+            self_compared: false,
+        },
+        Suite {
+            name: "serve",
+            package: "serve",
+            example: "bench_serve",
+            script: "bench/serve_pytorch.py",
+            metrics: &[
+                ("c1_rps", Higher),
+                ("c1_p50_ms", Lower),
+                ("c1_p99_ms", Lower),
+                ("c8_rps", Higher),
+                ("c8_p50_ms", Lower),
+                ("c8_p99_ms", Lower),
+                ("c32_rps", Higher),
+                ("c32_p50_ms", Lower),
+                ("c32_p99_ms", Lower),
+                ("c1_errors", Lower),
+                ("c8_errors", Lower),
+                ("c32_errors", Lower),
+                ("rss_mb", Lower),
+                ("overload_offered_rps", Higher),
+                ("overload_ok", Higher),
+                ("overload_503", Higher),
+                ("overload_lost", Lower),
+                ("overload_p99_ms", Lower),
+            ],
+            args: |d| vec!["--data".into(), d.display().to_string()],
+            self_compared: true,
         },
     ]
 }
@@ -148,8 +184,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         eprintln!("bench: {} (rust)", s.name);
         let mut cmd = crate::cargo()?;
         cmd.args(["run", "--release", "--quiet", "-p", s.package, "--example", s.example, "--", "--json"]).args(&extra);
-        let rust = run_json(cmd, &format!("{} benchmark", s.name))?;
+        if let (true, Some(py)) = (s.self_compared, &py) {
+            cmd.arg("--vs-pytorch").arg("--python").arg(py);
+        }
+        let mut rust = run_json(cmd, &format!("{} benchmark", s.name))?;
         let pyres = match &py {
+            _ if s.self_compared => {
+                let side = |k: &str| rust.get(k).and_then(Value::as_object).cloned();
+                let p = side("pytorch");
+                rust = side("rust").unwrap_or_default();
+                p
+            }
             Some(py) => {
                 eprintln!("bench: {} (pytorch)", s.name);
                 let mut cmd = Command::new(py);

@@ -27,6 +27,10 @@ pub struct BatchConfig {
     pub max_wait: Duration,
     /// Images admitted at once (queued or in a forward pass).
     pub queue: usize,
+    /// Pad every forward pass with blank images to `max_batch`, so that an image's answer never
+    /// depends on how many others shared its pass (libtorch's CPU kernels round differently for
+    /// different batch sizes, never for different rows of the same size).
+    pub pad: bool,
 }
 
 /// One request's images on their way through the batcher.
@@ -143,12 +147,31 @@ async fn run(mut rx: mpsc::Receiver<Job>, backend: Arc<dyn Backend>, cfg: BatchC
             jobs.push(job);
         }
         waiting.fetch_sub(images, Ordering::Relaxed);
-        execute(jobs, &backend, cfg.max_batch, &metrics).await;
+        execute(jobs, &backend, cfg, &metrics).await;
     }
 }
 
+/// The forward passes of one batch: a job bigger than a batch (more images than `max_batch`) runs
+/// in several passes; with `pad`, every pass is filled up to `max_batch` with blank images.
+fn forward(b: &dyn Backend, input: &[f32], ks: &[usize], max_batch: usize, pad: bool) -> Result<Vec<Vec<ClassProb>>, String> {
+    let per_image = input.len() / ks.len().max(1);
+    let mut out = Vec::with_capacity(ks.len());
+    for (chunk, kc) in input.chunks(per_image * max_batch).zip(ks.chunks(max_batch)) {
+        if pad && kc.len() < max_batch {
+            let mut padded = chunk.to_vec();
+            padded.resize(per_image * max_batch, 0.0);
+            let mut pk = kc.to_vec();
+            pk.resize(max_batch, 1);
+            out.extend(b.predict(&padded, &pk)?.into_iter().take(kc.len()));
+        } else {
+            out.extend(b.predict(chunk, kc)?);
+        }
+    }
+    Ok(out)
+}
+
 /// Runs one batch on the blocking pool and answers its jobs.
-async fn execute(jobs: Vec<Job>, backend: &Arc<dyn Backend>, max_batch: usize, metrics: &Metrics) {
+async fn execute(jobs: Vec<Job>, backend: &Arc<dyn Backend>, cfg: BatchConfig, metrics: &Metrics) {
     let start = Instant::now();
     let mut input = Vec::with_capacity(jobs.iter().map(|j| j.input.len()).sum());
     let mut ks = Vec::new();
@@ -160,16 +183,7 @@ async fn execute(jobs: Vec<Job>, backend: &Arc<dyn Backend>, max_batch: usize, m
     }
     let total = ks.len();
     let b = backend.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        // A job bigger than a batch (more images than --max-batch) runs in several passes.
-        let per_image = input.len() / ks.len().max(1);
-        let mut out = Vec::with_capacity(ks.len());
-        for (chunk, kc) in input.chunks(per_image * max_batch).zip(ks.chunks(max_batch)) {
-            out.extend(b.predict(chunk, kc)?);
-        }
-        Ok::<_, String>(out)
-    })
-    .await;
+    let result = tokio::task::spawn_blocking(move || forward(&*b, &input, &ks, cfg.max_batch, cfg.pad)).await;
     let forward = start.elapsed();
     metrics.batch(&backend.info().name, total, forward);
     let mut tops = match result {

@@ -61,9 +61,15 @@ pub struct ServeArgs {
     /// Threads that decode and transform uploaded images (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub decode_threads: usize,
-    /// Most images in one forward pass (dynamic batching).
-    #[arg(long, default_value_t = 16)]
+    /// Most images in one forward pass (dynamic batching). Passes are padded to this size unless
+    /// --unpadded-batches, so it is also the cost of a lone request.
+    #[arg(long, default_value_t = 8)]
     pub max_batch: usize,
+    /// Run each forward pass at its actual size instead of padding it to --max-batch: faster under
+    /// light load, but an image's probabilities then differ in the last bits with the number of
+    /// images it shares its pass with (libtorch's CPU kernels round differently per batch size).
+    #[arg(long)]
+    pub unpadded_batches: bool,
     /// Longest time the first request of a batch waits for more, in milliseconds.
     #[arg(long, default_value_t = 2)]
     pub max_wait_ms: u64,

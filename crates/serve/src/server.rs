@@ -11,7 +11,7 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
@@ -69,7 +69,12 @@ impl Server {
             return Err(Error::Unprotected(args.addr));
         }
         let metrics = Arc::new(Metrics::default());
-        let cfg = BatchConfig { max_batch: args.max_batch, max_wait: Duration::from_millis(args.max_wait_ms), queue: args.queue };
+        let cfg = BatchConfig {
+            max_batch: args.max_batch,
+            max_wait: Duration::from_millis(args.max_wait_ms),
+            queue: args.queue,
+            pad: !args.unpadded_batches,
+        };
         let mut models = BTreeMap::new();
         for backend in backends {
             let name = backend.info().name.clone();
@@ -163,10 +168,25 @@ impl Server {
     }
 }
 
-/// Answers a connection over the limits with 503 and closes it.
+/// Answers a connection over the limits with 503 and closes it. The client's request is read and
+/// dropped (at most 64 KiB, for at most a second) so that closing does not reset the connection
+/// before the client has read the answer.
 async fn refuse(mut stream: TcpStream) {
     let msg = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(msg)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(msg).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut total = 0;
+        while total < 64 * 1024 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => total += n,
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }
 
 /// Open connections, in total and per IP address.

@@ -18,7 +18,8 @@ fn every_endpoint_answers_as_documented() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ckpt = tiny_checkpoint(dir.path(), "flowers", 1);
     let backend = serve::PredictorBackend::load("flowers", &ckpt, tch::Device::Cpu, 40_000_000).expect("load");
-    let srv = TestServer::start(args(|_| {}), vec![std::sync::Arc::new(backend)]);
+    // --max-batch 1: passes of one image, as `petal predict --batch-size 1` runs them.
+    let srv = TestServer::start(args(|a| a.max_batch = 1), vec![std::sync::Arc::new(backend)]);
     let a = srv.addr;
 
     let h = get(a, "/healthz");

@@ -164,8 +164,8 @@ fn upload_through_the_page_in_headless_chromium() {
 
     // Phone width: nothing wider than the screen.
     d.call("POST", "/window/rect", json!({ "width": 390, "height": 844 }));
-    let fits = d.script("return document.documentElement.scrollWidth <= window.innerWidth");
-    assert_eq!(fits, json!(true), "no horizontal scrolling at phone width");
+    let widths = d.script("return [document.documentElement.scrollWidth, window.innerWidth]");
+    assert!(widths[0].as_u64() <= widths[1].as_u64(), "no horizontal scrolling at phone width: [content, window] = {widths}");
     d.screenshot(&out.join("page-phone.png"));
     eprintln!("screenshots: {}", out.canonicalize().unwrap_or(out).display());
 }
