@@ -38,6 +38,8 @@ enum Cmd {
     ImportWeights(ImportArgs),
     /// Run preprocess → train → evaluate → predict from one config file.
     Pipeline(pipeline_cmd::PipelineArgs),
+    /// Serve checkpoints over HTTP: prediction API, upload page, metrics (see README "Serve").
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Args)]
@@ -347,6 +349,7 @@ fn run() -> Result<()> {
             Ok(())
         }
         Cmd::Pipeline(a) => pipeline_cmd::run(&a),
+        Cmd::Serve(a) => serve::run(&a, |e| eprintln!("serve: {e}")).map(|_| ()).context("petal serve"),
     }
 }
 

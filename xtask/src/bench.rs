@@ -48,10 +48,13 @@ struct Suite {
     metrics: &'static [(&'static str, Better)],
     /// Arguments for both sides, given the data folder.
     args: fn(&Path) -> Vec<String>,
+    /// The example drives the reference itself (given `--vs-pytorch --python PY`) and prints
+    /// `{"rust": {...}, "pytorch": {...}}`; `script` is the reference it starts.
+    self_compared: bool,
 }
 
 /// The suites, in the order they run.
-const SUITE_NAMES: [&str; 5] = ["preprocess", "checkpoint", "forward", "train", "predict"];
+const SUITE_NAMES: [&str; 6] = ["preprocess", "checkpoint", "forward", "train", "predict", "serve"];
 
 fn suites() -> Vec<Suite> {
     use Better::*;
@@ -63,6 +66,7 @@ fn suites() -> Vec<Suite> {
             script: "bench/preprocess_torchvision.py",
             metrics: &[("eval_img_s", Higher), ("train_img_s", Higher), ("cached_eval_img_s", Higher), ("cached_train_img_s", Higher)],
             args: |d| vec!["--data".into(), d.join("flowers102-fullres-sample").display().to_string()],
+            self_compared: false,
         },
         Suite {
             name: "checkpoint",
@@ -71,6 +75,7 @@ fn suites() -> Vec<Suite> {
             script: "bench/checkpoint_io.py",
             metrics: &[("save_s", Lower), ("load_s", Lower)],
             args: |_| vec![],
+            self_compared: false,
         },
         Suite {
             name: "forward",
@@ -79,6 +84,7 @@ fn suites() -> Vec<Suite> {
             script: "bench/forward_pytorch.py",
             metrics: &[("densenet121_img_s", Higher), ("efficientnet_lite0_img_s", Higher)],
             args: |_| vec![],
+            self_compared: false,
         },
         Suite {
             name: "train",
@@ -87,6 +93,7 @@ fn suites() -> Vec<Suite> {
             script: "bench/train_pytorch.py",
             metrics: &[("valid_acc", Higher), ("wall_s", Lower)],
             args: |d| vec!["--data".into(), d.join("flowers102-mini").display().to_string()],
+            self_compared: false,
         },
         Suite {
             name: "predict",
@@ -95,6 +102,35 @@ fn suites() -> Vec<Suite> {
             script: "bench/predict_pytorch.py",
             metrics: &[("cold_s", Lower), ("warm_img_s", Higher)],
             args: |d| vec!["--data".into(), d.join("flowers102-mini").display().to_string()],
+            self_compared: false,
+        },
+        Suite {
+            name: "serve",
+            package: "serve",
+            example: "bench_serve",
+            script: "bench/serve_pytorch.py",
+            metrics: &[
+                ("c1_rps", Higher),
+                ("c1_p50_ms", Lower),
+                ("c1_p99_ms", Lower),
+                ("c8_rps", Higher),
+                ("c8_p50_ms", Lower),
+                ("c8_p99_ms", Lower),
+                ("c32_rps", Higher),
+                ("c32_p50_ms", Lower),
+                ("c32_p99_ms", Lower),
+                ("c1_errors", Lower),
+                ("c8_errors", Lower),
+                ("c32_errors", Lower),
+                ("rss_mb", Lower),
+                ("overload_offered_rps", Higher),
+                ("overload_ok", Higher),
+                ("overload_503", Higher),
+                ("overload_lost", Lower),
+                ("overload_p99_ms", Lower),
+            ],
+            args: |d| vec!["--data".into(), d.display().to_string()],
+            self_compared: true,
         },
     ]
 }
@@ -182,7 +218,17 @@ fn run_suite(s: &Suite, args: &BenchArgs, py: Option<&Path>) -> Result<(Report, 
         cmd
     };
     cmd.arg("--json").args(&extra);
-    let rust = run_json(cmd, &format!("{} benchmark", s.name))?;
+    if let (true, Some(py)) = (s.self_compared, py) {
+        cmd.arg("--vs-pytorch").arg("--python").arg(py);
+    }
+    let mut rust = run_json(cmd, &format!("{} benchmark", s.name))?;
+    if s.self_compared {
+        // The example ran the reference itself and printed `{"rust": {...}, "pytorch": {...}}`.
+        let side = |k: &str| rust.get(k).and_then(Value::as_object).cloned();
+        let pyres = side("pytorch");
+        rust = side("rust").unwrap_or_default();
+        return Ok((rust, pyres));
+    }
     let missing = missing_metrics(s, &rust);
     if !missing.is_empty() {
         bail!("{} benchmark reported no number for {}", s.name, missing.join(", "));
@@ -249,6 +295,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut failed = Vec::new();
     for s in suites() {
         if !args.only.is_empty() && !args.only.iter().any(|o| o == s.name) {
+            continue;
+        }
+        if args.smoke && s.self_compared {
+            // The serve load generator has no smoke mode yet: it needs a checkpoint and a server.
+            eprintln!("bench: suite {} has no smoke mode; not run", s.name);
             continue;
         }
         match run_suite(&s, args, py.as_deref()) {

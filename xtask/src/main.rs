@@ -6,6 +6,7 @@
 //! `cargo` and the `petal` binary.
 
 mod bench;
+mod browser;
 mod data;
 mod download;
 mod libtorch;

@@ -99,6 +99,7 @@ fn list(var: &str) -> Vec<String> {
 
 /// `cargo xtask test`.
 pub fn run(args: TestArgs) -> Result<()> {
+    crate::browser::ensure_chromium();
     let mut cmd = crate::cargo()?;
     if !args.no_reference {
         for (k, v) in crate::reference::test_env()? {
