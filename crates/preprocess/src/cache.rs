@@ -178,7 +178,11 @@ impl ImageCache {
             Ok(c) => return Ok((c, CacheStatus::Reused)),
             Err(reason) => reason,
         };
-        tracing::warn!("rebuilding image cache: {reason}");
+        if path.exists() {
+            tracing::warn!("rebuilding image cache: {reason}");
+        } else {
+            tracing::info!("building image cache: {reason}");
+        }
         let bad = ImageCache::build(path, samples, params, &fp, skip_bad)?;
         let mut c = ImageCache::open(path)?;
         c.check(params, &fp, samples.len())?;
