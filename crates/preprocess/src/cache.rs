@@ -180,6 +180,9 @@ impl ImageCache {
         }
         // Another process may be building this very file: wait for it, then look again, so the
         // cache is computed once (and always written by atomic rename, never torn).
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
         let _lock = petal_common::FileLock::exclusive(path).map_err(|e| Error::io(&e.path, e.source))?;
         let reason = match Self::reuse(path, samples, params, &fp) {
             Ok(c) => return Ok((c, CacheStatus::Reused)),
