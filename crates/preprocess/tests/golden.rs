@@ -69,23 +69,21 @@ fn eval_transform_matches_torchvision() {
 }
 
 /// The CMYK JPEG (Adobe, inverted) decodes to the RGB PIL produces, within JPEG decoder
-/// differences: on average (mean), on nearly every value (a damaged block or region fails the
-/// count of values more than 16 levels off, which a mean hides), and per channel in signed terms
-/// (decoder noise cancels, a channel swap or a colour shift does not).
+/// differences, bounded everywhere, not just on average. Measured (zune-jpeg vs PIL 13 /
+/// libjpeg-turbo): max 1 level, 537 of 156,000 values differ, mean 0.003.
 #[test]
 fn cmyk_jpeg_decodes_like_pil() {
     let ours = load("cmyk_200x260.jpg");
     let pil = load("cmyk_200x260.decoded.png");
     let n = ours.as_raw().len();
     let (max, count) = diff(&ours, &pil);
-    let far = ours.as_raw().iter().zip(pil.as_raw()).filter(|(&a, &b)| a.abs_diff(b) > 16).count();
     let mean: f64 = ours.as_raw().iter().zip(pil.as_raw()).map(|(&a, &b)| a.abs_diff(b) as f64).sum::<f64>() / n as f64;
-    eprintln!("CMYK: max {max}, {count} differ, {far} by more than 16, mean {mean:.3}");
-    assert!(mean < 3.0, "mean abs diff {mean}");
-    assert!((far as f64) < 0.005 * n as f64, "{far} of {n} values differ by more than 16 levels (max {max})");
+    assert!(max <= 2, "max abs diff {max}");
+    assert!((count as f64) < 0.01 * n as f64, "{count} of {n} values differ");
+    assert!(mean < 0.05, "mean abs diff {mean}");
     for c in 0..3 {
         let m = |img: &RgbImage| img.pixels().map(|p| p[c] as f64).sum::<f64>() / (n / 3) as f64;
-        assert!((m(&ours) - m(&pil)).abs() < 2.0, "channel {c}: mean {} vs PIL {}", m(&ours), m(&pil));
+        assert!((m(&ours) - m(&pil)).abs() < 0.05, "channel {c}: mean {} vs PIL {}", m(&ours), m(&pil));
     }
 }
 
