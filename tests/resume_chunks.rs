@@ -36,8 +36,9 @@ fn make_dataset(root: &Path) {
     }
 }
 
-fn config(dir: &Path) -> PathBuf {
-    let text = r#"name = "chunks"
+fn config(dir: &Path, chunk_images: usize) -> PathBuf {
+    let text = format!(
+        r#"name = "chunks"
 mode = "frozen"
 views = 0
 optimizer = "adam"
@@ -50,7 +51,7 @@ image_size = 32
 resize_size = 36
 channels_last = false
 eval_batch_size = 4
-chunk_images = 8
+chunk_images = {chunk_images}
 threads = 1
 
 [arch.densenet]
@@ -62,8 +63,9 @@ bn_size = 2
 [head]
 hidden = []
 dropout = 0.0
-"#;
-    let p = dir.join("chunks.toml");
+"#
+    );
+    let p = dir.join(format!("chunks-{chunk_images}.toml"));
     std::fs::write(&p, text).expect("config");
     p
 }
@@ -170,7 +172,7 @@ fn killed_feature_extraction_resumes_with_only_the_missing_chunks() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     make_dataset(&data);
-    let cfg = config(tmp.path());
+    let cfg = config(tmp.path(), 8);
     let (train_n, valid_n) = (3 * TRAIN_PER_CLASS as usize, 3 * VALID_PER_CLASS as usize);
 
     let reference = tmp.path().join("reference");
@@ -178,6 +180,11 @@ fn killed_feature_extraction_resumes_with_only_the_missing_chunks() {
     assert_eq!(computed(&log), vec![(train_n, 0, train_n), (valid_n, 0, valid_n)], "{log}");
     let expected = feature_files(&reference.join("cache"));
     assert_eq!(expected.len(), 2);
+    // Chunking changes nothing in the result: without it (chunk_images = 0) the same files, same values.
+    let unchunked = tmp.path().join("unchunked");
+    let (log, _) = finish(train_cmd(&data, &config(tmp.path(), 0), &unchunked), "train without chunks");
+    assert!(computed(&log).is_empty(), "no chunk store without chunks: {log}");
+    assert_eq!(feature_files(&unchunked.join("cache")), expected);
 
     // (halt after batch, chunk files left by the kill, images the rerun computes per split, damage chunk 0)
     // Train: 10 batches in 5 chunks [8, 8, 8, 8, 7 images]; valid: 6 batches in 3 chunks of 8.
@@ -219,7 +226,7 @@ fn killed_batch_prediction_resumes_and_writes_the_same_csv() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     make_dataset(&data);
-    let cfg = config(tmp.path());
+    let cfg = config(tmp.path(), 8);
     let work = tmp.path().join("model");
     finish(train_cmd(&data, &cfg, &work), "train");
     let ckpt = work.join("runs/chunks/best.safetensors");

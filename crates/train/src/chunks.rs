@@ -73,7 +73,9 @@ pub(crate) fn extract(job: &Job, mut store: Option<ChunkStore>, progress: &mut d
     let bs = job.lcfg.batch_size;
     let mut pass = Pass { parts: &mut parts, store: store.as_mut(), chunk_items, n, dim, computed: 0 };
     for run in chunks::missing_runs(pass.parts) {
-        let lcfg = LoaderConfig { start_batch: run.start * chunk_items / bs, end_batch: Some(run.end * chunk_items / bs), ..job.lcfg.clone() };
+        // Chunks are whole batches (without a store, one chunk holds everything): exact bounds.
+        let (lo, hi) = (range(run.start, chunk_items, n).start, range(run.end - 1, chunk_items, n).end);
+        let lcfg = LoaderConfig { start_batch: lo / bs, end_batch: Some(hi.div_ceil(bs)), ..job.lcfg.clone() };
         pass.run(job, run, &lcfg, progress)?;
     }
     let computed = pass.computed;

@@ -4,7 +4,10 @@
 //! `provenance` holds the cache format version and the full key it was computed from: architecture,
 //! weights file identity, transform parameters, mode, view, seed and the source images' fingerprint.
 //! The file name is a hash of that key, so any change computes new features; a file whose key does
-//! not match, or that fails the checkpoint checksum, is recomputed.
+//! not match, or that fails the checkpoint checksum, is recomputed. While it is computed, finished
+//! chunks of `chunk_images` images go to `features-<split>-<digest>.chunks/` (see `crate::chunks`):
+//! a run killed mid-way computes only the chunks that are missing, and the file it assembles is the
+//! one an uninterrupted run writes.
 
 use std::path::Path;
 use std::sync::Arc;
