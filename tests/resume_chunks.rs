@@ -188,7 +188,8 @@ fn killed_feature_extraction_resumes_with_only_the_missing_chunks() {
 
     // (halt after batch, chunk files left by the kill, images the rerun computes per split, damage chunk 0)
     // Train: 10 batches in 5 chunks [8, 8, 8, 8, 7 images]; valid: 6 batches in 3 chunks of 8.
-    let cases: [(usize, usize, Vec<(usize, usize, usize)>, bool); 5] = [
+    type Case = (usize, usize, Vec<(usize, usize, usize)>, bool);
+    let cases: [Case; 5] = [
         (1, 0, vec![(39, 0, 39), (24, 0, 24)], false),  // during the first chunk
         (4, 2, vec![(23, 16, 39), (24, 0, 24)], false), // between chunks (after the 2nd)
         (9, 4, vec![(7, 32, 39), (24, 0, 24)], false),  // during the last chunk

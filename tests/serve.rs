@@ -27,6 +27,8 @@ struct Served {
 }
 
 /// Starts `petal serve ARGS` and reads stderr until it says where it listens.
+// The child is handed to the caller (which waits for it); only a failed start panics without waiting.
+#[allow(clippy::zombie_processes)]
 fn spawn(args: &[&str]) -> Served {
     let mut child = petal().arg("serve").args(args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("start petal serve");
     let stderr: ChildStderr = child.stderr.take().expect("stderr");

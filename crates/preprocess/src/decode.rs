@@ -2,10 +2,10 @@
 //! torchvision `pil_loader`), with the checks PIL applies: a pixel limit against decompression
 //! bombs and truncated-file detection. EXIF orientation is ignored, as `Image.open` does.
 //!
-//! * JPEG: the system libjpeg-turbo (see [`crate::jpeg`]), ISLOW IDCT and fancy upsampling as
+//! * JPEG: the system libjpeg-turbo (see `crate::jpeg`), ISLOW IDCT and fancy upsampling as
 //!   Pillow's bundled libjpeg-turbo; CMYK/YCCK as Pillow's inverted-CMYK conversion.
 //! * GIF: the first frame on PIL's canvas (see [`gif_first_frame`]).
-//! * PNG, WebP, BMP, TIFF: the `image` crate, then Pillow's mode conversions ([`pil_rgb`]):
+//! * PNG, WebP, BMP, TIFF: the `image` crate, then Pillow's mode conversions (`pil_rgb`):
 //!   16-bit colour keeps the high byte, 16-bit grayscale (`I;16`) is clipped to 255, alpha is
 //!   dropped, grayscale is replicated.
 //!

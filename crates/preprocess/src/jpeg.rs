@@ -93,6 +93,8 @@ fn decompress(bytes: &[u8], hd: &Header, format: tj::TJPF, pixel_size: usize) ->
     with_handle(|h| {
         // SAFETY: `out` holds width*height*pixel_size bytes, pitch 0 = width*pixel_size,
         // flags 0 = ISLOW IDCT and fancy upsampling (libjpeg-turbo's and Pillow's default).
+        // The pixel-format constant's integer type depends on the platform's bindgen output.
+        #[allow(clippy::unnecessary_cast)]
         let rc = unsafe { tj::tjDecompress2(h, bytes.as_ptr(), len, out.as_mut_ptr(), hd.width as i32, 0, hd.height as i32, format as i32, 0) };
         if rc != 0 && !only_warning(h) {
             return Err(last_error(h));

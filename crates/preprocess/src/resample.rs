@@ -5,7 +5,7 @@
 //! `0..=255` after each pass; horizontal pass first (only over the source rows the vertical pass
 //! reads), then vertical, with uint8 in between. The output is byte-identical to Pillow's.
 //!
-//! [`resample_region`] computes only a rectangle of the output (e.g. the later `CenterCrop`
+//! `resample_region` computes only a rectangle of the output (e.g. the later `CenterCrop`
 //! window); every output pixel depends only on its own coefficients, so the rectangle is
 //! byte-identical to the same pixels of the full resize.
 

@@ -49,7 +49,7 @@ pub struct ServeArgs {
     /// Allow a non-loopback --addr without tokens: anyone who reaches the port can use the service.
     #[arg(long)]
     pub insecure_no_auth: bool,
-    /// Origins allowed to call the API from browsers (CORS), e.g. https://app.example.org; none by default.
+    /// Origins allowed to call the API from browsers (CORS), e.g. `https://app.example.org`; none by default.
     #[arg(long, value_name = "ORIGIN", value_delimiter = ',')]
     pub cors_origin: Vec<String>,
     /// Device the networks run on.

