@@ -82,7 +82,7 @@ fn suites() -> Vec<Suite> {
             package: "model",
             example: "bench_forward",
             script: "bench/forward_pytorch.py",
-            metrics: &[("densenet121_img_s", Higher), ("efficientnet_lite0_img_s", Higher)],
+            metrics: &[("densenet121", Higher), ("efficientnet_lite0", Higher)],
             args: |_| vec![],
             self_compared: false,
         },
