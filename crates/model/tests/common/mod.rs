@@ -54,11 +54,16 @@ pub fn python() -> PathBuf {
 /// script's contents). Returns `None` with the reason printed when Python or a package is
 /// unavailable.
 pub fn generated_golden(what: &str) -> Option<PathBuf> {
+    generated_golden_ext(what, "safetensors")
+}
+
+/// [`generated_golden`] for an output file with extension `ext` (e.g. `shapes` writes JSON).
+pub fn generated_golden_ext(what: &str, ext: &str) -> Option<PathBuf> {
     use std::hash::{Hash, Hasher};
     let script = std::fs::read(fixtures().join("gen_goldens.py")).expect("gen_goldens.py");
     let mut h = std::collections::hash_map::DefaultHasher::new();
     script.hash(&mut h);
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("model-golden-{what}-{:016x}.safetensors", h.finish()));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("model-golden-{what}-{:016x}.{ext}", h.finish()));
     if out.exists() {
         return Some(out);
     }
