@@ -200,6 +200,8 @@ struct PredictArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
+    #[command(flatten)]
+    legacy: LegacyArgs,
 }
 
 #[derive(Subcommand)]
@@ -218,7 +220,27 @@ enum CheckpointCmd {
         input: PathBuf,
         /// Output file.
         output: PathBuf,
+        #[command(flatten)]
+        legacy: LegacyArgs,
     },
+}
+
+/// Choices for old PyTorch checkpoints (see `model::legacy`).
+#[derive(Args, Clone)]
+struct LegacyArgs {
+    /// Backbone architecture of an old checkpoint (checked against its tensors; needed for head-only files).
+    #[arg(long)]
+    arch: Option<String>,
+    /// ImageNet backbone weights completing a head-only checkpoint (default: the fetch-weights cache).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+}
+
+impl LegacyArgs {
+    fn options(&self) -> Result<model::legacy::LegacyOptions> {
+        let arch = self.arch.as_deref().map(|a| a.parse().map_err(|e| anyhow::anyhow!("--arch {a}: {e}"))).transpose()?;
+        Ok(model::legacy::LegacyOptions { arch, backbone_weights: self.weights.clone() })
+    }
 }
 
 #[derive(Args)]
@@ -256,8 +278,16 @@ fn run() -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Checkpoint(CheckpointCmd::Convert { input, output }) => {
-            let s = checkpoint::convert(&input, &output).with_context(|| format!("converting {} to {}", input.display(), output.display()))?;
+        Cmd::Checkpoint(CheckpointCmd::Convert { input, output, legacy }) => {
+            let ctx = || format!("converting {} to {}", input.display(), output.display());
+            if checkpoint::inspect(&input).with_context(ctx)?.metadata.is_none() {
+                let r = model::legacy::convert_legacy(&input, &output, &legacy.options()?).with_context(ctx)?;
+                eprintln!("{} ({}), head from the {}; {} classes", r.arch, r.arch_from, r.head.source, r.classes);
+                r.assumptions.iter().for_each(|a| eprintln!("assumed: {a}"));
+                println!("{}", checkpoint::inspect(&output).with_context(ctx)?);
+                return Ok(());
+            }
+            let s = checkpoint::convert(&input, &output).with_context(ctx)?;
             println!("{s}");
             Ok(())
         }
@@ -401,7 +431,8 @@ fn is_image_name(p: &Path) -> bool {
 
 fn predict_cmd(a: &PredictArgs) -> Result<()> {
     let device = train::parse_device(&a.device)?;
-    let pred = infer::Predictor::load(&a.checkpoint, device).with_context(|| format!("loading {}", a.checkpoint.display()))?;
+    let pred =
+        infer::Predictor::load_with(&a.checkpoint, device, &a.legacy.options()?).with_context(|| format!("loading {}", a.checkpoint.display()))?;
     let paths = expand_inputs(&a.inputs)?;
     let pb = if paths.len() > a.batch_size { ProgressBar::new(paths.len() as u64) } else { ProgressBar::hidden() };
     pb.set_style(ProgressStyle::with_template("predict [{bar:30}] {pos}/{len} {per_sec}").unwrap_or_else(|_| ProgressStyle::default_bar()));

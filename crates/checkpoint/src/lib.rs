@@ -53,7 +53,9 @@
 //! `_rebuild_tensor_v2`, `_rebuild_parameter`, `collections.OrderedDict`, typed storage classes,
 //! ...) is understood, like PyTorch's `weights_only=True`. Anything else, such as a pickled
 //! `nn.Module`, is reported by class name in [`Imported::skipped`]; for a pickled module, its
-//! parameters and buffers are recovered from its saved state when no state dict is present.
+//! parameters and buffers are recovered from its saved state when no state dict is present, and
+//! its module tree (class names, plain attributes such as `in_features` or `p`, children in order)
+//! is returned as data in [`Imported::modules`], so callers can rebuild a head without running it.
 //!
 //! # Robustness
 //!

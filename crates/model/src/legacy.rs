@@ -96,7 +96,7 @@ pub fn from_imported(imported: Imported, path: &Path, opts: &LegacyOptions) -> R
     if imported.meta.is_some() {
         return Err(legacy_err(path, "already a petal checkpoint"));
     }
-    let tensors: TensorMap = imported.tensors.iter().map(|(k, v)| (k.strip_prefix("module.").unwrap_or(k).to_owned(), v.clone())).collect();
+    let tensors = strip_module(imported.tensors.clone());
     let remapped: BTreeMap<String, Vec<i64>> =
         shapes_of(&tensors).into_iter().map(|(k, s)| (remap_torchvision_densenet_key(&k).into_owned(), s)).collect();
     let (arch, arch_from) = resolve_arch(&imported, &remapped, path, opts)?;
@@ -165,8 +165,13 @@ fn head_only_parts(arch: &Arch, tensors: TensorMap, path: &Path, opts: &LegacyOp
         ));
     };
     let imp = checkpoint::import(&w).map_err(|e| checkpoint_err(&w, e))?;
-    let (backbone, _, _) = backbone_tensors(arch, imp.tensors, &w)?;
+    let (backbone, _, _) = backbone_tensors(arch, strip_module(imp.tensors), &w)?;
     Ok((backbone, strip_head_prefix(tensors), w.display().to_string()))
+}
+
+/// Names without DataParallel's `module.` prefix.
+fn strip_module(t: TensorMap) -> TensorMap {
+    t.into_iter().map(|(k, v)| (k.strip_prefix("module.").map(str::to_owned).unwrap_or(k), v)).collect()
 }
 
 /// Head tensors relative to the head: without a common `classifier.`, `fc.` or `_fc.` prefix.
