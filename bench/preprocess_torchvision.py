@@ -52,7 +52,8 @@ def main():
     train_s, _ = run(root, TRAIN, True)
     out = {"tool": "torchvision", "torch": torch.__version__, "images": n, "workers": 2, "batch_size": 32,
            "eval_img_s": eval_s, "train_img_s": train_s, "cached_eval_img_s": None, "cached_train_img_s": None}
-    print(json.dumps(out, indent=2) if a.json else out)
+    # --json: one compact object on the last stdout line (the protocol of `cargo xtask bench`).
+    print(json.dumps(out) if a.json else json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

@@ -3,13 +3,16 @@
 //! Each subcommand is one stage and runs alone; `pipeline` runs them in order from one TOML config.
 //! Libraries return typed errors; this binary adds the context a user needs (which stage, which file).
 
-mod pipeline;
+mod pipeline_cmd;
+mod progress;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+
+use progress::Bars;
 
 #[derive(Parser)]
 #[command(name = "petal", version, about = "Transfer-learning image classification on libtorch (Oxford 102 flowers)")]
@@ -34,7 +37,9 @@ enum Cmd {
     /// Convert downloaded pretrained weights (a PyTorch file) into the project's format.
     ImportWeights(ImportArgs),
     /// Run preprocess → train → evaluate → predict from one config file.
-    Pipeline(pipeline::PipelineArgs),
+    Pipeline(pipeline_cmd::PipelineArgs),
+    /// Serve checkpoints over HTTP: prediction API, upload page, metrics (see README "Serve").
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Args)]
@@ -45,6 +50,9 @@ struct DataArgs {
     /// Skip unreadable or corrupt images (they are listed) instead of stopping.
     #[arg(long)]
     skip_bad: bool,
+    /// JSON file mapping class folders to display names (default: cat_to_name.json in the data root, else in its parent).
+    #[arg(long)]
+    category_names: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -66,12 +74,12 @@ struct PreprocessArgs {
 struct TrainArgs {
     #[command(flatten)]
     data: DataArgs,
-    /// TOML file with a training config (see `petal train --print-config`).
+    /// TOML file with a training config (see `petal train --print-config`); its fields refine the preset.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Start from a preset: `seed` (the Udacity project's recipe) or `default`.
-    #[arg(long)]
-    preset: Option<String>,
+    /// The recipe to start from: `default` (the project's best) or `seed` (the Udacity project's).
+    #[arg(long, value_enum)]
+    preset: Option<PresetArg>,
     /// Pretrained backbone weights (from `cargo xtask fetch-weights`); omit to start from random weights.
     #[arg(long)]
     weights: Option<PathBuf>,
@@ -82,27 +90,87 @@ struct TrainArgs {
     #[arg(long, default_value = "runs/.cache")]
     cache_dir: PathBuf,
     /// Continue the run from its last checkpoint.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "overwrite")]
     resume: bool,
+    /// Replace a run of the same name (without it, an existing run folder is an error; a run
+    /// folder in use by another petal process is always an error, naming its pid).
+    #[arg(long)]
+    overwrite: bool,
     /// Print the resolved config as TOML and exit.
     #[arg(long)]
     print_config: bool,
     #[command(flatten)]
-    overrides: Overrides,
+    overrides: OverrideArgs,
+}
+
+/// Architectures on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ArchArg {
+    /// DenseNet-121 (1024 features).
+    Densenet121,
+    /// DenseNet-161 (2208 features).
+    Densenet161,
+    /// DenseNet-169 (1664 features).
+    Densenet169,
+    /// DenseNet-201 (1920 features).
+    Densenet201,
+    /// EfficientNet-Lite0 (1280 features).
+    #[value(name = "efficientnet_lite0", alias = "efficientnet-lite0")]
+    EfficientnetLite0,
+}
+
+impl From<ArchArg> for model::Arch {
+    fn from(a: ArchArg) -> Self {
+        match a {
+            ArchArg::Densenet121 => model::Arch::DenseNet121,
+            ArchArg::Densenet161 => model::Arch::DenseNet161,
+            ArchArg::Densenet169 => model::Arch::DenseNet169,
+            ArchArg::Densenet201 => model::Arch::DenseNet201,
+            ArchArg::EfficientnetLite0 => model::Arch::EfficientNetLite0,
+        }
+    }
+}
+
+/// Training modes on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum ModeArg {
+    /// Frozen backbone: features once, then the head trains.
+    Frozen,
+    /// Fine-tune the last backbone blocks too.
+    #[value(alias = "fine-tune")]
+    Finetune,
+}
+
+/// Presets on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PresetArg {
+    /// The project's best recipe (`petal train`'s default).
+    Default,
+    /// The Udacity seed project's recipe.
+    Seed,
+}
+
+impl From<PresetArg> for pipeline::Preset {
+    fn from(p: PresetArg) -> Self {
+        match p {
+            PresetArg::Default => pipeline::Preset::Default,
+            PresetArg::Seed => pipeline::Preset::Seed,
+        }
+    }
 }
 
 /// Command-line overrides of config fields.
 #[derive(Args, Default, Clone)]
-pub struct Overrides {
+pub struct OverrideArgs {
     /// Run name.
     #[arg(long)]
     pub name: Option<String>,
-    /// Architecture: densenet121|161|169|201, efficientnet_lite0.
-    #[arg(long)]
-    pub arch: Option<String>,
-    /// frozen or finetune.
-    #[arg(long)]
-    pub mode: Option<String>,
+    /// Architecture.
+    #[arg(long, value_enum)]
+    pub arch: Option<ArchArg>,
+    /// Frozen backbone or fine-tuning.
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
     /// Epochs.
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -129,27 +197,25 @@ pub struct Overrides {
     pub threads: Option<usize>,
 }
 
-impl Overrides {
-    /// Applies the given overrides to `cfg`.
-    pub fn apply(&self, cfg: &mut train::TrainConfig) -> Result<()> {
-        if let Some(v) = &self.name {
-            cfg.name = v.clone();
+impl OverrideArgs {
+    /// The library's typed overrides.
+    pub fn to_overrides(&self) -> pipeline::Overrides {
+        pipeline::Overrides {
+            name: self.name.clone(),
+            arch: self.arch.map(Into::into),
+            mode: self.mode.map(|m| match m {
+                ModeArg::Frozen => train::TrainMode::Frozen,
+                ModeArg::Finetune => train::TrainMode::Finetune,
+            }),
+            epochs: self.epochs,
+            views: self.views,
+            lr: self.lr,
+            batch_size: self.batch_size,
+            seed: self.seed,
+            patience: self.patience,
+            device: self.device.clone(),
+            threads: self.threads,
         }
-        if let Some(v) = &self.arch {
-            cfg.arch = v.parse().map_err(|e| anyhow::anyhow!("--arch {v}: {e}"))?;
-        }
-        if let Some(v) = &self.mode {
-            cfg.mode = match v.as_str() {
-                "frozen" => train::TrainMode::Frozen,
-                "finetune" | "fine-tune" => train::TrainMode::Finetune,
-                _ => bail!("--mode must be frozen or finetune, not {v:?}"),
-            };
-        }
-        macro_rules! set {
-            ($($f:ident),*) => { $( if let Some(v) = &self.$f { cfg.$f = v.clone(); } )* };
-        }
-        set!(epochs, views, lr, batch_size, seed, patience, device, threads);
-        Ok(())
     }
 }
 
@@ -200,6 +266,13 @@ struct PredictArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
+    /// JSON file mapping class folders to display names (default: the names stored in the checkpoint).
+    #[arg(long)]
+    category_names: Option<PathBuf>,
+    /// With a CSV: save progress every this many images (whole batches), so a rerun after a crash
+    /// predicts only the images left.
+    #[arg(long, default_value_t = 256)]
+    chunk_images: usize,
     #[command(flatten)]
     legacy: LegacyArgs,
 }
@@ -246,8 +319,8 @@ impl LegacyArgs {
 #[derive(Args)]
 struct ImportArgs {
     /// Architecture the weights are for.
-    #[arg(long)]
-    arch: String,
+    #[arg(long, value_enum)]
+    arch: ArchArg,
     /// The downloaded PyTorch file.
     input: PathBuf,
     /// The converted file to write.
@@ -255,7 +328,9 @@ struct ImportArgs {
 }
 
 fn main() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Warnings, and the progress of resumable work (what an interrupted run left to reuse).
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,checkpoint::chunks=info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     if let Err(e) = run() {
         eprintln!("error: {e:#}");
@@ -265,8 +340,8 @@ fn main() {
 
 fn run() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Preprocess(a) => preprocess_cmd(&a).map(|_| ()),
-        Cmd::Train(a) => train_cmd(&a).map(|_| ()),
+        Cmd::Preprocess(a) => preprocess_cmd(&a),
+        Cmd::Train(a) => train_cmd(&a),
         Cmd::Evaluate(a) => evaluate_cmd(&a),
         Cmd::Predict(a) => predict_cmd(&a),
         Cmd::Checkpoint(CheckpointCmd::Inspect { file, json }) => {
@@ -292,7 +367,7 @@ fn run() -> Result<()> {
             Ok(())
         }
         Cmd::ImportWeights(a) => {
-            let arch: model::Arch = a.arch.parse().map_err(|e| anyhow::anyhow!("--arch {}: {e}", a.arch))?;
+            let arch: model::Arch = a.arch.into();
             let c = model::arch_registry::convert_pretrained(&arch, &a.input, &a.output)
                 .with_context(|| format!("converting {} ({}) into {}", a.input.display(), arch, a.output.display()))?;
             eprintln!(
@@ -303,71 +378,53 @@ fn run() -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Pipeline(a) => pipeline::run(&a),
+        Cmd::Pipeline(a) => pipeline_cmd::run(&a),
+        Cmd::Serve(a) => serve::run(&a, |e| eprintln!("serve: {e}")).map(|_| ()).context("petal serve"),
     }
 }
 
 /// Discovers the dataset and prints its summary.
-pub fn discover(data: &Path, skip_bad: bool) -> Result<preprocess::Dataset> {
-    let opts = preprocess::DiscoverOptions { skip_bad, ..Default::default() };
-    let ds = preprocess::discover(data, &opts).with_context(|| format!("reading the dataset at {}", data.display()))?;
+fn discover(d: &DataArgs) -> Result<preprocess::Dataset> {
+    let ds = pipeline::discover(&d.data, d.skip_bad, d.category_names.as_deref())
+        .with_context(|| format!("reading the dataset at {}", d.data.display()))?;
     eprintln!("{}", ds.summary());
     Ok(ds)
 }
 
-fn preprocess_cmd(a: &PreprocessArgs) -> Result<preprocess::Dataset> {
-    let ds = discover(&a.data.data, a.data.skip_bad)?;
+fn preprocess_cmd(a: &PreprocessArgs) -> Result<()> {
+    let ds = discover(&a.data)?;
     if a.summary_only {
-        return Ok(ds);
+        return Ok(());
     }
-    std::fs::create_dir_all(&a.cache_dir).with_context(|| format!("creating {}", a.cache_dir.display()))?;
-    for split in &ds.splits {
-        if split.samples.is_empty() {
-            continue;
-        }
-        let samples = std::sync::Arc::from(split.samples.clone().into_boxed_slice());
-        let tcfg = preprocess::TransformConfig { resize_size: a.resize, ..Default::default() };
-        let t0 = std::time::Instant::now();
-        train::features::image_source(&a.cache_dir, &split.name, &samples, &tcfg, a.data.skip_bad)
-            .with_context(|| format!("caching the {} split", split.name))?;
-        eprintln!("{}: image cache ready ({} images, {:.1}s)", split.name, split.samples.len(), t0.elapsed().as_secs_f64());
+    let tcfg = preprocess::TransformConfig { resize_size: a.resize, ..Default::default() };
+    for c in pipeline::cache_splits(&ds, &a.cache_dir, &tcfg, a.data.skip_bad, &Bars::default()).context("caching images")? {
+        eprintln!("{}: image cache ready ({} images, {:.1}s)", c.split, c.images, c.seconds);
     }
-    Ok(ds)
+    Ok(())
 }
 
-/// Resolves the training config: preset or file, then command-line overrides.
-pub fn resolve_config(config: Option<&Path>, preset: Option<&str>, o: &Overrides) -> Result<train::TrainConfig> {
-    let mut cfg = match (config, preset) {
-        (Some(p), _) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            toml::from_str(&text).with_context(|| format!("{} is not a valid training config", p.display()))?
-        }
-        (None, Some(name)) => train::TrainConfig::preset(name).with_context(|| format!("unknown preset {name:?} (seed, default)"))?,
-        (None, None) => train::TrainConfig::default(),
-    };
-    o.apply(&mut cfg)?;
-    cfg.validate()?;
-    Ok(cfg)
-}
-
-fn train_cmd(a: &TrainArgs) -> Result<train::TrainOutcome> {
-    let cfg = resolve_config(a.config.as_deref(), a.preset.as_deref(), &a.overrides)?;
+fn train_cmd(a: &TrainArgs) -> Result<()> {
+    let cfg = pipeline::load_train_config(a.config.as_deref(), a.preset.map(Into::into), &a.overrides.to_overrides())?;
     if a.print_config {
         println!("{}", toml::to_string_pretty(&cfg)?);
-        std::process::exit(0);
+        return Ok(());
     }
-    let ds = discover(&a.data.data, a.data.skip_bad)?;
-    let req = train::TrainRequest {
+    let existing = match (a.resume, a.overwrite) {
+        (true, _) => pipeline::Existing::Resume,
+        (_, true) => pipeline::Existing::Overwrite,
+        _ => pipeline::Existing::Refuse,
+    };
+    let job = pipeline::TrainJob {
+        data: a.data.data.clone(),
         config: cfg,
         weights: a.weights.clone(),
         runs_dir: a.runs_dir.clone(),
         cache_dir: a.cache_dir.clone(),
-        resume: a.resume,
-        train_split: "train".into(),
-        valid_split: "valid".into(),
         skip_bad: a.data.skip_bad,
+        category_names: a.data.category_names.clone(),
+        existing,
     };
-    let out = train::train(&req, &ds).context("training")?;
+    let out = job.run(&Bars::default()).context("training")?;
     let best = &out.history[out.best_epoch.saturating_sub(1)];
     eprintln!(
         "done in {:.1}s (features {:.1}s); best epoch {} valid acc {}; checkpoints in {}",
@@ -377,14 +434,15 @@ fn train_cmd(a: &TrainArgs) -> Result<train::TrainOutcome> {
         best.valid_acc.map(|v| format!("{:.2}%", 100.0 * v)).unwrap_or_else(|| "–".into()),
         out.run_dir.display()
     );
-    Ok(out)
+    Ok(())
 }
 
 fn evaluate_cmd(a: &EvaluateArgs) -> Result<()> {
-    let ds = discover(&a.data.data, a.data.skip_bad)?;
+    let ds = discover(&a.data)?;
     let out = a.out.clone().or_else(|| a.checkpoint.parent().map(Path::to_path_buf));
-    let opts = train::EvalOptions { device: train::parse_device(&a.device)?, out_dir: out, ..Default::default() };
-    let r = train::evaluate(&a.checkpoint, &ds, &a.split, &opts).with_context(|| format!("evaluating {}", a.checkpoint.display()))?;
+    let opts = infer::EvalOptions { device: model::parse_device(&a.device)?, out_dir: out, ..Default::default() };
+    let r = pipeline::evaluate_checkpoint(&a.checkpoint, &ds, &a.split, &opts, a.data.category_names.as_deref(), &Bars::default())
+        .with_context(|| format!("evaluating {}", a.checkpoint.display()))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -393,50 +451,26 @@ fn evaluate_cmd(a: &EvaluateArgs) -> Result<()> {
     Ok(())
 }
 
-/// Expands folders into the image files below them (sorted).
-pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for p in inputs {
-        if p.is_dir() {
-            let mut stack = vec![p.clone()];
-            let mut found = Vec::new();
-            while let Some(d) = stack.pop() {
-                for e in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
-                    let path = e.with_context(|| format!("listing {}", d.display()))?.path();
-                    if path.is_dir() {
-                        stack.push(path);
-                    } else if is_image_name(&path) {
-                        found.push(path);
-                    }
-                }
-            }
-            found.sort();
-            out.extend(found);
-        } else if p.exists() {
-            out.push(p.clone());
-        } else {
-            bail!("{} does not exist", p.display());
-        }
-    }
-    if out.is_empty() {
-        bail!("no images found in {:?}", inputs);
-    }
-    Ok(out)
-}
-
-fn is_image_name(p: &Path) -> bool {
-    let ext = p.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
-    matches!(ext.as_str(), "jpg" | "jpeg" | "png" | "webp" | "bmp")
-}
-
 fn predict_cmd(a: &PredictArgs) -> Result<()> {
-    let device = train::parse_device(&a.device)?;
-    let pred =
+    let device = model::parse_device(&a.device)?;
+    let mut pred =
         infer::Predictor::load_with(&a.checkpoint, device, &a.legacy.options()?).with_context(|| format!("loading {}", a.checkpoint.display()))?;
-    let paths = expand_inputs(&a.inputs)?;
+    if let Some(f) = &a.category_names {
+        pred.set_names(&preprocess::read_names_file(f)?, true);
+    }
+    let paths = pipeline::expand_inputs(&a.inputs)?;
     let pb = if paths.len() > a.batch_size { ProgressBar::new(paths.len() as u64) } else { ProgressBar::hidden() };
     pb.set_style(ProgressStyle::with_template("predict [{bar:30}] {pos}/{len} {per_sec}").unwrap_or_else(|_| ProgressStyle::default_bar()));
-    let preds = pred.predict_paths(&paths, a.top_k, a.batch_size, |done| pb.set_position(done as u64)).context("predicting")?;
+    let csv = a.csv.clone().or_else(|| (paths.len() > 1).then(|| PathBuf::from("predictions.csv")));
+    // With a CSV, predictions are journaled in chunks beside it: a rerun after a crash resumes.
+    let (preds, chunks) = match &csv {
+        Some(csv) => {
+            let on_batch = |done: usize| pb.set_position(done as u64);
+            let (p, store) = pred.predict_paths_resumable(&paths, a.top_k, a.batch_size, a.chunk_images, csv, on_batch).context("predicting")?;
+            (p, Some(store))
+        }
+        None => (pred.predict_paths(&paths, a.top_k, a.batch_size, |done| pb.set_position(done as u64)).context("predicting")?, None),
+    };
     pb.finish_and_clear();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&preds)?);
@@ -448,25 +482,12 @@ fn predict_cmd(a: &PredictArgs) -> Result<()> {
             }
         }
     }
-    let csv = a.csv.clone().or_else(|| (preds.len() > 1).then(|| PathBuf::from("predictions.csv")));
     if let Some(csv) = csv {
-        let mut header = vec!["path".to_string()];
-        for i in 1..=a.top_k.min(pred.num_classes()) {
-            header.extend([format!("top{i}_name"), format!("top{i}_folder"), format!("top{i}_prob")]);
-        }
-        let rows: Vec<Vec<String>> = preds
-            .iter()
-            .map(|p| {
-                let mut r = vec![p.path.display().to_string()];
-                for c in &p.top {
-                    r.extend([c.name.clone(), c.folder.clone(), format!("{:.6}", c.prob)]);
-                }
-                r
-            })
-            .collect();
-        let header: Vec<&str> = header.iter().map(String::as_str).collect();
-        report::write_csv(&csv, &header, &rows).with_context(|| format!("writing {}", csv.display()))?;
+        pipeline::write_predictions_csv(&csv, &preds, a.top_k.min(pred.num_classes())).with_context(|| format!("writing {}", csv.display()))?;
         eprintln!("wrote {}", csv.display());
+        if let Some(store) = chunks {
+            store.finish();
+        }
     }
     if let Some(plot) = &a.plot {
         let first = &preds[0];

@@ -3,95 +3,11 @@
 //! Checks accuracy, predictions on held-out images, resume after `kill -9`, early stopping,
 //! and clear errors on bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-const CLASSES: [(&str, [u8; 3]); 3] = [("daisy", [230, 40, 40]), ("iris", [40, 200, 60]), ("tulip", [50, 60, 230])];
-
-fn petal() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_petal"))
-}
-
-fn ok(out: Output, what: &str) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{what} failed: {stderr}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Draws a shape of the class colour on a noisy background; `i` varies position and size.
-fn draw(class: usize, i: u32) -> image::RgbImage {
-    let [r, g, b] = CLASSES[class].1;
-    let mut img = image::RgbImage::new(40, 40);
-    let mut state = (class as u32 + 1) * 7919 + i * 104_729;
-    let (cx, cy, rad) = (12 + (i * 5) % 16, 12 + (i * 3) % 16, 8 + (i % 4) as i32);
-    for (x, y, p) in img.enumerate_pixels_mut() {
-        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        let noise = (state >> 24) as u8 / 4;
-        let (dx, dy) = (x as i32 - cx as i32, y as i32 - cy as i32);
-        let inside = match class {
-            0 => dx * dx + dy * dy <= rad * rad,
-            1 => dx.abs() <= rad && dy.abs() <= rad,
-            _ => dy >= -rad && dy <= rad && dx.abs() <= (dy + rad) / 2,
-        };
-        *p = if inside { image::Rgb([r, g, b]) } else { image::Rgb([100 + noise, 100 + noise, 100 + noise]) };
-    }
-    img
-}
-
-fn make_dataset(root: &Path, train: u32, valid: u32, test: u32) {
-    for (split, n, offset) in [("train", train, 0), ("valid", valid, 1000), ("test", test, 2000)] {
-        if n == 0 {
-            continue;
-        }
-        for (c, (name, _)) in CLASSES.iter().enumerate() {
-            let dir = root.join(split).join(name);
-            std::fs::create_dir_all(&dir).expect("mkdir");
-            for i in 0..n {
-                draw(c, offset + i).save(dir.join(format!("{i:03}.png"))).expect("save png");
-            }
-        }
-    }
-    let names = r#"{"daisy": "oxeye daisy", "iris": "bearded iris", "tulip": "garden tulip"}"#;
-    std::fs::write(root.join("cat_to_name.json"), names).expect("names");
-}
-
-fn config(dir: &Path, name: &str, extra: &str) -> PathBuf {
-    let text = format!(
-        r#"name = "{name}"
-mode = "frozen"
-views = 2
-optimizer = "adam"
-lr = 0.01
-schedule = "constant"
-label_smoothing = 0.0
-epochs = 12
-batch_size = 16
-seed = 7
-image_size = 32
-resize_size = 36
-channels_last = false
-eval_batch_size = 32
-threads = 1
-{extra}
-[arch.densenet]
-growth_rate = 4
-block_config = [2, 2]
-num_init_features = 8
-bn_size = 2
-
-[head]
-hidden = [32]
-dropout = 0.1
-"#
-    );
-    let p = dir.join(format!("{name}.toml"));
-    std::fs::write(&p, text).expect("config");
-    p
-}
-
-fn metrics(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl")).expect("metrics.jsonl").lines().map(|l| serde_json::from_str(l).expect("json line")).collect()
-}
+use common::{config, draw, make_dataset, metrics, ok, petal, CLASSES};
+use std::path::Path;
+use std::process::Command;
 
 #[test]
 fn train_evaluate_predict_on_synthetic_flowers() {
@@ -247,22 +163,84 @@ fn early_stopping_stops_and_keeps_the_best() {
     assert!(runs.join("stop/best.safetensors").exists());
 }
 
+/// Runs `petal` expecting a clean failure: non-zero exit, no panic, and every `needles` in stderr.
+fn fails(cmd: &mut Command, needles: &[&str]) -> String {
+    let out = cmd.output().expect("run petal");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "expected a failure: {cmd:?}\n{err}");
+    assert_eq!(out.status.code().map(|c| c == 1 || c == 2), Some(true), "exit status {:?} (a crash?): {err}", out.status);
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "panic instead of an error: {err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
+    }
+    err
+}
+
 #[test]
 fn bad_inputs_give_clear_errors() {
     let tmp = tempfile::tempdir().expect("tempdir");
     // A missing dataset.
-    let out = petal().args(["train", "--data"]).arg(tmp.path().join("nope")).output().expect("run");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+    fails(petal().args(["train", "--data"]).arg(tmp.path().join("nope")), &["nope"]);
     // A checkpoint that is not one.
     let junk = tmp.path().join("junk.safetensors");
     std::fs::write(&junk, b"definitely not a checkpoint").expect("write");
     let img = tmp.path().join("x.png");
     draw(0, 1).save(&img).expect("save");
-    let out = petal().args(["predict", "--checkpoint"]).arg(&junk).arg(&img).output().expect("run");
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success());
-    assert!(err.contains("junk.safetensors") && !err.contains("panicked"), "{err}");
+    fails(petal().args(["predict", "--checkpoint"]).arg(&junk).arg(&img), &["junk.safetensors"]);
+}
+
+#[test]
+fn cli_error_paths_exit_non_zero_with_a_message() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    make_dataset(&data, 2, 1, 0);
+    let train = || {
+        let mut c = petal();
+        c.args(["train", "--data"]).arg(&data).arg("--runs-dir").arg(tmp.path().join("runs")).arg("--cache-dir").arg(tmp.path().join("cache"));
+        c
+    };
+    // Bad enum values name the flag and the value.
+    fails(train().args(["--arch", "resnet9000"]), &["--arch", "resnet9000"]);
+    fails(train().args(["--mode", "sideways"]), &["--mode", "sideways"]);
+    // Malformed TOML: the file is named, and so is the line.
+    let bad_toml = tmp.path().join("broken.toml");
+    std::fs::write(&bad_toml, "name = \"x\"\nepochs = [oops\n").expect("write");
+    fails(train().arg("--config").arg(&bad_toml), &["broken.toml", "line 2"]);
+    // A well-formed TOML with a value of the wrong type.
+    let typed = tmp.path().join("typed.toml");
+    std::fs::write(&typed, "epochs = \"many\"\n").expect("write");
+    fails(train().arg("--config").arg(&typed), &["typed.toml", "epochs"]);
+    // A config file that does not exist.
+    fails(train().arg("--config").arg(tmp.path().join("absent.toml")), &["absent.toml"]);
+    // An unknown preset names the preset and the known ones.
+    fails(train().args(["--preset", "turbo"]), &["turbo", "seed"]);
+
+    // A checkpoint to predict with (1 epoch; accuracy does not matter here).
+    let cfg = config(tmp.path(), "tiny", "");
+    let text = std::fs::read_to_string(&cfg).expect("read").replace("epochs = 12", "epochs = 1");
+    std::fs::write(&cfg, text).expect("write");
+    ok(train().arg("--config").arg(&cfg).output().expect("train"), "petal train");
+    let ckpt = tmp.path().join("runs/tiny/best.safetensors");
+    let predict = || {
+        let mut c = petal();
+        c.args(["predict", "--checkpoint"]).arg(&ckpt);
+        c
+    };
+    // Missing input, and a folder with no images.
+    fails(predict().arg(tmp.path().join("ghost.png")), &["ghost.png", "does not exist"]);
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    std::fs::write(empty.join("notes.txt"), "no pictures here").expect("write");
+    fails(predict().arg(&empty), &["no images found", "empty"]);
+    // An unusable checkpoint: a valid petal file holding weights but no class list.
+    let weights_only = tmp.path().join("weights-only.petal");
+    let mut c = checkpoint::load(&ckpt).expect("load");
+    c.meta.classes.clear();
+    checkpoint::save(&weights_only, &c).expect("save");
+    let img = tmp.path().join("x.png");
+    draw(1, 3).save(&img).expect("save");
+    fails(petal().args(["predict", "--checkpoint"]).arg(&weights_only).arg(&img), &["weights-only.petal", "class list"]);
+    fails(petal().args(["evaluate", "--data"]).arg(&data).arg("--checkpoint").arg(&weights_only), &["weights-only.petal"]);
 }
 
 #[test]
@@ -338,7 +316,8 @@ fn finetuning_trains_only_the_unfrozen_blocks() {
     assert_ne!(a.tensors[last_block], b.tensors[last_block], "the unfrozen block must train");
     let m = metrics(&runs.join("ft"));
     assert_eq!(m.len(), 4);
-    assert!(m[3]["train_loss"].as_f64() < m[0]["train_loss"].as_f64(), "{m:?}");
+    let (first, last) = (m[0]["train_loss"].as_f64().expect("epoch 1 loss"), m[3]["train_loss"].as_f64().expect("epoch 4 loss"));
+    assert!(last < first, "{m:?}");
     assert_eq!(b.meta.hyperparameters["mode"], "finetune");
 }
 

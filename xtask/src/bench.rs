@@ -2,8 +2,14 @@
 //!
 //! Each suite is a Rust program (an example of a stage crate, built in release mode) and, with
 //! `--vs-pytorch`, a Python reference script under `bench/` that measures the same work with
-//! PyTorch 2.13 in the same run. Both print one JSON object as their last stdout line; the harness
-//! prints a table of the figures and the ratios, and saves everything to `target/bench/latest.json`.
+//! PyTorch 2.13 in the same run. Both print one JSON object as their last stdout line (the
+//! protocol of `crates/benchkit`); the harness prints a table of the figures and the ratios, and
+//! saves everything to `target/bench/latest.json`. A suite that fails is reported and the others
+//! still run; the command then fails naming it.
+//!
+//! `--smoke` runs every suite on tiny generated inputs (dev profile, no Python, seconds each) and
+//! checks that each reports its metrics as finite numbers: `cargo xtask test` runs it so the
+//! benchmarks cannot rot.
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Map, Value};
@@ -14,10 +20,13 @@ use std::process::{Command, Stdio};
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// Also run the committed PyTorch references (creates bench/.venv with torch==2.13.0 on first use).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "smoke")]
     pub vs_pytorch: bool,
-    /// Run only these suites (preprocess, checkpoint, forward, train, predict).
-    #[arg(long, value_delimiter = ',')]
+    /// Check that every suite still runs: tiny generated inputs, dev build, no Python, seconds per suite.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Run only these suites.
+    #[arg(long, value_delimiter = ',', value_parser = SUITE_NAMES)]
     pub only: Vec<String>,
     /// Real-data folder for suites that read images.
     #[arg(long, default_value = "../shared/data")]
@@ -39,7 +48,13 @@ struct Suite {
     metrics: &'static [(&'static str, Better)],
     /// Arguments for both sides, given the data folder.
     args: fn(&Path) -> Vec<String>,
+    /// The example drives the reference itself (given `--vs-pytorch --python PY`) and prints
+    /// `{"rust": {...}, "pytorch": {...}}`; `script` is the reference it starts.
+    self_compared: bool,
 }
+
+/// The suites, in the order they run.
+const SUITE_NAMES: [&str; 6] = ["preprocess", "checkpoint", "forward", "train", "predict", "serve"];
 
 fn suites() -> Vec<Suite> {
     use Better::*;
@@ -51,6 +66,7 @@ fn suites() -> Vec<Suite> {
             script: "bench/preprocess_torchvision.py",
             metrics: &[("eval_img_s", Higher), ("train_img_s", Higher), ("cached_eval_img_s", Higher), ("cached_train_img_s", Higher)],
             args: |d| vec!["--data".into(), d.join("flowers102-fullres-sample").display().to_string()],
+            self_compared: false,
         },
         Suite {
             name: "checkpoint",
@@ -59,6 +75,7 @@ fn suites() -> Vec<Suite> {
             script: "bench/checkpoint_io.py",
             metrics: &[("save_s", Lower), ("load_s", Lower)],
             args: |_| vec![],
+            self_compared: false,
         },
         Suite {
             name: "forward",
@@ -67,6 +84,7 @@ fn suites() -> Vec<Suite> {
             script: "bench/forward_pytorch.py",
             metrics: &[("densenet121_img_s", Higher), ("efficientnet_lite0_img_s", Higher)],
             args: |_| vec![],
+            self_compared: false,
         },
         Suite {
             name: "train",
@@ -75,6 +93,7 @@ fn suites() -> Vec<Suite> {
             script: "bench/train_pytorch.py",
             metrics: &[("valid_acc", Higher), ("wall_s", Lower)],
             args: |d| vec!["--data".into(), d.join("flowers102-mini").display().to_string()],
+            self_compared: false,
         },
         Suite {
             name: "predict",
@@ -83,6 +102,35 @@ fn suites() -> Vec<Suite> {
             script: "bench/predict_pytorch.py",
             metrics: &[("cold_s", Lower), ("warm_img_s", Higher)],
             args: |d| vec!["--data".into(), d.join("flowers102-mini").display().to_string()],
+            self_compared: false,
+        },
+        Suite {
+            name: "serve",
+            package: "serve",
+            example: "bench_serve",
+            script: "bench/serve_pytorch.py",
+            metrics: &[
+                ("c1_rps", Higher),
+                ("c1_p50_ms", Lower),
+                ("c1_p99_ms", Lower),
+                ("c8_rps", Higher),
+                ("c8_p50_ms", Lower),
+                ("c8_p99_ms", Lower),
+                ("c32_rps", Higher),
+                ("c32_p50_ms", Lower),
+                ("c32_p99_ms", Lower),
+                ("c1_errors", Lower),
+                ("c8_errors", Lower),
+                ("c32_errors", Lower),
+                ("rss_mb", Lower),
+                ("overload_offered_rps", Higher),
+                ("overload_ok", Higher),
+                ("overload_503", Higher),
+                ("overload_lost", Lower),
+                ("overload_p99_ms", Lower),
+            ],
+            args: |d| vec!["--data".into(), d.display().to_string()],
+            self_compared: true,
         },
     ]
 }
@@ -114,74 +162,204 @@ fn python() -> Result<PathBuf> {
     Ok(py)
 }
 
-/// Runs a command and parses the JSON object on its last stdout line.
-fn run_json(mut cmd: Command, what: &str) -> Result<Map<String, Value>> {
+/// Runs a command and parses the JSON object it reports (see [`parse_report`]).
+fn run_json(mut cmd: Command, what: &str) -> Result<Report> {
     cmd.stderr(Stdio::inherit()).stdout(Stdio::piped());
     let out = cmd.output().with_context(|| format!("could not start {what}"))?;
     if !out.status.success() {
         bail!("{what} failed ({})", out.status);
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let last = text.lines().rev().find(|l| l.trim_start().starts_with('{')).with_context(|| format!("{what} printed no JSON line"))?;
-    match serde_json::from_str::<Value>(last) {
-        Ok(Value::Object(m)) => Ok(m),
-        _ => bail!("{what} printed invalid JSON: {last}"),
+    parse_report(&String::from_utf8_lossy(&out.stdout)).with_context(|| format!("{what} broke the report protocol"))
+}
+
+/// The report in a benchmark's stdout: the last line that is a JSON object (the protocol), or
+/// else the whole output as one JSON object (a pretty-printed report). Errors quote the output's end.
+fn parse_report(stdout: &str) -> Result<Report> {
+    let object = |text: &str| match serde_json::from_str::<Value>(text.trim()) {
+        Ok(Value::Object(m)) => Some(m),
+        _ => None,
+    };
+    if let Some(m) = stdout.lines().rev().find(|l| !l.trim().is_empty()).and_then(object).or_else(|| object(stdout)) {
+        return Ok(m);
     }
+    let tail: Vec<&str> = stdout.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+    bail!(
+        "expected one JSON object on the last stdout line, got {}",
+        if tail.is_empty() { "no output".to_string() } else { format!("…\n{}", tail.join("\n")) }
+    )
+}
+
+/// Metrics of `s` that `report` lacks or that are not finite numbers.
+fn missing_metrics(s: &Suite, report: &Report) -> Vec<&'static str> {
+    s.metrics.iter().filter(|(k, _)| !report.get(*k).and_then(Value::as_f64).is_some_and(f64::is_finite)).map(|(k, _)| *k).collect()
+}
+
+/// What one side of a suite reported.
+type Report = Map<String, Value>;
+
+/// One suite: the Rust side, then (with a Python) the reference.
+fn run_suite(s: &Suite, args: &BenchArgs, py: Option<&Path>) -> Result<(Report, Option<Report>)> {
+    let root = crate::repo_root();
+    let extra = if args.smoke { vec!["--smoke".to_string()] } else { (s.args)(&args.data) };
+    eprintln!("bench: {} (rust{})", s.name, if args.smoke { ", smoke" } else { "" });
+    let mut cmd = if args.smoke {
+        // The examples and `petal` as `cargo test --workspace` built them (see `build_for_smoke`):
+        // `cargo run -p <crate>` would resolve features per crate and rebuild libtorch's bindings.
+        let mut cmd = Command::new(target_dir().join("debug/examples").join(s.example));
+        crate::apply_env(&mut cmd, &crate::libtorch::ensure(&crate::libtorch_link())?);
+        if s.name == "predict" {
+            cmd.arg("--petal").arg(target_dir().join("debug").join(format!("petal{}", std::env::consts::EXE_SUFFIX)));
+        }
+        cmd.current_dir(&root);
+        cmd
+    } else {
+        let mut cmd = crate::cargo()?;
+        cmd.args(["run", "--quiet", "--release", "-p", s.package, "--example", s.example, "--"]);
+        cmd
+    };
+    cmd.arg("--json").args(&extra);
+    if let (true, Some(py)) = (s.self_compared, py) {
+        cmd.arg("--vs-pytorch").arg("--python").arg(py);
+    }
+    let mut rust = run_json(cmd, &format!("{} benchmark", s.name))?;
+    if s.self_compared {
+        // The example ran the reference itself and printed `{"rust": {...}, "pytorch": {...}}`.
+        let side = |k: &str| rust.get(k).and_then(Value::as_object).cloned();
+        let pyres = side("pytorch");
+        rust = side("rust").unwrap_or_default();
+        return Ok((rust, pyres));
+    }
+    let missing = missing_metrics(s, &rust);
+    if !missing.is_empty() {
+        bail!("{} benchmark reported no number for {}", s.name, missing.join(", "));
+    }
+    let pyres = match py {
+        Some(py) => {
+            eprintln!("bench: {} (pytorch)", s.name);
+            let mut cmd = Command::new(py);
+            cmd.current_dir(&root).arg(s.script).arg("--json").args(&extra);
+            Some(run_json(cmd, &format!("{} PyTorch reference", s.name))?)
+        }
+        None => None,
+    };
+    Ok((rust, pyres))
+}
+
+type Row = (&'static str, &'static str, Option<f64>, Option<f64>, Option<f64>);
+
+fn rows(s: &Suite, rust: &Report, pyres: Option<&Report>) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (key, better) in s.metrics {
+        let r = rust.get(*key).and_then(Value::as_f64);
+        let p = pyres.and_then(|m| m.get(*key)).and_then(Value::as_f64);
+        let ratio = match (r, p, better) {
+            (Some(r), Some(p), Better::Higher) if p > 0.0 => Some(r / p),
+            (Some(r), Some(p), Better::Lower) if r > 0.0 => Some(p / r),
+            _ => None,
+        };
+        rows.push((s.name, *key, r, p, ratio));
+    }
+    rows
+}
+
+fn print_table(rows: &[Row]) {
+    println!("| suite | metric | rust | pytorch | advantage (×, >1 = rust better) |");
+    println!("|---|---|---|---|---|");
+    let fmt = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "–".into());
+    for (suite, key, r, p, ratio) in rows {
+        println!("| {suite} | {key} | {} | {} | {} |", fmt(*r), fmt(*p), ratio.map(|v| format!("{v:.2}")).unwrap_or_else(|| "–".into()));
+    }
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate::repo_root().join("target"))
+}
+
+/// Builds every example and binary of the workspace in the dev profile, with the workspace's
+/// feature resolution (what `cargo test --workspace` builds, so after it this is a no-op).
+fn build_for_smoke() -> Result<()> {
+    let mut cmd = crate::cargo()?;
+    cmd.args(["build", "--quiet", "--workspace", "--examples", "--bins"]);
+    crate::run_status(cmd, "cargo build --workspace --examples --bins")
 }
 
 /// `cargo xtask bench`.
 pub fn run(args: &BenchArgs) -> Result<()> {
     let root = crate::repo_root();
     let py = if args.vs_pytorch { Some(python()?) } else { None };
+    if args.smoke {
+        build_for_smoke()?;
+    }
     let mut report = Map::new();
-    let mut rows = Vec::new();
+    let mut rows_all = Vec::new();
+    let mut failed = Vec::new();
     for s in suites() {
         if !args.only.is_empty() && !args.only.iter().any(|o| o == s.name) {
             continue;
         }
-        let example = root.join("crates").join(s.package).join("examples").join(format!("{}.rs", s.example));
-        if !example.exists() {
-            eprintln!("bench: suite {} has no {} yet; skipped", s.name, example.display());
+        if args.smoke && s.self_compared {
+            // The serve load generator has no smoke mode yet: it needs a checkpoint and a server.
+            eprintln!("bench: suite {} has no smoke mode; not run", s.name);
             continue;
         }
-        let extra = (s.args)(&args.data);
-        eprintln!("bench: {} (rust)", s.name);
-        let mut cmd = crate::cargo()?;
-        cmd.args(["run", "--release", "--quiet", "-p", s.package, "--example", s.example, "--", "--json"]).args(&extra);
-        let rust = run_json(cmd, &format!("{} benchmark", s.name))?;
-        let pyres = match &py {
-            Some(py) => {
-                eprintln!("bench: {} (pytorch)", s.name);
-                let mut cmd = Command::new(py);
-                cmd.current_dir(&root).arg(s.script).arg("--json").args(&extra);
-                Some(run_json(cmd, &format!("{} PyTorch reference", s.name))?)
+        match run_suite(&s, args, py.as_deref()) {
+            Ok((rust, pyres)) => {
+                rows_all.extend(rows(&s, &rust, pyres.as_ref()));
+                report.insert(s.name.to_string(), json!({ "rust": rust, "pytorch": pyres }));
             }
-            None => None,
-        };
-        for (key, better) in s.metrics {
-            let r = rust.get(*key).and_then(Value::as_f64);
-            let p = pyres.as_ref().and_then(|m| m.get(*key)).and_then(Value::as_f64);
-            let ratio = match (r, p, better) {
-                (Some(r), Some(p), Better::Higher) if p > 0.0 => Some(r / p),
-                (Some(r), Some(p), Better::Lower) if r > 0.0 => Some(p / r),
-                _ => None,
-            };
-            rows.push((s.name, *key, r, p, ratio));
+            Err(e) => {
+                eprintln!("bench: suite {} FAILED: {e:#}", s.name);
+                failed.push(s.name);
+            }
         }
-        report.insert(s.name.to_string(), json!({ "rust": rust, "pytorch": pyres }));
     }
-    println!("| suite | metric | rust | pytorch | advantage (×, >1 = rust better) |");
-    println!("|---|---|---|---|---|");
-    let fmt = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "–".into());
-    for (suite, key, r, p, ratio) in rows {
-        println!("| {suite} | {key} | {} | {} | {} |", fmt(r), fmt(p), ratio.map(|v| format!("{v:.2}")).unwrap_or_else(|| "–".into()));
-    }
+    print_table(&rows_all);
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
     let machine = json!({ "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "os": std::env::consts::OS, "arch": std::env::consts::ARCH });
     report.insert("machine".into(), machine);
-    let path = dir.join("latest.json");
+    // Smoke figures are meaningless as measurements: they never replace the last real run's.
+    let path = dir.join(if args.smoke { "smoke.json" } else { "latest.json" });
     std::fs::write(&path, serde_json::to_string_pretty(&Value::Object(report))?).with_context(|| format!("could not write {}", path.display()))?;
     eprintln!("bench: results saved to {}", path.display());
+    if !failed.is_empty() {
+        bail!("benchmark suite(s) failed: {} (the reason is printed above each)", failed.join(", "));
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_is_the_last_json_line_or_the_whole_output() {
+        let m = parse_report("progress 1\n{\"a\": 1}\nnoise\n{\"eval_img_s\": 2.5}\n\n").expect("last line");
+        assert_eq!(m.get("eval_img_s").and_then(Value::as_f64), Some(2.5));
+        let pretty = "{\n  \"eval_img_s\": 3.0,\n  \"images\": 12\n}\n";
+        assert_eq!(parse_report(pretty).expect("pretty").get("images").and_then(Value::as_u64), Some(12));
+        let err = format!("{:#}", parse_report("warming up\n{\n  \"broken\": \n").expect_err("invalid"));
+        assert!(err.contains("last stdout line") && err.contains("\"broken\""), "{err}");
+        assert!(format!("{:#}", parse_report("").expect_err("empty")).contains("no output"));
+    }
+
+    #[test]
+    fn missing_or_non_finite_metrics_are_named() {
+        let s = suites().into_iter().find(|s| s.name == "checkpoint").expect("suite");
+        let m = parse_report("{\"save_s\": 0.1, \"load_s\": null}").expect("json");
+        assert_eq!(missing_metrics(&s, &m), vec!["load_s"]);
+        let m = parse_report("{\"save_s\": 0.1, \"load_s\": 0.2}").expect("json");
+        assert!(missing_metrics(&s, &m).is_empty());
+    }
+
+    #[test]
+    fn every_suite_has_its_example_and_reference() {
+        let root = crate::repo_root();
+        let names: Vec<&str> = suites().iter().map(|s| s.name).collect();
+        assert_eq!(names, SUITE_NAMES);
+        for s in suites() {
+            assert!(root.join("crates").join(s.package).join("examples").join(format!("{}.rs", s.example)).is_file(), "{}", s.name);
+            assert!(root.join(s.script).is_file(), "{}", s.script);
+        }
+    }
 }

@@ -44,10 +44,10 @@ pub fn fetch_from(dest: &Path, base: &str, files: &[(&str, &str)]) -> Result<()>
     for &(name, md5) in files {
         let url = format!("{}/{name}", base.trim_end_matches('/'));
         download::fetch(&url, &dest.join(name), &Expect::Md5(md5.to_string()), name).map_err(|e| {
-            e.context(format!(
+            e.context(
                 "could not fetch the Oxford 102 flowers; if you are offline, point the pipeline at a local copy with --data <folder> \
-                 (an ImageFolder with train/ valid/ [test/] class folders, or the official jpg/ + imagelabels.mat + setid.mat)"
-            ))
+                 (an ImageFolder with train/ valid/ [test/] class folders, or the official jpg/ + imagelabels.mat + setid.mat)",
+            )
         })?;
     }
     let tgz = dest.join("102flowers.tgz");
@@ -95,24 +95,72 @@ fn arg_value(args: &[OsString], flag: &str) -> Option<String> {
     None
 }
 
-/// `cargo xtask pipeline`: fetches what is missing (data, weights), then runs `petal pipeline`.
+/// What a pipeline config file names, read generically (xtask does not link the pipeline crate).
+#[derive(Debug, Default, PartialEq)]
+pub struct ConfigNames {
+    /// `data`, if set.
+    pub data: Option<String>,
+    /// `weights`, if set.
+    pub weights: Option<String>,
+    /// `train.arch` when it is a built-in name (`Some(None)`: a custom architecture, no pretrained weights).
+    pub arch: Option<Option<String>>,
+}
+
+/// Reads `data`, `weights` and `train.arch` from a pipeline config file.
+pub fn config_names(path: &Path) -> Result<ConfigNames> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("could not read the pipeline config {}", path.display()))?;
+    let table: toml::Table = text.parse().with_context(|| format!("{} is not valid TOML", path.display()))?;
+    let string = |v: Option<&toml::Value>| v.and_then(toml::Value::as_str).map(str::to_string);
+    Ok(ConfigNames {
+        data: string(table.get("data")),
+        weights: string(table.get("weights")),
+        arch: table.get("train").and_then(|t| t.get("arch")).map(|a| a.as_str().map(str::to_string)),
+    })
+}
+
+/// What `cargo xtask pipeline` has to fetch for these arguments: the dataset (when neither
+/// `--data` nor the config's `data` names one) and the weights of an architecture (when neither
+/// `--weights` nor the config's `weights` names a file; the architecture is `--arch`, else the
+/// config's `train.arch`, else the default recipe's densenet121; none for a custom architecture).
+pub fn to_fetch(args: &[OsString]) -> Result<(bool, Option<String>)> {
+    let file = match arg_value(args, "--config") {
+        Some(p) => config_names(Path::new(&p))?,
+        None => ConfigNames::default(),
+    };
+    let data = arg_value(args, "--data").is_none() && file.data.is_none();
+    let weights = if arg_value(args, "--weights").is_none() && file.weights.is_none() {
+        match (arg_value(args, "--arch"), file.arch) {
+            (Some(a), _) => Some(a),
+            (None, Some(a)) => a,
+            (None, None) => Some("densenet121".to_string()),
+        }
+    } else {
+        None
+    };
+    Ok((data, weights))
+}
+
+/// `cargo xtask pipeline`: fetches what is missing (see [`to_fetch`]), then runs `petal pipeline`
+/// with the same arguments (flags override the config file there).
 pub fn pipeline(mut args: Vec<OsString>) -> Result<()> {
     let wants_help = args.iter().any(|a| a == "--help" || a == "-h");
     if !wants_help {
-        if arg_value(&args, "--data").is_none() {
+        let (data, weights) = to_fetch(&args)?;
+        if data {
             let dest = default_dest();
             fetch_into(&dest)?;
             args.push("--data".into());
             args.push(dest.into_os_string());
         }
-        if arg_value(&args, "--weights").is_none() {
-            let arch = arg_value(&args, "--arch").unwrap_or_else(|| "densenet121".to_string());
+        if let Some(arch) = weights {
             match crate::weights::ensure(&arch, false) {
                 Ok(path) => {
                     args.push("--weights".into());
                     args.push(path.into_os_string());
                 }
-                Err(e) => bail!("{e:#}\nwithout pretrained weights the pipeline cannot start; pass --weights <file> to use a local copy"),
+                Err(e) => bail!(
+                    "{e:#}\nwithout pretrained weights the pipeline cannot start; pass --weights <file> (or set `weights` in the config) to use a local copy"
+                ),
             }
         }
     }

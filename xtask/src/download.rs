@@ -149,7 +149,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut f = File::open(path).with_context(|| format!("could not open {}", path.display()))?;
     let mut h = Sha256::new();
     io::copy(&mut f, &mut h).with_context(|| format!("could not read {}", path.display()))?;
-    Ok(hex::encode(h.finalize()))
+    Ok(petal_common::hex(&h.finalize()))
 }
 
 /// Checks a file against its expected hash; the error names both hashes.
@@ -181,5 +181,5 @@ fn md5_file(path: &Path) -> Result<String> {
     let mut f = File::open(path).with_context(|| format!("could not open {}", path.display()))?;
     let mut ctx = md5::Context::new();
     io::copy(&mut f, &mut ctx).with_context(|| format!("could not read {}", path.display()))?;
-    Ok(format!("{:x}", ctx.compute()))
+    Ok(petal_common::hex(&ctx.compute().0))
 }

@@ -6,10 +6,14 @@
 //! `cargo` and the `petal` binary.
 
 mod bench;
+mod browser;
 mod data;
 mod download;
 mod libtorch;
+mod lint;
 mod pypi;
+mod reference;
+mod testrun;
 mod weights;
 
 use anyhow::{bail, Context, Result};
@@ -29,11 +33,12 @@ struct Cli {
 enum Cmd {
     /// Provision a CPU libtorch 2.13.0 from PyPI wheels (or check the one LIBTORCH names).
     Setup,
-    /// Setup, then run the whole test suite (`cargo test --workspace`); extra args go to cargo test.
-    Test {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<OsString>,
-    },
+    /// Setup and the PyTorch reference, then the whole test suite (`cargo test --workspace`) with a
+    /// summary of skipped checks; fails when a check CI must run was skipped (TESTING.md).
+    Test(testrun::TestArgs),
+    /// The gates CI runs before the tests: rustfmt check, tidy (missing_docs on every library crate,
+    /// README snippets), clippy with warnings denied, rustdoc with warnings denied.
+    Lint(lint::LintArgs),
     /// Run the benchmarks (release build) and, with --vs-pytorch, the Python references in the same run.
     Bench(bench::BenchArgs),
     /// Download pretrained ImageNet weights for an architecture and convert them into the project's format.
@@ -69,11 +74,8 @@ fn run() -> Result<()> {
             eprintln!("setup: done in {:.2} s; plain `cargo build`/`cargo test` now work too", start.elapsed().as_secs_f64());
             Ok(())
         }
-        Cmd::Test { args } => {
-            let mut cmd = cargo()?;
-            cmd.args(["test", "--workspace"]).args(args);
-            run_status(cmd, "the test suite")
-        }
+        Cmd::Test(args) => testrun::run(args),
+        Cmd::Lint(args) => lint::run(&args),
         Cmd::Bench(args) => bench::run(&args),
         Cmd::FetchWeights(args) => weights::run(&args),
         Cmd::FetchData(args) => data::run(&args).map(|_| ()),
@@ -97,7 +99,8 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn libtorch_link() -> PathBuf {
+/// `.libtorch` in the repository (a link to the provisioned libtorch).
+pub fn libtorch_link() -> PathBuf {
     repo_root().join(".libtorch")
 }
 

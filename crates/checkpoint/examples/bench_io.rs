@@ -1,11 +1,12 @@
 //! Save/load benchmark of a densenet121-shaped checkpoint (~32 MB of F32), for `cargo xtask
 //! bench`. Compare with `bench/checkpoint_io.py` (torch.save/torch.load, same shapes).
 //!
-//! `cargo run --release -p checkpoint --example bench_io -- [--json] [--runs N] [--dir DIR]`
-//! prints medians of `save_s` (atomic: temp file, fsync, rename) and `load_s` (read, parse,
-//! checksum verification).
+//! `cargo run --release -p checkpoint --example bench_io -- [--json] [--smoke] [--runs N] [--dir DIR]`
+//! reports medians of `save_s` (atomic: temp file, fsync, rename) and `load_s` (read, parse,
+//! checksum verification). `--smoke` saves only the first few tensors, once.
 
 use checkpoint::{load, save, Checkpoint, DType, Metadata, TensorData, TensorMap};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// torchvision densenet121's state-dict shapes (growth 32, blocks 6-12-24-16, bn_size 4).
@@ -43,25 +44,22 @@ fn densenet121_shapes() -> Vec<(String, DType, Vec<usize>)> {
     v
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+/// Flags of this benchmark (plus `--json`/`--smoke`, see `benchkit`).
+#[derive(clap::Args)]
+struct Args {
+    /// Timed save/load pairs (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    runs: usize,
+    /// Folder for the file (default: the system's temporary folder).
+    #[arg(long)]
+    dir: Option<PathBuf>,
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let json = args.iter().any(|a| a == "--json");
-    let opt = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
-    let runs: usize = opt("--runs").map(|r| r.parse()).transpose()?.unwrap_or(7);
-    let dir = match opt("--dir") {
-        Some(d) => std::path::PathBuf::from(d),
-        None => std::env::temp_dir(),
-    };
-    let path = dir.join(format!("petal-bench-io-{}.petal", std::process::id()));
-
+/// Deterministic pseudo-random tensors with the given shapes.
+fn tensors(shapes: Vec<(String, DType, Vec<usize>)>) -> benchkit::Result<TensorMap> {
     let mut tensors = TensorMap::new();
     let mut s = 0x2545_f491_4f6c_dd1du64;
-    for (name, dtype, shape) in densenet121_shapes() {
+    for (name, dtype, shape) in shapes {
         let n: usize = shape.iter().product();
         let t = if dtype == DType::F32 {
             let vals: Vec<f32> = (0..n)
@@ -78,6 +76,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         tensors.insert(name, t);
     }
+    Ok(tensors)
+}
+
+fn run(a: &Args, common: &benchkit::Common) -> benchkit::Result<serde_json::Value> {
+    let dir = a.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let path = dir.join(format!("petal-bench-io-{}.petal", std::process::id()));
+    let mut shapes = densenet121_shapes();
+    if common.smoke {
+        shapes.truncate(12); // conv0, norm0 and the first dense layer: ~50 kB
+    }
+    let runs = if common.smoke { 1 } else { a.runs.max(1) };
+    let tensors = tensors(shapes)?;
     let numel: usize = tensors.values().map(|t| t.numel()).sum();
     let bytes: usize = tensors.values().map(|t| t.bytes.len()).sum();
     let ckpt = Checkpoint { meta: Metadata { arch: "densenet121".into(), ..Metadata::default() }, tensors };
@@ -98,23 +108,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let file_bytes = std::fs::metadata(&path)?.len();
     std::fs::remove_file(&path)?;
-    let (save_s, load_s) = (median(save_t), median(load_t));
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "bench": "checkpoint_io", "impl": "petal-checkpoint (Rust, safetensors + crc32, atomic+fsync)",
-                "tensors": ckpt.tensors.len(), "numel": numel, "tensor_bytes": bytes, "file_bytes": file_bytes,
-                "runs": runs, "save_s": save_s, "load_s": load_s,
-            })
-        );
-    } else {
-        println!(
-            "petal checkpoint, densenet121 shapes ({} tensors, {numel} elements, {file_bytes} bytes): save {:.1} ms, load {:.1} ms (median of {runs})",
-            ckpt.tensors.len(),
-            save_s * 1e3,
-            load_s * 1e3
-        );
-    }
-    Ok(())
+    let (save_s, load_s) = (benchkit::median(&save_t), benchkit::median(&load_t));
+    eprintln!(
+        "petal checkpoint, densenet121 shapes ({} tensors, {numel} elements, {file_bytes} bytes): save {:.1} ms, load {:.1} ms (median of {runs})",
+        ckpt.tensors.len(),
+        save_s * 1e3,
+        load_s * 1e3
+    );
+    Ok(serde_json::json!({
+        "bench": "checkpoint_io", "impl": "petal-checkpoint (Rust, safetensors + crc32, atomic+fsync)",
+        "tensors": ckpt.tensors.len(), "numel": numel, "tensor_bytes": bytes, "file_bytes": file_bytes,
+        "runs": runs, "save_s": save_s, "load_s": load_s,
+    }))
+}
+
+fn main() -> std::process::ExitCode {
+    benchkit::main("bench_io", run)
 }

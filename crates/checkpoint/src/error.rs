@@ -77,6 +77,12 @@ pub enum Error {
     },
 }
 
+impl From<petal_common::IoError> for Error {
+    fn from(e: petal_common::IoError) -> Self {
+        Error::Io { path: e.path, action: e.action, source: e.source }
+    }
+}
+
 impl Error {
     pub(crate) fn io(path: &std::path::Path, action: &'static str, source: std::io::Error) -> Self {
         Error::Io { path: path.to_path_buf(), action, source }

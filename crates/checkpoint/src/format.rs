@@ -216,7 +216,7 @@ pub fn tensor_checksum(tensors: &TensorMap, algorithm: &str) -> Option<String> {
                 h.update(&t.bytes);
             }
             let d = h.finalize();
-            Some(format!("sha256:{}", hex(&d)))
+            Some(format!("sha256:{}", petal_common::hex(&d)))
         }
         "crc32" => {
             let mut h = crc32fast::Hasher::new();
@@ -227,16 +227,6 @@ pub fn tensor_checksum(tensors: &TensorMap, algorithm: &str) -> Option<String> {
         }
         _ => None,
     }
-}
-
-fn hex(b: &[u8]) -> String {
-    const D: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(b.len() * 2);
-    for &x in b {
-        s.push(D[(x >> 4) as usize] as char);
-        s.push(D[(x & 15) as usize] as char);
-    }
-    s
 }
 
 struct View<'a>(&'a TensorData);
@@ -276,7 +266,7 @@ pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<(), Error> {
     meta.tensor_checksum = tensor_checksum(&ckpt.tensors, CHECKSUM_ALGORITHM).unwrap_or_default();
     let json = serde_json::to_string(&meta).map_err(|e| invalid(format!("metadata: {e}")))?;
     let info: HashMap<String, String> = [(METADATA_KEY.to_owned(), json)].into_iter().collect();
-    crate::atomic::write_atomic(path, |tmp| {
+    petal_common::write_atomic_with(path, |tmp| {
         let views = ckpt.tensors.iter().map(|(k, t)| (k.as_str(), View(t)));
         safetensors::serialize_to_file(views, Some(info), tmp).map_err(|e| match e {
             safetensors::SafeTensorError::IoError(io) => Error::io(tmp, "writing", io),

@@ -66,7 +66,7 @@
 
 #![warn(missing_docs)]
 
-mod atomic;
+pub mod chunks;
 mod error;
 mod format;
 mod module_tree;
@@ -219,7 +219,7 @@ pub fn import_bytes(data: &[u8], path: &Path) -> Result<Imported, Error> {
     if data.first() == Some(&0x80) {
         return Err(Error::unsupported(path, "a pickle without PyTorch's magic number: not a torch.save file"));
     }
-    let head: Vec<String> = data.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let head: Vec<String> = data.iter().take(8).map(|b| petal_common::hex(&[*b])).collect();
     Err(Error::unsupported(
         path,
         format!("unknown file type (first bytes {}): expected a petal checkpoint, safetensors, or a PyTorch .pth/.pt file", head.join(" ")),

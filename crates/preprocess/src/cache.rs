@@ -40,9 +40,9 @@ const PREAMBLE: usize = 64;
 const ENTRY_BYTES: usize = 40;
 const FLAG_MISSING: u32 = 1;
 /// Identifies the resize implementation; part of the params.
-const RESIZE_ID: &str = "fast_image_resize-6/Convolution(Bilinear)/torchvision-Resize-int";
+const RESIZE_ID: &str = "pillow-Resample.c-port/Bilinear/torchvision-Resize-int";
 /// Identifies the decoders; part of the params.
-const DECODER_ID: &str = "zune-jpeg-0.5/image-0.25";
+const DECODER_ID: &str = "libjpeg-turbo-islow-fancy/image-0.25-pil-modes";
 /// (resized width, height, original width, height, pixels).
 type Resized = (u32, u32, u32, u32, Vec<u8>);
 /// Largest accepted meta block.
@@ -150,7 +150,7 @@ pub fn fingerprint(samples: &[Sample]) -> Result<String, Error> {
             Err(_) => h.update(u64::MAX.to_le_bytes()),
         }
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(petal_common::hex(&h.finalize()))
 }
 
 fn rd_u32(b: &[u8], at: usize) -> u32 {
@@ -162,39 +162,65 @@ fn rd_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
+/// Why an existing cache file cannot be reused: `damaged` when the file itself is broken (worth a
+/// warning), not when it is missing or was built for other inputs (the normal case).
+struct Unusable {
+    reason: String,
+    damaged: bool,
+}
+
 impl ImageCache {
     /// Opens the cache at `path` if it is valid for these samples and params (verifying every
     /// checksum), otherwise (re)builds it, reporting why. `skip_bad`: images that fail to
     /// decode are recorded as missing (listed in [`ImageCache::bad`]) instead of failing.
     pub fn open_or_build(path: &Path, samples: &[Sample], params: &CacheParams, skip_bad: bool) -> Result<(ImageCache, CacheStatus), Error> {
         let fp = fingerprint(samples)?;
-        let reason = if path.exists() {
-            match ImageCache::open(path).and_then(|c| c.check(params, &fp, samples.len()).map(|_| c)) {
-                Ok(mut c) => match c.verify() {
-                    Ok(()) => {
-                        c.bad = c
-                            .entries
-                            .iter()
-                            .zip(samples)
-                            .filter(|(e, _)| e.flags & FLAG_MISSING != 0)
-                            .map(|(_, s)| BadInput::new(&s.path, Problem::Corrupt, "failed to decode when the cache was built"))
-                            .collect();
-                        tracing::info!("{}: reusing image cache ({} images)", path.display(), c.len());
-                        return Ok((c, CacheStatus::Reused));
-                    }
-                    Err(e) => e.to_string(),
-                },
-                Err(e) => e.to_string(),
+        if let Ok(c) = Self::reuse(path, samples, params, &fp) {
+            return Ok((c, CacheStatus::Reused));
+        }
+        // Another process may be building this very file: wait for it, then look again, so the
+        // cache is computed once (and always written by atomic rename, never torn).
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let _lock = petal_common::FileLock::exclusive(path).map_err(|e| Error::io(&e.path, e.source))?;
+        let reason = match Self::reuse(path, samples, params, &fp) {
+            Ok(c) => return Ok((c, CacheStatus::Reused)),
+            Err(Unusable { reason, damaged: true }) => {
+                tracing::warn!("rebuilding a damaged image cache: {reason}");
+                reason
             }
-        } else {
-            format!("{}: no cache yet", path.display())
+            // A cache that does not exist yet or was built for other inputs is the normal case.
+            Err(Unusable { reason, damaged: false }) => {
+                tracing::info!("building image cache: {reason}");
+                reason
+            }
         };
-        tracing::warn!("rebuilding image cache: {reason}");
         let bad = ImageCache::build(path, samples, params, &fp, skip_bad)?;
         let mut c = ImageCache::open(path)?;
         c.check(params, &fp, samples.len())?;
         c.bad = bad;
         Ok((c, CacheStatus::Built { reason }))
+    }
+
+    /// The cache at `path` if it exists, matches and verifies; else why not.
+    fn reuse(path: &Path, samples: &[Sample], params: &CacheParams, fp: &str) -> Result<ImageCache, Unusable> {
+        if !path.exists() {
+            return Err(Unusable { reason: format!("{}: no cache yet", path.display()), damaged: false });
+        }
+        let damaged = |e: Error| Unusable { reason: e.to_string(), damaged: true };
+        let mut c = ImageCache::open(path).map_err(damaged)?;
+        c.check(params, fp, samples.len()).map_err(|e| Unusable { reason: e.to_string(), damaged: false })?;
+        c.verify().map_err(damaged)?;
+        c.bad = c
+            .entries
+            .iter()
+            .zip(samples)
+            .filter(|(e, _)| e.flags & FLAG_MISSING != 0)
+            .map(|(_, s)| BadInput::new(&s.path, Problem::Corrupt, "failed to decode when the cache was built"))
+            .collect();
+        tracing::info!("{}: reusing image cache ({} images)", path.display(), c.len());
+        Ok(c)
     }
 
     fn check(&self, params: &CacheParams, fp: &str, count: usize) -> Result<(), Error> {
@@ -408,4 +434,24 @@ impl ImageCache {
         tracing::info!("{}: wrote image cache ({} images, {} bad)", path.display(), entries.len(), bad.len());
         Ok(bad)
     }
+}
+
+/// The image cache of one split of a dataset in `cache_dir` (decoded once, shorter side resized to
+/// `tcfg.resize_size`), opened or built. The file name carries the split, the size and a hash of
+/// the images' fingerprint, so any change to the images builds a new cache. Safe with concurrent
+/// processes: one builds, the others wait and reuse. `skip_bad` records undecodable images as
+/// missing entries instead of failing.
+pub fn split_cache(
+    cache_dir: &Path,
+    split: &str,
+    samples: &std::sync::Arc<[Sample]>,
+    tcfg: &crate::TransformConfig,
+    skip_bad: bool,
+) -> Result<(ImageCache, CacheStatus), Error> {
+    std::fs::create_dir_all(cache_dir).map_err(|e| Error::io(cache_dir, e))?;
+    let fp = fingerprint(samples)?;
+    let short = &petal_common::sha256_hex(fp.as_bytes())[..16];
+    let path = cache_dir.join(format!("images-{split}-{}-{short}.pcache", tcfg.resize_size));
+    let params = CacheParams::new(tcfg.resize_size, &tcfg.limits);
+    ImageCache::open_or_build(&path, samples, &params, skip_bad)
 }

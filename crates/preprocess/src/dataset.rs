@@ -3,8 +3,8 @@
 //! * ImageFolder: `root/{train,valid,test}/<class>/**/<image>`. Class indices are assigned as
 //!   torchvision's `ImageFolder` does: class-folder names sorted as strings ("1", "10", "100",
 //!   "101", "102", "11", ...). Files are listed per class by a recursive walk sorted like
-//!   `sorted(os.walk(...))` then by file name, keeping the extensions in torchvision's
-//!   `IMG_EXTENSIONS` (case-insensitive). Unlike torchvision (which takes each split's own
+//!   `sorted(os.walk(...))` then by file name, keeping the extensions the decoders read
+//!   ([`crate::IMAGE_EXTENSIONS`], case-insensitive). Unlike torchvision (which takes each split's own
 //!   folders), all splits use the **training** split's class list, so a label means the same
 //!   class everywhere; a class folder unknown to the training split is a bad input.
 //! * Oxford: `root/jpg/image_NNNNN.jpg` + `imagelabels.mat` (`labels`, 1-based class per image)
@@ -22,8 +22,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// torchvision's `IMG_EXTENSIONS`.
-pub const IMG_EXTENSIONS: [&str; 9] = ["jpg", "jpeg", "png", "ppm", "bmp", "pgm", "tif", "tiff", "webp"];
+/// Extensions of image files: exactly the formats the decoders read ([`crate::IMAGE_EXTENSIONS`]).
+pub use crate::decode::IMAGE_EXTENSIONS as IMG_EXTENSIONS;
 
 /// A class with fewer images than this in a split is reported as tiny in the summary.
 pub const TINY_CLASS: usize = 3;
@@ -87,7 +87,7 @@ pub struct DiscoverOptions {
     pub verify: bool,
     /// Pixel limit for `verify`.
     pub limits: DecodeLimits,
-    /// Display-name file; default `root/cat_to_name.json` when it exists.
+    /// Display-name file; default: `cat_to_name.json` in the root, else in its parent ([`find_names_file`]).
     pub names_file: Option<PathBuf>,
 }
 
@@ -428,21 +428,30 @@ fn discover_oxford(root: &Path, bad: &mut Bad<'_>) -> Result<(Vec<String>, Vec<S
     Ok((classes, splits))
 }
 
-/// Reads `cat_to_name.json` (class-folder name → display name) when present.
+/// Name of the display-name file looked for beside a dataset.
+pub const NAMES_FILE: &str = "cat_to_name.json";
+
+/// The display-name file of a dataset at `root`: `root/cat_to_name.json`, else the one in
+/// `root`'s parent (the Udacity layout: `flowers/{train,valid,test}` with `cat_to_name.json` one
+/// level up); `None` when neither exists.
+pub fn find_names_file(root: &Path) -> Option<PathBuf> {
+    let parent = root.canonicalize().ok().and_then(|r| r.parent().map(Path::to_path_buf));
+    std::iter::once(root.to_path_buf()).chain(parent).map(|d| d.join(NAMES_FILE)).find(|p| p.is_file())
+}
+
+/// Reads a display-name file: a JSON object mapping class-folder names to display names.
+pub fn read_names_file(path: &Path) -> Result<BTreeMap<String, String>, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::Layout { path: path.to_path_buf(), problem: format!("not a JSON object of strings: {e}") })
+}
+
+/// Reads the display names (the given file, else [`find_names_file`]) when there are any.
 fn read_names(root: &Path, opts: &DiscoverOptions, classes: &[String]) -> Result<Option<Vec<String>>, Error> {
-    let path = match &opts.names_file {
-        Some(p) => p.clone(),
-        None => {
-            let p = root.join("cat_to_name.json");
-            if !p.is_file() {
-                return Ok(None);
-            }
-            p
-        }
+    let path = match opts.names_file.clone().or_else(|| find_names_file(root)) {
+        Some(p) => p,
+        None => return Ok(None),
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let map: BTreeMap<String, String> =
-        serde_json::from_str(&text).map_err(|e| Error::Layout { path: path.clone(), problem: format!("not a JSON object of strings: {e}") })?;
+    let map = read_names_file(&path)?;
     let mut missing = 0;
     let names = classes
         .iter()

@@ -1,20 +1,30 @@
-//! Decoding image files to 8-bit RGB, with the checks torchvision's `pil_loader` gets from PIL:
-//! a pixel limit against decompression bombs, truncated-file detection, and conversion of
-//! grayscale, CMYK/YCCK, palette and alpha images to RGB (alpha is dropped, as
-//! `PIL.Image.convert("RGB")` does; EXIF orientation is ignored, as PIL does).
+//! Decoding image files to 8-bit RGB exactly as `PIL.Image.open(p).convert("RGB")` does (the
+//! torchvision `pil_loader`), with the checks PIL applies: a pixel limit against decompression
+//! bombs and truncated-file detection. EXIF orientation is ignored, as `Image.open` does.
 //!
-//! Decoder choice (measured, see BENCHMARKS.md): JPEG goes straight to `zune-jpeg` (the decoder
-//! inside `image` 0.25, minus `image`'s copy of the whole file and its wrapper), PNG/WebP/BMP go
-//! through `image` with [`image::Limits`]. The format is sniffed from the content, not the
-//! file extension.
+//! * JPEG: the system libjpeg-turbo (see [`crate::jpeg`]), ISLOW IDCT and fancy upsampling as
+//!   Pillow's bundled libjpeg-turbo; CMYK/YCCK as Pillow's inverted-CMYK conversion.
+//! * GIF: the first frame on PIL's canvas (see [`gif_first_frame`]).
+//! * PNG, WebP, BMP, TIFF: the `image` crate, then Pillow's mode conversions ([`pil_rgb`]):
+//!   16-bit colour keeps the high byte, 16-bit grayscale (`I;16`) is clipped to 255, alpha is
+//!   dropped, grayscale is replicated.
+//!
+//! The format is sniffed from the content, not the file extension.
 
 use crate::error::{Error, Problem};
 use image::RgbImage;
 use std::io::Cursor;
 use std::path::Path;
-use zune_core::bytestream::ZCursor;
-use zune_core::colorspace::ColorSpace;
-use zune_core::options::DecoderOptions;
+
+/// File extensions (lower case, without the dot) of the formats [`decode_rgb`] reads: the one list every
+/// part of petal uses to recognise image files (dataset discovery, `petal predict` on folders). The
+/// content decides the format; the extension only selects which files a scan considers.
+pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"];
+
+/// True when `path` has one of [`IMAGE_EXTENSIONS`] (case-insensitive).
+pub fn is_image_path(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
 
 /// PIL's decompression-bomb error threshold (`2 * Image.MAX_IMAGE_PIXELS`).
 pub const DEFAULT_MAX_PIXELS: u64 = 178_956_970;
@@ -44,6 +54,10 @@ pub enum Format {
     Webp,
     /// Windows bitmap.
     Bmp,
+    /// GIF (the first frame is decoded).
+    Gif,
+    /// TIFF (the first page is decoded).
+    Tiff,
 }
 
 /// Detects the format from the first bytes of a file.
@@ -56,6 +70,10 @@ pub fn sniff(bytes: &[u8]) -> Option<Format> {
         Some(Format::Webp)
     } else if bytes.starts_with(b"BM") {
         Some(Format::Bmp)
+    } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+        Some(Format::Gif)
+    } else if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
+        Some(Format::Tiff)
     } else {
         None
     }
@@ -95,13 +113,11 @@ pub fn probe(path: &Path, limits: &DecodeLimits) -> Result<(u32, u32), Error> {
 
 /// Sniffs the format and reads the declared dimensions, enforcing the pixel limit.
 fn header(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<(Format, u32, u32), Error> {
-    let format = sniff(bytes).ok_or_else(|| Error::bad(path, Problem::NotAnImage, "content is not JPEG, PNG, WebP or BMP"))?;
+    let format = sniff(bytes).ok_or_else(|| Error::bad(path, Problem::NotAnImage, "content is not JPEG, PNG, WebP, BMP, GIF or TIFF"))?;
     let (w, h) = match format {
         Format::Jpeg => {
-            let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), jpeg_options());
-            d.decode_headers().map_err(|e| jpeg_error(path, e))?;
-            let (w, h) = d.dimensions().ok_or_else(|| Error::bad(path, Problem::Corrupt, "no frame header"))?;
-            (w as u32, h as u32)
+            let hd = crate::jpeg::header(bytes).map_err(|e| jpeg_error(path, e))?;
+            (hd.width, hd.height)
         }
         _ => {
             let mut r = image::ImageReader::new(Cursor::new(bytes));
@@ -130,21 +146,15 @@ fn to_image_format(f: Format) -> image::ImageFormat {
         Format::Png => image::ImageFormat::Png,
         Format::Webp => image::ImageFormat::WebP,
         Format::Bmp => image::ImageFormat::Bmp,
+        Format::Gif => image::ImageFormat::Gif,
+        Format::Tiff => image::ImageFormat::Tiff,
     }
 }
 
-fn jpeg_options() -> DecoderOptions {
-    DecoderOptions::default().set_strict_mode(false).set_max_width(65535).set_max_height(65535)
-}
-
-fn jpeg_error(path: &Path, e: zune_jpeg::errors::DecodeErrors) -> Error {
-    use zune_jpeg::errors::DecodeErrors as E;
-    let problem = match e {
-        E::ExhaustedData => Problem::Truncated,
-        E::IllegalMagicBytes(_) => Problem::NotAnImage,
-        _ => Problem::Corrupt,
-    };
-    Error::bad(path, problem, format!("JPEG: {e:?}"))
+fn jpeg_error(path: &Path, msg: String) -> Error {
+    let lower = msg.to_ascii_lowercase();
+    let problem = if lower.contains("premature end") || lower.contains("truncat") { Problem::Truncated } else { Problem::Corrupt };
+    Error::bad(path, problem, format!("JPEG: {msg}"))
 }
 
 fn image_error(path: &Path, e: image::ImageError) -> Error {
@@ -174,18 +184,13 @@ pub fn decode_rgb_bytes(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Res
     let (format, w, h) = header(bytes, path, limits)?;
     match format {
         Format::Jpeg => {
-            // zune-jpeg in non-strict mode pads missing data silently (as browsers do); PIL
-            // raises "image file is truncated", so we check the marker structure first.
+            // PIL raises "image file is truncated" where libjpeg would pad missing data with
+            // gray, so the marker structure is checked first.
             jpeg_check_complete(bytes).map_err(|(p, d)| Error::bad(path, p, d))?;
-            let opts = jpeg_options().jpeg_set_out_colorspace(ColorSpace::RGB);
-            let mut d = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), opts);
-            let pixels = d.decode().map_err(|e| jpeg_error(path, e))?;
-            let out_w = d.dimensions().map(|(w, _)| w as u32).unwrap_or(w);
-            if d.output_colorspace() != Some(ColorSpace::RGB) {
-                return Err(Error::bad(path, Problem::Corrupt, "JPEG: could not convert to RGB"));
-            }
-            RgbImage::from_raw(out_w, h, pixels).ok_or_else(|| Error::bad(path, Problem::Corrupt, "JPEG: decoded buffer has the wrong size"))
+            let (hd, rgb) = crate::jpeg::decode_rgb(bytes).map_err(|e| jpeg_error(path, e))?;
+            rgb_image(path, hd.width, hd.height, rgb)
         }
+        Format::Gif => gif_first_frame(bytes, path, limits),
         _ => {
             let mut r = image::ImageReader::new(Cursor::new(bytes));
             r.set_format(to_image_format(format));
@@ -196,8 +201,75 @@ pub fn decode_rgb_bytes(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Res
             lim.max_alloc = Some(limits.max_pixels.saturating_mul(8).max(64 << 20));
             r.limits(lim);
             let img = r.decode().map_err(|e| image_error(path, e))?;
-            Ok(img.into_rgb8())
+            Ok(pil_rgb(img))
         }
+    }
+}
+
+fn rgb_image(path: &Path, w: u32, h: u32, rgb: Vec<u8>) -> Result<RgbImage, Error> {
+    RgbImage::from_raw(w, h, rgb).ok_or_else(|| Error::bad(path, Problem::Corrupt, "decoded buffer has the wrong size"))
+}
+
+/// Pillow's `convert("RGB")` of the mode PIL opens each decoded layout as: 8-bit data as is;
+/// 16-bit colour (`RGB;16B`, `RGBA;16B`, `LA;16B` raw modes) keeps the high byte; 16-bit
+/// grayscale (mode `I;16`) is clipped to 255; alpha is dropped.
+pub(crate) fn pil_rgb(img: image::DynamicImage) -> RgbImage {
+    use image::DynamicImage as D;
+    let (w, h) = (img.width(), img.height());
+    let gray = |v: u8| [v, v, v];
+    let px: Vec<u8> = match img {
+        D::ImageRgb8(i) => return i,
+        D::ImageRgba8(i) => i.pixels().flat_map(|p| [p[0], p[1], p[2]]).collect(),
+        D::ImageLuma8(i) => i.pixels().flat_map(|p| gray(p[0])).collect(),
+        D::ImageLumaA8(i) => i.pixels().flat_map(|p| gray(p[0])).collect(),
+        D::ImageLuma16(i) => i.pixels().flat_map(|p| gray(p[0].min(255) as u8)).collect(),
+        D::ImageLumaA16(i) => i.pixels().flat_map(|p| gray((p[0] >> 8) as u8)).collect(),
+        D::ImageRgb16(i) => i.pixels().flat_map(|p| p.0.map(|v| (v >> 8) as u8)).collect(),
+        D::ImageRgba16(i) => i.pixels().flat_map(|p| [p[0], p[1], p[2]].map(|v| (v >> 8) as u8)).collect(),
+        other => return other.into_rgb8(),
+    };
+    RgbImage::from_raw(w, h, px).unwrap_or_else(|| RgbImage::new(w, h))
+}
+
+/// The first frame of a GIF as PIL shows it: a canvas the size of the logical screen (grown to
+/// hold the frame), filled with the frame's transparent index (else index 0), the frame's
+/// indices pasted at its offset, then mapped through the frame's palette (else the global one;
+/// no palette: the indices are gray levels). Transparency is dropped, as `convert("RGB")` does.
+pub fn gif_first_frame(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<RgbImage, Error> {
+    let gif_err = |e: gif::DecodingError| {
+        let problem = if matches!(&e, gif::DecodingError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof) {
+            Problem::Truncated
+        } else {
+            Problem::Corrupt
+        };
+        Error::bad(path, problem, format!("GIF: {e}"))
+    };
+    let mut opts = gif::DecodeOptions::new();
+    opts.set_color_output(gif::ColorOutput::Indexed);
+    let mut d = opts.read_info(Cursor::new(bytes)).map_err(gif_err)?;
+    let global = d.global_palette().map(<[u8]>::to_vec);
+    let (sw, sh) = (d.width() as u32, d.height() as u32);
+    let frame = d.read_next_frame().map_err(gif_err)?.ok_or_else(|| Error::bad(path, Problem::Corrupt, "GIF has no frame"))?;
+    let (w, h) = (sw.max(frame.left as u32 + frame.width as u32), sh.max(frame.top as u32 + frame.height as u32));
+    if w as u64 * h as u64 > limits.max_pixels {
+        return Err(Error::bad(path, Problem::TooLarge, format!("GIF canvas {w}x{h} exceeds the limit of {} pixels", limits.max_pixels)));
+    }
+    let mut canvas = vec![frame.transparent.unwrap_or(0); w as usize * h as usize];
+    for (row, src) in frame.buffer.chunks_exact(frame.width.max(1) as usize).enumerate() {
+        let start = (frame.top as usize + row) * w as usize + frame.left as usize;
+        canvas[start..start + src.len()].copy_from_slice(src);
+    }
+    let palette = frame.palette.clone().or(global);
+    let rgb = canvas.iter().flat_map(|&i| palette_rgb(palette.as_deref(), i)).collect();
+    rgb_image(path, w, h, rgb)
+}
+
+/// One palette entry; without a palette the index is a gray level (PIL mode `L`). Indices past
+/// the palette's end read black.
+fn palette_rgb(palette: Option<&[u8]>, i: u8) -> [u8; 3] {
+    match palette {
+        None => [i, i, i],
+        Some(p) => p.get(i as usize * 3..i as usize * 3 + 3).map(|c| [c[0], c[1], c[2]]).unwrap_or([0, 0, 0]),
     }
 }
 
@@ -269,7 +341,10 @@ mod tests {
         assert_eq!(sniff(b"\x89PNG\r\n\x1a\n...."), Some(Format::Png));
         assert_eq!(sniff(b"RIFF\0\0\0\0WEBPVP8 "), Some(Format::Webp));
         assert_eq!(sniff(b"BM.."), Some(Format::Bmp));
-        assert_eq!(sniff(b"GIF89a"), None);
+        assert_eq!(sniff(b"GIF89a"), Some(Format::Gif));
+        assert_eq!(sniff(b"II*\0...."), Some(Format::Tiff));
+        assert_eq!(sniff(b"MM\0*...."), Some(Format::Tiff));
+        assert_eq!(sniff(b"P6 1 1"), None);
     }
 
     #[test]

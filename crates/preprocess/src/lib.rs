@@ -5,11 +5,11 @@
 //! * [`discover`]: ImageFolder (`root/{train,valid,test}/<class>/…`) and the official Oxford 102
 //!   layout (`jpg/` + `imagelabels.mat` + `setid.mat`, read by the [`mat`] module), with bad-input
 //!   detection and a printable [`DatasetSummary`];
-//! * [`decode_rgb`]: JPEG/PNG/WebP/BMP (grayscale, CMYK, palette, alpha) → RGB8 with a pixel
-//!   limit and truncation checks;
-//! * [`transform`]: torchvision's eval and train transforms (documented per transform in
+//! * [`decode_rgb`]: JPEG/PNG/WebP/BMP/GIF/TIFF (grayscale, CMYK, palette, 16-bit, alpha) → RGB8
+//!   byte-identical to PIL's `convert("RGB")`, with a pixel limit and truncation checks;
+//! * [`transform()`]: torchvision's eval and train transforms (documented per transform in
 //!   [`mod@transform`]), random draws keyed by (seed, epoch, index);
-//! * [`loader`]: batches prepared on rayon behind a bounded prefetch queue;
+//! * [`loader()`]: batches prepared on rayon behind a bounded prefetch queue;
 //! * [`ImageCache`]: memory-mapped cache of resized uint8 images, rebuilt when stale or corrupt.
 //!
 //! Architecture invariant: this crate knows nothing about models, tensors libraries or libtorch
@@ -22,14 +22,18 @@ pub mod cache;
 pub mod dataset;
 pub mod decode;
 pub mod error;
+mod jpeg;
 pub mod loader;
 pub mod mat;
+pub mod resample;
 pub mod rng;
 pub mod transform;
 
-pub use cache::{fingerprint, CacheParams, CacheStatus, CachedImage, ImageCache, CACHE_VERSION};
-pub use dataset::{discover, Dataset, DatasetSummary, DiscoverOptions, Layout, Sample, Split, SplitSummary};
-pub use decode::{decode_rgb, decode_rgb_bytes, decode_rgb_with, probe, DecodeLimits};
+pub use cache::{fingerprint, split_cache, CacheParams, CacheStatus, CachedImage, ImageCache, CACHE_VERSION};
+pub use dataset::{
+    discover, find_names_file, read_names_file, Dataset, DatasetSummary, DiscoverOptions, Layout, Sample, Split, SplitSummary, NAMES_FILE,
+};
+pub use decode::{decode_rgb, decode_rgb_bytes, decode_rgb_with, is_image_path, probe, DecodeLimits, IMAGE_EXTENSIONS};
 pub use error::{BadInput, Error, Problem};
 pub use loader::{loader, num_batches, predict_tensor, split_loader, Batch, ImageSource, Loader, LoaderConfig};
 pub use rng::epoch_order;

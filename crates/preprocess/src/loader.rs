@@ -51,6 +51,9 @@ pub struct LoaderConfig {
     pub threads: usize,
     /// Skip this many batches at the start (exact mid-epoch resume).
     pub start_batch: usize,
+    /// Stop before this batch (`None`: at the end of the epoch). With `start_batch` it selects a
+    /// range of batches whose samples keep their indices in the epoch (and so their augmentation).
+    pub end_batch: Option<usize>,
     /// Drop samples that fail to decode from their batch (listed in [`Batch::skipped`]) instead of
     /// ending the epoch with an error. A batch whose samples all fail is not sent.
     pub skip_bad: bool,
@@ -69,6 +72,7 @@ impl Default for LoaderConfig {
             channels_last: false,
             threads: 0,
             start_batch: 0,
+            end_batch: None,
             skip_bad: false,
         }
     }
@@ -201,7 +205,8 @@ pub fn loader(samples: Arc<[Sample]>, source: ImageSource, tcfg: &TransformConfi
         None
     };
     let order = epoch_order(samples.len(), lcfg.seed, lcfg.epoch, lcfg.shuffle);
-    let total = num_batches(samples.len(), lcfg.batch_size, lcfg.drop_last);
+    let all = num_batches(samples.len(), lcfg.batch_size, lcfg.drop_last);
+    let total = lcfg.end_batch.map_or(all, |e| e.min(all));
     let start = lcfg.start_batch.min(total);
     let (tx, rx) = sync_channel(lcfg.prefetch);
     let tcfg = tcfg.clone();
@@ -228,7 +233,7 @@ pub fn loader(samples: Arc<[Sample]>, source: ImageSource, tcfg: &TransformConfi
                     Some(p) => p.install(work),
                     None => work(),
                 };
-                let msg = assemble(images, idx, results, &samples, per, [n, 3, size, size], &lcfg);
+                let msg = assemble(images, idx, results, samples, per, [n, 3, size, size], lcfg);
                 let msg = match msg {
                     Ok(b) if b.indices.is_empty() => continue, // every sample was bad and skipped
                     other => other,

@@ -2,23 +2,28 @@
 //!
 //! | torchvision | here | exactness |
 //! |---|---|---|
-//! | `Resize(256)` (int: shorter side → 256, longer side `int(256 * long / short)`, bilinear, antialias) | [`resize_shorter`] via `fast_image_resize` `Convolution(Bilinear)` (PIL's triangle filter, support scaled by the downscale factor, horizontal pass then vertical, uint8 in between) | ≤ 1/255 per uint8 value (fixed-point rounding), see the golden test |
+//! | `Resize(256)` (int: shorter side → 256, longer side `int(256 * long / short)`, bilinear, antialias) | [`resize_shorter`] via [`crate::resample`], a port of Pillow's `Resample.c` (triangle filter, support scaled by the downscale factor, 22-bit fixed point, horizontal pass then vertical, uint8 in between) | byte-identical, see the pixels corpus test |
 //! | `CenterCrop(224)` (`top = int(round((h - 224) / 2.0))`, round half to even; zero padding when smaller) | [`center_crop`] | exact |
 //! | `ToTensor` (`/255` in f32) + `Normalize(mean, std)` (`(x - m) / s` in f32) | [`write_tensor`] via a lookup table | bit-exact |
-//! | `RandomRotation(30)` (angle ~ U(-30, 30), PIL `rotate`, NEAREST, `expand=False`, fill 0, centre (w/2, h/2), 16.16 fixed-point affine) | [`rotate_crop_into`] (only the pixels of the later crop are computed) | bit-exact for a given angle |
-//! | `RandomResizedCrop(224, scale=(0.08, 1), ratio=(3/4, 4/3))` (10 tries, then the central fallback; `get_params` verbatim) + bilinear antialias resize | [`train_params`] + [`resize_crop`] | same distribution; resize as above |
+//! | `RandomRotation(30)` (angle ~ U(-30, 30), PIL `rotate`, NEAREST, `expand=False`, fill 0, centre (w/2, h/2), 16.16 fixed-point affine) | `rotate_crop_into` (only the pixels of the later crop are computed) | bit-exact for a given angle |
+//! | `RandomResizedCrop(224, scale=(0.08, 1), ratio=(3/4, 4/3))` (10 tries, then the central fallback; `get_params` verbatim) + `F.resized_crop` (PIL `crop` then `resize`, no box) | [`train_params`] + [`resized_crop`] | same distribution; resize byte-identical |
 //! | `RandomHorizontalFlip(0.5)` | applied while writing the tensor | exact |
 //! | `ColorJitter(b, c, s, h)` (random order of the four ops, PIL `ImageEnhance` blends, HSV hue shift) | [`apply_jitter`] | integer arithmetic ported from Pillow |
+//!
+//! Exact by default: decoding original files ([`crate::ImageSource::Files`]) gives PIL's pixels at
+//! every step above. The one approximate path is named and chosen explicitly: train views drawn
+//! from the [`crate::ImageCache`] ([`crate::ImageSource::Cache`]) crop a 256-px copy instead of
+//! the original, with crop boxes scaled into it (faster when several views of each image are
+//! needed); eval views from the cache are exact, since the cache holds `Resize(256)` itself.
 //!
 //! The random numbers are not torch's: every random draw comes from [`crate::rng::Rng`] keyed by
 //! (seed, epoch, sample index), so a sample's view is a pure function of those three numbers.
 //! Use `epoch = v` to request "augmentation view v" of a frozen-feature cache.
 
 use crate::decode::DecodeLimits;
+use crate::resample::{resample, resample_region, Filter, Region};
 use crate::rng::{Rng, STREAM_AUGMENT};
-use fast_image_resize as fr;
 use image::RgbImage;
-use std::cell::RefCell;
 
 /// ImageNet channel means used by torchvision's pretrained models.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -151,29 +156,21 @@ pub(crate) fn round_half_even(v: f64) -> f64 {
     v.round_ties_even()
 }
 
-thread_local! {
-    static RESIZER: RefCell<fr::Resizer> = RefCell::new(fr::Resizer::new());
+/// Bilinear antialiased resize of `src` (optionally of the crop box `(left, top, width, height)`,
+/// in source pixels, Pillow's `box`) to `dw`×`dh`: Pillow's `Image.resize(.., BILINEAR, box)`,
+/// byte for byte. Returns packed RGB8.
+pub(crate) fn resize_crop(src: View<'_>, crop: Option<(f64, f64, f64, f64)>, dw: u32, dh: u32) -> Vec<u8> {
+    let bx = match crop {
+        Some((l, t, w, h)) => [l as f32, t as f32, (l + w) as f32, (t + h) as f32],
+        None => [0.0, 0.0, src.w as f32, src.h as f32],
+    };
+    resample(src, dw, dh, Filter::Bilinear, bx)
 }
 
-/// Bilinear antialiased resize of `src` (optionally of the crop box `(left, top, width, height)`,
-/// in source pixels) to `dw`×`dh`, PIL semantics. Returns packed RGB8.
-pub(crate) fn resize_crop(src: View<'_>, crop: Option<(f64, f64, f64, f64)>, dw: u32, dh: u32) -> Vec<u8> {
-    let n = dw as usize * dh as usize * 3;
-    let Ok(src_img) = fr::images::ImageRef::new(src.w, src.h, src.data, fr::PixelType::U8x3) else {
-        tracing::error!("resize: source buffer does not match {}x{}", src.w, src.h);
-        return vec![0; n];
-    };
-    let mut dst = fr::images::Image::new(dw, dh, fr::PixelType::U8x3);
-    let mut opts = fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear));
-    if let Some((l, t, w, h)) = crop {
-        opts = opts.crop(l, t, w, h);
-    }
-    let res = RESIZER.with(|r| r.borrow_mut().resize(&src_img, &mut dst, &opts));
-    if let Err(e) = res {
-        tracing::error!("resize {}x{} -> {dw}x{dh} failed: {e}", src.w, src.h);
-        return vec![0; n];
-    }
-    dst.into_vec()
+/// Pillow's `Image.resize((w, h), filter)` of an RGB image (byte-identical).
+pub fn resize(img: &RgbImage, w: u32, h: u32, filter: Filter) -> RgbImage {
+    let data = resample(View::of(img), w, h, filter, [0.0, 0.0, img.width() as f32, img.height() as f32]);
+    RgbImage::from_raw(w, h, data).unwrap_or_else(|| RgbImage::new(w, h))
 }
 
 /// torchvision `Resize(size)` (shorter side, bilinear, antialias) on an RGB image.
@@ -186,14 +183,7 @@ pub fn resize_shorter(img: &RgbImage, size: u32) -> RgbImage {
 /// torchvision `CenterCrop(size)`: offsets `int(round((h - size) / 2.0))`, zero padding when the
 /// image is smaller. Returns packed RGB8 of `size`×`size`.
 pub(crate) fn center_crop_view(src: View<'_>, size: u32) -> Vec<u8> {
-    let off = |len: u32| -> i64 {
-        if size > len {
-            -(((size - len) / 2) as i64)
-        } else {
-            round_half_even((len - size) as f64 / 2.0) as i64
-        }
-    };
-    let (left, top) = (off(src.w), off(src.h));
+    let (left, top) = (center_offset(src.w, size), center_offset(src.h, size));
     let s = size as usize;
     let mut out = vec![0u8; s * s * 3];
     for y in 0..s {
@@ -213,6 +203,28 @@ pub(crate) fn center_crop_view(src: View<'_>, size: u32) -> Vec<u8> {
     out
 }
 
+/// torchvision `CenterCrop`'s offset of a `size` window in a side `len` long (negative: padding).
+fn center_offset(len: u32, size: u32) -> i64 {
+    if size > len {
+        -(((size - len) / 2) as i64)
+    } else {
+        round_half_even((len - size) as f64 / 2.0) as i64
+    }
+}
+
+/// `Resize(resize_size)` then `CenterCrop(size)`, computing only the crop window of the resize
+/// when it fits (byte-identical to resizing everything, see [`resample_region`]).
+pub(crate) fn resize_center_crop(src: View<'_>, resize_size: u32, size: u32) -> Vec<u8> {
+    let (w, h) = resize_output_size(src.w, src.h, resize_size);
+    let bx = [0.0, 0.0, src.w as f32, src.h as f32];
+    if size > w || size > h {
+        let resized = resample(src, w, h, Filter::Bilinear, bx);
+        return center_crop_view(View { w, h, data: &resized }, size);
+    }
+    let (x0, y0) = (center_offset(w, size) as u32, center_offset(h, size) as u32);
+    resample_region(src, w, h, Filter::Bilinear, bx, Region { x0, y0, x1: x0 + size, y1: y0 + size })
+}
+
 /// torchvision `CenterCrop(size)` on an RGB image.
 pub fn center_crop(img: &RgbImage, size: u32) -> RgbImage {
     let data = center_crop_view(View::of(img), size);
@@ -221,8 +233,9 @@ pub fn center_crop(img: &RgbImage, size: u32) -> RgbImage {
 
 /// The eval transform up to uint8: `Resize(resize_size)` then `CenterCrop(image_size)`.
 pub fn eval_u8(img: &RgbImage, cfg: &TransformConfig) -> RgbImage {
-    let resized = resize_shorter(img, cfg.resize_size);
-    center_crop(&resized, cfg.image_size)
+    let s = cfg.image_size;
+    let data = resize_center_crop(View::of(img), cfg.resize_size, s);
+    RgbImage::from_raw(s, s, data).unwrap_or_else(|| RgbImage::new(s, s))
 }
 
 /// `ToTensor` + `Normalize` (+ optional horizontal flip) of a packed RGB8 `size`×`size` image
@@ -604,11 +617,7 @@ pub(crate) fn transform_view_into(
         Mode::Eval => {
             let crop = match resized_from {
                 Some(_) => center_crop_view(src, size),
-                None => {
-                    let (w, h) = resize_output_size(src.w, src.h, cfg.resize_size);
-                    let resized = resize_crop(src, None, w, h);
-                    center_crop_view(View { w, h, data: &resized }, size)
-                }
+                None => resize_center_crop(src, cfg.resize_size, size),
             };
             write_tensor(&crop, size, cfg, false, channels_last, out);
         }

@@ -171,7 +171,7 @@ fn bad_unreadable_file() {
     std::fs::write(&f, b"x").unwrap();
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o000)).unwrap();
     if std::fs::read(&f).is_ok() {
-        eprintln!("skipping: running as a user who can read mode-000 files (root)");
+        testkit::skip("preprocess/dataset/unreadable_file", "running as a user who can read mode-000 files (root)");
         return;
     }
     check_bad(
@@ -305,7 +305,7 @@ fn real_oxford_metadata_matches_udacity_folders() {
     let meta = shared().join("oxford102-meta");
     let mini = shared().join("flowers102-mini");
     if !meta.join("imagelabels.mat").exists() || !mini.exists() {
-        eprintln!("skipping: {} or {} absent", meta.display(), mini.display());
+        testkit::skip("preprocess/dataset/real_oxford_metadata", &format!("{} or {} absent (the shared data set)", meta.display(), mini.display()));
         return;
     }
     let l = read_mat(&meta.join("imagelabels.mat")).unwrap();

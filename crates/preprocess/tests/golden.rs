@@ -41,11 +41,9 @@ fn eval_transform_matches_torchvision() {
         let ours = center_crop(&resize_shorter(&img, 256), 224);
         let (max, count) = diff(&ours, &expected);
         let is_jpeg = input.ends_with(".jpg");
-        // JPEG: zune-jpeg vs libjpeg-turbo IDCT/upsampling differences add a few levels.
-        let (tol, frac) = if is_jpeg { (4, 0.30) } else { (1, 0.02) };
-        eprintln!("{input}: max |diff| {max}, {count} of {} values differ", 224 * 224 * 3);
-        assert!(max <= tol, "{input}: max diff {max} > {tol}");
-        assert!((count as f64) < frac * (224.0 * 224.0 * 3.0), "{input}: {count} values differ");
+        // libjpeg-turbo decode + Pillow's resample: byte-identical.
+        let tol = 0;
+        assert_eq!((max, count), (0, 0), "{input}: max diff {max}, {count} values differ");
 
         // Normalised tensor: values where our uint8 equals torchvision's must be bit-equal.
         let t = transform(&img, Mode::Eval, &cfg, 0, 0, 0);
@@ -68,7 +66,9 @@ fn eval_transform_matches_torchvision() {
     }
 }
 
-/// The CMYK JPEG decodes to the RGB PIL produces, within JPEG decoder differences.
+/// The CMYK JPEG (Adobe, inverted) decodes to the RGB PIL produces, within JPEG decoder
+/// differences, bounded everywhere, not just on average. Measured (zune-jpeg vs PIL 13 /
+/// libjpeg-turbo): max 1 level, 537 of 156,000 values differ, mean 0.003.
 #[test]
 fn cmyk_jpeg_decodes_like_pil() {
     let ours = load("cmyk_200x260.jpg");
@@ -76,7 +76,7 @@ fn cmyk_jpeg_decodes_like_pil() {
     let (max, count) = diff(&ours, &pil);
     let mean: f64 = ours.as_raw().iter().zip(pil.as_raw()).map(|(&a, &b)| a.abs_diff(b) as f64).sum::<f64>() / ours.as_raw().len() as f64;
     eprintln!("CMYK: max {max}, {count} differ, mean {mean:.3}");
-    assert!(mean < 3.0, "mean abs diff {mean}");
+    assert_eq!((max, count), (0, 0), "mean abs diff {mean}");
 }
 
 /// RandomRotation's rotation: bit-exact with PIL's NEAREST affine.

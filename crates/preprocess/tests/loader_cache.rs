@@ -53,6 +53,11 @@ fn train_views_are_pure_functions_of_seed_epoch_index() {
     // Resume: start_batch skips exactly the first batches.
     let resumed = collect(&samples, ImageSource::Files, &cfg, &LoaderConfig { start_batch: 1, ..base.clone() });
     assert_eq!(&resumed[..], &a[1..]);
+    // A range of batches: the same batches, with the same indices and augmentation.
+    let middle = collect(&samples, ImageSource::Files, &cfg, &LoaderConfig { start_batch: 1, end_batch: Some(2), ..base.clone() });
+    assert_eq!(&middle[..], &a[1..2]);
+    let past_end = collect(&samples, ImageSource::Files, &cfg, &LoaderConfig { start_batch: 2, end_batch: Some(9), ..base.clone() });
+    assert_eq!(&past_end[..], &a[2..]);
     // drop_last
     let dropped = collect(&samples, ImageSource::Files, &cfg, &LoaderConfig { drop_last: true, ..base });
     assert_eq!(dropped.len(), 2);
@@ -193,15 +198,36 @@ fn cache_skip_bad_records_missing_entries() {
     assert_eq!(c.bad.len(), 1);
 }
 
+/// `predict_tensor` (decode a file + eval transform) against torchvision's eval transform of the
+/// same files (the committed goldens of `golden.rs`): lossless inputs in RGB, grey and RGBA.
 #[test]
-fn predict_tensor_is_eval_transform() {
-    let d = tempfile::tempdir().unwrap();
-    let samples = make_samples(d.path(), 1);
+fn predict_tensor_matches_torchvision_eval_on_files() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden");
+    let g: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
     let cfg = TransformConfig::default();
-    let t = preprocess::predict_tensor(&samples[0].path, &cfg).unwrap();
-    let img = decode_rgb(&samples[0].path).unwrap();
-    assert_eq!(t, transform(&img, Mode::Eval, &cfg, 5, 6, 7));
-    assert!(preprocess::predict_tensor(&d.path().join("missing.jpg"), &cfg).unwrap_err().to_string().contains("missing.jpg"));
+    let mut checked = 0;
+    for case in g["eval"].as_array().unwrap().iter().filter(|c| c["input"].as_str().unwrap().ends_with(".png")) {
+        let input = case["input"].as_str().unwrap();
+        let t = preprocess::predict_tensor(&dir.join(input), &cfg).unwrap();
+        assert_eq!(t.len(), 3 * 224 * 224, "{input}");
+        // One uint8 level of resampling rounding, after normalisation by the smallest std.
+        let tol = 1.0 / 255.0 / 0.224 + 1e-6;
+        for s in case["samples"].as_array().unwrap() {
+            let (i, want) = (s[0].as_u64().unwrap() as usize, s[1].as_f64().unwrap() as f32);
+            assert!((t[i] - want).abs() <= tol, "{input}: value {i} is {}, torchvision {want}", t[i]);
+        }
+        let sum: f64 = t.iter().map(|&v| v as f64).sum();
+        let per_value = (sum - case["tensor_sum"].as_f64().unwrap()).abs() / t.len() as f64;
+        assert!(per_value < 1e-3, "{input}: mean deviation {per_value}");
+        checked += 1;
+    }
+    assert_eq!(checked, 5, "rgb x3, gray, rgba");
+    let d = tempfile::tempdir().unwrap();
+    let e = preprocess::predict_tensor(&d.path().join("missing.jpg"), &cfg).unwrap_err();
+    assert!(e.to_string().contains("missing.jpg"), "{e}");
+    // An invalid config is refused before any file is read.
+    let bad = TransformConfig { image_size: 0, ..TransformConfig::default() };
+    assert!(matches!(preprocess::predict_tensor(&dir.join("rgb_256x256.png"), &bad), Err(Error::Config(_))));
 }
 
 #[test]

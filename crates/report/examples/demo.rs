@@ -1,5 +1,5 @@
-//! Draws every report figure with plausible numbers, to look at them:
-//! `cargo run -p report --example demo -- <out-dir>`. Uses a real flower image from
+//! Draws every report figure with plausible numbers, to look at them, using the `report` crate
+//! alone: `cargo run -p report --example demo -- <out-dir>`. Uses a real flower image from
 //! `../shared/data/flowers102-mini` when present, else a synthetic one.
 
 use report::{EpochPoint, PredictionPanel};
@@ -49,6 +49,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     report::plot_confusion(&small, &small_names, "Confusion matrix (6 classes)", &out.join("confusion_small.png"))?;
 
+    // README:begin
+    let photo: image::RgbImage = flower("1");
     let topk: Vec<(String, f32)> = vec![
         ("pink primrose".into(), 0.81),
         ("hard-leaved pocket orchid".into(), 0.09),
@@ -56,7 +58,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("moon orchid".into(), 0.03),
         ("sweet pea".into(), 0.02),
     ];
-    report::plot_prediction(&flower("1"), "pink primrose", &topk, &out.join("prediction.png"))?;
+    report::plot_prediction(&photo, "pink primrose", &topk, &out.join("prediction.png"))?; // image + top-k bars
+    let rows: Vec<Vec<String>> = topk.iter().map(|(name, p)| vec![name.clone(), format!("{p:.2}")]).collect();
+    report::write_csv(&out.join("prediction.csv"), &["class", "probability"], &rows)?; // atomic write
+                                                                                       // README:end
 
     let panels: Vec<PredictionPanel> = (0..6)
         .map(|i| PredictionPanel {

@@ -1,48 +1,15 @@
-//! Atomic file replacement and CSV writing.
+//! Atomic file replacement (from `petal_common`) and CSV writing.
 
 use crate::Error;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-
-static COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// Hidden temp name next to `path`, unique per process and call.
-fn temp_path(path: &Path) -> Result<PathBuf, Error> {
-    let name = path.file_name().ok_or_else(|| Error::invalid(path, "the path has no file name"))?.to_string_lossy().into_owned();
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    Ok(path.with_file_name(format!(".{name}.tmp-{}-{n}", std::process::id())))
-}
+use std::path::Path;
 
 /// Writes `bytes` to `path` atomically: the bytes go to a hidden temp file in the same
 /// directory, which is fsynced and then renamed over `path` (the directory is fsynced too where
 /// the platform allows). Readers see either the previous file or the complete new one; on
 /// error the temp file is removed and `path` is left as it was. The parent directory must exist.
+/// (The one implementation is [`petal_common::write_atomic`].)
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let tmp = temp_path(path)?;
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, "creating temp file", e))?;
-        f.write_all(bytes).map_err(|e| Error::io(&tmp, "writing temp file", e))?;
-        f.sync_all().map_err(|e| Error::io(&tmp, "fsync of temp file", e))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, "renaming temp file over target", e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-        return result;
-    }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    // Makes the rename durable; a failure here does not undo the (already visible) replacement.
-    if let Ok(d) = std::fs::File::open(&dir) {
-        if let Err(e) = d.sync_all() {
-            tracing::debug!(dir = %dir.display(), error = %e, "directory fsync failed");
-        }
-    }
-    tracing::debug!(path = %path.display(), bytes = bytes.len(), "wrote file");
-    Ok(())
+    petal_common::write_atomic(path, bytes).map_err(Error::from)
 }
 
 /// Appends one CSV field, quoted (RFC 4180) when it holds a comma, a double quote, a line

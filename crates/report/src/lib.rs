@@ -17,6 +17,8 @@
 //! (orange), probability bars `#1f77b4`, the true class's bar `#2ca02c` (green), and the
 //! confusion matrix uses the "Blues" colour map (white = 0, dark blue = the whole row).
 
+#![warn(missing_docs)]
+
 mod confusion;
 mod curves;
 mod draw;
@@ -88,14 +90,17 @@ pub enum Error {
     },
 }
 
+impl From<petal_common::IoError> for Error {
+    fn from(e: petal_common::IoError) -> Self {
+        Error::Io { path: e.path, op: e.action, source: e.source }
+    }
+}
+
 impl Error {
     pub(crate) fn empty(path: &Path, what: impl Into<String>) -> Self {
         Error::Empty { path: path.to_path_buf(), what: what.into() }
     }
     pub(crate) fn invalid(path: &Path, what: impl Into<String>) -> Self {
         Error::Invalid { path: path.to_path_buf(), what: what.into() }
-    }
-    pub(crate) fn io(path: &Path, op: &'static str, source: std::io::Error) -> Self {
-        Error::Io { path: path.to_path_buf(), op, source }
     }
 }

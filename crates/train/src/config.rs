@@ -99,6 +99,10 @@ pub struct TrainConfig {
     pub threads: usize,
     /// Backbone batch size for feature extraction and evaluation.
     pub eval_batch_size: usize,
+    /// Frozen mode: feature extraction saves its progress every this many images (rounded down to
+    /// whole `eval_batch_size` batches, at least one batch), so a run interrupted by a crash or
+    /// `kill -9` resumes from its last saved chunk. 0 saves only the finished cache.
+    pub chunk_images: usize,
 }
 
 impl Default for TrainConfig {
@@ -133,6 +137,7 @@ impl Default for TrainConfig {
             channels_last: true,
             threads: 0,
             eval_batch_size: 32,
+            chunk_images: 256,
         }
     }
 }
@@ -183,7 +188,7 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return bad("label_smoothing must be in [0, 1)");
         }
-        if self.schedule == Schedule::Step && (self.step_size == 0 || !(self.gamma > 0.0)) {
+        if self.schedule == Schedule::Step && (self.step_size == 0 || self.gamma.is_nan() || self.gamma <= 0.0) {
             return bad("the step schedule needs step_size ≥ 1 and gamma > 0");
         }
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name == ".." {

@@ -4,59 +4,66 @@
 //! `provenance` holds the cache format version and the full key it was computed from: architecture,
 //! weights file identity, transform parameters, mode, view, seed and the source images' fingerprint.
 //! The file name is a hash of that key, so any change computes new features; a file whose key does
-//! not match, or that fails the checkpoint checksum, is recomputed.
+//! not match, or that fails the checkpoint checksum, is recomputed. While it is computed, finished
+//! chunks of `chunk_images` images go to `features-<split>-<digest>.chunks/` (see `crate::chunks`):
+//! a run killed mid-way computes only the chunks that are missing, and the file it assembles is the
+//! one an uninterrupted run writes.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use checkpoint::chunks::ChunkStore;
 use checkpoint::{Checkpoint, Metadata, TensorMap};
 use model::Classifier;
-use preprocess::{CacheParams, ImageCache, ImageSource, LoaderConfig, Mode, Sample, TransformConfig};
-use sha2::{Digest, Sha256};
+use petal_common::{Event, FileLock, Progress};
+use preprocess::{ImageSource, LoaderConfig, Mode, Sample, TransformConfig};
 use tch::{Device, Tensor};
 
 use crate::config::TrainConfig;
 use crate::tensors::{from_data, to_data};
-use crate::{bar, batch_tensor, Error};
+use crate::Error;
 
 /// Version of the feature cache layout (bump when what is stored changes meaning).
 pub const FEATURE_CACHE_VERSION: u32 = 1;
 
-/// Identity of a file: path, size and modification time.
-pub fn file_id(path: &Path) -> Result<String, Error> {
-    let m = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    let mtime = m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_nanos()).unwrap_or(0);
-    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    Ok(format!("{}:{}:{}", abs.display(), m.len(), mtime))
-}
-
-/// An image cache for `samples` (decoded once, resized to the eval resize size), opened or built.
-/// `skip_bad` records undecodable images as missing entries instead of failing.
-pub fn image_source(cache_dir: &Path, split: &str, samples: &Arc<[Sample]>, tcfg: &TransformConfig, skip_bad: bool) -> Result<ImageSource, Error> {
-    std::fs::create_dir_all(cache_dir).map_err(|e| Error::io(cache_dir, e))?;
-    let fp = preprocess::fingerprint(samples)?;
-    let short: String = hex(&Sha256::digest(fp.as_bytes()))[..16].to_string();
-    let path = cache_dir.join(format!("images-{split}-{}-{short}.pcache", tcfg.resize_size));
-    let params = CacheParams::new(tcfg.resize_size, &tcfg.limits);
-    let (cache, status) = ImageCache::open_or_build(&path, samples, &params, skip_bad)?;
-    tracing::info!(path = %path.display(), ?status, "image cache");
+/// An image cache for `samples` (see [`preprocess::split_cache`]), opened or built; a rebuild is
+/// reported to `progress`.
+pub fn image_source(
+    cache_dir: &Path,
+    split: &str,
+    samples: &Arc<[Sample]>,
+    tcfg: &TransformConfig,
+    skip_bad: bool,
+    progress: &dyn Progress,
+) -> Result<ImageSource, Error> {
+    let t0 = Instant::now();
+    let (cache, status) = preprocess::split_cache(cache_dir, split, samples, tcfg, skip_bad)?;
+    if let preprocess::CacheStatus::Built { .. } = status {
+        let msg = format!("{split}: image cache built ({} images, {:.1}s)", samples.len(), t0.elapsed().as_secs_f64());
+        progress.event(Event::Message(&msg));
+    }
     Ok(ImageSource::Cache(Arc::new(cache)))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Computes or loads backbone features.
 pub struct Extractor<'a> {
+    /// The network whose backbone computes the features.
     pub net: &'a Classifier,
+    /// The run's config (architecture, views, seed, batch sizes).
     pub cfg: &'a TrainConfig,
+    /// The image transform.
     pub tcfg: &'a TransformConfig,
+    /// Where the backbone runs.
     pub device: Device,
+    /// Where feature and image caches go.
     pub cache_dir: &'a Path,
+    /// Identity of the backbone weights (part of the cache key).
     pub weights_id: &'a str,
+    /// Leave out undecodable images instead of stopping.
     pub skip_bad: bool,
+    /// Receives progress events.
+    pub progress: &'a dyn Progress,
 }
 
 impl Extractor<'_> {
@@ -80,22 +87,26 @@ impl Extractor<'_> {
             "source": if from_cache { "image-cache" } else { "files" },
         });
         let key_text = key.to_string();
-        let digest = hex(&Sha256::digest(key_text.as_bytes()));
+        let digest = petal_common::sha256_hex(key_text.as_bytes());
         std::fs::create_dir_all(self.cache_dir).map_err(|e| Error::io(self.cache_dir, e))?;
         let path = self.cache_dir.join(format!("features-{split}-{}.safetensors", &digest[..24]));
-        if path.exists() {
-            match self.load(&path, &key) {
-                Ok(v) => {
-                    tracing::info!(path = %path.display(), "feature cache hit");
-                    return Ok((v, 0.0));
-                }
-                Err(e) => eprintln!("warning: feature cache {} is unusable ({e}); recomputing it", path.display()),
-            }
+        // Chunks of an interrupted extraction (see `crate::chunks`), named by the same digest.
+        let chunk_dir = self.cache_dir.join(format!("features-{split}-{}.chunks", &digest[..24]));
+        if let Some(v) = self.cached(&path, &key) {
+            checkpoint::chunks::discard(&chunk_dir);
+            return Ok((v, 0.0));
+        }
+        // Another process may be computing this very file: wait for it and look again, so the
+        // features are computed once; the file itself is written by atomic rename.
+        let _lock = FileLock::exclusive(&path)?;
+        if let Some(v) = self.cached(&path, &key) {
+            checkpoint::chunks::discard(&chunk_dir);
+            return Ok((v, 0.0));
         }
         let t0 = Instant::now();
         let source = if from_cache {
             // Several views of the same images: decode each JPEG once.
-            crate::features::image_source(self.cache_dir, split, samples, self.tcfg, self.skip_bad)?
+            image_source(self.cache_dir, split, samples, self.tcfg, self.skip_bad, self.progress)?
         } else {
             ImageSource::Files
         };
@@ -112,32 +123,55 @@ impl Extractor<'_> {
             threads: 1,
             ..LoaderConfig::default()
         };
-        let loader = preprocess::loader(samples.clone(), source, self.tcfg, &lcfg)?;
         let what = match mode {
             Mode::Train => format!("{split} view {}", view + 1),
             Mode::Eval => format!("{split} features"),
         };
-        let pb = bar(samples.len() as u64, &what);
-        let mut feats = Vec::new();
-        let mut labels = Vec::new();
-        for b in loader {
-            let b = b?;
-            let x = batch_tensor(&b, self.device);
-            feats.push(self.net.infer_features(&x).to_device(Device::Cpu));
-            labels.extend_from_slice(&b.labels);
-            pb.inc((b.labels.len() + b.skipped.len()) as u64);
-        }
-        pb.finish_and_clear();
-        let x = Tensor::cat(&feats, 0);
-        let y = Tensor::from_slice(&labels);
+        let noun = match mode {
+            Mode::Train => format!("features of view {} ({split} split)", view + 1),
+            Mode::Eval => format!("features ({split} split)"),
+        };
+        let store = match crate::chunks::chunk_items(self.cfg.chunk_images, lcfg.batch_size) {
+            Some(items) => Some(ChunkStore::open(&chunk_dir, &key, samples.len(), items, &noun)?),
+            None => None,
+        };
+        self.progress.event(Event::Start { task: &what, total: samples.len() as u64 });
+        let job = crate::chunks::Job { net: self.net, device: self.device, samples, source, tcfg: self.tcfg, lcfg };
+        let mut done = 0;
+        let out = crate::chunks::extract(&job, store, &mut |n| {
+            done += n;
+            self.progress.event(Event::Advance { done, note: None });
+        })?;
+        let (x, y) = (out.x, out.y);
         let secs = t0.elapsed().as_secs_f64();
-        eprintln!("{what}: {} images in {secs:.1}s ({:.1} img/s)", labels.len(), labels.len() as f64 / secs.max(1e-9));
+        let summary = format!("{what}: {} images in {secs:.1}s ({:.1} img/s)", out.computed, out.computed as f64 / secs.max(1e-9));
+        self.progress.event(Event::Finish { summary: Some(&summary) });
         let mut tensors = TensorMap::new();
         tensors.insert("features".into(), to_data("features", &x)?);
         tensors.insert("labels".into(), to_data("labels", &y)?);
         let meta = Metadata { arch: self.cfg.arch.name().into(), provenance: key, ..Metadata::default() };
         checkpoint::save(&path, &Checkpoint { meta, tensors })?;
+        if let Some(store) = out.store {
+            store.finish();
+        }
         Ok(((x, y), secs))
+    }
+
+    /// The cached features at `path` when present and usable (an unusable file is reported).
+    fn cached(&self, path: &Path, key: &serde_json::Value) -> Option<(Tensor, Tensor)> {
+        if !path.exists() {
+            return None;
+        }
+        match self.load(path, key) {
+            Ok(v) => {
+                tracing::info!(path = %path.display(), "feature cache hit");
+                Some(v)
+            }
+            Err(e) => {
+                self.progress.event(Event::Warning(&format!("feature cache {} is unusable ({e}); recomputing it", path.display())));
+                None
+            }
+        }
     }
 
     fn load(&self, path: &Path, key: &serde_json::Value) -> Result<(Tensor, Tensor), Error> {

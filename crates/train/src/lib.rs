@@ -5,8 +5,9 @@
 //! the networks (`model`); it writes checkpoints only through `checkpoint` and pictures only through
 //! `report`. A run lives in `<runs_dir>/<name>/`: `config.toml` (the resolved config),
 //! `metrics.jsonl` and `metrics.csv` (one row per epoch), `curves.png`, `last.safetensors` and
-//! `best.safetensors` (petal checkpoints with optimizer and RNG state), and, after
-//! [`evaluate()`], `evaluation-<split>.json`, `confusion-<split>.csv|png`, `per_class-<split>.csv`.
+//! `best.safetensors` (petal checkpoints with optimizer and RNG state). Evaluation is inference and
+//! lives in `infer`; this crate never depends on it. Progress (bars, epoch lines) is reported through
+//! [`petal_common::Progress`] events: the crate never prints.
 //!
 //! Frozen mode computes the backbone's features once per image and augmentation view and caches
 //! them (a petal checkpoint file whose provenance records what it was computed from); the head
@@ -15,21 +16,22 @@
 //! optimiser state is saved each epoch, so `--resume` after a crash or `kill -9` continues exactly
 //! as if never interrupted.
 
+#![warn(missing_docs)]
+
+mod chunks;
 pub mod config;
 mod error;
-pub mod evaluate;
 pub mod features;
 pub mod optim;
 pub mod tensors;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use checkpoint::{Checkpoint, ClassEntry, Metadata, Preprocessing};
-use indicatif::{ProgressBar, ProgressStyle};
 use model::Classifier;
+pub use petal_common::{Event, Progress, Silent};
 use preprocess::{Dataset, ImageSource, LoaderConfig, Mode, Sample, TransformConfig};
 use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
@@ -37,7 +39,6 @@ use tch::{Device, Kind, Tensor};
 
 pub use config::{OptimizerKind, Schedule, TrainConfig, TrainMode};
 pub use error::Error;
-pub use evaluate::{evaluate, ClassAccuracy, EvalOptions, EvalReport};
 
 /// libtorch version this crate is built against (recorded in checkpoints).
 pub const LIBTORCH_VERSION: &str = "2.13.0";
@@ -105,25 +106,9 @@ pub struct TrainOutcome {
     pub feature_s: f64,
 }
 
-/// Parses `cpu`, `cuda`, `cuda:N`; refuses CUDA when libtorch sees no GPU.
+/// Parses `cpu`, `cuda`, `cuda:N` (see [`model::parse_device`]).
 pub fn parse_device(s: &str) -> Result<Device, Error> {
-    let d = match s {
-        "cpu" => Device::Cpu,
-        "cuda" => Device::Cuda(0),
-        other => match other.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
-            Some(n) => Device::Cuda(n),
-            None => return Err(Error::Config(format!("unknown device {other:?} (use cpu, cuda or cuda:N)"))),
-        },
-    };
-    if let Device::Cuda(n) = d {
-        let count = tch::Cuda::device_count() as usize;
-        if n >= count {
-            return Err(Error::Config(format!(
-                "device {s} requested but libtorch sees {count} CUDA device(s); the libtorch from `cargo xtask setup` is CPU-only (see README, GPU)"
-            )));
-        }
-    }
-    Ok(d)
+    Ok(model::parse_device(s)?)
 }
 
 /// The transform configuration a training config implies.
@@ -131,7 +116,7 @@ pub fn transform_config(cfg: &TrainConfig) -> TransformConfig {
     TransformConfig {
         image_size: cfg.image_size,
         resize_size: cfg.resize_size,
-        color_jitter: cfg.color_jitter.then(|| preprocess::ColorJitter { brightness: 0.2, contrast: 0.2, saturation: 0.2, hue: 0.02 }),
+        color_jitter: cfg.color_jitter.then_some(preprocess::ColorJitter { brightness: 0.2, contrast: 0.2, saturation: 0.2, hue: 0.02 }),
         ..TransformConfig::default()
     }
 }
@@ -145,26 +130,9 @@ pub fn class_entries(ds: &Dataset) -> Vec<ClassEntry> {
         .collect()
 }
 
-pub(crate) fn bar(len: u64, msg: &str) -> ProgressBar {
-    let b = ProgressBar::new(len);
-    b.set_style(
-        ProgressStyle::with_template("{msg:>18} [{bar:30}] {pos}/{len} {per_sec} eta {eta} {prefix}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    b.set_message(msg.to_string());
-    b
-}
-
 /// Makes a float tensor from a preprocess batch (NCHW logical shape, NHWC memory if channels_last).
 pub fn batch_tensor(b: &preprocess::Batch, device: Device) -> Tensor {
-    let [n, c, h, w] = b.shape.map(|v| v as i64);
-    let t = if b.channels_last {
-        Tensor::from_slice(&b.images).view([n, h, w, c]).permute([0, 3, 1, 2])
-    } else {
-        Tensor::from_slice(&b.images).view([n, c, h, w])
-    };
-    t.to_device(device)
+    model::input_tensor(&b.images, b.shape, b.channels_last, device)
 }
 
 fn io_write(path: &Path, text: &str) -> Result<(), Error> {
@@ -265,8 +233,9 @@ fn split_samples(ds: &Dataset, name: &str) -> Option<Arc<[Sample]>> {
     ds.split(name).filter(|s| !s.samples.is_empty()).map(|s| Arc::from(s.samples.clone().into_boxed_slice()))
 }
 
-/// Runs (or resumes) a training run on `ds`.
-pub fn train(req: &TrainRequest, ds: &Dataset) -> Result<TrainOutcome, Error> {
+/// Runs (or resumes) a training run on `ds`, reporting progress (feature extraction, epochs) to
+/// `progress`.
+pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Result<TrainOutcome, Error> {
     let start = Instant::now();
     let run_dir = req.runs_dir.join(&req.config.name);
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
@@ -323,7 +292,7 @@ pub fn train(req: &TrainRequest, ds: &Dataset) -> Result<TrainOutcome, Error> {
         tracing::warn!("no pretrained weights: the backbone starts from random initialisation");
     }
     let weights_id = match &req.weights {
-        Some(w) => features::file_id(w)?,
+        Some(w) => petal_common::file_id(w).map_err(Error::from)?,
         None => format!("random-init-seed-{}", cfg.seed),
     };
     let frozen = cfg.mode == TrainMode::Frozen;
@@ -338,16 +307,16 @@ pub fn train(req: &TrainRequest, ds: &Dataset) -> Result<TrainOutcome, Error> {
     }
     params.sort_by(|a, b| a.name.cmp(&b.name));
     let mut opt = optim::Optimizer::new(cfg.optimizer, cfg.momentum, cfg.weight_decay, params);
-    let mut progress = SavedProgress { history: Vec::new(), best_epoch: 0, best_score: f64::NEG_INFINITY };
+    let mut saved = SavedProgress { history: Vec::new(), best_epoch: 0, best_score: f64::NEG_INFINITY };
     if let Some(c) = &resumed {
         let model_tensors: Vec<(String, Tensor)> =
             c.model_tensors().map(|(k, d)| tensors::from_data(k, d).map(|t| (k.clone(), t))).collect::<Result<_, _>>()?;
         model::weights::load_all_tensors(&vs, model_tensors, &last_path)?;
         let steps = c.meta.optimizer.as_ref().and_then(|o| o["steps"].as_i64()).unwrap_or(0);
         opt.import(&c.tensors, checkpoint::OPTIMIZER_PREFIX, steps)?;
-        progress = serde_json::from_value(c.meta.metrics.clone())
+        saved = serde_json::from_value(c.meta.metrics.clone())
             .map_err(|e| Error::Mismatch { path: last_path.clone(), detail: format!("its saved metrics cannot be read: {e}") })?;
-        tracing::info!(epoch = progress.history.len(), "resuming");
+        tracing::info!(epoch = saved.history.len(), "resuming");
     }
     if cfg.channels_last && device == Device::Cpu {
         net.set_channels_last(true)?;
@@ -372,6 +341,7 @@ pub fn train(req: &TrainRequest, ds: &Dataset) -> Result<TrainOutcome, Error> {
             cache_dir: &req.cache_dir,
             weights_id: &weights_id,
             skip_bad: req.skip_bad,
+            progress,
         };
         let views = cfg.views.max(1);
         let mut train_views = Vec::new();
@@ -395,7 +365,7 @@ pub fn train(req: &TrainRequest, ds: &Dataset) -> Result<TrainOutcome, Error> {
     };
 
     let source_for = |samples: &Arc<[Sample]>, split: &str| -> Result<ImageSource, Error> {
-        features::image_source(&req.cache_dir, split, samples, &tcfg, req.skip_bad)
+        features::image_source(&req.cache_dir, split, samples, &tcfg, req.skip_bad, progress)
     };
     let ft_sources = if frozen {
         None
@@ -415,7 +385,7 @@ pub fn train(req: &TrainRequest, ds: &Dataset) -> Result<TrainOutcome, Error> {
         tch::set_num_threads(1);
     }
     let mut stopped_early = false;
-    let first_epoch = progress.history.len();
+    let first_epoch = saved.history.len();
     for epoch in first_epoch..cfg.epochs {
         let t0 = Instant::now();
         let lr = cfg.lr_at(epoch);
@@ -426,7 +396,10 @@ pub fn train(req: &TrainRequest, ds: &Dataset) -> Result<TrainOutcome, Error> {
                 let (x, y) = &views[epoch % views.len()];
                 head_epoch(&net, &mut opt, x, y, &cfg, epoch, lr, device)?
             }
-            (None, Some((src, _))) => finetune_epoch(&net, &mut opt, &train_samples, src.clone(), &tcfg, &cfg, epoch, lr, device, req.skip_bad)?,
+            (None, Some((src, _))) => {
+                let run = EpochRun { cfg: &cfg, tcfg: &tcfg, epoch, lr, device, skip_bad: req.skip_bad, progress };
+                finetune_epoch(&net, &mut opt, &train_samples, src.clone(), &run)?
+            }
             _ => unreachable!("either features or image sources exist"),
         };
         let train_s = t0.elapsed().as_secs_f64();
@@ -460,7 +433,7 @@ pub fn train(req: &TrainRequest, ds: &Dataset) -> Result<TrainOutcome, Error> {
             valid_acc = ?m.valid_acc.map(|v| (v * 1e4).round() / 1e4),
             "epoch done"
         );
-        eprintln!(
+        progress.event(Event::Message(&format!(
             "epoch {:>3}/{}  train loss {:.4} acc {:.2}%  valid loss {} acc {}  lr {:.2e}  {:.1}s",
             m.epoch,
             cfg.epochs,
@@ -470,35 +443,36 @@ pub fn train(req: &TrainRequest, ds: &Dataset) -> Result<TrainOutcome, Error> {
             m.valid_acc.map(|v| format!("{:.2}%", 100.0 * v)).unwrap_or_else(|| "–".into()),
             m.lr,
             m.epoch_s
-        );
+        )));
         let score = m.valid_acc.unwrap_or(m.train_acc);
-        progress.history.push(m);
-        let improved = score > progress.best_score;
+        saved.history.push(m);
+        let improved = score > saved.best_score;
         if improved {
-            progress.best_score = score;
-            progress.best_epoch = epoch + 1;
+            saved.best_score = score;
+            saved.best_epoch = epoch + 1;
         }
         // Best first: if we die between the two saves, `last` still points at a consistent state.
         if improved {
-            saver.save(&best_path, &vs, &opt, &progress)?;
+            saver.save(&best_path, &vs, &opt, &saved)?;
         }
-        saver.save(&last_path, &vs, &opt, &progress)?;
-        write_metrics(&run_dir, &cfg.name, &progress.history)?;
-        if cfg.patience > 0 && epoch + 1 - progress.best_epoch >= cfg.patience {
-            eprintln!("early stopping: no improvement for {} epochs (best epoch {})", cfg.patience, progress.best_epoch);
+        saver.save(&last_path, &vs, &opt, &saved)?;
+        write_metrics(&run_dir, &cfg.name, &saved.history)?;
+        if cfg.patience > 0 && epoch + 1 - saved.best_epoch >= cfg.patience {
+            let msg = format!("early stopping: no improvement for {} epochs (best epoch {})", cfg.patience, saved.best_epoch);
+            progress.event(Event::Message(&msg));
             stopped_early = true;
             break;
         }
     }
-    if progress.history.is_empty() {
+    if saved.history.is_empty() {
         return Err(Error::Config("no epoch was run".into()));
     }
     Ok(TrainOutcome {
         run_dir,
         best_checkpoint: best_path,
         last_checkpoint: last_path,
-        best_epoch: progress.best_epoch,
-        history: progress.history,
+        best_epoch: saved.best_epoch,
+        history: saved.history,
         stopped_early,
         wall_s: start.elapsed().as_secs_f64(),
         feature_s,
@@ -567,20 +541,26 @@ fn head_eval(net: &Classifier, x: &Tensor, y: &Tensor, bs: usize, device: Device
     Ok((loss_sum / n as f64, correct as f64 / n as f64))
 }
 
+/// What one fine-tuning epoch needs besides the network and its optimiser.
+struct EpochRun<'a> {
+    cfg: &'a TrainConfig,
+    tcfg: &'a TransformConfig,
+    epoch: usize,
+    lr: f64,
+    device: Device,
+    skip_bad: bool,
+    progress: &'a dyn Progress,
+}
+
 /// One fine-tuning epoch on augmented images.
-#[allow(clippy::too_many_arguments)]
 fn finetune_epoch(
     net: &Classifier,
     opt: &mut optim::Optimizer,
     samples: &Arc<[Sample]>,
     src: ImageSource,
-    tcfg: &TransformConfig,
-    cfg: &TrainConfig,
-    epoch: usize,
-    lr: f64,
-    device: Device,
-    skip_bad: bool,
+    run: &EpochRun<'_>,
 ) -> Result<(f64, f64, usize), Error> {
+    let EpochRun { cfg, tcfg, epoch, lr, device, skip_bad, progress } = *run;
     let lcfg = LoaderConfig {
         batch_size: cfg.batch_size,
         shuffle: true,
@@ -592,7 +572,7 @@ fn finetune_epoch(
         ..LoaderConfig::default()
     };
     let loader = preprocess::loader(samples.clone(), src, tcfg, &lcfg)?;
-    let pb = bar(loader.remaining() as u64, &format!("epoch {}", epoch + 1));
+    progress.event(Event::Start { task: &format!("epoch {}", epoch + 1), total: samples.len() as u64 });
     let (mut loss_sum, mut correct, mut n) = (0.0, 0i64, 0usize);
     for b in loader {
         let b = b?;
@@ -607,10 +587,9 @@ fn finetune_epoch(
         loss_sum += bl * b.labels.len() as f64;
         correct += logits.argmax(1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
         n += b.labels.len();
-        pb.set_prefix(format!("loss {bl:.4}"));
-        pb.inc(1);
+        progress.event(Event::Advance { done: n as u64, note: Some(&format!("loss {bl:.4}")) });
     }
-    pb.finish_and_clear();
+    progress.event(Event::Finish { summary: None });
     Ok((loss_sum / n.max(1) as f64, correct as f64 / n.max(1) as f64, n))
 }
 
@@ -635,18 +614,4 @@ fn image_eval(
         n += b.labels.len();
     }
     Ok((loss_sum / n.max(1) as f64, correct as f64 / n.max(1) as f64))
-}
-
-/// Class index remapping from a dataset's labels to a checkpoint's outputs (by folder name).
-pub fn label_map(ds: &Dataset, classes: &[ClassEntry], path: &Path) -> Result<Vec<i64>, Error> {
-    let by_folder: BTreeMap<&str, usize> = classes.iter().map(|c| (c.folder.as_str(), c.index)).collect();
-    ds.classes
-        .iter()
-        .map(|f| {
-            by_folder.get(f.as_str()).map(|&i| i as i64).ok_or_else(|| Error::Mismatch {
-                path: path.to_path_buf(),
-                detail: format!("the dataset has class {f:?}, which this checkpoint was not trained on"),
-            })
-        })
-        .collect()
 }

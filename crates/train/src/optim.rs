@@ -154,8 +154,62 @@ mod tests {
         let adam = run(OptimizerKind::Adam, 2);
         assert!((adam[0] - 0.1).abs() < 1e-6, "{adam:?}");
         assert!((adam[1] - 0.2).abs() < 1e-3, "{adam:?}");
+        // torch 2.13, float64: [0.09999999983333333, 0.199897292585211] (eps and bias correction matter).
+        assert!((adam[0] - 0.09999999983333333).abs() < 1e-15 && (adam[1] - 0.199897292585211).abs() < 1e-13, "{adam:?}");
         let sgd = run(OptimizerKind::Sgd, 2);
         assert!((sgd[0] - 0.6).abs() < 1e-9 && (sgd[1] - 1.62).abs() < 1e-9, "{sgd:?}");
+    }
+
+    /// Two parameters (the second with lr_scale 0.5, i.e. a PyTorch param group at half the lr),
+    /// weight decay, 3 steps, in float64; expected values from torch 2.13 (`torch.optim.Adam`,
+    /// `AdamW`, `SGD` with and without momentum), made by this script:
+    ///
+    /// ```python
+    /// x = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    /// y = torch.tensor([1.5, -0.25], dtype=torch.float64, requires_grad=True)
+    /// groups = [{"params": [x], "lr": 0.1}, {"params": [y], "lr": 0.05}]
+    /// opt = torch.optim.Adam(groups, lr=0.1, weight_decay=0.01)  # or AdamW(wd=0.05), SGD(momentum=0.9, wd=0.01), SGD(momentum=0, wd=0.02)
+    /// t, w = torch.tensor([3.0, 1.0, -2.0]), torch.tensor([1.0, 2.0, 0.5])  # float64
+    /// for _ in range(3):
+    ///     opt.zero_grad(); (((x - t) ** 2 * w).sum() + (y ** 3).sum()).backward(); opt.step()
+    /// ```
+    #[test]
+    fn matches_pytorch_with_weight_decay_lr_scale_and_two_params() {
+        let cases: [(OptimizerKind, f64, f64, [f64; 5]); 4] = [
+            (OptimizerKind::Adam, 0.9, 0.01, [0.7995226296539225, -0.7006243664975166, 1.7002753892942493, 1.3504336878405905, -0.3990586246607039]),
+            (OptimizerKind::Adamw, 0.9, 0.05, [0.79058186708242, -0.6872328256596818, 1.6719514552908772, 1.3396286033108888, -0.3968693451425493]),
+            (OptimizerKind::Sgd, 0.9, 0.01, [2.8404576995, 2.0806468010000003, -0.06443120199999992, 0.1330424909348879, -0.3053906413098024]),
+            (OptimizerKind::Sgd, 0.0, 0.02, [1.7149671960000001, 0.5683944080000001, 0.9074207839999998, 0.8191289265741416, -0.2795179282907459]),
+        ];
+        let f64s = |v: &[f64]| Tensor::from_slice(v).set_requires_grad(true);
+        for (kind, momentum, wd, want) in cases {
+            let (x, y) = (f64s(&[0.5, -1.0, 2.0]), f64s(&[1.5, -0.25]));
+            // A third parameter that never gets a gradient must be left alone.
+            let z = f64s(&[7.0]);
+            let params = vec![
+                Param { name: "x".into(), tensor: x.shallow_clone(), lr_scale: 1.0 },
+                Param { name: "y".into(), tensor: y.shallow_clone(), lr_scale: 0.5 },
+                Param { name: "z".into(), tensor: z.shallow_clone(), lr_scale: 1.0 },
+            ];
+            let mut opt = Optimizer::new(kind, momentum, wd, params);
+            let (t, w) = (Tensor::from_slice(&[3.0f64, 1.0, -2.0]), Tensor::from_slice(&[1.0f64, 2.0, 0.5]));
+            for _ in 0..3 {
+                opt.zero_grad();
+                let loss = ((&x - &t).pow_tensor_scalar(2) * &w).sum(tch::Kind::Double) + y.pow_tensor_scalar(3).sum(tch::Kind::Double);
+                loss.backward();
+                opt.step(0.1);
+            }
+            assert_eq!(opt.steps(), 3);
+            let got: Vec<f64> = Vec::<f64>::try_from(&x).expect("x").into_iter().chain(Vec::<f64>::try_from(&y).expect("y")).collect();
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 1e-12, "{kind:?} momentum {momentum} wd {wd}: {got:?} vs torch {want:?}");
+            }
+            assert_eq!(z.double_value(&[0]), 7.0, "{kind:?}: a parameter without a gradient moved");
+            // The exported state holds both parameters with gradients, not the third.
+            let (state, n) = opt.export("o/").expect("export");
+            assert_eq!(n, 3);
+            assert_eq!(state.keys().cloned().collect::<Vec<_>>(), ["o/x/0", "o/x/1", "o/y/0", "o/y/1"]);
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub fn expected() -> serde_json::Value {
 }
 
 pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    petal_common::hex(b)
 }
 
 /// Deterministic pseudo-random f32s (xorshift), so big checkpoints need no RNG crate.

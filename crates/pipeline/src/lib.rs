@@ -1,0 +1,25 @@
+//! The petal job as a library: everything the `petal` command line does, callable from Rust.
+//!
+//! * [`config`]: training configs from a [`Preset`], a TOML file and typed [`Overrides`]; the
+//!   pipeline config ([`PipelineConfig`]) around one;
+//! * [`stages`]: the stages one at a time: dataset discovery ([`discover`]), image caches
+//!   ([`cache_splits`]), a claimed run folder ([`claim_run`]: locked, never silently overwritten),
+//!   training ([`TrainJob`]), evaluation ([`evaluate_checkpoint`]) and prediction helpers;
+//! * [`run_pipeline`]: preprocess → train → evaluate → predict a sample → run README, with a stamp
+//!   per stage so a re-run skips the stages whose inputs did not change.
+//!
+//! The crate never prints: progress goes to a [`Progress`] (bars and lines are the binary's
+//! business), results come back as values.
+
+#![warn(missing_docs)]
+
+pub mod config;
+mod error;
+mod run;
+pub mod stages;
+
+pub use config::{load_pipeline_config, load_train_config, Overrides, PipelineConfig, PipelineOverrides, Preset};
+pub use error::Error;
+pub use petal_common::{Event, Progress, Silent};
+pub use run::{run_pipeline, PipelineOutcome, PipelineRun};
+pub use stages::{cache_splits, claim_run, discover, evaluate_checkpoint, expand_inputs, write_predictions_csv, Existing, SplitCache, TrainJob};

@@ -1,0 +1,226 @@
+//! The stages one at a time, as the `petal` subcommands run them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use petal_common::{Event, Progress, RunLock};
+use preprocess::{CacheStatus, Dataset, TransformConfig};
+use train::{TrainConfig, TrainOutcome, TrainRequest};
+
+use crate::Error;
+
+/// Discovers the dataset at `data` (see [`preprocess::discover`]); display names come from
+/// `names_file`, else `cat_to_name.json` in `data`, else in its parent.
+pub fn discover(data: &Path, skip_bad: bool, names_file: Option<&Path>) -> Result<Dataset, Error> {
+    let opts = preprocess::DiscoverOptions { skip_bad, names_file: names_file.map(Path::to_path_buf), ..Default::default() };
+    Ok(preprocess::discover(data, &opts)?)
+}
+
+/// What [`cache_splits`] did for one split.
+#[derive(Debug, Clone)]
+pub struct SplitCache {
+    /// The split.
+    pub split: String,
+    /// Images in it.
+    pub images: usize,
+    /// Reused or built (and why).
+    pub status: CacheStatus,
+    /// Seconds spent.
+    pub seconds: f64,
+}
+
+/// Builds (or reuses) the decoded-image cache of every non-empty split of `ds` in `cache_dir`.
+pub fn cache_splits(
+    ds: &Dataset,
+    cache_dir: &Path,
+    tcfg: &TransformConfig,
+    skip_bad: bool,
+    progress: &dyn Progress,
+) -> Result<Vec<SplitCache>, Error> {
+    let mut out = Vec::new();
+    for split in ds.splits.iter().filter(|s| !s.samples.is_empty()) {
+        let t0 = Instant::now();
+        progress.event(Event::Message(&format!("{}: caching {} images", split.name, split.samples.len())));
+        let samples: Arc<[preprocess::Sample]> = Arc::from(split.samples.clone().into_boxed_slice());
+        let (_, status) = preprocess::split_cache(cache_dir, &split.name, &samples, tcfg, skip_bad)?;
+        out.push(SplitCache { split: split.name.clone(), images: split.samples.len(), status, seconds: t0.elapsed().as_secs_f64() });
+    }
+    Ok(out)
+}
+
+/// What to do when a run folder already holds a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Existing {
+    /// Fail with [`Error::RunExists`].
+    #[default]
+    Refuse,
+    /// Delete the old run's files and start afresh.
+    Overwrite,
+    /// Continue the run from its last checkpoint.
+    Resume,
+}
+
+/// True when `dir` holds (part of) a training run.
+pub fn has_run(dir: &Path) -> bool {
+    ["last.safetensors", "best.safetensors", "metrics.jsonl"].iter().any(|f| dir.join(f).exists())
+}
+
+/// Claims the run folder `dir` for this process: locks it (a second process fails at once, naming
+/// the holder's pid; the lock goes when the returned guard is dropped or the process dies), then
+/// applies `existing` to a run already there.
+pub fn claim_run(dir: &Path, existing: Existing) -> Result<RunLock, Error> {
+    let lock = RunLock::acquire(dir)?;
+    if has_run(dir) {
+        match existing {
+            Existing::Refuse => return Err(Error::RunExists { path: dir.to_path_buf() }),
+            Existing::Overwrite => clear_run(dir)?,
+            Existing::Resume => {}
+        }
+    }
+    Ok(lock)
+}
+
+/// Removes everything in a run folder but its lock file.
+fn clear_run(dir: &Path) -> Result<(), Error> {
+    let io = |p: &Path, e| petal_common::IoError::new(p, "clearing the old run", e);
+    for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
+        let path = entry.map_err(|e| io(dir, e))?.path();
+        if path.file_name().is_some_and(|n| n == RunLock::FILE) {
+            continue;
+        }
+        let r = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        r.map_err(|e| io(&path, e))?;
+    }
+    Ok(())
+}
+
+/// A training run as `petal train` starts it.
+#[derive(Debug, Clone)]
+pub struct TrainJob {
+    /// Dataset root.
+    pub data: PathBuf,
+    /// The resolved training config.
+    pub config: TrainConfig,
+    /// Pretrained backbone weights; `None` starts from random weights.
+    pub weights: Option<PathBuf>,
+    /// Parent of the run folder.
+    pub runs_dir: PathBuf,
+    /// Image and feature caches.
+    pub cache_dir: PathBuf,
+    /// Leave out undecodable images instead of stopping.
+    pub skip_bad: bool,
+    /// Display-name file (default: `cat_to_name.json` beside the data); stored in the checkpoint.
+    pub category_names: Option<PathBuf>,
+    /// What to do with a run already in the folder.
+    pub existing: Existing,
+}
+
+impl TrainJob {
+    /// The run folder, `<runs_dir>/<name>`.
+    pub fn run_dir(&self) -> PathBuf {
+        self.runs_dir.join(&self.config.name)
+    }
+
+    /// The request handed to [`train::train`].
+    pub fn request(&self) -> TrainRequest {
+        TrainRequest {
+            config: self.config.clone(),
+            weights: self.weights.clone(),
+            runs_dir: self.runs_dir.clone(),
+            cache_dir: self.cache_dir.clone(),
+            resume: self.existing == Existing::Resume,
+            train_split: "train".into(),
+            valid_split: "valid".into(),
+            skip_bad: self.skip_bad,
+        }
+    }
+
+    /// Claims the run folder, discovers the dataset (its summary goes to `progress`), and trains.
+    pub fn run(&self, progress: &dyn Progress) -> Result<TrainOutcome, Error> {
+        let _lock = claim_run(&self.run_dir(), self.existing)?;
+        let ds = discover(&self.data, self.skip_bad, self.category_names.as_deref())?;
+        progress.event(Event::Message(&ds.summary().to_string()));
+        Ok(train::train(&self.request(), &ds, progress)?)
+    }
+}
+
+/// Evaluates `checkpoint` on `split` of `ds` (see [`infer::evaluate()`]). Class names: those of
+/// `names_file` when given, else the checkpoint's, else the dataset's.
+pub fn evaluate_checkpoint(
+    checkpoint: &Path,
+    ds: &Dataset,
+    split: &str,
+    opts: &infer::EvalOptions,
+    names_file: Option<&Path>,
+    progress: &dyn Progress,
+) -> Result<infer::EvalReport, Error> {
+    let mut opts = opts.clone();
+    opts.names = match names_file {
+        Some(p) => Some(preprocess::read_names_file(p)?),
+        None => dataset_names(ds).filter(|m| !m.is_empty()),
+    };
+    opts.names_override = names_file.is_some();
+    Ok(infer::evaluate(checkpoint, ds, split, &opts, progress)?)
+}
+
+/// The dataset's display names by folder, if it has any.
+fn dataset_names(ds: &Dataset) -> Option<BTreeMap<String, String>> {
+    let names = ds.names.as_ref()?;
+    Some(ds.classes.iter().cloned().zip(names.iter().cloned()).collect())
+}
+
+/// Expands folders into the image files below them (sorted; [`preprocess::IMAGE_EXTENSIONS`]);
+/// files are taken as given.
+pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
+    let io = |p: &Path, e| petal_common::IoError::new(p, "listing", e);
+    let mut out = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            let mut stack = vec![p.clone()];
+            let mut found = Vec::new();
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).map_err(|e| io(&d, e))? {
+                    let path = e.map_err(|e| io(&d, e))?.path();
+                    if path.is_dir() {
+                        stack.push(path);
+                    } else if preprocess::is_image_path(&path) {
+                        found.push(path);
+                    }
+                }
+            }
+            found.sort();
+            out.extend(found);
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            return Err(Error::Inputs(format!("{} does not exist", p.display())));
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Inputs(format!("no images found in {inputs:?}")));
+    }
+    Ok(out)
+}
+
+/// Writes predictions as CSV: `path`, then name, folder and probability of each of the top `k`.
+pub fn write_predictions_csv(path: &Path, preds: &[infer::Prediction], k: usize) -> Result<(), Error> {
+    let mut header = vec!["path".to_string()];
+    for i in 1..=k {
+        header.extend([format!("top{i}_name"), format!("top{i}_folder"), format!("top{i}_prob")]);
+    }
+    let rows: Vec<Vec<String>> = preds
+        .iter()
+        .map(|p| {
+            let mut r = vec![p.path.display().to_string()];
+            for c in p.top.iter().take(k) {
+                r.extend([c.name.clone(), c.folder.clone(), format!("{:.6}", c.prob)]);
+            }
+            r.resize(header.len(), String::new());
+            r
+        })
+        .collect();
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    Ok(report::write_csv(path, &header, &rows)?)
+}

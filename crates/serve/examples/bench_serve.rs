@@ -1,0 +1,289 @@
+//! Load benchmark of `petal serve` (suite `serve` of `cargo xtask bench`), and with `--vs-pytorch`
+//! of the reference FastAPI + PyTorch server `bench/serve_pytorch.py`, in the same run, on the same
+//! network and weights (`target/bench/predict-lite0.safetensors`, built by the `predict` suite's
+//! example when missing), with the same images and the same load generator.
+//!
+//! The load generator is bounded and loopback-only: for each of 1, 8 and 32 concurrent clients
+//! (closed loop, one raw JPEG per request, keep-alive), `--requests` requests or `--time-cap`
+//! seconds, whichever ends first. It reports throughput, p50, p99 and errors, then each server's
+//! peak RSS (VmHWM). Then an overload run against petal serve only: an open loop at twice the
+//! best measured throughput for `--overload-s` seconds, every request on its own task with a 60 s
+//! client timeout; it counts answered (200), shed (503/429) and lost (no answer) requests and the
+//! p99 of the answered ones.
+//!
+//! `cargo run --release -p serve --example bench_serve -- [--json] [--data DIR] [--requests N]
+//! [--time-cap S] [--overload-s S] [--vs-pytorch] [--python PY]`
+//!
+//! With `--json` the last stdout line is `{"rust": {...}, "pytorch": {...}|null}` with, per side,
+//! `c{1,8,32}_{rps,p50_ms,p99_ms,errors}` and `rss_mb`, and for rust `overload_*`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+
+struct Args {
+    json: bool,
+    data: PathBuf,
+    requests: usize,
+    time_cap: f64,
+    overload_s: f64,
+    python: Option<PathBuf>,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args { json: false, data: "../shared/data".into(), requests: 300, time_cap: 60.0, overload_s: 10.0, python: None };
+    let mut vs = false;
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut val = |n: &str| it.next().ok_or(format!("{n} needs a value"));
+        match arg.as_str() {
+            "--json" => a.json = true,
+            "--vs-pytorch" => vs = true,
+            "--data" => a.data = val("--data")?.into(),
+            "--python" => a.python = Some(val("--python")?.into()),
+            "--requests" => a.requests = val("--requests")?.parse().map_err(|e| format!("--requests: {e}"))?,
+            "--time-cap" => a.time_cap = val("--time-cap")?.parse().map_err(|e| format!("--time-cap: {e}"))?,
+            "--overload-s" => a.overload_s = val("--overload-s")?.parse().map_err(|e| format!("--overload-s: {e}"))?,
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if vs && a.python.is_none() {
+        a.python = Some(std::env::var_os("PETAL_BENCH_PYTHON").map(PathBuf::from).unwrap_or_else(|| "python3".into()));
+    }
+    Ok(a)
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn cargo(args: &[&str]) -> Result<(), String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let ok = Command::new(cargo).current_dir(root()).args(args).stdout(Stdio::null()).status().map_err(|e| e.to_string())?;
+    ok.success().then_some(()).ok_or(format!("cargo {args:?} failed"))
+}
+
+/// Up to 32 JPEG files of flowers102-mini's training split.
+fn images(data: &Path) -> Result<Vec<Vec<u8>>, String> {
+    let train = data.join("flowers102-mini/train");
+    let mut files = Vec::new();
+    for class in std::fs::read_dir(&train).map_err(|e| format!("{}: {e}", train.display()))?.flatten() {
+        for f in std::fs::read_dir(class.path()).into_iter().flatten().flatten() {
+            files.push(f.path());
+        }
+    }
+    files.sort();
+    files.into_iter().step_by(7).take(32).map(|p| std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))).collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(18080)
+}
+
+/// Peak resident set of a process, in MB (VmHWM).
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
+    kb.unwrap_or(0.0) / 1024.0
+}
+
+async fn wait_ready(client: &reqwest::Client, url: &str) -> Result<(), String> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(300) {
+        if client.get(url).send().await.is_ok_and(|r| r.status().is_success()) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("{url} never answered"))
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
+/// Closed loop: `clients` tasks send requests back to back until `total` are done or the time cap.
+async fn closed_loop(client: &reqwest::Client, url: &str, imgs: &Arc<Vec<Vec<u8>>>, clients: usize, total: usize, cap: f64) -> Map<String, Value> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (client, url, imgs, next) = (client.clone(), url.to_string(), imgs.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total || start.elapsed().as_secs_f64() > cap {
+                    return out;
+                }
+                let t = Instant::now();
+                let ok = match client.post(&url).body(imgs[i % imgs.len()].clone()).send().await {
+                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                out.push((ok, t.elapsed().as_secs_f64() * 1e3));
+            }
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.extend(t.await.unwrap_or_default());
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let mut lat: Vec<f64> = results.iter().filter(|r| r.0).map(|r| r.1).collect();
+    lat.sort_by(f64::total_cmp);
+    let mut m = Map::new();
+    m.insert(format!("c{clients}_rps"), json!(lat.len() as f64 / wall));
+    m.insert(format!("c{clients}_p50_ms"), json!(percentile(&lat, 0.5)));
+    m.insert(format!("c{clients}_p99_ms"), json!(percentile(&lat, 0.99)));
+    m.insert(format!("c{clients}_errors"), json!(results.len() - lat.len()));
+    m
+}
+
+/// Open loop at `rate` requests/s for `secs`: every request on its own task.
+async fn overload(client: &reqwest::Client, url: &str, imgs: &Arc<Vec<Vec<u8>>>, rate: f64, secs: f64) -> Map<String, Value> {
+    let n = (rate * secs).ceil() as usize;
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        tokio::time::sleep_until((start + Duration::from_secs_f64(i as f64 / rate)).into()).await;
+        let (client, url, body) = (client.clone(), url.to_string(), imgs[i % imgs.len()].clone());
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let r = client.post(&url).body(body).timeout(Duration::from_secs(60)).send().await;
+            let status = match r {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    r.bytes().await.map(|_| status).unwrap_or(0)
+                }
+                Err(_) => 0,
+            };
+            (status, t.elapsed().as_secs_f64() * 1e3)
+        }));
+    }
+    let mut res = Vec::with_capacity(n);
+    for t in tasks {
+        res.push(t.await.unwrap_or((0, 0.0)));
+    }
+    let mut ok: Vec<f64> = res.iter().filter(|r| r.0 == 200).map(|r| r.1).collect();
+    ok.sort_by(f64::total_cmp);
+    let shed = res.iter().filter(|r| r.0 == 503 || r.0 == 429).count();
+    json!({ "overload_offered_rps": rate, "overload_sent": n, "overload_ok": ok.len(), "overload_503": shed,
+            "overload_lost": n - ok.len() - shed, "overload_p50_ms": percentile(&ok, 0.5), "overload_p99_ms": percentile(&ok, 0.99) })
+    .as_object()
+    .cloned()
+    .unwrap_or_default()
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+}
+
+/// Runs the closed-loop levels against a started server; adds its peak RSS.
+async fn measure(client: &reqwest::Client, base: &str, child: &Child, imgs: &Arc<Vec<Vec<u8>>>, a: &Args) -> Map<String, Value> {
+    let url = format!("{base}/v1/models/flowers/predict");
+    let mut m = Map::new();
+    // One untimed warm-up pass.
+    closed_loop(client, &url, imgs, 4, 16, a.time_cap).await;
+    for c in [1, 8, 32] {
+        eprintln!("bench_serve: {base}: {c} clients");
+        m.extend(closed_loop(client, &url, imgs, c, a.requests, a.time_cap).await);
+    }
+    m.insert("rss_mb".into(), json!(peak_rss_mb(child.id())));
+    m
+}
+
+async fn run(a: Args) -> Result<Value, String> {
+    let ckpt = root().join("target/bench/predict-lite0.safetensors");
+    if !ckpt.exists() {
+        eprintln!("bench_serve: building {} with the predict suite's example", ckpt.display());
+        let data = a.data.join("flowers102-mini").display().to_string();
+        cargo(&[
+            "run",
+            "--release",
+            "--quiet",
+            "-p",
+            "infer",
+            "--example",
+            "bench_predict",
+            "--",
+            "--runs",
+            "1",
+            "--images",
+            "8",
+            "--batch",
+            "8",
+            "--data",
+            &data,
+        ])?;
+    }
+    cargo(&["build", "--release", "--quiet", "-p", "petal"])?;
+    let imgs = Arc::new(images(&a.data)?);
+    let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().map_err(|e| e.to_string())?;
+
+    let port = free_port();
+    let spec = format!("flowers={}", ckpt.display());
+    let petal = Command::new(root().join("target/release/petal"))
+        .args(["serve", "--checkpoint", &spec, "--addr", &format!("127.0.0.1:{port}"), "--client-concurrency", "4096", "--client-rps", "0"])
+        .args(["--max-connections-per-ip", "4096", "--max-connections", "4096", "--max-inflight", "256", "--queue", "64", "--max-batch", "16"])
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("petal serve: {e}"))?;
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&client, &format!("{base}/readyz")).await?;
+    let mut rust = measure(&client, &base, &petal, &imgs, &a).await;
+    let capacity = [1, 8, 32].iter().filter_map(|c| rust.get(&format!("c{c}_rps")).and_then(Value::as_f64)).fold(0.0, f64::max);
+    eprintln!("bench_serve: overload at {:.1} requests/s (2x capacity) for {} s", 2.0 * capacity, a.overload_s);
+    rust.extend(overload(&client, &format!("{base}/v1/models/flowers/predict"), &imgs, 2.0 * capacity, a.overload_s).await);
+    stop(petal);
+
+    let pytorch = match &a.python {
+        Some(py) => {
+            let port = free_port();
+            let child = Command::new(py)
+                .current_dir(root())
+                .args(["bench/serve_pytorch.py", "--port", &port.to_string()])
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("{}: {e}", py.display()))?;
+            let base = format!("http://127.0.0.1:{port}");
+            wait_ready(&client, &format!("{base}/healthz")).await?;
+            let m = measure(&client, &base, &child, &imgs, &a).await;
+            stop(child);
+            Value::Object(m)
+        }
+        None => Value::Null,
+    };
+    Ok(json!({ "rust": rust, "pytorch": pytorch }))
+}
+
+fn main() {
+    let a = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bench_serve: {e}");
+            std::process::exit(2);
+        }
+    };
+    let json_out = a.json;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+    match rt.block_on(run(a)) {
+        Ok(v) => {
+            eprintln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            if json_out {
+                println!("{v}");
+            }
+        }
+        Err(e) => {
+            eprintln!("bench_serve: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The command line of `petal serve` and the settings derived from it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::Error;
+
+/// Whether `ip` is 127.0.0.1 or ::1, the only addresses served without access tokens. Other
+/// loopback addresses (127.0.0.2, ...) count as exposed: containers and port forwarders publish them.
+pub fn is_local_only(ip: std::net::IpAddr) -> bool {
+    ip == std::net::Ipv4Addr::LOCALHOST || ip == std::net::Ipv6Addr::LOCALHOST
+}
+
+/// Where the networks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum DeviceArg {
+    /// The CPU.
+    #[default]
+    Cpu,
+    /// The first CUDA device (needs a CUDA build of libtorch).
+    Cuda,
+}
+
+impl DeviceArg {
+    /// The libtorch device.
+    pub fn device(self) -> tch::Device {
+        match self {
+            DeviceArg::Cpu => tch::Device::Cpu,
+            DeviceArg::Cuda => tch::Device::Cuda(0),
+        }
+    }
+}
+
+/// Arguments of `petal serve`. Every limit has a safe default.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// A checkpoint to serve, as `FILE` (served under its file stem) or `NAME=FILE`; repeat for several.
+    /// The set of served checkpoints is fixed at start: no request can load another model or file.
+    #[arg(long = "checkpoint", value_name = "[NAME=]FILE", required = true)]
+    pub checkpoints: Vec<String>,
+    /// Address to listen on. Anything but 127.0.0.1 or ::1 needs --token-file or --insecure-no-auth.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// File of access tokens, one per line (blank lines and `#` comments ignored, at least 16 characters each).
+    /// When given, /v1/* and /metrics need `Authorization: Bearer <token>`.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Allow a non-loopback --addr without tokens: anyone who reaches the port can use the service.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// Origins allowed to call the API from browsers (CORS), e.g. https://app.example.org; none by default.
+    #[arg(long, value_name = "ORIGIN", value_delimiter = ',')]
+    pub cors_origin: Vec<String>,
+    /// Device the networks run on.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    /// libtorch intra-op threads for the forward pass (0: libtorch's default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Threads that decode and transform uploaded images (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub decode_threads: usize,
+    /// Most images in one forward pass (dynamic batching). Passes are padded to this size unless
+    /// --unpadded-batches, so it is also the cost of a lone request.
+    #[arg(long, default_value_t = 8)]
+    pub max_batch: usize,
+    /// Run each forward pass at its actual size instead of padding it to --max-batch: faster under
+    /// light load, but an image's probabilities then differ in the last bits with the number of
+    /// images it shares its pass with (libtorch's CPU kernels round differently per batch size).
+    #[arg(long)]
+    pub unpadded_batches: bool,
+    /// Longest time the first request of a batch waits for more, in milliseconds.
+    #[arg(long, default_value_t = 2)]
+    pub max_wait_ms: u64,
+    /// Images admitted per model (queued or in a forward pass); beyond it requests get 503 with Retry-After.
+    #[arg(long, default_value_t = 128)]
+    pub queue: usize,
+    /// Prediction requests in flight in the whole server (bodies being read, decoded or predicted); beyond it 503.
+    #[arg(long, default_value_t = 64)]
+    pub max_inflight: usize,
+    /// Largest request body in bytes; larger ones get 413.
+    #[arg(long, default_value_t = 20 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Most images in one multipart request.
+    #[arg(long, default_value_t = 16)]
+    pub max_images: usize,
+    /// Largest accepted image in pixels (width × height, checked before decoding: decompression bombs get 400).
+    #[arg(long, default_value_t = 40_000_000)]
+    pub max_pixels: u64,
+    /// Concurrent requests per client (per token, or per IP address without tokens); beyond it 429.
+    #[arg(long, default_value_t = 8)]
+    pub client_concurrency: usize,
+    /// Sustained requests per second per client (0: unlimited); beyond it 429 with Retry-After.
+    #[arg(long, default_value_t = 20.0)]
+    pub client_rps: f64,
+    /// Requests a client may send at once above its rate (token-bucket size; 0: twice --client-rps, at least 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub client_burst: f64,
+    /// Open connections in the whole server; beyond it new connections get 503 and are closed.
+    #[arg(long, default_value_t = 512)]
+    pub max_connections: usize,
+    /// Open connections per IP address; beyond it new connections get 503 and are closed.
+    #[arg(long, default_value_t = 64)]
+    pub max_connections_per_ip: usize,
+    /// Largest request head (request line and headers) in bytes (at least 8192); larger ones get 431.
+    #[arg(long, default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+    /// Most header fields in one request.
+    #[arg(long, default_value_t = 64)]
+    pub max_headers: usize,
+    /// Seconds a request may take, from its headers to its answer (slow bodies get 408).
+    #[arg(long, default_value_t = 30)]
+    pub request_timeout_s: u64,
+    /// Seconds a connection may stay idle, or take to send a request's headers, before it is closed.
+    #[arg(long, default_value_t = 20)]
+    pub idle_timeout_s: u64,
+    /// Seconds to let in-flight requests finish after SIGTERM or Ctrl-C.
+    #[arg(long, default_value_t = 30)]
+    pub drain_timeout_s: u64,
+}
+
+impl ServeArgs {
+    /// Arguments with every default, serving `checkpoints` (`[NAME=]FILE`): what a library user or a test
+    /// starts from before changing single fields.
+    pub fn with_checkpoints(checkpoints: &[&str]) -> Self {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        // A constant, valid command line: parsing it cannot fail.
+        let mut args = Wrap::parse_from(["serve", "--checkpoint", "model"]).args;
+        args.checkpoints = checkpoints.iter().map(|c| (*c).to_string()).collect();
+        args
+    }
+
+    /// Checks ranges that clap cannot express.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |m: String| Err(Error::Config(m));
+        let positive = [
+            ("--max-batch", self.max_batch),
+            ("--queue", self.queue),
+            ("--max-inflight", self.max_inflight),
+            ("--max-body-bytes", self.max_body_bytes),
+            ("--max-images", self.max_images),
+            ("--client-concurrency", self.client_concurrency),
+            ("--max-connections", self.max_connections),
+            ("--max-connections-per-ip", self.max_connections_per_ip),
+            ("--max-headers", self.max_headers),
+            ("--request-timeout-s", self.request_timeout_s as usize),
+            ("--idle-timeout-s", self.idle_timeout_s as usize),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return bad(format!("{name} must be at least 1"));
+        }
+        if self.max_header_bytes < 8192 {
+            return bad(format!("--max-header-bytes must be at least 8192, not {}", self.max_header_bytes));
+        }
+        if self.queue < self.max_images {
+            return bad(format!("--queue ({}) must be at least --max-images ({})", self.queue, self.max_images));
+        }
+        if !(self.client_rps.is_finite() && self.client_rps >= 0.0 && self.client_burst.is_finite() && self.client_burst >= 0.0) {
+            return bad("--client-rps and --client-burst must be finite and not negative".into());
+        }
+        if self.max_pixels == 0 {
+            return bad("--max-pixels must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The token-bucket size per client.
+    pub fn burst(&self) -> f64 {
+        if self.client_burst > 0.0 {
+            self.client_burst
+        } else {
+            (2.0 * self.client_rps).max(1.0)
+        }
+    }
+
+    /// The request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_s)
+    }
+
+    /// The idle (and header-read) timeout of connections.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_s)
+    }
+
+    /// Splits `--checkpoint` values into (name, file) pairs; names must be unique and URL-safe.
+    pub fn named_checkpoints(&self) -> Result<Vec<(String, PathBuf)>, Error> {
+        let mut out: Vec<(String, PathBuf)> = Vec::new();
+        for spec in &self.checkpoints {
+            let (name, file) = match spec.split_once('=') {
+                Some((n, f)) if !n.is_empty() && !n.contains('/') => (n.to_string(), PathBuf::from(f)),
+                _ => {
+                    let file = PathBuf::from(spec);
+                    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("model").to_string();
+                    (stem, file)
+                }
+            };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || name.starts_with('.') {
+                return Err(Error::Config(format!(
+                    "model name {name:?} (from --checkpoint {spec}) may only hold letters, digits, '-', '_' and '.'; use NAME=FILE"
+                )));
+            }
+            if out.iter().any(|(n, _)| *n == name) {
+                return Err(Error::Config(format!("two checkpoints are named {name:?}; name them with NAME=FILE")));
+            }
+            out.push((name, file));
+        }
+        if out.is_empty() {
+            return Err(Error::Config("no --checkpoint given".into()));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,96 @@
+//! Typed errors of the service (start-up) and the JSON error answers of the API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+/// What can stop the service from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An invalid setting.
+    #[error("{0}")]
+    Config(String),
+    /// The token file cannot be used.
+    #[error("token file {}: {detail}", path.display())]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A checkpoint cannot be served.
+    #[error("checkpoint {}: {detail}", path.display())]
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The listening address is not 127.0.0.1 or ::1 and nothing protects it.
+    #[error(
+        "refusing to listen on {0} without access tokens: only 127.0.0.1 and ::1 are private to this machine, so anyone who can \
+         reach {0} could use the service; pass --token-file FILE (recommended) or --insecure-no-auth"
+    )]
+    Unprotected(SocketAddr),
+    /// The socket cannot be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The async runtime or a thread pool cannot start.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(String),
+}
+
+/// An error answer: status, a stable machine-readable code and a message, as
+/// `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable code, e.g. `bad_image`.
+    pub code: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+    /// Seconds to wait before retrying (429 and 503).
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// An error without Retry-After.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), retry_after: None }
+    }
+
+    /// 400 for a request the service cannot use.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 500 for a failure inside the service.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    /// 503 with Retry-After: the service is saturated.
+    pub fn overloaded(message: impl Into<String>, retry_after: u64) -> Self {
+        ApiError { retry_after: Some(retry_after), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message) }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s.max(1)));
+        }
+        resp
+    }
+}

@@ -1,0 +1,176 @@
+//! Per-client limits: concurrent requests and a token-bucket request rate, per access token (or
+//! per IP address when no tokens are configured).
+//!
+//! Memory stays bounded: a client whose bucket is full and who has nothing in flight is the same
+//! as an unknown client, so such entries are swept when the table grows past [`SWEEP_AT`]; while
+//! more than [`MAX_CLIENTS`] clients are active at once, new ones are refused.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Table size that triggers a sweep of idle clients.
+pub const SWEEP_AT: usize = 4096;
+/// Most clients tracked at once.
+pub const MAX_CLIENTS: usize = 65_536;
+
+/// Who a request is counted against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientId {
+    /// The n-th configured access token.
+    Token(usize),
+    /// A peer address (no tokens configured, or no valid token presented).
+    Ip(IpAddr),
+}
+
+impl std::fmt::Display for ClientId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientId::Token(i) => write!(f, "token #{}", i + 1),
+            ClientId::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Refusal {
+    /// The client already has its maximum of requests in flight.
+    Concurrency,
+    /// The client's request rate is exceeded; a request is allowed again after this many seconds.
+    Rate(u64),
+    /// Too many distinct clients are active.
+    TooManyClients,
+}
+
+impl Refusal {
+    /// Seconds to put in Retry-After.
+    pub fn retry_after(self) -> u64 {
+        match self {
+            Refusal::Rate(s) => s.max(1),
+            _ => 1,
+        }
+    }
+}
+
+struct Client {
+    inflight: usize,
+    tokens: f64,
+    last: Instant,
+}
+
+/// The limiter shared by all requests.
+pub struct ClientLimiter {
+    clients: Mutex<HashMap<ClientId, Client>>,
+    concurrency: usize,
+    rps: f64,
+    burst: f64,
+}
+
+/// Holds one in-flight slot of a client until dropped.
+pub struct ClientGuard {
+    limiter: Arc<ClientLimiter>,
+    id: ClientId,
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        let mut map = self.limiter.lock();
+        if let Some(c) = map.get_mut(&self.id) {
+            c.inflight = c.inflight.saturating_sub(1);
+        }
+    }
+}
+
+impl ClientLimiter {
+    /// `concurrency` requests in flight and `rps` per second (0 = unlimited) with bucket size `burst`, per client.
+    pub fn new(concurrency: usize, rps: f64, burst: f64) -> Arc<Self> {
+        Arc::new(ClientLimiter { clients: Mutex::new(HashMap::new()), concurrency, rps, burst: burst.max(1.0) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClientId, Client>> {
+        // The table holds plain counters: a panic elsewhere cannot leave it inconsistent.
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Admits one request of `id`, or says why not.
+    pub fn admit(self: &Arc<Self>, id: ClientId) -> Result<ClientGuard, Refusal> {
+        let now = Instant::now();
+        let mut map = self.lock();
+        if map.len() >= SWEEP_AT && !map.contains_key(&id) {
+            self.sweep(&mut map, now);
+            if map.len() >= MAX_CLIENTS {
+                return Err(Refusal::TooManyClients);
+            }
+        }
+        let c = map.entry(id).or_insert(Client { inflight: 0, tokens: self.burst, last: now });
+        if self.rps > 0.0 {
+            c.tokens = (c.tokens + now.duration_since(c.last).as_secs_f64() * self.rps).min(self.burst);
+            c.last = now;
+        }
+        if c.inflight >= self.concurrency {
+            return Err(Refusal::Concurrency);
+        }
+        if self.rps > 0.0 {
+            if c.tokens < 1.0 {
+                return Err(Refusal::Rate(((1.0 - c.tokens) / self.rps).ceil() as u64));
+            }
+            c.tokens -= 1.0;
+        }
+        c.inflight += 1;
+        Ok(ClientGuard { limiter: self.clone(), id })
+    }
+
+    /// Drops clients that are indistinguishable from new ones (nothing in flight, bucket full).
+    fn sweep(&self, map: &mut HashMap<ClientId, Client>, now: Instant) {
+        let (rps, burst) = (self.rps, self.burst);
+        map.retain(|_, c| c.inflight > 0 || (rps > 0.0 && c.tokens + now.duration_since(c.last).as_secs_f64() * rps < burst));
+    }
+
+    /// Number of clients tracked.
+    pub fn tracked(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrency_is_per_client_and_released_on_drop() {
+        let l = ClientLimiter::new(2, 0.0, 0.0);
+        let (a, b) = (ClientId::Token(0), ClientId::Token(1));
+        let g1 = l.admit(a).expect("first");
+        let _g2 = l.admit(a).expect("second");
+        assert_eq!(l.admit(a).err(), Some(Refusal::Concurrency));
+        let _h = l.admit(b).expect("another client is not affected");
+        drop(g1);
+        assert!(l.admit(a).is_ok(), "a slot frees when a request ends");
+    }
+
+    #[test]
+    fn rate_allows_the_burst_then_refuses_with_retry_after() {
+        // 0.01 requests/s: the bucket does not refill measurably during the test.
+        let l = ClientLimiter::new(100, 0.01, 3.0);
+        let ip = ClientId::Ip("127.0.0.1".parse().expect("ip"));
+        for _ in 0..3 {
+            drop(l.admit(ip).expect("within the burst"));
+        }
+        match l.admit(ip) {
+            Err(Refusal::Rate(s)) => assert!((90..=100).contains(&s), "retry after {s}"),
+            other => panic!("expected a rate refusal, got {:?}", other.err()),
+        }
+        assert!(l.admit(ClientId::Ip("127.0.0.2".parse().expect("ip"))).is_ok());
+    }
+
+    #[test]
+    fn idle_clients_are_swept() {
+        let l = ClientLimiter::new(1, 0.0, 0.0);
+        for i in 0..(SWEEP_AT as u32 + 10) {
+            drop(l.admit(ClientId::Ip(std::net::Ipv4Addr::from(i).into())).expect("admit"));
+        }
+        assert!(l.tracked() < SWEEP_AT, "table of {} entries", l.tracked());
+    }
+}

@@ -1,0 +1,234 @@
+//! The listening socket: accepting connections within the connection limits, HTTP/1.1 with
+//! header-size and header-read/idle timeouts, and graceful shutdown.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+use crate::auth::TokenSet;
+use crate::batcher::{self, BatchConfig};
+use crate::config::is_local_only;
+use crate::http::{router, Peer};
+use crate::limits::ClientLimiter;
+use crate::metrics::Metrics;
+use crate::model::Backend;
+use crate::state::{AppState, RequestLimits, ServedModel};
+use crate::{Error, ServeArgs};
+
+/// How a server run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// Every in-flight request was answered.
+    Completely,
+    /// The drain timeout passed with connections still open (they were closed).
+    TimedOut,
+}
+
+/// A bound server, ready to [`Server::run`].
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<AppState>,
+    app: axum::Router,
+    http: http1::Builder,
+    max_connections: usize,
+    max_per_ip: usize,
+    drain_timeout: Duration,
+}
+
+/// Security warnings for a configuration (shown at start and on `/healthz`).
+pub fn warnings(args: &ServeArgs, tokens: &TokenSet) -> Vec<String> {
+    let mut w = Vec::new();
+    if tokens.is_empty() && !is_local_only(args.addr.ip()) {
+        w.push(format!("listening on {} without access tokens (--insecure-no-auth): anyone who can reach this port can use the service", args.addr));
+    }
+    w
+}
+
+impl Server {
+    /// Checks the configuration, starts one batcher per model and binds `args.addr`. Must be called
+    /// inside a tokio runtime. An address other than 127.0.0.1 or ::1 without tokens is refused unless
+    /// `--insecure-no-auth` is given.
+    pub async fn bind(args: &ServeArgs, backends: Vec<Arc<dyn Backend>>) -> Result<Server, Error> {
+        args.validate()?;
+        let tokens = match &args.token_file {
+            Some(f) => TokenSet::from_file(f)?,
+            None => TokenSet::default(),
+        };
+        if tokens.is_empty() && !is_local_only(args.addr.ip()) && !args.insecure_no_auth {
+            return Err(Error::Unprotected(args.addr));
+        }
+        let metrics = Arc::new(Metrics::default());
+        let cfg = BatchConfig {
+            max_batch: args.max_batch,
+            max_wait: Duration::from_millis(args.max_wait_ms),
+            queue: args.queue,
+            pad: !args.unpadded_batches,
+        };
+        let mut models = BTreeMap::new();
+        for backend in backends {
+            let name = backend.info().name.clone();
+            let queue = batcher::start(backend.clone(), cfg, metrics.clone());
+            if models.insert(name.clone(), ServedModel { backend, queue }).is_some() {
+                return Err(Error::Config(format!("two models are named {name:?}")));
+            }
+        }
+        let decode_pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(args.decode_threads)
+            .thread_name(|i| format!("petal-decode-{i}"))
+            .build()
+            .map_err(|e| Error::Runtime(e.to_string()))?;
+        let state = Arc::new(AppState {
+            models,
+            metrics,
+            decode_pool,
+            inflight: Arc::new(Semaphore::new(args.max_inflight)),
+            limiter: ClientLimiter::new(args.client_concurrency, args.client_rps, args.burst()),
+            limits: RequestLimits { max_body_bytes: args.max_body_bytes, max_images: args.max_images },
+            warnings: warnings(args, &tokens),
+            tokens,
+            ready: true.into(),
+        });
+        let app = router(state.clone(), args.request_timeout(), &args.cors_origin)?;
+        let listener = TcpListener::bind(args.addr).await.map_err(|source| Error::Bind { addr: args.addr, source })?;
+        let mut http = http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(args.idle_timeout())
+            .max_buf_size(args.max_header_bytes)
+            .max_headers(args.max_headers)
+            .keep_alive(true);
+        Ok(Server {
+            listener,
+            state,
+            app,
+            http,
+            max_connections: args.max_connections,
+            max_per_ip: args.max_connections_per_ip,
+            drain_timeout: Duration::from_secs(args.drain_timeout_s),
+        })
+    }
+
+    /// The bound address (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        // A bound listener always has a local address; fall back to an unspecified one if the OS says otherwise.
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The security warnings of this configuration.
+    pub fn warnings(&self) -> &[String] {
+        &self.state.warnings
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish
+    /// (up to the drain timeout) and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Drained {
+        let graceful = GracefulShutdown::new();
+        let conns = Arc::new(ConnCount::default());
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                r = self.listener.accept() => match r {
+                    Ok(x) => x,
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    Err(_) => { tokio::time::sleep(Duration::from_millis(50)).await; continue }
+                },
+                _ = &mut shutdown => break,
+            };
+            let Some(slot) = conns.open(peer.ip(), self.max_connections, self.max_per_ip) else {
+                tokio::spawn(refuse(stream));
+                continue;
+            };
+            let app = self.app.clone();
+            let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(Peer(peer));
+                app.clone().oneshot(req)
+            });
+            let conn = graceful.watch(self.http.serve_connection(TokioIo::new(stream), svc));
+            tokio::spawn(async move {
+                let _ = conn.await;
+                drop(slot);
+            });
+        }
+        self.state.ready.store(false, Ordering::Relaxed);
+        drop(self.listener);
+        tokio::select! {
+            _ = graceful.shutdown() => Drained::Completely,
+            _ = tokio::time::sleep(self.drain_timeout) => Drained::TimedOut,
+        }
+    }
+}
+
+/// Answers a connection over the limits with 503 and closes it. The client's request is read and
+/// dropped (at most 64 KiB, for at most a second) so that closing does not reset the connection
+/// before the client has read the answer.
+async fn refuse(mut stream: TcpStream) {
+    let msg = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(msg).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut total = 0;
+        while total < 64 * 1024 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => total += n,
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
+/// Open connections, in total and per IP address.
+#[derive(Default)]
+struct ConnCount {
+    inner: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One open connection; counted until dropped.
+struct ConnSlot {
+    count: Arc<ConnCount>,
+    ip: IpAddr,
+}
+
+impl ConnCount {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, HashMap<IpAddr, usize>)> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn open(self: &Arc<Self>, ip: IpAddr, max_total: usize, max_per_ip: usize) -> Option<ConnSlot> {
+        let mut guard = self.lock();
+        let (total, by_ip) = &mut *guard;
+        let n = by_ip.get(&ip).copied().unwrap_or(0);
+        if *total >= max_total || n >= max_per_ip {
+            return None;
+        }
+        *total += 1;
+        by_ip.insert(ip, n + 1);
+        Some(ConnSlot { count: self.clone(), ip })
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut guard = self.count.lock();
+        let (total, by_ip) = &mut *guard;
+        *total = total.saturating_sub(1);
+        if let Some(n) = by_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                by_ip.remove(&self.ip);
+            }
+        }
+    }
+}

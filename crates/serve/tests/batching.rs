@@ -1,0 +1,139 @@
+//! Dynamic batching against a real server: concurrent requests are coalesced into forward passes of
+//! up to `--max-batch` images, their answers equal single requests bit for bit, and a full queue
+//! answers 503 with Retry-After.
+//!
+//! libtorch's CPU kernels give an image the same bits in any row of a batch of a given size, but
+//! not across sizes (batch 4 vs 1 differ in the last bits), so the server pads every pass to
+//! `--max-batch` by default; `--unpadded-batches` trades this equality for speed under light load,
+//! and the last test shows why it is not the default.
+//!
+//! Determinism without timing: the first forward pass is held at a gate until the server's own
+//! `/metrics` reports every other request admitted to the queue, so the batches that follow are
+//! exactly known.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+
+use common::*;
+
+const PREDICT: &str = "/v1/models/flowers/predict?top_k=3";
+
+#[test]
+fn batched_answers_equal_single_answers_bit_for_bit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inst = Instrumented::new(tiny_backend(dir.path(), "flowers", 2));
+    let srv = TestServer::start(
+        args(|a| {
+            a.max_batch = 4;
+            a.max_wait_ms = 0;
+            a.client_concurrency = 64;
+            a.client_rps = 0.0;
+        }),
+        vec![inst.clone()],
+    );
+    let a = srv.addr;
+    const N: u32 = 12;
+    let single: Vec<Vec<f32>> = (0..N)
+        .map(|i| {
+            let r = http(a, "POST", PREDICT, &[], &png(i));
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(r.json()["timing_ms"]["batch_images"], 1);
+            probs_by_index(&r.json()["predictions"][0])
+        })
+        .collect();
+    assert!(single.windows(2).any(|w| w[0] != w[1]), "the images give different answers");
+    assert_eq!(*inst.batches.lock().expect("batches"), vec![4; N as usize], "one pass per request, padded to --max-batch");
+    inst.batches.lock().expect("batches").clear();
+
+    // Hold the first forward pass, queue N more requests, then let everything run.
+    inst.gate.close();
+    let first = std::thread::spawn(move || http(a, "POST", PREDICT, &[], &png(0)));
+    wait_until("the first forward pass reaches the gate", || inst.gate.arrived.load(Ordering::SeqCst) == N as usize + 1);
+    let others: Vec<_> = (0..N).map(|i| std::thread::spawn(move || (i, http(a, "POST", PREDICT, &[], &png(i))))).collect();
+    wait_for_metric(a, &format!("petal_queue_depth_images{{model=\"flowers\"}} {N}"), &[]);
+    inst.gate.open();
+
+    let first = first.join().expect("first request");
+    assert_eq!(first.status, 200);
+    assert_eq!(probs_by_index(&first.json()["predictions"][0]), single[0]);
+    for t in others {
+        let (i, r) = t.join().expect("request thread");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["timing_ms"]["batch_images"], 4);
+        let got = probs_by_index(&r.json()["predictions"][0]);
+        let same_bits = got.iter().zip(&single[i as usize]).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same_bits, "image {i}: batched {got:?} vs single {:?}", single[i as usize]);
+    }
+    assert_eq!(inst.batches.lock().expect("batches").len(), 4, "the held request, then 12 queued requests in 3 passes of 4");
+
+    // One multipart request of 6 images runs as passes of 4 and 2: same answers again.
+    let files: Vec<(String, Vec<u8>)> = (0..6).map(|i| (format!("{i}.png"), png(i))).collect();
+    let parts: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    let (ct, body) = multipart(&parts);
+    let r = http(a, "POST", PREDICT, &[("Content-Type", &ct)], &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    for (i, p) in r.json()["predictions"].as_array().expect("predictions").iter().enumerate() {
+        let got = probs_by_index(p);
+        assert!(got.iter().zip(&single[i]).all(|(a, b)| a.to_bits() == b.to_bits()), "multipart image {i}");
+    }
+}
+
+#[test]
+fn a_full_queue_answers_503_with_retry_after() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inst = Instrumented::new(tiny_backend(dir.path(), "flowers", 2));
+    let srv = TestServer::start(
+        args(|a| {
+            a.queue = 2;
+            a.max_images = 2;
+            a.max_batch = 1;
+        }),
+        vec![inst.clone()],
+    );
+    let a = srv.addr;
+    inst.gate.close();
+    let running = std::thread::spawn(move || http(a, "POST", PREDICT, &[], &png(1)));
+    wait_until("the first forward pass reaches the gate", || inst.gate.arrived.load(Ordering::SeqCst) == 1);
+    let queued = std::thread::spawn(move || http(a, "POST", PREDICT, &[], &png(2)));
+    wait_for_metric(a, "petal_queue_depth_images{model=\"flowers\"} 1", &[]);
+    for _ in 0..3 {
+        let r = http(a, "POST", PREDICT, &[], &png(3));
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert_eq!(r.header("retry-after"), Some("1"));
+        assert_eq!(r.json()["error"]["code"], "overloaded");
+    }
+    let (ct, body) = multipart(&[("a.png", &png(1)), ("b.png", &png(2))]);
+    assert_eq!(http(a, "POST", PREDICT, &[("Content-Type", &ct)], &body).status, 503, "two images do not fit either");
+    inst.gate.open();
+    assert_eq!(running.join().expect("running").status, 200, "admitted requests are not lost");
+    assert_eq!(queued.join().expect("queued").status, 200);
+    assert_eq!(http(a, "POST", PREDICT, &[], &png(3)).status, 200, "room again");
+    let text = get(a, "/metrics").text();
+    assert!(text.lines().any(|l| l == "petal_http_requests_total{route=\"/v1/models/{name}/predict\",status=\"503\"} 4"), "{text}");
+}
+
+#[test]
+fn unpadded_batches_are_faster_to_run_but_not_bit_identical() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inst = Instrumented::new(tiny_backend(dir.path(), "flowers", 2));
+    let srv = TestServer::start(
+        args(|a| {
+            a.max_batch = 4;
+            a.unpadded_batches = true;
+        }),
+        vec![inst.clone()],
+    );
+    let (ct, body) = multipart(&[("0.png", &png(0)), ("1.png", &png(1)), ("2.png", &png(2)), ("3.png", &png(3))]);
+    let batched = http(srv.addr, "POST", PREDICT, &[("Content-Type", &ct)], &body).json();
+    let mut differs = 0;
+    for i in 0..4 {
+        let single = probs_by_index(&http(srv.addr, "POST", PREDICT, &[], &png(i)).json()["predictions"][0]);
+        let got = probs_by_index(&batched["predictions"][i as usize]);
+        let close = got.iter().zip(&single).all(|(a, b)| (a - b).abs() < 1e-5);
+        assert!(close, "image {i}: {got:?} vs {single:?}");
+        differs += usize::from(got.iter().zip(&single).any(|(a, b)| a.to_bits() != b.to_bits()));
+    }
+    assert_eq!(*inst.batches.lock().expect("batches"), vec![4, 1, 1, 1, 1], "passes run at their actual size");
+    eprintln!("unpadded: {differs} of 4 images differ in their last bits between batch 4 and batch 1");
+}

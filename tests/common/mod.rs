@@ -1,0 +1,103 @@
+//! Helpers shared by the workspace-level end-to-end tests: the real `petal` binary and a learnable
+//! synthetic dataset (coloured shapes, one colour/shape per class) generated into temp folders.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const CLASSES: [(&str, [u8; 3]); 3] = [("daisy", [230, 40, 40]), ("iris", [40, 200, 60]), ("tulip", [50, 60, 230])];
+
+pub fn petal() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_petal"))
+}
+
+pub fn ok(out: Output, what: &str) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{what} failed: {stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Draws a shape of the class colour on a noisy background; `i` varies position and size.
+pub fn draw(class: usize, i: u32) -> image::RgbImage {
+    let [r, g, b] = CLASSES[class].1;
+    let mut img = image::RgbImage::new(40, 40);
+    let mut state = (class as u32 + 1) * 7919 + i * 104_729;
+    let (cx, cy, rad) = (12 + (i * 5) % 16, 12 + (i * 3) % 16, 8 + (i % 4) as i32);
+    for (x, y, p) in img.enumerate_pixels_mut() {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let noise = (state >> 24) as u8 / 4;
+        let (dx, dy) = (x as i32 - cx as i32, y as i32 - cy as i32);
+        let inside = match class {
+            0 => dx * dx + dy * dy <= rad * rad,
+            1 => dx.abs() <= rad && dy.abs() <= rad,
+            _ => dy >= -rad && dy <= rad && dx.abs() <= (dy + rad) / 2,
+        };
+        *p = if inside { image::Rgb([r, g, b]) } else { image::Rgb([100 + noise, 100 + noise, 100 + noise]) };
+    }
+    img
+}
+
+pub fn make_dataset(root: &Path, train: u32, valid: u32, test: u32) {
+    make_images(root, train, valid, test);
+    write_names(root);
+}
+
+/// The split/class folders of the synthetic dataset, without a names file.
+pub fn make_images(root: &Path, train: u32, valid: u32, test: u32) {
+    for (split, n, offset) in [("train", train, 0), ("valid", valid, 1000), ("test", test, 2000)] {
+        if n == 0 {
+            continue;
+        }
+        for (c, (name, _)) in CLASSES.iter().enumerate() {
+            let dir = root.join(split).join(name);
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            for i in 0..n {
+                draw(c, offset + i).save(dir.join(format!("{i:03}.png"))).expect("save png");
+            }
+        }
+    }
+}
+
+/// Writes `dir/cat_to_name.json` for the synthetic classes.
+pub fn write_names(dir: &Path) {
+    let names = r#"{"daisy": "oxeye daisy", "iris": "bearded iris", "tulip": "garden tulip"}"#;
+    std::fs::write(dir.join("cat_to_name.json"), names).expect("names");
+}
+
+pub fn config(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"name = "{name}"
+mode = "frozen"
+views = 2
+optimizer = "adam"
+lr = 0.01
+schedule = "constant"
+label_smoothing = 0.0
+epochs = 12
+batch_size = 16
+seed = 7
+image_size = 32
+resize_size = 36
+channels_last = false
+eval_batch_size = 32
+threads = 1
+{extra}
+[arch.densenet]
+growth_rate = 4
+block_config = [2, 2]
+num_init_features = 8
+bn_size = 2
+
+[head]
+hidden = [32]
+dropout = 0.1
+"#
+    );
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, text).expect("config");
+    p
+}
+
+pub fn metrics(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl")).expect("metrics.jsonl").lines().map(|l| serde_json::from_str(l).expect("json line")).collect()
+}

