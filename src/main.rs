@@ -273,6 +273,8 @@ struct PredictArgs {
     /// predicts only the images left.
     #[arg(long, default_value_t = 256)]
     chunk_images: usize,
+    #[command(flatten)]
+    legacy: LegacyArgs,
 }
 
 #[derive(Subcommand)]
@@ -291,7 +293,27 @@ enum CheckpointCmd {
         input: PathBuf,
         /// Output file.
         output: PathBuf,
+        #[command(flatten)]
+        legacy: LegacyArgs,
     },
+}
+
+/// Choices for old PyTorch checkpoints (see `model::legacy`).
+#[derive(Args, Clone)]
+struct LegacyArgs {
+    /// Backbone architecture of an old checkpoint (checked against its tensors; needed for head-only files).
+    #[arg(long)]
+    arch: Option<String>,
+    /// ImageNet backbone weights completing a head-only checkpoint (default: the fetch-weights cache).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+}
+
+impl LegacyArgs {
+    fn options(&self) -> Result<model::legacy::LegacyOptions> {
+        let arch = self.arch.as_deref().map(|a| a.parse().map_err(|e| anyhow::anyhow!("--arch {a}: {e}"))).transpose()?;
+        Ok(model::legacy::LegacyOptions { arch, backbone_weights: self.weights.clone() })
+    }
 }
 
 #[derive(Args)]
@@ -331,8 +353,16 @@ fn run() -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Checkpoint(CheckpointCmd::Convert { input, output }) => {
-            let s = checkpoint::convert(&input, &output).with_context(|| format!("converting {} to {}", input.display(), output.display()))?;
+        Cmd::Checkpoint(CheckpointCmd::Convert { input, output, legacy }) => {
+            let ctx = || format!("converting {} to {}", input.display(), output.display());
+            if checkpoint::inspect(&input).with_context(ctx)?.metadata.is_none() {
+                let r = model::legacy::convert_legacy(&input, &output, &legacy.options()?).with_context(ctx)?;
+                eprintln!("{} ({}), head from the {}; {} classes", r.arch, r.arch_from, r.head.source, r.classes);
+                r.assumptions.iter().for_each(|a| eprintln!("assumed: {a}"));
+                println!("{}", checkpoint::inspect(&output).with_context(ctx)?);
+                return Ok(());
+            }
+            let s = checkpoint::convert(&input, &output).with_context(ctx)?;
             println!("{s}");
             Ok(())
         }
@@ -423,7 +453,8 @@ fn evaluate_cmd(a: &EvaluateArgs) -> Result<()> {
 
 fn predict_cmd(a: &PredictArgs) -> Result<()> {
     let device = model::parse_device(&a.device)?;
-    let mut pred = infer::Predictor::load(&a.checkpoint, device).with_context(|| format!("loading {}", a.checkpoint.display()))?;
+    let mut pred =
+        infer::Predictor::load_with(&a.checkpoint, device, &a.legacy.options()?).with_context(|| format!("loading {}", a.checkpoint.display()))?;
     if let Some(f) = &a.category_names {
         pred.set_names(&preprocess::read_names_file(f)?, true);
     }

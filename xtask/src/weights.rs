@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 /// Arguments of `fetch-weights`.
 #[derive(clap::Args, Debug)]
 pub struct FetchArgs {
-    /// densenet121, densenet161, densenet169, densenet201 or efficientnet_lite0.
+    /// densenet121/161/169/201, efficientnet_lite0/1/2, vgg11/13/16/19 (also `_bn`), resnet18/34/50/101/152 or alexnet.
     pub arch: String,
     /// Download and convert again even if the converted file is cached.
     #[arg(long)]

@@ -53,7 +53,9 @@
 //! `_rebuild_tensor_v2`, `_rebuild_parameter`, `collections.OrderedDict`, typed storage classes,
 //! ...) is understood, like PyTorch's `weights_only=True`. Anything else, such as a pickled
 //! `nn.Module`, is reported by class name in [`Imported::skipped`]; for a pickled module, its
-//! parameters and buffers are recovered from its saved state when no state dict is present.
+//! parameters and buffers are recovered from its saved state when no state dict is present, and
+//! its module tree (class names, plain attributes such as `in_features` or `p`, children in order)
+//! is returned as data in [`Imported::modules`], so callers can rebuild a head without running it.
 //!
 //! # Robustness
 //!
@@ -67,6 +69,7 @@
 pub mod chunks;
 mod error;
 mod format;
+mod module_tree;
 mod pickle;
 mod tensor;
 mod torch;
@@ -77,6 +80,7 @@ pub use format::{
     is_reserved, load, load_bytes, save, tensor_checksum, Checkpoint, ClassEntry, FormatVersion, Interpolation, Metadata, Migration, Preprocessing,
     CHECKSUM_ALGORITHM, FORMAT_MAJOR, FORMAT_MINOR, FORMAT_NAME, METADATA_KEY, MIGRATIONS, OPTIMIZER_PREFIX, RNG_PREFIX, WRITER,
 };
+pub use module_tree::PickledModule;
 pub use tensor::{DType, TensorData, TensorMap};
 
 use serde::Serialize;
@@ -131,6 +135,10 @@ pub struct Imported {
     pub skipped: Vec<String>,
     /// The full metadata, for petal checkpoints.
     pub meta: Option<Metadata>,
+    /// Pickled `nn.Module` objects read as data (class names, attributes such as `in_features`
+    /// or `p`, children), by entry name: `"classifier"` for the seed's checkpoint dict entry,
+    /// `""` when the whole file is a pickled module (`torch.save(model)`).
+    pub modules: BTreeMap<String, PickledModule>,
 }
 
 impl Imported {
@@ -175,6 +183,7 @@ pub fn import_bytes(data: &[u8], path: &Path) -> Result<Imported, Error> {
         extra: t.extra,
         skipped: t.skipped,
         meta: None,
+        modules: t.modules,
     };
     if zip::is_zip(data) {
         return torch::read_zip(data).map(from_torch).map_err(|f| f.at(path));
@@ -196,7 +205,16 @@ pub fn import_bytes(data: &[u8], path: &Path) -> Result<Imported, Error> {
         }
         let extra = info.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
         skipped.sort();
-        return Ok(Imported { source: SourceFormat::Safetensors, tensors, class_to_idx: None, arch: None, extra, skipped, meta: None });
+        return Ok(Imported {
+            source: SourceFormat::Safetensors,
+            tensors,
+            class_to_idx: None,
+            arch: None,
+            extra,
+            skipped,
+            meta: None,
+            modules: BTreeMap::new(),
+        });
     }
     if data.first() == Some(&0x80) {
         return Err(Error::unsupported(path, "a pickle without PyTorch's magic number: not a torch.save file"));
@@ -232,6 +250,7 @@ fn from_checkpoint(ckpt: Checkpoint) -> Imported {
         extra,
         skipped,
         meta: Some(meta),
+        modules: BTreeMap::new(),
     }
 }
 
@@ -276,6 +295,8 @@ pub struct Summary {
     pub extra: serde_json::Map<String, serde_json::Value>,
     /// What was not imported.
     pub skipped: Vec<String>,
+    /// Pickled modules read as data (see [`Imported::modules`]).
+    pub modules: BTreeMap<String, PickledModule>,
 }
 
 impl Summary {
@@ -298,6 +319,7 @@ impl Summary {
             metadata: imp.meta.clone(),
             extra: if imp.meta.is_some() { serde_json::Map::new() } else { imp.extra.clone() },
             skipped: imp.skipped.clone(),
+            modules: imp.modules.clone(),
         }
     }
 }
@@ -322,8 +344,13 @@ impl std::fmt::Display for Summary {
             if let Some(p) = &m.preprocessing {
                 writeln!(
                     f,
-                    "preprocessing: resize {} -> crop {} ({:?}), mean {:?}, std {:?}",
-                    p.resize_size, p.input_size, p.interpolation, p.mean, p.std
+                    "preprocessing: resize {} -> crop {} ({:?}), mean {:?}, std {:?}{}",
+                    p.resize_size,
+                    p.input_size,
+                    p.interpolation,
+                    p.mean,
+                    p.std,
+                    if m.provenance["preprocessing_assumed"] == true { " [assumed: not recorded in the source file]" } else { "" }
                 )?;
             }
             for (k, v) in [("head", &m.head), ("hyperparameters", &m.hyperparameters), ("metrics", &m.metrics)] {
@@ -338,6 +365,9 @@ impl std::fmt::Display for Summary {
         }
         for s in &self.skipped {
             writeln!(f, "skipped:  {s}")?;
+        }
+        for (name, m) in &self.modules {
+            writeln!(f, "module:   {} = {m}", if name.is_empty() { "<root>" } else { name })?;
         }
         let w = self.tensors.iter().map(|t| t.name.len()).max().unwrap_or(0);
         for t in &self.tensors {

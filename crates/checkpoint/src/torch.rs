@@ -34,6 +34,7 @@ pub(crate) struct TorchImport {
     pub arch: Option<String>,
     pub extra: serde_json::Map<String, serde_json::Value>,
     pub skipped: Vec<String>,
+    pub modules: BTreeMap<String, crate::PickledModule>,
 }
 
 /// True when `data` starts like a legacy PyTorch file (a protocol-2 pickle of the magic number).
@@ -471,7 +472,18 @@ fn interpret(pk: &Pickle, storages: &Storages<'_>, source: SourceFormat, file_le
     let mut class_to_idx = None;
     let mut arch = None;
     let mut extra = serde_json::Map::new();
+    let mut modules = BTreeMap::new();
     let root = pk.root;
+    let mut visits = 0;
+    if let Some(m) = crate::module_tree::read(pk, root, 0, &mut visits) {
+        modules.insert(String::new(), m);
+    } else if let Some(d) = pk.dict(root) {
+        for &(k, v) in d {
+            if let Some(m) = crate::module_tree::read(pk, v, 0, &mut visits) {
+                modules.insert(cx.key_string(k)?, m);
+            }
+        }
+    }
     if cx.is_tensor_dict(root) {
         cx.tensors_of(root, "", &mut tensors)?;
     } else if let Some(d) = pk.dict(root) {
@@ -552,7 +564,7 @@ fn interpret(pk: &Pickle, storages: &Storages<'_>, source: SourceFormat, file_le
     } else {
         cx.skipped.push(format!("<root>: {} (no tensors found)", cx.describe(root)));
     }
-    Ok(TorchImport { source, tensors, class_to_idx, arch, extra, skipped: cx.skipped })
+    Ok(TorchImport { source, tensors, class_to_idx, arch, extra, skipped: cx.skipped, modules })
 }
 
 /// `class_to_idx`: a dict of class name (or int) to non-negative index; `None` if it is not.

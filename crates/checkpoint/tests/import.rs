@@ -134,3 +134,21 @@ fn real_pretrained_efficientnet_lite0_legacy_file() {
         assert_eq!(format!("{:08x}", crc32fast::hash(&t.bytes)), w["crc32"].as_str().unwrap(), "{k}");
     }
 }
+
+/// The pickled `classifier` module of the Udacity-style checkpoint is read as data: class
+/// names, `in_features`/`out_features`, children in order; nothing is executed.
+#[test]
+fn pickled_module_tree_is_read_as_data() {
+    for file in ["train_zip.pth", "train_legacy.pth"] {
+        let imp = import(&fixtures().join(file)).unwrap();
+        let m = &imp.modules["classifier"];
+        assert_eq!(m.class, "torch.nn.modules.container.Sequential", "{file}");
+        let kids: Vec<(&str, &str)> = m.children.iter().map(|(n, c)| (n.as_str(), c.short_class())).collect();
+        assert_eq!(kids, [("0", "Linear"), ("1", "BatchNorm1d"), ("2", "ReLU"), ("3", "Linear")], "{file}");
+        assert_eq!((m.children[0].1.int("in_features"), m.children[0].1.int("out_features")), (Some(6), Some(4)));
+        assert_eq!(m.children[1].1.float("eps"), Some(1e-5));
+        assert_eq!(m.to_string(), "Sequential(0: Linear(6→4), 1: BatchNorm1d, 2: ReLU, 3: Linear(4→3))");
+        let s = checkpoint::inspect(&fixtures().join(file)).unwrap().to_string();
+        assert!(s.contains("module:   classifier = Sequential(0: Linear(6→4)"), "{s}");
+    }
+}

@@ -97,9 +97,26 @@ pub struct Predictor {
 }
 
 impl Predictor {
-    /// Loads `path` (a petal checkpoint) onto `device`.
+    /// Loads `path` onto `device`: a petal checkpoint, or an old PyTorch checkpoint (`.pth`,
+    /// converted in memory by [`model::legacy`]: architecture and head rebuilt, ImageNet eval
+    /// preprocessing assumed).
     pub fn load(path: &Path, device: Device) -> Result<Self, Error> {
-        let ckpt = checkpoint::load(path)?;
+        Self::load_with(path, device, &model::legacy::LegacyOptions::default())
+    }
+
+    /// [`Predictor::load`] with the choices an old head-only checkpoint needs (`--arch`, the
+    /// backbone's ImageNet weights); they are ignored for petal checkpoints.
+    pub fn load_with(path: &Path, device: Device, legacy: &model::legacy::LegacyOptions) -> Result<Self, Error> {
+        let imported = checkpoint::import(path)?;
+        let ckpt = match imported.meta {
+            Some(meta) => checkpoint::Checkpoint { meta, tensors: imported.tensors },
+            None => model::legacy::from_imported(imported, path, legacy)?.0,
+        };
+        Self::from_checkpoint(ckpt, path, device)
+    }
+
+    /// Builds the network of a checkpoint already in memory; `path` names it in errors.
+    pub fn from_checkpoint(ckpt: checkpoint::Checkpoint, path: &Path, device: Device) -> Result<Self, Error> {
         let unusable = |detail: String| Error::Unusable { path: path.to_path_buf(), detail };
         let arch: Arch = if ckpt.meta.arch_config.is_null() {
             Arch::from_str(&ckpt.meta.arch).map_err(|_| unusable(format!("unknown architecture {:?}", ckpt.meta.arch)))?

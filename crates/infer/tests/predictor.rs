@@ -224,8 +224,8 @@ fn mismatched_checkpoints_are_refused_naming_the_file() {
     let mut gap = meta(CLASSES);
     gap.classes[3].index = 7;
     refused(&save(d, "gap.petal", &vs, gap, |_| {}), &["indices"]);
-    let unknown = Metadata { arch: "resnet50".into(), arch_config: serde_json::Value::Null, ..meta(CLASSES) };
-    refused(&save(d, "unknown.petal", &vs, unknown, |_| {}), &["unknown architecture", "resnet50"]);
+    let unknown = Metadata { arch: "resnet9".into(), arch_config: serde_json::Value::Null, ..meta(CLASSES) };
+    refused(&save(d, "unknown.petal", &vs, unknown, |_| {}), &["unknown architecture", "resnet9"]);
     let mut bad_std = meta(CLASSES);
     bad_std.preprocessing.as_mut().expect("pre").std = vec![0.2, 0.2];
     refused(&save(d, "std.petal", &vs, bad_std, |_| {}), &["3 values"]);

@@ -34,37 +34,34 @@ pub struct Converted {
     pub source_format: String,
 }
 
-/// Converts a downloaded pretrained file (anything [`checkpoint::import`] reads) into the
-/// project's checkpoint format at `out` (written atomically by [`checkpoint::save`]): DenseNet
-/// keys are remapped exactly like torchvision's `_load_state_dict`, the ImageNet classifier is
-/// dropped, the backbone is checked strictly against `arch` (missing, unexpected and mis-shaped
-/// keys are listed in the error), floating-point tensors are stored as F32, and the metadata
-/// records `arch`, its config and the source.
-pub fn convert_pretrained(arch: &Arch, downloaded: &Path, out: &Path) -> Result<Converted, Error> {
-    let imported = checkpoint::import(downloaded).map_err(|e| weights::checkpoint_err(downloaded, e))?;
-    let source_format = imported.source.to_string();
+/// The backbone of `arch` out of named tensors (already free of `module.` prefixes): keys are
+/// remapped like torchvision's DenseNet loader, checked strictly (missing, unexpected and
+/// mis-shaped keys are listed in the error; classifier keys per [`Arch::is_head_key`] are set
+/// aside and returned), floating-point tensors become F32 and missing `num_batches_tracked`
+/// counters are written as 0. `path` names the file in errors.
+pub(crate) fn backbone_tensors(arch: &Arch, source: TensorMap, path: &Path) -> Result<(TensorMap, TensorMap, usize), Error> {
     let mut tensors = TensorMap::new();
-    for (k, td) in imported.tensors {
+    for (k, td) in source {
         let name = weights::remap_key(arch, &k).into_owned();
         if tensors.insert(name.clone(), td).is_some() {
-            return Err(Error::Config(format!("{}: two tensors map to {name:?} after torchvision's key remapping", downloaded.display())));
+            return Err(Error::Config(format!("{}: two tensors map to {name:?} after torchvision's key remapping", path.display())));
         }
     }
     let expected = weights::backbone_shapes(arch)?;
     let found: BTreeMap<String, Vec<i64>> = tensors.iter().map(|(k, t)| (k.clone(), t.shape.iter().map(|&d| d as i64).collect())).collect();
-    let (report, dropped_head_keys) = weights::check_backbone_keys(arch, &expected, &found);
+    let (report, _) = weights::check_backbone_keys(arch, &expected, &found);
     if !report.is_empty() {
-        return Err(Error::Keys { path: downloaded.to_path_buf(), arch: arch.to_string(), report });
+        return Err(Error::Keys { path: path.to_path_buf(), arch: arch.to_string(), report });
     }
-    tensors.retain(|k, _| !arch.is_head_key(k));
+    let (head, mut tensors): (TensorMap, TensorMap) = tensors.into_iter().partition(|(k, _)| arch.is_head_key(k));
     for (k, td) in tensors.iter_mut() {
         let counter = k.ends_with(".num_batches_tracked");
         let float = matches!(td.dtype, DType::F32 | DType::F64 | DType::F16 | DType::BF16);
         if counter == float {
-            return Err(Error::DType { path: downloaded.to_path_buf(), key: k.clone(), dtype: td.dtype.to_string() });
+            return Err(Error::DType { path: path.to_path_buf(), key: k.clone(), dtype: td.dtype.to_string() });
         }
         if float && td.dtype != DType::F32 {
-            let v = td.to_f32_vec().map_err(|e| weights::checkpoint_err(downloaded, e))?;
+            let v = td.to_f32_vec().map_err(|e| weights::checkpoint_err(path, e))?;
             *td = TensorData::from_f32(td.shape.clone(), &v);
         }
     }
@@ -75,6 +72,20 @@ pub fn convert_pretrained(arch: &Arch, downloaded: &Path, out: &Path) -> Result<
             filled += 1;
         }
     }
+    Ok((tensors, head, filled))
+}
+
+/// Converts a downloaded pretrained file (anything [`checkpoint::import`] reads) into the
+/// project's checkpoint format at `out` (written atomically by [`checkpoint::save`]): DenseNet
+/// keys are remapped exactly like torchvision's `_load_state_dict`, the ImageNet classifier is
+/// dropped, the backbone is checked strictly against `arch` (missing, unexpected and mis-shaped
+/// keys are listed in the error), floating-point tensors are stored as F32, and the metadata
+/// records `arch`, its config and the source.
+pub fn convert_pretrained(arch: &Arch, downloaded: &Path, out: &Path) -> Result<Converted, Error> {
+    let imported = checkpoint::import(downloaded).map_err(|e| weights::checkpoint_err(downloaded, e))?;
+    let source_format = imported.source.to_string();
+    let (tensors, head, filled) = backbone_tensors(arch, imported.tensors, downloaded)?;
+    let dropped_head_keys: Vec<String> = head.into_keys().collect();
     let n = tensors.len();
     let meta = Metadata {
         arch: arch.name().to_string(),

@@ -131,7 +131,6 @@ pub(crate) struct DenseNet {
     blocks: Vec<Vec<DenseLayer>>,
     transitions: Vec<Transition>,
     norm5: BatchNorm2d,
-    feature_dim: i64,
 }
 
 impl DenseNet {
@@ -162,15 +161,11 @@ impl DenseNet {
             }
         }
         let norm5 = BatchNorm2d::torch_default(&(vs / "norm5"), c);
-        Ok(DenseNet { conv0, norm0, blocks, transitions, norm5, feature_dim: c })
-    }
-
-    pub fn feature_dim(&self) -> i64 {
-        self.feature_dim
+        Ok(DenseNet { conv0, norm0, blocks, transitions, norm5 })
     }
 
     /// `features(x)` followed by torchvision's `F.relu` + `adaptive_avg_pool2d(1)` + flatten.
-    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+    fn forward_impl(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut x = self.conv0.forward(xs);
         x = self.norm0.forward_t(&x, train).relu_();
         x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
@@ -222,7 +217,7 @@ impl DenseNet {
 
     /// Folds `norm0` into `conv0` and each layer's `norm2` into its `conv1` (the batch norms that
     /// directly follow a convolution). Returns how many were folded.
-    pub fn fold_batchnorm(&mut self) -> usize {
+    fn fold_impl(&mut self) -> usize {
         let mut n = 0;
         n += usize::from(self.conv0.fold(&mut self.norm0));
         for layer in self.blocks.iter_mut().flatten() {
@@ -232,7 +227,7 @@ impl DenseNet {
     }
 
     /// Switches every convolution weight to or from channels_last (in place).
-    pub fn set_channels_last(&mut self, on: bool) -> Result<(), tch::TchError> {
+    fn channels_last_impl(&mut self, on: bool) -> Result<(), tch::TchError> {
         self.conv0.set_channels_last(on)?;
         for layer in self.blocks.iter_mut().flatten() {
             layer.conv1.set_channels_last(on)?;
@@ -242,5 +237,17 @@ impl DenseNet {
             t.conv.set_channels_last(on)?;
         }
         Ok(())
+    }
+}
+
+impl crate::Net for DenseNet {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.forward_impl(xs, train)
+    }
+    fn fold_batchnorm(&mut self) -> usize {
+        self.fold_impl()
+    }
+    fn set_channels_last(&mut self, on: bool) -> Result<(), tch::TchError> {
+        self.channels_last_impl(on)
     }
 }

@@ -1,8 +1,10 @@
-//! EfficientNet-Lite0 exactly as the PyPI package `efficientnet_lite_pytorch` 0.1.0 builds it
-//! (`EfficientNet.from_name("efficientnet-lite0")`): ReLU6, no squeeze-excitation, fixed stem and
-//! head, batch norm with eps 1e-3 and momentum 0.01, drop-connect 0.2 scaled by block index, and
-//! TF-style *static* "same" padding computed once for the package's image size of 224
-//! (`Conv2dStaticSamePadding`): other input sizes get the same pads, as in the package.
+//! EfficientNet-Lite0/1/2 exactly as the PyPI package `efficientnet_lite_pytorch` 0.1.0 builds them
+//! (`EfficientNet.from_name("efficientnet-lite<N>")`): ReLU6, no squeeze-excitation, fixed stem and
+//! head (32 and 1280 channels, first and last stage not repeated more), width and depth scaled by
+//! the package's `round_filters` / `round_repeats`, batch norm with eps 1e-3 and momentum 0.01,
+//! drop-connect 0.2 scaled by block index, and TF-style *static* "same" padding computed once for
+//! the variant's image size (224, 240, 260; `Conv2dStaticSamePadding`): other input sizes get the
+//! same pads, as in the package.
 //!
 //! Variable names are the package's `state_dict()` names (`_conv_stem.weight`,
 //! `_blocks.3._expand_conv.weight`, `_bn1.running_var`, ...), without its `_fc` classifier.
@@ -10,10 +12,14 @@
 use tch::nn;
 use tch::Tensor;
 
-use crate::layers::{BatchNorm2d, Conv2d, ConvOpts};
+use crate::layers::{torch_default_conv_init, BatchNorm2d, Conv2d, ConvOpts};
 
 /// Input size the static padding is computed for (the package's `image_size` for lite0).
 pub const LITE0_IMAGE_SIZE: i64 = 224;
+/// The package's `image_size` for lite1.
+pub const LITE1_IMAGE_SIZE: i64 = 240;
+/// The package's `image_size` for lite2.
+pub const LITE2_IMAGE_SIZE: i64 = 260;
 /// Pooled feature dimension of EfficientNet-Lite0 (`_conv_head` output channels).
 pub const LITE0_FEATURE_DIM: i64 = 1280;
 
@@ -22,7 +28,8 @@ const BN_MOMENTUM: f64 = 1.0 - 0.99;
 const DROP_CONNECT_RATE: f64 = 0.2;
 
 /// `(repeats, kernel, stride, expand_ratio, input_filters, output_filters)` from the package's
-/// block strings `r1_k3_s11_e1_i32_o16`, ... (width and depth coefficients are 1.0 for lite0).
+/// block strings `r1_k3_s11_e1_i32_o16`, ... (width and depth coefficients are 1.0 for lite0;
+/// [`LiteConfig::stages`] scales them for the other variants).
 pub(crate) const LITE0_STAGES: [(i64, i64, i64, i64, i64, i64); 7] = [
     (1, 3, 1, 1, 32, 16),
     (2, 3, 2, 6, 16, 24),
@@ -33,6 +40,49 @@ pub(crate) const LITE0_STAGES: [(i64, i64, i64, i64, i64, i64); 7] = [
     (1, 3, 1, 6, 192, 320),
 ];
 
+/// Scaling of an EfficientNet-Lite variant (the package's `efficientnet_params`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct LiteConfig {
+    /// `width_coefficient`.
+    pub width: f64,
+    /// `depth_coefficient`.
+    pub depth: f64,
+    /// `image_size` (static padding is computed for it).
+    pub image_size: i64,
+}
+
+impl LiteConfig {
+    pub const LITE0: LiteConfig = LiteConfig { width: 1.0, depth: 1.0, image_size: LITE0_IMAGE_SIZE };
+    pub const LITE1: LiteConfig = LiteConfig { width: 1.0, depth: 1.1, image_size: LITE1_IMAGE_SIZE };
+    pub const LITE2: LiteConfig = LiteConfig { width: 1.1, depth: 1.2, image_size: LITE2_IMAGE_SIZE };
+
+    /// The package's `round_filters` (depth_divisor 8, min_depth None).
+    fn round_filters(&self, filters: i64) -> i64 {
+        let f = filters as f64 * self.width;
+        let mut new = ((f + 4.0) as i64 / 8 * 8).max(8);
+        if (new as f64) < 0.9 * f {
+            new += 8;
+        }
+        new
+    }
+
+    /// The scaled stages: the first and last keep their repeats (`fix_head_stem`), the first
+    /// keeps 32 input channels.
+    pub fn stages(&self) -> Vec<(i64, i64, i64, i64, i64, i64)> {
+        let last = LITE0_STAGES.len() - 1;
+        LITE0_STAGES
+            .iter()
+            .enumerate()
+            .map(|(i, &(r, k, s, e, c_in, c_out))| {
+                let fixed = i == 0 || i == last;
+                let repeats = if fixed { r } else { (self.depth * r as f64).ceil() as i64 };
+                let c_in = if i == 0 { 32 } else { self.round_filters(c_in) };
+                (repeats, k, s, e, c_in, self.round_filters(c_out))
+            })
+            .collect()
+    }
+}
+
 /// `Conv2dStaticSamePadding`'s pads `(left, right, top, bottom)` for a square image.
 pub(crate) fn static_same_pad(image: i64, k: i64, s: i64) -> [i64; 4] {
     let o = (image + s - 1) / s;
@@ -42,12 +92,6 @@ pub(crate) fn static_same_pad(image: i64, k: i64, s: i64) -> [i64; 4] {
 
 fn out_size(image: i64, s: i64) -> i64 {
     (image + s - 1) / s
-}
-
-/// PyTorch's default conv weight init (kaiming_uniform with a = sqrt(5)): U(-1/sqrt(fan_in), ..).
-fn torch_default_conv_init(fan_in: i64) -> nn::Init {
-    let bound = 1.0 / (fan_in as f64).sqrt();
-    nn::Init::Uniform { lo: -bound, up: bound }
 }
 
 fn conv(vs: &nn::Path, c_in: i64, c_out: i64, k: i64, s: i64, groups: i64, image: i64) -> Conv2d {
@@ -112,7 +156,7 @@ impl MBConv {
 
 /// The package's `extract_features` followed by `_avg_pooling` and flatten (no dropout / `_fc`).
 #[derive(Debug)]
-pub(crate) struct EfficientNetLite0 {
+pub(crate) struct EfficientNetLite {
     conv_stem: Conv2d,
     bn0: BatchNorm2d,
     blocks: Vec<MBConv>,
@@ -120,16 +164,17 @@ pub(crate) struct EfficientNetLite0 {
     bn1: BatchNorm2d,
 }
 
-impl EfficientNetLite0 {
+impl EfficientNetLite {
     /// Builds the layers under `vs` (the root path: the package's names have no prefix).
-    pub fn new(vs: &nn::Path) -> EfficientNetLite0 {
-        let mut image = LITE0_IMAGE_SIZE;
+    pub fn new(vs: &nn::Path, cfg: &LiteConfig) -> EfficientNetLite {
+        let mut image = cfg.image_size;
+        let stages = cfg.stages();
         let conv_stem = conv(&(vs / "_conv_stem"), 3, 32, 3, 2, 1, image);
         let bn0 = bn(&(vs / "_bn0"), 32);
         image = out_size(image, 2);
-        let total: i64 = LITE0_STAGES.iter().map(|s| s.0).sum();
+        let total: i64 = stages.iter().map(|s| s.0).sum();
         let mut blocks = Vec::new();
-        for &(repeats, k, stride, expand, c_in0, c_out) in LITE0_STAGES.iter() {
+        for &(repeats, k, stride, expand, c_in0, c_out) in stages.iter() {
             for r in 0..repeats {
                 let (c_in, s) = if r == 0 { (c_in0, stride) } else { (c_out, 1) };
                 let idx = blocks.len() as i64;
@@ -152,12 +197,45 @@ impl EfficientNetLite0 {
                 });
             }
         }
-        let conv_head = conv(&(vs / "_conv_head"), 320, LITE0_FEATURE_DIM, 1, 1, 1, image);
+        let last_c = stages.last().map_or(320, |s| s.5);
+        let conv_head = conv(&(vs / "_conv_head"), last_c, LITE0_FEATURE_DIM, 1, 1, 1, image);
         let bn1 = bn(&(vs / "_bn1"), LITE0_FEATURE_DIM);
-        EfficientNetLite0 { conv_stem, bn0, blocks, conv_head, bn1 }
+        EfficientNetLite { conv_stem, bn0, blocks, conv_head, bn1 }
     }
+}
 
-    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+/// Freezing units: `stem`, `stage1`..`stage7`, `head`.
+pub(crate) fn blocks() -> Vec<String> {
+    let mut v = vec!["stem".to_string()];
+    v.extend((1..=LITE0_STAGES.len()).map(|i| format!("stage{i}")));
+    v.push("head".into());
+    v
+}
+
+/// Index into [`blocks`] of a variable name.
+pub(crate) fn block_of(cfg: &LiteConfig, key: &str) -> Option<usize> {
+    let mut it = key.split('.');
+    let (m, idx) = (it.next()?, it.next().unwrap_or(""));
+    let stages = cfg.stages();
+    match m {
+        "_conv_stem" | "_bn0" => Some(0),
+        "_conv_head" | "_bn1" => Some(stages.len() + 1),
+        "_blocks" => {
+            let mut j: i64 = idx.parse().ok()?;
+            for (s, st) in stages.iter().enumerate() {
+                if j < st.0 {
+                    return Some(s + 1);
+                }
+                j -= st.0;
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
+impl crate::Net for EfficientNetLite {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let mut x = relu6(self.bn0.forward_t(&self.conv_stem.forward(xs), train));
         for b in &self.blocks {
             x = b.forward_t(&x, train);
@@ -167,7 +245,7 @@ impl EfficientNetLite0 {
     }
 
     /// Folds every batch norm into the convolution before it. Returns how many were folded.
-    pub fn fold_batchnorm(&mut self) -> usize {
+    fn fold_batchnorm(&mut self) -> usize {
         let mut n = 0;
         let mut fold = |c: &mut Conv2d, b: &mut BatchNorm2d| n += usize::from(c.fold(b));
         fold(&mut self.conv_stem, &mut self.bn0);
@@ -182,7 +260,7 @@ impl EfficientNetLite0 {
         n
     }
 
-    pub fn set_channels_last(&mut self, on: bool) -> Result<(), tch::TchError> {
+    fn set_channels_last(&mut self, on: bool) -> Result<(), tch::TchError> {
         self.conv_stem.set_channels_last(on)?;
         for blk in self.blocks.iter_mut() {
             if let Some((c, _)) = blk.expand.as_mut() {

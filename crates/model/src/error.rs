@@ -10,7 +10,7 @@ pub enum Error {
     #[error("invalid model configuration: {0}")]
     Config(String),
     /// An architecture name that is not known.
-    #[error("unknown architecture {0:?} (known: densenet121, densenet161, densenet169, densenet201, efficientnet_lite0)")]
+    #[error("unknown architecture {0:?} (known: densenet121/161/169/201, efficientnet_lite0/1/2, vgg11/13/16/19 and vgg11_bn/13_bn/16_bn/19_bn, resnet18/34/50/101/152, alexnet)")]
     UnknownArch(String),
     /// A libtorch operation failed.
     #[error("{context}: {source}")]
@@ -49,6 +49,14 @@ pub enum Error {
         /// The underlying error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// An old PyTorch checkpoint whose architecture or head cannot be rebuilt.
+    #[error("{}: {detail}", path.display())]
+    Legacy {
+        /// The checkpoint.
+        path: PathBuf,
+        /// What could not be rebuilt, with the expected and found shapes.
+        detail: String,
     },
     /// A file-system operation failed.
     #[error("{}: {source}", path.display())]
@@ -90,18 +98,29 @@ impl KeyReport {
     }
 }
 
+/// At most this many names of each kind are listed in messages (the rest are counted).
+const LISTED: usize = 12;
+
+fn listed(v: &[String]) -> String {
+    let mut s = v.iter().take(LISTED).cloned().collect::<Vec<_>>().join(", ");
+    if v.len() > LISTED {
+        s.push_str(&format!(", ... and {} more", v.len() - LISTED));
+    }
+    s
+}
+
 impl fmt::Display for KeyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut parts = Vec::new();
         if !self.missing.is_empty() {
-            parts.push(format!("{} missing key(s): {}", self.missing.len(), self.missing.join(", ")));
+            parts.push(format!("{} missing key(s): {}", self.missing.len(), listed(&self.missing)));
         }
         if !self.unexpected.is_empty() {
-            parts.push(format!("{} unexpected key(s): {}", self.unexpected.len(), self.unexpected.join(", ")));
+            parts.push(format!("{} unexpected key(s): {}", self.unexpected.len(), listed(&self.unexpected)));
         }
         if !self.mis_shaped.is_empty() {
             let v: Vec<String> = self.mis_shaped.iter().map(|m| format!("{} (expected {:?}, found {:?})", m.key, m.expected, m.found)).collect();
-            parts.push(format!("{} mis-shaped key(s): {}", v.len(), v.join(", ")));
+            parts.push(format!("{} mis-shaped key(s): {}", v.len(), listed(&v)));
         }
         f.write_str(&parts.join("; "))
     }

@@ -11,6 +11,16 @@ use tch::{Kind, Tensor};
 /// Kaiming-normal (fan-in, ReLU gain), as torchvision initialises DenseNet convolutions.
 pub(crate) const KAIMING_NORMAL: Init = nn::init::DEFAULT_KAIMING_NORMAL;
 
+/// Kaiming-normal (fan-out, ReLU gain), as torchvision initialises VGG and ResNet convolutions.
+pub(crate) const KAIMING_NORMAL_FAN_OUT: Init =
+    Init::Kaiming { dist: nn::init::NormalOrUniform::Normal, fan: nn::init::FanInOut::FanOut, non_linearity: nn::init::NonLinearity::ReLU };
+
+/// PyTorch's default conv weight init (kaiming_uniform with a = sqrt(5)): U(-1/sqrt(fan_in), ..).
+pub(crate) fn torch_default_conv_init(fan_in: i64) -> Init {
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    Init::Uniform { lo: -bound, up: bound }
+}
+
 /// Returns `xs` (4-D) with NHWC strides ("channels_last"), the layout oneDNN convolutions prefer.
 /// The logical shape stays NCHW; a tensor that already has that layout is returned as is.
 pub fn to_channels_last(xs: &Tensor) -> Tensor {

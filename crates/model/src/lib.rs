@@ -1,19 +1,27 @@
-//! DenseNet and EfficientNet-Lite0 backbones on libtorch, the classifier head, and pretrained-weight
-//! import.
+//! DenseNet, EfficientNet-Lite0/1/2, VGG, ResNet and AlexNet backbones on libtorch, the
+//! classifier head, and pretrained-weight import.
 //!
-//! This crate owns the network definitions (torchvision-identical DenseNet-BC, EfficientNet-Lite0
+//! This crate owns the network definitions (torchvision-identical DenseNet-BC, VGG-11/13/16/19
+//! with and without batch norm, ResNet-18/34/50/101/152 and AlexNet; EfficientNet-Lite0/1/2
 //! identical to the PyPI package `efficientnet_lite_pytorch`), the classifier head, the mapping of
-//! pretrained files onto them (key remapping, strict key/shape checks), freezing by block,
-//! batch-norm folding and the channels_last layout. It must never know about datasets, image
-//! decoding, training loops or file formats beyond what `checkpoint` hands it as named tensors.
+//! pretrained files onto them (key remapping, strict key/shape checks), architecture inference
+//! from a state dict's keys and shapes ([`infer`]), freezing by block, batch-norm folding and the
+//! channels_last layout. It must never know about datasets, image decoding, training loops or
+//! file formats beyond what `checkpoint` hands it as named tensors.
 //!
 //! Variable naming (stable; saved checkpoints rely on it):
 //! - DenseNet backbone: torchvision's `features.*` names (`features.conv0.weight`,
 //!   `features.denseblock1.denselayer1.norm1.running_mean`, ...), `num_batches_tracked` included.
-//! - EfficientNet-Lite0 backbone: the package's names at the root (`_conv_stem.weight`,
+//! - VGG and AlexNet: torchvision's `features.{i}.*` (every module of the `nn.Sequential` counts).
+//! - ResNet: torchvision's names at the root (`conv1.weight`, `layer1.0.bn2.bias`,
+//!   `layer2.0.downsample.0.weight`, ...).
+//! - EfficientNet-Lite backbone: the package's names at the root (`_conv_stem.weight`,
 //!   `_blocks.0._depthwise_conv.weight`, `_bn1.bias`, ...).
 //! - Head: `classifier.{3i}.weight|bias` for hidden layer `i`, `classifier.{3n}.*` for the output
-//!   layer (seed default: `classifier.0` 1024→512, `classifier.3` 512→102).
+//!   layer (seed default: `classifier.0` 1024→512, `classifier.3` 512→102). torchvision's own
+//!   classifiers (`classifier.*`, ResNet's `fc.*`) and the Lite package's `_fc.*` are what the head
+//!   replaces; the backbone output is the input of that classifier (for VGG the flattened
+//!   512x7x7 map, for AlexNet 256x6x6).
 //!
 //! Inference speed: with a frozen backbone (see [`freeze_backbone`]) in eval mode, DenseNet blocks
 //! write into one pre-allocated buffer instead of re-concatenating (same values as torchvision's
@@ -28,202 +36,50 @@
 
 #![warn(missing_docs)]
 
+mod alexnet;
+mod arch;
 pub mod arch_registry;
 mod densenet;
+pub mod detect;
 mod device;
 mod efficientnet;
 mod error;
 mod head;
 mod layers;
+pub mod legacy;
+pub mod rebuild;
+mod resnet;
+mod vgg;
 pub mod weights;
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Serialize};
 use tch::nn::{self, VarStore};
 use tch::Tensor;
 
+pub use arch::Arch;
+use arch::Family;
 pub use densenet::DenseNetConfig;
 pub use device::{input_tensor, parse_device};
-pub use efficientnet::{LITE0_FEATURE_DIM, LITE0_IMAGE_SIZE};
+pub use efficientnet::{LITE0_FEATURE_DIM, LITE0_IMAGE_SIZE, LITE1_IMAGE_SIZE, LITE2_IMAGE_SIZE};
 pub use error::{Error, KeyReport, ShapeMismatch};
 pub use head::{Activation, HeadConfig};
 pub use layers::{is_channels_last, to_channels_last};
 pub use weights::{load_backbone_weights, LoadSummary};
 
-/// A backbone architecture.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Arch {
-    /// torchvision `densenet121` (1024 features).
-    #[serde(rename = "densenet121")]
-    DenseNet121,
-    /// torchvision `densenet161` (2208 features).
-    #[serde(rename = "densenet161")]
-    DenseNet161,
-    /// torchvision `densenet169` (1664 features).
-    #[serde(rename = "densenet169")]
-    DenseNet169,
-    /// torchvision `densenet201` (1920 features).
-    #[serde(rename = "densenet201")]
-    DenseNet201,
-    /// `efficientnet_lite_pytorch` `efficientnet-lite0` (1280 features).
-    #[serde(rename = "efficientnet_lite0")]
-    EfficientNetLite0,
-    /// A DenseNet-BC with custom hyper-parameters (torchvision naming).
-    #[serde(rename = "densenet")]
-    DenseNet(DenseNetConfig),
-}
-
-impl Arch {
-    /// The canonical name (`densenet121`, ..., `efficientnet_lite0`; `densenet` for a custom one).
-    pub fn name(&self) -> &'static str {
-        match self {
-            Arch::DenseNet121 => "densenet121",
-            Arch::DenseNet161 => "densenet161",
-            Arch::DenseNet169 => "densenet169",
-            Arch::DenseNet201 => "densenet201",
-            Arch::EfficientNetLite0 => "efficientnet_lite0",
-            Arch::DenseNet(_) => "densenet",
-        }
-    }
-
-    /// The DenseNet hyper-parameters, or `None` for EfficientNet-Lite0.
-    pub fn densenet_config(&self) -> Option<DenseNetConfig> {
-        match self {
-            Arch::DenseNet121 => Some(DenseNetConfig::densenet121()),
-            Arch::DenseNet161 => Some(DenseNetConfig::densenet161()),
-            Arch::DenseNet169 => Some(DenseNetConfig::densenet169()),
-            Arch::DenseNet201 => Some(DenseNetConfig::densenet201()),
-            Arch::DenseNet(c) => Some(c.clone()),
-            Arch::EfficientNetLite0 => None,
-        }
-    }
-
-    /// Dimension of the pooled backbone features (the head's input).
-    pub fn feature_dim(&self) -> i64 {
-        match self.densenet_config() {
-            Some(c) => c.feature_dim(),
-            None => LITE0_FEATURE_DIM,
-        }
-    }
-
-    /// Prefix of the backbone's variable names (`"features."` for DenseNet, `""` for Lite0).
-    pub fn backbone_prefix(&self) -> &'static str {
-        match self {
-            Arch::EfficientNetLite0 => "",
-            _ => "features.",
-        }
-    }
-
-    /// True for a variable name that belongs to a classifier rather than the backbone: this
-    /// crate's head (`classifier.*`) and, for Lite0, the package's own `_fc.*`.
-    pub fn is_head_key(&self, key: &str) -> bool {
-        key.starts_with("classifier.") || (matches!(self, Arch::EfficientNetLite0) && key.starts_with("_fc."))
-    }
-
-    /// Names of the backbone's blocks in forward order, the units of [`freeze_backbone`]:
-    /// DenseNet: `stem` (conv0, norm0), `block1` (denseblock1 + transition1), ..., the last block
-    /// with `norm5`. Lite0: `stem`, `stage1`..`stage7`, `head` (`_conv_head`, `_bn1`).
-    pub fn backbone_blocks(&self) -> Vec<String> {
-        let mut v = vec!["stem".to_string()];
-        match self.densenet_config() {
-            Some(c) => v.extend((1..=c.block_config.len()).map(|i| format!("block{i}"))),
-            None => {
-                v.extend((1..=efficientnet::LITE0_STAGES.len()).map(|i| format!("stage{i}")));
-                v.push("head".into());
-            }
-        }
-        v
-    }
-
-    /// Index into [`Arch::backbone_blocks`] of a backbone variable, `None` for anything else.
-    pub fn block_of(&self, key: &str) -> Option<usize> {
-        let first_two = |k: &str| -> (String, String) {
-            let mut it = k.split('.');
-            (it.next().unwrap_or("").to_string(), it.next().unwrap_or("").to_string())
-        };
-        match self.densenet_config() {
-            Some(c) => {
-                let rest = key.strip_prefix("features.")?;
-                let (m, _) = first_two(rest);
-                let n = c.block_config.len();
-                if m == "conv0" || m == "norm0" {
-                    Some(0)
-                } else if m == "norm5" {
-                    Some(n)
-                } else if let Some(i) = m.strip_prefix("denseblock").or_else(|| m.strip_prefix("transition")) {
-                    i.parse::<usize>().ok().filter(|&i| (1..=n).contains(&i))
-                } else {
-                    None
-                }
-            }
-            None => {
-                let (m, idx) = first_two(key);
-                match m.as_str() {
-                    "_conv_stem" | "_bn0" => Some(0),
-                    "_conv_head" | "_bn1" => Some(efficientnet::LITE0_STAGES.len() + 1),
-                    "_blocks" => {
-                        let mut j: i64 = idx.parse().ok()?;
-                        for (s, st) in efficientnet::LITE0_STAGES.iter().enumerate() {
-                            if j < st.0 {
-                                return Some(s + 1);
-                            }
-                            j -= st.0;
-                        }
-                        None
-                    }
-                    _ => None,
-                }
-            }
-        }
-    }
-
-    /// All built-in (non-custom) architectures.
-    pub fn builtin() -> [Arch; 5] {
-        [Arch::DenseNet121, Arch::DenseNet161, Arch::DenseNet169, Arch::DenseNet201, Arch::EfficientNetLite0]
-    }
-}
-
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Arch::DenseNet(c) => {
-                write!(f, "densenet(growth {}, blocks {:?}, init {}, bn_size {})", c.growth_rate, c.block_config, c.num_init_features, c.bn_size)
-            }
-            a => f.write_str(a.name()),
-        }
-    }
-}
-
-impl FromStr for Arch {
-    type Err = Error;
-    /// Accepts `densenet121|161|169|201` and `efficientnet_lite0` (also `efficientnet-lite0`),
-    /// case-insensitively.
-    fn from_str(s: &str) -> Result<Self, Error> {
-        match s.to_ascii_lowercase().replace('-', "_").as_str() {
-            "densenet121" => Ok(Arch::DenseNet121),
-            "densenet161" => Ok(Arch::DenseNet161),
-            "densenet169" => Ok(Arch::DenseNet169),
-            "densenet201" => Ok(Arch::DenseNet201),
-            "efficientnet_lite0" => Ok(Arch::EfficientNetLite0),
-            _ => Err(Error::UnknownArch(s.to_string())),
-        }
-    }
-}
-
-#[derive(Debug)]
-enum Backbone {
-    DenseNet(densenet::DenseNet),
-    Lite0(efficientnet::EfficientNetLite0),
+/// What every backbone implementation provides.
+pub(crate) trait Net: std::fmt::Debug + Send {
+    /// Images `[N, 3, H, W]` → features `[N, feature_dim]`.
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor;
+    /// Folds frozen eval-mode batch norms into the convolutions before them; returns how many.
+    fn fold_batchnorm(&mut self) -> usize;
+    /// Switches every convolution weight to or from channels_last (in place).
+    fn set_channels_last(&mut self, on: bool) -> Result<(), tch::TchError>;
 }
 
 /// Backbone + head, with all variables in one `nn::Path` tree (see the crate docs for names).
 #[derive(Debug)]
 pub struct Classifier {
     arch: Arch,
-    backbone: Backbone,
+    backbone: Box<dyn Net>,
     head: head::Head,
     feature_dim: i64,
     channels_last: bool,
@@ -233,14 +89,13 @@ impl Classifier {
     /// Builds the network under `vs` (normally `vs.root()`), randomly initialised like PyTorch.
     /// Errors on an invalid custom DenseNet or head configuration.
     pub fn new(vs: &nn::Path, arch: &Arch, head: &HeadConfig, num_classes: i64) -> Result<Self, Error> {
-        let backbone = match arch.densenet_config() {
-            Some(cfg) => Backbone::DenseNet(densenet::DenseNet::new(&(vs / "features"), &cfg)?),
-            None => Backbone::Lite0(efficientnet::EfficientNetLite0::new(vs)),
+        let backbone: Box<dyn Net> = match arch.family() {
+            Family::DenseNet(cfg) => Box::new(densenet::DenseNet::new(&(vs / "features"), &cfg)?),
+            Family::Lite(cfg) => Box::new(efficientnet::EfficientNetLite::new(vs, &cfg)),
+            Family::Plain(spec) => Box::new(vgg::PlainFeatures::new(&(vs / "features"), &spec)),
+            Family::ResNet(cfg) => Box::new(resnet::ResNet::new(vs, &cfg)),
         };
-        let feature_dim = match &backbone {
-            Backbone::DenseNet(d) => d.feature_dim(),
-            Backbone::Lite0(_) => LITE0_FEATURE_DIM,
-        };
+        let feature_dim = arch.feature_dim();
         let head = head::Head::new(&(vs / "classifier"), head, feature_dim, num_classes)?;
         Ok(Classifier { arch: arch.clone(), backbone, head, feature_dim, channels_last: false })
     }
@@ -254,10 +109,7 @@ impl Classifier {
     /// In training mode, batch norms of frozen layers still use their running statistics.
     pub fn features(&self, xs: &Tensor, train: bool) -> Tensor {
         let xs = if self.channels_last { to_channels_last(xs) } else { xs.shallow_clone() };
-        match &self.backbone {
-            Backbone::DenseNet(d) => d.forward_t(&xs, train),
-            Backbone::Lite0(e) => e.forward_t(&xs, train),
-        }
+        self.backbone.forward_t(&xs, train)
     }
 
     /// Head: features `[N, feature_dim]` → logits `[N, num_classes]`.
@@ -283,11 +135,7 @@ impl Classifier {
     /// Puts every backbone convolution weight (in place, shared with the `VarStore`) and every
     /// input of [`Classifier::features`] into (`on`) or out of the channels_last layout.
     pub fn set_channels_last(&mut self, on: bool) -> Result<(), Error> {
-        let r = match &mut self.backbone {
-            Backbone::DenseNet(d) => d.set_channels_last(on),
-            Backbone::Lite0(e) => e.set_channels_last(on),
-        };
-        r.map_err(|source| Error::Torch { context: "switching to channels_last".into(), source })?;
+        self.backbone.set_channels_last(on).map_err(|source| Error::Torch { context: "switching to channels_last".into(), source })?;
         self.channels_last = on;
         Ok(())
     }
@@ -297,12 +145,9 @@ impl Classifier {
     /// requires gradients (trainable blocks) are left alone. The `VarStore` is not modified (folded
     /// weights live in the layers), so save weights from the `VarStore` as usual. After folding,
     /// the folded layers behave as in eval mode even when `train` is true. Returns the number of
-    /// batch norms folded.
+    /// batch norms folded (0 for VGG without batch norm and AlexNet).
     pub fn fold_batchnorm(&mut self) -> usize {
-        let n = match &mut self.backbone {
-            Backbone::DenseNet(d) => d.fold_batchnorm(),
-            Backbone::Lite0(e) => e.fold_batchnorm(),
-        };
+        let n = self.backbone.fold_batchnorm();
         tracing::debug!(arch = %self.arch, folded = n, "folded batch norms");
         n
     }

@@ -33,7 +33,7 @@ fn arch_names_parse_and_serialise() {
         assert_eq!(serde_json::from_str::<Arch>(&json).unwrap(), a);
     }
     assert_eq!("EfficientNet-Lite0".parse::<Arch>().unwrap(), Arch::EfficientNetLite0);
-    let err = "resnet50".parse::<Arch>().unwrap_err();
+    let err = "resnet51".parse::<Arch>().unwrap_err();
     assert!(matches!(err, Error::UnknownArch(_)) && err.to_string().contains("densenet121"));
     let custom = Arch::DenseNet(DenseNetConfig { growth_rate: 12, block_config: vec![3, 3], num_init_features: 16, bn_size: 4, drop_rate: 0.1 });
     let json = serde_json::to_string(&custom).unwrap();
@@ -43,7 +43,7 @@ fn arch_names_parse_and_serialise() {
     assert_eq!(Arch::DenseNet169.feature_dim(), 1664);
     assert_eq!(Arch::DenseNet201.feature_dim(), 1920);
     assert_eq!(Arch::EfficientNetLite0.feature_dim(), 1280);
-    assert_eq!(arch_registry::arch_names().len(), 5);
+    assert_eq!(arch_registry::arch_names().len(), 21);
 }
 
 #[test]
@@ -137,8 +137,9 @@ fn pretrained_table_is_consistent() {
         let p = arch_registry::pretrained(&arch).unwrap_or_else(|| panic!("{arch} has no weights"));
         match p.source {
             Source::Url { url, sha256: Sha256::Prefix(prefix) } => {
-                // torchvision's convention: <name>-<first 8 hex of sha256>.pth
-                assert!(url.ends_with(&format!("{}-{prefix}.pth", arch.name())), "{url}");
+                // torchvision's convention: <name>[-variant]-<first 8 hex of sha256>.pth
+                let file = url.rsplit('/').next().unwrap();
+                assert!(file.starts_with(&format!("{}-", arch.name())) && file.ends_with(&format!("-{prefix}.pth")), "{url}");
                 assert_eq!(prefix.len(), 8);
             }
             Source::PyPiWheel { wheel_sha256, member_sha256, member, .. } => {
@@ -154,5 +155,5 @@ fn pretrained_table_is_consistent() {
     assert!(Sha256::Prefix("a639ec97").matches(&full));
     assert!(!Sha256::Prefix("a639ec97").matches("a639ec97"));
     assert!(Sha256::Full("ab").matches("AB"));
-    assert_eq!(PRETRAINED.iter().map(|p| p.cache_name).collect::<std::collections::BTreeSet<_>>().len(), 5);
+    assert_eq!(PRETRAINED.iter().map(|p| p.cache_name).collect::<std::collections::BTreeSet<_>>().len(), 21);
 }
