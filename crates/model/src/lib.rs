@@ -5,7 +5,7 @@
 //! with and without batch norm, ResNet-18/34/50/101/152 and AlexNet; EfficientNet-Lite0/1/2
 //! identical to the PyPI package `efficientnet_lite_pytorch`), the classifier head, the mapping of
 //! pretrained files onto them (key remapping, strict key/shape checks), architecture inference
-//! from a state dict's keys and shapes ([`infer`]), freezing by block, batch-norm folding and the
+//! from a state dict's keys and shapes ([`detect`]), freezing by block, batch-norm folding and the
 //! channels_last layout. It must never know about datasets, image decoding, training loops or
 //! file formats beyond what `checkpoint` hands it as named tensors.
 //!
