@@ -297,11 +297,6 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         if !args.only.is_empty() && !args.only.iter().any(|o| o == s.name) {
             continue;
         }
-        if args.smoke && s.self_compared {
-            // The serve load generator has no smoke mode yet: it needs a checkpoint and a server.
-            eprintln!("bench: suite {} has no smoke mode; not run", s.name);
-            continue;
-        }
         match run_suite(&s, args, py.as_deref()) {
             Ok((rust, pyres)) => {
                 rows_all.extend(rows(&s, &rust, pyres.as_ref()));

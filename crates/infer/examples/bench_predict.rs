@@ -54,6 +54,10 @@ struct Args {
     /// ImageNet weights for the backbone (default: the cached file, else random).
     #[arg(long)]
     weights: Option<PathBuf>,
+    /// Only write the benchmark checkpoint (for `--data`'s classes) to this file and exit, untimed
+    /// (the `serve` suite's smoke run uses it).
+    #[arg(long)]
+    save_checkpoint: Option<PathBuf>,
 }
 
 /// Contiguous little-endian bytes of a float or int64 tensor.
@@ -166,6 +170,11 @@ fn run(a: &Args, common: &benchkit::Common) -> benchkit::Result<serde_json::Valu
     } else {
         a.data.clone()
     };
+    if let Some(out) = &a.save_checkpoint {
+        let ds = preprocess::discover(&a.data, &preprocess::DiscoverOptions::default()).map_err(|e| format!("reading {}: {e}", a.data.display()))?;
+        build_checkpoint(&ds, a.weights.as_deref(), out)?;
+        return Ok(serde_json::json!({ "impl": "petal", "checkpoint": out }));
+    }
     let (runs, images, batch) = if smoke { (1, 4, 2) } else { (a.runs as usize, a.images as usize, a.batch as usize) };
     let ds = preprocess::discover(&data, &preprocess::DiscoverOptions::default()).map_err(|e| format!("reading {}: {e}", data.display()))?;
     let valid = ds.split("valid").filter(|s| !s.samples.is_empty()).ok_or_else(|| format!("{} has no valid split", data.display()))?;

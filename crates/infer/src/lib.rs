@@ -187,6 +187,27 @@ impl Predictor {
         self.logits(x).softmax(-1, Kind::Float).to_device(Device::Cpu)
     }
 
+    /// Softmax probabilities `[N, C]` (on the CPU) whose bits do not depend on `N`: the backbone
+    /// runs on the `N` images as they are (libtorch's CPU convolutions give an image the same bits
+    /// at any batch size), and the classifier head on their features padded with zero rows to
+    /// `head_rows` (matrix products round differently for different row counts, so every call with
+    /// the same `head_rows` gives an image the same answer). Padding features costs microseconds,
+    /// where padding images would cost whole forward passes.
+    pub fn probabilities_padded(&self, x: &Tensor, head_rows: usize) -> Tensor {
+        tch::no_grad(|| {
+            let feats = self.net.features(&x.to_device(self.device), false);
+            let n = feats.size()[0];
+            let rows = (head_rows as i64).max(n);
+            let feats = if rows > n {
+                let pad = Tensor::zeros([rows - n, feats.size()[1]], (feats.kind(), feats.device()));
+                Tensor::cat(&[feats, pad], 0)
+            } else {
+                feats
+            };
+            self.net.head_forward(&feats, false).narrow(0, 0, n).softmax(-1, Kind::Float).to_device(Device::Cpu)
+        })
+    }
+
     /// The top-k of one row of probabilities.
     pub fn top_k(&self, probs: &[f32], k: usize) -> Vec<ClassProb> {
         let mut idx: Vec<usize> = (0..probs.len()).collect();

@@ -11,8 +11,13 @@
 //! client timeout; it counts answered (200), shed (503/429) and lost (no answer) requests and the
 //! p99 of the answered ones.
 //!
-//! `cargo run --release -p serve --example bench_serve -- [--json] [--data DIR] [--requests N]
-//! [--time-cap S] [--overload-s S] [--vs-pytorch] [--python PY]`
+//! `cargo run --release -p serve --example bench_serve -- [--json] [--smoke] [--data DIR] [--requests N]
+//! [--time-cap S] [--overload-s S] [--max-batch N] [--vs-pytorch] [--python PY]`
+//!
+//! `--max-batch` is passed to `petal serve` (default 4, the server's own default). `--smoke` (for
+//! `cargo xtask bench --smoke`): generated images, a random-weight checkpoint written by the sibling
+//! `bench_predict` example, the dev `petal` binary next to this example's folder, 8 requests per
+//! level, a 1 s overload run, no Python.
 //!
 //! With `--json` the last stdout line is `{"rust": {...}, "pytorch": {...}|null}` with, per side,
 //! `c{1,8,32}_{rps,p50_ms,p99_ms,errors}` and `rss_mb`, and for rust `overload_*`.
@@ -26,6 +31,8 @@ use serde_json::{json, Map, Value};
 
 struct Args {
     json: bool,
+    smoke: bool,
+    max_batch: usize,
     data: PathBuf,
     requests: usize,
     time_cap: f64,
@@ -34,13 +41,24 @@ struct Args {
 }
 
 fn parse() -> Result<Args, String> {
-    let mut a = Args { json: false, data: "../shared/data".into(), requests: 300, time_cap: 60.0, overload_s: 10.0, python: None };
+    let mut a = Args {
+        json: false,
+        smoke: false,
+        max_batch: 4,
+        data: "../shared/data".into(),
+        requests: 300,
+        time_cap: 60.0,
+        overload_s: 10.0,
+        python: None,
+    };
     let mut vs = false;
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut val = |n: &str| it.next().ok_or(format!("{n} needs a value"));
         match arg.as_str() {
             "--json" => a.json = true,
+            "--smoke" => a.smoke = true,
+            "--max-batch" => a.max_batch = val("--max-batch")?.parse().map_err(|e| format!("--max-batch: {e}"))?,
             "--vs-pytorch" => vs = true,
             "--data" => a.data = val("--data")?.into(),
             "--python" => a.python = Some(val("--python")?.into()),
@@ -49,6 +67,11 @@ fn parse() -> Result<Args, String> {
             "--overload-s" => a.overload_s = val("--overload-s")?.parse().map_err(|e| format!("--overload-s: {e}"))?,
             other => return Err(format!("unknown argument {other:?}")),
         }
+    }
+    if a.smoke {
+        (a.requests, a.time_cap, a.overload_s) = (8, 30.0, 1.0);
+        a.python = None;
+        vs = false;
     }
     if vs && a.python.is_none() {
         a.python = Some(std::env::var_os("PETAL_BENCH_PYTHON").map(PathBuf::from).unwrap_or_else(|| "python3".into()));
@@ -66,9 +89,9 @@ fn cargo(args: &[&str]) -> Result<(), String> {
     ok.success().then_some(()).ok_or(format!("cargo {args:?} failed"))
 }
 
-/// Up to 32 JPEG files of flowers102-mini's training split.
+/// Up to 32 JPEG files of the `train/` split of the image folder `data`.
 fn images(data: &Path) -> Result<Vec<Vec<u8>>, String> {
-    let train = data.join("flowers102-mini/train");
+    let train = data.join("train");
     let mut files = Vec::new();
     for class in std::fs::read_dir(&train).map_err(|e| format!("{}: {e}", train.display()))?.flatten() {
         for f in std::fs::read_dir(class.path()).into_iter().flatten().flatten() {
@@ -200,11 +223,45 @@ async fn measure(client: &reqwest::Client, base: &str, child: &Child, imgs: &Arc
     m
 }
 
-async fn run(a: Args) -> Result<Value, String> {
+/// A sibling program of this example's binary: `bench_predict` beside it, `petal` one folder up.
+fn sibling(rel: &str) -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = exe.parent().ok_or("no folder for the running example")?;
+    Ok(dir.join(rel))
+}
+
+/// The checkpoint, the images and the `petal` binary of a run; `_tmp` holds what a smoke run generated.
+struct Inputs {
+    ckpt: PathBuf,
+    imgs: Vec<Vec<u8>>,
+    petal: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+fn inputs(a: &Args) -> Result<Inputs, String> {
+    if a.smoke {
+        let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let data = tmp.path().join("data");
+        benchkit::image_folder(&data, 3, &[("train", 4)], 96, 96).map_err(|e| e.to_string())?;
+        let ckpt = tmp.path().join("smoke.safetensors");
+        let ok = Command::new(sibling("bench_predict")?)
+            .arg("--save-checkpoint")
+            .arg(&ckpt)
+            .arg("--data")
+            .arg(&data)
+            .arg("--smoke")
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| format!("bench_predict: {e}"))?;
+        ok.success().then_some(()).ok_or("bench_predict --save-checkpoint failed")?;
+        let petal = sibling(&format!("../petal{}", std::env::consts::EXE_SUFFIX))?;
+        return Ok(Inputs { ckpt, imgs: images(&data)?, petal, _tmp: Some(tmp) });
+    }
     let ckpt = root().join("target/bench/predict-lite0.safetensors");
+    let data = a.data.join("flowers102-mini");
     if !ckpt.exists() {
         eprintln!("bench_serve: building {} with the predict suite's example", ckpt.display());
-        let data = a.data.join("flowers102-mini").display().to_string();
+        let d = data.display().to_string();
         cargo(&[
             "run",
             "--release",
@@ -221,18 +278,24 @@ async fn run(a: Args) -> Result<Value, String> {
             "--batch",
             "8",
             "--data",
-            &data,
+            &d,
         ])?;
     }
     cargo(&["build", "--release", "--quiet", "-p", "petal"])?;
-    let imgs = Arc::new(images(&a.data)?);
+    Ok(Inputs { ckpt, imgs: images(&data)?, petal: root().join("target/release/petal"), _tmp: None })
+}
+
+async fn run(a: Args) -> Result<Value, String> {
+    let inp = inputs(&a)?;
+    let (ckpt, imgs) = (&inp.ckpt, Arc::new(inp.imgs.clone()));
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().map_err(|e| e.to_string())?;
 
     let port = free_port();
     let spec = format!("flowers={}", ckpt.display());
-    let petal = Command::new(root().join("target/release/petal"))
+    let petal = Command::new(&inp.petal)
         .args(["serve", "--checkpoint", &spec, "--addr", &format!("127.0.0.1:{port}"), "--client-concurrency", "4096", "--client-rps", "0"])
-        .args(["--max-connections-per-ip", "4096", "--max-connections", "4096", "--max-inflight", "256", "--queue", "64", "--max-batch", "16"])
+        .args(["--max-connections-per-ip", "4096", "--max-connections", "4096", "--max-inflight", "256", "--queue", "64"])
+        .args(["--max-batch", &a.max_batch.to_string()])
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("petal serve: {e}"))?;

@@ -3,8 +3,8 @@
 //! A request is admitted for its number of images against a semaphore of `--queue` permits (full:
 //! 503 with Retry-After, so memory stays bounded), decoded off the runtime, and sent as one [`Job`].
 //! The batcher takes the first job, then keeps taking jobs until the batch would exceed
-//! `--max-batch` images or `--max-wait-ms` has passed, and runs the forward pass on tokio's blocking
-//! pool. While it runs, new jobs queue up and form the next batch. A panic in the forward pass
+//! `--max-batch` images or `--max-wait-ms` has passed, and runs the forward pass on the server's one
+//! libtorch thread ([`crate::torch_thread`]). While it runs, new jobs queue up and form the next batch. A panic in the forward pass
 //! answers the batch's requests with an error, and the batcher goes on.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::model::Backend;
+use crate::torch_thread::{TaskFailed, TorchThread};
 
 /// Batching settings.
 #[derive(Debug, Clone, Copy)]
@@ -27,9 +28,9 @@ pub struct BatchConfig {
     pub max_wait: Duration,
     /// Images admitted at once (queued or in a forward pass).
     pub queue: usize,
-    /// Pad every forward pass with blank images to `max_batch`, so that an image's answer never
-    /// depends on how many others shared its pass (libtorch's CPU kernels round differently for
-    /// different batch sizes, never for different rows of the same size).
+    /// Run the classifier head of every pass at `max_batch` rows (its features padded with zero
+    /// rows), so that an image's answer never depends on how many others shared its pass: libtorch's
+    /// CPU matrix products round differently for different row counts, its convolutions do not.
     pub pad: bool,
 }
 
@@ -111,15 +112,32 @@ impl ModelQueue {
     }
 }
 
-/// Starts the batcher of `backend` on the current runtime.
-pub fn start(backend: Arc<dyn Backend>, cfg: BatchConfig, metrics: Arc<Metrics>) -> ModelQueue {
+/// Starts the batcher of `backend` on the current runtime; its forward passes run on `torch`. With
+/// `cfg.pad` it first calibrates the backend ([`Backend::calibrate`]) there and returns its answer:
+/// `run_as[n]` for passes of `n` images.
+pub async fn start(
+    backend: Arc<dyn Backend>,
+    cfg: BatchConfig,
+    metrics: Arc<Metrics>,
+    torch: TorchThread,
+) -> Result<(ModelQueue, Vec<usize>), String> {
+    let b = backend.clone();
+    let calibrated = torch.run_async(move || if cfg.pad { b.calibrate(cfg.max_batch) } else { Ok((0..=cfg.max_batch).collect()) }).await;
+    let run_as = calibrated.map_err(|e| format!("{e:?}"))??;
     let (tx, rx) = mpsc::channel(cfg.queue.max(1));
     let waiting = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(run(rx, backend, cfg, metrics, waiting.clone()));
-    ModelQueue { tx, admission: Arc::new(Semaphore::new(cfg.queue)), capacity: cfg.queue, waiting }
+    tokio::spawn(run(rx, backend, torch, cfg, metrics, waiting.clone()));
+    Ok((ModelQueue { tx, admission: Arc::new(Semaphore::new(cfg.queue)), capacity: cfg.queue, waiting }, run_as))
 }
 
-async fn run(mut rx: mpsc::Receiver<Job>, backend: Arc<dyn Backend>, cfg: BatchConfig, metrics: Arc<Metrics>, waiting: Arc<AtomicUsize>) {
+async fn run(
+    mut rx: mpsc::Receiver<Job>,
+    backend: Arc<dyn Backend>,
+    torch: TorchThread,
+    cfg: BatchConfig,
+    metrics: Arc<Metrics>,
+    waiting: Arc<AtomicUsize>,
+) {
     let mut carried: Option<Job> = None;
     loop {
         let first = match carried.take() {
@@ -135,6 +153,8 @@ async fn run(mut rx: mpsc::Receiver<Job>, backend: Arc<dyn Backend>, cfg: BatchC
         while images < cfg.max_batch {
             let next = match rx.try_recv() {
                 Ok(j) => Some(j),
+                // With no wait, a batch is what queued up while the previous pass ran.
+                Err(mpsc::error::TryRecvError::Empty) if cfg.max_wait.is_zero() => None,
                 Err(mpsc::error::TryRecvError::Empty) => tokio::time::timeout_at(deadline, rx.recv()).await.ok().flatten(),
                 Err(mpsc::error::TryRecvError::Disconnected) => None,
             };
@@ -147,31 +167,24 @@ async fn run(mut rx: mpsc::Receiver<Job>, backend: Arc<dyn Backend>, cfg: BatchC
             jobs.push(job);
         }
         waiting.fetch_sub(images, Ordering::Relaxed);
-        execute(jobs, &backend, cfg, &metrics).await;
+        execute(jobs, &backend, &torch, cfg, &metrics).await;
     }
 }
 
 /// The forward passes of one batch: a job bigger than a batch (more images than `max_batch`) runs
-/// in several passes; with `pad`, every pass is filled up to `max_batch` with blank images.
+/// in several passes; with `pad`, every pass runs its classifier head at `max_batch` rows.
 fn forward(b: &dyn Backend, input: &[f32], ks: &[usize], max_batch: usize, pad: bool) -> Result<Vec<Vec<ClassProb>>, String> {
     let per_image = input.len() / ks.len().max(1);
     let mut out = Vec::with_capacity(ks.len());
     for (chunk, kc) in input.chunks(per_image * max_batch).zip(ks.chunks(max_batch)) {
-        if pad && kc.len() < max_batch {
-            let mut padded = chunk.to_vec();
-            padded.resize(per_image * max_batch, 0.0);
-            let mut pk = kc.to_vec();
-            pk.resize(max_batch, 1);
-            out.extend(b.predict(&padded, &pk)?.into_iter().take(kc.len()));
-        } else {
-            out.extend(b.predict(chunk, kc)?);
-        }
+        let head_rows = if pad { max_batch } else { kc.len() };
+        out.extend(b.predict(chunk, kc, head_rows)?);
     }
     Ok(out)
 }
 
-/// Runs one batch on the blocking pool and answers its jobs.
-async fn execute(jobs: Vec<Job>, backend: &Arc<dyn Backend>, cfg: BatchConfig, metrics: &Metrics) {
+/// Runs one batch on the libtorch thread and answers its jobs.
+async fn execute(jobs: Vec<Job>, backend: &Arc<dyn Backend>, torch: &TorchThread, cfg: BatchConfig, metrics: &Metrics) {
     let start = Instant::now();
     let mut input = Vec::with_capacity(jobs.iter().map(|j| j.input.len()).sum());
     let mut ks = Vec::new();
@@ -183,14 +196,15 @@ async fn execute(jobs: Vec<Job>, backend: &Arc<dyn Backend>, cfg: BatchConfig, m
     }
     let total = ks.len();
     let b = backend.clone();
-    let result = tokio::task::spawn_blocking(move || forward(&*b, &input, &ks, cfg.max_batch, cfg.pad)).await;
+    let result = torch.run_async(move || forward(&*b, &input, &ks, cfg.max_batch, cfg.pad)).await;
     let forward = start.elapsed();
     metrics.batch(&backend.info().name, total, forward);
     let mut tops = match result {
         Ok(Ok(tops)) if tops.len() == total => Ok(tops.into_iter()),
         Ok(Ok(tops)) => Err(JobError::Failed(format!("the network answered {} images of {total}", tops.len()))),
         Ok(Err(e)) => Err(JobError::Failed(e)),
-        Err(_) => {
+        Err(TaskFailed::Gone) => Err(JobError::Failed("the libtorch thread has stopped".into())),
+        Err(TaskFailed::Panicked) => {
             metrics.panic();
             Err(JobError::Panicked)
         }

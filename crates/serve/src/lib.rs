@@ -11,8 +11,8 @@
 //! are fixed at start; no request can load a model, read a file or fetch a URL.
 //!
 //! Threads: the async runtime only moves bytes. Uploads are decoded and transformed on a rayon pool
-//! (several images at once), and each model's forward pass runs on tokio's blocking pool, one batch
-//! at a time per model.
+//! (several images at once), and every libtorch call (loading, and each model's forward passes, one
+//! batch at a time) runs on one OS thread ([`torch_thread`]).
 //!
 //! Like every library of the workspace it never prints: [`run`] reports what happens through a
 //! callback of [`Event`]s, and the `petal` binary prints them.
@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod model;
 pub mod server;
 pub mod state;
+pub mod torch_thread;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -39,6 +40,7 @@ pub use config::{DeviceArg, ServeArgs};
 pub use error::{ApiError, Error};
 pub use model::{Backend, ClassInfo, ModelInfo, PredictorBackend};
 pub use server::{Drained, Server};
+pub use torch_thread::TorchThread;
 
 /// Something `run` reports while starting, serving and stopping.
 #[derive(Debug, Clone)]
@@ -94,14 +96,22 @@ pub fn run(args: &ServeArgs, mut on_event: impl FnMut(Event)) -> Result<Drained,
     if args.token_file.is_none() && !config::is_local_only(args.addr.ip()) && !args.insecure_no_auth {
         return Err(Error::Unprotected(args.addr));
     }
-    if args.threads > 0 {
-        tch::set_num_threads(args.threads as i32);
-    }
-    let backends = load_models(args, &mut on_event)?;
+    let torch = TorchThread::spawn()?;
+    let threads = args.threads;
+    let loader = args.clone();
+    let loaded = torch.run_blocking(move || {
+        if threads > 0 {
+            tch::set_num_threads(threads as i32);
+        }
+        let mut events = Vec::new();
+        load_models(&loader, &mut |e| events.push(e)).map(|b| (b, events))
+    });
+    let (backends, events) = loaded.map_err(|e| Error::Runtime(format!("loading the models: {e:?}")))??;
+    events.into_iter().for_each(&mut on_event);
     let rt =
         tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("petal-serve").build().map_err(|e| Error::Runtime(e.to_string()))?;
     rt.block_on(async {
-        let server = Server::bind(args, backends).await?;
+        let server = Server::bind_on(args, backends, torch).await?;
         for w in server.warnings() {
             on_event(Event::Warning(w.clone()));
         }

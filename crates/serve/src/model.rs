@@ -57,8 +57,17 @@ pub trait Backend: Send + Sync + 'static {
     /// channels first); `name` only names the image in the error message.
     fn prepare(&self, bytes: &[u8], name: &str) -> Result<Vec<f32>, String>;
     /// Runs the network on `ks.len()` prepared images laid end to end in `input`, and returns for
-    /// image `i` its top `ks[i]` classes.
-    fn predict(&self, input: &[f32], ks: &[usize]) -> Result<Vec<Vec<ClassProb>>, String>;
+    /// image `i` its top `ks[i]` classes. `head_rows` (≥ `ks.len()`) is the row count the
+    /// classifier head runs at (see [`infer::Predictor::probabilities_padded`]): the same
+    /// `head_rows` gives an image the same bits whatever else shares its pass.
+    fn predict(&self, input: &[f32], ks: &[usize], head_rows: usize) -> Result<Vec<Vec<ClassProb>>, String>;
+    /// Called once before serving when answers must not depend on batch size: lets the backend
+    /// find how to run passes of 1 to `max_batch` images so that each gives an image the same bits
+    /// as a full pass; returns, for each `n` in `0..=max_batch`, how many images a pass of `n`
+    /// runs as. The default runs every pass at its size and returns `0..=max_batch`.
+    fn calibrate(&self, max_batch: usize) -> Result<Vec<usize>, String> {
+        Ok((0..=max_batch).collect())
+    }
 }
 
 /// A [`Backend`] on a petal checkpoint, through [`infer::Predictor`].
@@ -67,6 +76,9 @@ pub struct PredictorBackend {
     transform: TransformConfig,
     // A libtorch module is `Send` but not `Sync`; only the model's batcher locks it, one batch at a time.
     predictor: Mutex<Predictor>,
+    /// From [`Backend::calibrate`]: `(max_batch, run_as)`, where a pass of `n` images runs as
+    /// `run_as[n]` images (zero images added) to give the bits of a full pass.
+    run_as: Mutex<Option<(usize, Vec<usize>)>>,
 }
 
 impl PredictorBackend {
@@ -95,7 +107,7 @@ impl PredictorBackend {
             metrics: meta.metrics.clone(),
             created_utc: meta.created_utc.clone(),
         };
-        Ok(PredictorBackend { info, transform, predictor: Mutex::new(predictor) })
+        Ok(PredictorBackend { info, transform, predictor: Mutex::new(predictor), run_as: Mutex::new(None) })
     }
 }
 
@@ -109,19 +121,85 @@ impl Backend for PredictorBackend {
         Ok(preprocess::transform(&img, Mode::Eval, &self.transform, 0, 0, 0))
     }
 
-    fn predict(&self, input: &[f32], ks: &[usize]) -> Result<Vec<Vec<ClassProb>>, String> {
+    fn predict(&self, input: &[f32], ks: &[usize], head_rows: usize) -> Result<Vec<Vec<ClassProb>>, String> {
         let n = ks.len();
-        let size = self.transform.image_size as i64;
-        if n == 0 || input.len() != n * 3 * (size * size) as usize {
-            return Err(format!("input of {} floats is not {n} images of 3x{size}x{size}", input.len()));
+        let per_image = self.per_image();
+        if n == 0 || input.len() != n * per_image {
+            return Err(format!("input of {} floats is not {n} images of {per_image} values", input.len()));
         }
+        let run_as = self.run_as(n, head_rows);
+        let mut padded;
+        let input = if run_as > n {
+            padded = input.to_vec();
+            padded.resize(run_as * per_image, 0.0);
+            &padded[..]
+        } else {
+            input
+        };
         // The network is immutable: a panic in an earlier batch cannot have left it half-changed.
         let predictor = self.predictor.lock().unwrap_or_else(|p| p.into_inner());
-        let x = Tensor::f_from_slice(input).and_then(|t| t.f_view([n as i64, 3, size, size])).map_err(|e| e.to_string())?;
-        let probs = predictor.probabilities(&x);
-        let flat = probs.f_flatten(0, -1).and_then(|t| Vec::<f32>::try_from(&t)).map_err(|e| e.to_string())?;
+        let flat = self.probabilities(&predictor, input, head_rows)?;
         let classes = predictor.num_classes();
-        Ok(flat.chunks(classes).zip(ks).map(|(row, &k)| predictor.top_k(row, k)).collect())
+        Ok(flat.chunks(classes).take(n).zip(ks).map(|(row, &k)| predictor.top_k(row, k)).collect())
+    }
+
+    fn calibrate(&self, max_batch: usize) -> Result<Vec<usize>, String> {
+        let per_image = self.per_image();
+        // Any input will do: kernels are chosen by shape, not by value.
+        let mut state = 0x9e37_79b9u32;
+        let probe: Vec<f32> = (0..max_batch * per_image)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
+            })
+            .collect();
+        let predictor = self.predictor.lock().unwrap_or_else(|p| p.into_inner());
+        let full = self.probabilities(&predictor, &probe, max_batch)?;
+        let row = full.len() / max_batch;
+        // agrees[m]: a pass of m images gives each of them the bits of the full pass.
+        let mut agrees = vec![false; max_batch + 1];
+        agrees[max_batch] = true;
+        for (m, ok) in agrees.iter_mut().enumerate().take(max_batch).skip(1) {
+            let got = self.probabilities(&predictor, &probe[..m * per_image], max_batch)?;
+            *ok = got.iter().zip(&full[..m * row]).all(|(a, b)| a.to_bits() == b.to_bits());
+        }
+        let run_as: Vec<usize> = (0..=max_batch).map(|n| (n..=max_batch).find(|&m| agrees[m]).unwrap_or(max_batch)).collect();
+        *self.run_as.lock().unwrap_or_else(|p| p.into_inner()) = Some((max_batch, run_as.clone()));
+        Ok(run_as)
+    }
+}
+
+impl PredictorBackend {
+    /// Floats per prepared image.
+    fn per_image(&self) -> usize {
+        let s = self.transform.image_size as usize;
+        3 * s * s
+    }
+
+    /// How many images a pass of `n` runs as, for heads at `head_rows` rows: as calibrated, or a
+    /// whole `head_rows` pass when not calibrated for that size (always exact, slower).
+    fn run_as(&self, n: usize, head_rows: usize) -> usize {
+        if head_rows <= n {
+            return n;
+        }
+        match &*self.run_as.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((max_batch, run_as)) if *max_batch == head_rows => run_as[n],
+            _ => head_rows,
+        }
+    }
+
+    /// Probabilities of the images laid end to end in `input`, flat, heads at `head_rows` rows.
+    fn probabilities(&self, predictor: &Predictor, input: &[f32], head_rows: usize) -> Result<Vec<f32>, String> {
+        let size = self.transform.image_size as i64;
+        let n = (input.len() / (3 * (size * size) as usize)) as i64;
+        let x = Tensor::f_from_slice(input).and_then(|t| t.f_view([n, 3, size, size])).map_err(|e| e.to_string())?;
+        let probs = predictor.probabilities_padded(&x, head_rows);
+        probs.f_flatten(0, -1).and_then(|t| Vec::<f32>::try_from(&t)).map_err(|e| e.to_string())
+    }
+
+    /// The calibrated pass sizes (`run_as[n]` for passes of `n` images), if [`Backend::calibrate`] ran.
+    pub fn calibrated(&self) -> Option<Vec<usize>> {
+        self.run_as.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(_, r)| r.clone())
     }
 }
 

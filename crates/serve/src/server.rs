@@ -24,6 +24,7 @@ use crate::limits::ClientLimiter;
 use crate::metrics::Metrics;
 use crate::model::Backend;
 use crate::state::{AppState, RequestLimits, ServedModel};
+use crate::torch_thread::TorchThread;
 use crate::{Error, ServeArgs};
 
 /// How a server run ended.
@@ -60,6 +61,12 @@ impl Server {
     /// inside a tokio runtime. An address other than 127.0.0.1 or ::1 without tokens is refused unless
     /// `--insecure-no-auth` is given.
     pub async fn bind(args: &ServeArgs, backends: Vec<Arc<dyn Backend>>) -> Result<Server, Error> {
+        Self::bind_on(args, backends, TorchThread::spawn()?).await
+    }
+
+    /// [`Server::bind`], running every forward pass on `torch` (the thread that loaded the models:
+    /// see [`crate::torch_thread`] for why it matters).
+    pub async fn bind_on(args: &ServeArgs, backends: Vec<Arc<dyn Backend>>, torch: TorchThread) -> Result<Server, Error> {
         args.validate()?;
         let tokens = match &args.token_file {
             Some(f) => TokenSet::from_file(f)?,
@@ -78,7 +85,10 @@ impl Server {
         let mut models = BTreeMap::new();
         for backend in backends {
             let name = backend.info().name.clone();
-            let queue = batcher::start(backend.clone(), cfg, metrics.clone());
+            let (queue, run_as) = batcher::start(backend.clone(), cfg, metrics.clone(), torch.clone())
+                .await
+                .map_err(|e| Error::Config(format!("model {name:?}: calibrating batch sizes: {e}")))?;
+            tracing::info!("model {name:?}: passes of 1..={} images run as {:?} images", cfg.max_batch, &run_as[1..]);
             if models.insert(name.clone(), ServedModel { backend, queue }).is_some() {
                 return Err(Error::Config(format!("two models are named {name:?}")));
             }

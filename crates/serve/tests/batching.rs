@@ -2,10 +2,11 @@
 //! up to `--max-batch` images, their answers equal single requests bit for bit, and a full queue
 //! answers 503 with Retry-After.
 //!
-//! libtorch's CPU kernels give an image the same bits in any row of a batch of a given size, but
-//! not across sizes (batch 4 vs 1 differ in the last bits), so the server pads every pass to
-//! `--max-batch` by default; `--unpadded-batches` trades this equality for speed under light load,
-//! and the last test shows why it is not the default.
+//! libtorch's CPU convolutions give an image the same bits at any batch size, but its matrix
+//! products do not (a classifier head at 4 rows vs 1 differs in the last bits), so every pass runs
+//! at its actual size while its classifier head runs at `--max-batch` rows (zero rows added to
+//! the features). `--unpadded-batches` drops that padding, and the last test shows why it is not
+//! the default.
 //!
 //! Determinism without timing: the first forward pass is held at a gate until the server's own
 //! `/metrics` reports every other request admitted to the queue, so the batches that follow are
@@ -43,7 +44,7 @@ fn batched_answers_equal_single_answers_bit_for_bit() {
         })
         .collect();
     assert!(single.windows(2).any(|w| w[0] != w[1]), "the images give different answers");
-    assert_eq!(*inst.batches.lock().expect("batches"), vec![4; N as usize], "one pass per request, padded to --max-batch");
+    assert_eq!(*inst.batches.lock().expect("batches"), vec![(1, 4); N as usize], "one pass of one image per request, its head at --max-batch rows");
     inst.batches.lock().expect("batches").clear();
 
     // Hold the first forward pass, queue N more requests, then let everything run.
@@ -65,7 +66,11 @@ fn batched_answers_equal_single_answers_bit_for_bit() {
         let same_bits = got.iter().zip(&single[i as usize]).all(|(a, b)| a.to_bits() == b.to_bits());
         assert!(same_bits, "image {i}: batched {got:?} vs single {:?}", single[i as usize]);
     }
-    assert_eq!(inst.batches.lock().expect("batches").len(), 4, "the held request, then 12 queued requests in 3 passes of 4");
+    assert_eq!(
+        *inst.batches.lock().expect("batches"),
+        vec![(1, 4), (4, 4), (4, 4), (4, 4)],
+        "the held request, then 12 queued requests in 3 passes of 4"
+    );
 
     // One multipart request of 6 images runs as passes of 4 and 2: same answers again.
     let files: Vec<(String, Vec<u8>)> = (0..6).map(|i| (format!("{i}.png"), png(i))).collect();
@@ -114,7 +119,7 @@ fn a_full_queue_answers_503_with_retry_after() {
 }
 
 #[test]
-fn unpadded_batches_are_faster_to_run_but_not_bit_identical() {
+fn unpadded_heads_are_not_bit_identical() {
     let dir = tempfile::tempdir().expect("tempdir");
     let inst = Instrumented::new(tiny_backend(dir.path(), "flowers", 2));
     let srv = TestServer::start(
@@ -134,6 +139,6 @@ fn unpadded_batches_are_faster_to_run_but_not_bit_identical() {
         assert!(close, "image {i}: {got:?} vs {single:?}");
         differs += usize::from(got.iter().zip(&single).any(|(a, b)| a.to_bits() != b.to_bits()));
     }
-    assert_eq!(*inst.batches.lock().expect("batches"), vec![4, 1, 1, 1, 1], "passes run at their actual size");
+    assert_eq!(*inst.batches.lock().expect("batches"), vec![(4, 4), (1, 1), (1, 1), (1, 1), (1, 1)], "heads run at the passes' actual size");
     eprintln!("unpadded: {differs} of 4 images differ in their last bits between batch 4 and batch 1");
 }

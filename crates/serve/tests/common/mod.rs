@@ -133,8 +133,8 @@ pub struct Instrumented {
     pub gate: Gate,
     /// Makes the next forward passes panic.
     pub panic_forward: AtomicBool,
-    /// Images per forward pass, in order.
-    pub batches: Mutex<Vec<usize>>,
+    /// (images, classifier-head rows) per forward pass, in order.
+    pub batches: Mutex<Vec<(usize, usize)>>,
 }
 
 impl Instrumented {
@@ -156,13 +156,17 @@ impl Backend for Instrumented {
         self.inner.prepare(bytes, name)
     }
 
-    fn predict(&self, input: &[f32], ks: &[usize]) -> Result<Vec<Vec<ClassProb>>, String> {
+    fn predict(&self, input: &[f32], ks: &[usize], head_rows: usize) -> Result<Vec<Vec<ClassProb>>, String> {
         self.gate.pass();
-        self.batches.lock().expect("batches").push(ks.len());
+        self.batches.lock().expect("batches").push((ks.len(), head_rows));
         if self.panic_forward.load(Ordering::SeqCst) {
             panic!("injected panic in the forward pass");
         }
-        self.inner.predict(input, ks)
+        self.inner.predict(input, ks, head_rows)
+    }
+
+    fn calibrate(&self, max_batch: usize) -> Result<Vec<usize>, String> {
+        self.inner.calibrate(max_batch)
     }
 }
 
