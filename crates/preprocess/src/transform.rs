@@ -156,15 +156,10 @@ pub(crate) fn round_half_even(v: f64) -> f64 {
     v.round_ties_even()
 }
 
-/// Bilinear antialiased resize of `src` (optionally of the crop box `(left, top, width, height)`,
-/// in source pixels, Pillow's `box`) to `dw`×`dh`: Pillow's `Image.resize(.., BILINEAR, box)`,
-/// byte for byte. Returns packed RGB8.
-pub(crate) fn resize_crop(src: View<'_>, crop: Option<(f64, f64, f64, f64)>, dw: u32, dh: u32) -> Vec<u8> {
-    let bx = match crop {
-        Some((l, t, w, h)) => [l as f32, t as f32, (l + w) as f32, (t + h) as f32],
-        None => [0.0, 0.0, src.w as f32, src.h as f32],
-    };
-    resample(src, dw, dh, Filter::Bilinear, bx)
+/// Bilinear antialiased resize of the whole of `src` to `dw`×`dh`: Pillow's
+/// `Image.resize(.., BILINEAR)`, byte for byte. Returns packed RGB8.
+pub(crate) fn resize_view(src: View<'_>, dw: u32, dh: u32) -> Vec<u8> {
+    resample(src, dw, dh, Filter::Bilinear, [0.0, 0.0, src.w as f32, src.h as f32])
 }
 
 /// Pillow's `Image.resize((w, h), filter)` of an RGB image (byte-identical).
@@ -176,7 +171,7 @@ pub fn resize(img: &RgbImage, w: u32, h: u32, filter: Filter) -> RgbImage {
 /// torchvision `Resize(size)` (shorter side, bilinear, antialias) on an RGB image.
 pub fn resize_shorter(img: &RgbImage, size: u32) -> RgbImage {
     let (w, h) = resize_output_size(img.width(), img.height(), size);
-    let data = resize_crop(View::of(img), None, w, h);
+    let data = resize_view(View::of(img), w, h);
     RgbImage::from_raw(w, h, data).unwrap_or_else(|| RgbImage::new(w, h))
 }
 
@@ -449,7 +444,7 @@ pub(crate) fn train_u8(src: View<'_>, orig: (u32, u32), p: &TrainParams, cfg: &T
     };
     let mut buf = vec![0u8; cw as usize * ch as usize * 3];
     rotate_crop_into(src, p.angle, l, t, cw, ch, &mut buf);
-    let mut out = resize_crop(View { w: cw, h: ch, data: &buf }, None, size, size);
+    let mut out = resize_view(View { w: cw, h: ch, data: &buf }, size, size);
     if let Some(j) = &p.jitter {
         apply_jitter(&mut out, j);
     }
@@ -464,7 +459,7 @@ pub fn resized_crop(img: &RgbImage, top: u32, left: u32, height: u32, width: u32
     let (width, height) = (width.min(w - left), height.min(h - top));
     let mut buf = vec![0u8; width as usize * height as usize * 3];
     rotate_crop_into(View::of(img), 0.0, left, top, width, height, &mut buf);
-    let data = resize_crop(View { w: width, h: height, data: &buf }, None, size, size);
+    let data = resize_view(View { w: width, h: height, data: &buf }, size, size);
     RgbImage::from_raw(size, size, data).unwrap_or_else(|| RgbImage::new(size, size))
 }
 
@@ -718,5 +713,56 @@ mod tests {
         let j0 = JitterParams { order: [0, 1, 2, 3], brightness: Some(0.0), contrast: None, saturation: None, hue: None };
         apply_jitter(&mut px, &j0);
         assert!(px.iter().all(|&v| v == 0));
+    }
+
+    /// Every bound of [`TransformConfig::validate`], just inside (accepted) and just outside
+    /// (refused, the message naming the field).
+    #[test]
+    fn validate_accepts_the_bounds_and_refuses_past_them() {
+        type Edit = fn(&mut TransformConfig);
+        let jitter = |b: f32, c: f32, s: f32, h: f32| Some(ColorJitter { brightness: b, contrast: c, saturation: s, hue: h });
+        let ok: [Edit; 9] = [
+            |c| (c.image_size, c.resize_size) = (1, 1),
+            |c| (c.image_size, c.resize_size) = (8192, 8192),
+            |c| c.std = [f32::MIN_POSITIVE, 1.0, 1e30],
+            |c| (c.crop_scale, c.crop_ratio) = ([1.0, 1.0], [2.0, 2.0]),
+            |c| (c.crop_scale, c.crop_ratio) = ([1e-9, 0.5], [1e-9, 1e-9]),
+            |c| (c.rotation_degrees, c.hflip_prob) = (0.0, 0.0),
+            |c| (c.rotation_degrees, c.hflip_prob) = (180.0, 1.0),
+            |c| c.color_jitter = Some(ColorJitter { brightness: 0.0, contrast: 0.0, saturation: 0.0, hue: 0.0 }),
+            |c| c.color_jitter = Some(ColorJitter { brightness: 9.0, contrast: 9.0, saturation: 9.0, hue: 0.5 }),
+        ];
+        for (i, edit) in ok.iter().enumerate() {
+            let mut c = TransformConfig::default();
+            edit(&mut c);
+            assert!(c.validate().is_ok(), "case {i}: {c:?} must be accepted");
+        }
+        let bad: Vec<(TransformConfig, &str)> = vec![
+            (TransformConfig { image_size: 0, ..Default::default() }, "image_size"),
+            (TransformConfig { resize_size: 0, ..Default::default() }, "image_size"),
+            (TransformConfig { image_size: 8193, ..Default::default() }, "image_size"),
+            (TransformConfig { resize_size: 8193, ..Default::default() }, "image_size"),
+            (TransformConfig { std: [0.2, 0.0, 0.2], ..Default::default() }, "std"),
+            (TransformConfig { std: [0.2, 0.2, f32::INFINITY], ..Default::default() }, "std"),
+            (TransformConfig { std: [-0.2, 0.2, 0.2], ..Default::default() }, "std"),
+            (TransformConfig { crop_scale: [0.0, 1.0], ..Default::default() }, "crop scale"),
+            (TransformConfig { crop_scale: [0.6, 0.5], ..Default::default() }, "crop scale"),
+            (TransformConfig { crop_scale: [0.5, 1.0001], ..Default::default() }, "crop scale"),
+            (TransformConfig { crop_ratio: [0.0, 1.0], ..Default::default() }, "ratio"),
+            (TransformConfig { crop_ratio: [1.5, 1.4], ..Default::default() }, "ratio"),
+            (TransformConfig { rotation_degrees: -0.001, ..Default::default() }, "rotation_degrees"),
+            (TransformConfig { rotation_degrees: 180.001, ..Default::default() }, "rotation_degrees"),
+            (TransformConfig { hflip_prob: -0.001, ..Default::default() }, "hflip_prob"),
+            (TransformConfig { hflip_prob: 1.001, ..Default::default() }, "hflip_prob"),
+            (TransformConfig { color_jitter: jitter(-0.1, 0.0, 0.0, 0.0), ..Default::default() }, "color jitter"),
+            (TransformConfig { color_jitter: jitter(0.0, -0.1, 0.0, 0.0), ..Default::default() }, "color jitter"),
+            (TransformConfig { color_jitter: jitter(0.0, 0.0, -0.1, 0.0), ..Default::default() }, "color jitter"),
+            (TransformConfig { color_jitter: jitter(0.0, 0.0, 0.0, -0.1), ..Default::default() }, "color jitter"),
+            (TransformConfig { color_jitter: jitter(0.0, 0.0, 0.0, 0.51), ..Default::default() }, "color jitter"),
+        ];
+        for (c, field) in bad {
+            let msg = c.validate().expect_err(&format!("{c:?} must be refused")).to_string();
+            assert!(msg.contains(field), "{c:?}: {msg}");
+        }
     }
 }
