@@ -655,6 +655,11 @@ mod tests {
         let c = center_crop(&img, 5);
         let row: Vec<u8> = (0..5).map(|x| c.get_pixel(x, 1)[0]).collect();
         assert_eq!(row, vec![0, 1, 2, 0, 0]);
+        // 2 wide into 8 → pad left (8-2)//2 = 3, and the same rows above: 2 high → 3 rows
+        let c = center_crop(&img, 8);
+        let row: Vec<u8> = (0..8).map(|x| c.get_pixel(x, 4)[0]).collect();
+        assert_eq!(row, vec![0, 0, 0, 1, 2, 0, 0, 0]);
+        assert!((0..8).all(|x| c.get_pixel(x, 2)[0] == 0 && c.get_pixel(x, 5)[0] == 0));
     }
 
     #[test]
@@ -763,6 +768,18 @@ mod tests {
         for (c, field) in bad {
             let msg = c.validate().expect_err(&format!("{c:?} must be refused")).to_string();
             assert!(msg.contains(field), "{c:?}: {msg}");
+        }
+    }
+
+    /// The eval path's crop of the resize (computed as a window when it fits) equals resizing the
+    /// whole image then `CenterCrop`, also when the crop is larger than one or both sides (zero
+    /// padding) and when it equals them.
+    #[test]
+    fn resize_center_crop_equals_resize_then_crop() {
+        for (w, h, resize, size) in [(4, 8, 4, 6), (8, 4, 4, 6), (4, 4, 4, 6), (4, 6, 4, 6), (10, 7, 5, 6), (12, 9, 6, 6), (30, 20, 16, 9)] {
+            let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 17 + y) as u8, (y * 29) as u8, (x * y) as u8]));
+            let want = center_crop(&resize_shorter(&img, resize), size);
+            assert_eq!(resize_center_crop(View::of(&img), resize, size), want.into_raw(), "{w}x{h} resize {resize} crop {size}");
         }
     }
 }
