@@ -779,7 +779,29 @@ mod tests {
         for (w, h, resize, size) in [(4, 8, 4, 6), (8, 4, 4, 6), (4, 4, 4, 6), (4, 6, 4, 6), (10, 7, 5, 6), (12, 9, 6, 6), (30, 20, 16, 9)] {
             let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 17 + y) as u8, (y * 29) as u8, (x * y) as u8]));
             let want = center_crop(&resize_shorter(&img, resize), size);
+            let cfg = TransformConfig { resize_size: resize, image_size: size, ..Default::default() };
+            assert_eq!(eval_u8(&img, &cfg), want, "eval_u8 {w}x{h} resize {resize} crop {size}");
             assert_eq!(resize_center_crop(View::of(&img), resize, size), want.into_raw(), "{w}x{h} resize {resize} crop {size}");
+        }
+    }
+
+    /// `write_tensor` writes nothing (and does not panic) when either buffer is too small for the
+    /// size, and fills the first `3·size²` values when both are large enough, larger included.
+    #[test]
+    fn write_tensor_checks_both_buffers() {
+        let cfg = TransformConfig { image_size: 2, ..Default::default() };
+        let rgb: Vec<u8> = (0..13).map(|v| v * 9).collect();
+        for (rgb_len, out_len, written) in [(11, 12, false), (12, 11, false), (12, 12, true), (13, 14, true)] {
+            let mut out = vec![f32::NAN; out_len];
+            write_tensor(&rgb[..rgb_len], 2, &cfg, false, true, &mut out);
+            let want = |i: usize| (rgb[i] as f32 / 255.0 - cfg.mean[i % 3]) / cfg.std[i % 3];
+            for (i, v) in out.iter().enumerate() {
+                if written && i < 12 {
+                    assert_eq!(*v, want(i), "rgb {rgb_len}, out {out_len}: value {i}");
+                } else {
+                    assert!(v.is_nan(), "rgb {rgb_len}, out {out_len}: value {i} written");
+                }
+            }
         }
     }
 }
