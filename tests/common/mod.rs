@@ -99,8 +99,8 @@ fn table(base: &[(&str, &str)], set: &[(&str, &str)]) -> String {
 /// [`DENSENET`]) and returns its path. `set` overrides or adds keys, values as raw TOML:
 /// `("epochs", "2")`, `("mode", "\"finetune\"")`; keys of the head table are written `head.<key>`.
 pub fn config(dir: &Path, name: &str, set: &[(&str, &str)]) -> PathBuf {
-    let (head, top): (Vec<(&str, &str)>, Vec<(&str, &str)>) = set.iter().partition(|(k, _)| k.starts_with("head."));
-    let head: Vec<(&str, &str)> = head.iter().map(|(k, v)| (k.trim_start_matches("head."), *v)).collect();
+    let top: Vec<(&str, &str)> = set.iter().copied().filter(|(k, _)| !k.starts_with("head.")).collect();
+    let head: Vec<(&str, &str)> = set.iter().filter_map(|(k, v)| Some((k.strip_prefix("head.")?, *v))).collect();
     let text = format!("name = {name:?}\n{}\n[arch.densenet]\n{DENSENET}\n[head]\n{}", table(&TOP, &top), table(&HEAD, &head));
     std::fs::create_dir_all(dir).expect("config dir");
     let p = dir.join(format!("{name}.toml"));

@@ -1212,4 +1212,37 @@ mod tests {
             assert!(matches!(pk.obj(pk.root), Some(Obj::Bytes(b)) if b == b"abc"), "{p:?}");
         }
     }
+
+    /// Every whitelisted callable called with too few arguments (none, one, two) gives a value or
+    /// a clean error, never a panic (an index past the arguments).
+    #[test]
+    fn whitelisted_calls_with_too_few_arguments_do_not_panic() {
+        let globals = [
+            "torch._utils\n_rebuild_tensor_v2",
+            "torch._utils\n_rebuild_tensor",
+            "torch._utils\n_rebuild_parameter",
+            "torch._utils\n_rebuild_parameter_with_state",
+            "torch.nn.parameter\nParameter",
+            "torch._tensor\n_rebuild_from_type_v2",
+            "torch._tensor\n_rebuild_from_type",
+            "collections\nOrderedDict",
+            "builtins\nset",
+            "builtins\nlist",
+            "torch\nSize",
+            "_codecs\nencode",
+            "builtins\nbytearray",
+            "torch\ndevice",
+            "numpy.core.multiarray\nscalar",
+            "numpy._core.multiarray\nscalar",
+        ];
+        for g in globals {
+            for args in [&b")"[..], b"K\x01\x85", b"K\x01K\x02\x86"] {
+                let mut p = format!("c{g}\n").into_bytes();
+                p.extend_from_slice(args);
+                p.extend_from_slice(b"R.");
+                let r = std::panic::catch_unwind(|| parse(&p).map(|pk| pk.root));
+                assert!(r.is_ok(), "{g:?} with {args:?} panicked");
+            }
+        }
+    }
 }
