@@ -804,4 +804,30 @@ mod tests {
             }
         }
     }
+
+    /// The draws of `train_params`: angles cover both signs of ±degrees; no rotation draws
+    /// nothing (the crop is the first draw of the stream); flip probabilities 0 and 1 are exact;
+    /// the jitter order is a uniform shuffle that reaches all 24 orders.
+    #[test]
+    fn train_params_draws() {
+        let cfg =
+            TransformConfig { color_jitter: Some(ColorJitter { brightness: 0.2, contrast: 0.2, saturation: 0.2, hue: 0.1 }), ..Default::default() };
+        let ps: Vec<TrainParams> = (0..2000).map(|i| train_params(300, 200, &cfg, 9, 1, i)).collect();
+        let (lo, hi) = ps.iter().fold((0f64, 0f64), |(lo, hi), p| (lo.min(p.angle), hi.max(p.angle)));
+        assert!(lo < -25.0 && hi > 25.0, "angles in [{lo}, {hi}]");
+        let orders: std::collections::BTreeSet<[u8; 4]> = ps.iter().filter_map(|p| p.jitter.as_ref().map(|j| j.order)).collect();
+        assert_eq!(orders.len(), 24, "{orders:?}");
+        let flips = ps.iter().filter(|p| p.flip).count();
+        assert!((800..1200).contains(&flips), "{flips} flips of 2000 at p = 0.5");
+        for (prob, want) in [(0.0, 0), (1.0, 2000)] {
+            let c = TransformConfig { hflip_prob: prob, rotation_degrees: 0.0, ..Default::default() };
+            let ps: Vec<TrainParams> = (0..2000).map(|i| train_params(300, 200, &c, 9, 1, i)).collect();
+            assert_eq!(ps.iter().filter(|p| p.flip).count(), want, "hflip_prob {prob}");
+            for (i, p) in ps.iter().enumerate() {
+                let mut rng = Rng::keyed(9, 1, i as u64, STREAM_AUGMENT);
+                assert_eq!(p.angle, 0.0);
+                assert_eq!((p.top, p.left, p.height, p.width), rrc_params(300, 200, c.crop_scale, c.crop_ratio, &mut rng), "sample {i}");
+            }
+        }
+    }
 }
