@@ -819,6 +819,17 @@ mod tests {
         assert_eq!(orders.len(), 24, "{orders:?}");
         let flips = ps.iter().filter(|p| p.flip).count();
         assert!((800..1200).contains(&flips), "{flips} flips of 2000 at p = 0.5");
+        for p in &ps {
+            let j = p.jitter.as_ref().expect("jitter");
+            for f in [j.brightness, j.contrast, j.saturation] {
+                assert!(f.is_some_and(|f| (0.8..=1.2).contains(&f)), "{j:?}");
+            }
+            assert!(j.hue.is_some_and(|h| (-0.1..=0.1).contains(&h)), "{j:?}");
+        }
+        let off =
+            TransformConfig { color_jitter: Some(ColorJitter { brightness: 0.0, contrast: 0.3, saturation: 0.0, hue: 0.0 }), ..Default::default() };
+        let j = train_params(300, 200, &off, 9, 1, 0).jitter.expect("jitter");
+        assert!(j.brightness.is_none() && j.saturation.is_none() && j.hue.is_none() && j.contrast.is_some(), "{j:?}");
         for (prob, want) in [(0.0, 0), (1.0, 2000)] {
             let c = TransformConfig { hflip_prob: prob, rotation_degrees: 0.0, ..Default::default() };
             let ps: Vec<TrainParams> = (0..2000).map(|i| train_params(300, 200, &c, 9, 1, i)).collect();
