@@ -1245,4 +1245,21 @@ mod tests {
             }
         }
     }
+
+    /// `OrderedDict([(k, v), ...])`, `_codecs.encode(s, "latin1")` (how protocol 2 stores Python 3
+    /// bytes: U+00FF is the last encodable character) and protocol 0's raw-unicode-escape `V`
+    /// strings (a `\uXXXX` escape up to the very end of the line).
+    #[test]
+    fn ordered_dicts_latin1_bytes_and_unicode_escapes() {
+        let pk = parse(b"ccollections\nOrderedDict\n]((K\x01K\x02t(K\x03K\x04te\x85R.").unwrap();
+        assert_eq!(pk.dict(pk.root), Some(&[(V::Int(1), V::Int(2)), (V::Int(3), V::Int(4))][..]));
+        assert!(refusal(b"ccollections\nOrderedDict\n]((K\x01te\x85R.").contains("not a pair"));
+        let pk = parse(b"c_codecs\nencode\nX\x03\x00\x00\x00a\xc3\xbfX\x06\x00\x00\x00latin1\x86R.").unwrap();
+        assert!(matches!(pk.obj(pk.root), Some(Obj::Bytes(b)) if b == &[b'a', 0xff]));
+        assert!(refusal(b"c_codecs\nencode\nX\x02\x00\x00\x00\xc4\x80X\x06\x00\x00\x00latin1\x86R.").contains("non-latin1"));
+        for (line, want) in [(&b"Vab\\u00e9c\n."[..], "ab\u{e9}c"), (b"V\\u00e9\n.", "\u{e9}"), (b"Vx\\u00e\n.", "x\\u00e")] {
+            let pk = parse(line).unwrap();
+            assert_eq!(pk.str(pk.root), Some(want), "{line:?}");
+        }
+    }
 }
