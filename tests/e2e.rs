@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{config, draw, make_dataset, metrics, ok, petal, CLASSES};
+use common::{config, draw, make_dataset, metrics, ok, petal, train_cmd, CLASSES};
 use std::path::Path;
 use std::process::Command;
 
@@ -14,21 +14,9 @@ fn train_evaluate_predict_on_synthetic_flowers() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     make_dataset(&data, 24, 8, 4);
-    let runs = tmp.path().join("runs");
-    let cfg = config(tmp.path(), "synthetic", "");
-    let out = petal()
-        .args(["train", "--data"])
-        .arg(&data)
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--runs-dir")
-        .arg(&runs)
-        .arg("--cache-dir")
-        .arg(tmp.path().join("cache"))
-        .output()
-        .expect("run petal train");
-    ok(out, "petal train");
-    let run = runs.join("synthetic");
+    let cfg = config(tmp.path(), "synthetic", &[]);
+    ok(train_cmd(&data, Some(&cfg), tmp.path()).output().expect("run petal train"), "petal train");
+    let run = tmp.path().join("runs/synthetic");
     let m = metrics(&run);
     assert_eq!(m.len(), 12);
     let first_loss = m[0]["train_loss"].as_f64().expect("loss");
@@ -97,20 +85,18 @@ fn resume_after_kill_matches_an_uninterrupted_run() {
     let data = tmp.path().join("data");
     make_dataset(&data, 12, 6, 0);
     let runs = tmp.path().join("runs");
-    let cache = tmp.path().join("cache");
     let run_train = |cfg: &Path, resume: bool| {
-        let mut c = petal();
-        c.args(["train", "--data"]).arg(&data).arg("--config").arg(cfg).arg("--runs-dir").arg(&runs).arg("--cache-dir").arg(&cache);
+        let mut c = train_cmd(&data, Some(cfg), tmp.path());
         if resume {
             c.arg("--resume");
         }
         c
     };
     // Uninterrupted reference.
-    let full = config(tmp.path(), "full", "");
+    let full = config(tmp.path(), "full", &[]);
     ok(run_train(&full, false).output().expect("full run"), "full run");
     // Interrupted: kill -9 as soon as the 3rd epoch's checkpoint has been written, then resume.
-    let cut = config(tmp.path(), "cut", "");
+    let cut = config(tmp.path(), "cut", &[]);
     let mut child = run_train(&cut, false).stderr(std::process::Stdio::null()).spawn().expect("spawn");
     let metrics_path = runs.join("cut").join("metrics.jsonl");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
@@ -142,20 +128,8 @@ fn early_stopping_stops_and_keeps_the_best() {
     make_dataset(&data, 12, 6, 0);
     let runs = tmp.path().join("runs");
     // lr 0 never improves after epoch 1: patience 2 stops after epoch 3.
-    let cfg = config(tmp.path(), "stop", "patience = 2\nweight_decay = 0.0");
-    let text = std::fs::read_to_string(&cfg).expect("read").replace("lr = 0.01", "lr = 1e-12");
-    std::fs::write(&cfg, text).expect("write");
-    let out = petal()
-        .args(["train", "--data"])
-        .arg(&data)
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--runs-dir")
-        .arg(&runs)
-        .arg("--cache-dir")
-        .arg(tmp.path().join("cache"))
-        .output()
-        .expect("run");
+    let cfg = config(tmp.path(), "stop", &[("patience", "2"), ("weight_decay", "0.0"), ("lr", "1e-12")]);
+    let out = train_cmd(&data, Some(&cfg), tmp.path()).output().expect("run");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{err}");
     assert!(err.contains("early stopping"), "{err}");
@@ -194,11 +168,7 @@ fn cli_error_paths_exit_non_zero_with_a_message() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     make_dataset(&data, 2, 1, 0);
-    let train = || {
-        let mut c = petal();
-        c.args(["train", "--data"]).arg(&data).arg("--runs-dir").arg(tmp.path().join("runs")).arg("--cache-dir").arg(tmp.path().join("cache"));
-        c
-    };
+    let train = || train_cmd(&data, None, tmp.path());
     // Bad enum values name the flag and the value.
     fails(train().args(["--arch", "resnet9000"]), &["--arch", "resnet9000"]);
     fails(train().args(["--mode", "sideways"]), &["--mode", "sideways"]);
@@ -216,9 +186,7 @@ fn cli_error_paths_exit_non_zero_with_a_message() {
     fails(train().args(["--preset", "turbo"]), &["turbo", "seed"]);
 
     // A checkpoint to predict with (1 epoch; accuracy does not matter here).
-    let cfg = config(tmp.path(), "tiny", "");
-    let text = std::fs::read_to_string(&cfg).expect("read").replace("epochs = 12", "epochs = 1");
-    std::fs::write(&cfg, text).expect("write");
+    let cfg = config(tmp.path(), "tiny", &[("epochs", "1")]);
     ok(train().arg("--config").arg(&cfg).output().expect("train"), "petal train");
     let ckpt = tmp.path().join("runs/tiny/best.safetensors");
     let predict = || {
@@ -248,7 +216,7 @@ fn pipeline_runs_every_stage_then_skips_unchanged_ones() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     make_dataset(&data, 16, 6, 4);
-    let train_cfg = std::fs::read_to_string(config(tmp.path(), "pipe", "")).expect("cfg");
+    let train_cfg = std::fs::read_to_string(config(tmp.path(), "pipe", &[])).expect("cfg");
     // The same training table under [train], plus pipeline keys.
     let mut text =
         format!("data = {:?}\nruns_dir = {:?}\ncache_dir = {:?}\nsamples = 3\ntop_k = 3\n", data, tmp.path().join("runs"), tmp.path().join("cache"));
@@ -284,27 +252,10 @@ fn finetuning_trains_only_the_unfrozen_blocks() {
     let data = tmp.path().join("data");
     make_dataset(&data, 12, 6, 0);
     let runs = tmp.path().join("runs");
-    let train = |cfg: &Path| {
-        let out = petal()
-            .args(["train", "--data"])
-            .arg(&data)
-            .arg("--config")
-            .arg(cfg)
-            .arg("--runs-dir")
-            .arg(&runs)
-            .arg("--cache-dir")
-            .arg(tmp.path().join("cache"))
-            .output()
-            .expect("run");
-        ok(out, "petal train");
-    };
+    let train = |cfg: &Path| ok(train_cmd(&data, Some(cfg), tmp.path()).output().expect("run"), "petal train");
     // Same seed, same initialisation: one run frozen, one fine-tuning the last block (block2).
-    let frozen = config(tmp.path(), "frozen", "");
-    let ft = config(tmp.path(), "ft", "unfreeze_blocks = 1\nbackbone_lr_scale = 0.5");
-    let text = std::fs::read_to_string(&ft).expect("read").replace("mode = \"frozen\"", "mode = \"finetune\"").replace("epochs = 12", "epochs = 4");
-    std::fs::write(&ft, text).expect("write");
-    let text = std::fs::read_to_string(&frozen).expect("read").replace("epochs = 12", "epochs = 4");
-    std::fs::write(&frozen, text).expect("write");
+    let frozen = config(tmp.path(), "frozen", &[("epochs", "4")]);
+    let ft = config(tmp.path(), "ft", &[("unfreeze_blocks", "1"), ("backbone_lr_scale", "0.5"), ("mode", "\"finetune\""), ("epochs", "4")]);
     train(&frozen);
     train(&ft);
     let a = checkpoint::load(&runs.join("frozen/last.safetensors")).expect("frozen ckpt");
@@ -330,19 +281,9 @@ fn skip_bad_trains_past_a_corrupt_image() {
     let victim = data.join("train/iris/003.png");
     let bytes = std::fs::read(&victim).expect("read");
     std::fs::write(&victim, &bytes[..bytes.len() / 2]).expect("truncate");
-    let cfg = config(tmp.path(), "bad", "");
-    let text = std::fs::read_to_string(&cfg).expect("read").replace("epochs = 12", "epochs = 2");
-    std::fs::write(&cfg, text).expect("write");
+    let cfg = config(tmp.path(), "bad", &[("epochs", "2")]);
     let run = |skip: bool| {
-        let mut c = petal();
-        c.args(["train", "--data"])
-            .arg(&data)
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--runs-dir")
-            .arg(tmp.path().join("runs"))
-            .arg("--cache-dir")
-            .arg(tmp.path().join(if skip { "cache-skip" } else { "cache" }));
+        let mut c = train_cmd(&data, Some(&cfg), &tmp.path().join(if skip { "skip" } else { "no-skip" }));
         if skip {
             c.arg("--skip-bad");
         }

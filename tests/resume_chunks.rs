@@ -8,6 +8,8 @@
 //!
 //! Data: a generated ImageFolder (colour gradients with noise), a tiny random DenseNet.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -36,44 +38,31 @@ fn make_dataset(root: &Path) {
     }
 }
 
+/// The shared test config (`common::config`), run name `chunks`, with this test's batch sizes,
+/// 2 epochs and `chunk_images`, written to `dir/chunks-<chunk_images>/chunks.toml`.
 fn config(dir: &Path, chunk_images: usize) -> PathBuf {
-    let text = format!(
-        r#"name = "chunks"
-mode = "frozen"
-views = 0
-optimizer = "adam"
-lr = 0.01
-schedule = "constant"
-epochs = 2
-batch_size = 8
-seed = 3
-image_size = 32
-resize_size = 36
-channels_last = false
-eval_batch_size = 4
-chunk_images = {chunk_images}
-threads = 1
+    let chunks = chunk_images.to_string();
+    let set = [
+        ("views", "0"),
+        ("epochs", "2"),
+        ("batch_size", "8"),
+        ("seed", "3"),
+        ("eval_batch_size", "4"),
+        ("chunk_images", chunks.as_str()),
+        ("head.hidden", "[]"),
+        ("head.dropout", "0.0"),
+    ];
+    common::config(&dir.join(format!("chunks-{chunk_images}")), "chunks", &set)
+}
 
-[arch.densenet]
-growth_rate = 4
-block_config = [2, 2]
-num_init_features = 8
-bn_size = 2
-
-[head]
-hidden = []
-dropout = 0.0
-"#
-    );
-    let p = dir.join(format!("chunks-{chunk_images}.toml"));
-    std::fs::write(&p, text).expect("config");
-    p
+/// A `petal` command logging chunk progress, without a test halt inherited from the environment.
+fn logged(mut c: Command) -> Command {
+    c.env("RUST_LOG", "warn,checkpoint::chunks=info").env("NO_COLOR", "1").env_remove("PETAL_TEST_HALT_AFTER_BATCHES");
+    c
 }
 
 fn petal() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_petal"));
-    c.env("RUST_LOG", "warn,checkpoint::chunks=info").env("NO_COLOR", "1").env_remove("PETAL_TEST_HALT_AFTER_BATCHES");
-    c
+    logged(common::petal())
 }
 
 /// Removes ANSI escape sequences, in case the log is coloured anyway.
@@ -129,16 +118,10 @@ fn computed(log: &str) -> Vec<(usize, usize, usize)> {
     log.lines().filter(|l| l.contains(" computed=")).map(|l| (field(l, "computed"), field(l, "reused"), field(l, "total"))).collect()
 }
 
+/// `petal train --resume` with `cfg`, run and caches under `work`, logging chunk progress.
 fn train_cmd(data: &Path, cfg: &Path, work: &Path) -> Command {
-    let mut c = petal();
-    c.args(["train", "--resume", "--data"])
-        .arg(data)
-        .arg("--config")
-        .arg(cfg)
-        .arg("--runs-dir")
-        .arg(work.join("runs"))
-        .arg("--cache-dir")
-        .arg(work.join("cache"));
+    let mut c = logged(common::train_cmd(data, Some(cfg), work));
+    c.arg("--resume");
     c
 }
 

@@ -4,19 +4,12 @@
 
 mod common;
 
-use common::{config, draw, make_dataset, make_images, ok, petal, write_names};
+use common::{config, draw, make_dataset, make_images, ok, petal, train_cmd, write_names};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// `petal train` on `data` with the test config `name`, into `tmp/runs`, caches in `tmp/cache`.
-fn train(tmp: &Path, data: &Path, cfg: &Path) -> Command {
-    let mut c = petal();
-    c.args(["train", "--data"]).arg(data).arg("--config").arg(cfg).arg("--runs-dir").arg(tmp.join("runs")).arg("--cache-dir").arg(tmp.join("cache"));
-    c
 }
 
 /// Waits (without a time limit on the assertion) until `path` holds a number, or `child` exits.
@@ -38,12 +31,11 @@ fn a_run_folder_in_use_is_locked_and_a_finished_run_is_not_overwritten() {
     let data = tmp.path().join("data");
     make_dataset(&data, 8, 4, 0);
     // A run far too long to finish while the test looks at it: it is killed below.
-    let long = config(tmp.path(), "same", "");
-    std::fs::write(&long, std::fs::read_to_string(&long).expect("read").replace("epochs = 12", "epochs = 1000000")).expect("write");
-    let mut first = train(tmp.path(), &data, &long).stderr(Stdio::null()).spawn().expect("spawn the first run");
+    let long = config(tmp.path(), "same", &[("epochs", "1000000")]);
+    let mut first = train_cmd(&data, Some(&long), tmp.path()).stderr(Stdio::null()).spawn().expect("spawn the first run");
     let pid = wait_for_pid(&tmp.path().join("runs/same/.lock"), &mut first);
     assert_eq!(pid, first.id());
-    let out = train(tmp.path(), &data, &long).arg("--overwrite").output().expect("second run");
+    let out = train_cmd(&data, Some(&long), tmp.path()).arg("--overwrite").output().expect("second run");
     let err = stderr(&out);
     assert!(!out.status.success(), "a second run of the same name must fail: {err}");
     assert!(err.contains(&format!("pid {pid}")) && err.contains("in use"), "{err}");
@@ -51,18 +43,17 @@ fn a_run_folder_in_use_is_locked_and_a_finished_run_is_not_overwritten() {
     let _ = first.wait();
 
     // The OS released the killed holder's lock. A finished run is refused without --overwrite ...
-    let short = config(tmp.path(), "same", "");
-    std::fs::write(&short, std::fs::read_to_string(&short).expect("read").replace("epochs = 12", "epochs = 2")).expect("write");
-    ok(train(tmp.path(), &data, &short).arg("--overwrite").output().expect("third run"), "run with --overwrite");
+    let short = config(tmp.path(), "same", &[("epochs", "2")]);
+    ok(train_cmd(&data, Some(&short), tmp.path()).arg("--overwrite").output().expect("third run"), "run with --overwrite");
     let run = tmp.path().join("runs/same");
     let before = std::fs::read(run.join("metrics.jsonl")).expect("metrics");
-    let out = train(tmp.path(), &data, &short).output().expect("fourth run");
+    let out = train_cmd(&data, Some(&short), tmp.path()).output().expect("fourth run");
     let err = stderr(&out);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("already holds a run") && err.contains("--overwrite"), "{err}");
     assert_eq!(std::fs::read(run.join("metrics.jsonl")).expect("metrics"), before, "the refused run changed the folder");
     // ... and replaced with it.
-    ok(train(tmp.path(), &data, &short).arg("--overwrite").output().expect("fifth run"), "run with --overwrite");
+    ok(train_cmd(&data, Some(&short), tmp.path()).arg("--overwrite").output().expect("fifth run"), "run with --overwrite");
     assert_eq!(std::fs::read_to_string(run.join("metrics.jsonl")).expect("metrics").lines().count(), 2);
 }
 
@@ -72,8 +63,8 @@ fn concurrent_runs_compute_each_cache_once_and_agree() {
     let data = tmp.path().join("data");
     make_dataset(&data, 12, 6, 0);
     // Two runs with different names and the same features (2 augmented views read from the image cache).
-    let (a, b) = (config(tmp.path(), "a", ""), config(tmp.path(), "b", ""));
-    let spawn = |cfg: &PathBuf| train(tmp.path(), &data, cfg).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let (a, b) = (config(tmp.path(), "a", &[]), config(tmp.path(), "b", &[]));
+    let spawn = |cfg: &PathBuf| train_cmd(&data, Some(cfg), tmp.path()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
     let (pa, pb) = (spawn(&a), spawn(&b));
     let (oa, ob) = (pa.wait_with_output().expect("run a"), pb.wait_with_output().expect("run b"));
     let (ea, eb) = (stderr(&oa), stderr(&ob));
@@ -153,9 +144,8 @@ fn category_names_come_from_the_parent_folder_or_a_flag_and_live_in_the_checkpoi
     let data = tmp.path().join("flowers");
     make_images(&data, 12, 4, 3);
     write_names(tmp.path());
-    let cfg = config(tmp.path(), "names", "");
-    std::fs::write(&cfg, std::fs::read_to_string(&cfg).expect("read").replace("epochs = 12", "epochs = 3")).expect("write");
-    ok(train(tmp.path(), &data, &cfg).output().expect("train"), "petal train");
+    let cfg = config(tmp.path(), "names", &[("epochs", "3")]);
+    ok(train_cmd(&data, Some(&cfg), tmp.path()).output().expect("train"), "petal train");
     let best = tmp.path().join("runs/names/best.safetensors");
     let ckpt = checkpoint::load(&best).expect("checkpoint");
     let names: Vec<Option<&str>> = ckpt.meta.classes.iter().map(|c| c.name.as_deref()).collect();

@@ -64,38 +64,59 @@ pub fn write_names(dir: &Path) {
     std::fs::write(dir.join("cat_to_name.json"), names).expect("names");
 }
 
-pub fn config(dir: &Path, name: &str, extra: &str) -> PathBuf {
-    let text = format!(
-        r#"name = "{name}"
-mode = "frozen"
-views = 2
-optimizer = "adam"
-lr = 0.01
-schedule = "constant"
-label_smoothing = 0.0
-epochs = 12
-batch_size = 16
-seed = 7
-image_size = 32
-resize_size = 36
-channels_last = false
-eval_batch_size = 32
-threads = 1
-{extra}
-[arch.densenet]
-growth_rate = 4
-block_config = [2, 2]
-num_init_features = 8
-bn_size = 2
+/// Top-level keys of the test training config, in file order: a frozen tiny DenseNet trained for
+/// 12 epochs on 32-pixel images.
+const TOP: [(&str, &str); 14] = [
+    ("mode", "\"frozen\""),
+    ("views", "2"),
+    ("optimizer", "\"adam\""),
+    ("lr", "0.01"),
+    ("schedule", "\"constant\""),
+    ("label_smoothing", "0.0"),
+    ("epochs", "12"),
+    ("batch_size", "16"),
+    ("seed", "7"),
+    ("image_size", "32"),
+    ("resize_size", "36"),
+    ("channels_last", "false"),
+    ("eval_batch_size", "32"),
+    ("threads", "1"),
+];
+/// The `[head]` table of the test config.
+const HEAD: [(&str, &str); 2] = [("hidden", "[32]"), ("dropout", "0.1")];
+/// The `[arch.densenet]` table: two dense blocks of two layers, 8 initial features.
+const DENSENET: &str = "growth_rate = 4\nblock_config = [2, 2]\nnum_init_features = 8\nbn_size = 2\n";
 
-[head]
-hidden = [32]
-dropout = 0.1
-"#
-    );
+/// `key = value` lines of `base` with the values of `set` (raw TOML) replacing theirs, then the keys
+/// of `set` that `base` lacks.
+fn table(base: &[(&str, &str)], set: &[(&str, &str)]) -> String {
+    let known = |k: &str| base.iter().any(|(b, _)| *b == k);
+    let lines = base.iter().map(|(k, v)| (*k, set.iter().find(|(s, _)| s == k).map_or(*v, |(_, v)| *v)));
+    lines.chain(set.iter().copied().filter(|(k, _)| !known(k))).map(|(k, v)| format!("{k} = {v}\n")).collect()
+}
+
+/// Writes the test training config `dir/<name>.toml` (run name `name`; see [`TOP`], [`HEAD`],
+/// [`DENSENET`]) and returns its path. `set` overrides or adds keys, values as raw TOML:
+/// `("epochs", "2")`, `("mode", "\"finetune\"")`; keys of the head table are written `head.<key>`.
+pub fn config(dir: &Path, name: &str, set: &[(&str, &str)]) -> PathBuf {
+    let top: Vec<(&str, &str)> = set.iter().copied().filter(|(k, _)| !k.starts_with("head.")).collect();
+    let head: Vec<(&str, &str)> = set.iter().filter_map(|(k, v)| Some((k.strip_prefix("head.")?, *v))).collect();
+    let text = format!("name = {name:?}\n{}\n[arch.densenet]\n{DENSENET}\n[head]\n{}", table(&TOP, &top), table(&HEAD, &head));
+    std::fs::create_dir_all(dir).expect("config dir");
     let p = dir.join(format!("{name}.toml"));
     std::fs::write(&p, text).expect("config");
     p
+}
+
+/// `petal train --data <data> --runs-dir <work>/runs --cache-dir <work>/cache`, plus
+/// `--config <cfg>` when given: the training command the end-to-end tests start from.
+pub fn train_cmd(data: &Path, cfg: Option<&Path>, work: &Path) -> Command {
+    let mut c = petal();
+    c.args(["train", "--data"]).arg(data).arg("--runs-dir").arg(work.join("runs")).arg("--cache-dir").arg(work.join("cache"));
+    if let Some(cfg) = cfg {
+        c.arg("--config").arg(cfg);
+    }
+    c
 }
 
 pub fn metrics(run: &Path) -> Vec<serde_json::Value> {

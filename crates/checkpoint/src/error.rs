@@ -62,6 +62,17 @@ pub enum Error {
         /// Checksum of the bytes actually read.
         computed: String,
     },
+    /// The stored checksum over the tensors' names, dtypes and shapes (format ≥ 1.1) does not
+    /// match the tensors read: tensors were renamed, swapped, reshaped or retyped.
+    #[error("{path}: tensor names, dtypes or shapes do not match their checksum (stored {stored}, computed {computed}): the file is damaged")]
+    LayoutChecksum {
+        /// File concerned.
+        path: PathBuf,
+        /// Layout checksum recorded in the metadata.
+        stored: String,
+        /// Layout checksum of the tensors actually read.
+        computed: String,
+    },
     /// A tensor is inconsistent in itself (byte length vs shape and dtype, unsupported
     /// conversion).
     #[error("invalid tensor: {0}")]

@@ -15,7 +15,13 @@ pub const FORMAT_MAJOR: u32 = 1;
 /// Minor format version written by this build. Minor versions only add optional metadata
 /// fields; any reader of the same major reads any minor (unknown fields are ignored, missing
 /// ones take their defaults).
-pub const FORMAT_MINOR: u32 = 0;
+///
+/// * 1.0: `tensor_checksum` over the tensors' bytes only.
+/// * 1.1: adds `tensor_layout_checksum` over the tensors' names, dtypes and shapes, so a file
+///   whose tensors were renamed, swapped or reshaped is refused (see [`tensor_layout_checksum`]).
+pub const FORMAT_MINOR: u32 = 1;
+/// First minor version of major 1 whose files must carry `tensor_layout_checksum`.
+const LAYOUT_CHECKSUM_SINCE: FormatVersion = FormatVersion { major: 1, minor: 1 };
 /// Key of the metadata JSON inside the safetensors `__metadata__` string map.
 pub const METADATA_KEY: &str = "petal";
 /// Reserved tensor-name prefix for optimizer state (e.g. `optimizer/state.0.exp_avg`).
@@ -126,6 +132,10 @@ pub struct Metadata {
     /// `"<algorithm>:<hex>"` over the tensor bytes, tensors taken in name order (see
     /// [`tensor_checksum`]).
     pub tensor_checksum: String,
+    /// `"<algorithm>:<hex>"` over the tensors' names, dtypes and shapes, in name order (see
+    /// [`tensor_layout_checksum`]); empty in files of format 1.0, which did not record it.
+    /// Together with `tensor_checksum` it covers every tensor's name, dtype, shape and bytes.
+    pub tensor_layout_checksum: String,
 }
 
 impl Default for Metadata {
@@ -147,6 +157,7 @@ impl Default for Metadata {
             rng: None,
             provenance: serde_json::Value::Null,
             tensor_checksum: String::new(),
+            tensor_layout_checksum: String::new(),
         }
     }
 }
@@ -229,6 +240,32 @@ pub fn tensor_checksum(tensors: &TensorMap, algorithm: &str) -> Option<String> {
     }
 }
 
+/// Checksum over the tensors' names, dtypes and shapes, tensors in name order, hashed with
+/// `algorithm` (`"sha256"` or `"crc32"`), as `"<algorithm>:<lowercase hex>"`. Each tensor
+/// contributes its name's byte length (u64 little-endian) and UTF-8 bytes, its dtype name
+/// (length-prefixed the same way), its number of dimensions and each dimension (u64 LE), so no
+/// two different layouts hash the same input. With [`tensor_checksum`], whose byte stream is cut
+/// into tensors by the lengths these shapes imply, every tensor's name, dtype, shape and bytes
+/// are covered.
+pub fn tensor_layout_checksum(tensors: &TensorMap, algorithm: &str) -> Option<String> {
+    let mut text = Vec::new();
+    for (name, t) in tensors {
+        for part in [name.as_bytes(), t.dtype.name().as_bytes()] {
+            text.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            text.extend_from_slice(part);
+        }
+        text.extend_from_slice(&(t.shape.len() as u64).to_le_bytes());
+        for d in &t.shape {
+            text.extend_from_slice(&(*d as u64).to_le_bytes());
+        }
+    }
+    match algorithm {
+        "sha256" => Some(format!("sha256:{}", petal_common::sha256_hex(&text))),
+        "crc32" => Some(format!("crc32:{:08x}", crc32fast::hash(&text))),
+        _ => None,
+    }
+}
+
 struct View<'a>(&'a TensorData);
 
 impl safetensors::View for View<'_> {
@@ -264,6 +301,7 @@ pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<(), Error> {
     meta.writer = WRITER.to_owned();
     meta.created_utc = now_rfc3339();
     meta.tensor_checksum = tensor_checksum(&ckpt.tensors, CHECKSUM_ALGORITHM).unwrap_or_default();
+    meta.tensor_layout_checksum = tensor_layout_checksum(&ckpt.tensors, CHECKSUM_ALGORITHM).unwrap_or_default();
     let json = serde_json::to_string(&meta).map_err(|e| invalid(format!("metadata: {e}")))?;
     let info: HashMap<String, String> = [(METADATA_KEY.to_owned(), json)].into_iter().collect();
     petal_common::write_atomic_with(path, |tmp| {
@@ -325,13 +363,7 @@ pub(crate) fn from_parts(json: &str, mut tensors: TensorMap, path: &Path) -> Res
         return Err(Error::corrupt(path, "format version 0 does not exist"));
     }
     // Verify integrity against the bytes as written, before any migration touches them.
-    let stored = obj.get("tensor_checksum").and_then(|c| c.as_str()).unwrap_or_default().to_owned();
-    let algorithm = stored.split(':').next().unwrap_or_default();
-    let computed =
-        tensor_checksum(&tensors, algorithm).ok_or_else(|| Error::corrupt(path, format!("unknown or missing tensor checksum {stored:?}")))?;
-    if computed != stored {
-        return Err(Error::Checksum { path: path.to_path_buf(), stored, computed });
-    }
+    verify_checksums(&obj, version, &tensors, path)?;
     for (i, migrate) in MIGRATIONS.iter().enumerate().skip(version.major as usize - 1) {
         migrate(&mut obj, &mut tensors).map_err(|e| Error::corrupt(path, format!("migrating format {} to {}: {e}", i + 1, i + 2)))?;
     }
@@ -339,6 +371,31 @@ pub(crate) fn from_parts(json: &str, mut tensors: TensorMap, path: &Path) -> Res
         .map_err(|e| Error::corrupt(path, format!("metadata does not match format {version}: {e}")))?;
     meta.format_version = version;
     Ok(Checkpoint { meta, tensors })
+}
+
+/// Checks `tensor_checksum` (every version) and `tensor_layout_checksum` (required from format
+/// 1.1 on; verified whenever present) against the tensors read.
+fn verify_checksums(obj: &serde_json::Map<String, serde_json::Value>, version: FormatVersion, tensors: &TensorMap, path: &Path) -> Result<(), Error> {
+    let field = |key: &str| obj.get(key).and_then(|c| c.as_str()).unwrap_or_default().to_owned();
+    let stored = field("tensor_checksum");
+    let algorithm = stored.split(':').next().unwrap_or_default();
+    let computed =
+        tensor_checksum(tensors, algorithm).ok_or_else(|| Error::corrupt(path, format!("unknown or missing tensor checksum {stored:?}")))?;
+    if computed != stored {
+        return Err(Error::Checksum { path: path.to_path_buf(), stored, computed });
+    }
+    let stored = field("tensor_layout_checksum");
+    if stored.is_empty() && version < LAYOUT_CHECKSUM_SINCE {
+        return Ok(()); // format 1.0 did not record names, dtypes and shapes
+    }
+    let algorithm = stored.split(':').next().unwrap_or_default();
+    let computed = tensor_layout_checksum(tensors, algorithm).ok_or_else(|| {
+        Error::corrupt(path, format!("unknown or missing tensor layout checksum {stored:?} (required since format {LAYOUT_CHECKSUM_SINCE})"))
+    })?;
+    if computed != stored {
+        return Err(Error::LayoutChecksum { path: path.to_path_buf(), stored, computed });
+    }
+    Ok(())
 }
 
 /// A safetensors file taken apart: `__metadata__`, supported tensors, names of the others.

@@ -17,8 +17,10 @@
 //! format name (`"petal.checkpoint"`) and `format_version {major, minor}`, writer version,
 //! libtorch version, creation time, `arch` and `arch_config`, `classes` (folder, index, display
 //! name), `preprocessing`, `head`, `hyperparameters`, `metrics`, the optimizer and RNG states'
-//! JSON parts, `provenance`, and `tensor_checksum` (`"crc32:<hex>"` of all tensors' bytes
-//! concatenated in name order; readers also accept `"sha256:<hex>"`). Tensors are
+//! JSON parts, `provenance`, `tensor_checksum` (`"crc32:<hex>"` of all tensors' bytes
+//! concatenated in name order; readers also accept `"sha256:<hex>"`) and, since format 1.1,
+//! `tensor_layout_checksum` (the same over every tensor's name, dtype and shape, see
+//! [`tensor_layout_checksum`]; files of format 1.0 lack it and load without that check). Tensors are
 //! little-endian, row-major and contiguous. Tensor names are free, except two reserved
 //! prefixes: [`OPTIMIZER_PREFIX`] (`optimizer/…`, the optimizer's tensors) and [`RNG_PREFIX`]
 //! (`rng/…`, RNG states as U8 tensors).
@@ -77,8 +79,9 @@ mod zip;
 
 pub use error::Error;
 pub use format::{
-    is_reserved, load, load_bytes, save, tensor_checksum, Checkpoint, ClassEntry, FormatVersion, Interpolation, Metadata, Migration, Preprocessing,
-    CHECKSUM_ALGORITHM, FORMAT_MAJOR, FORMAT_MINOR, FORMAT_NAME, METADATA_KEY, MIGRATIONS, OPTIMIZER_PREFIX, RNG_PREFIX, WRITER,
+    is_reserved, load, load_bytes, save, tensor_checksum, tensor_layout_checksum, Checkpoint, ClassEntry, FormatVersion, Interpolation, Metadata,
+    Migration, Preprocessing, CHECKSUM_ALGORITHM, FORMAT_MAJOR, FORMAT_MINOR, FORMAT_NAME, METADATA_KEY, MIGRATIONS, OPTIMIZER_PREFIX, RNG_PREFIX,
+    WRITER,
 };
 pub use module_tree::PickledModule;
 pub use tensor::{DType, TensorData, TensorMap};
@@ -359,6 +362,9 @@ impl std::fmt::Display for Summary {
                 }
             }
             writeln!(f, "checksum: {}", m.tensor_checksum)?;
+            if !m.tensor_layout_checksum.is_empty() {
+                writeln!(f, "layout checksum: {}", m.tensor_layout_checksum)?;
+            }
         }
         for (k, v) in &self.extra {
             writeln!(f, "extra:    {k} = {v}")?;

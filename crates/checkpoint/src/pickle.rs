@@ -312,7 +312,8 @@ impl<'a> Vm<'a> {
         match s.parse::<i64>() {
             Ok(i) => Ok(V::Int(i)),
             Err(_) => {
-                if !s.is_empty() && s.trim_start_matches('-').bytes().all(|c| c.is_ascii_digit()) {
+                let digits = s.strip_prefix('-').unwrap_or(s);
+                if !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()) {
                     self.alloc(Obj::BigInt(Vec::new()))
                 } else {
                     corrupt(format!("pickle: bad integer literal {s:?}"))
@@ -1018,18 +1019,23 @@ mod tests {
         assert!(parse(b"0.").is_err());
     }
 
-    #[test]
-    fn repeated_copies_of_a_shared_list_are_bounded() {
-        // A 100k-item list, memoised, then handed to OrderedDict-like copies 100k times.
+    /// A pickle that memoises a list of `items` Nones, then copies it `copies` times with
+    /// `list(l)`, and returns None.
+    fn list_copied(items: usize, copies: usize) -> Vec<u8> {
         let mut p = b"]q\x00(".to_vec();
-        for _ in 0..100_000 {
-            p.extend_from_slice(b"N");
-        }
-        p.extend_from_slice(b"e0(");
-        for _ in 0..100_000 {
+        p.extend(std::iter::repeat_n(b'N', items));
+        p.extend_from_slice(b"e0");
+        for _ in 0..copies {
             p.extend_from_slice(b"c__builtin__\nlist\nh\x00\x85R0");
         }
         p.extend_from_slice(b"N.");
+        p
+    }
+
+    #[test]
+    fn repeated_copies_of_a_shared_list_are_bounded() {
+        // A 100k-item list, memoised, then handed to OrderedDict-like copies 100k times.
+        let p = list_copied(100_000, 100_000);
         let e = parse(&p).err().expect("bomb refused");
         assert!(matches!(&e, Fault::Corrupt(m) if m.contains("pickle bomb")), "{e:?}");
     }
@@ -1049,13 +1055,7 @@ mod tests {
     /// size (here ~1.6 MB of copies from a ~2.6 kB pickle), and must parse.
     #[test]
     fn copies_below_the_floor_of_the_budget_are_allowed() {
-        let mut p = b"]q\x00(".to_vec();
-        p.extend(std::iter::repeat_n(b'N', 1000));
-        p.extend_from_slice(b"e0(");
-        for _ in 0..100 {
-            p.extend_from_slice(b"c__builtin__\nlist\nh\x00\x85R0");
-        }
-        p.extend_from_slice(b"N.");
+        let p = list_copied(1000, 100);
         assert!(p.len() < 4000);
         let pk = parse(&p).unwrap_or_else(|e| panic!("legitimate copies refused: {e:?}"));
         assert_eq!(pk.root, V::None);
@@ -1071,5 +1071,195 @@ mod tests {
         p.push(b'.');
         let pk = parse(&p).unwrap();
         drop(pk);
+    }
+
+    /// The message of a refused pickle.
+    fn refusal(p: &[u8]) -> String {
+        match parse(p) {
+            Err(Fault::Corrupt(m)) | Err(Fault::Unsupported(m)) => m,
+            Ok(pk) => panic!("{p:?} parsed to {:?}", pk.root),
+        }
+    }
+
+    /// Integers in every encoding: LONG1 little-endian two's complement (sign from the last
+    /// byte's top bit), LONG4 with lengths 0 and negative, protocol 0/1 text INT and LONG with
+    /// Python 2's `I00`/`I01` booleans, big values and bad literals.
+    #[test]
+    fn integers_of_every_opcode() {
+        let root = |p: &[u8]| parse(p).unwrap_or_else(|e| panic!("{p:?}: {e:?}")).root;
+        assert_eq!(root(b"\x8a\x00."), V::Int(0));
+        assert_eq!(root(b"\x8a\x01\xff."), V::Int(-1));
+        assert_eq!(root(b"\x8a\x02\xff\x00."), V::Int(255));
+        assert_eq!(root(b"\x8a\x02\x00\x80."), V::Int(-32768));
+        assert_eq!(root(b"\x8a\x03\x01\x02\x03."), V::Int(0x030201));
+        assert_eq!(root(b"\x8a\x08\x00\x00\x00\x00\x00\x00\x00\x80."), V::Int(i64::MIN));
+        let big = parse(b"\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x01.").unwrap();
+        assert!(matches!(big.obj(big.root), Some(Obj::BigInt(b)) if b.len() == 9));
+        assert_eq!(root(b"\x8b\x00\x00\x00\x00."), V::Int(0));
+        assert_eq!(root(b"\x8b\x01\x00\x00\x00\x05."), V::Int(5));
+        assert!(refusal(b"\x8b\xff\xff\xff\xff.").contains("negative LONG4 length"));
+
+        assert_eq!(root(b"I00\n."), V::Bool(false));
+        assert_eq!(root(b"I01\n."), V::Bool(true));
+        assert_eq!(root(b"I0\n."), V::Int(0));
+        assert_eq!(root(b"I-42\n."), V::Int(-42));
+        assert_eq!(root(b"L123L\n."), V::Int(123));
+        for p in [&b"I99999999999999999999\n."[..], b"L-99999999999999999999L\n."] {
+            let pk = parse(p).unwrap();
+            assert!(matches!(pk.obj(pk.root), Some(Obj::BigInt(_))), "{p:?}");
+        }
+        for p in [&b"I\n."[..], b"I12a\n.", b"Iabc\n.", b"I-\n."] {
+            assert!(refusal(p).contains("bad integer literal"), "{p:?}");
+        }
+    }
+
+    /// Protocols 0 to 5 are read, a newer one is refused by number.
+    #[test]
+    fn protocol_numbers() {
+        for v in 0..=5u8 {
+            assert_eq!(parse(&[0x80, v, b'N', b'.']).map(|p| p.root).ok(), Some(V::None), "protocol {v}");
+        }
+        let msg = refusal(b"\x80\x06N.");
+        assert!(msg.contains("pickle protocol 6"), "{msg}");
+    }
+
+    /// Python 2 strings: BINSTRING with lengths 0, n and negative; text STRING quoted with either
+    /// quote, empty, and every malformed quoting refused.
+    #[test]
+    fn python2_strings() {
+        let text = |p: &[u8]| {
+            let pk = parse(p).unwrap_or_else(|e| panic!("{p:?}: {e:?}"));
+            pk.str(pk.root).map(str::to_owned).unwrap_or_else(|| panic!("{p:?}: not a str"))
+        };
+        assert_eq!(text(b"T\x00\x00\x00\x00."), "");
+        assert_eq!(text(b"T\x02\x00\x00\x00hi."), "hi");
+        assert!(refusal(b"T\xff\xff\xff\xff.").contains("negative BINSTRING length"));
+        assert_eq!(text(b"S'abc'\n."), "abc");
+        assert_eq!(text(b"S\"x y\"\r\n."), "x y");
+        assert_eq!(text(b"S''\n."), "");
+        for p in [&b"S'\n."[..], b"S'abc\"\n.", b"Sabc\n.", b"Sxax\n.", b"S\n."] {
+            assert!(refusal(p).contains("STRING argument is not quoted"), "{p:?}");
+        }
+    }
+
+    /// APPENDS and SETITEMS on an object of an unknown class (a list or dict subclass) keep
+    /// nothing and are not an error; on a non-container they are.
+    #[test]
+    fn items_added_to_opaque_objects_are_dropped() {
+        for p in [&b"c__main__\nMyList\n)R(K\x01K\x02e."[..], b"c__main__\nMyDict\n)R(K\x01K\x02u."] {
+            let pk = parse(p).unwrap_or_else(|e| panic!("{p:?}: {e:?}"));
+            assert!(matches!(pk.obj(pk.root), Some(Obj::Object { class, .. }) if class.starts_with("__main__.My")), "{p:?}");
+        }
+        assert!(refusal(b"X\x01\x00\x00\x00a(K\x01e.").contains("not a list or set"));
+        assert!(refusal(b"X\x01\x00\x00\x00a(K\x01K\x02u.").contains("not a dict"));
+    }
+
+    /// The copy budget charges what is copied: a global's name by its length (two calls of a global
+    /// with 4000-byte module and name parse), an argument tuple by its items (a 100k-item list
+    /// copied 20 times, 32 MB from a 100 kB pickle, is over the 16x + 16 MiB budget).
+    #[test]
+    fn copies_are_charged_by_their_size() {
+        let long = "m".repeat(4000);
+        let mut p = format!("c{long}\n{long}\nq\x00").into_bytes();
+        p.extend_from_slice(b")Rh\x00)R0.");
+        let pk = parse(&p).unwrap_or_else(|e| panic!("long global names: {e:?}"));
+        assert!(matches!(pk.obj(pk.root), Some(Obj::Object { class, .. }) if class.len() == 8001));
+
+        let msg = refusal(&list_copied(100_000, 20));
+        assert!(msg.contains("pickle bomb"), "{msg}");
+    }
+
+    /// Sizes and strides: non-negative ints and Python 2 booleans are read, a negative int is
+    /// refused, and up to 64 dimensions are accepted.
+    #[test]
+    fn sizes_are_non_negative_and_at_most_64_dims() {
+        assert!(matches!(Vm::uint(V::Bool(true), "size"), Ok(1)));
+        assert!(matches!(Vm::uint(V::Int(7), "size"), Ok(7)));
+        assert!(matches!(Vm::uint(V::Int(-1), "size"), Err(Fault::Corrupt(m)) if m.contains("size is not a non-negative integer")));
+        let mut vm = Vm {
+            data: b"",
+            pos: 0,
+            stack: Vec::new(),
+            marks: Vec::new(),
+            memo: HashMap::new(),
+            arena: Vec::new(),
+            copied: Cell::new(0),
+            copy_limit: u64::MAX,
+        };
+        let max = vm.alloc(Obj::Tuple(vec![V::Int(1); MAX_DIMS])).unwrap();
+        assert_eq!(vm.uints(max, "tensor size").ok().map(|d| d.len()), Some(MAX_DIMS));
+        let over = vm.alloc(Obj::Tuple(vec![V::Int(1); MAX_DIMS + 1])).unwrap();
+        assert!(matches!(vm.uints(over, "tensor size"), Err(Fault::Corrupt(m)) if m.contains("65 dimensions")));
+    }
+
+    /// The whitelisted builtins build their data: set/frozenset, tuple/torch.Size, bytes/bytearray.
+    #[test]
+    fn builtin_constructors_build_data() {
+        for (global, want) in [("__builtin__\nset", "set"), ("builtins\nfrozenset", "set"), ("torch\nSize", "tuple"), ("__builtin__\ntuple", "tuple")]
+        {
+            let mut bytes = format!("c{global}\n]q\x00(K\x01K\x02e").into_bytes();
+            bytes.extend_from_slice(b"\x85R."); // TUPLE1, REDUCE, STOP
+            let pk = parse(&bytes).unwrap_or_else(|e| panic!("{global}: {e:?}"));
+            let got = match pk.obj(pk.root) {
+                Some(Obj::Set(x)) => ("set", x.clone()),
+                Some(Obj::Tuple(x)) => ("tuple", x.clone()),
+                other => panic!("{global}: {other:?}"),
+            };
+            assert_eq!(got, (want, vec![V::Int(1), V::Int(2)]), "{global}");
+        }
+        for p in [&b"c__builtin__\nbytearray\nX\x03\x00\x00\x00abc\x85R."[..], b"cbuiltins\nbytes\nC\x03abc\x85R."] {
+            let pk = parse(p).unwrap_or_else(|e| panic!("{p:?}: {e:?}"));
+            assert!(matches!(pk.obj(pk.root), Some(Obj::Bytes(b)) if b == b"abc"), "{p:?}");
+        }
+    }
+
+    /// Every whitelisted callable called with too few arguments (none, one, two) gives a value or
+    /// a clean error, never a panic (an index past the arguments).
+    #[test]
+    fn whitelisted_calls_with_too_few_arguments_do_not_panic() {
+        let globals = [
+            "torch._utils\n_rebuild_tensor_v2",
+            "torch._utils\n_rebuild_tensor",
+            "torch._utils\n_rebuild_parameter",
+            "torch._utils\n_rebuild_parameter_with_state",
+            "torch.nn.parameter\nParameter",
+            "torch._tensor\n_rebuild_from_type_v2",
+            "torch._tensor\n_rebuild_from_type",
+            "collections\nOrderedDict",
+            "builtins\nset",
+            "builtins\nlist",
+            "torch\nSize",
+            "_codecs\nencode",
+            "builtins\nbytearray",
+            "torch\ndevice",
+            "numpy.core.multiarray\nscalar",
+            "numpy._core.multiarray\nscalar",
+        ];
+        for g in globals {
+            for args in [&b")"[..], b"K\x01\x85", b"K\x01K\x02\x86"] {
+                let mut p = format!("c{g}\n").into_bytes();
+                p.extend_from_slice(args);
+                p.extend_from_slice(b"R.");
+                let r = std::panic::catch_unwind(|| parse(&p).map(|pk| pk.root));
+                assert!(r.is_ok(), "{g:?} with {args:?} panicked");
+            }
+        }
+    }
+
+    /// `OrderedDict([(k, v), ...])`, `_codecs.encode(s, "latin1")` (how protocol 2 stores Python 3
+    /// bytes: U+00FF is the last encodable character) and protocol 0's raw-unicode-escape `V`
+    /// strings (a `\uXXXX` escape up to the very end of the line).
+    #[test]
+    fn ordered_dicts_latin1_bytes_and_unicode_escapes() {
+        let pk = parse(b"ccollections\nOrderedDict\n]((K\x01K\x02t(K\x03K\x04te\x85R.").unwrap();
+        assert_eq!(pk.dict(pk.root), Some(&[(V::Int(1), V::Int(2)), (V::Int(3), V::Int(4))][..]));
+        assert!(refusal(b"ccollections\nOrderedDict\n]((K\x01te\x85R.").contains("not a pair"));
+        let pk = parse(b"c_codecs\nencode\nX\x03\x00\x00\x00a\xc3\xbfX\x06\x00\x00\x00latin1\x86R.").unwrap();
+        assert!(matches!(pk.obj(pk.root), Some(Obj::Bytes(b)) if b == &[b'a', 0xff]));
+        assert!(refusal(b"c_codecs\nencode\nX\x02\x00\x00\x00\xc4\x80X\x06\x00\x00\x00latin1\x86R.").contains("non-latin1"));
+        for (line, want) in [(&b"Vab\\u00e9c\n."[..], "ab\u{e9}c"), (b"V\\u00e9\n.", "\u{e9}"), (b"Vx\\u00e\n.", "x\\u00e")] {
+            let pk = parse(line).unwrap();
+            assert_eq!(pk.str(pk.root), Some(want), "{line:?}");
+        }
     }
 }

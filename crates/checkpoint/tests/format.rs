@@ -11,6 +11,7 @@ fn without_stamps(c: &Checkpoint) -> Checkpoint {
     let mut c = c.clone();
     c.meta.created_utc.clear();
     c.meta.tensor_checksum.clear();
+    c.meta.tensor_layout_checksum.clear();
     c.meta.writer.clear();
     c
 }
@@ -26,6 +27,7 @@ fn round_trip_keeps_everything() {
     assert_eq!(back.meta.format, "petal.checkpoint");
     assert_eq!(back.meta.format_version, FormatVersion { major: FORMAT_MAJOR, minor: FORMAT_MINOR });
     assert!(back.meta.tensor_checksum.starts_with("crc32:"));
+    assert_eq!(Some(back.meta.tensor_layout_checksum.clone()), checkpoint::tensor_layout_checksum(&c.tensors, "crc32"));
     assert_eq!(back.meta.created_utc.len(), "2025-01-01T00:00:00Z".len());
     assert_eq!(back.class_to_idx()["10"], 1);
     assert_eq!(back.model_tensors().count(), c.tensors.len() - 2);
@@ -58,10 +60,13 @@ fn every_committed_format_version_loads() {
         want.format_version = c.meta.format_version;
         assert_eq!(without_stamps(&c).meta, want, "{}", f.display());
         seen.push(c.meta.format_version);
-        checksums.push(c.meta.tensor_checksum.split(':').next().unwrap_or_default().to_string());
+        let algorithm = |c: &str| c.split(':').next().unwrap_or_default().to_string();
+        checksums.push((algorithm(&c.meta.tensor_checksum), algorithm(&c.meta.tensor_layout_checksum)));
     }
-    // The original 1.0 file (sha256 checksum) and the later 1.0 writer's file (crc32) both stay readable.
-    assert_eq!(checksums, ["sha256", "crc32"], "fixtures v1.0 and v1.0-crc32");
+    // The original 1.0 file (sha256 checksum) and the later 1.0 writer's file (crc32) stay
+    // readable without a layout checksum; 1.1 added it.
+    let want = [("sha256", ""), ("crc32", ""), ("crc32", "crc32")].map(|(a, b)| (a.to_string(), b.to_string()));
+    assert_eq!(checksums, want, "fixtures v1.0, v1.0-crc32 and v1.1");
     assert!(
         seen.contains(&FormatVersion { major: FORMAT_MAJOR, minor: FORMAT_MINOR }),
         "a fixture of the current format version {FORMAT_MAJOR}.{FORMAT_MINOR} must be committed (found {seen:?})"
@@ -202,4 +207,106 @@ fn sha256_checksums_are_verified_too() {
     let wrong = format!("sha256:{}", "0".repeat(64));
     rewrite_meta(&a, &b, |m| m["tensor_checksum"] = serde_json::json!(wrong));
     assert!(matches!(load(&b), Err(Error::Checksum { .. })));
+}
+
+/// Rewrites a saved file with two tensors' names swapped (each name keeps the other's dtype,
+/// shape and bytes), metadata untouched.
+fn swap_names(src: &Path, dst: &Path, a: &str, b: &str) {
+    let bytes = std::fs::read(src).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let tensors: Vec<(String, safetensors::tensor::TensorView)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| {
+            (
+                if n == a {
+                    b.to_string()
+                } else if n == b {
+                    a.to_string()
+                } else {
+                    n
+                },
+                v,
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(tensors, header.metadata().clone(), dst).unwrap();
+}
+
+/// Two tensors whose bytes are equal but whose shapes differ: swapping their names leaves the
+/// bytes in name order, and so `tensor_checksum`, unchanged.
+fn twins() -> Checkpoint {
+    let mut c = sample_checkpoint();
+    c.tensors.insert("head.bias".into(), checkpoint::TensorData::from_f32(vec![4], &[0.0; 4]));
+    c.tensors.insert("head.scale".into(), checkpoint::TensorData::from_f32(vec![2, 2], &[0.0; 4]));
+    c
+}
+
+#[test]
+fn swapped_tensor_names_fail_the_layout_checksum() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.petal"), dir.path().join("swapped.petal"));
+    save(&a, &twins()).unwrap();
+    swap_names(&a, &b, "head.bias", "head.scale");
+    let err = load(&b).unwrap_err();
+    assert!(matches!(err, Error::LayoutChecksum { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("swapped.petal") && msg.contains("names, dtypes or shapes"), "{msg}");
+    assert!(import(&b).is_err(), "import verifies the same checksums");
+    // A rename that keeps the name order (so the bytes' order too) is caught as well.
+    let renamed = dir.path().join("renamed.petal");
+    swap_names(&a, &renamed, "head.bias", "head.biaz");
+    assert!(matches!(load(&renamed), Err(Error::LayoutChecksum { .. })));
+}
+
+#[test]
+fn layout_checksum_sha256_and_its_absence() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.petal"), dir.path().join("b.petal"));
+    let c = twins();
+    save(&a, &c).unwrap();
+    // sha256 layout checksums are accepted like sha256 tensor checksums.
+    let sha = checkpoint::tensor_layout_checksum(&c.tensors, "sha256").unwrap();
+    assert!(sha.starts_with("sha256:") && sha.len() == 7 + 64, "{sha}");
+    rewrite_meta(&a, &b, |m| m["tensor_layout_checksum"] = serde_json::json!(sha));
+    assert_eq!(load(&b).unwrap().tensors, c.tensors);
+    // A 1.1 file without its layout checksum is refused, naming the field's absence.
+    rewrite_meta(&a, &b, |m| m["tensor_layout_checksum"] = serde_json::json!(""));
+    let e = load(&b).unwrap_err().to_string();
+    assert!(e.contains("missing tensor layout checksum") && e.contains("b.petal"), "{e}");
+    // The same file labelled 1.0 loads: 1.0 did not record the layout, and that is all it checks.
+    rewrite_meta(&a, &b, |m| {
+        m["tensor_layout_checksum"] = serde_json::json!("");
+        m["format_version"] = serde_json::json!({"major": 1, "minor": 0});
+    });
+    assert_eq!(load(&b).unwrap().meta.format_version, FormatVersion { major: 1, minor: 0 });
+}
+
+/// The weakness 1.1 fixes, on the frozen 1.0 fixtures: old files still load, and a name swap of
+/// two equal-byte tensors in them cannot be detected (they carry no layout checksum), while the
+/// same swap in the 1.1 fixture is refused.
+#[test]
+fn old_files_load_without_layout_checksum_new_ones_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = sample_checkpoint();
+    // Two tensors of the sample with equal bytes and byte length but different dtypes.
+    let (x, y) = c
+        .tensors
+        .iter()
+        .flat_map(|(n, t)| c.tensors.iter().filter(move |(m, u)| n < *m && t.bytes == u.bytes && t.dtype != u.dtype).map(move |(m, _)| (n, m)))
+        .next()
+        .expect("the sample has two equal-byte tensors of different dtypes");
+    for (version, caught) in [("v1.0", false), ("v1.0-crc32", false), ("v1.1", true)] {
+        let src = fixtures().join("format").join(version).join("sample.petal");
+        let dst = dir.path().join(format!("{version}.petal"));
+        swap_names(&src, &dst, x, y);
+        let r = load(&dst);
+        assert_eq!(r.is_err(), caught, "{version}: {:?}", r.map(|_| ()));
+        if caught {
+            assert!(matches!(r, Err(Error::LayoutChecksum { .. })));
+        } else {
+            assert_eq!(load(&src).unwrap().tensors, c.tensors);
+        }
+    }
 }

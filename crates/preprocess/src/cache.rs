@@ -27,7 +27,7 @@
 use crate::dataset::Sample;
 use crate::decode::{decode_rgb_with, DecodeLimits};
 use crate::error::{BadInput, Error, Problem};
-use crate::transform::{resize_crop, resize_output_size, View};
+use crate::transform::{resize_output_size, resize_view, View};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use std::io::{Seek, SeekFrom, Write};
@@ -365,7 +365,7 @@ impl ImageCache {
                     let img = decode_rgb_with(&s.path, &limits)?;
                     let (ow, oh) = img.dimensions();
                     let (rw, rh) = resize_output_size(ow, oh, params.short_side);
-                    let px = resize_crop(View::of(&img), None, rw, rh);
+                    let px = resize_view(View::of(&img), rw, rh);
                     Ok((rw, rh, ow, oh, px))
                 })
                 .collect();

@@ -156,15 +156,10 @@ pub(crate) fn round_half_even(v: f64) -> f64 {
     v.round_ties_even()
 }
 
-/// Bilinear antialiased resize of `src` (optionally of the crop box `(left, top, width, height)`,
-/// in source pixels, Pillow's `box`) to `dw`×`dh`: Pillow's `Image.resize(.., BILINEAR, box)`,
-/// byte for byte. Returns packed RGB8.
-pub(crate) fn resize_crop(src: View<'_>, crop: Option<(f64, f64, f64, f64)>, dw: u32, dh: u32) -> Vec<u8> {
-    let bx = match crop {
-        Some((l, t, w, h)) => [l as f32, t as f32, (l + w) as f32, (t + h) as f32],
-        None => [0.0, 0.0, src.w as f32, src.h as f32],
-    };
-    resample(src, dw, dh, Filter::Bilinear, bx)
+/// Bilinear antialiased resize of the whole of `src` to `dw`×`dh`: Pillow's
+/// `Image.resize(.., BILINEAR)`, byte for byte. Returns packed RGB8.
+pub(crate) fn resize_view(src: View<'_>, dw: u32, dh: u32) -> Vec<u8> {
+    resample(src, dw, dh, Filter::Bilinear, [0.0, 0.0, src.w as f32, src.h as f32])
 }
 
 /// Pillow's `Image.resize((w, h), filter)` of an RGB image (byte-identical).
@@ -176,7 +171,7 @@ pub fn resize(img: &RgbImage, w: u32, h: u32, filter: Filter) -> RgbImage {
 /// torchvision `Resize(size)` (shorter side, bilinear, antialias) on an RGB image.
 pub fn resize_shorter(img: &RgbImage, size: u32) -> RgbImage {
     let (w, h) = resize_output_size(img.width(), img.height(), size);
-    let data = resize_crop(View::of(img), None, w, h);
+    let data = resize_view(View::of(img), w, h);
     RgbImage::from_raw(w, h, data).unwrap_or_else(|| RgbImage::new(w, h))
 }
 
@@ -449,7 +444,7 @@ pub(crate) fn train_u8(src: View<'_>, orig: (u32, u32), p: &TrainParams, cfg: &T
     };
     let mut buf = vec![0u8; cw as usize * ch as usize * 3];
     rotate_crop_into(src, p.angle, l, t, cw, ch, &mut buf);
-    let mut out = resize_crop(View { w: cw, h: ch, data: &buf }, None, size, size);
+    let mut out = resize_view(View { w: cw, h: ch, data: &buf }, size, size);
     if let Some(j) = &p.jitter {
         apply_jitter(&mut out, j);
     }
@@ -464,7 +459,7 @@ pub fn resized_crop(img: &RgbImage, top: u32, left: u32, height: u32, width: u32
     let (width, height) = (width.min(w - left), height.min(h - top));
     let mut buf = vec![0u8; width as usize * height as usize * 3];
     rotate_crop_into(View::of(img), 0.0, left, top, width, height, &mut buf);
-    let data = resize_crop(View { w: width, h: height, data: &buf }, None, size, size);
+    let data = resize_view(View { w: width, h: height, data: &buf }, size, size);
     RgbImage::from_raw(size, size, data).unwrap_or_else(|| RgbImage::new(size, size))
 }
 
@@ -660,6 +655,11 @@ mod tests {
         let c = center_crop(&img, 5);
         let row: Vec<u8> = (0..5).map(|x| c.get_pixel(x, 1)[0]).collect();
         assert_eq!(row, vec![0, 1, 2, 0, 0]);
+        // 2 wide into 8 → pad left (8-2)//2 = 3, and the same rows above: 2 high → 3 rows
+        let c = center_crop(&img, 8);
+        let row: Vec<u8> = (0..8).map(|x| c.get_pixel(x, 4)[0]).collect();
+        assert_eq!(row, vec![0, 0, 0, 1, 2, 0, 0, 0]);
+        assert!((0..8).all(|x| c.get_pixel(x, 2)[0] == 0 && c.get_pixel(x, 5)[0] == 0));
     }
 
     #[test]
@@ -718,5 +718,130 @@ mod tests {
         let j0 = JitterParams { order: [0, 1, 2, 3], brightness: Some(0.0), contrast: None, saturation: None, hue: None };
         apply_jitter(&mut px, &j0);
         assert!(px.iter().all(|&v| v == 0));
+    }
+
+    /// Every bound of [`TransformConfig::validate`], just inside (accepted) and just outside
+    /// (refused, the message naming the field).
+    #[test]
+    fn validate_accepts_the_bounds_and_refuses_past_them() {
+        type Edit = fn(&mut TransformConfig);
+        let jitter = |b: f32, c: f32, s: f32, h: f32| Some(ColorJitter { brightness: b, contrast: c, saturation: s, hue: h });
+        let ok: [Edit; 9] = [
+            |c| (c.image_size, c.resize_size) = (1, 1),
+            |c| (c.image_size, c.resize_size) = (8192, 8192),
+            |c| c.std = [f32::MIN_POSITIVE, 1.0, 1e30],
+            |c| (c.crop_scale, c.crop_ratio) = ([1.0, 1.0], [2.0, 2.0]),
+            |c| (c.crop_scale, c.crop_ratio) = ([1e-9, 0.5], [1e-9, 1e-9]),
+            |c| (c.rotation_degrees, c.hflip_prob) = (0.0, 0.0),
+            |c| (c.rotation_degrees, c.hflip_prob) = (180.0, 1.0),
+            |c| c.color_jitter = Some(ColorJitter { brightness: 0.0, contrast: 0.0, saturation: 0.0, hue: 0.0 }),
+            |c| c.color_jitter = Some(ColorJitter { brightness: 9.0, contrast: 9.0, saturation: 9.0, hue: 0.5 }),
+        ];
+        for (i, edit) in ok.iter().enumerate() {
+            let mut c = TransformConfig::default();
+            edit(&mut c);
+            assert!(c.validate().is_ok(), "case {i}: {c:?} must be accepted");
+        }
+        let bad: Vec<(TransformConfig, &str)> = vec![
+            (TransformConfig { image_size: 0, ..Default::default() }, "image_size"),
+            (TransformConfig { resize_size: 0, ..Default::default() }, "image_size"),
+            (TransformConfig { image_size: 8193, ..Default::default() }, "image_size"),
+            (TransformConfig { resize_size: 8193, ..Default::default() }, "image_size"),
+            (TransformConfig { std: [0.2, 0.0, 0.2], ..Default::default() }, "std"),
+            (TransformConfig { std: [0.2, 0.2, f32::INFINITY], ..Default::default() }, "std"),
+            (TransformConfig { std: [-0.2, 0.2, 0.2], ..Default::default() }, "std"),
+            (TransformConfig { crop_scale: [0.0, 1.0], ..Default::default() }, "crop scale"),
+            (TransformConfig { crop_scale: [0.6, 0.5], ..Default::default() }, "crop scale"),
+            (TransformConfig { crop_scale: [0.5, 1.0001], ..Default::default() }, "crop scale"),
+            (TransformConfig { crop_ratio: [0.0, 1.0], ..Default::default() }, "ratio"),
+            (TransformConfig { crop_ratio: [1.5, 1.4], ..Default::default() }, "ratio"),
+            (TransformConfig { rotation_degrees: -0.001, ..Default::default() }, "rotation_degrees"),
+            (TransformConfig { rotation_degrees: 180.001, ..Default::default() }, "rotation_degrees"),
+            (TransformConfig { hflip_prob: -0.001, ..Default::default() }, "hflip_prob"),
+            (TransformConfig { hflip_prob: 1.001, ..Default::default() }, "hflip_prob"),
+            (TransformConfig { color_jitter: jitter(-0.1, 0.0, 0.0, 0.0), ..Default::default() }, "color jitter"),
+            (TransformConfig { color_jitter: jitter(0.0, -0.1, 0.0, 0.0), ..Default::default() }, "color jitter"),
+            (TransformConfig { color_jitter: jitter(0.0, 0.0, -0.1, 0.0), ..Default::default() }, "color jitter"),
+            (TransformConfig { color_jitter: jitter(0.0, 0.0, 0.0, -0.1), ..Default::default() }, "color jitter"),
+            (TransformConfig { color_jitter: jitter(0.0, 0.0, 0.0, 0.51), ..Default::default() }, "color jitter"),
+        ];
+        for (c, field) in bad {
+            let msg = c.validate().expect_err(&format!("{c:?} must be refused")).to_string();
+            assert!(msg.contains(field), "{c:?}: {msg}");
+        }
+    }
+
+    /// The eval path's crop of the resize (computed as a window when it fits) equals resizing the
+    /// whole image then `CenterCrop`, also when the crop is larger than one or both sides (zero
+    /// padding) and when it equals them.
+    #[test]
+    fn resize_center_crop_equals_resize_then_crop() {
+        for (w, h, resize, size) in [(4, 8, 4, 6), (8, 4, 4, 6), (4, 4, 4, 6), (4, 6, 4, 6), (10, 7, 5, 6), (12, 9, 6, 6), (30, 20, 16, 9)] {
+            let img = RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 17 + y) as u8, (y * 29) as u8, (x * y) as u8]));
+            let want = center_crop(&resize_shorter(&img, resize), size);
+            let cfg = TransformConfig { resize_size: resize, image_size: size, ..Default::default() };
+            assert_eq!(eval_u8(&img, &cfg), want, "eval_u8 {w}x{h} resize {resize} crop {size}");
+            assert_eq!(resize_center_crop(View::of(&img), resize, size), want.into_raw(), "{w}x{h} resize {resize} crop {size}");
+        }
+    }
+
+    /// `write_tensor` writes nothing (and does not panic) when either buffer is too small for the
+    /// size, and fills the first `3·size²` values when both are large enough, larger included.
+    #[test]
+    fn write_tensor_checks_both_buffers() {
+        let cfg = TransformConfig { image_size: 2, ..Default::default() };
+        let rgb: Vec<u8> = (0..13).map(|v| v * 9).collect();
+        for (rgb_len, out_len, written) in [(11, 12, false), (12, 11, false), (12, 12, true), (13, 14, true)] {
+            let mut out = vec![f32::NAN; out_len];
+            write_tensor(&rgb[..rgb_len], 2, &cfg, false, true, &mut out);
+            let want = |i: usize| (rgb[i] as f32 / 255.0 - cfg.mean[i % 3]) / cfg.std[i % 3];
+            for (i, v) in out.iter().enumerate() {
+                if written && i < 12 {
+                    assert_eq!(*v, want(i), "rgb {rgb_len}, out {out_len}: value {i}");
+                } else {
+                    assert!(v.is_nan(), "rgb {rgb_len}, out {out_len}: value {i} written");
+                }
+            }
+        }
+    }
+
+    /// The draws of `train_params`: angles cover both signs of ±degrees; no rotation draws
+    /// nothing (the crop is the first draw of the stream); flip probabilities 0 and 1 are exact;
+    /// the jitter order is a uniform shuffle that reaches all 24 orders.
+    #[test]
+    fn train_params_draws() {
+        let cfg =
+            TransformConfig { color_jitter: Some(ColorJitter { brightness: 0.2, contrast: 0.2, saturation: 0.2, hue: 0.1 }), ..Default::default() };
+        let ps: Vec<TrainParams> = (0..2000).map(|i| train_params(300, 200, &cfg, 9, 1, i)).collect();
+        let (lo, hi) = ps.iter().fold((0f64, 0f64), |(lo, hi), p| (lo.min(p.angle), hi.max(p.angle)));
+        assert!(lo < -25.0 && hi > 25.0, "angles in [{lo}, {hi}]");
+        let orders: std::collections::BTreeSet<[u8; 4]> = ps.iter().filter_map(|p| p.jitter.as_ref().map(|j| j.order)).collect();
+        assert_eq!(orders.len(), 24, "{orders:?}");
+        let flips = ps.iter().filter(|p| p.flip).count();
+        assert!((800..1200).contains(&flips), "{flips} flips of 2000 at p = 0.5");
+        for p in &ps {
+            let j = p.jitter.as_ref().expect("jitter");
+            for f in [j.brightness, j.contrast, j.saturation] {
+                assert!(f.is_some_and(|f| (0.8..=1.2).contains(&f)), "{j:?}");
+            }
+            assert!(j.hue.is_some_and(|h| (-0.1..=0.1).contains(&h)), "{j:?}");
+        }
+        let brightness: Vec<f32> = ps.iter().filter_map(|p| p.jitter.as_ref()?.brightness).collect();
+        let (lo, hi) = brightness.iter().fold((2f32, 0f32), |(lo, hi), &b| (lo.min(b), hi.max(b)));
+        assert!(lo < 0.82 && hi > 1.18, "brightness factors in [{lo}, {hi}], expected to span [0.8, 1.2]");
+        let off =
+            TransformConfig { color_jitter: Some(ColorJitter { brightness: 0.0, contrast: 0.3, saturation: 0.0, hue: 0.0 }), ..Default::default() };
+        let j = train_params(300, 200, &off, 9, 1, 0).jitter.expect("jitter");
+        assert!(j.brightness.is_none() && j.saturation.is_none() && j.hue.is_none() && j.contrast.is_some(), "{j:?}");
+        for (prob, want) in [(0.0, 0), (1.0, 2000)] {
+            let c = TransformConfig { hflip_prob: prob, rotation_degrees: 0.0, ..Default::default() };
+            let ps: Vec<TrainParams> = (0..2000).map(|i| train_params(300, 200, &c, 9, 1, i)).collect();
+            assert_eq!(ps.iter().filter(|p| p.flip).count(), want, "hflip_prob {prob}");
+            for (i, p) in ps.iter().enumerate() {
+                let mut rng = Rng::keyed(9, 1, i as u64, STREAM_AUGMENT);
+                assert_eq!(p.angle, 0.0);
+                assert_eq!((p.top, p.left, p.height, p.width), rrc_params(300, 200, c.crop_scale, c.crop_ratio, &mut rng), "sample {i}");
+            }
+        }
     }
 }

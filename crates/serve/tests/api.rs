@@ -6,7 +6,6 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use common::*;
 use sha2::Digest;
@@ -94,8 +93,7 @@ fn every_endpoint_answers_as_documented() {
 
 #[test]
 fn the_page_and_its_assets_are_embedded_with_safe_headers() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let srv = TestServer::start(args(|_| {}), vec![tiny_backend(dir.path(), "flowers", 1)]);
+    let srv = TestServer::flowers(1, |_| {});
     let page = http(srv.addr, "GET", "/", &[("Origin", "https://elsewhere.example")], b"");
     assert_eq!(page.status, 200);
     assert!(page.header("content-type").is_some_and(|c| c.starts_with("text/html")));
@@ -133,14 +131,10 @@ fn png_declaring(w: u32, h: u32) -> Vec<u8> {
 
 #[test]
 fn bad_input_gets_clear_errors_and_never_takes_the_service_down() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let srv = TestServer::start(
-        args(|a| {
-            a.max_body_bytes = 200_000;
-            a.max_images = 2;
-        }),
-        vec![tiny_backend(dir.path(), "flowers", 1)],
-    );
+    let srv = TestServer::flowers(1, |a| {
+        a.max_body_bytes = 200_000;
+        a.max_images = 2;
+    });
     let a = srv.addr;
     let err = |r: Resp| (r.status, r.json()["error"]["code"].as_str().unwrap_or("").to_string(), r.json()["error"]["message"].to_string());
 
@@ -190,9 +184,7 @@ fn bad_input_gets_clear_errors_and_never_takes_the_service_down() {
 
 #[test]
 fn a_panic_in_a_request_is_answered_500_and_the_service_goes_on() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let inst = Instrumented::new(tiny_backend(dir.path(), "flowers", 1));
-    let srv = TestServer::start(args(|_| {}), vec![inst.clone()]);
+    let (srv, inst) = TestServer::instrumented(1, |_| {});
     let a = srv.addr;
 
     let r = http(a, "POST", PREDICT, &[], b"PANIC in the decoder");
@@ -212,8 +204,7 @@ fn a_panic_in_a_request_is_answered_500_and_the_service_goes_on() {
 
 #[test]
 fn traversal_attempts_read_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let srv = TestServer::start(args(|_| {}), vec![tiny_backend(dir.path(), "flowers", 1)]);
+    let srv = TestServer::flowers(1, |_| {});
     let attempts = [
         "/../../etc/passwd",
         "/%2e%2e/%2e%2e/etc/passwd",
@@ -239,32 +230,25 @@ fn traversal_attempts_read_nothing() {
 
 #[test]
 fn slow_clients_time_out_and_idle_connections_close() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let srv = TestServer::start(
-        args(|a| {
-            a.request_timeout_s = 1;
-            a.idle_timeout_s = 1;
-        }),
-        vec![tiny_backend(dir.path(), "flowers", 1)],
-    );
+    let srv = TestServer::flowers(1, |a| {
+        a.request_timeout_s = 1;
+        a.idle_timeout_s = 1;
+    });
     // A body that never arrives: 408.
-    let mut s = TcpStream::connect(srv.addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let mut s = connect(srv.addr);
     s.write_all(format!("POST {PREDICT} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n0123456789").as_bytes()).expect("send");
     let r = read_response(&mut s);
     assert_eq!(r.status, 408, "{r:?}");
 
     // Headers that never end: the connection is closed without an answer.
-    let mut s = TcpStream::connect(srv.addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let mut s = connect(srv.addr);
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").expect("send");
     let mut buf = Vec::new();
     let n = s.read_to_end(&mut buf).expect("the server closes the connection");
     assert!(n == 0 || String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 408"), "{}", String::from_utf8_lossy(&buf));
 
     // An idle keep-alive connection is closed after its first answer.
-    let mut s = TcpStream::connect(srv.addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    let mut s = connect(srv.addr);
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
     let mut buf = Vec::new();
     let n = s.read_to_end(&mut buf).expect("read until the server closes");
@@ -273,14 +257,10 @@ fn slow_clients_time_out_and_idle_connections_close() {
 
 #[test]
 fn header_and_connection_limits() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let srv = TestServer::start(
-        args(|a| {
-            a.max_connections_per_ip = 2;
-            a.max_header_bytes = 8192;
-        }),
-        vec![tiny_backend(dir.path(), "flowers", 1)],
-    );
+    let srv = TestServer::flowers(1, |a| {
+        a.max_connections_per_ip = 2;
+        a.max_header_bytes = 8192;
+    });
     let big = "a".repeat(20_000);
     let r = http(srv.addr, "GET", "/healthz", &[("X-Big", &big)], b"");
     assert_eq!(r.status, 431, "{r:?}");

@@ -22,17 +22,12 @@ const PREDICT: &str = "/v1/models/flowers/predict?top_k=3";
 
 #[test]
 fn batched_answers_equal_single_answers_bit_for_bit() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let inst = Instrumented::new(tiny_backend(dir.path(), "flowers", 2));
-    let srv = TestServer::start(
-        args(|a| {
-            a.max_batch = 4;
-            a.max_wait_ms = 0;
-            a.client_concurrency = 64;
-            a.client_rps = 0.0;
-        }),
-        vec![inst.clone()],
-    );
+    let (srv, inst) = TestServer::instrumented(2, |a| {
+        a.max_batch = 4;
+        a.max_wait_ms = 0;
+        a.client_concurrency = 64;
+        a.client_rps = 0.0;
+    });
     let a = srv.addr;
     const N: u32 = 12;
     let single: Vec<Vec<f32>> = (0..N)
@@ -86,16 +81,11 @@ fn batched_answers_equal_single_answers_bit_for_bit() {
 
 #[test]
 fn a_full_queue_answers_503_with_retry_after() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let inst = Instrumented::new(tiny_backend(dir.path(), "flowers", 2));
-    let srv = TestServer::start(
-        args(|a| {
-            a.queue = 2;
-            a.max_images = 2;
-            a.max_batch = 1;
-        }),
-        vec![inst.clone()],
-    );
+    let (srv, inst) = TestServer::instrumented(2, |a| {
+        a.queue = 2;
+        a.max_images = 2;
+        a.max_batch = 1;
+    });
     let a = srv.addr;
     inst.gate.close();
     let running = std::thread::spawn(move || http(a, "POST", PREDICT, &[], &png(1)));
@@ -120,15 +110,10 @@ fn a_full_queue_answers_503_with_retry_after() {
 
 #[test]
 fn unpadded_heads_are_not_bit_identical() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let inst = Instrumented::new(tiny_backend(dir.path(), "flowers", 2));
-    let srv = TestServer::start(
-        args(|a| {
-            a.max_batch = 4;
-            a.unpadded_batches = true;
-        }),
-        vec![inst.clone()],
-    );
+    let (srv, inst) = TestServer::instrumented(2, |a| {
+        a.max_batch = 4;
+        a.unpadded_batches = true;
+    });
     let (ct, body) = multipart(&[("0.png", &png(0)), ("1.png", &png(1)), ("2.png", &png(2)), ("3.png", &png(3))]);
     let batched = http(srv.addr, "POST", PREDICT, &[("Content-Type", &ct)], &body).json();
     let mut differs = 0;

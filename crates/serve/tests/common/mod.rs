@@ -40,6 +40,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<Drained>>,
+    /// The temp folder of the server's checkpoint, removed after the server stops.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl TestServer {
@@ -67,7 +69,33 @@ impl TestServer {
             })
         });
         let addr = addr_rx.recv().expect("server thread answered")?;
-        Ok(TestServer { addr, stop: Some(stop_tx), thread: Some(thread) })
+        Ok(TestServer { addr, stop: Some(stop_tx), thread: Some(thread), dir: None })
+    }
+
+    /// A server for one backend that `backend` makes in a fresh temp folder (kept until the server
+    /// stops), with the test [`args`] changed by `f`.
+    fn in_temp_dir(f: impl FnOnce(&mut ServeArgs), backend: impl FnOnce(&Path) -> Arc<dyn Backend>) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut srv = Self::start(args(f), vec![backend(dir.path())]);
+        srv.dir = Some(dir);
+        srv
+    }
+
+    /// A server for model `flowers`, the tiny checkpoint of `seed`, with the test [`args`] changed
+    /// by `f`.
+    pub fn flowers(seed: i64, f: impl FnOnce(&mut ServeArgs)) -> TestServer {
+        Self::in_temp_dir(f, |dir| tiny_backend(dir, "flowers", seed))
+    }
+
+    /// [`TestServer::flowers`] with the backend wrapped in [`Instrumented`], returned too.
+    pub fn instrumented(seed: i64, f: impl FnOnce(&mut ServeArgs)) -> (TestServer, Arc<Instrumented>) {
+        let mut made = None;
+        let srv = Self::in_temp_dir(f, |dir| {
+            let inst = Instrumented::new(tiny_backend(dir, "flowers", seed));
+            made = Some(inst.clone());
+            inst
+        });
+        (srv, made.expect("the backend was made"))
     }
 
     /// Binds and runs a server.
@@ -191,6 +219,14 @@ pub fn wait_until(what: &str, cond: impl Fn() -> bool) {
         assert!(start.elapsed() < Duration::from_secs(120), "{what} never happened");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// A new connection to `addr` whose reads give up after 60 s (a broken server fails the test
+/// instead of hanging it).
+pub fn connect(addr: SocketAddr) -> std::net::TcpStream {
+    let s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    s
 }
 
 /// One request on a new connection whose source address is `from` (e.g. 127.0.0.2, another client).
