@@ -83,6 +83,11 @@ struct TrainArgs {
     /// Pretrained backbone weights (from `cargo xtask fetch-weights`); omit to start from random weights.
     #[arg(long)]
     weights: Option<PathBuf>,
+    /// Start from a trained classifier instead: a petal checkpoint or an old PyTorch `.pth`
+    /// (converted on the fly). Its architecture, head and weights are taken; its classes must be
+    /// the dataset's.
+    #[arg(long, conflicts_with_all = ["weights", "resume"])]
+    init_from: Option<PathBuf>,
     /// Parent folder of run folders.
     #[arg(long, default_value = "runs")]
     runs_dir: PathBuf,
@@ -355,13 +360,15 @@ fn run() -> Result<()> {
         }
         Cmd::Checkpoint(CheckpointCmd::Convert { input, output, legacy }) => {
             let ctx = || format!("converting {} to {}", input.display(), output.display());
-            if checkpoint::inspect(&input).with_context(ctx)?.metadata.is_none() {
-                let r = model::legacy::convert_legacy(&input, &output, &legacy.options()?).with_context(ctx)?;
+            let imported = checkpoint::import(&input).with_context(ctx)?;
+            if imported.meta.is_none() {
+                let r = model::legacy::convert_imported(imported, &input, &output, &legacy.options()?).with_context(ctx)?;
                 eprintln!("{} ({}), head from the {}; {} classes", r.arch, r.arch_from, r.head.source, r.classes);
                 r.assumptions.iter().for_each(|a| eprintln!("assumed: {a}"));
                 println!("{}", checkpoint::inspect(&output).with_context(ctx)?);
                 return Ok(());
             }
+            drop(imported);
             let s = checkpoint::convert(&input, &output).with_context(ctx)?;
             println!("{s}");
             Ok(())
@@ -418,6 +425,7 @@ fn train_cmd(a: &TrainArgs) -> Result<()> {
         data: a.data.data.clone(),
         config: cfg,
         weights: a.weights.clone(),
+        init_from: a.init_from.clone(),
         runs_dir: a.runs_dir.clone(),
         cache_dir: a.cache_dir.clone(),
         skip_bad: a.data.skip_bad,

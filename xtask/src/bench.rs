@@ -28,6 +28,10 @@ pub struct BenchArgs {
     /// Run only these suites.
     #[arg(long, value_delimiter = ',', value_parser = SUITE_NAMES)]
     pub only: Vec<String>,
+    /// Forward suite: every architecture issue 11 added (VGG, ResNet, AlexNet, Lite1/2) instead of
+    /// the short default, at batch 8 with one timed batch (~10 minutes on 2 cores with the reference).
+    #[arg(long)]
+    pub forward_all: bool,
     /// Real-data folder for suites that read images.
     #[arg(long, default_value = "../shared/data")]
     pub data: PathBuf,
@@ -51,10 +55,12 @@ struct Suite {
     /// The example drives the reference itself (given `--vs-pytorch --python PY`) and prints
     /// `{"rust": {...}, "pytorch": {...}}`; `script` is the reference it starts.
     self_compared: bool,
+    /// The example has a `--smoke` mode (a self-compared suite may not).
+    smoke: bool,
 }
 
 /// The suites, in the order they run.
-const SUITE_NAMES: [&str; 6] = ["preprocess", "checkpoint", "forward", "train", "predict", "serve"];
+const SUITE_NAMES: [&str; 7] = ["preprocess", "checkpoint", "convert", "forward", "train", "predict", "serve"];
 
 fn suites() -> Vec<Suite> {
     use Better::*;
@@ -67,6 +73,7 @@ fn suites() -> Vec<Suite> {
             metrics: &[("eval_img_s", Higher), ("train_img_s", Higher), ("cached_eval_img_s", Higher), ("cached_train_img_s", Higher)],
             args: |d| vec!["--data".into(), d.join("flowers102-fullres-sample").display().to_string()],
             self_compared: false,
+            smoke: true,
         },
         Suite {
             name: "checkpoint",
@@ -76,6 +83,17 @@ fn suites() -> Vec<Suite> {
             metrics: &[("save_s", Lower), ("load_s", Lower)],
             args: |_| vec![],
             self_compared: false,
+            smoke: true,
+        },
+        Suite {
+            name: "convert",
+            package: "model",
+            example: "bench_convert",
+            script: "bench/convert_pytorch.py",
+            metrics: &[("zip_s", Lower), ("legacy_s", Lower), ("zip_peak_rss_x", Lower), ("legacy_peak_rss_x", Lower)],
+            args: |_| vec![],
+            self_compared: true,
+            smoke: true,
         },
         Suite {
             name: "forward",
@@ -85,6 +103,7 @@ fn suites() -> Vec<Suite> {
             metrics: &[("densenet121", Higher), ("efficientnet_lite0", Higher)],
             args: |_| vec![],
             self_compared: false,
+            smoke: true,
         },
         Suite {
             name: "train",
@@ -94,6 +113,7 @@ fn suites() -> Vec<Suite> {
             metrics: &[("valid_acc", Higher), ("wall_s", Lower)],
             args: |d| vec!["--data".into(), d.join("flowers102-mini").display().to_string()],
             self_compared: false,
+            smoke: true,
         },
         Suite {
             name: "predict",
@@ -103,6 +123,7 @@ fn suites() -> Vec<Suite> {
             metrics: &[("cold_s", Lower), ("warm_img_s", Higher)],
             args: |d| vec!["--data".into(), d.join("flowers102-mini").display().to_string()],
             self_compared: false,
+            smoke: true,
         },
         Suite {
             name: "serve",
@@ -131,9 +152,30 @@ fn suites() -> Vec<Suite> {
             ],
             args: |d| vec!["--data".into(), d.display().to_string()],
             self_compared: true,
+            smoke: true,
         },
     ]
 }
+
+/// The forward suite's metrics with `--forward-all`: every architecture issue 11 added.
+const FORWARD_ALL: &[(&str, Better)] = &[
+    ("vgg11", Better::Higher),
+    ("vgg11_bn", Better::Higher),
+    ("vgg13", Better::Higher),
+    ("vgg13_bn", Better::Higher),
+    ("vgg16", Better::Higher),
+    ("vgg16_bn", Better::Higher),
+    ("vgg19", Better::Higher),
+    ("vgg19_bn", Better::Higher),
+    ("resnet18", Better::Higher),
+    ("resnet34", Better::Higher),
+    ("resnet50", Better::Higher),
+    ("resnet101", Better::Higher),
+    ("resnet152", Better::Higher),
+    ("alexnet", Better::Higher),
+    ("efficientnet_lite1", Better::Higher),
+    ("efficientnet_lite2", Better::Higher),
+];
 
 /// The Python used for references: `PETAL_BENCH_PYTHON`, else bench/.venv (created on first use).
 fn python() -> Result<PathBuf> {
@@ -200,7 +242,10 @@ type Report = Map<String, Value>;
 /// One suite: the Rust side, then (with a Python) the reference.
 fn run_suite(s: &Suite, args: &BenchArgs, py: Option<&Path>) -> Result<(Report, Option<Report>)> {
     let root = crate::repo_root();
-    let extra = if args.smoke { vec!["--smoke".to_string()] } else { (s.args)(&args.data) };
+    let mut extra = if args.smoke { vec!["--smoke".to_string()] } else { (s.args)(&args.data) };
+    if s.name == "forward" && args.forward_all && !args.smoke {
+        extra.extend(["--all", "--batch", "8", "--batches", "1"].map(String::from));
+    }
     eprintln!("bench: {} (rust{})", s.name, if args.smoke { ", smoke" } else { "" });
     let mut cmd = if args.smoke {
         // The examples and `petal` as `cargo test --workspace` built them (see `build_for_smoke`):
@@ -295,6 +340,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let mut failed = Vec::new();
     for s in suites() {
         if !args.only.is_empty() && !args.only.iter().any(|o| o == s.name) {
+            continue;
+        }
+        let s = if s.name == "forward" && args.forward_all && !args.smoke { Suite { metrics: FORWARD_ALL, ..s } } else { s };
+        if args.smoke && !s.smoke {
+            // Every suite has a smoke mode today; a new one may not yet.
+            eprintln!("bench: suite {} has no smoke mode; not run", s.name);
             continue;
         }
         match run_suite(&s, args, py.as_deref()) {

@@ -130,6 +130,6 @@ pub fn run(args: TestArgs) -> Result<()> {
         eprintln!("test: arguments given, so the benchmark smoke run (`cargo xtask bench --smoke`) is skipped");
         return Ok(());
     }
-    let smoke = crate::bench::BenchArgs { smoke: true, vs_pytorch: false, only: Vec::new(), data: PathBuf::new() };
+    let smoke = crate::bench::BenchArgs { smoke: true, vs_pytorch: false, forward_all: false, only: Vec::new(), data: PathBuf::new() };
     crate::bench::run(&smoke).context("the benchmark smoke run (`cargo xtask bench --smoke`)")
 }

@@ -318,14 +318,21 @@ pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<(), Error> {
 /// Reads a checkpoint written by this or any earlier format version (older majors are migrated),
 /// verifying the tensor checksum. Files of a newer major version are refused with
 /// [`Error::NewerVersion`].
+///
+/// The file is memory-mapped and the tensors borrow from the map (see [`crate::import`]).
 pub fn load(path: &Path) -> Result<Checkpoint, Error> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, "reading", e))?;
-    load_bytes(&bytes, path)
+    let buf = crate::map_file(path)?;
+    load_source(crate::tensor::Source { data: (*buf).as_ref(), shared: Some(&buf) }, path)
 }
 
-/// [`load`] on bytes already in memory; `path` is only used in error messages.
+/// [`load`] on bytes already in memory (the tensors are copied); `path` is only used in error
+/// messages.
 pub fn load_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint, Error> {
-    let (info, tensors, skipped) = read_safetensors(bytes, path)?;
+    load_source(crate::tensor::Source::plain(bytes), path)
+}
+
+fn load_source(src: crate::tensor::Source<'_>, path: &Path) -> Result<Checkpoint, Error> {
+    let (info, tensors, skipped) = read_safetensors(src, path)?;
     if let Some(name) = skipped.first() {
         return Err(Error::unsupported(path, format!("tensor {name}")));
     }
@@ -403,7 +410,9 @@ pub(crate) type SafetensorsParts = (HashMap<String, String>, TensorMap, Vec<Stri
 
 /// Parses a safetensors container: its `__metadata__` map, its tensors (copied out), and the
 /// names (with dtype) of tensors whose dtype this crate does not support.
-pub(crate) fn read_safetensors(bytes: &[u8], path: &Path) -> Result<SafetensorsParts, Error> {
+/// Tensors borrow from `src`'s shared buffer when it has one, else they are copied.
+pub(crate) fn read_safetensors(src: crate::tensor::Source<'_>, path: &Path) -> Result<SafetensorsParts, Error> {
+    let bytes = src.data;
     let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::corrupt(path, format!("safetensors container: {e}")))?;
     let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| Error::corrupt(path, format!("safetensors header: {e}")))?;
     let info = header.metadata().clone().unwrap_or_default();
@@ -412,7 +421,7 @@ pub(crate) fn read_safetensors(bytes: &[u8], path: &Path) -> Result<SafetensorsP
     for (name, view) in st.iter() {
         match DType::from_safetensors(view.dtype()) {
             Some(dtype) => {
-                let t = TensorData { dtype, shape: view.shape().to_vec(), bytes: view.data().to_vec() };
+                let t = TensorData { dtype, shape: view.shape().to_vec(), bytes: src.bytes(view.data()) };
                 t.check().map_err(|e| Error::corrupt(path, format!("tensor {name:?}: {e}")))?;
                 tensors.insert(name.to_owned(), t);
             }

@@ -84,7 +84,7 @@ pub use format::{
     WRITER,
 };
 pub use module_tree::PickledModule;
-pub use tensor::{DType, TensorData, TensorMap};
+pub use tensor::{Bytes, DType, TensorData, TensorMap};
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -169,15 +169,48 @@ impl Imported {
     }
 }
 
-/// Reads the weights of any supported file: petal checkpoint, safetensors, PyTorch zip,
-/// PyTorch legacy. Never executes code from the file.
-pub fn import(path: &Path) -> Result<Imported, Error> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, "reading", e))?;
-    import_bytes(&bytes, path)
+/// Files at least this large are memory-mapped rather than read.
+const MAP_THRESHOLD: u64 = 1 << 20;
+
+/// The file's bytes as a shared buffer: memory-mapped (large files) or read (small ones).
+///
+/// Mapping is what keeps importing a large checkpoint at about one file size of memory: tensors
+/// that are contiguous in the file borrow from the map instead of being copied, and writing
+/// them out ([`save`]) streams from it. The map is read-only and private to this process; petal
+/// replaces files by rename ([`save`] is atomic), which leaves a mapped file intact. A file
+/// truncated in place by another program while it is mapped would end this process (SIGBUS), as
+/// with any memory-mapped reader.
+pub(crate) fn map_file(path: &Path) -> Result<tensor::SharedBuf, Error> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, "opening", e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, "reading the size of", e))?.len();
+    if len < MAP_THRESHOLD {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, "reading", e))?;
+        return Ok(std::sync::Arc::new(bytes));
+    }
+    // SAFETY: the map is read-only; see the doc comment for the (documented) truncation caveat.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, "memory-mapping", e))?;
+    Ok(std::sync::Arc::new(map))
 }
 
-/// [`import`] on bytes already in memory; `path` is only used in messages.
+/// Reads the weights of any supported file: petal checkpoint, safetensors, PyTorch zip,
+/// PyTorch legacy. Never executes code from the file.
+///
+/// Large files are memory-mapped and their contiguous tensors borrow from the map
+/// ([`TensorData::bytes`] is then a shared range), so importing a checkpoint needs about one
+/// file size of memory, not two or three.
+pub fn import(path: &Path) -> Result<Imported, Error> {
+    let buf = map_file(path)?;
+    import_source(tensor::Source { data: (*buf).as_ref(), shared: Some(&buf) }, path)
+}
+
+/// [`import`] on bytes already in memory (tensors are copied out); `path` is only used in
+/// messages.
 pub fn import_bytes(data: &[u8], path: &Path) -> Result<Imported, Error> {
+    import_source(tensor::Source::plain(data), path)
+}
+
+fn import_source(src: tensor::Source<'_>, path: &Path) -> Result<Imported, Error> {
+    let data = src.data;
     let from_torch = |t: torch::TorchImport| Imported {
         source: t.source,
         tensors: t.tensors,
@@ -189,16 +222,16 @@ pub fn import_bytes(data: &[u8], path: &Path) -> Result<Imported, Error> {
         modules: t.modules,
     };
     if zip::is_zip(data) {
-        return torch::read_zip(data).map(from_torch).map_err(|f| f.at(path));
+        return torch::read_zip(src).map(from_torch).map_err(|f| f.at(path));
     }
     if torch::is_legacy(data) {
-        return torch::read_legacy(data).map(from_torch).map_err(|f| f.at(path));
+        return torch::read_legacy(src).map(from_torch).map_err(|f| f.at(path));
     }
     if data.len() >= 262 && &data[257..262] == b"ustar" {
         return Err(Error::unsupported(path, "tar archive: the PyTorch < 0.1.10 tar format is not supported"));
     }
     if data.len() >= 9 && data[8] == b'{' {
-        let (info, tensors, mut skipped) = format::read_safetensors(data, path)?;
+        let (info, tensors, mut skipped) = format::read_safetensors(src, path)?;
         if let Some(json) = info.get(METADATA_KEY) {
             if !skipped.is_empty() {
                 return Err(Error::unsupported(path, format!("tensor {}", skipped.join(", "))));
@@ -385,9 +418,10 @@ impl std::fmt::Display for Summary {
 
 /// Summarises any supported file (format, tensors, classes, metadata, what was skipped).
 pub fn inspect(path: &Path) -> Result<Summary, Error> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, "reading", e))?;
-    let imp = import_bytes(&bytes, path)?;
-    Ok(Summary::new(path, bytes.len() as u64, &imp))
+    let buf = map_file(path)?;
+    let data: &[u8] = (*buf).as_ref();
+    let imp = import_source(tensor::Source { data, shared: Some(&buf) }, path)?;
+    Ok(Summary::new(path, data.len() as u64, &imp))
 }
 
 /// Converts any supported file (typically a PyTorch checkpoint, with its `class_to_idx` if
@@ -395,10 +429,9 @@ pub fn inspect(path: &Path) -> Result<Summary, Error> {
 /// the written file. A petal checkpoint given as input is rewritten in the current format
 /// version, optimizer and RNG state included.
 pub fn convert(input: &Path, output: &Path) -> Result<Summary, Error> {
-    let bytes = std::fs::read(input).map_err(|e| Error::io(input, "reading", e))?;
-    let imp = import_bytes(&bytes, input)?;
+    let imp = import(input)?;
     let ckpt = if imp.meta.is_some() {
-        load_bytes(&bytes, input)?
+        load(input)?
     } else {
         let origin = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         imp.into_checkpoint(&origin)

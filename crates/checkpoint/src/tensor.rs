@@ -1,4 +1,7 @@
-//! Element types and owned tensor bytes.
+//! Element types and tensor bytes (owned, or borrowed from a shared read-only buffer such as a
+//! memory-mapped file).
+
+use std::sync::Arc;
 
 use crate::Error;
 use serde::{Deserialize, Serialize};
@@ -105,6 +108,114 @@ impl std::fmt::Display for DType {
     }
 }
 
+/// A read-only buffer that tensors can borrow from: the memory map of a file being imported.
+pub(crate) type SharedBuf = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+/// The bytes of one tensor: owned, or a range of a shared read-only buffer (a memory-mapped
+/// file), so that importing a large file does not copy its tensors. Cloning a shared range is
+/// cheap; [`Bytes::to_mut`] copies it out first. Dereferences to `[u8]`.
+#[derive(Clone, Default)]
+pub struct Bytes(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Owned(Vec<u8>),
+    Shared { buf: SharedBuf, start: usize, len: usize },
+}
+
+impl Default for Repr {
+    fn default() -> Self {
+        Repr::Owned(Vec::new())
+    }
+}
+
+impl Bytes {
+    /// `len` bytes of `buf` from `start`; the caller has checked the range.
+    pub(crate) fn shared(buf: &SharedBuf, start: usize, len: usize) -> Self {
+        debug_assert!(start + len <= (**buf).as_ref().len());
+        Bytes(Repr::Shared { buf: Arc::clone(buf), start, len })
+    }
+
+    /// The bytes as an owned vector that may be changed (a shared range is copied first).
+    pub fn to_mut(&mut self) -> &mut Vec<u8> {
+        if let Repr::Shared { .. } = self.0 {
+            self.0 = Repr::Owned(self.to_vec());
+        }
+        match &mut self.0 {
+            Repr::Owned(v) => v,
+            Repr::Shared { .. } => unreachable!("converted to owned above"),
+        }
+    }
+
+    /// True when the bytes are borrowed from a shared buffer (not copied).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.0, Repr::Shared { .. })
+    }
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Owned(v) => v,
+            Repr::Shared { buf, start, len } => &(**buf).as_ref()[*start..*start + *len],
+        }
+    }
+}
+
+impl AsRef<[u8]> for Bytes {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl From<Vec<u8>> for Bytes {
+    fn from(v: Vec<u8>) -> Self {
+        Bytes(Repr::Owned(v))
+    }
+}
+
+impl PartialEq for Bytes {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Bytes {}
+
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Bytes({} bytes{})", self.len(), if self.is_shared() { ", shared" } else { "" })
+    }
+}
+
+/// Where a reader's bytes live: the input slice, and the shared buffer it is part of (when the
+/// input is a memory-mapped file), so tensors can borrow instead of copy.
+#[derive(Clone, Copy)]
+pub(crate) struct Source<'a> {
+    /// The whole input.
+    pub data: &'a [u8],
+    /// The shared buffer `data` is, when there is one.
+    pub shared: Option<&'a SharedBuf>,
+}
+
+impl<'a> Source<'a> {
+    /// A source without a shared buffer: tensors are copied out.
+    pub fn plain(data: &'a [u8]) -> Self {
+        Source { data, shared: None }
+    }
+
+    /// Tensor bytes for `part`, a sub-slice of `data`: borrowed when there is a shared buffer.
+    pub fn bytes(&self, part: &[u8]) -> Bytes {
+        let base = self.data.as_ptr() as usize;
+        let at = part.as_ptr() as usize;
+        match self.shared {
+            Some(buf) if at >= base && at + part.len() <= base + self.data.len() => Bytes::shared(buf, at - base, part.len()),
+            _ => Bytes::from(part.to_vec()),
+        }
+    }
+}
+
 /// Contiguous, row-major, little-endian tensor bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorData {
@@ -113,13 +224,13 @@ pub struct TensorData {
     /// Dimensions, outermost first; empty for a scalar.
     pub shape: Vec<usize>,
     /// `numel() * dtype.size_in_bytes()` bytes, little-endian, row-major.
-    pub bytes: Vec<u8>,
+    pub bytes: Bytes,
 }
 
 impl TensorData {
     /// Builds a tensor, checking that `bytes` has exactly the length `shape` and `dtype` imply.
     pub fn new(dtype: DType, shape: Vec<usize>, bytes: Vec<u8>) -> Result<Self, Error> {
-        let t = TensorData { dtype, shape, bytes };
+        let t = TensorData { dtype, shape, bytes: bytes.into() };
         t.check()?;
         Ok(t)
     }
@@ -147,7 +258,7 @@ impl TensorData {
         for x in v {
             bytes.extend_from_slice(&x.to_le_bytes());
         }
-        TensorData { dtype: DType::F32, shape, bytes }
+        TensorData { dtype: DType::F32, shape, bytes: bytes.into() }
     }
 
     /// The values converted to f32 (floats are rounded to nearest, integers converted, bool as

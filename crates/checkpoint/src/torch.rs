@@ -7,10 +7,12 @@
 //!   storage keys) followed by each storage's bytes, prefixed by its element count as i64.
 //!
 //! Tensors are strided views of storages; they are materialised into contiguous row-major
-//! bytes. The total materialised size is bounded (see [`materialize_budget`]), so shared
+//! bytes. A view that already is contiguous borrows its bytes from the file when the file is
+//! memory-mapped ([`crate::import`]): a large state dict is then never copied. The total materialised size is bounded (see [`materialize_budget`]), so shared
 //! storages or stride-0 views cannot make a small file allocate without limit.
 
 use crate::pickle::{self, Fault, Obj, PResult, Pickle, TensorRef, V};
+use crate::tensor::Source;
 use crate::{DType, SourceFormat, TensorData, TensorMap};
 use std::collections::{BTreeMap, HashMap};
 
@@ -47,8 +49,9 @@ struct Storages<'a> {
     by_key: HashMap<String, (DType, &'a [u8])>,
 }
 
-/// Reads a zip-format PyTorch file.
-pub(crate) fn read_zip(data: &[u8]) -> PResult<TorchImport> {
+/// Reads a zip-format PyTorch file (contiguous tensors borrow from `src`'s shared buffer).
+pub(crate) fn read_zip(src: Source<'_>) -> PResult<TorchImport> {
+    let data = src.data;
     let entries = crate::zip::entries(data)?;
     let pkl = entries
         .iter()
@@ -79,11 +82,12 @@ pub(crate) fn read_zip(data: &[u8]) -> PResult<TorchImport> {
             by_key.insert(s.key.clone(), (dtype, &data[e.start..e.start + e.len]));
         }
     }
-    interpret(&pk, &Storages { by_key }, SourceFormat::PytorchZip, data.len())
+    interpret(&pk, &Storages { by_key }, SourceFormat::PytorchZip, src)
 }
 
-/// Reads a legacy-format PyTorch file.
-pub(crate) fn read_legacy(data: &[u8]) -> PResult<TorchImport> {
+/// Reads a legacy-format PyTorch file (contiguous tensors borrow from `src`'s shared buffer).
+pub(crate) fn read_legacy(src: Source<'_>) -> PResult<TorchImport> {
+    let data = src.data;
     let magic = pickle::parse(data)?;
     let ok = matches!(magic.obj(magic.root), Some(Obj::BigInt(b)) if b.as_slice() == LEGACY_MAGIC);
     if !ok {
@@ -148,12 +152,14 @@ pub(crate) fn read_legacy(data: &[u8]) -> PResult<TorchImport> {
         pos = start + nbytes;
         by_key.insert(key, (dtype, bytes));
     }
-    interpret(&pk, &Storages { by_key }, SourceFormat::PytorchLegacy, data.len())
+    interpret(&pk, &Storages { by_key }, SourceFormat::PytorchLegacy, src)
 }
 
 struct Ctx<'p, 'a> {
     pk: &'p Pickle,
     storages: &'p Storages<'a>,
+    /// The file: contiguous tensors borrow from it when it is a shared buffer.
+    src: Source<'a>,
     budget: u64,
     /// Bytes left for names built from pickle strings (shared strings can be referenced many
     /// times).
@@ -246,7 +252,7 @@ impl<'p> Ctx<'p, '_> {
             .ok_or_else(|| Fault::Corrupt(format!("tensor {name:?}: size {shape:?} overflows")))?;
         let out_len = numel.checked_mul(es as u64).ok_or_else(|| Fault::Corrupt(format!("tensor {name:?}: size {shape:?} overflows")))?;
         if numel == 0 {
-            return Ok(Some(TensorData { dtype, shape, bytes: Vec::new() }));
+            return Ok(Some(TensorData { dtype, shape, bytes: Vec::new().into() }));
         }
         // Highest element index the view touches must lie inside the storage.
         let mut last = t.offset;
@@ -282,7 +288,7 @@ impl<'p> Ctx<'p, '_> {
             expect *= d;
         }
         if contiguous {
-            return Ok(Some(TensorData { dtype, shape, bytes: bytes[off..off + out_len].to_vec() }));
+            return Ok(Some(TensorData { dtype, shape, bytes: self.src.bytes(&bytes[off..off + out_len]) }));
         }
         let mut out = Vec::with_capacity(out_len);
         let nd = shape.len();
@@ -306,7 +312,7 @@ impl<'p> Ctx<'p, '_> {
             let mut k = nd - 1;
             loop {
                 if k == 0 {
-                    return Ok(Some(TensorData { dtype, shape, bytes: out }));
+                    return Ok(Some(TensorData { dtype, shape, bytes: out.into() }));
                 }
                 k -= 1;
                 idx[k] += 1;
@@ -459,10 +465,12 @@ fn to_json(pk: &Pickle, v: V, depth: u32, budget: &mut JsonBudget) -> Result<ser
 }
 
 /// Turns the unpickled root object into tensors, class map, arch and extra entries.
-fn interpret(pk: &Pickle, storages: &Storages<'_>, source: SourceFormat, file_len: usize) -> PResult<TorchImport> {
+fn interpret<'a>(pk: &Pickle, storages: &Storages<'a>, source: SourceFormat, src: Source<'a>) -> PResult<TorchImport> {
+    let file_len = src.data.len();
     let mut cx = Ctx {
         pk,
         storages,
+        src,
         budget: materialize_budget(file_len),
         names: std::cell::Cell::new((file_len as u64).saturating_mul(4).saturating_add(16 << 20)),
         visits: 0,

@@ -189,7 +189,7 @@ fn invalid_checkpoints_are_refused_before_writing() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.petal");
     let mut c = sample_checkpoint();
-    c.tensors.get_mut("classifier.bias").unwrap().bytes.pop();
+    c.tensors.get_mut("classifier.bias").unwrap().bytes.to_mut().pop();
     assert!(matches!(save(&p, &c), Err(Error::InvalidCheckpoint { .. })));
     assert!(!p.exists());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no temp file left");
@@ -309,4 +309,26 @@ fn old_files_load_without_layout_checksum_new_ones_are_checked() {
             assert_eq!(load(&src).unwrap().tensors, c.tensors);
         }
     }
+}
+
+#[test]
+fn large_files_are_mapped_and_their_tensors_borrowed() {
+    // Above the 1 MiB threshold, load/import memory-map the file: tensors are shared ranges of
+    // the map, not copies, and equal what was saved.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.petal");
+    let values: Vec<f32> = (0..400_000).map(|i| i as f32 * 0.5).collect();
+    let mut ckpt = checkpoint::Checkpoint::default();
+    ckpt.tensors.insert("w".into(), checkpoint::TensorData::from_f32(vec![400, 1000], &values));
+    checkpoint::save(&path, &ckpt).unwrap();
+    let loaded = checkpoint::load(&path).unwrap();
+    assert!(loaded.tensors["w"].bytes.is_shared());
+    assert_eq!(loaded.tensors["w"], ckpt.tensors["w"]);
+    let imported = checkpoint::import(&path).unwrap();
+    assert!(imported.tensors["w"].bytes.is_shared());
+    assert_eq!(imported.tensors["w"].to_f32_vec().unwrap(), values);
+    // A copy that is changed no longer borrows, and the original is untouched.
+    let mut t = loaded.tensors["w"].clone();
+    t.bytes.to_mut()[0] = 1;
+    assert!(!t.bytes.is_shared() && t != loaded.tensors["w"]);
 }

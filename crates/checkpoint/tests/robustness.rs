@@ -87,7 +87,7 @@ fn flipped_tensor_byte_in_zip_fails_crc() {
     let data = std::fs::read(fixtures().join("tensors_zip.pt")).unwrap();
     let imp = import_bytes(&data, p()).unwrap();
     let needle = &imp.tensors["f32"].bytes;
-    let at = data.windows(needle.len()).position(|w| w == needle.as_slice()).expect("f32 bytes stored as is");
+    let at = data.windows(needle.len()).position(|w| w == &needle[..]).expect("f32 bytes stored as is");
     let mut bad = data.clone();
     bad[at + 5] ^= 0x04;
     let e = import_bytes(&bad, p()).unwrap_err();

@@ -68,7 +68,7 @@ pub(crate) fn backbone_tensors(arch: &Arch, source: TensorMap, path: &Path) -> R
     let mut filled = 0;
     for k in expected.keys() {
         if !tensors.contains_key(k) {
-            tensors.insert(k.clone(), TensorData { dtype: DType::I64, shape: vec![], bytes: 0i64.to_le_bytes().to_vec() });
+            tensors.insert(k.clone(), TensorData { dtype: DType::I64, shape: vec![], bytes: 0i64.to_le_bytes().to_vec().into() });
             filled += 1;
         }
     }

@@ -76,8 +76,18 @@ pub fn legacy_checkpoint(path: &Path, opts: &LegacyOptions) -> Result<(Checkpoin
 }
 
 /// [`legacy_checkpoint`], written atomically to `output`.
+///
+/// Streams: the input is memory-mapped by [`checkpoint::import`], its contiguous tensors are
+/// borrowed from the map rather than copied, and [`checkpoint::save`] writes them from there, so
+/// converting needs about one input size of memory (see BENCHMARKS.md, suite `convert`).
 pub fn convert_legacy(input: &Path, output: &Path, opts: &LegacyOptions) -> Result<LegacyReport, Error> {
-    let (ckpt, report) = legacy_checkpoint(input, opts)?;
+    let imported = checkpoint::import(input).map_err(|e| checkpoint_err(input, e))?;
+    convert_imported(imported, input, output, opts)
+}
+
+/// [`convert_legacy`] of a file already imported from `input`.
+pub fn convert_imported(imported: Imported, input: &Path, output: &Path, opts: &LegacyOptions) -> Result<LegacyReport, Error> {
+    let (ckpt, report) = from_imported(imported, input, opts)?;
     checkpoint::save(output, &ckpt).map_err(|e| checkpoint_err(output, e))?;
     tracing::info!(input = %input.display(), output = %output.display(), arch = %report.arch, "converted an old checkpoint");
     Ok(report)
@@ -96,6 +106,7 @@ pub fn from_imported(imported: Imported, path: &Path, opts: &LegacyOptions) -> R
     if imported.meta.is_some() {
         return Err(legacy_err(path, "already a petal checkpoint"));
     }
+    // Cheap: tensors of a mapped file are shared ranges, not copies.
     let tensors = strip_module(imported.tensors.clone());
     let remapped: BTreeMap<String, Vec<i64>> =
         shapes_of(&tensors).into_iter().map(|(k, s)| (remap_torchvision_densenet_key(&k).into_owned(), s)).collect();

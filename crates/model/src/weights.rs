@@ -51,10 +51,21 @@ pub fn remap_key<'a>(arch: &Arch, key: &'a str) -> Cow<'a, str> {
 }
 
 /// Shapes of every backbone variable (buffers included) of `arch`, by name.
+///
+/// Building a backbone allocates and initialises all its weights (a second for VGG-16 on a busy
+/// machine), so the shapes are computed once per architecture and process and then remembered.
 pub fn backbone_shapes(arch: &Arch) -> Result<BTreeMap<String, Vec<i64>>, Error> {
+    type Shapes = BTreeMap<String, Vec<i64>>;
+    static MEMO: std::sync::Mutex<BTreeMap<String, Shapes>> = std::sync::Mutex::new(BTreeMap::new());
+    let key = serde_json::to_string(arch).map_err(|e| Error::Config(format!("serialising {arch}: {e}")))?;
+    if let Some(s) = MEMO.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return Ok(s.clone());
+    }
     let vs = VarStore::new(Device::Cpu);
     tch::no_grad(|| Classifier::new(&vs.root(), arch, &HeadConfig { hidden: vec![], ..Default::default() }, 1))?;
-    Ok(vs.variables().into_iter().filter(|(k, _)| !arch.is_head_key(k)).map(|(k, t)| (k, t.size())).collect())
+    let shapes: Shapes = vs.variables().into_iter().filter(|(k, _)| !arch.is_head_key(k)).map(|(k, t)| (k, t.size())).collect();
+    MEMO.lock().unwrap_or_else(|p| p.into_inner()).insert(key, shapes.clone());
+    Ok(shapes)
 }
 
 /// True for the batch-norm counter that PyTorch fills with 0 when an old state dict lacks it.

@@ -132,6 +132,7 @@ pub fn run_pipeline(job: &PipelineRun, progress: &dyn Progress) -> Result<Pipeli
             data: data.clone(),
             config: pc.train.clone(),
             weights: pc.weights.clone(),
+            init_from: None,
             runs_dir: pc.runs_dir.clone(),
             cache_dir: pc.cache_dir.clone(),
             skip_bad: pc.skip_bad,

@@ -105,6 +105,8 @@ pub struct TrainJob {
     pub config: TrainConfig,
     /// Pretrained backbone weights; `None` starts from random weights.
     pub weights: Option<PathBuf>,
+    /// A trained classifier to start from (see [`TrainRequest::init_from`]).
+    pub init_from: Option<PathBuf>,
     /// Parent of the run folder.
     pub runs_dir: PathBuf,
     /// Image and feature caches.
@@ -128,6 +130,7 @@ impl TrainJob {
         TrainRequest {
             config: self.config.clone(),
             weights: self.weights.clone(),
+            init_from: self.init_from.clone(),
             runs_dir: self.runs_dir.clone(),
             cache_dir: self.cache_dir.clone(),
             resume: self.existing == Existing::Resume,

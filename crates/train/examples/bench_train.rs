@@ -45,17 +45,20 @@ struct Args {
     /// Skip the second run with the seed's recipe.
     #[arg(long)]
     no_seed: bool,
+    /// Backbone (its cached ImageNet weights; trained at its own input size, resize = size·256/224).
+    #[arg(long, default_value = "efficientnet_lite0", value_parser = |s: &str| s.parse::<Arch>().map_err(|e| e.to_string()))]
+    arch: Arch,
 }
 
 /// The backbone weights: given, else (smoke: random) the cached ImageNet file.
 fn weights(a: &Args, smoke: bool) -> benchkit::Result<Option<PathBuf>> {
-    let cached = || if smoke { None } else { benchkit::cached_weights("efficientnet_lite0") };
+    let cached = || if smoke { None } else { benchkit::cached_weights(a.arch.name()) };
     match a.weights.clone().or_else(cached) {
         Some(w) if w.is_file() => Ok(Some(w)),
         Some(w) => Err(format!("the weights file {} does not exist", w.display()).into()),
         None if smoke => Ok(None),
         None => {
-            Err("the ImageNet weights of efficientnet_lite0 are missing: run `cargo xtask fetch-weights efficientnet_lite0` (or pass --weights FILE)"
+            Err(format!("the ImageNet weights of {0} are missing: run `cargo xtask fetch-weights {0}` (or pass --weights FILE)", a.arch.name())
                 .into())
         }
     }
@@ -81,9 +84,13 @@ fn run(a: &Args, common: &benchkit::Common) -> benchkit::Result<serde_json::Valu
     let runs_dir = tmp.path().join("runs");
     let cache_dir = tmp.path().join("cache");
 
-    let mut default = TrainConfig { name: "bench-default".into(), arch: Arch::EfficientNetLite0, ..TrainConfig::default() };
-    let mut seed = TrainConfig { name: "bench-seed".into(), arch: Arch::EfficientNetLite0, views: 2, ..TrainConfig::seed_preset() };
+    let mut default = TrainConfig { name: "bench-default".into(), arch: a.arch.clone(), ..TrainConfig::default() };
+    let mut seed = TrainConfig { name: "bench-seed".into(), arch: a.arch.clone(), views: 2, ..TrainConfig::seed_preset() };
     for cfg in [&mut default, &mut seed] {
+        if a.arch != Arch::EfficientNetLite0 {
+            cfg.image_size = a.arch.input_size();
+            cfg.resize_size = (a.arch.input_size() * 256 + 112) / 224;
+        }
         if let Some(e) = epochs {
             cfg.epochs = e;
         }
@@ -97,6 +104,7 @@ fn run(a: &Args, common: &benchkit::Common) -> benchkit::Result<serde_json::Valu
     let request = |config: TrainConfig| TrainRequest {
         config,
         weights: weights.clone(),
+        init_from: None,
         runs_dir: runs_dir.clone(),
         cache_dir: cache_dir.clone(),
         resume: false,
@@ -113,6 +121,8 @@ fn run(a: &Args, common: &benchkit::Common) -> benchkit::Result<serde_json::Valu
     let wall_s = t0.elapsed().as_secs_f64();
     let count = |s: &str| ds.split(s).map(|s| s.samples.len()).unwrap_or(0);
     let mut report = serde_json::json!({
+        "arch": a.arch.name(),
+        "image_size": default.image_size,
         "valid_acc": best_acc(&out),
         "wall_s": wall_s,
         "feature_s": out.feature_s,
@@ -124,7 +134,8 @@ fn run(a: &Args, common: &benchkit::Common) -> benchkit::Result<serde_json::Valu
         "threads": tch::get_num_threads(),
     });
     eprintln!(
-        "default recipe (lite0 frozen, AdamW, cosine, smoothing, {} epochs, {} views): best valid acc {:.2}% (epoch {}), {wall_s:.1}s wall, {:.1}s features",
+        "default recipe ({} frozen, AdamW, cosine, smoothing, {} epochs, {} views): best valid acc {:.2}% (epoch {}), {wall_s:.1}s wall, {:.1}s features",
+        a.arch,
         default.epochs,
         default.views,
         100.0 * best_acc(&out),

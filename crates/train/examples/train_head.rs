@@ -43,6 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let request = TrainRequest {
         config,
         weights, // None: random backbone
+        init_from: None,
         runs_dir: runs_dir.clone(),
         cache_dir: runs_dir.join(".cache"),
         resume: false,

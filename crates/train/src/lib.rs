@@ -71,6 +71,11 @@ pub struct TrainRequest {
     pub config: TrainConfig,
     /// Pretrained backbone weights (any file `model` reads); `None` starts from random weights.
     pub weights: Option<PathBuf>,
+    /// A trained classifier to start from instead (`--init-from`): a petal checkpoint, or an old
+    /// PyTorch checkpoint converted in memory by [`model::legacy`]. Its architecture, head and
+    /// every weight are taken (they replace the config's `arch` and `head` and `weights`); its
+    /// classes must be the dataset's. Ignored when resuming a run.
+    pub init_from: Option<PathBuf>,
     /// Parent of the run folder.
     pub runs_dir: PathBuf,
     /// Where image and feature caches go.
@@ -233,6 +238,53 @@ fn split_samples(ds: &Dataset, name: &str) -> Option<Arc<[Sample]>> {
     ds.split(name).filter(|s| !s.samples.is_empty()).map(|s| Arc::from(s.samples.clone().into_boxed_slice()))
 }
 
+/// The classifier `--init-from` names: a petal checkpoint, or an old PyTorch checkpoint converted
+/// in memory (architecture and head rebuilt by [`model::legacy`]).
+fn init_checkpoint(path: &Path) -> Result<checkpoint::Checkpoint, Error> {
+    let imported = checkpoint::import(path)?;
+    Ok(match imported.meta {
+        Some(meta) => checkpoint::Checkpoint { meta, tensors: imported.tensors },
+        None => model::legacy::from_imported(imported, path, &model::legacy::LegacyOptions::default())?.0,
+    })
+}
+
+/// `cfg` with the architecture and head of the classifier `c` (read from `path`).
+fn adopt_network(mut cfg: TrainConfig, c: &checkpoint::Checkpoint, path: &Path) -> Result<TrainConfig, Error> {
+    let unreadable =
+        |what: &str, e: serde_json::Error| Error::Mismatch { path: path.to_path_buf(), detail: format!("its {what} cannot be read: {e}") };
+    let arch: model::Arch = if c.meta.arch_config.is_null() {
+        c.meta.arch.parse().map_err(|_| Error::Mismatch { path: path.to_path_buf(), detail: format!("unknown architecture {:?}", c.meta.arch) })?
+    } else {
+        serde_json::from_value(c.meta.arch_config.clone()).map_err(|e| unreadable("architecture config", e))?
+    };
+    let head: model::HeadConfig = if c.meta.head.is_null() {
+        model::HeadConfig::default()
+    } else {
+        serde_json::from_value(c.meta.head.clone()).map_err(|e| unreadable("head config", e))?
+    };
+    if arch != cfg.arch || head != cfg.head {
+        tracing::info!(file = %path.display(), arch = %arch, "the run takes the architecture and head of the classifier it starts from");
+    }
+    cfg.arch = arch;
+    cfg.head = head;
+    Ok(cfg)
+}
+
+/// The classes of a checkpoint the run continues from must be the dataset's, in order.
+fn check_classes(c: &checkpoint::Checkpoint, classes: &[checkpoint::ClassEntry], path: &Path) -> Result<(), Error> {
+    let mut saved = c.meta.classes.clone();
+    saved.sort_by_key(|e| e.index);
+    let folders: Vec<&str> = saved.iter().map(|e| e.folder.as_str()).collect();
+    let now: Vec<&str> = classes.iter().map(|e| e.folder.as_str()).collect();
+    if folders != now {
+        return Err(Error::Mismatch {
+            path: path.to_path_buf(),
+            detail: format!("was trained on {} classes ({:?}) that differ from the dataset's {} ({:?})", folders.len(), folders, now.len(), now),
+        });
+    }
+    Ok(())
+}
+
 /// Runs (or resumes) a training run on `ds`, reporting progress (feature extraction, epochs) to
 /// `progress`.
 pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Result<TrainOutcome, Error> {
@@ -256,6 +308,14 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
         }
         None => req.config.clone(),
     };
+    let init = match (&resumed, &req.init_from) {
+        (None, Some(p)) => Some((init_checkpoint(p)?, p.clone())),
+        _ => None,
+    };
+    let cfg = match &init {
+        Some((c, p)) => adopt_network(cfg, c, p)?,
+        None => cfg,
+    };
     cfg.validate()?;
     if cfg.threads > 0 {
         tch::set_num_threads(cfg.threads as i32);
@@ -270,14 +330,10 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
         return Err(Error::Data(format!("{} has {num_classes} class(es); at least 2 are needed", ds.root.display())));
     }
     if let Some(c) = &resumed {
-        let folders: Vec<&str> = c.meta.classes.iter().map(|e| e.folder.as_str()).collect();
-        let now: Vec<&str> = classes.iter().map(|e| e.folder.as_str()).collect();
-        if folders != now {
-            return Err(Error::Mismatch {
-                path: last_path.clone(),
-                detail: format!("was trained on {} classes that differ from the dataset's {}", folders.len(), now.len()),
-            });
-        }
+        check_classes(c, &classes, &last_path)?;
+    }
+    if let Some((c, path)) = &init {
+        check_classes(c, &classes, path)?;
     }
     io_write(&run_dir.join("config.toml"), &toml::to_string_pretty(&cfg).map_err(|e| Error::Config(e.to_string()))?)?;
 
@@ -285,15 +341,20 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
     tch::manual_seed(cfg.seed as i64);
     let mut vs = VarStore::new(device);
     let mut net = Classifier::new(&vs.root(), &cfg.arch, &cfg.head, num_classes)?;
-    if let Some(w) = &req.weights {
+    if let Some((c, p)) = &init {
+        let tensors: Vec<(String, Tensor)> =
+            c.model_tensors().map(|(k, d)| tensors::from_data(k, d).map(|t| (k.clone(), t))).collect::<Result<_, _>>()?;
+        let n = model::weights::load_all_tensors(&vs, tensors, p)?;
+        tracing::info!(file = %p.display(), loaded = n, "network initialised from a trained classifier");
+    } else if let Some(w) = &req.weights {
         let summary = model::load_backbone_weights(&mut vs, &cfg.arch, w)?;
         tracing::info!(file = %w.display(), loaded = summary.loaded, "pretrained backbone loaded");
     } else {
         tracing::warn!("no pretrained weights: the backbone starts from random initialisation");
     }
-    let weights_id = match &req.weights {
-        Some(w) => petal_common::file_id(w).map_err(Error::from)?,
-        None => format!("random-init-seed-{}", cfg.seed),
+    let weights_id = match (&init, &req.weights) {
+        (Some((_, p)), _) | (None, Some(p)) => petal_common::file_id(p).map_err(Error::from)?,
+        (None, None) => format!("random-init-seed-{}", cfg.seed),
     };
     let frozen = cfg.mode == TrainMode::Frozen;
     let trainable_blocks = if frozen { 0 } else { cfg.unfreeze_blocks };
