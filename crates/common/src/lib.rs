@@ -17,6 +17,8 @@
 mod atomic;
 pub mod lock;
 pub mod progress;
+pub mod shard;
+pub mod parts;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
