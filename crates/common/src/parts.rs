@@ -177,7 +177,8 @@ pub fn check_parts(
         None => return Err(MergeError::Incomplete { dir: dir.to_string(), count: problems[0].shard.count, problems }),
     };
     for m in &good {
-        let same = m.shard.count == first.shard.count && m.kind == first.kind && m.inputs_digest == first.inputs_digest && m.provenance == first.provenance;
+        let same =
+            m.shard.count == first.shard.count && m.kind == first.kind && m.inputs_digest == first.inputs_digest && m.provenance == first.provenance;
         if !same {
             return Err(inconsistent(format!(
                 "{} and {} differ in shard count, inputs or settings (remove the parts of the other run)",

@@ -13,7 +13,9 @@
 //! * Kubernetes Indexed Jobs: `JOB_COMPLETION_INDEX` (0-based); the total is not in the
 //!   environment, so it comes from the caller (a flag) or from `PETAL_SHARDS`;
 //! * Slurm job arrays: `SLURM_ARRAY_TASK_ID` minus `SLURM_ARRAY_TASK_MIN` (arrays may start at
-//!   1), of `SLURM_ARRAY_TASK_COUNT`; the array must be contiguous (no step, no gaps).
+//!   1), of `SLURM_ARRAY_TASK_COUNT`; the array must be contiguous (no step, no gaps). When the
+//!   number of shards is given (flag or `PETAL_SHARDS`), the task ID itself is the shard index,
+//!   so resubmitting a single task (`sbatch --array=3`) reruns shard 3.
 
 use std::fmt;
 use std::str::FromStr;
@@ -68,31 +70,37 @@ impl Shard {
     }
 
     /// The shard a batch engine assigned to this process, from `env` (a lookup such as
-    /// `|k| std::env::var(k).ok()`), or `None` when no engine variable is set. `count` (a
-    /// `--shards` flag) gives the total where the engine does not export it; it must agree with
-    /// Slurm's.
+    /// `|k| std::env::var(k).ok()`), or `None` when no engine variable is set. The number of
+    /// shards is `count` (a `--shards` flag), else `PETAL_SHARDS`; a Kubernetes index needs one of
+    /// them. Under Slurm with a shard count, the task ID is the shard index (so `--array=3` reruns
+    /// shard 3 alone); without one, the array is the job: ID − MIN of COUNT.
     pub fn from_env(env: impl Fn(&str) -> Option<String>, count: Option<u32>) -> Result<Option<Shard>, ShardError> {
         let num = |var: &'static str, value: String| -> Result<u32, ShardError> {
             value.trim().parse::<u32>().map_err(|e| ShardError::Env { var, value: value.clone(), detail: format!("not a number ({e})") })
         };
+        let total_given = match count {
+            Some(c) => Some(c),
+            None => env(SHARDS_ENV).map(|v| num(SHARDS_ENV, v)).transpose()?,
+        };
         if let Some(id) = env("SLURM_ARRAY_TASK_ID") {
             let id = num("SLURM_ARRAY_TASK_ID", id)?;
-            let min = env("SLURM_ARRAY_TASK_MIN").map(|v| num("SLURM_ARRAY_TASK_MIN", v)).transpose()?.unwrap_or(0);
-            let total = match env("SLURM_ARRAY_TASK_COUNT") {
-                Some(v) => num("SLURM_ARRAY_TASK_COUNT", v)?,
-                None => count.ok_or_else(|| ShardError::Env {
-                    var: "SLURM_ARRAY_TASK_COUNT",
-                    value: String::new(),
-                    detail: "is not set; pass the number of shards".into(),
-                })?,
-            };
-            if let Some(c) = count.filter(|&c| c != total) {
-                return Err(ShardError::Env {
-                    var: "SLURM_ARRAY_TASK_COUNT",
-                    value: total.to_string(),
-                    detail: format!("disagrees with the {c} shards asked for"),
+            if let Some(total) = total_given {
+                // The array's task IDs are the shard indices: a rerun of one task (`--array=3`) keeps its shard.
+                return Shard::new(id, total).map(Some).map_err(|_| ShardError::Env {
+                    var: "SLURM_ARRAY_TASK_ID",
+                    value: id.to_string(),
+                    detail: format!(
+                        "is not below the {total} shards asked for (with a shard count, task IDs are shard indices: --array=0-{})",
+                        total - 1
+                    ),
                 });
             }
+            let min = env("SLURM_ARRAY_TASK_MIN").map(|v| num("SLURM_ARRAY_TASK_MIN", v)).transpose()?.unwrap_or(0);
+            let total = env("SLURM_ARRAY_TASK_COUNT").map(|v| num("SLURM_ARRAY_TASK_COUNT", v)).transpose()?.ok_or_else(|| ShardError::Env {
+                var: "SLURM_ARRAY_TASK_COUNT",
+                value: String::new(),
+                detail: format!("is not set; pass the number of shards or set {SHARDS_ENV}"),
+            })?;
             let index = id.checked_sub(min).filter(|&i| i < total).ok_or_else(|| ShardError::Env {
                 var: "SLURM_ARRAY_TASK_ID",
                 value: id.to_string(),
@@ -102,21 +110,16 @@ impl Shard {
         }
         if let Some(idx) = env("JOB_COMPLETION_INDEX") {
             let index = num("JOB_COMPLETION_INDEX", idx)?;
-            let total = match count {
-                Some(c) => c,
-                None => match env(SHARDS_ENV) {
-                    Some(v) => num(SHARDS_ENV, v)?,
-                    None => {
-                        return Err(ShardError::Env {
-                            var: "JOB_COMPLETION_INDEX",
-                            value: index.to_string(),
-                            detail: format!("is set but the number of shards is not: pass it or set {SHARDS_ENV} (= the Job's completions)"),
-                        })
-                    }
-                },
-            };
-            let shard = Shard::new(index, total)
-                .map_err(|_| ShardError::Env { var: "JOB_COMPLETION_INDEX", value: index.to_string(), detail: format!("is not below {total} shards") })?;
+            let total = total_given.ok_or_else(|| ShardError::Env {
+                var: "JOB_COMPLETION_INDEX",
+                value: index.to_string(),
+                detail: format!("is set but the number of shards is not: pass it or set {SHARDS_ENV} (= the Job's completions)"),
+            })?;
+            let shard = Shard::new(index, total).map_err(|_| ShardError::Env {
+                var: "JOB_COMPLETION_INDEX",
+                value: index.to_string(),
+                detail: format!("is not below {total} shards"),
+            })?;
             return Ok(Some(shard));
         }
         Ok(None)
@@ -239,8 +242,12 @@ mod tests {
         assert_eq!(Shard::from_env(env(&vars), None).expect("ok"), Some(Shard { index: 3, count: 4 }));
         let vars = [("SLURM_ARRAY_TASK_ID", "0"), ("SLURM_ARRAY_TASK_COUNT", "2")];
         assert_eq!(Shard::from_env(env(&vars), None).expect("ok"), Some(Shard { index: 0, count: 2 }));
-        let e = Shard::from_env(env(&vars), Some(3)).expect_err("disagree").to_string();
-        assert!(e.contains("disagrees"), "{e}");
+        // A single task resubmitted (`--array=3`: MIN 3, COUNT 1) keeps its shard when the count is given.
+        let rerun = [("SLURM_ARRAY_TASK_ID", "3"), ("SLURM_ARRAY_TASK_MIN", "3"), ("SLURM_ARRAY_TASK_COUNT", "1"), (SHARDS_ENV, "8")];
+        assert_eq!(Shard::from_env(env(&rerun), None).expect("ok"), Some(Shard { index: 3, count: 8 }));
+        assert_eq!(Shard::from_env(env(&rerun[..3]), Some(8)).expect("ok"), Some(Shard { index: 3, count: 8 }));
+        let e = Shard::from_env(env(&rerun[..3]), Some(3)).expect_err("id too big").to_string();
+        assert!(e.contains("--array=0-2"), "{e}");
         let vars = [("SLURM_ARRAY_TASK_ID", "8"), ("SLURM_ARRAY_TASK_MIN", "0"), ("SLURM_ARRAY_TASK_COUNT", "3")];
         let e = Shard::from_env(env(&vars), None).expect_err("stepped array").to_string();
         assert!(e.contains("contiguous"), "{e}");

@@ -114,10 +114,11 @@ impl Location {
             if bucket.is_empty() {
                 return Err(bad("no bucket name"));
             }
-            let store = object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .build()
-                .map_err(|e| Error::Remote { url: text.to_string(), action: "configuring the S3 client", source: e })?;
+            let store = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).build().map_err(|e| Error::Remote {
+                url: text.to_string(),
+                action: "configuring the S3 client",
+                source: e,
+            })?;
             return Ok(Location::Remote(Remote { store: Arc::new(store), base: format!("s3://{bucket}"), key: key.to_string() }));
         }
         if text.contains("://") {
