@@ -14,7 +14,13 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use common::{config, make_dataset, ok, petal};
+use common::{config, make_dataset, ok};
+
+/// The `petal` binary under test: `$PETAL_TEST_BIN` when set (a copy, safe from concurrent builds
+/// into a shared target folder), else cargo's.
+fn petal() -> Command {
+    Command::new(std::env::var_os("PETAL_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_petal").into()))
+}
 
 /// Environment variables of the batch engines, removed from every child so the test's own
 /// environment cannot leak a shard into the single-process run.
