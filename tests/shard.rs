@@ -304,3 +304,27 @@ fn s3_inputs_and_outputs_through_a_local_server() {
     let local = String::from_utf8(read(&local)).expect("utf8").replace(&prefix, "s3://petal/photos/");
     assert_eq!(local, String::from_utf8(single).expect("utf8"));
 }
+
+/// The value after `key` on the line of `text` that holds it (up to a space, quote or `%`).
+fn value_after(text: &str, key: &str) -> String {
+    let line = text.lines().find(|l| l.contains(key)).unwrap_or_else(|| panic!("no {key}"));
+    let rest = &line[line.find(key).expect("key") + key.len()..];
+    rest.trim_start_matches([' ', '"']).chars().take_while(|c| !matches!(c, ' ' | '"' | '%' | '}')).collect()
+}
+
+#[test]
+fn deploy_files_give_the_environment_the_tests_use() {
+    let root = testkit::workspace_root();
+    let job = std::fs::read_to_string(root.join("deploy/kubernetes/predict-job.yaml")).expect("job");
+    assert!(job.contains("completionMode: Indexed"), "the predict Job must be an Indexed Job (JOB_COMPLETION_INDEX)");
+    let completions = value_after(&job, "completions:");
+    let shards_line = job.lines().skip_while(|l| !l.contains("name: PETAL_SHARDS")).nth(1).expect("PETAL_SHARDS value");
+    assert_eq!(value_after(shards_line, "value:"), completions, "PETAL_SHARDS must equal completions");
+    let sbatch = std::fs::read_to_string(root.join("deploy/slurm/predict-array.sbatch")).expect("sbatch");
+    let array = value_after(&sbatch, "#SBATCH --array=");
+    let (lo, hi) = array.split_once('-').expect("a range");
+    assert_eq!(lo, "0", "with PETAL_SHARDS set, task IDs are shard indices from 0");
+    let shards: u32 = value_after(&sbatch, "PETAL_SHARDS=${PETAL_SHARDS:-").parse().expect("number");
+    assert_eq!(hi.parse::<u32>().expect("number") + 1, shards, "the array must have PETAL_SHARDS tasks");
+    assert!(!sbatch.contains("--shard "), "the script must take its shard from Slurm's environment");
+}
