@@ -40,6 +40,8 @@ enum Cmd {
     Pipeline(pipeline_cmd::PipelineArgs),
     /// Serve checkpoints over HTTP: prediction API, upload page, metrics (see README "Serve").
     Serve(serve::ServeArgs),
+    /// Join the parts that the shards of `predict --shard` wrote into the one output a single process writes.
+    Merge(MergeArgs),
 }
 
 #[derive(Args)]
@@ -247,9 +249,9 @@ struct EvaluateArgs {
 
 #[derive(Args)]
 struct PredictArgs {
-    /// Image files or folders (searched recursively).
+    /// Image files or folders (searched recursively): paths, file:// or s3://bucket/prefix URLs.
     #[arg(required = true)]
-    inputs: Vec<PathBuf>,
+    inputs: Vec<String>,
     /// The trained checkpoint.
     #[arg(long)]
     checkpoint: PathBuf,
@@ -259,9 +261,18 @@ struct PredictArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
-    /// Write a CSV of all predictions (default for more than one image: predictions.csv).
+    /// Write a CSV of all predictions (default for more than one image: predictions.csv); a path or
+    /// a file:// or s3:// URL.
+    #[arg(long, conflicts_with = "jsonl")]
+    csv: Option<String>,
+    /// Write the predictions as JSON lines instead (a path or URL ending in .jsonl).
     #[arg(long)]
-    csv: Option<PathBuf>,
+    jsonl: Option<String>,
+    #[command(flatten)]
+    shard: ShardArgs,
+    /// Where remote (s3://) inputs are downloaded, and the progress journal of a remote output.
+    #[arg(long, default_value_os_t = std::env::temp_dir().join("petal-staging"))]
+    staging: PathBuf,
     /// Draw the (first) image beside a bar chart of its top-k probabilities.
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -280,6 +291,51 @@ struct PredictArgs {
     chunk_images: usize,
     #[command(flatten)]
     legacy: LegacyArgs,
+}
+
+/// Which shard of a job this process runs.
+#[derive(Args, Clone, Default)]
+struct ShardArgs {
+    /// Run only shard K of N (0-based) of the inputs, writing a part to <output>.parts/ for
+    /// `petal merge`. Default: from the batch engine's environment (Kubernetes Indexed Job:
+    /// JOB_COMPLETION_INDEX with --shards or PETAL_SHARDS; Slurm array: SLURM_ARRAY_TASK_ID,
+    /// SLURM_ARRAY_TASK_MIN, SLURM_ARRAY_TASK_COUNT).
+    #[arg(long, value_name = "K/N")]
+    shard: Option<petal_common::shard::Shard>,
+    /// Number of shards, for engines that give only the index (JOB_COMPLETION_INDEX).
+    #[arg(long, value_name = "N")]
+    shards: Option<u32>,
+}
+
+impl ShardArgs {
+    /// The shard from the flag, else from the environment, else none.
+    fn resolve(&self) -> Result<Option<petal_common::shard::Shard>> {
+        match self.shard {
+            Some(s) => Ok(Some(s)),
+            None => Ok(petal_common::shard::Shard::from_env(|k| std::env::var(k).ok(), self.shards)?),
+        }
+    }
+}
+
+/// This process's command line without its shard options: what reruns one shard (with
+/// `--shard K/N` appended).
+fn command_without_shard() -> Vec<String> {
+    let mut out = Vec::new();
+    let mut args = std::env::args();
+    while let Some(a) = args.next() {
+        if a == "--shard" || a == "--shards" {
+            args.next();
+        } else if !a.starts_with("--shard=") && !a.starts_with("--shards=") {
+            out.push(a);
+        }
+    }
+    out
+}
+
+#[derive(Args)]
+struct MergeArgs {
+    /// The output the shards wrote parts for (their parts are in <OUTPUT>.parts/): a path or URL.
+    output: String,
 }
 
 #[derive(Subcommand)]
@@ -386,6 +442,7 @@ fn run() -> Result<()> {
             Ok(())
         }
         Cmd::Pipeline(a) => pipeline_cmd::run(&a),
+        Cmd::Merge(a) => merge_cmd(&a),
         Cmd::Serve(a) => serve::run(&a, |e| eprintln!("serve: {e}")).map(|_| ()).context("petal serve"),
     }
 }
@@ -460,26 +517,54 @@ fn evaluate_cmd(a: &EvaluateArgs) -> Result<()> {
 }
 
 fn predict_cmd(a: &PredictArgs) -> Result<()> {
+    let shard = a.shard.resolve()?;
     let device = model::parse_device(&a.device)?;
     let mut pred =
         infer::Predictor::load_with(&a.checkpoint, device, &a.legacy.options()?).with_context(|| format!("loading {}", a.checkpoint.display()))?;
     if let Some(f) = &a.category_names {
         pred.set_names(&preprocess::read_names_file(f)?, true);
     }
-    let paths = pipeline::expand_inputs(&a.inputs)?;
-    let pb = if paths.len() > a.batch_size { ProgressBar::new(paths.len() as u64) } else { ProgressBar::hidden() };
+    let mut out = a.jsonl.clone().or_else(|| a.csv.clone());
+    let remote = a.inputs.iter().any(|i| petal_storage::is_remote(i));
+    if out.is_none() && (shard.is_some() || remote || pipeline::batch::list_inputs(&a.inputs)?.len() > 1) {
+        out = Some("predictions.csv".into());
+    }
+    let pb = ProgressBar::hidden();
     pb.set_style(ProgressStyle::with_template("predict [{bar:30}] {pos}/{len} {per_sec}").unwrap_or_else(|_| ProgressStyle::default_bar()));
-    let csv = a.csv.clone().or_else(|| (paths.len() > 1).then(|| PathBuf::from("predictions.csv")));
-    // With a CSV, predictions are journaled in chunks beside it: a rerun after a crash resumes.
-    let (preds, chunks) = match &csv {
-        Some(csv) => {
-            let on_batch = |done: usize| pb.set_position(done as u64);
-            let (p, store) = pred.predict_paths_resumable(&paths, a.top_k, a.batch_size, a.chunk_images, csv, on_batch).context("predicting")?;
-            (p, Some(store))
+    let on_progress = |done: usize, total: usize| {
+        if total > a.batch_size && pb.is_hidden() {
+            pb.set_draw_target(indicatif::ProgressDrawTarget::stderr());
         }
-        None => (pred.predict_paths(&paths, a.top_k, a.batch_size, |done| pb.set_position(done as u64)).context("predicting")?, None),
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
     };
-    pb.finish_and_clear();
+    let preds = match &out {
+        // With an output file, predictions are journaled in chunks beside it: a rerun after a crash resumes.
+        Some(out) => {
+            let job = pipeline::batch::BatchJob {
+                inputs: a.inputs.clone(),
+                out: out.clone(),
+                shard,
+                top_k: a.top_k,
+                batch_size: a.batch_size,
+                chunk_images: a.chunk_images,
+                staging: a.staging.clone(),
+                command: command_without_shard(),
+            };
+            let r = pipeline::batch::batch_predict(&pred, &job, on_progress).context("predicting")?;
+            pb.finish_and_clear();
+            match shard {
+                Some(s) => eprintln!("shard {s}: {} of {} images; wrote {}", r.predictions.len(), r.total_inputs, r.written),
+                None => eprintln!("wrote {}", r.written),
+            }
+            r.predictions
+        }
+        None => {
+            let paths: Vec<PathBuf> = a.inputs.iter().map(PathBuf::from).collect();
+            let paths = pipeline::expand_inputs(&paths)?;
+            pred.predict_paths(&paths, a.top_k, a.batch_size, |done| on_progress(done, paths.len())).context("predicting")?
+        }
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&preds)?);
     } else {
@@ -490,20 +575,19 @@ fn predict_cmd(a: &PredictArgs) -> Result<()> {
             }
         }
     }
-    if let Some(csv) = csv {
-        pipeline::write_predictions_csv(&csv, &preds, a.top_k.min(pred.num_classes())).with_context(|| format!("writing {}", csv.display()))?;
-        eprintln!("wrote {}", csv.display());
-        if let Some(store) = chunks {
-            store.finish();
-        }
-    }
     if let Some(plot) = &a.plot {
-        let first = &preds[0];
+        let first = preds.first().context("no image to plot in this shard")?;
         let img = preprocess::decode_rgb(&first.path)?;
         let top: Vec<(String, f32)> = first.top.iter().map(|c| (c.name.clone(), c.prob)).collect();
         let title = first.top.first().map(|c| c.name.clone()).unwrap_or_default();
         report::plot_prediction(&img, &title, &top, plot).with_context(|| format!("drawing {}", plot.display()))?;
         eprintln!("wrote {}", plot.display());
     }
+    Ok(())
+}
+
+fn merge_cmd(a: &MergeArgs) -> Result<()> {
+    let r = pipeline::batch::merge(&a.output).with_context(|| format!("merging the parts of {}", a.output))?;
+    eprintln!("merged {} parts ({} images, {} bytes) into {}", r.parts, r.inputs, r.bytes, r.written);
     Ok(())
 }

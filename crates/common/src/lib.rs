@@ -16,7 +16,9 @@
 
 mod atomic;
 pub mod lock;
+pub mod parts;
 pub mod progress;
+pub mod shard;
 pub mod weights;
 
 use std::path::{Path, PathBuf};

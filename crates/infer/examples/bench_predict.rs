@@ -23,6 +23,16 @@
 //!
 //! With `--json` the last stdout line is `{"cold_s", "cold_runs_s", "warm_img_s", "load_s",
 //! "images", "batch", "threads", "top1"}`.
+//!
+//! `--shards` measures sharding instead (not part of `cargo xtask bench`, which has no PyTorch
+//! side for it): batch prediction of every image under `--data` (`petal predict DIR --csv`, batches
+//! of `--batch`) by 1 process with 2 threads (`OMP_NUM_THREADS=2 RAYON_NUM_THREADS=2`) against 2
+//! processes started together with 1 thread each (`--shard 0/2`, `--shard 1/2`) followed by
+//! `petal merge`, alternating for `--runs` rounds: wall-clock throughput (process start and model
+//! load included) and total CPU time of the children (`getrusage(RUSAGE_CHILDREN)`, user + system).
+//! The merged CSV must equal the single process's byte for byte. With `--json` the last line is
+//! `{"mode":"shards", "images", "one_x2_img_s", "two_x1_img_s", "one_x2_cpu_s", "two_x1_cpu_s",
+//! "merge_s", "rounds", "identical"}` (medians over rounds).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -58,6 +68,9 @@ struct Args {
     /// (the `serve` suite's smoke run uses it).
     #[arg(long)]
     save_checkpoint: Option<PathBuf>,
+    /// Measure 1 process × 2 threads against 2 processes × 1 thread instead (see the module docs).
+    #[arg(long)]
+    shards: bool,
 }
 
 /// Contiguous little-endian bytes of a float or int64 tensor.
@@ -160,6 +173,91 @@ fn cold_once(petal: &Path, ckpt: &Path, image: &Path, cwd: &Path) -> Result<(f64
     Ok((secs, String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
+/// User + system CPU seconds of the waited-for children of this process so far.
+fn children_cpu_s() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    s(u.ru_utime) + s(u.ru_stime)
+}
+
+/// `petal predict DIR --csv OUT` as shard `shard` (if any) with `threads` threads, started.
+fn spawn_predict(
+    petal: &Path,
+    ckpt: &Path,
+    dir: &Path,
+    out: &Path,
+    batch: usize,
+    threads: u32,
+    shard: Option<&str>,
+) -> Result<std::process::Child, String> {
+    let mut c = Command::new(petal);
+    c.arg("predict").arg(dir).arg("--checkpoint").arg(ckpt).arg("--csv").arg(out).args(["--batch-size", &batch.to_string()]);
+    if let Some(s) = shard {
+        c.args(["--shard", s]);
+    }
+    c.env("OMP_NUM_THREADS", threads.to_string()).env("RAYON_NUM_THREADS", threads.to_string());
+    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().map_err(|e| format!("could not start {}: {e}", petal.display()))
+}
+
+fn wait_ok(child: std::process::Child, what: &str) -> Result<(), String> {
+    let out = child.wait_with_output().map_err(|e| format!("{what}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("{what} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(())
+}
+
+/// `--shards`: 1 process × 2 threads against 2 processes × 1 thread (see the module docs).
+fn run_shards(a: &Args, smoke: bool, data: &Path, ds: &preprocess::Dataset, tmp: &Path) -> benchkit::Result<serde_json::Value> {
+    let ckpt = tmp.join("shards.safetensors");
+    build_checkpoint(ds, a.weights.as_deref(), &ckpt)?;
+    let petal = petal_binary(a.petal.as_deref(), !smoke)?;
+    let (rounds, batch) = if smoke { (1, 2) } else { (a.runs as usize, a.batch as usize) };
+    let images = ds.splits.iter().map(|s| s.samples.len()).sum::<usize>();
+    let (mut one, mut two, mut merge_s) = (Vec::new(), Vec::new(), Vec::new());
+    let mut identical = true;
+    for round in 0..rounds {
+        let (single, sharded) = (tmp.join(format!("one-{round}.csv")), tmp.join(format!("two-{round}.csv")));
+        let (t, cpu) = (Instant::now(), children_cpu_s());
+        wait_ok(spawn_predict(&petal, &ckpt, data, &single, batch, 2, None)?, "petal predict (1 x 2 threads)")?;
+        one.push((t.elapsed().as_secs_f64(), children_cpu_s() - cpu));
+        let (t, cpu) = (Instant::now(), children_cpu_s());
+        let kids = ["0/2", "1/2"].map(|s| spawn_predict(&petal, &ckpt, data, &sharded, batch, 1, Some(s)));
+        for k in kids {
+            wait_ok(k?, "petal predict --shard (2 x 1 thread)")?;
+        }
+        let tm = Instant::now();
+        let merge = Command::new(&petal).arg("merge").arg(&sharded).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn();
+        wait_ok(merge.map_err(|e| e.to_string())?, "petal merge")?;
+        merge_s.push(tm.elapsed().as_secs_f64());
+        two.push((t.elapsed().as_secs_f64(), children_cpu_s() - cpu));
+        identical &= std::fs::read(&single).ok() == std::fs::read(&sharded).ok();
+        eprintln!(
+            "round {round}: 1x2 {:.1}s ({:.1} CPU s), 2x1 + merge {:.1}s ({:.1} CPU s)",
+            one[round].0, one[round].1, two[round].0, two[round].1
+        );
+    }
+    if !identical {
+        return Err("the merged CSV of 2 shards differs from the single process's".to_string().into());
+    }
+    let med = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| benchkit::median(&v.iter().map(f).collect::<Vec<_>>());
+    Ok(serde_json::json!({
+        "impl": "petal",
+        "mode": "shards",
+        "images": images,
+        "batch": batch,
+        "one_x2_img_s": images as f64 / med(&one, |r| r.0),
+        "two_x1_img_s": images as f64 / med(&two, |r| r.0),
+        "one_x2_cpu_s": med(&one, |r| r.1),
+        "two_x1_cpu_s": med(&two, |r| r.1),
+        "merge_s": benchkit::median(&merge_s),
+        "rounds": rounds,
+        "identical": identical,
+    }))
+}
+
 fn run(a: &Args, common: &benchkit::Common) -> benchkit::Result<serde_json::Value> {
     let smoke = common.smoke;
     let tmp = tempfile::tempdir().map_err(|e| format!("creating a temporary folder: {e}"))?;
@@ -177,6 +275,9 @@ fn run(a: &Args, common: &benchkit::Common) -> benchkit::Result<serde_json::Valu
     }
     let (runs, images, batch) = if smoke { (1, 4, 2) } else { (a.runs as usize, a.images as usize, a.batch as usize) };
     let ds = preprocess::discover(&data, &preprocess::DiscoverOptions::default()).map_err(|e| format!("reading {}: {e}", data.display()))?;
+    if a.shards {
+        return run_shards(a, smoke, &data, &ds, tmp.path());
+    }
     let valid = ds.split("valid").filter(|s| !s.samples.is_empty()).ok_or_else(|| format!("{} has no valid split", data.display()))?;
     let weights = a.weights.clone().or_else(|| if smoke { None } else { benchkit::cached_weights("efficientnet_lite0") });
     if weights.is_none() {

@@ -225,20 +225,25 @@ impl Predictor {
     pub fn predict_paths(&self, paths: &[PathBuf], k: usize, batch_size: usize, mut on_batch: impl FnMut(usize)) -> Result<Vec<Prediction>, Error> {
         let mut out = Vec::with_capacity(paths.len());
         for chunk in paths.chunks(batch_size.max(1)) {
-            out.extend(self.predict_batch(chunk, k)?);
+            out.extend(self.predict_batch(chunk, k, 0)?);
             on_batch(out.len());
         }
         Ok(out)
     }
 
-    /// The top `k` of each image of one batch (decoded and transformed in parallel).
-    fn predict_batch(&self, chunk: &[PathBuf], k: usize) -> Result<Vec<Prediction>, Error> {
+    /// The top `k` of each image of one batch (decoded and transformed in parallel). With
+    /// `pad_to` above the batch's length, the forward pass runs on that many rows (zeros after the
+    /// images): libtorch's CPU kernels choose their blocking by shape, so an image's probabilities
+    /// can differ in the last bits between batch sizes, but not between batches of one size.
+    fn predict_batch(&self, chunk: &[PathBuf], k: usize, pad_to: usize) -> Result<Vec<Prediction>, Error> {
         use rayon::prelude::*;
         let size = self.transform.image_size as i64;
         let transform = &self.transform;
         let pixels: Vec<Vec<f32>> = chunk.par_iter().map(|p| preprocess::predict_tensor(p, transform)).collect::<Result<_, _>>()?;
-        let flat: Vec<f32> = pixels.concat();
-        let x = Tensor::from_slice(&flat).view([chunk.len() as i64, 3, size, size]);
+        let mut flat: Vec<f32> = pixels.concat();
+        let rows = pad_to.max(chunk.len());
+        flat.resize(rows * 3 * (size * size) as usize, 0.0);
+        let x = Tensor::from_slice(&flat).view([rows as i64, 3, size, size]);
         let probs = self.probabilities(&x);
         chunk
             .iter()

@@ -36,7 +36,9 @@ impl Predictor {
     }
 
     /// [`Predictor::predict_paths`] journaled in chunks of about `chunk_images` images (whole
-    /// batches) in a folder beside `out`, the file the caller will write the predictions to.
+    /// batches) in a folder beside `out`, the file the caller will write the predictions to. Every
+    /// forward pass has `batch_size` rows (the last batch is padded), so the predictions of any
+    /// subset of `paths` (a shard) are bit for bit those of the whole list.
     /// Chunks an interrupted run left are reused. Returns the predictions and the store, which the
     /// caller [`ChunkStore::finish`]es once `out` is written.
     pub fn predict_paths_resumable(
@@ -65,7 +67,9 @@ impl Predictor {
             let mut preds = Vec::with_capacity(store.chunk_items());
             let mut records = Vec::new();
             for batch in paths[store.range(c)].chunks(bs) {
-                for p in self.predict_batch(batch, k)? {
+                // Every pass has `bs` rows, so an image's result does not depend on its batch mates'
+                // count: a shard of the inputs predicts exactly what one process over all of them does.
+                for p in self.predict_batch(batch, k, bs)? {
                     encode_into(&mut records, &p);
                     preds.push(p);
                 }

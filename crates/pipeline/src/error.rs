@@ -52,6 +52,12 @@ pub enum Error {
     /// Drawing or writing a report file failed.
     #[error(transparent)]
     Report(#[from] report::Error),
+    /// An input or output location (path, `file://` or `s3://` URL) cannot be reached.
+    #[error(transparent)]
+    Storage(#[from] petal_storage::Error),
+    /// The parts of a sharded job cannot be merged (each shard to rerun is named).
+    #[error(transparent)]
+    Merge(#[from] petal_common::parts::MergeError),
 }
 
 impl Error {

@@ -5,6 +5,8 @@
 //! * [`stages`]: the stages one at a time: dataset discovery ([`discover`]), image caches
 //!   ([`cache_splits`]), a claimed run folder ([`claim_run`]: locked, never silently overwritten),
 //!   training ([`TrainJob`]), evaluation ([`evaluate_checkpoint`]) and prediction helpers;
+//! * [`batch`]: batch prediction as a batch job: sharded over processes or machines, inputs and
+//!   outputs on disk or object storage, and the merge of the shards' parts;
 //! * [`run_pipeline`]: preprocess → train → evaluate → predict a sample → run README, with a stamp
 //!   per stage so a re-run skips the stages whose inputs did not change.
 //!
@@ -13,6 +15,7 @@
 
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod config;
 mod error;
 mod run;

@@ -177,24 +177,15 @@ fn dataset_names(ds: &Dataset) -> Option<BTreeMap<String, String>> {
 /// Expands folders into the image files below them (sorted; [`preprocess::IMAGE_EXTENSIONS`]);
 /// files are taken as given.
 pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
-    let io = |p: &Path, e| petal_common::IoError::new(p, "listing", e);
     let mut out = Vec::new();
     for p in inputs {
         if p.is_dir() {
-            let mut stack = vec![p.clone()];
-            let mut found = Vec::new();
-            while let Some(d) = stack.pop() {
-                for e in std::fs::read_dir(&d).map_err(|e| io(&d, e))? {
-                    let path = e.map_err(|e| io(&d, e))?.path();
-                    if path.is_dir() {
-                        stack.push(path);
-                    } else if preprocess::is_image_path(&path) {
-                        found.push(path);
-                    }
-                }
-            }
-            found.sort();
-            out.extend(found);
+            let found = petal_storage::Location::Local(p.clone()).list()?;
+            out.extend(
+                found
+                    .into_iter()
+                    .filter_map(|(rel, l)| preprocess::is_image_path(Path::new(&rel)).then(|| l.local().map(Path::to_path_buf)).flatten()),
+            );
         } else if p.exists() {
             out.push(p.clone());
         } else {
@@ -209,6 +200,14 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
 
 /// Writes predictions as CSV: `path`, then name, folder and probability of each of the top `k`.
 pub fn write_predictions_csv(path: &Path, preds: &[infer::Prediction], k: usize) -> Result<(), Error> {
+    let (header, rows) = prediction_table(preds, k);
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    Ok(report::write_csv(path, &header, &rows)?)
+}
+
+/// The CSV columns (`path`, then name, folder and probability of each of the top `k`) and rows
+/// of `preds`.
+pub fn prediction_table(preds: &[infer::Prediction], k: usize) -> (Vec<String>, Vec<Vec<String>>) {
     let mut header = vec!["path".to_string()];
     for i in 1..=k {
         header.extend([format!("top{i}_name"), format!("top{i}_folder"), format!("top{i}_prob")]);
@@ -224,6 +223,5 @@ pub fn write_predictions_csv(path: &Path, preds: &[infer::Prediction], k: usize)
             r
         })
         .collect();
-    let header: Vec<&str> = header.iter().map(String::as_str).collect();
-    Ok(report::write_csv(path, &header, &rows)?)
+    (header, rows)
 }

@@ -29,6 +29,12 @@ fn push_field(out: &mut String, field: &str) {
 /// fields separated by commas, lines ended by `\n`, fields quoted (RFC 4180) where needed.
 /// Every row must have as many fields as the header; an empty header is an error.
 pub fn write_csv(path: &Path, header: &[&str], rows: &[Vec<String>]) -> Result<(), Error> {
+    write_atomic(path, csv_text(path, header, rows)?.as_bytes())
+}
+
+/// The text [`write_csv`] writes, without writing it (for outputs that go elsewhere than a local
+/// file, or in parts); `path` names the destination in errors.
+pub fn csv_text(path: &Path, header: &[&str], rows: &[Vec<String>]) -> Result<String, Error> {
     if header.is_empty() {
         return Err(Error::empty(path, "the CSV header has no columns"));
     }
@@ -49,5 +55,5 @@ pub fn write_csv(path: &Path, header: &[&str], rows: &[Vec<String>]) -> Result<(
         }
         line(&mut row.iter().map(String::as_str));
     }
-    write_atomic(path, out.as_bytes())
+    Ok(out)
 }

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 pub use confusion::{plot_confusion, CONFUSION_SIZE};
 pub use curves::{plot_curves, EpochPoint, CURVES_SIZE};
-pub use io::{write_atomic, write_csv};
+pub use io::{csv_text, write_atomic, write_csv};
 pub use prediction::{
     plot_prediction, plot_prediction_grid, PredictionPanel, GRID_COLUMNS, GRID_PANEL_SIZE, MAX_BARS, MAX_GRID_PANELS, PREDICTION_SIZE,
 };

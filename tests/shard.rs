@@ -1,0 +1,330 @@
+//! Sharded batch prediction as the batch engines run it: the real `petal` binary started as N
+//! processes at once with exactly the environment a Kubernetes Indexed Job (`JOB_COMPLETION_INDEX`,
+//! plus the `PETAL_SHARDS` that deploy/kubernetes/predict-job.yaml sets) or a Slurm array
+//! (`SLURM_ARRAY_*` of `--array=1-3`, and of deploy/slurm/predict-array.sbatch's `PETAL_SHARDS`
+//! style) gives each task; `petal merge` must then write the same bytes as one process, CSV and
+//! JSON lines. A missing or damaged part is named with the command that reruns that shard, the
+//! rerun repairs it, and merging twice is harmless. With a local S3-compatible server (moto, on
+//! 127.0.0.1) the same job reads its images from and writes its parts and output to a bucket.
+//!
+//! Data: the synthetic flowers of `tests/common` (3 classes), a tiny random DenseNet trained 1 epoch.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use common::{config, make_dataset, ok};
+
+/// The `petal` binary under test: `$PETAL_TEST_BIN` when set (a copy, safe from concurrent builds
+/// into a shared target folder), else cargo's.
+fn petal() -> Command {
+    Command::new(std::env::var_os("PETAL_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_petal").into()))
+}
+
+/// Environment variables of the batch engines, removed from every child so the test's own
+/// environment cannot leak a shard into the single-process run.
+const ENGINE_VARS: [&str; 8] = [
+    "JOB_COMPLETION_INDEX",
+    "PETAL_SHARDS",
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_ARRAY_TASK_MIN",
+    "SLURM_ARRAY_TASK_MAX",
+    "SLURM_ARRAY_TASK_COUNT",
+    "SLURM_ARRAY_TASK_STEP",
+    "SLURM_ARRAY_JOB_ID",
+];
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    images: PathBuf,
+    ckpt: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    let data = dir.join("data");
+    make_dataset(&data, 6, 9, 0);
+    let cfg = config(&dir, "tiny", &[]);
+    let text = std::fs::read_to_string(&cfg).expect("read").replace("epochs = 12", "epochs = 1");
+    std::fs::write(&cfg, text).expect("write");
+    let mut train = petal();
+    train
+        .args(["train", "--data"])
+        .arg(&data)
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--runs-dir")
+        .arg(dir.join("runs"))
+        .arg("--cache-dir")
+        .arg(dir.join("cache"));
+    ok(train.output().expect("train"), "petal train");
+    Fixture { images: data.join("valid"), ckpt: dir.join("runs/tiny/best.safetensors"), dir, _tmp: tmp }
+}
+
+/// `petal predict` of `inputs` into `out`, with `env` as the engine's variables.
+fn predict(f: &Fixture, inputs: &str, out: &str, env: &[(&str, String)]) -> Command {
+    let mut c = petal();
+    ENGINE_VARS.iter().for_each(|v| {
+        c.env_remove(v);
+    });
+    c.args(["predict", inputs, "--top-k", "3", "--batch-size", "4", "--chunk-images", "4", "--checkpoint"]).arg(&f.ckpt);
+    c.arg(if out.ends_with(".jsonl") { "--jsonl" } else { "--csv" }).arg(out);
+    c.envs(env.iter().map(|(k, v)| (*k, v.as_str()))).stdout(Stdio::null()).stderr(Stdio::piped());
+    c
+}
+
+/// Starts every task at once (as the engine does), then waits for all.
+fn run_all(children: Vec<Child>) {
+    for c in children {
+        let out = c.wait_with_output().expect("wait");
+        assert!(out.status.success(), "a shard failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+fn merge(out: &str) -> std::process::Output {
+    petal().args(["merge", out]).output().expect("merge")
+}
+
+fn kubernetes_env(index: u32, shards: u32) -> Vec<(&'static str, String)> {
+    vec![("JOB_COMPLETION_INDEX", index.to_string()), ("PETAL_SHARDS", shards.to_string())]
+}
+
+/// What Slurm sets for task `id` of `--array=min-max`.
+fn slurm_env(id: u32, min: u32, max: u32) -> Vec<(&'static str, String)> {
+    vec![
+        ("SLURM_ARRAY_JOB_ID", "4242".into()),
+        ("SLURM_ARRAY_TASK_ID", id.to_string()),
+        ("SLURM_ARRAY_TASK_MIN", min.to_string()),
+        ("SLURM_ARRAY_TASK_MAX", max.to_string()),
+        ("SLURM_ARRAY_TASK_COUNT", (max - min + 1).to_string()),
+        ("SLURM_ARRAY_TASK_STEP", "1".into()),
+    ]
+}
+
+fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn engine_shards_merge_into_one_process_output() {
+    let f = fixture();
+    let images = f.images.to_string_lossy().into_owned();
+    let out = |name: &str| f.dir.join(name).to_string_lossy().into_owned();
+    ok(predict(&f, &images, &out("single.csv"), &[]).output().expect("single"), "single-process predict");
+    ok(predict(&f, &images, &out("single.jsonl"), &[]).output().expect("single"), "single-process predict");
+    let single = read(&f.dir.join("single.csv"));
+    assert_eq!(String::from_utf8_lossy(&single).lines().count(), 1 + 27, "header + 27 images");
+
+    // Kubernetes Indexed Job, completions 3: all three pods at once.
+    run_all((0..3).map(|k| predict(&f, &images, &out("k8s.csv"), &kubernetes_env(k, 3)).spawn().expect("spawn")).collect());
+    ok(merge(&out("k8s.csv")), "merge");
+    assert_eq!(read(&f.dir.join("k8s.csv")), single, "merged Kubernetes shards differ from one process");
+    // Every shard got work (the hash spreads 27 paths over 3 shards).
+    for k in 0..3 {
+        let part = String::from_utf8(read(&f.dir.join(format!("k8s.csv.parts/part-{k:05}-of-00003.csv")))).expect("utf8");
+        assert!(part.lines().count() > 1, "shard {k} is empty:\n{part}");
+    }
+
+    // Slurm array --array=1-3 (IDs from 1), JSON lines.
+    run_all((1..=3).map(|id| predict(&f, &images, &out("slurm.jsonl"), &slurm_env(id, 1, 3)).spawn().expect("spawn")).collect());
+    ok(merge(&out("slurm.jsonl")), "merge");
+    assert_eq!(read(&f.dir.join("slurm.jsonl")), read(&f.dir.join("single.jsonl")), "merged Slurm shards differ from one process");
+    // Merging again is harmless.
+    ok(merge(&out("slurm.jsonl")), "second merge");
+    assert_eq!(read(&f.dir.join("slurm.jsonl")), read(&f.dir.join("single.jsonl")));
+}
+
+#[test]
+fn a_missing_or_damaged_shard_is_named_and_rerun_alone() {
+    let f = fixture();
+    let images = f.images.to_string_lossy().into_owned();
+    let out = f.dir.join("p.csv").to_string_lossy().into_owned();
+    ok(predict(&f, &images, &f.dir.join("single.csv").to_string_lossy(), &[]).output().expect("single"), "single");
+    // The sbatch script's style: PETAL_SHARDS fixed, task IDs are shard indices; shard 1 never ran.
+    for id in [0, 2] {
+        ok(predict(&f, &images, &out, &[("SLURM_ARRAY_TASK_ID", id.to_string()), ("PETAL_SHARDS", "3".into())]).output().expect("run"), "shard");
+    }
+    let parts = f.dir.join("p.csv.parts");
+    let err = String::from_utf8_lossy(&merge(&out).stderr).into_owned();
+    assert!(err.contains("shard 1/3: missing"), "{err}");
+    assert!(!f.dir.join("p.csv").exists(), "a failed merge wrote the output");
+    // The printed command reruns shard 1 alone.
+    let rerun = err.lines().skip_while(|l| !l.contains("shard 1/3")).nth(1).expect("rerun command line").trim().to_string();
+    assert!(rerun.ends_with("--shard 1/3"), "{rerun}");
+    let mut sh = Command::new("sh");
+    ENGINE_VARS.iter().for_each(|v| {
+        sh.env_remove(v);
+    });
+    let status = sh.arg("-c").arg(&rerun).current_dir(&f.dir).status().expect("sh");
+    assert!(status.success(), "{rerun}");
+    ok(merge(&out), "merge after the rerun");
+    assert_eq!(read(&f.dir.join("p.csv")), read(&f.dir.join("single.csv")));
+
+    // A damaged part (one byte flipped) and a torn manifest are named too.
+    let part = parts.join("part-00002-of-00003.csv");
+    let mut bytes = read(&part);
+    bytes[10] ^= 0x20;
+    std::fs::write(&part, bytes).expect("write");
+    std::fs::write(parts.join("part-00000-of-00003.manifest.json"), "{\"format\": \"petal.p").expect("write");
+    let err = String::from_utf8_lossy(&merge(&out).stderr).into_owned();
+    assert!(err.contains("shard 0/3: the manifest cannot be read") && err.contains("--shard 0/3"), "{err}");
+    assert!(err.contains("shard 2/3: damaged") && err.contains("--shard 2/3"), "{err}");
+    assert_eq!(read(&f.dir.join("p.csv")), read(&f.dir.join("single.csv")), "a failed merge changed the output");
+}
+
+#[test]
+fn bad_shard_settings_are_refused_with_the_variable_named() {
+    let f = Fixture { _tmp: tempfile::tempdir().expect("tempdir"), dir: PathBuf::new(), images: PathBuf::new(), ckpt: PathBuf::from("unused") };
+    let run = |args: &[&str], env: &[(&str, String)]| {
+        let mut c = predict(&f, "x.png", "o.csv", env);
+        c.args(args);
+        String::from_utf8_lossy(&c.output().expect("run").stderr).into_owned()
+    };
+    assert!(run(&["--shard", "3/3"], &[]).contains("K must be below N"));
+    assert!(run(&[], &[("JOB_COMPLETION_INDEX", "1".into())]).contains("PETAL_SHARDS"));
+    assert!(run(&[], &slurm_env(5, 0, 3)).contains("SLURM_ARRAY_TASK_ID"));
+}
+
+/// A moto S3 server on 127.0.0.1, stopped when dropped.
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A Python that can run `moto.server`: `$PETAL_MOTO_PYTHON`, the reference Python, or `python3`.
+fn moto_python() -> Option<PathBuf> {
+    let candidates = [std::env::var_os("PETAL_MOTO_PYTHON").map(PathBuf::from), Some(testkit::python()), Some(PathBuf::from("python3"))];
+    candidates.into_iter().flatten().find(|py| Command::new(py).args(["-c", "import moto.server, flask"]).output().is_ok_and(|o| o.status.success()))
+}
+
+fn start_moto(py: &Path) -> Moto {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+    let child = Command::new(py)
+        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start moto");
+    let moto = Moto { child, port };
+    // Wait (up to a minute) until it answers.
+    for _ in 0..600 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return moto;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("moto did not start on 127.0.0.1:{port}");
+}
+
+/// One plain HTTP/1.1 request to the local server; returns the body. moto checks no signature, but
+/// answers a request without `Authorization` as an anonymous one (refused for private objects).
+fn http(port: u16, method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let auth = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0";
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: {auth}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).and_then(|_| s.write_all(body)).expect("send");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read");
+    let split = out.windows(4).position(|w| w == b"\r\n\r\n").expect("http head") + 4;
+    let status = String::from_utf8_lossy(&out[..split]).into_owned();
+    assert!(status.starts_with("HTTP/1.1 2") || status.starts_with("HTTP/1.0 2"), "{method} {path}: {status}");
+    assert!(!status.to_ascii_lowercase().contains("transfer-encoding: chunked"), "chunked answer not handled");
+    out.split_off(split)
+}
+
+#[test]
+fn s3_inputs_and_outputs_through_a_local_server() {
+    const CHECK: &str = "petal/shard/s3_moto";
+    let Some(py) = moto_python() else {
+        testkit::skip(CHECK, "no Python with moto[server] (pip install 'moto[server]', or set PETAL_MOTO_PYTHON)");
+        return;
+    };
+    testkit::ran(CHECK);
+    let f = fixture();
+    let moto = start_moto(&py);
+    http(moto.port, "PUT", "/petal", b"");
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut stack = vec![f.images.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("list") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    for p in &files {
+        let rel = p.strip_prefix(&f.images).expect("under").to_string_lossy().replace('\\', "/");
+        http(moto.port, "PUT", &format!("/petal/photos/{rel}"), &read(p));
+    }
+    let aws = [
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_DEFAULT_REGION", "us-east-1".into()),
+        ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", moto.port)),
+        ("AWS_ALLOW_HTTP", "true".into()),
+    ];
+    let s3_predict = |out: &str, extra: &[(&str, String)]| {
+        let mut env = aws.to_vec();
+        env.extend_from_slice(extra);
+        let mut c = predict(&f, "s3://petal/photos/", out, &env);
+        c.arg("--staging").arg(f.dir.join("staging"));
+        c
+    };
+    ok(s3_predict("s3://petal/out/single.csv", &[]).output().expect("single"), "s3 single");
+    run_all((0..2).map(|k| s3_predict("s3://petal/out/sharded.csv", &kubernetes_env(k, 2)).spawn().expect("spawn")).collect());
+    let mut m = petal();
+    m.args(["merge", "s3://petal/out/sharded.csv"]).envs(aws.iter().map(|(k, v)| (*k, v.as_str())));
+    ok(m.output().expect("merge"), "s3 merge");
+    let single = http(moto.port, "GET", "/petal/out/single.csv", b"");
+    assert_eq!(http(moto.port, "GET", "/petal/out/sharded.csv", b""), single, "merged S3 shards differ from one process");
+    assert!(!http(moto.port, "GET", "/petal/out/sharded.csv.parts/part-00001-of-00002.manifest.json", b"").is_empty());
+
+    // The same images read from disk give the same predictions (only the path column differs),
+    // and a file:// output is a local file.
+    let local = f.dir.join("local.csv");
+    ok(predict(&f, &f.images.to_string_lossy(), &format!("file://{}", local.display()), &[]).output().expect("local"), "file:// predict");
+    let prefix = format!("{}/", f.images.display());
+    let local = String::from_utf8(read(&local)).expect("utf8").replace(&prefix, "s3://petal/photos/");
+    assert_eq!(local, String::from_utf8(single).expect("utf8"));
+}
+
+/// The value after `key` on the line of `text` that holds it (up to a space, quote or `%`).
+fn value_after(text: &str, key: &str) -> String {
+    let line = text.lines().find(|l| l.contains(key)).unwrap_or_else(|| panic!("no {key}"));
+    let rest = &line[line.find(key).expect("key") + key.len()..];
+    rest.trim_start_matches([' ', '"']).chars().take_while(|c| !matches!(c, ' ' | '"' | '%' | '}')).collect()
+}
+
+#[test]
+fn deploy_files_give_the_environment_the_tests_use() {
+    let root = testkit::workspace_root();
+    let job = std::fs::read_to_string(root.join("deploy/kubernetes/predict-job.yaml")).expect("job");
+    assert!(job.contains("completionMode: Indexed"), "the predict Job must be an Indexed Job (JOB_COMPLETION_INDEX)");
+    let completions = value_after(&job, "completions:");
+    let shards_line = job.lines().skip_while(|l| !l.contains("name: PETAL_SHARDS")).nth(1).expect("PETAL_SHARDS value");
+    assert_eq!(value_after(shards_line, "value:"), completions, "PETAL_SHARDS must equal completions");
+    let sbatch = std::fs::read_to_string(root.join("deploy/slurm/predict-array.sbatch")).expect("sbatch");
+    let array = value_after(&sbatch, "#SBATCH --array=");
+    let (lo, hi) = array.split_once('-').expect("a range");
+    assert_eq!(lo, "0", "with PETAL_SHARDS set, task IDs are shard indices from 0");
+    let shards: u32 = value_after(&sbatch, "PETAL_SHARDS=${PETAL_SHARDS:-").parse().expect("number");
+    assert_eq!(hi.parse::<u32>().expect("number") + 1, shards, "the array must have PETAL_SHARDS tasks");
+    assert!(!sbatch.contains("--shard "), "the script must take its shard from Slurm's environment");
+}
