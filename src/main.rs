@@ -35,6 +35,18 @@ enum Cmd {
     ImportWeights(ImportArgs),
     /// Run preprocess → train → evaluate → predict from one config file.
     Pipeline(pipeline::PipelineArgs),
+    /// Export a checkpoint to ONNX or TorchScript, with a JSON sidecar `<out>.json` (classes, preprocessing, output).
+    Export {
+        /// The petal checkpoint.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum)]
+        format: export::Format,
+        /// Output file (e.g. model.onnx, model.pt); its folder must exist.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -274,6 +286,11 @@ fn run() -> Result<()> {
             Ok(())
         }
         Cmd::Pipeline(a) => pipeline::run(&a),
+        Cmd::Export { checkpoint, format, out } => {
+            let e = export::export(&checkpoint, format, &out).with_context(|| format!("exporting {} to {format}", checkpoint.display()))?;
+            println!("wrote {} ({} bytes, output {:?}) and {}", e.path.display(), e.bytes, e.info.output_name, e.sidecar.display());
+            Ok(())
+        }
     }
 }
 

@@ -16,7 +16,7 @@ pub struct BenchArgs {
     /// Also run the committed PyTorch references (creates bench/.venv with torch==2.13.0 on first use).
     #[arg(long)]
     pub vs_pytorch: bool,
-    /// Run only these suites (preprocess, checkpoint, forward, train, predict).
+    /// Run only these suites (preprocess, checkpoint, forward, train, predict, export).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Real-data folder for suites that read images.
@@ -82,6 +82,16 @@ fn suites() -> Vec<Suite> {
             example: "bench_predict",
             script: "bench/predict_pytorch.py",
             metrics: &[("cold_s", Lower), ("warm_img_s", Higher)],
+            args: |d| vec!["--data".into(), d.join("flowers102-mini").display().to_string()],
+        },
+        // "pytorch" is onnxruntime here: petal (libtorch) vs onnxruntime on petal's ONNX export;
+        // the example also reports tract (`tract_*` keys).
+        Suite {
+            name: "export",
+            package: "export",
+            example: "bench_export",
+            script: "bench/export_onnxruntime.py",
+            metrics: &[("lite0_b1_img_s", Higher), ("lite0_b32_img_s", Higher), ("densenet121_b1_img_s", Higher), ("densenet121_b32_img_s", Higher)],
             args: |d| vec!["--data".into(), d.join("flowers102-mini").display().to_string()],
         },
     ]

@@ -23,7 +23,7 @@ const DROP_CONNECT_RATE: f64 = 0.2;
 
 /// `(repeats, kernel, stride, expand_ratio, input_filters, output_filters)` from the package's
 /// block strings `r1_k3_s11_e1_i32_o16`, ... (width and depth coefficients are 1.0 for lite0).
-pub(crate) const LITE0_STAGES: [(i64, i64, i64, i64, i64, i64); 7] = [
+pub const LITE0_STAGES: [(i64, i64, i64, i64, i64, i64); 7] = [
     (1, 3, 1, 1, 32, 16),
     (2, 3, 2, 6, 16, 24),
     (2, 5, 2, 6, 24, 40),
@@ -34,7 +34,7 @@ pub(crate) const LITE0_STAGES: [(i64, i64, i64, i64, i64, i64); 7] = [
 ];
 
 /// `Conv2dStaticSamePadding`'s pads `(left, right, top, bottom)` for a square image.
-pub(crate) fn static_same_pad(image: i64, k: i64, s: i64) -> [i64; 4] {
+pub fn static_same_pad(image: i64, k: i64, s: i64) -> [i64; 4] {
     let o = (image + s - 1) / s;
     let pad = ((o - 1) * s + k - image).max(0);
     [pad / 2, pad - pad / 2, pad / 2, pad - pad / 2]

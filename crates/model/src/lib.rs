@@ -44,7 +44,7 @@ use tch::nn::{self, VarStore};
 use tch::Tensor;
 
 pub use densenet::DenseNetConfig;
-pub use efficientnet::{LITE0_FEATURE_DIM, LITE0_IMAGE_SIZE};
+pub use efficientnet::{static_same_pad, LITE0_FEATURE_DIM, LITE0_IMAGE_SIZE, LITE0_STAGES};
 pub use error::{Error, KeyReport, ShapeMismatch};
 pub use head::{Activation, HeadConfig};
 pub use layers::{is_channels_last, to_channels_last};
