@@ -20,8 +20,18 @@ fn tiny_checkpoint(dir: &Path) -> std::path::PathBuf {
     let meta = Metadata {
         arch: arch.name().into(),
         arch_config: serde_json::to_value(&arch).unwrap(),
-        classes: ["daisy", "iris", "tulip"].iter().enumerate().map(|(i, n)| ClassEntry { folder: n.to_string(), index: i, name: Some(format!("garden {n}")) }).collect(),
-        preprocessing: Some(Preprocessing { input_size: 32, resize_size: 36, mean: vec![0.485, 0.456, 0.406], std: vec![0.229, 0.224, 0.225], interpolation: Default::default() }),
+        classes: ["daisy", "iris", "tulip"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| ClassEntry { folder: n.to_string(), index: i, name: Some(format!("garden {n}")) })
+            .collect(),
+        preprocessing: Some(Preprocessing {
+            input_size: 32,
+            resize_size: 36,
+            mean: vec![0.485, 0.456, 0.406],
+            std: vec![0.229, 0.224, 0.225],
+            interpolation: Default::default(),
+        }),
         head: serde_json::to_value(&head).unwrap(),
         ..Metadata::default()
     };
@@ -61,7 +71,8 @@ fn export_bad_input_is_a_clear_error() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("onnx") && err.contains("torchscript"), "{err}");
     let missing = dir.path().join("missing.safetensors");
-    let o = petal().args(["export", "--checkpoint"]).arg(&missing).args(["--format", "onnx", "--out"]).arg(dir.path().join("m.onnx")).output().unwrap();
+    let o =
+        petal().args(["export", "--checkpoint"]).arg(&missing).args(["--format", "onnx", "--out"]).arg(dir.path().join("m.onnx")).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("missing.safetensors") && !err.contains("panicked"), "{err}");
