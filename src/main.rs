@@ -40,6 +40,18 @@ enum Cmd {
     Pipeline(pipeline_cmd::PipelineArgs),
     /// Serve checkpoints over HTTP: prediction API, upload page, metrics (see README "Serve").
     Serve(serve::ServeArgs),
+    /// Export a checkpoint to ONNX or TorchScript, with a JSON sidecar `<out>.json` (classes, preprocessing, output).
+    Export {
+        /// The petal checkpoint.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum)]
+        format: export::Format,
+        /// Output file (e.g. model.onnx, model.pt); its folder must exist.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -380,6 +392,11 @@ fn run() -> Result<()> {
         }
         Cmd::Pipeline(a) => pipeline_cmd::run(&a),
         Cmd::Serve(a) => serve::run(&a, |e| eprintln!("serve: {e}")).map(|_| ()).context("petal serve"),
+        Cmd::Export { checkpoint, format, out } => {
+            let e = export::export(&checkpoint, format, &out).with_context(|| format!("exporting {} to {format}", checkpoint.display()))?;
+            println!("wrote {} ({} bytes, output {:?}) and {}", e.path.display(), e.bytes, e.info.output_name, e.sidecar.display());
+            Ok(())
+        }
     }
 }
 
