@@ -299,5 +299,14 @@ fn check_writable(out: &Path) -> Result<(), Error> {
     if !dir.is_dir() {
         return fail(&format!("the folder {} does not exist", dir.display()));
     }
-    Ok(())
+    // A file is created (and removed) in the folder, so that a read-only folder is refused now
+    // rather than after the network has been built.
+    let probe = dir.join(format!(".petal-export-probe-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => fail(&format!("cannot create a file in {}: {e}", dir.display())),
+    }
 }

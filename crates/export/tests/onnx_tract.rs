@@ -175,7 +175,11 @@ fn adaptive_pooling_matches_libtorch() {
         let want = rows(&x.adaptive_avg_pool2d([out, out]).flatten(1, -1));
         let (nodes, initializers) = g.into_parts();
         assert!(nodes.iter().any(|n| n.op_type() == ops), "{side}->{out}: no {ops}");
-        let io = |name: &str| export::proto::ValueInfoProto { name: Some(name.into()), ..Default::default() };
+        let io = |name: &str| {
+            let tensor = type_proto::Tensor { elem_type: Some(export::proto::tensor_proto::DataType::Float as i32), shape: None };
+            let ty = export::proto::TypeProto { value: Some(type_proto::Value::TensorType(tensor)), ..Default::default() };
+            export::proto::ValueInfoProto { name: Some(name.into()), r#type: Some(ty), ..Default::default() }
+        };
         let model = ModelProto {
             ir_version: Some(export::IR_VERSION),
             opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(export::OPSET) }],
