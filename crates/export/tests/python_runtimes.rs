@@ -28,62 +28,78 @@ fn read_f32(path: &Path, cols: usize) -> Vec<Vec<f32>> {
     v.chunks(cols).map(<[f32]>::to_vec).collect()
 }
 
-fn verify(py: &Path, dir: &Path, ckpt: &Path, paths: &[PathBuf], size: u32) {
-    let onnx = dir.join("m.onnx");
-    let ts = dir.join("m.pt");
-    export::export(ckpt, export::Format::Onnx, &onnx).expect("onnx export");
-    export::export(ckpt, export::Format::Torchscript, &ts).expect("torchscript export");
-    let x = batch(paths, size);
-    let want = rows(&petal_probabilities(ckpt, &x));
-    let input: Vec<u8> = Vec::<f32>::try_from(x.flatten(0, -1)).unwrap().iter().flat_map(|v| v.to_le_bytes()).collect();
-    std::fs::write(dir.join("x.bin"), input).unwrap();
-    let shape = x.size().iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",");
+/// One network: its checkpoint, exported to both formats in `dir/<stem>.{onnx,pt}`, and the
+/// input and expected probabilities.
+struct Job {
+    ckpt: PathBuf,
+    x: tch::Tensor,
+    want: Vec<Vec<f32>>,
+}
+
+impl Job {
+    fn new(ckpt: PathBuf, paths: &[PathBuf], size: u32) -> Job {
+        let x = batch(paths, size);
+        let want = rows(&petal_probabilities(&ckpt, &x));
+        Job { ckpt, x, want }
+    }
+
+    fn file(&self, ext: &str) -> PathBuf {
+        self.ckpt.with_extension(ext)
+    }
+
+    /// Exports both formats and writes the input; returns the job's entry for the script.
+    fn prepare(&self) -> serde_json::Value {
+        export::export(&self.ckpt, export::Format::Onnx, &self.file("onnx")).expect("onnx export");
+        export::export(&self.ckpt, export::Format::Torchscript, &self.file("pt")).expect("torchscript export");
+        let input: Vec<u8> = Vec::<f32>::try_from(self.x.flatten(0, -1)).unwrap().iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(self.file("x.bin"), input).unwrap();
+        serde_json::json!({
+            "onnx": self.file("onnx"), "torchscript": self.file("pt"), "input": self.file("x.bin"), "shape": self.x.size(),
+            "out_onnx": self.file("y_onnx.bin"), "out_torchscript": self.file("y_ts.bin"),
+        })
+    }
+}
+
+/// Runs every job in one Python process and compares both runtimes with petal.
+fn verify(py: &Path, dir: &Path, jobs: &[Job]) {
+    let spec: Vec<serde_json::Value> = jobs.iter().map(Job::prepare).collect();
+    let spec_path = dir.join("jobs.json");
+    std::fs::write(&spec_path, serde_json::to_vec(&spec).unwrap()).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/verify_runtimes.py");
-    let o = Command::new(py)
-        .arg(&script)
-        .args([&onnx, &ts, &dir.join("x.bin")])
-        .arg(&shape)
-        .args([dir.join("y_onnx.bin"), dir.join("y_ts.bin")])
-        .output()
-        .expect("run python");
+    let o = Command::new(py).arg(&script).arg(&spec_path).output().expect("run python");
     assert!(o.status.success(), "verify_runtimes.py failed: {}", String::from_utf8_lossy(&o.stderr));
-    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("report json");
-    assert_eq!(report["opset"], serde_json::json!([17]));
-    assert_eq!(report["input_shape"][0], "batch");
-    assert_eq!(report["output"], "probabilities");
-    assert_eq!(report["metadata"]["output"], "probabilities");
-    let c = want[0].len();
-    assert_close("onnxruntime", &read_f32(&dir.join("y_onnx.bin"), c), &want, 1e-4);
-    assert_close("torch.jit.load", &read_f32(&dir.join("y_ts.bin"), c), &want, 1e-4);
+    let reports: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).expect("report json");
+    for (job, report) in jobs.iter().zip(&reports) {
+        let name = job.ckpt.file_stem().unwrap().to_string_lossy().into_owned();
+        assert_eq!(report["opset"], serde_json::json!([17]), "{name}");
+        assert_eq!(report["input_shape"][0], "batch", "{name}");
+        assert_eq!(report["output"], "probabilities", "{name}");
+        assert_eq!(report["metadata"]["output"], "probabilities", "{name}");
+        let c = job.want[0].len();
+        assert_close(&format!("{name} onnxruntime"), &read_f32(&job.file("y_onnx.bin"), c), &job.want, 1e-4);
+        assert_close(&format!("{name} torch.jit.load"), &read_f32(&job.file("y_ts.bin"), c), &job.want, 1e-4);
+    }
+    assert_eq!(reports.len(), jobs.len());
 }
 
 const REAL: &str = "export/python_runtimes/real_images";
 
+/// One architecture per family at 64 px, and Lite0 at its full 224 px, in one Python process.
 #[test]
-fn onnxruntime_and_torch_jit_match_petal_one_architecture_per_family() {
+fn onnxruntime_and_torch_jit_match_petal() {
     let Some(py) = python_with_runtimes() else { return };
     let dir = tempfile::tempdir().unwrap();
     let paths = images(REAL, 3);
     let x = batch(&paths, 64);
-    for arch in [tiny_densenet(), Arch::ResNet50, Arch::Vgg11Bn, Arch::AlexNet, Arch::EfficientNetLite1] {
-        let ckpt = random_checkpoint(dir.path(), arch.name(), &arch, serde_json::json!({"hidden": [16], "dropout": 0.2}), 10, 64, &x);
-        verify(&py, dir.path(), &ckpt, &paths, 64);
-    }
-}
-
-#[test]
-fn onnxruntime_and_torch_jit_match_petal_full_size_lite0() {
-    let Some(py) = python_with_runtimes() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let paths = images(REAL, 3);
-    let ckpt = random_checkpoint(
-        dir.path(),
-        "lite0",
-        &Arch::EfficientNetLite0,
-        serde_json::json!({"hidden": [512], "dropout": 0.2}),
-        102,
-        224,
-        &batch(&paths, 224),
-    );
-    verify(&py, dir.path(), &ckpt, &paths, 224);
+    let mut jobs: Vec<Job> = [tiny_densenet(), Arch::ResNet50, Arch::Vgg11Bn, Arch::AlexNet, Arch::EfficientNetLite1]
+        .iter()
+        .map(|arch| {
+            let ckpt = random_checkpoint(dir.path(), arch.name(), arch, serde_json::json!({"hidden": [16], "dropout": 0.2}), 10, 64, &x);
+            Job::new(ckpt, &paths, 64)
+        })
+        .collect();
+    let head = serde_json::json!({"hidden": [512], "dropout": 0.2});
+    let lite0 = random_checkpoint(dir.path(), "lite0-224", &Arch::EfficientNetLite0, head, 102, 224, &batch(&paths, 224));
+    jobs.push(Job::new(lite0, &paths, 224));
+    verify(&py, dir.path(), &jobs);
 }

@@ -1,11 +1,13 @@
 """Runs petal's exported files in the independent runtimes and writes their outputs.
 
-    verify_runtimes.py ONNX TORCHSCRIPT INPUT.bin N,C,H,W OUT_ONNX.bin OUT_TS.bin
+    verify_runtimes.py JOBS.json
 
-INPUT.bin holds float32 little-endian values of shape N,C,H,W. The ONNX file is checked with
-`onnx.checker.check_model(full_check=True)` (which also runs ONNX shape inference), then run with
-onnxruntime's default CPU provider; the TorchScript file is loaded with `torch.jit.load` and run.
-Each output is written as float32 little-endian. Metadata is printed as JSON on stdout.
+JOBS.json is a list of {"onnx", "torchscript", "input", "shape", "out_onnx", "out_torchscript"}:
+"input" holds float32 little-endian values of shape "shape" (N,C,H,W). Each ONNX file is checked
+with `onnx.checker.check_model(full_check=True)` (which also runs ONNX shape inference), then run
+with onnxruntime's default CPU provider; each TorchScript file is loaded with `torch.jit.load` and
+run. Outputs are written as float32 little-endian. One Python process serves all jobs (importing
+torch is the slow part); a JSON list of what each file records is printed on stdout.
 """
 import json
 import sys
@@ -16,25 +18,20 @@ import onnxruntime as ort
 import torch
 
 
-def main():
-    onnx_path, ts_path, inp, shape, out_onnx, out_ts = sys.argv[1:7]
-    shape = tuple(int(d) for d in shape.split(","))
-    x = np.fromfile(inp, dtype="<f4").reshape(shape)
-
-    model = onnx.load(onnx_path)
+def run(job):
+    x = np.fromfile(job["input"], dtype="<f4").reshape(job["shape"])
+    model = onnx.load(job["onnx"])
     onnx.checker.check_model(model, full_check=True)
     meta = {p.key: p.value for p in model.metadata_props}
-    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(job["onnx"], providers=["CPUExecutionProvider"])
     (y,) = sess.run(None, {sess.get_inputs()[0].name: x})
-    y.astype("<f4").tofile(out_onnx)
-
-    ts = torch.jit.load(ts_path)
+    y.astype("<f4").tofile(job["out_onnx"])
+    ts = torch.jit.load(job["torchscript"])
     ts.eval()
     with torch.no_grad():
         yt = ts(torch.from_numpy(x))
-    yt.numpy().astype("<f4").tofile(out_ts)
-
-    print(json.dumps({
+    yt.numpy().astype("<f4").tofile(job["out_torchscript"])
+    return {
         "metadata": meta,
         "opset": [o.version for o in model.opset_import],
         "ir_version": model.ir_version,
@@ -43,7 +40,13 @@ def main():
         "output": sess.get_outputs()[0].name,
         "onnxruntime": ort.__version__,
         "torch": torch.__version__,
-    }))
+    }
+
+
+def main():
+    with open(sys.argv[1]) as f:
+        jobs = json.load(f)
+    print(json.dumps([run(job) for job in jobs]))
 
 
 if __name__ == "__main__":
