@@ -42,6 +42,18 @@ enum Cmd {
     Serve(serve::ServeArgs),
     /// Join the parts that the shards of `predict --shard` wrote into the one output a single process writes.
     Merge(MergeArgs),
+    /// Export a checkpoint to ONNX or TorchScript, with a JSON sidecar `<out>.json` (classes, preprocessing, output).
+    Export {
+        /// The petal checkpoint.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum)]
+        format: export::Format,
+        /// Output file (e.g. model.onnx, model.pt); its folder must exist.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -444,6 +456,11 @@ fn run() -> Result<()> {
         Cmd::Pipeline(a) => pipeline_cmd::run(&a),
         Cmd::Merge(a) => merge_cmd(&a),
         Cmd::Serve(a) => serve::run(&a, |e| eprintln!("serve: {e}")).map(|_| ()).context("petal serve"),
+        Cmd::Export { checkpoint, format, out } => {
+            let e = export::export(&checkpoint, format, &out).with_context(|| format!("exporting {} to {format}", checkpoint.display()))?;
+            println!("wrote {} ({} bytes, output {:?}) and {}", e.path.display(), e.bytes, e.info.output_name, e.sidecar.display());
+            Ok(())
+        }
     }
 }
 

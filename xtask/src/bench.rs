@@ -60,7 +60,7 @@ struct Suite {
 }
 
 /// The suites, in the order they run.
-const SUITE_NAMES: [&str; 7] = ["preprocess", "checkpoint", "convert", "forward", "train", "predict", "serve"];
+const SUITE_NAMES: [&str; 8] = ["preprocess", "checkpoint", "convert", "forward", "train", "predict", "serve", "export"];
 
 fn suites() -> Vec<Suite> {
     use Better::*;
@@ -152,6 +152,27 @@ fn suites() -> Vec<Suite> {
             ],
             args: |d| vec!["--data".into(), d.display().to_string()],
             self_compared: true,
+            smoke: true,
+        },
+        // The "pytorch" column is onnxruntime here: petal (libtorch) vs onnxruntime on the ONNX
+        // files petal exported in the same run; the `tract_*` rows are tract on the same files.
+        Suite {
+            name: "export",
+            package: "export",
+            example: "bench_export",
+            script: "bench/export_onnxruntime.py",
+            metrics: &[
+                ("lite0_b1_img_s", Higher),
+                ("lite0_b32_img_s", Higher),
+                ("densenet121_b1_img_s", Higher),
+                ("densenet121_b32_img_s", Higher),
+                ("tract_lite0_b1_img_s", Higher),
+                ("tract_lite0_b32_img_s", Higher),
+                ("tract_densenet121_b1_img_s", Higher),
+                ("tract_densenet121_b32_img_s", Higher),
+            ],
+            args: |d| vec!["--data".into(), d.join("flowers102-mini").display().to_string()],
+            self_compared: false,
             smoke: true,
         },
     ]

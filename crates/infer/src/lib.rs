@@ -85,7 +85,7 @@ pub struct Prediction {
 
 /// A network rebuilt from a checkpoint, ready to predict.
 pub struct Predictor {
-    _vs: VarStore,
+    vs: VarStore,
     net: Classifier,
     /// Classes in output order.
     pub classes: Vec<ClassEntry>,
@@ -93,6 +93,7 @@ pub struct Predictor {
     pub transform: TransformConfig,
     /// The checkpoint's metadata.
     pub meta: Metadata,
+    head: HeadConfig,
     device: Device,
 }
 
@@ -152,7 +153,7 @@ impl Predictor {
             net.set_channels_last(true)?;
         }
         net.fold_batchnorm();
-        Ok(Predictor { _vs: vs, net, classes, transform, meta: ckpt.meta, device })
+        Ok(Predictor { vs, net, classes, transform, meta: ckpt.meta, head, device })
     }
 
     /// Sets class display names from `names` (folder name → display name): of every class named
@@ -165,6 +166,22 @@ impl Predictor {
                 }
             }
         }
+    }
+
+    /// The network: eval mode, frozen, batch norms folded, channels_last on the CPU.
+    pub fn network(&self) -> &Classifier {
+        &self.net
+    }
+
+    /// The head configuration the network was built with.
+    pub fn head(&self) -> &HeadConfig {
+        &self.head
+    }
+
+    /// The weights as the checkpoint holds them (batch norms not folded: folding leaves the
+    /// variable store alone), by PyTorch name.
+    pub fn variables(&self) -> std::collections::HashMap<String, Tensor> {
+        self.vs.variables()
     }
 
     /// The device the network runs on.

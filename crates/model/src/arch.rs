@@ -84,12 +84,17 @@ pub enum Arch {
     DenseNet(DenseNetConfig),
 }
 
-/// The network family of an [`Arch`], with its hyper-parameters.
+/// The network family of an [`Arch`], with its hyper-parameters: what a consumer that rebuilds the
+/// network elsewhere (the `export` crate's ONNX graphs) needs to know of its structure.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Family {
+pub enum Family {
+    /// DenseNet-BC (torchvision).
     DenseNet(DenseNetConfig),
+    /// EfficientNet-Lite0/1/2 (`efficientnet_lite_pytorch`).
     Lite(LiteConfig),
+    /// A plain convolution stack: VGG (with or without batch norm) and AlexNet.
     Plain(PlainSpec),
+    /// ResNet (torchvision, V1.5).
     ResNet(ResNetConfig),
 }
 
@@ -128,7 +133,8 @@ impl Arch {
         }
     }
 
-    pub(crate) fn family(&self) -> Family {
+    /// The family and hyper-parameters of the network.
+    pub fn family(&self) -> Family {
         let vgg = |depth, batch_norm| Family::Plain(PlainSpec::vgg(VggConfig { depth, batch_norm }));
         match self {
             Arch::EfficientNetLite0 => Family::Lite(LiteConfig::LITE0),

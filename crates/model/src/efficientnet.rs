@@ -42,7 +42,7 @@ pub(crate) const LITE0_STAGES: [(i64, i64, i64, i64, i64, i64); 7] = [
 
 /// Scaling of an EfficientNet-Lite variant (the package's `efficientnet_params`).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct LiteConfig {
+pub struct LiteConfig {
     /// `width_coefficient`.
     pub width: f64,
     /// `depth_coefficient`.
@@ -52,8 +52,11 @@ pub(crate) struct LiteConfig {
 }
 
 impl LiteConfig {
+    /// EfficientNet-Lite0.
     pub const LITE0: LiteConfig = LiteConfig { width: 1.0, depth: 1.0, image_size: LITE0_IMAGE_SIZE };
+    /// EfficientNet-Lite1.
     pub const LITE1: LiteConfig = LiteConfig { width: 1.0, depth: 1.1, image_size: LITE1_IMAGE_SIZE };
+    /// EfficientNet-Lite2.
     pub const LITE2: LiteConfig = LiteConfig { width: 1.1, depth: 1.2, image_size: LITE2_IMAGE_SIZE };
 
     /// The package's `round_filters` (depth_divisor 8, min_depth None).
@@ -84,7 +87,7 @@ impl LiteConfig {
 }
 
 /// `Conv2dStaticSamePadding`'s pads `(left, right, top, bottom)` for a square image.
-pub(crate) fn static_same_pad(image: i64, k: i64, s: i64) -> [i64; 4] {
+pub fn static_same_pad(image: i64, k: i64, s: i64) -> [i64; 4] {
     let o = (image + s - 1) / s;
     let pad = ((o - 1) * s + k - image).max(0);
     [pad / 2, pad - pad / 2, pad / 2, pad - pad / 2]

@@ -56,13 +56,15 @@ use tch::nn::{self, VarStore};
 use tch::Tensor;
 
 pub use arch::Arch;
-use arch::Family;
+pub use arch::Family;
 pub use densenet::DenseNetConfig;
 pub use device::{input_tensor, parse_device};
-pub use efficientnet::{LITE0_FEATURE_DIM, LITE0_IMAGE_SIZE, LITE1_IMAGE_SIZE, LITE2_IMAGE_SIZE};
+pub use efficientnet::{static_same_pad, LiteConfig, LITE0_FEATURE_DIM, LITE0_IMAGE_SIZE, LITE1_IMAGE_SIZE, LITE2_IMAGE_SIZE};
 pub use error::{Error, KeyReport, ShapeMismatch};
 pub use head::{Activation, HeadConfig};
 pub use layers::{is_channels_last, to_channels_last};
+pub use resnet::ResNetConfig;
+pub use vgg::{Layer, PlainSpec, VggConfig};
 pub use weights::{load_backbone_weights, LoadSummary};
 
 /// What every backbone implementation provides.

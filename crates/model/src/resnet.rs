@@ -11,7 +11,7 @@ use crate::layers::{BatchNorm2d, Conv2d, ConvOpts, KAIMING_NORMAL_FAN_OUT};
 
 /// A torchvision ResNet depth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ResNetConfig {
+pub struct ResNetConfig {
     /// 18, 34, 50, 101 or 152.
     pub depth: u32,
 }

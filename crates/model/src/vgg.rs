@@ -15,7 +15,7 @@ use crate::layers::{BatchNorm2d, Conv2d, ConvOpts};
 
 /// VGG variants: number of weight layers and whether batch norm follows each convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct VggConfig {
+pub struct VggConfig {
     /// 11, 13, 16 or 19.
     pub depth: u32,
     /// `vgg*_bn`.
@@ -34,7 +34,7 @@ fn vgg_cfg(depth: u32) -> &'static [i64] {
 
 /// One layer of a plain feature stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Layer {
+pub enum Layer {
     /// Convolution `(out_channels, kernel, stride, padding)` with bias, then (optional batch norm
     /// and) ReLU.
     Conv(i64, i64, i64, i64),
@@ -45,9 +45,12 @@ pub(crate) enum Layer {
 /// A plain feature stack: its layers, whether each convolution has a batch norm, and the size of
 /// the adaptive average pooling before flattening.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PlainSpec {
+pub struct PlainSpec {
+    /// The layers in order.
     pub layers: Vec<Layer>,
+    /// Whether every convolution is followed by a batch norm (`vgg*_bn`).
     pub batch_norm: bool,
+    /// Output side of the adaptive average pooling (7 for VGG, 6 for AlexNet).
     pub pool: i64,
     /// torchvision's VGG initialisation (kaiming-normal fan-out, zero bias); otherwise PyTorch's
     /// default `Conv2d` initialisation (AlexNet).
@@ -63,7 +66,7 @@ impl PlainSpec {
 
     /// Index of every layer in torchvision's `nn.Sequential` (a conv takes 2 or 3 slots: conv,
     /// [bn], relu).
-    fn indices(&self) -> Vec<usize> {
+    pub fn indices(&self) -> Vec<usize> {
         let mut i = 0;
         self.layers
             .iter()
@@ -80,7 +83,7 @@ impl PlainSpec {
     }
 
     /// Channels after the last convolution.
-    fn channels(&self) -> i64 {
+    pub fn channels(&self) -> i64 {
         self.layers.iter().rev().find_map(|l| if let Layer::Conv(c, ..) = l { Some(*c) } else { None }).unwrap_or(3)
     }
 

@@ -1,0 +1,147 @@
+//! Throughput of an exported network (suite `export` of `cargo xtask bench`): images/s of petal
+//! (libtorch, the `infer::Predictor` path: folded batch norms, channels_last, `no_grad`) and of
+//! tract on the exported ONNX, for EfficientNet-Lite0 and DenseNet-121 at batch 1 and 32. The
+//! reference side (`bench/export_onnxruntime.py`) runs onnxruntime on the same files in the same run.
+//!
+//! Networks: random weights (seed 7) with the default head for 102 classes, written untimed as
+//! `target/bench/export-<arch>.safetensors` and exported to `target/bench/export-<arch>.onnx`.
+//! Input: 32 preprocessed validation images of `--data` (flowers102-mini) when it has them, else
+//! generated images. Each figure: one untimed warm-up run, then runs until `--seconds` have passed
+//! (at least `--min-runs`), images/s over the timed runs. Threads: libtorch's default (all cores);
+//! tract 0.22 runs on one thread.
+//!
+//! `cargo run --release -p export --example bench_export -- [--json] [--smoke] [--data DIR] [--seconds S] [--min-runs N]`
+//!
+//! With `--json` the last stdout line is `{"lite0_b1_img_s", "lite0_b32_img_s", "densenet121_b1_img_s",
+//! "densenet121_b32_img_s", "tract_<same keys>", "threads", "size"}`. `--smoke`: 64 px generated
+//! images, batch 1 and 2 (reported under the same keys), one timed run, files in a temp folder.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use tch::Tensor;
+use tract_onnx::prelude::*;
+
+/// Flags of this benchmark (plus `--json`/`--smoke`, see `benchkit`).
+#[derive(clap::Args)]
+struct Args {
+    /// Image folder with a `valid` split (flowers102-mini).
+    #[arg(long, default_value = "../shared/data/flowers102-mini")]
+    data: PathBuf,
+    /// Seconds of timed runs per figure.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Timed runs per figure, at least.
+    #[arg(long, default_value_t = 2)]
+    min_runs: usize,
+}
+
+/// Images/s of `run` (which handles `batch` images): one warm-up, then timed runs.
+fn throughput(seconds: f64, min_runs: usize, batch: usize, mut run: impl FnMut() -> benchkit::Result<()>) -> benchkit::Result<f64> {
+    run()?;
+    let t = Instant::now();
+    let mut n = 0;
+    while n < min_runs || t.elapsed().as_secs_f64() < seconds {
+        run()?;
+        n += 1;
+    }
+    Ok((n * batch) as f64 / t.elapsed().as_secs_f64())
+}
+
+/// `n` image paths: the validation images of `data` (sorted), else generated ones in `dir`.
+fn image_paths(data: &Path, dir: &Path, n: usize) -> benchkit::Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(data.join("valid"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .flat_map(|c| std::fs::read_dir(c.path()).into_iter().flatten().filter_map(|f| f.ok().map(|f| f.path())))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    if v.len() < n {
+        eprintln!("bench_export: {} has fewer than {n} validation images; using generated images", data.display());
+        benchkit::image_folder(dir, 4, &[("valid", 1)], 300, 260)?;
+        v = (1..=4).map(|c| dir.join("valid").join(c.to_string()).join("0.jpg")).collect();
+    }
+    Ok((0..n).map(|i| v[i % v.len()].clone()).collect())
+}
+
+/// The images as petal's eval transform gives them: `[N, 3, size, size]`.
+fn batch(paths: &[PathBuf], size: u32) -> benchkit::Result<Tensor> {
+    let cfg = preprocess::TransformConfig { image_size: size, resize_size: size * 8 / 7, ..Default::default() };
+    let mut flat = Vec::new();
+    for p in paths {
+        flat.extend(preprocess::predict_tensor(p, &cfg)?);
+    }
+    Ok(Tensor::from_slice(&flat).view([paths.len() as i64, 3, size as i64, size as i64]))
+}
+
+/// A random-weight classifier checkpoint of `arch` (102 classes, default head) at `path`.
+fn checkpoint(path: &Path, arch: &model::Arch, size: u32) -> benchkit::Result<()> {
+    tch::manual_seed(7);
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let head = model::HeadConfig::default();
+    model::Classifier::new(&vs.root(), arch, &head, 102)?;
+    let meta = checkpoint::Metadata {
+        arch: arch.name().into(),
+        classes: (0..102).map(|i| checkpoint::ClassEntry { folder: format!("{}", i + 1), index: i, name: None }).collect(),
+        preprocessing: Some(checkpoint::Preprocessing {
+            input_size: size,
+            resize_size: size * 8 / 7,
+            mean: vec![0.485, 0.456, 0.406],
+            std: vec![0.229, 0.224, 0.225],
+            interpolation: Default::default(),
+        }),
+        head: serde_json::to_value(&head)?,
+        ..Default::default()
+    };
+    checkpoint::save(path, &checkpoint::Checkpoint { meta, tensors: model::weights::varstore_tensors(&vs)? })?;
+    Ok(())
+}
+
+/// tract's optimised plan of `onnx` for a fixed input shape.
+fn tract_plan(onnx: &Path, shape: &[usize]) -> benchkit::Result<TypedRunnableModel<TypedModel>> {
+    Ok(tract_onnx::onnx().model_for_path(onnx)?.with_input_fact(0, f32::fact(shape).into())?.into_optimized()?.into_runnable()?)
+}
+
+fn run(a: &Args, common: &benchkit::Common) -> benchkit::Result<serde_json::Value> {
+    let tmp = tempfile::tempdir()?;
+    let (size, batches, seconds, min_runs) = if common.smoke { (64u32, [1usize, 2], 0.0, 1) } else { (224, [1, 32], a.seconds, a.min_runs) };
+    let dir = if common.smoke { tmp.path().to_path_buf() } else { benchkit::workspace_root().join("target/bench") };
+    std::fs::create_dir_all(&dir)?;
+    let data = if common.smoke { tmp.path().join("no-data") } else { a.data.clone() };
+    let x_all = batch(&image_paths(&data, &tmp.path().join("generated"), batches[1])?, size)?;
+    let mut out = serde_json::Map::new();
+    for (key, arch) in [("lite0", model::Arch::EfficientNetLite0), ("densenet121", model::Arch::DenseNet121)] {
+        let ckpt = dir.join(format!("export-{key}.safetensors"));
+        checkpoint(&ckpt, &arch, size)?;
+        let onnx = dir.join(format!("export-{key}.onnx"));
+        export::export(&ckpt, export::Format::Onnx, &onnx)?;
+        let petal = infer::Predictor::load(&ckpt, tch::Device::Cpu)?;
+        for (b, label) in batches.into_iter().zip([1, 32]) {
+            let x = x_all.narrow(0, 0, b as i64);
+            let img_s = throughput(seconds, min_runs, b, || {
+                let _ = petal.probabilities(&x);
+                Ok(())
+            })?;
+            eprintln!("bench_export: petal {key} batch {b}: {img_s:.1} img/s");
+            out.insert(format!("{key}_b{label}_img_s"), img_s.into());
+            let shape = [b, 3, size as usize, size as usize];
+            let plan = tract_plan(&onnx, &shape)?;
+            let input: TValue = tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), Vec::<f32>::try_from(x.flatten(0, -1))?)?.into_tensor().into();
+            let img_s = throughput(seconds, min_runs, b, || {
+                plan.run(tvec!(input.clone()))?;
+                Ok(())
+            })?;
+            eprintln!("bench_export: tract {key} batch {b}: {img_s:.1} img/s");
+            out.insert(format!("tract_{key}_b{label}_img_s"), img_s.into());
+        }
+    }
+    out.insert("threads".into(), tch::get_num_threads().into());
+    out.insert("size".into(), size.into());
+    Ok(serde_json::Value::Object(out))
+}
+
+fn main() -> std::process::ExitCode {
+    benchkit::main("bench_export", run)
+}

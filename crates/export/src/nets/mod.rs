@@ -1,0 +1,32 @@
+//! One ONNX graph description per architecture family, written with the layer methods of
+//! [`Graph`] and the PyTorch module names of the model crate (see its crate docs).
+//!
+//! Adding a family: write `fn name(g, params, config, input) -> Result<String, Error>` that emits
+//! its backbone from the input to the pooled, flattened features (the head's input), and add a
+//! match arm in [`backbone`] (the match on [`Family`] is exhaustive, so a new family of the model
+//! crate does not compile until it has one). The exporter is checked by `tests/onnx_tract.rs`,
+//! which compares the ONNX file run by tract with petal's libtorch forward for every architecture.
+
+mod densenet;
+mod efficientnet;
+mod head;
+mod plain;
+mod resnet;
+
+use model::{Arch, Family};
+
+use crate::graph::{Graph, Params};
+use crate::Error;
+
+pub use head::head;
+
+/// Emits the backbone of `arch` reading `input` (`[batch, 3, side, side]`); returns the pooled
+/// features `[batch, F]`.
+pub fn backbone(g: &mut Graph, params: &Params, arch: &Arch, side: i64, input: &str) -> Result<String, Error> {
+    match arch.family() {
+        Family::DenseNet(cfg) => densenet::densenet(g, params, &cfg, input),
+        Family::Lite(cfg) => efficientnet::lite(g, params, &cfg, input),
+        Family::Plain(spec) => plain::plain(g, params, &spec, side, input),
+        Family::ResNet(cfg) => resnet::resnet(g, params, &cfg, input),
+    }
+}
