@@ -88,11 +88,20 @@ impl PassSpec<'_> {
         self.mode == Mode::Train && cfg.views > 1
     }
 
-    /// `features (valid split)`, `features of view 2 (train split)` with `noun` in place of features.
-    fn noun(&self, noun: &str) -> String {
+    /// What the pass computes, in one word.
+    fn word(&self) -> &'static str {
+        if self.kind.0 == "petal.features" {
+            "features"
+        } else {
+            "activations"
+        }
+    }
+
+    /// `features (valid split)`, `activations of view 2 (train split)`: the items in progress messages.
+    fn noun(&self) -> String {
         match self.mode {
-            Mode::Train => format!("{noun} of view {} ({} split)", self.view + 1, self.split),
-            Mode::Eval => format!("{noun} ({} split)", self.split),
+            Mode::Train => format!("{} of view {} ({} split)", self.word(), self.view + 1, self.split),
+            Mode::Eval => format!("{} ({} split)", self.word(), self.split),
         }
     }
 }
@@ -185,10 +194,10 @@ impl Extractor<'_> {
             threads: 1,
             ..LoaderConfig::default()
         };
-        let noun = spec.noun(if spec.kind.0 == "petal.features" { "features" } else { "activations" });
+        let noun = spec.noun();
         let what = match spec.mode {
             Mode::Train => format!("{} view {}", spec.split, spec.view + 1),
-            Mode::Eval => format!("{} {}", spec.split, noun.split(' ').next().unwrap_or("features")),
+            Mode::Eval => format!("{} {}", spec.split, spec.word()),
         };
         let store = match crate::chunks::chunk_items(self.cfg.chunk_images, lcfg.batch_size) {
             Some(items) => Some(ChunkStore::open(chunk_dir, key, samples.len(), items, &noun)?),
