@@ -158,6 +158,8 @@ pub enum ModeArg {
     /// Fine-tune the last backbone blocks too.
     #[value(alias = "fine-tune")]
     Finetune,
+    /// Train the last backbone blocks (`--unfreeze-blocks`) and the head on cached activations.
+    Partial,
 }
 
 /// Presets on the command line.
@@ -187,9 +189,15 @@ pub struct OverrideArgs {
     /// Architecture.
     #[arg(long, value_enum)]
     pub arch: Option<ArchArg>,
-    /// Frozen backbone or fine-tuning.
+    /// Frozen backbone, fine-tuning, or partial fine-tuning on cached activations.
     #[arg(long, value_enum)]
     pub mode: Option<ModeArg>,
+    /// Fine-tuning and partial mode: trailing backbone blocks to train.
+    #[arg(long, visible_alias = "trainable-blocks")]
+    pub unfreeze_blocks: Option<usize>,
+    /// Partial mode: refuse an activation cache larger than this many MB (0: only the free disk limits it).
+    #[arg(long)]
+    pub activation_cache_limit_mb: Option<u64>,
     /// Epochs.
     #[arg(long)]
     pub epochs: Option<usize>,
@@ -225,7 +233,10 @@ impl OverrideArgs {
             mode: self.mode.map(|m| match m {
                 ModeArg::Frozen => train::TrainMode::Frozen,
                 ModeArg::Finetune => train::TrainMode::Finetune,
+                ModeArg::Partial => train::TrainMode::Partial,
             }),
+            unfreeze_blocks: self.unfreeze_blocks,
+            activation_cache_limit_mb: self.activation_cache_limit_mb,
             epochs: self.epochs,
             views: self.views,
             lr: self.lr,

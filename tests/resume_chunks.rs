@@ -6,7 +6,12 @@
 //! progress event), and its result must equal an uninterrupted run's: the same feature cache file
 //! (name = provenance digest) with the same values, the same CSV byte for byte.
 //!
-//! Data: a generated ImageFolder (colour gradients with noise), a tiny random DenseNet.
+//! The activation cache of partial fine-tuning is born chunked the same way: killed during its
+//! extraction, the rerun computes only the missing chunks and writes the same `.pact` files, byte
+//! for byte, and the same trained network.
+//!
+//! Data: a generated ImageFolder (colour gradients with noise), a tiny random DenseNet (a random
+//! EfficientNet-Lite0 at 32×32 pixels for partial mode).
 
 mod common;
 
@@ -59,6 +64,35 @@ fn config(dir: &Path, chunk_images: usize) -> PathBuf {
 fn logged(mut c: Command) -> Command {
     c.env("RUST_LOG", "warn,checkpoint::chunks=info").env("NO_COLOR", "1").env_remove("PETAL_TEST_HALT_AFTER_BATCHES");
     c
+}
+
+/// Partial mode: the last block of a random Lite0 trains on activations cached in chunks of 8.
+fn partial_config(dir: &Path) -> PathBuf {
+    let text = r#"name = "partial"
+arch = "efficientnet_lite0"
+mode = "partial"
+unfreeze_blocks = 1
+views = 0
+optimizer = "adam"
+lr = 0.01
+schedule = "constant"
+epochs = 2
+batch_size = 8
+seed = 3
+image_size = 32
+resize_size = 36
+channels_last = false
+eval_batch_size = 4
+chunk_images = 8
+threads = 1
+
+[head]
+hidden = []
+dropout = 0.0
+"#;
+    let p = dir.join("partial.toml");
+    std::fs::write(&p, text).expect("config");
+    p
 }
 
 fn petal() -> Command {
@@ -244,5 +278,58 @@ fn killed_batch_prediction_resumes_and_writes_the_same_csv() {
         let left: Vec<_> =
             std::fs::read_dir(tmp.path()).expect("tmp").flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".chunks")).collect();
         assert!(left.is_empty(), "case {i}: chunk folders left: {left:?}");
+    }
+}
+
+/// The activation cache files (`.pact`) of a cache folder by name, with their bytes; asserts that
+/// no chunk folder is left.
+fn activation_files(cache: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(cache).expect("cache dir") {
+        let name = e.expect("entry").file_name().to_string_lossy().into_owned();
+        assert!(!name.ends_with(".chunks"), "chunk folder {name} left in {}", cache.display());
+        if name.ends_with(".pact") {
+            out.push((name.clone(), std::fs::read(cache.join(&name)).expect("read cache")));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn killed_activation_extraction_resumes_with_only_the_missing_chunks() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    make_dataset(&data);
+    let cfg = partial_config(tmp.path());
+    let (train_n, valid_n) = (3 * TRAIN_PER_CLASS as usize, 3 * VALID_PER_CLASS as usize);
+    let reference = tmp.path().join("reference");
+    let (log, _) = finish(train_cmd(&data, &cfg, &reference), "uninterrupted partial train");
+    assert_eq!(computed(&log), vec![(train_n, 0, train_n), (valid_n, 0, valid_n)], "{log}");
+    assert!(log.contains("activation cache: 2 file(s), 63 images × 320×1×1 F16"), "the size is announced: {log}");
+    let expected = activation_files(&reference.join("cache"));
+    assert_eq!(expected.len(), 2);
+    let weights = |work: &Path| checkpoint::load(&work.join("runs/partial/last.safetensors")).expect("checkpoint").tensors;
+    let trained = weights(&reference);
+    // (halt after batch, chunk files left, images the rerun computes per split): the same layout as
+    // the feature test (train: 10 batches in 5 chunks; valid: 6 batches in 3 chunks).
+    let cases = [
+        (1, 0, vec![(39, 0, 39), (24, 0, 24)]),
+        (4, 2, vec![(23, 16, 39), (24, 0, 24)]),
+        (9, 4, vec![(7, 32, 39), (24, 0, 24)]),
+        (13, 1, vec![(16, 8, 24)]),
+    ];
+    for (i, (halt, left, rerun)) in cases.into_iter().enumerate() {
+        let work = tmp.path().join(format!("partial{i}"));
+        kill_after(train_cmd(&data, &cfg, &work), halt);
+        assert_eq!(chunk_files(&work.join("cache")), left, "case {i}: chunk files after kill -9 after batch {halt}");
+        let (log, _) = finish(train_cmd(&data, &cfg, &work), "rerun");
+        assert_eq!(computed(&log), rerun, "case {i} (halt after {halt}): {log}");
+        if rerun[0].1 > 0 {
+            let msg = format!("reusing {} of {} activations", rerun[0].1, rerun[0].2);
+            assert!(log.contains(&msg), "case {i}: no {msg:?} in {log}");
+        }
+        assert!(activation_files(&work.join("cache")) == expected, "case {i}: the resumed activation caches differ from the uninterrupted ones");
+        assert!(weights(&work) == trained, "case {i}: the network trained after the resume differs");
     }
 }

@@ -9,6 +9,8 @@
 //! Variable names are the package's `state_dict()` names (`_conv_stem.weight`,
 //! `_blocks.3._expand_conv.weight`, `_bn1.running_var`, ...), without its `_fc` classifier.
 
+use std::ops::Range;
+
 use tch::nn;
 use tch::Tensor;
 
@@ -163,6 +165,8 @@ pub(crate) struct EfficientNetLite {
     conv_stem: Conv2d,
     bn0: BatchNorm2d,
     blocks: Vec<MBConv>,
+    /// `stage_starts[s]..stage_starts[s + 1]`: the blocks of stage `s + 1` (one entry per stage, plus the end).
+    stage_starts: Vec<usize>,
     conv_head: Conv2d,
     bn1: BatchNorm2d,
 }
@@ -177,6 +181,7 @@ impl EfficientNetLite {
         image = out_size(image, 2);
         let total: i64 = stages.iter().map(|s| s.0).sum();
         let mut blocks = Vec::new();
+        let mut stage_starts = vec![0];
         for &(repeats, k, stride, expand, c_in0, c_out) in stages.iter() {
             for r in 0..repeats {
                 let (c_in, s) = if r == 0 { (c_in0, stride) } else { (c_out, 1) };
@@ -199,11 +204,12 @@ impl EfficientNetLite {
                     drop_connect: DROP_CONNECT_RATE * idx as f64 / total as f64,
                 });
             }
+            stage_starts.push(blocks.len());
         }
         let last_c = stages.last().map_or(320, |s| s.5);
         let conv_head = conv(&(vs / "_conv_head"), last_c, LITE0_FEATURE_DIM, 1, 1, 1, image);
         let bn1 = bn(&(vs / "_bn1"), LITE0_FEATURE_DIM);
-        EfficientNetLite { conv_stem, bn0, blocks, conv_head, bn1 }
+        EfficientNetLite { conv_stem, bn0, blocks, stage_starts, conv_head, bn1 }
     }
 }
 
@@ -239,12 +245,27 @@ pub(crate) fn block_of(cfg: &LiteConfig, key: &str) -> Option<usize> {
 
 impl crate::Net for EfficientNetLite {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let mut x = relu6(self.bn0.forward_t(&self.conv_stem.forward(xs), train));
-        for b in &self.blocks {
-            x = b.forward_t(&x, train);
+        self.forward_units(xs, 0..self.stage_starts.len() + 1, train).unwrap_or_else(|| xs.shallow_clone())
+    }
+
+    /// Units as in [`blocks`]: 0 the stem, `1..=7` the stages, 8 the head convolution with the pooling.
+    fn forward_units(&self, xs: &Tensor, units: Range<usize>, train: bool) -> Option<Tensor> {
+        let last = self.stage_starts.len();
+        if units.start > units.end || units.end > last + 1 {
+            return None;
         }
-        x = relu6(self.bn1.forward_t(&self.conv_head.forward(&x), train));
-        x.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+        let mut x = xs.shallow_clone();
+        for unit in units {
+            x = match unit {
+                0 => relu6(self.bn0.forward_t(&self.conv_stem.forward(&x), train)),
+                u if u == last => {
+                    let x = relu6(self.bn1.forward_t(&self.conv_head.forward(&x), train));
+                    x.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+                }
+                s => self.blocks[self.stage_starts[s - 1]..self.stage_starts[s]].iter().fold(x, |x, b| b.forward_t(&x, train)),
+            };
+        }
+        Some(x)
     }
 
     /// Folds every batch norm into the convolution before it. Returns how many were folded.

@@ -75,6 +75,12 @@ pub(crate) trait Net: std::fmt::Debug + Send {
     fn fold_batchnorm(&mut self) -> usize;
     /// Switches every convolution weight to or from channels_last (in place).
     fn set_channels_last(&mut self, on: bool) -> Result<(), tch::TchError>;
+    /// Runs only the units `units` of [`Arch::backbone_blocks`] (the last one ends with the
+    /// pooling): what splitting the backbone at a block boundary needs. `None` where the
+    /// architecture cannot be split (yet) or the range is out of bounds.
+    fn forward_units(&self, _xs: &Tensor, _units: std::ops::Range<usize>, _train: bool) -> Option<Tensor> {
+        None
+    }
 }
 
 /// Backbone + head, with all variables in one `nn::Path` tree (see the crate docs for names).
@@ -127,6 +133,48 @@ impl Classifier {
     /// Eval-mode backbone under `no_grad` (libtorch's inference mode is not exposed by tch).
     pub fn infer_features(&self, xs: &Tensor) -> Tensor {
         tch::no_grad(|| self.features(xs, false))
+    }
+
+    /// Number of backbone units the network can be split between (the length of
+    /// [`Arch::backbone_blocks`]).
+    pub fn units(&self) -> usize {
+        self.arch.backbone_blocks().len()
+    }
+
+    /// The frozen part of a split network: images → activations after the first `split` units of
+    /// [`Arch::backbone_blocks`], in eval mode under `no_grad` (batch norms use their running
+    /// statistics). `split` must be in `1..units()`; errors for architectures that cannot be split.
+    pub fn activations(&self, xs: &Tensor, split: usize) -> Result<Tensor, Error> {
+        let xs = if self.channels_last { to_channels_last(xs) } else { xs.shallow_clone() };
+        self.check_split(split)?;
+        let out = tch::no_grad(|| self.backbone.forward_units(&xs, 0..split, false));
+        out.ok_or_else(|| self.unsplittable())
+    }
+
+    /// The trainable part of a split network: activations at `split` (from
+    /// [`Classifier::activations`]) → logits, through the remaining units and the head.
+    /// `forward_from(&activations(x, s), s, false)` equals `forward_t(x, false)`.
+    pub fn forward_from(&self, acts: &Tensor, split: usize, train: bool) -> Result<Tensor, Error> {
+        self.check_split(split)?;
+        let acts = if self.channels_last { to_channels_last(acts) } else { acts.shallow_clone() };
+        let feats = self.backbone.forward_units(&acts, split..self.units(), train).ok_or_else(|| self.unsplittable())?;
+        Ok(self.head_forward(&feats, train))
+    }
+
+    fn check_split(&self, split: usize) -> Result<(), Error> {
+        if split == 0 || split >= self.units() {
+            return Err(Error::Config(format!(
+                "{} can be split after unit 1 to {} of {:?}, not after {split}",
+                self.arch,
+                self.units() - 1,
+                self.arch.backbone_blocks()
+            )));
+        }
+        Ok(())
+    }
+
+    fn unsplittable(&self) -> Error {
+        Error::Config(format!("{} cannot be split between blocks yet (partial mode supports efficientnet_lite0/1/2)", self.arch))
     }
 
     /// Dimension of the pooled features.

@@ -52,8 +52,12 @@ pub struct Overrides {
     pub name: Option<String>,
     /// Backbone architecture.
     pub arch: Option<Arch>,
-    /// Frozen backbone or fine-tuning.
+    /// Frozen backbone, fine-tuning or partial fine-tuning.
     pub mode: Option<TrainMode>,
+    /// Trailing backbone blocks to train (fine-tuning and partial mode).
+    pub unfreeze_blocks: Option<usize>,
+    /// Partial mode: the activation cache's size limit in MB (0: none but the free disk).
+    pub activation_cache_limit_mb: Option<u64>,
     /// Epochs.
     pub epochs: Option<usize>,
     /// Augmented views per training image (frozen mode).
@@ -78,7 +82,7 @@ impl Overrides {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = &self.$f { cfg.$f = v.clone(); } )* };
         }
-        set!(name, arch, mode, epochs, views, lr, batch_size, seed, patience, device, threads);
+        set!(name, arch, mode, unfreeze_blocks, activation_cache_limit_mb, epochs, views, lr, batch_size, seed, patience, device, threads);
     }
 }
 

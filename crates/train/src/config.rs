@@ -14,6 +14,37 @@ pub enum TrainMode {
     /// The last `unfreeze_blocks` backbone blocks train too (at `backbone_lr_scale` × lr), with
     /// full augmentation every epoch. Batch norms of frozen blocks keep their running statistics.
     Finetune,
+    /// The last `unfreeze_blocks` backbone blocks and the head train on cached activations: the
+    /// frozen blocks run once per image and augmentation view (like frozen mode's features), their
+    /// output at the split is cached on disk (`activation_dtype`), and every epoch runs only the
+    /// trainable blocks. Batch norms of the trainable blocks train.
+    Partial,
+}
+
+/// How activations are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivationDtype {
+    /// Half precision: half the disk and page cache; training reads them back as f32.
+    F16,
+    /// Single precision: exactly what the frozen blocks computed.
+    F32,
+}
+
+impl ActivationDtype {
+    pub(crate) fn kind(self) -> tch::Kind {
+        match self {
+            ActivationDtype::F16 => tch::Kind::Half,
+            ActivationDtype::F32 => tch::Kind::Float,
+        }
+    }
+
+    pub(crate) fn dtype(self) -> checkpoint::DType {
+        match self {
+            ActivationDtype::F16 => checkpoint::DType::F16,
+            ActivationDtype::F32 => checkpoint::DType::F32,
+        }
+    }
 }
 
 /// The optimiser.
@@ -55,7 +86,9 @@ pub struct TrainConfig {
     /// Frozen mode: augmented views computed per training image; epoch `e` trains on view `e % views`.
     /// 0 trains on the eval transform only (no augmentation).
     pub views: usize,
-    /// Fine-tuning: number of trailing backbone blocks to train (a large number trains all).
+    /// Fine-tuning and partial mode: number of trailing backbone blocks to train (see
+    /// `model::Arch::backbone_blocks`; fine-tuning: a large number trains all; partial: from 1 to
+    /// one less than the number of blocks).
     pub unfreeze_blocks: usize,
     /// Fine-tuning: backbone learning rate = `lr · backbone_lr_scale`.
     pub backbone_lr_scale: f64,
@@ -103,6 +136,11 @@ pub struct TrainConfig {
     /// whole `eval_batch_size` batches, at least one batch), so a run interrupted by a crash or
     /// `kill -9` resumes from its last saved chunk. 0 saves only the finished cache.
     pub chunk_images: usize,
+    /// Partial mode: how cached activations are stored (`f16` halves the disk they take).
+    pub activation_dtype: ActivationDtype,
+    /// Partial mode: refuse to build an activation cache larger than this many MB (0: no limit but
+    /// the free disk).
+    pub activation_cache_limit_mb: u64,
 }
 
 impl Default for TrainConfig {
@@ -138,6 +176,8 @@ impl Default for TrainConfig {
             threads: 0,
             eval_batch_size: 32,
             chunk_images: 256,
+            activation_dtype: ActivationDtype::F16,
+            activation_cache_limit_mb: 0,
         }
     }
 }
@@ -190,6 +230,15 @@ impl TrainConfig {
         }
         if self.schedule == Schedule::Step && (self.step_size == 0 || self.gamma.is_nan() || self.gamma <= 0.0) {
             return bad("the step schedule needs step_size ≥ 1 and gamma > 0");
+        }
+        let units = self.arch.backbone_blocks().len();
+        if self.mode == TrainMode::Partial && !(1..units).contains(&self.unfreeze_blocks) {
+            return bad(&format!(
+                "partial mode trains 1 to {} of the {units} blocks of {} (unfreeze_blocks), not {}",
+                units - 1,
+                self.arch,
+                self.unfreeze_blocks
+            ));
         }
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name == ".." {
             return bad("name must be a plain folder name");

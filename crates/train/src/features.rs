@@ -20,6 +20,7 @@ use petal_common::{Event, FileLock, Progress};
 use preprocess::{ImageSource, LoaderConfig, Mode, Sample, TransformConfig};
 use tch::{Device, Tensor};
 
+use crate::chunks::{Extracted, RowLayout};
 use crate::config::TrainConfig;
 use crate::tensors::{from_data, to_data};
 use crate::Error;
@@ -66,28 +67,72 @@ pub struct Extractor<'a> {
     pub progress: &'a dyn Progress,
 }
 
+/// What a backbone pass over a split computes: the provenance key's parts and how to name it.
+pub(crate) struct PassSpec<'a> {
+    /// The split's name (file names, messages).
+    pub split: &'a str,
+    /// Eval transform or augmented view.
+    pub mode: Mode,
+    /// The augmented view (ignored in eval mode).
+    pub view: u64,
+    /// The cache's kind (`petal.features`, `petal.activations`) and version.
+    pub kind: (&'static str, u32),
+    /// Further key parts (e.g. the split point of a partial network).
+    pub extra: serde_json::Value,
+}
+
+impl PassSpec<'_> {
+    /// Several views of the same images are read from the decoded-image cache (resized to the eval
+    /// resize size), a single view from the files: the source changes the pixels.
+    fn from_cache(&self, cfg: &TrainConfig) -> bool {
+        self.mode == Mode::Train && cfg.views > 1
+    }
+
+    /// What the pass computes, in one word.
+    fn word(&self) -> &'static str {
+        if self.kind.0 == "petal.features" {
+            "features"
+        } else {
+            "activations"
+        }
+    }
+
+    /// `features (valid split)`, `activations of view 2 (train split)`: the items in progress messages.
+    fn noun(&self) -> String {
+        match self.mode {
+            Mode::Train => format!("{} of view {} ({} split)", self.word(), self.view + 1, self.split),
+            Mode::Eval => format!("{} ({} split)", self.word(), self.split),
+        }
+    }
+}
+
 impl Extractor<'_> {
-    /// Features and labels of `samples` for (mode, view): from the cache, or computed and cached.
-    /// Returns the seconds spent computing (0 on a cache hit).
-    pub fn features(&self, samples: &Arc<[Sample]>, split: &str, mode: Mode, view: u64) -> Result<((Tensor, Tensor), f64), Error> {
-        let fp = preprocess::fingerprint(samples)?;
-        // Several views of the same images are read from the decoded-image cache (resized to the
-        // eval resize size), a single view from the files: the source changes the pixels.
-        let from_cache = mode == Mode::Train && self.cfg.views > 1;
-        let key = serde_json::json!({
-            "kind": "petal.features",
-            "version": FEATURE_CACHE_VERSION,
+    /// The provenance key of `spec` over images of fingerprint `fp`: every input of the result.
+    pub(crate) fn key(&self, spec: &PassSpec, fp: &str) -> serde_json::Value {
+        let mut key = serde_json::json!({
+            "kind": spec.kind.0,
+            "version": spec.kind.1,
             "arch": self.cfg.arch,
             "weights": self.weights_id,
             "transform": self.tcfg,
-            "mode": mode,
-            "view": if mode == Mode::Train { view } else { 0 },
+            "mode": spec.mode,
+            "view": if spec.mode == Mode::Train { spec.view } else { 0 },
             "seed": self.cfg.seed,
             "images": fp,
-            "source": if from_cache { "image-cache" } else { "files" },
+            "source": if spec.from_cache(self.cfg) { "image-cache" } else { "files" },
         });
-        let key_text = key.to_string();
-        let digest = petal_common::sha256_hex(key_text.as_bytes());
+        if let (Some(k), serde_json::Value::Object(extra)) = (key.as_object_mut(), &spec.extra) {
+            k.extend(extra.clone());
+        }
+        key
+    }
+
+    /// Features and labels of `samples` for (mode, view): from the cache, or computed and cached.
+    /// Returns the seconds spent computing (0 on a cache hit).
+    pub fn features(&self, samples: &Arc<[Sample]>, split: &str, mode: Mode, view: u64) -> Result<((Tensor, Tensor), f64), Error> {
+        let spec = PassSpec { split, mode, view, kind: ("petal.features", FEATURE_CACHE_VERSION), extra: serde_json::Value::Null };
+        let key = self.key(&spec, &preprocess::fingerprint(samples)?);
+        let digest = petal_common::sha256_hex(key.to_string().as_bytes());
         std::fs::create_dir_all(self.cache_dir).map_err(|e| Error::io(self.cache_dir, e))?;
         let path = self.cache_dir.join(format!("features-{split}-{}.safetensors", &digest[..24]));
         // Chunks of an interrupted extraction (see `crate::chunks`), named by the same digest.
@@ -103,49 +148,10 @@ impl Extractor<'_> {
             checkpoint::chunks::discard(&chunk_dir);
             return Ok((v, 0.0));
         }
-        let t0 = Instant::now();
-        let source = if from_cache {
-            // Several views of the same images: decode each JPEG once.
-            image_source(self.cache_dir, split, samples, self.tcfg, self.skip_bad, self.progress)?
-        } else {
-            ImageSource::Files
-        };
-        let lcfg = LoaderConfig {
-            batch_size: self.cfg.eval_batch_size,
-            shuffle: false,
-            seed: self.cfg.seed,
-            epoch: view,
-            mode,
-            channels_last: self.cfg.channels_last,
-            skip_bad: self.skip_bad,
-            // One preparation thread: decoding is ~10x cheaper than the backbone, and a second
-            // rayon thread would only fight libtorch's threads for the same cores.
-            threads: 1,
-            ..LoaderConfig::default()
-        };
-        let what = match mode {
-            Mode::Train => format!("{split} view {}", view + 1),
-            Mode::Eval => format!("{split} features"),
-        };
-        let noun = match mode {
-            Mode::Train => format!("features of view {} ({split} split)", view + 1),
-            Mode::Eval => format!("features ({split} split)"),
-        };
-        let store = match crate::chunks::chunk_items(self.cfg.chunk_images, lcfg.batch_size) {
-            Some(items) => Some(ChunkStore::open(&chunk_dir, &key, samples.len(), items, &noun)?),
-            None => None,
-        };
-        self.progress.event(Event::Start { task: &what, total: samples.len() as u64 });
-        let job = crate::chunks::Job { net: self.net, device: self.device, samples, source, tcfg: self.tcfg, lcfg };
-        let mut done = 0;
-        let out = crate::chunks::extract(&job, store, &mut |n| {
-            done += n;
-            self.progress.event(Event::Advance { done, note: None });
-        })?;
+        let forward = |x: &Tensor| Ok(self.net.infer_features(x));
+        let row = RowLayout { shape: vec![self.net.feature_dim()], kind: tch::Kind::Float };
+        let (out, secs) = self.pass(samples, &spec, &key, &chunk_dir, (&forward, row))?;
         let (x, y) = (out.x, out.y);
-        let secs = t0.elapsed().as_secs_f64();
-        let summary = format!("{what}: {} images in {secs:.1}s ({:.1} img/s)", out.computed, out.computed as f64 / secs.max(1e-9));
-        self.progress.event(Event::Finish { summary: Some(&summary) });
         let mut tensors = TensorMap::new();
         tensors.insert("features".into(), to_data("features", &x)?);
         tensors.insert("labels".into(), to_data("labels", &y)?);
@@ -155,6 +161,59 @@ impl Extractor<'_> {
             store.finish();
         }
         Ok(((x, y), secs))
+    }
+
+    /// Runs `forward` over `samples` as `spec` says, in chunks kept in `chunk_dir` (when chunking
+    /// is on), reporting progress; returns the rows and the seconds it took. The caller saves the
+    /// result, then finishes the store.
+    pub(crate) fn pass(
+        &self,
+        samples: &Arc<[Sample]>,
+        spec: &PassSpec,
+        key: &serde_json::Value,
+        chunk_dir: &Path,
+        (forward, row): (&dyn Fn(&Tensor) -> Result<Tensor, Error>, RowLayout),
+    ) -> Result<(Extracted, f64), Error> {
+        let t0 = Instant::now();
+        let source = if spec.from_cache(self.cfg) {
+            // Several views of the same images: decode each JPEG once.
+            image_source(self.cache_dir, spec.split, samples, self.tcfg, self.skip_bad, self.progress)?
+        } else {
+            ImageSource::Files
+        };
+        let lcfg = LoaderConfig {
+            batch_size: self.cfg.eval_batch_size,
+            shuffle: false,
+            seed: self.cfg.seed,
+            epoch: spec.view,
+            mode: spec.mode,
+            channels_last: self.cfg.channels_last,
+            skip_bad: self.skip_bad,
+            // One preparation thread: decoding is ~10x cheaper than the backbone, and a second
+            // rayon thread would only fight libtorch's threads for the same cores.
+            threads: 1,
+            ..LoaderConfig::default()
+        };
+        let noun = spec.noun();
+        let what = match spec.mode {
+            Mode::Train => format!("{} view {}", spec.split, spec.view + 1),
+            Mode::Eval => format!("{} {}", spec.split, spec.word()),
+        };
+        let store = match crate::chunks::chunk_items(self.cfg.chunk_images, lcfg.batch_size) {
+            Some(items) => Some(ChunkStore::open(chunk_dir, key, samples.len(), items, &noun)?),
+            None => None,
+        };
+        self.progress.event(Event::Start { task: &what, total: samples.len() as u64 });
+        let job = crate::chunks::Job { forward, row, device: self.device, samples, source, tcfg: self.tcfg, lcfg };
+        let mut done = 0;
+        let out = crate::chunks::extract(&job, store, &mut |n| {
+            done += n;
+            self.progress.event(Event::Advance { done, note: None });
+        })?;
+        let secs = t0.elapsed().as_secs_f64();
+        let summary = format!("{what}: {} images in {secs:.1}s ({:.1} img/s)", out.computed, out.computed as f64 / secs.max(1e-9));
+        self.progress.event(Event::Finish { summary: Some(&summary) });
+        Ok((out, secs))
     }
 
     /// The cached features at `path` when present and usable (an unusable file is reported).

@@ -18,6 +18,8 @@
 
 #![warn(missing_docs)]
 
+pub mod activations;
+mod cached;
 mod chunks;
 pub mod config;
 mod error;
@@ -37,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-pub use config::{OptimizerKind, Schedule, TrainConfig, TrainMode};
+pub use config::{ActivationDtype, OptimizerKind, Schedule, TrainConfig, TrainMode};
 pub use error::Error;
 
 /// libtorch version this crate is built against (recorded in checkpoints).
@@ -107,7 +109,8 @@ pub struct TrainOutcome {
     pub stopped_early: bool,
     /// Seconds spent in this process (feature extraction included).
     pub wall_s: f64,
-    /// Seconds spent computing backbone features (frozen mode), cache hits excluded.
+    /// Seconds spent computing backbone features (frozen mode) or activations (partial mode),
+    /// cache hits excluded.
     pub feature_s: f64,
 }
 
@@ -357,6 +360,7 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
         (None, None) => format!("random-init-seed-{}", cfg.seed),
     };
     let frozen = cfg.mode == TrainMode::Frozen;
+    let cached_mode = cfg.mode != TrainMode::Finetune;
     let trainable_blocks = if frozen { 0 } else { cfg.unfreeze_blocks };
     model::freeze_backbone(&vs, &cfg.arch, trainable_blocks);
     let mut params = Vec::new();
@@ -389,10 +393,11 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
     };
     let tcfg = transform_config(&cfg);
 
-    // Frozen mode: features once per image and view.
+    // Frozen and partial mode: features or activations once per image and view.
     let mut feature_s = 0.0;
-    let feats = if frozen {
-        // The backbone is frozen and only runs in eval mode: fold its batch norms for speed.
+    let cached = if cached_mode {
+        // The frozen blocks only run in eval mode: fold their batch norms for speed (the
+        // trainable blocks' are left alone).
         net.fold_batchnorm();
         let fx = features::Extractor {
             net: &net,
@@ -404,23 +409,11 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
             skip_bad: req.skip_bad,
             progress,
         };
-        let views = cfg.views.max(1);
-        let mut train_views = Vec::new();
-        for v in 0..views {
-            let mode = if cfg.views == 0 { Mode::Eval } else { Mode::Train };
-            let (f, secs) = fx.features(&train_samples, &req.train_split, mode, v as u64)?;
-            feature_s += secs;
-            train_views.push(f);
-        }
-        let valid = match &valid_samples {
-            Some(s) => {
-                let (f, secs) = fx.features(s, &req.valid_split, Mode::Eval, 0)?;
-                feature_s += secs;
-                Some(f)
-            }
-            None => None,
-        };
-        Some((train_views, valid))
+        let valid = valid_samples.as_ref().map(|s| (req.valid_split.as_str(), s));
+        let passes = cached_passes(&cfg, (&req.train_split, &train_samples), valid);
+        let (inputs, secs) = if frozen { frozen_inputs(&fx, passes)? } else { partial_inputs(&fx, passes, &cfg)? };
+        feature_s = secs;
+        Some(inputs)
     } else {
         None
     };
@@ -428,7 +421,7 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
     let source_for = |samples: &Arc<[Sample]>, split: &str| -> Result<ImageSource, Error> {
         features::image_source(&req.cache_dir, split, samples, &tcfg, req.skip_bad, progress)
     };
-    let ft_sources = if frozen {
+    let ft_sources = if cached_mode {
         None
     } else {
         let t = source_for(&train_samples, &req.train_split)?;
@@ -452,11 +445,8 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
         let lr = cfg.lr_at(epoch);
         // Dropout and any other libtorch randomness: a pure function of (seed, epoch).
         tch::manual_seed((cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64)) as i64);
-        let (train_loss, train_acc, seen) = match (&feats, &ft_sources) {
-            (Some((views, _)), _) => {
-                let (x, y) = &views[epoch % views.len()];
-                head_epoch(&net, &mut opt, x, y, &cfg, epoch, lr, device)?
-            }
+        let (train_loss, train_acc, seen) = match (&cached, &ft_sources) {
+            (Some((views, _)), _) => cached::epoch(&net, &mut opt, &views[epoch % views.len()], &cfg, (epoch, lr), device)?,
             (None, Some((src, _))) => {
                 let run = EpochRun { cfg: &cfg, tcfg: &tcfg, epoch, lr, device, skip_bad: req.skip_bad, progress };
                 finetune_epoch(&net, &mut opt, &train_samples, src.clone(), &run)?
@@ -464,9 +454,9 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
             _ => unreachable!("either features or image sources exist"),
         };
         let train_s = t0.elapsed().as_secs_f64();
-        let (valid_loss, valid_acc) = match (&feats, &ft_sources) {
-            (Some((_, Some((x, y)))), _) => {
-                let (l, a) = head_eval(&net, x, y, cfg.eval_batch_size.max(256), device)?;
+        let (valid_loss, valid_acc) = match (&cached, &ft_sources) {
+            (Some((_, Some(v))), _) => {
+                let (l, a) = cached::eval(&net, v, cfg.eval_batch_size.max(if frozen { 256 } else { 64 }), device)?;
                 (Some(l), Some(a))
             }
             (None, Some((_, Some(src)))) => {
@@ -540,6 +530,56 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
     })
 }
 
+/// The inputs of cached epochs: one per training view (epoch `e` uses view `e % views`), and the
+/// validation split's.
+type CachedInputs = (Vec<cached::Cached>, Option<cached::Cached>);
+
+/// A cached pass over a split: (split name, samples, transform mode, view).
+type CachedPass<'a> = (&'a str, &'a Arc<[Sample]>, Mode, u64);
+
+/// The cached passes a run needs: each training view (the eval transform when `views` is 0), then
+/// the validation split's eval transform.
+fn cached_passes<'a>(cfg: &TrainConfig, train: (&'a str, &'a Arc<[Sample]>), valid: Option<(&'a str, &'a Arc<[Sample]>)>) -> Vec<CachedPass<'a>> {
+    let mode = if cfg.views == 0 { Mode::Eval } else { Mode::Train };
+    let mut passes: Vec<CachedPass> = (0..cfg.views.max(1)).map(|v| (train.0, train.1, mode, v as u64)).collect();
+    passes.extend(valid.map(|(split, samples)| (split, samples, Mode::Eval, 0)));
+    passes
+}
+
+/// Splits the cached inputs into training views and the validation split's (the last pass when
+/// `passes` holds more than the views).
+fn split_views(mut all: Vec<cached::Cached>, views: usize) -> CachedInputs {
+    let valid = if all.len() > views { all.pop() } else { None };
+    (all, valid)
+}
+
+/// Frozen mode: pooled features of every pass.
+fn frozen_inputs(fx: &features::Extractor, passes: Vec<CachedPass>) -> Result<(CachedInputs, f64), Error> {
+    let (mut all, mut secs) = (Vec::new(), 0.0);
+    for &(split, samples, mode, view) in &passes {
+        let ((x, y), s) = fx.features(samples, split, mode, view)?;
+        secs += s;
+        all.push(cached::Cached::Features(x, y));
+    }
+    Ok((split_views(all, fx.cfg.views.max(1)), secs))
+}
+
+/// Partial mode: activation maps at the split of every pass, after reporting their size and
+/// checking that they fit.
+fn partial_inputs(fx: &features::Extractor, passes: Vec<CachedPass>, cfg: &TrainConfig) -> Result<(CachedInputs, f64), Error> {
+    let split = fx.net.units() - cfg.unfreeze_blocks;
+    let samples: Vec<&Arc<[Sample]>> = passes.iter().map(|p| p.1).collect();
+    let plan = fx.plan_activations(passes, split, cfg.activation_dtype)?;
+    fx.check_activation_space(&plan, split, cfg.activation_dtype, cfg.activation_cache_limit_mb)?;
+    let (mut all, mut secs) = (Vec::new(), 0.0);
+    for (p, s) in plan.iter().zip(samples) {
+        let (c, t) = fx.activations(p, s, split, cfg.activation_dtype)?;
+        secs += t;
+        all.push(cached::Cached::Activations(c, split));
+    }
+    Ok((split_views(all, cfg.views.max(1)), secs))
+}
+
 /// Restores libtorch's thread count when dropped (also on early returns).
 struct RestoreThreads(i32);
 
@@ -549,57 +589,8 @@ impl Drop for RestoreThreads {
     }
 }
 
-fn loss_fn(logits: &Tensor, y: &Tensor, smoothing: f64) -> Tensor {
+pub(crate) fn loss_fn(logits: &Tensor, y: &Tensor, smoothing: f64) -> Tensor {
     logits.cross_entropy_loss::<Tensor>(y, None, tch::Reduction::Mean, -100, smoothing)
-}
-
-/// One epoch of the head on cached features.
-#[allow(clippy::too_many_arguments)]
-fn head_epoch(
-    net: &Classifier,
-    opt: &mut optim::Optimizer,
-    x: &Tensor,
-    y: &Tensor,
-    cfg: &TrainConfig,
-    epoch: usize,
-    lr: f64,
-    device: Device,
-) -> Result<(f64, f64, usize), Error> {
-    let n = x.size()[0] as usize;
-    let order = preprocess::epoch_order(n, cfg.seed, epoch as u64, true);
-    let (mut loss_sum, mut correct) = (0.0, 0i64);
-    for chunk in order.chunks(cfg.batch_size) {
-        let idx = Tensor::from_slice(&chunk.iter().map(|&i| i as i64).collect::<Vec<_>>());
-        let xb = x.index_select(0, &idx).to_device(device);
-        let yb = y.index_select(0, &idx).to_device(device);
-        let logits = net.head_forward(&xb, true);
-        let loss = loss_fn(&logits, &yb, cfg.label_smoothing);
-        opt.zero_grad();
-        loss.backward();
-        opt.step(lr);
-        loss_sum += loss.double_value(&[]) * chunk.len() as f64;
-        correct += logits.argmax(1, false).eq_tensor(&yb).sum(Kind::Int64).int64_value(&[]);
-    }
-    Ok((loss_sum / n as f64, correct as f64 / n as f64, n))
-}
-
-/// Loss and accuracy of the head on cached features.
-fn head_eval(net: &Classifier, x: &Tensor, y: &Tensor, bs: usize, device: Device) -> Result<(f64, f64), Error> {
-    let n = x.size()[0];
-    let (mut loss_sum, mut correct) = (0.0, 0i64);
-    tch::no_grad(|| {
-        let mut i = 0;
-        while i < n {
-            let len = (bs as i64).min(n - i);
-            let xb = x.narrow(0, i, len).to_device(device);
-            let yb = y.narrow(0, i, len).to_device(device);
-            let logits = net.head_forward(&xb, false);
-            loss_sum += loss_fn(&logits, &yb, 0.0).double_value(&[]) * len as f64;
-            correct += logits.argmax(1, false).eq_tensor(&yb).sum(Kind::Int64).int64_value(&[]);
-            i += len;
-        }
-    });
-    Ok((loss_sum / n as f64, correct as f64 / n as f64))
 }
 
 /// What one fine-tuning epoch needs besides the network and its optimiser.

@@ -1,0 +1,388 @@
+//! The activation cache of partial fine-tuning: the backbone's activation maps at a block boundary,
+//! computed once per image and augmentation view, so that the trainable blocks after the split and
+//! the head train epoch after epoch without running the frozen blocks again.
+//!
+//! A cache file (`activations-<split>-<digest>.pact`) is born chunked: while it is computed,
+//! finished chunks go to `activations-<split>-<digest>.chunks/` through
+//! [`checkpoint::chunks::ChunkStore`], so a run killed mid-way computes only the missing chunks;
+//! the assembled file is then written atomically and read memory-mapped (batches are copied out
+//! of the map, the whole cache is never loaded). Its name is the digest of its provenance key
+//! (architecture, weights identity, split point, element type, transform, mode, view, seed and the
+//! images' fingerprint), which the file also carries; a file of another key, version or layout, or
+//! whose checksum fails, is recomputed.
+//!
+//! # File layout (little-endian)
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 8 | magic `PETALACT` |
+//! | 4, 4 | [`ACTIVATION_CACHE_VERSION`], element type (0 f32, 1 f16) |
+//! | 8, 8, 8, 8 | images `N`, channels `C`, height `H`, width `W` |
+//! | 8 | key length `K` |
+//! | 4 | CRC-32 of everything after the header |
+//! | 4 | CRC-32 of the header bytes before it |
+//! | K | the provenance key (JSON) |
+//! | 8 N | labels (i64) |
+//! | … | activations `[N, C, H, W]` |
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use checkpoint::{DType, TensorData};
+use petal_common::{Event, FileLock};
+use preprocess::{Mode, Sample};
+use tch::{Device, Kind, Tensor};
+
+use crate::chunks::RowLayout;
+use crate::config::ActivationDtype;
+use crate::features::{Extractor, PassSpec};
+use crate::tensors::{from_data, to_data};
+use crate::Error;
+
+/// Version of the activation cache layout (bump when what is stored changes meaning).
+pub const ACTIVATION_CACHE_VERSION: u32 = 1;
+const MAGIC: &[u8; 8] = b"PETALACT";
+const HEADER: usize = 8 + 4 + 4 + 8 * 4 + 8 + 4 + 4;
+
+/// A finished activation cache, memory-mapped.
+#[derive(Debug)]
+pub struct ActivationCache {
+    path: PathBuf,
+    map: memmap2::Mmap,
+    dtype: DType,
+    shape: [i64; 3],
+    labels: Vec<i64>,
+    data_at: usize,
+}
+
+impl ActivationCache {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether the cache holds no image.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Size of the file in bytes.
+    pub fn file_bytes(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// Shape of one image's activations `[C, H, W]`.
+    pub fn shape(&self) -> [i64; 3] {
+        self.shape
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.shape.iter().product::<i64>() as usize * self.dtype.size_in_bytes()
+    }
+
+    /// The activations (as f32, `[len, C, H, W]`) and labels of the images at `idx`.
+    pub fn batch(&self, idx: &[usize]) -> Result<(Tensor, Tensor), Error> {
+        let rb = self.row_bytes();
+        let mut bytes = Vec::with_capacity(idx.len() * rb);
+        let mut labels = Vec::with_capacity(idx.len());
+        for &i in idx {
+            let at = self.data_at + i * rb;
+            let row = self.map.get(at..at + rb).ok_or_else(|| Error::Data(format!("{}: image {i} is out of range", self.path.display())))?;
+            bytes.extend_from_slice(row);
+            labels.push(self.labels[i]);
+        }
+        let shape = vec![idx.len(), self.shape[0] as usize, self.shape[1] as usize, self.shape[2] as usize];
+        let data = TensorData::new(self.dtype, shape, bytes)?;
+        Ok((from_data("activations", &data)?.to_kind(Kind::Float), Tensor::from_slice(&labels)))
+    }
+
+    /// Writes activations `x` `[N, C, H, W]` and labels `y` with their provenance `key` to `path`,
+    /// atomically.
+    fn write(path: &Path, key: &serde_json::Value, x: &Tensor, y: &Tensor) -> Result<(), Error> {
+        let (xd, yd) = (to_data("activations", x)?, to_data("labels", y)?);
+        let dt = match xd.dtype {
+            DType::F32 => 0u32,
+            DType::F16 => 1,
+            other => return Err(Error::Config(format!("activations of type {other:?} cannot be cached"))),
+        };
+        if xd.shape.len() != 4 || yd.dtype != DType::I64 || yd.shape != [xd.shape[0]] {
+            return Err(Error::Config(format!("activations {:?} and labels {:?} do not fit together", xd.shape, yd.shape)));
+        }
+        let key_text = key.to_string();
+        let mut crc = crc32fast::Hasher::new();
+        for part in [key_text.as_bytes(), &yd.bytes, &xd.bytes] {
+            crc.update(part);
+        }
+        let mut head = Vec::with_capacity(HEADER);
+        head.extend_from_slice(MAGIC);
+        head.extend_from_slice(&ACTIVATION_CACHE_VERSION.to_le_bytes());
+        head.extend_from_slice(&dt.to_le_bytes());
+        for v in [&xd.shape[..], &[key_text.len()]].concat() {
+            head.extend_from_slice(&(v as u64).to_le_bytes());
+        }
+        head.extend_from_slice(&crc.finalize().to_le_bytes());
+        let head_crc = crc32fast::hash(&head);
+        head.extend_from_slice(&head_crc.to_le_bytes());
+        petal_common::write_atomic_with(path, |tmp: &Path| -> Result<(), Error> {
+            let f = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?;
+            let mut w = std::io::BufWriter::new(f);
+            for part in [&head[..], key_text.as_bytes(), &yd.bytes, &xd.bytes] {
+                w.write_all(part).map_err(|e| Error::io(tmp, e))?;
+            }
+            w.flush().map_err(|e| Error::io(tmp, e))
+        })
+    }
+
+    /// Opens the cache at `path`, checking its layout, checksums and that it was computed from `key`.
+    pub fn open(path: &Path, key: &serde_json::Value) -> Result<Self, Error> {
+        let bad = |detail: String| Error::Mismatch { path: path.to_path_buf(), detail };
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: cache files are only ever replaced by atomic rename, never written in place, so
+        // the mapped bytes do not change while mapped; every read below is bounds-checked.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let b: &[u8] = &map;
+        if b.len() < HEADER || &b[..8] != MAGIC {
+            return Err(bad("is not a petal activation cache".into()));
+        }
+        let u32_at = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let u64_at = |at: usize| b[at..at + 8].iter().rev().fold(0u64, |v, &x| (v << 8) | u64::from(x)) as usize;
+        if crc32fast::hash(&b[..HEADER - 4]) != u32_at(HEADER - 4) {
+            return Err(bad("has a damaged header".into()));
+        }
+        if u32_at(8) != ACTIVATION_CACHE_VERSION {
+            return Err(bad(format!("has cache version {} (this build writes {ACTIVATION_CACHE_VERSION})", u32_at(8))));
+        }
+        let dtype = if u32_at(12) == 1 { DType::F16 } else { DType::F32 };
+        let (n, c, h, w, k) = (u64_at(16), u64_at(24), u64_at(32), u64_at(40), u64_at(48));
+        let data_at = HEADER + k + 8 * n;
+        let expected = (c * h * w).checked_mul(n).and_then(|e| e.checked_mul(dtype.size_in_bytes())).and_then(|e| e.checked_add(data_at));
+        if expected != Some(b.len()) {
+            return Err(bad(format!("is {} bytes, its header says {expected:?} (torn or truncated)", b.len())));
+        }
+        if crc32fast::hash(&b[HEADER..]) != u32_at(56) {
+            return Err(bad("fails its checksum (damaged)".into()));
+        }
+        let stored: serde_json::Value = serde_json::from_slice(&b[HEADER..HEADER + k]).map_err(|e| bad(format!("has an unreadable key: {e}")))?;
+        if &stored != key {
+            return Err(bad("was computed from other inputs".into()));
+        }
+        let labels = b[HEADER + k..data_at].chunks_exact(8).map(|l| i64::from_le_bytes(l.try_into().unwrap_or([0; 8]))).collect();
+        let shape = [c as i64, h as i64, w as i64];
+        Ok(ActivationCache { path: path.to_path_buf(), map, dtype, shape, labels, data_at })
+    }
+}
+
+/// One activation cache file a run needs: which pass, and where it lives.
+pub(crate) struct Planned<'a> {
+    spec: PassSpec<'a>,
+    key: serde_json::Value,
+    path: PathBuf,
+    chunk_dir: PathBuf,
+    images: usize,
+}
+
+/// What a partial run's activation caches take on disk, for the size report and the refusal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachePlan {
+    /// Bytes of every file the run uses.
+    pub total_bytes: u64,
+    /// Bytes of the files still to compute.
+    pub missing_bytes: u64,
+    /// The largest file (its chunks and the file coexist until the file is written).
+    pub largest_bytes: u64,
+    /// Free bytes on the cache's file system, when known.
+    pub free_bytes: Option<u64>,
+}
+
+impl Extractor<'_> {
+    /// Plans the activation caches of `passes` (split, samples, mode, view) at unit `split_unit`.
+    pub(crate) fn plan_activations<'s>(
+        &self,
+        passes: Vec<(&'s str, &Arc<[Sample]>, Mode, u64)>,
+        split_unit: usize,
+        dtype: ActivationDtype,
+    ) -> Result<Vec<Planned<'s>>, Error> {
+        let blocks = self.cfg.arch.backbone_blocks();
+        let after = blocks.get(split_unit.wrapping_sub(1)).cloned().unwrap_or_default();
+        std::fs::create_dir_all(self.cache_dir).map_err(|e| Error::io(self.cache_dir, e))?;
+        let mut out = Vec::new();
+        for (split, samples, mode, view) in passes {
+            let extra = serde_json::json!({ "split_unit": split_unit, "split_after": after, "dtype": dtype });
+            let spec = PassSpec { split, mode, view, kind: ("petal.activations", ACTIVATION_CACHE_VERSION), extra };
+            let key = self.key(&spec, &preprocess::fingerprint(samples)?);
+            let d = checkpoint::chunks::digest(&key);
+            let path = self.cache_dir.join(format!("activations-{split}-{}.pact", &d[..24]));
+            let chunk_dir = self.cache_dir.join(format!("activations-{split}-{}.chunks", &d[..24]));
+            out.push(Planned { spec, key, path, chunk_dir, images: samples.len() });
+        }
+        Ok(out)
+    }
+
+    /// The shape `[C, H, W]` of one image's activations at `split_unit`.
+    fn activation_shape(&self, split_unit: usize) -> Result<[i64; 3], Error> {
+        let s = self.cfg.image_size as i64;
+        let x = Tensor::zeros([1, 3, s, s], (Kind::Float, self.device));
+        let a = self.net.activations(&x, split_unit)?;
+        match a.size()[..] {
+            [_, c, h, w] => Ok([c, h, w]),
+            ref other => Err(Error::Config(format!("activations at unit {split_unit} have shape {other:?}, not [N, C, H, W]"))),
+        }
+    }
+
+    /// Sizes the planned caches, reports the size, and refuses when the missing files would not
+    /// fit the free disk or `limit_mb` (0: no limit) would be exceeded.
+    pub(crate) fn check_activation_space(
+        &self,
+        plan: &[Planned],
+        split_unit: usize,
+        dtype: ActivationDtype,
+        limit_mb: u64,
+    ) -> Result<CachePlan, Error> {
+        let shape = self.activation_shape(split_unit)?;
+        let row = shape.iter().product::<i64>() as u64 * dtype.dtype().size_in_bytes() as u64;
+        let size = |p: &Planned| HEADER as u64 + p.key.to_string().len() as u64 + p.images as u64 * (row + 8);
+        let total_bytes = plan.iter().map(size).sum();
+        let missing: Vec<&Planned> = plan.iter().filter(|p| !p.path.exists()).collect();
+        let missing_bytes = missing.iter().map(|p| size(p)).sum();
+        let largest_bytes = missing.iter().map(|p| size(p)).max().unwrap_or(0);
+        let free_bytes = free_disk_bytes(self.cache_dir);
+        let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
+        let images: usize = plan.iter().map(|p| p.images).sum();
+        let msg = format!(
+            "activation cache: {} file(s), {} images × {}×{}×{} {:?} = {} ({} to compute; {} free in {})",
+            plan.len(),
+            checkpoint::chunks::thousands(images),
+            shape[0],
+            shape[1],
+            shape[2],
+            dtype,
+            mb(total_bytes),
+            mb(missing_bytes),
+            free_bytes.map_or("unknown".into(), mb),
+            self.cache_dir.display()
+        );
+        self.progress.event(Event::Message(&msg));
+        if limit_mb > 0 && total_bytes > limit_mb * 1_000_000 {
+            return Err(Error::Config(format!(
+                "the activation cache would take {} but activation_cache_limit_mb is {limit_mb}: train fewer blocks (unfreeze_blocks), fewer views, activation_dtype = \"f16\", or raise the limit",
+                mb(total_bytes)
+            )));
+        }
+        if let Some(free) = free_bytes {
+            if missing_bytes + largest_bytes > free {
+                return Err(Error::Config(format!(
+                    "the activation cache needs {} more (plus {} while its largest file is assembled) but only {} is free in {}: free some space, move cache_dir, or train fewer blocks or views",
+                    mb(missing_bytes),
+                    mb(largest_bytes),
+                    mb(free),
+                    self.cache_dir.display()
+                )));
+            }
+        }
+        Ok(CachePlan { total_bytes, missing_bytes, largest_bytes, free_bytes })
+    }
+
+    /// The activation cache of one planned pass: opened when present and usable, else computed
+    /// (reusing the chunks of an interrupted run) and written. Returns the seconds spent computing.
+    pub(crate) fn activations(
+        &self,
+        p: &Planned,
+        samples: &Arc<[Sample]>,
+        split_unit: usize,
+        dtype: ActivationDtype,
+    ) -> Result<(ActivationCache, f64), Error> {
+        if let Some(c) = self.cached_activations(p) {
+            return Ok((c, 0.0));
+        }
+        let _lock = FileLock::exclusive(&p.path)?;
+        if let Some(c) = self.cached_activations(p) {
+            return Ok((c, 0.0));
+        }
+        let shape = self.activation_shape(split_unit)?;
+        let forward = |x: &Tensor| Ok(self.net.activations(x, split_unit)?.to_kind(dtype.kind()).contiguous());
+        let row = RowLayout { shape: shape.to_vec(), kind: dtype.kind() };
+        let (out, secs) = self.pass(samples, &p.spec, &p.key, &p.chunk_dir, (&forward, row))?;
+        ActivationCache::write(&p.path, &p.key, &out.x.to_device(Device::Cpu), &out.y)?;
+        drop(out.x);
+        if let Some(store) = out.store {
+            store.finish();
+        }
+        Ok((ActivationCache::open(&p.path, &p.key)?, secs))
+    }
+
+    fn cached_activations(&self, p: &Planned) -> Option<ActivationCache> {
+        if !p.path.exists() {
+            return None;
+        }
+        match ActivationCache::open(&p.path, &p.key) {
+            Ok(c) => {
+                tracing::info!(path = %p.path.display(), "activation cache hit");
+                checkpoint::chunks::discard(&p.chunk_dir);
+                Some(c)
+            }
+            Err(e) => {
+                self.progress.event(Event::Warning(&format!("activation cache {} is unusable ({e}); recomputing it", p.path.display())));
+                None
+            }
+        }
+    }
+}
+
+/// Free bytes for an unprivileged user on the file system holding `dir` (`None` when unknown).
+#[cfg(unix)]
+pub fn free_disk_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs only writes into the zeroed struct we own; the path is a valid C string.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut s) };
+    (rc == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
+}
+
+/// Free bytes on the file system holding `dir` (unknown on this platform).
+#[cfg(not(unix))]
+pub fn free_disk_bytes(_dir: &Path) -> Option<u64> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_round_trip_and_damage() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.pact");
+        let key = serde_json::json!({ "kind": "test", "n": 1 });
+        let x = Tensor::arange(2 * 3 * 2 * 2, (Kind::Float, Device::Cpu)).view([2, 3, 2, 2]).to_kind(Kind::Half);
+        let y = Tensor::from_slice(&[4i64, 7]);
+        ActivationCache::write(&path, &key, &x, &y).expect("write");
+        let c = ActivationCache::open(&path, &key).expect("open");
+        assert_eq!((c.len(), c.shape()), (2, [3, 2, 2]));
+        let (xb, yb) = c.batch(&[1, 0, 1]).expect("batch");
+        assert!(xb.equal(&Tensor::cat(&[x.get(1), x.get(0), x.get(1)], 0).view([3, 3, 2, 2]).to_kind(Kind::Float)));
+        assert_eq!(Vec::<i64>::try_from(&yb).expect("labels"), vec![7, 4, 7]);
+        assert!(c.batch(&[2]).is_err(), "out of range");
+        let other = serde_json::json!({ "kind": "test", "n": 2 });
+        assert!(ActivationCache::open(&path, &other).expect_err("other key").to_string().contains("other inputs"));
+        let mut bytes = std::fs::read(&path).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).expect("damage");
+        assert!(ActivationCache::open(&path, &key).expect_err("damaged").to_string().contains("checksum"));
+        std::fs::write(&path, &bytes[..last]).expect("truncate");
+        assert!(ActivationCache::open(&path, &key).expect_err("torn").to_string().contains("torn"));
+    }
+
+    #[test]
+    fn free_disk_is_known_here() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(free_disk_bytes(dir.path()).is_some_and(|b| b > 0));
+    }
+}

@@ -1,0 +1,85 @@
+//! Epochs on cached inputs: the head on pooled features (frozen mode), or the trainable blocks and
+//! the head on activation maps (partial mode). Both read their batches from a cache, never from images.
+
+use model::Classifier;
+use tch::{Device, Kind, Tensor};
+
+use crate::activations::ActivationCache;
+use crate::config::TrainConfig;
+use crate::{loss_fn, optim, Error};
+
+/// What a cached epoch trains on.
+pub(crate) enum Cached {
+    /// Pooled features `[N, F]` and labels `[N]` (frozen mode): only the head runs.
+    Features(Tensor, Tensor),
+    /// Activation maps after backbone unit `split` (partial mode): the units from `split` on and
+    /// the head run.
+    Activations(ActivationCache, usize),
+}
+
+impl Cached {
+    fn len(&self) -> usize {
+        match self {
+            Cached::Features(x, _) => x.size()[0] as usize,
+            Cached::Activations(c, _) => c.len(),
+        }
+    }
+
+    /// Inputs and labels of the images at `idx`, on `device`.
+    fn batch(&self, idx: &[usize], device: Device) -> Result<(Tensor, Tensor), Error> {
+        let (x, y) = match self {
+            Cached::Features(x, y) => {
+                let t = Tensor::from_slice(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>());
+                (x.index_select(0, &t), y.index_select(0, &t))
+            }
+            Cached::Activations(c, _) => c.batch(idx)?,
+        };
+        Ok((x.to_device(device), y.to_device(device)))
+    }
+
+    fn forward(&self, net: &Classifier, x: &Tensor, train: bool) -> Result<Tensor, Error> {
+        match self {
+            Cached::Features(..) => Ok(net.head_forward(x, train)),
+            Cached::Activations(_, split) => Ok(net.forward_from(x, *split, train)?),
+        }
+    }
+}
+
+/// One training epoch on cached inputs: (mean loss, accuracy, images).
+pub(crate) fn epoch(
+    net: &Classifier,
+    opt: &mut optim::Optimizer,
+    data: &Cached,
+    cfg: &TrainConfig,
+    (epoch, lr): (usize, f64),
+    device: Device,
+) -> Result<(f64, f64, usize), Error> {
+    let n = data.len();
+    let order = preprocess::epoch_order(n, cfg.seed, epoch as u64, true);
+    let (mut loss_sum, mut correct) = (0.0, 0i64);
+    for chunk in order.chunks(cfg.batch_size) {
+        let (xb, yb) = data.batch(chunk, device)?;
+        let logits = data.forward(net, &xb, true)?;
+        let loss = loss_fn(&logits, &yb, cfg.label_smoothing);
+        opt.zero_grad();
+        loss.backward();
+        opt.step(lr);
+        loss_sum += loss.double_value(&[]) * chunk.len() as f64;
+        correct += logits.argmax(1, false).eq_tensor(&yb).sum(Kind::Int64).int64_value(&[]);
+    }
+    Ok((loss_sum / n.max(1) as f64, correct as f64 / n.max(1) as f64, n))
+}
+
+/// Loss and accuracy on cached inputs, in eval mode.
+pub(crate) fn eval(net: &Classifier, data: &Cached, bs: usize, device: Device) -> Result<(f64, f64), Error> {
+    let n = data.len();
+    let (mut loss_sum, mut correct) = (0.0, 0i64);
+    let idx: Vec<usize> = (0..n).collect();
+    for chunk in idx.chunks(bs.max(1)) {
+        let (xb, yb) = data.batch(chunk, device)?;
+        let logits = tch::no_grad(|| data.forward(net, &xb, false))?;
+        loss_sum += loss_fn(&logits, &yb, 0.0).double_value(&[]) * chunk.len() as f64;
+        correct += logits.argmax(1, false).eq_tensor(&yb).sum(Kind::Int64).int64_value(&[]);
+    }
+    Ok((loss_sum / n.max(1) as f64, correct as f64 / n.max(1) as f64))
+}

@@ -1,0 +1,289 @@
+//! Partial fine-tuning on cached activations (`mode = "partial"`), on generated data with a random
+//! EfficientNet-Lite0 at 32×32 pixels: it learns where frozen features cannot, a resumed run equals
+//! an uninterrupted one, the cache is recomputed when any part of its key (split point, seed,
+//! transform, view, element type, images, weights; the architecture is in the key too) changes or
+//! it is damaged, and reused
+//! otherwise, its size is reported before it is built and a cache over the limit is refused, and
+//! the saved checkpoint predicts through `infer::Predictor` exactly like the partial network's own
+//! forward (frozen part, then trainable part).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use model::{Arch, Classifier, HeadConfig};
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+use train::{ActivationDtype, Event, OptimizerKind, Schedule, TrainConfig, TrainMode, TrainOutcome, TrainRequest};
+
+/// A small partial run: Lite0 on 32×32 crops, Adam, constant learning rate, no dropout.
+fn config(name: &str, mode: TrainMode, blocks: usize) -> TrainConfig {
+    TrainConfig {
+        name: name.into(),
+        arch: Arch::EfficientNetLite0,
+        head: HeadConfig { hidden: vec![], dropout: 0.0, ..HeadConfig::default() },
+        mode,
+        unfreeze_blocks: blocks,
+        views: 0,
+        optimizer: OptimizerKind::Adam,
+        lr: 0.01,
+        schedule: Schedule::Constant,
+        label_smoothing: 0.0,
+        epochs: 6,
+        batch_size: 8,
+        seed: 5,
+        image_size: 32,
+        resize_size: 36,
+        channels_last: false,
+        eval_batch_size: 6,
+        chunk_images: 12,
+        threads: 1,
+        ..TrainConfig::default()
+    }
+}
+
+/// A backbone whose last block is dead: the scale of its batch norm (`_bn1.weight`) is zero and its
+/// shift 1, so the pooled features are the same constant for every image and nothing trained on
+/// them can tell classes apart, while training that block from the activations before it can.
+fn dead_head_weights(path: &Path) {
+    tch::manual_seed(11);
+    let vs = VarStore::new(Device::Cpu);
+    let _net = Classifier::new(&vs.root(), &Arch::EfficientNetLite0, &HeadConfig::default(), 3).expect("net");
+    tch::no_grad(|| {
+        for (name, mut t) in vs.variables() {
+            match name.as_str() {
+                "_bn1.weight" => _ = t.zero_(),
+                "_bn1.bias" => _ = t.fill_(1.0),
+                _ => {}
+            }
+        }
+    });
+    let tensors = model::weights::varstore_tensors(&vs).expect("tensors");
+    let meta = checkpoint::Metadata { arch: "efficientnet_lite0".into(), ..checkpoint::Metadata::default() };
+    checkpoint::save(path, &checkpoint::Checkpoint { meta, tensors }).expect("save weights");
+}
+
+struct Bench {
+    _tmp: tempfile::TempDir,
+    data: PathBuf,
+    work: PathBuf,
+    weights: PathBuf,
+}
+
+/// 3 classes × 15 training images (batches of 8 never leave one image alone, which batch norm
+/// on 1×1 maps could not train on) and 3 × 8 validation images.
+fn bench() -> Bench {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    common::make_dataset(&data, 15, 8, 0);
+    let weights = tmp.path().join("dead-head.safetensors");
+    dead_head_weights(&weights);
+    let work = tmp.path().join("work");
+    Bench { data, work, weights, _tmp: tmp }
+}
+
+fn request(b: &Bench, cfg: TrainConfig, resume: bool) -> TrainRequest {
+    TrainRequest {
+        config: cfg,
+        weights: Some(b.weights.clone()),
+        runs_dir: b.work.join("runs"),
+        cache_dir: b.work.join("cache"),
+        resume,
+        train_split: "train".into(),
+        valid_split: "valid".into(),
+        skip_bad: false,
+        init_from: None,
+    }
+}
+
+/// Trains, returning the outcome and every message the library reported.
+fn run(b: &Bench, req: &TrainRequest) -> (Result<TrainOutcome, train::Error>, Vec<String>) {
+    let ds = preprocess::discover(&b.data, &preprocess::DiscoverOptions::default()).expect("dataset");
+    let log = Mutex::new(Vec::new());
+    let progress = |e: Event<'_>| match e {
+        Event::Message(m) | Event::Warning(m) => log.lock().expect("log").push(m.to_string()),
+        Event::Start { task, .. } => log.lock().expect("log").push(format!("start {task}")),
+        _ => {}
+    };
+    let out = train::train(req, &ds, &progress);
+    (out, log.into_inner().expect("log"))
+}
+
+fn best_valid(o: &TrainOutcome) -> f64 {
+    o.history.iter().filter_map(|m| m.valid_acc).fold(0.0, f64::max)
+}
+
+/// Activation cache files (`.pact`) in the cache folder, by name.
+fn pact_files(b: &Bench) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(b.work.join("cache"))
+        .expect("cache dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".pact"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Eval-transformed validation images as one batch.
+fn valid_batch(b: &Bench, cfg: &TrainConfig) -> (Tensor, Tensor) {
+    let ds = preprocess::discover(&b.data, &preprocess::DiscoverOptions::default()).expect("dataset");
+    let samples: Arc<[preprocess::Sample]> = Arc::from(ds.split("valid").expect("valid").samples.clone());
+    let lcfg = preprocess::LoaderConfig { batch_size: samples.len(), mode: preprocess::Mode::Eval, ..preprocess::LoaderConfig::default() };
+    let batch = preprocess::loader(samples, preprocess::ImageSource::Files, &train::transform_config(cfg), &lcfg)
+        .expect("loader")
+        .next()
+        .expect("a batch")
+        .expect("batch");
+    (train::batch_tensor(&batch, Device::Cpu), Tensor::from_slice(&batch.labels))
+}
+
+#[test]
+fn partial_learns_where_frozen_cannot_and_its_checkpoint_predicts_the_same() {
+    let b = bench();
+    let (frozen, _) = run(&b, &request(&b, config("frozen", TrainMode::Frozen, 0), false));
+    let frozen = frozen.expect("frozen run");
+    // A random backbone's deep activations say little about these images: train all but the stem.
+    let blocks = 8;
+    let mut cfg = config("partial", TrainMode::Partial, blocks);
+    cfg.activation_dtype = ActivationDtype::F32;
+    cfg.backbone_lr_scale = 1.0;
+    cfg.epochs = 8;
+    let (partial, log) = run(&b, &request(&b, cfg.clone(), false));
+    let partial = partial.expect("partial run");
+    // Accuracy on the training images, as trained (batch statistics in the trainable blocks): the
+    // batch norms of a random network start from running statistics that a few dozen steps do not
+    // bring up to date (momentum 0.01), so validation accuracy is not what this measures.
+    let last_train = |o: &TrainOutcome| o.history.last().map_or(0.0, |m| m.train_acc);
+    let (f, p) = (last_train(&frozen), last_train(&partial));
+    let valid = (best_valid(&frozen), best_valid(&partial));
+    // Constant features can at best name one class: 1/3 of these images.
+    assert!(f < 0.5, "frozen features of a dead last block carry nothing, yet frozen reached {f} (valid {valid:?})");
+    assert!(p >= 0.7, "partial mode (every block after the stem trainable) reached only {p} (frozen: {f}; valid {valid:?})");
+    // The size is announced before any activation is computed.
+    let size_at = log.iter().position(|m| m.starts_with("activation cache: 2 file(s), 69 images × 32×16×16 F32")).expect("size message");
+    let first_pass = log.iter().position(|m| m.starts_with("start train")).expect("extraction");
+    assert!(size_at < first_pass, "{log:?}");
+
+    // The checkpoint is the whole network: `infer` predicts with it exactly like the partial
+    // network's own forward, and reaches the accuracy the run measured on its cached activations.
+    let predictor = infer::Predictor::load(&partial.best_checkpoint, Device::Cpu).expect("predictor");
+    let (x, y) = valid_batch(&b, &cfg);
+    let via_infer = predictor.probabilities(&x);
+    let ckpt = checkpoint::load(&partial.best_checkpoint).expect("checkpoint");
+    let vs = VarStore::new(Device::Cpu);
+    let net = Classifier::new(&vs.root(), &Arch::EfficientNetLite0, &cfg.head, 3).expect("net");
+    let tensors: Vec<(String, Tensor)> =
+        ckpt.model_tensors().map(|(k, d)| (k.clone(), model::weights::to_tensor(d, k, Path::new(k)).expect("tensor"))).collect();
+    model::weights::load_all_tensors(&vs, tensors, &partial.best_checkpoint).expect("load");
+    let split = net.units() - blocks;
+    let own = net.forward_from(&net.activations(&x, split).expect("frozen part"), split, false).expect("trainable part").softmax(1, Kind::Float);
+    let diff = (&via_infer - &own).abs().max().double_value(&[]);
+    assert!(diff < 1e-5, "infer and the partial forward differ by {diff}");
+    let acc = own.argmax(1, false).eq_tensor(&y).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
+    let best = partial.history[partial.best_epoch - 1].valid_acc.expect("valid acc");
+    assert!((acc - best).abs() < 1e-6, "the checkpoint's accuracy {acc} differs from the run's {best}");
+}
+
+#[test]
+fn resumed_partial_run_equals_an_uninterrupted_one() {
+    let b = bench();
+    let cfg = |epochs| TrainConfig { epochs, ..config("resume", TrainMode::Partial, 2) };
+    let (whole, _) = run(&b, &request(&b, TrainConfig { name: "whole".into(), ..cfg(4) }, false));
+    let whole = whole.expect("uninterrupted run");
+    let (first, _) = run(&b, &request(&b, cfg(2), false));
+    assert_eq!(first.expect("first half").history.len(), 2);
+    let (second, _) = run(&b, &request(&b, cfg(4), true));
+    let second = second.expect("resumed run");
+    assert_eq!(second.feature_s, 0.0, "the resumed run recomputed activations");
+    assert_eq!(second.history.len(), 4);
+    for (a, w) in second.history.iter().zip(&whole.history) {
+        assert_eq!((a.train_loss, a.valid_loss, a.valid_acc), (w.train_loss, w.valid_loss, w.valid_acc), "epoch {}", a.epoch);
+    }
+    let (a, w) = (checkpoint::load(&second.last_checkpoint).expect("resumed"), checkpoint::load(&whole.last_checkpoint).expect("whole"));
+    assert_eq!(a.tensors, w.tensors, "weights, batch-norm statistics and optimiser state must be identical");
+    // The trainable blocks' batch norms trained: their running statistics moved.
+    let start = checkpoint::import(&b.weights).expect("weights");
+    let key = "_blocks.15._bn2.running_mean"; // stage 7 (trainable)
+    assert_ne!(a.tensors[key], start.tensors[key], "{key} did not train");
+    let frozen_key = "_blocks.14._bn2.running_mean"; // stage 6 (frozen)
+    assert_eq!(a.tensors[frozen_key], start.tensors[frozen_key], "{frozen_key} changed although frozen");
+}
+
+#[test]
+fn activation_cache_is_recomputed_when_any_key_part_changes() {
+    let b = bench();
+    let base = TrainConfig { epochs: 1, ..config("key", TrainMode::Partial, 1) };
+    let (o, _) = run(&b, &request(&b, base.clone(), false));
+    assert!(o.expect("base run").feature_s > 0.0);
+    let mut files = pact_files(&b);
+    assert_eq!(files.len(), 2, "train and valid: {files:?}");
+    let again = |cfg: TrainConfig| {
+        let (o, log) = run(&b, &request(&b, TrainConfig { name: "again".into(), ..cfg }, false));
+        (o.expect("run"), log)
+    };
+    let (same, _) = again(base.clone());
+    assert_eq!(same.feature_s, 0.0, "an unchanged key must reuse the cache");
+    assert_eq!(pact_files(&b), files);
+    // A damaged cache file is detected and recomputed, never read.
+    let victim = b.work.join("cache").join(&files[0]);
+    let mut bytes = std::fs::read(&victim).expect("read");
+    let at = bytes.len() - 3;
+    bytes[at] ^= 0x40;
+    std::fs::write(&victim, bytes).expect("damage");
+    let (o, log) = again(base.clone());
+    assert!(o.feature_s > 0.0 && log.iter().any(|m| m.contains("unusable") && m.contains("checksum")), "{log:?}");
+    assert_eq!(pact_files(&b), files);
+    // (what changes, config, new files: both splits or only the training split)
+    let variants: Vec<(&str, TrainConfig, usize)> = vec![
+        ("split point", TrainConfig { unfreeze_blocks: 2, ..base.clone() }, 2),
+        ("seed", TrainConfig { seed: 6, ..base.clone() }, 2),
+        ("transform", TrainConfig { resize_size: 40, ..base.clone() }, 2),
+        ("view", TrainConfig { views: 1, ..base.clone() }, 1),
+        ("element type", TrainConfig { activation_dtype: ActivationDtype::F32, ..base.clone() }, 2),
+    ];
+    for (what, cfg, new) in variants {
+        let (o, _) = again(cfg);
+        assert!(o.feature_s > 0.0, "{what}: nothing recomputed");
+        let now = pact_files(&b);
+        assert_eq!(now.len(), files.len() + new, "{what}: {now:?}");
+        files = now;
+    }
+    // Other weights (a replaced file) and other images.
+    std::fs::copy(b.data.join("train/daisy/000.png"), b.data.join("train/daisy/001.png")).expect("replace an image");
+    assert!(again(base.clone()).0.feature_s > 0.0, "images changed");
+    assert_eq!(pact_files(&b).len(), files.len() + 1, "only the training split's images changed");
+    files = pact_files(&b);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    dead_head_weights(&b.weights);
+    assert!(again(base.clone()).0.feature_s > 0.0, "weights changed");
+    assert_eq!(pact_files(&b).len(), files.len() + 2);
+}
+
+#[test]
+fn activation_cache_over_the_limit_is_refused_before_any_work() {
+    let b = bench();
+    // Split after the stem at 64×64: 32×32×32 f16 values = 64 KiB per image, 69 images ≈ 4.5 MB.
+    let cfg = TrainConfig { image_size: 64, resize_size: 72, activation_cache_limit_mb: 1, ..config("limit", TrainMode::Partial, 8) };
+    let (o, log) = run(&b, &request(&b, cfg.clone(), false));
+    let err = o.expect_err("over the limit").to_string();
+    assert!(err.contains("activation_cache_limit_mb is 1") && err.contains("4.5 MB"), "{err}");
+    assert!(log.iter().any(|m| m.contains("activation cache: 2 file(s), 69 images × 32×32×32 F16 = 4.5 MB")), "{log:?}");
+    assert!(!log.iter().any(|m| m.starts_with("start")), "nothing may be computed: {log:?}");
+    assert!(pact_files(&b).is_empty());
+    // With room for it the same run goes ahead.
+    let (o, _) = run(&b, &request(&b, TrainConfig { activation_cache_limit_mb: 5, epochs: 1, ..cfg }, false));
+    o.expect("within the limit");
+    assert_eq!(pact_files(&b).len(), 2);
+}
+
+#[test]
+fn partial_mode_refuses_an_impossible_split() {
+    let b = bench();
+    for blocks in [0, 9] {
+        let (o, _) = run(&b, &request(&b, config("bad", TrainMode::Partial, blocks), false));
+        let err = o.expect_err("impossible split").to_string();
+        assert!(err.contains("partial mode trains 1 to 8 of the 9 blocks"), "{err}");
+    }
+}
