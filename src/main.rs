@@ -319,7 +319,7 @@ struct PredictArgs {
 /// Which shard of a job this process runs.
 #[derive(Args, Clone, Default)]
 struct ShardArgs {
-    /// Run only shard K of N (0-based) of the inputs, writing a part to <output>.parts/ for
+    /// Run only shard K of N (0-based) of the inputs, writing a part to `<output>.parts/` for
     /// `petal merge`. Default: from the batch engine's environment (Kubernetes Indexed Job:
     /// JOB_COMPLETION_INDEX with --shards or PETAL_SHARDS; Slurm array: SLURM_ARRAY_TASK_ID,
     /// SLURM_ARRAY_TASK_MIN, SLURM_ARRAY_TASK_COUNT).
@@ -357,7 +357,7 @@ fn command_without_shard() -> Vec<String> {
 
 #[derive(Args)]
 struct MergeArgs {
-    /// The output the shards wrote parts for (their parts are in <OUTPUT>.parts/): a path or URL.
+    /// The output the shards wrote parts for (their parts are in `<OUTPUT>.parts/`): a path or URL.
     output: String,
 }
 

@@ -189,12 +189,12 @@ impl Graph {
         let conv_bias = if has_bias { params.get(&format!("{conv}.bias"))?.data } else { vec![0.0; c_out] };
         let per_out = w.data.len() / c_out;
         let mut bias = Vec::with_capacity(c_out);
-        for o in 0..c_out {
+        for (o, (weights, cb)) in w.data.chunks_mut(per_out).zip(&conv_bias).enumerate() {
             let scale = gamma.data[o] as f64 / (var.data[o] as f64 + eps).sqrt();
-            for v in &mut w.data[o * per_out..(o + 1) * per_out] {
+            for v in weights {
                 *v = (*v as f64 * scale) as f32;
             }
-            bias.push((beta.data[o] as f64 + (conv_bias[o] as f64 - mean.data[o] as f64) * scale) as f32);
+            bias.push((beta.data[o] as f64 + (*cb as f64 - mean.data[o] as f64) * scale) as f32);
         }
         let b = Param { shape: vec![c_out as i64], data: bias };
         Ok(self.conv_node(x, conv, w, Some(b), spec))

@@ -65,7 +65,7 @@ impl PlainSpec {
     }
 
     /// Index of every layer in torchvision's `nn.Sequential` (a conv takes 2 or 3 slots: conv,
-    /// [bn], relu).
+    /// \[bn\], relu).
     pub fn indices(&self) -> Vec<usize> {
         let mut i = 0;
         self.layers

@@ -81,10 +81,13 @@ pub(crate) struct PassSpec<'a> {
     pub extra: serde_json::Value,
 }
 
+/// The network part a pass runs on each batch of images.
+pub(crate) type ForwardFn<'a> = dyn Fn(&Tensor) -> Result<Tensor, Error> + 'a;
+
 impl PassSpec<'_> {
     /// Several views of the same images are read from the decoded-image cache (resized to the eval
     /// resize size), a single view from the files: the source changes the pixels.
-    fn from_cache(&self, cfg: &TrainConfig) -> bool {
+    fn reads_image_cache(&self, cfg: &TrainConfig) -> bool {
         self.mode == Mode::Train && cfg.views > 1
     }
 
@@ -119,7 +122,7 @@ impl Extractor<'_> {
             "view": if spec.mode == Mode::Train { spec.view } else { 0 },
             "seed": self.cfg.seed,
             "images": fp,
-            "source": if spec.from_cache(self.cfg) { "image-cache" } else { "files" },
+            "source": if spec.reads_image_cache(self.cfg) { "image-cache" } else { "files" },
         });
         if let (Some(k), serde_json::Value::Object(extra)) = (key.as_object_mut(), &spec.extra) {
             k.extend(extra.clone());
@@ -172,10 +175,10 @@ impl Extractor<'_> {
         spec: &PassSpec,
         key: &serde_json::Value,
         chunk_dir: &Path,
-        (forward, row): (&dyn Fn(&Tensor) -> Result<Tensor, Error>, RowLayout),
+        (forward, row): (&ForwardFn, RowLayout),
     ) -> Result<(Extracted, f64), Error> {
         let t0 = Instant::now();
-        let source = if spec.from_cache(self.cfg) {
+        let source = if spec.reads_image_cache(self.cfg) {
             // Several views of the same images: decode each JPEG once.
             image_source(self.cache_dir, spec.split, samples, self.tcfg, self.skip_bad, self.progress)?
         } else {
