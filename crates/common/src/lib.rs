@@ -64,6 +64,22 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&sha2::Sha256::digest(bytes))
 }
 
+/// SHA-256 of a file's contents, lowercase hex, read in 1 MiB blocks (never whole).
+pub fn sha256_file(path: &Path) -> Result<String, IoError> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| IoError::new(path, "opening", e))?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| IoError::new(path, "reading", e))?;
+        if n == 0 {
+            return Ok(hex(&h.finalize()));
+        }
+        h.update(&buf[..n]);
+    }
+}
+
 /// Identity of an input file: its canonical path, size and modification time (ns), as
 /// `path:size:mtime`. Changes whenever the file is replaced or edited.
 pub fn file_id(path: &Path) -> Result<String, IoError> {

@@ -1,14 +1,12 @@
 //! Served models: what the server needs of a network ([`Backend`]), its public description
 //! ([`ModelInfo`]), and the implementation on a petal checkpoint ([`PredictorBackend`]).
 
-use std::io::Read;
 use std::path::Path;
 use std::sync::Mutex;
 
 use infer::{ClassProb, Predictor};
 use preprocess::{Mode, TransformConfig};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use tch::{Device, Tensor};
 
 use crate::Error;
@@ -85,7 +83,7 @@ impl PredictorBackend {
     /// Loads `path` onto `device`, serving it as `name`; uploads larger than `max_pixels` are refused.
     pub fn load(name: &str, path: &Path, device: Device, max_pixels: u64) -> Result<Self, Error> {
         let err = |detail: String| Error::Checkpoint { path: path.to_path_buf(), detail };
-        let checkpoint_sha256 = sha256_file(path).map_err(|e| err(e.to_string()))?;
+        let checkpoint_sha256 = petal_common::sha256_file(path).map_err(|e| err(e.to_string()))?;
         let predictor = Predictor::load(path, device).map_err(|e| err(e.to_string()))?;
         let mut transform = predictor.transform.clone();
         transform.limits.max_pixels = max_pixels;
@@ -201,19 +199,4 @@ impl PredictorBackend {
     pub fn calibrated(&self) -> Option<Vec<usize>> {
         self.run_as.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(_, r)| r.clone())
     }
-}
-
-/// SHA-256 of a file, hex.
-fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
