@@ -23,6 +23,7 @@ fn head() -> HeadConfig {
 
 /// A randomly initialised network whose batch norms have non-trivial running statistics.
 fn network(classes: usize) -> (VarStore, Classifier) {
+    let _generator = model::random_generator_lock(); // seeded draws, not interleaved with another test's
     tch::manual_seed(11);
     let vs = VarStore::new(Device::Cpu);
     let net = Classifier::new(&vs.root(), &arch(), &head(), classes as i64).expect("classifier");

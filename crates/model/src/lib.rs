@@ -67,6 +67,20 @@ pub use resnet::ResNetConfig;
 pub use vgg::{Layer, PlainSpec, VggConfig};
 pub use weights::{load_backbone_weights, LoadSummary};
 
+/// Holds libtorch's process-wide random generator for the caller.
+///
+/// libtorch has one CPU generator per process: weight initialisation, dropout and drop-connect
+/// all draw from it, and `tch::manual_seed` reseeds it for every thread. Two threads that seed it
+/// and then draw (two training runs, or one run while another thread builds a randomly initialised
+/// network) interleave their draws, and neither gets the sequence its seed promised. Whatever
+/// needs a reproducible sequence seeds and draws while holding this guard; `train::train` holds it
+/// for a whole run, so runs in one process are reproducible and take turns. A panic while it was
+/// held does not poison it (the generator has no invariant to break).
+pub fn random_generator_lock() -> std::sync::MutexGuard<'static, ()> {
+    static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    GENERATOR.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// What every backbone implementation provides.
 pub(crate) trait Net: std::fmt::Debug + Send {
     /// Images `[N, 3, H, W]` → features `[N, feature_dim]`.

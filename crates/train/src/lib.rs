@@ -290,7 +290,12 @@ fn check_classes(c: &checkpoint::Checkpoint, classes: &[checkpoint::ClassEntry],
 
 /// Runs (or resumes) a training run on `ds`, reporting progress (feature extraction, epochs) to
 /// `progress`.
+///
+/// The run holds [`model::random_generator_lock`] from start to end: libtorch's random generator
+/// is process-wide, and a run must see exactly the draws its seed gives (resume and
+/// reproducibility depend on it), so runs started concurrently in one process take turns.
 pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Result<TrainOutcome, Error> {
+    let _generator = model::random_generator_lock();
     let start = Instant::now();
     let run_dir = req.runs_dir.join(&req.config.name);
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;

@@ -46,6 +46,7 @@ pub fn random_checkpoint(
     input_size: u32,
     calib: &Tensor,
 ) -> PathBuf {
+    let _generator = model::random_generator_lock(); // seeded draws, not interleaved with another test's
     tch::manual_seed(7);
     let head: HeadConfig = serde_json::from_value(head_json.clone()).expect("head config");
     let vs = VarStore::new(Device::Cpu);

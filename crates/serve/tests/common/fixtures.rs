@@ -20,6 +20,7 @@ pub const CLASSES: [(&str, &str); 3] = [("daisy", "oxeye daisy"), ("iris", "bear
 pub fn tiny_checkpoint(dir: &Path, name: &str, seed: i64) -> PathBuf {
     let arch = Arch::DenseNet(DenseNetConfig { growth_rate: 4, block_config: vec![2, 2], num_init_features: 8, bn_size: 2, drop_rate: 0.0 });
     let head = HeadConfig { hidden: vec![16], ..HeadConfig::default() };
+    let _generator = model::random_generator_lock(); // seeded draws, not interleaved with another test's
     tch::manual_seed(seed);
     let vs = VarStore::new(Device::Cpu);
     let _net = Classifier::new(&vs.root(), &arch, &head, CLASSES.len() as i64).expect("build the tiny network");
