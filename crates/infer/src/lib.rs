@@ -12,6 +12,7 @@
 pub mod evaluate;
 
 mod resumable;
+pub mod tta;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -59,6 +60,8 @@ pub enum Error {
 
 pub use petal_common::{Event, Progress, Silent};
 
+pub use tta::{record_advice, InferenceAdvice, Tta};
+
 pub use evaluate::{evaluate, label_map, write_report, ClassAccuracy, EvalOptions, EvalReport};
 
 /// One class with its probability.
@@ -93,6 +96,9 @@ pub struct Predictor {
     pub transform: TransformConfig,
     /// The checkpoint's metadata.
     pub meta: Metadata,
+    /// Test-time augmentation of [`Predictor::predict_paths`]: the checkpoint's recommendation
+    /// ([`InferenceAdvice`]) when it records one, else none; set it to choose another.
+    pub tta: Tta,
     device: Device,
 }
 
@@ -152,7 +158,8 @@ impl Predictor {
             net.set_channels_last(true)?;
         }
         net.fold_batchnorm();
-        Ok(Predictor { _vs: vs, net, classes, transform, meta: ckpt.meta, device })
+        let tta = InferenceAdvice::from_meta(&ckpt.meta).map_or(Tta::None, |a| a.tta);
+        Ok(Predictor { _vs: vs, net, classes, transform, meta: ckpt.meta, tta, device })
     }
 
     /// Sets class display names from `names` (folder name → display name): of every class named
@@ -210,15 +217,29 @@ impl Predictor {
         Ok(out)
     }
 
-    /// The top `k` of each image of one batch (decoded and transformed in parallel).
-    fn predict_batch(&self, chunk: &[PathBuf], k: usize) -> Result<Vec<Prediction>, Error> {
+    /// Probabilities `[n, C]` of `n` images from `n · views` consecutive view rows `[n · views, 3, H, W]`,
+    /// averaged over each image's views.
+    pub fn probabilities_of_views(&self, x: &Tensor, views: usize) -> Tensor {
+        tta::average_views(&self.probabilities(x), views)
+    }
+
+    /// The network input of `paths` under [`Predictor::tta`]: `[n · views, 3, H, W]`, each image's
+    /// views consecutive (decoded and transformed in parallel).
+    pub fn input_of_paths(&self, paths: &[PathBuf]) -> Result<Tensor, Error> {
         use rayon::prelude::*;
         let size = self.transform.image_size as i64;
-        let transform = &self.transform;
-        let pixels: Vec<Vec<f32>> = chunk.par_iter().map(|p| preprocess::predict_tensor(p, transform)).collect::<Result<_, _>>()?;
+        let (transform, tta) = (&self.transform, self.tta);
+        let pixels: Vec<Vec<f32>> = match tta {
+            Tta::None => paths.par_iter().map(|p| preprocess::predict_tensor(p, transform)).collect::<Result<_, _>>()?,
+            _ => paths.par_iter().map(|p| preprocess::tta_views_of_file(p, transform, tta).map(|v| v.concat())).collect::<Result<_, _>>()?,
+        };
         let flat: Vec<f32> = pixels.concat();
-        let x = Tensor::from_slice(&flat).view([chunk.len() as i64, 3, size, size]);
-        let probs = self.probabilities(&x);
+        Ok(Tensor::from_slice(&flat).view([(paths.len() * tta.views()) as i64, 3, size, size]))
+    }
+
+    /// The top `k` of each image of one batch.
+    fn predict_batch(&self, chunk: &[PathBuf], k: usize) -> Result<Vec<Prediction>, Error> {
+        let probs = self.probabilities_of_views(&self.input_of_paths(chunk)?, self.tta.views());
         chunk
             .iter()
             .enumerate()

@@ -132,6 +132,9 @@ pub struct PipelineConfig {
     pub top_k: usize,
     /// Sample predictions drawn in the report.
     pub samples: usize,
+    /// After training, measure test-time augmentation on the validation split and record the best
+    /// mode (only if it beats none) in the checkpoint as the default of `predict`.
+    pub measure_tta: bool,
     /// The training config (`[train]` table), over the preset.
     pub train: TrainConfig,
 }
@@ -148,6 +151,7 @@ impl Default for PipelineConfig {
             skip_bad: false,
             top_k: 5,
             samples: 6,
+            measure_tta: true,
             train: TrainConfig { name: default_run_name(&Arch::DenseNet121), ..TrainConfig::default() },
         }
     }

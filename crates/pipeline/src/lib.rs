@@ -6,18 +6,23 @@
 //!   ([`cache_splits`]), a claimed run folder ([`claim_run`]: locked, never silently overwritten),
 //!   training ([`TrainJob`]), evaluation ([`evaluate_checkpoint`]) and prediction helpers;
 //! * [`run_pipeline`]: preprocess → train → evaluate → predict a sample → run README, with a stamp
-//!   per stage so a re-run skips the stages whose inputs did not change.
+//!   per stage so a re-run skips the stages whose inputs did not change;
+//! * [`sweep`]: grid or random search over training-config fields on cached features, with
+//!   successive halving, a crash-safe journal, a leaderboard and the best config as TOML.
 //!
 //! The crate never prints: progress goes to a [`Progress`] (bars and lines are the binary's
 //! business), results come back as values.
 
 #![warn(missing_docs)]
 
+mod advice;
 pub mod config;
 mod error;
 mod run;
 pub mod stages;
+pub mod sweep;
 
+pub use advice::recommend_tta;
 pub use config::{load_pipeline_config, load_train_config, Overrides, PipelineConfig, PipelineOverrides, Preset};
 pub use error::Error;
 pub use petal_common::{Event, Progress, Silent};

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use infer::{ClassProb, Predictor};
-use preprocess::{Mode, TransformConfig};
+use preprocess::{TransformConfig, Tta};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tch::{Device, Tensor};
@@ -45,6 +45,8 @@ pub struct ModelInfo {
     pub metrics: serde_json::Value,
     /// When the checkpoint was written (RFC 3339 UTC).
     pub created_utc: String,
+    /// Test-time augmentation used when a request names none (`?tta=`): the checkpoint's recommendation.
+    pub tta: Tta,
 }
 
 /// What the server needs of a network. The server calls [`Backend::prepare`] on a thread pool,
@@ -53,9 +55,10 @@ pub struct ModelInfo {
 pub trait Backend: Send + Sync + 'static {
     /// The model's description.
     fn info(&self) -> &ModelInfo;
-    /// Decodes and transforms one uploaded image into the network input (`3 × S × S` floats,
-    /// channels first); `name` only names the image in the error message.
-    fn prepare(&self, bytes: &[u8], name: &str) -> Result<Vec<f32>, String>;
+    /// Decodes and transforms one uploaded image into the network input: the `tta.views()` views
+    /// of `tta` laid end to end (each `3 × S × S` floats, channels first); `name` only names the
+    /// image in the error message.
+    fn prepare(&self, bytes: &[u8], name: &str, tta: Tta) -> Result<Vec<f32>, String>;
     /// Runs the network on `ks.len()` prepared images laid end to end in `input`, and returns for
     /// image `i` its top `ks[i]` classes.
     fn predict(&self, input: &[f32], ks: &[usize]) -> Result<Vec<Vec<ClassProb>>, String>;
@@ -94,6 +97,7 @@ impl PredictorBackend {
             preprocessing: meta.preprocessing.clone(),
             metrics: meta.metrics.clone(),
             created_utc: meta.created_utc.clone(),
+            tta: predictor.tta,
         };
         Ok(PredictorBackend { info, transform, predictor: Mutex::new(predictor) })
     }
@@ -104,9 +108,9 @@ impl Backend for PredictorBackend {
         &self.info
     }
 
-    fn prepare(&self, bytes: &[u8], name: &str) -> Result<Vec<f32>, String> {
+    fn prepare(&self, bytes: &[u8], name: &str, tta: Tta) -> Result<Vec<f32>, String> {
         let img = preprocess::decode_rgb_bytes(bytes, Path::new(name), &self.transform.limits).map_err(|e| e.to_string())?;
-        Ok(preprocess::transform(&img, Mode::Eval, &self.transform, 0, 0, 0))
+        Ok(preprocess::tta_views(&img, &self.transform, tta).map_err(|e| format!("{name}: {e}"))?.concat())
     }
 
     fn predict(&self, input: &[f32], ks: &[usize]) -> Result<Vec<Vec<ClassProb>>, String> {

@@ -22,6 +22,7 @@ mod chunks;
 pub mod config;
 mod error;
 pub mod features;
+pub mod frozen;
 pub mod optim;
 pub mod tensors;
 
@@ -282,31 +283,9 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
     io_write(&run_dir.join("config.toml"), &toml::to_string_pretty(&cfg).map_err(|e| Error::Config(e.to_string()))?)?;
 
     // The network, its pretrained backbone, and (when resuming) the saved weights.
-    tch::manual_seed(cfg.seed as i64);
-    let mut vs = VarStore::new(device);
-    let mut net = Classifier::new(&vs.root(), &cfg.arch, &cfg.head, num_classes)?;
-    if let Some(w) = &req.weights {
-        let summary = model::load_backbone_weights(&mut vs, &cfg.arch, w)?;
-        tracing::info!(file = %w.display(), loaded = summary.loaded, "pretrained backbone loaded");
-    } else {
-        tracing::warn!("no pretrained weights: the backbone starts from random initialisation");
-    }
-    let weights_id = match &req.weights {
-        Some(w) => petal_common::file_id(w).map_err(Error::from)?,
-        None => format!("random-init-seed-{}", cfg.seed),
-    };
     let frozen = cfg.mode == TrainMode::Frozen;
-    let trainable_blocks = if frozen { 0 } else { cfg.unfreeze_blocks };
-    model::freeze_backbone(&vs, &cfg.arch, trainable_blocks);
-    let mut params = Vec::new();
-    for (name, t) in vs.variables() {
-        if t.requires_grad() {
-            let lr_scale = if cfg.arch.is_head_key(&name) { 1.0 } else { cfg.backbone_lr_scale };
-            params.push(optim::Param { name, tensor: t, lr_scale });
-        }
-    }
-    params.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut opt = optim::Optimizer::new(cfg.optimizer, cfg.momentum, cfg.weight_decay, params);
+    let frozen::Network { vs, mut net, weights_id } = frozen::build_network(&cfg, req.weights.as_deref(), num_classes, device)?;
+    let mut opt = frozen::optimizer_for(&vs, &cfg);
     let mut saved = SavedProgress { history: Vec::new(), best_epoch: 0, best_score: f64::NEG_INFINITY };
     if let Some(c) = &resumed {
         let model_tensors: Vec<(String, Tensor)> =
@@ -343,23 +322,9 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
             skip_bad: req.skip_bad,
             progress,
         };
-        let views = cfg.views.max(1);
-        let mut train_views = Vec::new();
-        for v in 0..views {
-            let mode = if cfg.views == 0 { Mode::Eval } else { Mode::Train };
-            let (f, secs) = fx.features(&train_samples, &req.train_split, mode, v as u64)?;
-            feature_s += secs;
-            train_views.push(f);
-        }
-        let valid = match &valid_samples {
-            Some(s) => {
-                let (f, secs) = fx.features(s, &req.valid_split, Mode::Eval, 0)?;
-                feature_s += secs;
-                Some(f)
-            }
-            None => None,
-        };
-        Some((train_views, valid))
+        let f = frozen::frozen_features(&fx, (&train_samples, &req.train_split), valid_samples.as_ref().map(|s| (s, req.valid_split.as_str())))?;
+        feature_s = f.feature_s;
+        Some((f.train_views, f.valid))
     } else {
         None
     };
@@ -390,7 +355,7 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
         let t0 = Instant::now();
         let lr = cfg.lr_at(epoch);
         // Dropout and any other libtorch randomness: a pure function of (seed, epoch).
-        tch::manual_seed((cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64)) as i64);
+        frozen::seed_epoch(&cfg, epoch);
         let (train_loss, train_acc, seen) = match (&feats, &ft_sources) {
             (Some((views, _)), _) => {
                 let (x, y) = &views[epoch % views.len()];
