@@ -16,7 +16,8 @@ use crate::Error;
 #[serde(rename_all = "snake_case")]
 pub enum Preset {
     /// The project's best recipe ([`TrainConfig::default`]): frozen features of the eval transform,
-    /// AdamW, cosine schedule, label smoothing, 30 epochs.
+    /// a linear head, AdamW, cosine schedule, label smoothing 0.2, batch 128, 80 epochs (the best of
+    /// the sweep `examples/sweep.toml`).
     #[default]
     Default,
     /// The seed project's recipe ([`TrainConfig::seed_preset`]): Adam lr 0.003, 10 epochs, a fresh

@@ -34,7 +34,7 @@ fn five_crop_equals_torchvision() {
     std::fs::create_dir_all(&images).expect("mkdir");
     write_cases(&images);
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gen_five_crop.py");
-    let out = reference.generate(&script, &[images.to_str().expect("utf-8 path"), PAIRS], dir.path(), "json");
+    let out = reference.generate(&script, &["cases", images.to_str().expect("utf-8 path"), PAIRS], dir.path(), "json");
     let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out).expect("read")).expect("json");
     let records = doc["records"].as_array().expect("records");
     assert_eq!(records.len(), 7 * 3, "every case and pair has a record");
