@@ -119,25 +119,16 @@ pub fn fit_head(
         let lr = cfg.lr_at(epoch);
         seed_epoch(cfg, epoch);
         let (x, y) = &feats.train_views[epoch % feats.train_views.len()];
-        let (train_loss, train_acc, seen) = crate::head_epoch(net, opt, x, y, cfg, epoch, lr, device)?;
+        let train = crate::head_epoch(net, opt, x, y, cfg, epoch, lr, device)?;
         let train_s = t0.elapsed().as_secs_f64();
-        let (valid_loss, valid_acc) = match &feats.valid {
+        let valid = match &feats.valid {
             Some((x, y)) => {
                 let (l, a) = crate::head_eval(net, x, y, cfg.eval_batch_size.max(256), device)?;
                 (Some(l), Some(a))
             }
             None => (None, None),
         };
-        let m = EpochMetrics {
-            epoch: epoch + 1,
-            train_loss,
-            train_acc,
-            valid_loss,
-            valid_acc,
-            lr,
-            epoch_s: t0.elapsed().as_secs_f64(),
-            img_s: seen as f64 / train_s.max(1e-9),
-        };
+        let m = EpochMetrics::measured(epoch, train, valid, lr, t0, train_s);
         on_epoch(&m);
         history.push(m);
     }

@@ -65,6 +65,23 @@ pub struct EpochMetrics {
     pub img_s: f64,
 }
 
+impl EpochMetrics {
+    /// The figures of 0-based `epoch`: training `(loss, accuracy, images)`, validation
+    /// `(loss, accuracy)`, the learning rate, timed from `t0` (`train_s`: the training part).
+    fn measured(epoch: usize, train: (f64, f64, usize), valid: (Option<f64>, Option<f64>), lr: f64, t0: Instant, train_s: f64) -> Self {
+        EpochMetrics {
+            epoch: epoch + 1,
+            train_loss: train.0,
+            train_acc: train.1,
+            valid_loss: valid.0,
+            valid_acc: valid.1,
+            lr,
+            epoch_s: t0.elapsed().as_secs_f64(),
+            img_s: train.2 as f64 / train_s.max(1e-9),
+        }
+    }
+}
+
 /// What to train on and where to write.
 #[derive(Debug, Clone)]
 pub struct TrainRequest {
@@ -380,16 +397,7 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
             }
             _ => (None, None),
         };
-        let m = EpochMetrics {
-            epoch: epoch + 1,
-            train_loss,
-            train_acc,
-            valid_loss,
-            valid_acc,
-            lr,
-            epoch_s: t0.elapsed().as_secs_f64(),
-            img_s: seen as f64 / train_s.max(1e-9),
-        };
+        let m = EpochMetrics::measured(epoch, (train_loss, train_acc, seen), (valid_loss, valid_acc), lr, t0, train_s);
         tracing::info!(
             epoch = m.epoch,
             train_loss = format!("{:.4}", m.train_loss),
