@@ -14,8 +14,10 @@ use common::{make_dataset, ok, petal};
 
 const TRIALS: usize = 6;
 
-/// A sweep file: `TRIALS` random trials, 2 rounds of halving (eta 2), 2 workers.
+/// A sweep file: `TRIALS` random trials, 2 rounds of halving (eta 2), 2 workers, over the training
+/// config of the other end-to-end tests (tiny DenseNet, 12 epochs).
 fn sweep_file(dir: &Path, data: &Path, out: &str, seed: u64) -> PathBuf {
+    let train = std::fs::read_to_string(common::config(dir, &format!("{out}-base"), "")).expect("base config");
     let text = format!(
         r#"data = "{data}"
 out = "{out}"
@@ -29,38 +31,17 @@ workers = 2
 rounds = 2
 eta = 2
 
-[train]
-mode = "frozen"
-views = 0
-optimizer = "adam"
-schedule = "constant"
-epochs = 6
-batch_size = 16
-seed = 7
-image_size = 32
-resize_size = 36
-channels_last = false
-eval_batch_size = 32
-threads = 1
-
-[train.arch.densenet]
-growth_rate = 4
-block_config = [2, 2]
-num_init_features = 8
-bn_size = 2
-
-[train.head]
-hidden = [16]
-dropout = 0.1
-
 [space]
 lr = {{ log_uniform = [0.001, 0.05] }}
 label_smoothing = [0.0, 0.1]
 "head.dropout" = {{ uniform = [0.0, 0.4] }}
-"#,
+
+[train]
+{train}"#,
         data = data.display(),
         out = dir.join(out).display(),
         cache = dir.join("cache").display(),
+        train = train.replace("[arch.densenet]", "[train.arch.densenet]").replace("[head]", "[train.head]"),
     );
     let p = dir.join(format!("{out}.toml"));
     std::fs::write(&p, text).expect("sweep file");
