@@ -1,5 +1,5 @@
 //! Test-time augmentation at inference: views of each image averaged in probability space
-//! ([`Predictor::tta`]), and the advice a checkpoint records about it ([`InferenceAdvice`]).
+//! ([`crate::Predictor::tta`]), and the advice a checkpoint records about it ([`InferenceAdvice`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
