@@ -5,6 +5,7 @@
 
 mod pipeline_cmd;
 mod progress;
+mod sweep_cmd;
 
 use std::path::{Path, PathBuf};
 
@@ -54,6 +55,9 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Search training fields (grid or random, successive halving) on cached features; writes a
+    /// leaderboard, a plot and the best config (see README "Sweep").
+    Sweep(sweep_cmd::SweepArgs),
 }
 
 #[derive(Args)]
@@ -118,6 +122,10 @@ struct TrainArgs {
     /// Print the resolved config as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// After training, evaluate the best checkpoint on the validation split with every
+    /// test-time augmentation and record the best (only if it beats none) as its default.
+    #[arg(long)]
+    measure_tta: bool,
     #[command(flatten)]
     overrides: OverrideArgs,
 }
@@ -160,6 +168,27 @@ pub enum ModeArg {
     Finetune,
     /// Train the last backbone blocks (`--unfreeze-blocks`) and the head on cached activations.
     Partial,
+}
+
+/// Test-time augmentation on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TtaArg {
+    /// One view: the eval transform (1 forward pass per image).
+    None,
+    /// The eval view and its mirror image (2 passes).
+    Flip,
+    /// torchvision's FiveCrop of the resized image: four corners and the centre (5 passes).
+    FiveCrop,
+}
+
+impl From<TtaArg> for infer::Tta {
+    fn from(t: TtaArg) -> Self {
+        match t {
+            TtaArg::None => infer::Tta::None,
+            TtaArg::Flip => infer::Tta::Flip,
+            TtaArg::FiveCrop => infer::Tta::FiveCrop,
+        }
+    }
 }
 
 /// Presets on the command line.
@@ -268,6 +297,9 @@ struct EvaluateArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Test-time augmentation, averaged in probability space (default: the checkpoint's recommendation, else none).
+    #[arg(long, value_enum)]
+    tta: Option<TtaArg>,
 }
 
 #[derive(Args)]
@@ -305,6 +337,9 @@ struct PredictArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
+    /// Test-time augmentation, averaged in probability space (default: the checkpoint's recommendation, else none).
+    #[arg(long, value_enum)]
+    tta: Option<TtaArg>,
     /// JSON file mapping class folders to display names (default: the names stored in the checkpoint).
     #[arg(long)]
     category_names: Option<PathBuf>,
@@ -466,6 +501,7 @@ fn run() -> Result<()> {
         }
         Cmd::Pipeline(a) => pipeline_cmd::run(&a),
         Cmd::Merge(a) => merge_cmd(&a),
+        Cmd::Sweep(a) => sweep_cmd::run(&a),
         Cmd::Serve(a) => serve::run(&a, |e| eprintln!("serve: {e}")).map(|_| ()).context("petal serve"),
         Cmd::Export { checkpoint, format, out } => {
             let e = export::export(&checkpoint, format, &out).with_context(|| format!("exporting {} to {format}", checkpoint.display()))?;
@@ -527,13 +563,18 @@ fn train_cmd(a: &TrainArgs) -> Result<()> {
         best.valid_acc.map(|v| format!("{:.2}%", 100.0 * v)).unwrap_or_else(|| "–".into()),
         out.run_dir.display()
     );
+    if a.measure_tta {
+        let ds = pipeline::discover(&job.data, job.skip_bad, job.category_names.as_deref())?;
+        let device = model::parse_device(&job.config.device)?;
+        pipeline::recommend_tta(&out.best_checkpoint, &ds, "valid", device, &Bars::default()).context("measuring test-time augmentation")?;
+    }
     Ok(())
 }
 
 fn evaluate_cmd(a: &EvaluateArgs) -> Result<()> {
     let ds = discover(&a.data)?;
     let out = a.out.clone().or_else(|| a.checkpoint.parent().map(Path::to_path_buf));
-    let opts = infer::EvalOptions { device: model::parse_device(&a.device)?, out_dir: out, ..Default::default() };
+    let opts = infer::EvalOptions { device: model::parse_device(&a.device)?, out_dir: out, tta: a.tta.map(Into::into), ..Default::default() };
     let r = pipeline::evaluate_checkpoint(&a.checkpoint, &ds, &a.split, &opts, a.data.category_names.as_deref(), &Bars::default())
         .with_context(|| format!("evaluating {}", a.checkpoint.display()))?;
     if a.json {
@@ -552,6 +593,10 @@ fn predict_cmd(a: &PredictArgs) -> Result<()> {
     if let Some(f) = &a.category_names {
         pred.set_names(&preprocess::read_names_file(f)?, true);
     }
+    if let Some(t) = a.tta {
+        pred.tta = t.into();
+    }
+    let t0 = std::time::Instant::now();
     let mut out = a.jsonl.clone().or_else(|| a.csv.clone());
     let remote = a.inputs.iter().any(|i| petal_storage::is_remote(i));
     if out.is_none() && (shard.is_some() || remote || pipeline::batch::list_inputs(&a.inputs)?.len() > 1) {
@@ -593,6 +638,17 @@ fn predict_cmd(a: &PredictArgs) -> Result<()> {
             pred.predict_paths(&paths, a.top_k, a.batch_size, |done| on_progress(done, paths.len())).context("predicting")?
         }
     };
+    pb.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    let source = if a.tta.is_some() { "--tta" } else { "the checkpoint's default" };
+    eprintln!(
+        "tta {} ({source}): {} forward pass(es) per image; {} image(s) in {:.2} s ({:.1} ms per image)",
+        pred.tta,
+        pred.tta.views(),
+        preds.len(),
+        secs,
+        1e3 * secs / preds.len().max(1) as f64
+    );
     if a.json {
         println!("{}", serde_json::to_string_pretty(&preds)?);
     } else {

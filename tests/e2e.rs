@@ -241,7 +241,11 @@ fn pipeline_runs_every_stage_then_skips_unchanged_ones() {
     let out = petal().args(["pipeline", "--config"]).arg(&cfg).output().expect("pipeline again");
     let second = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{second}");
-    for stage in ["[preprocess]", "[train]", "[evaluate-valid]", "[evaluate-test]", "[predict]"] {
+    // The tta stage measured test-time augmentation on valid and recorded its advice in the checkpoint.
+    assert!(first.contains("tta flip") && first.contains("predict uses tta"), "{first}");
+    let meta = checkpoint::load(&run.join("best.safetensors")).expect("best").meta;
+    assert!(meta.inference.is_some_and(|i| i["split"] == "valid"), "no inference advice recorded");
+    for stage in ["[preprocess]", "[train]", "[tta]", "[evaluate-valid]", "[evaluate-test]", "[predict]"] {
         assert!(second.contains(&format!("{stage} inputs unchanged")), "{stage} not skipped:\n{second}");
     }
 }

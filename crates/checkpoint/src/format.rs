@@ -129,6 +129,10 @@ pub struct Metadata {
     pub rng: Option<serde_json::Value>,
     /// Where the weights came from (e.g. set by [`crate::convert`]); free-form JSON.
     pub provenance: serde_json::Value,
+    /// How to run the network at inference (schema owned by the infer crate, e.g. the recommended
+    /// test-time augmentation measured on a validation split); absent in files that record none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inference: Option<serde_json::Value>,
     /// `"<algorithm>:<hex>"` over the tensor bytes, tensors taken in name order (see
     /// [`tensor_checksum`]).
     pub tensor_checksum: String,
@@ -156,6 +160,7 @@ impl Default for Metadata {
             optimizer: None,
             rng: None,
             provenance: serde_json::Value::Null,
+            inference: None,
             tensor_checksum: String::new(),
             tensor_layout_checksum: String::new(),
         }

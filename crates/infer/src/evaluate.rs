@@ -12,7 +12,7 @@ use preprocess::{Dataset, ImageSource, LoaderConfig, Mode, Sample};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
-use crate::{Error, Predictor};
+use crate::{Error, Predictor, Tta};
 
 /// Options of [`evaluate`].
 #[derive(Debug, Clone)]
@@ -29,11 +29,13 @@ pub struct EvalOptions {
     pub names: Option<BTreeMap<String, String>>,
     /// `names` replace the checkpoint's names (else they only fill in missing ones).
     pub names_override: bool,
+    /// Test-time augmentation; `None` takes the checkpoint's recommendation (none if it records none).
+    pub tta: Option<Tta>,
 }
 
 impl Default for EvalOptions {
     fn default() -> Self {
-        EvalOptions { batch_size: 32, device: Device::Cpu, out_dir: None, worst: 5, names: None, names_override: false }
+        EvalOptions { batch_size: 32, device: Device::Cpu, out_dir: None, worst: 5, names: None, names_override: false, tta: None }
     }
 }
 
@@ -78,6 +80,10 @@ pub struct EvalReport {
     pub confusion: Vec<Vec<u64>>,
     /// Seconds spent.
     pub seconds: f64,
+    /// The test-time augmentation used.
+    pub tta: Tta,
+    /// Forward passes per image (the views of `tta`).
+    pub forward_passes_per_image: usize,
 }
 
 /// Class index remapping from a dataset's labels to a checkpoint's outputs (by folder name).
@@ -106,32 +112,37 @@ pub fn evaluate(ckpt: &Path, ds: &Dataset, split: &str, opts: &EvalOptions, prog
         .filter(|s| !s.samples.is_empty())
         .map(|s| Arc::from(s.samples.clone().into_boxed_slice()))
         .ok_or_else(|| Error::Data(format!("{} has no (non-empty) split {split:?}", ds.root.display())))?;
+    if let Some(t) = opts.tta {
+        pred.tta = t;
+    }
     let map = label_map(ds, &pred.classes, ckpt)?;
     let c = pred.num_classes();
-    let mut confusion = vec![vec![0u64; c]; c];
-    let (mut top1, mut top5, mut loss_sum, mut n) = (0u64, 0u64, 0.0f64, 0usize);
-    let lcfg = LoaderConfig { batch_size: opts.batch_size, mode: Mode::Eval, channels_last: true, ..LoaderConfig::default() };
+    let mut tally = Tally { confusion: vec![vec![0u64; c]; c], top1: 0, top5: 0, loss_sum: 0.0, n: 0 };
     progress.event(Event::Start { task: &format!("evaluate {split}"), total: samples.len() as u64 });
-    for b in preprocess::loader(samples.clone(), ImageSource::Files, &pred.transform, &lcfg)? {
-        let b = b?;
-        let x = model::input_tensor(&b.images, b.shape, b.channels_last, opts.device);
-        let y: Vec<i64> = b.labels.iter().map(|&l| map[l as usize]).collect();
-        let yt = Tensor::from_slice(&y);
-        let logits = pred.logits(&x).to_device(Device::Cpu);
-        loss_sum += logits.cross_entropy_for_logits(&yt).double_value(&[]) * y.len() as f64;
-        let k = 5.min(c as i64);
-        let (_, idx) = logits.topk(k, 1, true, true);
-        let idx: Vec<i64> = Vec::<i64>::try_from(idx.to_kind(Kind::Int64).flatten(0, -1)).map_err(|e| Error::Torch(e.to_string()))?;
-        for (i, &t) in y.iter().enumerate() {
-            let row = &idx[i * k as usize..(i + 1) * k as usize];
-            confusion[t as usize][row[0] as usize] += 1;
-            top1 += u64::from(row[0] == t);
-            top5 += u64::from(row.contains(&t));
+    if pred.tta == Tta::None {
+        let lcfg = LoaderConfig { batch_size: opts.batch_size, mode: Mode::Eval, channels_last: true, ..LoaderConfig::default() };
+        for b in preprocess::loader(samples.clone(), ImageSource::Files, &pred.transform, &lcfg)? {
+            let b = b?;
+            let x = model::input_tensor(&b.images, b.shape, b.channels_last, opts.device);
+            let y: Vec<i64> = b.labels.iter().map(|&l| map[l as usize]).collect();
+            let logits = pred.logits(&x).to_device(Device::Cpu);
+            let loss = logits.cross_entropy_for_logits(&Tensor::from_slice(&y)).double_value(&[]);
+            tally.add(&logits, &y, loss)?;
+            progress.event(Event::Advance { done: tally.n as u64, note: None });
         }
-        n += y.len();
-        progress.event(Event::Advance { done: n as u64, note: None });
+    } else {
+        for batch in samples.chunks(opts.batch_size.max(1)) {
+            let paths: Vec<PathBuf> = batch.iter().map(|s| s.path.clone()).collect();
+            let probs = pred.probabilities_of_views(&pred.input_of_paths(&paths)?, pred.tta.views());
+            let y: Vec<i64> = batch.iter().map(|s| map[s.label]).collect();
+            // Cross-entropy of the averaged distribution.
+            let loss = probs.clamp_min(1e-30).log().nll_loss(&Tensor::from_slice(&y)).double_value(&[]);
+            tally.add(&probs, &y, loss)?;
+            progress.event(Event::Advance { done: tally.n as u64, note: None });
+        }
     }
     progress.event(Event::Finish { summary: None });
+    let Tally { confusion, top1, top5, loss_sum, n } = tally;
     let per_class: Vec<ClassAccuracy> = pred
         .classes
         .iter()
@@ -162,11 +173,40 @@ pub fn evaluate(ckpt: &Path, ds: &Dataset, split: &str, opts: &EvalOptions, prog
         worst,
         confusion,
         seconds: t0.elapsed().as_secs_f64(),
+        tta: pred.tta,
+        forward_passes_per_image: pred.tta.views(),
     };
     if let Some(dir) = &opts.out_dir {
         write_report(&report, dir)?;
     }
     Ok(report)
+}
+
+/// Running counts of an evaluation.
+struct Tally {
+    confusion: Vec<Vec<u64>>,
+    top1: u64,
+    top5: u64,
+    loss_sum: f64,
+    n: usize,
+}
+
+impl Tally {
+    /// Adds a batch: `scores` `[n, C]` (logits or probabilities), true outputs `y`, mean `loss`.
+    fn add(&mut self, scores: &Tensor, y: &[i64], loss: f64) -> Result<(), Error> {
+        let k = 5.min(self.confusion.len() as i64);
+        let (_, idx) = scores.topk(k, 1, true, true);
+        let idx: Vec<i64> = Vec::<i64>::try_from(idx.to_kind(Kind::Int64).flatten(0, -1)).map_err(|e| Error::Torch(e.to_string()))?;
+        for (i, &t) in y.iter().enumerate() {
+            let row = &idx[i * k as usize..(i + 1) * k as usize];
+            self.confusion[t as usize][row[0] as usize] += 1;
+            self.top1 += u64::from(row[0] == t);
+            self.top5 += u64::from(row.contains(&t));
+        }
+        self.loss_sum += loss * y.len() as f64;
+        self.n += y.len();
+        Ok(())
+    }
 }
 
 /// Writes the evaluation files into `dir`.
@@ -201,10 +241,13 @@ impl std::fmt::Display for EvalReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{} on {} ({} images): top-1 {:.2}%  top-5 {:.2}%  loss {:.4}",
+            "{} on {} ({} images, tta {}: {} forward pass(es) per image, {:.1} ms per image): top-1 {:.2}%  top-5 {:.2}%  loss {:.4}",
             self.checkpoint.display(),
             self.split,
             self.images,
+            self.tta,
+            self.forward_passes_per_image,
+            1e3 * self.seconds / self.images.max(1) as f64,
             100.0 * self.top1,
             100.0 * self.top5,
             self.loss

@@ -12,6 +12,7 @@
 pub mod evaluate;
 
 mod resumable;
+pub mod tta;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -59,6 +60,8 @@ pub enum Error {
 
 pub use petal_common::{Event, Progress, Silent};
 
+pub use tta::{record_advice, InferenceAdvice, Tta};
+
 pub use evaluate::{evaluate, label_map, write_report, ClassAccuracy, EvalOptions, EvalReport};
 
 /// One class with its probability.
@@ -94,6 +97,9 @@ pub struct Predictor {
     /// The checkpoint's metadata.
     pub meta: Metadata,
     head: HeadConfig,
+    /// Test-time augmentation of [`Predictor::predict_paths`]: the checkpoint's recommendation
+    /// ([`InferenceAdvice`]) when it records one, else none; set it to choose another.
+    pub tta: Tta,
     device: Device,
 }
 
@@ -153,7 +159,8 @@ impl Predictor {
             net.set_channels_last(true)?;
         }
         net.fold_batchnorm();
-        Ok(Predictor { vs, net, classes, transform, meta: ckpt.meta, head, device })
+        let tta = InferenceAdvice::from_meta(&ckpt.meta).map_or(Tta::None, |a| a.tta);
+        Ok(Predictor { vs, net, classes, transform, meta: ckpt.meta, head, tta, device })
     }
 
     /// Sets class display names from `names` (folder name → display name): of every class named
@@ -248,20 +255,44 @@ impl Predictor {
         Ok(out)
     }
 
-    /// The top `k` of each image of one batch (decoded and transformed in parallel). With
-    /// `pad_to` above the batch's length, the forward pass runs on that many rows (zeros after the
-    /// images): libtorch's CPU kernels choose their blocking by shape, so an image's probabilities
-    /// can differ in the last bits between batch sizes, but not between batches of one size.
-    fn predict_batch(&self, chunk: &[PathBuf], k: usize, pad_to: usize) -> Result<Vec<Prediction>, Error> {
+    /// Probabilities `[n, C]` of `n` images from `n · views` consecutive view rows `[n · views, 3, H, W]`,
+    /// averaged over each image's views.
+    pub fn probabilities_of_views(&self, x: &Tensor, views: usize) -> Tensor {
+        tta::average_views(&self.probabilities(x), views)
+    }
+
+    /// The network input of `paths` under [`Predictor::tta`]: `[n · views, 3, H, W]`, each image's
+    /// views consecutive (decoded and transformed in parallel).
+    pub fn input_of_paths(&self, paths: &[PathBuf]) -> Result<Tensor, Error> {
         use rayon::prelude::*;
         let size = self.transform.image_size as i64;
-        let transform = &self.transform;
-        let pixels: Vec<Vec<f32>> = chunk.par_iter().map(|p| preprocess::predict_tensor(p, transform)).collect::<Result<_, _>>()?;
-        let mut flat: Vec<f32> = pixels.concat();
-        let rows = pad_to.max(chunk.len());
-        flat.resize(rows * 3 * (size * size) as usize, 0.0);
-        let x = Tensor::from_slice(&flat).view([rows as i64, 3, size, size]);
-        let probs = self.probabilities(&x);
+        let (transform, tta) = (&self.transform, self.tta);
+        let pixels: Vec<Vec<f32>> = match tta {
+            Tta::None => paths.par_iter().map(|p| preprocess::predict_tensor(p, transform)).collect::<Result<_, _>>()?,
+            _ => paths.par_iter().map(|p| preprocess::tta_views_of_file(p, transform, tta).map(|v| v.concat())).collect::<Result<_, _>>()?,
+        };
+        let flat: Vec<f32> = pixels.concat();
+        Ok(Tensor::from_slice(&flat).view([(paths.len() * tta.views()) as i64, 3, size, size]))
+    }
+
+    /// The top `k` of each image of one batch (decoded and transformed in parallel). With
+    /// `pad_to` above the batch's length, the forward pass runs on that many images (zeros after
+    /// the batch's): libtorch's CPU kernels choose their blocking by shape, so an image's
+    /// probabilities can differ in the last bits between batch sizes, but not between batches of
+    /// one size.
+    fn predict_batch(&self, chunk: &[PathBuf], k: usize, pad_to: usize) -> Result<Vec<Prediction>, Error> {
+        let views = self.tta.views();
+        let x = self.input_of_paths(chunk)?;
+        let rows = (pad_to.max(chunk.len()) * views) as i64;
+        let x = match rows - x.size()[0] {
+            0 => x,
+            missing => {
+                let mut shape = x.size();
+                shape[0] = missing;
+                Tensor::cat(&[x.shallow_clone(), Tensor::zeros(shape.as_slice(), (x.kind(), x.device()))], 0)
+            }
+        };
+        let probs = self.probabilities_of_views(&x, views);
         chunk
             .iter()
             .enumerate()

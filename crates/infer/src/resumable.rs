@@ -12,7 +12,7 @@ use crate::{ClassProb, Error, Prediction, Predictor};
 
 impl Predictor {
     /// The provenance key of predicting the top `k` of `paths` in batches of `batch_size`: the
-    /// checkpoint's weights (tensor checksum) and classes, the transform, and every image's path,
+    /// checkpoint's weights (tensor checksum) and classes, the transform, the test-time augmentation, and every image's path,
     /// size and modification time (as one digest).
     pub fn prediction_key(&self, paths: &[PathBuf], k: usize, batch_size: usize) -> serde_json::Value {
         let mut list = String::new();
@@ -23,7 +23,7 @@ impl Predictor {
             });
             list.push_str(&format!("{}\0{}\n", p.display(), stamp.unwrap_or_else(|| "missing".into())));
         }
-        serde_json::json!({
+        let mut key = serde_json::json!({
             "kind": "petal.predictions",
             "version": 1,
             "weights": self.meta.tensor_checksum,
@@ -32,7 +32,12 @@ impl Predictor {
             "k": k.min(self.classes.len()),
             "batch_size": batch_size,
             "images": petal_common::sha256_hex(list.as_bytes()),
-        })
+        });
+        // Test-time augmentation changes the answers (absent for none: keys of earlier versions stay valid).
+        if self.tta != crate::Tta::None {
+            key["tta"] = serde_json::json!(self.tta);
+        }
+        key
     }
 
     /// [`Predictor::predict_paths`] journaled in chunks of about `chunk_images` images (whole

@@ -235,3 +235,57 @@ fn mismatched_checkpoints_are_refused_naming_the_file() {
     assert!(matches!(refused(&d.join("junk.petal"), &[]), Error::Checkpoint(_)));
     refused(&d.join("absent.petal"), &[]);
 }
+
+/// A `w`×`h` PNG; mirrored left-right when `symmetric`.
+fn pattern(path: &Path, w: u32, h: u32, symmetric: bool) -> PathBuf {
+    image::RgbImage::from_fn(w, h, |x, y| {
+        let m = if symmetric { x.min(w - 1 - x) } else { x };
+        image::Rgb([(m * 13 + y * 7) as u8, (m * m + 3 * y) as u8, (y * 11 + m) as u8])
+    })
+    .save(path)
+    .expect("write png");
+    path.to_path_buf()
+}
+
+fn probs_by_index(p: &infer::Prediction) -> Vec<f32> {
+    let mut v = vec![0f32; p.top.len()];
+    for c in &p.top {
+        v[c.index] = c.prob;
+    }
+    v
+}
+
+#[test]
+fn tta_flip_of_a_symmetric_image_equals_no_tta_and_the_advice_becomes_the_default() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (vs, _) = network(CLASSES);
+    let ckpt = save(dir.path(), "a.petal", &vs, meta(CLASSES), |_| {});
+    // 40×36 → Resize(36) keeps it, CenterCrop(32) takes columns 4..36: the crop stays symmetric.
+    let images = [pattern(&dir.path().join("sym.png"), 40, 36, true), pattern(&dir.path().join("asym.png"), 40, 36, false)];
+    let mut p = Predictor::load(&ckpt, Device::Cpu).expect("load");
+    assert_eq!(p.tta, infer::Tta::None, "no advice recorded: no test-time augmentation");
+    let none = p.predict_paths(&images, CLASSES, 8, |_| {}).expect("predict");
+    p.tta = infer::Tta::Flip;
+    let flip = p.predict_paths(&images, CLASSES, 8, |_| {}).expect("predict flip");
+    let diff = |a: &infer::Prediction, b: &infer::Prediction| {
+        probs_by_index(a).iter().zip(probs_by_index(b)).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+    };
+    // Equal up to the rounding of another batch size (libtorch's kernels), far below any real change.
+    assert!(diff(&none[0], &flip[0]) < 1e-6, "symmetric image: flip changed the answer by {}", diff(&none[0], &flip[0]));
+    assert!(diff(&none[1], &flip[1]) > 1e-4, "asymmetric image: flip must change the answer ({})", diff(&none[1], &flip[1]));
+    p.tta = infer::Tta::FiveCrop;
+    let five = p.predict_paths(&images[..1], CLASSES, 8, |_| {}).expect("five-crop");
+    let total: f32 = five[0].top.iter().map(|c| c.prob).sum();
+    assert!((total - 1.0).abs() < 1e-5, "averaged probabilities sum to 1: {total}");
+
+    // The advice: a costlier mode only when strictly better; recorded, it is the loaded default.
+    let tie = infer::InferenceAdvice::choose("valid", &[(infer::Tta::None, 0.8, 0.01), (infer::Tta::Flip, 0.8, 0.02)]);
+    assert_eq!(tie.tta, infer::Tta::None);
+    let better =
+        infer::InferenceAdvice::choose("valid", &[(infer::Tta::None, 0.8, 0.01), (infer::Tta::Flip, 0.82, 0.02), (infer::Tta::FiveCrop, 0.81, 0.05)]);
+    assert_eq!(better.tta, infer::Tta::Flip);
+    infer::record_advice(&ckpt, &better).expect("record");
+    let q = Predictor::load(&ckpt, Device::Cpu).expect("reload");
+    assert_eq!(q.tta, infer::Tta::Flip);
+    assert_eq!(infer::InferenceAdvice::from_meta(&q.meta), Some(better));
+}

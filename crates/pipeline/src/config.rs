@@ -16,7 +16,8 @@ use crate::Error;
 #[serde(rename_all = "snake_case")]
 pub enum Preset {
     /// The project's best recipe ([`TrainConfig::default`]): frozen features of the eval transform,
-    /// AdamW, cosine schedule, label smoothing, 30 epochs.
+    /// a linear head, AdamW, cosine schedule, label smoothing 0.2, batch 128, 80 epochs (the best of
+    /// the sweep `examples/sweep.toml`).
     #[default]
     Default,
     /// The seed project's recipe ([`TrainConfig::seed_preset`]): Adam lr 0.003, 10 epochs, a fresh
@@ -136,6 +137,9 @@ pub struct PipelineConfig {
     pub top_k: usize,
     /// Sample predictions drawn in the report.
     pub samples: usize,
+    /// After training, measure test-time augmentation on the validation split and record the best
+    /// mode (only if it beats none) in the checkpoint as the default of `predict`.
+    pub measure_tta: bool,
     /// The training config (`[train]` table), over the preset.
     pub train: TrainConfig,
 }
@@ -152,6 +156,7 @@ impl Default for PipelineConfig {
             skip_bad: false,
             top_k: 5,
             samples: 6,
+            measure_tta: true,
             train: TrainConfig { name: default_run_name(&Arch::DenseNet121), ..TrainConfig::default() },
         }
     }

@@ -31,6 +31,14 @@ pub enum Error {
     /// Image inputs that cannot be used (missing file, empty folder).
     #[error("{0}")]
     Inputs(String),
+    /// A sweep trial failed.
+    #[error("sweep trial {trial}: {detail}")]
+    Trial {
+        /// The trial id.
+        trial: usize,
+        /// What went wrong.
+        detail: String,
+    },
     /// The run folder is locked by another process.
     #[error(transparent)]
     Lock(#[from] petal_common::lock::LockError),

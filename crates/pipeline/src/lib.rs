@@ -8,7 +8,9 @@
 //! * [`batch`]: batch prediction as a batch job: sharded over processes or machines, inputs and
 //!   outputs on disk or object storage, and the merge of the shards' parts;
 //! * [`run_pipeline`]: preprocess → train → evaluate → predict a sample → run README, with a stamp
-//!   per stage so a re-run skips the stages whose inputs did not change.
+//!   per stage so a re-run skips the stages whose inputs did not change;
+//! * [`sweep`]: grid or random search over training-config fields on cached features, with
+//!   successive halving, a crash-safe journal, a leaderboard and the best config as TOML.
 //!
 //! The crate never prints: progress goes to a [`Progress`] (bars and lines are the binary's
 //! business), results come back as values.
@@ -16,11 +18,14 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+mod advice;
 pub mod config;
 mod error;
 mod run;
 pub mod stages;
+pub mod sweep;
 
+pub use advice::recommend_tta;
 pub use config::{load_pipeline_config, load_train_config, Overrides, PipelineConfig, PipelineOverrides, Preset};
 pub use error::Error;
 pub use petal_common::{Event, Progress, Silent};

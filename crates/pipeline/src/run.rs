@@ -148,6 +148,7 @@ pub fn run_pipeline(job: &PipelineRun, progress: &dyn Progress) -> Result<Pipeli
         ran.push("train".to_string());
         Some(out)
     };
+    tta_stage(&stamps, pc, &ds, &inputs, &best, &mut ran, progress)?;
 
     let evaluations = evaluate_stage(&stamps, pc, &ds, &data_fp, &best, &mut ran, progress)?;
     predict_stage(&stamps, pc, &ds, &best, &mut ran, progress)?;
@@ -155,6 +156,31 @@ pub fn run_pipeline(job: &PipelineRun, progress: &dyn Progress) -> Result<Pipeli
     write(&readme, &readme_text(&run, pc, &ds, train_out.as_ref(), &evaluations)?)?;
     progress.event(Event::Message(&format!("report: {}", readme.display())));
     Ok(PipelineOutcome { run_dir: run, ran, evaluations, readme })
+}
+
+/// Measures test-time augmentation on `valid` and records the advice in `best` (which changes
+/// the file, so the stamp is keyed by the training inputs, not by the checkpoint).
+fn tta_stage(
+    stamps: &Stamps<'_>,
+    pc: &PipelineConfig,
+    ds: &Dataset,
+    train_inputs: &serde_json::Value,
+    best: &Path,
+    ran: &mut Vec<String>,
+    progress: &dyn Progress,
+) -> Result<(), Error> {
+    if !pc.measure_tta || ds.split("valid").is_none_or(|s| s.samples.is_empty()) {
+        return Ok(());
+    }
+    let inputs = serde_json::json!({ "train": train_inputs });
+    if stamps.up_to_date("tta", &inputs, &[best]) {
+        return Ok(());
+    }
+    progress.event(Event::Message("[tta] test-time augmentation on valid"));
+    crate::recommend_tta(best, ds, "valid", model::parse_device(&pc.train.device)?, progress)?;
+    stamps.mark_done("tta", &inputs)?;
+    ran.push("tta".to_string());
+    Ok(())
 }
 
 fn evaluate_stage(

@@ -9,6 +9,7 @@
 //!   byte-identical to PIL's `convert("RGB")`, with a pixel limit and truncation checks;
 //! * [`transform()`]: torchvision's eval and train transforms (documented per transform in
 //!   [`mod@transform`]), random draws keyed by (seed, epoch, index);
+//! * [`tta_views`]: test-time augmentation views ([`Tta`]: none, flip, torchvision's five-crop);
 //! * [`loader()`]: batches prepared on rayon behind a bounded prefetch queue;
 //! * [`ImageCache`]: memory-mapped cache of resized uint8 images, rebuilt when stale or corrupt.
 //!
@@ -28,6 +29,7 @@ pub mod mat;
 pub mod resample;
 pub mod rng;
 pub mod transform;
+pub mod tta;
 
 pub use cache::{fingerprint, split_cache, CacheParams, CacheStatus, CachedImage, ImageCache, CACHE_VERSION};
 pub use dataset::{
@@ -41,6 +43,8 @@ pub use transform::{
     center_crop, eval_u8, resize_shorter, rotate_nearest, train_params, transform, ColorJitter, JitterParams, Mode, TrainParams, TransformConfig,
     IMAGENET_MEAN, IMAGENET_STD,
 };
+
+pub use tta::{five_crop, tta_views, tta_views_of_file, Tta};
 
 /// The image type returned by [`decode_rgb`] (re-exported from the `image` crate).
 pub use image::RgbImage;

@@ -4,7 +4,7 @@
 //! ([`plot_curves`], loss and accuracy per epoch, train vs validation), the confusion matrix
 //! heatmap ([`plot_confusion`]), the per-image sanity check (the image beside a bar chart of
 //! its top-k class probabilities, [`plot_prediction`], [`plot_prediction_grid`]), CSV tables
-//! ([`write_csv`]) and atomic file replacement ([`write_atomic`]). Pure Rust: text is drawn
+//! ([`write_csv`]), score-against-parameter scatter panels ([`plot_scatter`], for sweeps) and atomic file replacement ([`write_atomic`]). Pure Rust: text is drawn
 //! with an embedded DejaVu Sans font, so no system fonts, fontconfig, libtorch or Python are
 //! needed. Every figure is rendered in memory, PNG-encoded, then written atomically: a
 //! figure file is either the old one or the complete new one, never half a PNG.
@@ -24,6 +24,7 @@ mod curves;
 mod draw;
 mod io;
 mod prediction;
+mod scatter;
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +34,7 @@ pub use io::{csv_text, write_atomic, write_csv};
 pub use prediction::{
     plot_prediction, plot_prediction_grid, PredictionPanel, GRID_COLUMNS, GRID_PANEL_SIZE, MAX_BARS, MAX_GRID_PANELS, PREDICTION_SIZE,
 };
+pub use scatter::{plot_scatter, ScatterPanel, ScatterPoint, XAxis, SCATTER_COLUMNS, SCATTER_PANEL_SIZE};
 
 /// Everything that can go wrong while drawing or writing a report file; each variant names the
 /// file being written.

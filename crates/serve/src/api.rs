@@ -11,6 +11,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use infer::ClassProb;
+use preprocess::Tta;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
@@ -29,6 +30,8 @@ pub struct PredictResponse {
     pub model: String,
     /// SHA-256 of its checkpoint file.
     pub checkpoint_sha256: String,
+    /// Test-time augmentation applied (`none`, `flip`, `five-crop`): `?tta=`, else the model's default.
+    pub tta: Tta,
     /// One entry per image, in request order.
     pub predictions: Vec<ImagePrediction>,
     /// Where the time went, in milliseconds.
@@ -63,7 +66,7 @@ fn ms(d: std::time::Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
-/// `POST /v1/models/{name}/predict[?top_k=K]`: the image as the raw body, or as multipart parts.
+/// `POST /v1/models/{name}/predict[?top_k=K][&tta=none|flip|five-crop]`: the image as the raw body, or as multipart parts.
 pub async fn predict(State(app): State<Arc<AppState>>, Path(name): Path<String>, RawQuery(query): RawQuery, req: Request) -> Response {
     let start = Instant::now();
     let Some(model) = app.models.get(&name) else {
@@ -82,15 +85,21 @@ pub async fn predict(State(app): State<Arc<AppState>>, Path(name): Path<String>,
 }
 
 async fn predict_inner(app: &AppState, model: &ServedModel, query: Option<&str>, req: Request, start: Instant) -> Result<PredictResponse, ApiError> {
-    let k = top_k(query, model.backend.info().num_classes)?;
+    let classes = model.backend.info().num_classes;
+    let k = top_k(query, classes)?;
+    let tta = tta(query, model.backend.info().tta)?;
+    let views = tta.views();
     let images = read_images(req, app.limits.max_body_bytes, app.limits.max_images).await?;
-    let admitted = model.queue.admit(images.len())?;
+    // Each view is one image in the queue and the batcher (so every view runs in a padded pass and
+    // the answer stays bit-exact whatever else shares the batch).
+    let admitted = model.queue.admit(images.len() * views)?;
     let decode_start = Instant::now();
     let names: Vec<String> = images.iter().map(|(n, _)| n.clone()).collect();
-    let input = prepare_all(app, &model.backend, images).await?;
+    let input = prepare_all(app, &model.backend, images, tta).await?;
     let decode = decode_start.elapsed();
     let (tx, rx) = oneshot::channel();
-    model.queue.submit(Job { input, ks: vec![k; names.len()], admitted, enqueued: Instant::now(), reply: tx })?;
+    let row_k = if views == 1 { k } else { classes };
+    model.queue.submit(Job { input, ks: vec![row_k; names.len() * views], admitted, enqueued: Instant::now(), reply: tx })?;
     let out = match rx.await {
         Ok(Ok(out)) => out,
         Ok(Err(JobError::Panicked)) => return Err(ApiError::internal("the forward pass failed (a panic was caught; the service goes on)")),
@@ -101,7 +110,8 @@ async fn predict_inner(app: &AppState, model: &ServedModel, query: Option<&str>,
     Ok(PredictResponse {
         model: info.name.clone(),
         checkpoint_sha256: info.checkpoint_sha256.clone(),
-        predictions: names.into_iter().zip(out.top).map(|(image, top)| ImagePrediction { image, top }).collect(),
+        tta,
+        predictions: names.into_iter().zip(average_views(out.top, views, k)).map(|(image, top)| ImagePrediction { image, top }).collect(),
         timing_ms: Timing {
             decode: ms(decode),
             queue: ms(out.queued),
@@ -125,6 +135,47 @@ fn top_k(query: Option<&str>, classes: usize) -> Result<usize, ApiError> {
         }
     }
     Ok(k.min(classes))
+}
+
+/// The `tta` query parameter (`none`, `flip`, `five-crop`), else `default`.
+fn tta(query: Option<&str>, default: Tta) -> Result<Tta, ApiError> {
+    let mut t = default;
+    for pair in query.unwrap_or("").split('&') {
+        if let Some(v) = pair.strip_prefix("tta=") {
+            t = v.parse().map_err(|e: String| ApiError::bad_request("bad_tta", e))?;
+        }
+    }
+    Ok(t)
+}
+
+/// Per image, the top `k` of the probabilities averaged over its `views` consecutive rows (each
+/// row holds every class); one view is passed through.
+fn average_views(rows: Vec<Vec<ClassProb>>, views: usize, k: usize) -> Vec<Vec<ClassProb>> {
+    if views == 1 {
+        return rows;
+    }
+    rows.chunks(views)
+        .map(|image| {
+            let mut classes: Vec<ClassProb> = image[0].clone();
+            classes.sort_by_key(|c| c.index);
+            for c in &mut classes {
+                c.prob = 0.0;
+            }
+            for view in image {
+                for c in view {
+                    if let Some(slot) = classes.get_mut(c.index) {
+                        slot.prob += c.prob;
+                    }
+                }
+            }
+            for c in &mut classes {
+                c.prob /= views as f32;
+            }
+            classes.sort_by(|a, b| b.prob.total_cmp(&a.prob).then(a.index.cmp(&b.index)));
+            classes.truncate(k);
+            classes
+        })
+        .collect()
 }
 
 /// The request's images as (name, bytes): the raw body, or every file part of a multipart body.
@@ -189,13 +240,13 @@ fn clean_name(n: &str) -> String {
 }
 
 /// Decodes and transforms every image on the decode pool, in parallel, and lays them end to end.
-async fn prepare_all(app: &AppState, backend: &Arc<dyn Backend>, images: Vec<(String, Bytes)>) -> Result<Vec<f32>, ApiError> {
+async fn prepare_all(app: &AppState, backend: &Arc<dyn Backend>, images: Vec<(String, Bytes)>, tta: Tta) -> Result<Vec<f32>, ApiError> {
     let mut pending = Vec::with_capacity(images.len());
     for (name, bytes) in images {
         let (tx, rx) = oneshot::channel();
         let b = backend.clone();
         app.decode_pool.spawn(move || {
-            let r = std::panic::catch_unwind(AssertUnwindSafe(|| b.prepare(&bytes, &name)));
+            let r = std::panic::catch_unwind(AssertUnwindSafe(|| b.prepare(&bytes, &name, tta)));
             let _ = tx.send(r);
         });
         pending.push(rx);

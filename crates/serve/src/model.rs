@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use infer::{ClassProb, Predictor};
-use preprocess::{Mode, TransformConfig};
+use preprocess::{TransformConfig, Tta};
 use serde::Serialize;
 use tch::{Device, Tensor};
 
@@ -43,6 +43,8 @@ pub struct ModelInfo {
     pub metrics: serde_json::Value,
     /// When the checkpoint was written (RFC 3339 UTC).
     pub created_utc: String,
+    /// Test-time augmentation used when a request names none (`?tta=`): the checkpoint's recommendation.
+    pub tta: Tta,
 }
 
 /// What the server needs of a network. The server calls [`Backend::prepare`] on a thread pool,
@@ -51,9 +53,10 @@ pub struct ModelInfo {
 pub trait Backend: Send + Sync + 'static {
     /// The model's description.
     fn info(&self) -> &ModelInfo;
-    /// Decodes and transforms one uploaded image into the network input (`3 × S × S` floats,
-    /// channels first); `name` only names the image in the error message.
-    fn prepare(&self, bytes: &[u8], name: &str) -> Result<Vec<f32>, String>;
+    /// Decodes and transforms one uploaded image into the network input: the `tta.views()` views
+    /// of `tta` laid end to end (each `3 × S × S` floats, channels first); `name` only names the
+    /// image in the error message.
+    fn prepare(&self, bytes: &[u8], name: &str, tta: Tta) -> Result<Vec<f32>, String>;
     /// Runs the network on `ks.len()` prepared images laid end to end in `input`, and returns for
     /// image `i` its top `ks[i]` classes. `head_rows` (≥ `ks.len()`) is the row count the
     /// classifier head runs at (see [`infer::Predictor::probabilities_padded`]): the same
@@ -104,6 +107,7 @@ impl PredictorBackend {
             preprocessing: meta.preprocessing.clone(),
             metrics: meta.metrics.clone(),
             created_utc: meta.created_utc.clone(),
+            tta: predictor.tta,
         };
         Ok(PredictorBackend { info, transform, predictor: Mutex::new(predictor), run_as: Mutex::new(None) })
     }
@@ -114,9 +118,9 @@ impl Backend for PredictorBackend {
         &self.info
     }
 
-    fn prepare(&self, bytes: &[u8], name: &str) -> Result<Vec<f32>, String> {
+    fn prepare(&self, bytes: &[u8], name: &str, tta: Tta) -> Result<Vec<f32>, String> {
         let img = preprocess::decode_rgb_bytes(bytes, Path::new(name), &self.transform.limits).map_err(|e| e.to_string())?;
-        Ok(preprocess::transform(&img, Mode::Eval, &self.transform, 0, 0, 0))
+        Ok(preprocess::tta_views(&img, &self.transform, tta).map_err(|e| format!("{name}: {e}"))?.concat())
     }
 
     fn predict(&self, input: &[f32], ks: &[usize], head_rows: usize) -> Result<Vec<Vec<ClassProb>>, String> {

@@ -127,3 +127,43 @@ fn unpadded_heads_are_not_bit_identical() {
     assert_eq!(*inst.batches.lock().expect("batches"), vec![(4, 4), (1, 1), (1, 1), (1, 1), (1, 1)], "heads run at the passes' actual size");
     eprintln!("unpadded: {differs} of 4 images differ in their last bits between batch 4 and batch 1");
 }
+
+#[test]
+fn test_time_augmentation_views_are_batched_bit_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inst = Instrumented::new(tiny_backend(dir.path(), "flowers", 2));
+    let srv = TestServer::start(
+        args(|a| {
+            a.max_batch = 4;
+            a.max_wait_ms = 0;
+            a.client_rps = 0.0;
+        }),
+        vec![inst.clone()],
+    );
+    let a = srv.addr;
+    let plain = http(a, "POST", PREDICT, &[], &png(1));
+    assert_eq!(plain.json()["tta"], "none", "the checkpoint records no advice: no augmentation");
+    let flip = |i: u32| http(a, "POST", &format!("{PREDICT}&tta=flip"), &[], &png(i));
+    let single: Vec<Vec<f32>> = (0..2).map(|i| probs_by_index(&flip(i).json()["predictions"][0])).collect();
+    assert_eq!(flip(0).json()["tta"], "flip");
+    assert_ne!(single[1], probs_by_index(&plain.json()["predictions"][0]), "flip averages another view in");
+    // Two images × 2 views = one pass of 4 rows: each image's answer keeps its bits.
+    let files: Vec<(String, Vec<u8>)> = (0..2).map(|i| (format!("{i}.png"), png(i))).collect();
+    let parts: Vec<(&str, &[u8])> = files.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    let (ct, body) = multipart(&parts);
+    let r = http(a, "POST", &format!("{PREDICT}&tta=flip"), &[("Content-Type", &ct)], &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["timing_ms"]["batch_images"], 4, "each view is one image of the batch");
+    for (i, p) in r.json()["predictions"].as_array().expect("predictions").iter().enumerate() {
+        let got = probs_by_index(p);
+        assert_eq!(got.len(), 3, "top_k still applies after averaging");
+        assert!(got.iter().zip(&single[i]).all(|(a, b)| a.to_bits() == b.to_bits()), "image {i}: {got:?} vs {:?}", single[i]);
+    }
+    // Five views run as passes of 4 and 1 (padded).
+    let five = http(a, "POST", &format!("{PREDICT}&tta=five-crop"), &[], &png(0));
+    assert_eq!(five.status, 200, "{}", five.text());
+    assert_eq!(five.json()["timing_ms"]["batch_images"], 5);
+    let bad = http(a, "POST", &format!("{PREDICT}&tta=mirror"), &[], &png(0));
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["error"]["code"], "bad_tta");
+}

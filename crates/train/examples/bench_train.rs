@@ -7,7 +7,7 @@
 //! [--weights FILE] [--epochs N] [--views N] [--threads N] [--no-seed]`
 //!
 //! The headline is the project's recipe (`TrainConfig::default()`: eval-transform features computed
-//! once, AdamW, cosine schedule, label smoothing 0.1, 30 head epochs), compared by the harness with
+//! once, a linear head, AdamW, cosine schedule, label smoothing 0.2, batch 128, 80 head epochs), compared by the harness with
 //! `bench/train_pytorch.py`, the seed's recipe in PyTorch (backbone and augmentation every epoch).
 //! Unless `--no-seed`, the seed's recipe then also runs here (Adam 0.003, 10 epochs, 2 augmented
 //! views), reported as `seed_valid_acc` / `seed_wall_s_valid_cached`.

@@ -24,6 +24,7 @@ mod chunks;
 pub mod config;
 mod error;
 pub mod features;
+pub mod frozen;
 pub mod optim;
 pub mod tensors;
 
@@ -64,6 +65,23 @@ pub struct EpochMetrics {
     pub epoch_s: f64,
     /// Training images per second in this epoch.
     pub img_s: f64,
+}
+
+impl EpochMetrics {
+    /// The figures of 0-based `epoch`: training `(loss, accuracy, images)`, validation
+    /// `(loss, accuracy)`, the learning rate, timed from `t0` (`train_s`: the training part).
+    fn measured(epoch: usize, train: (f64, f64, usize), valid: (Option<f64>, Option<f64>), lr: f64, t0: Instant, train_s: f64) -> Self {
+        EpochMetrics {
+            epoch: epoch + 1,
+            train_loss: train.0,
+            train_acc: train.1,
+            valid_loss: valid.0,
+            valid_acc: valid.1,
+            lr,
+            epoch_s: t0.elapsed().as_secs_f64(),
+            img_s: train.2 as f64 / train_s.max(1e-9),
+        }
+    }
 }
 
 /// What to train on and where to write.
@@ -346,37 +364,11 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
     io_write(&run_dir.join("config.toml"), &toml::to_string_pretty(&cfg).map_err(|e| Error::Config(e.to_string()))?)?;
 
     // The network, its pretrained backbone, and (when resuming) the saved weights.
-    tch::manual_seed(cfg.seed as i64);
-    let mut vs = VarStore::new(device);
-    let mut net = Classifier::new(&vs.root(), &cfg.arch, &cfg.head, num_classes)?;
-    if let Some((c, p)) = &init {
-        let tensors: Vec<(String, Tensor)> =
-            c.model_tensors().map(|(k, d)| tensors::from_data(k, d).map(|t| (k.clone(), t))).collect::<Result<_, _>>()?;
-        let n = model::weights::load_all_tensors(&vs, tensors, p)?;
-        tracing::info!(file = %p.display(), loaded = n, "network initialised from a trained classifier");
-    } else if let Some(w) = &req.weights {
-        let summary = model::load_backbone_weights(&mut vs, &cfg.arch, w)?;
-        tracing::info!(file = %w.display(), loaded = summary.loaded, "pretrained backbone loaded");
-    } else {
-        tracing::warn!("no pretrained weights: the backbone starts from random initialisation");
-    }
-    let weights_id = match (&init, &req.weights) {
-        (Some((_, p)), _) | (None, Some(p)) => petal_common::file_id(p).map_err(Error::from)?,
-        (None, None) => format!("random-init-seed-{}", cfg.seed),
-    };
     let frozen = cfg.mode == TrainMode::Frozen;
     let cached_mode = cfg.mode != TrainMode::Finetune;
-    let trainable_blocks = if frozen { 0 } else { cfg.unfreeze_blocks };
-    model::freeze_backbone(&vs, &cfg.arch, trainable_blocks);
-    let mut params = Vec::new();
-    for (name, t) in vs.variables() {
-        if t.requires_grad() {
-            let lr_scale = if cfg.arch.is_head_key(&name) { 1.0 } else { cfg.backbone_lr_scale };
-            params.push(optim::Param { name, tensor: t, lr_scale });
-        }
-    }
-    params.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut opt = optim::Optimizer::new(cfg.optimizer, cfg.momentum, cfg.weight_decay, params);
+    let init_from = init.as_ref().map(|(c, p)| (c, p.as_path()));
+    let frozen::Network { vs, mut net, weights_id } = frozen::build_network(&cfg, req.weights.as_deref(), init_from, num_classes, device)?;
+    let mut opt = frozen::optimizer_for(&vs, &cfg);
     let mut saved = SavedProgress { history: Vec::new(), best_epoch: 0, best_score: f64::NEG_INFINITY };
     if let Some(c) = &resumed {
         let model_tensors: Vec<(String, Tensor)> =
@@ -449,7 +441,7 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
         let t0 = Instant::now();
         let lr = cfg.lr_at(epoch);
         // Dropout and any other libtorch randomness: a pure function of (seed, epoch).
-        tch::manual_seed((cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64)) as i64);
+        frozen::seed_epoch(&cfg, epoch);
         let (train_loss, train_acc, seen) = match (&cached, &ft_sources) {
             (Some((views, _)), _) => cached::epoch(&net, &mut opt, &views[epoch % views.len()], &cfg, (epoch, lr), device)?,
             (None, Some((src, _))) => {
@@ -471,16 +463,7 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
             }
             _ => (None, None),
         };
-        let m = EpochMetrics {
-            epoch: epoch + 1,
-            train_loss,
-            train_acc,
-            valid_loss,
-            valid_acc,
-            lr,
-            epoch_s: t0.elapsed().as_secs_f64(),
-            img_s: seen as f64 / train_s.max(1e-9),
-        };
+        let m = EpochMetrics::measured(epoch, (train_loss, train_acc, seen), (valid_loss, valid_acc), lr, t0, train_s);
         tracing::info!(
             epoch = m.epoch,
             train_loss = format!("{:.4}", m.train_loss),
@@ -537,14 +520,14 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
 
 /// The inputs of cached epochs: one per training view (epoch `e` uses view `e % views`), and the
 /// validation split's.
-type CachedInputs = (Vec<cached::Cached>, Option<cached::Cached>);
+pub(crate) type CachedInputs = (Vec<cached::Cached>, Option<cached::Cached>);
 
 /// A cached pass over a split: (split name, samples, transform mode, view).
 type CachedPass<'a> = (&'a str, &'a Arc<[Sample]>, Mode, u64);
 
 /// The cached passes a run needs: each training view (the eval transform when `views` is 0), then
 /// the validation split's eval transform.
-fn cached_passes<'a>(cfg: &TrainConfig, train: (&'a str, &'a Arc<[Sample]>), valid: Option<(&'a str, &'a Arc<[Sample]>)>) -> Vec<CachedPass<'a>> {
+pub(crate) fn cached_passes<'a>(cfg: &TrainConfig, train: (&'a str, &'a Arc<[Sample]>), valid: Option<(&'a str, &'a Arc<[Sample]>)>) -> Vec<CachedPass<'a>> {
     let mode = if cfg.views == 0 { Mode::Eval } else { Mode::Train };
     let mut passes: Vec<CachedPass> = (0..cfg.views.max(1)).map(|v| (train.0, train.1, mode, v as u64)).collect();
     passes.extend(valid.map(|(split, samples)| (split, samples, Mode::Eval, 0)));
@@ -559,7 +542,7 @@ fn split_views(mut all: Vec<cached::Cached>, views: usize) -> CachedInputs {
 }
 
 /// Frozen mode: pooled features of every pass.
-fn frozen_inputs(fx: &features::Extractor, passes: Vec<CachedPass>) -> Result<(CachedInputs, f64), Error> {
+pub(crate) fn frozen_inputs(fx: &features::Extractor, passes: Vec<CachedPass>) -> Result<(CachedInputs, f64), Error> {
     let (mut all, mut secs) = (Vec::new(), 0.0);
     for &(split, samples, mode, view) in &passes {
         let ((x, y), s) = fx.features(samples, split, mode, view)?;

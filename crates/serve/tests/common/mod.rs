@@ -177,11 +177,11 @@ impl Backend for Instrumented {
         self.inner.info()
     }
 
-    fn prepare(&self, bytes: &[u8], name: &str) -> Result<Vec<f32>, String> {
+    fn prepare(&self, bytes: &[u8], name: &str, tta: preprocess::Tta) -> Result<Vec<f32>, String> {
         if bytes.starts_with(b"PANIC") {
             panic!("injected panic while decoding {name}");
         }
-        self.inner.prepare(bytes, name)
+        self.inner.prepare(bytes, name, tta)
     }
 
     fn predict(&self, input: &[f32], ks: &[usize], head_rows: usize) -> Result<Vec<Vec<ClassProb>>, String> {

@@ -1,0 +1,145 @@
+//! Test-time augmentation: the views of one image that a prediction averages.
+//!
+//! * [`Tta::None`]: the eval transform alone (`Resize(resize)`, `CenterCrop(size)`).
+//! * [`Tta::Flip`]: that view and its horizontal mirror.
+//! * [`Tta::FiveCrop`]: `Resize(resize)` then torchvision's `FiveCrop(size)`: the four corners
+//!   and the centre, in torchvision's order (top-left, top-right, bottom-left, bottom-right,
+//!   centre), see [`five_crop`].
+
+use std::path::Path;
+use std::str::FromStr;
+
+use image::RgbImage;
+use serde::{Deserialize, Serialize};
+
+use crate::transform::{center_crop, eval_u8, resize_shorter, transform, write_tensor, Mode, TransformConfig};
+use crate::Error;
+
+/// Which views of an image a prediction averages (in probability space).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Tta {
+    /// One view: the eval transform.
+    #[default]
+    None,
+    /// The eval view and its horizontal mirror (2 forward passes per image).
+    Flip,
+    /// The four corner crops and the centre crop of the resized image (5 forward passes).
+    FiveCrop,
+}
+
+impl Tta {
+    /// Every mode, cheapest first.
+    pub const ALL: [Tta; 3] = [Tta::None, Tta::Flip, Tta::FiveCrop];
+
+    /// Views (forward passes) per image.
+    pub fn views(self) -> usize {
+        match self {
+            Tta::None => 1,
+            Tta::Flip => 2,
+            Tta::FiveCrop => 5,
+        }
+    }
+
+    /// The name used on the command line and in files: `none`, `flip`, `five-crop`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tta::None => "none",
+            Tta::Flip => "flip",
+            Tta::FiveCrop => "five-crop",
+        }
+    }
+}
+
+impl std::fmt::Display for Tta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
+impl FromStr for Tta {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Tta::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| format!("unknown test-time augmentation {s:?} (none, flip, five-crop)"))
+    }
+}
+
+/// torchvision's `FiveCrop(size)` of `img`: `[top-left, top-right, bottom-left, bottom-right,
+/// centre]`, the corners at offsets `(0, 0)`, `(w − size, 0)`, `(0, h − size)`,
+/// `(w − size, h − size)` and the centre as `CenterCrop(size)`. `None` when `size` exceeds a side
+/// (torchvision raises there).
+pub fn five_crop(img: &RgbImage, size: u32) -> Option<[RgbImage; 5]> {
+    let (w, h) = img.dimensions();
+    if size > w || size > h {
+        return None;
+    }
+    let crop = |x: u32, y: u32| image::imageops::crop_imm(img, x, y, size, size).to_image();
+    Some([crop(0, 0), crop(w - size, 0), crop(0, h - size), crop(w - size, h - size), center_crop(img, size)])
+}
+
+/// The normalised views (each `3 × size × size`, CHW) of a decoded image under `tta`. The first
+/// view of `None` and `Flip` is exactly [`transform`]'s eval output.
+pub fn tta_views(img: &RgbImage, cfg: &TransformConfig, tta: Tta) -> Result<Vec<Vec<f32>>, Error> {
+    let s = cfg.image_size;
+    let len = 3 * (s * s) as usize;
+    let tensor = |rgb: &RgbImage, flip: bool| {
+        let mut out = vec![0f32; len];
+        write_tensor(rgb.as_raw(), s, cfg, flip, false, &mut out);
+        out
+    };
+    Ok(match tta {
+        Tta::None => vec![transform(img, Mode::Eval, cfg, 0, 0, 0)],
+        Tta::Flip => vec![transform(img, Mode::Eval, cfg, 0, 0, 0), tensor(&eval_u8(img, cfg), true)],
+        Tta::FiveCrop => {
+            let resized = resize_shorter(img, cfg.resize_size);
+            let crops = five_crop(&resized, s).ok_or_else(|| {
+                Error::Config(format!("five-crop: crop {s} is larger than the resized image {}x{}", resized.width(), resized.height()))
+            })?;
+            crops.iter().map(|c| tensor(c, false)).collect()
+        }
+    })
+}
+
+/// [`tta_views`] of the image file at `path` (decoded with `cfg`'s limits).
+pub fn tta_views_of_file(path: &Path, cfg: &TransformConfig, tta: Tta) -> Result<Vec<Vec<f32>>, Error> {
+    cfg.validate()?;
+    let img = crate::decode::decode_rgb_with(path, &cfg.limits)?;
+    tta_views(&img, cfg, tta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7 % 256) as u8, (y * 5 % 256) as u8, ((x + y) % 256) as u8]))
+    }
+
+    #[test]
+    fn five_crop_corners_and_centre() {
+        let img = gradient(300, 260);
+        let crops = five_crop(&img, 224).expect("fits");
+        assert_eq!(crops[0].get_pixel(0, 0), img.get_pixel(0, 0));
+        assert_eq!(crops[1].get_pixel(0, 0), img.get_pixel(76, 0));
+        assert_eq!(crops[2].get_pixel(0, 0), img.get_pixel(0, 36));
+        assert_eq!(crops[3].get_pixel(223, 223), img.get_pixel(299, 259));
+        assert_eq!(crops[4].get_pixel(0, 0), img.get_pixel(38, 18));
+        assert!(five_crop(&img, 261).is_none());
+    }
+
+    #[test]
+    fn flip_view_is_the_mirrored_eval_view() {
+        let cfg = TransformConfig { image_size: 32, resize_size: 40, ..TransformConfig::default() };
+        let views = tta_views(&gradient(57, 45), &cfg, Tta::Flip).expect("views");
+        let (a, b) = (&views[0], &views[1]);
+        for c in 0..3 {
+            for y in 0..32 {
+                for x in 0..32 {
+                    assert_eq!(a[c * 1024 + y * 32 + x], b[c * 1024 + y * 32 + 31 - x]);
+                }
+            }
+        }
+        assert_eq!(tta_views(&gradient(57, 45), &cfg, Tta::FiveCrop).expect("five").len(), 5);
+        assert_eq!("five-crop".parse::<Tta>(), Ok(Tta::FiveCrop));
+    }
+}

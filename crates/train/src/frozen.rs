@@ -1,0 +1,139 @@
+//! The frozen-backbone pieces of a run, usable without a run folder: the network built exactly as
+//! [`crate::train`] builds it, its optimiser, the cached features, and head epochs on them.
+//!
+//! A hyper-parameter sweep trains many heads on the same features; [`fit_head`] gives a trial the
+//! figures [`crate::train`] would give the same config, epoch for epoch, bit for bit (same
+//! initialisation, order, dropout and optimiser), without writing checkpoints or reports.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use model::Classifier;
+use preprocess::Sample;
+use tch::nn::VarStore;
+use tch::{Device, Tensor};
+
+use crate::config::{TrainConfig, TrainMode};
+use crate::features::Extractor;
+use crate::{cached, optim, tensors, CachedInputs, EpochMetrics, Error};
+
+/// The network of a run with its variables.
+pub struct Network {
+    /// The variables (backbone and head).
+    pub vs: VarStore,
+    /// The classifier over `vs`.
+    pub net: Classifier,
+    /// Identity of the pretrained weights (part of the feature cache key).
+    pub weights_id: String,
+}
+
+/// Builds the network of `cfg` for `num_classes` classes as a run starts: the libtorch seed set to
+/// `cfg.seed`, then either every variable from a trained classifier `init` (`petal train
+/// --init-from`) or the pretrained backbone from `weights` (random when both are `None`), the
+/// backbone frozen except the trailing blocks fine-tuning and partial mode train. The caller
+/// holds [`model::random_generator_lock`] when other threads may draw random numbers.
+pub fn build_network(
+    cfg: &TrainConfig,
+    weights: Option<&Path>,
+    init: Option<(&checkpoint::Checkpoint, &Path)>,
+    num_classes: i64,
+    device: Device,
+) -> Result<Network, Error> {
+    tch::manual_seed(cfg.seed as i64);
+    let mut vs = VarStore::new(device);
+    let net = Classifier::new(&vs.root(), &cfg.arch, &cfg.head, num_classes)?;
+    let weights_id = match (init, weights) {
+        (Some((c, p)), _) => {
+            let tensors: Vec<(String, Tensor)> =
+                c.model_tensors().map(|(k, d)| tensors::from_data(k, d).map(|t| (k.clone(), t))).collect::<Result<_, _>>()?;
+            let n = model::weights::load_all_tensors(&vs, tensors, p)?;
+            tracing::info!(file = %p.display(), loaded = n, "network initialised from a trained classifier");
+            petal_common::file_id(p).map_err(Error::from)?
+        }
+        (None, Some(w)) => {
+            let summary = model::load_backbone_weights(&mut vs, &cfg.arch, w)?;
+            tracing::info!(file = %w.display(), loaded = summary.loaded, "pretrained backbone loaded");
+            petal_common::file_id(w).map_err(Error::from)?
+        }
+        (None, None) => {
+            tracing::warn!("no pretrained weights: the backbone starts from random initialisation");
+            format!("random-init-seed-{}", cfg.seed)
+        }
+    };
+    let trainable_blocks = if cfg.mode == TrainMode::Frozen { 0 } else { cfg.unfreeze_blocks };
+    model::freeze_backbone(&vs, &cfg.arch, trainable_blocks);
+    Ok(Network { vs, net, weights_id })
+}
+
+/// The optimiser of `cfg` over every trainable variable of `vs` (the backbone's at
+/// `backbone_lr_scale` × lr), in name order.
+pub fn optimizer_for(vs: &VarStore, cfg: &TrainConfig) -> optim::Optimizer {
+    let mut params = Vec::new();
+    for (name, t) in vs.variables() {
+        if t.requires_grad() {
+            let lr_scale = if cfg.arch.is_head_key(&name) { 1.0 } else { cfg.backbone_lr_scale };
+            params.push(optim::Param { name, tensor: t, lr_scale });
+        }
+    }
+    params.sort_by(|a, b| a.name.cmp(&b.name));
+    optim::Optimizer::new(cfg.optimizer, cfg.momentum, cfg.weight_decay, params)
+}
+
+/// The cached features of a frozen run: one `(features, labels)` set per training view (epoch `e`
+/// trains on view `e % views`) and the validation split's.
+pub struct FrozenFeatures {
+    inputs: CachedInputs,
+    /// Seconds spent computing (cache hits excluded).
+    pub feature_s: f64,
+}
+
+/// The features a frozen run trains on: `views` augmented views of `train` (the eval transform
+/// when `views` is 0) and the eval view of `valid`, from the cache or computed and cached, exactly
+/// as [`crate::train`] gets them.
+pub fn frozen_features(fx: &Extractor<'_>, train: (&Arc<[Sample]>, &str), valid: Option<(&Arc<[Sample]>, &str)>) -> Result<FrozenFeatures, Error> {
+    let passes = crate::cached_passes(fx.cfg, (train.1, train.0), valid.map(|(s, n)| (n, s)));
+    let (inputs, feature_s) = crate::frozen_inputs(fx, passes)?;
+    Ok(FrozenFeatures { inputs, feature_s })
+}
+
+/// Seeds libtorch's generator (dropout) for `epoch`: a pure function of (seed, epoch).
+pub(crate) fn seed_epoch(cfg: &TrainConfig, epoch: usize) {
+    tch::manual_seed((cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64)) as i64);
+}
+
+/// Trains the head of `net` on `feats` for the first `epochs` epochs of `cfg`'s schedule (fewer
+/// than `cfg.epochs` stops early on the same trajectory), validating after each; calls `on_epoch`
+/// with each epoch's figures and returns them all. Runs on libtorch's current thread setting.
+pub fn fit_head(
+    net: &Classifier,
+    opt: &mut optim::Optimizer,
+    feats: &FrozenFeatures,
+    cfg: &TrainConfig,
+    epochs: usize,
+    mut on_epoch: impl FnMut(&EpochMetrics),
+) -> Result<Vec<EpochMetrics>, Error> {
+    let device = crate::parse_device(&cfg.device)?;
+    let (views, valid) = &feats.inputs;
+    if views.is_empty() {
+        return Err(Error::Config("no training features".into()));
+    }
+    let mut history = Vec::new();
+    for epoch in 0..epochs.min(cfg.epochs) {
+        let t0 = std::time::Instant::now();
+        let lr = cfg.lr_at(epoch);
+        seed_epoch(cfg, epoch);
+        let train = cached::epoch(net, opt, &views[epoch % views.len()], cfg, (epoch, lr), device)?;
+        let train_s = t0.elapsed().as_secs_f64();
+        let valid = match valid {
+            Some(v) => {
+                let (l, a) = cached::eval(net, v, cfg.eval_batch_size.max(256), device)?;
+                (Some(l), Some(a))
+            }
+            None => (None, None),
+        };
+        let m = EpochMetrics::measured(epoch, train, valid, lr, t0, train_s);
+        on_epoch(&m);
+        history.push(m);
+    }
+    Ok(history)
+}
