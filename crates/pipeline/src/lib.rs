@@ -17,8 +17,8 @@
 
 #![warn(missing_docs)]
 
-pub mod batch;
 mod advice;
+pub mod batch;
 pub mod config;
 mod error;
 mod run;

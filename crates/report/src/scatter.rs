@@ -80,8 +80,11 @@ fn pad(lo: f64, hi: f64) -> (f64, f64) {
     (lo - p, hi + p)
 }
 
+/// Formats a tick at an axis coordinate.
+type TickLabel = Box<dyn Fn(f64) -> String>;
+
 /// The x range, ticks and tick labels of a panel, in axis coordinates (log10 for a log axis).
-fn x_layout(panel: &ScatterPanel, xs: &[f64]) -> (f64, f64, Vec<f64>, Box<dyn Fn(f64) -> String>) {
+fn x_layout(panel: &ScatterPanel, xs: &[f64]) -> (f64, f64, Vec<f64>, TickLabel) {
     match &panel.axis {
         XAxis::Categories(labels) => {
             let n = labels.len().max(1) as f64;
@@ -94,7 +97,7 @@ fn x_layout(panel: &ScatterPanel, xs: &[f64]) -> (f64, f64, Vec<f64>, Box<dyn Fn
             let (lo, hi) = if lo.is_finite() { pad(lo, hi) } else { (0.0, 1.0) };
             let log = *axis == XAxis::Log;
             let ticks = if log { (lo.ceil() as i64..=hi.floor() as i64).map(|e| e as f64).collect() } else { nice_ticks(lo, hi, 5) };
-            let label: Box<dyn Fn(f64) -> String> = if log { Box::new(|v| format!("1e{v:.0}")) } else { Box::new(|v| format!("{v:.3}")) };
+            let label: TickLabel = if log { Box::new(|v| format!("1e{v:.0}")) } else { Box::new(|v| format!("{v:.3}")) };
             (lo, hi, ticks, label)
         }
     }

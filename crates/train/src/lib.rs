@@ -527,7 +527,11 @@ type CachedPass<'a> = (&'a str, &'a Arc<[Sample]>, Mode, u64);
 
 /// The cached passes a run needs: each training view (the eval transform when `views` is 0), then
 /// the validation split's eval transform.
-pub(crate) fn cached_passes<'a>(cfg: &TrainConfig, train: (&'a str, &'a Arc<[Sample]>), valid: Option<(&'a str, &'a Arc<[Sample]>)>) -> Vec<CachedPass<'a>> {
+pub(crate) fn cached_passes<'a>(
+    cfg: &TrainConfig,
+    train: (&'a str, &'a Arc<[Sample]>),
+    valid: Option<(&'a str, &'a Arc<[Sample]>)>,
+) -> Vec<CachedPass<'a>> {
     let mode = if cfg.views == 0 { Mode::Eval } else { Mode::Train };
     let mut passes: Vec<CachedPass> = (0..cfg.views.max(1)).map(|v| (train.0, train.1, mode, v as u64)).collect();
     passes.extend(valid.map(|(split, samples)| (split, samples, Mode::Eval, 0)));

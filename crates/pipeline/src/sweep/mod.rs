@@ -384,9 +384,10 @@ fn run_jobs(
             }
         }
     };
+    let work = &work;
     std::thread::scope(|s| {
         for _ in 0..sweep.workers().min(jobs.len()) {
-            s.spawn(&work);
+            s.spawn(work);
         }
     });
     progress.event(Event::Finish { summary: None });
