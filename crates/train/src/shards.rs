@@ -281,9 +281,12 @@ fn merge_activations(cache: &Path, dir: &Path, checked: &[(Manifest, Vec<u8>)]) 
     write_rows(cache, &checked[0].0.provenance, (dtype, shape), &labels, &row)
 }
 
+/// A cache and the result of merging its parts.
+pub type MergeResult = (PathBuf, Result<MergedCache, Error>);
+
 /// Merges every cache with parts in `dir` (each `*.parts` folder of a feature or activation
 /// cache); returns each cache's result. An error when `dir` holds none.
-pub fn merge_dir(dir: &Path) -> Result<Vec<(PathBuf, Result<MergedCache, Error>)>, Error> {
+pub fn merge_dir(dir: &Path) -> Result<Vec<MergeResult>, Error> {
     let mut caches: Vec<PathBuf> = Vec::new();
     for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let path = e.map_err(|e| Error::io(dir, e))?.path();
