@@ -343,6 +343,7 @@ impl Extractor<'_> {
         if let Some(c) = self.cached_activations(p) {
             return Ok((c, 0.0));
         }
+        crate::shards::warn_unmerged(&p.path, self.progress);
         let shape = self.activation_shape(split_unit)?;
         let forward = |x: &Tensor| Ok(self.net.activations(x, split_unit)?.to_kind(dtype.kind()).contiguous());
         let row = RowLayout { shape: shape.to_vec(), kind: dtype.kind() };

@@ -151,6 +151,7 @@ impl Extractor<'_> {
             checkpoint::chunks::discard(&chunk_dir);
             return Ok((v, 0.0));
         }
+        crate::shards::warn_unmerged(&path, self.progress);
         let forward = |x: &Tensor| Ok(self.net.infer_features(x));
         let row = RowLayout { shape: vec![self.net.feature_dim()], kind: tch::Kind::Float };
         let (out, secs) = self.pass(samples, &spec, &key, &chunk_dir, (&forward, row))?;

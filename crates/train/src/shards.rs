@@ -108,6 +108,16 @@ pub fn parts_dir(cache: &Path) -> PathBuf {
     cache.with_file_name(name)
 }
 
+/// Warns that `cache`, about to be computed, has shard parts that were not merged.
+pub(crate) fn warn_unmerged(cache: &Path, progress: &dyn petal_common::Progress) {
+    let dir = parts_dir(cache);
+    if dir.is_dir() {
+        let msg =
+            format!("{} holds shard parts of this cache, not merged: computing it here (or stop and run `petal merge` on its folder)", dir.display());
+        progress.event(petal_common::Event::Warning(&msg));
+    }
+}
+
 impl Extractor<'_> {
     /// Computes and writes `job`'s part of `target` (whose pass over `samples` `spec` describes),
     /// then its manifest; keeps a complete part of an earlier run.
@@ -203,7 +213,8 @@ pub struct MergedCache {
 
 /// Joins the parts in `<cache>.parts/` into `cache` (atomically): the file one process computes,
 /// row for row. Every shard's part must be there, intact and of the same cache; otherwise the
-/// error names each shard to rerun and the command that reruns it.
+/// error names each shard to rerun and the command that reruns it. The parts are read into
+/// memory (the cache's size, as much as one process's extraction holds).
 pub fn merge_parts(cache: &Path) -> Result<MergedCache, Error> {
     let dir = parts_dir(cache);
     let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
