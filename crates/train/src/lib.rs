@@ -14,7 +14,8 @@
 //! then trains on them for as many epochs as wanted, in seconds. Every random choice (order,
 //! augmentation, dropout, initialisation) is a pure function of the seed and the epoch, and the
 //! optimiser state is saved each epoch, so `--resume` after a crash or `kill -9` continues exactly
-//! as if never interrupted.
+//! as if never interrupted. [`extract`] computes only the caches a run would use, whole or (on many
+//! machines) one shard's part of each, which [`shards::merge_parts`] joins into the same files.
 
 #![warn(missing_docs)]
 
