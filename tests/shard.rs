@@ -7,7 +7,13 @@
 //! rerun repairs it, and merging twice is harmless. With a local S3-compatible server (moto, on
 //! 127.0.0.1) the same job reads its images from and writes its parts and output to a bucket.
 //!
-//! Data: the synthetic flowers of `tests/common` (3 classes), a tiny random DenseNet trained 1 epoch.
+//! Feature extraction (`petal train --extract-only`) shards the same way: N processes write parts
+//! of the frozen feature caches (two augmented views and the validation split) or of the partial
+//! activation caches, `petal merge <cache-dir>` must give the caches one process computes, value for
+//! value, and a plain `petal train` must then reuse them.
+//!
+//! Data: the synthetic flowers of `tests/common` (3 classes), a tiny random DenseNet trained 1 epoch
+//! (a random EfficientNet-Lite0 for partial mode, which needs one).
 
 mod common;
 
@@ -417,6 +423,16 @@ fn sharded_feature_extraction_merges_into_one_process_cache() {
     ok(merge(&sharded.to_string_lossy()), "second merge");
     assert_same_caches(&dir.join("single/cache"), &sharded);
     train_reuses(&data, &cfg, &work);
+    // A shard without --extract-only, and a shard that would skip images, are refused.
+    let refused = |extra: &[&str], extract_only: bool| {
+        let mut c =
+            if extract_only { extract(&data, &cfg, &dir.join("refused"), &[]) } else { common::train_cmd(&data, Some(&cfg), &dir.join("refused")) };
+        let out = c.args(extra).output().expect("run");
+        assert!(!out.status.success(), "{extra:?} was accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(refused(&["--shard", "0/2"], false).contains("add --extract-only"));
+    assert!(refused(&["--shard", "0/2", "--skip-bad"], true).contains("cannot skip unreadable images"));
 }
 
 #[test]
