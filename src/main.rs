@@ -41,7 +41,8 @@ enum Cmd {
     Pipeline(pipeline_cmd::PipelineArgs),
     /// Serve checkpoints over HTTP: prediction API, upload page, metrics (see README "Serve").
     Serve(serve::ServeArgs),
-    /// Join the parts that the shards of `predict --shard` wrote into the one output a single process writes.
+    /// Join the parts that the shards of `predict --shard` or `train --extract-only --shard` wrote
+    /// into the one output (or caches) a single process writes.
     Merge(MergeArgs),
     /// Export a checkpoint to ONNX or TorchScript, with a JSON sidecar `<out>.json` (classes, preprocessing, output).
     Export {
@@ -126,6 +127,13 @@ struct TrainArgs {
     /// test-time augmentation and record the best (only if it beats none) as its default.
     #[arg(long)]
     measure_tta: bool,
+    /// Only compute the feature caches (frozen mode) or activation caches (partial mode) this
+    /// training uses, then stop; with a shard (--shard, or the batch engine's environment), only
+    /// that shard's part of each, which `petal merge <cache-dir>` joins (README "Many machines").
+    #[arg(long)]
+    extract_only: bool,
+    #[command(flatten)]
+    shard: ShardArgs,
     #[command(flatten)]
     overrides: OverrideArgs,
 }
@@ -354,8 +362,8 @@ struct PredictArgs {
 /// Which shard of a job this process runs.
 #[derive(Args, Clone, Default)]
 struct ShardArgs {
-    /// Run only shard K of N (0-based) of the inputs, writing a part to `<output>.parts/` for
-    /// `petal merge`. Default: from the batch engine's environment (Kubernetes Indexed Job:
+    /// Run only shard K of N (0-based) of the inputs, writing a part (to `<output>.parts/`, or
+    /// beside each cache with `train --extract-only`) for `petal merge`. Default: from the batch engine's environment (Kubernetes Indexed Job:
     /// JOB_COMPLETION_INDEX with --shards or PETAL_SHARDS; Slurm array: SLURM_ARRAY_TASK_ID,
     /// SLURM_ARRAY_TASK_MIN, SLURM_ARRAY_TASK_COUNT).
     #[arg(long, value_name = "K/N")]
@@ -392,7 +400,8 @@ fn command_without_shard() -> Vec<String> {
 
 #[derive(Args)]
 struct MergeArgs {
-    /// The output the shards wrote parts for (their parts are in `<OUTPUT>.parts/`): a path or URL.
+    /// The output the shards wrote parts for (their parts are in `<OUTPUT>.parts/`): a path or URL;
+    /// or the cache folder of `petal train --extract-only --shard`, whose caches are all merged.
     output: String,
 }
 
@@ -537,6 +546,9 @@ fn train_cmd(a: &TrainArgs) -> Result<()> {
         println!("{}", toml::to_string_pretty(&cfg)?);
         return Ok(());
     }
+    if !a.extract_only && (a.shard.shard.is_some() || a.shard.shards.is_some()) {
+        anyhow::bail!("--shard and --shards split the feature extraction: add --extract-only");
+    }
     let existing = match (a.resume, a.overwrite) {
         (true, _) => pipeline::Existing::Resume,
         (_, true) => pipeline::Existing::Overwrite,
@@ -553,6 +565,9 @@ fn train_cmd(a: &TrainArgs) -> Result<()> {
         category_names: a.data.category_names.clone(),
         existing,
     };
+    if a.extract_only {
+        return extract_cmd(&job, &a.shard);
+    }
     let out = job.run(&Bars::default()).context("training")?;
     let best = &out.history[out.best_epoch.saturating_sub(1)];
     eprintln!(
@@ -567,6 +582,27 @@ fn train_cmd(a: &TrainArgs) -> Result<()> {
         let ds = pipeline::discover(&job.data, job.skip_bad, job.category_names.as_deref())?;
         let device = model::parse_device(&job.config.device)?;
         pipeline::recommend_tta(&out.best_checkpoint, &ds, "valid", device, &Bars::default()).context("measuring test-time augmentation")?;
+    }
+    Ok(())
+}
+
+/// `petal train --extract-only [--shard K/N]`: the caches (or this shard's parts of them), no training.
+fn extract_cmd(job: &pipeline::TrainJob, shard: &ShardArgs) -> Result<()> {
+    let shard = shard.resolve()?;
+    let out = job.extract(shard.map(|s| (s, command_without_shard())), &Bars::default()).context("extracting features")?;
+    for p in &out.parts {
+        let how = if p.kept { "kept from an earlier run".to_string() } else { format!("{:.1}s", p.seconds) };
+        eprintln!("{}: {} of {} images ({how})", p.part.display(), p.images, p.total);
+    }
+    match shard {
+        Some(s) => eprintln!(
+            "shard {s}: parts of {} caches written in {:.1}s (features {:.1}s); join them with: petal merge {}",
+            out.caches,
+            out.wall_s,
+            out.feature_s,
+            job.cache_dir.display()
+        ),
+        None => eprintln!("{} caches ready in {} ({:.1}s, features {:.1}s)", out.caches, job.cache_dir.display(), out.wall_s, out.feature_s),
     }
     Ok(())
 }
@@ -671,7 +707,25 @@ fn predict_cmd(a: &PredictArgs) -> Result<()> {
 }
 
 fn merge_cmd(a: &MergeArgs) -> Result<()> {
+    if Path::new(&a.output).is_dir() {
+        return merge_caches(Path::new(&a.output));
+    }
     let r = pipeline::batch::merge(&a.output).with_context(|| format!("merging the parts of {}", a.output))?;
     eprintln!("merged {} parts ({} images, {} bytes) into {}", r.parts, r.inputs, r.bytes, r.written);
+    Ok(())
+}
+
+/// `petal merge <cache-dir>`: every feature or activation cache with parts there.
+fn merge_caches(dir: &Path) -> Result<()> {
+    let mut failed = Vec::new();
+    for (cache, r) in train::shards::merge_dir(dir)? {
+        match r {
+            Ok(m) => eprintln!("merged {} parts ({} images of {}) into {}", m.parts, m.images, m.kind, cache.display()),
+            Err(e) => failed.push(format!("{}: {e}", cache.display())),
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!("{} cache(s) could not be merged:\n{}", failed.len(), failed.join("\n"));
+    }
     Ok(())
 }

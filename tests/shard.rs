@@ -7,7 +7,13 @@
 //! rerun repairs it, and merging twice is harmless. With a local S3-compatible server (moto, on
 //! 127.0.0.1) the same job reads its images from and writes its parts and output to a bucket.
 //!
-//! Data: the synthetic flowers of `tests/common` (3 classes), a tiny random DenseNet trained 1 epoch.
+//! Feature extraction (`petal train --extract-only`) shards the same way: N processes write parts
+//! of the frozen feature caches (two augmented views and the validation split) or of the partial
+//! activation caches, `petal merge <cache-dir>` must give the caches one process computes, value for
+//! value, and a plain `petal train` must then reuse them.
+//!
+//! Data: the synthetic flowers of `tests/common` (3 classes), a tiny random DenseNet trained 1 epoch
+//! (a random EfficientNet-Lite0 for partial mode, which needs one).
 
 mod common;
 
@@ -320,11 +326,142 @@ fn deploy_files_give_the_environment_the_tests_use() {
     let completions = value_after(&job, "completions:");
     let shards_line = job.lines().skip_while(|l| !l.contains("name: PETAL_SHARDS")).nth(1).expect("PETAL_SHARDS value");
     assert_eq!(value_after(shards_line, "value:"), completions, "PETAL_SHARDS must equal completions");
-    let sbatch = std::fs::read_to_string(root.join("deploy/slurm/predict-array.sbatch")).expect("sbatch");
-    let array = value_after(&sbatch, "#SBATCH --array=");
-    let (lo, hi) = array.split_once('-').expect("a range");
-    assert_eq!(lo, "0", "with PETAL_SHARDS set, task IDs are shard indices from 0");
-    let shards: u32 = value_after(&sbatch, "PETAL_SHARDS=${PETAL_SHARDS:-").parse().expect("number");
-    assert_eq!(hi.parse::<u32>().expect("number") + 1, shards, "the array must have PETAL_SHARDS tasks");
-    assert!(!sbatch.contains("--shard "), "the script must take its shard from Slurm's environment");
+    for script in ["predict-array.sbatch", "extract-array.sbatch"] {
+        let sbatch = std::fs::read_to_string(root.join("deploy/slurm").join(script)).expect("sbatch");
+        let array = value_after(&sbatch, "#SBATCH --array=");
+        let (lo, hi) = array.split_once('-').expect("a range");
+        assert_eq!(lo, "0", "{script}: with PETAL_SHARDS set, task IDs are shard indices from 0");
+        let shards: u32 = value_after(&sbatch, "PETAL_SHARDS=${PETAL_SHARDS:-").parse().expect("number");
+        assert_eq!(hi.parse::<u32>().expect("number") + 1, shards, "{script}: the array must have PETAL_SHARDS tasks");
+        assert!(!sbatch.contains("--shard "), "{script}: the script must take its shard from Slurm's environment");
+    }
+}
+
+// ---- Sharded feature extraction (`petal train --extract-only` under the same engines) ----
+
+/// `petal train --extract-only` of the config `cfg` on `data` with caches in `<work>/cache`, with
+/// `env` as the engine's variables.
+fn extract(data: &Path, cfg: &Path, work: &Path, env: &[(&str, String)]) -> Command {
+    let mut c = common::train_cmd(data, Some(cfg), work);
+    ENGINE_VARS.iter().for_each(|v| {
+        c.env_remove(v);
+    });
+    c.arg("--extract-only");
+    c.envs(env.iter().map(|(k, v)| (*k, v.as_str()))).stdout(Stdio::null()).stderr(Stdio::piped());
+    c
+}
+
+/// The cache files (not parts, chunks or image caches) of `dir`, by name.
+fn caches(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("cache dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| (n.starts_with("features-") && n.ends_with(".safetensors")) || (n.starts_with("activations-") && n.ends_with(".pact")))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every cache of `single` is in `merged`, value for value: the same key, and the same feature
+/// rows and labels in the same order (feature caches: the tensors; activation caches, which hold
+/// no time stamp: the bytes).
+fn assert_same_caches(single: &Path, merged: &Path) {
+    let names = caches(single);
+    assert!(!names.is_empty(), "the single process wrote no cache in {}", single.display());
+    assert_eq!(caches(merged), names, "the merge did not write the caches one process writes");
+    for n in &names {
+        if n.ends_with(".pact") {
+            assert!(read(&single.join(n)) == read(&merged.join(n)), "{n}: merged activation cache differs from one process's");
+            continue;
+        }
+        let (a, b) = (checkpoint::load(&single.join(n)).expect("single cache"), checkpoint::load(&merged.join(n)).expect("merged cache"));
+        assert_eq!(a.meta.provenance, b.meta.provenance, "{n}: keys differ");
+        for t in ["features", "labels"] {
+            let (x, y) = (&a.tensors[t], &b.tensors[t]);
+            assert_eq!((x.dtype, &x.shape), (y.dtype, &y.shape), "{n}: {t} shapes differ");
+            assert!(x.bytes == y.bytes, "{n}: merged {t} differ from one process's");
+        }
+    }
+}
+
+/// A plain `petal train` on the merged caches in `<work>/cache`: it must find them (features 0.0s).
+fn train_reuses(data: &Path, cfg: &Path, work: &Path) {
+    let out = common::train_cmd(data, Some(cfg), work).output().expect("train");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "train on merged caches failed: {err}");
+    assert!(err.contains("(features 0.0s)"), "train recomputed the merged caches:\n{err}");
+}
+
+#[test]
+fn sharded_feature_extraction_merges_into_one_process_cache() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (dir, data) = (tmp.path(), tmp.path().join("data"));
+    make_dataset(&data, 6, 9, 0);
+    // Frozen, two augmented views (read from the decoded-image cache) and the validation split.
+    let cfg = config(dir, "fx", &[("epochs", "1")]);
+    ok(extract(&data, &cfg, &dir.join("single"), &[]).output().expect("single"), "single-process extraction");
+    let (work, sharded) = (dir.join("sharded"), dir.join("sharded/cache"));
+    // Kubernetes Indexed Job, completions 3: pods 0 and 2 run at once, pod 1 never does.
+    run_all([0, 2].map(|k| extract(&data, &cfg, &work, &kubernetes_env(k, 3)).spawn().expect("spawn")).into());
+    let err = String::from_utf8_lossy(&merge(&sharded.to_string_lossy()).stderr).into_owned();
+    assert!(err.contains("shard 1/3: missing"), "{err}");
+    assert!(caches(&sharded).is_empty(), "a failed merge wrote a cache");
+    // The printed command reruns shard 1 alone.
+    let rerun = err.lines().skip_while(|l| !l.contains("shard 1/3")).nth(1).expect("rerun command line").trim().to_string();
+    assert!(rerun.contains("--extract-only") && rerun.ends_with("--shard 1/3"), "{rerun}");
+    let mut sh = Command::new("sh");
+    ENGINE_VARS.iter().for_each(|v| {
+        sh.env_remove(v);
+    });
+    ok(sh.arg("-c").arg(&rerun).output().expect("sh"), &rerun);
+    ok(merge(&sharded.to_string_lossy()), "merge");
+    assert_same_caches(&dir.join("single/cache"), &sharded);
+    // Each shard had images of each cache; a finished shard run again keeps its parts.
+    let again = extract(&data, &cfg, &work, &kubernetes_env(0, 3)).output().expect("rerun");
+    assert!(String::from_utf8_lossy(&again.stderr).matches("kept from an earlier run").count() == 3, "{}", String::from_utf8_lossy(&again.stderr));
+    // Merging twice is harmless, and a plain train reuses the merged caches.
+    ok(merge(&sharded.to_string_lossy()), "second merge");
+    assert_same_caches(&dir.join("single/cache"), &sharded);
+    train_reuses(&data, &cfg, &work);
+    // A shard without --extract-only, and a shard that would skip images, are refused.
+    let refused = |extra: &[&str], extract_only: bool| {
+        let mut c =
+            if extract_only { extract(&data, &cfg, &dir.join("refused"), &[]) } else { common::train_cmd(&data, Some(&cfg), &dir.join("refused")) };
+        let out = c.args(extra).output().expect("run");
+        assert!(!out.status.success(), "{extra:?} was accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(refused(&["--shard", "0/2"], false).contains("add --extract-only"));
+    assert!(refused(&["--shard", "0/2", "--skip-bad"], true).contains("cannot skip unreadable images"));
+}
+
+#[test]
+fn sharded_activation_cache_merges_into_one_process_cache() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (dir, data) = (tmp.path(), tmp.path().join("data"));
+    make_dataset(&data, 6, 9, 0);
+    // Partial mode: a random EfficientNet-Lite0 on 32-pixel crops whose last block trains on cached
+    // activations (f16), one augmented view; chunks of 12 images in batches of 6.
+    let cfg = dir.join("pact.toml");
+    let text = "name = \"pact\"\narch = \"efficientnet_lite0\"\nmode = \"partial\"\nunfreeze_blocks = 1\nviews = 1\nepochs = 1\n\
+                batch_size = 8\nseed = 5\nimage_size = 32\nresize_size = 36\nchannels_last = false\neval_batch_size = 6\n\
+                chunk_images = 12\nthreads = 1\nactivation_dtype = \"f16\"\n[head]\nhidden = []\ndropout = 0.0\n";
+    std::fs::write(&cfg, text).expect("config");
+    ok(extract(&data, &cfg, &dir.join("single"), &[]).output().expect("single"), "single-process extraction");
+    // Slurm array --array=1-2 (IDs from 1): both tasks at once.
+    let (work, sharded) = (dir.join("sharded"), dir.join("sharded/cache"));
+    run_all((1..=2).map(|id| extract(&data, &cfg, &work, &slurm_env(id, 1, 2)).spawn().expect("spawn")).collect());
+    ok(merge(&sharded.to_string_lossy()), "merge");
+    assert_same_caches(&dir.join("single/cache"), &sharded);
+    train_reuses(&data, &cfg, &work);
+    // A damaged part is named with the command that reruns its shard; the merged caches stay.
+    let parts = std::fs::read_dir(&sharded).expect("list").map(|e| e.expect("entry").path()).find(|p| p.to_string_lossy().ends_with(".pact.parts"));
+    let part = parts.expect("a parts folder").join("part-00001-of-00002.pact");
+    let mut bytes = read(&part);
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&part, bytes).expect("damage");
+    let err = String::from_utf8_lossy(&merge(&sharded.to_string_lossy()).stderr).into_owned();
+    assert!(err.contains("shard 1/2: damaged") && err.contains("--extract-only --shard 1/2"), "{err}");
+    assert_same_caches(&dir.join("single/cache"), &sharded);
 }

@@ -147,6 +147,16 @@ impl TrainJob {
         progress.event(Event::Message(&ds.summary().to_string()));
         Ok(train::train(&self.request(), &ds, progress)?)
     }
+
+    /// Discovers the dataset and computes only the caches [`Self::run`] would compute (see
+    /// [`train::extract`]); with `shard` (and the command that reruns the job without it), only
+    /// that shard's part of each. The run folder is not claimed, so shards run side by side.
+    pub fn extract(&self, shard: Option<(petal_common::shard::Shard, Vec<String>)>, progress: &dyn Progress) -> Result<train::ExtractOutcome, Error> {
+        let ds = discover(&self.data, self.skip_bad, self.category_names.as_deref())?;
+        progress.event(Event::Message(&ds.summary().to_string()));
+        let job = shard.map(|(shard, command)| train::shards::ShardJob { shard, root: ds.root.clone(), command });
+        Ok(train::extract(&self.request(), &ds, job.as_ref(), progress)?)
+    }
 }
 
 /// Evaluates `checkpoint` on `split` of `ds` (see [`infer::evaluate()`]). Class names: those of

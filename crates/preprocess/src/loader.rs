@@ -57,6 +57,10 @@ pub struct LoaderConfig {
     /// Drop samples that fail to decode from their batch (listed in [`Batch::skipped`]) instead of
     /// ending the epoch with an error. A batch whose samples all fail is not sent.
     pub skip_bad: bool,
+    /// For a subset of a split (one shard of it): the index in the whole split of each of the
+    /// loader's samples, which keys its augmentation in place of its position, so that an image
+    /// gets the pixels it gets in a pass over the whole split. `None`: the position.
+    pub sample_ids: Option<Vec<usize>>,
 }
 
 impl Default for LoaderConfig {
@@ -74,6 +78,7 @@ impl Default for LoaderConfig {
             start_batch: 0,
             end_batch: None,
             skip_bad: false,
+            sample_ids: None,
         }
     }
 }
@@ -147,11 +152,12 @@ pub fn num_batches(samples: usize, batch_size: usize, drop_last: bool) -> usize 
     }
 }
 
-/// Prepares one sample into `out` (3 × size × size values).
+/// Prepares one sample into `out` (3 × size × size values): `index` is its position (and image
+/// cache entry), `id` its index in the whole split (its augmentation).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn prepare(
     sample: &Sample,
-    index: usize,
+    (index, id): (usize, usize),
     source: &ImageSource,
     tcfg: &TransformConfig,
     mode: Mode,
@@ -163,7 +169,7 @@ pub(crate) fn prepare(
     match source {
         ImageSource::Files => {
             let img = decode_rgb_with(&sample.path, &tcfg.limits)?;
-            transform_view_into(View::of(&img), None, mode, tcfg, seed, epoch, index as u64, channels_last, out);
+            transform_view_into(View::of(&img), None, mode, tcfg, seed, epoch, id as u64, channels_last, out);
         }
         ImageSource::Cache(c) => {
             // An entry left missing because its source was bad reports that source's problem.
@@ -172,7 +178,7 @@ pub(crate) fn prepare(
                 None => err,
             })?;
             let v = View { w: e.width, h: e.height, data: e.pixels };
-            transform_view_into(v, Some((e.orig_width, e.orig_height)), mode, tcfg, seed, epoch, index as u64, channels_last, out);
+            transform_view_into(v, Some((e.orig_width, e.orig_height)), mode, tcfg, seed, epoch, id as u64, channels_last, out);
         }
     }
     Ok(())
@@ -184,6 +190,9 @@ pub fn loader(samples: Arc<[Sample]>, source: ImageSource, tcfg: &TransformConfi
     tcfg.validate()?;
     if lcfg.batch_size == 0 || lcfg.prefetch == 0 {
         return Err(Error::Config("batch_size and prefetch must be at least 1".into()));
+    }
+    if lcfg.sample_ids.as_ref().is_some_and(|ids| ids.len() != samples.len()) {
+        return Err(Error::Config(format!("sample_ids has {} entries for {} samples", lcfg.sample_ids.as_ref().map_or(0, Vec::len), samples.len())));
     }
     if let ImageSource::Cache(c) = &source {
         if c.len() != samples.len() {
@@ -226,7 +235,10 @@ pub fn loader(samples: Arc<[Sample]>, source: ImageSource, tcfg: &TransformConfi
                 let mut work = move || {
                     buf.par_chunks_mut(per)
                         .zip(idx.par_iter())
-                        .map(|(out, &i)| prepare(&samples[i], i, source, tcfg, lcfg.mode, lcfg.seed, lcfg.epoch, lcfg.channels_last, out))
+                        .map(|(out, &i)| {
+                            let id = lcfg.sample_ids.as_ref().map_or(i, |ids| ids[i]);
+                            prepare(&samples[i], (i, id), source, tcfg, lcfg.mode, lcfg.seed, lcfg.epoch, lcfg.channels_last, out)
+                        })
                         .collect::<Vec<Result<(), Error>>>()
                 };
                 let results = match &pool {

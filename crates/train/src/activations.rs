@@ -37,6 +37,7 @@ use tch::{Device, Kind, Tensor};
 use crate::chunks::RowLayout;
 use crate::config::ActivationDtype;
 use crate::features::{Extractor, PassSpec};
+use crate::shards::{CacheKind, PartOutcome, PartTarget, ShardJob};
 use crate::tensors::{from_data, to_data};
 use crate::Error;
 
@@ -50,103 +51,34 @@ const HEADER: usize = 8 + 4 + 4 + 8 * 4 + 8 + 4 + 4;
 pub struct ActivationCache {
     path: PathBuf,
     map: memmap2::Mmap,
-    dtype: DType,
-    shape: [i64; 3],
-    labels: Vec<i64>,
+    layout: Layout,
+}
+
+/// What a cache file's header says: element type, one image's shape, labels, where rows start.
+#[derive(Debug)]
+pub(crate) struct Layout {
+    pub dtype: DType,
+    pub shape: [i64; 3],
+    pub labels: Vec<i64>,
     data_at: usize,
 }
 
-impl ActivationCache {
-    /// Number of images.
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    /// Whether the cache holds no image.
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Size of the file in bytes.
-    pub fn file_bytes(&self) -> u64 {
-        self.map.len() as u64
-    }
-
-    /// Shape of one image's activations `[C, H, W]`.
-    pub fn shape(&self) -> [i64; 3] {
-        self.shape
-    }
-
-    fn row_bytes(&self) -> usize {
+impl Layout {
+    /// Bytes of one image's activations.
+    pub fn row_bytes(&self) -> usize {
         self.shape.iter().product::<i64>() as usize * self.dtype.size_in_bytes()
     }
 
-    /// The activations (as f32, `[len, C, H, W]`) and labels of the images at `idx`.
-    pub fn batch(&self, idx: &[usize]) -> Result<(Tensor, Tensor), Error> {
+    /// The bytes of image `i`'s activations in `file` (the bytes this layout was parsed from).
+    pub fn row<'b>(&self, file: &'b [u8], i: usize) -> Option<&'b [u8]> {
         let rb = self.row_bytes();
-        let mut bytes = Vec::with_capacity(idx.len() * rb);
-        let mut labels = Vec::with_capacity(idx.len());
-        for &i in idx {
-            let at = self.data_at + i * rb;
-            let row = self.map.get(at..at + rb).ok_or_else(|| Error::Data(format!("{}: image {i} is out of range", self.path.display())))?;
-            bytes.extend_from_slice(row);
-            labels.push(self.labels[i]);
-        }
-        let shape = vec![idx.len(), self.shape[0] as usize, self.shape[1] as usize, self.shape[2] as usize];
-        let data = TensorData::new(self.dtype, shape, bytes)?;
-        Ok((from_data("activations", &data)?.to_kind(Kind::Float), Tensor::from_slice(&labels)))
+        file.get(self.data_at + i * rb..self.data_at + (i + 1) * rb)
     }
 
-    /// Writes activations `x` `[N, C, H, W]` and labels `y` with their provenance `key` to `path`,
-    /// atomically.
-    fn write(path: &Path, key: &serde_json::Value, x: &Tensor, y: &Tensor) -> Result<(), Error> {
-        let (xd, yd) = (to_data("activations", x)?, to_data("labels", y)?);
-        let dt = match xd.dtype {
-            DType::F32 => 0u32,
-            DType::F16 => 1,
-            other => return Err(Error::Config(format!("activations of type {other:?} cannot be cached"))),
-        };
-        if xd.shape.len() != 4 || yd.dtype != DType::I64 || yd.shape != [xd.shape[0]] {
-            return Err(Error::Config(format!("activations {:?} and labels {:?} do not fit together", xd.shape, yd.shape)));
-        }
-        let key_text = key.to_string();
-        let mut crc = crc32fast::Hasher::new();
-        for part in [key_text.as_bytes(), &yd.bytes, &xd.bytes] {
-            crc.update(part);
-        }
-        let mut head = Vec::with_capacity(HEADER);
-        head.extend_from_slice(MAGIC);
-        head.extend_from_slice(&ACTIVATION_CACHE_VERSION.to_le_bytes());
-        head.extend_from_slice(&dt.to_le_bytes());
-        for v in [&xd.shape[..], &[key_text.len()]].concat() {
-            head.extend_from_slice(&(v as u64).to_le_bytes());
-        }
-        head.extend_from_slice(&crc.finalize().to_le_bytes());
-        let head_crc = crc32fast::hash(&head);
-        head.extend_from_slice(&head_crc.to_le_bytes());
-        petal_common::write_atomic_with(path, |tmp: &Path| -> Result<(), Error> {
-            let f = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?;
-            let mut w = std::io::BufWriter::new(f);
-            for part in [&head[..], key_text.as_bytes(), &yd.bytes, &xd.bytes] {
-                w.write_all(part).map_err(|e| Error::io(tmp, e))?;
-            }
-            w.flush().map_err(|e| Error::io(tmp, e))
-        })
-    }
-
-    /// Opens the cache at `path`, checking its layout, checksums and that it was computed from `key`.
-    pub fn open(path: &Path, key: &serde_json::Value) -> Result<Self, Error> {
+    /// Parses and checks the bytes of a cache file (`path` names it in errors): layout,
+    /// checksums, and that it was computed from `key`.
+    pub fn parse(b: &[u8], path: &Path, key: &serde_json::Value) -> Result<Self, Error> {
         let bad = |detail: String| Error::Mismatch { path: path.to_path_buf(), detail };
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        // SAFETY: cache files are only ever replaced by atomic rename, never written in place, so
-        // the mapped bytes do not change while mapped; every read below is bounds-checked.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let b: &[u8] = &map;
         if b.len() < HEADER || &b[..8] != MAGIC {
             return Err(bad("is not a petal activation cache".into()));
         }
@@ -173,9 +105,116 @@ impl ActivationCache {
             return Err(bad("was computed from other inputs".into()));
         }
         let labels = b[HEADER + k..data_at].chunks_exact(8).map(|l| i64::from_le_bytes(l.try_into().unwrap_or([0; 8]))).collect();
-        let shape = [c as i64, h as i64, w as i64];
-        Ok(ActivationCache { path: path.to_path_buf(), map, dtype, shape, labels, data_at })
+        Ok(Layout { dtype, shape: [c as i64, h as i64, w as i64], labels, data_at })
     }
+}
+
+impl ActivationCache {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.layout.labels.len()
+    }
+
+    /// Whether the cache holds no image.
+    pub fn is_empty(&self) -> bool {
+        self.layout.labels.is_empty()
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Size of the file in bytes.
+    pub fn file_bytes(&self) -> u64 {
+        self.map.len() as u64
+    }
+
+    /// Shape of one image's activations `[C, H, W]`.
+    pub fn shape(&self) -> [i64; 3] {
+        self.layout.shape
+    }
+
+    /// The activations (as f32, `[len, C, H, W]`) and labels of the images at `idx`.
+    pub fn batch(&self, idx: &[usize]) -> Result<(Tensor, Tensor), Error> {
+        let l = &self.layout;
+        let mut bytes = Vec::with_capacity(idx.len() * l.row_bytes());
+        let mut labels = Vec::with_capacity(idx.len());
+        for &i in idx {
+            let row = l.row(&self.map, i).ok_or_else(|| Error::Data(format!("{}: image {i} is out of range", self.path.display())))?;
+            bytes.extend_from_slice(row);
+            labels.push(l.labels[i]);
+        }
+        let shape = vec![idx.len(), l.shape[0] as usize, l.shape[1] as usize, l.shape[2] as usize];
+        let data = TensorData::new(l.dtype, shape, bytes)?;
+        Ok((from_data("activations", &data)?.to_kind(Kind::Float), Tensor::from_slice(&labels)))
+    }
+
+    /// Writes activations `x` `[N, C, H, W]` and labels `y` with their provenance `key` to `path`,
+    /// atomically.
+    pub(crate) fn write(path: &Path, key: &serde_json::Value, x: &Tensor, y: &Tensor) -> Result<(), Error> {
+        let (xd, yd) = (to_data("activations", x)?, to_data("labels", y)?);
+        if xd.shape.len() != 4 || yd.dtype != DType::I64 || yd.shape != [xd.shape[0]] {
+            return Err(Error::Config(format!("activations {:?} and labels {:?} do not fit together", xd.shape, yd.shape)));
+        }
+        let labels: Vec<i64> = yd.bytes.chunks_exact(8).map(|l| i64::from_le_bytes(l.try_into().unwrap_or([0; 8]))).collect();
+        let rb = xd.bytes.len() / xd.shape[0].max(1);
+        let rows = |i: usize| &xd.bytes[i * rb..(i + 1) * rb];
+        write_rows(path, key, (xd.dtype, [xd.shape[1], xd.shape[2], xd.shape[3]]), &labels, &rows)
+    }
+
+    /// Opens the cache at `path`, checking its layout, checksums and that it was computed from `key`.
+    pub fn open(path: &Path, key: &serde_json::Value) -> Result<Self, Error> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: cache files are only ever replaced by atomic rename, never written in place, so
+        // the mapped bytes do not change while mapped; every read below is bounds-checked.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let layout = Layout::parse(&map, path, key)?;
+        Ok(ActivationCache { path: path.to_path_buf(), map, layout })
+    }
+}
+
+/// Writes a cache file of `labels.len()` images to `path`, atomically: `key`, element type and
+/// one image's shape `[C, H, W]`, then the labels and the bytes `row(i)` of each image in order.
+pub(crate) fn write_rows<'r>(
+    path: &Path,
+    key: &serde_json::Value,
+    (dtype, shape): (DType, [usize; 3]),
+    labels: &[i64],
+    row: &dyn Fn(usize) -> &'r [u8],
+) -> Result<(), Error> {
+    let dt = match dtype {
+        DType::F32 => 0u32,
+        DType::F16 => 1,
+        other => return Err(Error::Config(format!("activations of type {other:?} cannot be cached"))),
+    };
+    let key_text = key.to_string();
+    let label_bytes: Vec<u8> = labels.iter().flat_map(|l| l.to_le_bytes()).collect();
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(key_text.as_bytes());
+    crc.update(&label_bytes);
+    (0..labels.len()).for_each(|i| crc.update(row(i)));
+    let mut head = Vec::with_capacity(HEADER);
+    head.extend_from_slice(MAGIC);
+    head.extend_from_slice(&ACTIVATION_CACHE_VERSION.to_le_bytes());
+    head.extend_from_slice(&dt.to_le_bytes());
+    for v in [labels.len(), shape[0], shape[1], shape[2], key_text.len()] {
+        head.extend_from_slice(&(v as u64).to_le_bytes());
+    }
+    head.extend_from_slice(&crc.finalize().to_le_bytes());
+    let head_crc = crc32fast::hash(&head);
+    head.extend_from_slice(&head_crc.to_le_bytes());
+    petal_common::write_atomic_with(path, |tmp: &Path| -> Result<(), Error> {
+        let f = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?;
+        let mut w = std::io::BufWriter::new(f);
+        for part in [&head[..], key_text.as_bytes(), &label_bytes] {
+            w.write_all(part).map_err(|e| Error::io(tmp, e))?;
+        }
+        for i in 0..labels.len() {
+            w.write_all(row(i)).map_err(|e| Error::io(tmp, e))?;
+        }
+        w.flush().map_err(|e| Error::io(tmp, e))
+    })
 }
 
 /// One activation cache file a run needs: which pass, and where it lives.
@@ -214,7 +253,7 @@ impl Extractor<'_> {
         let mut out = Vec::new();
         for (split, samples, mode, view) in passes {
             let extra = serde_json::json!({ "split_unit": split_unit, "split_after": after, "dtype": dtype });
-            let spec = PassSpec { split, mode, view, kind: ("petal.activations", ACTIVATION_CACHE_VERSION), extra };
+            let spec = PassSpec { split, mode, view, kind: ("petal.activations", ACTIVATION_CACHE_VERSION), extra, ids: None };
             let key = self.key(&spec, &preprocess::fingerprint(samples)?);
             let d = checkpoint::chunks::digest(&key);
             let path = self.cache_dir.join(format!("activations-{split}-{}.pact", &d[..24]));
@@ -304,6 +343,7 @@ impl Extractor<'_> {
         if let Some(c) = self.cached_activations(p) {
             return Ok((c, 0.0));
         }
+        crate::shards::warn_unmerged(&p.path, self.progress);
         let shape = self.activation_shape(split_unit)?;
         let forward = |x: &Tensor| Ok(self.net.activations(x, split_unit)?.to_kind(dtype.kind()).contiguous());
         let row = RowLayout { shape: shape.to_vec(), kind: dtype.kind() };
@@ -314,6 +354,22 @@ impl Extractor<'_> {
             store.finish();
         }
         Ok((ActivationCache::open(&p.path, &p.key)?, secs))
+    }
+
+    /// Computes `job`'s shard of the planned activation cache `p`, as a part beside it (see
+    /// [`crate::shards`]); a part already complete is kept.
+    pub(crate) fn activations_part(
+        &self,
+        p: &Planned,
+        samples: &Arc<[Sample]>,
+        (split_unit, dtype): (usize, ActivationDtype),
+        job: &ShardJob,
+    ) -> Result<PartOutcome, Error> {
+        let shape = self.activation_shape(split_unit)?;
+        let forward = |x: &Tensor| Ok(self.net.activations(x, split_unit)?.to_kind(dtype.kind()).contiguous());
+        let row = RowLayout { shape: shape.to_vec(), kind: dtype.kind() };
+        let target = PartTarget { cache: &p.path, key: &p.key, kind: CacheKind::Activations };
+        self.extract_part(samples, p.spec.clone(), &target, job, (&forward, row))
     }
 
     fn cached_activations(&self, p: &Planned) -> Option<ActivationCache> {

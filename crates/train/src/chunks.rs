@@ -47,7 +47,7 @@ impl RowLayout {
         }
     }
 
-    fn empty(&self) -> Tensor {
+    pub(crate) fn empty(&self) -> Tensor {
         let mut shape = vec![0];
         shape.extend_from_slice(&self.shape);
         Tensor::zeros(shape.as_slice(), (self.kind, Device::Cpu))

@@ -34,6 +34,9 @@ pub enum Error {
         /// What does not fit.
         detail: String,
     },
+    /// The parts of a sharded extraction cannot be merged (missing, damaged, or of other jobs).
+    #[error(transparent)]
+    Parts(#[from] petal_common::parts::MergeError),
     /// File I/O.
     #[error("{path}: {source}")]
     Io {

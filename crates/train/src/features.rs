@@ -9,7 +9,7 @@
 //! a run killed mid-way computes only the chunks that are missing, and the file it assembles is the
 //! one an uninterrupted run writes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,6 +22,7 @@ use tch::{Device, Tensor};
 
 use crate::chunks::{Extracted, RowLayout};
 use crate::config::TrainConfig;
+use crate::shards::{CacheKind, PartOutcome, PartTarget, ShardJob};
 use crate::tensors::{from_data, to_data};
 use crate::Error;
 
@@ -68,6 +69,7 @@ pub struct Extractor<'a> {
 }
 
 /// What a backbone pass over a split computes: the provenance key's parts and how to name it.
+#[derive(Clone)]
 pub(crate) struct PassSpec<'a> {
     /// The split's name (file names, messages).
     pub split: &'a str,
@@ -79,6 +81,8 @@ pub(crate) struct PassSpec<'a> {
     pub kind: (&'static str, u32),
     /// Further key parts (e.g. the split point of a partial network).
     pub extra: serde_json::Value,
+    /// For one shard of the split: each sample's index in the whole split (its augmentation).
+    pub ids: Option<Vec<usize>>,
 }
 
 /// The network part a pass runs on each batch of images.
@@ -133,13 +137,9 @@ impl Extractor<'_> {
     /// Features and labels of `samples` for (mode, view): from the cache, or computed and cached.
     /// Returns the seconds spent computing (0 on a cache hit).
     pub fn features(&self, samples: &Arc<[Sample]>, split: &str, mode: Mode, view: u64) -> Result<((Tensor, Tensor), f64), Error> {
-        let spec = PassSpec { split, mode, view, kind: ("petal.features", FEATURE_CACHE_VERSION), extra: serde_json::Value::Null };
-        let key = self.key(&spec, &preprocess::fingerprint(samples)?);
-        let digest = petal_common::sha256_hex(key.to_string().as_bytes());
-        std::fs::create_dir_all(self.cache_dir).map_err(|e| Error::io(self.cache_dir, e))?;
-        let path = self.cache_dir.join(format!("features-{split}-{}.safetensors", &digest[..24]));
+        let (spec, key, path) = self.feature_cache(samples, split, mode, view)?;
         // Chunks of an interrupted extraction (see `crate::chunks`), named by the same digest.
-        let chunk_dir = self.cache_dir.join(format!("features-{split}-{}.chunks", &digest[..24]));
+        let chunk_dir = path.with_extension("chunks");
         if let Some(v) = self.cached(&path, &key) {
             checkpoint::chunks::discard(&chunk_dir);
             return Ok((v, 0.0));
@@ -151,19 +151,43 @@ impl Extractor<'_> {
             checkpoint::chunks::discard(&chunk_dir);
             return Ok((v, 0.0));
         }
+        crate::shards::warn_unmerged(&path, self.progress);
         let forward = |x: &Tensor| Ok(self.net.infer_features(x));
         let row = RowLayout { shape: vec![self.net.feature_dim()], kind: tch::Kind::Float };
         let (out, secs) = self.pass(samples, &spec, &key, &chunk_dir, (&forward, row))?;
         let (x, y) = (out.x, out.y);
-        let mut tensors = TensorMap::new();
-        tensors.insert("features".into(), to_data("features", &x)?);
-        tensors.insert("labels".into(), to_data("labels", &y)?);
-        let meta = Metadata { arch: self.cfg.arch.name().into(), provenance: key, ..Metadata::default() };
-        checkpoint::save(&path, &Checkpoint { meta, tensors })?;
+        save_features(&path, self.cfg.arch.name(), &key, &x, &y)?;
         if let Some(store) = out.store {
             store.finish();
         }
         Ok(((x, y), secs))
+    }
+
+    /// The pass, provenance key and file of the feature cache of `samples` for (mode, view).
+    fn feature_cache<'s>(
+        &self,
+        samples: &[Sample],
+        split: &'s str,
+        mode: Mode,
+        view: u64,
+    ) -> Result<(PassSpec<'s>, serde_json::Value, PathBuf), Error> {
+        let kind = ("petal.features", FEATURE_CACHE_VERSION);
+        let spec = PassSpec { split, mode, view, kind, extra: serde_json::Value::Null, ids: None };
+        let key = self.key(&spec, &preprocess::fingerprint(samples)?);
+        let digest = petal_common::sha256_hex(key.to_string().as_bytes());
+        std::fs::create_dir_all(self.cache_dir).map_err(|e| Error::io(self.cache_dir, e))?;
+        let path = self.cache_dir.join(format!("features-{split}-{}.safetensors", &digest[..24]));
+        Ok((spec, key, path))
+    }
+
+    /// Computes `job`'s shard of the feature cache [`Self::features`] reads for (mode, view), as a
+    /// part beside it (see [`crate::shards`]); a part already complete is kept.
+    pub fn features_part(&self, samples: &Arc<[Sample]>, split: &str, (mode, view): (Mode, u64), job: &ShardJob) -> Result<PartOutcome, Error> {
+        let (spec, key, path) = self.feature_cache(samples, split, mode, view)?;
+        let forward = |x: &Tensor| Ok(self.net.infer_features(x));
+        let row = RowLayout { shape: vec![self.net.feature_dim()], kind: tch::Kind::Float };
+        let target = PartTarget { cache: &path, key: &key, kind: CacheKind::Features };
+        self.extract_part(samples, spec, &target, job, (&forward, row))
     }
 
     /// Runs `forward` over `samples` as `spec` says, in chunks kept in `chunk_dir` (when chunking
@@ -195,6 +219,7 @@ impl Extractor<'_> {
             // One preparation thread: decoding is ~10x cheaper than the backbone, and a second
             // rayon thread would only fight libtorch's threads for the same cores.
             threads: 1,
+            sample_ids: spec.ids.clone(),
             ..LoaderConfig::default()
         };
         let noun = spec.noun();
@@ -249,4 +274,15 @@ impl Extractor<'_> {
         }
         Ok((x, y))
     }
+}
+
+/// Writes a feature cache file: `features` `x` `[N, F]` and `labels` `y` `[N]` of architecture
+/// `arch`, with their provenance `key` (what [`Extractor::features`] writes and reads).
+pub(crate) fn save_features(path: &Path, arch: &str, key: &serde_json::Value, x: &Tensor, y: &Tensor) -> Result<(), Error> {
+    let mut tensors = TensorMap::new();
+    tensors.insert("features".into(), to_data("features", x)?);
+    tensors.insert("labels".into(), to_data("labels", y)?);
+    let meta = Metadata { arch: arch.into(), provenance: key.clone(), ..Metadata::default() };
+    checkpoint::save(path, &Checkpoint { meta, tensors })?;
+    Ok(())
 }

@@ -14,7 +14,8 @@
 //! then trains on them for as many epochs as wanted, in seconds. Every random choice (order,
 //! augmentation, dropout, initialisation) is a pure function of the seed and the epoch, and the
 //! optimiser state is saved each epoch, so `--resume` after a crash or `kill -9` continues exactly
-//! as if never interrupted.
+//! as if never interrupted. [`extract`] computes only the caches a run would use, whole or (on many
+//! machines) one shard's part of each, which [`shards::merge_parts`] joins into the same files.
 
 #![warn(missing_docs)]
 
@@ -26,6 +27,7 @@ mod error;
 pub mod features;
 pub mod frozen;
 pub mod optim;
+pub mod shards;
 pub mod tensors;
 
 use std::path::{Path, PathBuf};
@@ -347,14 +349,7 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
         tch::set_num_threads(cfg.threads as i32);
     }
     let device = parse_device(&cfg.device)?;
-    let train_samples = split_samples(ds, &req.train_split)
-        .ok_or_else(|| Error::Data(format!("{} has no (non-empty) split {:?}", ds.root.display(), req.train_split)))?;
-    let valid_samples = split_samples(ds, &req.valid_split);
-    let classes = class_entries(ds);
-    let num_classes = classes.len() as i64;
-    if num_classes < 2 {
-        return Err(Error::Data(format!("{} has {num_classes} class(es); at least 2 are needed", ds.root.display())));
-    }
+    let (train_samples, valid_samples, classes) = run_data(req, ds)?;
     if let Some(c) = &resumed {
         check_classes(c, &classes, &last_path)?;
     }
@@ -367,7 +362,7 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
     let frozen = cfg.mode == TrainMode::Frozen;
     let cached_mode = cfg.mode != TrainMode::Finetune;
     let init_from = init.as_ref().map(|(c, p)| (c, p.as_path()));
-    let frozen::Network { vs, mut net, weights_id } = frozen::build_network(&cfg, req.weights.as_deref(), init_from, num_classes, device)?;
+    let frozen::Network { vs, mut net, weights_id } = frozen::build_network(&cfg, req.weights.as_deref(), init_from, classes.len() as i64, device)?;
     let mut opt = frozen::optimizer_for(&vs, &cfg);
     let mut saved = SavedProgress { history: Vec::new(), best_epoch: 0, best_score: f64::NEG_INFINITY };
     if let Some(c) = &resumed {
@@ -396,16 +391,7 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
         // The frozen blocks only run in eval mode: fold their batch norms for speed (the
         // trainable blocks' are left alone).
         net.fold_batchnorm();
-        let fx = features::Extractor {
-            net: &net,
-            cfg: &cfg,
-            tcfg: &tcfg,
-            device,
-            cache_dir: &req.cache_dir,
-            weights_id: &weights_id,
-            skip_bad: req.skip_bad,
-            progress,
-        };
+        let fx = extractor(&net, (&cfg, &tcfg, device), req, &weights_id, progress);
         let valid = valid_samples.as_ref().map(|s| (req.valid_split.as_str(), s));
         let passes = cached_passes(&cfg, (&req.train_split, &train_samples), valid);
         let (inputs, secs) = if frozen { frozen_inputs(&fx, passes)? } else { partial_inputs(&fx, passes, &cfg)? };
@@ -516,6 +502,112 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
         wall_s: start.elapsed().as_secs_f64(),
         feature_s,
     })
+}
+
+/// The training and validation samples of a run and the dataset's classes (at least 2).
+type RunData = (Arc<[Sample]>, Option<Arc<[Sample]>>, Vec<ClassEntry>);
+
+fn run_data(req: &TrainRequest, ds: &Dataset) -> Result<RunData, Error> {
+    let train = split_samples(ds, &req.train_split)
+        .ok_or_else(|| Error::Data(format!("{} has no (non-empty) split {:?}", ds.root.display(), req.train_split)))?;
+    let classes = class_entries(ds);
+    if classes.len() < 2 {
+        return Err(Error::Data(format!("{} has {} class(es); at least 2 are needed", ds.root.display(), classes.len())));
+    }
+    Ok((train, split_samples(ds, &req.valid_split), classes))
+}
+
+/// The feature and activation extractor of a run.
+fn extractor<'a>(
+    net: &'a Classifier,
+    (cfg, tcfg, device): (&'a TrainConfig, &'a TransformConfig, Device),
+    req: &'a TrainRequest,
+    weights_id: &'a str,
+    progress: &'a dyn Progress,
+) -> features::Extractor<'a> {
+    features::Extractor { net, cfg, tcfg, device, cache_dir: &req.cache_dir, weights_id, skip_bad: req.skip_bad, progress }
+}
+
+/// What [`extract`] did.
+#[derive(Debug, Clone)]
+pub struct ExtractOutcome {
+    /// The part of each cache this shard wrote or kept (empty without a shard).
+    pub parts: Vec<shards::PartOutcome>,
+    /// Cache files the run needs (computed, found, or with a part here).
+    pub caches: usize,
+    /// Seconds spent computing features or activations (cache hits and kept parts excluded).
+    pub feature_s: f64,
+    /// Seconds in all.
+    pub wall_s: f64,
+}
+
+/// Computes the feature caches (frozen mode) or activation caches (partial mode) that
+/// [`train`] with the same request would compute, and stops there: the whole caches, or with
+/// `shard` only that shard's part of each (see [`shards`]; `petal merge` joins the parts into the
+/// caches, which `train` then finds). The run folder is not touched, so shards run side by side.
+pub fn extract(req: &TrainRequest, ds: &Dataset, shard: Option<&shards::ShardJob>, progress: &dyn Progress) -> Result<ExtractOutcome, Error> {
+    let _generator = model::random_generator_lock();
+    let start = Instant::now();
+    let init = req.init_from.as_ref().map(|p| init_checkpoint(p).map(|c| (c, p.clone()))).transpose()?;
+    let cfg = match &init {
+        Some((c, p)) => adopt_network(req.config.clone(), c, p)?,
+        None => req.config.clone(),
+    };
+    cfg.validate()?;
+    if cfg.mode == TrainMode::Finetune {
+        return Err(Error::Config("fine-tuning trains on images and has no feature cache: extract in mode frozen or partial".into()));
+    }
+    if cfg.threads > 0 {
+        tch::set_num_threads(cfg.threads as i32);
+    }
+    let device = parse_device(&cfg.device)?;
+    let (train_samples, valid_samples, classes) = run_data(req, ds)?;
+    if let Some((c, path)) = &init {
+        check_classes(c, &classes, path)?;
+    }
+    let init_from = init.as_ref().map(|(c, p)| (c, p.as_path()));
+    let frozen::Network { mut net, weights_id, .. } = frozen::build_network(&cfg, req.weights.as_deref(), init_from, classes.len() as i64, device)?;
+    let frozen = cfg.mode == TrainMode::Frozen;
+    if cfg.channels_last && device == Device::Cpu {
+        net.set_channels_last(true)?;
+    }
+    net.fold_batchnorm();
+    let tcfg = transform_config(&cfg);
+    let fx = extractor(&net, (&cfg, &tcfg, device), req, &weights_id, progress);
+    let valid = valid_samples.as_ref().map(|s| (req.valid_split.as_str(), s));
+    let passes = cached_passes(&cfg, (&req.train_split, &train_samples), valid);
+    let caches = passes.len();
+    let (parts, feature_s) = match (shard, frozen) {
+        (None, true) => (Vec::new(), frozen_inputs(&fx, passes)?.1),
+        (None, false) => (Vec::new(), partial_inputs(&fx, passes, &cfg)?.1),
+        (Some(job), true) => {
+            let parts = passes
+                .iter()
+                .map(|&(split, samples, mode, view)| fx.features_part(samples, split, (mode, view), job))
+                .collect::<Result<Vec<_>, _>>()?;
+            let secs = parts.iter().map(|p| p.seconds).sum();
+            (parts, secs)
+        }
+        (Some(job), false) => partial_parts(&fx, passes, &cfg, job)?,
+    };
+    Ok(ExtractOutcome { parts, caches, feature_s, wall_s: start.elapsed().as_secs_f64() })
+}
+
+/// Partial mode, one shard: its part of the activation cache of every pass.
+fn partial_parts(
+    fx: &features::Extractor,
+    passes: Vec<CachedPass>,
+    cfg: &TrainConfig,
+    job: &shards::ShardJob,
+) -> Result<(Vec<shards::PartOutcome>, f64), Error> {
+    let split = fx.net.units() - cfg.unfreeze_blocks;
+    let samples: Vec<&Arc<[Sample]>> = passes.iter().map(|p| p.1).collect();
+    let plan = fx.plan_activations(passes, split, cfg.activation_dtype)?;
+    fx.check_activation_space(&plan, split, cfg.activation_dtype, cfg.activation_cache_limit_mb)?;
+    let parts =
+        plan.iter().zip(samples).map(|(p, s)| fx.activations_part(p, s, (split, cfg.activation_dtype), job)).collect::<Result<Vec<_>, _>>()?;
+    let secs = parts.iter().map(|p| p.seconds).sum();
+    Ok((parts, secs))
 }
 
 /// The inputs of cached epochs: one per training view (epoch `e` uses view `e % views`), and the
