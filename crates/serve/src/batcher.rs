@@ -122,7 +122,13 @@ pub async fn start(
     torch: TorchThread,
 ) -> Result<(ModelQueue, Vec<usize>), String> {
     let b = backend.clone();
-    let calibrated = torch.run_async(move || if cfg.pad { b.calibrate(cfg.max_batch) } else { Ok((0..=cfg.max_batch).collect()) }).await;
+    let calibrated = torch
+        .run_async(move || {
+            let r = if cfg.pad { b.calibrate(cfg.max_batch) } else { Ok((0..=cfg.max_batch).collect()) };
+            crate::memory::release_free_heap();
+            r
+        })
+        .await;
     let run_as = calibrated.map_err(|e| format!("{e:?}"))??;
     let (tx, rx) = mpsc::channel(cfg.queue.max(1));
     let waiting = Arc::new(AtomicUsize::new(0));

@@ -26,6 +26,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod limits;
+mod memory;
 pub mod metrics;
 pub mod model;
 pub mod server;
