@@ -186,9 +186,17 @@ impl Predictor {
     }
 
     /// The weights as the checkpoint holds them (batch norms not folded: folding leaves the
-    /// variable store alone), by PyTorch name.
+    /// variable store alone), by PyTorch name; empty after [`Predictor::release_checkpoint_weights`].
     pub fn variables(&self) -> std::collections::HashMap<String, Tensor> {
         self.vs.variables()
+    }
+
+    /// Lets go of the checkpoint's own copies of the weights that batch-norm folding replaced
+    /// (every folded convolution's unfolded weight), keeping only what the network runs on: a
+    /// long-lived server saves the memory of one copy of its backbone's convolutions. Predictions
+    /// do not change; [`Predictor::variables`] is empty afterwards (export needs them: export first).
+    pub fn release_checkpoint_weights(&mut self) {
+        self.vs = VarStore::new(self.device);
     }
 
     /// The device the network runs on.

@@ -71,14 +71,15 @@ pub use weights::{load_backbone_weights, LoadSummary};
 ///
 /// libtorch has one CPU generator per process: weight initialisation, dropout and drop-connect
 /// all draw from it, and `tch::manual_seed` reseeds it for every thread. Two threads that seed it
-/// and then draw (two training runs, or one run while another thread builds a randomly initialised
-/// network) interleave their draws, and neither gets the sequence its seed promised. Whatever
-/// needs a reproducible sequence seeds and draws while holding this guard; `train::train` holds it
-/// for a whole run, so runs in one process are reproducible and take turns. A panic while it was
-/// held does not poison it (the generator has no invariant to break).
-pub fn random_generator_lock() -> std::sync::MutexGuard<'static, ()> {
-    static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    GENERATOR.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// and then draw (two training runs, or one run while another thread builds a network) interleave
+/// their draws, and neither gets the sequence its seed promised. Whatever needs a reproducible
+/// sequence seeds and draws while holding this guard; `train::train` holds it for a whole run, and
+/// [`Classifier::new`] (whose initialisation draws) takes it too, so building a network (as
+/// `infer::Predictor::load` does before loading its weights) never disturbs a seeded sequence of
+/// another thread. The lock is reentrant: a thread holding it may take it again.
+pub fn random_generator_lock() -> parking_lot::ReentrantMutexGuard<'static, ()> {
+    static GENERATOR: parking_lot::ReentrantMutex<()> = parking_lot::ReentrantMutex::new(());
+    GENERATOR.lock()
 }
 
 /// What every backbone implementation provides.
@@ -111,6 +112,8 @@ impl Classifier {
     /// Builds the network under `vs` (normally `vs.root()`), randomly initialised like PyTorch.
     /// Errors on an invalid custom DenseNet or head configuration.
     pub fn new(vs: &nn::Path, arch: &Arch, head: &HeadConfig, num_classes: i64) -> Result<Self, Error> {
+        // Initialisation draws from the process-wide generator: not while another thread runs a seeded sequence.
+        let _generator = random_generator_lock();
         let backbone: Box<dyn Net> = match arch.family() {
             Family::DenseNet(cfg) => Box::new(densenet::DenseNet::new(&(vs / "features"), &cfg)?),
             Family::Lite(cfg) => Box::new(efficientnet::EfficientNetLite::new(vs, &cfg)),

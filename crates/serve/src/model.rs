@@ -87,7 +87,9 @@ impl PredictorBackend {
     pub fn load(name: &str, path: &Path, device: Device, max_pixels: u64) -> Result<Self, Error> {
         let err = |detail: String| Error::Checkpoint { path: path.to_path_buf(), detail };
         let checkpoint_sha256 = petal_common::sha256_file(path).map_err(|e| err(e.to_string()))?;
-        let predictor = Predictor::load(path, device).map_err(|e| err(e.to_string()))?;
+        let mut predictor = Predictor::load(path, device).map_err(|e| err(e.to_string()))?;
+        // The network runs on its folded weights; the unfolded originals would only take memory.
+        predictor.release_checkpoint_weights();
         let mut transform = predictor.transform.clone();
         transform.limits.max_pixels = max_pixels;
         transform.validate().map_err(|e| err(e.to_string()))?;

@@ -18,7 +18,9 @@ pub fn tiny_densenet() -> Arch {
 /// Random batch-norm statistics and affine parameters and non-zero convolution biases, so that
 /// folding is exercised (a fresh network has the identity batch norm).
 fn perturb(vs: &VarStore) {
-    for (k, mut t) in vs.variables() {
+    // In name order: a HashMap's order changes from process to process, and so would the draws.
+    let sorted: std::collections::BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    for (k, mut t) in sorted {
         let c = t.size().first().copied().unwrap_or(1);
         let perturbed = if k.ends_with("running_var") {
             Tensor::rand([c], (Kind::Float, Device::Cpu)) * 1.5 + 0.5
