@@ -14,7 +14,7 @@
 //! `cargo run --release -p serve --example bench_serve -- [--json] [--smoke] [--data DIR] [--requests N]
 //! [--time-cap S] [--overload-s S] [--max-batch N] [--vs-pytorch] [--python PY]`
 //!
-//! `--max-batch` is passed to `petal serve` (default 4, the server's own default). `--smoke` (for
+//! `--max-batch` is passed to `petal serve` (default 2, the server's own default). `--smoke` (for
 //! `cargo xtask bench --smoke`): generated images, a random-weight checkpoint written by the sibling
 //! `bench_predict` example, the dev `petal` binary next to this example's folder, 8 requests per
 //! level, a 1 s overload run, no Python.
@@ -44,7 +44,7 @@ fn parse() -> Result<Args, String> {
     let mut a = Args {
         json: false,
         smoke: false,
-        max_batch: 4,
+        max_batch: 2,
         data: "../shared/data".into(),
         requests: 300,
         time_cap: 60.0,
