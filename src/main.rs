@@ -138,31 +138,28 @@ struct TrainArgs {
     overrides: OverrideArgs,
 }
 
-/// Architectures on the command line.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum ArchArg {
-    /// DenseNet-121 (1024 features).
-    Densenet121,
-    /// DenseNet-161 (2208 features).
-    Densenet161,
-    /// DenseNet-169 (1664 features).
-    Densenet169,
-    /// DenseNet-201 (1920 features).
-    Densenet201,
-    /// EfficientNet-Lite0 (1280 features).
-    #[value(name = "efficientnet_lite0", alias = "efficientnet-lite0")]
-    EfficientnetLite0,
-}
+/// Architectures on the command line: every built-in one (`model::arch_registry::arch_names`,
+/// listed by `--help`), case-insensitive, `-` for `_` (`efficientnet-lite0`).
+#[derive(Clone)]
+struct ArchParser;
 
-impl From<ArchArg> for model::Arch {
-    fn from(a: ArchArg) -> Self {
-        match a {
-            ArchArg::Densenet121 => model::Arch::DenseNet121,
-            ArchArg::Densenet161 => model::Arch::DenseNet161,
-            ArchArg::Densenet169 => model::Arch::DenseNet169,
-            ArchArg::Densenet201 => model::Arch::DenseNet201,
-            ArchArg::EfficientnetLite0 => model::Arch::EfficientNetLite0,
-        }
+impl clap::builder::TypedValueParser for ArchParser {
+    type Value = model::Arch;
+
+    fn parse_ref(&self, cmd: &clap::Command, arg: Option<&clap::Arg>, value: &std::ffi::OsStr) -> Result<model::Arch, clap::Error> {
+        let text = value.to_str().ok_or_else(|| clap::Error::new(clap::error::ErrorKind::InvalidUtf8).with_cmd(cmd))?;
+        text.parse::<model::Arch>().map_err(|_| {
+            let mut e = clap::Error::new(clap::error::ErrorKind::InvalidValue).with_cmd(cmd);
+            e.insert(clap::error::ContextKind::InvalidArg, clap::error::ContextValue::String(arg.map_or("--arch".into(), |a| a.to_string())));
+            e.insert(clap::error::ContextKind::InvalidValue, clap::error::ContextValue::String(text.to_string()));
+            let names = model::arch_registry::arch_names().into_iter().map(String::from).collect();
+            e.insert(clap::error::ContextKind::ValidValue, clap::error::ContextValue::Strings(names));
+            e
+        })
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        Some(Box::new(model::arch_registry::arch_names().into_iter().map(clap::builder::PossibleValue::new)))
     }
 }
 
@@ -224,8 +221,8 @@ pub struct OverrideArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// Architecture.
-    #[arg(long, value_enum)]
-    pub arch: Option<ArchArg>,
+    #[arg(long, value_parser = ArchParser)]
+    pub arch: Option<model::Arch>,
     /// Frozen backbone, fine-tuning, or partial fine-tuning on cached activations.
     #[arg(long, value_enum)]
     pub mode: Option<ModeArg>,
@@ -266,7 +263,7 @@ impl OverrideArgs {
     pub fn to_overrides(&self) -> pipeline::Overrides {
         pipeline::Overrides {
             name: self.name.clone(),
-            arch: self.arch.map(Into::into),
+            arch: self.arch.clone(),
             mode: self.mode.map(|m| match m {
                 ModeArg::Frozen => train::TrainMode::Frozen,
                 ModeArg::Finetune => train::TrainMode::Finetune,
@@ -447,8 +444,8 @@ impl LegacyArgs {
 #[derive(Args)]
 struct ImportArgs {
     /// Architecture the weights are for.
-    #[arg(long, value_enum)]
-    arch: ArchArg,
+    #[arg(long, value_parser = ArchParser)]
+    arch: model::Arch,
     /// The downloaded PyTorch file.
     input: PathBuf,
     /// The converted file to write.
@@ -497,7 +494,7 @@ fn run() -> Result<()> {
             Ok(())
         }
         Cmd::ImportWeights(a) => {
-            let arch: model::Arch = a.arch.into();
+            let arch = &a.arch;
             let c = model::arch_registry::convert_pretrained(&arch, &a.input, &a.output)
                 .with_context(|| format!("converting {} ({}) into {}", a.input.display(), arch, a.output.display()))?;
             eprintln!(

@@ -172,6 +172,14 @@ fn cli_error_paths_exit_non_zero_with_a_message() {
     // Bad enum values name the flag and the value.
     fails(train().args(["--arch", "resnet9000"]), &["--arch", "resnet9000"]);
     fails(train().args(["--mode", "sideways"]), &["--mode", "sideways"]);
+    // Every built-in architecture is accepted on the command line (`-` for `_` too), as
+    // `cargo xtask fetch-weights` passes it to `petal import-weights`.
+    for name in model::arch_registry::arch_names().into_iter().chain(["efficientnet-lite2", "VGG16-BN"]) {
+        let out = train().args(["--arch", name, "--print-config"]).output().expect("run petal");
+        let text = ok(out, name);
+        let canonical = name.to_ascii_lowercase().replace('-', "_");
+        assert!(text.contains(&format!("arch = \"{canonical}\"")), "{name}: {text}");
+    }
     // Malformed TOML: the file is named, and so is the line.
     let bad_toml = tmp.path().join("broken.toml");
     std::fs::write(&bad_toml, "name = \"x\"\nepochs = [oops\n").expect("write");
