@@ -495,7 +495,7 @@ fn run() -> Result<()> {
         }
         Cmd::ImportWeights(a) => {
             let arch = &a.arch;
-            let c = model::arch_registry::convert_pretrained(&arch, &a.input, &a.output)
+            let c = model::arch_registry::convert_pretrained(arch, &a.input, &a.output)
                 .with_context(|| format!("converting {} ({}) into {}", a.input.display(), arch, a.output.display()))?;
             eprintln!(
                 "wrote {} ({} backbone tensors; dropped the source's classifier keys {:?})",
