@@ -231,6 +231,40 @@ fn concurrent_runs_in_one_process_match_a_run_alone() {
     }
 }
 
+/// `petal sweep` searches partial-mode fields (here the split point) and trains each trial exactly
+/// as `train::train` trains the same config: the same best validation accuracy, bit for bit.
+#[test]
+fn a_sweep_over_the_split_point_scores_its_trials_as_train_does() {
+    use pipeline::sweep::{self, Halving, Method, SweepFile};
+    let b = bench();
+    let base = TrainConfig { epochs: 3, ..config("base", TrainMode::Partial, 1) };
+    let file = SweepFile {
+        data: Some(b.data.clone()),
+        weights: Some(b.weights.clone()),
+        out: b.work.join("sweep"),
+        cache_dir: b.work.join("cache"),
+        method: Method::Grid,
+        workers: 1,
+        halving: Halving { rounds: 1, eta: 2 },
+        train: toml::Table::try_from(&base).expect("base config as TOML"),
+        space: toml::from_str("unfreeze_blocks = [1, 2]").expect("space"),
+        ..SweepFile::default()
+    };
+    let path = b.work.join("sweep.toml");
+    std::fs::create_dir_all(&b.work).expect("work dir");
+    std::fs::write(&path, toml::to_string(&file).expect("sweep file")).expect("write sweep file");
+    let s = sweep::Sweep::load(&path).expect("sweep");
+    let runner = sweep::InProcess::new(sweep::TrialContext::open(&s).expect("context"));
+    let outcome = sweep::run_sweep(&s, &runner, &train::Silent).expect("sweep run");
+    assert_eq!(outcome.leaderboard.rows.len(), 2);
+    for row in &outcome.leaderboard.rows {
+        let blocks = row.point["unfreeze_blocks"].as_integer().expect("unfreeze_blocks") as usize;
+        let (o, _) = run(&b, &request(&b, TrainConfig { name: format!("blocks{blocks}"), unfreeze_blocks: blocks, ..base.clone() }, false));
+        let o = o.expect("train");
+        assert_eq!(row.valid_acc, best_valid(&o), "{blocks} block(s): the sweep's trial and train differ");
+    }
+}
+
 #[test]
 fn activation_cache_is_recomputed_when_any_key_part_changes() {
     let b = bench();

@@ -79,21 +79,26 @@ pub fn optimizer_for(vs: &VarStore, cfg: &TrainConfig) -> optim::Optimizer {
     optim::Optimizer::new(cfg.optimizer, cfg.momentum, cfg.weight_decay, params)
 }
 
-/// The cached features of a frozen run: one `(features, labels)` set per training view (epoch `e`
-/// trains on view `e % views`) and the validation split's.
-pub struct FrozenFeatures {
+/// The cached inputs of a run in frozen or partial mode: one set per training view (epoch `e`
+/// trains on view `e % views`) and the validation split's — pooled features (frozen mode) or the
+/// activation maps at the split (partial mode).
+pub struct CachedFeatures {
     inputs: CachedInputs,
     /// Seconds spent computing (cache hits excluded).
     pub feature_s: f64,
 }
 
-/// The features a frozen run trains on: `views` augmented views of `train` (the eval transform
-/// when `views` is 0) and the eval view of `valid`, from the cache or computed and cached, exactly
-/// as [`crate::train`] gets them.
-pub fn frozen_features(fx: &Extractor<'_>, train: (&Arc<[Sample]>, &str), valid: Option<(&Arc<[Sample]>, &str)>) -> Result<FrozenFeatures, Error> {
+/// What a run of `fx.cfg` in frozen or partial mode trains on: `views` augmented views of `train`
+/// (the eval transform when `views` is 0) and the eval view of `valid`, from the cache or computed
+/// and cached, exactly as [`crate::train`] gets them. Fine-tuning has no cached inputs: an error.
+pub fn cached_features(fx: &Extractor<'_>, train: (&Arc<[Sample]>, &str), valid: Option<(&Arc<[Sample]>, &str)>) -> Result<CachedFeatures, Error> {
     let passes = crate::cached_passes(fx.cfg, (train.1, train.0), valid.map(|(s, n)| (n, s)));
-    let (inputs, feature_s) = crate::frozen_inputs(fx, passes)?;
-    Ok(FrozenFeatures { inputs, feature_s })
+    let (inputs, feature_s) = match fx.cfg.mode {
+        TrainMode::Frozen => crate::frozen_inputs(fx, passes)?,
+        TrainMode::Partial => crate::partial_inputs(fx, passes, fx.cfg)?,
+        TrainMode::Finetune => return Err(Error::Config("fine-tuning trains on images: it has no cached inputs".into())),
+    };
+    Ok(CachedFeatures { inputs, feature_s })
 }
 
 /// Seeds libtorch's generator (dropout) for `epoch`: a pure function of (seed, epoch).
@@ -107,7 +112,7 @@ pub(crate) fn seed_epoch(cfg: &TrainConfig, epoch: usize) {
 pub fn fit_head(
     net: &Classifier,
     opt: &mut optim::Optimizer,
-    feats: &FrozenFeatures,
+    feats: &CachedFeatures,
     cfg: &TrainConfig,
     epochs: usize,
     mut on_epoch: impl FnMut(&EpochMetrics),
@@ -126,7 +131,7 @@ pub fn fit_head(
         let train_s = t0.elapsed().as_secs_f64();
         let valid = match valid {
             Some(v) => {
-                let (l, a) = cached::eval(net, v, cfg.eval_batch_size.max(256), device)?;
+                let (l, a) = cached::eval(net, v, crate::cached_eval_batch(cfg), device)?;
                 (Some(l), Some(a))
             }
             None => (None, None),

@@ -439,7 +439,7 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
         let train_s = t0.elapsed().as_secs_f64();
         let (valid_loss, valid_acc) = match (&cached, &ft_sources) {
             (Some((_, Some(v))), _) => {
-                let (l, a) = cached::eval(&net, v, cfg.eval_batch_size.max(if frozen { 256 } else { 64 }), device)?;
+                let (l, a) = cached::eval(&net, v, cached_eval_batch(&cfg), device)?;
                 (Some(l), Some(a))
             }
             (None, Some((_, Some(src)))) => {
@@ -650,7 +650,7 @@ pub(crate) fn frozen_inputs(fx: &features::Extractor, passes: Vec<CachedPass>) -
 
 /// Partial mode: activation maps at the split of every pass, after reporting their size and
 /// checking that they fit.
-fn partial_inputs(fx: &features::Extractor, passes: Vec<CachedPass>, cfg: &TrainConfig) -> Result<(CachedInputs, f64), Error> {
+pub(crate) fn partial_inputs(fx: &features::Extractor, passes: Vec<CachedPass>, cfg: &TrainConfig) -> Result<(CachedInputs, f64), Error> {
     let split = fx.net.units() - cfg.unfreeze_blocks;
     let samples: Vec<&Arc<[Sample]>> = passes.iter().map(|p| p.1).collect();
     let plan = fx.plan_activations(passes, split, cfg.activation_dtype)?;
@@ -662,6 +662,11 @@ fn partial_inputs(fx: &features::Extractor, passes: Vec<CachedPass>, cfg: &Train
         all.push(cached::Cached::Activations(c, split));
     }
     Ok((split_views(all, cfg.views.max(1)), secs))
+}
+
+/// Batch size of validation passes on cached inputs: pooled features are small, activation maps not.
+pub(crate) fn cached_eval_batch(cfg: &TrainConfig) -> usize {
+    cfg.eval_batch_size.max(if cfg.mode == TrainMode::Frozen { 256 } else { 64 })
 }
 
 /// Restores libtorch's thread count when dropped (also on early returns).

@@ -1,11 +1,13 @@
-//! `petal sweep`: grid or random search over training-config fields on cached frozen features,
-//! with synchronous successive halving, a crash-safe journal and a leaderboard.
+//! `petal sweep`: grid or random search over training-config fields on cached inputs (frozen
+//! features, or in partial mode the activation maps at the split), with synchronous successive
+//! halving, a crash-safe journal and a leaderboard.
 //!
 //! A sweep file (TOML) names the data and weights, a base `[train]` config over a preset, and a
-//! `[space]` whose keys are training-config fields by TOML key (`lr`, `head.dropout`, ...), so a
-//! field added to [`TrainConfig`] later is searchable with no change here. Each trial is a config;
-//! the features it trains on are computed once ([`TrialContext::prepare`]) and every trial trains
-//! only the head, exactly as `petal train` would with that config (same figures, bit for bit).
+//! `[space]` whose keys are training-config fields by TOML key (`lr`, `head.dropout`,
+//! `unfreeze_blocks`, ...), so a field added to [`TrainConfig`] later is searchable with no change
+//! here. Each trial is a config; the cached inputs it trains on are computed once
+//! ([`TrialContext::prepare`]) and every trial trains only the head (and in partial mode the
+//! trainable blocks), exactly as `petal train` would with that config (same figures, bit for bit).
 //!
 //! Successive halving: with `halving.rounds = R` and `halving.eta = η`, round `r` (0-based) trains
 //! each surviving trial for the first `⌈epochs · η^(r+1−R)⌉` epochs of its own schedule and keeps

@@ -9,7 +9,7 @@ use std::time::Instant;
 use petal_common::{Progress, Silent};
 use preprocess::{Dataset, Sample};
 use tch::Device;
-use train::frozen::{self, FrozenFeatures, Network};
+use train::frozen::{self, CachedFeatures, Network};
 use train::{TrainConfig, TrainMode};
 
 use super::{Sweep, TrialJob, TrialResult, TrialRunner};
@@ -48,10 +48,14 @@ impl TrialContext {
         })
     }
 
-    /// The network of `cfg` and its features, built as `petal train` builds them.
-    fn features(&self, cfg: &TrainConfig, progress: &dyn Progress) -> Result<(Network, FrozenFeatures), Error> {
-        if cfg.mode != TrainMode::Frozen {
-            return Err(Error::Inputs(format!("{}: a sweep trains heads on frozen features; mode {:?} is not supported", cfg.name, cfg.mode)));
+    /// The network of `cfg` and its cached inputs (pooled features in frozen mode, activation
+    /// maps at the split in partial mode), built as `petal train` builds them.
+    fn features(&self, cfg: &TrainConfig, progress: &dyn Progress) -> Result<(Network, CachedFeatures), Error> {
+        if cfg.mode == TrainMode::Finetune {
+            return Err(Error::Inputs(format!(
+                "{}: a sweep trains on cached inputs (mode frozen or partial); fine-tuning is not supported",
+                cfg.name
+            )));
         }
         let device = train::parse_device(&cfg.device)?;
         let mut network = frozen::build_network(cfg, self.weights.as_deref(), None, self.ds.classes.len() as i64, device)?;
@@ -70,7 +74,7 @@ impl TrialContext {
             skip_bad: self.skip_bad,
             progress,
         };
-        let feats = frozen::frozen_features(&fx, (&self.train, "train"), Some((&self.valid, "valid")))?;
+        let feats = frozen::cached_features(&fx, (&self.train, "train"), Some((&self.valid, "valid")))?;
         Ok((network, feats))
     }
 
@@ -83,8 +87,20 @@ impl TrialContext {
         let mut secs = 0.0;
         for t in &sweep.trials {
             let c = &t.config;
-            let key =
-                serde_json::json!([c.arch, c.views, c.seed, c.image_size, c.resize_size, c.color_jitter, c.channels_last, c.device]).to_string();
+            let key = serde_json::json!([
+                c.arch,
+                c.views,
+                c.seed,
+                c.image_size,
+                c.resize_size,
+                c.color_jitter,
+                c.channels_last,
+                c.device,
+                c.mode,
+                c.unfreeze_blocks,
+                c.activation_dtype
+            ])
+            .to_string();
             if seen.insert(key) {
                 secs += self.features(c, progress)?.1.feature_s;
             }
