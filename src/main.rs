@@ -458,9 +458,26 @@ fn main() {
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,checkpoint::chunks=info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     if let Err(e) = run() {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_chain(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes joined by ": ", leaving out a cause whose text is already there
+/// (library errors often include their source's message, which `{:#}` would then print twice).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if out.contains(&msg) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&msg);
+    }
+    out
 }
 
 fn run() -> Result<()> {
@@ -725,4 +742,33 @@ fn merge_caches(dir: &Path) -> Result<()> {
         anyhow::bail!("{} cache(s) could not be merged:\n{}", failed.len(), failed.join("\n"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use anyhow::Context;
+
+    /// An error whose message already holds its source's, as library errors often do.
+    #[derive(Debug)]
+    struct Opening(std::io::Error);
+
+    impl std::fmt::Display for Opening {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "w.pth: opening: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Opening {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let e = Err::<(), _>(Opening(io)).context("converting w.pth").expect_err("an error");
+        assert_eq!(super::error_chain(&e), "converting w.pth: w.pth: opening: No such file or directory");
+        assert_eq!(format!("{e:#}"), "converting w.pth: w.pth: opening: No such file or directory: No such file or directory");
+    }
 }
