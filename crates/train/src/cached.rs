@@ -6,7 +6,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::activations::ActivationCache;
 use crate::config::TrainConfig;
-use crate::{loss_fn, optim, Error};
+use crate::{loss_fn, optim, CachedInputs, EpochMetrics, Error};
 
 /// What a cached epoch trains on.
 pub(crate) enum Cached {
@@ -82,4 +82,29 @@ pub(crate) fn eval(net: &Classifier, data: &Cached, bs: usize, device: Device) -
         correct += logits.argmax(1, false).eq_tensor(&yb).sum(Kind::Int64).int64_value(&[]);
     }
     Ok((loss_sum / n.max(1) as f64, correct as f64 / n.max(1) as f64))
+}
+
+/// One epoch of a run on cached inputs, as [`crate::train`] and a sweep trial both run it: training
+/// on view `epoch % views`, then validation when there is a validation split. The caller seeds the
+/// epoch ([`crate::frozen::seed_epoch`]).
+pub(crate) fn run_epoch(
+    net: &Classifier,
+    opt: &mut optim::Optimizer,
+    (views, valid): &CachedInputs,
+    cfg: &TrainConfig,
+    epoch: usize,
+    device: Device,
+) -> Result<EpochMetrics, Error> {
+    let t0 = std::time::Instant::now();
+    let lr = cfg.lr_at(epoch);
+    let train = self::epoch(net, opt, &views[epoch % views.len()], cfg, (epoch, lr), device)?;
+    let train_s = t0.elapsed().as_secs_f64();
+    let valid = match valid {
+        Some(v) => {
+            let (l, a) = eval(net, v, crate::cached_eval_batch(cfg), device)?;
+            (Some(l), Some(a))
+        }
+        None => (None, None),
+    };
+    Ok(EpochMetrics::measured(epoch, train, valid, lr, t0, train_s))
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use model::Classifier;
 use preprocess::Sample;
 use tch::nn::VarStore;
-use tch::{Device, Tensor};
+use tch::Device;
 
 use crate::config::{TrainConfig, TrainMode};
 use crate::features::Extractor;
@@ -44,9 +44,7 @@ pub fn build_network(
     let net = Classifier::new(&vs.root(), &cfg.arch, &cfg.head, num_classes)?;
     let weights_id = match (init, weights) {
         (Some((c, p)), _) => {
-            let tensors: Vec<(String, Tensor)> =
-                c.model_tensors().map(|(k, d)| tensors::from_data(k, d).map(|t| (k.clone(), t))).collect::<Result<_, _>>()?;
-            let n = model::weights::load_all_tensors(&vs, tensors, p)?;
+            let n = tensors::load_model_tensors(&vs, c, p)?;
             tracing::info!(file = %p.display(), loaded = n, "network initialised from a trained classifier");
             petal_common::file_id(p).map_err(Error::from)?
         }
@@ -118,25 +116,13 @@ pub fn fit_head(
     mut on_epoch: impl FnMut(&EpochMetrics),
 ) -> Result<Vec<EpochMetrics>, Error> {
     let device = crate::parse_device(&cfg.device)?;
-    let (views, valid) = &feats.inputs;
-    if views.is_empty() {
+    if feats.inputs.0.is_empty() {
         return Err(Error::Config("no training features".into()));
     }
     let mut history = Vec::new();
     for epoch in 0..epochs.min(cfg.epochs) {
-        let t0 = std::time::Instant::now();
-        let lr = cfg.lr_at(epoch);
         seed_epoch(cfg, epoch);
-        let train = cached::epoch(net, opt, &views[epoch % views.len()], cfg, (epoch, lr), device)?;
-        let train_s = t0.elapsed().as_secs_f64();
-        let valid = match valid {
-            Some(v) => {
-                let (l, a) = cached::eval(net, v, crate::cached_eval_batch(cfg), device)?;
-                (Some(l), Some(a))
-            }
-            None => (None, None),
-        };
-        let m = EpochMetrics::measured(epoch, train, valid, lr, t0, train_s);
+        let m = cached::run_epoch(net, opt, &feats.inputs, cfg, epoch, device)?;
         on_epoch(&m);
         history.push(m);
     }

@@ -366,9 +366,7 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
     let mut opt = frozen::optimizer_for(&vs, &cfg);
     let mut saved = SavedProgress { history: Vec::new(), best_epoch: 0, best_score: f64::NEG_INFINITY };
     if let Some(c) = &resumed {
-        let model_tensors: Vec<(String, Tensor)> =
-            c.model_tensors().map(|(k, d)| tensors::from_data(k, d).map(|t| (k.clone(), t))).collect::<Result<_, _>>()?;
-        model::weights::load_all_tensors(&vs, model_tensors, &last_path)?;
+        tensors::load_model_tensors(&vs, c, &last_path)?;
         let steps = c.meta.optimizer.as_ref().and_then(|o| o["steps"].as_i64()).unwrap_or(0);
         opt.import(&c.tensors, checkpoint::OPTIMIZER_PREFIX, steps)?;
         saved = serde_json::from_value(c.meta.metrics.clone())
@@ -424,32 +422,27 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
     let mut stopped_early = false;
     let first_epoch = saved.history.len();
     for epoch in first_epoch..cfg.epochs {
-        let t0 = Instant::now();
-        let lr = cfg.lr_at(epoch);
         // Dropout and any other libtorch randomness: a pure function of (seed, epoch).
         frozen::seed_epoch(&cfg, epoch);
-        let (train_loss, train_acc, seen) = match (&cached, &ft_sources) {
-            (Some((views, _)), _) => cached::epoch(&net, &mut opt, &views[epoch % views.len()], &cfg, (epoch, lr), device)?,
-            (None, Some((src, _))) => {
+        let m = match (&cached, &ft_sources) {
+            (Some(inputs), _) => cached::run_epoch(&net, &mut opt, inputs, &cfg, epoch, device)?,
+            (None, Some((src, valid_src))) => {
+                let t0 = Instant::now();
+                let lr = cfg.lr_at(epoch);
                 let run = EpochRun { cfg: &cfg, tcfg: &tcfg, epoch, lr, device, skip_bad: req.skip_bad, progress };
-                finetune_epoch(&net, &mut opt, &train_samples, src.clone(), &run)?
+                let train = finetune_epoch(&net, &mut opt, &train_samples, src.clone(), &run)?;
+                let train_s = t0.elapsed().as_secs_f64();
+                let valid = match (valid_src, &valid_samples) {
+                    (Some(vsrc), Some(samples)) => {
+                        let (l, a) = image_eval(&net, samples, vsrc.clone(), &tcfg, &cfg, device)?;
+                        (Some(l), Some(a))
+                    }
+                    _ => (None, None),
+                };
+                EpochMetrics::measured(epoch, train, valid, lr, t0, train_s)
             }
-            _ => unreachable!("either features or image sources exist"),
+            _ => unreachable!("either cached inputs or image sources exist"),
         };
-        let train_s = t0.elapsed().as_secs_f64();
-        let (valid_loss, valid_acc) = match (&cached, &ft_sources) {
-            (Some((_, Some(v))), _) => {
-                let (l, a) = cached::eval(&net, v, cached_eval_batch(&cfg), device)?;
-                (Some(l), Some(a))
-            }
-            (None, Some((_, Some(src)))) => {
-                let samples = valid_samples.clone().ok_or_else(|| Error::Data("validation split vanished".into()))?;
-                let (l, a) = image_eval(&net, &samples, src.clone(), &tcfg, &cfg, device)?;
-                (Some(l), Some(a))
-            }
-            _ => (None, None),
-        };
-        let m = EpochMetrics::measured(epoch, (train_loss, train_acc, seen), (valid_loss, valid_acc), lr, t0, train_s);
         tracing::info!(
             epoch = m.epoch,
             train_loss = format!("{:.4}", m.train_loss),
