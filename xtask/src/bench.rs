@@ -213,7 +213,7 @@ fn python() -> Result<PathBuf> {
             bail!("python3 -m venv {} failed", venv.display());
         }
         let ok = Command::new(&py)
-            .args(["-m", "pip", "install", "--quiet", "-r"])
+            .args(["-m", "pip", "install", "--quiet", "--no-cache-dir", "-r"])
             .arg(root.join("bench/requirements.txt"))
             .status()
             .context("pip failed to start")?;

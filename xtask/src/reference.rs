@@ -97,7 +97,8 @@ fn ensure(venv: &Venv) -> Result<PathBuf> {
     let req = tmp.join("requirements.txt");
     std::fs::write(&req, venv.requirements).map_err(|e| download::write_error(&req, e))?;
     let mut pip = Command::new(venv_python(&tmp));
-    pip.args(["-m", "pip", "install", "--no-input", "--progress-bar", "off", "-r"]).arg(&req);
+    // No wheel cache: the venv is the cache, and torch's wheels would take gigabytes a second time.
+    pip.args(["-m", "pip", "install", "--no-input", "--no-cache-dir", "--progress-bar", "off", "-r"]).arg(&req);
     crate::run_status(pip, "pip install of the pinned requirements")?;
     let versions = output_of(Command::new(venv_python(&tmp)).args(["-c", venv.imports]), "the new venv's import check")?;
     std::fs::write(tmp.join(".complete"), format!("{versions}\n")).map_err(|e| download::write_error(&tmp, e))?;
