@@ -11,7 +11,8 @@
 //! `../venv-torch/bin/python`, else `python3`). The conversion is what `petal checkpoint convert`
 //! does before printing its summary: [`checkpoint::import`] then [`model::legacy::convert_imported`].
 //! Reported per serialization: median seconds (`zip_s`, `legacy_s`) and peak RSS as a multiple of
-//! the file size (`zip_peak_rss_x`, `legacy_peak_rss_x`); with `--vs-pytorch`, the same for
+//! the file size (`zip_peak_rss_x`, `legacy_peak_rss_x`); the floor of any conversion that writes a
+//! file of that size, a plain copy of the input and its fsync (`zip_copy_s` + `zip_copy_fsync_s`, …); with `--vs-pytorch`, the same for
 //! `torch.load` (`bench/convert_pytorch.py load`), as `{"rust": {...}, "pytorch": {...}}`.
 //! `--smoke`: the small committed VGG-16 fixtures of `crates/infer/tests/fixtures/legacy`, one
 //! round, no Python.
@@ -90,6 +91,20 @@ fn convert_once(input: &Path, out_dir: &Path) -> benchkit::Result<(f64, u64)> {
     Ok((v["convert_s"].as_f64().unwrap_or(f64::NAN), v["peak_rss_bytes"].as_u64().unwrap_or(0)))
 }
 
+/// The floor of any conversion that writes a file of the input's size: a plain copy of the input
+/// (`std::fs::copy`, in-kernel where the system allows) and its fsync, timed separately.
+fn copy_once(input: &Path, out_dir: &Path) -> benchkit::Result<(f64, f64)> {
+    let output = out_dir.join("copy.bin");
+    let t = Instant::now();
+    std::fs::copy(input, &output)?;
+    let copy_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    std::fs::File::open(&output)?.sync_all()?;
+    let fsync_s = t.elapsed().as_secs_f64();
+    std::fs::remove_file(&output)?;
+    Ok((copy_s, fsync_s))
+}
+
 fn load_once(py: &Path, input: &Path) -> benchkit::Result<(f64, u64)> {
     let mut cmd = Command::new(py);
     cmd.arg(script()).arg("load").arg(input);
@@ -127,10 +142,14 @@ fn run(a: &Args, common: &benchkit::Common) -> benchkit::Result<Value> {
         let size = std::fs::metadata(&file)?.len();
         let _ = std::fs::read(&file)?; // the page cache holds the file for both sides
         let (mut ct, mut cr, mut lt, mut lr) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut copies, mut fsyncs) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
             let (s, rss) = convert_once(&file, tmp.path())?;
             ct.push(s);
             cr.push(rss as f64 / size as f64);
+            let (c, f) = copy_once(&file, tmp.path())?;
+            copies.push(c);
+            fsyncs.push(f);
             if vs_pytorch {
                 let (s, rss) = load_once(&python(a), &file)?;
                 lt.push(s);
@@ -141,6 +160,9 @@ fn run(a: &Args, common: &benchkit::Common) -> benchkit::Result<Value> {
         rust.insert(format!("{kind}_s"), json!(benchkit::median(&ct)));
         rust.insert(format!("{kind}_peak_rss_x"), json!(benchkit::median(&cr)));
         rust.insert(format!("{kind}_file_bytes"), json!(size));
+        eprintln!("bench_convert: {kind}: plain copy {:.3} s + fsync {:.3} s", benchkit::median(&copies), benchkit::median(&fsyncs));
+        rust.insert(format!("{kind}_copy_s"), json!(benchkit::median(&copies)));
+        rust.insert(format!("{kind}_copy_fsync_s"), json!(benchkit::median(&fsyncs)));
         if vs_pytorch {
             eprintln!("bench_convert: {kind}: torch.load {:.3} s, peak RSS {:.2}x the file", benchkit::median(&lt), benchkit::median(&lr));
             torch.insert(format!("{kind}_s"), json!(benchkit::median(&lt)));

@@ -7,10 +7,11 @@
 //! Measures, over every image of the `train` split (306 full-resolution JPEGs in the sample):
 //! eval transform and train augmentation from the JPEG files, then the same from the image
 //! cache (built first, build time reported). `--decoders` adds a single-thread JPEG decoder
-//! comparison. With `--json` the last stdout line is one JSON object (`eval_img_s`, `train_img_s`,
+//! comparison, and the exact decode alone on every rayon thread (the ceiling of any exact eval pipeline). With `--json` the last stdout line is one JSON object (`eval_img_s`, `train_img_s`,
 //! `cached_eval_img_s`, `cached_train_img_s`, …). `--smoke` measures 12 generated images, once.
 
 use preprocess::{discover, loader, CacheParams, DiscoverOptions, ImageCache, ImageSource, LoaderConfig, Mode, Sample, TransformConfig};
+use rayon::prelude::*;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -59,12 +60,22 @@ fn decoders(samples: &[Sample]) -> serde_json::Value {
             d.decode().map(|v| v.len()).unwrap_or(0)
         }
     };
+    // The ceiling of any exact eval pipeline: the exact decode alone, on every rayon thread.
+    let t = Instant::now();
+    let px: usize = files
+        .par_iter()
+        .map(|b| preprocess::decode_rgb_bytes(b, std::path::Path::new("x"), &Default::default()).map(|i| i.len()).unwrap_or(0))
+        .sum();
+    std::hint::black_box(px);
+    let parallel = files.len() as f64 / t.elapsed().as_secs_f64();
     let jd1 = time(&jd(1));
     let jd2 = time(&jd(2));
     let jd4 = time(&jd(4));
     serde_json::json!({
         "threads": 1,
         "petal_libjpeg_turbo_img_s": ours,
+        "parallel_threads": rayon::current_num_threads(),
+        "petal_libjpeg_turbo_parallel_img_s": parallel,
         "image_crate_zune_jpeg_img_s": image_crate,
         "jpeg_decoder_full_img_s": jd1,
         "jpeg_decoder_dct_half_img_s": jd2,

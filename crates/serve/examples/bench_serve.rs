@@ -5,22 +5,25 @@
 //!
 //! The load generator is bounded and loopback-only: for each of 1, 8 and 32 concurrent clients
 //! (closed loop, one raw JPEG per request, keep-alive), `--requests` requests or `--time-cap`
-//! seconds, whichever ends first. It reports throughput, p50, p99 and errors, then each server's
-//! peak RSS (VmHWM). Then an overload run against petal serve only: an open loop at twice the
+//! seconds, whichever ends first. Both servers run side by side and are measured in `--rounds`
+//! rounds (default 5), alternating level by level (petal then PyTorch, then PyTorch then petal in
+//! the next round), so that a slow minute of a shared machine falls on both; each figure is the
+//! median over the rounds, and every round's figures are kept under `rounds`. It reports
+//! throughput, p50, p99 and errors (summed), then each server's peak RSS (VmHWM). Then an overload run against petal serve only: an open loop at twice the
 //! best measured throughput for `--overload-s` seconds, every request on its own task with a 60 s
 //! client timeout; it counts answered (200), shed (503/429) and lost (no answer) requests and the
 //! p99 of the answered ones.
 //!
 //! `cargo run --release -p serve --example bench_serve -- [--json] [--smoke] [--data DIR] [--requests N]
-//! [--time-cap S] [--overload-s S] [--max-batch N] [--vs-pytorch] [--python PY]`
+//! [--time-cap S] [--rounds N] [--overload-s S] [--max-batch N] [--vs-pytorch] [--python PY]`
 //!
 //! `--max-batch` is passed to `petal serve` (default 2, the server's own default). `--smoke` (for
 //! `cargo xtask bench --smoke`): generated images, a random-weight checkpoint written by the sibling
 //! `bench_predict` example, the dev `petal` binary next to this example's folder, 8 requests per
-//! level, a 1 s overload run, no Python.
+//! level, one round, a 1 s overload run, no Python.
 //!
 //! With `--json` the last stdout line is `{"rust": {...}, "pytorch": {...}|null}` with, per side,
-//! `c{1,8,32}_{rps,p50_ms,p99_ms,errors}` and `rss_mb`, and for rust `overload_*`.
+//! `c{1,8,32}_{rps,p50_ms,p99_ms,errors}`, `rss_mb` and `rounds`, and for rust `overload_*`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -37,6 +40,7 @@ struct Args {
     requests: usize,
     time_cap: f64,
     overload_s: f64,
+    rounds: usize,
     python: Option<PathBuf>,
 }
 
@@ -49,6 +53,7 @@ fn parse() -> Result<Args, String> {
         requests: 300,
         time_cap: 60.0,
         overload_s: 10.0,
+        rounds: 5,
         python: None,
     };
     let mut vs = false;
@@ -64,17 +69,21 @@ fn parse() -> Result<Args, String> {
             "--python" => a.python = Some(val("--python")?.into()),
             "--requests" => a.requests = val("--requests")?.parse().map_err(|e| format!("--requests: {e}"))?,
             "--time-cap" => a.time_cap = val("--time-cap")?.parse().map_err(|e| format!("--time-cap: {e}"))?,
+            "--rounds" => a.rounds = val("--rounds")?.parse().map_err(|e| format!("--rounds: {e}"))?,
             "--overload-s" => a.overload_s = val("--overload-s")?.parse().map_err(|e| format!("--overload-s: {e}"))?,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     if a.smoke {
-        (a.requests, a.time_cap, a.overload_s) = (8, 30.0, 1.0);
+        (a.requests, a.time_cap, a.overload_s, a.rounds) = (8, 30.0, 1.0, 1);
         a.python = None;
         vs = false;
     }
     if vs && a.python.is_none() {
         a.python = Some(std::env::var_os("PETAL_BENCH_PYTHON").map(PathBuf::from).unwrap_or_else(|| "python3".into()));
+    }
+    if a.rounds == 0 {
+        return Err("--rounds must be at least 1".into());
     }
     Ok(a)
 }
@@ -204,23 +213,68 @@ async fn overload(client: &reqwest::Client, url: &str, imgs: &Arc<Vec<Vec<u8>>>,
     .unwrap_or_default()
 }
 
-fn stop(mut child: Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let _ = child.wait();
+
+/// The median of some numbers (NaN for none).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    percentile(&v, 0.5)
 }
 
-/// Runs the closed-loop levels against a started server; adds its peak RSS.
-async fn measure(client: &reqwest::Client, base: &str, child: &Child, imgs: &Arc<Vec<Vec<u8>>>, a: &Args) -> Map<String, Value> {
-    let url = format!("{base}/v1/models/flowers/predict");
-    let mut m = Map::new();
-    // One untimed warm-up pass.
-    closed_loop(client, &url, imgs, 4, 16, a.time_cap).await;
-    for c in [1, 8, 32] {
-        eprintln!("bench_serve: {base}: {c} clients");
-        m.extend(closed_loop(client, &url, imgs, c, a.requests, a.time_cap).await);
+/// One server under test: its name in the output, base URL, process and the per-round results.
+struct Side {
+    name: &'static str,
+    base: String,
+    child: Child,
+    rounds: Vec<Map<String, Value>>,
+}
+
+impl Drop for Side {
+    /// Stops the server with SIGTERM (its graceful path) and reaps it, also when the run fails.
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
     }
-    m.insert("rss_mb".into(), json!(peak_rss_mb(child.id())));
-    m
+}
+
+/// The closed-loop levels, `rounds` times, alternating the servers level by level (ABAB, then BABA in
+/// the next round), so that a slow minute of a shared machine falls on both sides and not on one.
+/// Each side's figure is the median over the rounds; every round's figures stay in `rounds`.
+async fn measure(client: &reqwest::Client, sides: &mut [Side], imgs: &Arc<Vec<Vec<u8>>>, a: &Args) -> Vec<Map<String, Value>> {
+    for side in sides.iter() {
+        // One untimed warm-up pass.
+        closed_loop(client, &format!("{}/v1/models/flowers/predict", side.base), imgs, 4, 16, a.time_cap).await;
+    }
+    for round in 0..a.rounds {
+        let mut maps = vec![Map::new(); sides.len()];
+        for c in [1, 8, 32] {
+            for k in 0..sides.len() {
+                let i = if round % 2 == 0 { k } else { sides.len() - 1 - k };
+                eprintln!("bench_serve: round {}/{}: {}: {c} clients", round + 1, a.rounds, sides[i].name);
+                let url = format!("{}/v1/models/flowers/predict", sides[i].base);
+                maps[i].extend(closed_loop(client, &url, imgs, c, a.requests, a.time_cap).await);
+            }
+        }
+        for (side, m) in sides.iter_mut().zip(maps) {
+            side.rounds.push(m);
+        }
+    }
+    sides
+        .iter()
+        .map(|side| {
+            let mut m = Map::new();
+            for c in [1, 8, 32] {
+                for key in ["rps", "p50_ms", "p99_ms"] {
+                    let k = format!("c{c}_{key}");
+                    m.insert(k.clone(), json!(median(side.rounds.iter().filter_map(|r| r.get(&k).and_then(Value::as_f64)).collect())));
+                }
+                let k = format!("c{c}_errors");
+                m.insert(k.clone(), json!(side.rounds.iter().filter_map(|r| r.get(&k).and_then(Value::as_u64)).sum::<u64>()));
+            }
+            m.insert("rss_mb".into(), json!(peak_rss_mb(side.child.id())));
+            m.insert("rounds".into(), Value::Array(side.rounds.iter().cloned().map(Value::Object).collect()));
+            m
+        })
+        .collect()
 }
 
 /// A sibling program of this example's binary: `bench_predict` beside it, `petal` one folder up.
@@ -299,31 +353,28 @@ async fn run(a: Args) -> Result<Value, String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("petal serve: {e}"))?;
-    let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&client, &format!("{base}/readyz")).await?;
-    let mut rust = measure(&client, &base, &petal, &imgs, &a).await;
+    let mut sides = vec![Side { name: "petal", base: format!("http://127.0.0.1:{port}"), child: petal, rounds: Vec::new() }];
+    wait_ready(&client, &format!("{}/readyz", sides[0].base)).await?;
+    if let Some(py) = &a.python {
+        let port = free_port();
+        let child = Command::new(py)
+            .current_dir(root())
+            .args(["bench/serve_pytorch.py", "--port", &port.to_string()])
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{}: {e}", py.display()))?;
+        sides.push(Side { name: "pytorch", base: format!("http://127.0.0.1:{port}"), child, rounds: Vec::new() });
+        wait_ready(&client, &format!("{}/healthz", sides[1].base)).await?;
+    }
+    let mut results = measure(&client, &mut sides, &imgs, &a).await.into_iter();
+    let mut rust = results.next().unwrap_or_default();
+    let pytorch = results.next().map_or(Value::Null, Value::Object);
+    sides.truncate(1); // stops the reference server
+    let petal = &sides[0];
+
     let capacity = [1, 8, 32].iter().filter_map(|c| rust.get(&format!("c{c}_rps")).and_then(Value::as_f64)).fold(0.0, f64::max);
     eprintln!("bench_serve: overload at {:.1} requests/s (2x capacity) for {} s", 2.0 * capacity, a.overload_s);
-    rust.extend(overload(&client, &format!("{base}/v1/models/flowers/predict"), &imgs, 2.0 * capacity, a.overload_s).await);
-    stop(petal);
-
-    let pytorch = match &a.python {
-        Some(py) => {
-            let port = free_port();
-            let child = Command::new(py)
-                .current_dir(root())
-                .args(["bench/serve_pytorch.py", "--port", &port.to_string()])
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| format!("{}: {e}", py.display()))?;
-            let base = format!("http://127.0.0.1:{port}");
-            wait_ready(&client, &format!("{base}/healthz")).await?;
-            let m = measure(&client, &base, &child, &imgs, &a).await;
-            stop(child);
-            Value::Object(m)
-        }
-        None => Value::Null,
-    };
+    rust.extend(overload(&client, &format!("{}/v1/models/flowers/predict", petal.base), &imgs, 2.0 * capacity, a.overload_s).await);
     Ok(json!({ "rust": rust, "pytorch": pytorch }))
 }
 
