@@ -62,10 +62,8 @@ fn decoders(samples: &[Sample]) -> serde_json::Value {
     };
     // The ceiling of any exact eval pipeline: the exact decode alone, on every rayon thread.
     let t = Instant::now();
-    let px: usize = files
-        .par_iter()
-        .map(|b| preprocess::decode_rgb_bytes(b, std::path::Path::new("x"), &Default::default()).map(|i| i.len()).unwrap_or(0))
-        .sum();
+    let px: usize =
+        files.par_iter().map(|b| preprocess::decode_rgb_bytes(b, std::path::Path::new("x"), &Default::default()).map(|i| i.len()).unwrap_or(0)).sum();
     std::hint::black_box(px);
     let parallel = files.len() as f64 / t.elapsed().as_secs_f64();
     let jd1 = time(&jd(1));

@@ -213,7 +213,6 @@ async fn overload(client: &reqwest::Client, url: &str, imgs: &Arc<Vec<Vec<u8>>>,
     .unwrap_or_default()
 }
 
-
 /// The median of some numbers (NaN for none).
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

@@ -240,7 +240,7 @@ fn clean_name(n: &str) -> String {
 }
 
 /// Decodes and transforms every image on the decode pool, in parallel, and lays them end to end.
-async fn prepare_all(app: &AppState, backend: &Arc<dyn Backend>, images: Vec<(String, Bytes)>, tta: Tta) -> Result<Vec<f32>, ApiError> {
+async fn prepare_all(app: &AppState, backend: &Arc<dyn Backend>, images: Vec<(String, Bytes)>, tta: Tta) -> Result<Vec<u8>, ApiError> {
     let mut pending = Vec::with_capacity(images.len());
     for (name, bytes) in images {
         let (tx, rx) = oneshot::channel();

@@ -30,14 +30,17 @@ pub struct BatchConfig {
     pub queue: usize,
     /// Run the classifier head of every pass at `max_batch` rows (its features padded with zero
     /// rows), so that an image's answer never depends on how many others shared its pass: libtorch's
-    /// CPU matrix products round differently for different row counts, its convolutions do not.
+    /// CPU matrix products round differently for different row counts, and with several threads
+    /// per pass its convolutions may too (EfficientNet-Lite0 on 2 threads: a pass of 1 image
+    /// differs from one of 2), which the start-up calibration ([`Backend::calibrate`]) detects:
+    /// such passes then run padded with blank images.
     pub pad: bool,
 }
 
 /// One request's images on their way through the batcher.
 pub struct Job {
-    /// Prepared images laid end to end.
-    pub input: Vec<f32>,
+    /// Prepared images laid end to end ([`Backend::prepare`]: RGB8, normalised just before the pass).
+    pub input: Vec<u8>,
     /// Top-k wanted per image (its length is the number of images).
     pub ks: Vec<usize>,
     /// The request's admission; released when the job is answered.
@@ -179,7 +182,7 @@ async fn run(
 
 /// The forward passes of one batch: a job bigger than a batch (more images than `max_batch`) runs
 /// in several passes; with `pad`, every pass runs its classifier head at `max_batch` rows.
-fn forward(b: &dyn Backend, input: &[f32], ks: &[usize], max_batch: usize, pad: bool) -> Result<Vec<Vec<ClassProb>>, String> {
+fn forward(b: &dyn Backend, input: &[u8], ks: &[usize], max_batch: usize, pad: bool) -> Result<Vec<Vec<ClassProb>>, String> {
     let per_image = input.len() / ks.len().max(1);
     let mut out = Vec::with_capacity(ks.len());
     for (chunk, kc) in input.chunks(per_image * max_batch).zip(ks.chunks(max_batch)) {

@@ -97,6 +97,7 @@ pub fn run(args: &ServeArgs, mut on_event: impl FnMut(Event)) -> Result<Drained,
     if args.token_file.is_none() && !config::is_local_only(args.addr.ip()) && !args.insecure_no_auth {
         return Err(Error::Unprotected(args.addr));
     }
+    memory::keep_freed_heap();
     let torch = TorchThread::spawn()?;
     let threads = args.threads;
     let loader = args.clone();

@@ -53,15 +53,16 @@ pub struct ModelInfo {
 pub trait Backend: Send + Sync + 'static {
     /// The model's description.
     fn info(&self) -> &ModelInfo;
-    /// Decodes and transforms one uploaded image into the network input: the `tta.views()` views
-    /// of `tta` laid end to end (each `3 × S × S` floats, channels first); `name` only names the
-    /// image in the error message.
-    fn prepare(&self, bytes: &[u8], name: &str, tta: Tta) -> Result<Vec<f32>, String>;
+    /// Decodes and transforms one uploaded image into the network input before normalisation: the
+    /// `tta.views()` views of `tta` laid end to end, each a packed RGB8 `S × S` image
+    /// ([`preprocess::tta_views_u8`]; a quarter of the floats' size while it waits in the queue);
+    /// `name` only names the image in the error message.
+    fn prepare(&self, bytes: &[u8], name: &str, tta: Tta) -> Result<Vec<u8>, String>;
     /// Runs the network on `ks.len()` prepared images laid end to end in `input`, and returns for
     /// image `i` its top `ks[i]` classes. `head_rows` (≥ `ks.len()`) is the row count the
     /// classifier head runs at (see [`infer::Predictor::probabilities_padded`]): the same
     /// `head_rows` gives an image the same bits whatever else shares its pass.
-    fn predict(&self, input: &[f32], ks: &[usize], head_rows: usize) -> Result<Vec<Vec<ClassProb>>, String>;
+    fn predict(&self, input: &[u8], ks: &[usize], head_rows: usize) -> Result<Vec<Vec<ClassProb>>, String>;
     /// Called once before serving when answers must not depend on batch size: lets the backend
     /// find how to run passes of 1 to `max_batch` images so that each gives an image the same bits
     /// as a full pass; returns, for each `n` in `0..=max_batch`, how many images a pass of `n`
@@ -120,22 +121,23 @@ impl Backend for PredictorBackend {
         &self.info
     }
 
-    fn prepare(&self, bytes: &[u8], name: &str, tta: Tta) -> Result<Vec<f32>, String> {
+    fn prepare(&self, bytes: &[u8], name: &str, tta: Tta) -> Result<Vec<u8>, String> {
         let img = preprocess::decode_rgb_bytes(bytes, Path::new(name), &self.transform.limits).map_err(|e| e.to_string())?;
-        Ok(preprocess::tta_views(&img, &self.transform, tta).map_err(|e| format!("{name}: {e}"))?.concat())
+        let views = preprocess::tta_views_u8(&img, &self.transform, tta).map_err(|e| format!("{name}: {e}"))?;
+        Ok(views.into_iter().flat_map(|v| v.into_raw()).collect())
     }
 
-    fn predict(&self, input: &[f32], ks: &[usize], head_rows: usize) -> Result<Vec<Vec<ClassProb>>, String> {
+    fn predict(&self, input: &[u8], ks: &[usize], head_rows: usize) -> Result<Vec<Vec<ClassProb>>, String> {
         let n = ks.len();
         let per_image = self.per_image();
         if n == 0 || input.len() != n * per_image {
-            return Err(format!("input of {} floats is not {n} images of {per_image} values", input.len()));
+            return Err(format!("input of {} bytes is not {n} images of {per_image} values", input.len()));
         }
         let run_as = self.run_as(n, head_rows);
         let mut padded;
         let input = if run_as > n {
             padded = input.to_vec();
-            padded.resize(run_as * per_image, 0.0);
+            padded.resize(run_as * per_image, 0);
             &padded[..]
         } else {
             input
@@ -151,10 +153,10 @@ impl Backend for PredictorBackend {
         let per_image = self.per_image();
         // Any input will do: kernels are chosen by shape, not by value.
         let mut state = 0x9e37_79b9u32;
-        let probe: Vec<f32> = (0..max_batch * per_image)
+        let probe: Vec<u8> = (0..max_batch * per_image)
             .map(|_| {
                 state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                (state >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
+                (state >> 24) as u8
             })
             .collect();
         let predictor = self.predictor.lock().unwrap_or_else(|p| p.into_inner());
@@ -174,7 +176,7 @@ impl Backend for PredictorBackend {
 }
 
 impl PredictorBackend {
-    /// Floats per prepared image.
+    /// Bytes per prepared image (and floats per network input image).
     fn per_image(&self) -> usize {
         let s = self.transform.image_size as usize;
         3 * s * s
@@ -192,11 +194,17 @@ impl PredictorBackend {
         }
     }
 
-    /// Probabilities of the images laid end to end in `input`, flat, heads at `head_rows` rows.
-    fn probabilities(&self, predictor: &Predictor, input: &[f32], head_rows: usize) -> Result<Vec<f32>, String> {
+    /// Probabilities of the prepared images laid end to end in `input`, flat, heads at
+    /// `head_rows` rows; `ToTensor` + `Normalize` happen here, just before the pass.
+    fn probabilities(&self, predictor: &Predictor, input: &[u8], head_rows: usize) -> Result<Vec<f32>, String> {
         let size = self.transform.image_size as i64;
-        let n = (input.len() / (3 * (size * size) as usize)) as i64;
-        let x = Tensor::f_from_slice(input).and_then(|t| t.f_view([n, 3, size, size])).map_err(|e| e.to_string())?;
+        let per_image = self.per_image();
+        let n = (input.len() / per_image) as i64;
+        let mut floats = vec![0f32; input.len()];
+        for (rgb, out) in input.chunks(per_image).zip(floats.chunks_mut(per_image)) {
+            preprocess::write_tensor(rgb, size as u32, &self.transform, false, false, out);
+        }
+        let x = Tensor::f_from_slice(&floats).and_then(|t| t.f_view([n, 3, size, size])).map_err(|e| e.to_string())?;
         let probs = predictor.probabilities_padded(&x, head_rows);
         probs.f_flatten(0, -1).and_then(|t| Vec::<f32>::try_from(&t)).map_err(|e| e.to_string())
     }

@@ -177,14 +177,14 @@ impl Backend for Instrumented {
         self.inner.info()
     }
 
-    fn prepare(&self, bytes: &[u8], name: &str, tta: preprocess::Tta) -> Result<Vec<f32>, String> {
+    fn prepare(&self, bytes: &[u8], name: &str, tta: preprocess::Tta) -> Result<Vec<u8>, String> {
         if bytes.starts_with(b"PANIC") {
             panic!("injected panic while decoding {name}");
         }
         self.inner.prepare(bytes, name, tta)
     }
 
-    fn predict(&self, input: &[f32], ks: &[usize], head_rows: usize) -> Result<Vec<Vec<ClassProb>>, String> {
+    fn predict(&self, input: &[u8], ks: &[usize], head_rows: usize) -> Result<Vec<Vec<ClassProb>>, String> {
         self.gate.pass();
         self.batches.lock().expect("batches").push((ks.len(), head_rows));
         if self.panic_forward.load(Ordering::SeqCst) {
