@@ -41,8 +41,9 @@ pub enum Error {
         /// Its dtype.
         dtype: String,
     },
-    /// Reading or writing a weight file failed in the `checkpoint` crate.
-    #[error("{}: {source}", path.display())]
+    /// Reading or writing a weight file failed in the `checkpoint` crate (the message names the
+    /// file once: the `checkpoint` crate's own messages mostly name it already).
+    #[error("{}", with_path(path, source.as_ref()))]
     Checkpoint {
         /// The file.
         path: PathBuf,
@@ -67,6 +68,17 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// `source`'s message, prefixed with `path` unless it already names it.
+fn with_path(path: &std::path::Path, source: &(dyn std::error::Error + Send + Sync)) -> String {
+    let text = source.to_string();
+    let shown = path.display().to_string();
+    if text.contains(&shown) {
+        text
+    } else {
+        format!("{shown}: {text}")
+    }
 }
 
 /// A tensor whose shape differs from the architecture's.
@@ -123,5 +135,21 @@ impl fmt::Display for KeyReport {
             parts.push(format!("{} mis-shaped key(s): {}", v.len(), listed(&v)));
         }
         f.write_str(&parts.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_error_names_its_file_once() {
+        let path = PathBuf::from("/tmp/old.pth");
+        let named = checkpoint::Error::Corrupt { path: path.clone(), detail: "truncated".into() };
+        let e = Error::Checkpoint { path: path.clone(), source: Box::new(named) };
+        assert_eq!(e.to_string(), "/tmp/old.pth: corrupt or malformed file: truncated");
+        let unnamed = checkpoint::Error::Tensor("bad length".into());
+        let e = Error::Checkpoint { path, source: Box::new(unnamed) };
+        assert_eq!(e.to_string(), "/tmp/old.pth: invalid tensor: bad length");
     }
 }
