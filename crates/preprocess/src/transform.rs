@@ -905,4 +905,29 @@ mod tests {
             assert_eq!(px, want, "{j:?}");
         }
     }
+
+    /// `RandomResizedCrop.get_params`' distribution: the crop's area is a uniform fraction of the
+    /// image in `scale` and its log aspect ratio uniform in log `ratio`, so over 2000 draws with
+    /// torchvision's defaults both ends of each range are reached, and every crop drawn in the
+    /// loop keeps its ratio within `ratio` (up to the rounding of each side to whole pixels).
+    #[test]
+    fn rrc_params_span_the_scale_and_ratio_ranges() {
+        let (w, h) = (500u32, 667u32);
+        let (scale, ratio) = ([0.08, 1.0], [3.0 / 4.0, 4.0 / 3.0]);
+        let (mut areas, mut ratios) = (Vec::new(), Vec::new());
+        for i in 0..2000 {
+            let (top, left, ch, cw) = rrc_params(w, h, scale, ratio, &mut Rng::keyed(5, 0, i, STREAM_AUGMENT));
+            assert!(left + cw <= w && top + ch <= h, "{i}: {left},{top} {cw}x{ch}");
+            areas.push((cw * ch) as f64 / (w * h) as f64);
+            let r = cw as f64 / ch as f64;
+            assert!((0.74..=1.35).contains(&r), "{i}: ratio {r} of {cw}x{ch}");
+            ratios.push(r);
+        }
+        let span = |v: &[f64]| v.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        let ((alo, ahi), (rlo, rhi)) = (span(&areas), span(&ratios));
+        assert!(alo < 0.1 && ahi > 0.95, "areas in [{alo}, {ahi}]");
+        assert!(rlo < 0.77 && rhi > 1.3, "ratios in [{rlo}, {rhi}]");
+        let small = areas.iter().filter(|&&a| a < 0.5).count();
+        assert!(small > 600, "{small} of 2000 crops below half the area");
+    }
 }
