@@ -930,4 +930,24 @@ mod tests {
         let small = areas.iter().filter(|&&a| a < 0.5).count();
         assert!(small > 600, "{small} of 2000 crops below half the area");
     }
+
+    /// On images of a few pixels a try can round a side to 0 pixels: it is rejected (never an
+    /// empty crop), and what is returned fits the image.
+    #[test]
+    fn rrc_params_never_return_an_empty_crop() {
+        let mut zero_tries = 0;
+        for (w, h) in [(1u32, 1u32), (2, 1), (1, 3), (3, 2)] {
+            for i in 0..500 {
+                let mut rng = Rng::keyed(1, 2, i, STREAM_AUGMENT);
+                let mut probe = rng.clone();
+                let (top, left, ch, cw) = rrc_params(w, h, [0.08, 1.0], [3.0 / 4.0, 4.0 / 3.0], &mut rng);
+                assert!(cw >= 1 && ch >= 1 && left + cw <= w && top + ch <= h, "{w}x{h} key {i}: {left},{top} {cw}x{ch}");
+                // The first try's sides, as rrc_params draws them.
+                let ta = (w * h) as f64 * probe.uniform(0.08, 1.0);
+                let aspect = probe.uniform((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln()).exp();
+                zero_tries += usize::from(round_half_even((ta * aspect).sqrt()) == 0.0 || round_half_even((ta / aspect).sqrt()) == 0.0);
+            }
+        }
+        assert!(zero_tries > 100, "only {zero_tries} first tries rounded a side to 0: the test does not reach the case");
+    }
 }
