@@ -915,9 +915,14 @@ mod tests {
         let (w, h) = (500u32, 667u32);
         let (scale, ratio) = ([0.08, 1.0], [3.0 / 4.0, 4.0 / 3.0]);
         let (mut areas, mut ratios) = (Vec::new(), Vec::new());
+        // Crops smaller than the image that touch each side: the offsets reach both ends of their range.
+        let mut touching = [0; 4];
         for i in 0..2000 {
             let (top, left, ch, cw) = rrc_params(w, h, scale, ratio, &mut Rng::keyed(5, 0, i, STREAM_AUGMENT));
             assert!(left + cw <= w && top + ch <= h, "{i}: {left},{top} {cw}x{ch}");
+            for (k, touches) in [top == 0 && ch < h, top + ch == h && ch < h, left == 0 && cw < w, left + cw == w && cw < w].into_iter().enumerate() {
+                touching[k] += usize::from(touches);
+            }
             areas.push((cw * ch) as f64 / (w * h) as f64);
             let r = cw as f64 / ch as f64;
             assert!((0.74..=1.35).contains(&r), "{i}: ratio {r} of {cw}x{ch}");
@@ -928,6 +933,7 @@ mod tests {
         assert!(alo < 0.1 && ahi > 0.95, "areas in [{alo}, {ahi}]");
         assert!(rlo < 0.77 && rhi > 1.3, "ratios in [{rlo}, {rhi}]");
         let small = areas.iter().filter(|&&a| a < 0.5).count();
+        assert!(touching.iter().all(|&n| n >= 3), "crops at the top, bottom, left, right edges: {touching:?}");
         assert!(small > 600, "{small} of 2000 crops below half the area");
     }
 
