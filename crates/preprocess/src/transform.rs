@@ -694,6 +694,10 @@ mod tests {
         assert_eq!((i, h), (0, 10));
         assert_eq!(w, 13);
         assert_eq!(j, (1000 - 13) / 2);
+        // Tall: the crop takes the full width at the smallest ratio, centred vertically.
+        assert_eq!(rrc_params(10, 1000, [0.99, 1.0], [0.75, 4.0 / 3.0], &mut rng), ((1000 - 13) / 2, 0, 13, 10));
+        // Within the ratio range (no try fits a scale of 1 at another ratio): the whole image.
+        assert_eq!(rrc_params(400, 300, [1.0, 1.0], [0.5, 2.0], &mut rng), (0, 0, 300, 400));
     }
 
     #[test]
