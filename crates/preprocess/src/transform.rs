@@ -960,4 +960,31 @@ mod tests {
         }
         assert!(zero_tries > 100, "only {zero_tries} first tries rounded a side to 0: the test does not reach the case");
     }
+
+    /// Pillow's floating-point path (taken when a corner maps past ±32768, here on a 3×40000
+    /// image): the rotation equals PIL's exactly. The non-black output pixels of
+    /// `im.rotate(angle, Image.NEAREST, fillcolor=(0, 0, 0))`, printed by Python (Pillow 13): per
+    /// output column, the first row of its run and the source column of each row (every source
+    /// row is the output row).
+    #[test]
+    fn rotation_of_a_very_tall_image_matches_pil() {
+        let img = RgbImage::from_fn(3, 40_000, |x, y| image::Rgb([(y % 251) as u8, (y / 251 % 256) as u8, 40 + 80 * x as u8]));
+        let runs: [(f64, [(u32, &str); 3]); 2] = [
+            (10.0, [(19986, "22222111111000000"), (19991, "222222111111000000"), (19997, "22222211111100000")]),
+            (-7.5, [(19996, "00000000111111122222222"), (19989, "0000000111111112222222"), (19981, "00000000111111122222222")]),
+        ];
+        for (angle, columns) in runs {
+            let r = rotate_nearest(&img, angle);
+            for (x, (first, sources)) in columns.iter().enumerate() {
+                let x = x as u32;
+                for y in 0..40_000u32 {
+                    let want = match y.checked_sub(*first).and_then(|k| sources.as_bytes().get(k as usize)) {
+                        Some(c) => *img.get_pixel(u32::from(c - b'0'), y),
+                        None => image::Rgb([0, 0, 0]),
+                    };
+                    assert_eq!(*r.get_pixel(x, y), want, "angle {angle}: pixel ({x}, {y})");
+                }
+            }
+        }
+    }
 }
