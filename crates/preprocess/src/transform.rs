@@ -987,4 +987,26 @@ mod tests {
             }
         }
     }
+
+    /// `train_u8` from a copy of the image at half size (as the cache stores it) crops the box
+    /// drawn in the original's pixels scaled by 1/2, then resizes: on an image made of 2×2 blocks
+    /// the view equals the one from the original; a 1-pixel box at the far corner of an odd-sized
+    /// original stays inside the copy.
+    #[test]
+    fn train_u8_scales_the_crop_box_into_a_smaller_copy() {
+        let small = RgbImage::from_fn(100, 50, |x, y| image::Rgb([(x * 2) as u8, (y * 5) as u8, (x * y % 256) as u8]));
+        let big = RgbImage::from_fn(200, 100, |x, y| *small.get_pixel(x / 2, y / 2));
+        let cfg = TransformConfig { image_size: 16, ..Default::default() };
+        let p = TrainParams { angle: 0.0, top: 20, left: 40, height: 60, width: 80, flip: false, jitter: None };
+        let crop = |img: &RgbImage, l, t, w, h| image::imageops::crop_imm(img, l, t, w, h).to_image();
+        let want = resize_view(View::of(&crop(&small, 20, 10, 40, 30)), 16, 16);
+        assert_eq!(train_u8(View::of(&small), (200, 100), &p, &cfg), want);
+        assert_eq!(train_u8(View::of(&big), (200, 100), &p, &cfg), resize_view(View::of(&crop(&big, 40, 20, 80, 60)), 16, 16));
+        // 201×101 original, 100×50 copy: the box (200, 100, 1, 1) maps to the copy's last pixel.
+        let corner = TrainParams { top: 100, left: 200, height: 1, width: 1, ..p };
+        assert_eq!(train_u8(View::of(&small), (201, 101), &corner, &cfg), resize_view(View::of(&crop(&small, 99, 49, 1, 1)), 16, 16));
+        // Scale factors differ per axis: a 100×50 copy of a 100×100 original halves heights only.
+        let tall = TrainParams { top: 40, left: 10, height: 20, width: 30, ..p };
+        assert_eq!(train_u8(View::of(&small), (100, 100), &tall, &cfg), resize_view(View::of(&crop(&small, 10, 20, 30, 10)), 16, 16));
+    }
 }
