@@ -1009,4 +1009,17 @@ mod tests {
         let tall = TrainParams { top: 40, left: 10, height: 20, width: 30, ..p };
         assert_eq!(train_u8(View::of(&small), (100, 100), &tall, &cfg), resize_view(View::of(&crop(&small, 10, 20, 30, 10)), 16, 16));
     }
+
+    /// An image with no pixels (0 wide or 0 high) gives the normalised black view in both modes.
+    #[test]
+    fn images_without_pixels_give_the_normalised_black_view() {
+        let cfg = TransformConfig { image_size: 4, resize_size: 4, ..Default::default() };
+        for (w, h) in [(0, 5), (5, 0), (0, 0)] {
+            for mode in [Mode::Eval, Mode::Train] {
+                let t = transform(&RgbImage::new(w, h), mode, &cfg, 1, 2, 3);
+                let want: Vec<f32> = (0..48).map(|i| (0.0 - cfg.mean[i / 16]) / cfg.std[i / 16]).collect();
+                assert_eq!(t, want, "{w}x{h} {mode:?}");
+            }
+        }
+    }
 }
