@@ -1005,9 +1005,12 @@ mod tests {
         // 201×101 original, 100×50 copy: the box (200, 100, 1, 1) maps to the copy's last pixel.
         let corner = TrainParams { top: 100, left: 200, height: 1, width: 1, ..p };
         assert_eq!(train_u8(View::of(&small), (201, 101), &corner, &cfg), resize_view(View::of(&crop(&small, 99, 49, 1, 1)), 16, 16));
-        // Scale factors differ per axis: a 100×50 copy of a 100×100 original halves heights only.
+        // Scale factors differ per axis: a 100×50 copy of a 100×100 original halves heights only,
+        // of a 200×50 original widths only.
         let tall = TrainParams { top: 40, left: 10, height: 20, width: 30, ..p };
         assert_eq!(train_u8(View::of(&small), (100, 100), &tall, &cfg), resize_view(View::of(&crop(&small, 10, 20, 30, 10)), 16, 16));
+        let wide = TrainParams { top: 10, left: 40, height: 30, width: 80, ..p };
+        assert_eq!(train_u8(View::of(&small), (200, 50), &wide, &cfg), resize_view(View::of(&crop(&small, 20, 10, 40, 30)), 16, 16));
     }
 
     /// An image with no pixels (0 wide or 0 high) gives the normalised black view in both modes.
@@ -1021,5 +1024,13 @@ mod tests {
                 assert_eq!(t, want, "{w}x{h} {mode:?}");
             }
         }
+    }
+
+    /// `resized_crop` clips a box reaching past the right and bottom edges to the image (callers
+    /// never draw one: `RandomResizedCrop`'s boxes fit) instead of padding the outside with black.
+    #[test]
+    fn resized_crop_clips_a_box_past_the_edges() {
+        let img = RgbImage::from_fn(20, 10, |x, y| image::Rgb([(x * 12) as u8, (y * 25) as u8, 7]));
+        assert_eq!(resized_crop(&img, 5, 15, 10, 10, 4), resized_crop(&img, 5, 15, 5, 5, 4));
     }
 }
