@@ -986,6 +986,26 @@ mod tests {
                 }
             }
         }
+        // The same image transposed (40000×3: a corner's x past 32768); per output row, the first
+        // column of its run and the source row of each column.
+        let wide = RgbImage::from_fn(40_000, 3, |x, y| image::Rgb([(x % 251) as u8, (x / 251 % 256) as u8, 40 + 80 * y as u8]));
+        let runs: [(f64, [(u32, &str); 3]); 2] = [
+            (10.0, [(19997, "00000011111122222"), (19991, "000000111111222222"), (19986, "00000111111222222")]),
+            (-7.5, [(19981, "22222222111111100000000"), (19989, "2222222111111110000000"), (19996, "22222222111111100000000")]),
+        ];
+        for (angle, rows) in runs {
+            let r = rotate_nearest(&wide, angle);
+            for (y, (first, sources)) in rows.iter().enumerate() {
+                let y = y as u32;
+                for x in 0..40_000u32 {
+                    let want = match x.checked_sub(*first).and_then(|k| sources.as_bytes().get(k as usize)) {
+                        Some(c) => *wide.get_pixel(x, u32::from(c - b'0')),
+                        None => image::Rgb([0, 0, 0]),
+                    };
+                    assert_eq!(*r.get_pixel(x, y), want, "wide, angle {angle}: pixel ({x}, {y})");
+                }
+            }
+        }
     }
 
     /// `train_u8` from a copy of the image at half size (as the cache stores it) crops the box
@@ -1010,6 +1030,10 @@ mod tests {
         let tall = TrainParams { top: 40, left: 10, height: 20, width: 30, ..p };
         assert_eq!(train_u8(View::of(&small), (100, 100), &tall, &cfg), resize_view(View::of(&crop(&small, 10, 20, 30, 10)), 16, 16));
         let wide = TrainParams { top: 10, left: 40, height: 30, width: 80, ..p };
+        // Rounding both ends up would overrun the copy: a 4×4 box (1, 1, 3, 3) in a 2×2 copy is its last pixel.
+        let tiny = RgbImage::from_fn(2, 2, |x, y| image::Rgb([(x * 100 + y * 10) as u8, 50, 60]));
+        let over = TrainParams { top: 1, left: 1, height: 3, width: 3, ..p };
+        assert_eq!(train_u8(View::of(&tiny), (4, 4), &over, &cfg), resize_view(View::of(&crop(&tiny, 1, 1, 1, 1)), 16, 16));
         assert_eq!(train_u8(View::of(&small), (200, 50), &wide, &cfg), resize_view(View::of(&crop(&small, 20, 10, 40, 30)), 16, 16));
     }
 
