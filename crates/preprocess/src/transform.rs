@@ -961,48 +961,33 @@ mod tests {
         assert!(zero_tries > 100, "only {zero_tries} first tries rounded a side to 0: the test does not reach the case");
     }
 
-    /// Pillow's floating-point path (taken when a corner maps past ±32768, here on a 3×40000
-    /// image): the rotation equals PIL's exactly. The non-black output pixels of
-    /// `im.rotate(angle, Image.NEAREST, fillcolor=(0, 0, 0))`, printed by Python (Pillow 13): per
-    /// output column, the first row of its run and the source column of each row (every source
-    /// row is the output row).
+    /// Pillow's floating-point path (taken when a corner maps past ±32768: in y on a 3×40000
+    /// image, in x on a 40000×3 one): the rotation equals PIL's exactly. The non-black output
+    /// pixels of `im.rotate(angle, Image.NEAREST, fillcolor=(0, 0, 0))`, printed by Python
+    /// (Pillow 13); every source row (column) is the output row (column).
     #[test]
     fn rotation_of_a_very_tall_image_matches_pil() {
-        let img = RgbImage::from_fn(3, 40_000, |x, y| image::Rgb([(y % 251) as u8, (y / 251 % 256) as u8, 40 + 80 * x as u8]));
-        let runs: [(f64, [(u32, &str); 3]); 2] = [
-            (10.0, [(19986, "22222111111000000"), (19991, "222222111111000000"), (19997, "22222211111100000")]),
-            (-7.5, [(19996, "00000000111111122222222"), (19989, "0000000111111112222222"), (19981, "00000000111111122222222")]),
+        // Pixel (x, y) of the tall image; the wide one is its transpose.
+        let px = |x: u32, y: u32| image::Rgb([(y % 251) as u8, (y / 251 % 256) as u8, 40 + 80 * x as u8]);
+        let tall = RgbImage::from_fn(3, 40_000, px);
+        let wide = RgbImage::from_fn(40_000, 3, |x, y| px(y, x));
+        // Per output column of the tall image (row of the wide one): the first row (column) of its
+        // run and the source column (row) of each.
+        let runs: [(bool, f64, [(u32, &str); 3]); 4] = [
+            (false, 10.0, [(19986, "22222111111000000"), (19991, "222222111111000000"), (19997, "22222211111100000")]),
+            (false, -7.5, [(19996, "00000000111111122222222"), (19989, "0000000111111112222222"), (19981, "00000000111111122222222")]),
+            (true, 10.0, [(19997, "00000011111122222"), (19991, "000000111111222222"), (19986, "00000111111222222")]),
+            (true, -7.5, [(19981, "22222222111111100000000"), (19989, "2222222111111110000000"), (19996, "22222222111111100000000")]),
         ];
-        for (angle, columns) in runs {
-            let r = rotate_nearest(&img, angle);
-            for (x, (first, sources)) in columns.iter().enumerate() {
-                let x = x as u32;
-                for y in 0..40_000u32 {
-                    let want = match y.checked_sub(*first).and_then(|k| sources.as_bytes().get(k as usize)) {
-                        Some(c) => *img.get_pixel(u32::from(c - b'0'), y),
-                        None => image::Rgb([0, 0, 0]),
-                    };
-                    assert_eq!(*r.get_pixel(x, y), want, "angle {angle}: pixel ({x}, {y})");
-                }
-            }
-        }
-        // The same image transposed (40000×3: a corner's x past 32768); per output row, the first
-        // column of its run and the source row of each column.
-        let wide = RgbImage::from_fn(40_000, 3, |x, y| image::Rgb([(x % 251) as u8, (x / 251 % 256) as u8, 40 + 80 * y as u8]));
-        let runs: [(f64, [(u32, &str); 3]); 2] = [
-            (10.0, [(19997, "00000011111122222"), (19991, "000000111111222222"), (19986, "00000111111222222")]),
-            (-7.5, [(19981, "22222222111111100000000"), (19989, "2222222111111110000000"), (19996, "22222222111111100000000")]),
-        ];
-        for (angle, rows) in runs {
-            let r = rotate_nearest(&wide, angle);
-            for (y, (first, sources)) in rows.iter().enumerate() {
-                let y = y as u32;
-                for x in 0..40_000u32 {
-                    let want = match x.checked_sub(*first).and_then(|k| sources.as_bytes().get(k as usize)) {
-                        Some(c) => *wide.get_pixel(x, u32::from(c - b'0')),
-                        None => image::Rgb([0, 0, 0]),
-                    };
-                    assert_eq!(*r.get_pixel(x, y), want, "wide, angle {angle}: pixel ({x}, {y})");
+        for (transposed, angle, lines) in runs {
+            let img = if transposed { &wide } else { &tall };
+            let r = rotate_nearest(img, angle);
+            for (a, (first, sources)) in lines.iter().enumerate() {
+                for b in 0..40_000u32 {
+                    let src = b.checked_sub(*first).and_then(|k| sources.as_bytes().get(k as usize)).map(|c| u32::from(c - b'0'));
+                    let ((x, y), from) = if transposed { ((b, a as u32), src.map(|s| (b, s))) } else { ((a as u32, b), src.map(|s| (s, b))) };
+                    let want = from.map_or(image::Rgb([0, 0, 0]), |(sx, sy)| *img.get_pixel(sx, sy));
+                    assert_eq!(*r.get_pixel(x, y), want, "transposed {transposed}, angle {angle}: pixel ({x}, {y})");
                 }
             }
         }
