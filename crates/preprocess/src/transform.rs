@@ -973,7 +973,8 @@ mod tests {
         let wide = RgbImage::from_fn(40_000, 3, |x, y| px(y, x));
         // Per output column of the tall image (row of the wide one): the first row (column) of its
         // run and the source column (row) of each.
-        let runs: [(bool, f64, [(u32, &str); 3]); 4] = [
+        type Lines = [(u32, &'static str); 3];
+        let runs: [(bool, f64, Lines); 4] = [
             (false, 10.0, [(19986, "22222111111000000"), (19991, "222222111111000000"), (19997, "22222211111100000")]),
             (false, -7.5, [(19996, "00000000111111122222222"), (19989, "0000000111111112222222"), (19981, "00000000111111122222222")]),
             (true, 10.0, [(19997, "00000011111122222"), (19991, "000000111111222222"), (19986, "00000111111222222")]),
