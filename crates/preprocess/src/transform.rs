@@ -833,6 +833,9 @@ mod tests {
         let brightness: Vec<f32> = ps.iter().filter_map(|p| p.jitter.as_ref()?.brightness).collect();
         let (lo, hi) = brightness.iter().fold((2f32, 0f32), |(lo, hi), &b| (lo.min(b), hi.max(b)));
         assert!(lo < 0.82 && hi > 1.18, "brightness factors in [{lo}, {hi}], expected to span [0.8, 1.2]");
+        let hues: Vec<f32> = ps.iter().filter_map(|p| p.jitter.as_ref()?.hue).collect();
+        let (lo, hi) = hues.iter().fold((1f32, -1f32), |(lo, hi), &h| (lo.min(h), hi.max(h)));
+        assert!(lo < -0.09 && hi > 0.09, "hue shifts in [{lo}, {hi}], expected to span [-0.1, 0.1]");
         let off =
             TransformConfig { color_jitter: Some(ColorJitter { brightness: 0.0, contrast: 0.3, saturation: 0.0, hue: 0.0 }), ..Default::default() };
         let j = train_params(300, 200, &off, 9, 1, 0).jitter.expect("jitter");
