@@ -1262,4 +1262,138 @@ mod tests {
             assert_eq!(pk.str(pk.root), Some(want), "{line:?}");
         }
     }
+
+    /// The value a whole `torch.save` pickle decodes to, by dict key.
+    fn dict_entry(pk: &Pickle, key: &str) -> V {
+        let d = pk.dict(pk.root).unwrap_or_else(|| panic!("root is not a dict: {:?}", pk.obj(pk.root)));
+        d.iter().find(|(k, _)| pk.str(*k) == Some(key)).unwrap_or_else(|| panic!("no {key:?}")).1
+    }
+
+    /// NumPy scalars as `torch.save` (protocol 2) writes them, bytes as `_codecs.encode(s, "latin1")`.
+    #[test]
+    fn numpy_scalars_saved_by_torch_decode_exactly() {
+        // data.pkl of torch.save({'best_acc': numpy.float64(0.93), 'epoch': numpy.int64(7), 'x': numpy.float32(1.5),
+        // 'n': numpy.int32(-3), 'ok': numpy.bool_(True), 'no': numpy.bool_(False)}, f), torch 2.13, numpy 2.4.6
+        let p = b"\x80\x02}q\x00(X\x08\x00\x00\x00best_accq\x01cnumpy._core.multiarray\nscalar\nq\x02cnumpy\ndtype\nq\x03X\x02\x00\x00\x00f8q\x04\x89\x88\x87q\x05Rq\x06(K\x03X\x01\x00\x00\x00<q\x07NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tq\x08bc_codecs\nencode\nq\tX\r\x00\x00\x00\xc3\x83\xc3\xb5(\\\xc2\x8f\xc3\x82\xc3\xad?q\nX\x06\x00\x00\x00latin1q\x0b\x86q\x0cRq\r\x86q\x0eRq\x0fX\x05\x00\x00\x00epochq\x10h\x02h\x03X\x02\x00\x00\x00i8q\x11\x89\x88\x87q\x12Rq\x13(K\x03h\x07NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tq\x14bh\tX\x08\x00\x00\x00\x07\x00\x00\x00\x00\x00\x00\x00q\x15h\x0b\x86q\x16Rq\x17\x86q\x18Rq\x19X\x01\x00\x00\x00xq\x1ah\x02h\x03X\x02\x00\x00\x00f4q\x1b\x89\x88\x87q\x1cRq\x1d(K\x03h\x07NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tq\x1ebh\tX\x05\x00\x00\x00\x00\x00\xc3\x80?q\x1fh\x0b\x86q Rq!\x86q\"Rq#X\x01\x00\x00\x00nq$h\x02h\x03X\x02\x00\x00\x00i4q%\x89\x88\x87q&Rq'(K\x03h\x07NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tq(bh\tX\x08\x00\x00\x00\xc3\xbd\xc3\xbf\xc3\xbf\xc3\xbfq)h\x0b\x86q*Rq+\x86q,Rq-X\x02\x00\x00\x00okq.h\x02h\x03X\x02\x00\x00\x00b1q/\x89\x88\x87q0Rq1(K\x03X\x01\x00\x00\x00|q2NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tq3bh\tX\x01\x00\x00\x00\x01q4h\x0b\x86q5Rq6\x86q7Rq8X\x02\x00\x00\x00noq9h\x02h1h\tX\x01\x00\x00\x00\x00q:h\x0b\x86q;Rq<\x86q=Rq>u.";
+        let pk = parse(p).unwrap();
+        assert_eq!(dict_entry(&pk, "best_acc"), V::Float(0.93));
+        assert_eq!(dict_entry(&pk, "epoch"), V::Int(7));
+        assert_eq!(dict_entry(&pk, "x"), V::Float(1.5));
+        assert_eq!(dict_entry(&pk, "n"), V::Int(-3));
+        assert_eq!(dict_entry(&pk, "ok"), V::Bool(true));
+        assert_eq!(dict_entry(&pk, "no"), V::Bool(false));
+        // Python 2's pickle.dumps(numpy.int64(7), 2) (numpy.core, the bytes as a SHORT_BINSTRING `str`):
+        // Python 3's pickle.loads(p, encoding="latin1") gives numpy.int64(7).
+        let pk = parse(b"cnumpy.core.multiarray\nscalar\ncnumpy\ndtype\nU\x02i8K\x00K\x01\x87R(K\x03U\x01<NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tbU\x08\x07\x00\x00\x00\x00\x00\x00\x00\x86R.").unwrap();
+        assert_eq!(pk.root, V::Int(7));
+    }
+
+    /// `pickletools.optimize(pickle.dumps(x, protocol=3))` of a NumPy scalar, with any dtype class, code and bytes.
+    fn numpy_scalar_pickle(dtype_class: &str, code: &str, raw: &[u8]) -> Vec<u8> {
+        let mut p = b"\x80\x03".to_vec();
+        p.extend_from_slice(format!("cnumpy._core.multiarray\nscalar\ncnumpy\n{dtype_class}\nX\x02\x00\x00\x00{code}").as_bytes());
+        p.extend_from_slice(b"\x89\x88\x87R(K\x03X\x01\x00\x00\x00<NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tbC");
+        p.push(u8::try_from(raw.len()).unwrap());
+        p.extend_from_slice(raw);
+        p.extend_from_slice(b"\x86R.");
+        p
+    }
+
+    /// A scalar whose bytes do not fit its dtype, or whose dtype is not a `numpy.dtype`, stays an
+    /// opaque object (never a panic, never a misread number).
+    #[test]
+    fn numpy_scalars_of_the_wrong_size_or_dtype_stay_opaque() {
+        // The helper writes what Python writes: pickletools.optimize(pickle.dumps(numpy.float64(0.93), protocol=3)).
+        let real = b"\x80\x03cnumpy._core.multiarray\nscalar\ncnumpy\ndtype\nX\x02\x00\x00\x00f8\x89\x88\x87R(K\x03X\x01\x00\x00\x00<NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tbC\x08\xc3\xf5(\\\x8f\xc2\xed?\x86R.";
+        assert_eq!(numpy_scalar_pickle("dtype", "f8", &0.93f64.to_le_bytes()), real);
+        let root = |p: &[u8]| parse(p).unwrap_or_else(|e| panic!("{p:?}: {e:?}")).root;
+        assert_eq!(root(&numpy_scalar_pickle("dtype", "f4", &(-2.5f32).to_le_bytes())), V::Float(-2.5));
+        assert_eq!(root(&numpy_scalar_pickle("dtype", "i8", &(-1i64 << 40).to_le_bytes())), V::Int(-1 << 40));
+        assert_eq!(root(&numpy_scalar_pickle("dtype", "i4", &i32::MIN.to_le_bytes())), V::Int(i32::MIN.into()));
+        assert_eq!(root(&numpy_scalar_pickle("dtype", "b1", &[2])), V::Bool(true));
+        let cases: [(&str, &str, &[u8]); 9] = [
+            ("ndarray", "f8", &[0; 8]),
+            ("dtype", "f8", &[0; 4]),
+            ("dtype", "f4", &[0; 2]),
+            ("dtype", "f4", &[0; 8]),
+            ("dtype", "i8", &[0; 4]),
+            ("dtype", "i4", &[0; 2]),
+            ("dtype", "i4", &[0; 8]),
+            ("dtype", "b1", &[]),
+            ("dtype", "b1", &[1, 0]),
+        ];
+        for (class, code, raw) in cases {
+            let p = numpy_scalar_pickle(class, code, raw);
+            let pk = std::panic::catch_unwind(|| parse(&p)).unwrap_or_else(|_| panic!("{class} {code} {raw:?} panicked")).unwrap();
+            assert!(
+                matches!(pk.obj(pk.root), Some(Obj::Object { class, .. }) if class == "numpy.core.multiarray.scalar"),
+                "{class} {code} {raw:?}: {:?}",
+                pk.root
+            );
+        }
+    }
+
+    /// `_rebuild_from_type_v2`: a plain tensor that carries Python attributes is rebuilt as the
+    /// tensor; a subclass stays an opaque object of its class.
+    #[test]
+    fn tensors_rebuilt_through_rebuild_from_type() {
+        // data.pkl of: t = torch.tensor([1.0, 2.0]); t.note = 'x'; torch.save(t, f)   (torch 2.13)
+        let p = b"\x80\x02ctorch._tensor\n_rebuild_from_type_v2\nq\x00(ctorch._utils\n_rebuild_tensor_v2\nq\x01ctorch\nTensor\nq\x02((X\x07\x00\x00\x00storageq\x03ctorch\nFloatStorage\nq\x04X\x01\x00\x00\x000q\x05X\x03\x00\x00\x00cpuq\x06K\x02tq\x07QK\x00K\x02\x85q\x08K\x01\x85q\t\x89ccollections\nOrderedDict\nq\n)Rq\x0btq\x0c}q\rX\x04\x00\x00\x00noteq\x0eX\x01\x00\x00\x00xq\x0fstq\x10Rq\x11.";
+        let pk = parse(p).unwrap();
+        match pk.obj(pk.root) {
+            Some(Obj::Tensor(t)) => {
+                assert_eq!((t.offset, &t.shape[..], &t.stride[..]), (0, &[2][..], &[1][..]));
+                assert!(matches!(&pk.arena[t.storage as usize], Obj::Storage(s) if s.key == "0" && s.numel == 2 && s.dtype == Some(DType::F32)));
+            }
+            other => panic!("{other:?}"),
+        }
+        // class Sub(torch.Tensor): pass; torch.save(torch.tensor([1.0, 2.0]).as_subclass(Sub), f)
+        let p = b"\x80\x02ctorch._tensor\n_rebuild_from_type_v2\nq\x00(ctorch._utils\n_rebuild_tensor_v2\nq\x01c__main__\nSub\nq\x02((X\x07\x00\x00\x00storageq\x03ctorch\nFloatStorage\nq\x04X\x01\x00\x00\x000q\x05X\x03\x00\x00\x00cpuq\x06K\x02tq\x07QK\x00K\x02\x85q\x08K\x01\x85q\t\x89ccollections\nOrderedDict\nq\n)Rq\x0btq\x0cNtq\rRq\x0e.";
+        let pk = parse(p).unwrap();
+        assert!(matches!(pk.obj(pk.root), Some(Obj::Object { class, .. }) if class == "__main__.Sub"), "{:?}", pk.obj(pk.root));
+    }
+
+    /// `_rebuild_from_type_v2` nested `levels` deep (each level's function is the next level's
+    /// `_rebuild_from_type_v2`) around `_rebuild_tensor_v2` of a 2-float storage.
+    fn rebuild_from_type_nested(levels: usize) -> Vec<u8> {
+        let storage = b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK\x02tQ";
+        let mut body = b"ctorch._utils\n_rebuild_tensor_v2\nctorch\nTensor\n(".to_vec();
+        body.extend_from_slice(storage);
+        body.extend_from_slice(b"K\x00K\x02\x85K\x01\x85t}");
+        for _ in 1..levels {
+            let mut outer = b"ctorch._tensor\n_rebuild_from_type_v2\nctorch\nTensor\n(".to_vec();
+            outer.extend_from_slice(&body);
+            outer.extend_from_slice(b"t}");
+            body = outer;
+        }
+        let mut p = b"ctorch._tensor\n_rebuild_from_type_v2\n(".to_vec();
+        p.extend_from_slice(&body);
+        p.extend_from_slice(b"tR.");
+        p
+    }
+
+    /// Nested `_rebuild_from_type_v2` calls are followed 4 deep; a fifth becomes an opaque object.
+    #[test]
+    fn rebuild_from_type_is_followed_four_levels_deep() {
+        for levels in 1..=4 {
+            let pk = parse(&rebuild_from_type_nested(levels)).unwrap();
+            assert!(matches!(pk.obj(pk.root), Some(Obj::Tensor(t)) if t.shape == [2]), "{levels}: {:?}", pk.obj(pk.root));
+        }
+        for levels in [5, 6] {
+            let pk = parse(&rebuild_from_type_nested(levels)).unwrap();
+            assert!(matches!(pk.obj(pk.root), Some(Obj::Object { class, .. }) if class == "torch.Tensor"), "{levels}: {:?}", pk.obj(pk.root));
+        }
+    }
+
+    /// Malformed arities: a tensor rebuilt from something that is not a storage, persistent ids
+    /// with too few items: each a clear error.
+    #[test]
+    fn tensors_without_storage_and_short_persistent_ids_are_refused() {
+        let m = refusal(b"ctorch._utils\n_rebuild_tensor_v2\n(X\x01\x00\x00\x00sK\x00K\x02\x85K\x01\x85tR.");
+        assert!(m.contains("_rebuild_tensor_v2 called without a storage"), "{m}");
+        let m = refusal(b"(X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cputQ.");
+        assert!(m.contains("persistent id of kind \"storage\""), "{m}");
+        let m = refusal(b"(X\x06\x00\x00\x00moduletQ.");
+        assert!(m.contains("persistent id of kind \"module\""), "{m}");
+    }
 }

@@ -694,6 +694,10 @@ mod tests {
         assert_eq!((i, h), (0, 10));
         assert_eq!(w, 13);
         assert_eq!(j, (1000 - 13) / 2);
+        // Tall: the crop takes the full width at the smallest ratio, centred vertically.
+        assert_eq!(rrc_params(10, 1000, [0.99, 1.0], [0.75, 4.0 / 3.0], &mut rng), ((1000 - 13) / 2, 0, 13, 10));
+        // Within the ratio range (no try fits a scale of 1 at another ratio): the whole image.
+        assert_eq!(rrc_params(400, 300, [1.0, 1.0], [0.5, 2.0], &mut rng), (0, 0, 300, 400));
     }
 
     #[test]
@@ -829,6 +833,9 @@ mod tests {
         let brightness: Vec<f32> = ps.iter().filter_map(|p| p.jitter.as_ref()?.brightness).collect();
         let (lo, hi) = brightness.iter().fold((2f32, 0f32), |(lo, hi), &b| (lo.min(b), hi.max(b)));
         assert!(lo < 0.82 && hi > 1.18, "brightness factors in [{lo}, {hi}], expected to span [0.8, 1.2]");
+        let hues: Vec<f32> = ps.iter().filter_map(|p| p.jitter.as_ref()?.hue).collect();
+        let (lo, hi) = hues.iter().fold((1f32, -1f32), |(lo, hi), &h| (lo.min(h), hi.max(h)));
+        assert!(lo < -0.09 && hi > 0.09, "hue shifts in [{lo}, {hi}], expected to span [-0.1, 0.1]");
         let off =
             TransformConfig { color_jitter: Some(ColorJitter { brightness: 0.0, contrast: 0.3, saturation: 0.0, hue: 0.0 }), ..Default::default() };
         let j = train_params(300, 200, &off, 9, 1, 0).jitter.expect("jitter");
@@ -843,5 +850,200 @@ mod tests {
                 assert_eq!((p.top, p.left, p.height, p.width), rrc_params(300, 200, c.crop_scale, c.crop_ratio, &mut rng), "sample {i}");
             }
         }
+    }
+
+    /// 20 pixels: black, white, grey, the primaries and secondaries, and colours in every hue
+    /// sector, bright, dark and near grey.
+    #[rustfmt::skip]
+    const PIXELS: [[u8; 3]; 20] = [
+        [0, 0, 0], [255, 255, 255], [77, 77, 77], [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [0, 255, 255], [255, 0, 255], [200, 30, 40],
+        [30, 200, 40], [40, 30, 200], [13, 240, 120], [250, 120, 10], [120, 10, 250], [100, 90, 80], [5, 6, 7], [254, 1, 128], [90, 200, 201], [10, 9, 10],
+    ];
+
+    /// Pillow's conversions, exactly: `im.convert("L")`, `im.convert("HSV")` of [`PIXELS`] and
+    /// `Image.new("HSV", ...).putdata(hsv).convert("RGB")` (Pillow 13, values printed by Python).
+    #[test]
+    fn luma_and_hsv_match_pillow_exactly() {
+        let luma_want = [0, 255, 77, 76, 150, 29, 226, 179, 105, 82, 131, 52, 158, 146, 70, 92, 6, 91, 167, 9];
+        #[rustfmt::skip]
+        let hsv_want = [
+            (0, 0, 0), (0, 0, 255), (0, 0, 77), (0, 255, 255), (85, 255, 255), (170, 255, 255), (42, 255, 255), (127, 255, 255), (212, 255, 255),
+            (252, 216, 200), (87, 216, 200), (172, 216, 200), (105, 241, 240), (19, 244, 250), (189, 244, 250), (21, 51, 100), (148, 72, 7),
+            (233, 253, 254), (127, 140, 201), (212, 25, 10),
+        ];
+        for (i, p) in PIXELS.iter().enumerate() {
+            assert_eq!(luma(p), luma_want[i], "luma of {p:?}");
+            assert_eq!(rgb2hsv(p[0], p[1], p[2]), hsv_want[i], "hsv of {p:?}");
+        }
+        #[rustfmt::skip]
+        let hsv: [[u8; 3]; 16] = [
+            [0, 0, 90], [0, 255, 255], [21, 200, 180], [42, 255, 200], [64, 128, 255], [85, 255, 100], [106, 30, 250], [128, 255, 255],
+            [149, 180, 90], [170, 255, 255], [191, 100, 60], [213, 255, 255], [234, 77, 199], [255, 255, 255], [255, 1, 1], [43, 250, 3],
+        ];
+        #[rustfmt::skip]
+        let rgb_want: [[u8; 3]; 16] = [
+            [90, 90, 90], [255, 0, 0], [180, 109, 39], [200, 198, 0], [190, 255, 127], [0, 100, 0], [221, 250, 235], [0, 252, 255],
+            [26, 58, 90], [0, 0, 255], [48, 36, 60], [255, 0, 252], [199, 139, 169], [255, 0, 0], [1, 1, 1], [3, 3, 0],
+        ];
+        for (h, want) in hsv.iter().zip(rgb_want) {
+            assert_eq!(hsv2rgb(h[0], h[1], h[2]), want, "rgb of hsv {h:?}");
+        }
+    }
+
+    /// Each ColorJitter component on [`PIXELS`] equals torchvision's `F.adjust_*` of the PIL image
+    /// exactly (torchvision 0.28, Pillow 13: `list(F.adjust_brightness(im, 0.6).getdata())` ...).
+    #[test]
+    fn jitter_components_match_torchvision_exactly() {
+        let none = JitterParams { order: [0, 1, 2, 3], brightness: None, contrast: None, saturation: None, hue: None };
+        #[rustfmt::skip]
+        let cases: [(JitterParams, [u8; 60]); 8] = [
+            (JitterParams { brightness: Some(0.6), ..none }, [0, 0, 0, 153, 153, 153, 46, 46, 46, 153, 0, 0, 0, 153, 0, 0, 0, 153, 153, 153, 0, 0, 153, 153, 153, 0, 153, 120, 18, 24, 18, 120, 24, 24, 18, 120, 7, 144, 72, 150, 72, 6, 72, 6, 150, 60, 54, 48, 3, 3, 4, 152, 0, 76, 54, 120, 120, 6, 5, 6]),
+            (JitterParams { brightness: Some(1.3), ..none }, [0, 0, 0, 255, 255, 255, 100, 100, 100, 255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 0, 0, 255, 255, 255, 0, 255, 255, 39, 52, 39, 255, 52, 52, 39, 255, 16, 255, 156, 255, 156, 13, 156, 13, 255, 130, 116, 104, 6, 7, 9, 255, 1, 166, 116, 255, 255, 13, 11, 13]),
+            (JitterParams { contrast: Some(0.7), ..none }, [31, 31, 31, 210, 210, 210, 85, 85, 85, 210, 31, 31, 31, 210, 31, 31, 31, 210, 210, 210, 31, 31, 210, 210, 210, 31, 210, 171, 52, 59, 52, 171, 59, 59, 52, 171, 40, 199, 115, 206, 115, 38, 115, 38, 206, 101, 94, 87, 35, 35, 36, 209, 32, 121, 94, 171, 172, 38, 37, 38]),
+            (JitterParams { contrast: Some(1.5), ..none }, [0, 0, 0, 255, 255, 255, 63, 63, 63, 255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 0, 0, 255, 255, 255, 0, 255, 247, 0, 7, 0, 247, 7, 7, 0, 247, 0, 255, 127, 255, 127, 0, 127, 0, 255, 97, 82, 67, 0, 0, 0, 255, 0, 139, 82, 247, 249, 0, 0, 0]),
+            (JitterParams { saturation: Some(0.3), ..none }, [0, 0, 0, 255, 255, 255, 77, 77, 77, 129, 53, 53, 105, 181, 105, 20, 20, 96, 234, 234, 158, 125, 201, 201, 150, 73, 150, 117, 66, 69, 100, 151, 103, 48, 45, 96, 114, 182, 146, 177, 138, 105, 85, 52, 124, 94, 91, 88, 5, 6, 6, 139, 64, 102, 143, 176, 177, 9, 9, 9]),
+            (JitterParams { saturation: Some(1.4), ..none }, [0, 0, 0, 255, 255, 255, 77, 77, 77, 255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 0, 0, 255, 255, 255, 0, 255, 247, 9, 23, 0, 227, 3, 35, 21, 255, 0, 255, 104, 255, 109, 0, 140, 0, 255, 103, 89, 75, 4, 6, 7, 255, 0, 142, 59, 213, 214, 10, 9, 10]),
+            (JitterParams { hue: Some(0.1), ..none }, [0, 0, 0, 255, 255, 255, 77, 77, 77, 255, 150, 0, 0, 255, 150, 150, 0, 255, 108, 255, 0, 0, 108, 255, 255, 0, 108, 200, 114, 31, 31, 200, 138, 138, 31, 200, 13, 227, 240, 242, 250, 11, 250, 11, 242, 98, 100, 80, 5, 5, 7, 254, 14, 2, 91, 137, 201, 10, 9, 9]),
+            (JitterParams { hue: Some(-0.27), ..none }, [0, 0, 0, 255, 255, 255, 77, 77, 77, 108, 0, 255, 255, 102, 0, 0, 255, 102, 255, 0, 150, 156, 255, 0, 0, 156, 255, 86, 31, 200, 200, 106, 31, 31, 200, 106, 240, 211, 13, 219, 11, 250, 11, 250, 213, 98, 80, 100, 5, 7, 5, 2, 32, 254, 158, 201, 91, 9, 10, 10]),
+        ];
+        for (j, want) in cases {
+            let mut px = PIXELS.concat();
+            apply_jitter(&mut px, &j);
+            assert_eq!(px, want, "{j:?}");
+        }
+    }
+
+    /// `RandomResizedCrop.get_params`' distribution: the crop's area is a uniform fraction of the
+    /// image in `scale` and its log aspect ratio uniform in log `ratio`, so over 2000 draws with
+    /// torchvision's defaults both ends of each range are reached, and every crop drawn in the
+    /// loop keeps its ratio within `ratio` (up to the rounding of each side to whole pixels).
+    #[test]
+    fn rrc_params_span_the_scale_and_ratio_ranges() {
+        let (w, h) = (500u32, 667u32);
+        let (scale, ratio) = ([0.08, 1.0], [3.0 / 4.0, 4.0 / 3.0]);
+        let (mut areas, mut ratios) = (Vec::new(), Vec::new());
+        // Crops smaller than the image that touch each side: the offsets reach both ends of their range.
+        let mut touching = [0; 4];
+        for i in 0..2000 {
+            let (top, left, ch, cw) = rrc_params(w, h, scale, ratio, &mut Rng::keyed(5, 0, i, STREAM_AUGMENT));
+            assert!(left + cw <= w && top + ch <= h, "{i}: {left},{top} {cw}x{ch}");
+            for (k, touches) in [top == 0 && ch < h, top + ch == h && ch < h, left == 0 && cw < w, left + cw == w && cw < w].into_iter().enumerate() {
+                touching[k] += usize::from(touches);
+            }
+            areas.push((cw * ch) as f64 / (w * h) as f64);
+            let r = cw as f64 / ch as f64;
+            assert!((0.74..=1.35).contains(&r), "{i}: ratio {r} of {cw}x{ch}");
+            ratios.push(r);
+        }
+        let span = |v: &[f64]| v.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        let ((alo, ahi), (rlo, rhi)) = (span(&areas), span(&ratios));
+        assert!(alo < 0.1 && ahi > 0.95, "areas in [{alo}, {ahi}]");
+        assert!(rlo < 0.77 && rhi > 1.3, "ratios in [{rlo}, {rhi}]");
+        let small = areas.iter().filter(|&&a| a < 0.5).count();
+        assert!(touching.iter().all(|&n| n >= 3), "crops at the top, bottom, left, right edges: {touching:?}");
+        assert!(small > 600, "{small} of 2000 crops below half the area");
+    }
+
+    /// On images of a few pixels a try can round a side to 0 pixels: it is rejected (never an
+    /// empty crop), and what is returned fits the image.
+    #[test]
+    fn rrc_params_never_return_an_empty_crop() {
+        let mut zero_tries = 0;
+        for (w, h) in [(1u32, 1u32), (2, 1), (1, 3), (3, 2)] {
+            for i in 0..500 {
+                let mut rng = Rng::keyed(1, 2, i, STREAM_AUGMENT);
+                let mut probe = rng.clone();
+                let (top, left, ch, cw) = rrc_params(w, h, [0.08, 1.0], [3.0 / 4.0, 4.0 / 3.0], &mut rng);
+                assert!(cw >= 1 && ch >= 1 && left + cw <= w && top + ch <= h, "{w}x{h} key {i}: {left},{top} {cw}x{ch}");
+                // The first try's sides, as rrc_params draws them.
+                let ta = (w * h) as f64 * probe.uniform(0.08, 1.0);
+                let aspect = probe.uniform((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln()).exp();
+                zero_tries += usize::from(round_half_even((ta * aspect).sqrt()) == 0.0 || round_half_even((ta / aspect).sqrt()) == 0.0);
+            }
+        }
+        assert!(zero_tries > 100, "only {zero_tries} first tries rounded a side to 0: the test does not reach the case");
+    }
+
+    /// Pillow's floating-point path (taken when a corner maps past ±32768: in y on a 3×40000
+    /// image, in x on a 40000×3 one): the rotation equals PIL's exactly. The non-black output
+    /// pixels of `im.rotate(angle, Image.NEAREST, fillcolor=(0, 0, 0))`, printed by Python
+    /// (Pillow 13); every source row (column) is the output row (column).
+    #[test]
+    fn rotation_of_a_very_tall_image_matches_pil() {
+        // Pixel (x, y) of the tall image; the wide one is its transpose.
+        let px = |x: u32, y: u32| image::Rgb([(y % 251) as u8, (y / 251 % 256) as u8, 40 + 80 * x as u8]);
+        let tall = RgbImage::from_fn(3, 40_000, px);
+        let wide = RgbImage::from_fn(40_000, 3, |x, y| px(y, x));
+        // Per output column of the tall image (row of the wide one): the first row (column) of its
+        // run and the source column (row) of each.
+        type Lines = [(u32, &'static str); 3];
+        let runs: [(bool, f64, Lines); 4] = [
+            (false, 10.0, [(19986, "22222111111000000"), (19991, "222222111111000000"), (19997, "22222211111100000")]),
+            (false, -7.5, [(19996, "00000000111111122222222"), (19989, "0000000111111112222222"), (19981, "00000000111111122222222")]),
+            (true, 10.0, [(19997, "00000011111122222"), (19991, "000000111111222222"), (19986, "00000111111222222")]),
+            (true, -7.5, [(19981, "22222222111111100000000"), (19989, "2222222111111110000000"), (19996, "22222222111111100000000")]),
+        ];
+        for (transposed, angle, lines) in runs {
+            let img = if transposed { &wide } else { &tall };
+            let r = rotate_nearest(img, angle);
+            for (a, (first, sources)) in lines.iter().enumerate() {
+                for b in 0..40_000u32 {
+                    let src = b.checked_sub(*first).and_then(|k| sources.as_bytes().get(k as usize)).map(|c| u32::from(c - b'0'));
+                    let ((x, y), from) = if transposed { ((b, a as u32), src.map(|s| (b, s))) } else { ((a as u32, b), src.map(|s| (s, b))) };
+                    let want = from.map_or(image::Rgb([0, 0, 0]), |(sx, sy)| *img.get_pixel(sx, sy));
+                    assert_eq!(*r.get_pixel(x, y), want, "transposed {transposed}, angle {angle}: pixel ({x}, {y})");
+                }
+            }
+        }
+    }
+
+    /// `train_u8` from a copy of the image at half size (as the cache stores it) crops the box
+    /// drawn in the original's pixels scaled by 1/2, then resizes: on an image made of 2×2 blocks
+    /// the view equals the one from the original; a 1-pixel box at the far corner of an odd-sized
+    /// original stays inside the copy.
+    #[test]
+    fn train_u8_scales_the_crop_box_into_a_smaller_copy() {
+        let small = RgbImage::from_fn(100, 50, |x, y| image::Rgb([(x * 2) as u8, (y * 5) as u8, (x * y % 256) as u8]));
+        let big = RgbImage::from_fn(200, 100, |x, y| *small.get_pixel(x / 2, y / 2));
+        let cfg = TransformConfig { image_size: 16, ..Default::default() };
+        let p = TrainParams { angle: 0.0, top: 20, left: 40, height: 60, width: 80, flip: false, jitter: None };
+        let crop = |img: &RgbImage, l, t, w, h| image::imageops::crop_imm(img, l, t, w, h).to_image();
+        let want = resize_view(View::of(&crop(&small, 20, 10, 40, 30)), 16, 16);
+        assert_eq!(train_u8(View::of(&small), (200, 100), &p, &cfg), want);
+        assert_eq!(train_u8(View::of(&big), (200, 100), &p, &cfg), resize_view(View::of(&crop(&big, 40, 20, 80, 60)), 16, 16));
+        // 201×101 original, 100×50 copy: the box (200, 100, 1, 1) maps to the copy's last pixel.
+        let corner = TrainParams { top: 100, left: 200, height: 1, width: 1, ..p };
+        assert_eq!(train_u8(View::of(&small), (201, 101), &corner, &cfg), resize_view(View::of(&crop(&small, 99, 49, 1, 1)), 16, 16));
+        // Scale factors differ per axis: a 100×50 copy of a 100×100 original halves heights only,
+        // of a 200×50 original widths only.
+        let tall = TrainParams { top: 40, left: 10, height: 20, width: 30, ..p };
+        assert_eq!(train_u8(View::of(&small), (100, 100), &tall, &cfg), resize_view(View::of(&crop(&small, 10, 20, 30, 10)), 16, 16));
+        let wide = TrainParams { top: 10, left: 40, height: 30, width: 80, ..p };
+        // Rounding both ends up would overrun the copy: a 4×4 box (1, 1, 3, 3) in a 2×2 copy is its last pixel.
+        let tiny = RgbImage::from_fn(2, 2, |x, y| image::Rgb([(x * 100 + y * 10) as u8, 50, 60]));
+        let over = TrainParams { top: 1, left: 1, height: 3, width: 3, ..p };
+        assert_eq!(train_u8(View::of(&tiny), (4, 4), &over, &cfg), resize_view(View::of(&crop(&tiny, 1, 1, 1, 1)), 16, 16));
+        assert_eq!(train_u8(View::of(&small), (200, 50), &wide, &cfg), resize_view(View::of(&crop(&small, 20, 10, 40, 30)), 16, 16));
+    }
+
+    /// An image with no pixels (0 wide or 0 high) gives the normalised black view in both modes.
+    #[test]
+    fn images_without_pixels_give_the_normalised_black_view() {
+        let cfg = TransformConfig { image_size: 4, resize_size: 4, ..Default::default() };
+        for (w, h) in [(0, 5), (5, 0), (0, 0)] {
+            for mode in [Mode::Eval, Mode::Train] {
+                let t = transform(&RgbImage::new(w, h), mode, &cfg, 1, 2, 3);
+                let want: Vec<f32> = (0..48).map(|i| (0.0 - cfg.mean[i / 16]) / cfg.std[i / 16]).collect();
+                assert_eq!(t, want, "{w}x{h} {mode:?}");
+            }
+        }
+    }
+
+    /// `resized_crop` clips a box reaching past the right and bottom edges to the image (callers
+    /// never draw one: `RandomResizedCrop`'s boxes fit) instead of padding the outside with black.
+    #[test]
+    fn resized_crop_clips_a_box_past_the_edges() {
+        let img = RgbImage::from_fn(20, 10, |x, y| image::Rgb([(x * 12) as u8, (y * 25) as u8, 7]));
+        assert_eq!(resized_crop(&img, 5, 15, 10, 10, 4), resized_crop(&img, 5, 15, 5, 5, 4));
     }
 }
