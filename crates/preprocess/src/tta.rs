@@ -12,7 +12,7 @@ use std::str::FromStr;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use crate::transform::{center_crop, eval_u8, resize_shorter, transform, write_tensor, Mode, TransformConfig};
+use crate::transform::{center_crop, eval_u8, resize_shorter, write_tensor, TransformConfig};
 use crate::Error;
 
 /// Which views of an image a prediction averages (in probability space).
@@ -77,32 +77,21 @@ pub fn five_crop(img: &RgbImage, size: u32) -> Option<[RgbImage; 5]> {
     Some([crop(0, 0), crop(w - size, 0), crop(0, h - size), crop(w - size, h - size), center_crop(img, size)])
 }
 
-/// The normalised views (each `3 × size × size`, CHW) of a decoded image under `tta`. The first
-/// view of `None` and `Flip` is exactly [`transform`]'s eval output.
+/// The normalised views (each `3 × size × size`, CHW) of a decoded image under `tta`:
+/// [`write_tensor`] of each of [`tta_views_u8`]. The first view of `None` and `Flip` is exactly
+/// [`transform`](crate::transform::transform())'s eval output.
 pub fn tta_views(img: &RgbImage, cfg: &TransformConfig, tta: Tta) -> Result<Vec<Vec<f32>>, Error> {
     let s = cfg.image_size;
-    let len = 3 * (s * s) as usize;
-    let tensor = |rgb: &RgbImage, flip: bool| {
-        let mut out = vec![0f32; len];
-        write_tensor(rgb.as_raw(), s, cfg, flip, false, &mut out);
+    let tensor = |rgb: &RgbImage| {
+        let mut out = vec![0f32; 3 * (s * s) as usize];
+        write_tensor(rgb.as_raw(), s, cfg, false, false, &mut out);
         out
     };
-    Ok(match tta {
-        Tta::None => vec![transform(img, Mode::Eval, cfg, 0, 0, 0)],
-        Tta::Flip => vec![transform(img, Mode::Eval, cfg, 0, 0, 0), tensor(&eval_u8(img, cfg), true)],
-        Tta::FiveCrop => {
-            let resized = resize_shorter(img, cfg.resize_size);
-            let crops = five_crop(&resized, s).ok_or_else(|| {
-                Error::Config(format!("five-crop: crop {s} is larger than the resized image {}x{}", resized.width(), resized.height()))
-            })?;
-            crops.iter().map(|c| tensor(c, false)).collect()
-        }
-    })
+    Ok(tta_views_u8(img, cfg, tta)?.iter().map(tensor).collect())
 }
 
 /// The views of [`tta_views`] before `ToTensor` + `Normalize`: packed RGB8 `size`×`size` images,
-/// mirrored where the view is a mirror. [`write_tensor`] (without flip) of each gives
-/// [`tta_views`]' floats bit for bit, a quarter of their size: what a server queues.
+/// mirrored where the view is a mirror, a quarter of the floats' size (what a server queues).
 pub fn tta_views_u8(img: &RgbImage, cfg: &TransformConfig, tta: Tta) -> Result<Vec<RgbImage>, Error> {
     let s = cfg.image_size;
     Ok(match tta {
@@ -133,27 +122,44 @@ pub fn tta_views_of_file(path: &Path, cfg: &TransformConfig, tta: Tta) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transform::{transform, Mode};
 
     fn gradient(w: u32, h: u32) -> RgbImage {
         RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7 % 256) as u8, (y * 5 % 256) as u8, ((x + y) % 256) as u8]))
     }
 
+    /// Each view, normalised, equals its definition computed another way: the eval transform, the
+    /// eval crop normalised with a flip, torchvision's five crops of the resized image.
     #[test]
-    fn u8_views_normalise_to_the_float_views_bit_for_bit() {
+    fn views_equal_the_eval_transform_its_mirror_and_the_five_crops_bit_for_bit() {
         let cfg = TransformConfig::default();
         let s = cfg.image_size;
+        let tensor = |rgb: &RgbImage, flip: bool| {
+            let mut out = vec![0f32; 3 * (s * s) as usize];
+            write_tensor(rgb.as_raw(), s, &cfg, flip, false, &mut out);
+            out
+        };
+        let bits = |v: &[Vec<f32>]| v.iter().map(|x| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>()).collect::<Vec<_>>();
         for (w, h) in [(300, 260), (257, 500)] {
             let img = gradient(w, h);
-            for tta in Tta::ALL {
-                let floats = tta_views(&img, &cfg, tta).expect("views");
+            let eval = transform(&img, Mode::Eval, &cfg, 0, 0, 0);
+            let crops = five_crop(&resize_shorter(&img, cfg.resize_size), s).expect("fits");
+            let want = [
+                (Tta::None, vec![eval.clone()]),
+                (Tta::Flip, vec![eval.clone(), tensor(&eval_u8(&img, &cfg), true)]),
+                (Tta::FiveCrop, crops.iter().map(|c| tensor(c, false)).collect()),
+            ];
+            for (tta, want) in want {
+                assert_eq!(bits(&tta_views(&img, &cfg, tta).expect("views")), bits(&want), "{tta:?} on {w}x{h}");
                 let bytes = tta_views_u8(&img, &cfg, tta).expect("u8 views");
-                assert_eq!(floats.len(), bytes.len(), "{tta:?}");
-                for (f, b) in floats.iter().zip(&bytes) {
-                    let mut out = vec![0f32; f.len()];
-                    write_tensor(b.as_raw(), s, &cfg, false, false, &mut out);
-                    assert!(out.iter().zip(f).all(|(a, b)| a.to_bits() == b.to_bits()), "{tta:?} on {w}x{h}");
-                }
+                assert_eq!(bits(&bytes.iter().map(|b| tensor(b, false)).collect::<Vec<_>>()), bits(&want), "u8 {tta:?} on {w}x{h}");
             }
+        }
+        // An image without pixels gives the eval transform's normalised black view too.
+        let tiny = TransformConfig { image_size: 4, resize_size: 4, ..Default::default() };
+        for (w, h) in [(0, 5), (5, 0)] {
+            let img = RgbImage::new(w, h);
+            assert_eq!(tta_views(&img, &tiny, Tta::None).expect("views"), vec![transform(&img, Mode::Eval, &tiny, 0, 0, 0)], "{w}x{h}");
         }
     }
 
