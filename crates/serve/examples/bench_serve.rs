@@ -213,18 +213,19 @@ async fn overload(client: &reqwest::Client, url: &str, imgs: &Arc<Vec<Vec<u8>>>,
     .unwrap_or_default()
 }
 
-/// The median of some numbers (NaN for none).
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    percentile(&v, 0.5)
-}
-
 /// One server under test: its name in the output, base URL, process and the per-round results.
 struct Side {
     name: &'static str,
     base: String,
     child: Child,
     rounds: Vec<Map<String, Value>>,
+}
+
+impl Side {
+    /// The prediction endpoint of the served model.
+    fn predict_url(&self) -> String {
+        format!("{}/v1/models/flowers/predict", self.base)
+    }
 }
 
 impl Drop for Side {
@@ -241,7 +242,7 @@ impl Drop for Side {
 async fn measure(client: &reqwest::Client, sides: &mut [Side], imgs: &Arc<Vec<Vec<u8>>>, a: &Args) -> Vec<Map<String, Value>> {
     for side in sides.iter() {
         // One untimed warm-up pass.
-        closed_loop(client, &format!("{}/v1/models/flowers/predict", side.base), imgs, 4, 16, a.time_cap).await;
+        closed_loop(client, &side.predict_url(), imgs, 4, 16, a.time_cap).await;
     }
     for round in 0..a.rounds {
         let mut maps = vec![Map::new(); sides.len()];
@@ -249,8 +250,7 @@ async fn measure(client: &reqwest::Client, sides: &mut [Side], imgs: &Arc<Vec<Ve
             for k in 0..sides.len() {
                 let i = if round % 2 == 0 { k } else { sides.len() - 1 - k };
                 eprintln!("bench_serve: round {}/{}: {}: {c} clients", round + 1, a.rounds, sides[i].name);
-                let url = format!("{}/v1/models/flowers/predict", sides[i].base);
-                maps[i].extend(closed_loop(client, &url, imgs, c, a.requests, a.time_cap).await);
+                maps[i].extend(closed_loop(client, &sides[i].predict_url(), imgs, c, a.requests, a.time_cap).await);
             }
         }
         for (side, m) in sides.iter_mut().zip(maps) {
@@ -264,7 +264,10 @@ async fn measure(client: &reqwest::Client, sides: &mut [Side], imgs: &Arc<Vec<Ve
             for c in [1, 8, 32] {
                 for key in ["rps", "p50_ms", "p99_ms"] {
                     let k = format!("c{c}_{key}");
-                    m.insert(k.clone(), json!(median(side.rounds.iter().filter_map(|r| r.get(&k).and_then(Value::as_f64)).collect())));
+                    m.insert(
+                        k.clone(),
+                        json!(benchkit::median(&side.rounds.iter().filter_map(|r| r.get(&k).and_then(Value::as_f64)).collect::<Vec<_>>())),
+                    );
                 }
                 let k = format!("c{c}_errors");
                 m.insert(k.clone(), json!(side.rounds.iter().filter_map(|r| r.get(&k).and_then(Value::as_u64)).sum::<u64>()));
@@ -373,7 +376,7 @@ async fn run(a: Args) -> Result<Value, String> {
 
     let capacity = [1, 8, 32].iter().filter_map(|c| rust.get(&format!("c{c}_rps")).and_then(Value::as_f64)).fold(0.0, f64::max);
     eprintln!("bench_serve: overload at {:.1} requests/s (2x capacity) for {} s", 2.0 * capacity, a.overload_s);
-    rust.extend(overload(&client, &format!("{}/v1/models/flowers/predict", petal.base), &imgs, 2.0 * capacity, a.overload_s).await);
+    rust.extend(overload(&client, &petal.predict_url(), &imgs, 2.0 * capacity, a.overload_s).await);
     Ok(json!({ "rust": rust, "pytorch": pytorch }))
 }
 
