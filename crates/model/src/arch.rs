@@ -82,6 +82,12 @@ pub enum Arch {
     /// A DenseNet-BC with custom hyper-parameters (torchvision naming).
     #[serde(rename = "densenet")]
     DenseNet(DenseNetConfig),
+    /// Several built-in backbones run on the same input, their pooled features concatenated (in
+    /// this order) into the head's input; member `i`'s variables are named `members.{i}.` + its
+    /// own names. Written `efficientnet_lite0+efficientnet_lite1` on the command line,
+    /// `{"ensemble": ["efficientnet_lite0", "efficientnet_lite1"]}` in files.
+    #[serde(rename = "ensemble")]
+    Ensemble(Vec<Arch>),
 }
 
 /// The network family of an [`Arch`], with its hyper-parameters: what a consumer that rebuilds the
@@ -96,6 +102,8 @@ pub enum Family {
     Plain(PlainSpec),
     /// ResNet (torchvision, V1.5).
     ResNet(ResNetConfig),
+    /// Built-in backbones whose features are concatenated ([`Arch::Ensemble`]).
+    Ensemble(Vec<Arch>),
 }
 
 /// Every built-in architecture with its canonical name, in the order the CLI lists them.
@@ -129,6 +137,7 @@ impl Arch {
     pub fn name(&self) -> &'static str {
         match self {
             Arch::DenseNet(_) => "densenet",
+            Arch::Ensemble(_) => "ensemble",
             a => BUILTIN.iter().find(|(b, _)| b == a).map_or("densenet", |(_, n)| n),
         }
     }
@@ -154,6 +163,7 @@ impl Arch {
             Arch::ResNet101 => Family::ResNet(ResNetConfig { depth: 101 }),
             Arch::ResNet152 => Family::ResNet(ResNetConfig { depth: 152 }),
             Arch::AlexNet => Family::Plain(crate::alexnet::spec()),
+            Arch::Ensemble(members) => Family::Ensemble(members.clone()),
             a => Family::DenseNet(a.densenet_config().unwrap_or_else(DenseNetConfig::densenet121)),
         }
     }
@@ -177,23 +187,27 @@ impl Arch {
             Family::Lite(_) => LITE0_FEATURE_DIM,
             Family::Plain(p) => p.feature_dim(),
             Family::ResNet(r) => r.feature_dim(),
+            Family::Ensemble(m) => m.iter().map(Arch::feature_dim).sum(),
         }
     }
 
     /// The input size the weights were trained at and the network is evaluated at (224; 240 for
-    /// EfficientNet-Lite1, 260 for Lite2, whose static padding is computed for that size).
+    /// EfficientNet-Lite1, 260 for Lite2, whose static padding is computed for that size; an
+    /// ensemble's is its first member's).
     pub fn input_size(&self) -> u32 {
         match self.family() {
             Family::Lite(c) => c.image_size as u32,
+            Family::Ensemble(m) => m.first().map_or(224, Arch::input_size),
             _ => 224,
         }
     }
 
     /// Prefix of the backbone's variable names (`"features."` for DenseNet, VGG and AlexNet, `""`
-    /// for EfficientNet-Lite and ResNet).
+    /// for EfficientNet-Lite and ResNet, `"members."` for an ensemble).
     pub fn backbone_prefix(&self) -> &'static str {
         match self.family() {
             Family::Lite(_) | Family::ResNet(_) => "",
+            Family::Ensemble(_) => "members.",
             _ => "features.",
         }
     }
@@ -206,17 +220,28 @@ impl Arch {
             || match self.family() {
                 Family::Lite(_) => key.starts_with("_fc."),
                 Family::ResNet(_) => key.starts_with("fc."),
+                Family::Ensemble(m) => self.member_key(key).is_some_and(|(i, rest)| m[i].is_head_key(rest)),
                 _ => false,
             }
+    }
+
+    /// For an ensemble, the member a variable name belongs to and the name inside that member
+    /// (`members.1._bn1.bias` → `(1, "_bn1.bias")`); `None` for other names and architectures.
+    pub fn member_key<'k>(&self, key: &'k str) -> Option<(usize, &'k str)> {
+        let Arch::Ensemble(m) = self else { return None };
+        let (i, rest) = key.strip_prefix("members.")?.split_once('.')?;
+        let i: usize = i.parse().ok().filter(|&i| i < m.len())?;
+        Some((i, rest))
     }
 
     /// Names of the backbone's blocks in forward order, the units of [`crate::freeze_backbone`]:
     /// DenseNet: `stem` (conv0, norm0), `block1` (denseblock1 + transition1), ..., the last block
     /// with `norm5`. EfficientNet-Lite: `stem`, `stage1`..`stage7`, `head` (`_conv_head`, `_bn1`).
     /// VGG and AlexNet: `stage1`.. (each ends with a max-pooling). ResNet: `stem`,
-    /// `layer1`..`layer4`.
+    /// `layer1`..`layer4`. An ensemble is one unit, `members` (all its backbones).
     pub fn backbone_blocks(&self) -> Vec<String> {
         match self.family() {
+            Family::Ensemble(_) => vec!["members".to_string()],
             Family::DenseNet(c) => std::iter::once("stem".to_string()).chain((1..=c.block_config.len()).map(|i| format!("block{i}"))).collect(),
             Family::Lite(_) => efficientnet::blocks(),
             Family::Plain(p) => p.blocks(),
@@ -227,6 +252,7 @@ impl Arch {
     /// Index into [`Arch::backbone_blocks`] of a backbone variable, `None` for anything else.
     pub fn block_of(&self, key: &str) -> Option<usize> {
         match self.family() {
+            Family::Ensemble(_) => self.member_key(key).filter(|_| !self.is_head_key(key)).map(|_| 0),
             Family::DenseNet(c) => densenet_block_of(&c, key),
             Family::Lite(c) => efficientnet::block_of(&c, key),
             Family::Plain(p) => p.block_of(key),
@@ -260,6 +286,7 @@ impl fmt::Display for Arch {
             Arch::DenseNet(c) => {
                 write!(f, "densenet(growth {}, blocks {:?}, init {}, bn_size {})", c.growth_rate, c.block_config, c.num_init_features, c.bn_size)
             }
+            Arch::Ensemble(m) => f.write_str(&m.iter().map(Arch::to_string).collect::<Vec<_>>().join("+")),
             a => f.write_str(a.name()),
         }
     }
@@ -268,9 +295,37 @@ impl fmt::Display for Arch {
 impl FromStr for Arch {
     type Err = Error;
     /// Accepts every canonical name ([`Arch::builtin`]), case-insensitively, with `-` for `_`
-    /// (`efficientnet-lite0`, `VGG16-BN`).
+    /// (`efficientnet-lite0`, `VGG16-BN`); two or more joined by `+` make an ensemble
+    /// (`efficientnet_lite0+efficientnet_lite1`).
     fn from_str(s: &str) -> Result<Self, Error> {
-        let want = s.to_ascii_lowercase().replace('-', "_");
-        BUILTIN.iter().find(|(_, n)| *n == want).map(|(a, _)| a.clone()).ok_or_else(|| Error::UnknownArch(s.to_string()))
+        let one = |s: &str| {
+            let want = s.trim().to_ascii_lowercase().replace('-', "_");
+            BUILTIN.iter().find(|(_, n)| *n == want).map(|(a, _)| a.clone()).ok_or_else(|| Error::UnknownArch(s.to_string()))
+        };
+        if !s.contains('+') {
+            return one(s);
+        }
+        let members = s.split('+').map(one).collect::<Result<Vec<_>, _>>()?;
+        Arch::ensemble(members)
+    }
+}
+
+impl Arch {
+    /// An ensemble of `members` ([`Arch::Ensemble`]): at least two, each a built-in architecture
+    /// or a custom DenseNet (ensembles do not nest).
+    pub fn ensemble(members: Vec<Arch>) -> Result<Arch, Error> {
+        let arch = Arch::Ensemble(members);
+        arch.check()?;
+        Ok(arch)
+    }
+
+    /// Errors for an ensemble of fewer than two members or with an ensemble among them (what a
+    /// file could hold but no network can be built from).
+    pub fn check(&self) -> Result<(), Error> {
+        match self {
+            Arch::Ensemble(m) if m.len() < 2 => Err(Error::Config(format!("an ensemble needs at least two backbones, not {}", m.len()))),
+            Arch::Ensemble(m) if m.iter().any(|a| matches!(a, Arch::Ensemble(_))) => Err(Error::Config("ensembles do not nest".into())),
+            _ => Ok(()),
+        }
     }
 }

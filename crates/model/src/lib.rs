@@ -43,6 +43,7 @@ mod densenet;
 pub mod detect;
 mod device;
 mod efficientnet;
+mod ensemble;
 mod error;
 mod head;
 mod layers;
@@ -114,12 +115,8 @@ impl Classifier {
     pub fn new(vs: &nn::Path, arch: &Arch, head: &HeadConfig, num_classes: i64) -> Result<Self, Error> {
         // Initialisation draws from the process-wide generator: not while another thread runs a seeded sequence.
         let _generator = random_generator_lock();
-        let backbone: Box<dyn Net> = match arch.family() {
-            Family::DenseNet(cfg) => Box::new(densenet::DenseNet::new(&(vs / "features"), &cfg)?),
-            Family::Lite(cfg) => Box::new(efficientnet::EfficientNetLite::new(vs, &cfg)),
-            Family::Plain(spec) => Box::new(vgg::PlainFeatures::new(&(vs / "features"), &spec)),
-            Family::ResNet(cfg) => Box::new(resnet::ResNet::new(vs, &cfg)),
-        };
+        arch.check()?;
+        let backbone = backbone(vs, arch)?;
         let feature_dim = arch.feature_dim();
         let head = head::Head::new(&(vs / "classifier"), head, feature_dim, num_classes)?;
         Ok(Classifier { arch: arch.clone(), backbone, head, feature_dim, channels_last: false })
@@ -191,7 +188,7 @@ impl Classifier {
     }
 
     fn unsplittable(&self) -> Error {
-        Error::Config(format!("{} cannot be split between blocks yet (partial mode supports efficientnet_lite0/1/2)", self.arch))
+        Error::Config(format!("{} cannot be split between blocks (partial mode supports efficientnet_lite0/1/2 alone)", self.arch))
     }
 
     /// Dimension of the pooled features.
@@ -218,6 +215,21 @@ impl Classifier {
         tracing::debug!(arch = %self.arch, folded = n, "folded batch norms");
         n
     }
+}
+
+/// The backbone of `arch` under `vs` (its variables named as the crate docs say).
+fn backbone(vs: &nn::Path, arch: &Arch) -> Result<Box<dyn Net>, Error> {
+    Ok(match arch.family() {
+        Family::DenseNet(cfg) => Box::new(densenet::DenseNet::new(&(vs / "features"), &cfg)?),
+        Family::Lite(cfg) => Box::new(efficientnet::EfficientNetLite::new(vs, &cfg)),
+        Family::Plain(spec) => Box::new(vgg::PlainFeatures::new(&(vs / "features"), &spec)),
+        Family::ResNet(cfg) => Box::new(resnet::ResNet::new(vs, &cfg)),
+        Family::Ensemble(members) => {
+            let path = vs / "members";
+            let members = members.iter().enumerate().map(|(i, m)| backbone(&(&path / i), m)).collect::<Result<_, _>>()?;
+            Box::new(ensemble::Ensemble { members })
+        }
+    })
 }
 
 /// What [`freeze_backbone`] did.

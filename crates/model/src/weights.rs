@@ -41,8 +41,15 @@ pub fn remap_torchvision_densenet_key(key: &str) -> Cow<'_, str> {
     }
 }
 
-/// Applies [`remap_torchvision_densenet_key`] for DenseNet architectures (identity for Lite0).
+/// Applies [`remap_torchvision_densenet_key`] for DenseNet architectures, and to the names of an
+/// ensemble's DenseNet members (identity for the others).
 pub fn remap_key<'a>(arch: &Arch, key: &'a str) -> Cow<'a, str> {
+    if let (Arch::Ensemble(members), Some((i, rest))) = (arch, arch.member_key(key)) {
+        return match remap_key(&members[i], rest) {
+            Cow::Owned(r) => Cow::Owned(format!("members.{i}.{r}")),
+            Cow::Borrowed(_) => Cow::Borrowed(key),
+        };
+    }
     if arch.densenet_config().is_some() {
         remap_torchvision_densenet_key(key)
     } else {
@@ -182,9 +189,46 @@ fn copy_into(vars: &BTreeMap<String, Tensor>, src: &BTreeMap<String, Tensor>, so
 /// [`load_backbone_tensors`]); head keys in the file are ignored. The file may be anything
 /// [`checkpoint::import`] reads: a petal checkpoint, safetensors, or a PyTorch `.pth` (zip or
 /// legacy), e.g. torchvision's original DenseNet files with their old key names.
+///
+/// For an ensemble, `path` is either one file holding every member's tensors under
+/// `members.{i}.`, or a folder holding each member's own file under the name `cargo xtask
+/// fetch-weights` gives it ([`member_weight_files`]).
 pub fn load_backbone_weights(vs: &mut VarStore, arch: &Arch, path: &Path) -> Result<LoadSummary, Error> {
-    let tensors = read_tensors(path)?;
+    let tensors = match arch {
+        Arch::Ensemble(members) if path.is_dir() => {
+            let mut all = Vec::new();
+            for (i, (member, file)) in members.iter().zip(member_weight_files(arch, path)?).enumerate() {
+                let tensors = read_tensors(&file)?;
+                all.extend(tensors.into_iter().map(|(k, t)| (format!("members.{i}.{}", remap_key(member, &k)), t)));
+            }
+            all
+        }
+        _ => read_tensors(path)?,
+    };
     load_backbone_tensors(vs, arch, tensors, path)
+}
+
+/// The weight file of each member of the ensemble `arch` in the folder `dir`:
+/// `<dir>/<member>-imagenet.safetensors`, the names `cargo xtask fetch-weights <member>` writes
+/// into its cache. Errors name the first file that is missing (and the command that fetches it),
+/// or a member without pretrained weights.
+pub fn member_weight_files(arch: &Arch, dir: &Path) -> Result<Vec<std::path::PathBuf>, Error> {
+    let Arch::Ensemble(members) = arch else {
+        return Err(Error::Config(format!("{arch} is not an ensemble: its weights are one file, not the folder {}", dir.display())));
+    };
+    members
+        .iter()
+        .map(|m| {
+            let p = crate::arch_registry::pretrained(m)
+                .ok_or_else(|| Error::Config(format!("{m} has no pretrained weights to look for in {}", dir.display())))?;
+            let file = dir.join(p.cache_name);
+            if file.is_file() {
+                Ok(file)
+            } else {
+                Err(Error::Config(format!("{}: no weights for {m} (`cargo xtask fetch-weights {m}` writes it)", file.display())))
+            }
+        })
+        .collect()
 }
 
 /// Reads every tensor of a weight file through [`checkpoint::import`] (names as found).
