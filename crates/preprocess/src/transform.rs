@@ -971,7 +971,7 @@ mod tests {
     #[test]
     fn rotation_of_a_very_tall_image_matches_pil() {
         // Pixel (x, y) of the tall image; the wide one is its transpose.
-        let px = |x: u32, y: u32| image::Rgb([(y % 251) as u8, (y / 251 % 256) as u8, 40 + 80 * x as u8]);
+        let px = tall_pixel;
         let tall = RgbImage::from_fn(3, 40_000, px);
         let wide = RgbImage::from_fn(40_000, 3, |x, y| px(y, x));
         // Per output column of the tall image (row of the wide one): the first row (column) of its
@@ -993,6 +993,84 @@ mod tests {
                     let want = from.map_or(image::Rgb([0, 0, 0]), |(sx, sy)| *img.get_pixel(sx, sy));
                     assert_eq!(*r.get_pixel(x, y), want, "transposed {transposed}, angle {angle}: pixel ({x}, {y})");
                 }
+            }
+        }
+    }
+
+    /// Pixel (x, y) of a 3-pixel-wide test image up to 64256 rows high: every pixel a distinct colour.
+    fn tall_pixel(x: u32, y: u32) -> image::Rgb<u8> {
+        image::Rgb([(y % 251) as u8, (y / 251 % 256) as u8, 40 + 80 * x as u8])
+    }
+
+    /// Pillow's fixed-point path on long images whose corners all map inside ±32768 (3×25000 and
+    /// 25000×3): the rotation equals PIL's exactly, and here the floating-point path would not (2
+    /// or 3 pixels land in another source pixel), so a `fixed_ok` test that picks the wrong path
+    /// shows. The four rotations (80° and 155° of the tall image, -80° and -155° of the wide one)
+    /// were chosen so that each slip in the test's two sums (a `*` made `+` or `/`, a `+` made `-`
+    /// or `*`) pushes some corner past ±32768 in at least one of them. The non-black output pixels
+    /// (x, y) of `im.rotate(angle, Image.NEAREST, fillcolor=(0, 0, 0))` on the tall image and the
+    /// source pixel (sx, sy) of each, printed by Python (Pillow 13); PIL's rotation of the wide
+    /// image (its transpose) by -angle is the transposed output (checked in Python too).
+    #[test]
+    fn rotation_of_long_images_through_fixed_point_matches_pil() {
+        let tall = RgbImage::from_fn(3, 25_000, tall_pixel);
+        let wide = RgbImage::from_fn(25_000, 3, |x, y| tall_pixel(y, x));
+        type Shown = &'static [(u32, u32, u32, u32)];
+        let cases: [(f64, Shown); 2] = [
+            (
+                80.0,
+                &[
+                    (0, 12498, 2, 12498),
+                    (0, 12499, 1, 12498),
+                    (1, 12499, 2, 12499),
+                    (2, 12499, 2, 12500),
+                    (0, 12500, 0, 12499),
+                    (1, 12500, 1, 12500),
+                    (2, 12500, 1, 12501),
+                    (1, 12501, 0, 12500),
+                    (2, 12501, 0, 12501),
+                ],
+            ),
+            (
+                155.0,
+                &[
+                    (2, 12494, 2, 12505),
+                    (2, 12495, 2, 12504),
+                    (1, 12496, 2, 12503),
+                    (2, 12496, 2, 12503),
+                    (1, 12497, 2, 12502),
+                    (2, 12497, 1, 12502),
+                    (0, 12498, 2, 12500),
+                    (1, 12498, 2, 12501),
+                    (2, 12498, 1, 12501),
+                    (0, 12499, 2, 12499),
+                    (1, 12499, 1, 12500),
+                    (2, 12499, 0, 12500),
+                    (0, 12500, 2, 12499),
+                    (1, 12500, 1, 12499),
+                    (2, 12500, 0, 12499),
+                    (0, 12501, 1, 12498),
+                    (1, 12501, 0, 12498),
+                    (0, 12502, 1, 12497),
+                    (1, 12502, 0, 12497),
+                    (0, 12503, 0, 12496),
+                    (0, 12504, 0, 12495),
+                    (0, 12505, 0, 12494),
+                ],
+            ),
+        ];
+        for (angle, shown) in cases {
+            for transposed in [false, true] {
+                let (img, a) = if transposed { (&wide, -angle) } else { (&tall, angle) };
+                let swap = |(x, y): (u32, u32)| if transposed { (y, x) } else { (x, y) };
+                let mut want = RgbImage::new(img.width(), img.height());
+                for &(x, y, sx, sy) in shown {
+                    let ((x, y), (sx, sy)) = (swap((x, y)), swap((sx, sy)));
+                    want.put_pixel(x, y, *img.get_pixel(sx, sy));
+                }
+                let got = rotate_nearest(img, a);
+                let diff: Vec<_> = got.enumerate_pixels().filter(|&(x, y, p)| p != want.get_pixel(x, y)).map(|(x, y, _)| (x, y)).take(5).collect();
+                assert!(diff.is_empty(), "{}×{} at {a}°: pixels {diff:?} differ from PIL", img.width(), img.height());
             }
         }
     }
