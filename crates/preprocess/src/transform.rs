@@ -997,7 +997,7 @@ mod tests {
         }
     }
 
-    /// Pixel (x, y) of a 3-pixel-wide test image up to 64256 rows high: every pixel a distinct colour.
+    /// Pixel (x, y) of a 3-pixel-wide test image: every pixel of the first 64256 rows a distinct colour.
     fn tall_pixel(x: u32, y: u32) -> image::Rgb<u8> {
         image::Rgb([(y % 251) as u8, (y / 251 % 256) as u8, 40 + 80 * x as u8])
     }
@@ -1062,17 +1062,44 @@ mod tests {
         for (angle, shown) in cases {
             for transposed in [false, true] {
                 let (img, a) = if transposed { (&wide, -angle) } else { (&tall, angle) };
-                let swap = |(x, y): (u32, u32)| if transposed { (y, x) } else { (x, y) };
-                let mut want = RgbImage::new(img.width(), img.height());
-                for &(x, y, sx, sy) in shown {
-                    let ((x, y), (sx, sy)) = (swap((x, y)), swap((sx, sy)));
-                    want.put_pixel(x, y, *img.get_pixel(sx, sy));
-                }
-                let got = rotate_nearest(img, a);
-                let diff: Vec<_> = got.enumerate_pixels().filter(|&(x, y, p)| p != want.get_pixel(x, y)).map(|(x, y, _)| (x, y)).take(5).collect();
-                assert!(diff.is_empty(), "{}×{} at {a}°: pixels {diff:?} differ from PIL", img.width(), img.height());
+                let swap = |(x, y, sx, sy)| if transposed { (y, x, sy, sx) } else { (x, y, sx, sy) };
+                assert_rotation_shows(img, a, shown.iter().map(|&p| swap(p)));
             }
         }
+    }
+
+    /// Pillow's floating-point path where a source coordinate is exactly 0.0: 90° of a 3×65534
+    /// image (a corner maps to 32768.5) takes output row 32768 from source column 0 (truncation,
+    /// not the -1 of a negative coordinate). Its non-black pixels, printed by Python as in
+    /// `rotation_of_long_images_through_fixed_point_matches_pil`; rows from 64256 on repeat the
+    /// colours of the first ones, far from the pixels shown.
+    #[test]
+    fn rotation_by_90_degrees_truncates_a_source_coordinate_of_zero_like_pil() {
+        let img = RgbImage::from_fn(3, 65_534, tall_pixel);
+        let shown = [
+            (0, 32766, 2, 32766),
+            (1, 32766, 2, 32767),
+            (2, 32766, 2, 32768),
+            (0, 32767, 1, 32766),
+            (1, 32767, 1, 32767),
+            (2, 32767, 1, 32768),
+            (0, 32768, 0, 32766),
+            (1, 32768, 0, 32767),
+            (2, 32768, 0, 32768),
+        ];
+        assert_rotation_shows(&img, 90.0, shown);
+    }
+
+    /// `rotate_nearest(img, angle)` is black but for the pixels (x, y, sx, sy) listed, each pixel
+    /// (sx, sy) of `img`.
+    fn assert_rotation_shows(img: &RgbImage, angle: f64, shown: impl IntoIterator<Item = (u32, u32, u32, u32)>) {
+        let mut want = RgbImage::new(img.width(), img.height());
+        for (x, y, sx, sy) in shown {
+            want.put_pixel(x, y, *img.get_pixel(sx, sy));
+        }
+        let got = rotate_nearest(img, angle);
+        let diff: Vec<_> = got.enumerate_pixels().filter(|&(x, y, p)| p != want.get_pixel(x, y)).map(|(x, y, _)| (x, y)).take(5).collect();
+        assert!(diff.is_empty(), "{}×{} at {angle}°: pixels {diff:?} differ from PIL", img.width(), img.height());
     }
 
     /// `train_u8` from a copy of the image at half size (as the cache stores it) crops the box
