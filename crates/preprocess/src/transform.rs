@@ -725,6 +725,44 @@ mod tests {
         assert_eq!(rotate_nearest(&img, -350.0), ten);
     }
 
+    /// Where PIL's 15-decimal rounding of cos decides a 16.16 coefficient, the angle must be reduced
+    /// to [0, 360) exactly as PIL does: at these two angles cos rounds to 0.610359191894531 (40000
+    /// in 16.16) from the reduced angle and to …532 (40001) from the angle ± 360°, which moves 8
+    /// pixels of this 64×48 image. Pixels (x, y) of PIL's
+    /// `Image.fromarray(a).rotate(angle, Image.NEAREST, fillcolor=(0, 0, 0))` and the source pixel
+    /// (sx, sy) of each, printed by Python (Pillow 13).
+    #[test]
+    fn angles_are_reduced_like_pil_where_cos_rounds_to_a_16_16_boundary() {
+        let img = RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x + y) % 256) as u8]));
+        type Pixels = &'static [(u32, u32, u32, u32)];
+        let positive: Pixels = &[
+            (37, 18, 39, 24),
+            (23, 22, 27, 16),
+            (40, 25, 35, 31),
+            (37, 29, 30, 31),
+            (30, 32, 24, 27),
+            (54, 32, 38, 47),
+            (51, 36, 33, 47),
+            (23, 46, 8, 30),
+        ];
+        let negative: Pixels = &[
+            (30, 15, 24, 19),
+            (54, 15, 38, 0),
+            (57, 19, 43, 1),
+            (40, 22, 35, 16),
+            (26, 29, 32, 31),
+            (37, 29, 39, 22),
+            (44, 43, 55, 25),
+            (40, 46, 55, 30),
+        ];
+        for (angle, pixels) in [(52.38452058942882, positive), (-52.3845205894288, negative)] {
+            let r = rotate_nearest(&img, angle);
+            for &(x, y, sx, sy) in pixels {
+                assert_eq!(r.get_pixel(x, y), img.get_pixel(sx, sy), "{angle}°: pixel ({x}, {y}) is PIL's source ({sx}, {sy})");
+            }
+        }
+    }
+
     #[test]
     fn jitter_identity_factors_keep_pixels() {
         let mut px: Vec<u8> = (0..300u32).map(|v| (v * 7 % 256) as u8).collect();
