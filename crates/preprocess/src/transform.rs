@@ -735,24 +735,14 @@ mod tests {
     fn angles_are_reduced_like_pil_where_cos_rounds_to_a_16_16_boundary() {
         let img = RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x + y) % 256) as u8]));
         type Pixels = &'static [(u32, u32, u32, u32)];
+        #[rustfmt::skip]
         let positive: Pixels = &[
-            (37, 18, 39, 24),
-            (23, 22, 27, 16),
-            (40, 25, 35, 31),
-            (37, 29, 30, 31),
-            (30, 32, 24, 27),
-            (54, 32, 38, 47),
-            (51, 36, 33, 47),
+            (37, 18, 39, 24), (23, 22, 27, 16), (40, 25, 35, 31), (37, 29, 30, 31), (30, 32, 24, 27), (54, 32, 38, 47), (51, 36, 33, 47),
             (23, 46, 8, 30),
         ];
+        #[rustfmt::skip]
         let negative: Pixels = &[
-            (30, 15, 24, 19),
-            (54, 15, 38, 0),
-            (57, 19, 43, 1),
-            (40, 22, 35, 16),
-            (26, 29, 32, 31),
-            (37, 29, 39, 22),
-            (44, 43, 55, 25),
+            (30, 15, 24, 19), (54, 15, 38, 0), (57, 19, 43, 1), (40, 22, 35, 16), (26, 29, 32, 31), (37, 29, 39, 22), (44, 43, 55, 25),
             (40, 46, 55, 30),
         ];
         for (angle, pixels) in [(52.38452058942882, positive), (-52.3845205894288, negative)] {
@@ -1064,59 +1054,47 @@ mod tests {
     /// image (its transpose) by -angle is the transposed output (checked in Python too).
     #[test]
     fn rotation_of_long_images_through_fixed_point_matches_pil() {
-        let tall = RgbImage::from_fn(3, 25_000, tall_pixel);
-        let wide = RgbImage::from_fn(25_000, 3, |x, y| tall_pixel(y, x));
         type Shown = &'static [(u32, u32, u32, u32)];
+        #[rustfmt::skip]
         let cases: [(f64, Shown); 2] = [
-            (
-                80.0,
-                &[
-                    (0, 12498, 2, 12498),
-                    (0, 12499, 1, 12498),
-                    (1, 12499, 2, 12499),
-                    (2, 12499, 2, 12500),
-                    (0, 12500, 0, 12499),
-                    (1, 12500, 1, 12500),
-                    (2, 12500, 1, 12501),
-                    (1, 12501, 0, 12500),
-                    (2, 12501, 0, 12501),
-                ],
-            ),
-            (
-                155.0,
-                &[
-                    (2, 12494, 2, 12505),
-                    (2, 12495, 2, 12504),
-                    (1, 12496, 2, 12503),
-                    (2, 12496, 2, 12503),
-                    (1, 12497, 2, 12502),
-                    (2, 12497, 1, 12502),
-                    (0, 12498, 2, 12500),
-                    (1, 12498, 2, 12501),
-                    (2, 12498, 1, 12501),
-                    (0, 12499, 2, 12499),
-                    (1, 12499, 1, 12500),
-                    (2, 12499, 0, 12500),
-                    (0, 12500, 2, 12499),
-                    (1, 12500, 1, 12499),
-                    (2, 12500, 0, 12499),
-                    (0, 12501, 1, 12498),
-                    (1, 12501, 0, 12498),
-                    (0, 12502, 1, 12497),
-                    (1, 12502, 0, 12497),
-                    (0, 12503, 0, 12496),
-                    (0, 12504, 0, 12495),
-                    (0, 12505, 0, 12494),
-                ],
-            ),
+            (80.0, &[
+                (0, 12498, 2, 12498), (0, 12499, 1, 12498), (1, 12499, 2, 12499), (2, 12499, 2, 12500), (0, 12500, 0, 12499), (1, 12500, 1, 12500),
+                (2, 12500, 1, 12501), (1, 12501, 0, 12500), (2, 12501, 0, 12501),
+            ]),
+            (155.0, &[
+                (2, 12494, 2, 12505), (2, 12495, 2, 12504), (1, 12496, 2, 12503), (2, 12496, 2, 12503), (1, 12497, 2, 12502), (2, 12497, 1, 12502),
+                (0, 12498, 2, 12500), (1, 12498, 2, 12501), (2, 12498, 1, 12501), (0, 12499, 2, 12499), (1, 12499, 1, 12500), (2, 12499, 0, 12500),
+                (0, 12500, 2, 12499), (1, 12500, 1, 12499), (2, 12500, 0, 12499), (0, 12501, 1, 12498), (1, 12501, 0, 12498), (0, 12502, 1, 12497),
+                (1, 12502, 0, 12497), (0, 12503, 0, 12496), (0, 12504, 0, 12495), (0, 12505, 0, 12494),
+            ]),
         ];
         for (angle, shown) in cases {
-            for transposed in [false, true] {
-                let (img, a) = if transposed { (&wide, -angle) } else { (&tall, angle) };
-                let swap = |(x, y, sx, sy)| if transposed { (y, x, sy, sx) } else { (x, y, sx, sy) };
-                assert_rotation_shows(img, a, shown.iter().map(|&p| swap(p)));
-            }
+            assert_long_rotations_show(25_000, angle, shown);
         }
+    }
+
+    /// Pillow's test of the fixed-point path at a corner that maps to exactly 32768.0: `< 32768`
+    /// fails, so PIL takes the floating-point path, which differs from the fixed-point one in 3
+    /// pixels here. 3×40009 at 50.359111060630305° (the y sum at corner (3, 40009)) and its
+    /// transpose at -50.359111060630305° (the x sum at (40009, 0)) were found by a search over
+    /// widths and angles. Pixels as in `rotation_of_long_images_through_fixed_point_matches_pil`.
+    #[test]
+    fn rotation_with_a_corner_at_exactly_32768_takes_the_float_path_like_pil() {
+        #[rustfmt::skip]
+        let shown = [
+            (0, 20002, 2, 20002), (0, 20003, 1, 20003), (1, 20003, 2, 20003), (2, 20003, 2, 20004), (0, 20004, 0, 20003), (1, 20004, 1, 20004),
+            (2, 20004, 2, 20005), (0, 20005, 0, 20004), (1, 20005, 0, 20005), (2, 20005, 1, 20005), (2, 20006, 0, 20006),
+        ];
+        assert_long_rotations_show(40_009, 50.359111060630305, &shown);
+    }
+
+    /// The 3×`rows` image of `tall_pixel` rotated by `angle` shows exactly the pixels (x, y, sx, sy)
+    /// listed, and its transpose rotated by -`angle` the same pixels transposed (as PIL's are).
+    fn assert_long_rotations_show(rows: u32, angle: f64, shown: &[(u32, u32, u32, u32)]) {
+        let tall = RgbImage::from_fn(3, rows, tall_pixel);
+        let wide = RgbImage::from_fn(rows, 3, |x, y| tall_pixel(y, x));
+        assert_rotation_shows(&tall, angle, shown.iter().copied());
+        assert_rotation_shows(&wide, -angle, shown.iter().map(|&(x, y, sx, sy)| (y, x, sy, sx)));
     }
 
     /// Pillow's floating-point path where a source coordinate is exactly 0.0: 90° of a 3×65534
@@ -1127,16 +1105,10 @@ mod tests {
     #[test]
     fn rotation_by_90_degrees_truncates_a_source_coordinate_of_zero_like_pil() {
         let img = RgbImage::from_fn(3, 65_534, tall_pixel);
+        #[rustfmt::skip]
         let shown = [
-            (0, 32766, 2, 32766),
-            (1, 32766, 2, 32767),
-            (2, 32766, 2, 32768),
-            (0, 32767, 1, 32766),
-            (1, 32767, 1, 32767),
-            (2, 32767, 1, 32768),
-            (0, 32768, 0, 32766),
-            (1, 32768, 0, 32767),
-            (2, 32768, 0, 32768),
+            (0, 32766, 2, 32766), (1, 32766, 2, 32767), (2, 32766, 2, 32768), (0, 32767, 1, 32766), (1, 32767, 1, 32767), (2, 32767, 1, 32768),
+            (0, 32768, 0, 32766), (1, 32768, 0, 32767), (2, 32768, 0, 32768),
         ];
         assert_rotation_shows(&img, 90.0, shown);
     }
