@@ -712,6 +712,47 @@ mod tests {
         assert_eq!(rotate_nearest(&img, 0.0), img);
     }
 
+    /// PIL first reduces the angle (`angle % 360.0`, exact), so angles a multiple of 360° apart
+    /// rotate alike, even past 10^15 degrees where converting the unreduced angle to radians is
+    /// off by a tenth of a degree (640 and 24 of these 3072 pixels would move).
+    #[test]
+    fn angles_a_multiple_of_360_degrees_apart_rotate_alike() {
+        let img = RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x + y) % 256) as u8]));
+        let turns = 360.0 * 2f64.powi(44);
+        let ten = rotate_nearest(&img, 10.0);
+        assert_eq!(rotate_nearest(&img, 10.0 + turns), ten);
+        assert_eq!(rotate_nearest(&img, -350.0 - turns), ten);
+        assert_eq!(rotate_nearest(&img, -350.0), ten);
+    }
+
+    /// Where PIL's 15-decimal rounding of cos decides a 16.16 coefficient, the angle must be reduced
+    /// to [0, 360) exactly as PIL does: at these two angles cos rounds to 0.610359191894531 (40000
+    /// in 16.16) from the reduced angle and to …532 (40001) from the angle ± 360°, which moves 8
+    /// pixels of this 64×48 image. Pixels (x, y) of PIL's
+    /// `Image.fromarray(a).rotate(angle, Image.NEAREST, fillcolor=(0, 0, 0))` and the source pixel
+    /// (sx, sy) of each, printed by Python (Pillow 13).
+    #[test]
+    fn angles_are_reduced_like_pil_where_cos_rounds_to_a_16_16_boundary() {
+        let img = RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, ((x + y) % 256) as u8]));
+        type Pixels = &'static [(u32, u32, u32, u32)];
+        #[rustfmt::skip]
+        let positive: Pixels = &[
+            (37, 18, 39, 24), (23, 22, 27, 16), (40, 25, 35, 31), (37, 29, 30, 31), (30, 32, 24, 27), (54, 32, 38, 47), (51, 36, 33, 47),
+            (23, 46, 8, 30),
+        ];
+        #[rustfmt::skip]
+        let negative: Pixels = &[
+            (30, 15, 24, 19), (54, 15, 38, 0), (57, 19, 43, 1), (40, 22, 35, 16), (26, 29, 32, 31), (37, 29, 39, 22), (44, 43, 55, 25),
+            (40, 46, 55, 30),
+        ];
+        for (angle, pixels) in [(52.38452058942882, positive), (-52.3845205894288, negative)] {
+            let r = rotate_nearest(&img, angle);
+            for &(x, y, sx, sy) in pixels {
+                assert_eq!(r.get_pixel(x, y), img.get_pixel(sx, sy), "{angle}°: pixel ({x}, {y}) is PIL's source ({sx}, {sy})");
+            }
+        }
+    }
+
     #[test]
     fn jitter_identity_factors_keep_pixels() {
         let mut px: Vec<u8> = (0..300u32).map(|v| (v * 7 % 256) as u8).collect();
@@ -971,7 +1012,7 @@ mod tests {
     #[test]
     fn rotation_of_a_very_tall_image_matches_pil() {
         // Pixel (x, y) of the tall image; the wide one is its transpose.
-        let px = |x: u32, y: u32| image::Rgb([(y % 251) as u8, (y / 251 % 256) as u8, 40 + 80 * x as u8]);
+        let px = tall_pixel;
         let tall = RgbImage::from_fn(3, 40_000, px);
         let wide = RgbImage::from_fn(40_000, 3, |x, y| px(y, x));
         // Per output column of the tall image (row of the wide one): the first row (column) of its
@@ -995,6 +1036,93 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Pixel (x, y) of a 3-pixel-wide test image: every pixel of the first 64256 rows a distinct colour.
+    fn tall_pixel(x: u32, y: u32) -> image::Rgb<u8> {
+        image::Rgb([(y % 251) as u8, (y / 251 % 256) as u8, 40 + 80 * x as u8])
+    }
+
+    /// Pillow's fixed-point path on long images whose corners all map inside ±32768 (3×25000 and
+    /// 25000×3): the rotation equals PIL's exactly, and here the floating-point path would not (2
+    /// or 3 pixels land in another source pixel), so a `fixed_ok` test that picks the wrong path
+    /// shows. The four rotations (80° and 155° of the tall image, -80° and -155° of the wide one)
+    /// were chosen so that each slip in the test's two sums (a `*` made `+` or `/`, a `+` made `-`
+    /// or `*`) pushes some corner past ±32768 in at least one of them. The non-black output pixels
+    /// (x, y) of `im.rotate(angle, Image.NEAREST, fillcolor=(0, 0, 0))` on the tall image and the
+    /// source pixel (sx, sy) of each, printed by Python (Pillow 13); PIL's rotation of the wide
+    /// image (its transpose) by -angle is the transposed output (checked in Python too).
+    #[test]
+    fn rotation_of_long_images_through_fixed_point_matches_pil() {
+        type Shown = &'static [(u32, u32, u32, u32)];
+        #[rustfmt::skip]
+        let cases: [(f64, Shown); 2] = [
+            (80.0, &[
+                (0, 12498, 2, 12498), (0, 12499, 1, 12498), (1, 12499, 2, 12499), (2, 12499, 2, 12500), (0, 12500, 0, 12499), (1, 12500, 1, 12500),
+                (2, 12500, 1, 12501), (1, 12501, 0, 12500), (2, 12501, 0, 12501),
+            ]),
+            (155.0, &[
+                (2, 12494, 2, 12505), (2, 12495, 2, 12504), (1, 12496, 2, 12503), (2, 12496, 2, 12503), (1, 12497, 2, 12502), (2, 12497, 1, 12502),
+                (0, 12498, 2, 12500), (1, 12498, 2, 12501), (2, 12498, 1, 12501), (0, 12499, 2, 12499), (1, 12499, 1, 12500), (2, 12499, 0, 12500),
+                (0, 12500, 2, 12499), (1, 12500, 1, 12499), (2, 12500, 0, 12499), (0, 12501, 1, 12498), (1, 12501, 0, 12498), (0, 12502, 1, 12497),
+                (1, 12502, 0, 12497), (0, 12503, 0, 12496), (0, 12504, 0, 12495), (0, 12505, 0, 12494),
+            ]),
+        ];
+        for (angle, shown) in cases {
+            assert_long_rotations_show(25_000, angle, shown);
+        }
+    }
+
+    /// Pillow's test of the fixed-point path at a corner that maps to exactly 32768.0: `< 32768`
+    /// fails, so PIL takes the floating-point path, which differs from the fixed-point one in 3
+    /// pixels here. 3×40009 at 50.359111060630305° (the y sum at corner (3, 40009)) and its
+    /// transpose at -50.359111060630305° (the x sum at (40009, 0)) were found by a search over
+    /// widths and angles. Pixels as in `rotation_of_long_images_through_fixed_point_matches_pil`.
+    #[test]
+    fn rotation_with_a_corner_at_exactly_32768_takes_the_float_path_like_pil() {
+        #[rustfmt::skip]
+        let shown = [
+            (0, 20002, 2, 20002), (0, 20003, 1, 20003), (1, 20003, 2, 20003), (2, 20003, 2, 20004), (0, 20004, 0, 20003), (1, 20004, 1, 20004),
+            (2, 20004, 2, 20005), (0, 20005, 0, 20004), (1, 20005, 0, 20005), (2, 20005, 1, 20005), (2, 20006, 0, 20006),
+        ];
+        assert_long_rotations_show(40_009, 50.359111060630305, &shown);
+    }
+
+    /// The 3×`rows` image of `tall_pixel` rotated by `angle` shows exactly the pixels (x, y, sx, sy)
+    /// listed, and its transpose rotated by -`angle` the same pixels transposed (as PIL's are).
+    fn assert_long_rotations_show(rows: u32, angle: f64, shown: &[(u32, u32, u32, u32)]) {
+        let tall = RgbImage::from_fn(3, rows, tall_pixel);
+        let wide = RgbImage::from_fn(rows, 3, |x, y| tall_pixel(y, x));
+        assert_rotation_shows(&tall, angle, shown.iter().copied());
+        assert_rotation_shows(&wide, -angle, shown.iter().map(|&(x, y, sx, sy)| (y, x, sy, sx)));
+    }
+
+    /// Pillow's floating-point path where a source coordinate is exactly 0.0: 90° of a 3×65534
+    /// image (a corner maps to 32768.5) takes output row 32768 from source column 0 (truncation,
+    /// not the -1 of a negative coordinate). Its non-black pixels, printed by Python as in
+    /// `rotation_of_long_images_through_fixed_point_matches_pil`; rows from 64256 on repeat the
+    /// colours of the first ones, far from the pixels shown.
+    #[test]
+    fn rotation_by_90_degrees_truncates_a_source_coordinate_of_zero_like_pil() {
+        let img = RgbImage::from_fn(3, 65_534, tall_pixel);
+        #[rustfmt::skip]
+        let shown = [
+            (0, 32766, 2, 32766), (1, 32766, 2, 32767), (2, 32766, 2, 32768), (0, 32767, 1, 32766), (1, 32767, 1, 32767), (2, 32767, 1, 32768),
+            (0, 32768, 0, 32766), (1, 32768, 0, 32767), (2, 32768, 0, 32768),
+        ];
+        assert_rotation_shows(&img, 90.0, shown);
+    }
+
+    /// `rotate_nearest(img, angle)` is black but for the pixels (x, y, sx, sy) listed, each pixel
+    /// (sx, sy) of `img`.
+    fn assert_rotation_shows(img: &RgbImage, angle: f64, shown: impl IntoIterator<Item = (u32, u32, u32, u32)>) {
+        let mut want = RgbImage::new(img.width(), img.height());
+        for (x, y, sx, sy) in shown {
+            want.put_pixel(x, y, *img.get_pixel(sx, sy));
+        }
+        let got = rotate_nearest(img, angle);
+        let diff: Vec<_> = got.enumerate_pixels().filter(|&(x, y, p)| p != want.get_pixel(x, y)).map(|(x, y, _)| (x, y)).take(5).collect();
+        assert!(diff.is_empty(), "{}×{} at {angle}°: pixels {diff:?} differ from PIL", img.width(), img.height());
     }
 
     /// `train_u8` from a copy of the image at half size (as the cache stores it) crops the box
