@@ -36,6 +36,12 @@ impl Params {
         Params { tensors }
     }
 
+    /// The parameters whose names start with `prefix`, without it (an ensemble member's own names).
+    pub fn scoped(&self, prefix: &str) -> Params {
+        let tensors = self.tensors.iter().filter_map(|(k, t)| Some((k.strip_prefix(prefix)?.to_string(), t.shallow_clone()))).collect();
+        Params { tensors }
+    }
+
     /// The float tensor `name`; a missing name is an error naming it.
     pub fn get(&self, name: &str) -> Result<Param, Error> {
         let t = self.tensors.get(name).ok_or_else(|| Error::Graph(format!("the network has no parameter {name:?}")))?;

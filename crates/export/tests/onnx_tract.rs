@@ -90,6 +90,12 @@ fn vggs_and_alexnet_match_petal() {
     ]);
 }
 
+/// An ensemble's graph runs each member on the input and concatenates their features in order.
+#[test]
+fn an_ensemble_matches_petal() {
+    archs_match_petal(&[Arch::ensemble(vec![Arch::ResNet18, Arch::EfficientNetLite0, Arch::AlexNet]).unwrap()]);
+}
+
 #[test]
 fn resnets_match_petal() {
     archs_match_petal(&[Arch::ResNet18, Arch::ResNet34, Arch::ResNet50, Arch::ResNet101, Arch::ResNet152]);

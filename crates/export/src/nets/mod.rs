@@ -28,5 +28,13 @@ pub fn backbone(g: &mut Graph, params: &Params, arch: &Arch, side: i64, input: &
         Family::Lite(cfg) => efficientnet::lite(g, params, &cfg, input),
         Family::Plain(spec) => plain::plain(g, params, &spec, side, input),
         Family::ResNet(cfg) => resnet::resnet(g, params, &cfg, input),
+        Family::Ensemble(members) => {
+            let mut feats = Vec::with_capacity(members.len());
+            for (i, m) in members.iter().enumerate() {
+                feats.push(backbone(g, &params.scoped(&format!("members.{i}.")), m, side, input)?);
+            }
+            let feats: Vec<&str> = feats.iter().map(String::as_str).collect();
+            Ok(g.concat(&feats, "members", 1))
+        }
     }
 }
