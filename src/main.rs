@@ -139,7 +139,8 @@ struct TrainArgs {
 }
 
 /// Architectures on the command line: every built-in one (`model::arch_registry::arch_names`,
-/// listed by `--help`), case-insensitive, `-` for `_` (`efficientnet-lite0`).
+/// listed by `--help`), case-insensitive, `-` for `_` (`efficientnet-lite0`), or several joined by
+/// `+` (an ensemble).
 #[derive(Clone)]
 struct ArchParser;
 
@@ -220,7 +221,9 @@ pub struct OverrideArgs {
     /// Run name.
     #[arg(long)]
     pub name: Option<String>,
-    /// Architecture.
+    /// Architecture; several joined by `+` (`efficientnet_lite0+efficientnet_lite1`) make an
+    /// ensemble: one head on their concatenated features, `--weights` then the folder holding each
+    /// member's file (`cargo xtask fetch-weights efficientnet_lite0+efficientnet_lite1` fills it).
     #[arg(long, value_parser = ArchParser)]
     pub arch: Option<model::Arch>,
     /// Frozen backbone, fine-tuning, or partial fine-tuning on cached activations.

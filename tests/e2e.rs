@@ -310,3 +310,63 @@ fn skip_bad_trains_past_a_corrupt_image() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("003.png"), "the skipped image is named: {err}");
 }
+
+/// An ensemble of two tiny DenseNets (`arch = { ensemble = [...] }`): one head on their
+/// concatenated features trains, evaluates and predicts like a single backbone; a partial run is
+/// refused with the reason; its checkpoint's backbones load as `--weights` of a new run.
+#[test]
+fn an_ensemble_of_two_backbones_trains_predicts_and_seeds_another_run() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    make_dataset(&data, 24, 8, 4);
+    let ensemble = |name: &str, set: &[(&str, &str)]| {
+        let cfg = config(tmp.path(), name, set);
+        let text = std::fs::read_to_string(&cfg).expect("config");
+        let (top, rest) = text.split_once("[arch.densenet]\n").expect("arch table");
+        let (densenet, head) = rest.split_once("[head]").expect("head table");
+        let member = |d: &str| format!("[[arch.ensemble]]\n[arch.ensemble.densenet]\n{d}");
+        let text = format!("{top}{}{}[head]{head}", member(densenet), member(&densenet.replace("growth_rate = 4", "growth_rate = 6")));
+        std::fs::write(&cfg, text).expect("config");
+        cfg
+    };
+    let cfg = ensemble("ens", &[]);
+    ok(train_cmd(&data, Some(&cfg), tmp.path()).output().expect("run petal train"), "petal train (ensemble)");
+    let run = tmp.path().join("runs/ens");
+    let best_valid = metrics(&run).iter().filter_map(|e| e["valid_acc"].as_f64()).fold(0.0, f64::max);
+    assert!(best_valid > 0.9, "validation accuracy {best_valid}");
+    let best = run.join("best.safetensors");
+    let imported = checkpoint::import(&best).expect("import");
+    let meta = imported.meta.expect("petal metadata");
+    assert_eq!(meta.arch, "ensemble");
+    assert_eq!(meta.arch_config["ensemble"].as_array().map(Vec::len), Some(2));
+    // Growth 4 and 6, two blocks of two layers from 8 features: 8+2·4 = 16 → 8 after the transition,
+    // +2·4 = 16 features; 8+2·6 = 20 → 10, +2·6 = 22. The head's first layer sees 16 + 22.
+    assert_eq!(imported.tensors["classifier.0.weight"].shape, vec![32, 38]);
+    assert!(imported.tensors.contains_key("members.1.features.denseblock2.denselayer2.conv2.weight"));
+    let out = petal()
+        .args(["evaluate", "--json", "--split", "test", "--tta", "flip", "--data"])
+        .arg(&data)
+        .arg("--checkpoint")
+        .arg(&best)
+        .output()
+        .expect("evaluate");
+    let report: serde_json::Value = serde_json::from_str(&ok(out, "petal evaluate (ensemble)")).expect("json");
+    assert!(report["top1"].as_f64().expect("top1") > 0.9, "{report}");
+    let img = tmp.path().join("held-out.png");
+    draw(1, 7000).save(&img).expect("save");
+    let out = petal().args(["predict", "--json", "--checkpoint"]).arg(&best).arg(&img).output().expect("predict");
+    let preds: serde_json::Value = serde_json::from_str(&ok(out, "petal predict (ensemble)")).expect("json");
+    assert_eq!(preds[0]["top"][0]["folder"], CLASSES[1].0, "{preds}");
+
+    // Partial mode cannot split an ensemble: a clear error, no panic.
+    let partial = ensemble("ens-partial", &[("mode", "\"partial\"")]);
+    fails(&mut train_cmd(&data, Some(&partial), tmp.path()), &["partial mode cannot split an ensemble"]);
+
+    // The trained ensemble's backbones as the pretrained weights of a new run (head keys set aside).
+    let again = ensemble("ens-again", &[("epochs", "2")]);
+    let out = train_cmd(&data, Some(&again), tmp.path()).arg("--weights").arg(&best).output().expect("train again");
+    ok(out, "petal train --weights <ensemble checkpoint>");
+    let seeded = checkpoint::import(&tmp.path().join("runs/ens-again/best.safetensors")).expect("import");
+    let key = "members.0.features.denseblock1.denselayer1.conv1.weight";
+    assert_eq!(seeded.tensors[key].bytes, imported.tensors[key].bytes, "the backbone came from --weights");
+}

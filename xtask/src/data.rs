@@ -102,7 +102,8 @@ pub struct ConfigNames {
     pub data: Option<String>,
     /// `weights`, if set.
     pub weights: Option<String>,
-    /// `train.arch` when it is a built-in name (`Some(None)`: a custom architecture, no pretrained weights).
+    /// `train.arch` when it is a built-in name or an ensemble of them (as `a+b`; `Some(None)`: a
+    /// custom architecture, no pretrained weights).
     pub arch: Option<Option<String>>,
 }
 
@@ -114,8 +115,18 @@ pub fn config_names(path: &Path) -> Result<ConfigNames> {
     Ok(ConfigNames {
         data: string(table.get("data")),
         weights: string(table.get("weights")),
-        arch: table.get("train").and_then(|t| t.get("arch")).map(|a| a.as_str().map(str::to_string)),
+        arch: table.get("train").and_then(|t| t.get("arch")).map(arch_name),
     })
+}
+
+/// `train.arch` of a config as the command line writes it: a name, or an ensemble's
+/// (`{ ensemble = ["a", "b"] }`) as `a+b`; `None` for a custom DenseNet.
+fn arch_name(v: &toml::Value) -> Option<String> {
+    if let Some(name) = v.as_str() {
+        return Some(name.to_string());
+    }
+    let members = v.get("ensemble")?.as_array()?;
+    members.iter().map(|m| m.as_str().map(str::to_string)).collect::<Option<Vec<_>>>().map(|m| m.join("+"))
 }
 
 /// What `cargo xtask pipeline` has to fetch for these arguments: the dataset (when neither
@@ -153,7 +164,7 @@ pub fn pipeline(mut args: Vec<OsString>) -> Result<()> {
             args.push(dest.into_os_string());
         }
         if let Some(arch) = weights {
-            match crate::weights::ensure(&arch, false) {
+            match crate::weights::ensure_any(&arch, false) {
                 Ok(path) => {
                     args.push("--weights".into());
                     args.push(path.into_os_string());

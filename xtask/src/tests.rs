@@ -354,6 +354,12 @@ fn pipeline_fetches_only_what_neither_flags_nor_config_name() {
     let p = dir.path().join("p.toml");
     std::fs::write(&p, "data = \"d\"\n[train.arch.densenet]\ngrowth_rate = 4\n").expect("write");
     assert_eq!(crate::data::to_fetch(&os(&["--config", &p.to_string_lossy()])).expect("plan"), (false, None));
+    // An ensemble's members are fetched, as `--arch a+b` names them.
+    std::fs::write(&p, "data = \"d\"\n[train]\narch = { ensemble = [\"efficientnet_lite0\", \"efficientnet_lite1\"] }\n").expect("write");
+    assert_eq!(
+        crate::data::to_fetch(&os(&["--config", &p.to_string_lossy()])).expect("plan"),
+        (false, Some("efficientnet_lite0+efficientnet_lite1".into()))
+    );
     std::fs::write(&p, "data = [").expect("write");
     let err = crate::data::to_fetch(&os(&["--config", &p.to_string_lossy()])).expect_err("bad toml");
     assert!(format!("{err:#}").contains("p.toml"), "{err:#}");

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 /// Arguments of `fetch-weights`.
 #[derive(clap::Args, Debug)]
 pub struct FetchArgs {
-    /// densenet121/161/169/201, efficientnet_lite0/1/2, vgg11/13/16/19 (also `_bn`), resnet18/34/50/101/152 or alexnet.
+    /// densenet121/161/169/201, efficientnet_lite0/1/2, vgg11/13/16/19 (also `_bn`), resnet18/34/50/101/152 or alexnet;
+    /// an ensemble (`efficientnet_lite0+efficientnet_lite1`) fetches each member.
     pub arch: String,
     /// Download and convert again even if the converted file is cached.
     #[arg(long)]
@@ -99,7 +100,22 @@ pub fn ensure(arch: &str, force: bool) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// Ensures converted weights for `arch`, or for each member of an ensemble (`a+b`), exist in the
+/// cache; returns what `--weights` takes: the file, or for an ensemble the folder holding every
+/// member's file.
+pub fn ensure_any(arch: &str, force: bool) -> Result<PathBuf> {
+    if !arch.contains('+') {
+        return ensure(arch, force);
+    }
+    let mut dir = None;
+    for member in arch.split('+') {
+        let file = ensure(member.trim(), force)?;
+        dir = file.parent().map(Path::to_path_buf);
+    }
+    dir.context("an ensemble names no architecture")
+}
+
 /// `cargo xtask fetch-weights`.
 pub fn run(args: &FetchArgs) -> Result<()> {
-    ensure(&args.arch, args.force).map(|_| ())
+    ensure_any(&args.arch, args.force).map(|_| ())
 }

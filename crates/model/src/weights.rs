@@ -208,6 +208,17 @@ pub fn load_backbone_weights(vs: &mut VarStore, arch: &Arch, path: &Path) -> Res
     load_backbone_tensors(vs, arch, tensors, path)
 }
 
+/// What identifies the weights [`load_backbone_weights`] would load from `path` for `arch`, for
+/// cache keys: [`petal_common::file_id`] of the file, or of each member's file (joined by `+`)
+/// when `path` is an ensemble's folder.
+pub fn weights_id(arch: &Arch, path: &Path) -> Result<String, Error> {
+    let id = |p: &Path| petal_common::file_id(p).map_err(|e| Error::Io { path: e.path, source: e.source });
+    match arch {
+        Arch::Ensemble(_) if path.is_dir() => Ok(member_weight_files(arch, path)?.iter().map(|p| id(p)).collect::<Result<Vec<_>, _>>()?.join("+")),
+        _ => id(path),
+    }
+}
+
 /// The weight file of each member of the ensemble `arch` in the folder `dir`:
 /// `<dir>/<member>-imagenet.safetensors`, the names `cargo xtask fetch-weights <member>` writes
 /// into its cache. Errors name the first file that is missing (and the command that fetches it),

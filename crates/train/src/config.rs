@@ -236,6 +236,9 @@ impl TrainConfig {
             return bad("the step schedule needs step_size ≥ 1 and gamma > 0");
         }
         let units = self.arch.backbone_blocks().len();
+        if self.mode == TrainMode::Partial && matches!(self.arch, Arch::Ensemble(_)) {
+            return bad(&format!("partial mode cannot split an ensemble ({}) between blocks: train it frozen or fine-tune it", self.arch));
+        }
         if self.mode == TrainMode::Partial && !(1..units).contains(&self.unfreeze_blocks) {
             return bad(&format!(
                 "partial mode trains 1 to {} of the {units} blocks of {} (unfreeze_blocks), not {}",

@@ -51,7 +51,7 @@ pub fn build_network(
         (None, Some(w)) => {
             let summary = model::load_backbone_weights(&mut vs, &cfg.arch, w)?;
             tracing::info!(file = %w.display(), loaded = summary.loaded, "pretrained backbone loaded");
-            petal_common::file_id(w).map_err(Error::from)?
+            model::weights::weights_id(&cfg.arch, w)?
         }
         (None, None) => {
             tracing::warn!("no pretrained weights: the backbone starts from random initialisation");
