@@ -248,6 +248,17 @@ mod tests {
     }
 
     #[test]
+    fn the_ensemble_example_config_names_the_three_lite_backbones_at_288_pixels() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pipeline-ensemble.toml");
+        let pc = load_pipeline_config(Some(&file), &PipelineOverrides::default()).expect("examples/pipeline-ensemble.toml");
+        let want: Arch = "efficientnet_lite0+efficientnet_lite1+efficientnet_lite2".parse().expect("ensemble");
+        assert_eq!(pc.train.arch, want);
+        assert_eq!((pc.train.image_size, pc.train.resize_size), (288, 329));
+        assert_eq!((pc.train.lr, pc.train.weight_decay, pc.train.label_smoothing), (0.00249, 0.01, 0.3));
+        assert_eq!(pc.train.epochs, TrainConfig::default().epochs);
+    }
+
+    #[test]
     fn flags_override_the_file_and_the_seed_preset_is_the_seeds_recipe() {
         let o = PipelineOverrides {
             data: Some("elsewhere".into()),
