@@ -33,9 +33,14 @@ fn torchvision_base() -> String {
     std::env::var("PETAL_TORCHVISION_URL").unwrap_or_else(|_| "https://download.pytorch.org/models".to_string())
 }
 
+/// The folder of the cached, converted weight files (what `--weights` takes for an ensemble).
+fn weights_dir() -> Result<PathBuf> {
+    Ok(libtorch::cache_root()?.join("weights"))
+}
+
 /// The cached, converted weights file for `arch`.
 pub fn converted_path(arch: &str) -> Result<PathBuf> {
-    Ok(libtorch::cache_root()?.join("weights").join(source(arch)?.cache_name))
+    Ok(weights_dir()?.join(source(arch)?.cache_name))
 }
 
 /// Downloads the original file for `arch` into `dir`; returns the path of the PyTorch file.
@@ -107,12 +112,10 @@ pub fn ensure_any(arch: &str, force: bool) -> Result<PathBuf> {
     if !arch.contains('+') {
         return ensure(arch, force);
     }
-    let mut dir = None;
     for member in arch.split('+') {
-        let file = ensure(member.trim(), force)?;
-        dir = file.parent().map(Path::to_path_buf);
+        ensure(member.trim(), force)?;
     }
-    dir.context("an ensemble names no architecture")
+    weights_dir()
 }
 
 /// `cargo xtask fetch-weights`.

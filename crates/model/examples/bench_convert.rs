@@ -160,9 +160,10 @@ fn run(a: &Args, common: &benchkit::Common) -> benchkit::Result<Value> {
         rust.insert(format!("{kind}_s"), json!(benchkit::median(&ct)));
         rust.insert(format!("{kind}_peak_rss_x"), json!(benchkit::median(&cr)));
         rust.insert(format!("{kind}_file_bytes"), json!(size));
-        eprintln!("bench_convert: {kind}: plain copy {:.3} s + fsync {:.3} s", benchkit::median(&copies), benchkit::median(&fsyncs));
-        rust.insert(format!("{kind}_copy_s"), json!(benchkit::median(&copies)));
-        rust.insert(format!("{kind}_copy_fsync_s"), json!(benchkit::median(&fsyncs)));
+        let (copy_s, fsync_s) = (benchkit::median(&copies), benchkit::median(&fsyncs));
+        eprintln!("bench_convert: {kind}: plain copy {copy_s:.3} s + fsync {fsync_s:.3} s");
+        rust.insert(format!("{kind}_copy_s"), json!(copy_s));
+        rust.insert(format!("{kind}_copy_fsync_s"), json!(fsync_s));
         if vs_pytorch {
             eprintln!("bench_convert: {kind}: torch.load {:.3} s, peak RSS {:.2}x the file", benchkit::median(&lt), benchkit::median(&lr));
             torch.insert(format!("{kind}_s"), json!(benchkit::median(&lt)));

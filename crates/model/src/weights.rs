@@ -195,11 +195,11 @@ fn copy_into(vars: &BTreeMap<String, Tensor>, src: &BTreeMap<String, Tensor>, so
 /// fetch-weights` gives it ([`member_weight_files`]).
 pub fn load_backbone_weights(vs: &mut VarStore, arch: &Arch, path: &Path) -> Result<LoadSummary, Error> {
     let tensors = match arch {
-        Arch::Ensemble(members) if path.is_dir() => {
+        Arch::Ensemble(_) if path.is_dir() => {
             let mut all = Vec::new();
-            for (i, (member, file)) in members.iter().zip(member_weight_files(arch, path)?).enumerate() {
-                let tensors = read_tensors(&file)?;
-                all.extend(tensors.into_iter().map(|(k, t)| (format!("members.{i}.{}", remap_key(member, &k)), t)));
+            // Prefixed as found: [`load_backbone_tensors`] remaps each member's names itself.
+            for (i, file) in member_weight_files(arch, path)?.iter().enumerate() {
+                all.extend(read_tensors(file)?.into_iter().map(|(k, t)| (format!("members.{i}.{k}"), t)));
             }
             all
         }
