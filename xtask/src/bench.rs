@@ -271,10 +271,10 @@ fn run_suite(s: &Suite, args: &BenchArgs, py: Option<&Path>) -> Result<(Report, 
     let mut cmd = if args.smoke {
         // The examples and `petal` as `cargo test --workspace` built them (see `build_for_smoke`):
         // `cargo run -p <crate>` would resolve features per crate and rebuild libtorch's bindings.
-        let mut cmd = Command::new(target_dir().join("debug/examples").join(s.example));
-        crate::apply_env(&mut cmd, &crate::libtorch::ensure(&crate::libtorch_link())?);
+        let mut cmd = Command::new(crate::setup::target_dir().join("debug/examples").join(s.example));
+        crate::setup::Native::ensure()?.apply(&mut cmd);
         if s.name == "predict" {
-            cmd.arg("--petal").arg(target_dir().join("debug").join(format!("petal{}", std::env::consts::EXE_SUFFIX)));
+            cmd.arg("--petal").arg(crate::setup::target_dir().join("debug").join(format!("petal{}", std::env::consts::EXE_SUFFIX)));
         }
         cmd.current_dir(&root);
         cmd
@@ -335,10 +335,6 @@ fn print_table(rows: &[Row]) {
     for (suite, key, r, p, ratio) in rows {
         println!("| {suite} | {key} | {} | {} | {} |", fmt(*r), fmt(*p), ratio.map(|v| format!("{v:.2}")).unwrap_or_else(|| "–".into()));
     }
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate::repo_root().join("target"))
 }
 
 /// Builds every example and binary of the workspace in the dev profile, with the workspace's

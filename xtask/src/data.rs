@@ -135,7 +135,7 @@ fn arch_name(v: &toml::Value) -> Option<String> {
 /// config's `train.arch`, else the default recipe's densenet121; none for a custom architecture).
 pub fn to_fetch(args: &[OsString]) -> Result<(bool, Option<String>)> {
     let file = match arg_value(args, "--config") {
-        Some(p) => config_names(Path::new(&p))?,
+        Some(p) => config_names(&crate::repo_root().join(p))?,
         None => ConfigNames::default(),
     };
     let data = arg_value(args, "--data").is_none() && file.data.is_none();
@@ -151,11 +151,45 @@ pub fn to_fetch(args: &[OsString]) -> Result<(bool, Option<String>)> {
     Ok((data, weights))
 }
 
+/// The data folder and weights that the arguments or the config name must exist (relative paths
+/// are relative to the repository root, where `petal` runs): checked in milliseconds, before the build.
+pub fn check_named_paths(args: &[OsString]) -> Result<()> {
+    let file = match arg_value(args, "--config") {
+        Some(p) => {
+            let path = crate::repo_root().join(&p);
+            if !path.is_file() {
+                bail!(
+                    "the pipeline config {p} does not exist (looked in {}): pass an existing file, e.g. --config examples/pipeline.toml",
+                    crate::repo_root().display()
+                );
+            }
+            config_names(&path)?
+        }
+        None => ConfigNames::default(),
+    };
+    if let Some(data) = arg_value(args, "--data").or(file.data) {
+        if !crate::repo_root().join(&data).exists() {
+            bail!(
+                "the data folder {data} does not exist: point --data (or `data` in the config) at an ImageFolder with train/ valid/ [test/], or leave both unset to download the Oxford 102 release (`cargo xtask fetch-data`)"
+            );
+        }
+    }
+    if let Some(weights) = arg_value(args, "--weights").or(file.weights) {
+        if !crate::repo_root().join(&weights).exists() {
+            bail!("the weights {weights} do not exist: point --weights (or `weights` in the config) at a file, or leave both unset to download them (`cargo xtask fetch-weights <arch>`)");
+        }
+    }
+    Ok(())
+}
+
 /// `cargo xtask pipeline`: fetches what is missing (see [`to_fetch`]), then runs `petal pipeline`
 /// with the same arguments (flags override the config file there).
 pub fn pipeline(mut args: Vec<OsString>) -> Result<()> {
     let wants_help = args.iter().any(|a| a == "--help" || a == "-h");
     if !wants_help {
+        check_named_paths(&args)?;
+        // Build before any download, so that a failed build is reported as itself.
+        crate::setup::petal_binary()?;
         let (data, weights) = to_fetch(&args)?;
         if data {
             let dest = default_dest();

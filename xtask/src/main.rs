@@ -9,10 +9,12 @@ mod bench;
 mod browser;
 mod data;
 mod download;
+mod libjpeg;
 mod libtorch;
 mod lint;
 mod pypi;
 mod reference;
+mod setup;
 mod testrun;
 mod weights;
 
@@ -31,7 +33,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Provision a CPU libtorch 2.13.0 from PyPI wheels (or check the one LIBTORCH names).
+    /// Check the prerequisites (C compiler, disk space), then provision a CPU libtorch 2.13.0 and
+    /// Pillow's libjpeg-turbo from PyPI wheels (or check the ones LIBTORCH / PETAL_LIBJPEG name).
     Setup,
     /// Setup and the PyTorch reference, then the whole test suite (`cargo test --workspace`) with a
     /// summary of skipped checks; fails when a check CI must run was skipped (TESTING.md).
@@ -67,9 +70,12 @@ fn run() -> Result<()> {
     match cli.cmd {
         Cmd::Setup => {
             let start = std::time::Instant::now();
-            let lt = libtorch::ensure(&libtorch_link())?;
-            if lt.user_supplied {
-                eprintln!("setup: using your LIBTORCH={} (not provisioning one)", lt.dir.display());
+            let native = setup::Native::ensure()?;
+            if native.torch.user_supplied {
+                eprintln!("setup: using your LIBTORCH={} (not provisioning one)", native.torch.dir.display());
+            }
+            if native.jpeg.user_supplied {
+                eprintln!("setup: using your PETAL_LIBJPEG={} (not provisioning one)", native.jpeg.dir.display());
             }
             eprintln!("setup: done in {:.2} s; plain `cargo build`/`cargo test` now work too", start.elapsed().as_secs_f64());
             Ok(())
@@ -104,35 +110,28 @@ pub fn libtorch_link() -> PathBuf {
     repo_root().join(".libtorch")
 }
 
-/// A `cargo` command in the repository root, with libtorch ensured and its environment set.
+/// `.libjpeg` in the repository (a link to the provisioned libjpeg-turbo).
+pub fn libjpeg_link() -> PathBuf {
+    repo_root().join(".libjpeg")
+}
+
+/// A `cargo` command in the repository root, with the prerequisites checked, the native libraries
+/// ensured and the environment set (see [`setup::Native::apply`]).
 pub fn cargo() -> Result<Command> {
-    let lt = libtorch::ensure(&libtorch_link())?;
+    let native = setup::Native::ensure()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(repo_root());
-    apply_env(&mut cmd, &lt);
+    native.apply(&mut cmd);
     Ok(cmd)
 }
 
-/// Sets `LIBTORCH` and the dynamic-library search path for a child process.
-pub fn apply_env(cmd: &mut Command, lt: &libtorch::Libtorch) {
-    // For our own cache the value equals what .cargo/config.toml gives, so torch-sys is not rebuilt.
-    let value = if lt.user_supplied { lt.dir.clone() } else { libtorch_link() };
-    cmd.env("LIBTORCH", value);
-    let var = if cfg!(target_os = "macos") { "DYLD_LIBRARY_PATH" } else { "LD_LIBRARY_PATH" };
-    let mut paths = vec![lt.lib_dir()];
-    if let Some(old) = std::env::var_os(var) {
-        paths.extend(std::env::split_paths(&old));
-    }
-    if let Ok(joined) = std::env::join_paths(paths) {
-        cmd.env(var, joined);
-    }
-}
-
-/// Runs the `petal` binary (dev profile: dependencies are optimised) with the given arguments.
+/// Runs the `petal` binary (built once per xtask run, see [`setup::petal_binary`]) with the given arguments.
 pub fn run_petal(args: Vec<OsString>) -> Result<()> {
-    let mut cmd = cargo()?;
-    cmd.args(["run", "--quiet", "--package", "petal", "--"]).args(args);
+    let bin = setup::petal_binary()?;
+    let mut cmd = Command::new(bin);
+    cmd.current_dir(repo_root()).args(args);
+    setup::Native::ensure()?.apply(&mut cmd);
     run_status(cmd, "petal")
 }
 

@@ -207,6 +207,77 @@ fn provision_builds_a_libtorch_from_wheels_once() {
     assert_eq!((files.hits.load(Ordering::SeqCst), index.hits.load(Ordering::SeqCst)), (fh, ih));
 }
 
+/// libjpeg-turbo comes out of a pinned Pillow wheel: only `pillow.libs/libjpeg-*.so.62*` is
+/// extracted, `lib/libjpeg.so` links to it, a second run asks nothing of the network, and a wheel
+/// whose published hash is not the pinned one is refused before anything is downloaded.
+#[cfg(unix)]
+#[test]
+fn provision_takes_libjpeg_from_the_pinned_pillow_wheel() {
+    use crate::libjpeg::{cached_dir, provision_from, Wheel, PILLOW_VERSION};
+    let name = format!("pillow-{PILLOW_VERSION}-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl");
+    let whl = zip_bytes(&[
+        ("PIL/Image.py", b"python, not needed"),
+        ("pillow.libs/libjpeg-6dc8d115.so.62.4.0", b"jpeg"),
+        ("pillow.libs/libpng16-1d1ba958.so.16.58.0", b"png, not needed"),
+    ]);
+    let files = serve(HashMap::from([(format!("/files/{name}"), whl.clone())]));
+    let index = serve(HashMap::from([("/pillow/".to_string(), index_json(&files.base, &name, &whl))]));
+    let root = tempfile::tempdir().expect("tempdir");
+    let parts: &[&str] = &["cp311-cp311-manylinux_2_27_x86_64"];
+    let wrong = Wheel { parts, sha256: "0000000000000000000000000000000000000000000000000000000000000000" };
+    let err = provision_from(root.path(), &index.base, &wrong).expect_err("hash is not the pinned one");
+    assert!(format!("{err:#}").contains("pins 0000"), "{err:#}");
+    assert_eq!(files.hits.load(Ordering::SeqCst), 0, "nothing is downloaded for a refused wheel");
+    assert!(!cached_dir(root.path()).exists());
+
+    let pinned = sha256(&whl);
+    let dir = provision_from(root.path(), &index.base, &Wheel { parts, sha256: &pinned }).expect("provision");
+    assert_eq!(dir, cached_dir(root.path()));
+    assert_eq!(std::fs::read(dir.join("lib/libjpeg.so")).expect("through the link"), b"jpeg");
+    assert_eq!(std::fs::read_link(dir.join("lib/libjpeg.so")).expect("a link"), std::path::PathBuf::from("libjpeg-6dc8d115.so.62.4.0"));
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir.join("lib")).expect("ls").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["libjpeg-6dc8d115.so.62.4.0", "libjpeg.so"]);
+    let (fh, ih) = (files.hits.load(Ordering::SeqCst), index.hits.load(Ordering::SeqCst));
+    assert_eq!(provision_from(root.path(), &index.base, &Wheel { parts, sha256: &pinned }).expect("again"), dir);
+    assert_eq!((files.hits.load(Ordering::SeqCst), index.hits.load(Ordering::SeqCst)), (fh, ih));
+}
+
+/// The variables cargo sets for xtask's own package are removed from the cargo processes xtask
+/// starts (they made ring's build script, and all that depends on it, rebuild), and nothing else is.
+#[test]
+fn nested_cargo_does_not_inherit_package_variables() {
+    use crate::setup::is_package_var;
+    for v in [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_PKG_NAME",
+        "CARGO_PKG_VERSION",
+        "CARGO_CRATE_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_BIN_NAME",
+    ] {
+        assert!(is_package_var(v), "{v}");
+    }
+    for v in ["CARGO", "CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_INCREMENTAL", "CARGO_PROFILE_DEV_STRIP", "CARGO_BUILD_JOBS", "PATH"] {
+        assert!(!is_package_var(v), "{v}");
+    }
+}
+
+/// The disk check refuses a build that cannot fit and names the folder and the fix.
+#[cfg(unix)]
+#[test]
+fn disk_check_names_the_folder_and_the_fix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert!(
+        crate::setup::check_disk(dir.path()).is_ok() || crate::setup::free_bytes(dir.path()).is_some_and(|f| f < crate::setup::INCREMENTAL_BYTES)
+    );
+    let err = crate::setup::check_disk_needing(dir.path(), u64::MAX).expect_err("nothing has u64::MAX bytes free");
+    let msg = format!("{err:#}");
+    assert!(msg.contains(&dir.path().display().to_string()) && msg.contains("free some space"), "{msg}");
+}
+
 #[test]
 fn sha256_of_a_file() {
     let dir = tempfile::tempdir().expect("tempdir");

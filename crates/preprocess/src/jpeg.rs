@@ -1,16 +1,23 @@
-//! JPEG decoding through the system libjpeg-turbo (TurboJPEG API, via `turbojpeg-sys`), with
-//! exactly the settings Pillow uses: integer slow IDCT (`JDCT_ISLOW`) and fancy upsampling,
-//! which are TurboJPEG's defaults when no flag is passed. The colour conversions after the
-//! library follow Pillow: 4-component JPEGs are read as inverted CMYK (`"CMYK;I"`, Adobe's
-//! convention, which Pillow assumes for every CMYK/YCCK JPEG) and converted with Pillow's
-//! `cmyk2rgb`; grayscale is replicated into the three channels.
+//! JPEG decoding through libjpeg-turbo's libjpeg API, the library and the calls Pillow uses, with
+//! exactly Pillow's settings: integer slow IDCT (`JDCT_ISLOW`) and fancy upsampling. The library is
+//! the one Pillow's wheel ships (provisioned by `cargo xtask setup`, SIMD included); the two calls
+//! live in a small C shim (`csrc/jpeg_shim.c`) that keeps libjpeg's `longjmp` error handling in C.
+//! The colour conversions after the library follow Pillow: 4-component JPEGs are read as inverted
+//! CMYK (`"CMYK;I"`, Adobe's convention, which Pillow assumes for every CMYK/YCCK JPEG) and
+//! converted with Pillow's `cmyk2rgb`; grayscale is replicated into the three channels.
 //!
 //! libjpeg warnings (e.g. "extraneous bytes before marker") do not fail the decode, as in
 //! Pillow; truncation is caught before decoding by [`crate::decode`]'s marker walk.
 
-use std::cell::RefCell;
-use std::ffi::CStr;
-use turbojpeg_sys as tj;
+use std::ffi::{c_char, c_int, c_uint, c_ulong, CStr};
+
+/// The size of the shim's message buffer (`PETAL_MSG_LEN` in `csrc/jpeg_shim.c`).
+const MSG_LEN: usize = 200;
+
+extern "C" {
+    fn petal_jpeg_header(buf: *const u8, len: c_ulong, width: *mut c_uint, height: *mut c_uint, cmyk: *mut c_int, msg: *mut c_char) -> c_int;
+    fn petal_jpeg_decode(buf: *const u8, len: c_ulong, cmyk: c_int, out: *mut u8, out_len: usize, msg: *mut c_char) -> c_int;
+}
 
 /// A JPEG's header: size and whether its pixels are 4-component (CMYK or YCCK).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,98 +27,61 @@ pub(crate) struct Header {
     pub cmyk: bool,
 }
 
-/// One TurboJPEG decompressor handle, destroyed on drop.
-struct Handle(tj::tjhandle);
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        // SAFETY: the handle came from tjInitDecompress and is destroyed once.
-        unsafe { tj::tjDestroy(self.0) };
+/// The library's message left in `msg` by a failed call.
+fn message(msg: &[c_char; MSG_LEN]) -> String {
+    // SAFETY: the shim always leaves a NUL-terminated string in the buffer (it clears byte 0 first
+    // and terminates what it copies).
+    let text = unsafe { CStr::from_ptr(msg.as_ptr()) }.to_string_lossy().into_owned();
+    if text.is_empty() {
+        "libjpeg-turbo failed without a message".to_string()
+    } else {
+        text
     }
-}
-
-thread_local! {
-    static HANDLE: RefCell<Option<Handle>> = const { RefCell::new(None) };
-}
-
-/// Runs `f` with this thread's decompressor (created on first use).
-fn with_handle<T>(f: impl FnOnce(tj::tjhandle) -> Result<T, String>) -> Result<T, String> {
-    HANDLE.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            // SAFETY: plain constructor; null means failure.
-            let h = unsafe { tj::tjInitDecompress() };
-            if h.is_null() {
-                return Err("libjpeg-turbo: could not create a decompressor".to_string());
-            }
-            *slot = Some(Handle(h));
-        }
-        let h = slot.as_ref().map(|h| h.0).unwrap_or(std::ptr::null_mut());
-        f(h)
-    })
-}
-
-/// The library's message for the last error on `h`.
-fn last_error(h: tj::tjhandle) -> String {
-    // SAFETY: tjGetErrorStr2 returns a NUL-terminated static or per-handle buffer.
-    let msg = unsafe { CStr::from_ptr(tj::tjGetErrorStr2(h)) };
-    msg.to_string_lossy().into_owned()
-}
-
-/// Whether the last failure on `h` was only a warning (the image was decoded completely).
-fn only_warning(h: tj::tjhandle) -> bool {
-    // SAFETY: valid handle.
-    unsafe { tj::tjGetErrorCode(h) == tj::TJERR_TJERR_WARNING as i32 }
 }
 
 /// Reads the frame header.
 pub(crate) fn header(bytes: &[u8]) -> Result<Header, String> {
     let len = libc_ulong(bytes.len())?;
-    with_handle(|h| {
-        let (mut w, mut ht, mut subsamp, mut cs) = (0, 0, 0, 0);
-        // SAFETY: `bytes` is valid for `len` bytes; the outputs are plain ints.
-        let rc = unsafe { tj::tjDecompressHeader3(h, bytes.as_ptr(), len, &mut w, &mut ht, &mut subsamp, &mut cs) };
-        if rc != 0 {
-            return Err(last_error(h));
-        }
-        if w <= 0 || ht <= 0 {
-            return Err(format!("declared size {w}x{ht}"));
-        }
-        let cmyk = cs == tj::TJCS_TJCS_CMYK as i32 || cs == tj::TJCS_TJCS_YCCK as i32;
-        Ok(Header { width: w as u32, height: ht as u32, cmyk })
-    })
+    let (mut w, mut h, mut cmyk) = (0, 0, 0);
+    let mut msg = [0 as c_char; MSG_LEN];
+    // SAFETY: `bytes` is valid for `len` bytes; the outputs are plain ints and a MSG_LEN buffer.
+    let rc = unsafe { petal_jpeg_header(bytes.as_ptr(), len, &mut w, &mut h, &mut cmyk, msg.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(message(&msg));
+    }
+    if w == 0 || h == 0 {
+        return Err(format!("declared size {w}x{h}"));
+    }
+    Ok(Header { width: w, height: h, cmyk: cmyk != 0 })
 }
 
-fn libc_ulong(n: usize) -> Result<std::os::raw::c_ulong, String> {
-    std::os::raw::c_ulong::try_from(n).map_err(|_| format!("{n} bytes is too large for libjpeg-turbo"))
+fn libc_ulong(n: usize) -> Result<c_ulong, String> {
+    c_ulong::try_from(n).map_err(|_| format!("{n} bytes is too large for libjpeg-turbo"))
 }
 
-/// Decompresses into `out` (`pixel_size` bytes per pixel) in TurboJPEG pixel format `format`.
-fn decompress(bytes: &[u8], hd: &Header, format: tj::TJPF, pixel_size: usize) -> Result<Vec<u8>, String> {
+/// Decompresses into RGB (3 bytes a pixel) or, for a 4-component JPEG, its stored CMYK samples.
+fn decompress(bytes: &[u8], hd: &Header) -> Result<Vec<u8>, String> {
     let len = libc_ulong(bytes.len())?;
+    let pixel_size = if hd.cmyk { 4 } else { 3 };
     let mut out = vec![0u8; hd.width as usize * hd.height as usize * pixel_size];
-    with_handle(|h| {
-        // SAFETY: `out` holds width*height*pixel_size bytes, pitch 0 = width*pixel_size,
-        // flags 0 = ISLOW IDCT and fancy upsampling (libjpeg-turbo's and Pillow's default).
-        // The pixel-format constant's integer type depends on the platform's bindgen output.
-        #[allow(clippy::unnecessary_cast)]
-        let rc = unsafe { tj::tjDecompress2(h, bytes.as_ptr(), len, out.as_mut_ptr(), hd.width as i32, 0, hd.height as i32, format as i32, 0) };
-        if rc != 0 && !only_warning(h) {
-            return Err(last_error(h));
-        }
-        Ok(())
-    })?;
+    let mut msg = [0 as c_char; MSG_LEN];
+    // SAFETY: `out` holds exactly `out.len()` bytes, which the shim checks against the decoded
+    // size before writing; `bytes` is valid for `len` bytes.
+    let rc = unsafe { petal_jpeg_decode(bytes.as_ptr(), len, c_int::from(hd.cmyk), out.as_mut_ptr(), out.len(), msg.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(message(&msg));
+    }
     Ok(out)
 }
 
 /// Decodes a JPEG to packed RGB8 exactly as `Image.open(p).convert("RGB")` does.
 pub(crate) fn decode_rgb(bytes: &[u8]) -> Result<(Header, Vec<u8>), String> {
     let hd = header(bytes)?;
+    let pixels = decompress(bytes, &hd)?;
     if hd.cmyk {
-        let cmyk = decompress(bytes, &hd, tj::TJPF_TJPF_CMYK, 4)?;
-        Ok((hd, inverted_cmyk_to_rgb(&cmyk)))
+        Ok((hd, inverted_cmyk_to_rgb(&pixels)))
     } else {
-        Ok((hd, decompress(bytes, &hd, tj::TJPF_TJPF_RGB, 3)?))
+        Ok((hd, pixels))
     }
 }
 
