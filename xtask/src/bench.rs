@@ -341,7 +341,7 @@ fn print_table(rows: &[Row]) {
 /// feature resolution (what `cargo test --workspace` builds, so after it this is a no-op).
 fn build_for_smoke() -> Result<()> {
     let mut cmd = crate::cargo()?;
-    cmd.args(["build", "--quiet", "--workspace", "--examples", "--bins"]);
+    cmd.args(crate::setup::SHARED_BUILD).arg("--quiet");
     crate::run_status(cmd, "cargo build --workspace --examples --bins")
 }
 

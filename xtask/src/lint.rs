@@ -3,7 +3,8 @@
 //! Checks, all run even when an earlier one fails, then one summary saying what to fix:
 //! 1. `cargo fmt --all --check` (rustfmt.toml);
 //! 2. tidy: every library crate (`crates/*/src/lib.rs`) declares `#![warn(missing_docs)]` or
-//!    `#![deny(missing_docs)]`, and every README snippet equals the example region it mirrors;
+//!    `#![deny(missing_docs)]`, every README snippet equals the example region it mirrors, and
+//!    `deploy/Containerfile` builds with README's "Container image" commands;
 //! 3. `cargo clippy --workspace --all-targets -- -D warnings` (missing docs included: they are
 //!    rustc warnings);
 //! 4. `cargo doc --workspace --no-deps` with `RUSTDOCFLAGS=-D warnings` (broken doc links,
@@ -41,11 +42,14 @@ pub fn run(args: &LintArgs) -> Result<()> {
         failures.push(Failure { check: "rustfmt", fix: "run `cargo fmt --all` (or `cargo xtask lint --fix`); the diff is above".into() });
     }
 
-    eprintln!("lint: tidy (missing_docs on every library crate, README snippets)");
+    eprintln!("lint: tidy (missing_docs on every library crate, README snippets, Containerfile commands)");
     for problem in missing_docs_attributes(&root)? {
         failures.push(Failure { check: "tidy", fix: problem });
     }
     for problem in readme_snippets(&root, args.fix)? {
+        failures.push(Failure { check: "tidy", fix: problem });
+    }
+    for problem in container_commands(&root)? {
         failures.push(Failure { check: "tidy", fix: problem });
     }
 
@@ -188,6 +192,31 @@ fn region(src: &str) -> Option<String> {
     Some(body.iter().map(|l| if l.trim().is_empty() { "" } else { &l[indent..] }).collect::<Vec<_>>().join("\n"))
 }
 
+/// `deploy/Containerfile`'s `RUN cargo …` lines must be the commands of README's "Container image"
+/// section, in the same order: the image is built the way the README says.
+fn container_commands(root: &Path) -> Result<Vec<String>> {
+    let file = root.join("deploy/Containerfile");
+    let containerfile = std::fs::read_to_string(&file).with_context(|| format!("could not read {}", file.display()))?;
+    let readme = std::fs::read_to_string(root.join("README.md")).context("could not read README.md")?;
+    Ok(check_container_commands(&containerfile, &readme))
+}
+
+fn check_container_commands(containerfile: &str, readme: &str) -> Vec<String> {
+    let built: Vec<&str> =
+        containerfile.lines().filter_map(|l| l.trim().strip_prefix("RUN ")).map(str::trim).filter(|c| c.starts_with("cargo ")).collect();
+    let section = readme.split("\n## Container image").nth(1).and_then(|rest| rest.split("\n## ").next()).unwrap_or("");
+    let documented: Vec<&str> = section.lines().map(str::trim).filter(|l| l.starts_with("cargo ")).collect();
+    if built.is_empty() {
+        return vec!["deploy/Containerfile runs no `cargo` command: its build stage must run README's \"Container image\" commands".into()];
+    }
+    if built != documented {
+        return vec![format!(
+            "deploy/Containerfile builds with {built:?} but README's \"Container image\" section documents {documented:?}: make them the same"
+        )];
+    }
+    Vec::new()
+}
+
 fn rel(root: &Path, p: &Path) -> String {
     p.strip_prefix(root).unwrap_or(p).display().to_string()
 }
@@ -210,6 +239,18 @@ mod tests {
     }
 
     const EXAMPLE: &str = "fn main() {\n    let x = 1;\n    // README:begin\n    let y = x + 1;\n    if y > 1 {\n        println!(\"{y}\");\n    }\n    // README:end\n}\n";
+
+    #[test]
+    fn container_build_commands_must_be_the_readmes() {
+        let cf = "FROM x AS build\nRUN cargo xtask setup\nRUN cargo build --release --bin petal\nRUN cp a b\n";
+        let readme = "# p\n## Container image\n```sh\ncargo xtask setup\ncargo build --release --bin petal\n```\n## Next\ncargo other\n";
+        assert!(check_container_commands(cf, readme).is_empty());
+        let drifted = readme.replace("--release --bin petal", "--bin petal");
+        assert_eq!(check_container_commands(cf, &drifted).len(), 1);
+        assert_eq!(check_container_commands("FROM x\n", readme).len(), 1);
+        let root = crate::repo_root();
+        assert_eq!(container_commands(&root).expect("files"), Vec::<String>::new());
+    }
 
     #[test]
     fn region_is_dedented() {

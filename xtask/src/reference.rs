@@ -48,10 +48,17 @@ struct Venv {
     requirements: &'static str,
     imports: &'static str,
     about: &'static str,
+    purpose: &'static str,
 }
 
 /// The PyTorch reference.
-const REFERENCE: Venv = Venv { prefix: "venv-ref", requirements: REQUIREMENTS, imports: IMPORTS, about: "the PyTorch reference venv; about 5 GB" };
+const REFERENCE: Venv = Venv {
+    prefix: "venv-ref",
+    requirements: REQUIREMENTS,
+    imports: IMPORTS,
+    about: "the PyTorch reference venv; about 5 GB",
+    purpose: "it holds torch, torchvision, Pillow, onnxruntime and the EfficientNet packages (xtask/reference-requirements.txt), which generate the goldens the numeric checks compare against",
+};
 
 /// moto, the S3-compatible server of the object-storage tests.
 const S3: Venv = Venv {
@@ -59,6 +66,7 @@ const S3: Venv = Venv {
     requirements: S3_REQUIREMENTS,
     imports: "import moto, moto.server, flask; print(moto.__version__)",
     about: "the local S3 server venv (moto); about 60 MB",
+    purpose: "it runs moto, the S3-compatible server on 127.0.0.1 that the object-storage tests talk to",
 };
 
 /// The venv directory for these requirements and this Python version.
@@ -91,6 +99,7 @@ fn ensure(venv: &Venv) -> Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&tmp);
     let start = std::time::Instant::now();
     eprintln!("reference: creating {} (Python {py_version}) in {} — once, from PyPI", venv.about, dir.display());
+    eprintln!("reference: {}; `cargo xtask test --offline` runs every test that needs no Python instead", venv.purpose);
     let mut create = Command::new(&boot);
     create.args(["-m", "venv"]).arg(&tmp);
     crate::run_status(create, "python3 -m venv")?;

@@ -137,6 +137,12 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
     Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
+/// The build of the workspace's binaries that shares every artifact with `cargo test --workspace`:
+/// building the examples too activates the dev-dependencies, so every dependency gets the features
+/// the tests resolve (`--bins` alone resolved others for half, num-traits, rand, regex, reqwest and
+/// time, and rebuilt them and the libtorch bindings a second time).
+pub const SHARED_BUILD: [&str; 4] = ["build", "--workspace", "--bins", "--examples"];
+
 /// Builds the `petal` binary once per xtask process and returns its path. The dev profile
 /// optimises the hot crates (Cargo.toml), so this is the build whose speed README quotes, and it
 /// shares every artifact with `cargo xtask test`. A failed build is reported as such, and nothing
@@ -147,9 +153,7 @@ pub fn petal_binary() -> Result<PathBuf> {
         return Ok(p.clone());
     }
     let mut cmd = crate::cargo()?;
-    // `--workspace` keeps the features of every dependency what `cargo test --workspace` resolves,
-    // so the two share their artifacts instead of building the libtorch bindings twice.
-    cmd.args(["build", "--workspace", "--bins"]);
+    cmd.args(SHARED_BUILD);
     let status = cmd.status().map_err(|e| anyhow::anyhow!("could not start cargo: {e}"))?;
     if !status.success() {
         bail!("the petal build failed (cargo's and the compiler's errors are above); nothing was run");

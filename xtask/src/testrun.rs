@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 /// Arguments of `cargo xtask test`.
 #[derive(clap::Args, Debug)]
 pub struct TestArgs {
-    /// Do not provision the PyTorch reference or download the Lite0 weights: the checks that need
-    /// them skip, and the run fails unless PETAL_ALLOW_SKIP lists them (never allowed in CI).
-    #[arg(long)]
-    pub no_reference: bool,
+    /// Run every test that needs no Python and no download beyond setup's: no PyTorch reference
+    /// venv (~5 GB), no moto venv, no Lite0 weights, no Chromium install. The checks that need them
+    /// skip and are listed at the end; the run does not fail for them (CI never runs this way).
+    #[arg(long, alias = "no-reference")]
+    pub offline: bool,
     /// Extra arguments for `cargo test` (a full run has none).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<OsString>,
@@ -75,10 +76,6 @@ pub fn required_checks() -> Result<Vec<String>> {
     Ok(testkit::parse_check_list(&text))
 }
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate::repo_root().join("target"))
-}
-
 fn print_summary(records: &Records, required: &[String]) {
     if records.skipped.is_empty() {
         eprintln!("test summary: no check was skipped");
@@ -97,16 +94,67 @@ fn list(var: &str) -> Vec<String> {
     std::env::var(var).map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()).unwrap_or_default()
 }
 
+/// The packages a `cargo build --message-format json` run compiled (its artifacts that were not fresh).
+pub fn compiled_packages(json_lines: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in json_lines.lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if msg["reason"] == "compiler-artifact" && msg["fresh"] == false {
+            out.push(msg["target"]["name"].as_str().unwrap_or("?").to_string());
+        }
+    }
+    out
+}
+
+/// Builds the binaries as xtask does, then as plain `cargo` does (in a user's shell: no package
+/// variables of an outer cargo, `LIBTORCH`/`PETAL_LIBJPEG` from .cargo/config.toml), then as xtask
+/// again: the last two must compile nothing (issue 24: alternating the two rebuilt ring and its
+/// dependents for a minute each time).
+fn shared_build_check() -> Result<()> {
+    eprintln!("test: checking that plain cargo and cargo xtask share one build (nothing recompiles when they alternate)");
+    let run = |mut cmd: std::process::Command, what: &str| -> Result<Vec<String>> {
+        cmd.args(crate::setup::SHARED_BUILD).args(["--message-format", "json"]).stderr(std::process::Stdio::inherit());
+        let out = cmd.output().with_context(|| format!("could not run {what}"))?;
+        if !out.status.success() {
+            bail!("{what} failed ({})", out.status);
+        }
+        Ok(compiled_packages(&String::from_utf8_lossy(&out.stdout)))
+    };
+    run(crate::cargo()?, "cargo build (as xtask runs it)")?;
+    let native = crate::setup::Native::ensure()?;
+    let mut plain = std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    plain.current_dir(crate::repo_root());
+    for (key, _) in std::env::vars_os() {
+        // A user who chose their own libraries has them in their shell too; ours come from .cargo/config.toml.
+        let ours = |k: &str| (k == "LIBTORCH" && !native.torch.user_supplied) || (k == "PETAL_LIBJPEG" && !native.jpeg.user_supplied);
+        if key.to_str().is_some_and(|k| crate::setup::is_package_var(k) || ours(k)) {
+            plain.env_remove(&key);
+        }
+    }
+    let plain_built = run(plain, "plain cargo build")?;
+    let xtask_built = run(crate::cargo()?, "cargo build (as xtask runs it, again)")?;
+    if !plain_built.is_empty() || !xtask_built.is_empty() {
+        bail!(
+            "switching between plain cargo and cargo xtask recompiled {plain_built:?} then {xtask_built:?}: an environment variable differs between the two (see `CARGO_LOG=cargo::core::compiler::fingerprint=info`)"
+        );
+    }
+    eprintln!("test: plain cargo and cargo xtask share one build");
+    Ok(())
+}
+
 /// `cargo xtask test`.
 pub fn run(args: TestArgs) -> Result<()> {
-    crate::browser::ensure_chromium();
+    if args.offline && testkit::in_ci() {
+        bail!("`cargo xtask test --offline` skips checks CI must run; CI runs `cargo xtask test`");
+    }
     let mut cmd = crate::cargo()?;
-    if !args.no_reference {
+    if !args.offline {
+        crate::browser::ensure_chromium();
         for (k, v) in crate::reference::test_env()? {
             cmd.env(k, v);
         }
     }
-    let records = target_dir().join("petal-test-records");
+    let records = crate::setup::target_dir().join("petal-test-records");
     let _ = std::fs::remove_dir_all(&records);
     cmd.env(testkit::RECORD_DIR_ENV, &records);
     let full = args.args.is_empty();
@@ -122,14 +170,16 @@ pub fn run(args: TestArgs) -> Result<()> {
     let recs = read_records(&records)?;
     print_summary(&recs, &required);
     status?;
-    let bad = violations(&recs, &required, testkit::in_ci(), &list(testkit::ALLOW_SKIP_ENV), full);
+    let allowed = if args.offline { vec!["*".to_string()] } else { list(testkit::ALLOW_SKIP_ENV) };
+    let bad = violations(&recs, &required, testkit::in_ci(), &allowed, full);
     if !bad.is_empty() {
         bail!("checks CI must run did not run:\n  {}", bad.join("\n  "));
     }
     if !full {
-        eprintln!("test: arguments given, so the benchmark smoke run (`cargo xtask bench --smoke`) is skipped");
+        eprintln!("test: arguments given, so the rebuild check and the benchmark smoke run (`cargo xtask bench --smoke`) are skipped");
         return Ok(());
     }
+    shared_build_check()?;
     let smoke = crate::bench::BenchArgs { smoke: true, vs_pytorch: false, forward_all: false, only: Vec::new(), data: PathBuf::new() };
     crate::bench::run(&smoke).context("the benchmark smoke run (`cargo xtask bench --smoke`)")
 }

@@ -10,7 +10,6 @@
 #include <setjmp.h>
 #include <stddef.h>
 #include <stdio.h>
-#include <string.h>
 
 #include "jpeglib.h"
 
@@ -27,8 +26,7 @@ static void petal_error_exit(j_common_ptr cinfo) {
     struct petal_error *err = (struct petal_error *)cinfo->err;
     char buf[JMSG_LENGTH_MAX];
     (*cinfo->err->format_message)(cinfo, buf);
-    strncpy(err->msg, buf, PETAL_MSG_LEN - 1);
-    err->msg[PETAL_MSG_LEN - 1] = '\0';
+    snprintf(err->msg, PETAL_MSG_LEN, "%s", buf);
     longjmp(err->jump, 1);
 }
 
