@@ -1,7 +1,7 @@
 //! `petal serve` as a real process: SIGTERM drains in-flight requests and exits 0, an exposed
 //! address without tokens is refused, `--insecure-no-auth` warns, and `--help` lists the limits.
 
-#[path = "../crates/serve/tests/common/fixtures.rs"]
+#[path = "../crates/serve/tests/it/common/fixtures.rs"]
 mod fixtures;
 
 use std::io::{BufRead, BufReader};
@@ -62,7 +62,10 @@ fn sigterm_drains_in_flight_requests_and_exits_0() {
     let ckpt = tiny_checkpoint(dir.path(), "flowers", 1);
     // A lone request waits up to 10 s for company (--max-wait-ms): it is surely in flight when SIGTERM comes.
     let spec = format!("flowers={}", ckpt.display());
-    let Served { mut child, addr, lines, .. } = spawn(&["--checkpoint", &spec, "--addr", "127.0.0.1:0", "--max-wait-ms", "10000"]);
+    let Served { mut child, addr, lines, before } = spawn(&["--checkpoint", &spec, "--addr", "127.0.0.1:0", "--max-wait-ms", "10000"]);
+    // On 127.0.0.1 without tokens one host is not throttled: the start says so, and /healthz.
+    assert!(before.iter().any(|l| l.contains("limits: per client (token, else IP address): off")), "{before:?}");
+    assert_eq!(get(addr, "/healthz").json()["limits"]["per_client"]["concurrency"], serde_json::Value::Null);
     let req = std::thread::spawn(move || http(addr, "POST", "/v1/models/flowers/predict", &[], &png(1)));
     let start = Instant::now();
     while !get(addr, "/metrics").text().lines().any(|l| l == "petal_queue_depth_images{model=\"flowers\"} 1") {
@@ -93,7 +96,10 @@ fn an_exposed_address_needs_tokens_and_insecure_no_auth_warns() {
 
     let mut s = spawn(&["--checkpoint", ckpt, "--addr", "127.0.0.2:0", "--insecure-no-auth"]);
     assert!(s.before.iter().any(|l| l.contains("WARNING") && l.contains("without access tokens")), "warned at start: {:?}", s.before);
+    let exposed = "limits: per client (token, else IP address): 8 requests in flight, 20 requests/s (burst 40)";
+    assert!(s.before.iter().any(|l| l.contains(exposed)), "exposed: the per-client limits are on: {:?}", s.before);
     let health = get(s.addr, "/healthz").json();
+    assert_eq!((health["limits"]["per_client"]["concurrency"].as_u64(), health["limits"]["per_client"]["rps"].as_f64()), (Some(8), Some(20.0)));
     assert!(health["warnings"][0].as_str().is_some_and(|w| w.contains("without access tokens")), "{health}");
     sigterm(&s.child);
     assert!(s.child.wait().expect("wait").success());

@@ -14,16 +14,28 @@
 //! client timeout; it counts answered (200), shed (503/429) and lost (no answer) requests and the
 //! p99 of the answered ones.
 //!
-//! `cargo run --release -p serve --example bench_serve -- [--json] [--smoke] [--data DIR] [--requests N]
-//! [--time-cap S] [--rounds N] [--overload-s S] [--max-batch N] [--vs-pytorch] [--python PY]`
+//! Then, when `ab` (ApacheBench, Debian `apache2-utils`) is on the PATH, `--ab-requests` requests of
+//! one JPEG with `ab` at 1, 8 and 32 clients (HTTP/1.0, a connection per request), against a fresh
+//! petal serve at its defaults and against one with low per-client limits (`--client-rps 5
+//! --client-concurrency 4`): complete, failed, non-2xx, and whether ab finished (a hung or reset
+//! connection makes it fail).
 //!
-//! `--max-batch` is passed to `petal serve` (default 2, the server's own default). `--smoke` (for
+//! `petal serve` runs with its defaults: `--checkpoint flowers=FILE --addr 127.0.0.1:PORT` and nothing
+//! else unless asked (`--max-batch N`); the JSON names the exact `command` and its `non_default_flags`.
+//!
+//! `cargo run --release -p serve --example bench_serve -- [--json] [--smoke] [--data DIR] [--requests N]
+//! [--time-cap S] [--rounds N] [--overload-s S] [--max-batch N] [--vs-pytorch] [--python PY]
+//! [--petal BIN] [--checkpoint FILE] [--ab-requests N]`
+//!
+//! `--petal` measures another binary (e.g. `target/debug/petal`, the one `cargo xtask serve` builds
+//! and runs); with `--checkpoint` too, nothing is built. `--smoke` (for
 //! `cargo xtask bench --smoke`): generated images, a random-weight checkpoint written by the sibling
 //! `bench_predict` example, the dev `petal` binary next to this example's folder, 8 requests per
 //! level, one round, a 1 s overload run, no Python.
 //!
 //! With `--json` the last stdout line is `{"rust": {...}, "pytorch": {...}|null}` with, per side,
-//! `c{1,8,32}_{rps,p50_ms,p99_ms,errors}`, `rss_mb` and `rounds`, and for rust `overload_*`.
+//! `c{1,8,32}_{rps,p50_ms,p99_ms,errors}`, `rss_mb` and `rounds`, and for rust `overload_*`,
+//! `command`, `non_default_flags` and `ab` (`defaults`/`rate_limited` → `c{1,8,32}` → figures).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -35,7 +47,14 @@ use serde_json::{json, Map, Value};
 struct Args {
     json: bool,
     smoke: bool,
-    max_batch: usize,
+    /// `--max-batch` for petal serve, when given (else the server's default).
+    max_batch: Option<usize>,
+    /// The `petal` binary to measure instead of the release one (e.g. `target/debug/petal`, which `cargo xtask serve` runs).
+    petal: Option<PathBuf>,
+    /// A checkpoint instead of `target/bench/predict-lite0.safetensors`.
+    checkpoint: Option<PathBuf>,
+    /// Requests per `ab` run (0: no ab runs).
+    ab_requests: usize,
     data: PathBuf,
     requests: usize,
     time_cap: f64,
@@ -48,7 +67,10 @@ fn parse() -> Result<Args, String> {
     let mut a = Args {
         json: false,
         smoke: false,
-        max_batch: 2,
+        max_batch: None,
+        petal: None,
+        checkpoint: None,
+        ab_requests: 400,
         data: "../shared/data".into(),
         requests: 300,
         time_cap: 60.0,
@@ -63,7 +85,10 @@ fn parse() -> Result<Args, String> {
         match arg.as_str() {
             "--json" => a.json = true,
             "--smoke" => a.smoke = true,
-            "--max-batch" => a.max_batch = val("--max-batch")?.parse().map_err(|e| format!("--max-batch: {e}"))?,
+            "--max-batch" => a.max_batch = Some(val("--max-batch")?.parse().map_err(|e| format!("--max-batch: {e}"))?),
+            "--petal" => a.petal = Some(val("--petal")?.into()),
+            "--checkpoint" => a.checkpoint = Some(val("--checkpoint")?.into()),
+            "--ab-requests" => a.ab_requests = val("--ab-requests")?.parse().map_err(|e| format!("--ab-requests: {e}"))?,
             "--vs-pytorch" => vs = true,
             "--data" => a.data = val("--data")?.into(),
             "--python" => a.python = Some(val("--python")?.into()),
@@ -75,7 +100,7 @@ fn parse() -> Result<Args, String> {
         }
     }
     if a.smoke {
-        (a.requests, a.time_cap, a.overload_s, a.rounds) = (8, 30.0, 1.0, 1);
+        (a.requests, a.time_cap, a.overload_s, a.rounds, a.ab_requests) = (8, 30.0, 1.0, 1, 8);
         a.python = None;
         vs = false;
     }
@@ -213,6 +238,68 @@ async fn overload(client: &reqwest::Client, url: &str, imgs: &Arc<Vec<Vec<u8>>>,
     .unwrap_or_default()
 }
 
+/// Starts `petal serve` on `ckpt` at 127.0.0.1:`port` with `flags` and nothing else; returns the
+/// process and its command line (as it would be typed, the checkpoint as given).
+fn start_petal(petal: &Path, ckpt: &Path, port: u16, flags: &[String]) -> Result<(Child, String), String> {
+    let spec = format!("flowers={}", ckpt.display());
+    let addr = format!("127.0.0.1:{port}");
+    let args: Vec<String> = ["serve", "--checkpoint", &spec, "--addr", &addr].iter().map(|s| s.to_string()).chain(flags.iter().cloned()).collect();
+    let child = Command::new(petal).args(&args).stderr(Stdio::null()).spawn().map_err(|e| format!("{}: {e}", petal.display()))?;
+    Ok((child, format!("{} {}", petal.display(), args.join(" "))))
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+/// One `ab -n N -c C -s 60 -l -p FILE -T image/jpeg URL` (HTTP/1.0, a connection per request): its
+/// figures, and whether it finished (ab exits non-zero on a hung or reset connection).
+fn ab(url: &str, body: &Path, n: usize, c: usize) -> Value {
+    let (n, c) = (n.to_string(), c.to_string());
+    let out = Command::new("ab").args(["-n", &n, "-c", &c, "-s", "60", "-l", "-T", "image/jpeg", "-p"]).arg(body).arg(url).output();
+    let (ok, text) = match out {
+        Ok(o) => (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))),
+        Err(e) => (false, e.to_string()),
+    };
+    let field = |name: &str| -> Value {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(Value::Null, |v| json!(v))
+    };
+    let error = text.lines().find(|l| l.starts_with("apr_") || l.contains("reset") || l.contains("timeout")).map(str::to_string);
+    json!({ "finished": ok, "complete": field("Complete requests:"), "failed": field("Failed requests:"),
+            "non_2xx": field("Non-2xx responses:"), "rps": field("Requests per second:"), "error": error })
+}
+
+/// `ab` at 1, 8 and 32 clients against petal serve with `flags` (its defaults), then with the
+/// per-client limits on and low (`--client-rps 5 --client-concurrency 4`: most requests get 429), each
+/// on a fresh server: zero hung and zero reset connections is the goal.
+fn ab_runs(inp: &Inputs, imgs: &[Vec<u8>], flags: &[String], n: usize) -> Result<Value, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let body = dir.path().join("photo.jpg");
+    std::fs::write(&body, imgs.first().ok_or("no image")?).map_err(|e| e.to_string())?;
+    let limited: Vec<String> = flags.iter().cloned().chain(["--client-rps", "5", "--client-concurrency", "4"].map(String::from)).collect();
+    let mut out = Map::new();
+    for (name, flags) in [("defaults", flags.to_vec()), ("rate_limited", limited)] {
+        let port = free_port();
+        let (child, command) = start_petal(&inp.petal, &inp.ckpt, port, &flags)?;
+        let side = Side { name: "petal", base: format!("http://127.0.0.1:{port}"), child, rounds: Vec::new() };
+        let rt = tokio::runtime::Handle::current();
+        let client = reqwest::Client::new();
+        tokio::task::block_in_place(|| rt.block_on(wait_ready(&client, &format!("{}/readyz", side.base))))?;
+        let mut runs = Map::new();
+        for c in [1, 8, 32] {
+            eprintln!("bench_serve: ab, {name}: {c} clients");
+            runs.insert(format!("c{c}"), ab(&side.predict_url(), &body, n, c));
+        }
+        runs.insert("command".into(), json!(command));
+        out.insert(name.into(), Value::Object(runs));
+    }
+    Ok(Value::Object(out))
+}
+
 /// One server under test: its name in the output, base URL, process and the per-round results.
 struct Side {
     name: &'static str,
@@ -313,8 +400,11 @@ fn inputs(a: &Args) -> Result<Inputs, String> {
         let petal = sibling(&format!("../petal{}", std::env::consts::EXE_SUFFIX))?;
         return Ok(Inputs { ckpt, imgs: images(&data)?, petal, _tmp: Some(tmp) });
     }
-    let ckpt = root().join("target/bench/predict-lite0.safetensors");
     let data = a.data.join("flowers102-mini");
+    if let (Some(ckpt), Some(petal)) = (&a.checkpoint, &a.petal) {
+        return Ok(Inputs { ckpt: ckpt.clone(), imgs: images(&data)?, petal: petal.clone(), _tmp: None });
+    }
+    let ckpt = root().join("target/bench/predict-lite0.safetensors");
     if !ckpt.exists() {
         eprintln!("bench_serve: building {} with the predict suite's example", ckpt.display());
         let d = data.display().to_string();
@@ -337,8 +427,14 @@ fn inputs(a: &Args) -> Result<Inputs, String> {
             &d,
         ])?;
     }
-    cargo(&["build", "--release", "--quiet", "-p", "petal"])?;
-    Ok(Inputs { ckpt, imgs: images(&data)?, petal: root().join("target/release/petal"), _tmp: None })
+    let petal = match &a.petal {
+        Some(p) => p.clone(),
+        None => {
+            cargo(&["build", "--release", "--quiet", "-p", "petal"])?;
+            root().join("target/release/petal")
+        }
+    };
+    Ok(Inputs { ckpt, imgs: images(&data)?, petal, _tmp: None })
 }
 
 async fn run(a: Args) -> Result<Value, String> {
@@ -346,15 +442,13 @@ async fn run(a: Args) -> Result<Value, String> {
     let (ckpt, imgs) = (&inp.ckpt, Arc::new(inp.imgs.clone()));
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().map_err(|e| e.to_string())?;
 
+    // petal serve with its defaults: only the checkpoint, the port and what the user asked for.
     let port = free_port();
-    let spec = format!("flowers={}", ckpt.display());
-    let petal = Command::new(&inp.petal)
-        .args(["serve", "--checkpoint", &spec, "--addr", &format!("127.0.0.1:{port}"), "--client-concurrency", "4096", "--client-rps", "0"])
-        .args(["--max-connections-per-ip", "4096", "--max-connections", "4096", "--max-inflight", "256", "--queue", "64"])
-        .args(["--max-batch", &a.max_batch.to_string()])
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("petal serve: {e}"))?;
+    let mut flags: Vec<String> = Vec::new();
+    if let Some(b) = a.max_batch {
+        flags.extend(["--max-batch".into(), b.to_string()]);
+    }
+    let (petal, command) = start_petal(&inp.petal, ckpt, port, &flags)?;
     let mut sides = vec![Side { name: "petal", base: format!("http://127.0.0.1:{port}"), child: petal, rounds: Vec::new() }];
     wait_ready(&client, &format!("{}/readyz", sides[0].base)).await?;
     if let Some(py) = &a.python {
@@ -362,6 +456,10 @@ async fn run(a: Args) -> Result<Value, String> {
         let child = Command::new(py)
             .current_dir(root())
             .args(["bench/serve_pytorch.py", "--port", &port.to_string()])
+            .arg("--petal-checkpoint")
+            .arg(ckpt)
+            .arg("--pth")
+            .arg(ckpt.with_extension("pth"))
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("{}: {e}", py.display()))?;
@@ -373,10 +471,17 @@ async fn run(a: Args) -> Result<Value, String> {
     let pytorch = results.next().map_or(Value::Null, Value::Object);
     sides.truncate(1); // stops the reference server
     let petal = &sides[0];
-
     let capacity = [1, 8, 32].iter().filter_map(|c| rust.get(&format!("c{c}_rps")).and_then(Value::as_f64)).fold(0.0, f64::max);
     eprintln!("bench_serve: overload at {:.1} requests/s (2x capacity) for {} s", 2.0 * capacity, a.overload_s);
     rust.extend(overload(&client, &petal.predict_url(), &imgs, 2.0 * capacity, a.overload_s).await);
+    drop(sides);
+    if a.ab_requests > 0 && on_path("ab") {
+        rust.insert("ab".into(), ab_runs(&inp, &imgs, &flags, a.ab_requests)?);
+    } else if a.ab_requests > 0 {
+        eprintln!("bench_serve: ab is not on PATH (Debian apache2-utils): no ab runs");
+    }
+    rust.insert("command".into(), json!(command));
+    rust.insert("non_default_flags".into(), json!(flags));
     Ok(json!({ "rust": rust, "pytorch": pytorch }))
 }
 

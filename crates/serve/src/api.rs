@@ -283,9 +283,9 @@ pub async fn model(State(app): State<Arc<AppState>>, Path(name): Path<String>) -
     }
 }
 
-/// `GET /healthz`: the process is up; lists security warnings.
+/// `GET /healthz`: the process is up; lists security warnings and the limits in effect.
 pub async fn healthz(State(app): State<Arc<AppState>>) -> Response {
-    Json(serde_json::json!({ "status": "ok", "warnings": app.warnings })).into_response()
+    Json(serde_json::json!({ "status": "ok", "warnings": app.warnings, "limits": app.effective })).into_response()
 }
 
 /// `GET /readyz`: 200 while accepting work, 503 while shutting down.

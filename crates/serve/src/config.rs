@@ -4,7 +4,84 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::linger::Linger;
 use crate::Error;
+
+/// Default `--client-concurrency` of an exposed service.
+pub const EXPOSED_CLIENT_CONCURRENCY: usize = 8;
+/// Default `--client-rps` of an exposed service.
+pub const EXPOSED_CLIENT_RPS: f64 = 20.0;
+
+/// Per-client limits in effect (`None`: off).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct PerClient {
+    /// Whether the service is exposed ([`ServeArgs::exposed`]), which turns the limits on by default.
+    pub exposed: bool,
+    /// Requests in flight per client.
+    pub concurrency: Option<usize>,
+    /// Sustained requests per second per client.
+    pub rps: Option<f64>,
+    /// Token-bucket size (requests a client may send at once above its rate).
+    pub burst: Option<f64>,
+}
+
+/// Every limit a server runs with, after defaults: printed by `petal serve` at start and shown on `/healthz`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EffectiveLimits {
+    /// Per client (token, else IP address).
+    pub per_client: PerClient,
+    /// Open connections in the whole server.
+    pub max_connections: usize,
+    /// Open connections per IP address.
+    pub max_connections_per_ip: usize,
+    /// Prediction requests in flight in the whole server.
+    pub max_inflight: usize,
+    /// Images admitted per model.
+    pub queue_images: usize,
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
+    /// Most images per request.
+    pub max_images: usize,
+    /// Largest image in pixels.
+    pub max_pixels: u64,
+    /// Seconds a request may take.
+    pub request_timeout_s: u64,
+    /// Seconds a connection may stay idle.
+    pub idle_timeout_s: u64,
+    /// How a closing connection is drained ([`crate::linger`]).
+    pub linger: Linger,
+}
+
+impl std::fmt::Display for EffectiveLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = &self.per_client;
+        f.write_str("limits: per client (token, else IP address): ")?;
+        if p.concurrency.is_none() && p.rps.is_none() {
+            f.write_str("off (127.0.0.1/::1 without tokens; --client-concurrency and --client-rps set them)")?;
+        } else {
+            match p.concurrency {
+                Some(c) => write!(f, "{c} requests in flight, ")?,
+                None => f.write_str("no limit in flight, ")?,
+            }
+            match (p.rps, p.burst) {
+                (Some(r), Some(b)) => write!(f, "{r} requests/s (burst {b})")?,
+                _ => f.write_str("no rate limit")?,
+            }
+        }
+        write!(
+            f,
+            "; per server: {} connections ({} per IP), {} predictions in flight, {} queued images per model, bodies up to {} bytes, \
+             {} images per request, {} s per request",
+            self.max_connections,
+            self.max_connections_per_ip,
+            self.max_inflight,
+            self.queue_images,
+            self.max_body_bytes,
+            self.max_images,
+            self.request_timeout_s
+        )
+    }
+}
 
 /// Whether `ip` is 127.0.0.1 or ::1, the only addresses served without access tokens. Other
 /// loopback addresses (127.0.0.2, ...) count as exposed: containers and port forwarders publish them.
@@ -95,12 +172,15 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 40_000_000)]
     pub max_pixels: u64,
     /// Concurrent requests per client (per token, or per IP address without tokens); beyond it 429.
-    #[arg(long, default_value_t = 8)]
-    pub client_concurrency: usize,
+    /// Default: 8 when the service is exposed (--token-file, or an address other than 127.0.0.1 and
+    /// ::1); off on 127.0.0.1/::1 without tokens, where every program of this machine is one client.
+    #[arg(long)]
+    pub client_concurrency: Option<usize>,
     /// Sustained requests per second per client (0: unlimited); beyond it 429 with Retry-After.
-    #[arg(long, default_value_t = 20.0)]
-    pub client_rps: f64,
-    /// Requests a client may send at once above its rate (token-bucket size; 0: twice --client-rps, at least 1).
+    /// Default: 20 when the service is exposed, off on 127.0.0.1/::1 without tokens (see --client-concurrency).
+    #[arg(long)]
+    pub client_rps: Option<f64>,
+    /// Requests a client may send at once above its rate (token-bucket size; 0: twice the rate, at least 1).
     #[arg(long, default_value_t = 0.0)]
     pub client_burst: f64,
     /// Open connections in the whole server; beyond it new connections get 503 and are closed.
@@ -151,7 +231,7 @@ impl ServeArgs {
             ("--max-inflight", self.max_inflight),
             ("--max-body-bytes", self.max_body_bytes),
             ("--max-images", self.max_images),
-            ("--client-concurrency", self.client_concurrency),
+            ("--client-concurrency", self.client_concurrency.unwrap_or(1)),
             ("--max-connections", self.max_connections),
             ("--max-connections-per-ip", self.max_connections_per_ip),
             ("--max-headers", self.max_headers),
@@ -167,7 +247,8 @@ impl ServeArgs {
         if self.queue < self.max_images {
             return bad(format!("--queue ({}) must be at least --max-images ({})", self.queue, self.max_images));
         }
-        if !(self.client_rps.is_finite() && self.client_rps >= 0.0 && self.client_burst.is_finite() && self.client_burst >= 0.0) {
+        let rps = self.client_rps.unwrap_or(0.0);
+        if !(rps.is_finite() && rps >= 0.0 && self.client_burst.is_finite() && self.client_burst >= 0.0) {
             return bad("--client-rps and --client-burst must be finite and not negative".into());
         }
         if self.max_pixels == 0 {
@@ -176,12 +257,30 @@ impl ServeArgs {
         Ok(())
     }
 
-    /// The token-bucket size per client.
-    pub fn burst(&self) -> f64 {
-        if self.client_burst > 0.0 {
-            self.client_burst
-        } else {
-            (2.0 * self.client_rps).max(1.0)
+    /// Whether the service is exposed: access tokens are configured, or it listens on an address other
+    /// than 127.0.0.1 and ::1. Only then do the per-client limits apply by default.
+    pub fn exposed(&self) -> bool {
+        self.token_file.is_some() || !is_local_only(self.addr.ip())
+    }
+
+    /// The limits this configuration serves with (printed at start, shown on `/healthz`).
+    pub fn effective_limits(&self) -> EffectiveLimits {
+        let exposed = self.exposed();
+        let concurrency = self.client_concurrency.or(exposed.then_some(EXPOSED_CLIENT_CONCURRENCY));
+        let rps = self.client_rps.or(exposed.then_some(EXPOSED_CLIENT_RPS)).filter(|&r| r > 0.0);
+        let burst = rps.map(|r| if self.client_burst > 0.0 { self.client_burst } else { (2.0 * r).max(1.0) });
+        EffectiveLimits {
+            per_client: PerClient { exposed, concurrency, rps, burst },
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_inflight: self.max_inflight,
+            queue_images: self.queue,
+            max_body_bytes: self.max_body_bytes,
+            max_images: self.max_images,
+            max_pixels: self.max_pixels,
+            request_timeout_s: self.request_timeout_s,
+            idle_timeout_s: self.idle_timeout_s,
+            linger: Linger::for_body_limit(self.max_body_bytes),
         }
     }
 
@@ -221,5 +320,46 @@ impl ServeArgs {
             return Err(Error::Config("no --checkpoint given".into()));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(addr: &str, f: impl FnOnce(&mut ServeArgs)) -> PerClient {
+        let mut a = ServeArgs::with_checkpoints(&["m.safetensors"]);
+        a.addr = addr.parse().expect("addr");
+        f(&mut a);
+        a.effective_limits().per_client
+    }
+
+    #[test]
+    fn per_client_limits_apply_by_default_only_when_exposed() {
+        let off = PerClient { exposed: false, concurrency: None, rps: None, burst: None };
+        assert_eq!(at("127.0.0.1:8080", |_| {}), off, "one host on loopback is not throttled");
+        assert_eq!(at("[::1]:8080", |_| {}), off);
+        let on = PerClient { exposed: true, concurrency: Some(8), rps: Some(20.0), burst: Some(40.0) };
+        assert_eq!(at("127.0.0.1:8080", |a| a.token_file = Some("t".into())), on, "tokens: per-token limits");
+        assert_eq!(at("0.0.0.0:8080", |a| a.insecure_no_auth = true), on);
+        assert_eq!(at("127.0.0.2:8080", |_| {}), on, "127.0.0.2 counts as exposed");
+    }
+
+    #[test]
+    fn given_limits_apply_everywhere() {
+        let p = at("127.0.0.1:8080", |a| a.client_rps = Some(5.0));
+        assert_eq!((p.concurrency, p.rps, p.burst), (None, Some(5.0), Some(10.0)));
+        let p = at("127.0.0.1:8080", |a| a.client_concurrency = Some(3));
+        assert_eq!((p.concurrency, p.rps), (Some(3), None));
+        let p = at("0.0.0.0:8080", |a| {
+            a.client_rps = Some(0.0);
+            a.client_burst = 7.0;
+        });
+        assert_eq!((p.concurrency, p.rps, p.burst), (Some(8), None, None), "--client-rps 0 turns the rate off");
+        let text = ServeArgs::with_checkpoints(&["m"]).effective_limits().to_string();
+        assert!(text.starts_with("limits: per client (token, else IP address): off"), "{text}");
+        let mut a = ServeArgs::with_checkpoints(&["m"]);
+        a.client_concurrency = Some(0);
+        assert!(a.validate().is_err(), "--client-concurrency 0 is refused");
     }
 }

@@ -1,5 +1,6 @@
 //! The router and its middleware: access tokens and per-client limits on the API, safe response
-//! headers, request timeout, body limit, caught panics, request metrics and the embedded page.
+//! headers, `Connection: close` on refusals, request timeout, body limit, caught panics, request
+//! metrics and the embedded page.
 //!
 //! Routes are a fixed list; any other path is 404. Nothing reads from disk: the page's three files
 //! are compiled into the binary.
@@ -15,7 +16,6 @@ use axum::routing::{get, post};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::timeout::TimeoutLayer;
 
 use crate::api;
 use crate::error::ApiError;
@@ -57,9 +57,10 @@ pub fn router(state: Arc<AppState>, request_timeout: Duration, cors_origins: &[S
             metrics.panic();
             ApiError::internal("the request failed (a panic was caught; the service goes on)").into_response()
         }))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout))
+        .layer(from_fn_with_state(request_timeout, time_limit))
         .layer(from_fn_with_state(state, record))
-        .layer(from_fn(security_headers));
+        .layer(from_fn(security_headers))
+        .layer(from_fn(close_after_refusal));
     if !cors_origins.is_empty() {
         let origins = cors_origins
             .iter()
@@ -105,6 +106,41 @@ async fn security_headers(req: Request, next: Next) -> Response {
         h.insert(name, HeaderValue::from_static(value));
     }
     h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Answers 408 (`timeout`) when a request takes longer than `--request-timeout-s` from its headers
+/// to its answer (a slow body, most often); the handler is dropped.
+async fn time_limit(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!("the request took longer than {} s (--request-timeout-s); send the body faster", limit.as_secs()),
+        )
+        .into_response(),
+    }
+}
+
+/// Whether an answer refuses the request (401, 408, 413, 429, 503): it may come before the body was read.
+pub fn is_refusal(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 401 | 408 | 413 | 429 | 503)
+}
+
+/// Refusals carry `Connection: close`: the server then drains what the client still sends and closes
+/// gracefully ([`crate::linger`]), so an uploading client reads the status and Retry-After.
+async fn close_after_refusal(req: Request, next: Next) -> Response {
+    let version = req.version();
+    let mut resp = next.run(req).await;
+    if is_refusal(resp.status()) {
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        // To an HTTP/1.0 keep-alive request hyper appends `keep-alive` to a 1.1 answer's Connection
+        // header (ab then reuses the closing connection); a 1.0 answer keeps `close` alone.
+        if version == axum::http::Version::HTTP_10 {
+            *resp.version_mut() = version;
+        }
+    }
     resp
 }
 

@@ -3,8 +3,8 @@
 //! **Owns:** the HTTP API (`POST /v1/models/{name}/predict`, `GET /v1/models`, `/healthz`,
 //! `/readyz`, `/metrics`), the upload page at `/` (embedded in the binary), dynamic batching of
 //! concurrent requests into one forward pass ([`batcher`]), and the service's protections: access
-//! tokens ([`auth`]), per-client limits ([`limits`]), connection, header, body, pixel and time
-//! limits, safe response headers, caught panics and graceful shutdown.
+//! tokens ([`auth`]), per-client limits ([`limits`]) when exposed, connection, header, body, pixel and time
+//! limits, refusals every client can read ([`linger`]), safe response headers, caught panics and graceful shutdown.
 //!
 //! **Must never know:** training, datasets, or how a network is built: models come in through
 //! [`Backend`], implemented on [`infer::Predictor`] by [`PredictorBackend`]. The served checkpoints
@@ -26,6 +26,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod limits;
+pub mod linger;
 mod memory;
 pub mod metrics;
 pub mod model;
@@ -37,7 +38,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use config::{DeviceArg, ServeArgs};
+pub use config::{DeviceArg, EffectiveLimits, ServeArgs};
 pub use error::{ApiError, Error};
 pub use model::{Backend, ClassInfo, ModelInfo, PredictorBackend};
 pub use server::{Drained, Server};
@@ -48,6 +49,8 @@ pub use torch_thread::TorchThread;
 pub enum Event {
     /// A checkpoint was loaded.
     Loaded(Box<ModelInfo>),
+    /// The limits in effect (after defaults).
+    Limits(Box<EffectiveLimits>),
     /// The server listens.
     Listening(SocketAddr),
     /// A security warning (also shown on `/healthz`).
@@ -70,6 +73,7 @@ impl fmt::Display for Event {
                 m.num_classes,
                 &m.checkpoint_sha256[..m.checkpoint_sha256.len().min(16)]
             ),
+            Event::Limits(l) => write!(f, "{l}"),
             Event::Listening(a) => write!(f, "listening on http://{a}/ (Ctrl-C or SIGTERM to stop)"),
             Event::Warning(w) => write!(f, "WARNING: {w}"),
             Event::Draining => f.write_str("shutting down: no new connections, finishing in-flight requests"),
@@ -117,6 +121,7 @@ pub fn run(args: &ServeArgs, mut on_event: impl FnMut(Event)) -> Result<Drained,
         for w in server.warnings() {
             on_event(Event::Warning(w.clone()));
         }
+        on_event(Event::Limits(Box::new(args.effective_limits())));
         on_event(Event::Listening(server.local_addr()));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let serving = server.run(async move {

@@ -89,6 +89,11 @@ impl ClientLimiter {
         Arc::new(ClientLimiter { clients: Mutex::new(HashMap::new()), concurrency, rps, burst: burst.max(1.0) })
     }
 
+    /// The limiter of the per-client limits in effect (off: no limit).
+    pub fn from_limits(p: &crate::config::PerClient) -> Arc<Self> {
+        Self::new(p.concurrency.unwrap_or(usize::MAX), p.rps.unwrap_or(0.0), p.burst.unwrap_or(1.0))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClientId, Client>> {
         // The table holds plain counters: a panic elsewhere cannot leave it inconsistent.
         self.clients.lock().unwrap_or_else(|p| p.into_inner())

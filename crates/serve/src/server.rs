@@ -1,5 +1,6 @@
 //! The listening socket: accepting connections within the connection limits, HTTP/1.1 with
-//! header-size and header-read/idle timeouts, and graceful shutdown.
+//! header-size and header-read/idle timeouts, graceful shutdown, and a lingering close of every
+//! connection ([`crate::linger`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
@@ -21,6 +22,7 @@ use crate::batcher::{self, BatchConfig};
 use crate::config::is_local_only;
 use crate::http::{router, Peer};
 use crate::limits::ClientLimiter;
+use crate::linger::{Linger, Returned};
 use crate::metrics::Metrics;
 use crate::model::Backend;
 use crate::state::{AppState, RequestLimits, ServedModel};
@@ -45,6 +47,9 @@ pub struct Server {
     max_connections: usize,
     max_per_ip: usize,
     drain_timeout: Duration,
+    linger: Linger,
+    /// Connections refused over the limits that are being answered and drained (at most `max_connections`).
+    refusing: Arc<Semaphore>,
 }
 
 /// Security warnings for a configuration (shown at start and on `/healthz`).
@@ -103,8 +108,9 @@ impl Server {
             metrics,
             decode_pool,
             inflight: Arc::new(Semaphore::new(args.max_inflight)),
-            limiter: ClientLimiter::new(args.client_concurrency, args.client_rps, args.burst()),
+            limiter: ClientLimiter::from_limits(&args.effective_limits().per_client),
             limits: RequestLimits { max_body_bytes: args.max_body_bytes, max_images: args.max_images },
+            effective: args.effective_limits(),
             warnings: warnings(args, &tokens),
             tokens,
             ready: true.into(),
@@ -125,6 +131,8 @@ impl Server {
             max_connections: args.max_connections,
             max_per_ip: args.max_connections_per_ip,
             drain_timeout: Duration::from_secs(args.drain_timeout_s),
+            linger: Linger::for_body_limit(args.max_body_bytes),
+            refusing: Arc::new(Semaphore::new(args.max_connections)),
         })
     }
 
@@ -155,7 +163,9 @@ impl Server {
                 _ = &mut shutdown => break,
             };
             let Some(slot) = conns.open(peer.ip(), self.max_connections, self.max_per_ip) else {
-                tokio::spawn(refuse(stream));
+                // Drained like any closing connection while few are refused at once; beyond that closed at once.
+                let linger = self.refusing.clone().try_acquire_owned().ok().map(|permit| (self.linger, permit));
+                tokio::spawn(refuse(stream, linger));
                 continue;
             };
             let app = self.app.clone();
@@ -163,9 +173,14 @@ impl Server {
                 req.extensions_mut().insert(Peer(peer));
                 app.clone().oneshot(req)
             });
-            let conn = graceful.watch(self.http.serve_connection(TokioIo::new(stream), svc));
+            let (io, returned) = Returned::new(stream);
+            let conn = graceful.watch(self.http.serve_connection(TokioIo::new(io), svc));
+            let linger = self.linger;
             tokio::spawn(async move {
                 let _ = conn.await;
+                if let Ok(stream) = returned.await {
+                    linger.close(stream).await;
+                }
                 drop(slot);
             });
         }
@@ -178,25 +193,19 @@ impl Server {
     }
 }
 
-/// Answers a connection over the limits with 503 and closes it. The client's request is read and
-/// dropped (at most 64 KiB, for at most a second) so that closing does not reset the connection
-/// before the client has read the answer.
-async fn refuse(mut stream: TcpStream) {
-    let msg = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        stream.write_all(msg).await?;
-        stream.shutdown().await?;
-        let mut sink = [0u8; 4096];
-        let mut total = 0;
-        while total < 64 * 1024 {
-            match stream.read(&mut sink).await? {
-                0 => break,
-                n => total += n,
-            }
-        }
-        Ok::<_, std::io::Error>(())
-    })
-    .await;
+/// Answers a connection over the limits with 503 (`Connection: close`, Retry-After) before reading
+/// its request, then closes it: with a lingering close when `linger` is given (the client reads the
+/// answer even while it uploads), else at once.
+async fn refuse(mut stream: TcpStream, linger: Option<(Linger, tokio::sync::OwnedSemaphorePermit)>) {
+    let body = r#"{"error":{"code":"overloaded","message":"too many open connections; retry shortly"}}"#;
+    let msg = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let written = tokio::time::timeout(Duration::from_secs(1), stream.write_all(msg.as_bytes())).await;
+    if let (Ok(Ok(())), Some((linger, _permit))) = (written, linger) {
+        linger.close(stream).await;
+    }
 }
 
 /// Open connections, in total and per IP address.

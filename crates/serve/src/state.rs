@@ -45,6 +45,8 @@ pub struct AppState {
     pub limiter: Arc<ClientLimiter>,
     /// Body and image limits.
     pub limits: RequestLimits,
+    /// Every limit in effect (shown on `/healthz`).
+    pub effective: crate::config::EffectiveLimits,
     /// Security warnings shown at start and on `/healthz`.
     pub warnings: Vec<String>,
     /// False once shutdown has begun.

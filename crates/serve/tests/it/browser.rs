@@ -4,18 +4,16 @@
 //! horizontal scrolling at phone width, and save screenshots under `target/serve-browser/`.
 //!
 //! Needs `chromedriver` and `chromium` (Debian packages `chromium-driver`, `chromium`; `cargo xtask
-//! test` installs them). Without them the test prints why and skips. `PETAL_BROWSER_CHECKPOINT`
+//! test` installs them). Without them the test skips through `testkit::skip` (`serve/browser/chromium`). `PETAL_BROWSER_CHECKPOINT`
 //! and `PETAL_BROWSER_IMAGE` replace the tiny generated checkpoint and picture (for README
 //! screenshots of a trained model).
-
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use base64::Engine;
-use common::*;
 use serde_json::{json, Value};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -114,7 +112,10 @@ impl Driver {
 #[test]
 fn upload_through_the_page_in_headless_chromium() {
     let (Some(driver), Some(browser)) = (find_on_path(&["chromedriver"]), find_on_path(&["chromium", "chromium-browser", "google-chrome"])) else {
-        eprintln!("SKIPPED browser test: chromedriver/chromium not found on PATH (install the Debian packages chromium and chromium-driver, or run `cargo xtask test`)");
+        testkit::skip(
+            "serve/browser/chromium",
+            "chromedriver/chromium not found on PATH (install the Debian packages chromium and chromium-driver, or run `cargo xtask test`)",
+        );
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");

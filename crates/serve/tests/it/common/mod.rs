@@ -22,8 +22,8 @@ pub fn args(f: impl FnOnce(&mut ServeArgs)) -> ServeArgs {
     let mut a = ServeArgs::with_checkpoints(&[]);
     a.addr = "127.0.0.1:0".parse().expect("addr");
     a.decode_threads = 2;
-    a.client_rps = 0.0;
-    a.client_concurrency = 1000;
+    a.client_rps = Some(0.0);
+    a.client_concurrency = Some(1000);
     f(&mut a);
     a
 }

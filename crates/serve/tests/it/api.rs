@@ -1,13 +1,11 @@
 //! The API against a real server on 127.0.0.1: every endpoint, every bad input, caught panics,
 //! traversal attempts, slow clients, header and connection limits.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 
-use common::*;
+use crate::common::*;
 use sha2::Digest;
 
 const PREDICT: &str = "/v1/models/flowers/predict";

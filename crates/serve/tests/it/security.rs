@@ -2,12 +2,10 @@
 //! them, per-client limits (429 with Retry-After) that do not affect other clients, and CORS only
 //! when asked for.
 
-mod common;
-
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
-use common::*;
+use crate::common::*;
 
 const TOKEN_A: &str = "tok-a-0123456789abcdef";
 const TOKEN_B: &str = "tok-b-fedcba9876543210";
@@ -87,7 +85,7 @@ fn a_flood_gets_429_and_other_clients_are_unaffected() {
     let backend = tiny_backend(dir.path(), "flowers", 1);
     // 0.01 requests/s: the bucket does not refill measurably during the test; burst 5.
     let limited = |a: &mut serve::ServeArgs| {
-        a.client_rps = 0.01;
+        a.client_rps = Some(0.01);
         a.client_burst = 5.0;
     };
     let srv = TestServer::start(
@@ -132,7 +130,7 @@ fn concurrent_requests_per_client_are_limited() {
     let srv = TestServer::start(
         args(|a| {
             a.token_file = Some(tokens);
-            a.client_concurrency = 2;
+            a.client_concurrency = Some(2);
             a.max_batch = 1;
         }),
         vec![inst.clone()],
@@ -180,4 +178,24 @@ fn cors_only_for_the_origins_named() {
     assert_eq!(preflight(srv.addr, "https://evil.example").header("access-control-allow-origin"), None);
     let get_ok = http(srv.addr, "GET", "/v1/models", &[("Origin", "https://app.example.org")], b"");
     assert_eq!(get_ok.header("access-control-allow-origin"), Some("https://app.example.org"));
+}
+
+#[test]
+fn on_loopback_without_tokens_the_defaults_do_not_throttle_one_host() {
+    // The server's own defaults for the per-client limits (the test harness turns them off).
+    let (srv, inst) = TestServer::instrumented(1, |a| {
+        a.client_rps = None;
+        a.client_concurrency = None;
+        a.max_batch = 1;
+    });
+    let a = srv.addr;
+    let limits = get(a, "/healthz").json()["limits"]["per_client"].clone();
+    assert_eq!(limits, serde_json::json!({ "exposed": false, "concurrency": null, "rps": null, "burst": null }));
+    // 12 requests in flight from one address: over the 8 that an exposed service allows a client.
+    inst.gate.close();
+    let held: Vec<_> = (0..12).map(|i| std::thread::spawn(move || http(a, "POST", PREDICT, &[], &png(i)).status)).collect();
+    wait_for_metric(a, "petal_queue_depth_images{model=\"flowers\"} 11", &[]);
+    inst.gate.open();
+    let statuses: Vec<u16> = held.into_iter().map(|t| t.join().expect("thread")).collect();
+    assert_eq!(statuses, vec![200; 12]);
 }

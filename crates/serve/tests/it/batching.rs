@@ -12,11 +12,9 @@
 //! `/metrics` reports every other request admitted to the queue, so the batches that follow are
 //! exactly known.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 
-use common::*;
+use crate::common::*;
 
 const PREDICT: &str = "/v1/models/flowers/predict?top_k=3";
 
@@ -25,8 +23,8 @@ fn batched_answers_equal_single_answers_bit_for_bit() {
     let (srv, inst) = TestServer::instrumented(2, |a| {
         a.max_batch = 4;
         a.max_wait_ms = 0;
-        a.client_concurrency = 64;
-        a.client_rps = 0.0;
+        a.client_concurrency = Some(64);
+        a.client_rps = Some(0.0);
     });
     let a = srv.addr;
     const N: u32 = 12;
@@ -136,7 +134,7 @@ fn test_time_augmentation_views_are_batched_bit_exactly() {
         args(|a| {
             a.max_batch = 4;
             a.max_wait_ms = 0;
-            a.client_rps = 0.0;
+            a.client_rps = Some(0.0);
         }),
         vec![inst.clone()],
     );
