@@ -38,7 +38,7 @@ fn output_of(cmd: &mut Command, what: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// The pinned requirements of the local S3 server (moto) that `tests/shard.rs` starts on 127.0.0.1.
+/// The pinned requirements of the local S3 server (moto) that `tests/it/shard.rs` starts on 127.0.0.1.
 pub const S3_REQUIREMENTS: &str = include_str!("../s3-requirements.txt");
 
 /// A cached venv: its directory prefix, pinned requirements, the import check that marks it

@@ -4,7 +4,7 @@
 //! Adding a family: write `fn name(g, params, config, input) -> Result<String, Error>` that emits
 //! its backbone from the input to the pooled, flattened features (the head's input), and add a
 //! match arm in [`backbone`] (the match on [`Family`] is exhaustive, so a new family of the model
-//! crate does not compile until it has one). The exporter is checked by `tests/onnx_tract.rs`,
+//! crate does not compile until it has one). The exporter is checked by `tests/it/onnx_tract.rs`,
 //! which compares the ONNX file run by tract with petal's libtorch forward for every architecture.
 
 mod densenet;

@@ -1,7 +1,7 @@
 //! Tiny DenseNet (growth 4, blocks (2, 2), init 8, bn_size 2) and the seed-style head against
 //! torchvision, using the committed fixture from `fixtures/gen_goldens.py tiny`.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

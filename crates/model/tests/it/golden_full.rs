@@ -2,7 +2,7 @@
 //! provisions (a recorded, loud skip when it is absent, which CI refuses: tests/required-checks.txt): densenet121 with random weights against
 //! torchvision, EfficientNet-Lite0 with its real ImageNet weights against `efficientnet_lite_pytorch`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use model::weights::{load_all_tensors, load_backbone_tensors};

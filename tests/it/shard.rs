@@ -12,10 +12,10 @@
 //! activation caches, `petal merge <cache-dir>` must give the caches one process computes, value for
 //! value, and a plain `petal train` must then reuse them.
 //!
-//! Data: the synthetic flowers of `tests/common` (3 classes), a tiny random DenseNet trained 1 epoch
+//! Data: the synthetic flowers of `tests/it/common` (3 classes), a tiny random DenseNet trained 1 epoch
 //! (a random EfficientNet-Lite0 for partial mode, which needs one).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -3,7 +3,7 @@
 //! DenseNet-121 fixture of `crates/infer/tests/fixtures/legacy` (written by torch 2.13) and a
 //! learnable synthetic dataset whose class folders are the fixture's (`1`, `10`, `102`, `21`, `3`).
 
-mod common;
+use crate::common;
 
 use common::{metrics, ok, petal};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! A writer killed with SIGKILL in the middle of `save` leaves the previous checkpoint intact.
 
-mod common;
+use crate::common;
 
 use checkpoint::{load, save, Checkpoint, Metadata, TensorData};
 use std::path::Path;
@@ -31,6 +31,17 @@ fn child_writer() {
     }
 }
 
+/// libtest's name of [`child_writer`] in this binary: its module path without the crate
+/// (`atomic_kill::child_writer`), so the child runs exactly that test.
+fn child_test_name() -> String {
+    let module = module_path!().split_once("::").map_or("", |(_crate, rest)| rest);
+    if module.is_empty() {
+        "child_writer".into()
+    } else {
+        format!("{module}::child_writer")
+    }
+}
+
 fn temp_files(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.contains(".tmp-")).collect()
 }
@@ -43,7 +54,7 @@ fn killed_writer_leaves_previous_checkpoint_intact() {
     let mut killed_mid_write = 0;
     for attempt in 0..6 {
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_writer", "--ignored", "--nocapture", "--test-threads=1"])
+            .args(["--exact", &child_test_name(), "--ignored", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, &target)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

@@ -1,7 +1,7 @@
 //! Damaged and hostile files give a clear error naming the file: no panic, no unbounded
 //! allocation.
 
-mod common;
+use crate::common;
 
 use checkpoint::{import_bytes, Error};
 use common::{fixtures, legacy_file, Pk};

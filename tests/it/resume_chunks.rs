@@ -13,7 +13,7 @@
 //! Data: a generated ImageFolder (colour gradients with noise), a tiny random DenseNet (a random
 //! EfficientNet-Lite0 at 32×32 pixels for partial mode).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

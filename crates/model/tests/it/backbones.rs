@@ -4,7 +4,7 @@
 //! `state_dict()`, random-weight torchvision models give the same features and logits (also
 //! frozen, folded and channels_last), and Lite1/Lite2 with their real weights match the package.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

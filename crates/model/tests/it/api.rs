@@ -1,7 +1,7 @@
 //! Public API behaviour: key remapping against torchvision's regex, architecture names and
 //! serde, head naming, block grouping, the pretrained table.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

@@ -1,7 +1,7 @@
 //! Ensembles of backbones (`Arch::Ensemble`): names, parsing, the concatenated features, loading
 //! each member's weights from the folder `cargo xtask fetch-weights` fills, and freezing.
 
-mod common;
+use crate::common;
 
 use common::*;
 use model::weights::{load_backbone_weights, member_weight_files, remap_key};

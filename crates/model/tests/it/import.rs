@@ -1,7 +1,7 @@
 //! Weight import through the `checkpoint` crate: torchvision's legacy `.pth` with old key names,
 //! `convert_pretrained` into the project's format, and the real EfficientNet-Lite0 file.
 
-mod common;
+use crate::common;
 
 use common::*;
 use model::arch_registry::convert_pretrained;

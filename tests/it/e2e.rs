@@ -3,7 +3,7 @@
 //! Checks accuracy, predictions on held-out images, resume after `kill -9`, early stopping,
 //! and clear errors on bad input.
 
-mod common;
+use crate::common;
 
 use common::{config, draw, make_dataset, metrics, ok, petal, train_cmd, CLASSES};
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! PyTorch and safetensors files written by PyTorch 2.13 / `safetensors` (see
 //! fixtures/gen_fixtures.py) import exactly as `torch.load` reads them.
 
-mod common;
+use crate::common;
 
 use checkpoint::{import, DType, SourceFormat};
 use common::{expected, fixtures, hex};

@@ -3,7 +3,7 @@
 //! |diff| ≤ 1e-4, same top-5). One architecture per family by default; every built-in one with
 //! `--ignored`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use model::Arch;
@@ -32,7 +32,7 @@ fn torchscript_matches_petal_at_any_batch_one_architecture_per_family() {
     }
 }
 
-/// Every built-in architecture (minutes: `cargo test -p export --test torchscript -- --ignored`).
+/// Every built-in architecture (minutes: `cargo test -p export --test it torchscript:: -- --ignored`).
 #[test]
 #[ignore]
 fn every_architecture_torchscript_matches_petal_at_any_batch() {

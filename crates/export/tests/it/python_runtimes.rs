@@ -3,7 +3,7 @@
 //! workspace): max |diff| ≤ 1e-4 on probabilities against petal and the same top-5. Skips with a
 //! printed reason when that Python lacks onnxruntime, onnx or torch.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

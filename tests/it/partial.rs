@@ -7,7 +7,7 @@
 //! the saved checkpoint predicts through `infer::Predictor` exactly like the partial network's own
 //! forward (frozen part, then trainable part).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,7 @@
 //! The own format: round trip, committed fixtures of every format version, refusal of newer
 //! versions, integrity checks, inspect/convert.
 
-mod common;
+use crate::common;
 
 use checkpoint::{import, inspect, load, save, Checkpoint, Error, FormatVersion, SourceFormat, FORMAT_MAJOR, FORMAT_MINOR, METADATA_KEY};
 use common::{fixtures, sample_checkpoint};

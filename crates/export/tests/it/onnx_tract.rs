@@ -5,7 +5,7 @@
 //! activation, a log-softmax head, full-size (224 px) Lite0 and DenseNet-121, several batch sizes
 //! through the one file (dynamic batch), and the adaptive pooling at every input/output ratio.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,7 @@
 //! Bad input: an unknown architecture, a weights-only file, unwritable outputs; and atomicity:
 //! a failed export leaves an existing output untouched and no temp files behind.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -2,7 +2,7 @@
 //! overwritten, caches are safe with concurrent writers, the documented example pipeline config is
 //! honoured, and class names come from `--category-names` or `cat_to_name.json` (root or parent).
 
-mod common;
+use crate::common;
 
 use common::{config, draw, make_dataset, make_images, ok, petal, train_cmd, write_names};
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! trials; the best config it writes is accepted by `petal train --config` and trains to the
 //! sweep's score.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

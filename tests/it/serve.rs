@@ -1,7 +1,7 @@
 //! `petal serve` as a real process: SIGTERM drains in-flight requests and exits 0, an exposed
 //! address without tokens is refused, `--insecure-no-auth` warns, and `--help` lists the limits.
 
-#[path = "../crates/serve/tests/it/common/fixtures.rs"]
+#[path = "../../crates/serve/tests/it/common/fixtures.rs"]
 mod fixtures;
 
 use std::io::{BufRead, BufReader};
