@@ -273,9 +273,9 @@ fn disk_check_names_the_folder_and_the_fix() {
     assert!(
         crate::setup::check_disk(dir.path()).is_ok() || crate::setup::free_bytes(dir.path()).is_some_and(|f| f < crate::setup::INCREMENTAL_BYTES)
     );
-    let err = crate::setup::check_disk_needing(dir.path(), u64::MAX).expect_err("nothing has u64::MAX bytes free");
+    let err = crate::setup::check_disk_needing(dir.path(), u64::MAX, "a build from nothing").expect_err("nothing has u64::MAX bytes free");
     let msg = format!("{err:#}");
-    assert!(msg.contains(&dir.path().display().to_string()) && msg.contains("free some space"), "{msg}");
+    assert!(msg.contains(&dir.path().display().to_string()) && msg.contains("a build from nothing") && msg.contains("free some space"), "{msg}");
 }
 
 #[test]
