@@ -9,7 +9,7 @@ then runs until --seconds have passed (at least --min-runs).
     export_onnxruntime.py [--json] [--data DIR] [--seconds S] [--min-runs N]
 
 With --json the last stdout line is {"lite0_b1_img_s", "lite0_b32_img_s", "densenet121_b1_img_s",
-"densenet121_b32_img_s", "onnxruntime", "threads"}.
+"densenet121_b32_img_s", the same four under "ort_*", "onnxruntime", "threads"}.
 """
 import argparse
 import json
@@ -53,6 +53,9 @@ def main():
             v = throughput(lambda: sess.run(None, {name: x}), b, a.seconds, a.min_runs)
             print(f"export_onnxruntime: {key} batch {b}: {v:.1f} img/s", file=sys.stderr)
             out[f"{key}_b{b}_img_s"] = v
+            # The same figure under petal-onnxruntime's key, so the table's ratio column compares
+            # petal's onnxruntime path with Python onnxruntime on the same file directly.
+            out[f"ort_{key}_b{b}_img_s"] = v
     out["onnxruntime"] = ort.__version__
     out["threads"] = os.cpu_count()
     if a.json:

@@ -259,6 +259,10 @@ pub struct OverrideArgs {
     /// libtorch threads (0: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// What runs frozen feature extraction: auto (onnxruntime on the CPU when `cargo xtask setup`
+    /// provisioned it, else libtorch), torch or onnxruntime. Training always runs on libtorch.
+    #[arg(long, value_enum)]
+    pub runtime: Option<petal_onnx::Runtime>,
 }
 
 impl OverrideArgs {
@@ -282,6 +286,7 @@ impl OverrideArgs {
             patience: self.patience,
             device: self.device.clone(),
             threads: self.threads,
+            runtime: self.runtime,
         }
     }
 }
@@ -302,6 +307,9 @@ struct EvaluateArgs {
     /// cpu, cuda, cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// What runs the backbone: auto (onnxruntime on the CPU when provisioned, else libtorch), torch or onnxruntime.
+    #[arg(long, value_enum, default_value_t = petal_onnx::Runtime::Auto)]
+    runtime: petal_onnx::Runtime,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -342,6 +350,9 @@ struct PredictArgs {
     /// cpu, cuda, cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// What runs the backbone: auto (onnxruntime on the CPU when provisioned, else libtorch), torch or onnxruntime.
+    #[arg(long, value_enum, default_value_t = petal_onnx::Runtime::Auto)]
+    runtime: petal_onnx::Runtime,
     /// Images per forward pass.
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
@@ -598,7 +609,8 @@ fn train_cmd(a: &TrainArgs) -> Result<()> {
     if a.measure_tta {
         let ds = pipeline::discover(&job.data, job.skip_bad, job.category_names.as_deref())?;
         let device = model::parse_device(&job.config.device)?;
-        pipeline::recommend_tta(&out.best_checkpoint, &ds, "valid", device, &Bars::default()).context("measuring test-time augmentation")?;
+        pipeline::recommend_tta(&out.best_checkpoint, &ds, "valid", (device, job.config.runtime), &Bars::default())
+            .context("measuring test-time augmentation")?;
     }
     Ok(())
 }
@@ -627,7 +639,14 @@ fn extract_cmd(job: &pipeline::TrainJob, shard: &ShardArgs) -> Result<()> {
 fn evaluate_cmd(a: &EvaluateArgs) -> Result<()> {
     let ds = discover(&a.data)?;
     let out = a.out.clone().or_else(|| a.checkpoint.parent().map(Path::to_path_buf));
-    let opts = infer::EvalOptions { device: model::parse_device(&a.device)?, out_dir: out, tta: a.tta.map(Into::into), ..Default::default() };
+    let opts = infer::EvalOptions {
+        device: model::parse_device(&a.device)?,
+        out_dir: out,
+        tta: a.tta.map(Into::into),
+        runtime: a.runtime,
+        graph_cache: petal_common::onnxruntime::graph_cache(),
+        ..Default::default()
+    };
     let r = pipeline::evaluate_checkpoint(&a.checkpoint, &ds, &a.split, &opts, a.data.category_names.as_deref(), &Bars::default())
         .with_context(|| format!("evaluating {}", a.checkpoint.display()))?;
     if a.json {
@@ -643,6 +662,7 @@ fn predict_cmd(a: &PredictArgs) -> Result<()> {
     let device = model::parse_device(&a.device)?;
     let mut pred =
         infer::Predictor::load_with(&a.checkpoint, device, &a.legacy.options()?).with_context(|| format!("loading {}", a.checkpoint.display()))?;
+    pred.set_runtime(a.runtime, petal_common::onnxruntime::graph_cache().as_deref()).context("choosing the runtime")?;
     if let Some(f) = &a.category_names {
         pred.set_names(&preprocess::read_names_file(f)?, true);
     }

@@ -11,6 +11,7 @@ mod partial;
 mod pixels_e2e;
 mod resume_chunks;
 mod runs;
+mod runtime;
 mod serve;
 mod shard;
 mod smoke_tch;

@@ -171,7 +171,7 @@ fn partial_learns_where_frozen_cannot_and_its_checkpoint_predicts_the_same() {
     // network's own forward, and reaches the accuracy the run measured on its cached activations.
     let predictor = infer::Predictor::load(&partial.best_checkpoint, Device::Cpu).expect("predictor");
     let (x, y) = valid_batch(&b, &cfg);
-    let via_infer = predictor.probabilities(&x);
+    let via_infer = predictor.probabilities(&x).expect("probabilities");
     let ckpt = checkpoint::load(&partial.best_checkpoint).expect("checkpoint");
     let vs = VarStore::new(Device::Cpu);
     let net = Classifier::new(&vs.root(), &Arch::EfficientNetLite0, &cfg.head, 3).expect("net");

@@ -99,4 +99,16 @@ fn lite0_probabilities_match_pytorch_on_30_photos() {
     eprintln!("max |p_petal - p_pytorch| over 30 photos x 1000 classes: {max_diff:.3e}");
     assert!(max_diff < 1e-5, "probabilities differ by {max_diff}");
     assert!(probs.argmax(1, false).equal(&want.argmax(1, false)), "top-1 differs");
+
+    // The same backbone on onnxruntime (`--runtime onnxruntime`): still PyTorch's answer.
+    let spec = petal_onnx::BackboneSpec { arch: &arch, side: 224, feature_dim: model.feature_dim(), weights: "pixels_e2e" };
+    let ort =
+        petal_onnx::backbone_net(spec, || petal_onnx::graph::Params::new(vs.variables()), None, 0).expect("onnxruntime backbone (cargo xtask setup)");
+    let feats = ort.run_tensor(&x).expect("onnxruntime forward");
+    let logits = tch::no_grad(|| feats.linear(&fx["_fc.weight"], Some(&fx["_fc.bias"])));
+    let probs = logits.to_kind(Kind::Double).softmax(1, Kind::Double);
+    let max_diff = (&probs - want).abs().max().double_value(&[]);
+    eprintln!("onnxruntime: max |p_petal - p_pytorch| over 30 photos x 1000 classes: {max_diff:.3e}");
+    assert!(max_diff < 1e-4, "onnxruntime's probabilities differ from PyTorch's by {max_diff}");
+    assert!(probs.argmax(1, false).equal(&want.argmax(1, false)), "onnxruntime's top-1 differs");
 }

@@ -5,6 +5,7 @@ use crate::download::{self, Expect};
 use anyhow::{bail, Context, Result};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use xtask_launch::arg_value;
 
 /// Arguments of `fetch-data`.
 #[derive(clap::Args, Debug)]
@@ -81,20 +82,6 @@ pub fn run(args: &FetchDataArgs) -> Result<PathBuf> {
     Ok(dest)
 }
 
-/// Value of `--flag X` or `--flag=X` in a raw argument list.
-fn arg_value(args: &[OsString], flag: &str) -> Option<String> {
-    let mut it = args.iter().map(|a| a.to_string_lossy().into_owned());
-    while let Some(a) = it.next() {
-        if a == flag {
-            return it.next();
-        }
-        if let Some(v) = a.strip_prefix(&format!("{flag}=")) {
-            return Some(v.to_string());
-        }
-    }
-    None
-}
-
 /// What a pipeline config file names, read generically (xtask does not link the pipeline crate).
 #[derive(Debug, Default, PartialEq)]
 pub struct ConfigNames {
@@ -151,35 +138,10 @@ pub fn to_fetch(args: &[OsString]) -> Result<(bool, Option<String>)> {
     Ok((data, weights))
 }
 
-/// The data folder and weights that the arguments or the config name must exist (relative paths
-/// are relative to the repository root, where `petal` runs): checked in milliseconds, before the build.
+/// The data folder and weights that the arguments or the config name must exist (see
+/// [`xtask_launch::check_named_paths`]; the launcher made the same check before xtask was built).
 pub fn check_named_paths(args: &[OsString]) -> Result<()> {
-    let file = match arg_value(args, "--config") {
-        Some(p) => {
-            let path = crate::repo_root().join(&p);
-            if !path.is_file() {
-                bail!(
-                    "the pipeline config {p} does not exist (looked in {}): pass an existing file, e.g. --config examples/pipeline.toml",
-                    crate::repo_root().display()
-                );
-            }
-            config_names(&path)?
-        }
-        None => ConfigNames::default(),
-    };
-    if let Some(data) = arg_value(args, "--data").or(file.data) {
-        if !crate::repo_root().join(&data).exists() {
-            bail!(
-                "the data folder {data} does not exist: point --data (or `data` in the config) at an ImageFolder with train/ valid/ [test/], or leave both unset to download the Oxford 102 release (`cargo xtask fetch-data`)"
-            );
-        }
-    }
-    if let Some(weights) = arg_value(args, "--weights").or(file.weights) {
-        if !crate::repo_root().join(&weights).exists() {
-            bail!("the weights {weights} do not exist: point --weights (or `weights` in the config) at a file, or leave both unset to download them (`cargo xtask fetch-weights <arch>`)");
-        }
-    }
-    Ok(())
+    xtask_launch::check_named_paths(&crate::repo_root(), args).map_err(anyhow::Error::msg)
 }
 
 /// `cargo xtask pipeline`: fetches what is missing (see [`to_fetch`]), then runs `petal pipeline`

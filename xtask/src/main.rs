@@ -12,11 +12,13 @@ mod download;
 mod libjpeg;
 mod libtorch;
 mod lint;
+mod onnxruntime;
 mod pypi;
 mod reference;
 mod setup;
 mod testrun;
 mod weights;
+mod wheel_lib;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -33,8 +35,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Check the prerequisites (C compiler, disk space), then provision a CPU libtorch 2.13.0 and
-    /// Pillow's libjpeg-turbo from PyPI wheels (or check the ones LIBTORCH / PETAL_LIBJPEG name).
+    /// Check the prerequisites (C compiler, disk space), then provision a CPU libtorch 2.13.0,
+    /// Pillow's libjpeg-turbo and onnxruntime from PyPI wheels (or check the ones LIBTORCH /
+    /// PETAL_LIBJPEG / PETAL_ONNXRUNTIME name).
     Setup,
     /// Setup and the PyTorch reference, then the whole test suite (`cargo test --workspace`) with a
     /// summary of skipped checks; fails when a check CI must run was skipped (TESTING.md).
@@ -77,6 +80,9 @@ fn run() -> Result<()> {
             if native.jpeg.user_supplied {
                 eprintln!("setup: using your PETAL_LIBJPEG={} (not provisioning one)", native.jpeg.dir.display());
             }
+            if native.ort.user_supplied {
+                eprintln!("setup: using your PETAL_ONNXRUNTIME={} (not provisioning one)", native.ort.dir.display());
+            }
             eprintln!("setup: done in {:.2} s; plain `cargo build`/`cargo test` now work too", start.elapsed().as_secs_f64());
             Ok(())
         }
@@ -113,6 +119,11 @@ pub fn libtorch_link() -> PathBuf {
 /// `.libjpeg` in the repository (a link to the provisioned libjpeg-turbo).
 pub fn libjpeg_link() -> PathBuf {
     repo_root().join(".libjpeg")
+}
+
+/// `.onnxruntime` in the repository (a link to the provisioned onnxruntime).
+pub fn onnxruntime_link() -> PathBuf {
+    repo_root().join(petal_common::onnxruntime::REPO_LINK)
 }
 
 /// A `cargo` command in the repository root, with the prerequisites checked, the native libraries

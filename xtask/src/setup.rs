@@ -1,20 +1,15 @@
 //! What every `cargo xtask` command that builds or runs the stage crates needs first: the
 //! prerequisites checked within seconds (a C compiler, free disk), the native libraries provisioned
-//! (libtorch, libjpeg-turbo), a clean environment for the cargo processes xtask starts, and the
+//! (libtorch, libjpeg-turbo, onnxruntime), a clean environment for the cargo processes xtask starts, and the
 //! `petal` binary built once, with a build failure reported as itself.
 
-use crate::{libjpeg, libtorch};
+use crate::{libjpeg, libtorch, onnxruntime};
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 
-/// Free space a build from nothing needs in the target folder's file system: the main job's first
-/// run left 2.5 GB in an empty `target/` (BENCHMARKS.md, "Time to a first result"); the lint and
-/// test builds add to it (not yet measured from nothing), hence the margin.
-pub const FROM_NOTHING_BYTES: u64 = 9 << 30;
-/// Free space an incremental build needs when `target/` already exists.
-pub const INCREMENTAL_BYTES: u64 = 2 << 30;
+pub use xtask_launch::is_package_var;
 
 /// The native libraries the stage crates link.
 #[derive(Debug, Clone)]
@@ -23,6 +18,8 @@ pub struct Native {
     pub torch: libtorch::Libtorch,
     /// libjpeg-turbo (preprocess).
     pub jpeg: libjpeg::Libjpeg,
+    /// onnxruntime (the `onnx` crate loads it at run time).
+    pub ort: onnxruntime::Onnxruntime,
 }
 
 impl Native {
@@ -34,23 +31,24 @@ impl Native {
         }
         check_compiler()?;
         check_disk(&target_dir())?;
-        let native = Native { torch: libtorch::ensure(&crate::libtorch_link())?, jpeg: libjpeg::ensure(&crate::libjpeg_link())? };
+        let native = Native {
+            torch: libtorch::ensure(&crate::libtorch_link())?,
+            jpeg: libjpeg::ensure(&crate::libjpeg_link())?,
+            ort: onnxruntime::ensure(&crate::onnxruntime_link())?,
+        };
         Ok(NATIVE.get_or_init(|| native).clone())
     }
 
-    /// Sets `LIBTORCH`, `PETAL_LIBJPEG` and the dynamic-library search path for a child process, and
+    /// Sets `LIBTORCH`, `PETAL_LIBJPEG`, `PETAL_ONNXRUNTIME` and the dynamic-library search path for a child process, and
     /// removes the variables cargo set for xtask's own package: a `CARGO_MANIFEST_DIR` inherited
     /// from `cargo run -p xtask` is seen by build scripts (ring's) and rebuilt everything that
     /// depends on them whenever plain `cargo` and `cargo xtask` alternate.
     pub fn apply(&self, cmd: &mut Command) {
-        for (key, _) in std::env::vars_os() {
-            if key.to_str().is_some_and(is_package_var) {
-                cmd.env_remove(&key);
-            }
-        }
+        xtask_launch::strip_package_vars(cmd);
         // For our own caches the values equal what .cargo/config.toml gives, so nothing is rebuilt.
         cmd.env("LIBTORCH", if self.torch.user_supplied { self.torch.dir.clone() } else { crate::libtorch_link() });
         cmd.env("PETAL_LIBJPEG", if self.jpeg.user_supplied { self.jpeg.dir.clone() } else { crate::libjpeg_link() });
+        cmd.env(petal_common::onnxruntime::ENV_VAR, if self.ort.user_supplied { self.ort.dir.clone() } else { crate::onnxruntime_link() });
         let var = if cfg!(target_os = "macos") { "DYLD_LIBRARY_PATH" } else { "LD_LIBRARY_PATH" };
         let mut paths = vec![self.torch.lib_dir(), self.jpeg.dir.join("lib")];
         if let Some(old) = std::env::var_os(var) {
@@ -62,81 +60,19 @@ impl Native {
     }
 }
 
-/// The variables cargo sets for the package it runs (here xtask), which a nested cargo must not see.
-pub fn is_package_var(key: &str) -> bool {
-    key.starts_with("CARGO_PKG_")
-        || matches!(
-            key,
-            "CARGO_MANIFEST_DIR"
-                | "CARGO_MANIFEST_PATH"
-                | "CARGO_MANIFEST_LINKS"
-                | "CARGO_CRATE_NAME"
-                | "CARGO_BIN_NAME"
-                | "CARGO_PRIMARY_PACKAGE"
-                | "CARGO_RUSTC_CURRENT_DIR"
-        )
-}
-
 /// The cargo target folder (`CARGO_TARGET_DIR`, else `target/` in the repository).
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate::repo_root().join("target"))
+    xtask_launch::target_dir(&crate::repo_root())
 }
 
-/// A C compiler must run: the preprocess crate compiles its libjpeg shim (and ring its C code).
+/// A C compiler must run (see [`xtask_launch::check_compiler`]).
 pub fn check_compiler() -> Result<()> {
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_string());
-    let ok = Command::new(&cc).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
-    if !ok {
-        bail!(
-            "no C compiler: `{cc} --version` did not run. The build compiles a little C (the JPEG shim); install one (Debian/Ubuntu: `apt-get install gcc`; Fedora: `dnf install gcc`; macOS: `xcode-select --install`) or set CC, then rerun"
-        );
-    }
-    Ok(())
+    xtask_launch::check_compiler().map_err(anyhow::Error::msg)
 }
 
-/// The target folder's file system must have room for the build: [`FROM_NOTHING_BYTES`] when
-/// there is no `debug/` yet, [`INCREMENTAL_BYTES`] otherwise.
+/// The target folder's file system must have room for the build (see [`xtask_launch::check_disk`]).
 pub fn check_disk(target: &Path) -> Result<()> {
-    if target.join("debug").is_dir() {
-        check_disk_needing(target, INCREMENTAL_BYTES, "a build")
-    } else {
-        check_disk_needing(target, FROM_NOTHING_BYTES, "a build from nothing")
-    }
-}
-
-/// [`check_disk`] for `what`, which needs `need` bytes.
-pub fn check_disk_needing(target: &Path, need: u64, what: &str) -> Result<()> {
-    // The nearest existing ancestor carries the file system the build will write to.
-    let probe = target.ancestors().find(|p| p.exists()).unwrap_or(Path::new("."));
-    let Some(free) = free_bytes(probe) else { return Ok(()) };
-    if free < need {
-        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-        bail!(
-            "only {:.1} GiB free on the file system of {} but {} needs about {:.0} GiB: free some space (or set CARGO_TARGET_DIR to a folder on a larger disk) and rerun",
-            gib(free),
-            target.display(),
-            what,
-            gib(need)
-        );
-    }
-    Ok(())
-}
-
-/// Bytes available to an unprivileged user on the file system holding `path`.
-pub fn free_bytes(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `c` is a NUL-terminated path and `st` a writable statvfs.
-    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: statvfs succeeded and filled `st`.
-    let st = unsafe { st.assume_init() };
-    // The field types differ between platforms (u64 on Linux x86_64, u32/c_ulong elsewhere).
-    #[allow(clippy::unnecessary_cast)]
-    Some(st.f_bavail as u64 * st.f_frsize as u64)
+    xtask_launch::check_disk(target).map_err(anyhow::Error::msg)
 }
 
 /// The build of the workspace's binaries that shares every artifact with `cargo test --workspace`:

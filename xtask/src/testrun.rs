@@ -126,7 +126,11 @@ fn shared_build_check() -> Result<()> {
     plain.current_dir(crate::repo_root());
     for (key, _) in std::env::vars_os() {
         // A user who chose their own libraries has them in their shell too; ours come from .cargo/config.toml.
-        let ours = |k: &str| (k == "LIBTORCH" && !native.torch.user_supplied) || (k == "PETAL_LIBJPEG" && !native.jpeg.user_supplied);
+        let ours = |k: &str| {
+            (k == "LIBTORCH" && !native.torch.user_supplied)
+                || (k == "PETAL_LIBJPEG" && !native.jpeg.user_supplied)
+                || (k == petal_common::onnxruntime::ENV_VAR && !native.ort.user_supplied)
+        };
         if key.to_str().is_some_and(|k| crate::setup::is_package_var(k) || ours(k)) {
             plain.env_remove(&key);
         }

@@ -213,7 +213,8 @@ fn provision_builds_a_libtorch_from_wheels_once() {
 #[cfg(unix)]
 #[test]
 fn provision_takes_libjpeg_from_the_pinned_pillow_wheel() {
-    use crate::libjpeg::{cached_dir, provision_from, Wheel, PILLOW_VERSION};
+    use crate::libjpeg::{cached_dir, provision_from, PILLOW_VERSION};
+    use crate::wheel_lib::Wheel;
     let name = format!("pillow-{PILLOW_VERSION}-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl");
     let whl = zip_bytes(&[
         ("PIL/Image.py", b"python, not needed"),
@@ -239,6 +240,45 @@ fn provision_takes_libjpeg_from_the_pinned_pillow_wheel() {
         std::fs::read_dir(dir.join("lib")).expect("ls").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     assert_eq!(names, ["libjpeg-6dc8d115.so.62.4.0", "libjpeg.so"]);
+    let (fh, ih) = (files.hits.load(Ordering::SeqCst), index.hits.load(Ordering::SeqCst));
+    assert_eq!(provision_from(root.path(), &index.base, &Wheel { parts, sha256: &pinned }).expect("again"), dir);
+    assert_eq!((files.hits.load(Ordering::SeqCst), index.hits.load(Ordering::SeqCst)), (fh, ih));
+}
+
+/// onnxruntime comes out of its pinned wheel: only `onnxruntime/capi/libonnxruntime.so.*` is
+/// extracted (not the Python extension), `lib/libonnxruntime.so` links to it, a second run asks
+/// nothing of the network, and a wheel whose published hash is not the pinned one is refused.
+#[cfg(target_os = "linux")]
+#[test]
+fn provision_takes_onnxruntime_from_its_pinned_wheel() {
+    use crate::onnxruntime::{cached_dir, provision_from};
+    use crate::wheel_lib::Wheel;
+    use petal_common::onnxruntime::VERSION;
+    let name = format!("onnxruntime-{VERSION}-cp311-cp311-manylinux_2_28_x86_64.whl");
+    let so = format!("onnxruntime/capi/libonnxruntime.so.{VERSION}");
+    let whl = zip_bytes(&[
+        ("onnxruntime/__init__.py", b"python, not needed"),
+        (so.as_str(), b"ort"),
+        ("onnxruntime/capi/onnxruntime_pybind11_state.cpython-311-x86_64-linux-gnu.so", b"python extension, not needed"),
+        ("onnxruntime/capi/libonnxruntime_providers_shared.so", b"not needed on CPU"),
+    ]);
+    let files = serve(HashMap::from([(format!("/files/{name}"), whl.clone())]));
+    let index = serve(HashMap::from([("/onnxruntime/".to_string(), index_json(&files.base, &name, &whl))]));
+    let root = tempfile::tempdir().expect("tempdir");
+    let parts: &[&str] = &["cp311-cp311-manylinux_2_28_x86_64"];
+    let wrong = Wheel { parts, sha256: "1111111111111111111111111111111111111111111111111111111111111111" };
+    let err = provision_from(root.path(), &index.base, &wrong).expect_err("hash is not the pinned one");
+    assert!(format!("{err:#}").contains("pins 1111"), "{err:#}");
+    assert_eq!(files.hits.load(Ordering::SeqCst), 0, "nothing is downloaded for a refused wheel");
+
+    let pinned = sha256(&whl);
+    let dir = provision_from(root.path(), &index.base, &Wheel { parts, sha256: &pinned }).expect("provision");
+    assert_eq!(dir, cached_dir(root.path()));
+    assert_eq!(std::fs::read(dir.join("lib/libonnxruntime.so")).expect("through the link"), b"ort");
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir.join("lib")).expect("ls").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["libonnxruntime.so".to_string(), format!("libonnxruntime.so.{VERSION}")]);
     let (fh, ih) = (files.hits.load(Ordering::SeqCst), index.hits.load(Ordering::SeqCst));
     assert_eq!(provision_from(root.path(), &index.base, &Wheel { parts, sha256: &pinned }).expect("again"), dir);
     assert_eq!((files.hits.load(Ordering::SeqCst), index.hits.load(Ordering::SeqCst)), (fh, ih));
@@ -271,9 +311,9 @@ fn nested_cargo_does_not_inherit_package_variables() {
 fn disk_check_names_the_folder_and_the_fix() {
     let dir = tempfile::tempdir().expect("tempdir");
     assert!(
-        crate::setup::check_disk(dir.path()).is_ok() || crate::setup::free_bytes(dir.path()).is_some_and(|f| f < crate::setup::INCREMENTAL_BYTES)
+        crate::setup::check_disk(dir.path()).is_ok() || xtask_launch::free_bytes(dir.path()).is_some_and(|f| f < xtask_launch::INCREMENTAL_BYTES)
     );
-    let err = crate::setup::check_disk_needing(dir.path(), u64::MAX, "a build from nothing").expect_err("nothing has u64::MAX bytes free");
+    let err = xtask_launch::check_disk_needing(dir.path(), u64::MAX, "a build from nothing").expect_err("nothing has u64::MAX bytes free");
     let msg = format!("{err:#}");
     assert!(msg.contains(&dir.path().display().to_string()) && msg.contains("a build from nothing") && msg.contains("free some space"), "{msg}");
 }

@@ -8,6 +8,7 @@
 //! * [`lock`]: advisory file locks: a run folder in use ([`RunLock`]) and a cache file being
 //!   computed ([`FileLock`]);
 //! * [`progress`]: the events libraries report instead of printing;
+//! * [`onnxruntime`]: the onnxruntime release setup provisions and where binaries find it;
 //! * [`file_id`]: the identity (path, size, mtime) of an input file, for cache keys and stamps.
 //!
 //! **Invariant:** no dependency on `tch` or on any stage crate, so `xtask` can use it.
@@ -16,6 +17,7 @@
 
 mod atomic;
 pub mod lock;
+pub mod onnxruntime;
 pub mod parts;
 pub mod progress;
 pub mod shard;

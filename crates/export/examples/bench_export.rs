@@ -1,6 +1,7 @@
 //! Throughput of an exported network (suite `export` of `cargo xtask bench`): images/s of petal
-//! (libtorch, the `infer::Predictor` path: folded batch norms, channels_last, `no_grad`) and of
-//! tract on the exported ONNX, for EfficientNet-Lite0 and DenseNet-121 at batch 1 and 32. The
+//! (libtorch, the `infer::Predictor` path: folded batch norms, channels_last, `no_grad`), of petal
+//! with its backbone on onnxruntime (`--runtime onnxruntime`, `ort_*` keys), and of tract on the
+//! exported ONNX, for EfficientNet-Lite0 and DenseNet-121 at batch 1 and 32. The
 //! reference side (`bench/export_onnxruntime.py`) runs onnxruntime on the same files in the same run.
 //!
 //! Networks: random weights (seed 7) with the default head for 102 classes, written untimed as
@@ -118,14 +119,23 @@ fn run(a: &Args, common: &benchkit::Common) -> benchkit::Result<serde_json::Valu
         let onnx = dir.join(format!("export-{key}.onnx"));
         export::export(&ckpt, export::Format::Onnx, &onnx)?;
         let petal = infer::Predictor::load(&ckpt, tch::Device::Cpu)?;
+        // The same checkpoint with its backbone on onnxruntime (`--runtime onnxruntime`).
+        let mut petal_ort = infer::Predictor::load(&ckpt, tch::Device::Cpu)?;
+        petal_ort.set_runtime(infer::Runtime::Onnxruntime, None)?;
         for (b, label) in batches.into_iter().zip([1, 32]) {
             let x = x_all.narrow(0, 0, b as i64);
             let img_s = throughput(seconds, min_runs, b, || {
-                let _ = petal.probabilities(&x);
+                let _ = petal.probabilities(&x).map_err(|e| e.to_string())?;
                 Ok(())
             })?;
             eprintln!("bench_export: petal {key} batch {b}: {img_s:.1} img/s");
             out.insert(format!("{key}_b{label}_img_s"), img_s.into());
+            let img_s = throughput(seconds, min_runs, b, || {
+                let _ = petal_ort.probabilities(&x).map_err(|e| e.to_string())?;
+                Ok(())
+            })?;
+            eprintln!("bench_export: petal-onnxruntime {key} batch {b}: {img_s:.1} img/s");
+            out.insert(format!("ort_{key}_b{label}_img_s"), img_s.into());
             let shape = [b, 3, size as usize, size as usize];
             let plan = tract_plan(&onnx, &shape)?;
             let input: TValue = tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), Vec::<f32>::try_from(x.flatten(0, -1))?)?.into_tensor().into();

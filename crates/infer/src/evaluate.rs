@@ -31,11 +31,25 @@ pub struct EvalOptions {
     pub names_override: bool,
     /// Test-time augmentation; `None` takes the checkpoint's recommendation (none if it records none).
     pub tta: Option<Tta>,
+    /// What runs the backbone (see [`Predictor::set_runtime`]).
+    pub runtime: crate::Runtime,
+    /// Where the onnxruntime graph is cached (`None`: built in memory each time).
+    pub graph_cache: Option<PathBuf>,
 }
 
 impl Default for EvalOptions {
     fn default() -> Self {
-        EvalOptions { batch_size: 32, device: Device::Cpu, out_dir: None, worst: 5, names: None, names_override: false, tta: None }
+        EvalOptions {
+            batch_size: 32,
+            device: Device::Cpu,
+            out_dir: None,
+            worst: 5,
+            names: None,
+            names_override: false,
+            tta: None,
+            runtime: crate::Runtime::Auto,
+            graph_cache: None,
+        }
     }
 }
 
@@ -104,6 +118,7 @@ pub fn label_map(ds: &Dataset, classes: &[ClassEntry], path: &Path) -> Result<Ve
 pub fn evaluate(ckpt: &Path, ds: &Dataset, split: &str, opts: &EvalOptions, progress: &dyn Progress) -> Result<EvalReport, Error> {
     let t0 = std::time::Instant::now();
     let mut pred = Predictor::load(ckpt, opts.device)?;
+    pred.set_runtime(opts.runtime, opts.graph_cache.as_deref())?;
     if let Some(names) = &opts.names {
         pred.set_names(names, opts.names_override);
     }
@@ -125,7 +140,7 @@ pub fn evaluate(ckpt: &Path, ds: &Dataset, split: &str, opts: &EvalOptions, prog
             let b = b?;
             let x = model::input_tensor(&b.images, b.shape, b.channels_last, opts.device);
             let y: Vec<i64> = b.labels.iter().map(|&l| map[l as usize]).collect();
-            let logits = pred.logits(&x).to_device(Device::Cpu);
+            let logits = pred.logits(&x)?.to_device(Device::Cpu);
             let loss = logits.cross_entropy_for_logits(&Tensor::from_slice(&y)).double_value(&[]);
             tally.add(&logits, &y, loss)?;
             progress.event(Event::Advance { done: tally.n as u64, note: None });
@@ -133,7 +148,7 @@ pub fn evaluate(ckpt: &Path, ds: &Dataset, split: &str, opts: &EvalOptions, prog
     } else {
         for batch in samples.chunks(opts.batch_size.max(1)) {
             let paths: Vec<PathBuf> = batch.iter().map(|s| s.path.clone()).collect();
-            let probs = pred.probabilities_of_views(&pred.input_of_paths(&paths)?, pred.tta.views());
+            let probs = pred.probabilities_of_views(&pred.input_of_paths(&paths)?, pred.tta.views())?;
             let y: Vec<i64> = batch.iter().map(|s| map[s.label]).collect();
             // Cross-entropy of the averaged distribution.
             let loss = probs.clamp_min(1e-30).log().nll_loss(&Tensor::from_slice(&y)).double_value(&[]);

@@ -56,7 +56,12 @@ pub enum Error {
     /// A file or folder could not be created.
     #[error(transparent)]
     Io(#[from] petal_common::IoError),
+    /// onnxruntime is missing, or refused the graph or a batch.
+    #[error(transparent)]
+    Onnx(#[from] petal_onnx::Error),
 }
+
+pub use petal_onnx::Runtime;
 
 pub use petal_common::{Event, Progress, Silent};
 
@@ -101,6 +106,10 @@ pub struct Predictor {
     /// ([`InferenceAdvice`]) when it records one, else none; set it to choose another.
     pub tta: Tta,
     device: Device,
+    /// The checkpoint file (its digest keys the cached ONNX graph).
+    source: PathBuf,
+    /// The backbone in onnxruntime, after [`Predictor::set_runtime`] chose it.
+    ort: Option<petal_onnx::OrtNet>,
 }
 
 impl Predictor {
@@ -160,7 +169,7 @@ impl Predictor {
         }
         net.fold_batchnorm();
         let tta = InferenceAdvice::from_meta(&ckpt.meta).map_or(Tta::None, |a| a.tta);
-        Ok(Predictor { vs, net, classes, transform, meta: ckpt.meta, head, tta, device })
+        Ok(Predictor { vs, net, classes, transform, meta: ckpt.meta, head, tta, device, source: path.to_path_buf(), ort: None })
     }
 
     /// Sets class display names from `names` (folder name → display name): of every class named
@@ -199,6 +208,56 @@ impl Predictor {
         self.vs = VarStore::new(self.device);
     }
 
+    /// Runs the backbone through `runtime` from now on (`auto`: onnxruntime on the CPU when its
+    /// library loads, libtorch otherwise; see [`Runtime::resolve`]); the head always runs on
+    /// libtorch. For onnxruntime the graph is built from the checkpoint's weights, or read from
+    /// `cache` (a folder) when an earlier process left it there, keyed by the checkpoint file's
+    /// SHA-256. Call it before [`Predictor::release_checkpoint_weights`]. Returns what was chosen.
+    pub fn set_runtime(&mut self, runtime: Runtime, cache: Option<&Path>) -> Result<petal_onnx::runtime::Resolved, Error> {
+        let resolved = runtime.resolve(self.device)?;
+        self.ort = None;
+        if resolved.runtime == Runtime::Onnxruntime {
+            let digest = match cache {
+                Some(_) => {
+                    let bytes = std::fs::read(&self.source).map_err(|e| petal_common::IoError {
+                        path: self.source.clone(),
+                        action: "reading the checkpoint for its digest",
+                        source: e,
+                    })?;
+                    petal_common::sha256_hex(&bytes)
+                }
+                None => String::new(),
+            };
+            let spec = petal_onnx::BackboneSpec {
+                arch: self.net.arch(),
+                side: self.transform.image_size as i64,
+                feature_dim: self.net.feature_dim(),
+                weights: &digest,
+            };
+            let vs = &self.vs;
+            self.ort = Some(petal_onnx::backbone_net(spec, || petal_onnx::graph::Params::new(vs.variables()), cache, 0)?);
+        }
+        Ok(resolved)
+    }
+
+    /// The runtime the backbone runs on: [`Runtime::Onnxruntime`] or [`Runtime::Torch`].
+    pub fn runtime(&self) -> Runtime {
+        if self.ort.is_some() {
+            Runtime::Onnxruntime
+        } else {
+            Runtime::Torch
+        }
+    }
+
+    /// The pooled features `[N, F]` of a batch, by the backbone's runtime (on the network's
+    /// device for libtorch, on the CPU for onnxruntime).
+    pub fn features(&self, x: &Tensor) -> Result<Tensor, Error> {
+        match &self.ort {
+            Some(net) => Ok(net.run_tensor(x)?),
+            None => Ok(tch::no_grad(|| self.net.features(&x.to_device(self.device), false))),
+        }
+    }
+
     /// The device the network runs on.
     pub fn device(&self) -> Device {
         self.device
@@ -210,13 +269,14 @@ impl Predictor {
     }
 
     /// Logits `[N, C]` for a batch `[N, 3, H, W]` of normalised images.
-    pub fn logits(&self, x: &Tensor) -> Tensor {
-        tch::no_grad(|| self.net.forward_t(&x.to_device(self.device), false))
+    pub fn logits(&self, x: &Tensor) -> Result<Tensor, Error> {
+        let feats = self.features(x)?.to_device(self.device);
+        Ok(tch::no_grad(|| self.net.head_forward(&feats, false)))
     }
 
     /// Softmax probabilities `[N, C]` (on the CPU) for a batch.
-    pub fn probabilities(&self, x: &Tensor) -> Tensor {
-        self.logits(x).softmax(-1, Kind::Float).to_device(Device::Cpu)
+    pub fn probabilities(&self, x: &Tensor) -> Result<Tensor, Error> {
+        Ok(self.logits(x)?.softmax(-1, Kind::Float).to_device(Device::Cpu))
     }
 
     /// Softmax probabilities `[N, C]` (on the CPU) whose bits do not depend on `N`: the backbone
@@ -225,9 +285,9 @@ impl Predictor {
     /// `head_rows` (matrix products round differently for different row counts, so every call with
     /// the same `head_rows` gives an image the same answer). Padding features costs microseconds,
     /// where padding images would cost whole forward passes.
-    pub fn probabilities_padded(&self, x: &Tensor, head_rows: usize) -> Tensor {
-        tch::no_grad(|| {
-            let feats = self.net.features(&x.to_device(self.device), false);
+    pub fn probabilities_padded(&self, x: &Tensor, head_rows: usize) -> Result<Tensor, Error> {
+        let feats = self.features(x)?.to_device(self.device);
+        Ok(tch::no_grad(|| {
             let n = feats.size()[0];
             let rows = (head_rows as i64).max(n);
             let feats = if rows > n {
@@ -237,7 +297,7 @@ impl Predictor {
                 feats
             };
             self.net.head_forward(&feats, false).narrow(0, 0, n).softmax(-1, Kind::Float).to_device(Device::Cpu)
-        })
+        }))
     }
 
     /// The top-k of one row of probabilities.
@@ -265,8 +325,8 @@ impl Predictor {
 
     /// Probabilities `[n, C]` of `n` images from `n · views` consecutive view rows `[n · views, 3, H, W]`,
     /// averaged over each image's views.
-    pub fn probabilities_of_views(&self, x: &Tensor, views: usize) -> Tensor {
-        tta::average_views(&self.probabilities(x), views)
+    pub fn probabilities_of_views(&self, x: &Tensor, views: usize) -> Result<Tensor, Error> {
+        Ok(tta::average_views(&self.probabilities(x)?, views))
     }
 
     /// The network input of `paths` under [`Predictor::tta`]: `[n · views, 3, H, W]`, each image's
@@ -300,7 +360,7 @@ impl Predictor {
                 Tensor::cat(&[x.shallow_clone(), Tensor::zeros(shape.as_slice(), (x.kind(), x.device()))], 0)
             }
         };
-        let probs = self.probabilities_of_views(&x, views);
+        let probs = self.probabilities_of_views(&x, views)?;
         chunk
             .iter()
             .enumerate()

@@ -75,6 +75,8 @@ pub struct Overrides {
     pub device: Option<String>,
     /// libtorch threads (0: all cores).
     pub threads: Option<usize>,
+    /// What runs frozen feature extraction: auto, torch or onnxruntime.
+    pub runtime: Option<train::Runtime>,
 }
 
 impl Overrides {
@@ -83,7 +85,7 @@ impl Overrides {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = &self.$f { cfg.$f = v.clone(); } )* };
         }
-        set!(name, arch, mode, unfreeze_blocks, activation_cache_limit_mb, epochs, views, lr, batch_size, seed, patience, device, threads);
+        set!(name, arch, mode, unfreeze_blocks, activation_cache_limit_mb, epochs, views, lr, batch_size, seed, patience, device, threads, runtime);
     }
 }
 

@@ -177,7 +177,7 @@ fn tta_stage(
         return Ok(());
     }
     progress.event(Event::Message("[tta] test-time augmentation on valid"));
-    crate::recommend_tta(best, ds, "valid", model::parse_device(&pc.train.device)?, progress)?;
+    crate::recommend_tta(best, ds, "valid", (model::parse_device(&pc.train.device)?, pc.train.runtime), progress)?;
     stamps.mark_done("tta", &inputs)?;
     ran.push("tta".to_string());
     Ok(())
@@ -206,8 +206,13 @@ fn evaluate_stage(
             continue;
         }
         progress.event(Event::Message(&format!("[evaluate] {split}")));
-        let opts =
-            infer::EvalOptions { device: model::parse_device(&pc.train.device)?, out_dir: Some(stamps.run.to_path_buf()), ..Default::default() };
+        let opts = infer::EvalOptions {
+            device: model::parse_device(&pc.train.device)?,
+            out_dir: Some(stamps.run.to_path_buf()),
+            runtime: pc.train.runtime,
+            graph_cache: petal_common::onnxruntime::graph_cache(),
+            ..Default::default()
+        };
         let r = evaluate_checkpoint(best, ds, split, &opts, pc.category_names.as_deref(), progress)?;
         progress.event(Event::Message(&r.to_string()));
         evals.push(serde_json::to_value(&r).map_err(json_err)?);
@@ -233,7 +238,8 @@ fn predict_stage(
     }
     let Some(s) = ds.split(split).filter(|s| !s.samples.is_empty()) else { return Ok(()) };
     progress.event(Event::Message(&format!("[predict] {} sample images of {split}", pc.samples)));
-    let pred = infer::Predictor::load(best, model::parse_device(&pc.train.device)?)?;
+    let mut pred = infer::Predictor::load(best, model::parse_device(&pc.train.device)?)?;
+    pred.set_runtime(pc.train.runtime, petal_common::onnxruntime::graph_cache().as_deref())?;
     let step = (s.samples.len() / pc.samples.max(1)).max(1);
     let picked: Vec<&preprocess::Sample> = s.samples.iter().step_by(step).take(pc.samples).collect();
     let paths: Vec<PathBuf> = picked.iter().map(|x| x.path.clone()).collect();

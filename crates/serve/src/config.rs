@@ -132,6 +132,11 @@ pub struct ServeArgs {
     /// Device the networks run on.
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
+    /// What runs the backbone: auto (onnxruntime on the CPU when `cargo xtask setup` provisioned
+    /// it, else libtorch), torch or onnxruntime. The head always runs on libtorch; answers stay
+    /// independent of the batch they come in (the start-up probe calibrates either runtime).
+    #[arg(long, value_enum, default_value_t = infer::Runtime::Auto)]
+    pub runtime: infer::Runtime,
     /// libtorch intra-op threads for the forward pass (0: libtorch's default).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,

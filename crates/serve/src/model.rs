@@ -45,6 +45,8 @@ pub struct ModelInfo {
     pub created_utc: String,
     /// Test-time augmentation used when a request names none (`?tta=`): the checkpoint's recommendation.
     pub tta: Tta,
+    /// What runs the backbone (`torch` or `onnxruntime`).
+    pub runtime: infer::Runtime,
 }
 
 /// What the server needs of a network. The server calls [`Backend::prepare`] on a thread pool,
@@ -84,11 +86,18 @@ pub struct PredictorBackend {
 }
 
 impl PredictorBackend {
-    /// Loads `path` onto `device`, serving it as `name`; uploads larger than `max_pixels` are refused.
+    /// Loads `path` onto `device` with libtorch, serving it as `name`; uploads larger than
+    /// `max_pixels` are refused.
     pub fn load(name: &str, path: &Path, device: Device, max_pixels: u64) -> Result<Self, Error> {
+        Self::load_with_runtime(name, path, (device, infer::Runtime::Torch), max_pixels)
+    }
+
+    /// [`PredictorBackend::load`] with the backbone on `runtime` (see [`Predictor::set_runtime`]).
+    pub fn load_with_runtime(name: &str, path: &Path, (device, runtime): (Device, infer::Runtime), max_pixels: u64) -> Result<Self, Error> {
         let err = |detail: String| Error::Checkpoint { path: path.to_path_buf(), detail };
         let checkpoint_sha256 = petal_common::sha256_file(path).map_err(|e| err(e.to_string()))?;
         let mut predictor = Predictor::load(path, device).map_err(|e| err(e.to_string()))?;
+        predictor.set_runtime(runtime, None).map_err(|e| err(e.to_string()))?;
         // The network runs on its folded weights; the unfolded originals would only take memory.
         predictor.release_checkpoint_weights();
         let mut transform = predictor.transform.clone();
@@ -111,6 +120,7 @@ impl PredictorBackend {
             metrics: meta.metrics.clone(),
             created_utc: meta.created_utc.clone(),
             tta: predictor.tta,
+            runtime: predictor.runtime(),
         };
         Ok(PredictorBackend { info, transform, predictor: Mutex::new(predictor), run_as: Mutex::new(None) })
     }
@@ -205,7 +215,7 @@ impl PredictorBackend {
             preprocess::write_tensor(rgb, size as u32, &self.transform, false, false, out);
         }
         let x = Tensor::f_from_slice(&floats).and_then(|t| t.f_view([n, 3, size, size])).map_err(|e| e.to_string())?;
-        let probs = predictor.probabilities_padded(&x, head_rows);
+        let probs = predictor.probabilities_padded(&x, head_rows).map_err(|e| e.to_string())?;
         probs.f_flatten(0, -1).and_then(|t| Vec::<f32>::try_from(&t)).map_err(|e| e.to_string())
     }
 

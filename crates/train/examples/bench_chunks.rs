@@ -100,6 +100,8 @@ fn run(a: &Args) -> Result<serde_json::Value, String> {
                 weights_id: "bench",
                 skip_bad: false,
                 progress: &train::Silent,
+                // The chunking overhead is measured on libtorch's pass, as before onnxruntime.
+                ort: None,
             };
             let t0 = Instant::now();
             let _features = fx.features(&samples, &a.split, Mode::Eval, 0).map_err(|e| e.to_string())?;

@@ -120,6 +120,10 @@ pub struct TrainConfig {
     pub patience: usize,
     /// `cpu`, `cuda` or `cuda:N`.
     pub device: String,
+    /// What runs the frozen backbone's feature extraction (frozen mode): `auto` (onnxruntime on
+    /// the CPU when its library loads, else libtorch), `torch` or `onnxruntime`. Training itself
+    /// (backpropagation) always runs on libtorch.
+    pub runtime: petal_onnx::Runtime,
     /// Network input size (the crop).
     pub image_size: u32,
     /// Eval resize (shorter side).
@@ -173,6 +177,7 @@ impl Default for TrainConfig {
             seed: 0,
             patience: 0,
             device: "cpu".into(),
+            runtime: petal_onnx::Runtime::Auto,
             image_size: 224,
             resize_size: 256,
             color_jitter: false,

@@ -26,6 +26,9 @@ pub enum Error {
     /// A libtorch operation failed.
     #[error("libtorch: {0}")]
     Torch(String),
+    /// Building or running the onnxruntime backbone failed.
+    #[error(transparent)]
+    Onnx(#[from] petal_onnx::Error),
     /// A checkpoint does not fit this run (e.g. resuming with another architecture).
     #[error("{path}: {detail}")]
     Mismatch {

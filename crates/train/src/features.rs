@@ -66,6 +66,8 @@ pub struct Extractor<'a> {
     pub skip_bad: bool,
     /// Receives progress events.
     pub progress: &'a dyn Progress,
+    /// Frozen features through onnxruntime instead of the libtorch `net` (see [`crate::ort`]).
+    pub ort: Option<crate::ort::OrtBackbone<'a>>,
 }
 
 /// What a backbone pass over a split computes: the provenance key's parts and how to name it.
@@ -152,7 +154,7 @@ impl Extractor<'_> {
             return Ok((v, 0.0));
         }
         crate::shards::warn_unmerged(&path, self.progress);
-        let forward = |x: &Tensor| Ok(self.net.infer_features(x));
+        let forward = |x: &Tensor| self.backbone_features(x);
         let row = RowLayout { shape: vec![self.net.feature_dim()], kind: tch::Kind::Float };
         let (out, secs) = self.pass(samples, &spec, &key, &chunk_dir, (&forward, row))?;
         let (x, y) = (out.x, out.y);
@@ -161,6 +163,14 @@ impl Extractor<'_> {
             store.finish();
         }
         Ok(((x, y), secs))
+    }
+
+    /// The pooled features of a batch, by the runtime this extractor was given.
+    fn backbone_features(&self, x: &Tensor) -> Result<Tensor, Error> {
+        match &self.ort {
+            Some(ort) => ort.features(x),
+            None => Ok(self.net.infer_features(x)),
+        }
     }
 
     /// The pass, provenance key and file of the feature cache of `samples` for (mode, view).
@@ -172,7 +182,12 @@ impl Extractor<'_> {
         view: u64,
     ) -> Result<(PassSpec<'s>, serde_json::Value, PathBuf), Error> {
         let kind = ("petal.features", FEATURE_CACHE_VERSION);
-        let spec = PassSpec { split, mode, view, kind, extra: serde_json::Value::Null, ids: None };
+        // libtorch's features keep the keys they always had; onnxruntime's say so.
+        let extra = match self.ort {
+            Some(_) => serde_json::json!({ "runtime": "onnxruntime" }),
+            None => serde_json::Value::Null,
+        };
+        let spec = PassSpec { split, mode, view, kind, extra, ids: None };
         let key = self.key(&spec, &preprocess::fingerprint(samples)?);
         let digest = petal_common::sha256_hex(key.to_string().as_bytes());
         std::fs::create_dir_all(self.cache_dir).map_err(|e| Error::io(self.cache_dir, e))?;
@@ -184,7 +199,7 @@ impl Extractor<'_> {
     /// part beside it (see [`crate::shards`]); a part already complete is kept.
     pub fn features_part(&self, samples: &Arc<[Sample]>, split: &str, (mode, view): (Mode, u64), job: &ShardJob) -> Result<PartOutcome, Error> {
         let (spec, key, path) = self.feature_cache(samples, split, mode, view)?;
-        let forward = |x: &Tensor| Ok(self.net.infer_features(x));
+        let forward = |x: &Tensor| self.backbone_features(x);
         let row = RowLayout { shape: vec![self.net.feature_dim()], kind: tch::Kind::Float };
         let target = PartTarget { cache: &path, key: &key, kind: CacheKind::Features };
         self.extract_part(samples, spec, &target, job, (&forward, row))

@@ -27,6 +27,7 @@ mod error;
 pub mod features;
 pub mod frozen;
 pub mod optim;
+pub mod ort;
 pub mod shards;
 pub mod tensors;
 
@@ -44,6 +45,7 @@ use tch::{Device, Kind, Tensor};
 
 pub use config::{ActivationDtype, OptimizerKind, Schedule, TrainConfig, TrainMode};
 pub use error::Error;
+pub use petal_onnx::Runtime;
 
 /// libtorch version this crate is built against (recorded in checkpoints).
 pub const LIBTORCH_VERSION: &str = "2.13.0";
@@ -389,7 +391,7 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
         // The frozen blocks only run in eval mode: fold their batch norms for speed (the
         // trainable blocks' are left alone).
         net.fold_batchnorm();
-        let fx = extractor(&net, (&cfg, &tcfg, device), req, &weights_id, progress);
+        let fx = extractor((&vs, &net), (&cfg, &tcfg, device), req, &weights_id, progress)?;
         let valid = valid_samples.as_ref().map(|s| (req.valid_split.as_str(), s));
         let passes = cached_passes(&cfg, (&req.train_split, &train_samples), valid);
         let (inputs, secs) = if frozen { frozen_inputs(&fx, passes)? } else { partial_inputs(&fx, passes, &cfg)? };
@@ -510,15 +512,16 @@ fn run_data(req: &TrainRequest, ds: &Dataset) -> Result<RunData, Error> {
     Ok((train, split_samples(ds, &req.valid_split), classes))
 }
 
-/// The feature and activation extractor of a run.
+/// The feature and activation extractor of a run, with the runtime its config asks for.
 fn extractor<'a>(
-    net: &'a Classifier,
+    (vs, net): (&'a VarStore, &'a Classifier),
     (cfg, tcfg, device): (&'a TrainConfig, &'a TransformConfig, Device),
     req: &'a TrainRequest,
     weights_id: &'a str,
     progress: &'a dyn Progress,
-) -> features::Extractor<'a> {
-    features::Extractor { net, cfg, tcfg, device, cache_dir: &req.cache_dir, weights_id, skip_bad: req.skip_bad, progress }
+) -> Result<features::Extractor<'a>, Error> {
+    let ort = ort::backbone_for((vs, net.feature_dim()), cfg, device, (&req.cache_dir, weights_id), progress)?;
+    Ok(features::Extractor { net, cfg, tcfg, device, cache_dir: &req.cache_dir, weights_id, skip_bad: req.skip_bad, progress, ort })
 }
 
 /// What [`extract`] did.
@@ -559,14 +562,14 @@ pub fn extract(req: &TrainRequest, ds: &Dataset, shard: Option<&shards::ShardJob
         check_classes(c, &classes, path)?;
     }
     let init_from = init.as_ref().map(|(c, p)| (c, p.as_path()));
-    let frozen::Network { mut net, weights_id, .. } = frozen::build_network(&cfg, req.weights.as_deref(), init_from, classes.len() as i64, device)?;
+    let frozen::Network { vs, mut net, weights_id } = frozen::build_network(&cfg, req.weights.as_deref(), init_from, classes.len() as i64, device)?;
     let frozen = cfg.mode == TrainMode::Frozen;
     if cfg.channels_last && device == Device::Cpu {
         net.set_channels_last(true)?;
     }
     net.fold_batchnorm();
     let tcfg = transform_config(&cfg);
-    let fx = extractor(&net, (&cfg, &tcfg, device), req, &weights_id, progress);
+    let fx = extractor((&vs, &net), (&cfg, &tcfg, device), req, &weights_id, progress)?;
     let valid = valid_samples.as_ref().map(|s| (req.valid_split.as_str(), s));
     let passes = cached_passes(&cfg, (&req.train_split, &train_samples), valid);
     let caches = passes.len();

@@ -5,5 +5,6 @@
 mod common;
 mod errors;
 mod onnx_tract;
+mod onnxruntime;
 mod python_runtimes;
 mod torchscript;

@@ -89,12 +89,12 @@ fn loaded_network_reproduces_the_saved_one() {
     let want = tch::no_grad(|| net.forward_t(&x, false));
     let scale = want.abs().max().double_value(&[]);
     assert!(scale > 1e-3, "logits are not trivially zero: {scale}");
-    let got = p.logits(&x);
+    let got = p.logits(&x).expect("logits");
     assert_eq!(got.size(), vec![3, CLASSES as i64]);
     // Folded batch norms and channels_last change rounding only.
     assert!(max_abs(&got, &want) <= 1e-5 * scale.max(1.0), "logits differ by {}", max_abs(&got, &want));
     // Probabilities: rows sum to 1, and they are the softmax of the saved network's logits.
-    let probs = p.probabilities(&x);
+    let probs = p.probabilities(&x).expect("probabilities");
     let sums = Vec::<f32>::try_from(probs.sum_dim_intlist(-1, false, Kind::Float)).expect("sums");
     for s in sums {
         assert!((s - 1.0).abs() < 1e-6, "row sums to {s}");
@@ -111,11 +111,11 @@ fn releasing_the_checkpoint_weights_changes_no_answer() {
     let path = save(dir.path(), "a.petal", &vs, meta(CLASSES), |_| {});
     let mut p = Predictor::load(&path, Device::Cpu).expect("load");
     let x = input(3);
-    let before = p.probabilities(&x);
+    let before = p.probabilities(&x).expect("probabilities");
     assert!(!p.variables().is_empty());
     p.release_checkpoint_weights();
     assert!(p.variables().is_empty(), "the variable store still holds its tensors");
-    let after = p.probabilities(&x);
+    let after = p.probabilities(&x).expect("probabilities");
     assert!(before.equal(&after), "probabilities changed by {}", max_abs(&before, &after));
 }
 
@@ -188,7 +188,8 @@ fn batch_and_single_predictions_agree() {
     // Each prediction is the network's softmax on that image's own eval tensor.
     for s in &single {
         let t = preprocess::predict_tensor(&s.path, &p.transform).expect("tensor");
-        let probs = Vec::<f32>::try_from(p.probabilities(&Tensor::from_slice(&t).reshape([1, 3, 32, 32])).get(0)).expect("row");
+        let probs =
+            Vec::<f32>::try_from(p.probabilities(&Tensor::from_slice(&t).reshape([1, 3, 32, 32])).expect("probabilities").get(0)).expect("row");
         for c in &s.top {
             assert!((probs[c.index] - c.prob).abs() < 1e-6);
         }

@@ -73,6 +73,7 @@ impl TrialContext {
             weights_id: &network.weights_id,
             skip_bad: self.skip_bad,
             progress,
+            ort: train::ort::backbone_for((&network.vs, network.net.feature_dim()), cfg, device, (&self.cache_dir, &network.weights_id), progress)?,
         };
         let feats = frozen::cached_features(&fx, (&self.train, "train"), Some((&self.valid, "valid")))?;
         Ok((network, feats))

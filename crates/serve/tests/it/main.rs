@@ -7,4 +7,5 @@ mod api;
 mod batching;
 mod browser;
 mod rejections;
+mod runtime;
 mod security;

@@ -132,7 +132,7 @@ pub fn batch(paths: &[PathBuf], input_size: u32) -> Tensor {
 
 /// petal's probabilities `[N, C]` for `x` (the production path: `infer::Predictor`).
 pub fn petal_probabilities(ckpt: &Path, x: &Tensor) -> Tensor {
-    infer::Predictor::load(ckpt, Device::Cpu).expect("predictor").probabilities(x)
+    infer::Predictor::load(ckpt, Device::Cpu).expect("predictor").probabilities(x).expect("probabilities")
 }
 
 /// Rows of a `[N, C]` tensor.

@@ -1,0 +1,77 @@
+//! A network's backbone as an onnxruntime session: the graph built from its parameters, or read
+//! from a cache folder where an earlier process left it.
+
+use std::path::{Path, PathBuf};
+
+use model::Arch;
+use tch::Tensor;
+
+use crate::graph::Params;
+use crate::{backbone_model, to_bytes, Error, OrtNet};
+
+/// Version of cached backbone files (bump when the graph of the same weights changes).
+pub const GRAPH_CACHE_VERSION: u32 = 1;
+
+/// What a backbone graph is built from: the architecture, the input side, the feature width, and
+/// the identity of the weights (a checkpoint's digest, a weights file's identity).
+#[derive(Debug, Clone, Copy)]
+pub struct BackboneSpec<'a> {
+    /// The architecture.
+    pub arch: &'a Arch,
+    /// The input is `[batch, 3, side, side]`.
+    pub side: i64,
+    /// The pooled features' width.
+    pub feature_dim: i64,
+    /// Identity of the weights (part of the cache file's name).
+    pub weights: &'a str,
+}
+
+impl BackboneSpec<'_> {
+    /// The cached file for this spec in `dir`: `backbone-<digest>.onnx`, the digest of every field
+    /// and of [`GRAPH_CACHE_VERSION`] and the opset.
+    pub fn cache_path(&self, dir: &Path) -> PathBuf {
+        let key = serde_json::json!({
+            "kind": "petal.backbone.onnx",
+            "version": GRAPH_CACHE_VERSION,
+            "opset": crate::OPSET,
+            "arch": self.arch,
+            "side": self.side,
+            "feature_dim": self.feature_dim,
+            "weights": self.weights,
+        });
+        let digest = petal_common::sha256_hex(key.to_string().as_bytes());
+        dir.join(format!("backbone-{}.onnx", &digest[..24]))
+    }
+}
+
+/// The backbone of `spec` in an onnxruntime session with `threads` intra-op threads (0: one per
+/// core). With `cache`, the serialised graph is read from there when an earlier run left it
+/// (rebuilt once if onnxruntime refuses the file), and otherwise written there atomically; `params`
+/// is only called when the graph has to be built.
+pub fn backbone_net(spec: BackboneSpec, params: impl Fn() -> Params, cache: Option<&Path>, threads: usize) -> Result<OrtNet, Error> {
+    let build = || -> Result<Vec<u8>, Error> { Ok(to_bytes(&backbone_model(&params(), spec.arch, spec.side, spec.feature_dim)?)) };
+    let Some(dir) = cache else { return OrtNet::new(&build()?, threads) };
+    let path = spec.cache_path(dir);
+    if let Ok(bytes) = std::fs::read(&path) {
+        if let Ok(net) = OrtNet::new(&bytes, threads) {
+            return Ok(net);
+        }
+    }
+    let bytes = build()?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::Cache(format!("{}: {e}", dir.display())))?;
+    petal_common::write_atomic(&path, &bytes).map_err(|e| Error::Cache(e.to_string()))?;
+    OrtNet::new(&bytes, threads)
+}
+
+impl OrtNet {
+    /// Runs the batch `x` (any device and float kind; converted to f32 on the CPU) and returns the
+    /// first output as a CPU tensor.
+    pub fn run_tensor(&self, x: &Tensor) -> Result<Tensor, Error> {
+        let x = x.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float).contiguous();
+        let shape: Vec<usize> = x.size().iter().map(|&d| d as usize).collect();
+        let data = Vec::<f32>::try_from(x.flatten(0, -1)).map_err(|e| Error::Run(format!("reading the input batch: {e}")))?;
+        let (out_shape, values) = self.run(&data, &shape)?;
+        let dims: Vec<i64> = out_shape.iter().map(|&d| d as i64).collect();
+        Ok(Tensor::from_slice(&values).view(dims.as_slice()))
+    }
+}

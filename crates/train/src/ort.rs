@@ -1,0 +1,78 @@
+//! The frozen backbone in onnxruntime: feature extraction (90 % of a frozen run) as the faster
+//! runtime runs it on the CPU (BENCHMARKS.md, "onnxruntime"), with the same features to 1e-5.
+//!
+//! The graph is the `onnx` crate's description of the architecture (the one `petal export`
+//! writes), built from the run's own variables on first use, so a run whose features are all
+//! cached never builds it. The serialised graph is kept in the cache folder, keyed by the digest of
+//! what it is built from (architecture, input size, weights identity). Features computed here carry
+//! `"runtime": "onnxruntime"` in their cache key, so they never mix with libtorch's.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use petal_common::{Event, Progress};
+use petal_onnx::graph::Params;
+use petal_onnx::{BackboneSpec, OrtNet, Runtime};
+use tch::nn::VarStore;
+use tch::{Device, Tensor};
+
+use crate::config::{TrainConfig, TrainMode};
+use crate::Error;
+
+/// A run's frozen backbone as onnxruntime runs it, built on first use.
+pub struct OrtBackbone<'a> {
+    vs: &'a VarStore,
+    cfg: &'a TrainConfig,
+    feature_dim: i64,
+    cache_dir: &'a Path,
+    weights_id: &'a str,
+    net: OnceLock<Result<OrtNet, String>>,
+}
+
+impl<'a> OrtBackbone<'a> {
+    /// The backbone over `vs` (the run's variables, loaded) for `cfg`'s architecture and input
+    /// size; `feature_dim` is what the network's `feature_dim` says. The graph is cached in `cache_dir`.
+    pub fn new(vs: &'a VarStore, cfg: &'a TrainConfig, feature_dim: i64, cache_dir: &'a Path, weights_id: &'a str) -> Self {
+        OrtBackbone { vs, cfg, feature_dim, cache_dir, weights_id, net: OnceLock::new() }
+    }
+
+    fn session(&self) -> Result<&OrtNet, Error> {
+        let built = self.net.get_or_init(|| {
+            let spec =
+                BackboneSpec { arch: &self.cfg.arch, side: self.cfg.image_size as i64, feature_dim: self.feature_dim, weights: self.weights_id };
+            petal_onnx::backbone_net(spec, || Params::new(self.vs.variables()), Some(self.cache_dir), self.cfg.threads).map_err(|e| e.to_string())
+        });
+        built.as_ref().map_err(|e| Error::Onnx(petal_onnx::Error::Run(e.clone())))
+    }
+
+    /// The pooled features `[N, F]` (on the CPU) of the batch `x` (`[N, 3, S, S]`).
+    pub fn features(&self, x: &Tensor) -> Result<Tensor, Error> {
+        Ok(self.session()?.run_tensor(x)?)
+    }
+}
+
+/// The onnxruntime backbone of a run when its runtime resolves to onnxruntime on `device`: frozen
+/// mode only (partial mode's frozen blocks and fine-tuning run on libtorch). When `auto` falls back
+/// to libtorch because the library is missing, `progress` is told why.
+pub fn backbone_for<'a>(
+    (vs, feature_dim): (&'a VarStore, i64),
+    cfg: &'a TrainConfig,
+    device: Device,
+    (cache_dir, weights_id): (&'a Path, &'a str),
+    progress: &dyn Progress,
+) -> Result<Option<OrtBackbone<'a>>, Error> {
+    if cfg.mode != TrainMode::Frozen {
+        if cfg.runtime == Runtime::Onnxruntime {
+            return Err(Error::Config(format!(
+                "runtime onnxruntime runs frozen feature extraction and inference; mode {:?} runs its backbone on libtorch: use --runtime torch or auto",
+                cfg.mode
+            )));
+        }
+        return Ok(None);
+    }
+    let resolved = cfg.runtime.resolve(device)?;
+    if let Some(why) = &resolved.fallback {
+        progress.event(Event::Message(&format!("features on libtorch: onnxruntime is not available ({why})")));
+    }
+    Ok((resolved.runtime == Runtime::Onnxruntime).then(|| OrtBackbone::new(vs, cfg, feature_dim, cache_dir, weights_id)))
+}
