@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """onnxruntime reference for `crates/export/examples/bench_export.rs`: images/s of the ONNX files
-petal exported in the same run (`target/bench/export-lite0.onnx`, `target/bench/export-densenet121.onnx`),
+petal exported in the same run (`target/bench/export-<key>.onnx` for lite0, lite2, densenet121 and the
+lite012 ensemble, and the `.int8.onnx` files petal quantized beside them),
 run by onnxruntime's default CPU execution provider with its default session options, at batch 1
 and 32. Input: random normal values (a convolutional network's speed does not depend on the pixel
 values; `--data` is accepted for the harness and unused). Protocol as on the Rust side: one untimed warm-up run,
@@ -8,8 +9,8 @@ then runs until --seconds have passed (at least --min-runs).
 
     export_onnxruntime.py [--json] [--data DIR] [--seconds S] [--min-runs N]
 
-With --json the last stdout line is {"lite0_b1_img_s", "lite0_b32_img_s", "densenet121_b1_img_s",
-"densenet121_b32_img_s", the same four under "ort_*", "onnxruntime", "threads"}.
+With --json the last stdout line is {"<key>_b1_img_s", "<key>_b32_img_s" for each key, the same under
+"ort_*", the int8 files' figures under "int8_*", "onnxruntime", "threads"}.
 """
 import argparse
 import json
@@ -42,7 +43,7 @@ def main():
     a = ap.parse_args()
     x32 = np.random.default_rng(0).standard_normal((32, 3, 224, 224), dtype=np.float32)
     out = {}
-    for key in ["lite0", "densenet121"]:
+    for key in ["lite0", "lite2", "densenet121", "lite012"]:
         path = os.path.join(ROOT, "target", "bench", f"export-{key}.onnx")
         if not os.path.exists(path):
             sys.exit(f"{path} is missing: run the Rust side (bench_export) first")
@@ -56,6 +57,16 @@ def main():
             # The same figure under petal-onnxruntime's key, so the table's ratio column compares
             # petal's onnxruntime path with Python onnxruntime on the same file directly.
             out[f"ort_{key}_b{b}_img_s"] = v
+        # The int8 file (the same classifier quantized with petal's calibrated ranges), under the
+        # key of petal's int8 path.
+        int8 = os.path.join(ROOT, "target", "bench", f"export-{key}.int8.onnx")
+        if os.path.exists(int8):
+            sess = ort.InferenceSession(int8, providers=["CPUExecutionProvider"])
+            for b in [1, 32]:
+                x = np.ascontiguousarray(x32[:b])
+                v = throughput(lambda: sess.run(None, {name: x}), b, a.seconds, a.min_runs)
+                print(f"export_onnxruntime: {key} int8 batch {b}: {v:.1f} img/s", file=sys.stderr)
+                out[f"int8_{key}_b{b}_img_s"] = v
     out["onnxruntime"] = ort.__version__
     out["threads"] = os.cpu_count()
     if a.json:

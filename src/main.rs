@@ -59,6 +59,31 @@ enum Cmd {
     /// Search training fields (grid or random, successive halving) on cached features; writes a
     /// leaderboard, a plot and the best config (see README "Sweep").
     Sweep(sweep_cmd::SweepArgs),
+    /// Quantize a checkpoint's backbone to int8 for onnxruntime: calibrate on training images,
+    /// measure top-1 against float32 on the valid split, record both in the checkpoint; int8
+    /// becomes its default only when it loses at most --max-loss points (see README "int8").
+    Quantize(QuantizeArgs),
+}
+
+#[derive(Args)]
+struct QuantizeArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// The checkpoint (rewritten atomically with the int8 record in its metadata).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Training images to calibrate on, spread evenly over the train split.
+    #[arg(long, default_value_t = infer::quantize::DEFAULT_CALIBRATION_IMAGES)]
+    calibration_images: usize,
+    /// The most top-1 points int8 may lose on the valid split and still be the default.
+    #[arg(long, default_value_t = infer::quantize::DEFAULT_MAX_LOSS_POINTS)]
+    max_loss: f64,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Print the record as JSON (without the ranges).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -310,6 +335,9 @@ struct EvaluateArgs {
     /// What runs the backbone: auto (onnxruntime on the CPU when provisioned, else libtorch), torch or onnxruntime.
     #[arg(long, value_enum, default_value_t = petal_onnx::Runtime::Auto)]
     runtime: petal_onnx::Runtime,
+    /// The backbone's precision on onnxruntime: auto (int8 when `petal quantize` accepted it for the checkpoint, else fp32), fp32 or int8.
+    #[arg(long, value_enum, default_value_t = petal_onnx::Precision::Auto)]
+    precision: petal_onnx::Precision,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -353,6 +381,9 @@ struct PredictArgs {
     /// What runs the backbone: auto (onnxruntime on the CPU when provisioned, else libtorch), torch or onnxruntime.
     #[arg(long, value_enum, default_value_t = petal_onnx::Runtime::Auto)]
     runtime: petal_onnx::Runtime,
+    /// The backbone's precision on onnxruntime: auto (int8 when `petal quantize` accepted it for the checkpoint, else fp32), fp32 or int8.
+    #[arg(long, value_enum, default_value_t = petal_onnx::Precision::Auto)]
+    precision: petal_onnx::Precision,
     /// Images per forward pass.
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
@@ -539,6 +570,7 @@ fn run() -> Result<()> {
         Cmd::Pipeline(a) => pipeline_cmd::run(&a),
         Cmd::Merge(a) => merge_cmd(&a),
         Cmd::Sweep(a) => sweep_cmd::run(&a),
+        Cmd::Quantize(a) => quantize_cmd(&a),
         Cmd::Serve(a) => serve::run(&a, |e| eprintln!("serve: {e}")).map(|_| ()).context("petal serve"),
         Cmd::Export { checkpoint, format, out } => {
             let e = export::export(&checkpoint, format, &out).with_context(|| format!("exporting {} to {format}", checkpoint.display()))?;
@@ -644,6 +676,7 @@ fn evaluate_cmd(a: &EvaluateArgs) -> Result<()> {
         out_dir: out,
         tta: a.tta.map(Into::into),
         runtime: a.runtime,
+        precision: a.precision,
         graph_cache: petal_common::onnxruntime::graph_cache(),
         ..Default::default()
     };
@@ -657,12 +690,54 @@ fn evaluate_cmd(a: &EvaluateArgs) -> Result<()> {
     Ok(())
 }
 
+fn quantize_cmd(a: &QuantizeArgs) -> Result<()> {
+    let ds = discover(&a.data)?;
+    let opts = infer::QuantizeOptions {
+        calibration_images: a.calibration_images,
+        max_loss_points: a.max_loss,
+        batch_size: a.batch_size,
+        graph_cache: petal_common::onnxruntime::graph_cache(),
+        ..Default::default()
+    };
+    let r = infer::quantize(&a.checkpoint, &ds, &opts, &Bars::default()).with_context(|| format!("quantizing {}", a.checkpoint.display()))?;
+    if a.json {
+        let mut v = serde_json::to_value(&r)?;
+        if let Some(o) = v.as_object_mut() {
+            o.remove("ranges");
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    }
+    eprintln!(
+        "int8 calibrated on {} {} images; {} top-1: fp32 {:.2} %, int8 {:.2} % ({:+.2} points); backbone {:.1} -> {:.1} img/s ({:.2}x)",
+        r.calibration_images,
+        r.calibration_split,
+        r.eval_split,
+        r.fp32_top1,
+        r.int8_top1,
+        -r.loss_points,
+        r.fp32_img_s,
+        r.int8_img_s,
+        r.int8_img_s / r.fp32_img_s.max(1e-9)
+    );
+    if r.accepted {
+        eprintln!("int8 is now the default of {} (--precision auto); --precision fp32 runs the reference", a.checkpoint.display());
+    } else {
+        eprintln!(
+            "int8 refused as the default of {}: it loses {:.2} points, more than the {:.2} allowed; recorded, and run only with --precision int8",
+            a.checkpoint.display(),
+            r.loss_points,
+            r.max_loss_points
+        );
+    }
+    Ok(())
+}
+
 fn predict_cmd(a: &PredictArgs) -> Result<()> {
     let shard = a.shard.resolve()?;
     let device = model::parse_device(&a.device)?;
     let mut pred =
         infer::Predictor::load_with(&a.checkpoint, device, &a.legacy.options()?).with_context(|| format!("loading {}", a.checkpoint.display()))?;
-    pred.set_runtime(a.runtime, petal_common::onnxruntime::graph_cache().as_deref()).context("choosing the runtime")?;
+    pred.set_backend(a.runtime, a.precision, petal_common::onnxruntime::graph_cache().as_deref()).context("choosing the runtime")?;
     if let Some(f) = &a.category_names {
         pred.set_names(&preprocess::read_names_file(f)?, true);
     }

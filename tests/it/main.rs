@@ -9,6 +9,7 @@ mod export_cli;
 mod legacy_finetune;
 mod partial;
 mod pixels_e2e;
+mod quantize;
 mod resume_chunks;
 mod runs;
 mod runtime;

@@ -155,7 +155,8 @@ fn suites() -> Vec<Suite> {
             smoke: true,
         },
         // The "pytorch" column is onnxruntime here: petal (libtorch) vs onnxruntime on the ONNX
-        // files petal exported in the same run; the `tract_*` rows are tract on the same files.
+        // files petal exported in the same run; the `tract_*` rows are tract on the same files; the
+        // `int8_*` rows are petal's int8 path vs onnxruntime on the same quantized file.
         Suite {
             name: "export",
             package: "export",
@@ -164,12 +165,28 @@ fn suites() -> Vec<Suite> {
             metrics: &[
                 ("lite0_b1_img_s", Higher),
                 ("lite0_b32_img_s", Higher),
+                ("lite2_b1_img_s", Higher),
+                ("lite2_b32_img_s", Higher),
                 ("densenet121_b1_img_s", Higher),
                 ("densenet121_b32_img_s", Higher),
+                ("lite012_b1_img_s", Higher),
+                ("lite012_b32_img_s", Higher),
                 ("ort_lite0_b1_img_s", Higher),
                 ("ort_lite0_b32_img_s", Higher),
+                ("ort_lite2_b1_img_s", Higher),
+                ("ort_lite2_b32_img_s", Higher),
                 ("ort_densenet121_b1_img_s", Higher),
                 ("ort_densenet121_b32_img_s", Higher),
+                ("ort_lite012_b1_img_s", Higher),
+                ("ort_lite012_b32_img_s", Higher),
+                ("int8_lite0_b1_img_s", Higher),
+                ("int8_lite0_b32_img_s", Higher),
+                ("int8_lite2_b1_img_s", Higher),
+                ("int8_lite2_b32_img_s", Higher),
+                ("int8_densenet121_b1_img_s", Higher),
+                ("int8_densenet121_b32_img_s", Higher),
+                ("int8_lite012_b1_img_s", Higher),
+                ("int8_lite012_b32_img_s", Higher),
                 ("tract_lite0_b1_img_s", Higher),
                 ("tract_lite0_b32_img_s", Higher),
                 ("tract_densenet121_b1_img_s", Higher),

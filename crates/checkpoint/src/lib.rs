@@ -394,6 +394,17 @@ impl std::fmt::Display for Summary {
                     writeln!(f, "{k}: {v}")?;
                 }
             }
+            if let Some(inference) = &m.inference {
+                // The inference advice (TTA, int8 and its measured accuracy), without the int8
+                // calibration's per-tensor ranges.
+                let mut shown = inference.clone();
+                if let Some(int8) = shown.get_mut("int8").and_then(|v| v.as_object_mut()) {
+                    if let Some(n) = int8.remove("ranges").and_then(|r| r.as_object().map(|o| o.len())) {
+                        int8.insert("ranges".into(), serde_json::Value::String(format!("{n} tensors")));
+                    }
+                }
+                writeln!(f, "inference: {shown}")?;
+            }
             writeln!(f, "checksum: {}", m.tensor_checksum)?;
             if !m.tensor_layout_checksum.is_empty() {
                 writeln!(f, "layout checksum: {}", m.tensor_layout_checksum)?;

@@ -1,8 +1,10 @@
 //! Throughput of an exported network (suite `export` of `cargo xtask bench`): images/s of petal
 //! (libtorch, the `infer::Predictor` path: folded batch norms, channels_last, `no_grad`), of petal
-//! with its backbone on onnxruntime (`--runtime onnxruntime`, `ort_*` keys), and of tract on the
-//! exported ONNX, for EfficientNet-Lite0 and DenseNet-121 at batch 1 and 32. The
-//! reference side (`bench/export_onnxruntime.py`) runs onnxruntime on the same files in the same run.
+//! with its backbone on onnxruntime (`--runtime onnxruntime`, `ort_*` keys) in float32 and in int8
+//! (`int8_*` keys: the backbone quantized with ranges calibrated on the benchmark's images; the
+//! whole classifier quantized alike is written as `export-<arch>.int8.onnx`), for
+//! EfficientNet-Lite0, -Lite2, DenseNet-121 and the Lite0+1+2 ensemble (`lite012`) at batch 1 and
+//! 32, and of tract on the exported ONNX of Lite0 and DenseNet-121. The reference side (`bench/export_onnxruntime.py`) runs onnxruntime on the same files in the same run.
 //!
 //! Networks: random weights (seed 7) with the default head for 102 classes, written untimed as
 //! `target/bench/export-<arch>.safetensors` and exported to `target/bench/export-<arch>.onnx`.
@@ -13,8 +15,9 @@
 //!
 //! `cargo run --release -p export --example bench_export -- [--json] [--smoke] [--data DIR] [--seconds S] [--min-runs N]`
 //!
-//! With `--json` the last stdout line is `{"lite0_b1_img_s", "lite0_b32_img_s", "densenet121_b1_img_s",
-//! "densenet121_b32_img_s", "tract_<same keys>", "threads", "size"}`. `--smoke`: 64 px generated
+//! With `--json` the last stdout line is `{"<net>_b1_img_s", "<net>_b32_img_s"` for each network (`lite0`,
+//! `lite2`, `densenet121`, `lite012`), the same under `ort_*` and `int8_*`, `tract_*` for Lite0 and
+//! DenseNet-121, `"threads", "size"}`. `--smoke`: 64 px generated
 //! images, batch 1 and 2 (reported under the same keys), one timed run, files in a temp folder.
 
 use std::path::{Path, PathBuf};
@@ -85,6 +88,7 @@ fn checkpoint(path: &Path, arch: &model::Arch, size: u32) -> benchkit::Result<()
     model::Classifier::new(&vs.root(), arch, &head, 102)?;
     let meta = checkpoint::Metadata {
         arch: arch.name().into(),
+        arch_config: serde_json::to_value(arch)?,
         classes: (0..102).map(|i| checkpoint::ClassEntry { folder: format!("{}", i + 1), index: i, name: None }).collect(),
         preprocessing: Some(checkpoint::Preprocessing {
             input_size: size,
@@ -113,29 +117,53 @@ fn run(a: &Args, common: &benchkit::Common) -> benchkit::Result<serde_json::Valu
     let data = if common.smoke { tmp.path().join("no-data") } else { a.data.clone() };
     let x_all = batch(&image_paths(&data, &tmp.path().join("generated"), batches[1])?, size)?;
     let mut out = serde_json::Map::new();
-    for (key, arch) in [("lite0", model::Arch::EfficientNetLite0), ("densenet121", model::Arch::DenseNet121)] {
+    let lite012 = model::Arch::Ensemble(vec![model::Arch::EfficientNetLite0, model::Arch::EfficientNetLite1, model::Arch::EfficientNetLite2]);
+    let nets = [
+        ("lite0", model::Arch::EfficientNetLite0),
+        ("lite2", model::Arch::EfficientNetLite2),
+        ("densenet121", model::Arch::DenseNet121),
+        ("lite012", lite012),
+    ];
+    for (key, arch) in &nets {
         let ckpt = dir.join(format!("export-{key}.safetensors"));
-        checkpoint(&ckpt, &arch, size)?;
+        checkpoint(&ckpt, arch, size)?;
         let onnx = dir.join(format!("export-{key}.onnx"));
         export::export(&ckpt, export::Format::Onnx, &onnx)?;
         let petal = infer::Predictor::load(&ckpt, tch::Device::Cpu)?;
         // The same checkpoint with its backbone on onnxruntime (`--runtime onnxruntime`).
         let mut petal_ort = infer::Predictor::load(&ckpt, tch::Device::Cpu)?;
         petal_ort.set_runtime(infer::Runtime::Onnxruntime, None)?;
+        // And in int8, calibrated on the benchmark's images (`petal quantize` calibrates on
+        // training images); the whole classifier quantized with the same ranges is written beside
+        // the float file for the Python side.
+        let mut calibrator = petal_onnx::quantize::Calibrator::new(&petal_ort.backbone_graph()?, 0)?;
+        let calib = x_all.contiguous();
+        let dims: Vec<usize> = calib.size().iter().map(|&d| d as usize).collect();
+        calibrator.observe(&Vec::<f32>::try_from(calib.flatten(0, -1))?, &dims)?;
+        let ranges = calibrator.ranges()?;
+        let mut petal_int8 = infer::Predictor::load(&ckpt, tch::Device::Cpu)?;
+        petal_int8.set_int8(&ranges)?;
+        let float = <petal_onnx::proto::ModelProto as prost::Message>::decode(std::fs::read(&onnx)?.as_slice())?;
+        let int8 = petal_onnx::quantize::quantize(&float, &ranges)?;
+        std::fs::write(dir.join(format!("export-{key}.int8.onnx")), petal_onnx::to_bytes(&int8))?;
         for (b, label) in batches.into_iter().zip([1, 32]) {
             let x = x_all.narrow(0, 0, b as i64);
-            let img_s = throughput(seconds, min_runs, b, || {
-                let _ = petal.probabilities(&x).map_err(|e| e.to_string())?;
-                Ok(())
-            })?;
-            eprintln!("bench_export: petal {key} batch {b}: {img_s:.1} img/s");
-            out.insert(format!("{key}_b{label}_img_s"), img_s.into());
-            let img_s = throughput(seconds, min_runs, b, || {
-                let _ = petal_ort.probabilities(&x).map_err(|e| e.to_string())?;
-                Ok(())
-            })?;
-            eprintln!("bench_export: petal-onnxruntime {key} batch {b}: {img_s:.1} img/s");
-            out.insert(format!("ort_{key}_b{label}_img_s"), img_s.into());
+            for (name, pred) in [("petal", &petal), ("petal-onnxruntime", &petal_ort), ("petal-onnxruntime-int8", &petal_int8)] {
+                let img_s = throughput(seconds, min_runs, b, || {
+                    let _ = pred.probabilities(&x).map_err(|e| e.to_string())?;
+                    Ok(())
+                })?;
+                eprintln!("bench_export: {name} {key} batch {b}: {img_s:.1} img/s");
+                let prefix = match name {
+                    "petal" => "",
+                    "petal-onnxruntime" => "ort_",
+                    _ => "int8_",
+                };
+                out.insert(format!("{prefix}{key}_b{label}_img_s"), img_s.into());
+            }
+            if !matches!(*key, "lite0" | "densenet121") {
+                continue; // tract: the two families it was measured on
+            }
             let shape = [b, 3, size as usize, size as usize];
             let plan = tract_plan(&onnx, &shape)?;
             let input: TValue = tract_ndarray::ArrayD::from_shape_vec(shape.to_vec(), Vec::<f32>::try_from(x.flatten(0, -1))?)?.into_tensor().into();

@@ -33,6 +33,8 @@ pub struct EvalOptions {
     pub tta: Option<Tta>,
     /// What runs the backbone (see [`Predictor::set_runtime`]).
     pub runtime: crate::Runtime,
+    /// The backbone's precision on onnxruntime (see [`Predictor::set_backend`]).
+    pub precision: crate::Precision,
     /// Where the onnxruntime graph is cached (`None`: built in memory each time).
     pub graph_cache: Option<PathBuf>,
 }
@@ -48,6 +50,7 @@ impl Default for EvalOptions {
             names_override: false,
             tta: None,
             runtime: crate::Runtime::Auto,
+            precision: crate::Precision::Auto,
             graph_cache: None,
         }
     }
@@ -118,7 +121,7 @@ pub fn label_map(ds: &Dataset, classes: &[ClassEntry], path: &Path) -> Result<Ve
 pub fn evaluate(ckpt: &Path, ds: &Dataset, split: &str, opts: &EvalOptions, progress: &dyn Progress) -> Result<EvalReport, Error> {
     let t0 = std::time::Instant::now();
     let mut pred = Predictor::load(ckpt, opts.device)?;
-    pred.set_runtime(opts.runtime, opts.graph_cache.as_deref())?;
+    pred.set_backend(opts.runtime, opts.precision, opts.graph_cache.as_deref())?;
     if let Some(names) = &opts.names {
         pred.set_names(names, opts.names_override);
     }

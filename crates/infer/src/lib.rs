@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod evaluate;
+pub mod quantize;
 
 mod resumable;
 pub mod tta;
@@ -61,7 +62,9 @@ pub enum Error {
     Onnx(#[from] petal_onnx::Error),
 }
 
-pub use petal_onnx::Runtime;
+pub use petal_onnx::{Precision, Runtime};
+
+pub use quantize::{quantize, record_int8, Int8Record, QuantizeOptions};
 
 pub use petal_common::{Event, Progress, Silent};
 
@@ -108,8 +111,8 @@ pub struct Predictor {
     device: Device,
     /// The checkpoint file (its digest keys the cached ONNX graph).
     source: PathBuf,
-    /// The backbone in onnxruntime, after [`Predictor::set_runtime`] chose it.
-    ort: Option<petal_onnx::OrtNet>,
+    /// The backbone in onnxruntime, after [`Predictor::set_runtime`] chose it, and its precision.
+    ort: Option<(petal_onnx::OrtNet, Precision)>,
 }
 
 impl Predictor {
@@ -213,31 +216,80 @@ impl Predictor {
     /// libtorch. For onnxruntime the graph is built from the checkpoint's weights, or read from
     /// `cache` (a folder) when an earlier process left it there, keyed by the checkpoint file's
     /// SHA-256. Call it before [`Predictor::release_checkpoint_weights`]. Returns what was chosen.
+    /// The precision is [`Precision::Auto`] (see [`Predictor::set_backend`]).
     pub fn set_runtime(&mut self, runtime: Runtime, cache: Option<&Path>) -> Result<petal_onnx::runtime::Resolved, Error> {
+        self.set_backend(runtime, Precision::Auto, cache)
+    }
+
+    /// [`Predictor::set_runtime`] with a precision: `auto` runs int8 when the checkpoint records
+    /// an int8 calibration that `petal quantize` accepted ([`Int8Record::accepted`]) and the
+    /// backbone runs on onnxruntime, float32 otherwise; `int8` needs both (an error names what is
+    /// missing); `fp32` is the reference.
+    pub fn set_backend(&mut self, runtime: Runtime, precision: Precision, cache: Option<&Path>) -> Result<petal_onnx::runtime::Resolved, Error> {
         let resolved = runtime.resolve(self.device)?;
         self.ort = None;
-        if resolved.runtime == Runtime::Onnxruntime {
-            let digest = match cache {
-                Some(_) => {
-                    let bytes = std::fs::read(&self.source).map_err(|e| petal_common::IoError {
-                        path: self.source.clone(),
-                        action: "reading the checkpoint for its digest",
-                        source: e,
-                    })?;
-                    petal_common::sha256_hex(&bytes)
-                }
-                None => String::new(),
-            };
-            let spec = petal_onnx::BackboneSpec {
-                arch: self.net.arch(),
-                side: self.transform.image_size as i64,
-                feature_dim: self.net.feature_dim(),
-                weights: &digest,
-            };
-            let vs = &self.vs;
-            self.ort = Some(petal_onnx::backbone_net(spec, || petal_onnx::graph::Params::new(vs.variables()), cache, 0)?);
+        let record = Int8Record::from_meta(&self.meta);
+        if resolved.runtime != Runtime::Onnxruntime {
+            if precision == Precision::Int8 {
+                return Err(self.unusable("int8 runs on onnxruntime only: use --runtime onnxruntime (or auto on the CPU)".into()));
+            }
+            return Ok(resolved);
         }
+        let int8 = match (precision, &record) {
+            (Precision::Fp32, _) => None,
+            (Precision::Auto, Some(r)) if r.accepted => Some(r.ranges.clone()),
+            (Precision::Auto, _) => None,
+            (Precision::Int8, Some(r)) => Some(r.ranges.clone()),
+            (Precision::Int8, None) => {
+                return Err(self.unusable("records no int8 calibration: run `petal quantize --checkpoint <this file> --data <dataset>` first".into()))
+            }
+        };
+        let digest = match cache {
+            Some(_) => {
+                let bytes = std::fs::read(&self.source).map_err(|e| petal_common::IoError {
+                    path: self.source.clone(),
+                    action: "reading the checkpoint for its digest",
+                    source: e,
+                })?;
+                petal_common::sha256_hex(&bytes)
+            }
+            None => String::new(),
+        };
+        self.ort = Some(match int8 {
+            Some(ranges) => (self.int8_net(&ranges, cache, &digest)?, Precision::Int8),
+            None => {
+                let spec = self.backbone_spec(&digest);
+                let vs = &self.vs;
+                (petal_onnx::backbone_net(spec, || petal_onnx::graph::Params::new(vs.variables()), cache, 0)?, Precision::Fp32)
+            }
+        });
         Ok(resolved)
+    }
+
+    fn unusable(&self, detail: String) -> Error {
+        Error::Unusable { path: self.source.clone(), detail }
+    }
+
+    fn backbone_spec<'a>(&'a self, weights: &'a str) -> petal_onnx::BackboneSpec<'a> {
+        petal_onnx::BackboneSpec { arch: self.net.arch(), side: self.transform.image_size as i64, feature_dim: self.net.feature_dim(), weights }
+    }
+
+    fn int8_net(&self, ranges: &petal_onnx::Ranges, cache: Option<&Path>, digest: &str) -> Result<petal_onnx::OrtNet, Error> {
+        let vs = &self.vs;
+        Ok(petal_onnx::backbone_net_int8(self.backbone_spec(digest), || petal_onnx::graph::Params::new(vs.variables()), ranges, cache, 0)?)
+    }
+
+    /// The backbone's float graph (the one onnxruntime runs), built from the checkpoint's weights.
+    pub fn backbone_graph(&self) -> Result<petal_onnx::proto::ModelProto, Error> {
+        let params = petal_onnx::graph::Params::new(self.vs.variables());
+        Ok(petal_onnx::backbone_model(&params, self.net.arch(), self.transform.image_size as i64, self.net.feature_dim())?)
+    }
+
+    /// Runs the backbone on onnxruntime in int8 with `ranges` (calibrated on this checkpoint's
+    /// float graph, e.g. by [`quantize()`]) from now on, whatever the checkpoint records.
+    pub fn set_int8(&mut self, ranges: &petal_onnx::Ranges) -> Result<(), Error> {
+        self.ort = Some((self.int8_net(ranges, None, "")?, Precision::Int8));
+        Ok(())
     }
 
     /// The runtime the backbone runs on: [`Runtime::Onnxruntime`] or [`Runtime::Torch`].
@@ -249,11 +301,16 @@ impl Predictor {
         }
     }
 
+    /// The precision the backbone runs in: [`Precision::Int8`] or [`Precision::Fp32`].
+    pub fn precision(&self) -> Precision {
+        self.ort.as_ref().map_or(Precision::Fp32, |(_, p)| *p)
+    }
+
     /// The pooled features `[N, F]` of a batch, by the backbone's runtime (on the network's
     /// device for libtorch, on the CPU for onnxruntime).
     pub fn features(&self, x: &Tensor) -> Result<Tensor, Error> {
         match &self.ort {
-            Some(net) => Ok(net.run_tensor(x)?),
+            Some((net, _)) => Ok(net.run_tensor(x)?),
             None => Ok(tch::no_grad(|| self.net.features(&x.to_device(self.device), false))),
         }
     }

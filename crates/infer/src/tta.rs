@@ -49,10 +49,15 @@ impl InferenceAdvice {
     }
 }
 
-/// Rewrites the checkpoint at `path` (atomically) with `advice` in its `inference` metadata.
+/// Rewrites the checkpoint at `path` (atomically) with `advice` in its `inference` metadata,
+/// keeping what else `inference` holds (an int8 record).
 pub fn record_advice(path: &Path, advice: &InferenceAdvice) -> Result<(), Error> {
     let mut ckpt = checkpoint::load(path)?;
-    ckpt.meta.inference = Some(serde_json::to_value(advice).map_err(|e| Error::Data(e.to_string()))?);
+    let mut obj = ckpt.meta.inference.take().and_then(|v| v.as_object().cloned()).unwrap_or_default();
+    if let serde_json::Value::Object(fields) = serde_json::to_value(advice).map_err(|e| Error::Data(e.to_string()))? {
+        obj.extend(fields);
+    }
+    ckpt.meta.inference = Some(serde_json::Value::Object(obj));
     checkpoint::save(path, &ckpt)?;
     Ok(())
 }

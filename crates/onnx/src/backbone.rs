@@ -7,6 +7,7 @@ use model::Arch;
 use tch::Tensor;
 
 use crate::graph::Params;
+use crate::quantize::Ranges;
 use crate::{backbone_model, to_bytes, Error, OrtNet};
 
 /// Version of cached backbone files (bump when the graph of the same weights changes).
@@ -27,10 +28,16 @@ pub struct BackboneSpec<'a> {
 }
 
 impl BackboneSpec<'_> {
-    /// The cached file for this spec in `dir`: `backbone-<digest>.onnx`, the digest of every field
-    /// and of [`GRAPH_CACHE_VERSION`] and the opset.
+    /// The cached float graph for this spec in `dir`: `backbone-<digest>.onnx`, the digest of every
+    /// field and of [`GRAPH_CACHE_VERSION`] and the opset.
     pub fn cache_path(&self, dir: &Path) -> PathBuf {
-        let key = serde_json::json!({
+        self.cache_path_of(dir, serde_json::Value::Null)
+    }
+
+    /// The cached file of a variant of this spec's graph (`variant` names how it differs from the
+    /// float graph, e.g. its int8 calibration); `Null` is the float graph.
+    fn cache_path_of(&self, dir: &Path, variant: serde_json::Value) -> PathBuf {
+        let mut key = serde_json::json!({
             "kind": "petal.backbone.onnx",
             "version": GRAPH_CACHE_VERSION,
             "opset": crate::OPSET,
@@ -39,6 +46,9 @@ impl BackboneSpec<'_> {
             "feature_dim": self.feature_dim,
             "weights": self.weights,
         });
+        if !variant.is_null() {
+            key["variant"] = variant;
+        }
         let digest = petal_common::sha256_hex(key.to_string().as_bytes());
         dir.join(format!("backbone-{}.onnx", &digest[..24]))
     }
@@ -50,15 +60,42 @@ impl BackboneSpec<'_> {
 /// is only called when the graph has to be built.
 pub fn backbone_net(spec: BackboneSpec, params: impl Fn() -> Params, cache: Option<&Path>, threads: usize) -> Result<OrtNet, Error> {
     let build = || -> Result<Vec<u8>, Error> { Ok(to_bytes(&backbone_model(&params(), spec.arch, spec.side, spec.feature_dim)?)) };
-    let Some(dir) = cache else { return OrtNet::new(&build()?, threads) };
-    let path = spec.cache_path(dir);
+    cached_net(cache.map(|dir| spec.cache_path(dir)), build, threads)
+}
+
+/// [`backbone_net`] quantized to int8 with the calibrated `ranges` (see [`crate::quantize`]); cached
+/// under a name that also covers the ranges.
+pub fn backbone_net_int8(
+    spec: BackboneSpec,
+    params: impl Fn() -> Params,
+    ranges: &Ranges,
+    cache: Option<&Path>,
+    threads: usize,
+) -> Result<OrtNet, Error> {
+    let build = || -> Result<Vec<u8>, Error> {
+        let float = backbone_model(&params(), spec.arch, spec.side, spec.feature_dim)?;
+        Ok(to_bytes(&crate::quantize::quantize(&float, ranges)?))
+    };
+    let variant = || {
+        let ranges = serde_json::to_string(ranges).unwrap_or_default();
+        serde_json::json!({"precision": "int8", "ranges": petal_common::sha256_hex(ranges.as_bytes())})
+    };
+    cached_net(cache.map(|dir| spec.cache_path_of(dir, variant())), build, threads)
+}
+
+/// A session of the graph cached at `path` (rebuilt by `build` when absent or refused, and written
+/// there atomically), or of `build`'s graph when there is no cache.
+fn cached_net(path: Option<PathBuf>, build: impl Fn() -> Result<Vec<u8>, Error>, threads: usize) -> Result<OrtNet, Error> {
+    let Some(path) = path else { return OrtNet::new(&build()?, threads) };
     if let Ok(bytes) = std::fs::read(&path) {
         if let Ok(net) = OrtNet::new(&bytes, threads) {
             return Ok(net);
         }
     }
     let bytes = build()?;
-    std::fs::create_dir_all(dir).map_err(|e| Error::Cache(format!("{}: {e}", dir.display())))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Cache(format!("{}: {e}", dir.display())))?;
+    }
     petal_common::write_atomic(&path, &bytes).map_err(|e| Error::Cache(e.to_string()))?;
     OrtNet::new(&bytes, threads)
 }

@@ -123,6 +123,7 @@ pub struct OrtNet {
     session: Mutex<Session>,
     input: String,
     output: String,
+    outputs: Vec<String>,
 }
 
 impl std::fmt::Debug for OrtNet {
@@ -145,8 +146,9 @@ impl OrtNet {
         builder = builder.with_intra_op_spinning(false).map_err(err)?;
         let session = builder.commit_from_memory(bytes).map_err(|e| Error::Run(format!("loading the model: {e}")))?;
         let input = session.inputs().first().map(|i| i.name().to_string()).ok_or_else(|| Error::Run("the model has no input".into()))?;
-        let output = session.outputs().first().map(|o| o.name().to_string()).ok_or_else(|| Error::Run("the model has no output".into()))?;
-        Ok(OrtNet { session: Mutex::new(session), input, output })
+        let outputs: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
+        let output = outputs.first().cloned().ok_or_else(|| Error::Run("the model has no output".into()))?;
+        Ok(OrtNet { session: Mutex::new(session), input, output, outputs })
     }
 
     /// Runs one batch: `data` is row-major with dimensions `shape`; returns the first output's
@@ -158,5 +160,20 @@ impl OrtNet {
         let outputs = session.run(ort::inputs![self.input.as_str() => tensor]).map_err(|e| Error::Run(e.to_string()))?;
         let (out_shape, values) = outputs[self.output.as_str()].try_extract_tensor::<f32>().map_err(|e| Error::Run(e.to_string()))?;
         Ok((out_shape.iter().map(|&d| d.max(0) as usize).collect(), values.to_vec()))
+    }
+
+    /// Runs one batch and returns every output by name, with its values (row-major).
+    pub fn run_all(&self, data: &[f32], shape: &[usize]) -> Result<Vec<(String, Vec<f32>)>, Error> {
+        let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        let tensor = TensorRef::from_array_view((dims, data)).map_err(|e| Error::Run(format!("input of shape {shape:?}: {e}")))?;
+        let mut session = self.session.lock();
+        let outputs = session.run(ort::inputs![self.input.as_str() => tensor]).map_err(|e| Error::Run(e.to_string()))?;
+        self.outputs
+            .iter()
+            .map(|name| {
+                let (_, values) = outputs[name.as_str()].try_extract_tensor::<f32>().map_err(|e| Error::Run(format!("output {name}: {e}")))?;
+                Ok((name.clone(), values.to_vec()))
+            })
+            .collect()
     }
 }

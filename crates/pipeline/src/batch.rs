@@ -165,7 +165,7 @@ pub fn batch_predict(pred: &Predictor, job: &BatchJob, mut on_progress: impl FnM
             petal_version: env!("CARGO_PKG_VERSION").into(),
             inputs_total: inputs.len() as u64,
             inputs_digest: parts::inputs_digest(inputs.iter().map(|i| i.rel.as_str())),
-            provenance: serde_json::json!({"weights": pred.meta.tensor_checksum, "classes": pred.classes, "k": k, "transform": pred.transform, "tta": pred.tta, "runtime": pred.runtime()}),
+            provenance: serde_json::json!({"weights": pred.meta.tensor_checksum, "classes": pred.classes, "k": k, "transform": pred.transform, "tta": pred.tta, "runtime": pred.runtime(), "precision": pred.precision()}),
             part: target.file_name(),
             part_bytes: bytes.len() as u64,
             part_sha256: petal_common::sha256_hex(&bytes),

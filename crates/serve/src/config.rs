@@ -137,6 +137,10 @@ pub struct ServeArgs {
     /// independent of the batch they come in (the start-up probe calibrates either runtime).
     #[arg(long, value_enum, default_value_t = infer::Runtime::Auto)]
     pub runtime: infer::Runtime,
+    /// The backbone's precision on onnxruntime: auto (int8 when `petal quantize` accepted it for
+    /// the checkpoint, else fp32), fp32 or int8.
+    #[arg(long, value_enum, default_value_t = infer::Precision::Auto)]
+    pub precision: infer::Precision,
     /// libtorch intra-op threads for the forward pass (0: libtorch's default).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,

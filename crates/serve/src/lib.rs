@@ -66,13 +66,14 @@ impl fmt::Display for Event {
         match self {
             Event::Loaded(m) => write!(
                 f,
-                "model {:?}: {} ({}), {} classes, sha256 {}, backbone on {}",
+                "model {:?}: {} ({}), {} classes, sha256 {}, backbone on {} ({})",
                 m.name,
                 m.file,
                 m.arch,
                 m.num_classes,
                 &m.checkpoint_sha256[..m.checkpoint_sha256.len().min(16)],
-                m.runtime
+                m.runtime,
+                m.precision
             ),
             Event::Limits(l) => write!(f, "{l}"),
             Event::Listening(a) => write!(f, "listening on http://{a}/ (Ctrl-C or SIGTERM to stop)"),
@@ -88,7 +89,7 @@ impl fmt::Display for Event {
 pub fn load_models(args: &ServeArgs, on_event: &mut impl FnMut(Event)) -> Result<Vec<Arc<dyn Backend>>, Error> {
     let mut out: Vec<Arc<dyn Backend>> = Vec::new();
     for (name, path) in args.named_checkpoints()? {
-        let b = PredictorBackend::load_with_runtime(&name, &path, (args.device.device(), args.runtime), args.max_pixels)?;
+        let b = PredictorBackend::load_with_backend(&name, &path, (args.device.device(), args.runtime, args.precision), args.max_pixels)?;
         on_event(Event::Loaded(Box::new(b.info().clone())));
         out.push(Arc::new(b));
     }

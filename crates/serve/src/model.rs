@@ -47,6 +47,30 @@ pub struct ModelInfo {
     pub tta: Tta,
     /// What runs the backbone (`torch` or `onnxruntime`).
     pub runtime: infer::Runtime,
+    /// The backbone's precision (`fp32`, or `int8` on onnxruntime).
+    pub precision: infer::Precision,
+    /// The int8 calibration and its measured accuracy change, when `petal quantize` recorded one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub int8: Option<Int8Summary>,
+}
+
+/// What `/v1/models` shows of a checkpoint's int8 record (not its ranges).
+#[derive(Debug, Clone, Serialize)]
+pub struct Int8Summary {
+    /// Whether int8 is the checkpoint's default (it lost at most `max_loss_points`).
+    pub accepted: bool,
+    /// Top-1 (%) on `eval_split` in float32 and in int8.
+    pub fp32_top1: f64,
+    /// See `fp32_top1`.
+    pub int8_top1: f64,
+    /// Points lost by int8.
+    pub loss_points: f64,
+    /// The bound it was accepted against.
+    pub max_loss_points: f64,
+    /// The split measured on.
+    pub eval_split: String,
+    /// Training images calibrated on.
+    pub calibration_images: usize,
 }
 
 /// What the server needs of a network. The server calls [`Backend::prepare`] on a thread pool,
@@ -94,10 +118,21 @@ impl PredictorBackend {
 
     /// [`PredictorBackend::load`] with the backbone on `runtime` (see [`Predictor::set_runtime`]).
     pub fn load_with_runtime(name: &str, path: &Path, (device, runtime): (Device, infer::Runtime), max_pixels: u64) -> Result<Self, Error> {
+        Self::load_with_backend(name, path, (device, runtime, infer::Precision::Auto), max_pixels)
+    }
+
+    /// [`PredictorBackend::load`] with the backbone on `runtime` in `precision` (see
+    /// [`Predictor::set_backend`]).
+    pub fn load_with_backend(
+        name: &str,
+        path: &Path,
+        (device, runtime, precision): (Device, infer::Runtime, infer::Precision),
+        max_pixels: u64,
+    ) -> Result<Self, Error> {
         let err = |detail: String| Error::Checkpoint { path: path.to_path_buf(), detail };
         let checkpoint_sha256 = petal_common::sha256_file(path).map_err(|e| err(e.to_string()))?;
         let mut predictor = Predictor::load(path, device).map_err(|e| err(e.to_string()))?;
-        predictor.set_runtime(runtime, None).map_err(|e| err(e.to_string()))?;
+        predictor.set_backend(runtime, precision, None).map_err(|e| err(e.to_string()))?;
         // The network runs on its folded weights; the unfolded originals would only take memory.
         predictor.release_checkpoint_weights();
         let mut transform = predictor.transform.clone();
@@ -121,6 +156,16 @@ impl PredictorBackend {
             created_utc: meta.created_utc.clone(),
             tta: predictor.tta,
             runtime: predictor.runtime(),
+            precision: predictor.precision(),
+            int8: infer::Int8Record::from_meta(meta).map(|r| Int8Summary {
+                accepted: r.accepted,
+                fp32_top1: r.fp32_top1,
+                int8_top1: r.int8_top1,
+                loss_points: r.loss_points,
+                max_loss_points: r.max_loss_points,
+                eval_split: r.eval_split,
+                calibration_images: r.calibration_images,
+            }),
         };
         Ok(PredictorBackend { info, transform, predictor: Mutex::new(predictor), run_as: Mutex::new(None) })
     }

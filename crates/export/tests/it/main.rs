@@ -4,6 +4,7 @@
 
 mod common;
 mod errors;
+mod int8;
 mod onnx_tract;
 mod onnxruntime;
 mod python_runtimes;

@@ -1,0 +1,457 @@
+//! Static int8 quantization of a float graph in onnxruntime's QDQ format: what onnxruntime's own
+//! Python quantizer writes with per-channel int8 weights and uint8 activations, built here from
+//! the graph petal already owns.
+//!
+//! - Every convolution reads its input through `QuantizeLinear` → `DequantizeLinear` (uint8, one
+//!   scale per tensor, from the range measured on calibration images), its weight through
+//!   `DequantizeLinear` of int8 values with one scale per output channel (symmetric), and its bias
+//!   as int32 at scale `input scale × weight scale` (zero point 0).
+//! - A convolution's output is quantized too; a `Relu` or `Clip(0, hi)` that is its only consumer
+//!   is dropped and the output is quantized with the activation's range instead (from 0), which
+//!   clamps as the activation did. An `Add` of two quantized tensors has its output quantized.
+//! - Every consumer of a quantized tensor reads it through its own `DequantizeLinear`.
+//! - The convolutions that read the image itself (the stem) stay float32, their input unquantized:
+//!   on the Lite0+1+2 ensemble of the main job, quantizing the stem too cost 4.65 points of valid
+//!   top-1 against 0.49 without it, for the same speed (BENCHMARKS.md, "int8"). Averaging
+//!   per-batch ranges instead of the overall min/max, or keeping the last convolution float, did
+//!   not help (4.89 and 4.77 points).
+//!
+//! onnxruntime fuses each `DequantizeLinear → Conv → QuantizeLinear` group into an integer
+//! convolution (`QLinearConv`, VNNI on AVX-512 CPUs) and `DequantizeLinear → Add →
+//! QuantizeLinear` into `QLinearAdd`; what it does not fuse runs in float on dequantized values, so
+//! the graph is correct op by op whatever the runtime fuses.
+//!
+//! Calibration ([`Calibrator`]) runs the float graph with every tensor to be quantized as an extra
+//! output and keeps each one's minimum and maximum (onnxruntime's `MinMax` method).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::value_info;
+use crate::proto::{tensor_proto::DataType, AttributeProto, ModelProto, NodeProto, TensorProto};
+use crate::{to_bytes, Error, OrtNet, INPUT_NAME};
+
+/// The precision of the backbone's onnxruntime graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// int8 when the checkpoint records an int8 calibration that `petal quantize` accepted (it lost
+    /// at most the allowed accuracy on the valid split) and the backbone runs on onnxruntime;
+    /// float32 otherwise.
+    #[default]
+    Auto,
+    /// float32: the reference.
+    Fp32,
+    /// int8 (static QDQ), whether or not it was accepted as the default; needs onnxruntime and a
+    /// calibration recorded by `petal quantize`.
+    Int8,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::Auto => "auto",
+            Precision::Fp32 => "fp32",
+            Precision::Int8 => "int8",
+        })
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Precision::Auto),
+            "fp32" => Ok(Precision::Fp32),
+            "int8" => Ok(Precision::Int8),
+            other => Err(format!("unknown precision {other:?} (auto, fp32 or int8)")),
+        }
+    }
+}
+
+/// The observed `[min, max]` of each quantized tensor, by tensor name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ranges(pub BTreeMap<String, [f32; 2]>);
+
+/// Where the quantized tensors are: what calibration measures and the rewrite quantizes.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Tensors quantized to uint8, in graph order (the input first).
+    pub tensors: Vec<String>,
+    /// Convolution node index → index of the `Relu`/`Clip` folded into its output quantization.
+    fused: HashMap<usize, usize>,
+}
+
+fn graph_of(model: &ModelProto) -> Result<&crate::proto::GraphProto, Error> {
+    model.graph.as_ref().ok_or_else(|| Error::Graph("the model has no graph".into()))
+}
+
+fn op(n: &NodeProto) -> &str {
+    n.op_type.as_deref().unwrap_or("")
+}
+
+/// The scalar float value of initializer `name`, if it is one.
+fn scalar(inits: &HashMap<&str, &TensorProto>, name: &str) -> Option<f32> {
+    let t = inits.get(name)?;
+    if t.data_type != Some(DataType::Float as i32) || t.dims.iter().product::<i64>() != 1 {
+        return None;
+    }
+    match (&t.raw_data, t.float_data.first()) {
+        (Some(raw), _) if raw.len() == 4 => Some(f32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]])),
+        (_, Some(v)) => Some(*v),
+        _ => None,
+    }
+}
+
+impl Plan {
+    /// The plan for `model`: every convolution's input and output (after a folded activation), and
+    /// the outputs of additions of two quantized tensors.
+    pub fn of(model: &ModelProto) -> Result<Plan, Error> {
+        let g = graph_of(model)?;
+        let inits: HashMap<&str, &TensorProto> = g.initializer.iter().filter_map(|t| Some((t.name.as_deref()?, t))).collect();
+        let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, n) in g.node.iter().enumerate() {
+            for x in &n.input {
+                consumers.entry(x.as_str()).or_default().push(i);
+            }
+        }
+        let outputs: HashSet<&str> = g.output.iter().filter_map(|o| o.name.as_deref()).collect();
+        // The convolutions that read the image stay float (see the module docs).
+        let skip = |i: usize| g.node[i].input[0] == INPUT_NAME;
+        let mut fused = HashMap::new();
+        let mut tensors: Vec<String> = Vec::new();
+        let mut set: HashSet<String> = HashSet::new();
+        let add = |t: &str, tensors: &mut Vec<String>, set: &mut HashSet<String>| {
+            if !inits.contains_key(t) && set.insert(t.to_string()) {
+                tensors.push(t.to_string());
+            }
+        };
+        for (i, n) in g.node.iter().enumerate() {
+            match op(n) {
+                "Conv" if n.input.len() >= 2 && inits.contains_key(n.input[1].as_str()) && !skip(i) => {
+                    add(&n.input[0], &mut tensors, &mut set);
+                    let y = n.output[0].as_str();
+                    let only = consumers.get(y).filter(|c| c.len() == 1).map(|c| c[0]);
+                    let act = only.filter(|&a| {
+                        let a = &g.node[a];
+                        match op(a) {
+                            "Relu" => true,
+                            "Clip" => {
+                                a.input.get(1).and_then(|lo| scalar(&inits, lo)) == Some(0.0)
+                                    && a.input.get(2).is_some_and(|hi| scalar(&inits, hi).is_some())
+                            }
+                            _ => false,
+                        }
+                    });
+                    match act {
+                        Some(a) if !outputs.contains(y) => {
+                            fused.insert(i, a);
+                            add(&g.node[a].output[0], &mut tensors, &mut set);
+                        }
+                        _ => add(y, &mut tensors, &mut set),
+                    }
+                }
+                "Add" if n.input.len() == 2 && n.input.iter().all(|x| set.contains(x)) => add(&n.output[0], &mut tensors, &mut set),
+                _ => {}
+            }
+        }
+        if tensors.is_empty() {
+            return Err(Error::Graph("the graph has no convolution to quantize".into()));
+        }
+        Ok(Plan { tensors, fused })
+    }
+
+    /// The float model with every planned tensor as an extra output (the graph input excepted):
+    /// what [`Calibrator`] runs.
+    pub fn calibration_model(&self, model: &ModelProto) -> Result<ModelProto, Error> {
+        let mut m = model.clone();
+        let g = m.graph.as_mut().ok_or_else(|| Error::Graph("the model has no graph".into()))?;
+        let present: HashSet<String> = g.output.iter().filter_map(|o| o.name.clone()).collect();
+        for t in &self.tensors {
+            if t != INPUT_NAME && !present.contains(t) {
+                g.output.push(value_info(t, &[]));
+            }
+        }
+        for o in g.output.iter_mut().skip(1) {
+            // Shapes of intermediate tensors are left to onnxruntime.
+            if let Some(crate::proto::type_proto::Value::TensorType(t)) = o.r#type.as_mut().and_then(|t| t.value.as_mut()) {
+                t.shape = None;
+            }
+        }
+        Ok(m)
+    }
+}
+
+/// Measures the range of every planned tensor over calibration batches.
+pub struct Calibrator {
+    net: OrtNet,
+    plan: Plan,
+    ranges: BTreeMap<String, [f32; 2]>,
+    images: usize,
+}
+
+impl Calibrator {
+    /// A calibrator of `model` (float) with `threads` intra-op threads (0: one per core).
+    pub fn new(model: &ModelProto, threads: usize) -> Result<Calibrator, Error> {
+        let plan = Plan::of(model)?;
+        let net = OrtNet::new(&to_bytes(&plan.calibration_model(model)?), threads)?;
+        Ok(Calibrator { net, plan, ranges: BTreeMap::new(), images: 0 })
+    }
+
+    fn observe_values(&mut self, name: &str, values: &[f32]) {
+        let (lo, hi) = values.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let r = self.ranges.entry(name.to_string()).or_insert([f32::INFINITY, f32::NEG_INFINITY]);
+        r[0] = r[0].min(lo);
+        r[1] = r[1].max(hi);
+    }
+
+    /// Runs one batch (`data` row-major with dimensions `shape`) and widens every range.
+    pub fn observe(&mut self, data: &[f32], shape: &[usize]) -> Result<(), Error> {
+        let outputs = self.net.run_all(data, shape)?;
+        if self.plan.tensors.iter().any(|t| t == INPUT_NAME) {
+            self.observe_values(INPUT_NAME, data);
+        }
+        for (name, values) in outputs {
+            if self.plan.tensors.contains(&name) {
+                self.observe_values(&name, &values);
+            }
+        }
+        self.images += shape.first().copied().unwrap_or(0);
+        Ok(())
+    }
+
+    /// Images observed so far.
+    pub fn images(&self) -> usize {
+        self.images
+    }
+
+    /// The ranges measured; an error when nothing was observed.
+    pub fn ranges(&self) -> Result<Ranges, Error> {
+        if self.images == 0 {
+            return Err(Error::Graph("calibration saw no image".into()));
+        }
+        let missing: Vec<&String> = self.plan.tensors.iter().filter(|t| !self.ranges.contains_key(*t)).collect();
+        if let Some(t) = missing.first() {
+            return Err(Error::Graph(format!("calibration measured no range for {t} ({} tensors missing)", missing.len())));
+        }
+        Ok(Ranges(self.ranges.clone()))
+    }
+}
+
+/// uint8 scale and zero point of the range `[lo, hi]` widened to hold 0 (as onnxruntime does).
+pub fn activation_params([lo, hi]: [f32; 2]) -> (f32, u8) {
+    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+    let scale = if hi - lo > 1e-12 { (hi - lo) / 255.0 } else { 1.0 };
+    let zp = (-lo / scale).round().clamp(0.0, 255.0) as u8;
+    (scale, zp)
+}
+
+/// Per-output-channel symmetric int8 weights of `w` (`[O, ...]` row-major, `o` channels): values
+/// and scales (a channel of zeros gets scale 1).
+pub fn quantize_weights(w: &[f32], o: usize) -> (Vec<i8>, Vec<f32>) {
+    let per = w.len() / o.max(1);
+    let mut q = Vec::with_capacity(w.len());
+    let mut scales = Vec::with_capacity(o);
+    for ch in w.chunks(per.max(1)) {
+        let m = ch.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let s = if m > 0.0 { m / 127.0 } else { 1.0 };
+        scales.push(s);
+        q.extend(ch.iter().map(|v| (v / s).round().clamp(-127.0, 127.0) as i8));
+    }
+    (q, scales)
+}
+
+fn floats(t: &TensorProto) -> Result<Vec<f32>, Error> {
+    let name = t.name.as_deref().unwrap_or("?");
+    if t.data_type != Some(DataType::Float as i32) {
+        return Err(Error::Graph(format!("initializer {name} is not float")));
+    }
+    match &t.raw_data {
+        Some(raw) => Ok(raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
+        None => Ok(t.float_data.clone()),
+    }
+}
+
+fn tensor(name: String, dims: Vec<i64>, ty: DataType, raw: Vec<u8>) -> TensorProto {
+    TensorProto { name: Some(name), dims, data_type: Some(ty as i32), raw_data: Some(raw), ..Default::default() }
+}
+
+fn node(name: String, op: &str, inputs: Vec<String>, output: String, attribute: Vec<AttributeProto>) -> NodeProto {
+    NodeProto { input: inputs, output: vec![output], name: Some(name), op_type: Some(op.into()), attribute, ..Default::default() }
+}
+
+fn axis(v: i64) -> AttributeProto {
+    AttributeProto {
+        name: Some("axis".into()),
+        r#type: Some(crate::proto::attribute_proto::AttributeType::Int as i32),
+        i: Some(v),
+        ..Default::default()
+    }
+}
+
+/// The QDQ int8 model of the float `model` with the calibrated `ranges` (see the module docs).
+pub fn quantize(model: &ModelProto, ranges: &Ranges) -> Result<ModelProto, Error> {
+    let plan = Plan::of(model)?;
+    let g = graph_of(model)?;
+    let mut params: HashMap<&str, (f32, u8)> = HashMap::new();
+    for t in &plan.tensors {
+        let r = ranges.0.get(t).ok_or_else(|| Error::Graph(format!("no calibrated range for {t}: calibrate again with this graph")))?;
+        if !(r[0].is_finite() && r[1].is_finite()) {
+            return Err(Error::Graph(format!("the calibrated range of {t} is not finite ({r:?})")));
+        }
+        params.insert(t.as_str(), activation_params(*r));
+    }
+    let inits: HashMap<&str, &TensorProto> = g.initializer.iter().filter_map(|t| Some((t.name.as_deref()?, t))).collect();
+    let mut new_inits: Vec<TensorProto> = Vec::new();
+    let mut replaced: HashSet<String> = HashSet::new();
+    let mut nodes: Vec<NodeProto> = Vec::new();
+    let mut dq_count: HashMap<String, usize> = HashMap::new();
+    let removed: HashSet<usize> = plan.fused.values().copied().collect();
+
+    // Scale and zero point initializers and the QuantizeLinear node of tensor `t`.
+    let quantize_node = |t: &str, new_inits: &mut Vec<TensorProto>, nodes: &mut Vec<NodeProto>| {
+        let (s, zp) = params[t];
+        new_inits.push(tensor(format!("{t}_scale"), vec![], DataType::Float, s.to_le_bytes().to_vec()));
+        new_inits.push(tensor(format!("{t}_zero_point"), vec![], DataType::Uint8, vec![zp]));
+        nodes.push(node(
+            format!("{t}_QuantizeLinear"),
+            "QuantizeLinear",
+            vec![t.to_string(), format!("{t}_scale"), format!("{t}_zero_point")],
+            format!("{t}_quantized"),
+            vec![],
+        ));
+    };
+    if params.contains_key(INPUT_NAME) {
+        quantize_node(INPUT_NAME, &mut new_inits, &mut nodes);
+    }
+    for (i, n) in g.node.iter().enumerate() {
+        if removed.contains(&i) {
+            continue;
+        }
+        let mut n = n.clone();
+        if let Some(&a) = plan.fused.get(&i) {
+            n.output = vec![g.node[a].output[0].clone()];
+        }
+        let conv =
+            op(&n) == "Conv" && n.input.len() >= 2 && inits.contains_key(n.input[1].as_str()) && params.contains_key(g.node[i].input[0].as_str());
+        for k in 0..n.input.len() {
+            let x = n.input[k].clone();
+            if params.contains_key(x.as_str()) {
+                let c = dq_count.entry(x.clone()).or_insert(0);
+                *c += 1;
+                let out = format!("{x}_dequantized_{c}");
+                nodes.push(node(
+                    format!("{x}_DequantizeLinear_{c}"),
+                    "DequantizeLinear",
+                    vec![format!("{x}_quantized"), format!("{x}_scale"), format!("{x}_zero_point")],
+                    out.clone(),
+                    vec![],
+                ));
+                n.input[k] = out;
+            }
+        }
+        if conv {
+            let w = inits[g.node[i].input[1].as_str()];
+            let wname = w.name.clone().unwrap_or_default();
+            let o = *w.dims.first().ok_or_else(|| Error::Graph(format!("convolution weight {wname} has no dimensions")))? as usize;
+            let (q, scales) = quantize_weights(&floats(w)?, o);
+            new_inits.push(tensor(format!("{wname}_quantized"), w.dims.clone(), DataType::Int8, q.iter().map(|v| *v as u8).collect()));
+            new_inits.push(tensor(format!("{wname}_scale"), vec![o as i64], DataType::Float, scales.iter().flat_map(|s| s.to_le_bytes()).collect()));
+            new_inits.push(tensor(format!("{wname}_zero_point"), vec![o as i64], DataType::Int8, vec![0; o]));
+            nodes.push(node(
+                format!("{wname}_DequantizeLinear"),
+                "DequantizeLinear",
+                vec![format!("{wname}_quantized"), format!("{wname}_scale"), format!("{wname}_zero_point")],
+                format!("{wname}_dequantized"),
+                vec![axis(0)],
+            ));
+            n.input[1] = format!("{wname}_dequantized");
+            replaced.insert(wname.clone());
+            let x = g.node[i].input[0].as_str();
+            if let (Some(b), Some(&(sx, _))) = (g.node[i].input.get(2).and_then(|b| inits.get(b.as_str())), params.get(x)) {
+                let bname = b.name.clone().unwrap_or_default();
+                let bias = floats(b)?;
+                let bscales: Vec<f32> = scales.iter().map(|sw| sx * sw).collect();
+                let qb: Vec<i32> = bias
+                    .iter()
+                    .zip(&bscales)
+                    .map(|(v, s)| (f64::from(*v) / f64::from(*s)).round().clamp(i32::MIN as f64, i32::MAX as f64) as i32)
+                    .collect();
+                new_inits.push(tensor(
+                    format!("{bname}_quantized"),
+                    b.dims.clone(),
+                    DataType::Int32,
+                    qb.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ));
+                new_inits.push(tensor(
+                    format!("{bname}_scale"),
+                    vec![o as i64],
+                    DataType::Float,
+                    bscales.iter().flat_map(|s| s.to_le_bytes()).collect(),
+                ));
+                nodes.push(node(
+                    format!("{bname}_DequantizeLinear"),
+                    "DequantizeLinear",
+                    vec![format!("{bname}_quantized"), format!("{bname}_scale")],
+                    format!("{bname}_dequantized"),
+                    vec![axis(0)],
+                ));
+                n.input[2] = format!("{bname}_dequantized");
+                replaced.insert(bname);
+            }
+        }
+        let outs = n.output.clone();
+        nodes.push(n);
+        for y in outs {
+            if params.contains_key(y.as_str()) {
+                quantize_node(&y, &mut new_inits, &mut nodes);
+            }
+        }
+    }
+    let used: HashSet<&str> = nodes.iter().flat_map(|n| n.input.iter().map(String::as_str)).collect();
+    let mut initializer: Vec<TensorProto> =
+        g.initializer.iter().filter(|t| t.name.as_deref().is_some_and(|n| !replaced.contains(n) && used.contains(n))).cloned().collect();
+    initializer.extend(new_inits);
+    let mut m = model.clone();
+    let out = m.graph.as_mut().expect("checked above");
+    out.node = nodes;
+    out.initializer = initializer;
+    m.doc_string = Some(format!("{} (int8, QDQ, per-channel weights)", model.doc_string.as_deref().unwrap_or("")));
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activation_params_hold_zero_and_the_range() {
+        let (s, zp) = activation_params([0.0, 6.0]);
+        assert_eq!(zp, 0);
+        assert!((s * 255.0 - 6.0).abs() < 1e-6);
+        let (s, zp) = activation_params([-1.0, 3.0]);
+        assert!((s - 4.0 / 255.0).abs() < 1e-7);
+        assert_eq!(zp, 64); // round(1 / (4/255)) = round(63.75)
+                            // A positive-only range is widened to hold 0.
+        assert_eq!(activation_params([2.0, 4.0]).1, 0);
+        // A constant zero tensor still gets a usable scale.
+        assert_eq!(activation_params([0.0, 0.0]), (1.0, 0));
+    }
+
+    #[test]
+    fn weights_are_symmetric_per_channel() {
+        let w = [1.0, -0.5, 0.25, 0.0, /* channel 2 */ 0.0, 0.0, 0.0, 0.0, /* channel 3 */ -2.0, 1.0, 0.5, 2.0];
+        let (q, s) = quantize_weights(&w, 3);
+        assert_eq!(s, vec![1.0 / 127.0, 1.0, 2.0 / 127.0]);
+        assert_eq!(&q[..4], &[127, -64, 32, 0]);
+        assert_eq!(&q[4..8], &[0; 4]);
+        assert_eq!(&q[8..], &[-127, 64, 32, 127]);
+        // Dequantized values are within half a step of the originals.
+        for (i, (v, qv)) in w.iter().zip(&q).enumerate() {
+            let step = s[i / 4];
+            assert!((f32::from(*qv) * step - v).abs() <= step / 2.0 + 1e-7, "{i}");
+        }
+    }
+}
