@@ -11,8 +11,9 @@
 //! median over the rounds, and every round's figures are kept under `rounds`. It reports
 //! throughput, p50, p99 and errors (summed), then each server's peak RSS (VmHWM). Then an overload run against petal serve only: an open loop at twice the
 //! best measured throughput for `--overload-s` seconds, every request on its own task with a 60 s
-//! client timeout; it counts answered (200), shed (503/429) and lost (no answer) requests and the
-//! p99 of the answered ones.
+//! client timeout; it counts answered (200), shed (503/429) and lost (no answer) requests, the
+//! client's errors for the lost ones (`overload_lost_why`, error → count), and the p99 of the
+//! answered ones.
 //!
 //! Then, when `ab` (ApacheBench, Debian `apache2-utils`) is on the PATH, `--ab-requests` requests of
 //! one JPEG with `ab` at 1, 8 and 32 clients (HTTP/1.0, a connection per request), against a fresh
@@ -214,25 +215,39 @@ async fn overload(client: &reqwest::Client, url: &str, imgs: &Arc<Vec<Vec<u8>>>,
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
             let r = client.post(&url).body(body).timeout(Duration::from_secs(60)).send().await;
-            let status = match r {
+            let (status, why) = match r {
                 Ok(r) => {
                     let status = r.status().as_u16();
-                    r.bytes().await.map(|_| status).unwrap_or(0)
+                    match r.bytes().await {
+                        Ok(_) => (status, None),
+                        Err(e) => (0, Some(format!("{e:?}").replace(&url, "<url>"))),
+                    }
                 }
-                Err(_) => 0,
+                Err(e) => (0, Some(format!("{e:?}").replace(&url, "<url>"))),
             };
-            (status, t.elapsed().as_secs_f64() * 1e3)
+            (status, t.elapsed().as_secs_f64() * 1e3, why)
         }));
     }
     let mut res = Vec::with_capacity(n);
+    let mut lost_why: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
     for t in tasks {
-        res.push(t.await.unwrap_or((0, 0.0)));
+        let (status, ms, why) = t.await.unwrap_or((0, 0.0, Some("the task panicked".into())));
+        if let Some(why) = why {
+            *lost_why
+                .entry(
+                    why.split(", url:").next().unwrap_or_default().to_string()
+                        + &why.rsplit("source:").next().map(|s| format!(" source:{s}")).unwrap_or_default(),
+                )
+                .or_insert(0) += 1;
+        }
+        res.push((status, ms));
     }
     let mut ok: Vec<f64> = res.iter().filter(|r| r.0 == 200).map(|r| r.1).collect();
     ok.sort_by(f64::total_cmp);
     let shed = res.iter().filter(|r| r.0 == 503 || r.0 == 429).count();
     json!({ "overload_offered_rps": rate, "overload_sent": n, "overload_ok": ok.len(), "overload_503": shed,
-            "overload_lost": n - ok.len() - shed, "overload_p50_ms": percentile(&ok, 0.5), "overload_p99_ms": percentile(&ok, 0.99) })
+            "overload_lost": n - ok.len() - shed, "overload_lost_why": lost_why,
+            "overload_p50_ms": percentile(&ok, 0.5), "overload_p99_ms": percentile(&ok, 0.99) })
     .as_object()
     .cloned()
     .unwrap_or_default()

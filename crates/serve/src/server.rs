@@ -12,7 +12,7 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
@@ -193,10 +193,40 @@ impl Server {
     }
 }
 
-/// Answers a connection over the limits with 503 (`Connection: close`, Retry-After) before reading
-/// its request, then closes it: with a lingering close when `linger` is given (the client reads the
-/// answer even while it uploads), else at once.
+/// Reads what the client sends until the end of its request head (`\r\n\r\n`), at most
+/// [`REFUSE_HEAD_BYTES`] or [`REFUSE_HEAD_WAIT`]: an HTTP client treats an answer that arrives
+/// before it has sent its request as a broken connection (hyper: "unexpected message"), so a
+/// refusal waits for the request it answers.
+async fn read_request_head(stream: &mut TcpStream) {
+    let mut buf = [0u8; 4096];
+    let mut seen: Vec<u8> = Vec::new();
+    let _ = tokio::time::timeout(REFUSE_HEAD_WAIT, async {
+        while seen.len() < REFUSE_HEAD_BYTES {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let from = seen.len().saturating_sub(3);
+                    seen.extend_from_slice(&buf[..n]);
+                    if seen[from..].windows(4).any(|w| w == b"\r\n\r\n") {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// The most bytes a refused connection's request head is read for (see [`read_request_head`]).
+const REFUSE_HEAD_BYTES: usize = 16 * 1024;
+/// The longest a refused connection's request head is waited for.
+const REFUSE_HEAD_WAIT: Duration = Duration::from_secs(1);
+
+/// Answers a connection over the limits with 503 (`Connection: close`, Retry-After) once its
+/// request head has arrived ([`read_request_head`]), then closes it: with a lingering close when
+/// `linger` is given (the client reads the answer even while it uploads), else at once.
 async fn refuse(mut stream: TcpStream, linger: Option<(Linger, tokio::sync::OwnedSemaphorePermit)>) {
+    read_request_head(&mut stream).await;
     let body = r#"{"error":{"code":"overloaded","message":"too many open connections; retry shortly"}}"#;
     let msg = format!(
         "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
