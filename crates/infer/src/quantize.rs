@@ -96,12 +96,8 @@ impl Int8Record {
 /// Rewrites the checkpoint at `path` (atomically) with `record` as its `inference.int8`, keeping
 /// what else `inference` holds (the TTA advice).
 pub fn record_int8(path: &Path, record: &Int8Record) -> Result<(), Error> {
-    let mut ckpt = checkpoint::load(path)?;
-    let mut obj = ckpt.meta.inference.take().and_then(|v| v.as_object().cloned()).unwrap_or_default();
-    obj.insert("int8".into(), serde_json::to_value(record).map_err(|e| Error::Data(e.to_string()))?);
-    ckpt.meta.inference = Some(serde_json::Value::Object(obj));
-    checkpoint::save(path, &ckpt)?;
-    Ok(())
+    let value = serde_json::to_value(record).map_err(|e| Error::Data(e.to_string()))?;
+    crate::tta::merge_inference(path, serde_json::Map::from_iter([("int8".to_string(), value)]))
 }
 
 /// `n` samples of `samples` spread evenly (every class of a class-sorted split is reached), or all.

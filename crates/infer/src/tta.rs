@@ -52,11 +52,18 @@ impl InferenceAdvice {
 /// Rewrites the checkpoint at `path` (atomically) with `advice` in its `inference` metadata,
 /// keeping what else `inference` holds (an int8 record).
 pub fn record_advice(path: &Path, advice: &InferenceAdvice) -> Result<(), Error> {
+    match serde_json::to_value(advice).map_err(|e| Error::Data(e.to_string()))? {
+        serde_json::Value::Object(fields) => merge_inference(path, fields),
+        other => Err(Error::Data(format!("the advice is not a JSON object: {other}"))),
+    }
+}
+
+/// Rewrites the checkpoint at `path` (atomically) with `fields` set in its `inference` metadata
+/// object, keeping the fields it already holds under other names.
+pub(crate) fn merge_inference(path: &Path, fields: serde_json::Map<String, serde_json::Value>) -> Result<(), Error> {
     let mut ckpt = checkpoint::load(path)?;
     let mut obj = ckpt.meta.inference.take().and_then(|v| v.as_object().cloned()).unwrap_or_default();
-    if let serde_json::Value::Object(fields) = serde_json::to_value(advice).map_err(|e| Error::Data(e.to_string()))? {
-        obj.extend(fields);
-    }
+    obj.extend(fields);
     ckpt.meta.inference = Some(serde_json::Value::Object(obj));
     checkpoint::save(path, &ckpt)?;
     Ok(())

@@ -82,6 +82,8 @@ pub struct Plan {
     pub tensors: Vec<String>,
     /// Convolution node index → index of the `Relu`/`Clip` folded into its output quantization.
     fused: HashMap<usize, usize>,
+    /// Indices of the convolutions quantized (their input is in `tensors`; the stem's is not).
+    convs: HashSet<usize>,
 }
 
 fn graph_of(model: &ModelProto) -> Result<&crate::proto::GraphProto, Error> {
@@ -121,6 +123,7 @@ impl Plan {
         // The convolutions that read the image stay float (see the module docs).
         let skip = |i: usize| g.node[i].input[0] == INPUT_NAME;
         let mut fused = HashMap::new();
+        let mut convs = HashSet::new();
         let mut tensors: Vec<String> = Vec::new();
         let mut set: HashSet<String> = HashSet::new();
         let add = |t: &str, tensors: &mut Vec<String>, set: &mut HashSet<String>| {
@@ -131,6 +134,7 @@ impl Plan {
         for (i, n) in g.node.iter().enumerate() {
             match op(n) {
                 "Conv" if n.input.len() >= 2 && inits.contains_key(n.input[1].as_str()) && !skip(i) => {
+                    convs.insert(i);
                     add(&n.input[0], &mut tensors, &mut set);
                     let y = n.output[0].as_str();
                     let only = consumers.get(y).filter(|c| c.len() == 1).map(|c| c[0]);
@@ -160,7 +164,7 @@ impl Plan {
         if tensors.is_empty() {
             return Err(Error::Graph("the graph has no convolution to quantize".into()));
         }
-        Ok(Plan { tensors, fused })
+        Ok(Plan { tensors, fused, convs })
     }
 
     /// The float model with every planned tensor as an extra output (the graph input excepted):
@@ -334,8 +338,7 @@ pub fn quantize(model: &ModelProto, ranges: &Ranges) -> Result<ModelProto, Error
         if let Some(&a) = plan.fused.get(&i) {
             n.output = vec![g.node[a].output[0].clone()];
         }
-        let conv =
-            op(&n) == "Conv" && n.input.len() >= 2 && inits.contains_key(n.input[1].as_str()) && params.contains_key(g.node[i].input[0].as_str());
+        let conv = plan.convs.contains(&i);
         for k in 0..n.input.len() {
             let x = n.input[k].clone();
             if params.contains_key(x.as_str()) {
