@@ -288,6 +288,18 @@ pub struct OverrideArgs {
     /// provisioned it, else libtorch), torch or onnxruntime. Training always runs on libtorch.
     #[arg(long, value_enum)]
     pub runtime: Option<petal_onnx::Runtime>,
+    /// Hold out this fraction of each class of the validation split (e.g. 0.5): the epoch, the
+    /// calibration and TTA are chosen on the rest (`valid-select`), and the held-out part
+    /// (`valid-holdout`) only reports.
+    #[arg(long)]
+    pub holdout: Option<f64>,
+    /// Seed of the holdout cut (default 0; apart from --seed, so every trial holds out the same images).
+    #[arg(long)]
+    pub holdout_seed: Option<u64>,
+    /// After training, retrain on train plus the selection part for the chosen number of epochs
+    /// (`final.safetensors`); needs --holdout.
+    #[arg(long)]
+    pub final_fit: bool,
 }
 
 impl OverrideArgs {
@@ -312,6 +324,9 @@ impl OverrideArgs {
             device: self.device.clone(),
             threads: self.threads,
             runtime: self.runtime,
+            holdout: self.holdout,
+            holdout_seed: self.holdout_seed,
+            final_fit: self.final_fit.then_some(true),
         }
     }
 }
@@ -628,20 +643,33 @@ fn train_cmd(a: &TrainArgs) -> Result<()> {
     if a.extract_only {
         return extract_cmd(&job, &a.shard);
     }
-    let out = job.run(&Bars::default()).context("training")?;
+    let report = job.run_and_report(&Bars::default()).context("training")?;
+    let out = &report.outcome;
     let best = &out.history[out.best_epoch.saturating_sub(1)];
     eprintln!(
-        "done in {:.1}s (features {:.1}s); best epoch {} valid acc {}; checkpoints in {}",
+        "done in {:.1}s (features {:.1}s); best epoch {}, {} acc {}; checkpoints in {}",
         out.wall_s,
         out.feature_s,
         out.best_epoch,
+        out.selected_on.as_deref().unwrap_or("valid"),
         best.valid_acc.map(|v| format!("{:.2}%", 100.0 * v)).unwrap_or_else(|| "–".into()),
         out.run_dir.display()
     );
+    if let Some(f) = &out.final_fit {
+        eprintln!("final fit: {} epochs on {} images in {:.1}s: {}", f.epochs, f.images, f.wall_s, f.checkpoint.display());
+    }
+    if let Some(c) = &report.calibration {
+        eprintln!("calibration: temperature {:.3} on {} (ECE {:.2}% -> {:.2}%)", c.temperature, c.split, 100.0 * c.ece.0, 100.0 * c.ece.1);
+    }
+    for r in &report.held_out {
+        eprintln!("held out: {r}");
+    }
     if a.measure_tta {
         let ds = pipeline::discover(&job.data, job.skip_bad, job.category_names.as_deref())?;
         let device = model::parse_device(&job.config.device)?;
-        pipeline::recommend_tta(&out.best_checkpoint, &ds, "valid", (device, job.config.runtime), &Bars::default())
+        let split = out.selected_on.as_deref().unwrap_or("valid");
+        let ds = infer::evaluate::resolve_split(&ds, split, &infer::Predictor::load(&out.best_checkpoint, device)?.meta)?;
+        pipeline::recommend_tta(&out.best_checkpoint, &ds, split, (device, job.config.runtime), &Bars::default())
             .context("measuring test-time augmentation")?;
     }
     Ok(())
@@ -686,6 +714,9 @@ fn evaluate_cmd(a: &EvaluateArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!("{r}");
+    }
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
     }
     Ok(())
 }

@@ -56,13 +56,23 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
     let config = pipeline::load_pipeline_config(a.config.as_deref(), &o)?;
     let job = pipeline::PipelineRun { config, force: a.force, overwrite: a.overwrite };
     let out = pipeline::run_pipeline(&job, &Bars::default()).context("pipeline")?;
-    for e in &out.evaluations {
+    let line = |who: &str, e: &serde_json::Value| {
+        let split = e["split"].as_str().unwrap_or("?");
+        let kind = if split.ends_with("-holdout") {
+            " (held out)"
+        } else if split.ends_with("-select") || (split == "valid" && !out.evaluations.iter().any(|x| x["split"] == "valid-holdout")) {
+            " (selection score)"
+        } else {
+            ""
+        };
         println!(
-            "{}: top-1 {:.2}%  top-5 {:.2}%",
-            e["split"].as_str().unwrap_or("?"),
+            "{who}{split}{kind}: top-1 {:.2}%  top-5 {:.2}%",
             100.0 * e["top1"].as_f64().unwrap_or(0.0),
             100.0 * e["top5"].as_f64().unwrap_or(0.0)
         );
-    }
+    };
+    out.evaluations.iter().for_each(|e| line("", e));
+    out.final_evaluations.iter().for_each(|e| line("final fit, ", e));
+    println!("model: {}", out.model.display());
     Ok(())
 }

@@ -88,6 +88,51 @@ pub struct Preprocessing {
     pub interpolation: Interpolation,
 }
 
+/// What a trained checkpoint's weights saw, stored under `provenance.trained_on` (written by the
+/// train crate; absent from checkpoints of other origins). Evaluation uses it to warn when asked
+/// to score images the checkpoint trained on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainedOn {
+    /// Whole splits trained on (`["train"]`).
+    pub splits: Vec<String>,
+    /// Further images trained on, by path relative to the dataset root (a final fit's selection
+    /// part).
+    pub images: Vec<String>,
+    /// The split (or part of one) the epoch was chosen on, if any.
+    pub selected_on: Option<String>,
+    /// The cut of the validation split into a selection part and a held-out part, if any.
+    pub holdout: Option<HoldoutCut>,
+    /// Trained on train plus the selection part for the epoch count chosen before (a final fit).
+    pub final_fit: bool,
+}
+
+/// A holdout cut as [`TrainedOn`] records it (see `preprocess::Holdout`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldoutCut {
+    /// The split cut (`valid`).
+    pub split: String,
+    /// Fraction of each class held out.
+    pub fraction: f64,
+    /// Seed of the cut.
+    pub seed: u64,
+}
+
+impl TrainedOn {
+    /// The key under `provenance`.
+    pub const KEY: &'static str = "trained_on";
+
+    /// The record of `meta`, if it has one that reads.
+    pub fn of(meta: &Metadata) -> Option<TrainedOn> {
+        meta.provenance.get(Self::KEY).and_then(|v| serde_json::from_value(v.clone()).ok())
+    }
+
+    /// Whether a sample of split `split` at `rel` (relative to the dataset root) was trained on.
+    pub fn contains(&self, split: &str, rel: &str) -> bool {
+        self.splits.iter().any(|s| s == split) || self.images.iter().any(|i| i == rel)
+    }
+}
+
 /// Typed metadata of a checkpoint. The stage crates own the schemas of the JSON-valued fields
 /// (`arch_config`, `head`, `hyperparameters`, `metrics`, `optimizer`, `rng`); this crate only
 /// stores them.

@@ -79,9 +79,9 @@ mod zip;
 
 pub use error::Error;
 pub use format::{
-    is_reserved, load, load_bytes, save, tensor_checksum, tensor_layout_checksum, Checkpoint, ClassEntry, FormatVersion, Interpolation, Metadata,
-    Migration, Preprocessing, CHECKSUM_ALGORITHM, FORMAT_MAJOR, FORMAT_MINOR, FORMAT_NAME, METADATA_KEY, MIGRATIONS, OPTIMIZER_PREFIX, RNG_PREFIX,
-    WRITER,
+    is_reserved, load, load_bytes, save, tensor_checksum, tensor_layout_checksum, Checkpoint, ClassEntry, FormatVersion, HoldoutCut, Interpolation,
+    Metadata, Migration, Preprocessing, TrainedOn, CHECKSUM_ALGORITHM, FORMAT_MAJOR, FORMAT_MINOR, FORMAT_NAME, METADATA_KEY, MIGRATIONS,
+    OPTIMIZER_PREFIX, RNG_PREFIX, WRITER,
 };
 pub use module_tree::PickledModule;
 pub use tensor::{Bytes, DType, TensorData, TensorMap};

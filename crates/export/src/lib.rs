@@ -213,6 +213,9 @@ pub struct ExportInfo {
     pub petal_version: String,
     /// File name of the source checkpoint.
     pub source_checkpoint: String,
+    /// The calibration temperature the logits are divided by before the output activation (1:
+    /// none), as the checkpoint records it.
+    pub temperature: f64,
 }
 
 impl ExportInfo {
@@ -231,6 +234,7 @@ impl ExportInfo {
             opset: (format == Format::Onnx).then_some(OPSET),
             petal_version: PETAL_VERSION.into(),
             source_checkpoint: loaded.source.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+            temperature: loaded.predictor.temperature(),
         }
     }
 }

@@ -13,6 +13,9 @@ pub fn onnx_model(loaded: &Loaded, info: &ExportInfo) -> Result<ModelProto, Erro
     let mut g = Graph::default();
     let feats = nets::backbone(&mut g, &params, &loaded.arch, loaded.preprocessing.input_size as i64, crate::INPUT_NAME)?;
     let logits = nets::head(&mut g, &params, loaded.head(), &feats)?;
+    // The checkpoint's calibration, as `petal predict` applies it.
+    let t = loaded.predictor.temperature();
+    let logits = if t == 1.0 { logits } else { g.div_scalar(&logits, "calibration", t as f32) };
     let op = match loaded.output {
         crate::OutputKind::Probabilities => "Softmax",
         crate::OutputKind::LogProbabilities => "LogSoftmax",

@@ -14,7 +14,7 @@ pub fn trace(loaded: &Loaded, batch: i64) -> Result<CModule, Error> {
     let example = Tensor::zeros(loaded.input_shape(batch), (Kind::Float, tch::Device::Cpu)).set_requires_grad(true);
     let output = loaded.output;
     let mut forward = |xs: &[Tensor]| {
-        let logits = loaded.predictor.network().forward_t(&xs[0], false);
+        let logits = loaded.predictor.apply_temperature(loaded.predictor.network().forward_t(&xs[0], false));
         let y = match output {
             OutputKind::Probabilities => logits.softmax(1, Kind::Float),
             OutputKind::LogProbabilities => logits.log_softmax(1, Kind::Float),

@@ -12,6 +12,7 @@ use preprocess::{Dataset, ImageSource, LoaderConfig, Mode, Sample};
 use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
+use crate::calibrate::{confidences, reliability, Reliability, ECE_BINS};
 use crate::{Error, Predictor, Tta};
 
 /// Options of [`evaluate`].
@@ -101,6 +102,48 @@ pub struct EvalReport {
     pub tta: Tta,
     /// Forward passes per image (the views of `tta`).
     pub forward_passes_per_image: usize,
+    /// The temperature the logits were divided by (1: uncalibrated).
+    pub temperature: f64,
+    /// Reliability of the probabilities as served (with the temperature).
+    pub reliability: Reliability,
+    /// Reliability of the head's own probabilities (temperature 1), when a temperature applies
+    /// and there is no test-time augmentation.
+    pub reliability_uncalibrated: Option<Reliability>,
+    /// Images of the split the checkpoint was trained on (see [`checkpoint::TrainedOn`]).
+    pub trained_on_images: usize,
+    /// What the reader must know before trusting the figures (e.g. trained-on images).
+    pub warnings: Vec<String>,
+}
+
+/// `ds`, or when it lacks `split` and `split` is the selection or held-out part of a split the
+/// checkpoint's holdout cut (its [`checkpoint::TrainedOn`] record), `ds` with that cut applied.
+pub fn resolve_split<'a>(ds: &'a Dataset, split: &str, meta: &checkpoint::Metadata) -> Result<std::borrow::Cow<'a, Dataset>, Error> {
+    if ds.split(split).is_some() {
+        return Ok(std::borrow::Cow::Borrowed(ds));
+    }
+    if let Some(cut) = checkpoint::TrainedOn::of(meta).and_then(|t| t.holdout) {
+        let names = [preprocess::Holdout::select_name(&cut.split), preprocess::Holdout::holdout_name(&cut.split)];
+        if names.iter().any(|n| n == split) {
+            let h = preprocess::Holdout { fraction: cut.fraction, seed: cut.seed };
+            return Ok(std::borrow::Cow::Owned(h.apply(ds, &cut.split)?));
+        }
+    }
+    Ok(std::borrow::Cow::Borrowed(ds))
+}
+
+/// How many of `samples` (of split `split`) the checkpoint trained on, and the warning to show.
+fn trained_on(meta: &checkpoint::Metadata, ds: &Dataset, split: &str, samples: &[Sample], ckpt: &Path) -> (usize, Option<String>) {
+    let Some(t) = checkpoint::TrainedOn::of(meta) else { return (0, None) };
+    let n = samples.iter().filter(|s| t.contains(split, &ds.relative(&s.path))).count();
+    let warning = (n > 0).then(|| {
+        format!(
+            "{n} of the {} images of {split} were used to train {}{}: its score on them is not a held-out figure",
+            samples.len(),
+            ckpt.display(),
+            if t.final_fit { " (a final fit on the training split and the selection part)" } else { "" }
+        )
+    });
+    (n, warning)
 }
 
 /// Class index remapping from a dataset's labels to a checkpoint's outputs (by folder name).
@@ -125,6 +168,8 @@ pub fn evaluate(ckpt: &Path, ds: &Dataset, split: &str, opts: &EvalOptions, prog
     if let Some(names) = &opts.names {
         pred.set_names(names, opts.names_override);
     }
+    let ds = resolve_split(ds, split, &pred.meta)?;
+    let ds = ds.as_ref();
     let samples: Arc<[Sample]> = ds
         .split(split)
         .filter(|s| !s.samples.is_empty())
@@ -133,9 +178,11 @@ pub fn evaluate(ckpt: &Path, ds: &Dataset, split: &str, opts: &EvalOptions, prog
     if let Some(t) = opts.tta {
         pred.tta = t;
     }
+    let (trained_on_images, warning) = trained_on(&pred.meta, ds, split, &samples, ckpt);
     let map = label_map(ds, &pred.classes, ckpt)?;
     let c = pred.num_classes();
-    let mut tally = Tally { confusion: vec![vec![0u64; c]; c], top1: 0, top5: 0, loss_sum: 0.0, n: 0 };
+    let mut tally =
+        Tally { confusion: vec![vec![0u64; c]; c], top1: 0, top5: 0, loss_sum: 0.0, n: 0, conf: Default::default(), raw_conf: Default::default() };
     progress.event(Event::Start { task: &format!("evaluate {split}"), total: samples.len() as u64 });
     if pred.tta == Tta::None {
         let lcfg = LoaderConfig { batch_size: opts.batch_size, mode: Mode::Eval, channels_last: true, ..LoaderConfig::default() };
@@ -143,8 +190,17 @@ pub fn evaluate(ckpt: &Path, ds: &Dataset, split: &str, opts: &EvalOptions, prog
             let b = b?;
             let x = model::input_tensor(&b.images, b.shape, b.channels_last, opts.device);
             let y: Vec<i64> = b.labels.iter().map(|&l| map[l as usize]).collect();
-            let logits = pred.logits(&x)?.to_device(Device::Cpu);
+            let raw = pred.raw_logits(&x)?.to_device(Device::Cpu);
+            if pred.temperature() != 1.0 {
+                let (c, ok) = confidences(&raw, &y)?;
+                tally.raw_conf.0.extend(c);
+                tally.raw_conf.1.extend(ok);
+            }
+            let logits = pred.apply_temperature(raw);
             let loss = logits.cross_entropy_for_logits(&Tensor::from_slice(&y)).double_value(&[]);
+            let (c, ok) = confidences(&logits, &y)?;
+            tally.conf.0.extend(c);
+            tally.conf.1.extend(ok);
             tally.add(&logits, &y, loss)?;
             progress.event(Event::Advance { done: tally.n as u64, note: None });
         }
@@ -154,13 +210,18 @@ pub fn evaluate(ckpt: &Path, ds: &Dataset, split: &str, opts: &EvalOptions, prog
             let probs = pred.probabilities_of_views(&pred.input_of_paths(&paths)?, pred.tta.views())?;
             let y: Vec<i64> = batch.iter().map(|s| map[s.label]).collect();
             // Cross-entropy of the averaged distribution.
-            let loss = probs.clamp_min(1e-30).log().nll_loss(&Tensor::from_slice(&y)).double_value(&[]);
+            let log_probs = probs.clamp_min(1e-30).log();
+            let loss = log_probs.nll_loss(&Tensor::from_slice(&y)).double_value(&[]);
+            // The softmax of log-probabilities is the (averaged) distribution itself.
+            let (c, ok) = confidences(&log_probs, &y)?;
+            tally.conf.0.extend(c);
+            tally.conf.1.extend(ok);
             tally.add(&probs, &y, loss)?;
             progress.event(Event::Advance { done: tally.n as u64, note: None });
         }
     }
     progress.event(Event::Finish { summary: None });
-    let Tally { confusion, top1, top5, loss_sum, n } = tally;
+    let Tally { confusion, top1, top5, loss_sum, n, conf, raw_conf } = tally;
     let per_class: Vec<ClassAccuracy> = pred
         .classes
         .iter()
@@ -193,6 +254,11 @@ pub fn evaluate(ckpt: &Path, ds: &Dataset, split: &str, opts: &EvalOptions, prog
         seconds: t0.elapsed().as_secs_f64(),
         tta: pred.tta,
         forward_passes_per_image: pred.tta.views(),
+        temperature: pred.temperature(),
+        reliability: reliability(&conf.0, &conf.1, ECE_BINS),
+        reliability_uncalibrated: (!raw_conf.0.is_empty()).then(|| reliability(&raw_conf.0, &raw_conf.1, ECE_BINS)),
+        trained_on_images,
+        warnings: warning.into_iter().collect(),
     };
     if let Some(dir) = &opts.out_dir {
         write_report(&report, dir)?;
@@ -207,6 +273,10 @@ struct Tally {
     top5: u64,
     loss_sum: f64,
     n: usize,
+    /// Top-class probability and correctness of each image, as served.
+    conf: (Vec<f64>, Vec<bool>),
+    /// The same at temperature 1, when a temperature applies.
+    raw_conf: (Vec<f64>, Vec<bool>),
 }
 
 impl Tally {
@@ -252,6 +322,17 @@ pub fn write_report(r: &EvalReport, dir: &Path) -> Result<(), Error> {
         &format!("confusion matrix ({}, top-1 {:.1}%)", r.split, 100.0 * r.top1),
         &dir.join(format!("confusion-{}.png", r.split)),
     )?;
+    let curve = |label: String, rel: &Reliability| report::ReliabilityCurve {
+        label,
+        points: rel.bins.iter().map(|b| (b.confidence, b.accuracy, b.count)).collect(),
+    };
+    let mut curves = Vec::new();
+    if let Some(raw) = &r.reliability_uncalibrated {
+        curves.push(curve(format!("head's own (ECE {:.1}%)", 100.0 * raw.ece), raw));
+    }
+    let label = if r.temperature == 1.0 { "uncalibrated".to_string() } else { format!("temperature {:.3}", r.temperature) };
+    curves.push(curve(format!("{label} (ECE {:.1}%)", 100.0 * r.reliability.ece), &r.reliability));
+    report::plot_reliability(&curves, &format!("reliability ({}, {} images)", r.split, r.images), &dir.join(format!("reliability-{}.png", r.split)))?;
     Ok(())
 }
 
@@ -270,6 +351,16 @@ impl std::fmt::Display for EvalReport {
             100.0 * self.top5,
             self.loss
         )?;
+        match &self.reliability_uncalibrated {
+            Some(raw) => writeln!(
+                f,
+                "expected calibration error {:.2}% at temperature {:.3} ({:.2}% before)",
+                100.0 * self.reliability.ece,
+                self.temperature,
+                100.0 * raw.ece
+            )?,
+            None => writeln!(f, "expected calibration error {:.2}% (temperature {:.3})", 100.0 * self.reliability.ece, self.temperature)?,
+        }
         write!(f, "worst classes:")?;
         for c in &self.worst {
             write!(f, "\n  {:>5.1}%  {} ({}/{}) [{}]", 100.0 * c.accuracy, c.name, c.correct, c.total, c.folder)?;

@@ -9,6 +9,7 @@
 //! backbone runs in channels_last layout under `no_grad`.
 #![warn(missing_docs)]
 
+pub mod calibrate;
 pub mod evaluate;
 pub mod quantize;
 
@@ -70,6 +71,8 @@ pub use petal_common::{Event, Progress, Silent};
 
 pub use tta::{record_advice, InferenceAdvice, Tta};
 
+pub use calibrate::{calibrate, record_calibration, Calibration};
+
 pub use evaluate::{evaluate, label_map, write_report, ClassAccuracy, EvalOptions, EvalReport};
 
 /// One class with its probability.
@@ -113,6 +116,8 @@ pub struct Predictor {
     source: PathBuf,
     /// The backbone in onnxruntime, after [`Predictor::set_runtime`] chose it, and its precision.
     ort: Option<(petal_onnx::OrtNet, Precision)>,
+    /// Logits are divided by this before the softmax (the checkpoint's [`Calibration`], else 1).
+    temperature: f64,
 }
 
 impl Predictor {
@@ -172,7 +177,11 @@ impl Predictor {
         }
         net.fold_batchnorm();
         let tta = InferenceAdvice::from_meta(&ckpt.meta).map_or(Tta::None, |a| a.tta);
-        Ok(Predictor { vs, net, classes, transform, meta: ckpt.meta, head, tta, device, source: path.to_path_buf(), ort: None })
+        let temperature = Calibration::from_meta(&ckpt.meta).map_or(1.0, |c| c.temperature);
+        if !(temperature > 0.0 && temperature.is_finite()) {
+            return Err(unusable(format!("its calibration records temperature {temperature}, which is not a positive number")));
+        }
+        Ok(Predictor { vs, net, classes, transform, meta: ckpt.meta, head, tta, device, source: path.to_path_buf(), ort: None, temperature })
     }
 
     /// Sets class display names from `names` (folder name → display name): of every class named
@@ -325,10 +334,43 @@ impl Predictor {
         self.classes.len()
     }
 
-    /// Logits `[N, C]` for a batch `[N, 3, H, W]` of normalised images.
-    pub fn logits(&self, x: &Tensor) -> Result<Tensor, Error> {
+    /// The temperature logits are divided by before the softmax: the checkpoint's calibration
+    /// ([`Calibration`]), else 1.
+    pub fn temperature(&self) -> f64 {
+        self.temperature
+    }
+
+    /// Divides logits by `t` from now on (1: the head's own probabilities). Errors unless `t` is
+    /// a positive number.
+    pub fn set_temperature(&mut self, t: f64) -> Result<(), Error> {
+        if !(t > 0.0 && t.is_finite()) {
+            return Err(self.unusable(format!("temperature {t} is not a positive number")));
+        }
+        self.temperature = t;
+        Ok(())
+    }
+
+    /// The head's logits `[N, C]` for a batch `[N, 3, H, W]` of normalised images, before the
+    /// temperature.
+    pub fn raw_logits(&self, x: &Tensor) -> Result<Tensor, Error> {
         let feats = self.features(x)?.to_device(self.device);
         Ok(tch::no_grad(|| self.net.head_forward(&feats, false)))
+    }
+
+    /// `logits` divided by the temperature (the same tensor when it is 1, so uncalibrated
+    /// checkpoints keep their bits).
+    pub fn apply_temperature(&self, logits: Tensor) -> Tensor {
+        if self.temperature == 1.0 {
+            logits
+        } else {
+            logits / self.temperature
+        }
+    }
+
+    /// Calibrated logits `[N, C]` for a batch `[N, 3, H, W]` of normalised images (the head's,
+    /// divided by the temperature).
+    pub fn logits(&self, x: &Tensor) -> Result<Tensor, Error> {
+        Ok(self.apply_temperature(self.raw_logits(x)?))
     }
 
     /// Softmax probabilities `[N, C]` (on the CPU) for a batch.
@@ -353,7 +395,7 @@ impl Predictor {
             } else {
                 feats
             };
-            self.net.head_forward(&feats, false).narrow(0, 0, n).softmax(-1, Kind::Float).to_device(Device::Cpu)
+            self.apply_temperature(self.net.head_forward(&feats, false).narrow(0, 0, n)).softmax(-1, Kind::Float).to_device(Device::Cpu)
         }))
     }
 

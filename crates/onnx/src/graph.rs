@@ -317,6 +317,12 @@ impl Graph {
         self.node(scope, "Add", &[a, b], vec![])
     }
 
+    /// `Div` by a float scalar `d` (a calibration's temperature), held as an initializer.
+    pub fn div_scalar(&mut self, x: &str, scope: &str, d: f32) -> String {
+        let c = self.initializer(&format!("{scope}.divisor"), Param { shape: vec![], data: vec![d] });
+        self.node(scope, "Div", &[x, &c], vec![])
+    }
+
     /// Renames the graph value `from` (the output of the node that produces it) to `to`, e.g. to
     /// give the graph's output its public name.
     pub fn rename_output(&mut self, from: &str, to: &str) -> Result<(), Error> {

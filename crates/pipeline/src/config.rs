@@ -77,6 +77,12 @@ pub struct Overrides {
     pub threads: Option<usize>,
     /// What runs frozen feature extraction: auto, torch or onnxruntime.
     pub runtime: Option<train::Runtime>,
+    /// Fraction of each class of the validation split held out from every choice.
+    pub holdout: Option<f64>,
+    /// Seed of the holdout cut.
+    pub holdout_seed: Option<u64>,
+    /// Retrain on train plus the selection part for the chosen epoch count.
+    pub final_fit: Option<bool>,
 }
 
 impl Overrides {
@@ -85,7 +91,25 @@ impl Overrides {
         macro_rules! set {
             ($($f:ident),*) => { $( if let Some(v) = &self.$f { cfg.$f = v.clone(); } )* };
         }
-        set!(name, arch, mode, unfreeze_blocks, activation_cache_limit_mb, epochs, views, lr, batch_size, seed, patience, device, threads, runtime);
+        set!(
+            name,
+            arch,
+            mode,
+            unfreeze_blocks,
+            activation_cache_limit_mb,
+            epochs,
+            views,
+            lr,
+            batch_size,
+            seed,
+            patience,
+            device,
+            threads,
+            runtime,
+            holdout,
+            holdout_seed,
+            final_fit
+        );
     }
 }
 

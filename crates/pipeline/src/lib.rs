@@ -30,4 +30,6 @@ pub use config::{load_pipeline_config, load_train_config, Overrides, PipelineCon
 pub use error::Error;
 pub use petal_common::{Event, Progress, Silent};
 pub use run::{run_pipeline, PipelineOutcome, PipelineRun};
-pub use stages::{cache_splits, claim_run, discover, evaluate_checkpoint, expand_inputs, write_predictions_csv, Existing, SplitCache, TrainJob};
+pub use stages::{
+    cache_splits, claim_run, discover, evaluate_checkpoint, expand_inputs, write_predictions_csv, Existing, SplitCache, TrainJob, TrainReport,
+};

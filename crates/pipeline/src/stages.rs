@@ -119,6 +119,17 @@ pub struct TrainJob {
     pub existing: Existing,
 }
 
+/// What [`TrainJob::run_and_report`] did.
+#[derive(Debug)]
+pub struct TrainReport {
+    /// The training run (and its final fit).
+    pub outcome: TrainOutcome,
+    /// The temperature fitted on the selection part, with a holdout.
+    pub calibration: Option<infer::Calibration>,
+    /// With a holdout: the chosen checkpoint on the held-out part, then the final fit's.
+    pub held_out: Vec<infer::EvalReport>,
+}
+
 impl TrainJob {
     /// The run folder, `<runs_dir>/<name>`.
     pub fn run_dir(&self) -> PathBuf {
@@ -146,6 +157,37 @@ impl TrainJob {
         let ds = discover(&self.data, self.skip_bad, self.category_names.as_deref())?;
         progress.event(Event::Message(&ds.summary().to_string()));
         Ok(train::train(&self.request(), &ds, progress)?)
+    }
+
+    /// [`Self::run`], then with a holdout: the calibration temperature fitted on the selection
+    /// part and recorded in the delivered checkpoints (`best`, and `final` after a final fit),
+    /// and each of them scored on the held-out part.
+    pub fn run_and_report(&self, progress: &dyn Progress) -> Result<TrainReport, Error> {
+        let outcome = self.run(progress)?;
+        let Some(cut) = self.config.holdout_cut() else { return Ok(TrainReport { outcome, calibration: None, held_out: Vec::new() }) };
+        let ds = cut.apply(&discover(&self.data, self.skip_bad, self.category_names.as_deref())?, "valid")?;
+        let opts = infer::EvalOptions {
+            device: model::parse_device(&self.config.device)?,
+            runtime: self.config.runtime,
+            graph_cache: petal_common::onnxruntime::graph_cache(),
+            ..Default::default()
+        };
+        let select = preprocess::Holdout::select_name("valid");
+        let calibration = infer::calibrate(&outcome.best_checkpoint, &ds, &select, &opts, progress)?;
+        let mut delivered = vec![outcome.best_checkpoint.clone()];
+        if let Some(f) = &outcome.final_fit {
+            infer::record_calibration(&f.checkpoint, &calibration)?;
+            delivered.push(f.checkpoint.clone());
+        }
+        let held = preprocess::Holdout::holdout_name("valid");
+        let held_out = delivered
+            .iter()
+            .map(|c| {
+                let opts = infer::EvalOptions { out_dir: c.parent().map(Path::to_path_buf), ..opts.clone() };
+                evaluate_checkpoint(c, &ds, &held, &opts, self.category_names.as_deref(), progress)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TrainReport { outcome, calibration: Some(calibration), held_out })
     }
 
     /// Discovers the dataset and computes only the caches [`Self::run`] would compute (see

@@ -103,6 +103,13 @@ impl Dataset {
         self.splits.iter().find(|s| s.name == name)
     }
 
+    /// `path` relative to the root, with `/` separators (the form records of trained-on images
+    /// keep; a path outside the root is kept whole).
+    pub fn relative(&self, path: &Path) -> String {
+        let rel = path.strip_prefix(&self.root).unwrap_or(path);
+        rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+    }
+
     /// Display name of a class (falls back to the folder name).
     pub fn display_name(&self, label: usize) -> Option<&str> {
         match &self.names {

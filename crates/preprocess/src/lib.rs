@@ -23,6 +23,7 @@ pub mod cache;
 pub mod dataset;
 pub mod decode;
 pub mod error;
+pub mod holdout;
 mod jpeg;
 pub mod loader;
 pub mod mat;
@@ -37,6 +38,7 @@ pub use dataset::{
 };
 pub use decode::{decode_rgb, decode_rgb_bytes, decode_rgb_with, is_image_path, probe, DecodeLimits, IMAGE_EXTENSIONS};
 pub use error::{BadInput, Error, Problem};
+pub use holdout::Holdout;
 pub use loader::{loader, num_batches, predict_tensor, split_loader, Batch, ImageSource, Loader, LoaderConfig};
 pub use rng::epoch_order;
 pub use transform::{

@@ -24,6 +24,7 @@ mod curves;
 mod draw;
 mod io;
 mod prediction;
+mod reliability;
 mod scatter;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ pub use io::{csv_text, write_atomic, write_csv};
 pub use prediction::{
     plot_prediction, plot_prediction_grid, PredictionPanel, GRID_COLUMNS, GRID_PANEL_SIZE, MAX_BARS, MAX_GRID_PANELS, PREDICTION_SIZE,
 };
+pub use reliability::{plot_reliability, ReliabilityCurve, RELIABILITY_SIZE};
 pub use scatter::{plot_scatter, ScatterPanel, ScatterPoint, XAxis, SCATTER_COLUMNS, SCATTER_PANEL_SIZE};
 
 /// Everything that can go wrong while drawing or writing a report file; each variant names the

@@ -15,6 +15,9 @@ pub(crate) enum Cached {
     /// Activation maps after backbone unit `split` (partial mode): the units from `split` on and
     /// the head run.
     Activations(ActivationCache, usize),
+    /// Several activation caches read as one, in order (a final fit's training split and
+    /// selection part).
+    Joined(Vec<Cached>),
 }
 
 impl Cached {
@@ -22,7 +25,26 @@ impl Cached {
         match self {
             Cached::Features(x, _) => x.size()[0] as usize,
             Cached::Activations(c, _) => c.len(),
+            Cached::Joined(parts) => parts.iter().map(Cached::len).sum(),
         }
+    }
+
+    /// `parts` read as one: features are concatenated, activation caches joined.
+    pub(crate) fn join(mut parts: Vec<Cached>) -> Result<Cached, Error> {
+        if parts.len() == 1 {
+            return Ok(parts.remove(0));
+        }
+        if parts.iter().all(|p| matches!(p, Cached::Features(..))) {
+            let (xs, ys): (Vec<Tensor>, Vec<Tensor>) = parts
+                .into_iter()
+                .map(|p| match p {
+                    Cached::Features(x, y) => (x, y),
+                    _ => unreachable!("all parts are features"),
+                })
+                .unzip();
+            return Ok(Cached::Features(Tensor::cat(&xs, 0), Tensor::cat(&ys, 0)));
+        }
+        Ok(Cached::Joined(parts))
     }
 
     /// Inputs and labels of the images at `idx`, on `device`.
@@ -33,6 +55,28 @@ impl Cached {
                 (x.index_select(0, &t), y.index_select(0, &t))
             }
             Cached::Activations(c, _) => c.batch(idx)?,
+            Cached::Joined(parts) => {
+                // Each image from the part it lies in, in the order asked.
+                let (mut xs, mut ys, mut start) = (Vec::new(), Vec::new(), 0);
+                let mut place = vec![0i64; idx.len()];
+                for p in parts {
+                    let end = start + p.len();
+                    let mine: Vec<(usize, usize)> =
+                        idx.iter().enumerate().filter(|&(_, &i)| (start..end).contains(&i)).map(|(k, &i)| (k, i - start)).collect();
+                    if !mine.is_empty() {
+                        let (x, y) = p.batch(&mine.iter().map(|m| m.1).collect::<Vec<_>>(), Device::Cpu)?;
+                        let offset: usize = xs.iter().map(|t: &Tensor| t.size()[0] as usize).sum();
+                        for (j, &(k, _)) in mine.iter().enumerate() {
+                            place[k] = (offset + j) as i64;
+                        }
+                        xs.push(x);
+                        ys.push(y);
+                    }
+                    start = end;
+                }
+                let order = Tensor::from_slice(&place);
+                (Tensor::cat(&xs, 0).index_select(0, &order), Tensor::cat(&ys, 0).index_select(0, &order))
+            }
         };
         Ok((x.to_device(device), y.to_device(device)))
     }
@@ -41,6 +85,7 @@ impl Cached {
         match self {
             Cached::Features(..) => Ok(net.head_forward(x, train)),
             Cached::Activations(_, split) => Ok(net.forward_from(x, *split, train)?),
+            Cached::Joined(parts) => parts.first().map_or(Ok(net.head_forward(x, train)), |p| p.forward(net, x, train)),
         }
     }
 }

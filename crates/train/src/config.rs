@@ -118,6 +118,17 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Stop when validation accuracy has not improved for this many epochs (0: never).
     pub patience: usize,
+    /// Fraction of each class of the validation split held out (0: none): the epoch is chosen
+    /// on the rest (`<valid>-select`), and the held-out part (`<valid>-holdout`) is never seen
+    /// by training (see [`preprocess::Holdout`]).
+    pub holdout: f64,
+    /// Seed of the holdout cut (apart from `seed`, so runs with other seeds hold out the same
+    /// images).
+    pub holdout_seed: u64,
+    /// After the run, train the same recipe again on the training split plus the selection part,
+    /// for the number of epochs the run chose, and keep its last epoch (`final.safetensors`).
+    /// Needs `holdout`.
+    pub final_fit: bool,
     /// `cpu`, `cuda` or `cuda:N`.
     pub device: String,
     /// What runs the frozen backbone's feature extraction (frozen mode): `auto` (onnxruntime on
@@ -176,6 +187,9 @@ impl Default for TrainConfig {
             batch_size: 128,
             seed: 0,
             patience: 0,
+            holdout: 0.0,
+            holdout_seed: 0,
+            final_fit: false,
             device: "cpu".into(),
             runtime: petal_onnx::Runtime::Auto,
             image_size: 224,
@@ -252,10 +266,21 @@ impl TrainConfig {
                 self.unfreeze_blocks
             ));
         }
+        if !(0.0..1.0).contains(&self.holdout) {
+            return bad("holdout must be in [0, 1): the fraction of each class of the validation split held out");
+        }
+        if self.final_fit && self.holdout == 0.0 {
+            return bad("final_fit retrains on the training split plus the selection part of a holdout: set holdout too (e.g. 0.5)");
+        }
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name == ".." {
             return bad("name must be a plain folder name");
         }
         self.head.validate().map_err(|e| crate::Error::Config(e.to_string()))
+    }
+
+    /// The holdout cut of the validation split, if any.
+    pub fn holdout_cut(&self) -> Option<preprocess::Holdout> {
+        (self.holdout > 0.0).then_some(preprocess::Holdout { fraction: self.holdout, seed: self.holdout_seed })
     }
 
     /// The learning rate of `epoch` (0-based) under the schedule.

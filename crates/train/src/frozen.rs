@@ -90,10 +90,10 @@ pub struct CachedFeatures {
 /// (the eval transform when `views` is 0) and the eval view of `valid`, from the cache or computed
 /// and cached, exactly as [`crate::train`] gets them. Fine-tuning has no cached inputs: an error.
 pub fn cached_features(fx: &Extractor<'_>, train: (&Arc<[Sample]>, &str), valid: Option<(&Arc<[Sample]>, &str)>) -> Result<CachedFeatures, Error> {
-    let passes = crate::cached_passes(fx.cfg, (train.1, train.0), valid.map(|(s, n)| (n, s)));
+    let passes = crate::cached_passes(fx.cfg, &[(train.1, train.0)], valid.map(|(s, n)| (n, s)));
     let (inputs, feature_s) = match fx.cfg.mode {
-        TrainMode::Frozen => crate::frozen_inputs(fx, passes)?,
-        TrainMode::Partial => crate::partial_inputs(fx, passes, fx.cfg)?,
+        TrainMode::Frozen => crate::frozen_inputs(fx, passes, 1)?,
+        TrainMode::Partial => crate::partial_inputs(fx, passes, 1, fx.cfg)?,
         TrainMode::Finetune => return Err(Error::Config("fine-tuning trains on images: it has no cached inputs".into())),
     };
     Ok(CachedFeatures { inputs, feature_s })

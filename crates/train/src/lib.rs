@@ -134,6 +134,28 @@ pub struct TrainOutcome {
     /// Seconds spent computing backbone features (frozen mode) or activations (partial mode),
     /// cache hits excluded.
     pub feature_s: f64,
+    /// The split the epoch was chosen on (`valid`, or `valid-select` with a holdout), if any.
+    pub selected_on: Option<String>,
+    /// The final fit, when the config asks for one.
+    pub final_fit: Option<FinalFit>,
+}
+
+/// A final fit: the chosen recipe trained again on the training split plus the selection part
+/// of the holdout, for the epoch count the first run chose, its last epoch kept.
+#[derive(Debug, Clone)]
+pub struct FinalFit {
+    /// `<run>/final.safetensors`.
+    pub checkpoint: PathBuf,
+    /// Its own run folder (`<run>/final/`: metrics, curves, checkpoints).
+    pub run_dir: PathBuf,
+    /// Epochs trained (the chosen run's best epoch).
+    pub epochs: usize,
+    /// Images trained on per epoch (training split plus selection part).
+    pub images: usize,
+    /// Seconds it took (feature extraction included).
+    pub wall_s: f64,
+    /// Seconds of it spent computing features or activations (cache hits excluded).
+    pub feature_s: f64,
 }
 
 /// Parses `cpu`, `cuda`, `cuda:N` (see [`model::parse_device`]).
@@ -318,6 +340,46 @@ fn check_classes(c: &checkpoint::Checkpoint, classes: &[checkpoint::ClassEntry],
 /// reproducibility depend on it), so runs started concurrently in one process take turns.
 pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Result<TrainOutcome, Error> {
     let _generator = model::random_generator_lock();
+    let (mut out, cfg) = run_phase(req, ds, progress, Phase::Choose)?;
+    if cfg.final_fit {
+        out.final_fit = Some(final_fit(req, &cfg, &out, ds, progress)?);
+    }
+    Ok(out)
+}
+
+/// Which run of a training [`run_phase`] performs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Train on the training split, choose the epoch on the validation split (or its selection
+    /// part).
+    Choose,
+    /// Train on the training split plus the selection part, without validation, and keep the
+    /// last epoch.
+    FinalFit,
+}
+
+/// The final fit of the run `chosen`, trained with `cfg` (the config the run resolved).
+fn final_fit(req: &TrainRequest, cfg: &TrainConfig, chosen: &TrainOutcome, ds: &Dataset, progress: &dyn Progress) -> Result<FinalFit, Error> {
+    let epochs = chosen.best_epoch.max(1);
+    progress.event(Event::Message(&format!("[final fit] {epochs} epochs on the training split plus the selection part")));
+    let config = TrainConfig { name: "final".into(), epochs, patience: 0, ..cfg.clone() };
+    let sub = TrainRequest { config, runs_dir: chosen.run_dir.clone(), ..req.clone() };
+    let (out, _) = run_phase(&sub, ds, progress, Phase::FinalFit)?;
+    let dest = chosen.run_dir.join("final.safetensors");
+    let bytes = std::fs::read(&out.last_checkpoint).map_err(|e| Error::io(&out.last_checkpoint, e))?;
+    petal_common::write_atomic(&dest, &bytes).map_err(|e| Error::io(&dest, e.source))?;
+    Ok(FinalFit {
+        checkpoint: dest,
+        run_dir: out.run_dir,
+        epochs,
+        images: run_data(&sub, cfg, ds, Phase::FinalFit)?.train_images(),
+        wall_s: out.wall_s,
+        feature_s: out.feature_s,
+    })
+}
+
+/// One run of [`train`]: the chosen run, or its final fit. Returns the config it resolved.
+fn run_phase(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress, phase: Phase) -> Result<(TrainOutcome, TrainConfig), Error> {
     let start = Instant::now();
     let run_dir = req.runs_dir.join(&req.config.name);
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
@@ -351,7 +413,8 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
         tch::set_num_threads(cfg.threads as i32);
     }
     let device = parse_device(&cfg.device)?;
-    let (train_samples, valid_samples, classes) = run_data(req, ds)?;
+    let data = run_data(req, &cfg, ds, phase)?;
+    let classes = data.classes.clone();
     if let Some(c) = &resumed {
         check_classes(c, &classes, &last_path)?;
     }
@@ -381,7 +444,11 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
     let saver = Saver {
         cfg: &cfg,
         classes: classes.clone(),
-        provenance: serde_json::json!({ "dataset": ds.root.display().to_string(), "weights": weights_id }),
+        provenance: serde_json::json!({
+            "dataset": ds.root.display().to_string(),
+            "weights": weights_id,
+            checkpoint::TrainedOn::KEY: json(&data.trained_on),
+        }),
     };
     let tcfg = transform_config(&cfg);
 
@@ -392,9 +459,8 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
         // trainable blocks' are left alone).
         net.fold_batchnorm();
         let fx = extractor((&vs, &net), (&cfg, &tcfg, device), req, &weights_id, progress)?;
-        let valid = valid_samples.as_ref().map(|s| (req.valid_split.as_str(), s));
-        let passes = cached_passes(&cfg, (&req.train_split, &train_samples), valid);
-        let (inputs, secs) = if frozen { frozen_inputs(&fx, passes)? } else { partial_inputs(&fx, passes, &cfg)? };
+        let (passes, parts) = (data.passes(&cfg), data.train.len());
+        let (inputs, secs) = if frozen { frozen_inputs(&fx, passes, parts)? } else { partial_inputs(&fx, passes, parts, &cfg)? };
         feature_s = secs;
         Some(inputs)
     } else {
@@ -404,12 +470,13 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
     let source_for = |samples: &Arc<[Sample]>, split: &str| -> Result<ImageSource, Error> {
         features::image_source(&req.cache_dir, split, samples, &tcfg, req.skip_bad, progress)
     };
+    let (train_samples, train_name) = data.joined_train();
     let ft_sources = if cached_mode {
         None
     } else {
-        let t = source_for(&train_samples, &req.train_split)?;
-        let v = match &valid_samples {
-            Some(s) => Some(source_for(s, &req.valid_split)?),
+        let t = source_for(&train_samples, &train_name)?;
+        let v = match &data.valid {
+            Some((name, s)) => Some(source_for(s, name)?),
             None => None,
         };
         Some((t, v))
@@ -434,8 +501,8 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
                 let run = EpochRun { cfg: &cfg, tcfg: &tcfg, epoch, lr, device, skip_bad: req.skip_bad, progress };
                 let train = finetune_epoch(&net, &mut opt, &train_samples, src.clone(), &run)?;
                 let train_s = t0.elapsed().as_secs_f64();
-                let valid = match (valid_src, &valid_samples) {
-                    (Some(vsrc), Some(samples)) => {
+                let valid = match (valid_src, &data.valid) {
+                    (Some(vsrc), Some((_, samples))) => {
                         let (l, a) = image_eval(&net, samples, vsrc.clone(), &tcfg, &cfg, device)?;
                         (Some(l), Some(a))
                     }
@@ -464,7 +531,11 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
             m.lr,
             m.epoch_s
         )));
-        let score = m.valid_acc.unwrap_or(m.train_acc);
+        // A final fit keeps its last epoch: the epoch count was chosen before it.
+        let score = match phase {
+            Phase::Choose => m.valid_acc.unwrap_or(m.train_acc),
+            Phase::FinalFit => epoch as f64,
+        };
         saved.history.push(m);
         let improved = score > saved.best_score;
         if improved {
@@ -487,7 +558,7 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
     if saved.history.is_empty() {
         return Err(Error::Config("no epoch was run".into()));
     }
-    Ok(TrainOutcome {
+    let outcome = TrainOutcome {
         run_dir,
         best_checkpoint: best_path,
         last_checkpoint: last_path,
@@ -496,20 +567,83 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
         stopped_early,
         wall_s: start.elapsed().as_secs_f64(),
         feature_s,
-    })
+        selected_on: data.valid.as_ref().map(|(name, _)| name.clone()),
+        final_fit: None,
+    };
+    Ok((outcome, cfg))
 }
 
-/// The training and validation samples of a run and the dataset's classes (at least 2).
-type RunData = (Arc<[Sample]>, Option<Arc<[Sample]>>, Vec<ClassEntry>);
+/// What one run trains and validates on.
+struct RunData {
+    /// The training parts: the training split, and for a final fit the selection part too.
+    train: Vec<(String, Arc<[Sample]>)>,
+    /// The split (or part) the epoch is chosen on.
+    valid: Option<(String, Arc<[Sample]>)>,
+    /// The dataset's classes (at least 2).
+    classes: Vec<ClassEntry>,
+    /// The record saved in the checkpoints.
+    trained_on: checkpoint::TrainedOn,
+}
 
-fn run_data(req: &TrainRequest, ds: &Dataset) -> Result<RunData, Error> {
+impl RunData {
+    /// Images trained on per epoch.
+    fn train_images(&self) -> usize {
+        self.train.iter().map(|(_, s)| s.len()).sum()
+    }
+
+    /// The training parts as one list of samples and a name for its image cache.
+    fn joined_train(&self) -> (Arc<[Sample]>, String) {
+        if let [(name, s)] = self.train.as_slice() {
+            return (s.clone(), name.clone());
+        }
+        let all: Vec<Sample> = self.train.iter().flat_map(|(_, s)| s.iter().cloned()).collect();
+        let name = self.train.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join("+");
+        (Arc::from(all.into_boxed_slice()), name)
+    }
+
+    /// The cached passes of a run in frozen or partial mode (see [`cached_passes`]).
+    fn passes(&self, cfg: &TrainConfig) -> Vec<CachedPass<'_>> {
+        let train: Vec<(&str, &Arc<[Sample]>)> = self.train.iter().map(|(n, s)| (n.as_str(), s)).collect();
+        cached_passes(cfg, &train, self.valid.as_ref().map(|(n, s)| (n.as_str(), s)))
+    }
+}
+
+/// The samples `phase` of a run with `cfg` trains and validates on: the training split and the
+/// validation split, or with a holdout its selection part; a final fit trains on the training
+/// split and the selection part, and validates on nothing.
+fn run_data(req: &TrainRequest, cfg: &TrainConfig, ds: &Dataset, phase: Phase) -> Result<RunData, Error> {
     let train = split_samples(ds, &req.train_split)
         .ok_or_else(|| Error::Data(format!("{} has no (non-empty) split {:?}", ds.root.display(), req.train_split)))?;
     let classes = class_entries(ds);
     if classes.len() < 2 {
         return Err(Error::Data(format!("{} has {} class(es); at least 2 are needed", ds.root.display(), classes.len())));
     }
-    Ok((train, split_samples(ds, &req.valid_split), classes))
+    let (valid, held_out) = match cfg.holdout_cut() {
+        Some(cut) => {
+            let cut_ds = cut.apply(ds, &req.valid_split)?;
+            let select = preprocess::Holdout::select_name(&req.valid_split);
+            let samples = split_samples(&cut_ds, &select).ok_or_else(|| Error::Data(format!("{select:?} is empty")))?;
+            let record = checkpoint::HoldoutCut { split: req.valid_split.clone(), fraction: cut.fraction, seed: cut.seed };
+            (Some((select, samples)), Some(record))
+        }
+        None => (split_samples(ds, &req.valid_split).map(|s| (req.valid_split.clone(), s)), None),
+    };
+    let mut trained_on = checkpoint::TrainedOn { splits: vec![req.train_split.clone()], holdout: held_out, ..Default::default() };
+    let mut parts = vec![(req.train_split.clone(), train)];
+    let valid = match phase {
+        Phase::Choose => {
+            trained_on.selected_on = valid.as_ref().map(|(n, _)| n.clone());
+            valid
+        }
+        Phase::FinalFit => {
+            let (name, samples) = valid.ok_or_else(|| Error::Config("a final fit needs a holdout of a validation split".into()))?;
+            trained_on.images = samples.iter().map(|s| ds.relative(&s.path)).collect();
+            trained_on.final_fit = true;
+            parts.push((name, samples));
+            None
+        }
+    };
+    Ok(RunData { train: parts, valid, classes, trained_on })
 }
 
 /// The feature and activation extractor of a run, with the runtime its config asks for.
@@ -557,12 +691,16 @@ pub fn extract(req: &TrainRequest, ds: &Dataset, shard: Option<&shards::ShardJob
         tch::set_num_threads(cfg.threads as i32);
     }
     let device = parse_device(&cfg.device)?;
-    let (train_samples, valid_samples, classes) = run_data(req, ds)?;
+    let data = run_data(req, &cfg, ds, Phase::Choose)?;
     if let Some((c, path)) = &init {
-        check_classes(c, &classes, path)?;
+        check_classes(c, &data.classes, path)?;
     }
+    // A final fit also trains on the selection part's training views (the same passes as its
+    // validation pass when views is 0).
+    let final_data = if cfg.final_fit && cfg.views > 0 { Some(run_data(req, &cfg, ds, Phase::FinalFit)?) } else { None };
     let init_from = init.as_ref().map(|(c, p)| (c, p.as_path()));
-    let frozen::Network { vs, mut net, weights_id } = frozen::build_network(&cfg, req.weights.as_deref(), init_from, classes.len() as i64, device)?;
+    let frozen::Network { vs, mut net, weights_id } =
+        frozen::build_network(&cfg, req.weights.as_deref(), init_from, data.classes.len() as i64, device)?;
     let frozen = cfg.mode == TrainMode::Frozen;
     if cfg.channels_last && device == Device::Cpu {
         net.set_channels_last(true)?;
@@ -570,12 +708,14 @@ pub fn extract(req: &TrainRequest, ds: &Dataset, shard: Option<&shards::ShardJob
     net.fold_batchnorm();
     let tcfg = transform_config(&cfg);
     let fx = extractor((&vs, &net), (&cfg, &tcfg, device), req, &weights_id, progress)?;
-    let valid = valid_samples.as_ref().map(|s| (req.valid_split.as_str(), s));
-    let passes = cached_passes(&cfg, (&req.train_split, &train_samples), valid);
+    let mut passes = data.passes(&cfg);
+    if let Some(f) = &final_data {
+        passes.extend(f.passes(&cfg).into_iter().filter(|p| p.0 != req.train_split));
+    }
     let caches = passes.len();
     let (parts, feature_s) = match (shard, frozen) {
-        (None, true) => (Vec::new(), frozen_inputs(&fx, passes)?.1),
-        (None, false) => (Vec::new(), partial_inputs(&fx, passes, &cfg)?.1),
+        (None, true) => (Vec::new(), passes.iter().map(|&p| Ok(fx.features(p.1, p.0, p.2, p.3)?.1)).sum::<Result<f64, Error>>()?),
+        (None, false) => (Vec::new(), partial_inputs(&fx, passes, 1, &cfg)?.1),
         (Some(job), true) => {
             let parts = passes
                 .iter()
@@ -613,40 +753,51 @@ pub(crate) type CachedInputs = (Vec<cached::Cached>, Option<cached::Cached>);
 /// A cached pass over a split: (split name, samples, transform mode, view).
 type CachedPass<'a> = (&'a str, &'a Arc<[Sample]>, Mode, u64);
 
-/// The cached passes a run needs: each training view (the eval transform when `views` is 0), then
-/// the validation split's eval transform.
+/// The cached passes a run needs: each training view (the eval transform when `views` is 0) of
+/// each training part, view by view, then the validation split's eval transform.
 pub(crate) fn cached_passes<'a>(
     cfg: &TrainConfig,
-    train: (&'a str, &'a Arc<[Sample]>),
+    train: &[(&'a str, &'a Arc<[Sample]>)],
     valid: Option<(&'a str, &'a Arc<[Sample]>)>,
 ) -> Vec<CachedPass<'a>> {
     let mode = if cfg.views == 0 { Mode::Eval } else { Mode::Train };
-    let mut passes: Vec<CachedPass> = (0..cfg.views.max(1)).map(|v| (train.0, train.1, mode, v as u64)).collect();
+    let mut passes: Vec<CachedPass> =
+        (0..cfg.views.max(1)).flat_map(|v| train.iter().map(move |&(split, samples)| (split, samples, mode, v as u64))).collect();
     passes.extend(valid.map(|(split, samples)| (split, samples, Mode::Eval, 0)));
     passes
 }
 
-/// Splits the cached inputs into training views and the validation split's (the last pass when
-/// `passes` holds more than the views).
-fn split_views(mut all: Vec<cached::Cached>, views: usize) -> CachedInputs {
-    let valid = if all.len() > views { all.pop() } else { None };
-    (all, valid)
+/// Groups the cached inputs of [`cached_passes`] into training views (each the join of its
+/// `parts` training parts) and the validation split's (the last pass when there is one more).
+fn group_views(mut all: Vec<cached::Cached>, views: usize, parts: usize) -> Result<CachedInputs, Error> {
+    let valid = if all.len() > views * parts { all.pop() } else { None };
+    let mut grouped = Vec::with_capacity(views);
+    let mut it = all.into_iter();
+    for _ in 0..views {
+        grouped.push(cached::Cached::join(it.by_ref().take(parts).collect())?);
+    }
+    Ok((grouped, valid))
 }
 
 /// Frozen mode: pooled features of every pass.
-pub(crate) fn frozen_inputs(fx: &features::Extractor, passes: Vec<CachedPass>) -> Result<(CachedInputs, f64), Error> {
+pub(crate) fn frozen_inputs(fx: &features::Extractor, passes: Vec<CachedPass>, parts: usize) -> Result<(CachedInputs, f64), Error> {
     let (mut all, mut secs) = (Vec::new(), 0.0);
     for &(split, samples, mode, view) in &passes {
         let ((x, y), s) = fx.features(samples, split, mode, view)?;
         secs += s;
         all.push(cached::Cached::Features(x, y));
     }
-    Ok((split_views(all, fx.cfg.views.max(1)), secs))
+    Ok((group_views(all, fx.cfg.views.max(1), parts)?, secs))
 }
 
 /// Partial mode: activation maps at the split of every pass, after reporting their size and
 /// checking that they fit.
-pub(crate) fn partial_inputs(fx: &features::Extractor, passes: Vec<CachedPass>, cfg: &TrainConfig) -> Result<(CachedInputs, f64), Error> {
+pub(crate) fn partial_inputs(
+    fx: &features::Extractor,
+    passes: Vec<CachedPass>,
+    parts: usize,
+    cfg: &TrainConfig,
+) -> Result<(CachedInputs, f64), Error> {
     let split = fx.net.units() - cfg.unfreeze_blocks;
     let samples: Vec<&Arc<[Sample]>> = passes.iter().map(|p| p.1).collect();
     let plan = fx.plan_activations(passes, split, cfg.activation_dtype)?;
@@ -657,7 +808,7 @@ pub(crate) fn partial_inputs(fx: &features::Extractor, passes: Vec<CachedPass>, 
         secs += t;
         all.push(cached::Cached::Activations(c, split));
     }
-    Ok((split_views(all, cfg.views.max(1)), secs))
+    Ok((group_views(all, cfg.views.max(1), parts)?, secs))
 }
 
 /// Batch size of validation passes on cached inputs: pooled features are small, activation maps not.

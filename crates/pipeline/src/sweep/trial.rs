@@ -20,6 +20,8 @@ pub struct TrialContext {
     ds: Dataset,
     train: Arc<[Sample]>,
     valid: Arc<[Sample]>,
+    /// `valid`, or its selection part (`valid-select`) when the base config holds part out.
+    valid_name: String,
     weights: Option<PathBuf>,
     cache_dir: PathBuf,
     skip_bad: bool,
@@ -37,11 +39,20 @@ impl TrialContext {
     pub fn open(sweep: &Sweep) -> Result<TrialContext, Error> {
         let data = sweep.file.data.as_deref().ok_or(Error::NoData)?;
         let ds = crate::discover(data, sweep.file.skip_bad, None)?;
-        let (train, valid) = (samples(&ds, "train")?, samples(&ds, "valid")?);
+        let train = samples(&ds, "train")?;
+        // Trials are ranked on the selection part only: the held-out part scores the winner.
+        let (valid_name, valid) = match sweep.base.holdout_cut() {
+            Some(cut) => {
+                let name = preprocess::Holdout::select_name("valid");
+                (name.clone(), samples(&cut.apply(&ds, "valid")?, &name)?)
+            }
+            None => ("valid".to_string(), samples(&ds, "valid")?),
+        };
         Ok(TrialContext {
             ds,
             train,
             valid,
+            valid_name,
             weights: sweep.file.weights.clone(),
             cache_dir: sweep.file.cache_dir.clone(),
             skip_bad: sweep.file.skip_bad,
@@ -75,7 +86,7 @@ impl TrialContext {
             progress,
             ort: train::ort::backbone_for((&network.vs, network.net.feature_dim()), cfg, device, (&self.cache_dir, &network.weights_id), progress)?,
         };
-        let feats = frozen::cached_features(&fx, (&self.train, "train"), Some((&self.valid, "valid")))?;
+        let feats = frozen::cached_features(&fx, (&self.train, "train"), Some((&self.valid, &self.valid_name)))?;
         Ok((network, feats))
     }
 
