@@ -95,30 +95,58 @@ fn resume_after_kill_matches_an_uninterrupted_run() {
     // Uninterrupted reference.
     let full = config(tmp.path(), "full", &[]);
     ok(run_train(&full, false).output().expect("full run"), "full run");
-    // Interrupted: kill -9 as soon as the 3rd epoch's checkpoint has been written, then resume.
+    // Interrupted: the run halts right after its 3rd epoch is saved (the test hook), is killed
+    // with SIGKILL there, then resumes.
     let cut = config(tmp.path(), "cut", &[]);
-    let mut child = run_train(&cut, false).stderr(std::process::Stdio::null()).spawn().expect("spawn");
-    let metrics_path = runs.join("cut").join("metrics.jsonl");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        let lines = std::fs::read_to_string(&metrics_path).map(|t| t.lines().count()).unwrap_or(0);
-        if lines >= 3 || std::time::Instant::now() > deadline {
+    let mut child = run_train(&cut, false)
+        .env(train::TEST_HALT_EPOCHS_ENV, "3")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut log = String::new();
+    let mut halted = false;
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+        let line = line.expect("read stderr");
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("halted for a test after epoch 3") {
+            halted = true;
             break;
         }
-        std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let _ = child.kill(); // SIGKILL
-    let _ = child.wait();
-    let done = metrics(&runs.join("cut")).len();
-    assert!(done < 12, "the run finished before it could be killed");
+    child.kill().expect("kill -9"); // SIGKILL on Unix
+    child.wait().expect("wait");
+    assert!(halted, "the run ended without halting after epoch 3: {log}");
+    assert_eq!(metrics(&runs.join("cut")).len(), 3, "exactly three epochs were saved before the kill");
     ok(run_train(&cut, true).output().expect("resume"), "resumed run");
     let (a, b) = (metrics(&runs.join("full")), metrics(&runs.join("cut")));
+    assert_eq!(a.len(), 12);
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
         for k in ["train_loss", "train_acc", "valid_loss", "valid_acc", "lr"] {
             assert_eq!(x[k], y[k], "epoch {} {k} differs after resume", x["epoch"]);
         }
     }
+    // The last checkpoints are the same bytes: every tensor (weights, optimiser state, random
+    // generator state) and every metadata field but the creation time and the run's name.
+    let (full, cut) =
+        (checkpoint::load(&runs.join("full/last.safetensors")).expect("full"), checkpoint::load(&runs.join("cut/last.safetensors")).expect("cut"));
+    assert_eq!(full.tensors.len(), cut.tensors.len());
+    for (name, t) in &full.tensors {
+        let other = cut.tensors.get(name).unwrap_or_else(|| panic!("{name} missing after resume"));
+        assert!(t.bytes[..] == other.bytes[..] && t.shape == other.shape && t.dtype == other.dtype, "{name} differs after resume");
+    }
+    let strip = |m: &checkpoint::Metadata| {
+        let mut v = serde_json::to_value(m).expect("metadata");
+        v["created_utc"] = serde_json::Value::Null;
+        v["hyperparameters"]["name"] = serde_json::Value::Null;
+        v["metrics"]["history"].as_array_mut().into_iter().flatten().for_each(|e| e["epoch_s"] = 0.into());
+        v["metrics"]["history"].as_array_mut().into_iter().flatten().for_each(|e| e["img_s"] = 0.into());
+        v
+    };
+    assert_eq!(strip(&full.meta), strip(&cut.meta));
 }
 
 #[test]

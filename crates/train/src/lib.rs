@@ -347,6 +347,21 @@ pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Resul
     Ok(out)
 }
 
+/// Test-only: after this many saved epochs the process stops (sleeps until killed), so an
+/// end-to-end test can `kill -9` it between two exact epochs. Never set it otherwise.
+pub const TEST_HALT_EPOCHS_ENV: &str = "PETAL_TEST_HALT_AFTER_EPOCHS";
+
+/// The hook of [`TEST_HALT_EPOCHS_ENV`]: called after each epoch's checkpoints and metrics are
+/// written, with the number of epochs saved.
+fn test_halt_after_epoch(saved: usize, progress: &dyn Progress) {
+    if std::env::var(TEST_HALT_EPOCHS_ENV).ok().and_then(|v| v.parse::<usize>().ok()) == Some(saved) {
+        progress.event(Event::Message(&format!("halted for a test after epoch {saved} ({TEST_HALT_EPOCHS_ENV})")));
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+}
+
 /// Which run of a training [`run_phase`] performs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -548,6 +563,7 @@ fn run_phase(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress, phase: P
         }
         saver.save(&last_path, &vs, &opt, &saved)?;
         write_metrics(&run_dir, &cfg.name, &saved.history)?;
+        test_halt_after_epoch(saved.history.len(), progress);
         if cfg.patience > 0 && epoch + 1 - saved.best_epoch >= cfg.patience {
             let msg = format!("early stopping: no improvement for {} epochs (best epoch {})", cfg.patience, saved.best_epoch);
             progress.event(Event::Message(&msg));

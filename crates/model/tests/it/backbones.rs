@@ -31,8 +31,10 @@ fn names_and_shapes_equal_the_references() {
 /// Loads a torchvision golden (classifier replaced by `Linear(F, 10)`) into a head without
 /// hidden layers (`classifier.0`), checks features and logits, then again frozen, with batch
 /// norms folded and channels_last.
-fn check_torchvision(what: &str, arch: Arch, size: i64, folds: usize) {
-    let Some(path) = generated_golden(&format!("model/backbones/{what}"), what) else { return };
+/// `check` is the check id `model/backbones/<what>`.
+fn check_torchvision(check: &str, arch: Arch, size: i64, folds: usize) {
+    let what = check.rsplit('/').next().unwrap_or(check);
+    let Some(path) = generated_golden(check, what) else { return };
     let fx = read(&path);
     let vs = VarStore::new(Device::Cpu);
     let head = HeadConfig { hidden: vec![], ..Default::default() };
@@ -65,32 +67,33 @@ fn check_torchvision(what: &str, arch: Arch, size: i64, folds: usize) {
 
 #[test]
 fn vgg16_matches_torchvision() {
-    check_torchvision("vgg16", Arch::Vgg16, 64, 0);
+    check_torchvision("model/backbones/vgg16", Arch::Vgg16, 64, 0);
 }
 
 #[test]
 fn vgg11_bn_matches_torchvision() {
-    check_torchvision("vgg11_bn", Arch::Vgg11Bn, 64, 8);
+    check_torchvision("model/backbones/vgg11_bn", Arch::Vgg11Bn, 64, 8);
 }
 
 #[test]
 fn resnet18_matches_torchvision() {
-    check_torchvision("resnet18", Arch::ResNet18, 64, 1 + 8 * 2 + 3);
+    check_torchvision("model/backbones/resnet18", Arch::ResNet18, 64, 1 + 8 * 2 + 3);
 }
 
 #[test]
 fn resnet50_matches_torchvision() {
-    check_torchvision("resnet50", Arch::ResNet50, 64, 1 + 16 * 3 + 4);
+    check_torchvision("model/backbones/resnet50", Arch::ResNet50, 64, 1 + 16 * 3 + 4);
 }
 
 #[test]
 fn alexnet_matches_torchvision() {
-    check_torchvision("alexnet", Arch::AlexNet, 96, 0);
+    check_torchvision("model/backbones/alexnet", Arch::AlexNet, 96, 0);
 }
 
 /// Lite1/Lite2 with their real ImageNet weights against `efficientnet_lite_pytorch`.
-fn check_lite(what: &str, arch: Arch, size: i64) {
-    let Some(path) = generated_golden(&format!("model/backbones/{what}"), what) else { return };
+fn check_lite(check: &str, arch: Arch, size: i64) {
+    let what = check.rsplit('/').next().unwrap_or(check);
+    let Some(path) = generated_golden(check, what) else { return };
     let fx = read(&path);
     assert_eq!(arch.input_size() as i64, size);
     let vs = VarStore::new(Device::Cpu);
@@ -113,12 +116,12 @@ fn check_lite(what: &str, arch: Arch, size: i64) {
 
 #[test]
 fn efficientnet_lite1_matches_python_package_with_real_weights() {
-    check_lite("lite1", Arch::EfficientNetLite1, 240);
+    check_lite("model/backbones/lite1", Arch::EfficientNetLite1, 240);
 }
 
 #[test]
 fn efficientnet_lite2_matches_python_package_with_real_weights() {
-    check_lite("lite2", Arch::EfficientNetLite2, 260);
+    check_lite("model/backbones/lite2", Arch::EfficientNetLite2, 260);
 }
 
 #[test]

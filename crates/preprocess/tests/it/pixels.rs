@@ -88,41 +88,28 @@ fn committed_fixture_matches_pil_and_torchvision() {
     assert!(n >= 25, "fixture has only {n} images");
 }
 
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("PETAL_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let beside = manifest().join("../../../venv-torch/bin/python");
-    if beside.exists() {
-        beside
-    } else {
-        PathBuf::from("python3")
-    }
-}
+/// The corpus check: every generated edge case (and the full-resolution sample of `../shared`
+/// when present) decoded, resized, cropped and normalised by petal equals Pillow and torchvision.
+const CORPUS: &str = "preprocess/pixels/corpus";
 
 #[test]
 fn corpus_matches_pil_and_torchvision() {
+    let Some(reference) = testkit::Reference::find(CORPUS, &["torch", "torchvision", "PIL", "numpy"]) else { return };
+    testkit::ran(CORPUS);
     let dir = tempfile::tempdir().expect("tempdir");
     let json = dir.path().join("expected.json");
     let sample = manifest().join("../../../shared/data/flowers102-fullres-sample");
-    let mut cmd = Command::new(python());
+    let mut cmd = Command::new(&reference.python);
     cmd.arg(manifest().join("tests/fixtures/gen_pixels.py")).arg("--cases-out").arg(dir.path().join("cases")).arg("--json").arg(&json);
     if sample.is_dir() {
         cmd.arg("--sample").arg(&sample);
     } else {
         eprintln!("NOTE: {} absent: generated edge cases only", sample.display());
     }
-    match cmd.output() {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => {
-            eprintln!("SKIP: gen_pixels.py failed ({}): {}", o.status, String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or(""));
-            return;
-        }
-        Err(e) => {
-            eprintln!("SKIP: cannot run {} ({e}); set PETAL_PYTHON to a Python with torch, torchvision and Pillow", python().display());
-            return;
-        }
-    }
+    // The reference is there: a generator that fails is a failure, not a skip.
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {}: {e}", reference.python.display()));
+    assert!(out.status.success(), "gen_pixels.py failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
     let n = check_all(&json);
+    assert!(n >= 25, "the corpus has only {n} images");
     eprintln!("{n} images identical to PIL/torchvision");
 }
