@@ -76,7 +76,13 @@ fn train_evaluate_predict_on_synthetic_flowers() {
     let text = ok(out, "petal predict folder");
     assert!(text.contains("garden tulip") || text.contains("oxeye daisy"), "{text}");
     assert_eq!(std::fs::read_to_string(&csv).expect("csv").lines().count(), 1 + 12);
-    assert!(image::open(&plot).is_ok());
+    // The figure: the size report draws, and a picture rather than a blank canvas (its pixels
+    // spread over many grey levels: the photo, the bars, the text).
+    let img = image::open(&plot).expect("a PNG").to_luma8();
+    assert_eq!(img.dimensions(), report::PREDICTION_SIZE);
+    let mut levels = [false; 256];
+    img.pixels().for_each(|p| levels[p.0[0] as usize] = true);
+    assert!(levels.iter().filter(|&&l| l).count() > 32, "the figure is nearly uniform");
 }
 
 #[test]
@@ -161,8 +167,15 @@ fn early_stopping_stops_and_keeps_the_best() {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{err}");
     assert!(err.contains("early stopping"), "{err}");
-    assert_eq!(metrics(&runs.join("stop")).len(), 3);
-    assert!(runs.join("stop/best.safetensors").exists());
+    let m = metrics(&runs.join("stop"));
+    assert_eq!(m.len(), 3);
+    // The first epoch is the best (nothing learns after it), and best.safetensors is that epoch:
+    // its recorded best epoch is 1, and its history stops there.
+    let best = checkpoint::load(&runs.join("stop/best.safetensors")).expect("best");
+    assert_eq!(best.meta.metrics["best_epoch"], 1);
+    assert_eq!(best.meta.metrics["history"].as_array().map(Vec::len), Some(1));
+    let first = m[0]["valid_acc"].as_f64().expect("valid_acc");
+    assert!(m[1..].iter().all(|e| e["valid_acc"].as_f64().expect("valid_acc") <= first), "{m:?}");
 }
 
 /// Runs `petal` expecting a clean failure: non-zero exit, no panic, and every `needles` in stderr.

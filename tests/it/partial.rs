@@ -255,7 +255,7 @@ fn a_sweep_over_the_split_point_scores_its_trials_as_train_does() {
     std::fs::write(&path, toml::to_string(&file).expect("sweep file")).expect("write sweep file");
     let s = sweep::Sweep::load(&path).expect("sweep");
     let runner = sweep::InProcess::new(sweep::TrialContext::open(&s).expect("context"));
-    let outcome = sweep::run_sweep(&s, &runner, &train::Silent).expect("sweep run");
+    let outcome = sweep::run_sweep(&s, &runner, None, &train::Silent).expect("sweep run");
     assert_eq!(outcome.leaderboard.rows.len(), 2);
     for row in &outcome.leaderboard.rows {
         let blocks = row.point["unfreeze_blocks"].as_integer().expect("unfreeze_blocks") as usize;
@@ -309,8 +309,12 @@ fn activation_cache_is_recomputed_when_any_key_part_changes() {
     assert!(again(base.clone()).0.feature_s > 0.0, "images changed");
     assert_eq!(pact_files(&b).len(), files.len() + 1, "only the training split's images changed");
     files = pact_files(&b);
-    std::thread::sleep(std::time::Duration::from_millis(20));
     dead_head_weights(&b.weights);
+    // The rewrite's time, set explicitly: the test must not depend on the filesystem's timestamp
+    // resolution.
+    let f = std::fs::File::options().write(true).open(&b.weights).expect("open the weights");
+    let before = f.metadata().and_then(|m| m.modified()).expect("mtime");
+    f.set_modified(before + std::time::Duration::from_secs(3600)).expect("set mtime");
     assert!(again(base.clone()).0.feature_s > 0.0, "weights changed");
     assert_eq!(pact_files(&b).len(), files.len() + 2);
 }

@@ -86,16 +86,10 @@ pub fn ran(check: &str) {
 }
 
 /// The Python used as the reference: `$PETAL_PYTHON` (set by `cargo xtask test` to its provisioned
-/// venv), else `../venv-torch/bin/python` beside the workspace, else `python3` on the PATH.
+/// venv), else `python3` on the PATH. Nothing outside the repository is looked for: a test reads
+/// only what it is given.
 pub fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("PETAL_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let beside = workspace_root().join("../venv-torch/bin/python");
-    if beside.exists() {
-        return beside;
-    }
-    PathBuf::from("python3")
+    std::env::var_os("PETAL_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from)
 }
 
 /// A Python that imports every module a check needs, with their versions.

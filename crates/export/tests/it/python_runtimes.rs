@@ -1,7 +1,7 @@
 //! The exported ONNX run by onnxruntime (default CPU provider) and the exported TorchScript run
-//! by `torch.jit.load`, in the Python test venv (`$PETAL_PYTHON`, else `../venv-torch` beside the
-//! workspace): max |diff| ≤ 1e-4 on probabilities against petal and the same top-5. Skips with a
-//! printed reason when that Python lacks onnxruntime, onnx or torch.
+//! by `torch.jit.load`, in the Python test venv (`$PETAL_PYTHON`, set by `cargo xtask test`): max
+//! |diff| ≤ 1e-4 on probabilities against petal and the same top-5. Skips, recorded through
+//! `testkit`, when that Python lacks onnxruntime, onnx or torch (a required check: not in CI).
 
 use crate::common;
 

@@ -5,7 +5,7 @@
 //! and head-only files completed with backbone weights. `expected.json` holds PyTorch's top-5
 //! classes and probabilities predicted the seed's way (rebuild the model, load, Resize 256,
 //! CenterCrop 224, Normalize, exp of the LogSoftmax output). When a Python with torch is found
-//! (`$PETAL_PYTHON`, else `../venv-torch/bin/python` beside the workspace), the reference is
+//! (`$PETAL_PYTHON`, set by `cargo xtask test`), the reference is
 //! recomputed now and must equal the committed one.
 
 use std::collections::BTreeMap;

@@ -142,9 +142,11 @@ fn cache_invalidation_and_corruption() {
     // Parameters changed.
     rebuilt(&path, &samples, &CacheParams::new(288, &DecodeLimits::default()), "parameters");
     rebuilt(&path, &samples, &params(), "parameters");
-    // A source file changed (size and mtime).
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    // A source file changed (size and mtime; the time set explicitly, not left to the
+    // filesystem's timestamp resolution).
+    let before = std::fs::metadata(&samples[1].path).and_then(|m| m.modified()).unwrap();
     image::RgbImage::from_pixel(40, 30, image::Rgb([1, 2, 3])).save_with_format(&samples[1].path, image::ImageFormat::Jpeg).unwrap();
+    std::fs::File::options().write(true).open(&samples[1].path).unwrap().set_modified(before + std::time::Duration::from_secs(3600)).unwrap();
     rebuilt(&path, &samples, &params(), "stale");
     // The sample list changed.
     samples.pop();

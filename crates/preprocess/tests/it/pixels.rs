@@ -4,9 +4,10 @@
 //! Expected values come from `tests/fixtures/gen_pixels.py`:
 //! * always: the committed fixture `tests/fixtures/pixels/` (generated edge cases and their
 //!   expected hashes, with the Pillow/torchvision versions that made them);
-//! * with Python (`$PETAL_PYTHON`, else `../venv-torch` beside the repository): the script is run
-//!   at test time on freshly generated edge cases plus every image of
-//!   `../shared/data/flowers102-fullres-sample` (skipped with a printed reason when absent).
+//! * with the reference Python (`$PETAL_PYTHON`, set by `cargo xtask test`): the script is run at
+//!   test time on freshly generated edge cases plus every image of
+//!   `../shared/data/flowers102-fullres-sample` when present (a required check: a generator that
+//!   fails fails the test).
 
 use preprocess::resample::Filter;
 use preprocess::transform::{resize, resized_crop};

@@ -1,7 +1,7 @@
 //! The upload page in a real headless Chromium, driven over WebDriver (chromedriver's HTTP API):
 //! open the page, reach the controls by keyboard, upload an image through the file input, read
 //! the rendered top-1 name (it must equal the API's answer for the same file), check there is no
-//! horizontal scrolling at phone width, and save screenshots under `target/serve-browser/`.
+//! horizontal scrolling at phone width, and save screenshots into the test's temporary folder (or `$PETAL_BROWSER_SCREENSHOTS`).
 //!
 //! Needs `chromedriver` and `chromium` (Debian packages `chromium-driver`, `chromium`; `cargo xtask
 //! test` installs them). Without them the test skips through `testkit::skip` (`serve/browser/chromium`). `PETAL_BROWSER_CHECKPOINT`
@@ -159,8 +159,9 @@ fn upload_through_the_page_in_headless_chromium() {
     let preview_loaded = d.script("const i = document.getElementById('preview'); return i.complete && i.naturalWidth > 0");
     assert_eq!(preview_loaded, json!(true), "the photo is shown (blob: URL allowed by the CSP)");
 
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/serve-browser");
-    std::fs::create_dir_all(&out).expect("create target/serve-browser");
+    // Screenshots go to the test's temporary folder, or where PETAL_BROWSER_SCREENSHOTS names.
+    let out = std::env::var_os("PETAL_BROWSER_SCREENSHOTS").map_or_else(|| dir.path().join("screenshots"), std::path::PathBuf::from);
+    std::fs::create_dir_all(&out).expect("create the screenshot folder");
     d.screenshot(&out.join("page.png"));
 
     // Phone width: nothing wider than the screen.
