@@ -10,7 +10,7 @@ mod sweep_cmd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use progress::Bars;
@@ -123,7 +123,7 @@ struct TrainArgs {
     config: Option<PathBuf>,
     /// The recipe to start from: `default` (the project's best) or `seed` (the Udacity project's).
     #[arg(long, value_enum)]
-    preset: Option<PresetArg>,
+    preset: Option<pipeline::Preset>,
     /// Pretrained backbone weights (from `cargo xtask fetch-weights`); omit to start from random weights.
     #[arg(long)]
     weights: Option<PathBuf>,
@@ -189,57 +189,6 @@ impl clap::builder::TypedValueParser for ArchParser {
     }
 }
 
-/// Training modes on the command line.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum ModeArg {
-    /// Frozen backbone: features once, then the head trains.
-    Frozen,
-    /// Fine-tune the last backbone blocks too.
-    #[value(alias = "fine-tune")]
-    Finetune,
-    /// Train the last backbone blocks (`--unfreeze-blocks`) and the head on cached activations.
-    Partial,
-}
-
-/// Test-time augmentation on the command line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum TtaArg {
-    /// One view: the eval transform (1 forward pass per image).
-    None,
-    /// The eval view and its mirror image (2 passes).
-    Flip,
-    /// torchvision's FiveCrop of the resized image: four corners and the centre (5 passes).
-    FiveCrop,
-}
-
-impl From<TtaArg> for infer::Tta {
-    fn from(t: TtaArg) -> Self {
-        match t {
-            TtaArg::None => infer::Tta::None,
-            TtaArg::Flip => infer::Tta::Flip,
-            TtaArg::FiveCrop => infer::Tta::FiveCrop,
-        }
-    }
-}
-
-/// Presets on the command line.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum PresetArg {
-    /// The project's best recipe (`petal train`'s default).
-    Default,
-    /// The Udacity seed project's recipe.
-    Seed,
-}
-
-impl From<PresetArg> for pipeline::Preset {
-    fn from(p: PresetArg) -> Self {
-        match p {
-            PresetArg::Default => pipeline::Preset::Default,
-            PresetArg::Seed => pipeline::Preset::Seed,
-        }
-    }
-}
-
 /// Command-line overrides of config fields.
 #[derive(Args, Default, Clone)]
 pub struct OverrideArgs {
@@ -253,7 +202,7 @@ pub struct OverrideArgs {
     pub arch: Option<model::Arch>,
     /// Frozen backbone, fine-tuning, or partial fine-tuning on cached activations.
     #[arg(long, value_enum)]
-    pub mode: Option<ModeArg>,
+    pub mode: Option<train::TrainMode>,
     /// Fine-tuning and partial mode: trailing backbone blocks to train.
     #[arg(long, visible_alias = "trainable-blocks")]
     pub unfreeze_blocks: Option<usize>,
@@ -308,11 +257,7 @@ impl OverrideArgs {
         pipeline::Overrides {
             name: self.name.clone(),
             arch: self.arch.clone(),
-            mode: self.mode.map(|m| match m {
-                ModeArg::Frozen => train::TrainMode::Frozen,
-                ModeArg::Finetune => train::TrainMode::Finetune,
-                ModeArg::Partial => train::TrainMode::Partial,
-            }),
+            mode: self.mode,
             unfreeze_blocks: self.unfreeze_blocks,
             activation_cache_limit_mb: self.activation_cache_limit_mb,
             epochs: self.epochs,
@@ -358,7 +303,7 @@ struct EvaluateArgs {
     json: bool,
     /// Test-time augmentation, averaged in probability space (default: the checkpoint's recommendation, else none).
     #[arg(long, value_enum)]
-    tta: Option<TtaArg>,
+    tta: Option<infer::Tta>,
 }
 
 #[derive(Args)]
@@ -404,7 +349,7 @@ struct PredictArgs {
     batch_size: usize,
     /// Test-time augmentation, averaged in probability space (default: the checkpoint's recommendation, else none).
     #[arg(long, value_enum)]
-    tta: Option<TtaArg>,
+    tta: Option<infer::Tta>,
     /// JSON file mapping class folders to display names (default: the names stored in the checkpoint).
     #[arg(long)]
     category_names: Option<PathBuf>,
@@ -616,7 +561,7 @@ fn preprocess_cmd(a: &PreprocessArgs) -> Result<()> {
 }
 
 fn train_cmd(a: &TrainArgs) -> Result<()> {
-    let cfg = pipeline::load_train_config(a.config.as_deref(), a.preset.map(Into::into), &a.overrides.to_overrides())?;
+    let cfg = pipeline::load_train_config(a.config.as_deref(), a.preset, &a.overrides.to_overrides())?;
     if a.print_config {
         println!("{}", toml::to_string_pretty(&cfg)?);
         return Ok(());
@@ -702,7 +647,7 @@ fn evaluate_cmd(a: &EvaluateArgs) -> Result<()> {
     let opts = infer::EvalOptions {
         device: model::parse_device(&a.device)?,
         out_dir: out,
-        tta: a.tta.map(Into::into),
+        tta: a.tta,
         runtime: a.runtime,
         precision: a.precision,
         graph_cache: petal_common::onnxruntime::graph_cache(),
@@ -773,7 +718,7 @@ fn predict_cmd(a: &PredictArgs) -> Result<()> {
         pred.set_names(&preprocess::read_names_file(f)?, true);
     }
     if let Some(t) = a.tta {
-        pred.tta = t.into();
+        pred.tta = t;
     }
     let t0 = std::time::Instant::now();
     let mut out = a.jsonl.clone().or_else(|| a.csv.clone());

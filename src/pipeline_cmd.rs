@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::progress::Bars;
-use crate::{OverrideArgs, PresetArg};
+use crate::OverrideArgs;
 
 /// Arguments of `petal pipeline`.
 #[derive(Args)]
@@ -27,7 +27,7 @@ pub struct PipelineArgs {
     category_names: Option<PathBuf>,
     /// The recipe under the config's [train] (overrides its `preset`): default or seed.
     #[arg(long, value_enum)]
-    preset: Option<PresetArg>,
+    preset: Option<pipeline::Preset>,
     /// Parent folder of run folders.
     #[arg(long)]
     runs_dir: Option<PathBuf>,
@@ -49,7 +49,7 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
         data: a.data.clone(),
         weights: a.weights.clone(),
         category_names: a.category_names.clone(),
-        preset: a.preset.map(Into::into),
+        preset: a.preset,
         runs_dir: a.runs_dir.clone(),
         train: a.overrides.to_overrides(),
     };

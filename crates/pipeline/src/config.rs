@@ -14,11 +14,13 @@ use crate::Error;
 /// A starting recipe that a config file and overrides refine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Preset {
     /// The project's best recipe ([`TrainConfig::default`]): frozen features of the eval transform,
     /// a linear head, AdamW, cosine schedule, label smoothing 0.2, batch 128, 80 epochs (the best of
     /// the sweep `examples/sweep.toml`).
     #[default]
+    #[cfg_attr(feature = "clap", value(alias = "fast"))]
     Default,
     /// The seed project's recipe ([`TrainConfig::seed_preset`]): Adam lr 0.003, 10 epochs, a fresh
     /// augmented view every epoch.

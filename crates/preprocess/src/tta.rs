@@ -18,6 +18,7 @@ use crate::Error;
 /// Which views of an image a prediction averages (in probability space).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Tta {
     /// One view: the eval transform.
     #[default]
