@@ -52,12 +52,25 @@ pub fn run(a: &SweepArgs) -> Result<()> {
     let t0 = Instant::now();
     let secs = ctx.prepare(&sweep, &Bars::default()).context("computing the features the trials share")?;
     eprintln!("features ready ({secs:.1} s computed, the rest from the cache)");
+    let baseline = ctx.baseline(&sweep, &Bars::default()).context("fitting the logistic-regression baseline")?;
+    if let Some(b) = &baseline {
+        eprintln!(
+            "baseline: L-BFGS multinomial logistic regression on the same features, L2 {:e} chosen on the validation split: {:.2}% ({:.1} s)",
+            b.l2,
+            100.0 * b.valid_acc,
+            b.seconds
+        );
+    }
     let runner = Children { exe: std::env::current_exe().context("locating the petal binary")?, config: a.config.clone() };
-    let outcome = sweep::run_sweep(&sweep, &runner, &Bars::default()).context("petal sweep")?;
+    let outcome = sweep::run_sweep(&sweep, &runner, baseline.clone(), &Bars::default()).context("petal sweep")?;
     println!("{:>4} {:>5} {:>6} {:>6} {:>8}  point", "rank", "trial", "rounds", "epochs", "valid");
     for r in outcome.leaderboard.rows.iter().take(10) {
         let point = sweep::space::render(&r.point);
         println!("{:>4} {:>5} {:>6} {:>6} {:>7.2}%  {point}", r.rank, r.trial, r.rounds, r.epochs, 100.0 * r.valid_acc);
+    }
+    if let (Some(b), Some(best)) = (&baseline, outcome.leaderboard.best()) {
+        let verdict = if best.valid_acc > b.valid_acc { "beats" } else { "does NOT beat" };
+        println!("the best trial ({:.2}%) {verdict} the logistic-regression baseline ({:.2}%)", 100.0 * best.valid_acc, 100.0 * b.valid_acc);
     }
     println!(
         "{} jobs run, {} reused from the journal, {:.1} s; wrote {}",

@@ -7,12 +7,14 @@ use serde::{Deserialize, Serialize};
 /// How the backbone takes part in training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum TrainMode {
     /// The backbone is frozen: its features are computed once per image and augmentation view
     /// (cached on disk), then only the head trains, on those features.
     Frozen,
     /// The last `unfreeze_blocks` backbone blocks train too (at `backbone_lr_scale` × lr), with
     /// full augmentation every epoch. Batch norms of frozen blocks keep their running statistics.
+    #[cfg_attr(feature = "clap", value(alias = "fine-tune"))]
     Finetune,
     /// The last `unfreeze_blocks` backbone blocks and the head train on cached activations: the
     /// frozen blocks run once per image and augmentation view (like frozen mode's features), their

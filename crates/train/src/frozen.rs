@@ -13,6 +13,7 @@ use preprocess::Sample;
 use tch::nn::VarStore;
 use tch::Device;
 
+use crate::cached::Cached;
 use crate::config::{TrainConfig, TrainMode};
 use crate::features::Extractor;
 use crate::{cached, optim, tensors, CachedInputs, EpochMetrics, Error};
@@ -97,6 +98,50 @@ pub fn cached_features(fx: &Extractor<'_>, train: (&Arc<[Sample]>, &str), valid:
         TrainMode::Finetune => return Err(Error::Config("fine-tuning trains on images: it has no cached inputs".into())),
     };
     Ok(CachedFeatures { inputs, feature_s })
+}
+
+/// The L2 strengths [`CachedFeatures::logistic_baseline`] tries.
+pub const BASELINE_L2: [f64; 5] = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1];
+
+/// A multinomial logistic regression fitted by L-BFGS on the cached training features (see
+/// [`crate::lbfgs`]), its L2 strength chosen on the validation features: the baseline a trained
+/// head must beat.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Baseline {
+    /// The chosen L2 strength.
+    pub l2: f64,
+    /// Its validation top-1.
+    pub valid_acc: f64,
+    /// Validation top-1 of every strength tried.
+    pub grid: Vec<(f64, f64)>,
+    /// L-BFGS iterations of the chosen fit.
+    pub iterations: usize,
+    /// Seconds spent on all the fits.
+    pub seconds: f64,
+}
+
+impl CachedFeatures {
+    /// Fits the [`Baseline`] on the first training view and scores it on the validation
+    /// features, for each strength of `grid`. Frozen mode only (the inputs are pooled features).
+    pub fn logistic_baseline(&self, classes: i64, grid: &[f64]) -> Result<Baseline, Error> {
+        let t0 = std::time::Instant::now();
+        let (views, valid) = &self.inputs;
+        let (Some(Cached::Features(x, y)), Some(Cached::Features(vx, vy))) = (views.first(), valid) else {
+            return Err(Error::Config("the logistic baseline needs pooled training and validation features (frozen mode)".into()));
+        };
+        let mut best: Option<(f64, f64, usize)> = None;
+        let mut scores = Vec::new();
+        for &l2 in grid {
+            let fit = crate::lbfgs::fit_logistic(x, y, classes, l2, 1000, 1e-6)?;
+            let acc = fit.accuracy(vx, vy);
+            scores.push((l2, acc));
+            if best.is_none_or(|b| acc > b.1) {
+                best = Some((l2, acc, fit.iterations));
+            }
+        }
+        let (l2, valid_acc, iterations) = best.ok_or_else(|| Error::Config("no L2 strength to try".into()))?;
+        Ok(Baseline { l2, valid_acc, grid: scores, iterations, seconds: t0.elapsed().as_secs_f64() })
+    }
 }
 
 /// Seeds libtorch's generator (dropout) for `epoch`: a pure function of (seed, epoch).

@@ -26,6 +26,7 @@ pub mod config;
 mod error;
 pub mod features;
 pub mod frozen;
+pub mod lbfgs;
 pub mod optim;
 pub mod ort;
 pub mod shards;

@@ -34,6 +34,8 @@ pub struct Row {
 pub struct Leaderboard {
     /// Best first.
     pub rows: Vec<Row>,
+    /// The L-BFGS logistic regression on the same features, when the sweep computed it.
+    pub baseline: Option<train::frozen::Baseline>,
 }
 
 impl Leaderboard {
@@ -54,7 +56,7 @@ impl Leaderboard {
                 point: sweep.trials[r.trial].point.clone(),
             })
             .collect();
-        Leaderboard { rows }
+        Leaderboard { rows, baseline: None }
     }
 
     /// The winner.
@@ -99,6 +101,8 @@ impl Leaderboard {
             "halving": sweep.file.halving,
             "space": keys,
             "best": { "trial": best.trial, "valid_acc": best.valid_acc, "point": render(&best.point), "config": best_cfg },
+            "baseline": self.baseline,
+            "beats_baseline": self.baseline.as_ref().map(|b| best.valid_acc > b.valid_acc),
             "rows": self.rows,
         });
         let text = serde_json::to_string_pretty(&doc).map_err(|e| Error::Inputs(e.to_string()))?;
@@ -111,6 +115,19 @@ impl Leaderboard {
             100.0 * best.valid_acc,
             render(&best.point)
         );
+        let head = match &self.baseline {
+            Some(b) => format!(
+                "{head}# Baseline: an L-BFGS multinomial logistic regression (L2 {:e}) on the same features scores {:.2} %; the best trial {}.\n",
+                b.l2,
+                100.0 * b.valid_acc,
+                if best.valid_acc > b.valid_acc {
+                    format!("beats it by {:.2} points", 100.0 * (best.valid_acc - b.valid_acc))
+                } else {
+                    "does NOT beat it".to_string()
+                }
+            ),
+            None => head,
+        };
         let body = toml::to_string_pretty(&best_cfg).map_err(|e| Error::Inputs(e.to_string()))?;
         petal_common::write_atomic(&toml_path, format!("{head}{body}").as_bytes())?;
         let png = out.join("sweep.png");

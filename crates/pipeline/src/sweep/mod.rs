@@ -306,7 +306,15 @@ fn expand_home(p: PathBuf) -> PathBuf {
 /// running the rest `workers` at a time; then writes the leaderboard (CSV, JSON), the plot and the
 /// best config (TOML that `petal train --config` reads) into the output folder, which is locked
 /// while the sweep runs.
-pub fn run_sweep(sweep: &Sweep, runner: &dyn TrialRunner, progress: &dyn Progress) -> Result<SweepOutcome, Error> {
+///
+/// `baseline` (from [`TrialContext::baseline`]) is recorded beside the leaderboard, and the
+/// leaderboard says whether the best trial beats it.
+pub fn run_sweep(
+    sweep: &Sweep,
+    runner: &dyn TrialRunner,
+    baseline: Option<train::frozen::Baseline>,
+    progress: &dyn Progress,
+) -> Result<SweepOutcome, Error> {
     let out = &sweep.file.out;
     let trials_dir = out.join("trials");
     std::fs::create_dir_all(&trials_dir).map_err(|e| petal_common::IoError::new(&trials_dir, "create", e))?;
@@ -333,7 +341,8 @@ pub fn run_sweep(sweep: &Sweep, runner: &dyn TrialRunner, progress: &dyn Progres
             last[t] = Some(r);
         }
     }
-    let leaderboard = Leaderboard::new(sweep, last.into_iter().flatten().collect());
+    let mut leaderboard = Leaderboard::new(sweep, last.into_iter().flatten().collect());
+    leaderboard.baseline = baseline;
     let files = leaderboard.write(sweep)?;
     Ok(SweepOutcome { leaderboard, reused, ran, files })
 }

@@ -90,6 +90,17 @@ impl TrialContext {
         Ok((network, feats))
     }
 
+    /// The L-BFGS logistic regression on the base config's features (see
+    /// [`train::frozen::Baseline`]), or `None` when the base config is not in frozen mode.
+    pub fn baseline(&self, sweep: &Sweep, progress: &dyn Progress) -> Result<Option<train::frozen::Baseline>, Error> {
+        if sweep.base.mode != TrainMode::Frozen {
+            return Ok(None);
+        }
+        let _generator = model::random_generator_lock();
+        let (_, feats) = self.features(&sweep.base, progress)?;
+        Ok(Some(feats.logistic_baseline(self.ds.classes.len() as i64, &train::frozen::BASELINE_L2)?))
+    }
+
     /// Computes (or finds in the cache) the features of every distinct feature setting among the
     /// trials, here with all of libtorch's threads, so that trials only load them. Returns the
     /// seconds spent computing.
