@@ -213,23 +213,50 @@ fn moto_python() -> Option<PathBuf> {
     candidates.into_iter().flatten().find(|py| Command::new(py).args(["-c", "import moto.server, flask"]).output().is_ok_and(|o| o.status.success()))
 }
 
+/// Starts moto on port 0 (the system picks a free one: no bind-release-rebind race with other
+/// tests) and reads the port it bound from its startup line (werkzeug: " * Running on
+/// http://127.0.0.1:PORT"). A thread keeps draining its log so it never blocks on a full pipe.
 fn start_moto(py: &Path) -> Moto {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-    let child = Command::new(py)
-        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+    use std::io::BufRead;
+    let mut child = Command::new(py)
+        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", "0"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start moto");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut log = String::new();
+        let mut sent = false;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if !sent {
+                log.push_str(&line);
+                log.push('\n');
+                if let Some(port) = line.split("http://127.0.0.1:").nth(1).and_then(|r| r.trim().trim_end_matches('/').parse::<u16>().ok()) {
+                    let _ = tx.send(Ok(port));
+                    sent = true;
+                }
+            }
+        }
+        if !sent {
+            let _ = tx.send(Err(log));
+        }
+    });
+    let port = match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(Ok(port)) => port,
+        Ok(Err(log)) => panic!("moto exited before it said where it listens: {log}"),
+        Err(e) => panic!("moto did not say where it listens within a minute: {e}"),
+    };
     let moto = Moto { child, port };
-    // Wait (up to a minute) until it answers.
+    // It is listening once it has said so; wait until it also answers.
     for _ in 0..600 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return moto;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    panic!("moto did not start on 127.0.0.1:{port}");
+    panic!("moto did not answer on 127.0.0.1:{port}");
 }
 
 /// One plain HTTP/1.1 request to the local server; returns the body. moto checks no signature, but

