@@ -86,7 +86,10 @@ fn a_converted_seed_checkpoint_fine_tunes_and_predicts() {
     let (first, last) = (m[0]["train_loss"].as_f64().expect("loss"), m[5]["train_loss"].as_f64().expect("loss"));
     assert!(last < first * 0.7, "the head did not train: loss {first} -> {last}");
     let best_valid = m.iter().filter_map(|e| e["valid_acc"].as_f64()).fold(0.0, f64::max);
-    assert!(best_valid > 0.5, "validation accuracy {best_valid} (chance is 0.2)");
+    // Five colours, one per class, on grey noise: a task built to be learnt. The run reaches 15 of
+    // 15 here; at least 12 of 15 (chance: 3) says the converted network learns, with room for
+    // another CPU's rounding.
+    assert!(best_valid >= 0.8, "validation accuracy {best_valid}: at least 0.8 on a task built so (chance is 0.2)");
 
     // The run kept the file's network: DenseNet-121, the seed's 32-unit head, its backbone
     // weights untouched by frozen training, its head weights trained from the file's.
