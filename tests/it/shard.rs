@@ -141,6 +141,20 @@ fn engine_shards_merge_into_one_process_output() {
     // Merging again is harmless.
     ok(merge(&out("slurm.jsonl")), "second merge");
     assert_eq!(read(&f.dir.join("slurm.jsonl")), read(&f.dir.join("single.jsonl")));
+
+    // Concurrent writers of one output (issue 30): two merges at once, and two single-process
+    // predictions into one CSV at once, each succeed and leave a whole file, never an interleaving.
+    std::fs::remove_file(f.dir.join("k8s.csv")).expect("remove the merged file");
+    let both: Vec<_> = (0..2).map(|_| petal().args(["merge", &out("k8s.csv")]).stderr(Stdio::piped()).spawn().expect("spawn merge")).collect();
+    for c in both {
+        ok(c.wait_with_output().expect("merge"), "concurrent merge");
+    }
+    assert_eq!(read(&f.dir.join("k8s.csv")), single, "two concurrent merges left another file");
+    let both: Vec<_> = (0..2).map(|_| predict(&f, &images, &out("twice.csv"), &[]).stderr(Stdio::piped()).spawn().expect("spawn predict")).collect();
+    for c in both {
+        ok(c.wait_with_output().expect("predict"), "concurrent predict --csv");
+    }
+    assert_eq!(read(&f.dir.join("twice.csv")), single, "two concurrent predictions into one CSV left another file");
 }
 
 #[test]
