@@ -310,9 +310,10 @@ fn nested_cargo_does_not_inherit_package_variables() {
 #[test]
 fn disk_check_names_the_folder_and_the_fix() {
     let dir = tempfile::tempdir().expect("tempdir");
-    assert!(
-        crate::setup::check_disk(dir.path()).is_ok() || xtask_launch::free_bytes(dir.path()).is_some_and(|f| f < xtask_launch::INCREMENTAL_BYTES)
-    );
+    // An empty folder is judged as the target of a build from nothing: the check passes exactly
+    // when that much is free (the machine running the test may be short of it).
+    let free = xtask_launch::free_bytes(dir.path()).expect("free bytes of the temp folder");
+    assert_eq!(crate::setup::check_disk(dir.path()).is_ok(), free >= xtask_launch::FROM_NOTHING_BYTES, "{free} bytes free");
     let err = xtask_launch::check_disk_needing(dir.path(), u64::MAX, "a build from nothing").expect_err("nothing has u64::MAX bytes free");
     let msg = format!("{err:#}");
     assert!(msg.contains(&dir.path().display().to_string()) && msg.contains("a build from nothing") && msg.contains("free some space"), "{msg}");
