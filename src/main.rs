@@ -613,7 +613,7 @@ fn train_cmd(a: &TrainArgs) -> Result<()> {
         let ds = pipeline::discover(&job.data, job.skip_bad, job.category_names.as_deref())?;
         let device = model::parse_device(&job.config.device)?;
         let split = out.selected_on.as_deref().unwrap_or("valid");
-        let ds = infer::evaluate::resolve_split(&ds, split, &infer::Predictor::load(&out.best_checkpoint, device)?.meta)?;
+        let ds = infer::evaluate::resolve_split(&ds, split, &checkpoint::load(&out.best_checkpoint)?.meta)?;
         pipeline::recommend_tta(&out.best_checkpoint, &ds, split, (device, job.config.runtime), &Bars::default())
             .context("measuring test-time augmentation")?;
     }

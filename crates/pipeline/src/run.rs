@@ -259,7 +259,7 @@ fn calibrate_stage(ctx: &Delivery<'_>, ran: &mut Vec<String>, progress: &dyn Pro
     let Some(select) = &splits.select else { return Ok(None) };
     let inputs = serde_json::json!({ "train": train_inputs, "split": select });
     if stamps.up_to_date("calibrate", &inputs, delivered) {
-        return Ok(infer::Predictor::load(delivered[0], tch::Device::Cpu).ok().and_then(|p| infer::Calibration::from_meta(&p.meta)));
+        return Ok(checkpoint::load(delivered[0]).ok().and_then(|c| infer::Calibration::from_meta(&c.meta)));
     }
     progress.event(Event::Message(&format!("[calibrate] temperature on {select}")));
     let opts = infer::EvalOptions {
@@ -268,10 +268,8 @@ fn calibrate_stage(ctx: &Delivery<'_>, ran: &mut Vec<String>, progress: &dyn Pro
         graph_cache: petal_common::onnxruntime::graph_cache(),
         ..Default::default()
     };
-    let cal = infer::calibrate(delivered[0], &splits.ds, select, &opts, progress)?;
-    for other in &delivered[1..] {
-        infer::record_calibration(other, &cal)?;
-    }
+    let paths: Vec<PathBuf> = delivered.iter().map(|p| p.to_path_buf()).collect();
+    let cal = crate::stages::calibrate_delivered(&paths, &splits.ds, select, &opts, progress)?;
     progress.event(Event::Message(&format!(
         "temperature {:.3} on {} ({} images): cross-entropy {:.4} -> {:.4}, ECE {:.2}% -> {:.2}%",
         cal.temperature,

@@ -119,6 +119,24 @@ pub struct TrainJob {
     pub existing: Existing,
 }
 
+/// Fits the calibration temperature of `delivered[0]` (the chosen checkpoint) on `split` and
+/// records it in every delivered checkpoint: a final fit trained on that split, so it takes the
+/// chosen run's temperature rather than one fitted on images it learnt.
+pub fn calibrate_delivered(
+    delivered: &[PathBuf],
+    ds: &preprocess::Dataset,
+    split: &str,
+    opts: &infer::EvalOptions,
+    progress: &dyn Progress,
+) -> Result<infer::Calibration, Error> {
+    let (chosen, others) = delivered.split_first().ok_or_else(|| Error::Inputs("no checkpoint to calibrate".into()))?;
+    let cal = infer::calibrate(chosen, ds, split, opts, progress)?;
+    for other in others {
+        infer::record_calibration(other, &cal)?;
+    }
+    Ok(cal)
+}
+
 /// What [`TrainJob::run_and_report`] did.
 #[derive(Debug)]
 pub struct TrainReport {
@@ -153,19 +171,25 @@ impl TrainJob {
 
     /// Claims the run folder, discovers the dataset (its summary goes to `progress`), and trains.
     pub fn run(&self, progress: &dyn Progress) -> Result<TrainOutcome, Error> {
+        Ok(self.run_on_data(progress)?.0)
+    }
+
+    /// [`Self::run`], also returning the dataset it discovered.
+    fn run_on_data(&self, progress: &dyn Progress) -> Result<(TrainOutcome, preprocess::Dataset), Error> {
         let _lock = claim_run(&self.run_dir(), self.existing)?;
         let ds = discover(&self.data, self.skip_bad, self.category_names.as_deref())?;
         progress.event(Event::Message(&ds.summary().to_string()));
-        Ok(train::train(&self.request(), &ds, progress)?)
+        let outcome = train::train(&self.request(), &ds, progress)?;
+        Ok((outcome, ds))
     }
 
     /// [`Self::run`], then with a holdout: the calibration temperature fitted on the selection
     /// part and recorded in the delivered checkpoints (`best`, and `final` after a final fit),
     /// and each of them scored on the held-out part.
     pub fn run_and_report(&self, progress: &dyn Progress) -> Result<TrainReport, Error> {
-        let outcome = self.run(progress)?;
+        let (outcome, ds) = self.run_on_data(progress)?;
         let Some(cut) = self.config.holdout_cut() else { return Ok(TrainReport { outcome, calibration: None, held_out: Vec::new() }) };
-        let ds = cut.apply(&discover(&self.data, self.skip_bad, self.category_names.as_deref())?, "valid")?;
+        let ds = cut.apply(&ds, "valid")?;
         let opts = infer::EvalOptions {
             device: model::parse_device(&self.config.device)?,
             runtime: self.config.runtime,
@@ -173,12 +197,9 @@ impl TrainJob {
             ..Default::default()
         };
         let select = preprocess::Holdout::select_name("valid");
-        let calibration = infer::calibrate(&outcome.best_checkpoint, &ds, &select, &opts, progress)?;
         let mut delivered = vec![outcome.best_checkpoint.clone()];
-        if let Some(f) = &outcome.final_fit {
-            infer::record_calibration(&f.checkpoint, &calibration)?;
-            delivered.push(f.checkpoint.clone());
-        }
+        delivered.extend(outcome.final_fit.as_ref().map(|f| f.checkpoint.clone()));
+        let calibration = calibrate_delivered(&delivered, &ds, &select, &opts, progress)?;
         let held = preprocess::Holdout::holdout_name("valid");
         let held_out = delivered
             .iter()

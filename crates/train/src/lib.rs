@@ -135,6 +135,8 @@ pub struct TrainOutcome {
     /// Seconds spent computing backbone features (frozen mode) or activations (partial mode),
     /// cache hits excluded.
     pub feature_s: f64,
+    /// Images trained on per epoch (the training split, plus the selection part in a final fit).
+    pub images: usize,
     /// The split the epoch was chosen on (`valid`, or `valid-select` with a holdout), if any.
     pub selected_on: Option<String>,
     /// The final fit, when the config asks for one.
@@ -384,14 +386,7 @@ fn final_fit(req: &TrainRequest, cfg: &TrainConfig, chosen: &TrainOutcome, ds: &
     let dest = chosen.run_dir.join("final.safetensors");
     let bytes = std::fs::read(&out.last_checkpoint).map_err(|e| Error::io(&out.last_checkpoint, e))?;
     petal_common::write_atomic(&dest, &bytes).map_err(|e| Error::io(&dest, e.source))?;
-    Ok(FinalFit {
-        checkpoint: dest,
-        run_dir: out.run_dir,
-        epochs,
-        images: run_data(&sub, cfg, ds, Phase::FinalFit)?.train_images(),
-        wall_s: out.wall_s,
-        feature_s: out.feature_s,
-    })
+    Ok(FinalFit { checkpoint: dest, run_dir: out.run_dir, epochs, images: out.images, wall_s: out.wall_s, feature_s: out.feature_s })
 }
 
 /// One run of [`train`]: the chosen run, or its final fit. Returns the config it resolved.
@@ -584,6 +579,7 @@ fn run_phase(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress, phase: P
         stopped_early,
         wall_s: start.elapsed().as_secs_f64(),
         feature_s,
+        images: data.train_images(),
         selected_on: data.valid.as_ref().map(|(name, _)| name.clone()),
         final_fit: None,
     };
@@ -731,7 +727,7 @@ pub fn extract(req: &TrainRequest, ds: &Dataset, shard: Option<&shards::ShardJob
     }
     let caches = passes.len();
     let (parts, feature_s) = match (shard, frozen) {
-        (None, true) => (Vec::new(), passes.iter().map(|&p| Ok(fx.features(p.1, p.0, p.2, p.3)?.1)).sum::<Result<f64, Error>>()?),
+        (None, true) => (Vec::new(), frozen_inputs(&fx, passes, 1)?.1),
         (None, false) => (Vec::new(), partial_inputs(&fx, passes, 1, &cfg)?.1),
         (Some(job), true) => {
             let parts = passes
