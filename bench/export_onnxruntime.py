@@ -10,7 +10,14 @@ then runs until --seconds have passed (at least --min-runs).
     export_onnxruntime.py [--json] [--data DIR] [--seconds S] [--min-runs N]
 
 With --json the last stdout line is {"<key>_b1_img_s", "<key>_b32_img_s" for each key, the same under
-"ort_*", the int8 files' figures under "int8_*", "onnxruntime", "threads"}.
+"ort_*", the int8 files' figures under "int8_*", PyTorch eager under "eager_*", "onnxruntime", "torch",
+"threads"}.
+
+PyTorch eager (the `eager_*` keys, compared with petal's libtorch path): the same architectures built
+by `efficientnet_lite_pytorch` and torchvision with a 102-class linear head (the ensemble: the three
+members' pooled features concatenated, then one linear layer), random weights, eval mode,
+torch.inference_mode, the same 224 px input, the same protocol. Skipped (keys absent) when torch is
+not installed.
 """
 import argparse
 import json
@@ -32,6 +39,59 @@ def throughput(run, batch, seconds, min_runs):
         run()
         n += 1
     return n * batch / (time.perf_counter() - t)
+
+
+def eager_model(key):
+    """The PyTorch eager network of `key`: backbone(s) and a 102-class linear head."""
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+    import torchvision
+
+    def lite(name):
+        m = EfficientNet.from_name(name)
+        width = m._fc.in_features
+        m._fc = torch.nn.Identity()
+        return m, width
+
+    if key.startswith("lite") and len(key) == 5:
+        m, width = lite(f"efficientnet-lite{key[4]}")
+        return torch.nn.Sequential(m, torch.nn.Linear(width, 102))
+    if key == "densenet121":
+        m = torchvision.models.densenet121(weights=None)
+        m.classifier = torch.nn.Linear(m.classifier.in_features, 102)
+        return m
+    if key == "lite012":
+        members = [lite(f"efficientnet-lite{i}") for i in range(3)]
+
+        class Ensemble(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.members = torch.nn.ModuleList([m for m, _ in members])
+                self.fc = torch.nn.Linear(sum(w for _, w in members), 102)
+
+            def forward(self, x):
+                return self.fc(torch.cat([m(x) for m in self.members], 1))
+
+        return Ensemble()
+    raise SystemExit(f"unknown key {key}")
+
+
+def eager(out, x32, a):
+    try:
+        import torch
+    except ImportError:
+        print("export_onnxruntime: torch is not installed; no PyTorch eager figures", file=sys.stderr)
+        return
+    torch.manual_seed(0)
+    for key in ["lite0", "lite2", "densenet121", "lite012"]:
+        m = eager_model(key).eval()
+        with torch.inference_mode():
+            for b in [1, 32]:
+                x = torch.from_numpy(np.ascontiguousarray(x32[:b]))
+                v = throughput(lambda: m(x), b, a.seconds, a.min_runs)
+                print(f"export_onnxruntime: pytorch eager {key} batch {b}: {v:.1f} img/s", file=sys.stderr)
+                out[f"eager_{key}_b{b}_img_s"] = v
+    out["torch"] = torch.__version__
 
 
 def main():
@@ -67,6 +127,7 @@ def main():
                 v = throughput(lambda: sess.run(None, {name: x}), b, a.seconds, a.min_runs)
                 print(f"export_onnxruntime: {key} int8 batch {b}: {v:.1f} img/s", file=sys.stderr)
                 out[f"int8_{key}_b{b}_img_s"] = v
+    eager(out, x32, a)
     out["onnxruntime"] = ort.__version__
     out["threads"] = os.cpu_count()
     if a.json:

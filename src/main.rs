@@ -614,8 +614,13 @@ fn train_cmd(a: &TrainArgs) -> Result<()> {
         let device = model::parse_device(&job.config.device)?;
         let split = out.selected_on.as_deref().unwrap_or("valid");
         let ds = infer::evaluate::resolve_split(&ds, split, &checkpoint::load(&out.best_checkpoint)?.meta)?;
-        pipeline::recommend_tta(&out.best_checkpoint, &ds, split, (device, job.config.runtime), &Bars::default())
+        let advice = pipeline::recommend_tta(&out.best_checkpoint, &ds, split, (device, job.config.runtime), &Bars::default())
             .context("measuring test-time augmentation")?;
+        // The final fit is the delivered network: it predicts with the same advice (as the pipeline's tta stage does).
+        if let Some(f) = &out.final_fit {
+            infer::record_advice(&f.checkpoint, &advice).with_context(|| format!("recording the advice in {}", f.checkpoint.display()))?;
+            eprintln!("recorded in {}: predict uses tta {} by default", f.checkpoint.display(), advice.tta);
+        }
     }
     Ok(())
 }

@@ -33,7 +33,7 @@ fn a_final_fit_trains_on_train_plus_the_selection_part_for_the_chosen_epochs_and
     // 3 classes: 8 training images and 6 validation images each; half of each class held out.
     make_dataset(&data, 8, 6, 0);
     let cfg = config(tmp.path(), "fair", &[("epochs", "6"), ("holdout", "0.5"), ("holdout_seed", "3"), ("final_fit", "true")]);
-    let out = train_cmd(&data, Some(&cfg), tmp.path()).output().expect("petal train");
+    let out = train_cmd(&data, Some(&cfg), tmp.path()).arg("--measure-tta").output().expect("petal train");
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{err}");
     let run = tmp.path().join("runs/fair");
@@ -105,6 +105,15 @@ fn a_final_fit_trains_on_train_plus_the_selection_part_for_the_chosen_epochs_and
     assert!(t > 0.0 && t.is_finite());
     assert_eq!(held["temperature"].as_f64(), Some(t));
     assert!(eval_dir.join("reliability-valid-holdout.png").exists());
+
+    // --measure-tta: measured on the selection part, and the advice recorded in both checkpoints.
+    let advice = |p: &Path| {
+        let inf = checkpoint::load(p).expect("ckpt").meta.inference.expect("inference");
+        (inf["tta"].clone(), inf["split"].clone(), inf["top1"].clone())
+    };
+    let (a, b) = (advice(&run.join("best.safetensors")), advice(&run.join("final.safetensors")));
+    assert!(a.0.is_string() && a.1 == "valid-select" && a.2.as_object().is_some_and(|m| m.len() == 3), "{a:?}");
+    assert_eq!(a, b, "the final fit predicts with the chosen run's advice");
 }
 
 #[test]

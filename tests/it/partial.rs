@@ -345,3 +345,43 @@ fn partial_mode_refuses_an_impossible_split() {
         assert!(err.contains("partial mode trains 1 to 8 of the 9 blocks"), "{err}");
     }
 }
+
+/// Partial mode's frozen blocks run on either runtime: onnxruntime's activations are cached under
+/// their own keys (switching back computes nothing), and the same run on them reaches the same
+/// accuracy at every epoch; fine-tuning, which trains its whole backbone, refuses an explicit
+/// onnxruntime by name.
+#[test]
+fn partial_runtimes_have_their_own_activation_caches_and_agree() {
+    let b = bench();
+    let cfg = |name: &str, runtime: train::Runtime| {
+        let mut c = config(name, TrainMode::Partial, 2);
+        c.activation_dtype = ActivationDtype::F32;
+        c.epochs = 3;
+        c.runtime = runtime;
+        c
+    };
+    let valid = |o: &TrainOutcome| o.history.iter().map(|m| m.valid_acc).collect::<Vec<_>>();
+    let (torch, _) = run(&b, &request(&b, cfg("p-torch", train::Runtime::Torch), false));
+    let torch = torch.expect("partial on libtorch");
+    let torch_files = pact_files(&b);
+    assert_eq!(torch_files.len(), 2, "train and valid activations: {torch_files:?}");
+    let (ort, _) = run(&b, &request(&b, cfg("p-ort", train::Runtime::Onnxruntime), false));
+    let ort = ort.expect("partial on onnxruntime (run `cargo xtask setup`)");
+    let both = pact_files(&b);
+    assert_eq!(both.len(), 4, "onnxruntime's activations are cached under their own keys: {both:?}");
+    assert!(torch_files.iter().all(|f| both.contains(f)), "libtorch's files are kept");
+    assert_eq!(valid(&ort), valid(&torch), "valid accuracy per epoch");
+    for (t, o) in torch.history.iter().zip(&ort.history) {
+        assert!((t.train_loss - o.train_loss).abs() < 1e-4, "epoch {}: train loss {} vs {}", t.epoch, t.train_loss, o.train_loss);
+    }
+    let (again, log) = run(&b, &request(&b, cfg("p-torch-again", train::Runtime::Torch), false));
+    again.expect("partial on libtorch again");
+    assert_eq!(pact_files(&b), both, "switching back computes nothing new");
+    assert!(!log.iter().any(|m| m.starts_with("start train") || m.starts_with("start valid")), "no activation pass ran: {log:?}");
+
+    let mut fine = config("fine-ort", TrainMode::Finetune, 1);
+    fine.runtime = train::Runtime::Onnxruntime;
+    let (err, _) = run(&b, &request(&b, fine, false));
+    let err = err.expect_err("fine-tuning on onnxruntime is refused").to_string();
+    assert!(err.contains("trains its whole backbone on libtorch") && err.contains("--runtime torch or auto"), "{err}");
+}

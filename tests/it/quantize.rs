@@ -2,10 +2,13 @@
 //! too much, and `--precision` following the record: `auto` stays float32 after a refusal, and
 //! `--precision int8` evaluates to exactly the accuracy the record measured.
 //!
-//! The refusal is built by the bound, not by a loss: on this synthetic set int8 keeps 100 % even
-//! when calibrated on one black image (tried), so `--max-loss=-1` demands that int8 *gain* a point,
-//! which a model at 100 % cannot, and the refusal path runs on a real measured record. (On real
-//! data, quantizing the stem too cost the main job's ensemble 4.65 points: BENCHMARKS.md, "int8".)
+//! Two refusals. One by the bound: on this synthetic set int8 keeps 100 % even when calibrated on
+//! one black image (tried), so `--max-loss=-1` demands that int8 *gain* a point, which a model at
+//! 100 % cannot. One by a real loss at the default bound, on a model built to lose in int8: one
+//! channel of a convolution that every later feature depends on is scaled 10,000× (and the batch
+//! norms that read it are rescaled to match, so float32 answers as before), so the per-tensor uint8
+//! range of that output is set by the one channel and the others round to nothing. (On real data,
+//! quantizing the stem too cost the main job's ensemble 4.65 points: BENCHMARKS.md, "int8".)
 
 use crate::common;
 
@@ -19,10 +22,10 @@ fn top1(ckpt: &std::path::Path, data: &std::path::Path, out: &std::path::Path, e
     report["top1"].as_f64().expect("top1")
 }
 
-#[test]
-fn quantize_refuses_int8_beyond_the_bound_and_auto_stays_float() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let (data, work) = (tmp.path().join("data"), tmp.path().join("work"));
+/// A float model trained (on libtorch) on 6 generated images per class in `dir`: the data, its best
+/// checkpoint, an evaluation folder, and its float32 top-1 (checked to be above 0.8).
+fn trained(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf, f64) {
+    let (data, work) = (dir.join("data"), dir.join("work"));
     make_dataset(&data, 6, 6, 0);
     let cfg = config(&work, "q", &[("epochs", "8"), ("views", "0")]);
     let mut c = train_cmd(&data, Some(&cfg), &work);
@@ -30,8 +33,15 @@ fn quantize_refuses_int8_beyond_the_bound_and_auto_stays_float() {
     ok(c.output().expect("train"), "petal train");
     let ckpt = work.join("runs/q/best.safetensors");
     let out = work.join("eval");
-    let before = top1(&ckpt, &data, &out, &[]);
+    let before = top1(&ckpt, &data, &out, &["--precision", "fp32"]);
     assert!(before > 0.8, "the float model learnt the shapes: {before}");
+    (data, ckpt, out, before)
+}
+
+#[test]
+fn quantize_refuses_int8_beyond_the_bound_and_auto_stays_float() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (data, ckpt, out, before) = trained(tmp.path());
 
     let mut q = common::petal();
     q.args(["quantize", "--json", "--max-loss=-1", "--calibration-images", "1", "--checkpoint"]).arg(&ckpt).arg("--data").arg(&data);
@@ -83,4 +93,50 @@ fn an_accepted_int8_becomes_the_default() {
     assert!((100.0 * top1(&ckpt, &data, &out, &[]) - int8).abs() < 1e-9, "auto runs int8");
     let fp32 = record["fp32_top1"].as_f64().unwrap();
     assert!((100.0 * top1(&ckpt, &data, &out, &["--precision", "fp32"]) - fp32).abs() < 1e-9, "fp32 is still there");
+}
+
+/// Applies `f` to slice `c` (output channel `c`) of the f32 tensor `name` of `ckpt`.
+fn scale_channel(ckpt: &mut checkpoint::Checkpoint, name: &str, c: usize, f: impl Fn(f32) -> f32) {
+    let t = ckpt.tensors.get_mut(name).unwrap_or_else(|| panic!("{name} is not in the checkpoint"));
+    let mut v = t.to_f32_vec().expect("f32");
+    let per = v.len() / t.shape[0];
+    for x in &mut v[c * per..(c + 1) * per] {
+        *x = f(*x);
+    }
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    *t = checkpoint::TensorData::new(checkpoint::DType::F32, t.shape.clone(), bytes).expect("tensor");
+}
+
+#[test]
+fn quantize_refuses_a_model_built_to_lose_in_int8() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (data, ckpt, out, before) = trained(tmp.path());
+
+    // The transition convolution's output channel 0 (read by both layers of the second dense block
+    // and by the last norm) 10,000× larger; each batch norm reading it gets mean × s and
+    // var' = s²(var + eps) − eps, so (x s − mean s) / sqrt(var' + eps) is what it was.
+    let s = 1.0e4_f32;
+    let eps = 1e-5_f32;
+    let mut k = checkpoint::load(&ckpt).expect("checkpoint");
+    scale_channel(&mut k, "features.transition1.conv.weight", 0, |w| w * s);
+    for bn in ["features.denseblock2.denselayer1.norm1", "features.denseblock2.denselayer2.norm1", "features.norm5"] {
+        scale_channel(&mut k, &format!("{bn}.running_mean"), 0, |m| m * s);
+        scale_channel(&mut k, &format!("{bn}.running_var"), 0, |v| s * s * (v + eps) - eps);
+    }
+    checkpoint::save(&ckpt, &k).expect("save");
+    assert_eq!(top1(&ckpt, &data, &out, &["--precision", "fp32"]), before, "float32 answers as before the surgery");
+
+    let mut q = common::petal();
+    q.args(["quantize", "--json", "--checkpoint"]).arg(&ckpt).arg("--data").arg(&data);
+    let output = q.output().expect("quantize");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let record: serde_json::Value = serde_json::from_str(&ok(output, "petal quantize")).expect("quantize json");
+    let loss = record["loss_points"].as_f64().expect("loss_points");
+    assert_eq!(record["max_loss_points"], 0.5, "the default bound: {record}");
+    assert!(loss > 10.0, "int8 loses far more than the bound on this model: {record}");
+    assert_eq!(record["accepted"], false, "{record}");
+    assert!(stderr.contains("int8 refused as the default"), "{stderr}");
+    assert_eq!(top1(&ckpt, &data, &out, &[]), before, "auto stays float32 after the refusal");
+    let forced = top1(&ckpt, &data, &out, &["--precision", "int8"]);
+    assert!((100.0 * forced - record["int8_top1"].as_f64().unwrap()).abs() < 1e-9, "{forced} vs {record}");
 }

@@ -156,7 +156,8 @@ fn suites() -> Vec<Suite> {
         },
         // The "pytorch" column is onnxruntime here: petal (libtorch) vs onnxruntime on the ONNX
         // files petal exported in the same run; the `tract_*` rows are tract on the same files; the
-        // `int8_*` rows are petal's int8 path vs onnxruntime on the same quantized file.
+        // `int8_*` rows are petal's int8 path vs onnxruntime on the same quantized file; the
+        // `eager_*` rows are petal's libtorch path vs PyTorch eager on the same architecture.
         Suite {
             name: "export",
             package: "export",
@@ -187,6 +188,14 @@ fn suites() -> Vec<Suite> {
                 ("int8_densenet121_b32_img_s", Higher),
                 ("int8_lite012_b1_img_s", Higher),
                 ("int8_lite012_b32_img_s", Higher),
+                ("eager_lite0_b1_img_s", Higher),
+                ("eager_lite0_b32_img_s", Higher),
+                ("eager_lite2_b1_img_s", Higher),
+                ("eager_lite2_b32_img_s", Higher),
+                ("eager_densenet121_b1_img_s", Higher),
+                ("eager_densenet121_b32_img_s", Higher),
+                ("eager_lite012_b1_img_s", Higher),
+                ("eager_lite012_b32_img_s", Higher),
                 ("tract_lite0_b1_img_s", Higher),
                 ("tract_lite0_b32_img_s", Higher),
                 ("tract_densenet121_b1_img_s", Higher),

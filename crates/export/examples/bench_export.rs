@@ -16,7 +16,8 @@
 //! `cargo run --release -p export --example bench_export -- [--json] [--smoke] [--data DIR] [--seconds S] [--min-runs N]`
 //!
 //! With `--json` the last stdout line is `{"<net>_b1_img_s", "<net>_b32_img_s"` for each network (`lite0`,
-//! `lite2`, `densenet121`, `lite012`), the same under `ort_*` and `int8_*`, `tract_*` for Lite0 and
+//! `lite2`, `densenet121`, `lite012`), the same under `ort_*` and `int8_*`, petal's libtorch figure
+//! again under `eager_*` (compared with PyTorch eager on the Python side), `tract_*` for Lite0 and
 //! DenseNet-121, `"threads", "size"}`. `--smoke`: 64 px generated
 //! images, batch 1 and 2 (reported under the same keys), one timed run, files in a temp folder.
 
@@ -160,6 +161,10 @@ fn run(a: &Args, common: &benchkit::Common) -> benchkit::Result<serde_json::Valu
                     _ => "int8_",
                 };
                 out.insert(format!("{prefix}{key}_b{label}_img_s"), img_s.into());
+                if name == "petal" {
+                    // petal's libtorch path again, under the key of PyTorch eager on the Python side.
+                    out.insert(format!("eager_{key}_b{label}_img_s"), img_s.into());
+                }
             }
             if !matches!(*key, "lite0" | "densenet121") {
                 continue; // tract: the two families it was measured on

@@ -8,7 +8,7 @@ use tch::Tensor;
 
 use crate::graph::Params;
 use crate::quantize::Ranges;
-use crate::{backbone_model, to_bytes, Error, OrtNet};
+use crate::{backbone_model, prefix_model, to_bytes, Error, OrtNet};
 
 /// Version of cached backbone files (bump when the graph of the same weights changes).
 pub const GRAPH_CACHE_VERSION: u32 = 1;
@@ -61,6 +61,14 @@ impl BackboneSpec<'_> {
 pub fn backbone_net(spec: BackboneSpec, params: impl Fn() -> Params, cache: Option<&Path>, threads: usize) -> Result<OrtNet, Error> {
     let build = || -> Result<Vec<u8>, Error> { Ok(to_bytes(&backbone_model(&params(), spec.arch, spec.side, spec.feature_dim)?)) };
     cached_net(cache.map(|dir| spec.cache_path(dir)), build, threads)
+}
+
+/// The frozen part of `spec`'s backbone, cut after its first `units` units (partial mode's
+/// activations, see [`crate::model::prefix_model`]); cached under a name that also covers the cut.
+/// `spec.feature_dim` is the whole backbone's (it only names the file).
+pub fn prefix_net(spec: BackboneSpec, units: usize, params: impl Fn() -> Params, cache: Option<&Path>, threads: usize) -> Result<OrtNet, Error> {
+    let build = || -> Result<Vec<u8>, Error> { Ok(to_bytes(&prefix_model(&params(), spec.arch, spec.side, units)?)) };
+    cached_net(cache.map(|dir| spec.cache_path_of(dir, serde_json::json!({ "prefix_units": units }))), build, threads)
 }
 
 /// [`backbone_net`] quantized to int8 with the calibrated `ranges` (see [`crate::quantize`]); cached

@@ -31,8 +31,8 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }
 
-pub use backbone::{backbone_net, backbone_net_int8, BackboneSpec};
-pub use model::{backbone_model, to_bytes, FEATURES_NAME, INPUT_NAME, IR_VERSION, OPSET};
+pub use backbone::{backbone_net, backbone_net_int8, prefix_net, BackboneSpec};
+pub use model::{backbone_model, prefix_model, to_bytes, ACTIVATIONS_NAME, FEATURES_NAME, INPUT_NAME, IR_VERSION, OPSET};
 pub use quantize::{Precision, Ranges};
 pub use runtime::{OrtNet, Runtime};
 

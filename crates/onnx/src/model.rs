@@ -18,6 +18,8 @@ pub const IR_VERSION: i64 = 8;
 pub const INPUT_NAME: &str = "input";
 /// Name of a backbone model's output (`[batch, F]`, the pooled features).
 pub const FEATURES_NAME: &str = "features";
+/// Name of a cut backbone's output (`[batch, C, H, W]`, the activation map at the cut).
+pub const ACTIVATIONS_NAME: &str = "activations";
 
 /// A float tensor's value info; `dims` as given.
 pub fn value_info(name: &str, dims: &[Dimension]) -> ValueInfoProto {
@@ -42,12 +44,22 @@ pub fn fixed_dim(v: i64) -> Dimension {
 /// A model of the graph `g` reading [`INPUT_NAME`] `[batch, 3, side, side]` and writing `output`
 /// `[batch, width]`; `name` and `doc` describe it.
 pub fn model_of(g: &mut Graph, side: i64, (output, width): (&str, i64), name: String, doc: String) -> ModelProto {
+    model_with_output(g, side, value_info(output, &[batch_dim(), fixed_dim(width)]), name, doc)
+}
+
+/// A dimension named `name` (`dim_param`), its size left to the runtime.
+fn named_dim(name: &str) -> Dimension {
+    Dimension { value: Some(dimension::Value::DimParam(name.into())), ..Default::default() }
+}
+
+/// [`model_of`] with any output.
+fn model_with_output(g: &mut Graph, side: i64, output: ValueInfoProto, name: String, doc: String) -> ModelProto {
     let graph = GraphProto {
         node: std::mem::take(&mut g.nodes),
         name: Some(name),
         initializer: std::mem::take(&mut g.initializers),
         input: vec![value_info(INPUT_NAME, &[batch_dim(), fixed_dim(3), fixed_dim(side), fixed_dim(side)])],
-        output: vec![value_info(output, &[batch_dim(), fixed_dim(width)])],
+        output: vec![output],
         ..Default::default()
     };
     ModelProto {
@@ -69,6 +81,18 @@ pub fn backbone_model(params: &Params, arch: &Arch, side: i64, feature_dim: i64)
     g.rename_output(&feats, FEATURES_NAME)?;
     let doc = format!("{} backbone (pooled features) built by petal", arch.name());
     Ok(model_of(&mut g, side, (FEATURES_NAME, feature_dim), format!("petal_{}_backbone", arch.name()), doc))
+}
+
+/// The frozen part of `arch` split after `units` backbone units (partial mode's activations),
+/// from the input to [`ACTIVATIONS_NAME`] `[batch, C, H, W]` (what
+/// `model::Classifier::activations` computes).
+pub fn prefix_model(params: &Params, arch: &Arch, side: i64, units: usize) -> Result<ModelProto, Error> {
+    let mut g = Graph::default();
+    let acts = nets::backbone_prefix(&mut g, params, arch, units, INPUT_NAME)?;
+    g.rename_output(&acts, ACTIVATIONS_NAME)?;
+    let doc = format!("{} backbone cut after {units} units (activation map) built by petal", arch.name());
+    let output = value_info(ACTIVATIONS_NAME, &[batch_dim(), named_dim("channels"), named_dim("height"), named_dim("width")]);
+    Ok(model_with_output(&mut g, side, output, format!("petal_{}_prefix{units}", arch.name()), doc))
 }
 
 /// The serialised protobuf.

@@ -252,7 +252,11 @@ impl Extractor<'_> {
         std::fs::create_dir_all(self.cache_dir).map_err(|e| Error::io(self.cache_dir, e))?;
         let mut out = Vec::new();
         for (split, samples, mode, view) in passes {
-            let extra = serde_json::json!({ "split_unit": split_unit, "split_after": after, "dtype": dtype });
+            let mut extra = serde_json::json!({ "split_unit": split_unit, "split_after": after, "dtype": dtype });
+            // libtorch's activations keep the keys they always had; onnxruntime's say so.
+            if self.ort.is_some() {
+                extra["runtime"] = "onnxruntime".into();
+            }
             let spec = PassSpec { split, mode, view, kind: ("petal.activations", ACTIVATION_CACHE_VERSION), extra, ids: None };
             let key = self.key(&spec, &preprocess::fingerprint(samples)?);
             let d = checkpoint::chunks::digest(&key);
@@ -261,6 +265,14 @@ impl Extractor<'_> {
             out.push(Planned { spec, key, path, chunk_dir, images: samples.len() });
         }
         Ok(out)
+    }
+
+    /// The activations of a batch at `split_unit`, by the runtime this extractor was given.
+    fn frozen_blocks(&self, x: &Tensor, split_unit: usize) -> Result<Tensor, Error> {
+        match &self.ort {
+            Some(ort) => Ok(ort.activations(x, split_unit)?.to_device(self.device)),
+            None => self.net.activations(x, split_unit).map_err(Error::from),
+        }
     }
 
     /// The shape `[C, H, W]` of one image's activations at `split_unit`.
@@ -345,7 +357,7 @@ impl Extractor<'_> {
         }
         crate::shards::warn_unmerged(&p.path, self.progress);
         let shape = self.activation_shape(split_unit)?;
-        let forward = |x: &Tensor| Ok(self.net.activations(x, split_unit)?.to_kind(dtype.kind()).contiguous());
+        let forward = |x: &Tensor| Ok(self.frozen_blocks(x, split_unit)?.to_kind(dtype.kind()).contiguous());
         let row = RowLayout { shape: shape.to_vec(), kind: dtype.kind() };
         let (out, secs) = self.pass(samples, &p.spec, &p.key, &p.chunk_dir, (&forward, row))?;
         ActivationCache::write(&p.path, &p.key, &out.x.to_device(Device::Cpu), &out.y)?;
@@ -366,7 +378,7 @@ impl Extractor<'_> {
         job: &ShardJob,
     ) -> Result<PartOutcome, Error> {
         let shape = self.activation_shape(split_unit)?;
-        let forward = |x: &Tensor| Ok(self.net.activations(x, split_unit)?.to_kind(dtype.kind()).contiguous());
+        let forward = |x: &Tensor| Ok(self.frozen_blocks(x, split_unit)?.to_kind(dtype.kind()).contiguous());
         let row = RowLayout { shape: shape.to_vec(), kind: dtype.kind() };
         let target = PartTarget { cache: &p.path, key: &p.key, kind: CacheKind::Activations };
         self.extract_part(samples, p.spec.clone(), &target, job, (&forward, row))

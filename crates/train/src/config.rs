@@ -133,9 +133,10 @@ pub struct TrainConfig {
     pub final_fit: bool,
     /// `cpu`, `cuda` or `cuda:N`.
     pub device: String,
-    /// What runs the frozen backbone's feature extraction (frozen mode): `auto` (onnxruntime on
-    /// the CPU when its library loads, else libtorch), `torch` or `onnxruntime`. Training itself
-    /// (backpropagation) always runs on libtorch.
+    /// What runs the frozen backbone: frozen mode's feature extraction and partial mode's frozen
+    /// blocks (its activation caches). `auto` (onnxruntime on the CPU when its library loads, else
+    /// libtorch), `torch` or `onnxruntime`. Training itself (backpropagation, and the whole
+    /// backbone in fine-tuning) always runs on libtorch.
     pub runtime: petal_onnx::Runtime,
     /// Network input size (the crop).
     pub image_size: u32,
@@ -267,6 +268,9 @@ impl TrainConfig {
                 self.arch,
                 self.unfreeze_blocks
             ));
+        }
+        if self.mode == TrainMode::Finetune && self.runtime == petal_onnx::Runtime::Onnxruntime {
+            return bad("runtime onnxruntime runs frozen feature extraction, partial mode's frozen blocks and inference; mode finetune trains its whole backbone on libtorch: use --runtime torch or auto");
         }
         if !(0.0..1.0).contains(&self.holdout) {
             return bad("holdout must be in [0, 1): the fraction of each class of the validation split held out");

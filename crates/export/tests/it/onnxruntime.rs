@@ -113,3 +113,38 @@ fn auto_resolves_by_device() {
     let err = Runtime::Onnxruntime.resolve(Device::Cuda(0)).expect_err("onnxruntime on a GPU");
     assert!(err.to_string().contains("--runtime torch"), "{err}");
 }
+
+/// Partial mode's frozen blocks on onnxruntime: the backbone cut after each of its units gives
+/// the activation map `model::Classifier::activations` computes on libtorch, within 1e-5 relative
+/// (full-size Lite0, photos, perturbed batch norms), and a cut outside the backbone is refused.
+#[test]
+fn partial_modes_frozen_blocks_give_libtorchs_activations() {
+    use petal_onnx::graph::Params;
+    let paths = images(REAL, 3);
+    let x = batch(&paths, 224);
+    let arch = Arch::EfficientNetLite0;
+    let head: model::HeadConfig = serde_json::from_value(serde_json::json!({"hidden": [], "dropout": 0.0})).unwrap();
+    let generator = model::random_generator_lock(); // seeded draws, not interleaved with another test's
+    tch::manual_seed(11);
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let net = model::Classifier::new(&vs.root(), &arch, &head, 10).expect("classifier");
+    tch::no_grad(|| perturb(&vs));
+    drop(generator);
+    let spec = petal_onnx::BackboneSpec { arch: &arch, side: 224, feature_dim: net.feature_dim(), weights: "partial-test" };
+    let params = || Params::new(vs.variables());
+    assert_eq!(net.units(), 9, "stem, 7 stages, head");
+    for split in 1..net.units() {
+        let want = net.activations(&x, split).expect("libtorch activations");
+        let got = petal_onnx::prefix_net(spec, split, params, None, 0).expect("cut graph").run_tensor(&x).expect("onnxruntime run");
+        assert_eq!(got.size(), want.size(), "split {split}: activation shape");
+        let rel = relative_error(&got, &want);
+        assert!(rel <= 1e-5, "split {split}: activations differ by {rel:e} relative (> 1e-5)");
+        eprintln!("split {split} {:?}: {rel:e} relative", want.size());
+    }
+    for bad in [0, net.units()] {
+        let err = petal_onnx::prefix_net(spec, bad, params, None, 0).expect_err("a cut outside the backbone");
+        assert!(err.to_string().contains(&format!("not after {bad}")), "{err}");
+    }
+    let dense = petal_onnx::prefix_net(petal_onnx::BackboneSpec { arch: &Arch::DenseNet121, ..spec }, 2, params, None, 0).expect_err("densenet");
+    assert!(dense.to_string().contains("partial mode supports efficientnet_lite0/1/2"), "{dense}");
+}

@@ -32,12 +32,26 @@ fn unit(g: &mut Graph, p: &Params, x: &str, u: Unit) -> Result<String, Error> {
 /// Stem, the MBConv blocks (expand 1x1, depthwise, project 1x1, residual `Add` where the
 /// shape is kept), head conv, global average pool, flatten. The static padding is the one the
 /// package computes for `cfg.image_size`, whatever the input size (as petal's forward does).
-pub(crate) fn lite(g: &mut Graph, p: &Params, cfg: &LiteConfig, input: &str) -> Result<String, Error> {
+///
+/// With `until = Some(n)` the graph stops after the first `n` units of the model crate's split
+/// (`model::Arch::backbone_blocks`: the stem, one unit per stage, then the head) and returns the
+/// activation map there, what `model::Classifier::activations` computes for partial mode.
+pub(crate) fn lite(g: &mut Graph, p: &Params, cfg: &LiteConfig, input: &str, until: Option<usize>) -> Result<String, Error> {
+    let stages = cfg.stages();
+    if let Some(n) = until {
+        if n == 0 || n > stages.len() + 1 {
+            return Err(Error::Graph(format!("EfficientNet-Lite can be cut after unit 1 to {} of its backbone, not after {n}", stages.len() + 1)));
+        }
+    }
     let mut image = cfg.image_size;
     let mut x = unit(g, p, input, Unit { conv: "_conv_stem", bn: "_bn0", stride: 2, groups: 1, image, relu6: true })?;
     image = (image + 1) / 2;
     let mut idx = 0;
-    for (repeats, _k, stride, expand, c_in0, c_out) in cfg.stages() {
+    for (stage, (repeats, _k, stride, expand, c_in0, c_out)) in stages.into_iter().enumerate() {
+        // Units done so far: the stem and `stage` stages.
+        if until == Some(stage + 1) {
+            return Ok(x);
+        }
         for r in 0..repeats {
             let (c_in, s) = if r == 0 { (c_in0, stride) } else { (c_out, 1) };
             let blk = format!("_blocks.{idx}");
@@ -53,6 +67,9 @@ pub(crate) fn lite(g: &mut Graph, p: &Params, cfg: &LiteConfig, input: &str) -> 
             x = if s == 1 && c_in == c_out { g.add(&h, &x, &blk) } else { h };
             idx += 1;
         }
+    }
+    if until.is_some() {
+        return Ok(x);
     }
     x = unit(g, p, &x, Unit { conv: "_conv_head", bn: "_bn1", stride: 1, groups: 1, image, relu6: true })?;
     debug_assert_eq!(p.get("_bn1.weight").map(|w| w.shape[0]).ok(), Some(LITE0_FEATURE_DIM));

@@ -25,7 +25,7 @@ pub use head::head;
 pub fn backbone(g: &mut Graph, params: &Params, arch: &Arch, side: i64, input: &str) -> Result<String, Error> {
     match arch.family() {
         Family::DenseNet(cfg) => densenet::densenet(g, params, &cfg, input),
-        Family::Lite(cfg) => efficientnet::lite(g, params, &cfg, input),
+        Family::Lite(cfg) => efficientnet::lite(g, params, &cfg, input, None),
         Family::Plain(spec) => plain::plain(g, params, &spec, side, input),
         Family::ResNet(cfg) => resnet::resnet(g, params, &cfg, input),
         Family::Ensemble(members) => {
@@ -36,5 +36,16 @@ pub fn backbone(g: &mut Graph, params: &Params, arch: &Arch, side: i64, input: &
             let feats: Vec<&str> = feats.iter().map(String::as_str).collect();
             Ok(g.concat(&feats, "members", 1))
         }
+    }
+}
+
+/// Emits the frozen part of a split network: the first `units` units of `arch`'s backbone (see
+/// `model::Arch::backbone_blocks`) reading `input`; returns the activation map there
+/// `[batch, C, H, W]`, what `model::Classifier::activations` computes. EfficientNet-Lite only, as
+/// partial mode.
+pub fn backbone_prefix(g: &mut Graph, params: &Params, arch: &Arch, units: usize, input: &str) -> Result<String, Error> {
+    match arch.family() {
+        Family::Lite(cfg) => efficientnet::lite(g, params, &cfg, input, Some(units)),
+        _ => Err(Error::Graph(format!("{} cannot be cut between blocks (partial mode supports efficientnet_lite0/1/2 alone)", arch.name()))),
     }
 }

@@ -17,7 +17,7 @@ pub fn tiny_densenet() -> Arch {
 
 /// Random batch-norm statistics and affine parameters and non-zero convolution biases, so that
 /// folding is exercised (a fresh network has the identity batch norm).
-fn perturb(vs: &VarStore) {
+pub fn perturb(vs: &VarStore) {
     // In name order: a HashMap's order changes from process to process, and so would the draws.
     let sorted: std::collections::BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
     for (k, mut t) in sorted {
