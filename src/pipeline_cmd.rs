@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use crate::cli::OverrideArgs;
 use crate::progress::Bars;
-use crate::OverrideArgs;
 
 /// Arguments of `petal pipeline`.
 #[derive(Args)]
@@ -56,20 +56,13 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
     let config = pipeline::load_pipeline_config(a.config.as_deref(), &o)?;
     let job = pipeline::PipelineRun { config, force: a.force, overwrite: a.overwrite };
     let out = pipeline::run_pipeline(&job, &Bars::default()).context("pipeline")?;
-    let line = |who: &str, e: &serde_json::Value| {
-        let split = e["split"].as_str().unwrap_or("?");
-        let kind = if split.ends_with("-holdout") {
-            " (held out)"
-        } else if split.ends_with("-select") || (split == "valid" && !out.evaluations.iter().any(|x| x["split"] == "valid-holdout")) {
-            " (selection score)"
-        } else {
-            ""
+    let line = |who: &str, e: &infer::EvalReport| {
+        let kind = match out.role(&e.split) {
+            pipeline::SplitRole::HeldOut => " (held out)",
+            pipeline::SplitRole::Selection => " (selection score)",
+            pipeline::SplitRole::Other => "",
         };
-        println!(
-            "{who}{split}{kind}: top-1 {:.2}%  top-5 {:.2}%",
-            100.0 * e["top1"].as_f64().unwrap_or(0.0),
-            100.0 * e["top5"].as_f64().unwrap_or(0.0)
-        );
+        println!("{who}{}{kind}: top-1 {:.2}%  top-5 {:.2}%", e.split, 100.0 * e.top1, 100.0 * e.top5);
     };
     out.evaluations.iter().for_each(|e| line("", e));
     out.final_evaluations.iter().for_each(|e| line("final fit, ", e));

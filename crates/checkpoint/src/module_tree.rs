@@ -5,7 +5,7 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-use crate::pickle::{Obj, Pickle, V};
+use crate::pickle::{Obj, Pickle, PyValue};
 
 /// A pickled module: `torch.save(model.classifier)` or the `classifier` entry of a training
 /// checkpoint, read without running any code.
@@ -66,7 +66,7 @@ impl std::fmt::Display for PickledModule {
 
 /// Reads the module at `v`, if it is a pickled object whose state has `_modules` (an
 /// `nn.Module`). `visits` bounds the walk (shared sub-objects, cycles).
-pub(crate) fn read(pk: &Pickle, v: V, depth: u32, visits: &mut u32) -> Option<PickledModule> {
+pub(crate) fn read(pk: &Pickle, v: PyValue, depth: u32, visits: &mut u32) -> Option<PickledModule> {
     *visits += 1;
     if depth > 64 || *visits > 100_000 {
         return None;
@@ -85,7 +85,7 @@ pub(crate) fn read(pk: &Pickle, v: V, depth: u32, visits: &mut u32) -> Option<Pi
         if name == "_modules" {
             for &(n, c) in pk.dict(x).unwrap_or(&[]) {
                 let child_name = match n {
-                    V::Int(i) => i.to_string(),
+                    PyValue::Int(i) => i.to_string(),
                     other => pk.str(other).unwrap_or("?").to_owned(),
                 };
                 if let Some(child) = read(pk, c, depth + 1, visits) {
@@ -103,7 +103,7 @@ pub(crate) fn read(pk: &Pickle, v: V, depth: u32, visits: &mut u32) -> Option<Pi
 
 /// `copyreg._reconstructor(cls, object, None)` (protocol 0/1 and Python 2 pickles) names the
 /// real class in its first argument.
-fn real_class(pk: &Pickle, class: &str, args: Option<V>) -> String {
+fn real_class(pk: &Pickle, class: &str, args: Option<PyValue>) -> String {
     if class.ends_with("._reconstructor") {
         if let Some(first) = args.and_then(|a| pk.seq(a)).and_then(|a| a.first().copied()) {
             if let Some(Obj::Global { module, name }) = pk.obj(first) {
@@ -115,17 +115,17 @@ fn real_class(pk: &Pickle, class: &str, args: Option<V>) -> String {
 }
 
 /// Plain scalars and short tuples of scalars (`kernel_size=(3, 3)`) as JSON.
-fn scalar(pk: &Pickle, v: V) -> Option<serde_json::Value> {
+fn scalar(pk: &Pickle, v: PyValue) -> Option<serde_json::Value> {
     use serde_json::Value as J;
     match v {
-        V::None => Some(J::Null),
-        V::Bool(b) => Some(J::Bool(b)),
-        V::Int(i) => Some(J::from(i)),
-        V::Float(f) => serde_json::Number::from_f64(f).map(J::Number),
-        V::Ref(_) => match pk.obj(v)? {
+        PyValue::None => Some(J::Null),
+        PyValue::Bool(b) => Some(J::Bool(b)),
+        PyValue::Int(i) => Some(J::from(i)),
+        PyValue::Float(f) => serde_json::Number::from_f64(f).map(J::Number),
+        PyValue::Ref(_) => match pk.obj(v)? {
             Obj::Str(s) if s.len() <= 256 => Some(J::String(s.clone())),
             Obj::Tuple(items) | Obj::List(items) if items.len() <= 8 => {
-                items.iter().map(|&x| if matches!(x, V::Ref(_)) { None } else { scalar(pk, x) }).collect::<Option<Vec<_>>>().map(J::Array)
+                items.iter().map(|&x| if matches!(x, PyValue::Ref(_)) { None } else { scalar(pk, x) }).collect::<Option<Vec<_>>>().map(J::Array)
             }
             _ => None,
         },

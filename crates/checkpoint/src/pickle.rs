@@ -15,6 +15,81 @@ use crate::DType;
 use std::cell::Cell;
 use std::collections::HashMap;
 
+/// The opcodes, named as in CPython's `pickle.py` (protocol 0 text opcodes first, then what each
+/// later protocol added).
+mod op {
+    pub const MARK: u8 = b'(';
+    pub const STOP: u8 = b'.';
+    pub const POP: u8 = b'0';
+    pub const POP_MARK: u8 = b'1';
+    pub const DUP: u8 = b'2';
+    pub const FLOAT: u8 = b'F';
+    pub const INT: u8 = b'I';
+    pub const BININT: u8 = b'J';
+    pub const BININT1: u8 = b'K';
+    pub const LONG: u8 = b'L';
+    pub const BININT2: u8 = b'M';
+    pub const NONE: u8 = b'N';
+    pub const PERSID: u8 = b'P';
+    pub const BINPERSID: u8 = b'Q';
+    pub const REDUCE: u8 = b'R';
+    pub const STRING: u8 = b'S';
+    pub const BINSTRING: u8 = b'T';
+    pub const SHORT_BINSTRING: u8 = b'U';
+    pub const UNICODE: u8 = b'V';
+    pub const BINUNICODE: u8 = b'X';
+    pub const APPEND: u8 = b'a';
+    pub const BUILD: u8 = b'b';
+    pub const GLOBAL: u8 = b'c';
+    pub const DICT: u8 = b'd';
+    pub const EMPTY_DICT: u8 = b'}';
+    pub const APPENDS: u8 = b'e';
+    pub const GET: u8 = b'g';
+    pub const BINGET: u8 = b'h';
+    pub const INST: u8 = b'i';
+    pub const LONG_BINGET: u8 = b'j';
+    pub const LIST: u8 = b'l';
+    pub const EMPTY_LIST: u8 = b']';
+    pub const OBJ: u8 = b'o';
+    pub const PUT: u8 = b'p';
+    pub const BINPUT: u8 = b'q';
+    pub const LONG_BINPUT: u8 = b'r';
+    pub const SETITEM: u8 = b's';
+    pub const TUPLE: u8 = b't';
+    pub const EMPTY_TUPLE: u8 = b')';
+    pub const SETITEMS: u8 = b'u';
+    pub const BINFLOAT: u8 = b'G';
+    // Protocol 2.
+    pub const PROTO: u8 = 0x80;
+    pub const NEWOBJ: u8 = 0x81;
+    pub const EXT1: u8 = 0x82;
+    pub const EXT4: u8 = 0x84;
+    pub const TUPLE1: u8 = 0x85;
+    pub const TUPLE3: u8 = 0x87;
+    pub const NEWTRUE: u8 = 0x88;
+    pub const NEWFALSE: u8 = 0x89;
+    pub const LONG1: u8 = 0x8a;
+    pub const LONG4: u8 = 0x8b;
+    // Protocol 3.
+    pub const BINBYTES: u8 = b'B';
+    pub const SHORT_BINBYTES: u8 = b'C';
+    // Protocol 4.
+    pub const SHORT_BINUNICODE: u8 = 0x8c;
+    pub const BINUNICODE8: u8 = 0x8d;
+    pub const BINBYTES8: u8 = 0x8e;
+    pub const EMPTY_SET: u8 = 0x8f;
+    pub const ADDITEMS: u8 = 0x90;
+    pub const FROZENSET: u8 = 0x91;
+    pub const NEWOBJ_EX: u8 = 0x92;
+    pub const STACK_GLOBAL: u8 = 0x93;
+    pub const MEMOIZE: u8 = 0x94;
+    pub const FRAME: u8 = 0x95;
+    // Protocol 5.
+    pub const BYTEARRAY8: u8 = 0x96;
+    pub const NEXT_BUFFER: u8 = 0x97;
+    pub const READONLY_BUFFER: u8 = 0x98;
+}
+
 /// A parse failure: the input is damaged, or uses a feature this reader refuses.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Fault {
@@ -41,7 +116,7 @@ fn corrupt<T>(msg: impl Into<String>) -> PResult<T> {
 
 /// A value on the stack or inside a container: scalars inline, everything else by arena index.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum V {
+pub(crate) enum PyValue {
     None,
     Bool(bool),
     Int(i64),
@@ -82,10 +157,10 @@ pub(crate) enum Obj {
     Bytes(Vec<u8>),
     /// An integer that does not fit i64: little-endian two's complement bytes.
     BigInt(Vec<u8>),
-    List(Vec<V>),
-    Tuple(Vec<V>),
-    Dict(Vec<(V, V)>),
-    Set(Vec<V>),
+    List(Vec<PyValue>),
+    Tuple(Vec<PyValue>),
+    Dict(Vec<(PyValue, PyValue)>),
+    Set(Vec<PyValue>),
     /// A named global that was never called (e.g. a class, `torch.float32`).
     Global {
         module: String,
@@ -95,8 +170,8 @@ pub(crate) enum Obj {
     /// any state applied by `BUILD`.
     Object {
         class: String,
-        args: Option<V>,
-        state: Option<V>,
+        args: Option<PyValue>,
+        state: Option<PyValue>,
     },
     Storage(StorageRef),
     Tensor(TensorRef),
@@ -105,32 +180,32 @@ pub(crate) enum Obj {
 /// Result of running one pickle.
 pub(crate) struct Pickle {
     pub arena: Vec<Obj>,
-    pub root: V,
+    pub root: PyValue,
     /// Bytes consumed, including the STOP opcode.
     pub consumed: usize,
 }
 
 impl Pickle {
-    pub(crate) fn obj(&self, v: V) -> Option<&Obj> {
+    pub(crate) fn obj(&self, v: PyValue) -> Option<&Obj> {
         match v {
-            V::Ref(i) => self.arena.get(i as usize),
+            PyValue::Ref(i) => self.arena.get(i as usize),
             _ => None,
         }
     }
-    pub(crate) fn str(&self, v: V) -> Option<&str> {
+    pub(crate) fn str(&self, v: PyValue) -> Option<&str> {
         match self.obj(v) {
             Some(Obj::Str(s)) => Some(s),
             _ => None,
         }
     }
     /// Items of a tuple or list.
-    pub(crate) fn seq(&self, v: V) -> Option<&[V]> {
+    pub(crate) fn seq(&self, v: PyValue) -> Option<&[PyValue]> {
         match self.obj(v) {
             Some(Obj::Tuple(x)) | Some(Obj::List(x)) | Some(Obj::Set(x)) => Some(x),
             _ => None,
         }
     }
-    pub(crate) fn dict(&self, v: V) -> Option<&[(V, V)]> {
+    pub(crate) fn dict(&self, v: PyValue) -> Option<&[(PyValue, PyValue)]> {
         match self.obj(v) {
             Some(Obj::Dict(x)) => Some(x),
             _ => None,
@@ -163,9 +238,9 @@ const MAX_DIMS: usize = 64;
 struct Vm<'a> {
     data: &'a [u8],
     pos: usize,
-    stack: Vec<V>,
+    stack: Vec<PyValue>,
     marks: Vec<usize>,
-    memo: HashMap<u32, V>,
+    memo: HashMap<u32, PyValue>,
     arena: Vec<Obj>,
     /// Bytes copied out of existing objects so far (memoised objects can be referenced many
     /// times, so copies are charged against a budget proportional to the input).
@@ -188,10 +263,10 @@ impl<'a> Vm<'a> {
         self.copied.set(self.copied.get().saturating_add(n as u64));
     }
 
-    fn alloc(&mut self, o: Obj) -> PResult<V> {
+    fn alloc(&mut self, o: Obj) -> PResult<PyValue> {
         let i = u32::try_from(self.arena.len()).map_err(|_| Fault::Corrupt("pickle creates too many objects".into()))?;
         self.arena.push(o);
-        Ok(V::Ref(i))
+        Ok(PyValue::Ref(i))
     }
 
     fn take(&mut self, n: usize) -> PResult<&'a [u8]> {
@@ -238,27 +313,27 @@ impl<'a> Vm<'a> {
             None => corrupt("pickle truncated: unterminated text line"),
         }
     }
-    fn pop(&mut self) -> PResult<V> {
+    fn pop(&mut self) -> PResult<PyValue> {
         let floor = self.marks.last().copied().unwrap_or(0);
         if self.stack.len() <= floor {
             return corrupt(format!("pickle stack underflow at offset {}", self.pos));
         }
         self.stack.pop().ok_or_else(|| Fault::Corrupt("pickle stack underflow".into()))
     }
-    fn top(&self) -> PResult<V> {
+    fn top(&self) -> PResult<PyValue> {
         self.stack.last().copied().ok_or_else(|| Fault::Corrupt("pickle stack empty".into()))
     }
-    fn pop_mark(&mut self) -> PResult<Vec<V>> {
+    fn pop_mark(&mut self) -> PResult<Vec<PyValue>> {
         let m = self.marks.pop().ok_or_else(|| Fault::Corrupt(format!("pickle: no MARK at offset {}", self.pos)))?;
         if m > self.stack.len() {
             return corrupt("pickle: MARK above stack top");
         }
         Ok(self.stack.split_off(m))
     }
-    fn str_obj(&mut self, s: String) -> PResult<V> {
+    fn str_obj(&mut self, s: String) -> PResult<PyValue> {
         self.alloc(Obj::Str(s))
     }
-    fn utf8(&mut self, b: &[u8]) -> PResult<V> {
+    fn utf8(&mut self, b: &[u8]) -> PResult<PyValue> {
         match std::str::from_utf8(b) {
             Ok(s) => self.str_obj(s.to_owned()),
             Err(_) => corrupt(format!("pickle: invalid UTF-8 string before offset {}", self.pos)),
@@ -266,7 +341,7 @@ impl<'a> Vm<'a> {
     }
     /// Python 2 `str` (BINSTRING): decoded like `torch.load(encoding="utf-8")` would, falling
     /// back to bytes when it is not UTF-8.
-    fn py2str(&mut self, b: &[u8]) -> PResult<V> {
+    fn py2str(&mut self, b: &[u8]) -> PResult<PyValue> {
         match std::str::from_utf8(b) {
             Ok(s) => self.str_obj(s.to_owned()),
             Err(_) => self.alloc(Obj::Bytes(b.to_vec())),
@@ -289,28 +364,28 @@ impl<'a> Vm<'a> {
             None => corrupt(format!("pickle refers to memo entry {idx} that was never stored")),
         }
     }
-    fn long_from_le(&mut self, b: &[u8]) -> PResult<V> {
+    fn long_from_le(&mut self, b: &[u8]) -> PResult<PyValue> {
         if b.is_empty() {
-            return Ok(V::Int(0));
+            return Ok(PyValue::Int(0));
         }
         if b.len() <= 8 {
             let neg = b[b.len() - 1] & 0x80 != 0;
             let mut a = if neg { [0xffu8; 8] } else { [0u8; 8] };
             a[..b.len()].copy_from_slice(b);
-            return Ok(V::Int(i64::from_le_bytes(a)));
+            return Ok(PyValue::Int(i64::from_le_bytes(a)));
         }
         self.alloc(Obj::BigInt(b.to_vec()))
     }
-    fn text_int(&mut self, line: &[u8]) -> PResult<V> {
+    fn text_int(&mut self, line: &[u8]) -> PResult<PyValue> {
         let s = std::str::from_utf8(line).map_err(|_| Fault::Corrupt("pickle: bad INT text".into()))?;
         let s = s.trim().trim_end_matches('L');
         match s {
-            "00" => return Ok(V::Bool(false)),
-            "01" => return Ok(V::Bool(true)),
+            "00" => return Ok(PyValue::Bool(false)),
+            "01" => return Ok(PyValue::Bool(true)),
             _ => {}
         }
         match s.parse::<i64>() {
-            Ok(i) => Ok(V::Int(i)),
+            Ok(i) => Ok(PyValue::Int(i)),
             Err(_) => {
                 let digits = s.strip_prefix('-').unwrap_or(s);
                 if !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()) {
@@ -322,358 +397,411 @@ impl<'a> Vm<'a> {
         }
     }
 
-    fn run(&mut self) -> PResult<V> {
+    fn run(&mut self) -> PResult<PyValue> {
         loop {
             let at = self.pos;
             if self.copied.get() > self.copy_limit {
                 return corrupt(format!("pickle bomb: copies of shared objects exceed {} bytes before offset {at}", self.copy_limit));
             }
-            let op = self.u8()?;
-            match op {
-                b'.' => {
-                    // STOP
-                    let v = self.pop()?;
-                    return Ok(v);
-                }
-                0x80 => {
-                    let p = self.u8()?;
-                    if p > 5 {
-                        return Err(Fault::Unsupported(format!("pickle protocol {p} (supported: 0-5)")));
-                    }
-                }
-                0x95 => {
-                    // FRAME: the length is only a hint for buffering.
-                    self.u64()?;
-                }
-                b'(' => self.marks.push(self.stack.len()),
-                b'0' => {
-                    if self.marks.last() == Some(&self.stack.len()) {
-                        self.marks.pop();
-                    } else {
-                        self.pop()?;
-                    }
-                }
-                b'1' => {
-                    self.pop_mark()?;
-                }
-                b'2' => {
-                    let v = self.top()?;
-                    self.stack.push(v);
-                }
-                b'N' => self.stack.push(V::None),
-                0x88 => self.stack.push(V::Bool(true)),
-                0x89 => self.stack.push(V::Bool(false)),
-                b'J' => {
-                    let v = self.u32()? as i32;
-                    self.stack.push(V::Int(v as i64));
-                }
-                b'K' => {
-                    let v = self.u8()?;
-                    self.stack.push(V::Int(v as i64));
-                }
-                b'M' => {
-                    let v = self.u16()?;
-                    self.stack.push(V::Int(v as i64));
-                }
-                b'I' | b'L' => {
-                    let line = self.line()?;
-                    let v = self.text_int(line)?;
-                    self.stack.push(v);
-                }
-                0x8a => {
-                    let n = self.u8()? as u64;
-                    let b = self.len_bytes(n)?;
-                    let v = self.long_from_le(b)?;
-                    self.stack.push(v);
-                }
-                0x8b => {
-                    let n = self.u32()? as i32;
-                    if n < 0 {
-                        return corrupt("pickle: negative LONG4 length");
-                    }
-                    let b = self.len_bytes(n as u64)?;
-                    let v = self.long_from_le(b)?;
-                    self.stack.push(v);
-                }
-                b'G' => {
-                    let b = self.take(8)?;
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(b);
-                    self.stack.push(V::Float(f64::from_be_bytes(a)));
-                }
-                b'F' => {
-                    let line = self.line()?;
-                    let f = std::str::from_utf8(line)
-                        .ok()
-                        .and_then(|s| s.trim().parse::<f64>().ok())
-                        .ok_or_else(|| Fault::Corrupt("pickle: bad FLOAT text".into()))?;
-                    self.stack.push(V::Float(f));
-                }
-                0x8c => {
-                    let n = self.u8()? as u64;
-                    let b = self.len_bytes(n)?;
-                    let v = self.utf8(b)?;
-                    self.stack.push(v);
-                }
-                b'X' => {
-                    let n = self.u32()? as u64;
-                    let b = self.len_bytes(n)?;
-                    let v = self.utf8(b)?;
-                    self.stack.push(v);
-                }
-                0x8d => {
-                    let n = self.u64()?;
-                    let b = self.len_bytes(n)?;
-                    let v = self.utf8(b)?;
-                    self.stack.push(v);
-                }
-                b'V' => {
-                    // raw-unicode-escape; \uXXXX escapes are decoded, the rest taken as is.
-                    let line = self.line()?;
-                    let s = decode_raw_unicode_escape(line);
-                    let v = self.str_obj(s)?;
-                    self.stack.push(v);
-                }
-                b'U' => {
-                    let n = self.u8()? as u64;
-                    let b = self.len_bytes(n)?;
-                    let v = self.py2str(b)?;
-                    self.stack.push(v);
-                }
-                b'T' => {
-                    let n = self.u32()? as i32;
-                    if n < 0 {
-                        return corrupt("pickle: negative BINSTRING length");
-                    }
-                    let b = self.len_bytes(n as u64)?;
-                    let v = self.py2str(b)?;
-                    self.stack.push(v);
-                }
-                b'S' => {
-                    let line = self.line()?;
-                    let t = line.strip_suffix(b"\r").unwrap_or(line);
-                    let inner = if t.len() >= 2 && (t[0] == b'\'' || t[0] == b'"') && t[t.len() - 1] == t[0] {
-                        &t[1..t.len() - 1]
-                    } else {
-                        return corrupt("pickle: STRING argument is not quoted");
-                    };
-                    let v = self.py2str(inner)?;
-                    self.stack.push(v);
-                }
-                b'C' => {
-                    let n = self.u8()? as u64;
-                    let b = self.len_bytes(n)?;
-                    let v = self.alloc(Obj::Bytes(b.to_vec()))?;
-                    self.stack.push(v);
-                }
-                b'B' => {
-                    let n = self.u32()? as u64;
-                    let b = self.len_bytes(n)?;
-                    let v = self.alloc(Obj::Bytes(b.to_vec()))?;
-                    self.stack.push(v);
-                }
-                0x8e | 0x96 => {
-                    let n = self.u64()?;
-                    let b = self.len_bytes(n)?;
-                    let v = self.alloc(Obj::Bytes(b.to_vec()))?;
-                    self.stack.push(v);
-                }
-                0x97 | 0x98 => {
-                    return Err(Fault::Unsupported("pickle protocol 5 out-of-band buffers".into()));
-                }
-                b')' => {
-                    let v = self.alloc(Obj::Tuple(Vec::new()))?;
-                    self.stack.push(v);
-                }
-                b't' => {
-                    let items = self.pop_mark()?;
-                    let v = self.alloc(Obj::Tuple(items))?;
-                    self.stack.push(v);
-                }
-                0x85..=0x87 => {
-                    let n = (op - 0x84) as usize;
-                    let mut items = Vec::with_capacity(n);
-                    for _ in 0..n {
-                        items.push(self.pop()?);
-                    }
-                    items.reverse();
-                    let v = self.alloc(Obj::Tuple(items))?;
-                    self.stack.push(v);
-                }
-                b']' => {
-                    let v = self.alloc(Obj::List(Vec::new()))?;
-                    self.stack.push(v);
-                }
-                b'l' => {
-                    let items = self.pop_mark()?;
-                    let v = self.alloc(Obj::List(items))?;
-                    self.stack.push(v);
-                }
-                b'}' => {
-                    let v = self.alloc(Obj::Dict(Vec::new()))?;
-                    self.stack.push(v);
-                }
-                b'd' => {
-                    let items = self.pop_mark()?;
-                    let pairs = pairs_of(items)?;
-                    let v = self.alloc(Obj::Dict(pairs))?;
-                    self.stack.push(v);
-                }
-                0x8f => {
-                    let v = self.alloc(Obj::Set(Vec::new()))?;
-                    self.stack.push(v);
-                }
-                0x91 => {
-                    let items = self.pop_mark()?;
-                    let v = self.alloc(Obj::Set(items))?;
-                    self.stack.push(v);
-                }
-                b'a' => {
-                    let item = self.pop()?;
-                    let target = self.top()?;
-                    self.extend(target, vec![item])?;
-                }
-                b'e' | 0x90 => {
-                    let items = self.pop_mark()?;
-                    let target = self.top()?;
-                    self.extend(target, items)?;
-                }
-                b's' => {
-                    let value = self.pop()?;
-                    let key = self.pop()?;
-                    let target = self.top()?;
-                    self.set_items(target, vec![(key, value)])?;
-                }
-                b'u' => {
-                    let items = self.pop_mark()?;
-                    let pairs = pairs_of(items)?;
-                    let target = self.top()?;
-                    self.set_items(target, pairs)?;
-                }
-                b'p' => {
-                    let line = self.line()?;
-                    let idx = std::str::from_utf8(line)
-                        .ok()
-                        .and_then(|s| s.trim().parse::<u32>().ok())
-                        .ok_or_else(|| Fault::Corrupt("pickle: bad PUT index".into()))?;
-                    self.memo_put(idx)?;
-                }
-                b'q' => {
-                    let i = self.u8()? as u32;
-                    self.memo_put(i)?;
-                }
-                b'r' => {
-                    let i = self.u32()?;
-                    self.memo_put(i)?;
-                }
-                0x94 => {
-                    let i = u32::try_from(self.memo.len()).map_err(|_| Fault::Corrupt("memo overflow".into()))?;
-                    self.memo_put(i)?;
-                }
-                b'g' => {
-                    let line = self.line()?;
-                    let idx = std::str::from_utf8(line)
-                        .ok()
-                        .and_then(|s| s.trim().parse::<u32>().ok())
-                        .ok_or_else(|| Fault::Corrupt("pickle: bad GET index".into()))?;
-                    self.memo_get(idx)?;
-                }
-                b'h' => {
-                    let i = self.u8()? as u32;
-                    self.memo_get(i)?;
-                }
-                b'j' => {
-                    let i = self.u32()?;
-                    self.memo_get(i)?;
-                }
-                b'c' => {
-                    let module = String::from_utf8_lossy(self.line()?).into_owned();
-                    let name = String::from_utf8_lossy(self.line()?).into_owned();
-                    let v = self.alloc(Obj::Global { module, name })?;
-                    self.stack.push(v);
-                }
-                0x93 => {
-                    let name = self.pop()?;
-                    let module = self.pop()?;
-                    let (Some(m), Some(n)) = (self.str_of(module), self.str_of(name)) else {
-                        return corrupt("pickle: STACK_GLOBAL operands are not strings");
-                    };
-                    let v = self.alloc(Obj::Global { module: m, name: n })?;
-                    self.stack.push(v);
-                }
-                b'R' => {
-                    let args = self.pop()?;
-                    let func = self.pop()?;
-                    let v = self.call(func, args, 0)?;
-                    self.stack.push(v);
-                }
-                0x81 => {
-                    let args = self.pop()?;
-                    let cls = self.pop()?;
-                    let v = self.call(cls, args, 0)?;
-                    self.stack.push(v);
-                }
-                0x92 => {
-                    let _kwargs = self.pop()?;
-                    let args = self.pop()?;
-                    let cls = self.pop()?;
-                    let v = self.call(cls, args, 0)?;
-                    self.stack.push(v);
-                }
-                b'i' => {
-                    // INST: module, name lines; args from mark. Recorded, never executed.
-                    let module = String::from_utf8_lossy(self.line()?).into_owned();
-                    let name = String::from_utf8_lossy(self.line()?).into_owned();
-                    let items = self.pop_mark()?;
-                    let args = self.alloc(Obj::Tuple(items))?;
-                    let v = self.alloc(Obj::Object { class: format!("{module}.{name}"), args: Some(args), state: None })?;
-                    self.stack.push(v);
-                }
-                b'o' => {
-                    let mut items = self.pop_mark()?;
-                    if items.is_empty() {
-                        return corrupt("pickle: OBJ without class");
-                    }
-                    let cls = items.remove(0);
-                    let args = self.alloc(Obj::Tuple(items))?;
-                    let v = self.call(cls, args, 0)?;
-                    self.stack.push(v);
-                }
-                b'b' => {
-                    let state = self.pop()?;
-                    let target = self.top()?;
-                    if let V::Ref(i) = target {
-                        if let Some(Obj::Object { state: s, .. }) = self.arena.get_mut(i as usize) {
-                            *s = Some(state);
-                        }
-                    }
-                    // BUILD on dicts (OrderedDict `_metadata`), tensors (Python attributes) and
-                    // scalars is ignored: it only sets attributes.
-                }
-                b'Q' => {
-                    let pid = self.pop()?;
-                    let v = self.persistent_load(pid)?;
-                    self.stack.push(v);
-                }
-                b'P' => {
-                    let line = self.line()?;
-                    let pid = self.utf8(line)?;
-                    let v = self.persistent_load(pid)?;
-                    self.stack.push(v);
-                }
-                0x82..=0x84 => {
-                    return Err(Fault::Unsupported("pickle extension registry opcodes (EXT1/2/4)".into()));
-                }
-                other => {
-                    return corrupt(format!("pickle: unknown opcode 0x{other:02x} at offset {at}"));
-                }
+            let code = self.u8()?;
+            if code == op::STOP {
+                return self.pop();
             }
+            let handled =
+                self.control(code)? || self.scalar(code)? || self.text(code)? || self.container(code)? || self.memo_op(code)? || self.object(code)?;
+            if handled {
+                continue;
+            }
+            return match code {
+                op::NEXT_BUFFER | op::READONLY_BUFFER => Err(Fault::Unsupported("pickle protocol 5 out-of-band buffers".into())),
+                op::EXT1..=op::EXT4 => Err(Fault::Unsupported("pickle extension registry opcodes (EXT1/2/4)".into())),
+                other => corrupt(format!("pickle: unknown opcode 0x{other:02x} at offset {at}")),
+            };
         }
     }
 
-    fn str_of(&self, v: V) -> Option<String> {
+    /// Stream and stack control: the protocol header, frames, marks, `POP`, `DUP`. Returns whether `code` is one of them.
+    fn control(&mut self, code: u8) -> PResult<bool> {
+        match code {
+            op::PROTO => {
+                let p = self.u8()?;
+                if p > 5 {
+                    return Err(Fault::Unsupported(format!("pickle protocol {p} (supported: 0-5)")));
+                }
+            }
+            op::FRAME => {
+                // FRAME: the length is only a hint for buffering.
+                self.u64()?;
+            }
+            op::MARK => {
+                self.marks.push(self.stack.len());
+            }
+            op::POP => {
+                if self.marks.last() == Some(&self.stack.len()) {
+                    self.marks.pop();
+                } else {
+                    self.pop()?;
+                }
+            }
+            op::POP_MARK => {
+                self.pop_mark()?;
+            }
+            op::DUP => {
+                let v = self.top()?;
+                self.stack.push(v);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Scalars: `None`, booleans, integers of every width and text form, floats. Returns whether `code` is one of them.
+    fn scalar(&mut self, code: u8) -> PResult<bool> {
+        match code {
+            op::NONE => {
+                self.stack.push(PyValue::None);
+            }
+            op::NEWTRUE => {
+                self.stack.push(PyValue::Bool(true));
+            }
+            op::NEWFALSE => {
+                self.stack.push(PyValue::Bool(false));
+            }
+            op::BININT => {
+                let v = self.u32()? as i32;
+                self.stack.push(PyValue::Int(v as i64));
+            }
+            op::BININT1 => {
+                let v = self.u8()?;
+                self.stack.push(PyValue::Int(v as i64));
+            }
+            op::BININT2 => {
+                let v = self.u16()?;
+                self.stack.push(PyValue::Int(v as i64));
+            }
+            op::INT | op::LONG => {
+                let line = self.line()?;
+                let v = self.text_int(line)?;
+                self.stack.push(v);
+            }
+            op::LONG1 => {
+                let n = self.u8()? as u64;
+                let b = self.len_bytes(n)?;
+                let v = self.long_from_le(b)?;
+                self.stack.push(v);
+            }
+            op::LONG4 => {
+                let n = self.u32()? as i32;
+                if n < 0 {
+                    return corrupt("pickle: negative LONG4 length");
+                }
+                let b = self.len_bytes(n as u64)?;
+                let v = self.long_from_le(b)?;
+                self.stack.push(v);
+            }
+            op::BINFLOAT => {
+                let b = self.take(8)?;
+                let mut a = [0u8; 8];
+                a.copy_from_slice(b);
+                self.stack.push(PyValue::Float(f64::from_be_bytes(a)));
+            }
+            op::FLOAT => {
+                let line = self.line()?;
+                let f = std::str::from_utf8(line)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<f64>().ok())
+                    .ok_or_else(|| Fault::Corrupt("pickle: bad FLOAT text".into()))?;
+                self.stack.push(PyValue::Float(f));
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Text and bytes: str (UTF-8 and raw-unicode-escape), Python 2 str, bytes and bytearray. Returns whether `code` is one of them.
+    fn text(&mut self, code: u8) -> PResult<bool> {
+        match code {
+            op::SHORT_BINUNICODE => {
+                let n = self.u8()? as u64;
+                let b = self.len_bytes(n)?;
+                let v = self.utf8(b)?;
+                self.stack.push(v);
+            }
+            op::BINUNICODE => {
+                let n = self.u32()? as u64;
+                let b = self.len_bytes(n)?;
+                let v = self.utf8(b)?;
+                self.stack.push(v);
+            }
+            op::BINUNICODE8 => {
+                let n = self.u64()?;
+                let b = self.len_bytes(n)?;
+                let v = self.utf8(b)?;
+                self.stack.push(v);
+            }
+            op::UNICODE => {
+                // raw-unicode-escape; \uXXXX escapes are decoded, the rest taken as is.
+                let line = self.line()?;
+                let s = decode_raw_unicode_escape(line);
+                let v = self.str_obj(s)?;
+                self.stack.push(v);
+            }
+            op::SHORT_BINSTRING => {
+                let n = self.u8()? as u64;
+                let b = self.len_bytes(n)?;
+                let v = self.py2str(b)?;
+                self.stack.push(v);
+            }
+            op::BINSTRING => {
+                let n = self.u32()? as i32;
+                if n < 0 {
+                    return corrupt("pickle: negative BINSTRING length");
+                }
+                let b = self.len_bytes(n as u64)?;
+                let v = self.py2str(b)?;
+                self.stack.push(v);
+            }
+            op::STRING => {
+                let line = self.line()?;
+                let t = line.strip_suffix(b"\r").unwrap_or(line);
+                let inner = if t.len() >= 2 && (t[0] == b'\'' || t[0] == b'"') && t[t.len() - 1] == t[0] {
+                    &t[1..t.len() - 1]
+                } else {
+                    return corrupt("pickle: STRING argument is not quoted");
+                };
+                let v = self.py2str(inner)?;
+                self.stack.push(v);
+            }
+            op::SHORT_BINBYTES => {
+                let n = self.u8()? as u64;
+                let b = self.len_bytes(n)?;
+                let v = self.alloc(Obj::Bytes(b.to_vec()))?;
+                self.stack.push(v);
+            }
+            op::BINBYTES => {
+                let n = self.u32()? as u64;
+                let b = self.len_bytes(n)?;
+                let v = self.alloc(Obj::Bytes(b.to_vec()))?;
+                self.stack.push(v);
+            }
+            op::BINBYTES8 | op::BYTEARRAY8 => {
+                let n = self.u64()?;
+                let b = self.len_bytes(n)?;
+                let v = self.alloc(Obj::Bytes(b.to_vec()))?;
+                self.stack.push(v);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Containers: tuples, lists, dicts and sets, built whole or filled item by item. Returns whether `code` is one of them.
+    fn container(&mut self, code: u8) -> PResult<bool> {
+        match code {
+            op::EMPTY_TUPLE => {
+                let v = self.alloc(Obj::Tuple(Vec::new()))?;
+                self.stack.push(v);
+            }
+            op::TUPLE => {
+                let items = self.pop_mark()?;
+                let v = self.alloc(Obj::Tuple(items))?;
+                self.stack.push(v);
+            }
+            op::TUPLE1..=op::TUPLE3 => {
+                let n = (code - op::TUPLE1 + 1) as usize;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(self.pop()?);
+                }
+                items.reverse();
+                let v = self.alloc(Obj::Tuple(items))?;
+                self.stack.push(v);
+            }
+            op::EMPTY_LIST => {
+                let v = self.alloc(Obj::List(Vec::new()))?;
+                self.stack.push(v);
+            }
+            op::LIST => {
+                let items = self.pop_mark()?;
+                let v = self.alloc(Obj::List(items))?;
+                self.stack.push(v);
+            }
+            op::EMPTY_DICT => {
+                let v = self.alloc(Obj::Dict(Vec::new()))?;
+                self.stack.push(v);
+            }
+            op::DICT => {
+                let items = self.pop_mark()?;
+                let pairs = pairs_of(items)?;
+                let v = self.alloc(Obj::Dict(pairs))?;
+                self.stack.push(v);
+            }
+            op::EMPTY_SET => {
+                let v = self.alloc(Obj::Set(Vec::new()))?;
+                self.stack.push(v);
+            }
+            op::FROZENSET => {
+                let items = self.pop_mark()?;
+                let v = self.alloc(Obj::Set(items))?;
+                self.stack.push(v);
+            }
+            op::APPEND => {
+                let item = self.pop()?;
+                let target = self.top()?;
+                self.extend(target, vec![item])?;
+            }
+            op::APPENDS | op::ADDITEMS => {
+                let items = self.pop_mark()?;
+                let target = self.top()?;
+                self.extend(target, items)?;
+            }
+            op::SETITEM => {
+                let value = self.pop()?;
+                let key = self.pop()?;
+                let target = self.top()?;
+                self.set_items(target, vec![(key, value)])?;
+            }
+            op::SETITEMS => {
+                let items = self.pop_mark()?;
+                let pairs = pairs_of(items)?;
+                let target = self.top()?;
+                self.set_items(target, pairs)?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The memo: `PUT`s store the top of the stack under an index, `GET`s push it back. Returns whether `code` is one of them.
+    fn memo_op(&mut self, code: u8) -> PResult<bool> {
+        match code {
+            op::PUT => {
+                let line = self.line()?;
+                let idx = std::str::from_utf8(line)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u32>().ok())
+                    .ok_or_else(|| Fault::Corrupt("pickle: bad PUT index".into()))?;
+                self.memo_put(idx)?;
+            }
+            op::BINPUT => {
+                let i = self.u8()? as u32;
+                self.memo_put(i)?;
+            }
+            op::LONG_BINPUT => {
+                let i = self.u32()?;
+                self.memo_put(i)?;
+            }
+            op::MEMOIZE => {
+                let i = u32::try_from(self.memo.len()).map_err(|_| Fault::Corrupt("memo overflow".into()))?;
+                self.memo_put(i)?;
+            }
+            op::GET => {
+                let line = self.line()?;
+                let idx = std::str::from_utf8(line)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u32>().ok())
+                    .ok_or_else(|| Fault::Corrupt("pickle: bad GET index".into()))?;
+                self.memo_get(idx)?;
+            }
+            op::BINGET => {
+                let i = self.u8()? as u32;
+                self.memo_get(i)?;
+            }
+            op::LONG_BINGET => {
+                let i = self.u32()?;
+                self.memo_get(i)?;
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Objects: globals (named, never imported), calls (only the whitelisted rebuilds run; see [`Self::call`]), `BUILD` state, and persistent ids (storages). Returns whether `code` is one of them.
+    fn object(&mut self, code: u8) -> PResult<bool> {
+        match code {
+            op::GLOBAL => {
+                let module = String::from_utf8_lossy(self.line()?).into_owned();
+                let name = String::from_utf8_lossy(self.line()?).into_owned();
+                let v = self.alloc(Obj::Global { module, name })?;
+                self.stack.push(v);
+            }
+            op::STACK_GLOBAL => {
+                let name = self.pop()?;
+                let module = self.pop()?;
+                let (Some(m), Some(n)) = (self.str_of(module), self.str_of(name)) else {
+                    return corrupt("pickle: STACK_GLOBAL operands are not strings");
+                };
+                let v = self.alloc(Obj::Global { module: m, name: n })?;
+                self.stack.push(v);
+            }
+            op::REDUCE => {
+                let args = self.pop()?;
+                let func = self.pop()?;
+                let v = self.call(func, args, 0)?;
+                self.stack.push(v);
+            }
+            op::NEWOBJ => {
+                let args = self.pop()?;
+                let cls = self.pop()?;
+                let v = self.call(cls, args, 0)?;
+                self.stack.push(v);
+            }
+            op::NEWOBJ_EX => {
+                let _kwargs = self.pop()?;
+                let args = self.pop()?;
+                let cls = self.pop()?;
+                let v = self.call(cls, args, 0)?;
+                self.stack.push(v);
+            }
+            op::INST => {
+                // INST: module, name lines; args from mark. Recorded, never executed.
+                let module = String::from_utf8_lossy(self.line()?).into_owned();
+                let name = String::from_utf8_lossy(self.line()?).into_owned();
+                let items = self.pop_mark()?;
+                let args = self.alloc(Obj::Tuple(items))?;
+                let v = self.alloc(Obj::Object { class: format!("{module}.{name}"), args: Some(args), state: None })?;
+                self.stack.push(v);
+            }
+            op::OBJ => {
+                let mut items = self.pop_mark()?;
+                if items.is_empty() {
+                    return corrupt("pickle: OBJ without class");
+                }
+                let cls = items.remove(0);
+                let args = self.alloc(Obj::Tuple(items))?;
+                let v = self.call(cls, args, 0)?;
+                self.stack.push(v);
+            }
+            op::BUILD => {
+                let state = self.pop()?;
+                let target = self.top()?;
+                if let PyValue::Ref(i) = target {
+                    if let Some(Obj::Object { state: s, .. }) = self.arena.get_mut(i as usize) {
+                        *s = Some(state);
+                    }
+                }
+                // BUILD on dicts (OrderedDict `_metadata`), tensors (Python attributes) and
+                // scalars is ignored: it only sets attributes.
+            }
+            op::BINPERSID => {
+                let pid = self.pop()?;
+                let v = self.persistent_load(pid)?;
+                self.stack.push(v);
+            }
+            op::PERSID => {
+                let line = self.line()?;
+                let pid = self.utf8(line)?;
+                let v = self.persistent_load(pid)?;
+                self.stack.push(v);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn str_of(&self, v: PyValue) -> Option<String> {
         match v {
-            V::Ref(i) => match self.arena.get(i as usize) {
+            PyValue::Ref(i) => match self.arena.get(i as usize) {
                 Some(Obj::Str(s)) => {
                     self.charge(s.len());
                     Some(s.clone())
@@ -684,9 +812,9 @@ impl<'a> Vm<'a> {
         }
     }
 
-    fn extend(&mut self, target: V, items: Vec<V>) -> PResult<()> {
+    fn extend(&mut self, target: PyValue, items: Vec<PyValue>) -> PResult<()> {
         match target {
-            V::Ref(i) => match self.arena.get_mut(i as usize) {
+            PyValue::Ref(i) => match self.arena.get_mut(i as usize) {
                 Some(Obj::List(l)) | Some(Obj::Set(l)) => {
                     l.extend(items);
                     Ok(())
@@ -699,9 +827,9 @@ impl<'a> Vm<'a> {
         }
     }
 
-    fn set_items(&mut self, target: V, pairs: Vec<(V, V)>) -> PResult<()> {
+    fn set_items(&mut self, target: PyValue, pairs: Vec<(PyValue, PyValue)>) -> PResult<()> {
         match target {
-            V::Ref(i) => match self.arena.get_mut(i as usize) {
+            PyValue::Ref(i) => match self.arena.get_mut(i as usize) {
                 Some(Obj::Dict(d)) => {
                     d.extend(pairs);
                     Ok(())
@@ -713,9 +841,9 @@ impl<'a> Vm<'a> {
         }
     }
 
-    fn global_name(&self, v: V) -> Option<(String, String)> {
+    fn global_name(&self, v: PyValue) -> Option<(String, String)> {
         match v {
-            V::Ref(i) => match self.arena.get(i as usize) {
+            PyValue::Ref(i) => match self.arena.get(i as usize) {
                 Some(Obj::Global { module, name }) => {
                     self.charge(module.len() + name.len());
                     Some((module.clone(), name.clone()))
@@ -726,11 +854,11 @@ impl<'a> Vm<'a> {
         }
     }
 
-    fn tuple_items(&self, v: V) -> Option<Vec<V>> {
+    fn tuple_items(&self, v: PyValue) -> Option<Vec<PyValue>> {
         match v {
-            V::Ref(i) => match self.arena.get(i as usize) {
+            PyValue::Ref(i) => match self.arena.get(i as usize) {
                 Some(Obj::Tuple(t)) | Some(Obj::List(t)) => {
-                    self.charge(t.len() * std::mem::size_of::<V>());
+                    self.charge(t.len() * std::mem::size_of::<PyValue>());
                     Some(t.clone())
                 }
                 _ => None,
@@ -739,15 +867,15 @@ impl<'a> Vm<'a> {
         }
     }
 
-    fn uint(v: V, what: &str) -> PResult<u64> {
+    fn uint(v: PyValue, what: &str) -> PResult<u64> {
         match v {
-            V::Int(i) if i >= 0 => Ok(i as u64),
-            V::Bool(b) => Ok(b as u64),
+            PyValue::Int(i) if i >= 0 => Ok(i as u64),
+            PyValue::Bool(b) => Ok(b as u64),
             _ => corrupt(format!("pickle: {what} is not a non-negative integer")),
         }
     }
 
-    fn uints(&self, v: V, what: &str) -> PResult<Vec<u64>> {
+    fn uints(&self, v: PyValue, what: &str) -> PResult<Vec<u64>> {
         let items = self.tuple_items(v).ok_or_else(|| Fault::Corrupt(format!("pickle: {what} is not a tuple")))?;
         if items.len() > MAX_DIMS {
             return corrupt(format!("pickle: {what} has {} dimensions", items.len()));
@@ -757,7 +885,7 @@ impl<'a> Vm<'a> {
 
     /// Applies a callable. Whitelisted rebuild functions are re-implemented as data
     /// construction; anything else becomes an opaque, never-executed [`Obj::Object`].
-    fn call(&mut self, func: V, args: V, depth: u32) -> PResult<V> {
+    fn call(&mut self, func: PyValue, args: PyValue, depth: u32) -> PResult<PyValue> {
         let Some((module, name)) = self.global_name(func) else {
             // Calling something that is not a global (e.g. an opaque object): record it.
             return self.alloc(Obj::Object { class: "<non-global callable>".into(), args: Some(args), state: None });
@@ -766,7 +894,7 @@ impl<'a> Vm<'a> {
         match (module.as_str(), name.as_str()) {
             ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") if a.len() >= 4 => {
                 let storage = match a[0] {
-                    V::Ref(i) if matches!(self.arena.get(i as usize), Some(Obj::Storage(_))) => i,
+                    PyValue::Ref(i) if matches!(self.arena.get(i as usize), Some(Obj::Storage(_))) => i,
                     _ => return corrupt(format!("pickle: {name} called without a storage")),
                 };
                 let offset = Self::uint(a[1], "storage offset")?;
@@ -841,7 +969,7 @@ impl<'a> Vm<'a> {
             }
             ("builtins", "bytearray") | ("builtins", "bytes") | ("__builtin__", "bytearray") => {
                 let b = match a.first().and_then(|&x| match x {
-                    V::Ref(i) => self.arena.get(i as usize),
+                    PyValue::Ref(i) => self.arena.get(i as usize),
                     _ => None,
                 }) {
                     Some(Obj::Bytes(b)) => {
@@ -858,7 +986,7 @@ impl<'a> Vm<'a> {
             }
             ("torch", "device") => {
                 let mut s = a.first().and_then(|&x| self.str_of(x)).unwrap_or_default();
-                if let Some(V::Int(i)) = a.get(1) {
+                if let Some(PyValue::Int(i)) = a.get(1) {
                     s = format!("{s}:{i}");
                 }
                 self.str_obj(s)
@@ -870,9 +998,9 @@ impl<'a> Vm<'a> {
 
     /// `numpy.core.multiarray.scalar(dtype, bytes)`: numeric scalars only (as saved by
     /// `torch.save({"acc": np.float64(...)})`).
-    fn numpy_scalar(&mut self, dtype: V, bytes: V, args: V) -> PResult<V> {
+    fn numpy_scalar(&mut self, dtype: PyValue, bytes: PyValue, args: PyValue) -> PResult<PyValue> {
         let code = match dtype {
-            V::Ref(i) => match self.arena.get(i as usize) {
+            PyValue::Ref(i) => match self.arena.get(i as usize) {
                 Some(Obj::Object { class, args: Some(da), .. }) if class.ends_with("numpy.dtype") => {
                     self.tuple_items(*da).and_then(|t| t.first().and_then(|&c| self.str_of(c)))
                 }
@@ -881,7 +1009,7 @@ impl<'a> Vm<'a> {
             _ => None,
         };
         let raw = match bytes {
-            V::Ref(i) => match self.arena.get(i as usize) {
+            PyValue::Ref(i) => match self.arena.get(i as usize) {
                 Some(Obj::Bytes(b)) => {
                     self.charge(b.len());
                     Some(b.clone())
@@ -895,16 +1023,16 @@ impl<'a> Vm<'a> {
             (Some("f8"), Some(b)) if b.len() == 8 => {
                 let mut x = [0u8; 8];
                 x.copy_from_slice(b);
-                Some(V::Float(f64::from_le_bytes(x)))
+                Some(PyValue::Float(f64::from_le_bytes(x)))
             }
-            (Some("f4"), Some(b)) if b.len() == 4 => Some(V::Float(f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)),
+            (Some("f4"), Some(b)) if b.len() == 4 => Some(PyValue::Float(f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64)),
             (Some("i8"), Some(b)) if b.len() == 8 => {
                 let mut x = [0u8; 8];
                 x.copy_from_slice(b);
-                Some(V::Int(i64::from_le_bytes(x)))
+                Some(PyValue::Int(i64::from_le_bytes(x)))
             }
-            (Some("i4"), Some(b)) if b.len() == 4 => Some(V::Int(i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)),
-            (Some("b1"), Some(b)) if b.len() == 1 => Some(V::Bool(b[0] != 0)),
+            (Some("i4"), Some(b)) if b.len() == 4 => Some(PyValue::Int(i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64)),
+            (Some("b1"), Some(b)) if b.len() == 1 => Some(PyValue::Bool(b[0] != 0)),
             _ => None,
         };
         match v {
@@ -916,7 +1044,7 @@ impl<'a> Vm<'a> {
     /// PyTorch's `persistent_load`, as data: `('storage', type, key, location, numel[, view])`
     /// becomes a [`StorageRef`]; `('module', cls, file, source)` (legacy whole-module saves)
     /// yields the class reference.
-    fn persistent_load(&mut self, pid: V) -> PResult<V> {
+    fn persistent_load(&mut self, pid: PyValue) -> PResult<PyValue> {
         let items =
             self.tuple_items(pid).ok_or_else(|| Fault::Unsupported("pickle persistent id that is not a tuple (not a PyTorch file?)".into()))?;
         let kind = items.first().and_then(|&k| self.str_of(k)).unwrap_or_default();
@@ -925,12 +1053,12 @@ impl<'a> Vm<'a> {
                 let (tmod, tname) =
                     self.global_name(items[1]).ok_or_else(|| Fault::Corrupt("pickle: storage type is not a class reference".into()))?;
                 let key = match items[2] {
-                    V::Int(i) => i.to_string(),
+                    PyValue::Int(i) => i.to_string(),
                     k => self.str_of(k).ok_or_else(|| Fault::Corrupt("pickle: storage key is not a string".into()))?,
                 };
                 let numel = Self::uint(items[4], "storage size")?;
                 let view = match items.get(5) {
-                    None | Some(V::None) => None,
+                    None | Some(PyValue::None) => None,
                     Some(&vm) => {
                         let t = self.tuple_items(vm).unwrap_or_default();
                         if t.len() != 3 {
@@ -948,7 +1076,7 @@ impl<'a> Vm<'a> {
     }
 }
 
-fn pairs_of(items: Vec<V>) -> PResult<Vec<(V, V)>> {
+fn pairs_of(items: Vec<PyValue>) -> PResult<Vec<(PyValue, PyValue)>> {
     if !items.len().is_multiple_of(2) {
         return corrupt("pickle: odd number of items for a dict");
     }
@@ -989,9 +1117,9 @@ mod tests {
         let d = pk.dict(pk.root).unwrap();
         assert_eq!(d.len(), 2);
         assert_eq!(pk.str(d[0].0), Some("a"));
-        assert_eq!(d[0].1, V::Int(1));
+        assert_eq!(d[0].1, PyValue::Int(1));
         let l = pk.seq(d[1].1).unwrap();
-        assert_eq!(l[0], V::Float(1.5));
+        assert_eq!(l[0], PyValue::Float(1.5));
         assert_eq!(pk.str(l[1]), Some("x"));
         assert_eq!(pk.consumed, p.len());
     }
@@ -1058,7 +1186,7 @@ mod tests {
         let p = list_copied(1000, 100);
         assert!(p.len() < 4000);
         let pk = parse(&p).unwrap_or_else(|e| panic!("legitimate copies refused: {e:?}"));
-        assert_eq!(pk.root, V::None);
+        assert_eq!(pk.root, PyValue::None);
         assert_eq!(pk.consumed, p.len());
     }
 
@@ -1087,23 +1215,23 @@ mod tests {
     #[test]
     fn integers_of_every_opcode() {
         let root = |p: &[u8]| parse(p).unwrap_or_else(|e| panic!("{p:?}: {e:?}")).root;
-        assert_eq!(root(b"\x8a\x00."), V::Int(0));
-        assert_eq!(root(b"\x8a\x01\xff."), V::Int(-1));
-        assert_eq!(root(b"\x8a\x02\xff\x00."), V::Int(255));
-        assert_eq!(root(b"\x8a\x02\x00\x80."), V::Int(-32768));
-        assert_eq!(root(b"\x8a\x03\x01\x02\x03."), V::Int(0x030201));
-        assert_eq!(root(b"\x8a\x08\x00\x00\x00\x00\x00\x00\x00\x80."), V::Int(i64::MIN));
+        assert_eq!(root(b"\x8a\x00."), PyValue::Int(0));
+        assert_eq!(root(b"\x8a\x01\xff."), PyValue::Int(-1));
+        assert_eq!(root(b"\x8a\x02\xff\x00."), PyValue::Int(255));
+        assert_eq!(root(b"\x8a\x02\x00\x80."), PyValue::Int(-32768));
+        assert_eq!(root(b"\x8a\x03\x01\x02\x03."), PyValue::Int(0x030201));
+        assert_eq!(root(b"\x8a\x08\x00\x00\x00\x00\x00\x00\x00\x80."), PyValue::Int(i64::MIN));
         let big = parse(b"\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x01.").unwrap();
         assert!(matches!(big.obj(big.root), Some(Obj::BigInt(b)) if b.len() == 9));
-        assert_eq!(root(b"\x8b\x00\x00\x00\x00."), V::Int(0));
-        assert_eq!(root(b"\x8b\x01\x00\x00\x00\x05."), V::Int(5));
+        assert_eq!(root(b"\x8b\x00\x00\x00\x00."), PyValue::Int(0));
+        assert_eq!(root(b"\x8b\x01\x00\x00\x00\x05."), PyValue::Int(5));
         assert!(refusal(b"\x8b\xff\xff\xff\xff.").contains("negative LONG4 length"));
 
-        assert_eq!(root(b"I00\n."), V::Bool(false));
-        assert_eq!(root(b"I01\n."), V::Bool(true));
-        assert_eq!(root(b"I0\n."), V::Int(0));
-        assert_eq!(root(b"I-42\n."), V::Int(-42));
-        assert_eq!(root(b"L123L\n."), V::Int(123));
+        assert_eq!(root(b"I00\n."), PyValue::Bool(false));
+        assert_eq!(root(b"I01\n."), PyValue::Bool(true));
+        assert_eq!(root(b"I0\n."), PyValue::Int(0));
+        assert_eq!(root(b"I-42\n."), PyValue::Int(-42));
+        assert_eq!(root(b"L123L\n."), PyValue::Int(123));
         for p in [&b"I99999999999999999999\n."[..], b"L-99999999999999999999L\n."] {
             let pk = parse(p).unwrap();
             assert!(matches!(pk.obj(pk.root), Some(Obj::BigInt(_))), "{p:?}");
@@ -1117,7 +1245,7 @@ mod tests {
     #[test]
     fn protocol_numbers() {
         for v in 0..=5u8 {
-            assert_eq!(parse(&[0x80, v, b'N', b'.']).map(|p| p.root).ok(), Some(V::None), "protocol {v}");
+            assert_eq!(parse(&[0x80, v, b'N', b'.']).map(|p| p.root).ok(), Some(PyValue::None), "protocol {v}");
         }
         let msg = refusal(b"\x80\x06N.");
         assert!(msg.contains("pickle protocol 6"), "{msg}");
@@ -1173,9 +1301,9 @@ mod tests {
     /// refused, and up to 64 dimensions are accepted.
     #[test]
     fn sizes_are_non_negative_and_at_most_64_dims() {
-        assert!(matches!(Vm::uint(V::Bool(true), "size"), Ok(1)));
-        assert!(matches!(Vm::uint(V::Int(7), "size"), Ok(7)));
-        assert!(matches!(Vm::uint(V::Int(-1), "size"), Err(Fault::Corrupt(m)) if m.contains("size is not a non-negative integer")));
+        assert!(matches!(Vm::uint(PyValue::Bool(true), "size"), Ok(1)));
+        assert!(matches!(Vm::uint(PyValue::Int(7), "size"), Ok(7)));
+        assert!(matches!(Vm::uint(PyValue::Int(-1), "size"), Err(Fault::Corrupt(m)) if m.contains("size is not a non-negative integer")));
         let mut vm = Vm {
             data: b"",
             pos: 0,
@@ -1186,9 +1314,9 @@ mod tests {
             copied: Cell::new(0),
             copy_limit: u64::MAX,
         };
-        let max = vm.alloc(Obj::Tuple(vec![V::Int(1); MAX_DIMS])).unwrap();
+        let max = vm.alloc(Obj::Tuple(vec![PyValue::Int(1); MAX_DIMS])).unwrap();
         assert_eq!(vm.uints(max, "tensor size").ok().map(|d| d.len()), Some(MAX_DIMS));
-        let over = vm.alloc(Obj::Tuple(vec![V::Int(1); MAX_DIMS + 1])).unwrap();
+        let over = vm.alloc(Obj::Tuple(vec![PyValue::Int(1); MAX_DIMS + 1])).unwrap();
         assert!(matches!(vm.uints(over, "tensor size"), Err(Fault::Corrupt(m)) if m.contains("65 dimensions")));
     }
 
@@ -1205,7 +1333,7 @@ mod tests {
                 Some(Obj::Tuple(x)) => ("tuple", x.clone()),
                 other => panic!("{global}: {other:?}"),
             };
-            assert_eq!(got, (want, vec![V::Int(1), V::Int(2)]), "{global}");
+            assert_eq!(got, (want, vec![PyValue::Int(1), PyValue::Int(2)]), "{global}");
         }
         for p in [&b"c__builtin__\nbytearray\nX\x03\x00\x00\x00abc\x85R."[..], b"cbuiltins\nbytes\nC\x03abc\x85R."] {
             let pk = parse(p).unwrap_or_else(|e| panic!("{p:?}: {e:?}"));
@@ -1247,12 +1375,12 @@ mod tests {
     }
 
     /// `OrderedDict([(k, v), ...])`, `_codecs.encode(s, "latin1")` (how protocol 2 stores Python 3
-    /// bytes: U+00FF is the last encodable character) and protocol 0's raw-unicode-escape `V`
+    /// bytes: U+00FF is the last encodable character) and protocol 0's raw-unicode-escape `PyValue`
     /// strings (a `\uXXXX` escape up to the very end of the line).
     #[test]
     fn ordered_dicts_latin1_bytes_and_unicode_escapes() {
         let pk = parse(b"ccollections\nOrderedDict\n]((K\x01K\x02t(K\x03K\x04te\x85R.").unwrap();
-        assert_eq!(pk.dict(pk.root), Some(&[(V::Int(1), V::Int(2)), (V::Int(3), V::Int(4))][..]));
+        assert_eq!(pk.dict(pk.root), Some(&[(PyValue::Int(1), PyValue::Int(2)), (PyValue::Int(3), PyValue::Int(4))][..]));
         assert!(refusal(b"ccollections\nOrderedDict\n]((K\x01te\x85R.").contains("not a pair"));
         let pk = parse(b"c_codecs\nencode\nX\x03\x00\x00\x00a\xc3\xbfX\x06\x00\x00\x00latin1\x86R.").unwrap();
         assert!(matches!(pk.obj(pk.root), Some(Obj::Bytes(b)) if b == &[b'a', 0xff]));
@@ -1264,7 +1392,7 @@ mod tests {
     }
 
     /// The value a whole `torch.save` pickle decodes to, by dict key.
-    fn dict_entry(pk: &Pickle, key: &str) -> V {
+    fn dict_entry(pk: &Pickle, key: &str) -> PyValue {
         let d = pk.dict(pk.root).unwrap_or_else(|| panic!("root is not a dict: {:?}", pk.obj(pk.root)));
         d.iter().find(|(k, _)| pk.str(*k) == Some(key)).unwrap_or_else(|| panic!("no {key:?}")).1
     }
@@ -1276,16 +1404,16 @@ mod tests {
         // 'n': numpy.int32(-3), 'ok': numpy.bool_(True), 'no': numpy.bool_(False)}, f), torch 2.13, numpy 2.4.6
         let p = b"\x80\x02}q\x00(X\x08\x00\x00\x00best_accq\x01cnumpy._core.multiarray\nscalar\nq\x02cnumpy\ndtype\nq\x03X\x02\x00\x00\x00f8q\x04\x89\x88\x87q\x05Rq\x06(K\x03X\x01\x00\x00\x00<q\x07NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tq\x08bc_codecs\nencode\nq\tX\r\x00\x00\x00\xc3\x83\xc3\xb5(\\\xc2\x8f\xc3\x82\xc3\xad?q\nX\x06\x00\x00\x00latin1q\x0b\x86q\x0cRq\r\x86q\x0eRq\x0fX\x05\x00\x00\x00epochq\x10h\x02h\x03X\x02\x00\x00\x00i8q\x11\x89\x88\x87q\x12Rq\x13(K\x03h\x07NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tq\x14bh\tX\x08\x00\x00\x00\x07\x00\x00\x00\x00\x00\x00\x00q\x15h\x0b\x86q\x16Rq\x17\x86q\x18Rq\x19X\x01\x00\x00\x00xq\x1ah\x02h\x03X\x02\x00\x00\x00f4q\x1b\x89\x88\x87q\x1cRq\x1d(K\x03h\x07NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tq\x1ebh\tX\x05\x00\x00\x00\x00\x00\xc3\x80?q\x1fh\x0b\x86q Rq!\x86q\"Rq#X\x01\x00\x00\x00nq$h\x02h\x03X\x02\x00\x00\x00i4q%\x89\x88\x87q&Rq'(K\x03h\x07NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tq(bh\tX\x08\x00\x00\x00\xc3\xbd\xc3\xbf\xc3\xbf\xc3\xbfq)h\x0b\x86q*Rq+\x86q,Rq-X\x02\x00\x00\x00okq.h\x02h\x03X\x02\x00\x00\x00b1q/\x89\x88\x87q0Rq1(K\x03X\x01\x00\x00\x00|q2NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tq3bh\tX\x01\x00\x00\x00\x01q4h\x0b\x86q5Rq6\x86q7Rq8X\x02\x00\x00\x00noq9h\x02h1h\tX\x01\x00\x00\x00\x00q:h\x0b\x86q;Rq<\x86q=Rq>u.";
         let pk = parse(p).unwrap();
-        assert_eq!(dict_entry(&pk, "best_acc"), V::Float(0.93));
-        assert_eq!(dict_entry(&pk, "epoch"), V::Int(7));
-        assert_eq!(dict_entry(&pk, "x"), V::Float(1.5));
-        assert_eq!(dict_entry(&pk, "n"), V::Int(-3));
-        assert_eq!(dict_entry(&pk, "ok"), V::Bool(true));
-        assert_eq!(dict_entry(&pk, "no"), V::Bool(false));
+        assert_eq!(dict_entry(&pk, "best_acc"), PyValue::Float(0.93));
+        assert_eq!(dict_entry(&pk, "epoch"), PyValue::Int(7));
+        assert_eq!(dict_entry(&pk, "x"), PyValue::Float(1.5));
+        assert_eq!(dict_entry(&pk, "n"), PyValue::Int(-3));
+        assert_eq!(dict_entry(&pk, "ok"), PyValue::Bool(true));
+        assert_eq!(dict_entry(&pk, "no"), PyValue::Bool(false));
         // Python 2's pickle.dumps(numpy.int64(7), 2) (numpy.core, the bytes as a SHORT_BINSTRING `str`):
         // Python 3's pickle.loads(p, encoding="latin1") gives numpy.int64(7).
         let pk = parse(b"cnumpy.core.multiarray\nscalar\ncnumpy\ndtype\nU\x02i8K\x00K\x01\x87R(K\x03U\x01<NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tbU\x08\x07\x00\x00\x00\x00\x00\x00\x00\x86R.").unwrap();
-        assert_eq!(pk.root, V::Int(7));
+        assert_eq!(pk.root, PyValue::Int(7));
     }
 
     /// `pickletools.optimize(pickle.dumps(x, protocol=3))` of a NumPy scalar, with any dtype class, code and bytes.
@@ -1307,10 +1435,10 @@ mod tests {
         let real = b"\x80\x03cnumpy._core.multiarray\nscalar\ncnumpy\ndtype\nX\x02\x00\x00\x00f8\x89\x88\x87R(K\x03X\x01\x00\x00\x00<NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tbC\x08\xc3\xf5(\\\x8f\xc2\xed?\x86R.";
         assert_eq!(numpy_scalar_pickle("dtype", "f8", &0.93f64.to_le_bytes()), real);
         let root = |p: &[u8]| parse(p).unwrap_or_else(|e| panic!("{p:?}: {e:?}")).root;
-        assert_eq!(root(&numpy_scalar_pickle("dtype", "f4", &(-2.5f32).to_le_bytes())), V::Float(-2.5));
-        assert_eq!(root(&numpy_scalar_pickle("dtype", "i8", &(-1i64 << 40).to_le_bytes())), V::Int(-1 << 40));
-        assert_eq!(root(&numpy_scalar_pickle("dtype", "i4", &i32::MIN.to_le_bytes())), V::Int(i32::MIN.into()));
-        assert_eq!(root(&numpy_scalar_pickle("dtype", "b1", &[2])), V::Bool(true));
+        assert_eq!(root(&numpy_scalar_pickle("dtype", "f4", &(-2.5f32).to_le_bytes())), PyValue::Float(-2.5));
+        assert_eq!(root(&numpy_scalar_pickle("dtype", "i8", &(-1i64 << 40).to_le_bytes())), PyValue::Int(-1 << 40));
+        assert_eq!(root(&numpy_scalar_pickle("dtype", "i4", &i32::MIN.to_le_bytes())), PyValue::Int(i32::MIN.into()));
+        assert_eq!(root(&numpy_scalar_pickle("dtype", "b1", &[2])), PyValue::Bool(true));
         let cases: [(&str, &str, &[u8]); 9] = [
             ("ndarray", "f8", &[0; 8]),
             ("dtype", "f8", &[0; 4]),

@@ -11,7 +11,7 @@
 //! memory-mapped ([`crate::import`]): a large state dict is then never copied. The total materialised size is bounded (see [`materialize_budget`]), so shared
 //! storages or stride-0 views cannot make a small file allocate without limit.
 
-use crate::pickle::{self, Fault, Obj, PResult, Pickle, TensorRef, V};
+use crate::pickle::{self, Fault, Obj, PResult, Pickle, PyValue, TensorRef};
 use crate::tensor::Source;
 use crate::{DType, SourceFormat, TensorData, TensorMap};
 use std::collections::{BTreeMap, HashMap};
@@ -96,14 +96,14 @@ pub(crate) fn read_legacy(src: Source<'_>) -> PResult<TorchImport> {
     let mut pos = magic.consumed;
     let proto = pickle::parse(&data[pos..])?;
     pos += proto.consumed;
-    if proto.root != V::Int(LEGACY_PROTOCOL) {
+    if proto.root != PyValue::Int(LEGACY_PROTOCOL) {
         return Err(Fault::Unsupported(format!("legacy PyTorch protocol version {:?} (expected 1001)", proto.root)));
     }
     let sys = pickle::parse(&data[pos..])?;
     pos += sys.consumed;
     if let Some(d) = sys.dict(sys.root) {
         for (k, v) in d {
-            if sys.str(*k) == Some("little_endian") && *v == V::Bool(false) {
+            if sys.str(*k) == Some("little_endian") && *v == PyValue::Bool(false) {
                 return Err(Fault::Unsupported("file written on a big-endian machine".into()));
             }
         }
@@ -123,7 +123,7 @@ pub(crate) fn read_legacy(src: Source<'_>) -> PResult<TorchImport> {
     let mut by_key = HashMap::new();
     for &k in keys {
         let key = match k {
-            V::Int(i) => i.to_string(),
+            PyValue::Int(i) => i.to_string(),
             other => keys_pk.str(other).ok_or_else(|| Fault::Corrupt("legacy: storage key is not a string".into()))?.to_owned(),
         };
         let dtype = match dtypes.get(key.as_str()) {
@@ -172,10 +172,10 @@ struct Ctx<'p, 'a> {
 impl<'p> Ctx<'p, '_> {
     /// A dict key as a name (`"<key>"` when it is not a string or number), charged against
     /// the name budget.
-    fn key_string(&self, k: V) -> PResult<String> {
+    fn key_string(&self, k: PyValue) -> PResult<String> {
         let s = match k {
-            V::Int(i) => i.to_string(),
-            V::Bool(b) => if b { "True" } else { "False" }.to_owned(),
+            PyValue::Int(i) => i.to_string(),
+            PyValue::Bool(b) => if b { "True" } else { "False" }.to_owned(),
             other => self.pk.str(other).unwrap_or("<key>").to_owned(),
         };
         let left = self.names.get();
@@ -186,14 +186,14 @@ impl<'p> Ctx<'p, '_> {
         Ok(s)
     }
 
-    fn tensor_ref(&self, v: V) -> Option<&'p TensorRef> {
+    fn tensor_ref(&self, v: PyValue) -> Option<&'p TensorRef> {
         match self.pk.obj(v) {
             Some(Obj::Tensor(t)) => Some(t),
             _ => None,
         }
     }
 
-    fn is_tensor_dict(&self, v: V) -> bool {
+    fn is_tensor_dict(&self, v: PyValue) -> bool {
         match self.pk.dict(v) {
             Some(d) => !d.is_empty() && d.iter().all(|(_, x)| self.tensor_ref(*x).is_some()),
             None => false,
@@ -201,7 +201,7 @@ impl<'p> Ctx<'p, '_> {
     }
 
     /// Materialises every tensor of a dict; entries that are not tensors are reported.
-    fn tensors_of(&mut self, v: V, prefix: &str, out: &mut TensorMap) -> PResult<()> {
+    fn tensors_of(&mut self, v: PyValue, prefix: &str, out: &mut TensorMap) -> PResult<()> {
         let Some(d) = self.pk.dict(v) else {
             return Ok(());
         };
@@ -324,7 +324,7 @@ impl<'p> Ctx<'p, '_> {
         }
     }
 
-    fn describe(&self, v: V) -> String {
+    fn describe(&self, v: PyValue) -> String {
         match self.pk.obj(v) {
             Some(Obj::Object { class, .. }) => format!("pickled object {class} (not executed)"),
             Some(Obj::Tensor(_)) => "tensor".into(),
@@ -343,7 +343,7 @@ impl<'p> Ctx<'p, '_> {
 
     /// Recovers parameters and buffers from the saved state of a pickled `nn.Module` (its
     /// `_parameters`, `_buffers` and `_modules` dicts), without executing anything.
-    fn module_tensors(&mut self, v: V, prefix: &str, depth: u32, out: &mut TensorMap) -> PResult<()> {
+    fn module_tensors(&mut self, v: PyValue, prefix: &str, depth: u32, out: &mut TensorMap) -> PResult<()> {
         self.visits += 1;
         if depth > 64 || self.visits > 1_000_000 {
             return Err(Fault::Corrupt("pickled module nested too deeply or referencing itself".into()));
@@ -418,7 +418,7 @@ impl JsonBudget {
 /// Converts plain data (numbers, strings, lists, dicts) to JSON; tensors, opaque objects and
 /// bytes are not plain data. Depth and node count are bounded (shared sub-objects and cycles
 /// could otherwise make this exponential or endless).
-fn to_json(pk: &Pickle, v: V, depth: u32, budget: &mut JsonBudget) -> Result<serde_json::Value, NotJson> {
+fn to_json(pk: &Pickle, v: PyValue, depth: u32, budget: &mut JsonBudget) -> Result<serde_json::Value, NotJson> {
     use serde_json::Value as J;
     let len = match pk.obj(v) {
         Some(Obj::Str(s)) => s.len(),
@@ -429,11 +429,11 @@ fn to_json(pk: &Pickle, v: V, depth: u32, budget: &mut JsonBudget) -> Result<ser
         return Err(NotJson::Has("deeply nested data".into()));
     }
     Ok(match v {
-        V::None => J::Null,
-        V::Bool(b) => J::Bool(b),
-        V::Int(i) => J::from(i),
-        V::Float(f) => serde_json::Number::from_f64(f).map(J::Number).unwrap_or_else(|| J::String(f.to_string())),
-        V::Ref(_) => match pk.obj(v) {
+        PyValue::None => J::Null,
+        PyValue::Bool(b) => J::Bool(b),
+        PyValue::Int(i) => J::from(i),
+        PyValue::Float(f) => serde_json::Number::from_f64(f).map(J::Number).unwrap_or_else(|| J::String(f.to_string())),
+        PyValue::Ref(_) => match pk.obj(v) {
             Some(Obj::Str(s)) => J::String(s.clone()),
             Some(Obj::List(l)) | Some(Obj::Tuple(l)) | Some(Obj::Set(l)) => {
                 J::Array(l.iter().map(|&x| to_json(pk, x, depth + 1, budget)).collect::<Result<_, _>>()?)
@@ -442,10 +442,10 @@ fn to_json(pk: &Pickle, v: V, depth: u32, budget: &mut JsonBudget) -> Result<ser
                 let mut m = serde_json::Map::new();
                 for &(k, x) in d {
                     let key = match k {
-                        V::Int(i) => i.to_string(),
-                        V::Bool(b) => b.to_string(),
-                        V::Float(f) => f.to_string(),
-                        V::None => "None".into(),
+                        PyValue::Int(i) => i.to_string(),
+                        PyValue::Bool(b) => b.to_string(),
+                        PyValue::Float(f) => f.to_string(),
+                        PyValue::None => "None".into(),
                         r => pk.str(r).map(str::to_owned).ok_or_else(|| NotJson::Has("non-string dict keys".into()))?,
                     };
                     budget.take(key.len())?;
@@ -576,17 +576,17 @@ fn interpret<'a>(pk: &Pickle, storages: &Storages<'a>, source: SourceFormat, src
 }
 
 /// `class_to_idx`: a dict of class name (or int) to non-negative index; `None` if it is not.
-fn class_map(cx: &Ctx<'_, '_>, v: V) -> PResult<Option<BTreeMap<String, usize>>> {
+fn class_map(cx: &Ctx<'_, '_>, v: PyValue) -> PResult<Option<BTreeMap<String, usize>>> {
     let Some(d) = cx.pk.dict(v) else {
         return Ok(None);
     };
     let mut m = BTreeMap::new();
     for &(k, x) in d {
-        if !matches!(k, V::Int(_)) && cx.pk.str(k).is_none() {
+        if !matches!(k, PyValue::Int(_)) && cx.pk.str(k).is_none() {
             return Ok(None);
         }
         let key = cx.key_string(k)?;
-        let V::Int(i) = x else { return Ok(None) };
+        let PyValue::Int(i) = x else { return Ok(None) };
         let Ok(i) = usize::try_from(i) else {
             return Ok(None);
         };

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use checkpoint::ClassEntry;
 use petal_common::{Event, Progress};
 use preprocess::{Dataset, ImageSource, LoaderConfig, Mode, Sample};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::calibrate::{confidences, reliability, Reliability, ECE_BINS};
@@ -58,7 +58,7 @@ impl Default for EvalOptions {
 }
 
 /// Accuracy of one class.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassAccuracy {
     /// Output index.
     pub index: usize,
@@ -74,8 +74,9 @@ pub struct ClassAccuracy {
     pub accuracy: f64,
 }
 
-/// The result of an evaluation.
-#[derive(Debug, Clone, Serialize)]
+/// The result of an evaluation (what `evaluation-<split>.json` holds, and reads back; the confusion
+/// matrix is drawn, not stored).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EvalReport {
     /// The checkpoint evaluated.
     pub checkpoint: PathBuf,

@@ -1,5 +1,5 @@
 //! Batch prediction as a batch job: inputs and outputs on local disk or object storage, one
-//! process or many ([`Shard`]s started by Kubernetes Indexed Jobs, Slurm arrays or by hand), and the
+//! process or many ([`shard::Shard`]s started by Kubernetes Indexed Jobs, Slurm arrays or by hand), and the
 //! merge of the shards' parts into exactly what one process writes.
 //!
 //! The inputs are listed in one global order (each input argument in turn; a folder or prefix
@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 
 use infer::{Prediction, Predictor};
 use petal_common::parts::{self, Manifest};
-use petal_common::shard::{self, Shard};
+use petal_common::shard;
 use petal_storage::Location;
 
-use crate::Error;
+use crate::{Error, PredictJob};
 
 /// How predictions are written, from the output's name: `.jsonl` gives JSON lines, anything else CSV.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,27 +92,6 @@ fn display(l: &Location) -> String {
     l.to_string()
 }
 
-/// A batch prediction job (or one shard of it).
-#[derive(Debug, Clone)]
-pub struct BatchJob {
-    /// Inputs as given (paths or URLs).
-    pub inputs: Vec<String>,
-    /// The output (path or URL); with a shard, its part goes to `<out>.parts/`.
-    pub out: String,
-    /// This process's shard, or `None` for the whole job.
-    pub shard: Option<Shard>,
-    /// Classes per image.
-    pub top_k: usize,
-    /// Images per forward pass.
-    pub batch_size: usize,
-    /// Images per journal chunk (crash-safe progress).
-    pub chunk_images: usize,
-    /// Where remote inputs are downloaded and a remote output's journal is kept.
-    pub staging: PathBuf,
-    /// The command that reruns this job without its shard, recorded in the manifest.
-    pub command: Vec<String>,
-}
-
 /// What a batch job did.
 #[derive(Debug)]
 pub struct BatchOutcome {
@@ -124,12 +103,14 @@ pub struct BatchOutcome {
     pub total_inputs: usize,
 }
 
-/// Runs `job` with `pred`; `on_progress(done, total)` follows this process's images.
-pub fn batch_predict(pred: &Predictor, job: &BatchJob, mut on_progress: impl FnMut(usize, usize)) -> Result<BatchOutcome, Error> {
+/// Runs `job` (or its shard) with `pred`, writing `out` (a path or URL; with a shard, its part goes
+/// to `<out>.parts/`) through a journal, so a rerun after a crash predicts only the images left;
+/// `on_progress(done, total)` follows this process's images.
+pub fn batch_predict(pred: &Predictor, job: &PredictJob, out: &str, mut on_progress: impl FnMut(usize, usize)) -> Result<BatchOutcome, Error> {
     let inputs = list_inputs(&job.inputs)?;
     let mine = shard::select(&inputs, job.shard, |i| i.rel.clone());
-    let out = Location::parse(&job.out)?;
-    let format = OutputFormat::of(&job.out);
+    let format = OutputFormat::of(out);
+    let out = Location::parse(out)?;
     let target = match job.shard {
         Some(s) => out.with_suffix(".parts").join(&format!("{}.{}", s.part_name(), format.extension())),
         None => out.clone(),

@@ -57,6 +57,9 @@ pub enum Error {
     /// The network or its device cannot be set up.
     #[error(transparent)]
     Model(#[from] model::Error),
+    /// A checkpoint cannot be read, converted or written.
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::Error),
     /// Drawing or writing a report file failed.
     #[error(transparent)]
     Report(#[from] report::Error),

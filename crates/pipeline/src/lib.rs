@@ -21,6 +21,8 @@ mod advice;
 pub mod batch;
 pub mod config;
 mod error;
+mod files;
+mod predict;
 mod run;
 pub mod stages;
 pub mod sweep;
@@ -28,8 +30,10 @@ pub mod sweep;
 pub use advice::recommend_tta;
 pub use config::{load_pipeline_config, load_train_config, Overrides, PipelineConfig, PipelineOverrides, Preset};
 pub use error::Error;
+pub use files::{convert_checkpoint, merge, Converted, Merged};
 pub use petal_common::{Event, Progress, Silent};
-pub use run::{run_pipeline, PipelineOutcome, PipelineRun};
+pub use predict::{PredictJob, PredictOutcome, Written, DEFAULT_OUTPUT};
+pub use run::{run_pipeline, PipelineOutcome, PipelineRun, SplitRole};
 pub use stages::{
     cache_splits, claim_run, discover, evaluate_checkpoint, expand_inputs, write_predictions_csv, Existing, SplitCache, TrainJob, TrainReport,
 };

@@ -25,6 +25,32 @@ pub struct PipelineRun {
     pub overwrite: bool,
 }
 
+/// What an evaluated split is to the figures read from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitRole {
+    /// Choices (epoch, recipe, TTA, temperature) were made on these images: a selection score.
+    Selection,
+    /// Used for no choice: an honest estimate.
+    HeldOut,
+    /// Neither (the training split, a test split).
+    Other,
+}
+
+impl PipelineOutcome {
+    /// The role of `split` in this run: `valid-select` (or `valid` when there is no holdout) chose,
+    /// `valid-holdout` only reports.
+    pub fn role(&self, split: &str) -> SplitRole {
+        let holdout = self.evaluations.iter().any(|e| e.split.ends_with("-holdout"));
+        if split.ends_with("-holdout") {
+            SplitRole::HeldOut
+        } else if split.ends_with("-select") || (split == "valid" && !holdout) {
+            SplitRole::Selection
+        } else {
+            SplitRole::Other
+        }
+    }
+}
+
 /// What a pipeline run produced.
 #[derive(Debug, Clone)]
 pub struct PipelineOutcome {
@@ -32,11 +58,11 @@ pub struct PipelineOutcome {
     pub run_dir: PathBuf,
     /// Stages that ran (the others were up to date).
     pub ran: Vec<String>,
-    /// The evaluation of each split (`evaluation-<split>.json`, as JSON), of the chosen
-    /// checkpoint (`best.safetensors`).
-    pub evaluations: Vec<serde_json::Value>,
+    /// The evaluation of each split (`evaluation-<split>.json`) of the chosen checkpoint
+    /// (`best.safetensors`).
+    pub evaluations: Vec<infer::EvalReport>,
     /// The evaluations of the final fit (`final/evaluation-<split>.json`), when there is one.
-    pub final_evaluations: Vec<serde_json::Value>,
+    pub final_evaluations: Vec<infer::EvalReport>,
     /// The checkpoint the run delivers: `final.safetensors` after a final fit, else `best.safetensors`.
     pub model: PathBuf,
     /// Seconds per stage that ran in this process, in order (`images`, `features`, `epochs`,
@@ -296,10 +322,7 @@ fn tta_stage(ctx: &Delivery<'_>, ran: &mut Vec<String>, progress: &dyn Progress)
         return Ok(false);
     }
     progress.event(Event::Message(&format!("[tta] test-time augmentation on {select}")));
-    let advice = crate::recommend_tta(delivered[0], &splits.ds, select, (model::parse_device(&pc.train.device)?, pc.train.runtime), progress)?;
-    for other in &delivered[1..] {
-        infer::record_advice(other, &advice)?;
-    }
+    crate::stages::advise_delivered(delivered, &splits.ds, select, (model::parse_device(&pc.train.device)?, pc.train.runtime), progress)?;
     stamps.mark_done("tta", &inputs)?;
     ran.push("tta".to_string());
     Ok(true)
@@ -313,7 +336,7 @@ fn evaluate_stage(
     (data_fp, best, out_dir): (&serde_json::Value, &Path, &Path),
     ran: &mut Vec<String>,
     progress: &dyn Progress,
-) -> Result<Vec<serde_json::Value>, Error> {
+) -> Result<Vec<infer::EvalReport>, Error> {
     let mut evals = Vec::new();
     let ds = &splits.ds;
     let tag =
@@ -325,9 +348,12 @@ fn evaluate_stage(
         let inputs = serde_json::json!({ "checkpoint": file_id(best), "data": data_fp[base], "holdout": [pc.train.holdout, pc.train.holdout_seed] });
         let stage = format!("evaluate-{tag}{split}");
         if stamps.up_to_date(&stage, &inputs, &[&json]) {
-            let text = std::fs::read_to_string(&json).map_err(|e| petal_common::IoError::new(&json, "reading", e))?;
-            evals.push(serde_json::from_str::<serde_json::Value>(&text).map_err(|e| Error::Inputs(format!("{}: {e}", json.display())))?);
-            continue;
+            // A report this version cannot read (an older petal's) is evaluated again.
+            let earlier = std::fs::read_to_string(&json).ok().and_then(|t| serde_json::from_str::<infer::EvalReport>(&t).ok());
+            if let Some(r) = earlier {
+                evals.push(r);
+                continue;
+            }
         }
         progress.event(Event::Message(&format!("[evaluate] {split}")));
         let opts = infer::EvalOptions {
@@ -342,7 +368,7 @@ fn evaluate_stage(
         for w in &r.warnings {
             progress.event(Event::Message(&format!("warning: {w}")));
         }
-        evals.push(serde_json::to_value(&r).map_err(json_err)?);
+        evals.push(r);
         stamps.mark_done(&stage, &inputs)?;
         ran.push(stage);
     }
@@ -395,15 +421,15 @@ struct Report<'a> {
     ds: &'a Dataset,
     splits: &'a Splits,
     out: Option<&'a train::TrainOutcome>,
-    evals: &'a [serde_json::Value],
-    final_evals: &'a [serde_json::Value],
+    evals: &'a [infer::EvalReport],
+    final_evals: &'a [infer::EvalReport],
     calibration: Option<&'a infer::Calibration>,
     stage_seconds: &'a [(String, f64)],
 }
 
 /// "top-1 x %, top-5 y %" of an evaluation.
-fn scores(e: &serde_json::Value) -> String {
-    format!("top-1 {:.2}%, top-5 {:.2}%", 100.0 * e["top1"].as_f64().unwrap_or(0.0), 100.0 * e["top5"].as_f64().unwrap_or(0.0))
+fn scores(e: &infer::EvalReport) -> String {
+    format!("top-1 {:.2}%, top-5 {:.2}%", 100.0 * e.top1, 100.0 * e.top5)
 }
 
 impl Report<'_> {
@@ -479,7 +505,7 @@ impl Report<'_> {
             }
             let _ = writeln!(s, "## {title}\n");
             for e in evals {
-                let split = e["split"].as_str().unwrap_or("valid");
+                let split = e.split.as_str();
                 let kind = if Some(split) == select {
                     " (selection score: choices were made on these images)"
                 } else if Some(split) == self.splits.holdout.as_deref() {
@@ -487,22 +513,15 @@ impl Report<'_> {
                 } else {
                     ""
                 };
-                let _ = writeln!(s, "- **{split}**{kind}: {} images, {}", e["images"], scores(e));
-                let ece = e["reliability"]["ece"].as_f64();
-                let raw = e["reliability_uncalibrated"]["ece"].as_f64();
-                if let Some(ece) = ece {
-                    let before = raw.map(|r| format!(" ({:.2}% before calibration)", 100.0 * r)).unwrap_or_default();
-                    let _ = writeln!(s, "  expected calibration error {:.2}%{before}", 100.0 * ece);
-                }
-                if let Some(w) = e["worst"].as_array() {
-                    let names: Vec<String> = w
-                        .iter()
-                        .map(|c| format!("{} ({:.0}%)", c["name"].as_str().unwrap_or("?"), 100.0 * c["accuracy"].as_f64().unwrap_or(0.0)))
-                        .collect();
+                let _ = writeln!(s, "- **{split}**{kind}: {} images, {}", e.images, scores(e));
+                let before = e.reliability_uncalibrated.as_ref().map(|r| format!(" ({:.2}% before calibration)", 100.0 * r.ece)).unwrap_or_default();
+                let _ = writeln!(s, "  expected calibration error {:.2}%{before}", 100.0 * e.reliability.ece);
+                if !e.worst.is_empty() {
+                    let names: Vec<String> = e.worst.iter().map(|c| format!("{} ({:.0}%)", c.name, 100.0 * c.accuracy)).collect();
                     let _ = writeln!(s, "  worst classes: {}", names.join(", "));
                 }
-                for w in e["warnings"].as_array().into_iter().flatten() {
-                    let _ = writeln!(s, "  **warning**: {}", w.as_str().unwrap_or(""));
+                for w in &e.warnings {
+                    let _ = writeln!(s, "  **warning**: {w}");
                 }
                 let _ = writeln!(s, "\n  ![confusion matrix]({dir}confusion-{split}.png) ![reliability]({dir}reliability-{split}.png)\n");
             }
@@ -523,7 +542,7 @@ impl Report<'_> {
     /// The figures a reader wants first: held-out and selection scores, and what the model is.
     fn headline(&self, s: &mut String) {
         use std::fmt::Write;
-        let find = |evals: &[serde_json::Value], split: &str| evals.iter().find(|e| e["split"] == split).cloned();
+        let find = |evals: &'_ [infer::EvalReport], split: &str| evals.iter().find(|e| e.split == split).cloned();
         let _ = writeln!(s, "\n## Result\n");
         if let Some(h) = self.splits.holdout.as_deref() {
             if let Some(e) = find(self.final_evals, h) {

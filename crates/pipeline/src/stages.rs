@@ -137,6 +137,25 @@ pub fn calibrate_delivered(
     Ok(cal)
 }
 
+/// Measures test-time augmentation of `delivered[0]` (the chosen checkpoint) on `split` and
+/// records the advice in every delivered checkpoint: a final fit predicts as its chosen run was
+/// measured to predict best. `runtime` runs the backbone.
+pub fn advise_delivered(
+    delivered: &[impl AsRef<Path>],
+    ds: &preprocess::Dataset,
+    split: &str,
+    (device, runtime): (tch::Device, infer::Runtime),
+    progress: &dyn Progress,
+) -> Result<infer::InferenceAdvice, Error> {
+    let (chosen, others) = delivered.split_first().ok_or_else(|| Error::Inputs("no checkpoint to measure".into()))?;
+    let advice = crate::recommend_tta(chosen.as_ref(), ds, split, (device, runtime), progress)?;
+    for other in others {
+        infer::record_advice(other.as_ref(), &advice)?;
+        progress.event(Event::Message(&format!("recorded in {}: predict uses tta {} by default", other.as_ref().display(), advice.tta)));
+    }
+    Ok(advice)
+}
+
 /// What [`TrainJob::run_and_report`] did.
 #[derive(Debug)]
 pub struct TrainReport {
@@ -146,6 +165,8 @@ pub struct TrainReport {
     pub calibration: Option<infer::Calibration>,
     /// With a holdout: the chosen checkpoint on the held-out part, then the final fit's.
     pub held_out: Vec<infer::EvalReport>,
+    /// With `measure_tta`: the test-time augmentation advice recorded in the delivered checkpoints.
+    pub advice: Option<infer::InferenceAdvice>,
 }
 
 impl TrainJob {
@@ -185,30 +206,40 @@ impl TrainJob {
 
     /// [`Self::run`], then with a holdout: the calibration temperature fitted on the selection
     /// part and recorded in the delivered checkpoints (`best`, and `final` after a final fit),
-    /// and each of them scored on the held-out part.
-    pub fn run_and_report(&self, progress: &dyn Progress) -> Result<TrainReport, Error> {
+    /// and each of them scored on the held-out part. With `measure_tta`, test-time augmentation
+    /// is then measured on the split the epoch was chosen on and its advice recorded in every
+    /// delivered checkpoint (as the pipeline's `tta` stage does).
+    pub fn run_and_report(&self, measure_tta: bool, progress: &dyn Progress) -> Result<TrainReport, Error> {
         let (outcome, ds) = self.run_on_data(progress)?;
-        let Some(cut) = self.config.holdout_cut() else { return Ok(TrainReport { outcome, calibration: None, held_out: Vec::new() }) };
-        let ds = cut.apply(&ds, "valid")?;
-        let opts = infer::EvalOptions {
-            device: model::parse_device(&self.config.device)?,
-            runtime: self.config.runtime,
-            graph_cache: petal_common::onnxruntime::graph_cache(),
-            ..Default::default()
-        };
-        let select = preprocess::Holdout::select_name("valid");
+        let device = model::parse_device(&self.config.device)?;
         let mut delivered = vec![outcome.best_checkpoint.clone()];
         delivered.extend(outcome.final_fit.as_ref().map(|f| f.checkpoint.clone()));
-        let calibration = calibrate_delivered(&delivered, &ds, &select, &opts, progress)?;
-        let held = preprocess::Holdout::holdout_name("valid");
-        let held_out = delivered
-            .iter()
-            .map(|c| {
-                let opts = infer::EvalOptions { out_dir: c.parent().map(Path::to_path_buf), ..opts.clone() };
-                evaluate_checkpoint(c, &ds, &held, &opts, self.category_names.as_deref(), progress)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(TrainReport { outcome, calibration: Some(calibration), held_out })
+        let (calibration, held_out, ds) = match self.config.holdout_cut() {
+            None => (None, Vec::new(), ds),
+            Some(cut) => {
+                let ds = cut.apply(&ds, "valid")?;
+                let opts = infer::EvalOptions {
+                    device,
+                    runtime: self.config.runtime,
+                    graph_cache: petal_common::onnxruntime::graph_cache(),
+                    ..Default::default()
+                };
+                let select = preprocess::Holdout::select_name("valid");
+                let calibration = calibrate_delivered(&delivered, &ds, &select, &opts, progress)?;
+                let held = preprocess::Holdout::holdout_name("valid");
+                let held_out = delivered
+                    .iter()
+                    .map(|c| {
+                        let opts = infer::EvalOptions { out_dir: c.parent().map(Path::to_path_buf), ..opts.clone() };
+                        evaluate_checkpoint(c, &ds, &held, &opts, self.category_names.as_deref(), progress)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                (Some(calibration), held_out, ds)
+            }
+        };
+        let split = outcome.selected_on.as_deref().unwrap_or("valid");
+        let advice = measure_tta.then(|| advise_delivered(&delivered, &ds, split, (device, self.config.runtime), progress)).transpose()?;
+        Ok(TrainReport { outcome, calibration, held_out, advice })
     }
 
     /// Discovers the dataset and computes only the caches [`Self::run`] would compute (see

@@ -42,8 +42,8 @@ pub use holdout::Holdout;
 pub use loader::{loader, num_batches, predict_tensor, split_loader, Batch, ImageSource, Loader, LoaderConfig};
 pub use rng::epoch_order;
 pub use transform::{
-    center_crop, eval_u8, resize_shorter, rotate_nearest, train_params, transform, write_tensor, ColorJitter, JitterParams, Mode, TrainParams,
-    TransformConfig, IMAGENET_MEAN, IMAGENET_STD,
+    center_crop, eval_u8, resize_shorter, rotate_nearest, train_params, transform, write_tensor, AugmentDraw, ColorJitter, JitterParams, Mode,
+    TrainParams, TransformConfig, IMAGENET_MEAN, IMAGENET_STD,
 };
 
 pub use tta::{five_crop, tta_views, tta_views_of_file, tta_views_u8, Tta};

@@ -12,7 +12,7 @@ use crate::dataset::{Sample, Split};
 use crate::decode::decode_rgb_with;
 use crate::error::{BadInput, Error};
 use crate::rng::epoch_order;
-use crate::transform::{transform_view_into, Mode, TransformConfig, View};
+use crate::transform::{transform_view_into, AugmentDraw, Mode, TransformConfig, View};
 use rayon::prelude::*;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
@@ -153,23 +153,20 @@ pub fn num_batches(samples: usize, batch_size: usize, drop_last: bool) -> usize 
 }
 
 /// Prepares one sample into `out` (3 × size × size values): `index` is its position (and image
-/// cache entry), `id` its index in the whole split (its augmentation).
-#[allow(clippy::too_many_arguments)]
+/// cache entry), `draw` the view to make (its `index` the sample's in the whole split).
 pub(crate) fn prepare(
     sample: &Sample,
-    (index, id): (usize, usize),
+    index: usize,
     source: &ImageSource,
     tcfg: &TransformConfig,
-    mode: Mode,
-    seed: u64,
-    epoch: u64,
+    draw: AugmentDraw,
     channels_last: bool,
     out: &mut [f32],
 ) -> Result<(), Error> {
     match source {
         ImageSource::Files => {
             let img = decode_rgb_with(&sample.path, &tcfg.limits)?;
-            transform_view_into(View::of(&img), None, mode, tcfg, seed, epoch, id as u64, channels_last, out);
+            transform_view_into(View::of(&img), None, draw, tcfg, channels_last, out);
         }
         ImageSource::Cache(c) => {
             // An entry left missing because its source was bad reports that source's problem.
@@ -178,7 +175,7 @@ pub(crate) fn prepare(
                 None => err,
             })?;
             let v = View { w: e.width, h: e.height, data: e.pixels };
-            transform_view_into(v, Some((e.orig_width, e.orig_height)), mode, tcfg, seed, epoch, id as u64, channels_last, out);
+            transform_view_into(v, Some((e.orig_width, e.orig_height)), draw, tcfg, channels_last, out);
         }
     }
     Ok(())
@@ -237,7 +234,15 @@ pub fn loader(samples: Arc<[Sample]>, source: ImageSource, tcfg: &TransformConfi
                         .zip(idx.par_iter())
                         .map(|(out, &i)| {
                             let id = lcfg.sample_ids.as_ref().map_or(i, |ids| ids[i]);
-                            prepare(&samples[i], (i, id), source, tcfg, lcfg.mode, lcfg.seed, lcfg.epoch, lcfg.channels_last, out)
+                            prepare(
+                                &samples[i],
+                                i,
+                                source,
+                                tcfg,
+                                AugmentDraw { mode: lcfg.mode, seed: lcfg.seed, epoch: lcfg.epoch, index: id as u64 },
+                                lcfg.channels_last,
+                                out,
+                            )
                         })
                         .collect::<Vec<Result<(), Error>>>()
                 };

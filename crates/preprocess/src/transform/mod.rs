@@ -21,9 +21,16 @@
 //! Use `epoch = v` to request "augmentation view v" of a frozen-feature cache.
 
 use crate::decode::DecodeLimits;
-use crate::resample::{resample, resample_region, Filter, Region};
-use crate::rng::{Rng, STREAM_AUGMENT};
 use image::RgbImage;
+
+mod draw;
+mod geometry;
+mod jitter;
+
+pub use draw::{train_params, TrainParams};
+pub use geometry::{center_crop, eval_u8, resize, resize_output_size, resize_shorter, resized_crop, rotate_nearest};
+pub(crate) use geometry::{center_crop_view, resize_center_crop, resize_view, rotate_crop_into};
+pub use jitter::{apply_jitter, JitterParams};
 
 /// ImageNet channel means used by torchvision's pretrained models.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -136,103 +143,6 @@ impl<'a> View<'a> {
     }
 }
 
-/// torchvision's `Resize(size)` output size for a `w`×`h` image (shorter side → `size`).
-pub fn resize_output_size(w: u32, h: u32, size: u32) -> (u32, u32) {
-    let (short, long) = if w <= h { (w, h) } else { (h, w) };
-    if short == 0 {
-        return (w, h);
-    }
-    // Python: int(size * long / short): exact integer product, correctly rounded division, truncation.
-    let new_long = ((size as u64 * long as u64) as f64 / short as f64) as u32;
-    if w <= h {
-        (size, new_long)
-    } else {
-        (new_long, size)
-    }
-}
-
-/// Python's `round()` on floats: round half to even.
-pub(crate) fn round_half_even(v: f64) -> f64 {
-    v.round_ties_even()
-}
-
-/// Bilinear antialiased resize of the whole of `src` to `dw`×`dh`: Pillow's
-/// `Image.resize(.., BILINEAR)`, byte for byte. Returns packed RGB8.
-pub(crate) fn resize_view(src: View<'_>, dw: u32, dh: u32) -> Vec<u8> {
-    resample(src, dw, dh, Filter::Bilinear, [0.0, 0.0, src.w as f32, src.h as f32])
-}
-
-/// Pillow's `Image.resize((w, h), filter)` of an RGB image (byte-identical).
-pub fn resize(img: &RgbImage, w: u32, h: u32, filter: Filter) -> RgbImage {
-    let data = resample(View::of(img), w, h, filter, [0.0, 0.0, img.width() as f32, img.height() as f32]);
-    RgbImage::from_raw(w, h, data).unwrap_or_else(|| RgbImage::new(w, h))
-}
-
-/// torchvision `Resize(size)` (shorter side, bilinear, antialias) on an RGB image.
-pub fn resize_shorter(img: &RgbImage, size: u32) -> RgbImage {
-    let (w, h) = resize_output_size(img.width(), img.height(), size);
-    let data = resize_view(View::of(img), w, h);
-    RgbImage::from_raw(w, h, data).unwrap_or_else(|| RgbImage::new(w, h))
-}
-
-/// torchvision `CenterCrop(size)`: offsets `int(round((h - size) / 2.0))`, zero padding when the
-/// image is smaller. Returns packed RGB8 of `size`×`size`.
-pub(crate) fn center_crop_view(src: View<'_>, size: u32) -> Vec<u8> {
-    let (left, top) = (center_offset(src.w, size), center_offset(src.h, size));
-    let s = size as usize;
-    let mut out = vec![0u8; s * s * 3];
-    for y in 0..s {
-        let sy = y as i64 + top;
-        if sy < 0 || sy >= src.h as i64 {
-            continue;
-        }
-        let x0 = (-left).max(0) as usize; // first output column inside the source
-        let x1 = ((src.w as i64 - left).min(s as i64)).max(0) as usize;
-        if x0 >= x1 {
-            continue;
-        }
-        let sx0 = (x0 as i64 + left) as usize;
-        let row = sy as usize * src.w as usize * 3;
-        out[(y * s + x0) * 3..(y * s + x1) * 3].copy_from_slice(&src.data[row + sx0 * 3..row + (sx0 + x1 - x0) * 3]);
-    }
-    out
-}
-
-/// torchvision `CenterCrop`'s offset of a `size` window in a side `len` long (negative: padding).
-fn center_offset(len: u32, size: u32) -> i64 {
-    if size > len {
-        -(((size - len) / 2) as i64)
-    } else {
-        round_half_even((len - size) as f64 / 2.0) as i64
-    }
-}
-
-/// `Resize(resize_size)` then `CenterCrop(size)`, computing only the crop window of the resize
-/// when it fits (byte-identical to resizing everything, see [`resample_region`]).
-pub(crate) fn resize_center_crop(src: View<'_>, resize_size: u32, size: u32) -> Vec<u8> {
-    let (w, h) = resize_output_size(src.w, src.h, resize_size);
-    let bx = [0.0, 0.0, src.w as f32, src.h as f32];
-    if size > w || size > h {
-        let resized = resample(src, w, h, Filter::Bilinear, bx);
-        return center_crop_view(View { w, h, data: &resized }, size);
-    }
-    let (x0, y0) = (center_offset(w, size) as u32, center_offset(h, size) as u32);
-    resample_region(src, w, h, Filter::Bilinear, bx, Region { x0, y0, x1: x0 + size, y1: y0 + size })
-}
-
-/// torchvision `CenterCrop(size)` on an RGB image.
-pub fn center_crop(img: &RgbImage, size: u32) -> RgbImage {
-    let data = center_crop_view(View::of(img), size);
-    RgbImage::from_raw(size, size, data).unwrap_or_else(|| RgbImage::new(size, size))
-}
-
-/// The eval transform up to uint8: `Resize(resize_size)` then `CenterCrop(image_size)`.
-pub fn eval_u8(img: &RgbImage, cfg: &TransformConfig) -> RgbImage {
-    let s = cfg.image_size;
-    let data = resize_center_crop(View::of(img), cfg.resize_size, s);
-    RgbImage::from_raw(s, s, data).unwrap_or_else(|| RgbImage::new(s, s))
-}
-
 /// `ToTensor` + `Normalize` (+ optional horizontal flip) of a packed RGB8 `size`×`size` image
 /// into `out` (CHW, or HWC when `channels_last`). Values are bit-identical to torchvision's
 /// float32 `(x / 255 - mean) / std`.
@@ -269,160 +179,6 @@ pub fn write_tensor(rgb: &[u8], size: u32, cfg: &TransformConfig, flip: bool, ch
     }
 }
 
-/// Random parameters of one train view, drawn from the (seed, epoch, index) stream.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TrainParams {
-    /// Rotation angle in degrees (counter-clockwise, PIL convention).
-    pub angle: f64,
-    /// Crop top row (in the original image's pixels).
-    pub top: u32,
-    /// Crop left column.
-    pub left: u32,
-    /// Crop height.
-    pub height: u32,
-    /// Crop width.
-    pub width: u32,
-    /// Whether the view is flipped horizontally.
-    pub flip: bool,
-    /// Colour-jitter factors, if enabled.
-    pub jitter: Option<JitterParams>,
-}
-
-/// Colour-jitter factors of one view (torchvision `ColorJitter.get_params`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct JitterParams {
-    /// Application order of (0 brightness, 1 contrast, 2 saturation, 3 hue).
-    pub order: [u8; 4],
-    /// Brightness factor (None: disabled).
-    pub brightness: Option<f32>,
-    /// Contrast factor.
-    pub contrast: Option<f32>,
-    /// Saturation factor.
-    pub saturation: Option<f32>,
-    /// Hue shift in [-0.5, 0.5].
-    pub hue: Option<f32>,
-}
-
-/// Draws the train-view parameters for an image of `w`×`h` (the original, full-resolution size),
-/// following torchvision's `RandomRotation.get_params`, `RandomResizedCrop.get_params`,
-/// `RandomHorizontalFlip` and `ColorJitter.get_params` with our keyed generator.
-pub fn train_params(w: u32, h: u32, cfg: &TransformConfig, seed: u64, epoch: u64, index: u64) -> TrainParams {
-    let mut rng = Rng::keyed(seed, epoch, index, STREAM_AUGMENT);
-    let angle = if cfg.rotation_degrees > 0.0 { rng.uniform(-cfg.rotation_degrees, cfg.rotation_degrees) } else { 0.0 };
-    let (top, left, height, width) = rrc_params(w, h, cfg.crop_scale, cfg.crop_ratio, &mut rng);
-    let flip = rng.next_f64() < cfg.hflip_prob;
-    let jitter = cfg.color_jitter.map(|j| {
-        let mut order = [0u8, 1, 2, 3];
-        for i in (1..4usize).rev() {
-            let k = rng.below(i as u64 + 1) as usize;
-            order.swap(i, k);
-        }
-        let mut factor = |v: f32| {
-            if v > 0.0 {
-                Some(rng.uniform((1.0 - v as f64).max(0.0), 1.0 + v as f64) as f32)
-            } else {
-                None
-            }
-        };
-        let brightness = factor(j.brightness);
-        let contrast = factor(j.contrast);
-        let saturation = factor(j.saturation);
-        let hue = if j.hue > 0.0 { Some(rng.uniform(-j.hue as f64, j.hue as f64) as f32) } else { None };
-        JitterParams { order, brightness, contrast, saturation, hue }
-    });
-    TrainParams { angle, top, left, height, width, flip, jitter }
-}
-
-/// `RandomResizedCrop.get_params` (returns top, left, height, width).
-fn rrc_params(width: u32, height: u32, scale: [f64; 2], ratio: [f64; 2], rng: &mut Rng) -> (u32, u32, u32, u32) {
-    let area = width as f64 * height as f64;
-    let (lr0, lr1) = (ratio[0].ln(), ratio[1].ln());
-    for _ in 0..10 {
-        let target_area = area * rng.uniform(scale[0], scale[1]);
-        let aspect = rng.uniform(lr0, lr1).exp();
-        let w = round_half_even((target_area * aspect).sqrt());
-        let h = round_half_even((target_area / aspect).sqrt());
-        if w > 0.0 && w <= width as f64 && h > 0.0 && h <= height as f64 {
-            let (w, h) = (w as u32, h as u32);
-            let i = rng.below((height - h + 1) as u64) as u32;
-            let j = rng.below((width - w + 1) as u64) as u32;
-            return (i, j, h, w);
-        }
-    }
-    let in_ratio = width as f64 / height as f64;
-    let (w, h) = if in_ratio < ratio[0] {
-        (width, round_half_even(width as f64 / ratio[0]) as u32)
-    } else if in_ratio > ratio[1] {
-        (round_half_even(height as f64 * ratio[1]) as u32, height)
-    } else {
-        (width, height)
-    };
-    ((height - h.min(height)) / 2, (width - w.min(width)) / 2, h.min(height), w.min(width))
-}
-
-/// PIL `Image.rotate(angle, NEAREST, expand=False, fillcolor=0)` restricted to the output
-/// rectangle (left, top, cw, ch): fills `out` (packed RGB8, cw×ch). Pixels that map outside
-/// the source are black. Bit-exact with Pillow's 16.16 fixed-point affine path.
-pub(crate) fn rotate_crop_into(src: View<'_>, angle: f64, left: u32, top: u32, cw: u32, ch: u32, out: &mut [u8]) {
-    let (w, h) = (src.w as i64, src.h as i64);
-    let stride = src.w as usize * 3;
-    // Python: angle % 360.0 (result takes the sign of the divisor).
-    let mut a = angle % 360.0;
-    if a != 0.0 && a < 0.0 {
-        a += 360.0;
-    }
-    let rad = -(a.to_radians());
-    let r15 = |v: f64| -> f64 { format!("{v:.15}").parse().unwrap_or(v) };
-    let (m0, m1, m3, m4) = (r15(rad.cos()), r15(rad.sin()), r15(-rad.sin()), r15(rad.cos()));
-    let (cx, cy) = (src.w as f64 / 2.0, src.h as f64 / 2.0);
-    let m2 = m0 * -cx + m1 * -cy + 0.0 + cx;
-    let m5 = m3 * -cx + m4 * -cy + 0.0 + cy;
-    let identity = a == 0.0;
-    let fix = |v: f64| -> i64 { (v * 65536.0 + 0.5).floor() as i64 };
-    let fixed_ok = [(0, 0), (w, h), (0, h), (w, 0)].iter().all(|&(x, y)| {
-        let (x, y) = (x as f64, y as f64);
-        (x * m0 + y * m1 + m2).abs() < 32768.0 && (x * m3 + y * m4 + m5).abs() < 32768.0
-    });
-    let (a0, a1, a3, a4) = (fix(m0), fix(m1), fix(m3), fix(m4));
-    let a2 = fix(m2 + m0 * 0.5 + m1 * 0.5);
-    let a5 = fix(m5 + m3 * 0.5 + m4 * 0.5);
-    for y in 0..ch as i64 {
-        let oy = y + top as i64;
-        let orow = &mut out[(y as usize) * cw as usize * 3..(y as usize + 1) * cw as usize * 3];
-        for x in 0..cw as i64 {
-            let ox = x + left as i64;
-            let (xin, yin) = if identity {
-                (ox, oy)
-            } else if fixed_ok {
-                // C: int arithmetic, accumulated per row / column (no overflow by check_fixed).
-                let xx = (a2 + oy * a1 + ox * a0) as i32;
-                let yy = (a5 + oy * a4 + ox * a3) as i32;
-                ((xx >> 16) as i64, (yy >> 16) as i64)
-            } else {
-                let xx = m2 + m1 * 0.5 + m0 * 0.5 + oy as f64 * m1 + ox as f64 * m0;
-                let yy = m5 + m4 * 0.5 + m3 * 0.5 + oy as f64 * m4 + ox as f64 * m3;
-                let c = |v: f64| if v < 0.0 { -1 } else { v as i64 };
-                (c(xx), c(yy))
-            };
-            let o = x as usize * 3;
-            if xin >= 0 && xin < w && yin >= 0 && yin < h {
-                let s = yin as usize * stride + xin as usize * 3;
-                orow[o..o + 3].copy_from_slice(&src.data[s..s + 3]);
-            } else {
-                orow[o..o + 3].copy_from_slice(&[0, 0, 0]);
-            }
-        }
-    }
-}
-
-/// PIL `Image.rotate(angle, NEAREST, expand=False, fillcolor=(0, 0, 0))` of a whole image.
-pub fn rotate_nearest(img: &RgbImage, angle: f64) -> RgbImage {
-    let (w, h) = img.dimensions();
-    let mut out = vec![0u8; w as usize * h as usize * 3];
-    rotate_crop_into(View::of(img), angle, 0, 0, w, h, &mut out);
-    RgbImage::from_raw(w, h, out).unwrap_or_else(|| RgbImage::new(w, h))
-}
-
 /// The train view up to uint8 (before flip): rotation, random resized crop, colour jitter.
 /// `src` is the decoded image or a cached, downscaled copy of it; `orig` is the original
 /// size in which `p` was drawn (crop boxes are scaled into `src`'s pixels).
@@ -451,154 +207,36 @@ pub(crate) fn train_u8(src: View<'_>, orig: (u32, u32), p: &TrainParams, cfg: &T
     out
 }
 
-/// torchvision `F.resized_crop(img, top, left, height, width, [size, size], BILINEAR,
-/// antialias=True)` on an RGB image (the resize step of `RandomResizedCrop`).
-pub fn resized_crop(img: &RgbImage, top: u32, left: u32, height: u32, width: u32, size: u32) -> RgbImage {
-    let (w, h) = img.dimensions();
-    let (left, top) = (left.min(w), top.min(h));
-    let (width, height) = (width.min(w - left), height.min(h - top));
-    let mut buf = vec![0u8; width as usize * height as usize * 3];
-    rotate_crop_into(View::of(img), 0.0, left, top, width, height, &mut buf);
-    let data = resize_view(View { w: width, h: height, data: &buf }, size, size);
-    RgbImage::from_raw(size, size, data).unwrap_or_else(|| RgbImage::new(size, size))
-}
-
-/// PIL `ImageEnhance` / torchvision `adjust_*` on packed RGB8, in `j.order`.
-pub fn apply_jitter(rgb: &mut [u8], j: &JitterParams) {
-    for op in j.order {
-        match op {
-            0 => {
-                if let Some(f) = j.brightness {
-                    blend_const(rgb, 0, f);
-                }
-            }
-            1 => {
-                if let Some(f) = j.contrast {
-                    let n = (rgb.len() / 3).max(1);
-                    let sum: u64 = rgb.chunks_exact(3).map(|p| luma(p) as u64).sum();
-                    let mean = (sum as f64 / n as f64 + 0.5) as u8;
-                    blend_const(rgb, mean, f);
-                }
-            }
-            2 => {
-                if let Some(f) = j.saturation {
-                    for p in rgb.chunks_exact_mut(3) {
-                        let l = luma(p);
-                        for v in p.iter_mut() {
-                            *v = blend(l, *v, f);
-                        }
-                    }
-                }
-            }
-            _ => {
-                if let Some(hf) = j.hue {
-                    // numpy: np_h += np.uint8(int8(hue * 255)) (wrapping)
-                    let shift = ((hf * 255.0) as i8) as u8;
-                    for p in rgb.chunks_exact_mut(3) {
-                        let (h, s, v) = rgb2hsv(p[0], p[1], p[2]);
-                        let rgbv = hsv2rgb(h.wrapping_add(shift), s, v);
-                        p.copy_from_slice(&rgbv);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Pillow's `L` conversion: ITU-R 601-2 luma in 16-bit fixed point.
-fn luma(p: &[u8]) -> u8 {
-    ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000) >> 16) as u8
-}
-
-/// Pillow `ImagingBlend(im1 = degenerate, im2 = image, alpha)`.
-fn blend(d: u8, v: u8, alpha: f32) -> u8 {
-    let t = d as i32 as f32 + alpha * (v as i32 - d as i32) as f32;
-    if (0.0..=1.0).contains(&alpha) {
-        t as u8
-    } else if t <= 0.0 {
-        0
-    } else if t >= 255.0 {
-        255
-    } else {
-        t as u8
-    }
-}
-
-fn blend_const(rgb: &mut [u8], d: u8, alpha: f32) {
-    for v in rgb.iter_mut() {
-        *v = blend(d, *v, alpha);
-    }
-}
-
-fn clip8(v: i64) -> u8 {
-    v.clamp(0, 255) as u8
-}
-
-/// Pillow `rgb2hsv_row`.
-fn rgb2hsv(r: u8, g: u8, b: u8) -> (u8, u8, u8) {
-    let maxc = r.max(g).max(b);
-    let minc = r.min(g).min(b);
-    if minc == maxc {
-        return (0, 0, maxc);
-    }
-    let cr = (maxc - minc) as f32;
-    let s = cr / maxc as f32;
-    let rc = (maxc - r) as f32 / cr;
-    let gc = (maxc - g) as f32 / cr;
-    let bc = (maxc - b) as f32 / cr;
-    let h: f32 = if r == maxc {
-        bc - gc
-    } else if g == maxc {
-        (2.0f64 + rc as f64 - bc as f64) as f32
-    } else {
-        (4.0f64 + gc as f64 - rc as f64) as f32
-    };
-    let h = ((h as f64 / 6.0 + 1.0) % 1.0) as f32;
-    (clip8((h as f64 * 255.0) as i64), clip8((s as f64 * 255.0) as i64), maxc)
-}
-
-/// Pillow `hsv2rgb`.
-fn hsv2rgb(h: u8, s: u8, v: u8) -> [u8; 3] {
-    if s == 0 {
-        return [v, v, v];
-    }
-    let i = (h as f32 as f64 * 6.0 / 255.0).floor() as i64;
-    let f = (h as f32 as f64 * 6.0 / 255.0 - i as f32 as f64) as f32;
-    let fs = (s as f32 as f64 / 255.0) as f32;
-    let vf = v as f32 as f64;
-    let p = clip8((vf * (1.0 - fs as f64)).round() as i64);
-    let q = clip8((vf * (1.0 - (fs * f) as f64)).round() as i64);
-    let t = clip8((vf * (1.0 - (fs as f64 * (1.0 - f as f64)))).round() as i64);
-    match i % 6 {
-        0 => [v, t, p],
-        1 => [q, v, p],
-        2 => [p, v, t],
-        3 => [p, q, v],
-        4 => [t, p, v],
-        _ => [v, p, q],
-    }
-}
-
 /// One sample's normalised pixels (3 × size × size, CHW), deterministic in (seed, epoch, index).
 /// `Mode::Eval` ignores the seed, epoch and index.
 pub fn transform(img: &RgbImage, mode: Mode, cfg: &TransformConfig, seed: u64, epoch: u64, index: u64) -> Vec<f32> {
     let s = cfg.image_size as usize;
     let mut out = vec![0f32; 3 * s * s];
-    transform_view_into(View::of(img), None, mode, cfg, seed, epoch, index, false, &mut out);
+    transform_view_into(View::of(img), None, AugmentDraw { mode, seed, epoch, index }, cfg, false, &mut out);
     out
+}
+
+/// Which view of a sample to make: the transform, and for a train view the key of its random
+/// draws (see [`train_params`]); `Mode::Eval` ignores the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AugmentDraw {
+    /// Eval transform or augmented train view.
+    pub mode: Mode,
+    /// The run's seed.
+    pub seed: u64,
+    /// The epoch (or the augmentation view of a frozen-feature cache).
+    pub epoch: u64,
+    /// The sample's index in its whole split.
+    pub index: u64,
 }
 
 /// Core of every path: `src` is either a decoded original (`resized_from == None`) or an image
 /// already resized to shorter side `cfg.resize_size` from an original of size `resized_from`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn transform_view_into(
     src: View<'_>,
     resized_from: Option<(u32, u32)>,
-    mode: Mode,
+    draw: AugmentDraw,
     cfg: &TransformConfig,
-    seed: u64,
-    epoch: u64,
-    index: u64,
     channels_last: bool,
     out: &mut [f32],
 ) {
@@ -608,7 +246,7 @@ pub(crate) fn transform_view_into(
         write_tensor(&zeros, size, cfg, false, channels_last, out);
         return;
     }
-    match mode {
+    match draw.mode {
         Mode::Eval => {
             let crop = match resized_from {
                 Some(_) => center_crop_view(src, size),
@@ -618,7 +256,7 @@ pub(crate) fn transform_view_into(
         }
         Mode::Train => {
             let orig = resized_from.unwrap_or((src.w, src.h));
-            let p = train_params(orig.0, orig.1, cfg, seed, epoch, index);
+            let p = train_params(orig.0, orig.1, cfg, draw.seed, draw.epoch, draw.index);
             let view = train_u8(src, orig, &p, cfg);
             write_tensor(&view, size, cfg, p.flip, channels_last, out);
         }
@@ -627,7 +265,11 @@ pub(crate) fn transform_view_into(
 
 #[cfg(test)]
 mod tests {
+    use super::draw::rrc_params;
+    use super::geometry::round_half_even;
+    use super::jitter::{hsv2rgb, luma, rgb2hsv};
     use super::*;
+    use crate::rng::{Rng, STREAM_AUGMENT};
 
     #[test]
     fn python_round_and_sizes() {
