@@ -385,3 +385,56 @@ fn partial_runtimes_have_their_own_activation_caches_and_agree() {
     let err = err.expect_err("fine-tuning on onnxruntime is refused").to_string();
     assert!(err.contains("trains its whole backbone on libtorch") && err.contains("--runtime torch or auto"), "{err}");
 }
+
+/// Partial mode on a full disk (issue 30): the activation cache and the run folder fill at
+/// several stages; each time the error names a path on the disk and says "no space left", every
+/// file left is whole, and once space is freed the resumed run ends on the uninterrupted run's
+/// weights.
+#[test]
+fn a_full_disk_mid_activation_cache_resumes_to_the_same_weights() {
+    const CHECK: &str = "petal/partial/full_disk";
+    let Some(disk) = testkit::SmallDisk::mount(CHECK, 512) else { return };
+    testkit::ran(CHECK);
+    let b = bench();
+    let mut cfg = config("full", TrainMode::Partial, 2);
+    cfg.activation_dtype = ActivationDtype::F32;
+    cfg.epochs = 3;
+    let (roomy, _) = run(&b, &request(&b, cfg.clone(), false));
+    let roomy = roomy.expect("partial run on a roomy disk");
+    let acts: u64 = common::files_under(&b.work)
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "pact"))
+        .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .sum();
+    assert!(acts > 20_000, "activation caches of {acts} bytes");
+    let on_disk = TrainRequest { runs_dir: disk.dir.join("runs"), cache_dir: disk.dir.join("cache"), ..request(&b, cfg, true) };
+    let mut failures = Vec::new();
+    // Part of the activations' chunks; all chunks but not the assembled file; the caches but not
+    // the checkpoints.
+    for leave in [acts / 2, acts * 3 / 2, acts * 3 + (1 << 20)] {
+        disk.fill(leave);
+        let (out, _) = run(&b, &on_disk);
+        disk.free();
+        let Err(e) = out else { break };
+        let msg = e.to_string();
+        assert!(msg.to_lowercase().contains("no space left") && msg.contains(&disk.dir.display().to_string()), "{msg}");
+        for p in common::files_under(&disk.dir).into_iter().filter(|p| !p.ends_with(testkit::FILLER)) {
+            let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            assert!(!name.starts_with(".tmp") && !name.contains(".tmp-"), "a temp file is left: {}", p.display());
+            if name.ends_with(".safetensors") {
+                checkpoint::load(&p).unwrap_or_else(|e| panic!("{} is damaged: {e}", p.display()));
+            }
+        }
+        eprintln!("partial on a full disk: {msg}");
+        failures.push(msg);
+    }
+    assert!(failures.len() >= 2, "the disk filled at fewer than two stages: {failures:?}");
+    assert!(failures.iter().any(|m| m.contains("for the activation cache")), "the disk never filled in the activation cache: {failures:?}");
+    let (done, _) = run(&b, &on_disk);
+    let done = done.expect("resumed after freeing");
+    let (want, got) =
+        (checkpoint::load(&roomy.run_dir.join("last.safetensors")).unwrap(), checkpoint::load(&done.run_dir.join("last.safetensors")).unwrap());
+    assert!(want.tensors == got.tensors, "the resumed run's weights differ from the uninterrupted run's");
+    let acc = |o: &TrainOutcome| o.history.iter().map(|m| m.valid_acc).collect::<Vec<_>>();
+    assert_eq!(acc(&done), acc(&roomy));
+}

@@ -21,18 +21,7 @@ fn root() -> PathBuf {
 
 /// Every 10th JPEG of the sample (sorted), 30 photos across the classes.
 fn photos(dir: &Path) -> Vec<PathBuf> {
-    let mut all = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "jpg") {
-                all.push(p);
-            }
-        }
-    }
+    let mut all: Vec<PathBuf> = crate::common::files_under(dir).into_iter().filter(|p| p.extension().is_some_and(|x| x == "jpg")).collect();
     all.sort();
     all.into_iter().step_by(10).take(30).collect()
 }

@@ -41,7 +41,10 @@ fn network_error(url: &str, err: ureq::Error) -> anyhow::Error {
 /// Turns an I/O error while writing `path` into one clear sentence, calling out a full disk.
 pub fn write_error(path: &Path, err: io::Error) -> anyhow::Error {
     if is_disk_full(&err) {
-        anyhow::anyhow!("the disk is full while writing {}: free some space and rerun (the partial file was kept out of the cache)", path.display())
+        anyhow::anyhow!(
+            "no space left on the disk while writing {}: free some space and rerun; a download resumes from what was written",
+            path.display()
+        )
     } else {
         anyhow::anyhow!("could not write {}: {err}", path.display())
     }

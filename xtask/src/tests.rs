@@ -120,6 +120,32 @@ fn interrupted_download_resumes_with_range() {
     assert_eq!(srv.ranges.lock().expect("lock").as_slice(), ["/big.tgz@20000"]);
 }
 
+/// A download that fills the disk stops with one sentence naming the partial file and "no space
+/// left", keeps what it wrote out of the cache, and once space is freed resumes (a Range request)
+/// to the verified file (issue 30; a tmpfs of its own, root only).
+#[test]
+fn a_full_disk_keeps_the_partial_download_and_the_rerun_resumes_it() {
+    let Some(disk) = testkit::SmallDisk::mount("xtask/tests/full_disk", 8) else { return };
+    testkit::ran("xtask/tests/full_disk");
+    let body: Vec<u8> = (0..400_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let srv = serve(HashMap::from([("/w.pth".to_string(), body.clone())]));
+    let dest = disk.dir.join("weights").join("w.pth");
+    std::fs::create_dir_all(dest.parent().unwrap()).expect("cache folder");
+    disk.fill(160 * 1024);
+    let url = format!("{}/w.pth", srv.base);
+    let err = fetch(&url, &dest, &Expect::Sha256(sha256(&body)), "w").expect_err("a full disk");
+    let msg = format!("{err:#}");
+    let part = dest.with_file_name("w.pth.part");
+    assert!(msg.contains("no space left") && msg.contains(&part.display().to_string()), "{msg}");
+    assert!(!dest.exists(), "nothing unverified in the cache");
+    let kept = std::fs::metadata(&part).expect("the partial download is kept").len();
+    assert!(kept > 0 && kept < body.len() as u64, "{kept} bytes kept");
+    disk.free();
+    fetch(&url, &dest, &Expect::Sha256(sha256(&body)), "w").expect("resumed after freeing");
+    assert!(std::fs::read(&dest).expect("read") == body, "the verified file");
+    assert_eq!(srv.ranges.lock().expect("lock").as_slice(), [format!("/w.pth@{kept}")]);
+}
+
 #[test]
 fn unreachable_host_and_http_errors_are_one_sentence() {
     // A port nobody listens on.

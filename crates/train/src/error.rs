@@ -8,6 +8,9 @@ pub enum Error {
     /// A configuration value is out of range or inconsistent with the data.
     #[error("invalid training configuration: {0}")]
     Config(String),
+    /// A cache would not fit the free disk (checked before any work; the message names the folder).
+    #[error("{0}")]
+    NoSpace(String),
     /// The dataset cannot be trained on as it is.
     #[error("dataset problem: {0}")]
     Data(String),
