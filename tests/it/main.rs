@@ -6,6 +6,7 @@
 mod common;
 mod e2e;
 mod export_cli;
+mod flaky_s3;
 mod full_disk;
 mod holdout;
 mod legacy_finetune;

@@ -24,7 +24,7 @@ use common::{config, make_dataset, ok};
 
 /// The `petal` binary under test: `$PETAL_TEST_BIN` when set (a copy, safe from concurrent builds
 /// into a shared target folder), else cargo's.
-fn petal() -> Command {
+pub(crate) fn petal() -> Command {
     Command::new(std::env::var_os("PETAL_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_petal").into()))
 }
 
@@ -41,10 +41,10 @@ const ENGINE_VARS: [&str; 8] = [
     "SLURM_ARRAY_JOB_ID",
 ];
 
-struct Fixture {
+pub(crate) struct Fixture {
     _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    images: PathBuf,
+    pub(crate) dir: PathBuf,
+    pub(crate) images: PathBuf,
     ckpt: PathBuf,
 }
 
@@ -71,7 +71,7 @@ fn fixture() -> Fixture {
 }
 
 /// `petal predict` of `inputs` into `out`, with `env` as the engine's variables.
-fn predict(f: &Fixture, inputs: &str, out: &str, env: &[(&str, String)]) -> Command {
+pub(crate) fn predict(f: &Fixture, inputs: &str, out: &str, env: &[(&str, String)]) -> Command {
     let mut c = petal();
     ENGINE_VARS.iter().for_each(|v| {
         c.env_remove(v);
@@ -83,7 +83,7 @@ fn predict(f: &Fixture, inputs: &str, out: &str, env: &[(&str, String)]) -> Comm
 }
 
 /// Starts every task at once (as the engine does), then waits for all.
-fn run_all(children: Vec<Child>) {
+pub(crate) fn run_all(children: Vec<Child>) {
     for c in children {
         let out = c.wait_with_output().expect("wait");
         assert!(out.status.success(), "a shard failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -94,7 +94,7 @@ fn merge(out: &str) -> std::process::Output {
     petal().args(["merge", out]).output().expect("merge")
 }
 
-fn kubernetes_env(index: u32, shards: u32) -> Vec<(&'static str, String)> {
+pub(crate) fn kubernetes_env(index: u32, shards: u32) -> Vec<(&'static str, String)> {
     vec![("JOB_COMPLETION_INDEX", index.to_string()), ("PETAL_SHARDS", shards.to_string())]
 }
 
@@ -209,9 +209,9 @@ fn bad_shard_settings_are_refused_with_the_variable_named() {
 }
 
 /// A moto S3 server on 127.0.0.1, stopped when dropped.
-struct Moto {
+pub(crate) struct Moto {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Drop for Moto {
@@ -275,7 +275,7 @@ fn start_moto(py: &Path) -> Moto {
 
 /// One plain HTTP/1.1 request to the local server; returns the body. moto checks no signature, but
 /// answers a request without `Authorization` as an anonymous one (refused for private objects).
-fn http(port: u16, method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+pub(crate) fn http(port: u16, method: &str, path: &str, body: &[u8]) -> Vec<u8> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     let auth = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0";
@@ -295,31 +295,7 @@ fn http(port: u16, method: &str, path: &str, body: &[u8]) -> Vec<u8> {
 
 #[test]
 fn s3_inputs_and_outputs_through_a_local_server() {
-    const CHECK: &str = "petal/shard/s3_moto";
-    let Some(py) = moto_python() else {
-        testkit::skip(CHECK, "no Python with moto[server] (pip install 'moto[server]', or set PETAL_MOTO_PYTHON)");
-        return;
-    };
-    testkit::ran(CHECK);
-    let f = fixture();
-    let moto = start_moto(&py);
-    http(moto.port, "PUT", "/petal", b"");
-    let mut files: Vec<PathBuf> = Vec::new();
-    let mut stack = vec![f.images.clone()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("list") {
-            let p = e.expect("entry").path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                files.push(p);
-            }
-        }
-    }
-    for p in &files {
-        let rel = p.strip_prefix(&f.images).expect("under").to_string_lossy().replace('\\', "/");
-        http(moto.port, "PUT", &format!("/petal/photos/{rel}"), &read(p));
-    }
+    let Some((f, moto)) = moto_job("petal/shard/s3_moto") else { return };
     let aws = [
         ("AWS_ACCESS_KEY_ID", "test".to_string()),
         ("AWS_SECRET_ACCESS_KEY", "test".into()),
@@ -350,6 +326,30 @@ fn s3_inputs_and_outputs_through_a_local_server() {
     let prefix = format!("{}/", f.images.display());
     let local = String::from_utf8(read(&local)).expect("utf8").replace(&prefix, "s3://petal/photos/");
     assert_eq!(local, String::from_utf8(single).expect("utf8"));
+}
+
+/// The fixture and moto with its photos, for the S3 check `check` (recorded as run), or `None`
+/// with the skip recorded when no Python has moto.
+pub(crate) fn moto_job(check: &str) -> Option<(Fixture, Moto)> {
+    let Some(py) = moto_python() else {
+        testkit::skip(check, "no Python with moto[server] (pip install 'moto[server]', or set PETAL_MOTO_PYTHON)");
+        return None;
+    };
+    testkit::ran(check);
+    let f = fixture();
+    let moto = moto_with_photos(&py, &f.images);
+    Some((f, moto))
+}
+
+/// moto with a bucket `petal` holding the files under `images` at `photos/<path relative to images>`.
+fn moto_with_photos(py: &Path, images: &Path) -> Moto {
+    let moto = start_moto(py);
+    http(moto.port, "PUT", "/petal", b"");
+    for p in common::files_under(images) {
+        let rel = p.strip_prefix(images).expect("under").to_string_lossy().replace('\\', "/");
+        http(moto.port, "PUT", &format!("/petal/photos/{rel}"), &read(&p));
+    }
+    moto
 }
 
 /// The value after `key` on the line of `text` that holds it (up to a space, quote or `%`).

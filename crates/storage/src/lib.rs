@@ -7,6 +7,24 @@
 //! S3-compatible endpoint in `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT`), and `AWS_ALLOW_HTTP=true` for
 //! a plain-HTTP endpoint. Requests are path-style unless `AWS_VIRTUAL_HOSTED_STYLE_REQUEST=true`.
 //!
+//! **Faults.** Every request is retried by `object_store` on the faults worth retrying (5xx
+//! answers, S3's `SlowDown`, connections reset or timed out, a body cut off mid-stream) with
+//! exponential backoff; a write is one PUT, so a failed or retried write never leaves a partial
+//! object. The limits, with their defaults (`object_store`'s own), are read from the environment
+//! when a client is made ([`RetrySettings::from_env`]):
+//!
+//! | variable | default | what |
+//! |---|---|---|
+//! | `PETAL_S3_MAX_RETRIES` | 10 | retries of one request (0: none) |
+//! | `PETAL_S3_RETRY_TIMEOUT_S` | 180 | no retry starts later than this after the first attempt |
+//! | `PETAL_S3_BACKOFF_INITIAL_MS` | 100 | the first wait; each next one is up to twice as long |
+//! | `PETAL_S3_BACKOFF_MAX_MS` | 15000 | the longest wait |
+//! | `AWS_TIMEOUT` (`object_store`'s) | 30s | one attempt, answer included (e.g. `5s`) |
+//! | `AWS_CONNECT_TIMEOUT` (`object_store`'s) | 5s | opening a connection |
+//!
+//! When the retries run out, the error names the object and `object_store`'s last cause (the
+//! HTTP status, or the connection error).
+//!
 //! The API is blocking (the async client runs on a private single-threaded runtime), so callers
 //! stay ordinary synchronous code. A write is atomic either way: a local file is replaced by
 //! rename ([`petal_common::write_atomic`]); an object PUT becomes visible whole or not at all.
@@ -49,6 +67,78 @@ pub enum Error {
     /// The object or file does not exist.
     #[error("{0}: not found")]
     NotFound(String),
+}
+
+/// How hard a client retries a failing request (see the crate docs for the variables).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetrySettings {
+    /// Retries of one request.
+    pub max_retries: usize,
+    /// No retry starts later than this after the first attempt.
+    pub retry_timeout: std::time::Duration,
+    /// The first wait.
+    pub backoff_initial: std::time::Duration,
+    /// The longest wait.
+    pub backoff_max: std::time::Duration,
+}
+
+impl Default for RetrySettings {
+    /// `object_store`'s defaults.
+    fn default() -> Self {
+        let d = object_store::RetryConfig::default();
+        RetrySettings {
+            max_retries: d.max_retries,
+            retry_timeout: d.retry_timeout,
+            backoff_initial: d.backoff.init_backoff,
+            backoff_max: d.backoff.max_backoff,
+        }
+    }
+}
+
+impl RetrySettings {
+    /// The defaults with the `PETAL_S3_*` variables `var` gives applied (an empty one counts as
+    /// unset); a variable that is set but not a number is an error naming it.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<RetrySettings, Error> {
+        let mut s = RetrySettings::default();
+        let num = |name: &str| -> Result<Option<f64>, Error> {
+            match var(name).filter(|v| !v.trim().is_empty()) {
+                None => Ok(None),
+                Some(v) => v
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite() && *x >= 0.0)
+                    .map(Some)
+                    .ok_or_else(|| Error::Url { url: name.to_string(), detail: format!("{v:?} is not a non-negative number") }),
+            }
+        };
+        if let Some(n) = num("PETAL_S3_MAX_RETRIES")? {
+            s.max_retries = n as usize;
+        }
+        if let Some(x) = num("PETAL_S3_RETRY_TIMEOUT_S")? {
+            s.retry_timeout = std::time::Duration::from_secs_f64(x);
+        }
+        if let Some(x) = num("PETAL_S3_BACKOFF_INITIAL_MS")? {
+            s.backoff_initial = std::time::Duration::from_secs_f64(x / 1e3);
+        }
+        if let Some(x) = num("PETAL_S3_BACKOFF_MAX_MS")? {
+            s.backoff_max = std::time::Duration::from_secs_f64(x / 1e3);
+        }
+        Ok(s)
+    }
+
+    /// [`RetrySettings::from_vars`] of the process environment.
+    pub fn from_env() -> Result<RetrySettings, Error> {
+        RetrySettings::from_vars(|k| std::env::var(k).ok())
+    }
+
+    fn config(&self) -> object_store::RetryConfig {
+        object_store::RetryConfig {
+            backoff: object_store::BackoffConfig { init_backoff: self.backoff_initial, max_backoff: self.backoff_max, base: 2.0 },
+            max_retries: self.max_retries,
+            retry_timeout: self.retry_timeout,
+        }
+    }
 }
 
 /// A file or object (or a folder/prefix of them).
@@ -114,11 +204,9 @@ impl Location {
             if bucket.is_empty() {
                 return Err(bad("no bucket name"));
             }
-            let store = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).build().map_err(|e| Error::Remote {
-                url: text.to_string(),
-                action: "configuring the S3 client",
-                source: e,
-            })?;
+            let retry = RetrySettings::from_env()?;
+            let builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket).with_retry(retry.config());
+            let store = builder.build().map_err(|e| Error::Remote { url: text.to_string(), action: "configuring the S3 client", source: e })?;
             return Ok(Location::Remote(Remote { store: Arc::new(store), base: format!("s3://{bucket}"), key: key.to_string() }));
         }
         if text.contains("://") {
@@ -259,6 +347,31 @@ fn list_local(root: &Path) -> Result<Vec<(String, Location)>, Error> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::RetrySettings;
+    use std::time::Duration;
+
+    #[test]
+    fn retry_settings_default_to_object_stores_and_read_their_variables() {
+        let none = RetrySettings::from_vars(|_| None).expect("defaults");
+        assert_eq!((none.max_retries, none.retry_timeout), (10, Duration::from_secs(180)));
+        assert_eq!((none.backoff_initial, none.backoff_max), (Duration::from_millis(100), Duration::from_secs(15)));
+        let vars = |k: &str| match k {
+            "PETAL_S3_MAX_RETRIES" => Some("3".to_string()),
+            "PETAL_S3_RETRY_TIMEOUT_S" => Some("7.5".to_string()),
+            "PETAL_S3_BACKOFF_INITIAL_MS" => Some("20".to_string()),
+            "PETAL_S3_BACKOFF_MAX_MS" => Some(" ".to_string()),
+            _ => None,
+        };
+        let set = RetrySettings::from_vars(vars).expect("set");
+        assert_eq!((set.max_retries, set.retry_timeout, set.backoff_initial), (3, Duration::from_millis(7500), Duration::from_millis(20)));
+        assert_eq!(set.backoff_max, none.backoff_max, "an empty variable counts as unset");
+        let bad = RetrySettings::from_vars(|k| (k == "PETAL_S3_MAX_RETRIES").then(|| "many".to_string())).expect_err("not a number");
+        assert!(bad.to_string().contains("PETAL_S3_MAX_RETRIES") && bad.to_string().contains("many"), "{bad}");
+    }
 }
 
 #[cfg(test)]
