@@ -45,6 +45,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
+#[path = "harness/mod.rs"]
+mod harness;
+use harness::{free_port, percentile, start_petal, wait_ready, Inputs};
+
 struct Args {
     json: bool,
     smoke: bool,
@@ -112,58 +116,6 @@ fn parse() -> Result<Args, String> {
         return Err("--rounds must be at least 1".into());
     }
     Ok(a)
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn cargo(args: &[&str]) -> Result<(), String> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let ok = Command::new(cargo).current_dir(root()).args(args).stdout(Stdio::null()).status().map_err(|e| e.to_string())?;
-    ok.success().then_some(()).ok_or(format!("cargo {args:?} failed"))
-}
-
-/// Up to 32 JPEG files of the `train/` split of the image folder `data`.
-fn images(data: &Path) -> Result<Vec<Vec<u8>>, String> {
-    let train = data.join("train");
-    let mut files = Vec::new();
-    for class in std::fs::read_dir(&train).map_err(|e| format!("{}: {e}", train.display()))?.flatten() {
-        for f in std::fs::read_dir(class.path()).into_iter().flatten().flatten() {
-            files.push(f.path());
-        }
-    }
-    files.sort();
-    files.into_iter().step_by(7).take(32).map(|p| std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))).collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(18080)
-}
-
-/// Peak resident set of a process, in MB (VmHWM).
-fn peak_rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
-    kb.unwrap_or(0.0) / 1024.0
-}
-
-async fn wait_ready(client: &reqwest::Client, url: &str) -> Result<(), String> {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(300) {
-        if client.get(url).send().await.is_ok_and(|r| r.status().is_success()) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err(format!("{url} never answered"))
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
 }
 
 /// Closed loop: `clients` tasks send requests back to back until `total` are done or the time cap.
@@ -251,16 +203,6 @@ async fn overload(client: &reqwest::Client, url: &str, imgs: &Arc<Vec<Vec<u8>>>,
     .as_object()
     .cloned()
     .unwrap_or_default()
-}
-
-/// Starts `petal serve` on `ckpt` at 127.0.0.1:`port` with `flags` and nothing else; returns the
-/// process and its command line (as it would be typed, the checkpoint as given).
-fn start_petal(petal: &Path, ckpt: &Path, port: u16, flags: &[String]) -> Result<(Child, String), String> {
-    let spec = format!("flowers={}", ckpt.display());
-    let addr = format!("127.0.0.1:{port}");
-    let args: Vec<String> = ["serve", "--checkpoint", &spec, "--addr", &addr].iter().map(|s| s.to_string()).chain(flags.iter().cloned()).collect();
-    let child = Command::new(petal).args(&args).stderr(Stdio::null()).spawn().map_err(|e| format!("{}: {e}", petal.display()))?;
-    Ok((child, format!("{} {}", petal.display(), args.join(" "))))
 }
 
 fn on_path(program: &str) -> bool {
@@ -374,7 +316,7 @@ async fn measure(client: &reqwest::Client, sides: &mut [Side], imgs: &Arc<Vec<Ve
                 let k = format!("c{c}_errors");
                 m.insert(k.clone(), json!(side.rounds.iter().filter_map(|r| r.get(&k).and_then(Value::as_u64)).sum::<u64>()));
             }
-            m.insert("rss_mb".into(), json!(peak_rss_mb(side.child.id())));
+            m.insert("rss_mb".into(), json!(harness::proc_status(side.child.id(), "VmHWM") / 1024.0));
             m.insert("rounds".into(), Value::Array(side.rounds.iter().cloned().map(Value::Object).collect()));
             m
         })
@@ -382,78 +324,8 @@ async fn measure(client: &reqwest::Client, sides: &mut [Side], imgs: &Arc<Vec<Ve
 }
 
 /// A sibling program of this example's binary: `bench_predict` beside it, `petal` one folder up.
-fn sibling(rel: &str) -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let dir = exe.parent().ok_or("no folder for the running example")?;
-    Ok(dir.join(rel))
-}
-
-/// The checkpoint, the images and the `petal` binary of a run; `_tmp` holds what a smoke run generated.
-struct Inputs {
-    ckpt: PathBuf,
-    imgs: Vec<Vec<u8>>,
-    petal: PathBuf,
-    _tmp: Option<tempfile::TempDir>,
-}
-
-fn inputs(a: &Args) -> Result<Inputs, String> {
-    if a.smoke {
-        let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let data = tmp.path().join("data");
-        benchkit::image_folder(&data, 3, &[("train", 4)], 96, 96).map_err(|e| e.to_string())?;
-        let ckpt = tmp.path().join("smoke.safetensors");
-        let ok = Command::new(sibling("bench_predict")?)
-            .arg("--save-checkpoint")
-            .arg(&ckpt)
-            .arg("--data")
-            .arg(&data)
-            .arg("--smoke")
-            .stdout(Stdio::null())
-            .status()
-            .map_err(|e| format!("bench_predict: {e}"))?;
-        ok.success().then_some(()).ok_or("bench_predict --save-checkpoint failed")?;
-        let petal = sibling(&format!("../petal{}", std::env::consts::EXE_SUFFIX))?;
-        return Ok(Inputs { ckpt, imgs: images(&data)?, petal, _tmp: Some(tmp) });
-    }
-    let data = a.data.join("flowers102-mini");
-    if let (Some(ckpt), Some(petal)) = (&a.checkpoint, &a.petal) {
-        return Ok(Inputs { ckpt: ckpt.clone(), imgs: images(&data)?, petal: petal.clone(), _tmp: None });
-    }
-    let ckpt = root().join("target/bench/predict-lite0.safetensors");
-    if !ckpt.exists() {
-        eprintln!("bench_serve: building {} with the predict suite's example", ckpt.display());
-        let d = data.display().to_string();
-        cargo(&[
-            "run",
-            "--release",
-            "--quiet",
-            "-p",
-            "infer",
-            "--example",
-            "bench_predict",
-            "--",
-            "--runs",
-            "1",
-            "--images",
-            "8",
-            "--batch",
-            "8",
-            "--data",
-            &d,
-        ])?;
-    }
-    let petal = match &a.petal {
-        Some(p) => p.clone(),
-        None => {
-            cargo(&["build", "--release", "--quiet", "-p", "petal"])?;
-            root().join("target/release/petal")
-        }
-    };
-    Ok(Inputs { ckpt, imgs: images(&data)?, petal, _tmp: None })
-}
-
 async fn run(a: Args) -> Result<Value, String> {
-    let inp = inputs(&a)?;
+    let inp = harness::inputs(a.smoke, &a.data, a.checkpoint.as_deref(), a.petal.as_deref())?;
     let (ckpt, imgs) = (&inp.ckpt, Arc::new(inp.imgs.clone()));
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build().map_err(|e| e.to_string())?;
 
@@ -469,7 +341,7 @@ async fn run(a: Args) -> Result<Value, String> {
     if let Some(py) = &a.python {
         let port = free_port();
         let child = Command::new(py)
-            .current_dir(root())
+            .current_dir(harness::root())
             .args(["bench/serve_pytorch.py", "--port", &port.to_string()])
             .arg("--petal-checkpoint")
             .arg(ckpt)
@@ -501,25 +373,5 @@ async fn run(a: Args) -> Result<Value, String> {
 }
 
 fn main() {
-    let a = match parse() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("bench_serve: {e}");
-            std::process::exit(2);
-        }
-    };
-    let json_out = a.json;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
-    match rt.block_on(run(a)) {
-        Ok(v) => {
-            eprintln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-            if json_out {
-                println!("{v}");
-            }
-        }
-        Err(e) => {
-            eprintln!("bench_serve: {e}");
-            std::process::exit(1);
-        }
-    }
+    harness::main_of("bench_serve", parse, |a| a.json, run);
 }

@@ -147,6 +147,34 @@ impl Server {
         &self.state.warnings
     }
 
+    /// Serves one connection in memory, with no socket: the client sends `raw` and closes its side,
+    /// and the connection goes through what a connection from 127.0.0.1 goes through (the HTTP
+    /// settings and header limits, the router, authentication, per-client limits, body and
+    /// multipart parsing, decoding, the batcher). Returns every byte the server wrote. For tests
+    /// and the request front end's fuzz target (`crates/fuzz`).
+    pub async fn serve_bytes(&self, raw: &[u8]) -> Vec<u8> {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let app = self.app.clone();
+        let peer = SocketAddr::from(([127, 0, 0, 1], 9));
+        let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(Peer(peer));
+            app.clone().oneshot(req)
+        });
+        let conn = self.http.serve_connection(TokioIo::new(server), svc);
+        let (mut rd, mut wr) = tokio::io::split(client);
+        let send = async move {
+            let _ = wr.write_all(raw).await;
+            let _ = wr.shutdown().await;
+        };
+        let receive = async move {
+            let mut out = Vec::new();
+            let _ = rd.read_to_end(&mut out).await;
+            out
+        };
+        let (_, _, out) = tokio::join!(conn, send, receive);
+        out
+    }
+
     /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish
     /// (up to the drain timeout) and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Drained {
