@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 mod atomic;
+pub mod disk;
 pub mod lock;
 pub mod onnxruntime;
 pub mod parts;

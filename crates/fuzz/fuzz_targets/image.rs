@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 const MAX_PIXELS: u64 = 4_000_000;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = preprocess::sniff(data);
+    let _ = preprocess::decode::sniff(data);
     let limits = preprocess::DecodeLimits { max_pixels: MAX_PIXELS };
     if let Ok(img) = preprocess::decode_rgb_bytes(data, std::path::Path::new("fuzz-input"), &limits) {
         assert!(u64::from(img.width()) * u64::from(img.height()) <= MAX_PIXELS, "{}x{} passed the limit", img.width(), img.height());

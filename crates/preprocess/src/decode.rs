@@ -192,6 +192,9 @@ pub fn decode_rgb_bytes(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Res
         }
         Format::Gif => gif_first_frame(bytes, path, limits),
         _ => {
+            if format == Format::Png {
+                png_check_palette(bytes).map_err(|d| Error::bad(path, Problem::Corrupt, d))?;
+            }
             let mut r = image::ImageReader::new(Cursor::new(bytes));
             r.set_format(to_image_format(format));
             let mut lim = image::Limits::default();
@@ -200,10 +203,34 @@ pub fn decode_rgb_bytes(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Res
             // RGBA16 output plus decoder working memory.
             lim.max_alloc = Some(limits.max_pixels.saturating_mul(8).max(64 << 20));
             r.limits(lim);
-            let img = r.decode().map_err(|e| image_error(path, e))?;
+            // A decoder crate that panics on a crafted file (the fuzzer found one in png 0.18:
+            // see `png_check_palette`) must not take the process down: the file is corrupt.
+            let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.decode()))
+                .map_err(|_| Error::bad(path, Problem::Corrupt, "the image decoder failed on this file"))?;
+            let img = decoded.map_err(|e| image_error(path, e))?;
             Ok(pil_rgb(img))
         }
     }
+}
+
+/// A PNG's `PLTE` chunk must hold 1 to 256 RGB triples (a multiple of 3 bytes, at most 768): the
+/// png crate (0.18.1) panics on one that does not (found by the `image` fuzz target,
+/// `crates/preprocess/tests/fixtures/fuzz/`). Walks the chunks up to `IDAT`; a file cut short is
+/// left to the decoder.
+fn png_check_palette(bytes: &[u8]) -> Result<(), String> {
+    let mut at = 8;
+    while let Some(head) = bytes.get(at..at + 8) {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        match &head[4..8] {
+            b"PLTE" if len == 0 || !len.is_multiple_of(3) || len > 768 => {
+                return Err(format!("its PLTE chunk holds {len} bytes, not 1 to 256 RGB entries (a multiple of 3, at most 768)"))
+            }
+            b"IDAT" | b"IEND" => return Ok(()),
+            _ => {}
+        }
+        at = at.saturating_add(12).saturating_add(len);
+    }
+    Ok(())
 }
 
 fn rgb_image(path: &Path, w: u32, h: u32, rgb: Vec<u8>) -> Result<RgbImage, Error> {

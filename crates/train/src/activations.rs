@@ -302,7 +302,7 @@ impl Extractor<'_> {
         let missing: Vec<&Planned> = plan.iter().filter(|p| !p.path.exists()).collect();
         let missing_bytes = missing.iter().map(|p| size(p)).sum();
         let largest_bytes = missing.iter().map(|p| size(p)).max().unwrap_or(0);
-        let free_bytes = free_disk_bytes(self.cache_dir);
+        let free_bytes = petal_common::disk::free_bytes(self.cache_dir);
         let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
         let images: usize = plan.iter().map(|p| p.images).sum();
         let msg = format!(
@@ -402,23 +402,6 @@ impl Extractor<'_> {
     }
 }
 
-/// Free bytes for an unprivileged user on the file system holding `dir` (`None` when unknown).
-#[cfg(unix)]
-pub fn free_disk_bytes(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs only writes into the zeroed struct we own; the path is a valid C string.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut s) };
-    (rc == 0).then(|| s.f_bavail as u64 * s.f_frsize as u64)
-}
-
-/// Free bytes on the file system holding `dir` (unknown on this platform).
-#[cfg(not(unix))]
-pub fn free_disk_bytes(_dir: &Path) -> Option<u64> {
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,11 +429,5 @@ mod tests {
         assert!(ActivationCache::open(&path, &key).expect_err("damaged").to_string().contains("checksum"));
         std::fs::write(&path, &bytes[..last]).expect("truncate");
         assert!(ActivationCache::open(&path, &key).expect_err("torn").to_string().contains("torn"));
-    }
-
-    #[test]
-    fn free_disk_is_known_here() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        assert!(free_disk_bytes(dir.path()).is_some_and(|b| b > 0));
     }
 }

@@ -117,6 +117,21 @@ fn bad_truncated_jpeg() {
     );
 }
 
+/// A PNG whose palette is not RGB triples (239 bytes), found by the `image` fuzz target
+/// (`crates/fuzz`): the png crate panics on it; petal refuses it as corrupt, naming the file and
+/// the chunk, from a file and from bytes.
+#[test]
+fn a_png_palette_of_broken_triples_is_refused_not_a_panic() {
+    let p = fixtures().join("fuzz/png_plte_not_rgb_triples.png");
+    let err = preprocess::decode_rgb(&p).expect_err("a corrupt palette");
+    assert_eq!(err.bad_input().map(|b| b.problem), Some(Problem::Corrupt), "{err}");
+    assert!(err.to_string().contains(&p.display().to_string()) && err.to_string().contains("PLTE chunk holds 239 bytes"), "{err}");
+    let bytes = std::fs::read(&p).expect("fixture");
+    let limits = preprocess::DecodeLimits::default();
+    let from_bytes = preprocess::decode_rgb_bytes(&bytes, Path::new("upload.png"), &limits).expect_err("the same from bytes");
+    assert!(from_bytes.to_string().contains("upload.png"), "{from_bytes}");
+}
+
 #[test]
 fn bad_zero_byte_file() {
     check_bad(
