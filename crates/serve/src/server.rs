@@ -147,11 +147,12 @@ impl Server {
         &self.state.warnings
     }
 
-    /// Serves one connection in memory, with no socket: the client sends `raw` and closes its side,
-    /// and the connection goes through what a connection from 127.0.0.1 goes through (the HTTP
-    /// settings and header limits, the router, authentication, per-client limits, body and
-    /// multipart parsing, decoding, the batcher). Returns every byte the server wrote. For tests
-    /// and the request front end's fuzz target (`crates/fuzz`).
+    /// Serves one connection in memory, with no socket: the client sends `raw` and closes its
+    /// sending side, and the connection goes through what a connection from 127.0.0.1 goes through
+    /// (the HTTP settings and header limits, the router, authentication, per-client limits, body and
+    /// multipart parsing, decoding, the batcher), every request in `raw` answered in turn. Returns
+    /// every byte the server wrote. For tests and the request front end's fuzz target
+    /// (`crates/fuzz`).
     pub async fn serve_bytes(&self, raw: &[u8]) -> Vec<u8> {
         let (client, server) = tokio::io::duplex(64 * 1024);
         let app = self.app.clone();
@@ -160,7 +161,10 @@ impl Server {
             req.extensions_mut().insert(Peer(peer));
             app.clone().oneshot(req)
         });
-        let conn = self.http.serve_connection(TokioIo::new(server), svc);
+        // The client half-closes once it has sent `raw`; every request in it is still answered.
+        let mut http = self.http.clone();
+        http.half_close(true);
+        let conn = http.serve_connection(TokioIo::new(server), svc);
         let (mut rd, mut wr) = tokio::io::split(client);
         let send = async move {
             let _ = wr.write_all(raw).await;

@@ -281,3 +281,31 @@ fn header_and_connection_limits() {
     drop(held);
     wait_until("a connection is served again", || get(srv.addr, "/healthz").status == 200);
 }
+
+/// `Server::serve_bytes` (what the front end's fuzz target drives) answers a connection's bytes as a
+/// socket connection is answered: health, a prediction from a real network, two requests on one
+/// kept-alive connection, and a head over the limit (431).
+#[test]
+fn a_connection_served_in_memory_answers_as_over_a_socket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = tiny_backend(dir.path(), "flowers", 1);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let server = rt.block_on(serve::Server::bind(&args(|a| a.max_batch = 1), vec![backend])).expect("bind");
+    let serve = |bytes: Vec<u8>| parse(&rt.block_on(server.serve_bytes(&bytes)));
+    let health = serve(request_bytes("GET", "/healthz", &[], b""));
+    assert_eq!((health.status, health.json()["status"].as_str()), (200, Some("ok")));
+    let predicted = serve(request_bytes("POST", PREDICT, &[("Content-Type", "image/png")], &png(3)));
+    assert_eq!(predicted.status, 200, "{}", predicted.text());
+    assert!(predicted.json()["predictions"][0]["top"].as_array().is_some_and(|t| !t.is_empty()), "{}", predicted.text());
+    let mut two = String::from_utf8(request_bytes("GET", "/healthz", &[], b""))
+        .expect("ascii")
+        .replace("Connection: close", "Connection: keep-alive")
+        .into_bytes();
+    two.extend(request_bytes("POST", PREDICT, &[("Content-Type", "image/png")], &png(3)));
+    let out = rt.block_on(server.serve_bytes(&two));
+    let second = out.windows(9).rposition(|w| w == b"HTTP/1.1 ").expect("answers");
+    assert!(second > 0 && parse(&out[..second]).status == 200, "{}", String::from_utf8_lossy(&out));
+    assert_eq!(parse(&out[second..]).status, 200, "{}", String::from_utf8_lossy(&out));
+    let huge = serve(request_bytes("GET", "/healthz", &[("X-Padding", &"p".repeat(20_000))], b""));
+    assert_eq!(huge.status, 431, "{}", huge.text());
+}
