@@ -82,6 +82,8 @@ fn check_lists_parse_ids_and_ignore_comments() {
     assert!(required.len() >= 4, "{required:?}");
     for id in &required {
         let krate = id.split('/').next().unwrap_or_default();
-        assert!(krate == "petal" || testkit::workspace_root().join("crates").join(krate).is_dir(), "{id}: no crate {krate}");
+        let root = testkit::workspace_root();
+        let exists = krate == "petal" || root.join("crates").join(krate).is_dir() || (krate == "xtask" && root.join("xtask").is_dir());
+        assert!(exists, "{id}: no crate {krate}");
     }
 }
