@@ -13,15 +13,22 @@ fn petal() -> Command {
 
 /// A tiny random DenseNet classifier checkpoint with 3 named classes.
 fn tiny_checkpoint(dir: &Path) -> std::path::PathBuf {
-    tiny_checkpoint_named(dir, "tiny.safetensors")
+    tiny_checkpoint_named(dir, "tiny.safetensors", None)
 }
 
-/// [`tiny_checkpoint`] at `dir/name` (each call draws other random weights).
-fn tiny_checkpoint_named(dir: &Path, name: &str) -> std::path::PathBuf {
+/// [`tiny_checkpoint`] at `dir/name`. Each call draws other random weights, unless another test
+/// thread reseeded libtorch's generator to the same state in between (training tests do): a test
+/// that needs two checkpoints to answer differently sets the last layer's bias with `last_bias`.
+fn tiny_checkpoint_named(dir: &Path, name: &str, last_bias: Option<[f32; 3]>) -> std::path::PathBuf {
     let arch = Arch::DenseNet(DenseNetConfig { growth_rate: 4, block_config: vec![2, 2], num_init_features: 8, bn_size: 2, drop_rate: 0.0 });
     let head = HeadConfig { hidden: vec![8], ..Default::default() };
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     Classifier::new(&vs.root(), &arch, &head, 3).expect("classifier");
+    if let Some(bias) = last_bias {
+        let mut vars = vs.variables();
+        let b = vars.get_mut("classifier.3.bias").expect("the head's last bias");
+        tch::no_grad(|| b.copy_(&tch::Tensor::from_slice(&bias)));
+    }
     let meta = Metadata {
         arch: arch.name().into(),
         arch_config: serde_json::to_value(&arch).unwrap(),
@@ -121,7 +128,11 @@ fn export_bad_input_is_a_clear_error() {
 #[test]
 fn concurrent_exports_to_one_file_leave_a_file_and_sidecar_of_the_same_export() {
     let dir = tempfile::tempdir().unwrap();
-    let ckpts = [tiny_checkpoint_named(dir.path(), "a.safetensors"), tiny_checkpoint_named(dir.path(), "b.safetensors")];
+    // Last biases far apart: the two answer differently whatever the random draws were.
+    let ckpts = [
+        tiny_checkpoint_named(dir.path(), "a.safetensors", Some([2.0, 0.0, -2.0])),
+        tiny_checkpoint_named(dir.path(), "b.safetensors", Some([-2.0, 0.0, 2.0])),
+    ];
     let out = dir.path().join("model.onnx");
     // Six real processes, two checkpoints, one output, all at once.
     let mut running: Vec<std::process::Child> = (0..6)
