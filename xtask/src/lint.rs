@@ -3,8 +3,9 @@
 //! Checks, all run even when an earlier one fails, then one summary saying what to fix:
 //! 1. `cargo fmt --all --check` (rustfmt.toml);
 //! 2. tidy: every library crate (`crates/*/src/lib.rs`) declares `#![warn(missing_docs)]` or
-//!    `#![deny(missing_docs)]`, every README snippet equals the example region it mirrors, and
-//!    `deploy/Containerfile` builds with README's "Container image" commands;
+//!    `#![deny(missing_docs)]`, every snippet of README.md and the guides under `docs/` equals the
+//!    example region it mirrors, and `deploy/Containerfile` builds with the "Container image"
+//!    section's commands;
 //! 3. `cargo clippy --workspace --all-targets -- -D warnings` (missing docs included: they are
 //!    rustc warnings);
 //! 4. `cargo doc --workspace --no-deps` with `RUSTDOCFLAGS=-D warnings` (broken doc links,
@@ -162,25 +163,52 @@ fn declares_missing_docs(lib_rs: &str) -> bool {
 /// The marker before a README code block that mirrors part of a file.
 const SNIPPET_MARKER: &str = "<!-- snippet: ";
 
-/// Checks (or, with `fix`, rewrites) every README code block announced by
-/// `<!-- snippet: PATH -->`: its content must equal the lines of PATH between `// README:begin`
-/// and `// README:end`, minus their common indentation. So the snippets are code that compiles
-/// (the examples are built by `cargo test` and clippy).
-fn readme_snippets(root: &Path, fix: bool) -> Result<Vec<String>> {
-    let readme = root.join("README.md");
-    let text = std::fs::read_to_string(&readme).with_context(|| format!("could not read {}", readme.display()))?;
-    let (fixed, problems) = check_snippets(&text, |path| std::fs::read_to_string(root.join(path)).ok());
-    // Rewrite only when every problem is a stale snippet (never around a malformed block).
-    if fix && fixed != text && problems.iter().all(|p| p.contains("differs from")) {
-        std::fs::write(&readme, &fixed).with_context(|| format!("could not write {}", readme.display()))?;
-        eprintln!("lint: README.md snippets rewritten from the examples");
-        return Ok(Vec::new());
+/// The Markdown files whose snippets and sections the tidy checks read: README.md and every
+/// `.md` file under `docs/` (the guides), in a fixed order.
+fn doc_files(root: &Path) -> Result<Vec<std::path::PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> Result<()> {
+        let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+        for e in entries {
+            let path = e.with_context(|| format!("could not list {}", dir.display()))?.path();
+            if path.is_dir() {
+                walk(&path, out)?;
+            } else if path.extension().is_some_and(|x| x == "md") {
+                out.push(path);
+            }
+        }
+        Ok(())
     }
-    Ok(problems)
+    let mut docs = Vec::new();
+    walk(&root.join("docs"), &mut docs)?;
+    docs.sort();
+    let mut files = vec![root.join("README.md")];
+    files.extend(docs);
+    Ok(files)
+}
+
+/// Checks (or, with `fix`, rewrites) every code block of README.md and the guides under `docs/`
+/// announced by `<!-- snippet: PATH -->`: its content must equal the lines of PATH between
+/// `// README:begin` and `// README:end`, minus their common indentation. So the snippets are code
+/// that compiles (the examples are built by `cargo test` and clippy).
+fn readme_snippets(root: &Path, fix: bool) -> Result<Vec<String>> {
+    let mut all = Vec::new();
+    for file in doc_files(root)? {
+        let name = rel(root, &file);
+        let text = std::fs::read_to_string(&file).with_context(|| format!("could not read {}", file.display()))?;
+        let (fixed, problems) = check_snippets(&text, &name, |path| std::fs::read_to_string(root.join(path)).ok());
+        // Rewrite only when every problem is a stale snippet (never around a malformed block).
+        if fix && fixed != text && problems.iter().all(|p| p.contains("differs from")) {
+            std::fs::write(&file, &fixed).with_context(|| format!("could not write {}", file.display()))?;
+            eprintln!("lint: {name} snippets rewritten from the examples");
+            continue;
+        }
+        all.extend(problems);
+    }
+    Ok(all)
 }
 
 /// Returns the README with every snippet replaced by its source region, and the problems found.
-fn check_snippets(readme: &str, read: impl Fn(&str) -> Option<String>) -> (String, Vec<String>) {
+fn check_snippets(readme: &str, name: &str, read: impl Fn(&str) -> Option<String>) -> (String, Vec<String>) {
     let lines: Vec<&str> = readme.lines().collect();
     let mut out: Vec<String> = Vec::with_capacity(lines.len());
     let mut problems = Vec::new();
@@ -191,7 +219,7 @@ fn check_snippets(readme: &str, read: impl Fn(&str) -> Option<String>) -> (Strin
             i += 1;
             continue;
         };
-        let at = format!("README.md line {}", i + 1);
+        let at = format!("{name} line {}", i + 1);
         i += 1;
         if !lines.get(i).is_some_and(|l| l.trim_start().starts_with("```")) {
             problems.push(format!("{at}: `{SNIPPET_MARKER}{path} -->` must be followed by a ``` code block"));
@@ -210,7 +238,7 @@ fn check_snippets(readme: &str, read: impl Fn(&str) -> Option<String>) -> (Strin
                 if want != block {
                     problems.push(format!(
                         "{at}: the snippet differs from {path} (its `// README:begin` … `// README:end` region); \
-                         run `cargo xtask lint --fix` to copy the example into README.md"
+                         run `cargo xtask lint --fix` to copy the example into {name}"
                     ));
                 }
                 out.extend(want.lines().map(str::to_string));
@@ -238,26 +266,52 @@ fn region(src: &str) -> Option<String> {
     Some(body.iter().map(|l| if l.trim().is_empty() { "" } else { &l[indent..] }).collect::<Vec<_>>().join("\n"))
 }
 
-/// `deploy/Containerfile`'s `RUN cargo …` lines must be the commands of README's "Container image"
-/// section, in the same order: the image is built the way the README says.
+/// `deploy/Containerfile`'s `RUN cargo …` lines must be the commands of the "Container image"
+/// section (README.md or a guide under `docs/`), in the same order: the image is built the way the
+/// documentation says.
 fn container_commands(root: &Path) -> Result<Vec<String>> {
     let file = root.join("deploy/Containerfile");
     let containerfile = std::fs::read_to_string(&file).with_context(|| format!("could not read {}", file.display()))?;
-    let readme = std::fs::read_to_string(root.join("README.md")).context("could not read README.md")?;
-    Ok(check_container_commands(&containerfile, &readme))
+    for doc in doc_files(root)? {
+        let text = std::fs::read_to_string(&doc).with_context(|| format!("could not read {}", doc.display()))?;
+        if let Some(section) = section(&text, "Container image") {
+            return Ok(check_container_commands(&containerfile, &section, &rel(root, &doc)));
+        }
+    }
+    Ok(vec!["no README.md or docs/ page has a \"Container image\" section: document the commands deploy/Containerfile builds with".into()])
 }
 
-fn check_container_commands(containerfile: &str, readme: &str) -> Vec<String> {
+/// The lines under the first heading containing `title`, up to the next heading of the same or a
+/// higher level (`#` lines inside code blocks are not headings).
+fn section(markdown: &str, title: &str) -> Option<String> {
+    let mut in_code = false;
+    let mut level = None;
+    let mut out = Vec::new();
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+        }
+        let heading = (!in_code && line.starts_with('#')).then(|| line.chars().take_while(|&c| c == '#').count());
+        match (level, heading) {
+            (None, Some(_)) if line.contains(title) => level = heading,
+            (Some(l), Some(h)) if h <= l => break,
+            (Some(_), _) => out.push(line),
+            _ => {}
+        }
+    }
+    level.map(|_| out.join("\n"))
+}
+
+fn check_container_commands(containerfile: &str, section: &str, doc: &str) -> Vec<String> {
     let built: Vec<&str> =
         containerfile.lines().filter_map(|l| l.trim().strip_prefix("RUN ")).map(str::trim).filter(|c| c.starts_with("cargo ")).collect();
-    let section = readme.split("\n## Container image").nth(1).and_then(|rest| rest.split("\n## ").next()).unwrap_or("");
     let documented: Vec<&str> = section.lines().map(str::trim).filter(|l| l.starts_with("cargo ")).collect();
     if built.is_empty() {
-        return vec!["deploy/Containerfile runs no `cargo` command: its build stage must run README's \"Container image\" commands".into()];
+        return vec![format!("deploy/Containerfile runs no `cargo` command: its build stage must run {doc}'s \"Container image\" commands")];
     }
     if built != documented {
         return vec![format!(
-            "deploy/Containerfile builds with {built:?} but README's \"Container image\" section documents {documented:?}: make them the same"
+            "deploy/Containerfile builds with {built:?} but {doc}'s \"Container image\" section documents {documented:?}: make them the same"
         )];
     }
     Vec::new()
@@ -298,11 +352,18 @@ mod tests {
     #[test]
     fn container_build_commands_must_be_the_readmes() {
         let cf = "FROM x AS build\nRUN cargo xtask setup\nRUN cargo build --release --bin petal\nRUN cp a b\n";
-        let readme = "# p\n## Container image\n```sh\ncargo xtask setup\ncargo build --release --bin petal\n```\n## Next\ncargo other\n";
-        assert!(check_container_commands(cf, readme).is_empty());
-        let drifted = readme.replace("--release --bin petal", "--bin petal");
-        assert_eq!(check_container_commands(cf, &drifted).len(), 1);
-        assert_eq!(check_container_commands("FROM x\n", readme).len(), 1);
+        // The section ends at the next heading of its level, not at a `#` comment in a code block.
+        let readme = "# p\n## Container image\n```sh\n# build\ncargo xtask setup\ncargo build --release --bin petal\n```\n### Run\ntext\n## Next\ncargo other\n";
+        let s = section(readme, "Container image").expect("found");
+        assert!(s.contains("### Run") && !s.contains("cargo other"), "{s}");
+        assert!(check_container_commands(cf, &s, "README.md").is_empty());
+        let drifted = s.replace("--release --bin petal", "--bin petal");
+        let problems = check_container_commands(cf, &drifted, "docs/container.md");
+        assert!(problems.len() == 1 && problems[0].contains("docs/container.md"), "{problems:?}");
+        assert_eq!(check_container_commands("FROM x\n", &s, "README.md").len(), 1);
+        // A guide whose title is the section: everything to the end.
+        assert_eq!(section("# Container image\n\n```sh\ncargo a\n```\n", "Container image").as_deref(), Some("\n```sh\ncargo a\n```"));
+        assert_eq!(section("# Other\n", "Container image"), None);
         let root = crate::repo_root();
         assert_eq!(container_commands(&root).expect("files"), Vec::<String>::new());
     }
@@ -317,23 +378,29 @@ mod tests {
     fn snippets_are_checked_and_fixed() {
         let read = |p: &str| (p == "ex.rs").then(|| EXAMPLE.to_string());
         let good = "# Use\n<!-- snippet: ex.rs -->\n```rust\nlet y = x + 1;\nif y > 1 {\n    println!(\"{y}\");\n}\n```\ntail\n";
-        let (fixed, problems) = check_snippets(good, read);
+        let (fixed, problems) = check_snippets(good, "docs/x.md", read);
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(fixed, good);
         let stale = "# Use\n<!-- snippet: ex.rs -->\n```rust\nlet y = x;\n```\ntail\n";
-        let (fixed, problems) = check_snippets(stale, read);
+        let (fixed, problems) = check_snippets(stale, "docs/x.md", read);
         assert_eq!(problems.len(), 1);
-        assert!(problems[0].contains("line 2") && problems[0].contains("differs from ex.rs") && problems[0].contains("--fix"), "{problems:?}");
+        assert!(
+            problems[0].contains("docs/x.md line 2") && problems[0].contains("differs from ex.rs") && problems[0].contains("--fix"),
+            "{problems:?}"
+        );
         assert_eq!(fixed, good);
-        let (_, problems) = check_snippets("<!-- snippet: gone.rs -->\n```rust\n```\n", read);
+        let (_, problems) = check_snippets("<!-- snippet: gone.rs -->\n```rust\n```\n", "README.md", read);
         assert!(problems[0].contains("gone.rs does not exist"), "{problems:?}");
-        let (_, problems) = check_snippets("<!-- snippet: ex.rs -->\ntext\n", read);
+        let (_, problems) = check_snippets("<!-- snippet: ex.rs -->\ntext\n", "README.md", read);
         assert!(problems[0].contains("must be followed by"), "{problems:?}");
     }
 
     #[test]
     fn readme_snippets_of_this_repository_match_their_examples() {
-        let problems = readme_snippets(&crate::repo_root(), false).expect("read README");
+        let root = crate::repo_root();
+        let files = doc_files(&root).expect("list the guides");
+        assert_eq!(files[0], root.join("README.md"));
+        let problems = readme_snippets(&root, false).expect("read README");
         assert!(problems.is_empty(), "{problems:?}");
     }
 }

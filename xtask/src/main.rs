@@ -12,6 +12,7 @@ mod download;
 mod libjpeg;
 mod libtorch;
 mod lint;
+mod mutants;
 mod onnxruntime;
 mod pypi;
 mod reference;
@@ -45,6 +46,9 @@ enum Cmd {
     /// The gates CI runs before the tests: rustfmt check, tidy (missing_docs on every library crate,
     /// README snippets), clippy with warnings denied, rustdoc with warnings denied.
     Lint(lint::LintArgs),
+    /// Mutation testing of one crate's hand-picked modules, by the command TESTING.md records
+    /// (cargo-mutants; shared settings in .cargo/mutants.toml).
+    Mutants(mutants::MutantsArgs),
     /// Run the benchmarks (release build) and, with --vs-pytorch, the Python references in the same run.
     Bench(bench::BenchArgs),
     /// Download pretrained ImageNet weights for an architecture and convert them into the project's format.
@@ -89,6 +93,7 @@ fn run() -> Result<()> {
         Cmd::Test(args) => testrun::run(args),
         Cmd::Lint(args) => lint::run(&args),
         Cmd::Bench(args) => bench::run(&args),
+        Cmd::Mutants(args) => mutants::run(&args),
         Cmd::FetchWeights(args) => weights::run(&args),
         Cmd::FetchData(args) => data::run(&args).map(|_| ()),
         Cmd::Pipeline { args } => data::pipeline(args),
