@@ -32,7 +32,7 @@ pub(crate) enum Cmd {
     ImportWeights(ImportArgs),
     /// Run preprocess → train → evaluate → predict from one config file.
     Pipeline(pipeline_cmd::PipelineArgs),
-    /// Serve checkpoints over HTTP: prediction API, upload page, metrics (see README "Serve").
+    /// Serve checkpoints over HTTP: prediction API, upload page, metrics (see docs/serve.md).
     Serve(serve::ServeArgs),
     /// Join the parts that the shards of `predict --shard` or `train --extract-only --shard` wrote
     /// into the one output (or caches) a single process writes.
@@ -50,11 +50,11 @@ pub(crate) enum Cmd {
         out: PathBuf,
     },
     /// Search training fields (grid or random, successive halving) on cached features; writes a
-    /// leaderboard, a plot and the best config (see README "Sweep").
+    /// leaderboard, a plot and the best config (see docs/accuracy.md, "Sweep").
     Sweep(sweep_cmd::SweepArgs),
     /// Quantize a checkpoint's backbone to int8 for onnxruntime: calibrate on training images,
     /// measure top-1 against float32 on the valid split, record both in the checkpoint; int8
-    /// becomes its default only when it loses at most --max-loss points (see README "int8").
+    /// becomes its default only when it loses at most --max-loss points (see docs/setup.md, "int8").
     Quantize(QuantizeArgs),
 }
 
@@ -147,7 +147,7 @@ pub(crate) struct TrainArgs {
     pub(crate) measure_tta: bool,
     /// Only compute the feature caches (frozen mode) or activation caches (partial mode) this
     /// training uses, then stop; with a shard (--shard, or the batch engine's environment), only
-    /// that shard's part of each, which `petal merge <cache-dir>` joins (README "Many machines").
+    /// that shard's part of each, which `petal merge <cache-dir>` joins (docs/sharding.md).
     #[arg(long)]
     pub(crate) extract_only: bool,
     #[command(flatten)]

@@ -90,7 +90,7 @@ fn concurrent_runs_compute_each_cache_once_and_agree() {
     }
 }
 
-/// The config at the top of README's pipeline section, as documented, with only its data pointed
+/// examples/pipeline.toml (docs/README.md, "The main job"), as documented, with only its data pointed
 /// at generated data and its length cut by flags: every other field of the file is honoured.
 #[test]
 fn the_documented_example_pipeline_config_runs_offline() {

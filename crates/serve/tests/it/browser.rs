@@ -5,8 +5,8 @@
 //!
 //! Needs `chromedriver` and `chromium` (Debian packages `chromium-driver`, `chromium`; `cargo xtask
 //! test` installs them). Without them the test skips through `testkit::skip` (`serve/browser/chromium`). `PETAL_BROWSER_CHECKPOINT`
-//! and `PETAL_BROWSER_IMAGE` replace the tiny generated checkpoint and picture (for README
-//! screenshots of a trained model).
+//! and `PETAL_BROWSER_IMAGE` replace the tiny generated checkpoint and picture (for the
+//! screenshot in docs/serve.md of a trained model).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
