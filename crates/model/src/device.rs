@@ -18,7 +18,7 @@ pub fn parse_device(s: &str) -> Result<Device, Error> {
         let count = tch::Cuda::device_count() as usize;
         if n >= count {
             return Err(Error::Config(format!(
-                "device {s} requested but libtorch sees {count} CUDA device(s); the libtorch from `cargo xtask setup` is CPU-only (see docs/setup.md, "GPU")"
+                "device {s} requested but libtorch sees {count} CUDA device(s); the libtorch from `cargo xtask setup` is CPU-only (see docs/setup.md, GPU)"
             )));
         }
     }
