@@ -12,18 +12,16 @@
 //!
 //! Payloads are opaque bytes: the caller encodes its own records. Nothing here knows tensors.
 //!
-//! # Chunk file layout (little-endian)
+//! # Chunk file layout
+//!
+//! A chunk file is a `petal_common::container` of magic `PETALCHK`, version
+//! [`CHUNK_FORMAT_VERSION`]: the container checks the lengths and the CRC-32s. Its body is the
+//! payload (summed whole); its meta block (little-endian) is:
 //!
 //! | bytes | field |
 //! |---|---|
-//! | 8 | magic `PETALCHK` |
-//! | 4 | [`CHUNK_FORMAT_VERSION`] |
 //! | 32 | SHA-256 of the store key (the provenance key plus `items` and `chunk_items`) |
 //! | 8, 8, 8 | chunk index, first item, end item (exclusive) |
-//! | 8 | payload length |
-//! | 4 | CRC-32 of the payload |
-//! | 4 | CRC-32 of the header bytes before it |
-//! | n | payload |
 //!
 //! Progress is reported as `tracing` events of this module's target (`checkpoint::chunks`) at
 //! `info`: how much an interrupted run left to reuse, and how much this run computed.
@@ -36,11 +34,14 @@ use std::sync::OnceLock;
 use sha2::{Digest, Sha256};
 
 use crate::Error;
+use petal_common::container::{self, le, Kind};
 
-/// Version of the chunk file layout.
-pub const CHUNK_FORMAT_VERSION: u32 = 1;
-const MAGIC: &[u8; 8] = b"PETALCHK";
-const HEADER: usize = 8 + 4 + 32 + 8 * 4 + 4 + 4;
+/// Version of the chunk file layout (2: the common container, `petal_common::container`).
+pub const CHUNK_FORMAT_VERSION: u32 = 2;
+/// A chunk file is a container of this kind: the body is the payload, checked whole; the meta
+/// block is the store's key digest (32 bytes), then the chunk's number, first item and end item
+/// (`u64` each).
+const KIND: Kind = Kind { magic: *b"PETALCHK", version: CHUNK_FORMAT_VERSION, name: "chunk file", body_crc: true };
 
 /// Test-only: after this many computed batches the process stops (sleeps until killed), so an
 /// end-to-end test can `kill -9` it at an exact point of its work. Never set it otherwise.
@@ -146,7 +147,7 @@ impl ChunkStore {
             let path = self.chunk_path(chunk);
             let payload = match std::fs::read(&path) {
                 Ok(bytes) => match self.check(chunk, &bytes) {
-                    Ok(()) => Some(bytes[HEADER..].to_vec()),
+                    Ok(payload) => Some(payload.to_vec()),
                     Err(why) => {
                         match why {
                             Unusable::Stale(d) => tracing::info!(file = %path.display(), "recomputing a chunk: {d}"),
@@ -177,53 +178,30 @@ impl ChunkStore {
         out
     }
 
-    fn check(&self, chunk: usize, b: &[u8]) -> Result<(), Unusable> {
-        if b.len() < HEADER {
-            return Err(Unusable::Damaged(format!("truncated: {} bytes, the header alone is {HEADER}", b.len())));
-        }
-        if &b[0..8] != MAGIC {
-            return Err(Unusable::Damaged("not a chunk file (bad magic)".into()));
-        }
-        let head_crc = u32_at(b, HEADER - 4);
-        if crc32fast::hash(&b[..HEADER - 4]) != head_crc {
-            return Err(Unusable::Damaged("header checksum mismatch".into()));
-        }
-        let version = u32_at(b, 8);
-        if version != CHUNK_FORMAT_VERSION {
-            return Err(Unusable::Stale(format!("chunk format version {version}, this build writes {CHUNK_FORMAT_VERSION}")));
-        }
-        if b[12..44] != self.key_digest {
+    /// The payload of chunk `chunk`'s file `b`, when the file is intact and belongs to this store.
+    fn check<'b>(&self, chunk: usize, b: &'b [u8]) -> Result<&'b [u8], Unusable> {
+        let parts =
+            container::open(b, &KIND).map_err(|e| if e.is_damage() { Unusable::Damaged(e.to_string()) } else { Unusable::Stale(e.to_string()) })?;
+        let mut meta = le::Reader::new(parts.meta);
+        if meta.bytes(32) != Some(&self.key_digest[..]) {
             return Err(Unusable::Stale("computed from other inputs or with another chunk size".into()));
         }
         let r = self.range(chunk);
-        if (u64_at(b, 44), u64_at(b, 52), u64_at(b, 60)) != (chunk as u64, r.start as u64, r.end as u64) {
+        if (meta.u64(), meta.u64(), meta.u64()) != (Some(chunk as u64), Some(r.start as u64), Some(r.end as u64)) {
             return Err(Unusable::Damaged("its header names another chunk".into()));
         }
-        let len = u64_at(b, 68);
-        if len != (b.len() - HEADER) as u64 {
-            return Err(Unusable::Damaged(format!("payload of {} bytes, header says {len}", b.len() - HEADER)));
-        }
-        if crc32fast::hash(&b[HEADER..]) != u32_at(b, 76) {
-            return Err(Unusable::Damaged("payload checksum mismatch".into()));
-        }
-        Ok(())
+        Ok(parts.body)
     }
 
     /// Writes chunk `chunk` durably and atomically: once this returns, a crash cannot lose it,
     /// and a crash before leaves no file that [`ChunkStore::load`] would read.
     pub fn save(&mut self, chunk: usize, payload: &[u8]) -> Result<(), Error> {
         let r = self.range(chunk);
-        let mut bytes = Vec::with_capacity(HEADER + payload.len());
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&CHUNK_FORMAT_VERSION.to_le_bytes());
-        bytes.extend_from_slice(&self.key_digest);
-        for v in [chunk as u64, r.start as u64, r.end as u64, payload.len() as u64] {
-            bytes.extend_from_slice(&v.to_le_bytes());
+        let mut meta = self.key_digest.to_vec();
+        for v in [chunk as u64, r.start as u64, r.end as u64] {
+            meta.extend_from_slice(&v.to_le_bytes());
         }
-        bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-        let head_crc = crc32fast::hash(&bytes);
-        bytes.extend_from_slice(&head_crc.to_le_bytes());
-        bytes.extend_from_slice(payload);
+        let bytes = container::to_vec(&KIND, payload, &meta);
         // Another process that finished the same result may have removed the folder.
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, "creating the chunk folder", e))?;
         let path = self.chunk_path(chunk);
@@ -292,16 +270,6 @@ pub fn test_halt_point() {
     }
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,8 +326,7 @@ mod tests {
         // temp file of a writer killed mid-write (it is never a chunk name).
         let p0 = s.chunk_path(0);
         let mut b = std::fs::read(&p0).expect("read");
-        let last = b.len() - 1;
-        b[last] ^= 1;
+        b[container::PREAMBLE] ^= 1;
         std::fs::write(&p0, &b).expect("write");
         let p1 = s.chunk_path(1);
         let b = std::fs::read(&p1).expect("read");

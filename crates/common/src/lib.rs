@@ -9,6 +9,8 @@
 //!   computed ([`FileLock`]);
 //! * [`progress`]: the events libraries report instead of printing;
 //! * [`onnxruntime`]: the onnxruntime release setup provisions and where binaries find it;
+//! * [`container`]: the one binary container format of the caches (magic, version, lengths,
+//!   checksums) and its little-endian reader;
 //! * [`file_id`]: the identity (path, size, mtime) of an input file, for cache keys and stamps.
 //!
 //! **Invariant:** no dependency on `tch` or on any stage crate, so `xtask` can use it.
@@ -16,6 +18,7 @@
 #![warn(missing_docs)]
 
 mod atomic;
+pub mod container;
 pub mod disk;
 pub mod lock;
 pub mod onnxruntime;

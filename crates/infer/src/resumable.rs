@@ -97,7 +97,7 @@ impl Predictor {
     /// The predictions of one chunk's `paths`, or `None` (with a warning) when the payload does
     /// not fit them or this checkpoint's classes.
     fn decode(&self, bytes: &[u8], paths: &[PathBuf], k: usize) -> Option<Vec<Prediction>> {
-        let word = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        let word = |at: usize| petal_common::container::le::u32_at(bytes, at).map(|w| w as usize);
         let (rows, kk) = (word(0)?, word(4)?);
         let fits = rows == paths.len() && kk == k.min(self.classes.len()) && bytes.len() == 8 + rows * kk * 8;
         let out = fits.then(|| {

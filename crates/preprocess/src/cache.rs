@@ -6,15 +6,14 @@
 //! from the files; train from the cache applies the same random geometry to the downscaled image
 //! (a documented approximation: small crops are upsampled from fewer pixels).
 //!
-//! File layout (little endian), format version [`CACHE_VERSION`]:
+//! File layout: a `petal_common::container` of magic `PETALIMG`, format version
+//! [`CACHE_VERSION`] (the container checks lengths and the meta block's CRC-32; the pixels are
+//! checked entry by entry, by [`ImageCache::verify`]):
 //!
 //! ```text
-//! 0   magic "PETALIMG"
-//! 8   u32 format version, u32 reserved
-//! 16  u64 meta offset, u64 meta length, u32 CRC-32 of meta, 28 reserved bytes
-//! 64  payload: entry pixels, each starting on a 64-byte boundary
-//! meta: u32 JSON length, JSON header (version, params, source fingerprint, count),
-//!       then per entry 40 bytes: u64 offset, u64 length, u32 width, u32 height,
+//! body: entry pixels, each starting on a 64-byte boundary (of the file too)
+//! meta (little endian): u32 JSON length, JSON header (version, params, source fingerprint,
+//!       count), then per entry 40 bytes: u64 body offset, u64 length, u32 width, u32 height,
 //!       u32 original width, u32 original height, u32 CRC-32 of the pixels, u32 flags
 //! ```
 //!
@@ -28,15 +27,15 @@ use crate::dataset::Sample;
 use crate::decode::{decode_rgb_with, DecodeLimits};
 use crate::error::{BadInput, Error, Problem};
 use crate::transform::{resize_output_size, resize_view, View};
+use petal_common::container::{self, le, Kind, PREAMBLE};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
-use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-/// Current cache format version; bump on any layout or pixel-semantics change.
-pub const CACHE_VERSION: u32 = 1;
-const MAGIC: &[u8; 8] = b"PETALIMG";
-const PREAMBLE: usize = 64;
+/// Current cache format version; bump on any layout or pixel-semantics change (2: the common
+/// container).
+pub const CACHE_VERSION: u32 = 2;
+const KIND: Kind = Kind { magic: *b"PETALIMG", version: CACHE_VERSION, name: "image cache", body_crc: false };
 const ENTRY_BYTES: usize = 40;
 const FLAG_MISSING: u32 = 1;
 /// Identifies the resize implementation; part of the params.
@@ -45,8 +44,6 @@ const RESIZE_ID: &str = "pillow-Resample.c-port/Bilinear/torchvision-Resize-int"
 const DECODER_ID: &str = "libjpeg-turbo-islow-fancy/image-0.25-pil-modes";
 /// (resized width, height, original width, height, pixels).
 type Resized = (u32, u32, u32, u32, Vec<u8>);
-/// Largest accepted meta block.
-const MAX_META: u64 = 1 << 30;
 
 /// Parameters that determine the cached pixels.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -153,15 +150,6 @@ pub fn fingerprint(samples: &[Sample]) -> Result<String, Error> {
     Ok(petal_common::hex(&h.finalize()))
 }
 
-fn rd_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-fn rd_u64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
 /// Why an existing cache file cannot be reused: `damaged` when the file itself is broken (worth a
 /// warning), not when it is missing or was built for other inputs (the normal case).
 struct Unusable {
@@ -209,7 +197,7 @@ impl ImageCache {
             return Err(Unusable { reason: format!("{}: no cache yet", path.display()), damaged: false });
         }
         let damaged = |e: Error| Unusable { reason: e.to_string(), damaged: true };
-        let mut c = ImageCache::open(path).map_err(damaged)?;
+        let mut c = ImageCache::open_parts(path).map_err(|(e, damage)| Unusable { reason: e.to_string(), damaged: damage })?;
         c.check(params, fp, samples.len()).map_err(|e| Unusable { reason: e.to_string(), damaged: false })?;
         c.verify().map_err(damaged)?;
         c.bad = c
@@ -236,56 +224,34 @@ impl ImageCache {
     /// Maps and validates the structure of a cache file (magic, version, meta checksum, entry
     /// bounds). Pixel checksums are checked by [`ImageCache::verify`].
     pub fn open(path: &Path) -> Result<ImageCache, Error> {
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        Self::open_parts(path).map_err(|(e, _)| e)
+    }
+
+    /// [`ImageCache::open`], saying whether a failure is damage (rather than another format
+    /// version, which an upgrade leaves behind).
+    fn open_parts(path: &Path) -> Result<ImageCache, (Error, bool)> {
+        let file = std::fs::File::open(path).map_err(|e| (Error::io(path, e), true))?;
         // SAFETY: the map is read-only; the cache file is private to this program and replaced
         // only by atomic rename (which leaves an existing map pointing at the old inode).
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        let b: &[u8] = &map;
-        let err = |m: String| Error::cache(path, m);
-        if b.len() < PREAMBLE {
-            return Err(err(format!("truncated: {} bytes", b.len())));
-        }
-        if &b[0..8] != MAGIC {
-            return Err(err("not an image cache (bad magic)".into()));
-        }
-        let version = rd_u32(b, 8);
-        if version != CACHE_VERSION {
-            return Err(err(format!("format version {version}, expected {CACHE_VERSION}")));
-        }
-        let (mo, ml, mcrc) = (rd_u64(b, 16), rd_u64(b, 24), rd_u32(b, 32));
-        if ml > MAX_META || mo.checked_add(ml).is_none_or(|e| e != b.len() as u64) || (mo as usize) < PREAMBLE {
-            return Err(err(format!("truncated or corrupt: meta block {mo}+{ml} vs file length {}", b.len())));
-        }
-        let meta = &b[mo as usize..];
-        if crc32fast::hash(meta) != mcrc {
-            return Err(err("corrupt: header checksum mismatch".into()));
-        }
-        if meta.len() < 4 {
-            return Err(err("corrupt: empty meta block".into()));
-        }
-        let jl = rd_u32(meta, 0) as usize;
-        let json = meta.get(4..4 + jl).ok_or_else(|| err("corrupt: header length".into()))?;
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| (Error::io(path, e), true))?;
+        let err = |m: String| (Error::cache(path, m), true);
+        let parts = container::open(&map, &KIND).map_err(|e| (Error::cache(path, e.to_string()), e.is_damage()))?;
+        let mut meta = le::Reader::new(parts.meta);
+        let json = meta.u32().and_then(|n| meta.bytes(n as usize)).ok_or_else(|| err("corrupt: header length".into()))?;
         let header: Header = serde_json::from_slice(json).map_err(|e| err(format!("corrupt header: {e}")))?;
-        let table = &meta[4 + jl..];
+        let table = meta.rest();
         if header.version != CACHE_VERSION || (table.len() / ENTRY_BYTES) as u64 != header.count || !table.len().is_multiple_of(ENTRY_BYTES) {
             return Err(err(format!("corrupt: {} index bytes for {} entries", table.len(), header.count)));
         }
+        let body_len = parts.body.len() as u64;
         let mut entries = Vec::with_capacity(table.len() / ENTRY_BYTES);
-        for (i, e) in table.chunks_exact(ENTRY_BYTES).enumerate() {
-            let en = Entry {
-                offset: rd_u64(e, 0),
-                len: rd_u64(e, 8),
-                w: rd_u32(e, 16),
-                h: rd_u32(e, 20),
-                orig_w: rd_u32(e, 24),
-                orig_h: rd_u32(e, 28),
-                crc: rd_u32(e, 32),
-                flags: rd_u32(e, 36),
-            };
+        let mut r = le::Reader::new(table);
+        for i in 0..header.count {
+            let (offset, len) = (r.u64().unwrap_or_default(), r.u64().unwrap_or_default());
+            let [w, h, orig_w, orig_h, crc, flags] = std::array::from_fn(|_| r.u32().unwrap_or_default());
+            let en = Entry { offset, len, w, h, orig_w, orig_h, crc, flags };
             let ok = en.flags & FLAG_MISSING != 0
-                || (en.len == en.w as u64 * en.h as u64 * 3
-                    && en.offset >= PREAMBLE as u64
-                    && en.offset.checked_add(en.len).is_some_and(|end| end <= mo));
+                || (en.len == en.w as u64 * en.h as u64 * 3 && en.offset.checked_add(en.len).is_some_and(|end| end <= body_len));
             if !ok {
                 return Err(err(format!("corrupt: entry {i} out of bounds")));
             }
@@ -294,12 +260,15 @@ impl ImageCache {
         Ok(ImageCache { path: path.to_path_buf(), map, header, entries, bad: Vec::new() })
     }
 
+    /// The pixels of entry `e`, from the map.
+    fn pixels(&self, e: &Entry) -> &[u8] {
+        let at = PREAMBLE + e.offset as usize;
+        &self.map[at..at + e.len as usize]
+    }
+
     /// Checks every entry's pixel checksum (in parallel).
     pub fn verify(&self) -> Result<(), Error> {
-        let bad = self
-            .entries
-            .par_iter()
-            .position_first(|e| e.flags & FLAG_MISSING == 0 && crc32fast::hash(&self.map[e.offset as usize..(e.offset + e.len) as usize]) != e.crc);
+        let bad = self.entries.par_iter().position_first(|e| e.flags & FLAG_MISSING == 0 && crc32fast::hash(self.pixels(e)) != e.crc);
         match bad {
             Some(i) => Err(Error::cache(&self.path, format!("corrupt: checksum mismatch in entry {i}"))),
             None => Ok(()),
@@ -332,13 +301,7 @@ impl ImageCache {
         if e.flags & FLAG_MISSING != 0 {
             return Err(Error::cache(&self.path, format!("entry {i} is missing (its source image was bad)")));
         }
-        Ok(CachedImage {
-            width: e.w,
-            height: e.h,
-            orig_width: e.orig_w,
-            orig_height: e.orig_h,
-            pixels: &self.map[e.offset as usize..(e.offset + e.len) as usize],
-        })
+        Ok(CachedImage { width: e.w, height: e.h, orig_width: e.orig_w, orig_height: e.orig_h, pixels: self.pixels(e) })
     }
 
     /// Decodes and resizes every sample (in parallel, in bounded chunks) and writes the cache
@@ -350,10 +313,8 @@ impl ImageCache {
         };
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::io(&dir, e))?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
         let io = |e| Error::io(path, e);
-        w.write_all(&[0u8; PREAMBLE]).map_err(io)?;
-        let mut pos = PREAMBLE as u64;
+        let mut w = container::Writer::new(std::io::BufWriter::with_capacity(1 << 20, tmp.as_file()), KIND).map_err(io)?;
         let mut entries = Vec::with_capacity(samples.len());
         let mut bad = Vec::new();
         let limits = DecodeLimits { max_pixels: params.max_pixels };
@@ -372,12 +333,11 @@ impl ImageCache {
             for (s, r) in group.iter().zip(done) {
                 match r {
                     Ok((rw, rh, ow, oh, px)) => {
-                        let pad = (64 - pos % 64) % 64;
-                        w.write_all(&vec![0u8; pad as usize]).map_err(io)?;
-                        pos += pad;
-                        w.write_all(&px).map_err(io)?;
+                        w.align(64).map_err(io)?;
+                        let offset = w.body_len();
+                        w.write_body(&px).map_err(io)?;
                         entries.push(Entry {
-                            offset: pos,
+                            offset,
                             len: px.len() as u64,
                             w: rw,
                             h: rh,
@@ -386,7 +346,6 @@ impl ImageCache {
                             crc: crc32fast::hash(&px),
                             flags: 0,
                         });
-                        pos += px.len() as u64;
                     }
                     Err(e) if skip_bad => {
                         let b = match e {
@@ -414,19 +373,9 @@ impl ImageCache {
                 meta.extend_from_slice(&v.to_le_bytes());
             }
         }
-        w.write_all(&meta).map_err(io)?;
-        let mut pre = [0u8; PREAMBLE];
-        pre[0..8].copy_from_slice(MAGIC);
-        pre[8..12].copy_from_slice(&CACHE_VERSION.to_le_bytes());
-        pre[16..24].copy_from_slice(&pos.to_le_bytes());
-        pre[24..32].copy_from_slice(&(meta.len() as u64).to_le_bytes());
-        pre[32..36].copy_from_slice(&crc32fast::hash(&meta).to_le_bytes());
-        w.flush().map_err(io)?;
-        drop(w);
-        let mut f = tmp.as_file();
-        f.seek(SeekFrom::Start(0)).map_err(io)?;
-        f.write_all(&pre).map_err(io)?;
-        f.sync_all().map_err(io)?;
+        let out = w.finish(&meta).map_err(io)?;
+        drop(out);
+        tmp.as_file().sync_all().map_err(io)?;
         tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
         if let Ok(d) = std::fs::File::open(&dir) {
             let _ = d.sync_all();

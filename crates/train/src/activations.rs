@@ -11,21 +11,15 @@
 //! images' fingerprint), which the file also carries; a file of another key, version or layout, or
 //! whose checksum fails, is recomputed.
 //!
-//! # File layout (little-endian)
+//! # File layout
 //!
-//! | bytes | field |
-//! |---|---|
-//! | 8 | magic `PETALACT` |
-//! | 4, 4 | [`ACTIVATION_CACHE_VERSION`], element type (0 f32, 1 f16) |
-//! | 8, 8, 8, 8 | images `N`, channels `C`, height `H`, width `W` |
-//! | 8 | key length `K` |
-//! | 4 | CRC-32 of everything after the header |
-//! | 4 | CRC-32 of the header bytes before it |
-//! | K | the provenance key (JSON) |
-//! | 8 N | labels (i64) |
-//! | … | activations `[N, C, H, W]` |
+//! A `petal_common::container` of magic `PETALACT`, version [`ACTIVATION_CACHE_VERSION`] (the
+//! container checks the lengths and the CRC-32s, the body's whole). The body is the activations
+//! `[N, C, H, W]`, one image's row after another, 64-byte aligned in the file. The meta block
+//! (little-endian) is a `u32` length and a JSON object (`key`: the provenance key, `dtype`: `"f32"`
+//! or `"f16"`, `shape`: `[C, H, W]`, `images`: `N`), then the `N` labels (`i64`).
 
-use std::io::Write;
+use petal_common::container::{self, le, PREAMBLE};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -41,10 +35,19 @@ use crate::shards::{CacheKind, PartOutcome, PartTarget, ShardJob};
 use crate::tensors::{from_data, to_data};
 use crate::Error;
 
-/// Version of the activation cache layout (bump when what is stored changes meaning).
-pub const ACTIVATION_CACHE_VERSION: u32 = 1;
-const MAGIC: &[u8; 8] = b"PETALACT";
-const HEADER: usize = 8 + 4 + 4 + 8 * 4 + 8 + 4 + 4;
+/// Version of the activation cache layout (bump when what is stored changes meaning; 2: the
+/// common container).
+pub const ACTIVATION_CACHE_VERSION: u32 = 2;
+const KIND: container::Kind = container::Kind { magic: *b"PETALACT", version: ACTIVATION_CACHE_VERSION, name: "activation cache", body_crc: true };
+
+/// What the meta block's JSON says.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Meta {
+    key: serde_json::Value,
+    dtype: String,
+    shape: [usize; 3],
+    images: usize,
+}
 
 /// A finished activation cache, memory-mapped.
 #[derive(Debug)]
@@ -60,7 +63,6 @@ pub(crate) struct Layout {
     pub dtype: DType,
     pub shape: [i64; 3],
     pub labels: Vec<i64>,
-    data_at: usize,
 }
 
 impl Layout {
@@ -72,40 +74,34 @@ impl Layout {
     /// The bytes of image `i`'s activations in `file` (the bytes this layout was parsed from).
     pub fn row<'b>(&self, file: &'b [u8], i: usize) -> Option<&'b [u8]> {
         let rb = self.row_bytes();
-        file.get(self.data_at + i * rb..self.data_at + (i + 1) * rb)
+        if i >= self.labels.len() {
+            return None;
+        }
+        file.get(PREAMBLE + i * rb..PREAMBLE + (i + 1) * rb)
     }
 
     /// Parses and checks the bytes of a cache file (`path` names it in errors): layout,
     /// checksums, and that it was computed from `key`.
     pub fn parse(b: &[u8], path: &Path, key: &serde_json::Value) -> Result<Self, Error> {
         let bad = |detail: String| Error::Mismatch { path: path.to_path_buf(), detail };
-        if b.len() < HEADER || &b[..8] != MAGIC {
-            return Err(bad("is not a petal activation cache".into()));
+        let parts = container::open(b, &KIND).map_err(|e| bad(format!("is not a usable activation cache: {e}")))?;
+        let mut meta = le::Reader::new(parts.meta);
+        let json = meta.u32().and_then(|n| meta.bytes(n as usize)).ok_or_else(|| bad("has a damaged meta block".into()))?;
+        let m: Meta = serde_json::from_slice(json).map_err(|e| bad(format!("has an unreadable meta block: {e}")))?;
+        let dtype = match m.dtype.as_str() {
+            "f32" => DType::F32,
+            "f16" => DType::F16,
+            other => return Err(bad(format!("holds activations of type {other:?}"))),
+        };
+        let expected = m.shape.iter().try_fold(m.images, |n, &d| n.checked_mul(d)).and_then(|e| e.checked_mul(dtype.size_in_bytes()));
+        if expected != Some(parts.body.len()) || meta.rest().len() != m.images.saturating_mul(8) {
+            return Err(bad(format!("holds {} bytes of rows, its meta block says {expected:?} (torn or truncated)", parts.body.len())));
         }
-        let u32_at = |at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-        let u64_at = |at: usize| b[at..at + 8].iter().rev().fold(0u64, |v, &x| (v << 8) | u64::from(x)) as usize;
-        if crc32fast::hash(&b[..HEADER - 4]) != u32_at(HEADER - 4) {
-            return Err(bad("has a damaged header".into()));
-        }
-        if u32_at(8) != ACTIVATION_CACHE_VERSION {
-            return Err(bad(format!("has cache version {} (this build writes {ACTIVATION_CACHE_VERSION})", u32_at(8))));
-        }
-        let dtype = if u32_at(12) == 1 { DType::F16 } else { DType::F32 };
-        let (n, c, h, w, k) = (u64_at(16), u64_at(24), u64_at(32), u64_at(40), u64_at(48));
-        let data_at = HEADER + k + 8 * n;
-        let expected = (c * h * w).checked_mul(n).and_then(|e| e.checked_mul(dtype.size_in_bytes())).and_then(|e| e.checked_add(data_at));
-        if expected != Some(b.len()) {
-            return Err(bad(format!("is {} bytes, its header says {expected:?} (torn or truncated)", b.len())));
-        }
-        if crc32fast::hash(&b[HEADER..]) != u32_at(56) {
-            return Err(bad("fails its checksum (damaged)".into()));
-        }
-        let stored: serde_json::Value = serde_json::from_slice(&b[HEADER..HEADER + k]).map_err(|e| bad(format!("has an unreadable key: {e}")))?;
-        if &stored != key {
+        if m.key != *key {
             return Err(bad("was computed from other inputs".into()));
         }
-        let labels = b[HEADER + k..data_at].chunks_exact(8).map(|l| i64::from_le_bytes(l.try_into().unwrap_or([0; 8]))).collect();
-        Ok(Layout { dtype, shape: [c as i64, h as i64, w as i64], labels, data_at })
+        let labels = meta.rest().chunks_exact(8).map(|l| i64::from_le_bytes(l.try_into().unwrap_or([0; 8]))).collect();
+        Ok(Layout { dtype, shape: m.shape.map(|d| d as i64), labels })
     }
 }
 
@@ -183,37 +179,25 @@ pub(crate) fn write_rows<'r>(
     labels: &[i64],
     row: &dyn Fn(usize) -> &'r [u8],
 ) -> Result<(), Error> {
-    let dt = match dtype {
-        DType::F32 => 0u32,
-        DType::F16 => 1,
+    let dtype = match dtype {
+        DType::F32 => "f32",
+        DType::F16 => "f16",
         other => return Err(Error::Config(format!("activations of type {other:?} cannot be cached"))),
     };
-    let key_text = key.to_string();
-    let label_bytes: Vec<u8> = labels.iter().flat_map(|l| l.to_le_bytes()).collect();
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(key_text.as_bytes());
-    crc.update(&label_bytes);
-    (0..labels.len()).for_each(|i| crc.update(row(i)));
-    let mut head = Vec::with_capacity(HEADER);
-    head.extend_from_slice(MAGIC);
-    head.extend_from_slice(&ACTIVATION_CACHE_VERSION.to_le_bytes());
-    head.extend_from_slice(&dt.to_le_bytes());
-    for v in [labels.len(), shape[0], shape[1], shape[2], key_text.len()] {
-        head.extend_from_slice(&(v as u64).to_le_bytes());
-    }
-    head.extend_from_slice(&crc.finalize().to_le_bytes());
-    let head_crc = crc32fast::hash(&head);
-    head.extend_from_slice(&head_crc.to_le_bytes());
+    let meta = Meta { key: key.clone(), dtype: dtype.into(), shape, images: labels.len() };
+    let json = serde_json::to_vec(&meta).map_err(|e| Error::Config(format!("cannot write the activation cache's meta block: {e}")))?;
+    let mut meta_bytes = Vec::with_capacity(4 + json.len() + 8 * labels.len());
+    meta_bytes.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    meta_bytes.extend_from_slice(&json);
+    meta_bytes.extend(labels.iter().flat_map(|l| l.to_le_bytes()));
     petal_common::write_atomic_with(path, |tmp: &Path| -> Result<(), Error> {
         let f = std::fs::File::create(tmp).map_err(|e| Error::io(tmp, e))?;
-        let mut w = std::io::BufWriter::new(f);
-        for part in [&head[..], key_text.as_bytes(), &label_bytes] {
-            w.write_all(part).map_err(|e| Error::io(tmp, e))?;
-        }
+        let mut w = container::Writer::new(std::io::BufWriter::new(f), KIND).map_err(|e| Error::io(tmp, e))?;
         for i in 0..labels.len() {
-            w.write_all(row(i)).map_err(|e| Error::io(tmp, e))?;
+            w.write_body(row(i)).map_err(|e| Error::io(tmp, e))?;
         }
-        w.flush().map_err(|e| Error::io(tmp, e))
+        w.finish(&meta_bytes).map_err(|e| Error::io(tmp, e))?;
+        Ok(())
     })
 }
 
@@ -297,7 +281,7 @@ impl Extractor<'_> {
     ) -> Result<CachePlan, Error> {
         let shape = self.activation_shape(split_unit)?;
         let row = shape.iter().product::<i64>() as u64 * dtype.dtype().size_in_bytes() as u64;
-        let size = |p: &Planned| HEADER as u64 + p.key.to_string().len() as u64 + p.images as u64 * (row + 8);
+        let size = |p: &Planned| PREAMBLE as u64 + 64 + p.key.to_string().len() as u64 + p.images as u64 * (row + 8);
         let total_bytes = plan.iter().map(size).sum();
         let missing: Vec<&Planned> = plan.iter().filter(|p| !p.path.exists()).collect();
         let missing_bytes = missing.iter().map(|p| size(p)).sum();

@@ -201,7 +201,7 @@ fn encode(x: &Tensor, y: &Tensor, row: &RowLayout) -> Result<Vec<u8>, Error> {
 /// A chunk's rows and labels, or `None` (with a warning) when its payload does not fit the
 /// layout: a checksummed chunk of the right key always fits, so this is a bug or tampering.
 fn decode(bytes: &[u8], row: &RowLayout, path: &Path) -> Option<Part> {
-    let word = |at: usize| bytes.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize);
+    let word = |at: usize| petal_common::container::le::u64_at(bytes, at).map(|w| w as usize);
     let (rows, cols) = (word(0)?, word(8)?);
     let fbytes = rows.checked_mul(cols)?.checked_mul(row.dtype().size_in_bytes())?;
     let ok = cols as i64 == row.len() && 16usize.checked_add(fbytes)?.checked_add(rows.checked_mul(8)?)? == bytes.len();
