@@ -202,10 +202,19 @@ impl ChunkStore {
             meta.extend_from_slice(&v.to_le_bytes());
         }
         let bytes = container::to_vec(&KIND, payload, &meta);
-        // Another process that finished the same result may have removed the folder.
-        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, "creating the chunk folder", e))?;
+        // Another process that finished the same result removes the folder once its result is
+        // durable, possibly between our making sure the folder exists and our rename into it:
+        // make it again and retry (the chunk's bytes are the same whoever writes them).
         let path = self.chunk_path(chunk);
-        petal_common::write_atomic(&path, &bytes)?;
+        let mut tries = 0;
+        loop {
+            std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, "creating the chunk folder", e))?;
+            match petal_common::write_atomic(&path, &bytes) {
+                Ok(()) => break,
+                Err(e) if e.source.kind() == std::io::ErrorKind::NotFound && tries < 8 => tries += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
         self.computed += r.len();
         tracing::debug!(chunk, chunks = self.chunks(), file = %path.display(), "chunk saved");
         Ok(())

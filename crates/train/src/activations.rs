@@ -30,8 +30,8 @@ use tch::{Device, Kind, Tensor};
 
 use crate::chunks::RowLayout;
 use crate::config::ActivationDtype;
-use crate::features::{Extractor, PassSpec};
-use crate::shards::{CacheKind, PartOutcome, PartTarget, ShardJob};
+use crate::extractor::{Extractor, PartOutcome, PassSpec, ShardJob};
+use crate::rows::{RowCache, Rows};
 use crate::tensors::{from_data, to_data};
 use crate::Error;
 
@@ -59,7 +59,7 @@ pub struct ActivationCache {
 
 /// What a cache file's header says: element type, one image's shape, labels, where rows start.
 #[derive(Debug)]
-pub(crate) struct Layout {
+struct Layout {
     pub dtype: DType,
     pub shape: [i64; 3],
     pub labels: Vec<i64>,
@@ -148,7 +148,7 @@ impl ActivationCache {
 
     /// Writes activations `x` `[N, C, H, W]` and labels `y` with their provenance `key` to `path`,
     /// atomically.
-    pub(crate) fn write(path: &Path, key: &serde_json::Value, x: &Tensor, y: &Tensor) -> Result<(), Error> {
+    pub(crate) fn write_tensors(path: &Path, key: &serde_json::Value, x: &Tensor, y: &Tensor) -> Result<(), Error> {
         let (xd, yd) = (to_data("activations", x)?, to_data("labels", y)?);
         if xd.shape.len() != 4 || yd.dtype != DType::I64 || yd.shape != [xd.shape[0]] {
             return Err(Error::Config(format!("activations {:?} and labels {:?} do not fit together", xd.shape, yd.shape)));
@@ -170,9 +170,38 @@ impl ActivationCache {
     }
 }
 
+impl RowCache for ActivationCache {
+    const NAME: &'static str = "activations";
+    const EXTENSION: &'static str = "pact";
+
+    fn write(path: &Path, _arch: &str, key: &serde_json::Value, x: &Tensor, y: &Tensor) -> Result<(), Error> {
+        Self::write_tensors(path, key, &x.to_device(Device::Cpu), y)
+    }
+
+    fn read_rows<'b>(bytes: &'b [u8], path: &Path, key: &serde_json::Value) -> Result<Rows<'b>, Error> {
+        let l = Layout::parse(bytes, path, key)?;
+        let rows = l.row_bytes() * l.labels.len();
+        let data =
+            bytes.get(PREAMBLE..PREAMBLE + rows).ok_or_else(|| Error::Mismatch { path: path.into(), detail: "is shorter than its rows".into() })?;
+        Ok(Rows { dtype: l.dtype, shape: l.shape.iter().map(|&d| d as usize).collect(), labels: l.labels, data: data.into(), arch: String::new() })
+    }
+
+    fn write_rows<'r>(
+        path: &Path,
+        _arch: &str,
+        key: &serde_json::Value,
+        (dtype, shape): (DType, &[usize]),
+        labels: &[i64],
+        row: &dyn Fn(usize) -> &'r [u8],
+    ) -> Result<(), Error> {
+        let shape: [usize; 3] = shape.try_into().map_err(|_| Error::Config(format!("activation rows of shape {shape:?} are not [C, H, W]")))?;
+        write_rows(path, key, (dtype, shape), labels, row)
+    }
+}
+
 /// Writes a cache file of `labels.len()` images to `path`, atomically: `key`, element type and
 /// one image's shape `[C, H, W]`, then the labels and the bytes `row(i)` of each image in order.
-pub(crate) fn write_rows<'r>(
+fn write_rows<'r>(
     path: &Path,
     key: &serde_json::Value,
     (dtype, shape): (DType, [usize; 3]),
@@ -339,12 +368,12 @@ impl Extractor<'_> {
         if let Some(c) = self.cached_activations(p) {
             return Ok((c, 0.0));
         }
-        crate::shards::warn_unmerged(&p.path, self.progress);
+        crate::extractor::warn_unmerged(&p.path, self.progress);
         let shape = self.activation_shape(split_unit)?;
         let forward = |x: &Tensor| Ok(self.frozen_blocks(x, split_unit)?.to_kind(dtype.kind()).contiguous());
         let row = RowLayout { shape: shape.to_vec(), kind: dtype.kind() };
         let (out, secs) = self.pass(samples, &p.spec, &p.key, &p.chunk_dir, (&forward, row))?;
-        ActivationCache::write(&p.path, &p.key, &out.x.to_device(Device::Cpu), &out.y)?;
+        ActivationCache::write_tensors(&p.path, &p.key, &out.x.to_device(Device::Cpu), &out.y)?;
         drop(out.x);
         if let Some(store) = out.store {
             store.finish();
@@ -364,8 +393,7 @@ impl Extractor<'_> {
         let shape = self.activation_shape(split_unit)?;
         let forward = |x: &Tensor| Ok(self.frozen_blocks(x, split_unit)?.to_kind(dtype.kind()).contiguous());
         let row = RowLayout { shape: shape.to_vec(), kind: dtype.kind() };
-        let target = PartTarget { cache: &p.path, key: &p.key, kind: CacheKind::Activations };
-        self.extract_part(samples, p.spec.clone(), &target, job, (&forward, row))
+        self.extract_part::<ActivationCache>(samples, p.spec.clone(), (&p.path, &p.key), job, (&forward, row))
     }
 
     fn cached_activations(&self, p: &Planned) -> Option<ActivationCache> {
@@ -397,7 +425,7 @@ mod tests {
         let key = serde_json::json!({ "kind": "test", "n": 1 });
         let x = Tensor::arange(2 * 3 * 2 * 2, (Kind::Float, Device::Cpu)).view([2, 3, 2, 2]).to_kind(Kind::Half);
         let y = Tensor::from_slice(&[4i64, 7]);
-        ActivationCache::write(&path, &key, &x, &y).expect("write");
+        ActivationCache::write_tensors(&path, &key, &x, &y).expect("write");
         let c = ActivationCache::open(&path, &key).expect("open");
         assert_eq!((c.len(), c.shape()), (2, [3, 2, 2]));
         let (xb, yb) = c.batch(&[1, 0, 1]).expect("batch");

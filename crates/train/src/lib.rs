@@ -24,11 +24,13 @@ mod cached;
 mod chunks;
 pub mod config;
 mod error;
+mod extractor;
 pub mod features;
 pub mod frozen;
 pub mod lbfgs;
 pub mod optim;
 pub mod ort;
+mod rows;
 pub mod shards;
 pub mod tensors;
 

@@ -22,110 +22,28 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use petal_common::parts::{self, Manifest};
-use petal_common::shard::{self, Shard};
+use petal_common::shard;
 use petal_common::FileLock;
 use preprocess::Sample;
 use tch::{Kind, Tensor};
 
-use crate::activations::{write_rows, ActivationCache, Layout};
+use crate::activations::ActivationCache;
 use crate::chunks::RowLayout;
-use crate::features::{save_features, Extractor, ForwardFn, PassSpec};
-use crate::tensors::from_data;
+use crate::extractor::{part_key, Extractor, ForwardFn, PassSpec};
+pub use crate::extractor::{parts_dir, PartOutcome, ShardJob};
+use crate::features::FeatureCache;
+use crate::rows::{RowCache, Rows};
 use crate::Error;
 
-/// One shard of an extraction job.
-#[derive(Debug, Clone)]
-pub struct ShardJob {
-    /// The shard this process computes.
-    pub shard: Shard,
-    /// The dataset root: images are assigned to shards by their path relative to it.
-    pub root: PathBuf,
-    /// The command that reruns the job without its shard (recorded in each manifest).
-    pub command: Vec<String>,
-}
-
-/// What one shard did for one cache.
-#[derive(Debug, Clone)]
-pub struct PartOutcome {
-    /// The cache file the part belongs to.
-    pub cache: PathBuf,
-    /// The part written (or kept).
-    pub part: PathBuf,
-    /// Images of the split in this part.
-    pub images: usize,
-    /// Images of the split.
-    pub total: usize,
-    /// Whether a complete part from an earlier run was kept.
-    pub kept: bool,
-    /// Seconds spent computing.
-    pub seconds: f64,
-}
-
-/// The two caches of cached training modes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CacheKind {
-    /// Pooled backbone features (frozen mode), a petal checkpoint.
-    Features,
-    /// Activation maps at a block boundary (partial mode), a `.pact` file.
-    Activations,
-}
-
-impl CacheKind {
-    fn name(self) -> &'static str {
-        match self {
-            CacheKind::Features => "features",
-            CacheKind::Activations => "activations",
-        }
-    }
-
-    fn extension(self) -> &'static str {
-        match self {
-            CacheKind::Features => "safetensors",
-            CacheKind::Activations => "pact",
-        }
-    }
-}
-
-/// A cache a shard writes a part of.
-pub(crate) struct PartTarget<'a> {
-    /// The cache file.
-    pub cache: &'a Path,
-    /// Its provenance key.
-    pub key: &'a serde_json::Value,
-    /// Its kind.
-    pub kind: CacheKind,
-}
-
-/// The key stored in the part of `shard` of the cache whose key is `key`.
-fn part_key(key: &serde_json::Value, shard: Shard) -> serde_json::Value {
-    serde_json::json!({ "part_of": key, "shard": shard.to_string() })
-}
-
-/// The folder of `cache`'s parts: `<cache>.parts`.
-pub fn parts_dir(cache: &Path) -> PathBuf {
-    let mut name = cache.file_name().unwrap_or_default().to_os_string();
-    name.push(".parts");
-    cache.with_file_name(name)
-}
-
-/// Warns that `cache`, about to be computed, has shard parts that were not merged.
-pub(crate) fn warn_unmerged(cache: &Path, progress: &dyn petal_common::Progress) {
-    let dir = parts_dir(cache);
-    if dir.is_dir() {
-        let msg =
-            format!("{} holds shard parts of this cache, not merged: computing it here (or stop and run `petal merge` on its folder)", dir.display());
-        progress.event(petal_common::Event::Warning(&msg));
-    }
-}
-
 impl Extractor<'_> {
-    /// Computes and writes `job`'s part of `target` (whose pass over `samples` `spec` describes),
-    /// then its manifest; keeps a complete part of an earlier run.
-    pub(crate) fn extract_part(
+    /// Computes and writes `job`'s part of the cache of kind `C` at `cache` with provenance `key`
+    /// (whose pass over `samples` `spec` describes), then its manifest; keeps a complete part of
+    /// an earlier run.
+    pub(crate) fn extract_part<C: RowCache>(
         &self,
         samples: &Arc<[Sample]>,
         spec: PassSpec,
-        target: &PartTarget,
+        (cache, cache_key): (&Path, &serde_json::Value),
         job: &ShardJob,
         (forward, row): (&ForwardFn, RowLayout),
     ) -> Result<PartOutcome, Error> {
@@ -134,18 +52,18 @@ impl Extractor<'_> {
         }
         let rels: Vec<String> = samples.iter().map(|s| shard::relative_path(&s.path, &job.root)).collect();
         let mine = shard::select(&rels, Some(job.shard), String::clone);
-        let dir = parts_dir(target.cache);
-        let part = dir.join(format!("{}.{}", job.shard.part_name(), target.kind.extension()));
+        let dir = parts_dir(cache);
+        let part = dir.join(format!("{}.{}", job.shard.part_name(), C::EXTENSION));
         let manifest_path = dir.join(Manifest::file_name(job.shard));
         let mut manifest = Manifest {
             format: parts::PART_FORMAT.into(),
             version: parts::PART_VERSION,
-            kind: target.kind.name().into(),
+            kind: C::NAME.into(),
             shard: job.shard,
             petal_version: env!("CARGO_PKG_VERSION").into(),
             inputs_total: samples.len() as u64,
             inputs_digest: parts::inputs_digest(rels.iter().map(String::as_str)),
-            provenance: target.key.clone(),
+            provenance: cache_key.clone(),
             part: part.file_name().unwrap_or_default().to_string_lossy().into_owned(),
             part_bytes: 0,
             part_sha256: String::new(),
@@ -155,12 +73,12 @@ impl Extractor<'_> {
             command: job.command.clone(),
         };
         let outcome =
-            |kept, seconds| PartOutcome { cache: target.cache.into(), part: part.clone(), images: mine.len(), total: samples.len(), kept, seconds };
+            |kept, seconds| PartOutcome { cache: cache.into(), part: part.clone(), images: mine.len(), total: samples.len(), kept, seconds };
         if is_complete(&manifest_path, &manifest, &part) {
             return Ok(outcome(true, 0.0));
         }
         let _lock = FileLock::exclusive(&part)?;
-        let key = part_key(target.key, job.shard);
+        let key = part_key(cache_key, job.shard);
         let sub: Arc<[Sample]> = mine.iter().map(|&i| samples[i].clone()).collect();
         let (x, y, store, secs) = if sub.is_empty() {
             (row.empty(), Tensor::zeros([0], (Kind::Int64, tch::Device::Cpu)), None, 0.0)
@@ -170,10 +88,7 @@ impl Extractor<'_> {
             let (out, secs) = self.pass(&sub, &spec, &key, &chunks, (forward, row))?;
             (out.x, out.y, out.store, secs)
         };
-        match target.kind {
-            CacheKind::Features => save_features(&part, self.cfg.arch.name(), &key, &x, &y)?,
-            CacheKind::Activations => ActivationCache::write(&part, &key, &x.to_device(tch::Device::Cpu), &y)?,
-        }
+        C::write(&part, self.cfg.arch.name(), &key, &x, &y)?;
         manifest.part_bytes = std::fs::metadata(&part).map_err(|e| Error::io(&part, e))?.len();
         manifest.part_sha256 = petal_common::sha256_file(&part)?;
         let text = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Config(format!("cannot encode the manifest: {e}")))?;
@@ -232,8 +147,8 @@ pub fn merge_parts(cache: &Path) -> Result<MergedCache, Error> {
     let first = checked[0].0.clone();
     let _lock = FileLock::exclusive(cache)?;
     match first.kind.as_str() {
-        "features" => merge_features(cache, &dir, &checked)?,
-        "activations" => merge_activations(cache, &dir, &checked)?,
+        FeatureCache::NAME => merge::<FeatureCache>(cache, &dir, &checked)?,
+        ActivationCache::NAME => merge::<ActivationCache>(cache, &dir, &checked)?,
         other => return Err(Error::Data(format!("{}: parts of kind {other:?} are not a feature or activation cache", dir.display()))),
     }
     Ok(MergedCache { cache: cache.into(), kind: first.kind, parts: checked.len() as u32, images: first.inputs_total })
@@ -244,52 +159,36 @@ fn foreign(path: &Path, m: &Manifest) -> Error {
     Error::Mismatch { path: path.into(), detail: format!("is not the part its manifest describes; rerun it alone with:\n    {}", m.rerun(m.shard)) }
 }
 
-fn merge_features(cache: &Path, dir: &Path, checked: &[(Manifest, Vec<u8>)]) -> Result<(), Error> {
-    let (mut xs, mut ys, mut positions, mut arch) = (Vec::new(), Vec::new(), Vec::new(), String::new());
-    for (m, bytes) in checked {
-        let path = dir.join(&m.part);
-        let c = checkpoint::load_bytes(bytes, &path)?;
-        let get = |k: &str| c.tensors.get(k).ok_or_else(|| foreign(&path, m));
-        let (x, y) = (from_data("features", get("features")?)?, from_data("labels", get("labels")?)?);
-        if c.meta.provenance != part_key(&m.provenance, m.shard) || x.size()[0] as usize != m.positions.len() {
-            return Err(foreign(&path, m));
-        }
-        positions.extend(m.positions.iter().map(|&p| p as i64));
-        arch.clone_from(&c.meta.arch);
-        xs.push(x);
-        ys.push(y);
-    }
-    // The parts cover every position once (checked): sorting by position gives the split's order.
-    let (_, order) = Tensor::from_slice(&positions).sort(0, false);
-    let x = Tensor::cat(&xs, 0).index_select(0, &order);
-    let y = Tensor::cat(&ys, 0).index_select(0, &order);
-    save_features(cache, &arch, &checked[0].0.provenance, &x, &y)
-}
-
-fn merge_activations(cache: &Path, dir: &Path, checked: &[(Manifest, Vec<u8>)]) -> Result<(), Error> {
+/// Writes `cache` from its shards' parts `checked` (in `dir`): every image's row at its position
+/// in the split, under the cache's own key.
+fn merge<C: RowCache>(cache: &Path, dir: &Path, checked: &[(Manifest, Vec<u8>)]) -> Result<(), Error> {
     let total = checked[0].0.inputs_total as usize;
-    let mut layouts: Vec<Layout> = Vec::new();
+    let mut parts: Vec<Rows> = Vec::with_capacity(checked.len());
     let mut at = vec![(0usize, 0usize); total];
     let mut labels = vec![0i64; total];
     for (p, (m, bytes)) in checked.iter().enumerate() {
         let path = dir.join(&m.part);
-        let l = Layout::parse(bytes, &path, &part_key(&m.provenance, m.shard))?;
-        let fits = layouts.first().is_none_or(|f| (f.dtype, f.shape) == (l.dtype, l.shape));
-        if l.labels.len() != m.positions.len() || !fits {
+        let rows = C::read_rows(bytes, &path, &part_key(&m.provenance, m.shard)).map_err(|_| foreign(&path, m))?;
+        let fits = parts.first().is_none_or(|f| (f.dtype, &f.shape) == (rows.dtype, &rows.shape));
+        if rows.labels.len() != m.positions.len() || !fits {
             return Err(foreign(&path, m));
         }
         for (r, &pos) in m.positions.iter().enumerate() {
             at[pos as usize] = (p, r);
-            labels[pos as usize] = l.labels[r];
+            labels[pos as usize] = rows.labels[r];
         }
-        layouts.push(l);
+        parts.push(rows);
     }
-    let (dtype, shape) = layouts.first().map_or((checkpoint::DType::F32, [0; 3]), |l| (l.dtype, l.shape.map(|d| d as usize)));
+    let (dtype, shape, arch) = parts
+        .iter()
+        .find(|r| !r.arch.is_empty())
+        .or(parts.first())
+        .map_or((checkpoint::DType::F32, vec![], String::new()), |r| (r.dtype, r.shape.clone(), r.arch.clone()));
     let row = |i: usize| {
         let (p, r) = at[i];
-        layouts[p].row(&checked[p].1, r).unwrap_or(&[])
+        parts[p].row(r).unwrap_or(&[])
     };
-    write_rows(cache, &checked[0].0.provenance, (dtype, shape), &labels, &row)
+    C::write_rows(cache, &arch, &checked[0].0.provenance, (dtype, &shape), &labels, &row)
 }
 
 /// A cache and the result of merging its parts.
