@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use checkpoint::{DType, TensorData};
 use petal_common::{Event, FileLock};
-use preprocess::{Mode, Sample};
+use preprocess::Sample;
 use tch::{Device, Kind, Tensor};
 
 use crate::chunks::RowLayout;
@@ -253,10 +253,10 @@ pub struct CachePlan {
 }
 
 impl Extractor<'_> {
-    /// Plans the activation caches of `passes` (split, samples, mode, view) at unit `split_unit`.
+    /// Plans the activation caches of `passes` at unit `split_unit`.
     pub(crate) fn plan_activations<'s>(
         &self,
-        passes: Vec<(&'s str, &Arc<[Sample]>, Mode, u64)>,
+        passes: Vec<crate::CachedPass<'s>>,
         split_unit: usize,
         dtype: ActivationDtype,
     ) -> Result<Vec<Planned<'s>>, Error> {
@@ -264,7 +264,7 @@ impl Extractor<'_> {
         let after = blocks.get(split_unit.wrapping_sub(1)).cloned().unwrap_or_default();
         std::fs::create_dir_all(self.cache_dir).map_err(|e| Error::io(self.cache_dir, e))?;
         let mut out = Vec::new();
-        for (split, samples, mode, view) in passes {
+        for crate::CachedPass { split, samples, mode, view } in passes {
             let mut extra = serde_json::json!({ "split_unit": split_unit, "split_after": after, "dtype": dtype });
             // libtorch's activations keep the keys they always had; onnxruntime's say so.
             if self.ort.is_some() {

@@ -6,7 +6,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::activations::ActivationCache;
 use crate::config::TrainConfig;
-use crate::{loss_fn, optim, CachedInputs, EpochMetrics, Error};
+use crate::{loss_fn, optim, CachedInputs, EpochMetrics, Error, EvalFigures, TrainFigures};
 
 /// What a cached epoch trains on.
 pub(crate) enum Cached {
@@ -90,7 +90,7 @@ impl Cached {
     }
 }
 
-/// One training epoch on cached inputs: (mean loss, accuracy, images).
+/// One training epoch on cached inputs.
 pub(crate) fn epoch(
     net: &Classifier,
     opt: &mut optim::Optimizer,
@@ -98,7 +98,7 @@ pub(crate) fn epoch(
     cfg: &TrainConfig,
     (epoch, lr): (usize, f64),
     device: Device,
-) -> Result<(f64, f64, usize), Error> {
+) -> Result<TrainFigures, Error> {
     let n = data.len();
     let order = preprocess::epoch_order(n, cfg.seed, epoch as u64, true);
     let (mut loss_sum, mut correct) = (0.0, 0i64);
@@ -112,11 +112,11 @@ pub(crate) fn epoch(
         loss_sum += loss.double_value(&[]) * chunk.len() as f64;
         correct += logits.argmax(1, false).eq_tensor(&yb).sum(Kind::Int64).int64_value(&[]);
     }
-    Ok((loss_sum / n.max(1) as f64, correct as f64 / n.max(1) as f64, n))
+    Ok(TrainFigures { loss: loss_sum / n.max(1) as f64, acc: correct as f64 / n.max(1) as f64, images: n })
 }
 
 /// Loss and accuracy on cached inputs, in eval mode.
-pub(crate) fn eval(net: &Classifier, data: &Cached, bs: usize, device: Device) -> Result<(f64, f64), Error> {
+pub(crate) fn eval(net: &Classifier, data: &Cached, bs: usize, device: Device) -> Result<EvalFigures, Error> {
     let n = data.len();
     let (mut loss_sum, mut correct) = (0.0, 0i64);
     let idx: Vec<usize> = (0..n).collect();
@@ -126,7 +126,7 @@ pub(crate) fn eval(net: &Classifier, data: &Cached, bs: usize, device: Device) -
         loss_sum += loss_fn(&logits, &yb, 0.0).double_value(&[]) * chunk.len() as f64;
         correct += logits.argmax(1, false).eq_tensor(&yb).sum(Kind::Int64).int64_value(&[]);
     }
-    Ok((loss_sum / n.max(1) as f64, correct as f64 / n.max(1) as f64))
+    Ok(EvalFigures { loss: loss_sum / n.max(1) as f64, acc: correct as f64 / n.max(1) as f64 })
 }
 
 /// One epoch of a run on cached inputs, as [`crate::train`] and a sweep trial both run it: training
@@ -135,7 +135,7 @@ pub(crate) fn eval(net: &Classifier, data: &Cached, bs: usize, device: Device) -
 pub(crate) fn run_epoch(
     net: &Classifier,
     opt: &mut optim::Optimizer,
-    (views, valid): &CachedInputs,
+    CachedInputs { views, valid }: &CachedInputs,
     cfg: &TrainConfig,
     epoch: usize,
     device: Device,
@@ -144,12 +144,6 @@ pub(crate) fn run_epoch(
     let lr = cfg.lr_at(epoch);
     let train = self::epoch(net, opt, &views[epoch % views.len()], cfg, (epoch, lr), device)?;
     let train_s = t0.elapsed().as_secs_f64();
-    let valid = match valid {
-        Some(v) => {
-            let (l, a) = eval(net, v, crate::cached_eval_batch(cfg), device)?;
-            (Some(l), Some(a))
-        }
-        None => (None, None),
-    };
+    let valid = valid.as_ref().map(|v| eval(net, v, crate::cached_eval_batch(cfg), device)).transpose()?;
     Ok(EpochMetrics::measured(epoch, train, valid, lr, t0, train_s))
 }

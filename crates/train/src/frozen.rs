@@ -125,8 +125,7 @@ impl CachedFeatures {
     /// features, for each strength of `grid`. Frozen mode only (the inputs are pooled features).
     pub fn logistic_baseline(&self, classes: i64, grid: &[f64]) -> Result<Baseline, Error> {
         let t0 = std::time::Instant::now();
-        let (views, valid) = &self.inputs;
-        let (Some(Cached::Features(x, y)), Some(Cached::Features(vx, vy))) = (views.first(), valid) else {
+        let (Some(Cached::Features(x, y)), Some(Cached::Features(vx, vy))) = (self.inputs.views.first(), &self.inputs.valid) else {
             return Err(Error::Config("the logistic baseline needs pooled training and validation features (frozen mode)".into()));
         };
         let mut best: Option<(f64, f64, usize)> = None;
@@ -161,7 +160,7 @@ pub fn fit_head(
     mut on_epoch: impl FnMut(&EpochMetrics),
 ) -> Result<Vec<EpochMetrics>, Error> {
     let device = crate::parse_device(&cfg.device)?;
-    if feats.inputs.0.is_empty() {
+    if feats.inputs.views.is_empty() {
         return Err(Error::Config("no training features".into()));
     }
     let mut history = Vec::new();

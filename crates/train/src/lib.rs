@@ -74,19 +74,39 @@ pub struct EpochMetrics {
     pub img_s: f64,
 }
 
+/// Figures of one training pass over an epoch's inputs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct TrainFigures {
+    /// Mean loss, as optimised.
+    pub loss: f64,
+    /// Accuracy on the inputs trained on.
+    pub acc: f64,
+    /// Images trained on.
+    pub images: usize,
+}
+
+/// Figures of one validation pass.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct EvalFigures {
+    /// Mean plain cross-entropy.
+    pub loss: f64,
+    /// Top-1 accuracy.
+    pub acc: f64,
+}
+
 impl EpochMetrics {
-    /// The figures of 0-based `epoch`: training `(loss, accuracy, images)`, validation
-    /// `(loss, accuracy)`, the learning rate, timed from `t0` (`train_s`: the training part).
-    fn measured(epoch: usize, train: (f64, f64, usize), valid: (Option<f64>, Option<f64>), lr: f64, t0: Instant, train_s: f64) -> Self {
+    /// The figures of 0-based `epoch`: its training and validation passes and the learning rate,
+    /// timed from `t0` (`train_s`: the training part).
+    fn measured(epoch: usize, train: TrainFigures, valid: Option<EvalFigures>, lr: f64, t0: Instant, train_s: f64) -> Self {
         EpochMetrics {
             epoch: epoch + 1,
-            train_loss: train.0,
-            train_acc: train.1,
-            valid_loss: valid.0,
-            valid_acc: valid.1,
+            train_loss: train.loss,
+            train_acc: train.acc,
+            valid_loss: valid.map(|v| v.loss),
+            valid_acc: valid.map(|v| v.acc),
             lr,
             epoch_s: t0.elapsed().as_secs_f64(),
-            img_s: train.2 as f64 / train_s.max(1e-9),
+            img_s: train.images as f64 / train_s.max(1e-9),
         }
     }
 }
@@ -392,177 +412,236 @@ fn final_fit(req: &TrainRequest, cfg: &TrainConfig, chosen: &TrainOutcome, ds: &
 }
 
 /// One run of [`train`]: the chosen run, or its final fit. Returns the config it resolved.
+/// What [`train`] and [`extract`] both open with (see [`RunSetup::prepare`]).
+struct RunSetup {
+    /// The run's configuration: the request's, or the saved one when resuming, with an
+    /// `--init-from` network's architecture and head adopted; validated.
+    cfg: TrainConfig,
+    device: Device,
+    /// What the run trains and validates on.
+    data: RunData,
+    /// The network, its pretrained backbone and the weights' identity.
+    network: frozen::Network,
+}
+
+impl RunSetup {
+    /// The configuration, the thread count, the device, the samples of `phase`, and the network
+    /// (pretrained backbone, or `--init-from`'s classifier; channels_last on the CPU when asked).
+    /// `resumed`: the last checkpoint of a run being resumed, whose configuration continues.
+    fn prepare(req: &TrainRequest, ds: &Dataset, phase: Phase, resumed: Option<(&Checkpoint, &Path)>) -> Result<Self, Error> {
+        let base = match resumed {
+            Some((c, path)) => resumed_config(req, c, path)?,
+            None => req.config.clone(),
+        };
+        let init = match (resumed, &req.init_from) {
+            (None, Some(p)) => Some((init_checkpoint(p)?, p.clone())),
+            _ => None,
+        };
+        let cfg = match &init {
+            Some((c, p)) => adopt_network(base, c, p)?,
+            None => base,
+        };
+        cfg.validate()?;
+        if cfg.threads > 0 {
+            tch::set_num_threads(cfg.threads as i32);
+        }
+        let device = parse_device(&cfg.device)?;
+        let data = run_data(req, &cfg, ds, phase)?;
+        for (c, path) in resumed.into_iter().chain(init.as_ref().map(|(c, p)| (c, p.as_path()))) {
+            check_classes(c, &data.classes, path)?;
+        }
+        let init_from = init.as_ref().map(|(c, p)| (c, p.as_path()));
+        let mut network = frozen::build_network(&cfg, req.weights.as_deref(), init_from, data.classes.len() as i64, device)?;
+        if cfg.channels_last && device == Device::Cpu {
+            network.net.set_channels_last(true)?;
+        }
+        Ok(RunSetup { cfg, device, data, network })
+    }
+}
+
+/// The configuration a resumed run continues with: the saved one (only its epoch count may grow).
+fn resumed_config(req: &TrainRequest, c: &Checkpoint, path: &Path) -> Result<TrainConfig, Error> {
+    let mut saved: TrainConfig = serde_json::from_value(c.meta.hyperparameters.clone()).map_err(|e| Error::Mismatch {
+        path: path.to_path_buf(),
+        detail: format!("its saved configuration cannot be read ({e}); start a new run instead of --resume"),
+    })?;
+    saved.epochs = req.config.epochs.max(saved.epochs);
+    Ok(saved)
+}
+
+/// Where a run's epochs come from.
+enum EpochSource {
+    /// Frozen and partial mode: features or activations, computed once per image and view.
+    Cached(CachedInputs),
+    /// Fine-tuning: the images, decoded and augmented every epoch.
+    Images {
+        /// The training images (all training parts joined) and their source.
+        train: (Arc<[Sample]>, ImageSource),
+        /// The validation images and their source, when there is a validation split.
+        valid: Option<(Arc<[Sample]>, ImageSource)>,
+    },
+}
+
+impl EpochSource {
+    /// The source of a run: its cached inputs (computed or found; also returns the seconds spent
+    /// computing them), or its images.
+    fn prepare(setup: &RunSetup, req: &TrainRequest, tcfg: &TransformConfig, progress: &dyn Progress) -> Result<(Self, f64), Error> {
+        let RunSetup { cfg, device, data, network } = setup;
+        match cfg.mode {
+            TrainMode::Frozen | TrainMode::Partial => {
+                let fx = extractor((&network.vs, &network.net), (cfg, tcfg, *device), req, &network.weights_id, progress)?;
+                let (passes, parts) = (data.passes(cfg), data.train.len());
+                let (inputs, secs) =
+                    if cfg.mode == TrainMode::Frozen { frozen_inputs(&fx, passes, parts)? } else { partial_inputs(&fx, passes, parts, cfg)? };
+                Ok((EpochSource::Cached(inputs), secs))
+            }
+            TrainMode::Finetune => {
+                let source =
+                    |samples: &Arc<[Sample]>, split: &str| features::image_source(&req.cache_dir, split, samples, tcfg, req.skip_bad, progress);
+                let (samples, name) = data.joined_train();
+                let train = (samples.clone(), source(&samples, &name)?);
+                let valid = match &data.valid {
+                    Some((name, s)) => Some((s.clone(), source(s, name)?)),
+                    None => None,
+                };
+                Ok((EpochSource::Images { train, valid }, 0.0))
+            }
+        }
+    }
+
+    /// Trains `net` for one epoch (0-based `epoch`), then validates it when there is a validation
+    /// split. The caller seeds the epoch.
+    fn run_epoch(&self, net: &Classifier, opt: &mut optim::Optimizer, epoch: usize, ctx: &EpochContext) -> Result<EpochMetrics, Error> {
+        let EpochContext { cfg, tcfg, device, .. } = *ctx;
+        match self {
+            EpochSource::Cached(inputs) => cached::run_epoch(net, opt, inputs, cfg, epoch, device),
+            EpochSource::Images { train: (samples, src), valid } => {
+                let t0 = Instant::now();
+                let lr = cfg.lr_at(epoch);
+                let train = finetune_epoch(net, opt, samples, src.clone(), (epoch, lr), ctx)?;
+                let train_s = t0.elapsed().as_secs_f64();
+                let valid = valid.as_ref().map(|(samples, src)| image_eval(net, samples, src.clone(), tcfg, cfg, device)).transpose()?;
+                Ok(EpochMetrics::measured(epoch, train, valid, lr, t0, train_s))
+            }
+        }
+    }
+}
+
+/// What every epoch of a run shares.
+#[derive(Clone, Copy)]
+struct EpochContext<'a> {
+    cfg: &'a TrainConfig,
+    tcfg: &'a TransformConfig,
+    device: Device,
+    skip_bad: bool,
+    progress: &'a dyn Progress,
+}
+
+impl SavedProgress {
+    /// Records epoch `m` (0-based `epoch`): a choosing run keeps the best validation score (the
+    /// training accuracy without validation), a final fit its last epoch, whose count was chosen
+    /// before it. Returns whether `m` is the new best.
+    fn record(&mut self, m: EpochMetrics, epoch: usize, phase: Phase) -> bool {
+        let score = match phase {
+            Phase::Choose => m.valid_acc.unwrap_or(m.train_acc),
+            Phase::FinalFit => epoch as f64,
+        };
+        self.history.push(m);
+        let improved = score > self.best_score;
+        if improved {
+            self.best_score = score;
+            self.best_epoch = epoch + 1;
+        }
+        improved
+    }
+
+    /// Whether `patience` epochs (0: never) have passed without improvement after 0-based `epoch`.
+    fn out_of_patience(&self, patience: usize, epoch: usize) -> bool {
+        patience > 0 && epoch + 1 - self.best_epoch >= patience
+    }
+}
+
+/// Logs an epoch's figures and reports them as a progress message.
+fn report_epoch(m: &EpochMetrics, epochs: usize, progress: &dyn Progress) {
+    tracing::info!(
+        epoch = m.epoch,
+        train_loss = format!("{:.4}", m.train_loss),
+        train_acc = format!("{:.4}", m.train_acc),
+        valid_loss = ?m.valid_loss.map(|v| (v * 1e4).round() / 1e4),
+        valid_acc = ?m.valid_acc.map(|v| (v * 1e4).round() / 1e4),
+        "epoch done"
+    );
+    progress.event(Event::Message(&format!(
+        "epoch {:>3}/{}  train loss {:.4} acc {:.2}%  valid loss {} acc {}  lr {:.2e}  {:.1}s",
+        m.epoch,
+        epochs,
+        m.train_loss,
+        100.0 * m.train_acc,
+        m.valid_loss.map(|v| format!("{v:.4}")).unwrap_or_else(|| "–".into()),
+        m.valid_acc.map(|v| format!("{:.2}%", 100.0 * v)).unwrap_or_else(|| "–".into()),
+        m.lr,
+        m.epoch_s
+    )));
+}
+
 fn run_phase(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress, phase: Phase) -> Result<(TrainOutcome, TrainConfig), Error> {
     let start = Instant::now();
     let run_dir = req.runs_dir.join(&req.config.name);
     std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, e))?;
-    let last_path = run_dir.join("last.safetensors");
-    let best_path = run_dir.join("best.safetensors");
-
+    let (last_path, best_path) = (run_dir.join("last.safetensors"), run_dir.join("best.safetensors"));
     // Resuming takes the saved configuration: the run must continue as it started.
     let resumed = if req.resume && last_path.exists() { Some(checkpoint::load(&last_path)?) } else { None };
-    let cfg: TrainConfig = match &resumed {
-        Some(c) => {
-            let mut saved: TrainConfig = serde_json::from_value(c.meta.hyperparameters.clone()).map_err(|e| Error::Mismatch {
-                path: last_path.clone(),
-                detail: format!("its saved configuration cannot be read ({e}); start a new run instead of --resume"),
-            })?;
-            // Only the number of epochs may be extended on resume.
-            saved.epochs = req.config.epochs.max(saved.epochs);
-            saved
-        }
-        None => req.config.clone(),
-    };
-    let init = match (&resumed, &req.init_from) {
-        (None, Some(p)) => Some((init_checkpoint(p)?, p.clone())),
-        _ => None,
-    };
-    let cfg = match &init {
-        Some((c, p)) => adopt_network(cfg, c, p)?,
-        None => cfg,
-    };
-    cfg.validate()?;
-    if cfg.threads > 0 {
-        tch::set_num_threads(cfg.threads as i32);
-    }
-    let device = parse_device(&cfg.device)?;
-    let data = run_data(req, &cfg, ds, phase)?;
-    let classes = data.classes.clone();
-    if let Some(c) = &resumed {
-        check_classes(c, &classes, &last_path)?;
-    }
-    if let Some((c, path)) = &init {
-        check_classes(c, &classes, path)?;
-    }
+    let mut setup = RunSetup::prepare(req, ds, phase, resumed.as_ref().map(|c| (c, last_path.as_path())))?;
+    let (cfg, device) = (setup.cfg.clone(), setup.device);
     io_write(&run_dir.join("config.toml"), &toml::to_string_pretty(&cfg).map_err(|e| Error::Config(e.to_string()))?)?;
-
-    // The network, its pretrained backbone, and (when resuming) the saved weights.
-    let frozen = cfg.mode == TrainMode::Frozen;
-    let cached_mode = cfg.mode != TrainMode::Finetune;
-    let init_from = init.as_ref().map(|(c, p)| (c, p.as_path()));
-    let frozen::Network { vs, mut net, weights_id } = frozen::build_network(&cfg, req.weights.as_deref(), init_from, classes.len() as i64, device)?;
-    let mut opt = frozen::optimizer_for(&vs, &cfg);
+    let mut opt = frozen::optimizer_for(&setup.network.vs, &cfg);
     let mut saved = SavedProgress { history: Vec::new(), best_epoch: 0, best_score: f64::NEG_INFINITY };
     if let Some(c) = &resumed {
-        tensors::load_model_tensors(&vs, c, &last_path)?;
+        tensors::load_model_tensors(&setup.network.vs, c, &last_path)?;
         let steps = c.meta.optimizer.as_ref().and_then(|o| o["steps"].as_i64()).unwrap_or(0);
         opt.import(&c.tensors, checkpoint::OPTIMIZER_PREFIX, steps)?;
         saved = serde_json::from_value(c.meta.metrics.clone())
             .map_err(|e| Error::Mismatch { path: last_path.clone(), detail: format!("its saved metrics cannot be read: {e}") })?;
         tracing::info!(epoch = saved.history.len(), "resuming");
     }
-    if cfg.channels_last && device == Device::Cpu {
-        net.set_channels_last(true)?;
-    }
     let saver = Saver {
         cfg: &cfg,
-        classes: classes.clone(),
+        classes: setup.data.classes.clone(),
         provenance: serde_json::json!({
             "dataset": ds.root.display().to_string(),
-            "weights": weights_id,
-            checkpoint::TrainedOn::KEY: json(&data.trained_on),
+            "weights": setup.network.weights_id,
+            checkpoint::TrainedOn::KEY: json(&setup.data.trained_on),
         }),
     };
-    let tcfg = transform_config(&cfg);
-
-    // Frozen and partial mode: features or activations once per image and view.
-    let mut feature_s = 0.0;
-    let cached = if cached_mode {
+    if cfg.mode != TrainMode::Finetune {
         // The frozen blocks only run in eval mode: fold their batch norms for speed (the
         // trainable blocks' are left alone).
-        net.fold_batchnorm();
-        let fx = extractor((&vs, &net), (&cfg, &tcfg, device), req, &weights_id, progress)?;
-        let (passes, parts) = (data.passes(&cfg), data.train.len());
-        let (inputs, secs) = if frozen { frozen_inputs(&fx, passes, parts)? } else { partial_inputs(&fx, passes, parts, &cfg)? };
-        feature_s = secs;
-        Some(inputs)
-    } else {
-        None
-    };
-
-    let source_for = |samples: &Arc<[Sample]>, split: &str| -> Result<ImageSource, Error> {
-        features::image_source(&req.cache_dir, split, samples, &tcfg, req.skip_bad, progress)
-    };
-    let (train_samples, train_name) = data.joined_train();
-    let ft_sources = if cached_mode {
-        None
-    } else {
-        let t = source_for(&train_samples, &train_name)?;
-        let v = match &data.valid {
-            Some((name, s)) => Some(source_for(s, name)?),
-            None => None,
-        };
-        Some((t, v))
-    };
-
+        setup.network.net.fold_batchnorm();
+    }
+    let tcfg = transform_config(&cfg);
+    let (source, feature_s) = EpochSource::prepare(&setup, req, &tcfg, progress)?;
     let _restore = RestoreThreads(tch::get_num_threads());
-    if frozen && device == Device::Cpu {
+    if cfg.mode == TrainMode::Frozen && device == Device::Cpu {
         // The head's small matrix products gain nothing from more threads, and spinning OpenMP
         // threads slow down badly when another process holds a core: train the head on one.
         tch::set_num_threads(1);
     }
+    let (vs, net) = (&setup.network.vs, &setup.network.net);
+    let ctx = EpochContext { cfg: &cfg, tcfg: &tcfg, device, skip_bad: req.skip_bad, progress };
     let mut stopped_early = false;
-    let first_epoch = saved.history.len();
-    for epoch in first_epoch..cfg.epochs {
+    for epoch in saved.history.len()..cfg.epochs {
         // Dropout and any other libtorch randomness: a pure function of (seed, epoch).
         frozen::seed_epoch(&cfg, epoch);
-        let m = match (&cached, &ft_sources) {
-            (Some(inputs), _) => cached::run_epoch(&net, &mut opt, inputs, &cfg, epoch, device)?,
-            (None, Some((src, valid_src))) => {
-                let t0 = Instant::now();
-                let lr = cfg.lr_at(epoch);
-                let run = EpochRun { cfg: &cfg, tcfg: &tcfg, epoch, lr, device, skip_bad: req.skip_bad, progress };
-                let train = finetune_epoch(&net, &mut opt, &train_samples, src.clone(), &run)?;
-                let train_s = t0.elapsed().as_secs_f64();
-                let valid = match (valid_src, &data.valid) {
-                    (Some(vsrc), Some((_, samples))) => {
-                        let (l, a) = image_eval(&net, samples, vsrc.clone(), &tcfg, &cfg, device)?;
-                        (Some(l), Some(a))
-                    }
-                    _ => (None, None),
-                };
-                EpochMetrics::measured(epoch, train, valid, lr, t0, train_s)
-            }
-            _ => unreachable!("either cached inputs or image sources exist"),
-        };
-        tracing::info!(
-            epoch = m.epoch,
-            train_loss = format!("{:.4}", m.train_loss),
-            train_acc = format!("{:.4}", m.train_acc),
-            valid_loss = ?m.valid_loss.map(|v| (v * 1e4).round() / 1e4),
-            valid_acc = ?m.valid_acc.map(|v| (v * 1e4).round() / 1e4),
-            "epoch done"
-        );
-        progress.event(Event::Message(&format!(
-            "epoch {:>3}/{}  train loss {:.4} acc {:.2}%  valid loss {} acc {}  lr {:.2e}  {:.1}s",
-            m.epoch,
-            cfg.epochs,
-            m.train_loss,
-            100.0 * m.train_acc,
-            m.valid_loss.map(|v| format!("{v:.4}")).unwrap_or_else(|| "–".into()),
-            m.valid_acc.map(|v| format!("{:.2}%", 100.0 * v)).unwrap_or_else(|| "–".into()),
-            m.lr,
-            m.epoch_s
-        )));
-        // A final fit keeps its last epoch: the epoch count was chosen before it.
-        let score = match phase {
-            Phase::Choose => m.valid_acc.unwrap_or(m.train_acc),
-            Phase::FinalFit => epoch as f64,
-        };
-        saved.history.push(m);
-        let improved = score > saved.best_score;
-        if improved {
-            saved.best_score = score;
-            saved.best_epoch = epoch + 1;
-        }
+        let m = source.run_epoch(net, &mut opt, epoch, &ctx)?;
+        report_epoch(&m, cfg.epochs, progress);
         // Best first: if we die between the two saves, `last` still points at a consistent state.
-        if improved {
-            saver.save(&best_path, &vs, &opt, &saved)?;
+        if saved.record(m, epoch, phase) {
+            saver.save(&best_path, vs, &opt, &saved)?;
         }
-        saver.save(&last_path, &vs, &opt, &saved)?;
+        saver.save(&last_path, vs, &opt, &saved)?;
         write_metrics(&run_dir, &cfg.name, &saved.history)?;
         test_halt_after_epoch(saved.history.len(), progress);
-        if cfg.patience > 0 && epoch + 1 - saved.best_epoch >= cfg.patience {
+        if saved.out_of_patience(cfg.patience, epoch) {
             let msg = format!("early stopping: no improvement for {} epochs (best epoch {})", cfg.patience, saved.best_epoch);
             progress.event(Event::Message(&msg));
             stopped_early = true;
@@ -581,8 +660,8 @@ fn run_phase(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress, phase: P
         stopped_early,
         wall_s: start.elapsed().as_secs_f64(),
         feature_s,
-        images: data.train_images(),
-        selected_on: data.valid.as_ref().map(|(name, _)| name.clone()),
+        images: setup.data.train_images(),
+        selected_on: setup.data.valid.as_ref().map(|(name, _)| name.clone()),
         final_fit: None,
     };
     Ok((outcome, cfg))
@@ -693,49 +772,28 @@ pub struct ExtractOutcome {
 pub fn extract(req: &TrainRequest, ds: &Dataset, shard: Option<&shards::ShardJob>, progress: &dyn Progress) -> Result<ExtractOutcome, Error> {
     let _generator = model::random_generator_lock();
     let start = Instant::now();
-    let init = req.init_from.as_ref().map(|p| init_checkpoint(p).map(|c| (c, p.clone()))).transpose()?;
-    let cfg = match &init {
-        Some((c, p)) => adopt_network(req.config.clone(), c, p)?,
-        None => req.config.clone(),
-    };
-    cfg.validate()?;
-    if cfg.mode == TrainMode::Finetune {
+    if req.config.mode == TrainMode::Finetune {
         return Err(Error::Config("fine-tuning trains on images and has no feature cache: extract in mode frozen or partial".into()));
     }
-    if cfg.threads > 0 {
-        tch::set_num_threads(cfg.threads as i32);
-    }
-    let device = parse_device(&cfg.device)?;
-    let data = run_data(req, &cfg, ds, Phase::Choose)?;
-    if let Some((c, path)) = &init {
-        check_classes(c, &data.classes, path)?;
-    }
+    let RunSetup { cfg, device, data, network } = RunSetup::prepare(req, ds, Phase::Choose, None)?;
     // A final fit also trains on the selection part's training views (the same passes as its
     // validation pass when views is 0).
     let final_data = if cfg.final_fit && cfg.views > 0 { Some(run_data(req, &cfg, ds, Phase::FinalFit)?) } else { None };
-    let init_from = init.as_ref().map(|(c, p)| (c, p.as_path()));
-    let frozen::Network { vs, mut net, weights_id } =
-        frozen::build_network(&cfg, req.weights.as_deref(), init_from, data.classes.len() as i64, device)?;
+    let frozen::Network { vs, mut net, weights_id } = network;
     let frozen = cfg.mode == TrainMode::Frozen;
-    if cfg.channels_last && device == Device::Cpu {
-        net.set_channels_last(true)?;
-    }
     net.fold_batchnorm();
     let tcfg = transform_config(&cfg);
     let fx = extractor((&vs, &net), (&cfg, &tcfg, device), req, &weights_id, progress)?;
     let mut passes = data.passes(&cfg);
     if let Some(f) = &final_data {
-        passes.extend(f.passes(&cfg).into_iter().filter(|p| p.0 != req.train_split));
+        passes.extend(f.passes(&cfg).into_iter().filter(|p| p.split != req.train_split));
     }
     let caches = passes.len();
     let (parts, feature_s) = match (shard, frozen) {
         (None, true) => (Vec::new(), frozen_inputs(&fx, passes, 1)?.1),
         (None, false) => (Vec::new(), partial_inputs(&fx, passes, 1, &cfg)?.1),
         (Some(job), true) => {
-            let parts = passes
-                .iter()
-                .map(|&(split, samples, mode, view)| fx.features_part(samples, split, (mode, view), job))
-                .collect::<Result<Vec<_>, _>>()?;
+            let parts = passes.iter().map(|p| fx.features_part(p.samples, p.split, (p.mode, p.view), job)).collect::<Result<Vec<_>, _>>()?;
             let secs = parts.iter().map(|p| p.seconds).sum();
             (parts, secs)
         }
@@ -752,7 +810,7 @@ fn partial_parts(
     job: &shards::ShardJob,
 ) -> Result<(Vec<shards::PartOutcome>, f64), Error> {
     let split = fx.net.units() - cfg.unfreeze_blocks;
-    let samples: Vec<&Arc<[Sample]>> = passes.iter().map(|p| p.1).collect();
+    let samples: Vec<&Arc<[Sample]>> = passes.iter().map(|p| p.samples).collect();
     let plan = fx.plan_activations(passes, split, cfg.activation_dtype)?;
     fx.check_activation_space(&plan, split, cfg.activation_dtype, cfg.activation_cache_limit_mb)?;
     let parts =
@@ -761,12 +819,26 @@ fn partial_parts(
     Ok((parts, secs))
 }
 
-/// The inputs of cached epochs: one per training view (epoch `e` uses view `e % views`), and the
-/// validation split's.
-pub(crate) type CachedInputs = (Vec<cached::Cached>, Option<cached::Cached>);
+/// The inputs of cached epochs.
+pub(crate) struct CachedInputs {
+    /// One per training view: epoch `e` trains on view `e % views`.
+    pub views: Vec<cached::Cached>,
+    /// The validation split's.
+    pub valid: Option<cached::Cached>,
+}
 
-/// A cached pass over a split: (split name, samples, transform mode, view).
-type CachedPass<'a> = (&'a str, &'a Arc<[Sample]>, Mode, u64);
+/// A cached pass over a split.
+#[derive(Clone, Copy)]
+pub(crate) struct CachedPass<'a> {
+    /// The split's name (file names, messages).
+    pub split: &'a str,
+    /// Its images.
+    pub samples: &'a Arc<[Sample]>,
+    /// Eval transform or augmented view.
+    pub mode: Mode,
+    /// The augmented view (0 in eval mode).
+    pub view: u64,
+}
 
 /// The cached passes a run needs: each training view (the eval transform when `views` is 0) of
 /// each training part, view by view, then the validation split's eval transform.
@@ -777,8 +849,8 @@ pub(crate) fn cached_passes<'a>(
 ) -> Vec<CachedPass<'a>> {
     let mode = if cfg.views == 0 { Mode::Eval } else { Mode::Train };
     let mut passes: Vec<CachedPass> =
-        (0..cfg.views.max(1)).flat_map(|v| train.iter().map(move |&(split, samples)| (split, samples, mode, v as u64))).collect();
-    passes.extend(valid.map(|(split, samples)| (split, samples, Mode::Eval, 0)));
+        (0..cfg.views.max(1)).flat_map(|v| train.iter().map(move |&(split, samples)| CachedPass { split, samples, mode, view: v as u64 })).collect();
+    passes.extend(valid.map(|(split, samples)| CachedPass { split, samples, mode: Mode::Eval, view: 0 }));
     passes
 }
 
@@ -791,14 +863,14 @@ fn group_views(mut all: Vec<cached::Cached>, views: usize, parts: usize) -> Resu
     for _ in 0..views {
         grouped.push(cached::Cached::join(it.by_ref().take(parts).collect())?);
     }
-    Ok((grouped, valid))
+    Ok(CachedInputs { views: grouped, valid })
 }
 
 /// Frozen mode: pooled features of every pass.
 pub(crate) fn frozen_inputs(fx: &features::Extractor, passes: Vec<CachedPass>, parts: usize) -> Result<(CachedInputs, f64), Error> {
     let (mut all, mut secs) = (Vec::new(), 0.0);
-    for &(split, samples, mode, view) in &passes {
-        let ((x, y), s) = fx.features(samples, split, mode, view)?;
+    for p in &passes {
+        let ((x, y), s) = fx.features(p.samples, p.split, p.mode, p.view)?;
         secs += s;
         all.push(cached::Cached::Features(x, y));
     }
@@ -814,7 +886,7 @@ pub(crate) fn partial_inputs(
     cfg: &TrainConfig,
 ) -> Result<(CachedInputs, f64), Error> {
     let split = fx.net.units() - cfg.unfreeze_blocks;
-    let samples: Vec<&Arc<[Sample]>> = passes.iter().map(|p| p.1).collect();
+    let samples: Vec<&Arc<[Sample]>> = passes.iter().map(|p| p.samples).collect();
     let plan = fx.plan_activations(passes, split, cfg.activation_dtype)?;
     fx.check_activation_space(&plan, split, cfg.activation_dtype, cfg.activation_cache_limit_mb)?;
     let (mut all, mut secs) = (Vec::new(), 0.0);
@@ -844,26 +916,16 @@ pub(crate) fn loss_fn(logits: &Tensor, y: &Tensor, smoothing: f64) -> Tensor {
     logits.cross_entropy_loss::<Tensor>(y, None, tch::Reduction::Mean, -100, smoothing)
 }
 
-/// What one fine-tuning epoch needs besides the network and its optimiser.
-struct EpochRun<'a> {
-    cfg: &'a TrainConfig,
-    tcfg: &'a TransformConfig,
-    epoch: usize,
-    lr: f64,
-    device: Device,
-    skip_bad: bool,
-    progress: &'a dyn Progress,
-}
-
 /// One fine-tuning epoch on augmented images.
 fn finetune_epoch(
     net: &Classifier,
     opt: &mut optim::Optimizer,
     samples: &Arc<[Sample]>,
     src: ImageSource,
-    run: &EpochRun<'_>,
-) -> Result<(f64, f64, usize), Error> {
-    let EpochRun { cfg, tcfg, epoch, lr, device, skip_bad, progress } = *run;
+    (epoch, lr): (usize, f64),
+    ctx: &EpochContext<'_>,
+) -> Result<TrainFigures, Error> {
+    let EpochContext { cfg, tcfg, device, skip_bad, progress } = *ctx;
     let lcfg = LoaderConfig {
         batch_size: cfg.batch_size,
         shuffle: true,
@@ -893,7 +955,7 @@ fn finetune_epoch(
         progress.event(Event::Advance { done: n as u64, note: Some(&format!("loss {bl:.4}")) });
     }
     progress.event(Event::Finish { summary: None });
-    Ok((loss_sum / n.max(1) as f64, correct as f64 / n.max(1) as f64, n))
+    Ok(TrainFigures { loss: loss_sum / n.max(1) as f64, acc: correct as f64 / n.max(1) as f64, images: n })
 }
 
 /// Loss and accuracy of the whole network on eval-transformed images.
@@ -904,7 +966,7 @@ fn image_eval(
     tcfg: &TransformConfig,
     cfg: &TrainConfig,
     device: Device,
-) -> Result<(f64, f64), Error> {
+) -> Result<EvalFigures, Error> {
     let lcfg = LoaderConfig { batch_size: cfg.eval_batch_size, mode: Mode::Eval, channels_last: cfg.channels_last, ..LoaderConfig::default() };
     let (mut loss_sum, mut correct, mut n) = (0.0, 0i64, 0usize);
     for b in preprocess::loader(samples.clone(), src, tcfg, &lcfg)? {
@@ -916,5 +978,5 @@ fn image_eval(
         correct += logits.argmax(1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
         n += b.labels.len();
     }
-    Ok((loss_sum / n.max(1) as f64, correct as f64 / n.max(1) as f64))
+    Ok(EvalFigures { loss: loss_sum / n.max(1) as f64, acc: correct as f64 / n.max(1) as f64 })
 }
