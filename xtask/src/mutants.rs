@@ -185,6 +185,9 @@ pub fn run(args: &MutantsArgs) -> Result<()> {
         bail!("no mutants run named {:?}; the runs are {}", args.run, run_names().join(", "));
     };
     check_installed()?;
+    // cargo-mutants makes `mutants.out` inside the output folder, but not the folder itself.
+    let out = crate::repo_root().join("target/mutants").join(run.name);
+    std::fs::create_dir_all(&out).with_context(|| format!("could not create {}", out.display()))?;
     let mut cmd = crate::cargo()?;
     let argv = mutants_args(run, args);
     cmd.args(&argv);
