@@ -33,7 +33,7 @@ pub(crate) enum Cmd {
     /// Run preprocess → train → evaluate → predict from one config file.
     Pipeline(pipeline_cmd::PipelineArgs),
     /// Serve checkpoints over HTTP: prediction API, upload page, metrics (see docs/serve.md).
-    Serve(serve::ServeArgs),
+    Serve(crate::serve_cmd::ServeArgs),
     /// Join the parts that the shards of `predict --shard` or `train --extract-only --shard` wrote
     /// into the one output (or caches) a single process writes.
     Merge(MergeArgs),

@@ -6,6 +6,7 @@
 mod cli;
 mod pipeline_cmd;
 mod progress;
+mod serve_cmd;
 mod sweep_cmd;
 
 use std::path::Path;
@@ -89,7 +90,7 @@ fn run() -> Result<()> {
         Cmd::Merge(a) => merge_cmd(&a),
         Cmd::Sweep(a) => sweep_cmd::run(&a),
         Cmd::Quantize(a) => quantize_cmd(&a),
-        Cmd::Serve(a) => serve::run(&a, |e| eprintln!("serve: {e}")).map(|_| ()).context("petal serve"),
+        Cmd::Serve(a) => serve_cmd::run(a),
         Cmd::Export { checkpoint, format, out } => {
             let e = export::export(&checkpoint, format, &out).with_context(|| format!("exporting {} to {format}", checkpoint.display()))?;
             println!("wrote {} ({} bytes, output {:?}) and {}", e.path.display(), e.bytes, e.info.output_name, e.sidecar.display());

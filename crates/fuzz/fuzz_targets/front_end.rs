@@ -7,7 +7,7 @@
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use serve::{Backend, ClassInfo, ModelInfo, ServeArgs, Server};
+use serve::{Backend, ClassInfo, ModelInfo, ServeConfig, Server};
 
 /// A 3-class network whose input is the decoded image's size, for an 8-pixel square.
 struct Stub {
@@ -49,11 +49,11 @@ fn server() -> &'static (tokio::runtime::Runtime, Server) {
     static S: OnceLock<(tokio::runtime::Runtime, Server)> = OnceLock::new();
     S.get_or_init(|| {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
-        let mut args = ServeArgs::with_checkpoints(&["stub"]);
+        let mut args = ServeConfig::serving(&["stub"]);
         args.addr = "127.0.0.1:0".parse().expect("addr");
-        args.max_body_bytes = 256 * 1024;
-        args.max_images = 4;
-        args.decode_threads = 1;
+        args.limits.max_body_bytes = 256 * 1024;
+        args.limits.max_images = 4;
+        args.backend.decode_threads = 1;
         let classes = (0..3).map(|i| ClassInfo { index: i, folder: i.to_string(), name: "flower".into() }).collect();
         let info = ModelInfo {
             name: "stub".into(),

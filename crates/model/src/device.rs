@@ -4,25 +4,76 @@ use tch::{Device, Tensor};
 
 use crate::Error;
 
-/// Parses `cpu`, `cuda`, `cuda:N`; refuses CUDA when libtorch sees no such GPU.
-pub fn parse_device(s: &str) -> Result<Device, Error> {
-    let d = match s {
-        "cpu" => Device::Cpu,
-        "cuda" => Device::Cuda(0),
-        other => match other.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
-            Some(n) => Device::Cuda(n),
-            None => return Err(Error::Config(format!("unknown device {other:?} (use cpu, cuda or cuda:N)"))),
-        },
-    };
-    if let Device::Cuda(n) = d {
-        let count = tch::Cuda::device_count() as usize;
-        if n >= count {
-            return Err(Error::Config(format!(
-                "device {s} requested but libtorch sees {count} CUDA device(s); the libtorch from `cargo xtask setup` is CPU-only (see docs/setup.md, GPU)"
-            )));
+/// Where networks run, as a user names it: `cpu`, `cuda` (the first GPU) or `cuda:N`. Parsing
+/// checks the spelling only; [`DeviceSpec::device`] checks that libtorch sees the GPU. Written and
+/// read back as that text (configs, checkpoints' stored settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum DeviceSpec {
+    /// The CPU.
+    #[default]
+    Cpu,
+    /// CUDA device N.
+    Cuda(usize),
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "cuda" => Ok(DeviceSpec::Cuda(0)),
+            other => match other.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+                Some(n) => Ok(DeviceSpec::Cuda(n)),
+                None => Err(Error::Config(format!("unknown device {other:?} (use cpu, cuda or cuda:N)"))),
+            },
         }
     }
-    Ok(d)
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceSpec::Cpu => f.write_str("cpu"),
+            DeviceSpec::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl serde::Serialize for DeviceSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DeviceSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl DeviceSpec {
+    /// The libtorch device; an error when libtorch sees no such GPU.
+    pub fn device(self) -> Result<Device, Error> {
+        match self {
+            DeviceSpec::Cpu => Ok(Device::Cpu),
+            DeviceSpec::Cuda(n) => {
+                let count = tch::Cuda::device_count() as usize;
+                if n >= count {
+                    return Err(Error::Config(format!(
+                        "device {self} requested but libtorch sees {count} CUDA device(s); the libtorch from `cargo xtask setup` is CPU-only (see docs/setup.md, GPU)"
+                    )));
+                }
+                Ok(Device::Cuda(n))
+            }
+        }
+    }
+}
+
+/// Parses `cpu`, `cuda`, `cuda:N` ([`DeviceSpec`]); refuses CUDA when libtorch sees no such GPU.
+pub fn parse_device(s: &str) -> Result<Device, Error> {
+    s.parse::<DeviceSpec>()?.device()
 }
 
 /// A float tensor of logical shape `[n, c, h, w]` on `device` from `images` laid out as NCHW, or

@@ -1,4 +1,5 @@
-//! The command line of `petal serve` and the settings derived from it.
+//! What a server runs with: [`ServeConfig`] (every setting, with `Default`), and the limits it
+//! derives ([`EffectiveLimits`]). The `petal` binary's `serve` flags map onto these fields.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,7 +16,7 @@ pub const EXPOSED_CLIENT_RPS: f64 = 20.0;
 /// Per-client limits in effect (`None`: off).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct PerClient {
-    /// Whether the service is exposed ([`ServeArgs::exposed`]), which turns the limits on by default.
+    /// Whether the service is exposed ([`ServeConfig::exposed`]), which turns the limits on by default.
     pub exposed: bool,
     /// Requests in flight per client.
     pub concurrency: Option<usize>,
@@ -89,179 +90,211 @@ pub fn is_local_only(ip: std::net::IpAddr) -> bool {
     ip == std::net::Ipv4Addr::LOCALHOST || ip == std::net::Ipv6Addr::LOCALHOST
 }
 
-/// Where the networks run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum DeviceArg {
-    /// The CPU.
-    #[default]
-    Cpu,
-    /// The first CUDA device (needs a CUDA build of libtorch).
-    Cuda,
+/// Who may use the service.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuthConfig {
+    /// File of access tokens, one per line (blank lines and `#` comments ignored, at least 16
+    /// characters each). When given, /v1/* and /metrics need `Authorization: Bearer <token>`.
+    pub token_file: Option<PathBuf>,
+    /// Allow an address other than 127.0.0.1 or ::1 without tokens: anyone who reaches the port can
+    /// use the service.
+    pub insecure_no_auth: bool,
+    /// Origins allowed to call the API from browsers (CORS); none by default.
+    pub cors_origin: Vec<String>,
 }
 
-impl DeviceArg {
-    /// The libtorch device.
-    pub fn device(self) -> tch::Device {
-        match self {
-            DeviceArg::Cpu => tch::Device::Cpu,
-            DeviceArg::Cuda => tch::Device::Cuda(0),
+/// What runs the networks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConfig {
+    /// Where the networks run.
+    pub device: model::DeviceSpec,
+    /// What runs the backbone (`auto`: onnxruntime on the CPU when provisioned, else libtorch).
+    pub runtime: infer::Runtime,
+    /// The backbone's precision on onnxruntime (`auto`: int8 when `petal quantize` accepted it).
+    pub precision: infer::Precision,
+    /// libtorch intra-op threads for the forward pass (0: libtorch's default).
+    pub threads: usize,
+    /// Threads that decode and transform uploaded images (0: one per core).
+    pub decode_threads: usize,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig {
+            device: model::DeviceSpec::Cpu,
+            runtime: infer::Runtime::Auto,
+            precision: infer::Precision::Auto,
+            threads: 0,
+            decode_threads: 0,
         }
     }
 }
 
-/// Arguments of `petal serve`. Every limit has a safe default.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ServeArgs {
-    /// A checkpoint to serve, as `FILE` (served under its file stem) or `NAME=FILE`; repeat for several.
-    /// The set of served checkpoints is fixed at start: no request can load another model or file.
-    #[arg(long = "checkpoint", value_name = "[NAME=]FILE", required = true)]
-    pub checkpoints: Vec<String>,
-    /// Address to listen on. Anything but 127.0.0.1 or ::1 needs --token-file or --insecure-no-auth.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub addr: SocketAddr,
-    /// File of access tokens, one per line (blank lines and `#` comments ignored, at least 16 characters each).
-    /// When given, /v1/* and /metrics need `Authorization: Bearer <token>`.
-    #[arg(long, value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
-    /// Allow a non-loopback --addr without tokens: anyone who reaches the port can use the service.
-    #[arg(long)]
-    pub insecure_no_auth: bool,
-    /// Origins allowed to call the API from browsers (CORS), e.g. `https://app.example.org`; none by default.
-    #[arg(long, value_name = "ORIGIN", value_delimiter = ',')]
-    pub cors_origin: Vec<String>,
-    /// Device the networks run on.
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    pub device: DeviceArg,
-    /// What runs the backbone: auto (onnxruntime on the CPU when `cargo xtask setup` provisioned
-    /// it, else libtorch), torch or onnxruntime. The head always runs on libtorch; answers stay
-    /// independent of the batch they come in (the start-up probe calibrates either runtime).
-    #[arg(long, value_enum, default_value_t = infer::Runtime::Auto)]
-    pub runtime: infer::Runtime,
-    /// The backbone's precision on onnxruntime: auto (int8 when `petal quantize` accepted it for
-    /// the checkpoint, else fp32), fp32 or int8.
-    #[arg(long, value_enum, default_value_t = infer::Precision::Auto)]
-    pub precision: infer::Precision,
-    /// libtorch intra-op threads for the forward pass (0: libtorch's default).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
-    /// Threads that decode and transform uploaded images (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    pub decode_threads: usize,
-    /// Most images in one forward pass (dynamic batching). A lone request runs alone; the
-    /// classifier head of every pass runs at this many rows (zero rows added to the features) so
-    /// that answers do not depend on what shared the pass. The default suits a few cores and
-    /// little memory: on 2 cores with EfficientNet-Lite0, 4 serves ~20 % more requests per second
-    /// than 2 but peaks 50–90 MB higher (the activations of a bigger pass, and what the allocator
-    /// keeps of them); raise it with more cores and memory.
-    #[arg(long, default_value_t = 2)]
+/// Dynamic batching.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchingConfig {
+    /// Most images in one forward pass. A lone request runs alone; the classifier head of every
+    /// pass runs at this many rows, so that answers do not depend on what shared the pass. 2 suits
+    /// a few cores and little memory (on 2 cores with EfficientNet-Lite0, 4 serves ~20 % more
+    /// requests per second but peaks 50–90 MB higher).
     pub max_batch: usize,
-    /// Run each pass's classifier head at the pass's actual size instead of --max-batch rows: saves
-    /// a few microseconds, but an image's probabilities then differ in the last bits with the number
-    /// of images it shares its pass with (libtorch's CPU matrix products round differently per row count).
-    #[arg(long)]
+    /// Run each pass's head at its actual size instead of `max_batch` rows: a few microseconds
+    /// faster, but an image's probabilities then differ in the last bits with the pass it shares.
     pub unpadded_batches: bool,
-    /// Longest time the first request of a batch waits for more, in milliseconds. With 0 (the
-    /// default) a lone request runs at once and a batch is whatever queued up while the previous
-    /// pass ran.
-    #[arg(long, default_value_t = 0)]
+    /// Longest time the first request of a batch waits for more, in milliseconds (0: a lone request
+    /// runs at once, and a batch is whatever queued up while the previous pass ran).
     pub max_wait_ms: u64,
-    /// Images admitted per model (queued or in a forward pass); beyond it requests get 503 with Retry-After.
-    #[arg(long, default_value_t = 128)]
+    /// Images admitted per model (queued or in a forward pass); beyond it 503 with Retry-After.
     pub queue: usize,
-    /// Prediction requests in flight in the whole server (bodies being read, decoded or predicted); beyond it 503.
-    #[arg(long, default_value_t = 64)]
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        BatchingConfig { max_batch: 2, unpadded_batches: false, max_wait_ms: 0, queue: 128 }
+    }
+}
+
+/// Limits on what clients may send and hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsConfig {
+    /// Prediction requests in flight in the whole server; beyond it 503.
     pub max_inflight: usize,
     /// Largest request body in bytes; larger ones get 413.
-    #[arg(long, default_value_t = 20 * 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Most images in one multipart request.
-    #[arg(long, default_value_t = 16)]
     pub max_images: usize,
-    /// Largest accepted image in pixels (width × height, checked before decoding: decompression bombs get 400).
-    #[arg(long, default_value_t = 40_000_000)]
+    /// Largest accepted image in pixels (checked before decoding).
     pub max_pixels: u64,
-    /// Concurrent requests per client (per token, or per IP address without tokens); beyond it 429.
-    /// Default: 8 when the service is exposed (--token-file, or an address other than 127.0.0.1 and
-    /// ::1); off on 127.0.0.1/::1 without tokens, where every program of this machine is one client.
-    #[arg(long)]
+    /// Concurrent requests per client (token, else IP address); beyond it 429. `None`: 8 when the
+    /// service is exposed, off on 127.0.0.1/::1 without tokens.
     pub client_concurrency: Option<usize>,
-    /// Sustained requests per second per client (0: unlimited); beyond it 429 with Retry-After.
-    /// Default: 20 when the service is exposed, off on 127.0.0.1/::1 without tokens (see --client-concurrency).
-    #[arg(long)]
+    /// Sustained requests per second per client (0: unlimited). `None`: 20 when exposed, else off.
     pub client_rps: Option<f64>,
-    /// Requests a client may send at once above its rate (token-bucket size; 0: twice the rate, at least 1).
-    #[arg(long, default_value_t = 0.0)]
+    /// Requests a client may send at once above its rate (0: twice the rate, at least 1).
     pub client_burst: f64,
     /// Open connections in the whole server; beyond it new connections get 503 and are closed.
-    #[arg(long, default_value_t = 512)]
     pub max_connections: usize,
-    /// Open connections per IP address; beyond it new connections get 503 and are closed.
-    #[arg(long, default_value_t = 64)]
+    /// Open connections per IP address.
     pub max_connections_per_ip: usize,
-    /// Largest request head (request line and headers) in bytes (at least 8192); larger ones get 431.
-    #[arg(long, default_value_t = 16 * 1024)]
+    /// Largest request head in bytes (at least 8192); larger ones get 431.
     pub max_header_bytes: usize,
     /// Most header fields in one request.
-    #[arg(long, default_value_t = 64)]
     pub max_headers: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_inflight: 64,
+            max_body_bytes: 20 * 1024 * 1024,
+            max_images: 16,
+            max_pixels: 40_000_000,
+            client_concurrency: None,
+            client_rps: None,
+            client_burst: 0.0,
+            max_connections: 512,
+            max_connections_per_ip: 64,
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+        }
+    }
+}
+
+/// How long things may take.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimeoutsConfig {
     /// Seconds a request may take, from its headers to its answer (slow bodies get 408).
-    #[arg(long, default_value_t = 30)]
     pub request_timeout_s: u64,
-    /// Seconds a connection may stay idle, or take to send a request's headers, before it is closed.
-    #[arg(long, default_value_t = 20)]
+    /// Seconds a connection may stay idle, or take to send a request's headers.
     pub idle_timeout_s: u64,
     /// Seconds to let in-flight requests finish after SIGTERM or Ctrl-C.
-    #[arg(long, default_value_t = 30)]
     pub drain_timeout_s: u64,
 }
 
-impl ServeArgs {
-    /// Arguments with every default, serving `checkpoints` (`[NAME=]FILE`): what a library user or a test
-    /// starts from before changing single fields.
-    pub fn with_checkpoints(checkpoints: &[&str]) -> Self {
-        use clap::Parser;
-        #[derive(clap::Parser)]
-        struct Wrap {
-            #[command(flatten)]
-            args: ServeArgs,
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        TimeoutsConfig { request_timeout_s: 30, idle_timeout_s: 20, drain_timeout_s: 30 }
+    }
+}
+
+/// Everything a server runs with. [`ServeConfig::default`] holds every default `petal serve`
+/// has (the binary's flags are these fields); a library user starts from
+/// [`ServeConfig::serving`] and changes single fields. Every limit has a safe default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServeConfig {
+    /// The checkpoints served, each `FILE` (served under its file stem) or `NAME=FILE`. The set is
+    /// fixed at start: no request can load another model or file.
+    pub checkpoints: Vec<String>,
+    /// Address to listen on. Anything but 127.0.0.1 or ::1 needs tokens or `insecure_no_auth`.
+    pub addr: SocketAddr,
+    /// Who may use the service.
+    pub auth: AuthConfig,
+    /// What runs the networks.
+    pub backend: BackendConfig,
+    /// Dynamic batching.
+    pub batching: BatchingConfig,
+    /// Limits on clients and requests.
+    pub limits: LimitsConfig,
+    /// Timeouts.
+    pub timeouts: TimeoutsConfig,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            checkpoints: Vec::new(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            auth: AuthConfig::default(),
+            backend: BackendConfig::default(),
+            batching: BatchingConfig::default(),
+            limits: LimitsConfig::default(),
+            timeouts: TimeoutsConfig::default(),
         }
-        // A constant, valid command line: parsing it cannot fail.
-        let mut args = Wrap::parse_from(["serve", "--checkpoint", "model"]).args;
-        args.checkpoints = checkpoints.iter().map(|c| (*c).to_string()).collect();
-        args
+    }
+}
+
+impl ServeConfig {
+    /// Every default, serving `checkpoints` (`[NAME=]FILE`).
+    pub fn serving(checkpoints: &[&str]) -> Self {
+        ServeConfig { checkpoints: checkpoints.iter().map(|c| (*c).to_string()).collect(), ..ServeConfig::default() }
     }
 
-    /// Checks ranges that clap cannot express.
+    /// Checks the ranges of the settings; an error names the field (`max_batch`), which the
+    /// binary's flag of the same name (`--max-batch`) sets.
     pub fn validate(&self) -> Result<(), Error> {
-        let bad = |m: String| Err(Error::Config(m));
+        let (b, l, t) = (&self.batching, &self.limits, &self.timeouts);
+        let bad = |field: &'static str, problem: String| Err(Error::Setting { field, problem });
         let positive = [
-            ("--max-batch", self.max_batch),
-            ("--queue", self.queue),
-            ("--max-inflight", self.max_inflight),
-            ("--max-body-bytes", self.max_body_bytes),
-            ("--max-images", self.max_images),
-            ("--client-concurrency", self.client_concurrency.unwrap_or(1)),
-            ("--max-connections", self.max_connections),
-            ("--max-connections-per-ip", self.max_connections_per_ip),
-            ("--max-headers", self.max_headers),
-            ("--request-timeout-s", self.request_timeout_s as usize),
-            ("--idle-timeout-s", self.idle_timeout_s as usize),
+            ("max_batch", b.max_batch),
+            ("queue", b.queue),
+            ("max_inflight", l.max_inflight),
+            ("max_body_bytes", l.max_body_bytes),
+            ("max_images", l.max_images),
+            ("client_concurrency", l.client_concurrency.unwrap_or(1)),
+            ("max_connections", l.max_connections),
+            ("max_connections_per_ip", l.max_connections_per_ip),
+            ("max_headers", l.max_headers),
+            ("request_timeout_s", t.request_timeout_s as usize),
+            ("idle_timeout_s", t.idle_timeout_s as usize),
         ];
-        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return bad(format!("{name} must be at least 1"));
+        if let Some((field, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return bad(field, "must be at least 1".into());
         }
-        if self.max_header_bytes < 8192 {
-            return bad(format!("--max-header-bytes must be at least 8192, not {}", self.max_header_bytes));
+        if l.max_header_bytes < 8192 {
+            return bad("max_header_bytes", format!("must be at least 8192, not {}", l.max_header_bytes));
         }
-        if self.queue < self.max_images {
-            return bad(format!("--queue ({}) must be at least --max-images ({})", self.queue, self.max_images));
+        if b.queue < l.max_images {
+            return bad("queue", format!("({}) must be at least the images of one request, max_images ({})", b.queue, l.max_images));
         }
-        let rps = self.client_rps.unwrap_or(0.0);
-        if !(rps.is_finite() && rps >= 0.0 && self.client_burst.is_finite() && self.client_burst >= 0.0) {
-            return bad("--client-rps and --client-burst must be finite and not negative".into());
+        let rps = l.client_rps.unwrap_or(0.0);
+        if !(rps.is_finite() && rps >= 0.0) {
+            return bad("client_rps", "must be finite and not negative".into());
         }
-        if self.max_pixels == 0 {
-            return bad("--max-pixels must be at least 1".into());
+        if !(l.client_burst.is_finite() && l.client_burst >= 0.0) {
+            return bad("client_burst", "must be finite and not negative".into());
+        }
+        if l.max_pixels == 0 {
+            return bad("max_pixels", "must be at least 1".into());
         }
         Ok(())
     }
@@ -269,41 +302,41 @@ impl ServeArgs {
     /// Whether the service is exposed: access tokens are configured, or it listens on an address other
     /// than 127.0.0.1 and ::1. Only then do the per-client limits apply by default.
     pub fn exposed(&self) -> bool {
-        self.token_file.is_some() || !is_local_only(self.addr.ip())
+        self.auth.token_file.is_some() || !is_local_only(self.addr.ip())
     }
 
     /// The limits this configuration serves with (printed at start, shown on `/healthz`).
     pub fn effective_limits(&self) -> EffectiveLimits {
-        let exposed = self.exposed();
-        let concurrency = self.client_concurrency.or(exposed.then_some(EXPOSED_CLIENT_CONCURRENCY));
-        let rps = self.client_rps.or(exposed.then_some(EXPOSED_CLIENT_RPS)).filter(|&r| r > 0.0);
-        let burst = rps.map(|r| if self.client_burst > 0.0 { self.client_burst } else { (2.0 * r).max(1.0) });
+        let (l, exposed) = (&self.limits, self.exposed());
+        let concurrency = l.client_concurrency.or(exposed.then_some(EXPOSED_CLIENT_CONCURRENCY));
+        let rps = l.client_rps.or(exposed.then_some(EXPOSED_CLIENT_RPS)).filter(|&r| r > 0.0);
+        let burst = rps.map(|r| if l.client_burst > 0.0 { l.client_burst } else { (2.0 * r).max(1.0) });
         EffectiveLimits {
             per_client: PerClient { exposed, concurrency, rps, burst },
-            max_connections: self.max_connections,
-            max_connections_per_ip: self.max_connections_per_ip,
-            max_inflight: self.max_inflight,
-            queue_images: self.queue,
-            max_body_bytes: self.max_body_bytes,
-            max_images: self.max_images,
-            max_pixels: self.max_pixels,
-            request_timeout_s: self.request_timeout_s,
-            idle_timeout_s: self.idle_timeout_s,
-            linger: Linger::for_body_limit(self.max_body_bytes),
+            max_connections: l.max_connections,
+            max_connections_per_ip: l.max_connections_per_ip,
+            max_inflight: l.max_inflight,
+            queue_images: self.batching.queue,
+            max_body_bytes: l.max_body_bytes,
+            max_images: l.max_images,
+            max_pixels: l.max_pixels,
+            request_timeout_s: self.timeouts.request_timeout_s,
+            idle_timeout_s: self.timeouts.idle_timeout_s,
+            linger: Linger::for_body_limit(l.max_body_bytes),
         }
     }
 
     /// The request timeout.
     pub fn request_timeout(&self) -> Duration {
-        Duration::from_secs(self.request_timeout_s)
+        Duration::from_secs(self.timeouts.request_timeout_s)
     }
 
     /// The idle (and header-read) timeout of connections.
     pub fn idle_timeout(&self) -> Duration {
-        Duration::from_secs(self.idle_timeout_s)
+        Duration::from_secs(self.timeouts.idle_timeout_s)
     }
 
-    /// Splits `--checkpoint` values into (name, file) pairs; names must be unique and URL-safe.
+    /// Splits the checkpoints into (name, file) pairs; names must be unique and URL-safe.
     pub fn named_checkpoints(&self) -> Result<Vec<(String, PathBuf)>, Error> {
         let mut out: Vec<(String, PathBuf)> = Vec::new();
         for spec in &self.checkpoints {
@@ -317,7 +350,7 @@ impl ServeArgs {
             };
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) || name.starts_with('.') {
                 return Err(Error::Config(format!(
-                    "model name {name:?} (from --checkpoint {spec}) may only hold letters, digits, '-', '_' and '.'; use NAME=FILE"
+                    "model name {name:?} (from checkpoint {spec}) may only hold letters, digits, '-', '_' and '.'; use NAME=FILE"
                 )));
             }
             if out.iter().any(|(n, _)| *n == name) {
@@ -326,7 +359,7 @@ impl ServeArgs {
             out.push((name, file));
         }
         if out.is_empty() {
-            return Err(Error::Config("no --checkpoint given".into()));
+            return Err(Error::Config("no checkpoint to serve".into()));
         }
         Ok(out)
     }
@@ -336,8 +369,8 @@ impl ServeArgs {
 mod tests {
     use super::*;
 
-    fn at(addr: &str, f: impl FnOnce(&mut ServeArgs)) -> PerClient {
-        let mut a = ServeArgs::with_checkpoints(&["m.safetensors"]);
+    fn at(addr: &str, f: impl FnOnce(&mut ServeConfig)) -> PerClient {
+        let mut a = ServeConfig::serving(&["m.safetensors"]);
         a.addr = addr.parse().expect("addr");
         f(&mut a);
         a.effective_limits().per_client
@@ -349,26 +382,29 @@ mod tests {
         assert_eq!(at("127.0.0.1:8080", |_| {}), off, "one host on loopback is not throttled");
         assert_eq!(at("[::1]:8080", |_| {}), off);
         let on = PerClient { exposed: true, concurrency: Some(8), rps: Some(20.0), burst: Some(40.0) };
-        assert_eq!(at("127.0.0.1:8080", |a| a.token_file = Some("t".into())), on, "tokens: per-token limits");
-        assert_eq!(at("0.0.0.0:8080", |a| a.insecure_no_auth = true), on);
+        assert_eq!(at("127.0.0.1:8080", |a| a.auth.token_file = Some("t".into())), on, "tokens: per-token limits");
+        assert_eq!(at("0.0.0.0:8080", |a| a.auth.insecure_no_auth = true), on);
         assert_eq!(at("127.0.0.2:8080", |_| {}), on, "127.0.0.2 counts as exposed");
     }
 
     #[test]
     fn given_limits_apply_everywhere() {
-        let p = at("127.0.0.1:8080", |a| a.client_rps = Some(5.0));
+        let p = at("127.0.0.1:8080", |a| a.limits.client_rps = Some(5.0));
         assert_eq!((p.concurrency, p.rps, p.burst), (None, Some(5.0), Some(10.0)));
-        let p = at("127.0.0.1:8080", |a| a.client_concurrency = Some(3));
+        let p = at("127.0.0.1:8080", |a| a.limits.client_concurrency = Some(3));
         assert_eq!((p.concurrency, p.rps), (Some(3), None));
         let p = at("0.0.0.0:8080", |a| {
-            a.client_rps = Some(0.0);
-            a.client_burst = 7.0;
+            a.limits.client_rps = Some(0.0);
+            a.limits.client_burst = 7.0;
         });
         assert_eq!((p.concurrency, p.rps, p.burst), (Some(8), None, None), "--client-rps 0 turns the rate off");
-        let text = ServeArgs::with_checkpoints(&["m"]).effective_limits().to_string();
+        let text = ServeConfig::serving(&["m"]).effective_limits().to_string();
         assert!(text.starts_with("limits: per client (token, else IP address): off"), "{text}");
-        let mut a = ServeArgs::with_checkpoints(&["m"]);
-        a.client_concurrency = Some(0);
-        assert!(a.validate().is_err(), "--client-concurrency 0 is refused");
+        let mut a = ServeConfig::serving(&["m"]);
+        a.limits.client_concurrency = Some(0);
+        let e = a.validate().expect_err("a concurrency of 0 is refused");
+        assert!(matches!(e, Error::Setting { field: "client_concurrency", .. }), "{e}");
+        assert_eq!(e.to_string(), "client_concurrency must be at least 1");
+        assert!(ServeConfig::serving(&["m"]).validate().is_ok(), "the defaults are valid");
     }
 }

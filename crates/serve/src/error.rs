@@ -12,6 +12,14 @@ pub enum Error {
     /// An invalid setting.
     #[error("{0}")]
     Config(String),
+    /// A setting of [`crate::ServeConfig`] out of its range, named by its field (`max_batch`).
+    #[error("{field} {problem}")]
+    Setting {
+        /// The field.
+        field: &'static str,
+        /// What is wrong with its value.
+        problem: String,
+    },
     /// The token file cannot be used.
     #[error("token file {}: {detail}", path.display())]
     TokenFile {

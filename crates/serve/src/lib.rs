@@ -27,7 +27,7 @@ pub mod error;
 pub mod http;
 pub mod limits;
 pub mod linger;
-mod memory;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod server;
@@ -38,7 +38,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use config::{DeviceArg, EffectiveLimits, ServeArgs};
+pub use config::{AuthConfig, BackendConfig, BatchingConfig, EffectiveLimits, LimitsConfig, ServeConfig, TimeoutsConfig};
 pub use error::{ApiError, Error};
 pub use model::{Backend, ClassInfo, ModelInfo, PredictorBackend};
 pub use server::{Drained, Server};
@@ -85,11 +85,13 @@ impl fmt::Display for Event {
     }
 }
 
-/// Loads every `--checkpoint` of `args` as a [`PredictorBackend`].
-pub fn load_models(args: &ServeArgs, on_event: &mut impl FnMut(Event)) -> Result<Vec<Arc<dyn Backend>>, Error> {
+/// Loads every checkpoint of `cfg` as a [`PredictorBackend`].
+pub fn load_models(cfg: &ServeConfig, on_event: &mut impl FnMut(Event)) -> Result<Vec<Arc<dyn Backend>>, Error> {
     let mut out: Vec<Arc<dyn Backend>> = Vec::new();
-    for (name, path) in args.named_checkpoints()? {
-        let b = PredictorBackend::load_with_backend(&name, &path, (args.device.device(), args.runtime, args.precision), args.max_pixels)?;
+    let b = &cfg.backend;
+    let device = b.device.device().map_err(|e| Error::Config(e.to_string()))?;
+    for (name, path) in cfg.named_checkpoints()? {
+        let b = PredictorBackend::load_with_backend(&name, &path, (device, b.runtime, b.precision), cfg.limits.max_pixels)?;
         on_event(Event::Loaded(Box::new(b.info().clone())));
         out.push(Arc::new(b));
     }
@@ -97,16 +99,16 @@ pub fn load_models(args: &ServeArgs, on_event: &mut impl FnMut(Event)) -> Result
 }
 
 /// `petal serve`: loads the checkpoints, serves until SIGTERM or Ctrl-C, drains, and returns.
-pub fn run(args: &ServeArgs, mut on_event: impl FnMut(Event)) -> Result<Drained, Error> {
-    args.validate()?;
+pub fn run(cfg: &ServeConfig, mut on_event: impl FnMut(Event)) -> Result<Drained, Error> {
+    cfg.validate()?;
     // Refuse an unprotected address before the (slow) checkpoint loading.
-    if args.token_file.is_none() && !config::is_local_only(args.addr.ip()) && !args.insecure_no_auth {
-        return Err(Error::Unprotected(args.addr));
+    if cfg.auth.token_file.is_none() && !config::is_local_only(cfg.addr.ip()) && !cfg.auth.insecure_no_auth {
+        return Err(Error::Unprotected(cfg.addr));
     }
     memory::keep_freed_heap();
     let torch = TorchThread::spawn()?;
-    let threads = args.threads;
-    let loader = args.clone();
+    let threads = cfg.backend.threads;
+    let loader = cfg.clone();
     let loaded = torch.run_blocking(move || {
         if threads > 0 {
             tch::set_num_threads(threads as i32);
@@ -119,11 +121,11 @@ pub fn run(args: &ServeArgs, mut on_event: impl FnMut(Event)) -> Result<Drained,
     let rt =
         tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("petal-serve").build().map_err(|e| Error::Runtime(e.to_string()))?;
     rt.block_on(async {
-        let server = Server::bind_on(args, backends, torch).await?;
+        let server = Server::bind_on(cfg, backends, torch).await?;
         for w in server.warnings() {
             on_event(Event::Warning(w.clone()));
         }
-        on_event(Event::Limits(Box::new(args.effective_limits())));
+        on_event(Event::Limits(Box::new(cfg.effective_limits())));
         on_event(Event::Listening(server.local_addr()));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let serving = server.run(async move {

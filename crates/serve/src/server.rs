@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::model::Backend;
 use crate::state::{AppState, RequestLimits, ServedModel};
 use crate::torch_thread::TorchThread;
-use crate::{Error, ServeArgs};
+use crate::{Error, ServeConfig};
 
 /// How a server run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub struct Server {
 }
 
 /// Security warnings for a configuration (shown at start and on `/healthz`).
-pub fn warnings(args: &ServeArgs, tokens: &TokenSet) -> Vec<String> {
+pub fn warnings(args: &ServeConfig, tokens: &TokenSet) -> Vec<String> {
     let mut w = Vec::new();
     if tokens.is_empty() && !is_local_only(args.addr.ip()) {
         w.push(format!("listening on {} without access tokens (--insecure-no-auth): anyone who can reach this port can use the service", args.addr));
@@ -64,28 +64,33 @@ pub fn warnings(args: &ServeArgs, tokens: &TokenSet) -> Vec<String> {
 impl Server {
     /// Checks the configuration, starts one batcher per model and binds `args.addr`. Must be called
     /// inside a tokio runtime. An address other than 127.0.0.1 or ::1 without tokens is refused unless
-    /// `--insecure-no-auth` is given.
-    pub async fn bind(args: &ServeArgs, backends: Vec<Arc<dyn Backend>>) -> Result<Server, Error> {
+    /// `auth.insecure_no_auth` is set.
+    ///
+    /// The process's allocator is the embedder's: [`crate::run`] calls [`crate::memory::keep_freed_heap`]
+    /// first, so that memory freed after a burst of large batches is reused rather than returned
+    /// and faulted in again; an embedder that wants the same behaviour calls it before loading
+    /// its models.
+    pub async fn bind(args: &ServeConfig, backends: Vec<Arc<dyn Backend>>) -> Result<Server, Error> {
         Self::bind_on(args, backends, TorchThread::spawn()?).await
     }
 
     /// [`Server::bind`], running every forward pass on `torch` (the thread that loaded the models:
     /// see [`crate::torch_thread`] for why it matters).
-    pub async fn bind_on(args: &ServeArgs, backends: Vec<Arc<dyn Backend>>, torch: TorchThread) -> Result<Server, Error> {
+    pub async fn bind_on(args: &ServeConfig, backends: Vec<Arc<dyn Backend>>, torch: TorchThread) -> Result<Server, Error> {
         args.validate()?;
-        let tokens = match &args.token_file {
+        let tokens = match &args.auth.token_file {
             Some(f) => TokenSet::from_file(f)?,
             None => TokenSet::default(),
         };
-        if tokens.is_empty() && !is_local_only(args.addr.ip()) && !args.insecure_no_auth {
+        if tokens.is_empty() && !is_local_only(args.addr.ip()) && !args.auth.insecure_no_auth {
             return Err(Error::Unprotected(args.addr));
         }
         let metrics = Arc::new(Metrics::default());
         let cfg = BatchConfig {
-            max_batch: args.max_batch,
-            max_wait: Duration::from_millis(args.max_wait_ms),
-            queue: args.queue,
-            pad: !args.unpadded_batches,
+            max_batch: args.batching.max_batch,
+            max_wait: Duration::from_millis(args.batching.max_wait_ms),
+            queue: args.batching.queue,
+            pad: !args.batching.unpadded_batches,
         };
         let mut models = BTreeMap::new();
         for backend in backends {
@@ -99,7 +104,7 @@ impl Server {
             }
         }
         let decode_pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(args.decode_threads)
+            .num_threads(args.backend.decode_threads)
             .thread_name(|i| format!("petal-decode-{i}"))
             .build()
             .map_err(|e| Error::Runtime(e.to_string()))?;
@@ -107,32 +112,32 @@ impl Server {
             models,
             metrics,
             decode_pool,
-            inflight: Arc::new(Semaphore::new(args.max_inflight)),
+            inflight: Arc::new(Semaphore::new(args.limits.max_inflight)),
             limiter: ClientLimiter::from_limits(&args.effective_limits().per_client),
-            limits: RequestLimits { max_body_bytes: args.max_body_bytes, max_images: args.max_images },
+            limits: RequestLimits { max_body_bytes: args.limits.max_body_bytes, max_images: args.limits.max_images },
             effective: args.effective_limits(),
             warnings: warnings(args, &tokens),
             tokens,
             ready: true.into(),
         });
-        let app = router(state.clone(), args.request_timeout(), &args.cors_origin)?;
+        let app = router(state.clone(), args.request_timeout(), &args.auth.cors_origin)?;
         let listener = TcpListener::bind(args.addr).await.map_err(|source| Error::Bind { addr: args.addr, source })?;
         let mut http = http1::Builder::new();
         http.timer(TokioTimer::new())
             .header_read_timeout(args.idle_timeout())
-            .max_buf_size(args.max_header_bytes)
-            .max_headers(args.max_headers)
+            .max_buf_size(args.limits.max_header_bytes)
+            .max_headers(args.limits.max_headers)
             .keep_alive(true);
         Ok(Server {
             listener,
             state,
             app,
             http,
-            max_connections: args.max_connections,
-            max_per_ip: args.max_connections_per_ip,
-            drain_timeout: Duration::from_secs(args.drain_timeout_s),
-            linger: Linger::for_body_limit(args.max_body_bytes),
-            refusing: Arc::new(Semaphore::new(args.max_connections)),
+            max_connections: args.limits.max_connections,
+            max_per_ip: args.limits.max_connections_per_ip,
+            drain_timeout: Duration::from_secs(args.timeouts.drain_timeout_s),
+            linger: Linger::for_body_limit(args.limits.max_body_bytes),
+            refusing: Arc::new(Semaphore::new(args.limits.max_connections)),
         })
     }
 

@@ -16,7 +16,7 @@ fn every_endpoint_answers_as_documented() {
     let ckpt = tiny_checkpoint(dir.path(), "flowers", 1);
     let backend = serve::PredictorBackend::load("flowers", &ckpt, tch::Device::Cpu, 40_000_000).expect("load");
     // --max-batch 1: passes of one image, as `petal predict --batch-size 1` runs them.
-    let srv = TestServer::start(args(|a| a.max_batch = 1), vec![std::sync::Arc::new(backend)]);
+    let srv = TestServer::start(args(|a| a.batching.max_batch = 1), vec![std::sync::Arc::new(backend)]);
     let a = srv.addr;
 
     let h = get(a, "/healthz");
@@ -130,8 +130,8 @@ fn png_declaring(w: u32, h: u32) -> Vec<u8> {
 #[test]
 fn bad_input_gets_clear_errors_and_never_takes_the_service_down() {
     let srv = TestServer::flowers(1, |a| {
-        a.max_body_bytes = 200_000;
-        a.max_images = 2;
+        a.limits.max_body_bytes = 200_000;
+        a.limits.max_images = 2;
     });
     let a = srv.addr;
     let err = |r: Resp| (r.status, r.json()["error"]["code"].as_str().unwrap_or("").to_string(), r.json()["error"]["message"].to_string());
@@ -229,8 +229,8 @@ fn traversal_attempts_read_nothing() {
 #[test]
 fn slow_clients_time_out_and_idle_connections_close() {
     let srv = TestServer::flowers(1, |a| {
-        a.request_timeout_s = 1;
-        a.idle_timeout_s = 1;
+        a.timeouts.request_timeout_s = 1;
+        a.timeouts.idle_timeout_s = 1;
     });
     // A body that never arrives: 408.
     let mut s = connect(srv.addr);
@@ -256,8 +256,8 @@ fn slow_clients_time_out_and_idle_connections_close() {
 #[test]
 fn header_and_connection_limits() {
     let srv = TestServer::flowers(1, |a| {
-        a.max_connections_per_ip = 2;
-        a.max_header_bytes = 8192;
+        a.limits.max_connections_per_ip = 2;
+        a.limits.max_header_bytes = 8192;
     });
     let big = "a".repeat(20_000);
     let r = http(srv.addr, "GET", "/healthz", &[("X-Big", &big)], b"");
@@ -290,7 +290,7 @@ fn a_connection_served_in_memory_answers_as_over_a_socket() {
     let dir = tempfile::tempdir().expect("tempdir");
     let backend = tiny_backend(dir.path(), "flowers", 1);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
-    let server = rt.block_on(serve::Server::bind(&args(|a| a.max_batch = 1), vec![backend])).expect("bind");
+    let server = rt.block_on(serve::Server::bind(&args(|a| a.batching.max_batch = 1), vec![backend])).expect("bind");
     let serve = |bytes: Vec<u8>| parse(&rt.block_on(server.serve_bytes(&bytes)));
     let health = serve(request_bytes("GET", "/healthz", &[], b""));
     assert_eq!((health.status, health.json()["status"].as_str()), (200, Some("ok")));

@@ -21,10 +21,10 @@ const PREDICT: &str = "/v1/models/flowers/predict?top_k=3";
 #[test]
 fn batched_answers_equal_single_answers_bit_for_bit() {
     let (srv, inst) = TestServer::instrumented(2, |a| {
-        a.max_batch = 4;
-        a.max_wait_ms = 0;
-        a.client_concurrency = Some(64);
-        a.client_rps = Some(0.0);
+        a.batching.max_batch = 4;
+        a.batching.max_wait_ms = 0;
+        a.limits.client_concurrency = Some(64);
+        a.limits.client_rps = Some(0.0);
     });
     let a = srv.addr;
     const N: u32 = 12;
@@ -80,9 +80,9 @@ fn batched_answers_equal_single_answers_bit_for_bit() {
 #[test]
 fn a_full_queue_answers_503_with_retry_after() {
     let (srv, inst) = TestServer::instrumented(2, |a| {
-        a.queue = 2;
-        a.max_images = 2;
-        a.max_batch = 1;
+        a.batching.queue = 2;
+        a.limits.max_images = 2;
+        a.batching.max_batch = 1;
     });
     let a = srv.addr;
     inst.gate.close();
@@ -109,8 +109,8 @@ fn a_full_queue_answers_503_with_retry_after() {
 #[test]
 fn unpadded_heads_are_not_bit_identical() {
     let (srv, inst) = TestServer::instrumented(2, |a| {
-        a.max_batch = 4;
-        a.unpadded_batches = true;
+        a.batching.max_batch = 4;
+        a.batching.unpadded_batches = true;
     });
     let (ct, body) = multipart(&[("0.png", &png(0)), ("1.png", &png(1)), ("2.png", &png(2)), ("3.png", &png(3))]);
     let batched = http(srv.addr, "POST", PREDICT, &[("Content-Type", &ct)], &body).json();
@@ -132,9 +132,9 @@ fn test_time_augmentation_views_are_batched_bit_exactly() {
     let inst = Instrumented::new(tiny_backend(dir.path(), "flowers", 2));
     let srv = TestServer::start(
         args(|a| {
-            a.max_batch = 4;
-            a.max_wait_ms = 0;
-            a.client_rps = Some(0.0);
+            a.batching.max_batch = 4;
+            a.batching.max_wait_ms = 0;
+            a.limits.client_rps = Some(0.0);
         }),
         vec![inst.clone()],
     );

@@ -135,8 +135,8 @@ fn uploads(
 fn rate_limited_uploads_read_429_and_retry_after() {
     // 0.01 requests/s and a bucket of 1: after one request, every upload is over the rate.
     let srv = TestServer::flowers(1, |a| {
-        a.client_rps = Some(0.01);
-        a.client_burst = 1.0;
+        a.limits.client_rps = Some(0.01);
+        a.limits.client_burst = 1.0;
     });
     assert_eq!(get(srv.addr, "/v1/models").status, 200, "the one request of the bucket");
     let answers = uploads(srv.addr, 4, 5, &[]);
@@ -150,9 +150,9 @@ fn rate_limited_uploads_read_429_and_retry_after() {
 }
 
 /// With one request held in the forward pass of a server configured by `f`, uploads get `status`/`code`.
-fn uploads_while_one_request_is_held(f: impl FnOnce(&mut serve::ServeArgs), status: u16, code: &str) {
+fn uploads_while_one_request_is_held(f: impl FnOnce(&mut serve::ServeConfig), status: u16, code: &str) {
     let (srv, inst) = TestServer::instrumented(1, |a| {
-        a.max_batch = 1;
+        a.batching.max_batch = 1;
         f(a);
     });
     let a = srv.addr;
@@ -168,7 +168,7 @@ fn uploads_while_one_request_is_held(f: impl FnOnce(&mut serve::ServeArgs), stat
 
 #[test]
 fn over_concurrency_uploads_read_429() {
-    uploads_while_one_request_is_held(|a| a.client_concurrency = Some(1), 429, "rate_limited");
+    uploads_while_one_request_is_held(|a| a.limits.client_concurrency = Some(1), 429, "rate_limited");
 }
 
 #[test]
@@ -176,7 +176,7 @@ fn unauthorised_uploads_read_401() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tokens = dir.path().join("tokens.txt");
     std::fs::write(&tokens, format!("{TOKEN}\n")).expect("write tokens");
-    let srv = TestServer::start(args(|a| a.token_file = Some(tokens)), vec![tiny_backend(dir.path(), "flowers", 1)]);
+    let srv = TestServer::start(args(|a| a.auth.token_file = Some(tokens)), vec![tiny_backend(dir.path(), "flowers", 1)]);
     for (what, r) in uploads(srv.addr, 2, 2, &[]) {
         assert_refusal(&r, 401, "missing_token", &what);
         assert_eq!(r.as_ref().ok().and_then(|r| r.header("www-authenticate")), Some("Bearer"), "{what}");
@@ -191,12 +191,12 @@ fn unauthorised_uploads_read_401() {
 
 #[test]
 fn overloaded_uploads_read_503() {
-    uploads_while_one_request_is_held(|a| a.max_inflight = 1, 503, "overloaded");
+    uploads_while_one_request_is_held(|a| a.limits.max_inflight = 1, 503, "overloaded");
 }
 
 #[test]
 fn uploads_over_the_connection_limit_read_503() {
-    let srv = TestServer::flowers(1, |a| a.max_connections_per_ip = 1);
+    let srv = TestServer::flowers(1, |a| a.limits.max_connections_per_ip = 1);
     // One kept-alive connection holds the address's only slot.
     let mut kept = open(srv.addr);
     kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("send");
@@ -214,7 +214,7 @@ fn uploads_over_the_connection_limit_read_503() {
 /// through an ordinary client (reqwest, a connection per request) reads its 503.
 #[test]
 fn a_refused_connection_is_answered_after_its_request() {
-    let srv = TestServer::flowers(1, |a| a.max_connections_per_ip = 1);
+    let srv = TestServer::flowers(1, |a| a.limits.max_connections_per_ip = 1);
     let mut kept = open(srv.addr);
     kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("send");
     assert_eq!(read_answer(&mut kept).expect("answer").status, 200);
@@ -236,7 +236,7 @@ fn a_refused_connection_is_answered_after_its_request() {
 
 #[test]
 fn a_declared_oversize_body_is_refused_before_it_is_sent_and_then_drained() {
-    let srv = TestServer::flowers(1, |a| a.max_body_bytes = 1 << 20);
+    let srv = TestServer::flowers(1, |a| a.limits.max_body_bytes = 1 << 20);
     for v in ["1.0", "1.1"] {
         let mut s = open(srv.addr);
         s.write_all(&head(v, PREDICT, &[], UPLOAD)).expect("send the head");
@@ -254,7 +254,7 @@ fn a_declared_oversize_body_is_refused_before_it_is_sent_and_then_drained() {
 
 #[test]
 fn a_slow_upload_reads_408_and_is_drained() {
-    let srv = TestServer::flowers(1, |a| a.request_timeout_s = 1);
+    let srv = TestServer::flowers(1, |a| a.timeouts.request_timeout_s = 1);
     for v in ["1.0", "1.1"] {
         let mut s = open(srv.addr);
         s.write_all(&head(v, PREDICT, &[], UPLOAD)).expect("send the head");
@@ -290,8 +290,8 @@ fn apache_bench_uploads_while_rate_limited_all_complete() {
     }
     // 5 requests of the bucket (answered 400: the body is no image), then 429 for the rest.
     let srv = TestServer::flowers(1, |a| {
-        a.client_rps = Some(0.01);
-        a.client_burst = 5.0;
+        a.limits.client_rps = Some(0.01);
+        a.limits.client_burst = 5.0;
     });
     let dir = tempfile::tempdir().expect("tempdir");
     let body = dir.path().join("upload.bin");

@@ -25,7 +25,7 @@ fn bearer(t: &str) -> String {
 fn tokens_guard_the_api_and_metrics_but_not_health() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tokens = token_file(dir.path());
-    let srv = TestServer::start(args(|a| a.token_file = Some(tokens)), vec![tiny_backend(dir.path(), "flowers", 1)]);
+    let srv = TestServer::start(args(|a| a.auth.token_file = Some(tokens)), vec![tiny_backend(dir.path(), "flowers", 1)]);
     let a = srv.addr;
     for path in ["/v1/models", "/v1/models/flowers", "/metrics"] {
         let r = get(a, path);
@@ -49,7 +49,7 @@ fn tokens_guard_the_api_and_metrics_but_not_health() {
 fn exposed_addresses_need_tokens_or_the_insecure_flag() {
     let dir = tempfile::tempdir().expect("tempdir");
     let backend = tiny_backend(dir.path(), "flowers", 1);
-    let exposed = |f: &dyn Fn(&mut serve::ServeArgs)| {
+    let exposed = |f: &dyn Fn(&mut serve::ServeConfig)| {
         args(|a| {
             a.addr = "127.0.0.2:0".parse().expect("addr");
             f(a);
@@ -60,7 +60,7 @@ fn exposed_addresses_need_tokens_or_the_insecure_flag() {
     assert!(matches!(err, serve::Error::Unprotected(_)), "{msg}");
     assert!(msg.contains("127.0.0.2") && msg.contains("--token-file") && msg.contains("--insecure-no-auth"), "{msg}");
 
-    let srv = TestServer::start(exposed(&|a| a.insecure_no_auth = true), vec![backend.clone()]);
+    let srv = TestServer::start(exposed(&|a| a.auth.insecure_no_auth = true), vec![backend.clone()]);
     let h = get(srv.addr, "/healthz").json();
     let warning = h["warnings"][0].as_str().expect("a warning on /healthz");
     assert!(warning.contains("without access tokens") && warning.contains("--insecure-no-auth"), "{warning}");
@@ -68,13 +68,13 @@ fn exposed_addresses_need_tokens_or_the_insecure_flag() {
     drop(srv);
 
     let tokens = token_file(dir.path());
-    let srv = TestServer::start(exposed(&|a| a.token_file = Some(tokens.clone())), vec![backend.clone()]);
+    let srv = TestServer::start(exposed(&|a| a.auth.token_file = Some(tokens.clone())), vec![backend.clone()]);
     assert_eq!(get(srv.addr, "/healthz").json()["warnings"], serde_json::json!([]));
     assert_eq!(get(srv.addr, "/v1/models").status, 401);
 
     let bad = dir.path().join("weak.txt");
     std::fs::write(&bad, "short\n").expect("write");
-    let err = TestServer::try_start(exposed(&|a| a.token_file = Some(bad.clone())), vec![backend.clone()]).err().expect("weak token refused");
+    let err = TestServer::try_start(exposed(&|a| a.auth.token_file = Some(bad.clone())), vec![backend.clone()]).err().expect("weak token refused");
     assert!(err.to_string().contains("weak.txt") && err.to_string().contains("at least 16"), "{err}");
 }
 
@@ -84,14 +84,14 @@ fn a_flood_gets_429_and_other_clients_are_unaffected() {
     let tokens = token_file(dir.path());
     let backend = tiny_backend(dir.path(), "flowers", 1);
     // 0.01 requests/s: the bucket does not refill measurably during the test; burst 5.
-    let limited = |a: &mut serve::ServeArgs| {
-        a.client_rps = Some(0.01);
-        a.client_burst = 5.0;
+    let limited = |a: &mut serve::ServeConfig| {
+        a.limits.client_rps = Some(0.01);
+        a.limits.client_burst = 5.0;
     };
     let srv = TestServer::start(
         args(|a| {
             limited(a);
-            a.token_file = Some(tokens.clone());
+            a.auth.token_file = Some(tokens.clone());
         }),
         vec![backend.clone()],
     );
@@ -129,9 +129,9 @@ fn concurrent_requests_per_client_are_limited() {
     let inst = Instrumented::new(tiny_backend(dir.path(), "flowers", 1));
     let srv = TestServer::start(
         args(|a| {
-            a.token_file = Some(tokens);
-            a.client_concurrency = Some(2);
-            a.max_batch = 1;
+            a.auth.token_file = Some(tokens);
+            a.limits.client_concurrency = Some(2);
+            a.batching.max_batch = 1;
         }),
         vec![inst.clone()],
     );
@@ -171,7 +171,7 @@ fn cors_only_for_the_origins_named() {
     assert_eq!(http(srv.addr, "GET", "/v1/models", &[("Origin", "https://app.example.org")], b"").header("access-control-allow-origin"), None);
     drop(srv);
 
-    let srv = TestServer::start(args(|a| a.cors_origin = vec!["https://app.example.org".into()]), vec![backend]);
+    let srv = TestServer::start(args(|a| a.auth.cors_origin = vec!["https://app.example.org".into()]), vec![backend]);
     let ok = preflight(srv.addr, "https://app.example.org");
     assert_eq!(ok.header("access-control-allow-origin"), Some("https://app.example.org"));
     assert!(ok.header("access-control-allow-headers").is_some_and(|h| h.to_ascii_lowercase().contains("authorization")));
@@ -184,9 +184,9 @@ fn cors_only_for_the_origins_named() {
 fn on_loopback_without_tokens_the_defaults_do_not_throttle_one_host() {
     // The server's own defaults for the per-client limits (the test harness turns them off).
     let (srv, inst) = TestServer::instrumented(1, |a| {
-        a.client_rps = None;
-        a.client_concurrency = None;
-        a.max_batch = 1;
+        a.limits.client_rps = None;
+        a.limits.client_concurrency = None;
+        a.batching.max_batch = 1;
     });
     let a = srv.addr;
     let limits = get(a, "/healthz").json()["limits"]["per_client"].clone();

@@ -14,16 +14,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use infer::ClassProb;
-use serve::{Backend, Drained, ModelInfo, PredictorBackend, ServeArgs, Server};
+use serve::{Backend, Drained, ModelInfo, PredictorBackend, ServeConfig, Server};
 
 /// Test arguments: port 0 on 127.0.0.1, no per-client limits (tests poll `/metrics`), then `f`
 /// changes what the test needs.
-pub fn args(f: impl FnOnce(&mut ServeArgs)) -> ServeArgs {
-    let mut a = ServeArgs::with_checkpoints(&[]);
+pub fn args(f: impl FnOnce(&mut ServeConfig)) -> ServeConfig {
+    let mut a = ServeConfig::serving(&[]);
     a.addr = "127.0.0.1:0".parse().expect("addr");
-    a.decode_threads = 2;
-    a.client_rps = Some(0.0);
-    a.client_concurrency = Some(1000);
+    a.backend.decode_threads = 2;
+    a.limits.client_rps = Some(0.0);
+    a.limits.client_concurrency = Some(1000);
     f(&mut a);
     a
 }
@@ -46,7 +46,7 @@ pub struct TestServer {
 
 impl TestServer {
     /// Binds and runs a server, or returns why it cannot start.
-    pub fn try_start(args: ServeArgs, backends: Vec<Arc<dyn Backend>>) -> Result<TestServer, serve::Error> {
+    pub fn try_start(args: ServeConfig, backends: Vec<Arc<dyn Backend>>) -> Result<TestServer, serve::Error> {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -74,7 +74,7 @@ impl TestServer {
 
     /// A server for one backend that `backend` makes in a fresh temp folder (kept until the server
     /// stops), with the test [`args`] changed by `f`.
-    fn in_temp_dir(f: impl FnOnce(&mut ServeArgs), backend: impl FnOnce(&Path) -> Arc<dyn Backend>) -> TestServer {
+    fn in_temp_dir(f: impl FnOnce(&mut ServeConfig), backend: impl FnOnce(&Path) -> Arc<dyn Backend>) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut srv = Self::start(args(f), vec![backend(dir.path())]);
         srv.dir = Some(dir);
@@ -83,12 +83,12 @@ impl TestServer {
 
     /// A server for model `flowers`, the tiny checkpoint of `seed`, with the test [`args`] changed
     /// by `f`.
-    pub fn flowers(seed: i64, f: impl FnOnce(&mut ServeArgs)) -> TestServer {
+    pub fn flowers(seed: i64, f: impl FnOnce(&mut ServeConfig)) -> TestServer {
         Self::in_temp_dir(f, |dir| tiny_backend(dir, "flowers", seed))
     }
 
     /// [`TestServer::flowers`] with the backend wrapped in [`Instrumented`], returned too.
-    pub fn instrumented(seed: i64, f: impl FnOnce(&mut ServeArgs)) -> (TestServer, Arc<Instrumented>) {
+    pub fn instrumented(seed: i64, f: impl FnOnce(&mut ServeConfig)) -> (TestServer, Arc<Instrumented>) {
         let mut made = None;
         let srv = Self::in_temp_dir(f, |dir| {
             let inst = Instrumented::new(tiny_backend(dir, "flowers", seed));
@@ -99,7 +99,7 @@ impl TestServer {
     }
 
     /// Binds and runs a server.
-    pub fn start(args: ServeArgs, backends: Vec<Arc<dyn Backend>>) -> TestServer {
+    pub fn start(args: ServeConfig, backends: Vec<Arc<dyn Backend>>) -> TestServer {
         Self::try_start(args, backends).expect("server starts")
     }
 
