@@ -19,13 +19,13 @@ impl Backend for Stub {
         &self.info
     }
 
-    fn prepare(&self, bytes: &[u8], name: &str, tta: preprocess::Tta) -> Result<Vec<u8>, String> {
+    fn prepare(&self, bytes: &[u8], name: &str, tta: preprocess::Tta) -> Result<Vec<u8>, serve::BackendError> {
         let limits = preprocess::DecodeLimits { max_pixels: 1_000_000 };
-        let img = preprocess::decode_rgb_bytes(bytes, std::path::Path::new(name), &limits).map_err(|e| e.to_string())?;
+        let img = preprocess::decode_rgb_bytes(bytes, std::path::Path::new(name), &limits).map_err(|e| serve::BackendError::BadImage(e.to_string()))?;
         Ok(vec![(img.width() % 251) as u8; 8 * 8 * 3 * tta.views()])
     }
 
-    fn predict(&self, input: &[u8], ks: &[usize], _head_rows: usize) -> Result<Vec<Vec<infer::ClassProb>>, String> {
+    fn predict(&self, input: &[u8], ks: &[usize], _head_rows: usize) -> Result<Vec<Vec<infer::ClassProb>>, serve::BackendError> {
         let per = input.len() / ks.len().max(1);
         Ok(ks
             .iter()

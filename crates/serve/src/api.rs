@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use crate::batcher::{Job, JobError};
 use crate::error::ApiError;
-use crate::model::Backend;
+use crate::model::{Backend, BackendError};
 use crate::state::{AppState, ServedModel};
 
 /// Top-k when the request does not say.
@@ -256,7 +256,8 @@ async fn prepare_all(app: &AppState, backend: &Arc<dyn Backend>, images: Vec<(St
     for rx in pending {
         match rx.await {
             Ok(Ok(Ok(v))) => input.extend_from_slice(&v),
-            Ok(Ok(Err(msg))) => first_error = first_error.or(Some(ApiError::bad_request("bad_image", msg))),
+            Ok(Ok(Err(BackendError::BadImage(msg)))) => first_error = first_error.or(Some(ApiError::bad_request("bad_image", msg))),
+            Ok(Ok(Err(BackendError::Failed(msg)))) => first_error = first_error.or(Some(ApiError::internal(msg))),
             Ok(Err(_)) | Err(_) => {
                 app.metrics.panic();
                 first_error = Some(ApiError::internal("decoding an image failed (a panic was caught; the service goes on)"));

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::model::Backend;
+use crate::model::{Backend, BackendError};
 use crate::torch_thread::{TaskFailed, TorchThread};
 
 /// Batching settings.
@@ -132,7 +132,7 @@ pub async fn start(
             r
         })
         .await;
-    let run_as = calibrated.map_err(|e| format!("{e:?}"))??;
+    let run_as = calibrated.map_err(|e| format!("{e:?}"))?.map_err(|e| e.to_string())?;
     let (tx, rx) = mpsc::channel(cfg.queue.max(1));
     let waiting = Arc::new(AtomicUsize::new(0));
     tokio::spawn(run(rx, backend, torch, cfg, metrics, waiting.clone()));
@@ -182,7 +182,7 @@ async fn run(
 
 /// The forward passes of one batch: a job bigger than a batch (more images than `max_batch`) runs
 /// in several passes; with `pad`, every pass runs its classifier head at `max_batch` rows.
-fn forward(b: &dyn Backend, input: &[u8], ks: &[usize], max_batch: usize, pad: bool) -> Result<Vec<Vec<ClassProb>>, String> {
+fn forward(b: &dyn Backend, input: &[u8], ks: &[usize], max_batch: usize, pad: bool) -> Result<Vec<Vec<ClassProb>>, BackendError> {
     let per_image = input.len() / ks.len().max(1);
     let mut out = Vec::with_capacity(ks.len());
     for (chunk, kc) in input.chunks(per_image * max_batch).zip(ks.chunks(max_batch)) {
@@ -211,7 +211,7 @@ async fn execute(jobs: Vec<Job>, backend: &Arc<dyn Backend>, torch: &TorchThread
     let mut tops = match result {
         Ok(Ok(tops)) if tops.len() == total => Ok(tops.into_iter()),
         Ok(Ok(tops)) => Err(JobError::Failed(format!("the network answered {} images of {total}", tops.len()))),
-        Ok(Err(e)) => Err(JobError::Failed(e)),
+        Ok(Err(e)) => Err(JobError::Failed(e.to_string())),
         Err(TaskFailed::Gone) => Err(JobError::Failed("the libtorch thread has stopped".into())),
         Err(TaskFailed::Panicked) => {
             metrics.panic();

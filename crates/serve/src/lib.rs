@@ -40,7 +40,7 @@ use std::sync::Arc;
 
 pub use config::{AuthConfig, BackendConfig, BatchingConfig, EffectiveLimits, LimitsConfig, ServeConfig, TimeoutsConfig};
 pub use error::{ApiError, Error};
-pub use model::{Backend, ClassInfo, ModelInfo, PredictorBackend};
+pub use model::{Backend, BackendError, ClassInfo, ModelInfo, PredictorBackend};
 pub use server::{Drained, Server};
 pub use torch_thread::TorchThread;
 

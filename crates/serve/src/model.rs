@@ -73,6 +73,18 @@ pub struct Int8Summary {
     pub calibration_images: usize,
 }
 
+/// Why a [`Backend`] could not do what was asked: the client's image, or the network.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// The uploaded image cannot be used (not an image, too large, undecodable): the client is
+    /// answered 400 `bad_image` with this message.
+    #[error("{0}")]
+    BadImage(String),
+    /// The network failed on good input: the client is answered 500.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// What the server needs of a network. The server calls [`Backend::prepare`] on a thread pool,
 /// one image per call and several at once, and [`Backend::predict`] from one blocking thread per
 /// model at a time, never on the async runtime.
@@ -83,17 +95,17 @@ pub trait Backend: Send + Sync + 'static {
     /// `tta.views()` views of `tta` laid end to end, each a packed RGB8 `S × S` image
     /// ([`preprocess::tta_views_u8`]; a quarter of the floats' size while it waits in the queue);
     /// `name` only names the image in the error message.
-    fn prepare(&self, bytes: &[u8], name: &str, tta: Tta) -> Result<Vec<u8>, String>;
+    fn prepare(&self, bytes: &[u8], name: &str, tta: Tta) -> Result<Vec<u8>, BackendError>;
     /// Runs the network on `ks.len()` prepared images laid end to end in `input`, and returns for
     /// image `i` its top `ks[i]` classes. `head_rows` (≥ `ks.len()`) is the row count the
     /// classifier head runs at (see [`infer::Predictor::probabilities_padded`]): the same
     /// `head_rows` gives an image the same bits whatever else shares its pass.
-    fn predict(&self, input: &[u8], ks: &[usize], head_rows: usize) -> Result<Vec<Vec<ClassProb>>, String>;
+    fn predict(&self, input: &[u8], ks: &[usize], head_rows: usize) -> Result<Vec<Vec<ClassProb>>, BackendError>;
     /// Called once before serving when answers must not depend on batch size: lets the backend
     /// find how to run passes of 1 to `max_batch` images so that each gives an image the same bits
     /// as a full pass; returns, for each `n` in `0..=max_batch`, how many images a pass of `n`
     /// runs as. The default runs every pass at its size and returns `0..=max_batch`.
-    fn calibrate(&self, max_batch: usize) -> Result<Vec<usize>, String> {
+    fn calibrate(&self, max_batch: usize) -> Result<Vec<usize>, BackendError> {
         Ok((0..=max_batch).collect())
     }
 }
@@ -176,17 +188,17 @@ impl Backend for PredictorBackend {
         &self.info
     }
 
-    fn prepare(&self, bytes: &[u8], name: &str, tta: Tta) -> Result<Vec<u8>, String> {
-        let img = preprocess::decode_rgb_bytes(bytes, Path::new(name), &self.transform.limits).map_err(|e| e.to_string())?;
-        let views = preprocess::tta_views_u8(&img, &self.transform, tta).map_err(|e| format!("{name}: {e}"))?;
+    fn prepare(&self, bytes: &[u8], name: &str, tta: Tta) -> Result<Vec<u8>, BackendError> {
+        let img = preprocess::decode_rgb_bytes(bytes, Path::new(name), &self.transform.limits).map_err(|e| BackendError::BadImage(e.to_string()))?;
+        let views = preprocess::tta_views_u8(&img, &self.transform, tta).map_err(|e| BackendError::BadImage(format!("{name}: {e}")))?;
         Ok(views.into_iter().flat_map(|v| v.into_raw()).collect())
     }
 
-    fn predict(&self, input: &[u8], ks: &[usize], head_rows: usize) -> Result<Vec<Vec<ClassProb>>, String> {
+    fn predict(&self, input: &[u8], ks: &[usize], head_rows: usize) -> Result<Vec<Vec<ClassProb>>, BackendError> {
         let n = ks.len();
         let per_image = self.per_image();
         if n == 0 || input.len() != n * per_image {
-            return Err(format!("input of {} bytes is not {n} images of {per_image} values", input.len()));
+            return Err(BackendError::Failed(format!("input of {} bytes is not {n} images of {per_image} values", input.len())));
         }
         let run_as = self.run_as(n, head_rows);
         let mut padded;
@@ -199,12 +211,12 @@ impl Backend for PredictorBackend {
         };
         // The network is immutable: a panic in an earlier batch cannot have left it half-changed.
         let predictor = self.predictor.lock().unwrap_or_else(|p| p.into_inner());
-        let flat = self.probabilities(&predictor, input, head_rows)?;
+        let flat = self.probabilities(&predictor, input, head_rows).map_err(BackendError::Failed)?;
         let classes = predictor.num_classes();
         Ok(flat.chunks(classes).take(n).zip(ks).map(|(row, &k)| predictor.top_k(row, k)).collect())
     }
 
-    fn calibrate(&self, max_batch: usize) -> Result<Vec<usize>, String> {
+    fn calibrate(&self, max_batch: usize) -> Result<Vec<usize>, BackendError> {
         let per_image = self.per_image();
         // Any input will do: kernels are chosen by shape, not by value.
         let mut state = 0x9e37_79b9u32;
@@ -215,13 +227,13 @@ impl Backend for PredictorBackend {
             })
             .collect();
         let predictor = self.predictor.lock().unwrap_or_else(|p| p.into_inner());
-        let full = self.probabilities(&predictor, &probe, max_batch)?;
+        let full = self.probabilities(&predictor, &probe, max_batch).map_err(BackendError::Failed)?;
         let row = full.len() / max_batch;
         // agrees[m]: a pass of m images gives each of them the bits of the full pass.
         let mut agrees = vec![false; max_batch + 1];
         agrees[max_batch] = true;
         for (m, ok) in agrees.iter_mut().enumerate().take(max_batch).skip(1) {
-            let got = self.probabilities(&predictor, &probe[..m * per_image], max_batch)?;
+            let got = self.probabilities(&predictor, &probe[..m * per_image], max_batch).map_err(BackendError::Failed)?;
             *ok = got.iter().zip(&full[..m * row]).all(|(a, b)| a.to_bits() == b.to_bits());
         }
         let run_as: Vec<usize> = (0..=max_batch).map(|n| (n..=max_batch).find(|&m| agrees[m]).unwrap_or(max_batch)).collect();

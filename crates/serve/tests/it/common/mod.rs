@@ -177,14 +177,14 @@ impl Backend for Instrumented {
         self.inner.info()
     }
 
-    fn prepare(&self, bytes: &[u8], name: &str, tta: preprocess::Tta) -> Result<Vec<u8>, String> {
+    fn prepare(&self, bytes: &[u8], name: &str, tta: preprocess::Tta) -> Result<Vec<u8>, serve::BackendError> {
         if bytes.starts_with(b"PANIC") {
             panic!("injected panic while decoding {name}");
         }
         self.inner.prepare(bytes, name, tta)
     }
 
-    fn predict(&self, input: &[u8], ks: &[usize], head_rows: usize) -> Result<Vec<Vec<ClassProb>>, String> {
+    fn predict(&self, input: &[u8], ks: &[usize], head_rows: usize) -> Result<Vec<Vec<ClassProb>>, serve::BackendError> {
         self.gate.pass();
         self.batches.lock().expect("batches").push((ks.len(), head_rows));
         if self.panic_forward.load(Ordering::SeqCst) {
@@ -193,7 +193,7 @@ impl Backend for Instrumented {
         self.inner.predict(input, ks, head_rows)
     }
 
-    fn calibrate(&self, max_batch: usize) -> Result<Vec<usize>, String> {
+    fn calibrate(&self, max_batch: usize) -> Result<Vec<usize>, serve::BackendError> {
         self.inner.calibrate(max_batch)
     }
 }
