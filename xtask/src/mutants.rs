@@ -10,6 +10,10 @@
 use anyhow::{bail, Context, Result};
 use std::ffi::OsString;
 
+/// Seconds a mutant's build may take before it counts as a timeout (a mutant that sends rustc
+/// into a long loop, rather than a slow machine).
+const BUILD_TIMEOUT_S: &str = "900";
+
 /// The cargo-mutants release the recorded runs used.
 pub const CARGO_MUTANTS_VERSION: &str = "27.1.0";
 
@@ -135,7 +139,10 @@ fn run_names() -> Vec<&'static str> {
 
 /// The `cargo mutants` arguments of a run (after `cargo`), in the order TESTING.md shows them.
 pub fn mutants_args(run: &Run, args: &MutantsArgs) -> Vec<OsString> {
-    let mut out: Vec<OsString> = vec!["mutants".into(), "--no-shuffle".into(), "-p".into(), run.package.into()];
+    // A fixed build timeout: one relative to the baseline build is a second when the tree was
+    // already built, and every mutant's build would time out.
+    let mut out: Vec<OsString> =
+        vec!["mutants".into(), "--no-shuffle".into(), "--build-timeout".into(), BUILD_TIMEOUT_S.into(), "-p".into(), run.package.into()];
     for f in run.files {
         out.extend(["--file".into(), (*f).into()]);
     }
@@ -191,6 +198,11 @@ pub fn run(args: &MutantsArgs) -> Result<()> {
     let mut cmd = crate::cargo()?;
     let argv = mutants_args(run, args);
     cmd.args(&argv);
+    // Hundreds of one-token edits of one file with incremental compilation hit a rustc bug (an
+    // undefined hidden symbol at link time), which made a mutant look unviable: build without it.
+    if std::env::var_os("CARGO_INCREMENTAL").is_none() {
+        cmd.env("CARGO_INCREMENTAL", "0");
+    }
     for (k, v) in run.env {
         cmd.env(k, v);
     }
@@ -238,7 +250,7 @@ mod tests {
         let got: Vec<String> = mutants_args(serve, &a).iter().map(|s| s.to_string_lossy().into_owned()).collect();
         assert_eq!(
             got.join(" "),
-            "mutants --no-shuffle -p serve --file crates/serve/src/batcher.rs --file crates/serve/src/limits.rs \
+            "mutants --no-shuffle --build-timeout 900 -p serve --file crates/serve/src/batcher.rs --file crates/serve/src/limits.rs \
              -C --lib -C --test=it --output target/mutants/serve --in-place -F admit -- -- --skip browser::"
         );
         // A listing takes no test arguments.

@@ -251,6 +251,11 @@ mod tests {
         let vars = [("SLURM_ARRAY_TASK_ID", "8"), ("SLURM_ARRAY_TASK_MIN", "0"), ("SLURM_ARRAY_TASK_COUNT", "3")];
         let e = Shard::from_env(env(&vars), None).expect_err("stepped array").to_string();
         assert!(e.contains("contiguous"), "{e}");
+        // One past the last task of the array (ID − MIN = COUNT) is outside it too, and the message
+        // says which range was expected.
+        let vars = [("SLURM_ARRAY_TASK_ID", "5"), ("SLURM_ARRAY_TASK_MIN", "1"), ("SLURM_ARRAY_TASK_COUNT", "4")];
+        let e = Shard::from_env(env(&vars), None).expect_err("past the end").to_string();
+        assert!(e.contains("is not in 1..5") && e.contains("--array=0-3"), "{e}");
         let e = Shard::from_env(env(&[("SLURM_ARRAY_TASK_ID", "x")]), None).expect_err("nan").to_string();
         assert!(e.contains("SLURM_ARRAY_TASK_ID"), "{e}");
     }
