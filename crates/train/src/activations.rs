@@ -100,7 +100,7 @@ impl Layout {
         if m.key != *key {
             return Err(bad("was computed from other inputs".into()));
         }
-        let labels = meta.rest().chunks_exact(8).map(|l| i64::from_le_bytes(l.try_into().unwrap_or([0; 8]))).collect();
+        let labels = (0..m.images).map_while(|_| meta.i64()).collect();
         Ok(Layout { dtype, shape: m.shape.map(|d| d as i64), labels })
     }
 }
@@ -153,7 +153,8 @@ impl ActivationCache {
         if xd.shape.len() != 4 || yd.dtype != DType::I64 || yd.shape != [xd.shape[0]] {
             return Err(Error::Config(format!("activations {:?} and labels {:?} do not fit together", xd.shape, yd.shape)));
         }
-        let labels: Vec<i64> = yd.bytes.chunks_exact(8).map(|l| i64::from_le_bytes(l.try_into().unwrap_or([0; 8]))).collect();
+        let mut r = le::Reader::new(&yd.bytes);
+        let labels: Vec<i64> = std::iter::from_fn(|| r.i64()).collect();
         let rb = xd.bytes.len() / xd.shape[0].max(1);
         let rows = |i: usize| &xd.bytes[i * rb..(i + 1) * rb];
         write_rows(path, key, (xd.dtype, [xd.shape[1], xd.shape[2], xd.shape[3]]), &labels, &rows)
