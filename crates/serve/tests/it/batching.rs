@@ -90,11 +90,16 @@ fn a_full_queue_answers_503_with_retry_after() {
     wait_until("the first forward pass reaches the gate", || inst.gate.arrived.load(Ordering::SeqCst) == 1);
     let queued = std::thread::spawn(move || http(a, "POST", PREDICT, &[], &png(2)));
     wait_for_metric(a, "petal_queue_depth_images{model=\"flowers\"} 1", &[]);
+    // Both images are admitted (one in the pass, one queued: admission comes before queueing):
+    // what `--queue` bounds, on /metrics and in the refusal.
+    let text = get(a, "/metrics").text();
+    assert!(text.lines().any(|l| l == "petal_admitted_images{model=\"flowers\"} 2"), "{text}");
     for _ in 0..3 {
         let r = http(a, "POST", PREDICT, &[], &png(3));
         assert_eq!(r.status, 503, "{}", r.text());
         assert_eq!(r.header("retry-after"), Some("1"));
         assert_eq!(r.json()["error"]["code"], "overloaded");
+        assert!(r.json()["error"]["message"].as_str().is_some_and(|m| m.contains("(2 images admitted)")), "{}", r.text());
     }
     let (ct, body) = multipart(&[("a.png", &png(1)), ("b.png", &png(2))]);
     assert_eq!(http(a, "POST", PREDICT, &[("Content-Type", &ct)], &body).status, 503, "two images do not fit either");
@@ -104,6 +109,7 @@ fn a_full_queue_answers_503_with_retry_after() {
     assert_eq!(http(a, "POST", PREDICT, &[], &png(3)).status, 200, "room again");
     let text = get(a, "/metrics").text();
     assert!(text.lines().any(|l| l == "petal_http_requests_total{route=\"/v1/models/{name}/predict\",status=\"503\"} 4"), "{text}");
+    assert!(text.lines().any(|l| l == "petal_admitted_images{model=\"flowers\"} 0"), "every admission is released: {text}");
 }
 
 #[test]
