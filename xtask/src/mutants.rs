@@ -198,11 +198,6 @@ pub fn run(args: &MutantsArgs) -> Result<()> {
     let mut cmd = crate::cargo()?;
     let argv = mutants_args(run, args);
     cmd.args(&argv);
-    // Hundreds of one-token edits of one file with incremental compilation hit a rustc bug (an
-    // undefined hidden symbol at link time), which made a mutant look unviable: build without it.
-    if std::env::var_os("CARGO_INCREMENTAL").is_none() {
-        cmd.env("CARGO_INCREMENTAL", "0");
-    }
     for (k, v) in run.env {
         cmd.env(k, v);
     }
