@@ -171,6 +171,41 @@ mod tests {
     }
 
     #[test]
+    fn the_bucket_refills_at_the_rate_up_to_the_burst() {
+        // 5 requests/s, a bucket of 1: the second request at once is refused for a second at
+        // most; 300 ms later (1.5 tokens' worth, capped at the bucket's 1) one more is admitted,
+        // and the one right after it is refused again (a token takes 200 ms).
+        let l = ClientLimiter::new(100, 5.0, 1.0);
+        let ip = ClientId::Ip("127.0.0.1".parse().expect("ip"));
+        drop(l.admit(ip).expect("the bucket starts full"));
+        assert_eq!(l.admit(ip).err(), Some(Refusal::Rate(1)), "no token left");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(l.admit(ip).expect("refilled"));
+        assert_eq!(l.admit(ip).err(), Some(Refusal::Rate(1)), "the refill is capped at the bucket");
+        assert_eq!(Refusal::Rate(0).retry_after(), 1, "never Retry-After: 0");
+        assert_eq!((Refusal::Rate(7).retry_after(), Refusal::Concurrency.retry_after()), (7, 1));
+    }
+
+    #[test]
+    fn a_sweep_keeps_clients_that_differ_from_new_ones() {
+        let ids = |n: u32| (0..n).map(|i| ClientId::Ip(std::net::Ipv4Addr::from(i).into()));
+        // A bucket that refills too slowly to be full again: every client is remembered, or a new
+        // request would get a fresh, full bucket.
+        let slow = ClientLimiter::new(1, 1e-9, 2.0);
+        ids(SWEEP_AT as u32 + 10).for_each(|id| drop(slow.admit(id).expect("admit")));
+        assert_eq!(slow.tracked(), SWEEP_AT + 10, "partly spent buckets are kept");
+        // One that refills at once: spent buckets are full again, and those clients go.
+        let fast = ClientLimiter::new(1, 1e12, 2.0);
+        ids(SWEEP_AT as u32 + 10).for_each(|id| drop(fast.admit(id).expect("admit")));
+        assert!(fast.tracked() < SWEEP_AT, "table of {} entries", fast.tracked());
+        // Clients with a request in flight are kept whatever their bucket.
+        let busy = ClientLimiter::new(1, 1e12, 2.0);
+        let guards: Vec<ClientGuard> = ids(SWEEP_AT as u32 + 10).map(|id| busy.admit(id).expect("admit")).collect();
+        assert_eq!(busy.tracked(), SWEEP_AT + 10);
+        drop(guards);
+    }
+
+    #[test]
     fn idle_clients_are_swept() {
         let l = ClientLimiter::new(1, 0.0, 0.0);
         for i in 0..(SWEEP_AT as u32 + 10) {
