@@ -161,6 +161,33 @@ fn write_images(dir: &Path, n: usize) -> Vec<PathBuf> {
 }
 
 #[test]
+fn the_prediction_key_changes_with_every_input_of_the_predictions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (vs, _net) = network(CLASSES);
+    let a = save(dir.path(), "a.safetensors", &vs, meta(CLASSES), |_| {});
+    let renamed = save(dir.path(), "b.safetensors", &vs, meta(CLASSES), |c| c.meta.classes[0].name = Some("another flower".into()));
+    let paths = write_images(dir.path(), 3);
+    let p = Predictor::load(&a, Device::Cpu).expect("load");
+    let key = p.prediction_key(&paths, 2, 4);
+    assert_eq!(key, p.prediction_key(&paths, 2, 4), "a pure function of its inputs");
+    assert_eq!((key["kind"].as_str(), key["k"].as_u64(), key["batch_size"].as_u64()), (Some("petal.predictions"), Some(2), Some(4)));
+    assert!(key.get("tta").is_none(), "without TTA the key is the one earlier versions wrote");
+    assert_ne!(key, p.prediction_key(&paths[..2], 2, 4), "the images");
+    assert_ne!(key, p.prediction_key(&paths, 3, 4), "k");
+    assert_ne!(key, p.prediction_key(&paths, 2, 5), "the batch size");
+    assert_eq!(p.prediction_key(&paths, 99, 4)["k"].as_u64(), Some(CLASSES as u64), "k beyond the classes is all of them");
+    assert_ne!(key, Predictor::load(&renamed, Device::Cpu).expect("load").prediction_key(&paths, 2, 4), "the classes");
+    let mut flip = Predictor::load(&a, Device::Cpu).expect("load");
+    flip.tta = infer::Tta::Flip;
+    assert_eq!(flip.prediction_key(&paths, 2, 4)["tta"], serde_json::json!(infer::Tta::Flip), "test-time augmentation");
+    // An image rewritten in place (other size, later modification time) is another input.
+    let before = std::fs::metadata(&paths[0]).and_then(|m| m.modified()).expect("mtime");
+    image::RgbImage::from_pixel(41, 37, image::Rgb([1, 2, 3])).save(&paths[0]).expect("rewrite");
+    std::fs::File::options().write(true).open(&paths[0]).and_then(|f| f.set_modified(before + std::time::Duration::from_secs(60))).expect("mtime");
+    assert_ne!(key, p.prediction_key(&paths, 2, 4), "a changed image");
+}
+
+#[test]
 fn batch_and_single_predictions_agree() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (vs, _) = network(CLASSES);
