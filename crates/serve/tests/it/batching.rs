@@ -78,6 +78,63 @@ fn batched_answers_equal_single_answers_bit_for_bit() {
 }
 
 #[test]
+fn max_wait_gathers_a_batch_and_a_full_batch_runs_at_once() {
+    // A lone request waits up to --max-wait-ms for company: the second request, sent once the
+    // first is queued, shares its pass (one pass of 2 images, not two of 1).
+    let (srv, inst) = TestServer::instrumented(2, |a| {
+        a.batching.max_batch = 2;
+        a.batching.max_wait_ms = 60_000;
+    });
+    let a = srv.addr;
+    let first = std::thread::spawn(move || http(a, "POST", PREDICT, &[], &png(1)));
+    wait_for_metric(a, "petal_queue_depth_images{model=\"flowers\"} 1", &[]);
+    let second = http(a, "POST", PREDICT, &[], &png(2));
+    assert_eq!((first.join().expect("first").status, second.status), (200, 200));
+    assert_eq!(second.json()["timing_ms"]["batch_images"], 2);
+    assert_eq!(*inst.batches.lock().expect("batches"), vec![(2, 2)], "one pass of both images");
+    drop(srv);
+    // A batch that is already full does not wait: with --max-batch 1 and a wait far beyond the
+    // request timeout, a lone request is still answered.
+    let (srv, inst) = TestServer::instrumented(2, |a| {
+        a.batching.max_batch = 1;
+        a.batching.max_wait_ms = 600_000;
+        a.timeouts.request_timeout_s = 5;
+    });
+    let r = http(srv.addr, "POST", PREDICT, &[], &png(3));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(*inst.batches.lock().expect("batches"), vec![(1, 1)]);
+}
+
+#[test]
+fn a_job_that_would_overflow_a_pass_waits_for_the_next_one() {
+    // With --max-batch 4, a queued request of 3 images and one of 2 are not merged into one pass of
+    // 5 (split 4 + 1): the second waits for the next pass, so each request is one pass.
+    let (srv, inst) = TestServer::instrumented(2, |a| {
+        a.batching.max_batch = 4;
+        a.limits.max_images = 4;
+    });
+    let a = srv.addr;
+    inst.gate.close();
+    let first = std::thread::spawn(move || http(a, "POST", PREDICT, &[], &png(0)));
+    wait_until("the first forward pass reaches the gate", || inst.gate.arrived.load(Ordering::SeqCst) == 1);
+    let send = move |n: u32| {
+        let images: Vec<(String, Vec<u8>)> = (0..n).map(|i| (format!("{i}.png"), png(i + 1))).collect();
+        let parts: Vec<(&str, &[u8])> = images.iter().map(|(name, b)| (name.as_str(), b.as_slice())).collect();
+        let (ct, body) = multipart(&parts);
+        http(a, "POST", PREDICT, &[("Content-Type", &ct)], &body)
+    };
+    let three = std::thread::spawn(move || send(3));
+    wait_for_metric(a, "petal_queue_depth_images{model=\"flowers\"} 3", &[]);
+    let two = std::thread::spawn(move || send(2));
+    wait_for_metric(a, "petal_queue_depth_images{model=\"flowers\"} 5", &[]);
+    inst.gate.open();
+    for r in [first.join().expect("first"), three.join().expect("three"), two.join().expect("two")] {
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(*inst.batches.lock().expect("batches"), vec![(1, 4), (3, 4), (2, 4)], "one pass per request");
+}
+
+#[test]
 fn a_full_queue_answers_503_with_retry_after() {
     let (srv, inst) = TestServer::instrumented(2, |a| {
         a.batching.queue = 2;
