@@ -99,19 +99,17 @@ pub struct Parts<'a> {
 /// Checks `bytes` as a container of `kind` and returns its body and meta block.
 pub fn open<'a>(bytes: &'a [u8], kind: &Kind) -> Result<Parts<'a>, ContainerError> {
     let len = bytes.len() as u64;
-    if bytes.len() < 12 || bytes[..8] != kind.magic {
-        if bytes.len() >= 8 && bytes[..8] == kind.magic {
-            return Err(ContainerError::Truncated { len, expected: format!("the header alone is {PREAMBLE}") });
-        }
+    if bytes.get(..8) != Some(&kind.magic[..]) {
         return Err(ContainerError::NotThisKind { name: kind.name });
     }
     let mut head = le::Reader::new(&bytes[8..]);
-    let version = head.u32().unwrap_or_default();
+    let short = || ContainerError::Truncated { len, expected: format!("the header alone is {PREAMBLE}") };
+    let version = head.u32().ok_or_else(short)?;
     if version != kind.version {
         return Err(ContainerError::Version { found: version, expected: kind.version });
     }
     if bytes.len() < PREAMBLE {
-        return Err(ContainerError::Truncated { len, expected: format!("the header alone is {PREAMBLE}") });
+        return Err(short());
     }
     if crc32(&bytes[..60]) != le::u32_at(bytes, 60).unwrap_or_default() {
         return Err(ContainerError::Checksum { part: "header" });
