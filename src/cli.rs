@@ -222,7 +222,7 @@ pub struct OverrideArgs {
     pub patience: Option<usize>,
     /// cpu, cuda, cuda:N.
     #[arg(long)]
-    pub device: Option<String>,
+    pub device: Option<model::DeviceSpec>,
     /// libtorch threads (0: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -260,7 +260,7 @@ impl OverrideArgs {
             batch_size: self.batch_size,
             seed: self.seed,
             patience: self.patience,
-            device: self.device.clone(),
+            device: self.device,
             threads: self.threads,
             runtime: self.runtime,
             holdout: self.holdout,
@@ -285,7 +285,7 @@ pub(crate) struct EvaluateArgs {
     pub(crate) out: Option<PathBuf>,
     /// cpu, cuda, cuda:N.
     #[arg(long, default_value = "cpu")]
-    pub(crate) device: String,
+    pub(crate) device: model::DeviceSpec,
     /// What runs the backbone: auto (onnxruntime on the CPU when provisioned, else libtorch), torch or onnxruntime.
     #[arg(long, value_enum, default_value_t = petal_onnx::Runtime::Auto)]
     pub(crate) runtime: petal_onnx::Runtime,
@@ -331,7 +331,7 @@ pub(crate) struct PredictArgs {
     pub(crate) plot: Option<PathBuf>,
     /// cpu, cuda, cuda:N.
     #[arg(long, default_value = "cpu")]
-    pub(crate) device: String,
+    pub(crate) device: model::DeviceSpec,
     /// What runs the backbone: auto (onnxruntime on the CPU when provisioned, else libtorch), torch or onnxruntime.
     #[arg(long, value_enum, default_value_t = petal_onnx::Runtime::Auto)]
     pub(crate) runtime: petal_onnx::Runtime,

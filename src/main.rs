@@ -196,7 +196,7 @@ fn evaluate_cmd(a: &EvaluateArgs) -> Result<()> {
     let ds = discover(&a.data)?;
     let out = a.out.clone().or_else(|| a.checkpoint.parent().map(Path::to_path_buf));
     let opts = infer::EvalOptions {
-        device: model::parse_device(&a.device)?,
+        device: a.device.device()?,
         out_dir: out,
         tta: a.tta,
         runtime: a.runtime,
@@ -263,7 +263,7 @@ fn predict_cmd(a: &PredictArgs) -> Result<()> {
     let job = pipeline::PredictJob {
         checkpoint: a.checkpoint.clone(),
         legacy: a.legacy.options()?,
-        device: model::parse_device(&a.device)?,
+        device: a.device.device()?,
         runtime: a.runtime,
         precision: a.precision,
         category_names: a.category_names.clone(),

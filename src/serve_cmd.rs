@@ -166,7 +166,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         Ok(_) => Ok(()),
         Err(serve::Error::Setting { field, problem }) => {
             let flag = |f: &str| format!("--{}", f.replace('_', "-"));
-            Err(anyhow::anyhow!("{} {}", flag(field), problem.replace("max_images", &flag("max_images"))).context("petal serve"))
+            Err(anyhow::anyhow!("{} {}", flag(field), problem.describe(flag)).context("petal serve"))
         }
         Err(e) => Err(anyhow::Error::new(e).context("petal serve")),
     }

@@ -15,31 +15,30 @@ use std::sync::{Arc, Mutex};
 use model::{Arch, Classifier, HeadConfig};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
-use train::{ActivationDtype, Event, OptimizerKind, Schedule, TrainConfig, TrainMode, TrainOutcome, TrainRequest};
+use train::{ActivationDtype, Event, OptimizerKind, Recipe, RunOptions, Schedule, TrainConfig, TrainMode, TrainOutcome, TrainRequest};
 
 /// A small partial run: Lite0 on 32×32 crops, Adam, constant learning rate, no dropout.
 fn config(name: &str, mode: TrainMode, blocks: usize) -> TrainConfig {
     TrainConfig {
         name: name.into(),
-        arch: Arch::EfficientNetLite0,
-        head: HeadConfig { hidden: vec![], dropout: 0.0, ..HeadConfig::default() },
-        mode,
-        unfreeze_blocks: blocks,
-        views: 0,
-        optimizer: OptimizerKind::Adam,
-        lr: 0.01,
-        schedule: Schedule::Constant,
-        label_smoothing: 0.0,
-        epochs: 6,
-        batch_size: 8,
-        seed: 5,
-        image_size: 32,
-        resize_size: 36,
-        channels_last: false,
-        eval_batch_size: 6,
-        chunk_images: 12,
-        threads: 1,
-        ..TrainConfig::default()
+        recipe: Recipe {
+            arch: Arch::EfficientNetLite0,
+            head: HeadConfig { hidden: vec![], dropout: 0.0, ..HeadConfig::default() },
+            mode,
+            unfreeze_blocks: blocks,
+            views: 0,
+            optimizer: OptimizerKind::Adam,
+            lr: 0.01,
+            schedule: Schedule::Constant,
+            label_smoothing: 0.0,
+            epochs: 6,
+            batch_size: 8,
+            seed: 5,
+            image_size: 32,
+            resize_size: 36,
+            ..Recipe::default()
+        },
+        run: RunOptions { channels_last: false, eval_batch_size: 6, chunk_images: 12, threads: 1, ..RunOptions::default() },
     }
 }
 
@@ -148,9 +147,9 @@ fn partial_learns_where_frozen_cannot_and_its_checkpoint_predicts_the_same() {
     // A random backbone's deep activations say little about these images: train all but the stem.
     let blocks = 8;
     let mut cfg = config("partial", TrainMode::Partial, blocks);
-    cfg.activation_dtype = ActivationDtype::F32;
-    cfg.backbone_lr_scale = 1.0;
-    cfg.epochs = 8;
+    cfg.recipe.activation_dtype = ActivationDtype::F32;
+    cfg.recipe.backbone_lr_scale = 1.0;
+    cfg.recipe.epochs = 8;
     let (partial, log) = run(&b, &request(&b, cfg.clone(), false));
     let partial = partial.expect("partial run");
     // Accuracy on the training images, as trained (batch statistics in the trainable blocks): the
@@ -174,7 +173,7 @@ fn partial_learns_where_frozen_cannot_and_its_checkpoint_predicts_the_same() {
     let via_infer = predictor.probabilities(&x).expect("probabilities");
     let ckpt = checkpoint::load(&partial.best_checkpoint).expect("checkpoint");
     let vs = VarStore::new(Device::Cpu);
-    let net = Classifier::new(&vs.root(), &Arch::EfficientNetLite0, &cfg.head, 3).expect("net");
+    let net = Classifier::new(&vs.root(), &Arch::EfficientNetLite0, &cfg.recipe.head, 3).expect("net");
     let tensors: Vec<(String, Tensor)> =
         ckpt.model_tensors().map(|(k, d)| (k.clone(), model::weights::to_tensor(d, k, Path::new(k)).expect("tensor"))).collect();
     model::weights::load_all_tensors(&vs, tensors, &partial.best_checkpoint).expect("load");
@@ -190,8 +189,23 @@ fn partial_learns_where_frozen_cannot_and_its_checkpoint_predicts_the_same() {
 #[test]
 fn resumed_partial_run_equals_an_uninterrupted_one() {
     let b = bench();
-    let cfg = |epochs| TrainConfig { epochs, ..config("resume", TrainMode::Partial, 2) };
-    let (whole, _) = run(&b, &request(&b, TrainConfig { name: "whole".into(), ..cfg(4) }, false));
+    let cfg = |epochs| {
+        let mut c = config("resume", TrainMode::Partial, 2);
+        c.recipe.epochs = epochs;
+        c
+    };
+    let (whole, _) = run(
+        &b,
+        &request(
+            &b,
+            {
+                let mut c = cfg(4);
+                c.name = "whole".into();
+                c
+            },
+            false,
+        ),
+    );
     let whole = whole.expect("uninterrupted run");
     let (first, _) = run(&b, &request(&b, cfg(2), false));
     assert_eq!(first.expect("first half").history.len(), 2);
@@ -217,7 +231,12 @@ fn resumed_partial_run_equals_an_uninterrupted_one() {
 #[test]
 fn concurrent_runs_in_one_process_match_a_run_alone() {
     let b = bench();
-    let cfg = |name: &str| TrainConfig { name: name.into(), epochs: 2, ..config(name, TrainMode::Partial, 3) };
+    let cfg = |name: &str| {
+        let mut c = config(name, TrainMode::Partial, 3);
+        c.name = name.into();
+        c.recipe.epochs = 2;
+        c
+    };
     let (alone, _) = run(&b, &request(&b, cfg("alone"), false));
     let alone = alone.expect("run alone");
     let (x, y) = std::thread::scope(|s| {
@@ -237,7 +256,11 @@ fn concurrent_runs_in_one_process_match_a_run_alone() {
 fn a_sweep_over_the_split_point_scores_its_trials_as_train_does() {
     use pipeline::sweep::{self, Halving, Method, SweepFile};
     let b = bench();
-    let base = TrainConfig { epochs: 3, ..config("base", TrainMode::Partial, 1) };
+    let base = {
+        let mut c = config("base", TrainMode::Partial, 1);
+        c.recipe.epochs = 3;
+        c
+    };
     let file = SweepFile {
         data: Some(b.data.clone()),
         weights: Some(b.weights.clone()),
@@ -259,7 +282,19 @@ fn a_sweep_over_the_split_point_scores_its_trials_as_train_does() {
     assert_eq!(outcome.leaderboard.rows.len(), 2);
     for row in &outcome.leaderboard.rows {
         let blocks = row.point["unfreeze_blocks"].as_integer().expect("unfreeze_blocks") as usize;
-        let (o, _) = run(&b, &request(&b, TrainConfig { name: format!("blocks{blocks}"), unfreeze_blocks: blocks, ..base.clone() }, false));
+        let (o, _) = run(
+            &b,
+            &request(
+                &b,
+                {
+                    let mut c = base.clone();
+                    c.name = format!("blocks{blocks}");
+                    c.recipe.unfreeze_blocks = blocks;
+                    c
+                },
+                false,
+            ),
+        );
         let o = o.expect("train");
         assert_eq!(row.valid_acc, best_valid(&o), "{blocks} block(s): the sweep's trial and train differ");
     }
@@ -268,13 +303,28 @@ fn a_sweep_over_the_split_point_scores_its_trials_as_train_does() {
 #[test]
 fn activation_cache_is_recomputed_when_any_key_part_changes() {
     let b = bench();
-    let base = TrainConfig { epochs: 1, ..config("key", TrainMode::Partial, 1) };
+    let base = {
+        let mut c = config("key", TrainMode::Partial, 1);
+        c.recipe.epochs = 1;
+        c
+    };
     let (o, _) = run(&b, &request(&b, base.clone(), false));
     assert!(o.expect("base run").feature_s > 0.0);
     let mut files = pact_files(&b);
     assert_eq!(files.len(), 2, "train and valid: {files:?}");
     let again = |cfg: TrainConfig| {
-        let (o, log) = run(&b, &request(&b, TrainConfig { name: "again".into(), ..cfg }, false));
+        let (o, log) = run(
+            &b,
+            &request(
+                &b,
+                {
+                    let mut c = cfg;
+                    c.name = "again".into();
+                    c
+                },
+                false,
+            ),
+        );
         (o.expect("run"), log)
     };
     let (same, _) = again(base.clone());
@@ -291,11 +341,51 @@ fn activation_cache_is_recomputed_when_any_key_part_changes() {
     assert_eq!(pact_files(&b), files);
     // (what changes, config, new files: both splits or only the training split)
     let variants: Vec<(&str, TrainConfig, usize)> = vec![
-        ("split point", TrainConfig { unfreeze_blocks: 2, ..base.clone() }, 2),
-        ("seed", TrainConfig { seed: 6, ..base.clone() }, 2),
-        ("transform", TrainConfig { resize_size: 40, ..base.clone() }, 2),
-        ("view", TrainConfig { views: 1, ..base.clone() }, 1),
-        ("element type", TrainConfig { activation_dtype: ActivationDtype::F32, ..base.clone() }, 2),
+        (
+            "split point",
+            {
+                let mut c = base.clone();
+                c.recipe.unfreeze_blocks = 2;
+                c
+            },
+            2,
+        ),
+        (
+            "seed",
+            {
+                let mut c = base.clone();
+                c.recipe.seed = 6;
+                c
+            },
+            2,
+        ),
+        (
+            "transform",
+            {
+                let mut c = base.clone();
+                c.recipe.resize_size = 40;
+                c
+            },
+            2,
+        ),
+        (
+            "view",
+            {
+                let mut c = base.clone();
+                c.recipe.views = 1;
+                c
+            },
+            1,
+        ),
+        (
+            "element type",
+            {
+                let mut c = base.clone();
+                c.recipe.activation_dtype = ActivationDtype::F32;
+                c
+            },
+            2,
+        ),
     ];
     for (what, cfg, new) in variants {
         let (o, _) = again(cfg);
@@ -323,7 +413,13 @@ fn activation_cache_is_recomputed_when_any_key_part_changes() {
 fn activation_cache_over_the_limit_is_refused_before_any_work() {
     let b = bench();
     // Split after the stem at 64×64: 32×32×32 f16 values = 64 KiB per image, 69 images ≈ 4.5 MB.
-    let cfg = TrainConfig { image_size: 64, resize_size: 72, activation_cache_limit_mb: 1, ..config("limit", TrainMode::Partial, 8) };
+    let cfg = {
+        let mut c = config("limit", TrainMode::Partial, 8);
+        c.recipe.image_size = 64;
+        c.recipe.resize_size = 72;
+        c.run.activation_cache_limit_mb = 1;
+        c
+    };
     let (o, log) = run(&b, &request(&b, cfg.clone(), false));
     let err = o.expect_err("over the limit").to_string();
     assert!(err.contains("activation_cache_limit_mb is 1") && err.contains("4.5 MB"), "{err}");
@@ -331,7 +427,19 @@ fn activation_cache_over_the_limit_is_refused_before_any_work() {
     assert!(!log.iter().any(|m| m.starts_with("start")), "nothing may be computed: {log:?}");
     assert!(pact_files(&b).is_empty());
     // With room for it the same run goes ahead.
-    let (o, _) = run(&b, &request(&b, TrainConfig { activation_cache_limit_mb: 5, epochs: 1, ..cfg }, false));
+    let (o, _) = run(
+        &b,
+        &request(
+            &b,
+            {
+                let mut c = cfg;
+                c.run.activation_cache_limit_mb = 5;
+                c.recipe.epochs = 1;
+                c
+            },
+            false,
+        ),
+    );
     o.expect("within the limit");
     assert_eq!(pact_files(&b).len(), 2);
 }
@@ -355,9 +463,9 @@ fn partial_runtimes_have_their_own_activation_caches_and_agree() {
     let b = bench();
     let cfg = |name: &str, runtime: train::Runtime| {
         let mut c = config(name, TrainMode::Partial, 2);
-        c.activation_dtype = ActivationDtype::F32;
-        c.epochs = 3;
-        c.runtime = runtime;
+        c.recipe.activation_dtype = ActivationDtype::F32;
+        c.recipe.epochs = 3;
+        c.run.runtime = runtime;
         c
     };
     let valid = |o: &TrainOutcome| o.history.iter().map(|m| m.valid_acc).collect::<Vec<_>>();
@@ -380,7 +488,7 @@ fn partial_runtimes_have_their_own_activation_caches_and_agree() {
     assert!(!log.iter().any(|m| m.starts_with("start train") || m.starts_with("start valid")), "no activation pass ran: {log:?}");
 
     let mut fine = config("fine-ort", TrainMode::Finetune, 1);
-    fine.runtime = train::Runtime::Onnxruntime;
+    fine.run.runtime = train::Runtime::Onnxruntime;
     let (err, _) = run(&b, &request(&b, fine, false));
     let err = err.expect_err("fine-tuning on onnxruntime is refused").to_string();
     assert!(err.contains("trains its whole backbone on libtorch") && err.contains("--runtime torch or auto"), "{err}");
@@ -397,8 +505,8 @@ fn a_full_disk_mid_activation_cache_resumes_to_the_same_weights() {
     testkit::ran(CHECK);
     let b = bench();
     let mut cfg = config("full", TrainMode::Partial, 2);
-    cfg.activation_dtype = ActivationDtype::F32;
-    cfg.epochs = 3;
+    cfg.recipe.activation_dtype = ActivationDtype::F32;
+    cfg.recipe.epochs = 3;
     let (roomy, _) = run(&b, &request(&b, cfg.clone(), false));
     let roomy = roomy.expect("partial run on a roomy disk");
     let acts: u64 = common::files_under(&b.work)

@@ -73,8 +73,8 @@ pub struct Overrides {
     pub seed: Option<u64>,
     /// Early-stopping patience in epochs (0: off).
     pub patience: Option<usize>,
-    /// `cpu`, `cuda`, `cuda:N`.
-    pub device: Option<String>,
+    /// Where the network runs.
+    pub device: Option<model::DeviceSpec>,
     /// libtorch threads (0: all cores).
     pub threads: Option<usize>,
     /// What runs frozen feature extraction: auto, torch or onnxruntime.
@@ -91,27 +91,13 @@ impl Overrides {
     /// Applies the overrides to `cfg`.
     pub fn apply(&self, cfg: &mut TrainConfig) {
         macro_rules! set {
-            ($($f:ident),*) => { $( if let Some(v) = &self.$f { cfg.$f = v.clone(); } )* };
+            ($part:ident: $($f:ident),*) => { $( if let Some(v) = &self.$f { cfg.$part.$f = v.clone(); } )* };
         }
-        set!(
-            name,
-            arch,
-            mode,
-            unfreeze_blocks,
-            activation_cache_limit_mb,
-            epochs,
-            views,
-            lr,
-            batch_size,
-            seed,
-            patience,
-            device,
-            threads,
-            runtime,
-            holdout,
-            holdout_seed,
-            final_fit
-        );
+        if let Some(name) = &self.name {
+            cfg.name.clone_from(name);
+        }
+        set!(recipe: arch, mode, unfreeze_blocks, epochs, views, lr, batch_size, seed, patience, holdout, holdout_seed, final_fit);
+        set!(run: activation_cache_limit_mb, device, threads, runtime);
     }
 }
 
@@ -185,7 +171,11 @@ impl Default for PipelineConfig {
             top_k: 5,
             samples: 6,
             measure_tta: true,
-            train: TrainConfig { name: default_run_name(&Arch::DenseNet121), ..TrainConfig::default() },
+            train: {
+                let mut c = TrainConfig::default();
+                c.name = default_run_name(&Arch::DenseNet121);
+                c
+            },
         }
     }
 }
@@ -236,7 +226,7 @@ pub fn load_pipeline_config(file: Option<&Path>, overrides: &PipelineOverrides) 
     pc.preset = preset;
     overrides.train.apply(&mut train);
     if !named && overrides.train.name.is_none() {
-        train.name = default_run_name(&train.arch);
+        train.name = default_run_name(&train.recipe.arch);
     }
     pc.train = train;
     let o = overrides;
@@ -268,11 +258,11 @@ mod tests {
     #[test]
     fn the_documented_example_config_loads_with_every_field() {
         let pc = load_pipeline_config(Some(&example()), &PipelineOverrides::default()).expect("examples/pipeline.toml");
-        assert_eq!(pc.train.arch, Arch::EfficientNetLite0);
+        assert_eq!(pc.train.recipe.arch, Arch::EfficientNetLite0);
         assert_eq!(pc.data.as_deref(), Some(Path::new("../shared/data/flowers102-mini")));
         assert_eq!(pc.train.name, "lite0");
         // Fields the file leaves out come from the preset (the best recipe), not from elsewhere.
-        assert_eq!(pc.train.label_smoothing, TrainConfig::default().label_smoothing);
+        assert_eq!(pc.train.recipe.label_smoothing, TrainConfig::default().recipe.label_smoothing);
     }
 
     #[test]
@@ -280,10 +270,10 @@ mod tests {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pipeline-ensemble.toml");
         let pc = load_pipeline_config(Some(&file), &PipelineOverrides::default()).expect("examples/pipeline-ensemble.toml");
         let want: Arch = "efficientnet_lite0+efficientnet_lite1+efficientnet_lite2".parse().expect("ensemble");
-        assert_eq!(pc.train.arch, want);
-        assert_eq!((pc.train.image_size, pc.train.resize_size), (288, 329));
-        assert_eq!((pc.train.lr, pc.train.weight_decay, pc.train.label_smoothing), (0.00249, 0.01, 0.3));
-        assert_eq!(pc.train.epochs, TrainConfig::default().epochs);
+        assert_eq!(pc.train.recipe.arch, want);
+        assert_eq!((pc.train.recipe.image_size, pc.train.recipe.resize_size), (288, 329));
+        assert_eq!((pc.train.recipe.lr, pc.train.recipe.weight_decay, pc.train.recipe.label_smoothing), (0.00249, 0.01, 0.3));
+        assert_eq!(pc.train.recipe.epochs, TrainConfig::default().recipe.epochs);
     }
 
     #[test]
@@ -296,19 +286,27 @@ mod tests {
         };
         let pc = load_pipeline_config(Some(&example()), &o).expect("config");
         assert_eq!(pc.data.as_deref(), Some(Path::new("elsewhere")));
-        assert_eq!((pc.train.epochs, pc.train.arch.clone()), (2, Arch::DenseNet121));
-        assert_eq!(pc.train.optimizer, TrainConfig::seed_preset().optimizer);
+        assert_eq!((pc.train.recipe.epochs, pc.train.recipe.arch.clone()), (2, Arch::DenseNet121));
+        assert_eq!(pc.train.recipe.optimizer, TrainConfig::seed_preset().recipe.optimizer);
     }
 
     #[test]
     fn defaults_are_the_best_recipe_of_petal_train() {
         let pc = load_pipeline_config(None, &PipelineOverrides::default()).expect("defaults");
-        assert_eq!(pc.train, TrainConfig { name: "densenet121-pipeline".into(), ..TrainConfig::default() });
+        assert_eq!(pc.train, {
+            let mut c = TrainConfig::default();
+            c.name = "densenet121-pipeline".into();
+            c
+        });
         assert_eq!(pc, PipelineConfig::default());
         let train = load_train_config(None, None, &Overrides::default()).expect("train defaults");
         assert_eq!(train, TrainConfig::default());
         let seed = load_pipeline_config(None, &PipelineOverrides { preset: Some(Preset::Seed), ..Default::default() }).expect("seed");
-        assert_eq!(seed.train, TrainConfig { name: "densenet121-pipeline".into(), ..TrainConfig::seed_preset() });
+        assert_eq!(seed.train, {
+            let mut c = TrainConfig::seed_preset();
+            c.name = "densenet121-pipeline".into();
+            c
+        });
     }
 
     #[test]

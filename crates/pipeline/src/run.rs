@@ -86,7 +86,7 @@ struct Splits {
 impl Splits {
     fn of(ds: &Dataset, cfg: &train::TrainConfig) -> Result<Splits, Error> {
         let nonempty = |d: &Dataset, n: &str| d.split(n).is_some_and(|s| !s.samples.is_empty());
-        match cfg.holdout_cut() {
+        match cfg.recipe.holdout_cut() {
             Some(cut) if nonempty(ds, "valid") => Ok(Splits {
                 ds: cut.apply(ds, "valid")?,
                 select: Some(preprocess::Holdout::select_name("valid")),
@@ -191,14 +191,14 @@ pub fn run_pipeline(job: &PipelineRun, progress: &dyn Progress) -> Result<Pipeli
     let final_ckpt = run.join("final.safetensors");
     let names = ds.names.clone();
     let inputs = serde_json::json!({ "data": data_fp, "config": pc.train, "weights": pc.weights.as_deref().map(file_id), "names": names });
-    let train_outputs: Vec<&Path> = if pc.train.final_fit { vec![&best, &final_ckpt] } else { vec![&best] };
+    let train_outputs: Vec<&Path> = if pc.train.recipe.final_fit { vec![&best, &final_ckpt] } else { vec![&best] };
     let train_out = if stamps.up_to_date("train", &inputs, &train_outputs) {
         None
     } else {
         if crate::stages::has_run(&run) && !job.overwrite {
             return Err(Error::RunExists { path: run.clone() });
         }
-        progress.event(Event::Message(&format!("[train] {} ({:?}, {} epochs)", pc.train.arch, pc.train.mode, pc.train.epochs)));
+        progress.event(Event::Message(&format!("[train] {} ({:?}, {} epochs)", pc.train.recipe.arch, pc.train.recipe.mode, pc.train.recipe.epochs)));
         let job = crate::TrainJob {
             data: data.clone(),
             config: pc.train.clone(),
@@ -224,7 +224,7 @@ pub fn run_pipeline(job: &PipelineRun, progress: &dyn Progress) -> Result<Pipeli
         }
         Some(out)
     };
-    let delivered: Vec<&Path> = if pc.train.final_fit { vec![&best, &final_ckpt] } else { vec![&best] };
+    let delivered: Vec<&Path> = if pc.train.recipe.final_fit { vec![&best, &final_ckpt] } else { vec![&best] };
     let mut time = |name: &str, t0: std::time::Instant| timed.push((name.to_string(), t0.elapsed().as_secs_f64()));
     let t0 = std::time::Instant::now();
     let ctx = Delivery { stamps: &stamps, pc, splits: &splits, train_inputs: &inputs, delivered: &delivered };
@@ -237,7 +237,7 @@ pub fn run_pipeline(job: &PipelineRun, progress: &dyn Progress) -> Result<Pipeli
 
     let t0 = std::time::Instant::now();
     let evaluations = evaluate_stage(&stamps, pc, &splits, (&data_fp, &best, &run), &mut ran, progress)?;
-    let final_evaluations = if pc.train.final_fit {
+    let final_evaluations = if pc.train.recipe.final_fit {
         // The final fit trained on the selection part: only the held-out part (and test) score it.
         let held = Splits { ds: splits.ds.clone(), select: None, holdout: splits.holdout.clone() };
         evaluate_stage(&stamps, pc, &held, (&data_fp, &final_ckpt, &run.join("final")), &mut ran, progress)?
@@ -245,7 +245,7 @@ pub fn run_pipeline(job: &PipelineRun, progress: &dyn Progress) -> Result<Pipeli
         Vec::new()
     };
     time("evaluate", t0);
-    let model = if pc.train.final_fit { final_ckpt.clone() } else { best.clone() };
+    let model = if pc.train.recipe.final_fit { final_ckpt.clone() } else { best.clone() };
     let t0 = std::time::Instant::now();
     predict_stage(&stamps, pc, &splits, &model, &mut ran, progress)?;
     time("predict", t0);
@@ -289,8 +289,8 @@ fn calibrate_stage(ctx: &Delivery<'_>, ran: &mut Vec<String>, progress: &dyn Pro
     }
     progress.event(Event::Message(&format!("[calibrate] temperature on {select}")));
     let opts = infer::EvalOptions {
-        device: model::parse_device(&pc.train.device)?,
-        runtime: pc.train.runtime,
+        device: pc.train.run.device.device()?,
+        runtime: pc.train.run.runtime,
         graph_cache: petal_common::onnxruntime::graph_cache(),
         ..Default::default()
     };
@@ -322,7 +322,7 @@ fn tta_stage(ctx: &Delivery<'_>, ran: &mut Vec<String>, progress: &dyn Progress)
         return Ok(false);
     }
     progress.event(Event::Message(&format!("[tta] test-time augmentation on {select}")));
-    crate::stages::advise_delivered(delivered, &splits.ds, select, (model::parse_device(&pc.train.device)?, pc.train.runtime), progress)?;
+    crate::stages::advise_delivered(delivered, &splits.ds, select, (pc.train.run.device.device()?, pc.train.run.runtime), progress)?;
     stamps.mark_done("tta", &inputs)?;
     ran.push("tta".to_string());
     Ok(true)
@@ -345,7 +345,7 @@ fn evaluate_stage(
         let split = split.as_str();
         let json = out_dir.join(format!("evaluation-{split}.json"));
         let base = split.split('-').next().unwrap_or(split);
-        let inputs = serde_json::json!({ "checkpoint": file_id(best), "data": data_fp[base], "holdout": [pc.train.holdout, pc.train.holdout_seed] });
+        let inputs = serde_json::json!({ "checkpoint": file_id(best), "data": data_fp[base], "holdout": [pc.train.recipe.holdout, pc.train.recipe.holdout_seed] });
         let stage = format!("evaluate-{tag}{split}");
         if stamps.up_to_date(&stage, &inputs, &[&json]) {
             // A report this version cannot read (an older petal's) is evaluated again.
@@ -357,9 +357,9 @@ fn evaluate_stage(
         }
         progress.event(Event::Message(&format!("[evaluate] {split}")));
         let opts = infer::EvalOptions {
-            device: model::parse_device(&pc.train.device)?,
+            device: pc.train.run.device.device()?,
             out_dir: Some(out_dir.to_path_buf()),
-            runtime: pc.train.runtime,
+            runtime: pc.train.run.runtime,
             graph_cache: petal_common::onnxruntime::graph_cache(),
             ..Default::default()
         };
@@ -392,8 +392,8 @@ fn predict_stage(
     }
     let Some(s) = ds.split(split).filter(|s| !s.samples.is_empty()) else { return Ok(()) };
     progress.event(Event::Message(&format!("[predict] {} sample images of {split}", pc.samples)));
-    let mut pred = infer::Predictor::load(best, model::parse_device(&pc.train.device)?)?;
-    pred.set_runtime(pc.train.runtime, petal_common::onnxruntime::graph_cache().as_deref())?;
+    let mut pred = infer::Predictor::load(best, pc.train.run.device.device()?)?;
+    pred.set_runtime(pc.train.run.runtime, petal_common::onnxruntime::graph_cache().as_deref())?;
     let step = (s.samples.len() / pc.samples.max(1)).max(1);
     let picked: Vec<&preprocess::Sample> = s.samples.iter().step_by(step).take(pc.samples).collect();
     let paths: Vec<PathBuf> = picked.iter().map(|x| x.path.clone()).collect();
@@ -444,7 +444,7 @@ impl Report<'_> {
         for sp in &self.splits.ds.splits {
             let role = match sp.name.as_str() {
                 "train" => "training",
-                n if Some(n) == select && pc.train.final_fit => "choosing (epoch, calibration, TTA), then the final fit's training",
+                n if Some(n) == select && pc.train.recipe.final_fit => "choosing (epoch, calibration, TTA), then the final fit's training",
                 n if Some(n) == select => "choosing the epoch, the calibration and TTA (a selection score)",
                 n if Some(n) == self.splits.holdout.as_deref() => "reporting only (held out)",
                 "test" => "reporting only",
@@ -473,7 +473,7 @@ impl Report<'_> {
         }
         let _ = writeln!(s, "\n![loss and accuracy](curves.png)\n\nPer-epoch figures: `metrics.csv`, `metrics.jsonl`.\n");
         let _ = writeln!(s, "## Final fit\n");
-        match (pc.train.final_fit, self.out.and_then(|o| o.final_fit.as_ref())) {
+        match (pc.train.recipe.final_fit, self.out.and_then(|o| o.final_fit.as_ref())) {
             (true, Some(f)) => {
                 let _ = writeln!(
                     s,
@@ -534,7 +534,7 @@ impl Report<'_> {
             let _ = writeln!(s);
         }
         let _ = writeln!(s, "## Sample predictions\n\n![sample predictions](sample_predictions.png)\n");
-        let model = if pc.train.final_fit { "`final.safetensors` (the model), " } else { "" };
+        let model = if pc.train.recipe.final_fit { "`final.safetensors` (the model), " } else { "" };
         let _ = writeln!(s, "Checkpoints: {model}`best.safetensors`, `last.safetensors` (inspect with `cargo xtask checkpoint inspect`).");
         Ok(s)
     }
@@ -565,7 +565,7 @@ impl Report<'_> {
         if let Some(e) = find(self.evals, "test") {
             let _ = writeln!(s, "- test: {}", scores(&e));
         }
-        let status = if self.pc.train.final_fit { "final fit on train + selection part (`final.safetensors`)" } else { "no final fit" };
+        let status = if self.pc.train.recipe.final_fit { "final fit on train + selection part (`final.safetensors`)" } else { "no final fit" };
         let _ = writeln!(s, "- {status}");
     }
 }

@@ -211,16 +211,16 @@ impl TrainJob {
     /// delivered checkpoint (as the pipeline's `tta` stage does).
     pub fn run_and_report(&self, measure_tta: bool, progress: &dyn Progress) -> Result<TrainReport, Error> {
         let (outcome, ds) = self.run_on_data(progress)?;
-        let device = model::parse_device(&self.config.device)?;
+        let device = self.config.run.device.device()?;
         let mut delivered = vec![outcome.best_checkpoint.clone()];
         delivered.extend(outcome.final_fit.as_ref().map(|f| f.checkpoint.clone()));
-        let (calibration, held_out, ds) = match self.config.holdout_cut() {
+        let (calibration, held_out, ds) = match self.config.recipe.holdout_cut() {
             None => (None, Vec::new(), ds),
             Some(cut) => {
                 let ds = cut.apply(&ds, "valid")?;
                 let opts = infer::EvalOptions {
                     device,
-                    runtime: self.config.runtime,
+                    runtime: self.config.run.runtime,
                     graph_cache: petal_common::onnxruntime::graph_cache(),
                     ..Default::default()
                 };
@@ -238,7 +238,7 @@ impl TrainJob {
             }
         };
         let split = outcome.selected_on.as_deref().unwrap_or("valid");
-        let advice = measure_tta.then(|| advise_delivered(&delivered, &ds, split, (device, self.config.runtime), progress)).transpose()?;
+        let advice = measure_tta.then(|| advise_delivered(&delivered, &ds, split, (device, self.config.run.runtime), progress)).transpose()?;
         Ok(TrainReport { outcome, calibration, held_out, advice })
     }
 

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::error::Problem;
 use crate::linger::Linger;
 use crate::Error;
 
@@ -263,7 +264,7 @@ impl ServeConfig {
     /// binary's flag of the same name (`--max-batch`) sets.
     pub fn validate(&self) -> Result<(), Error> {
         let (b, l, t) = (&self.batching, &self.limits, &self.timeouts);
-        let bad = |field: &'static str, problem: String| Err(Error::Setting { field, problem });
+        let bad = |field: &'static str, problem: Problem| Err(Error::Setting { field, problem });
         let positive = [
             ("max_batch", b.max_batch),
             ("queue", b.queue),
@@ -277,24 +278,24 @@ impl ServeConfig {
             ("request_timeout_s", t.request_timeout_s as usize),
             ("idle_timeout_s", t.idle_timeout_s as usize),
         ];
-        if let Some((field, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return bad(field, "must be at least 1".into());
+        if let Some(&(field, value)) = positive.iter().find(|(_, v)| *v == 0) {
+            return bad(field, Problem::Below { min: 1, value });
         }
         if l.max_header_bytes < 8192 {
-            return bad("max_header_bytes", format!("must be at least 8192, not {}", l.max_header_bytes));
+            return bad("max_header_bytes", Problem::Below { min: 8192, value: l.max_header_bytes });
         }
         if b.queue < l.max_images {
-            return bad("queue", format!("({}) must be at least the images of one request, max_images ({})", b.queue, l.max_images));
+            return bad("queue", Problem::BelowSetting { value: b.queue, other: "max_images", other_value: l.max_images });
         }
         let rps = l.client_rps.unwrap_or(0.0);
         if !(rps.is_finite() && rps >= 0.0) {
-            return bad("client_rps", "must be finite and not negative".into());
+            return bad("client_rps", Problem::NotFiniteOrNegative);
         }
         if !(l.client_burst.is_finite() && l.client_burst >= 0.0) {
-            return bad("client_burst", "must be finite and not negative".into());
+            return bad("client_burst", Problem::NotFiniteOrNegative);
         }
         if l.max_pixels == 0 {
-            return bad("max_pixels", "must be at least 1".into());
+            return bad("max_pixels", Problem::Below { min: 1, value: 0 });
         }
         Ok(())
     }
@@ -404,7 +405,14 @@ mod tests {
         a.limits.client_concurrency = Some(0);
         let e = a.validate().expect_err("a concurrency of 0 is refused");
         assert!(matches!(e, Error::Setting { field: "client_concurrency", .. }), "{e}");
-        assert_eq!(e.to_string(), "client_concurrency must be at least 1");
+        assert_eq!(e.to_string(), "client_concurrency must be at least 1, not 0");
+        // A setting that depends on another names it by field, which a front end can rename.
+        let mut a = ServeConfig::serving(&["m"]);
+        (a.batching.queue, a.limits.max_images) = (4, 8);
+        let e = a.validate().expect_err("a queue smaller than one request is refused");
+        assert_eq!(e.to_string(), "queue (4) must be at least max_images (8)");
+        let Error::Setting { problem, .. } = e else { panic!("a setting error") };
+        assert_eq!(problem.describe(|f| format!("--{}", f.replace('_', "-"))), "(4) must be at least --max-images (8)");
         assert!(ServeConfig::serving(&["m"]).validate().is_ok(), "the defaults are valid");
     }
 }

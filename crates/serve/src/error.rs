@@ -13,12 +13,14 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
     /// A setting of [`crate::ServeConfig`] out of its range, named by its field (`max_batch`).
-    #[error("{field} {problem}")]
+    /// A front end that names settings otherwise (a flag `--max-batch`) writes the message with
+    /// [`Problem::describe`] and its own names.
+    #[error("{field} {}", problem.describe(|f| f.to_string()))]
     Setting {
         /// The field.
         field: &'static str,
         /// What is wrong with its value.
-        problem: String,
+        problem: Problem,
     },
     /// The token file cannot be used.
     #[error("token file {}: {detail}", path.display())]
@@ -100,5 +102,43 @@ impl IntoResponse for ApiError {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s.max(1)));
         }
         resp
+    }
+}
+
+/// What is wrong with a setting's value (see [`Error::Setting`]); another setting it depends on
+/// is named by its field, so that a front end can name it its own way.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Problem {
+    /// Below its minimum.
+    Below {
+        /// The least value accepted.
+        min: usize,
+        /// The value given.
+        value: usize,
+    },
+    /// Below another setting that it must hold at least (the queue must hold the images of one
+    /// request, `max_images`).
+    BelowSetting {
+        /// The value given.
+        value: usize,
+        /// The other setting's field.
+        other: &'static str,
+        /// The other setting's value.
+        other_value: usize,
+    },
+    /// Negative, infinite or not a number.
+    NotFiniteOrNegative,
+}
+
+impl Problem {
+    /// The problem in words, with other settings named by `name` (given a field, e.g. `max_images`).
+    pub fn describe(&self, name: impl Fn(&str) -> String) -> String {
+        match self {
+            Problem::Below { min, value } => format!("must be at least {min}, not {value}"),
+            Problem::BelowSetting { value, other, other_value } => {
+                format!("({value}) must be at least {} ({other_value})", name(other))
+            }
+            Problem::NotFiniteOrNegative => "must be finite and not negative".to_string(),
+        }
     }
 }

@@ -39,7 +39,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use config::{AuthConfig, BackendConfig, BatchingConfig, EffectiveLimits, LimitsConfig, ServeConfig, TimeoutsConfig};
-pub use error::{ApiError, Error};
+pub use error::{ApiError, Error, Problem};
 pub use model::{Backend, BackendError, ClassInfo, ModelInfo, PredictorBackend};
 pub use server::{Drained, Server};
 pub use torch_thread::TorchThread;

@@ -75,11 +75,11 @@ fn run(a: &Args) -> Result<serde_json::Value, String> {
     if a.threads > 0 {
         tch::set_num_threads(a.threads as i32);
     }
-    let base = TrainConfig { arch: a.arch.clone(), ..TrainConfig::default() };
+    let base = TrainConfig { recipe: train::Recipe { arch: a.arch.clone(), ..train::Recipe::default() }, ..TrainConfig::default() };
     let mut vs = VarStore::new(Device::Cpu);
-    let mut net = Classifier::new(&vs.root(), &base.arch, &base.head, ds.classes.len().max(2) as i64).map_err(|e| e.to_string())?;
+    let mut net = Classifier::new(&vs.root(), &base.recipe.arch, &base.recipe.head, ds.classes.len().max(2) as i64).map_err(|e| e.to_string())?;
     if let Some(w) = &a.weights {
-        model::load_backbone_weights(&mut vs, &base.arch, w).map_err(|e| format!("{}: {e}", w.display()))?;
+        model::load_backbone_weights(&mut vs, &base.recipe.arch, w).map_err(|e| format!("{}: {e}", w.display()))?;
     }
     net.fold_batchnorm();
     net.set_channels_last(true).map_err(|e| e.to_string())?;
@@ -90,7 +90,7 @@ fn run(a: &Args) -> Result<serde_json::Value, String> {
         let order = if round % 2 == 0 { [0, a.chunk_images] } else { [a.chunk_images, 0] };
         for chunk_images in order {
             let tmp = tempfile::Builder::new().prefix("petal-bench-chunks-").tempdir().map_err(|e| e.to_string())?;
-            let cfg = TrainConfig { chunk_images, ..base.clone() };
+            let cfg = TrainConfig { run: train::RunOptions { chunk_images, ..base.run.clone() }, ..base.clone() };
             let fx = Extractor {
                 net: &net,
                 cfg: &cfg,

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use model::Arch;
-use train::{TrainConfig, TrainOutcome, TrainRequest};
+use train::{Recipe, TrainConfig, TrainOutcome, TrainRequest};
 
 /// Flags of this benchmark (plus `--json`/`--smoke`, see `benchkit`).
 #[derive(clap::Args)]
@@ -84,22 +84,27 @@ fn run(a: &Args, common: &benchkit::Common) -> benchkit::Result<serde_json::Valu
     let runs_dir = tmp.path().join("runs");
     let cache_dir = tmp.path().join("cache");
 
-    let mut default = TrainConfig { name: "bench-default".into(), arch: a.arch.clone(), ..TrainConfig::default() };
-    let mut seed = TrainConfig { name: "bench-seed".into(), arch: a.arch.clone(), views: 2, ..TrainConfig::seed_preset() };
+    let mut default =
+        TrainConfig { name: "bench-default".into(), recipe: Recipe { arch: a.arch.clone(), ..Recipe::default() }, ..TrainConfig::default() };
+    let mut seed = TrainConfig {
+        name: "bench-seed".into(),
+        recipe: Recipe { arch: a.arch.clone(), views: 2, ..Recipe::seed_preset() },
+        ..TrainConfig::default()
+    };
     for cfg in [&mut default, &mut seed] {
         if a.arch != Arch::EfficientNetLite0 {
-            cfg.image_size = a.arch.input_size();
-            cfg.resize_size = (a.arch.input_size() * 256 + 112) / 224;
+            cfg.recipe.image_size = a.arch.input_size();
+            cfg.recipe.resize_size = (a.arch.input_size() * 256 + 112) / 224;
         }
         if let Some(e) = epochs {
-            cfg.epochs = e;
+            cfg.recipe.epochs = e;
         }
         if let Some(t) = a.threads {
-            cfg.threads = t;
+            cfg.run.threads = t;
         }
     }
     if let Some(v) = a.views {
-        default.views = v;
+        default.recipe.views = v;
     }
     let request = |config: TrainConfig| TrainRequest {
         config,
@@ -122,13 +127,13 @@ fn run(a: &Args, common: &benchkit::Common) -> benchkit::Result<serde_json::Valu
     let count = |s: &str| ds.split(s).map(|s| s.samples.len()).unwrap_or(0);
     let mut report = serde_json::json!({
         "arch": a.arch.name(),
-        "image_size": default.image_size,
+        "image_size": default.recipe.image_size,
         "valid_acc": best_acc(&out),
         "wall_s": wall_s,
         "feature_s": out.feature_s,
         "epochs": out.history.len(),
         "best_epoch": out.best_epoch,
-        "views": default.views,
+        "views": default.recipe.views,
         "train_images": count("train"),
         "valid_images": count("valid"),
         "threads": tch::get_num_threads(),
@@ -136,8 +141,8 @@ fn run(a: &Args, common: &benchkit::Common) -> benchkit::Result<serde_json::Valu
     eprintln!(
         "default recipe ({} frozen, AdamW, cosine, smoothing, {} epochs, {} views): best valid acc {:.2}% (epoch {}), {wall_s:.1}s wall, {:.1}s features",
         a.arch,
-        default.epochs,
-        default.views,
+        default.recipe.epochs,
+        default.recipe.views,
         100.0 * best_acc(&out),
         out.best_epoch,
         out.feature_s
@@ -151,7 +156,7 @@ fn run(a: &Args, common: &benchkit::Common) -> benchkit::Result<serde_json::Valu
         let secs = t1.elapsed().as_secs_f64();
         eprintln!(
             "seed recipe (Adam 0.003, 10 epochs, {} augmented views): best valid acc {:.2}% (epoch {}), {secs:.1}s (validation features cached)",
-            seed.views,
+            seed.recipe.views,
             100.0 * best_acc(&s),
             s.best_epoch
         );

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use train::{TrainConfig, TrainRequest};
+use train::{Recipe, TrainConfig, TrainRequest};
 
 /// 3 classes of plain-coloured images with some noise, `train/` 8 and `valid/` 3 per class.
 fn generate(root: &Path) -> Result<(), Box<dyn std::error::Error>> {
@@ -39,7 +39,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runs_dir = tmp.path().join("runs");
     // README:begin
     let ds = preprocess::discover(&data, &preprocess::DiscoverOptions::default())?;
-    let config = TrainConfig { name: "example".into(), arch: model::Arch::EfficientNetLite0, epochs: 5, ..TrainConfig::default() };
+    let config = TrainConfig {
+        name: "example".into(),
+        recipe: Recipe { arch: model::Arch::EfficientNetLite0, epochs: 5, ..Recipe::default() },
+        ..TrainConfig::default()
+    };
     let request = TrainRequest {
         config,
         weights, // None: random backbone

@@ -261,7 +261,7 @@ impl Extractor<'_> {
         split_unit: usize,
         dtype: ActivationDtype,
     ) -> Result<Vec<Planned<'s>>, Error> {
-        let blocks = self.cfg.arch.backbone_blocks();
+        let blocks = self.cfg.recipe.arch.backbone_blocks();
         let after = blocks.get(split_unit.wrapping_sub(1)).cloned().unwrap_or_default();
         std::fs::create_dir_all(self.cache_dir).map_err(|e| Error::io(self.cache_dir, e))?;
         let mut out = Vec::new();
@@ -291,7 +291,7 @@ impl Extractor<'_> {
 
     /// The shape `[C, H, W]` of one image's activations at `split_unit`.
     fn activation_shape(&self, split_unit: usize) -> Result<[i64; 3], Error> {
-        let s = self.cfg.image_size as i64;
+        let s = self.cfg.recipe.image_size as i64;
         let x = Tensor::zeros([1, 3, s, s], (Kind::Float, self.device));
         let a = self.net.activations(&x, split_unit)?;
         match a.size()[..] {

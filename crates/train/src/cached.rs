@@ -100,12 +100,12 @@ pub(crate) fn epoch(
     device: Device,
 ) -> Result<TrainFigures, Error> {
     let n = data.len();
-    let order = preprocess::epoch_order(n, cfg.seed, epoch as u64, true);
+    let order = preprocess::epoch_order(n, cfg.recipe.seed, epoch as u64, true);
     let (mut loss_sum, mut correct) = (0.0, 0i64);
-    for chunk in order.chunks(cfg.batch_size) {
+    for chunk in order.chunks(cfg.recipe.batch_size) {
         let (xb, yb) = data.batch(chunk, device)?;
         let logits = data.forward(net, &xb, true)?;
-        let loss = loss_fn(&logits, &yb, cfg.label_smoothing);
+        let loss = loss_fn(&logits, &yb, cfg.recipe.label_smoothing);
         opt.zero_grad();
         loss.backward();
         opt.step(lr);
@@ -141,7 +141,7 @@ pub(crate) fn run_epoch(
     device: Device,
 ) -> Result<EpochMetrics, Error> {
     let t0 = std::time::Instant::now();
-    let lr = cfg.lr_at(epoch);
+    let lr = cfg.recipe.lr_at(epoch);
     let train = self::epoch(net, opt, &views[epoch % views.len()], cfg, (epoch, lr), device)?;
     let train_s = t0.elapsed().as_secs_f64();
     let valid = valid.as_ref().map(|v| eval(net, v, crate::cached_eval_batch(cfg), device)).transpose()?;

@@ -61,24 +61,40 @@ pub enum OptimizerKind {
     Sgd,
 }
 
-/// The learning-rate schedule, evaluated once per epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// The learning-rate schedule, evaluated once per epoch; each kind carries its own settings.
+/// In a config file it is the flat keys `schedule` (`constant`, `step` or `cosine`) and the kind's
+/// own keys (`step_size` and `gamma`, or `warmup_epochs`); a key of another kind is ignored.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Schedule {
     /// `lr` throughout.
     Constant,
     /// `lr · gamma^(epoch / step_size)`.
-    Step,
+    Step {
+        /// Epochs per decay (at least 1).
+        step_size: usize,
+        /// Decay factor (above 0).
+        gamma: f64,
+    },
     /// Linear warm-up over `warmup_epochs`, then cosine decay to 0 at the last epoch.
-    Cosine,
+    Cosine {
+        /// Warm-up epochs.
+        warmup_epochs: usize,
+    },
 }
 
-/// Everything that defines a training run.
+impl Schedule {
+    /// The step schedule's settings when a config names it without them.
+    const STEP: Schedule = Schedule::Step { step_size: 5, gamma: 0.1 };
+    /// The cosine schedule's settings when a config names it without them.
+    const COSINE: Schedule = Schedule::Cosine { warmup_epochs: 1 };
+}
+
+/// What makes a model: the architecture, the head, how it trains and on which images. This is
+/// what a checkpoint stores as its hyper-parameters, what feature-cache keys and sweeps are made
+/// of, and what a resumed run continues with. How a run executes is [`RunOptions`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TrainConfig {
-    /// Run name: outputs go to `<runs_dir>/<name>/`.
-    pub name: String,
+#[serde(into = "FlatRecipe", from = "FlatRecipe")]
+pub struct Recipe {
     /// Backbone architecture.
     pub arch: Arch,
     /// Classifier head.
@@ -104,12 +120,6 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// Learning-rate schedule.
     pub schedule: Schedule,
-    /// Cosine: warm-up epochs.
-    pub warmup_epochs: usize,
-    /// Step: epochs per decay.
-    pub step_size: usize,
-    /// Step: decay factor.
-    pub gamma: f64,
     /// Label smoothing of the cross-entropy, in `[0, 1)`.
     pub label_smoothing: f64,
     /// Epochs.
@@ -131,40 +141,20 @@ pub struct TrainConfig {
     /// for the number of epochs the run chose, and keep its last epoch (`final.safetensors`).
     /// Needs `holdout`.
     pub final_fit: bool,
-    /// `cpu`, `cuda` or `cuda:N`.
-    pub device: String,
-    /// What runs the frozen backbone: frozen mode's feature extraction and partial mode's frozen
-    /// blocks (its activation caches). `auto` (onnxruntime on the CPU when its library loads, else
-    /// libtorch), `torch` or `onnxruntime`. Training itself (backpropagation, and the whole
-    /// backbone in fine-tuning) always runs on libtorch.
-    pub runtime: petal_onnx::Runtime,
     /// Network input size (the crop).
     pub image_size: u32,
     /// Eval resize (shorter side).
     pub resize_size: u32,
     /// Apply ColorJitter(0.2, 0.2, 0.2, 0.02) in the train augmentation.
     pub color_jitter: bool,
-    /// Run the backbone in channels_last layout (faster with oneDNN on CPU).
-    pub channels_last: bool,
-    /// libtorch intra-op threads (0: all cores).
-    pub threads: usize,
-    /// Backbone batch size for feature extraction and evaluation.
-    pub eval_batch_size: usize,
-    /// Frozen mode: feature extraction saves its progress every this many images (rounded down to
-    /// whole `eval_batch_size` batches, at least one batch), so a run interrupted by a crash or
-    /// `kill -9` resumes from its last saved chunk. 0 saves only the finished cache.
-    pub chunk_images: usize,
-    /// Partial mode: how cached activations are stored (`f16` halves the disk they take).
+    /// Partial mode: how cached activations are stored (`f16` halves the disk they take, and
+    /// the trainable blocks read them back rounded).
     pub activation_dtype: ActivationDtype,
-    /// Partial mode: refuse to build an activation cache larger than this many MB (0: no limit but
-    /// the free disk).
-    pub activation_cache_limit_mb: u64,
 }
 
-impl Default for TrainConfig {
+impl Default for Recipe {
     fn default() -> Self {
-        TrainConfig {
-            name: "run".into(),
+        Recipe {
             arch: Arch::DenseNet121,
             // The best of the sweep `examples/sweep.toml` on flowers102-mini (BENCHMARKS.md, "Sweep"):
             // a linear head (so no dropout applies), AdamW lr 0.00185 without weight decay, label
@@ -181,10 +171,7 @@ impl Default for TrainConfig {
             lr: 0.00185,
             momentum: 0.9,
             weight_decay: 0.0,
-            schedule: Schedule::Cosine,
-            warmup_epochs: 1,
-            step_size: 5,
-            gamma: 0.1,
+            schedule: Schedule::COSINE,
             label_smoothing: 0.2,
             epochs: 80,
             batch_size: 128,
@@ -193,27 +180,19 @@ impl Default for TrainConfig {
             holdout: 0.0,
             holdout_seed: 0,
             final_fit: false,
-            device: "cpu".into(),
-            runtime: petal_onnx::Runtime::Auto,
             image_size: 224,
             resize_size: 256,
             color_jitter: false,
-            channels_last: true,
-            threads: 0,
-            eval_batch_size: 32,
-            chunk_images: 256,
             activation_dtype: ActivationDtype::F16,
-            activation_cache_limit_mb: 0,
         }
     }
 }
 
-impl TrainConfig {
+impl Recipe {
     /// The seed project's recipe: densenet121, frozen, hidden 512, ReLU, dropout 0.2, Adam lr 0.003,
     /// batch 64, 10 epochs, a fresh RandomRotation(30)/RandomResizedCrop(224)/flip view every epoch.
     pub fn seed_preset() -> Self {
-        TrainConfig {
-            name: "seed".into(),
+        Recipe {
             arch: Arch::DenseNet121,
             head: HeadConfig::default(),
             mode: TrainMode::Frozen,
@@ -222,20 +201,10 @@ impl TrainConfig {
             lr: 0.003,
             weight_decay: 0.0,
             schedule: Schedule::Constant,
-            warmup_epochs: 0,
             label_smoothing: 0.0,
             epochs: 10,
             batch_size: 64,
-            ..TrainConfig::default()
-        }
-    }
-
-    /// A preset by name: `seed` or `default`.
-    pub fn preset(name: &str) -> Option<Self> {
-        match name {
-            "seed" => Some(Self::seed_preset()),
-            "default" | "fast" => Some(Self::default()),
-            _ => None,
+            ..Recipe::default()
         }
     }
 
@@ -245,8 +214,8 @@ impl TrainConfig {
         if self.epochs == 0 {
             return bad("epochs must be at least 1");
         }
-        if self.batch_size == 0 || self.eval_batch_size == 0 {
-            return bad("batch_size and eval_batch_size must be at least 1");
+        if self.batch_size == 0 {
+            return bad("batch_size must be at least 1");
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad("lr must be a positive number");
@@ -254,8 +223,10 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return bad("label_smoothing must be in [0, 1)");
         }
-        if self.schedule == Schedule::Step && (self.step_size == 0 || self.gamma.is_nan() || self.gamma <= 0.0) {
-            return bad("the step schedule needs step_size ≥ 1 and gamma > 0");
+        if let Schedule::Step { step_size, gamma } = self.schedule {
+            if step_size == 0 || gamma.is_nan() || gamma <= 0.0 {
+                return bad("the step schedule needs step_size ≥ 1 and gamma > 0");
+            }
         }
         let units = self.arch.backbone_blocks().len();
         if self.mode == TrainMode::Partial && matches!(self.arch, Arch::Ensemble(_)) {
@@ -269,17 +240,11 @@ impl TrainConfig {
                 self.unfreeze_blocks
             ));
         }
-        if self.mode == TrainMode::Finetune && self.runtime == petal_onnx::Runtime::Onnxruntime {
-            return bad("runtime onnxruntime runs frozen feature extraction, partial mode's frozen blocks and inference; mode finetune trains its whole backbone on libtorch: use --runtime torch or auto");
-        }
         if !(0.0..1.0).contains(&self.holdout) {
             return bad("holdout must be in [0, 1): the fraction of each class of the validation split held out");
         }
         if self.final_fit && self.holdout == 0.0 {
             return bad("final_fit retrains on the training split plus the selection part of a holdout: set holdout too (e.g. 0.5)");
-        }
-        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name == ".." {
-            return bad("name must be a plain folder name");
         }
         self.head.validate().map_err(|e| crate::Error::Config(e.to_string()))
     }
@@ -293,17 +258,280 @@ impl TrainConfig {
     pub fn lr_at(&self, epoch: usize) -> f64 {
         match self.schedule {
             Schedule::Constant => self.lr,
-            Schedule::Step => self.lr * self.gamma.powi((epoch / self.step_size.max(1)) as i32),
-            Schedule::Cosine => {
-                if epoch < self.warmup_epochs {
-                    self.lr * (epoch + 1) as f64 / (self.warmup_epochs + 1) as f64
+            Schedule::Step { step_size, gamma } => self.lr * gamma.powi((epoch / step_size.max(1)) as i32),
+            Schedule::Cosine { warmup_epochs } => {
+                if epoch < warmup_epochs {
+                    self.lr * (epoch + 1) as f64 / (warmup_epochs + 1) as f64
                 } else {
-                    let span = (self.epochs - self.warmup_epochs).max(1) as f64;
-                    let t = (epoch - self.warmup_epochs) as f64 / span;
+                    let span = (self.epochs - warmup_epochs).max(1) as f64;
+                    let t = (epoch - warmup_epochs) as f64 / span;
                     0.5 * self.lr * (1.0 + (std::f64::consts::PI * t).cos())
                 }
             }
         }
+    }
+}
+
+/// How a run executes, apart from what it makes: where, how many threads, in what batches, how
+/// often it saves progress, how much disk it may take. Changing these changes no result (up to
+/// the runtimes' float tolerance, see `petal_onnx::Runtime`), so they stay out of checkpoints and
+/// cache keys, and a resumed run takes today's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunOptions {
+    /// Where the network runs.
+    pub device: model::DeviceSpec,
+    /// What runs the frozen backbone: frozen mode's feature extraction and partial mode's frozen
+    /// blocks (its activation caches). `auto` (onnxruntime on the CPU when its library loads, else
+    /// libtorch), `torch` or `onnxruntime`. Training itself (backpropagation, and the whole
+    /// backbone in fine-tuning) always runs on libtorch.
+    pub runtime: petal_onnx::Runtime,
+    /// Run the backbone in channels_last layout (faster with oneDNN on CPU).
+    pub channels_last: bool,
+    /// libtorch intra-op threads (0: all cores).
+    pub threads: usize,
+    /// Backbone batch size for feature extraction and evaluation.
+    pub eval_batch_size: usize,
+    /// Frozen mode: feature extraction saves its progress every this many images (rounded down to
+    /// whole `eval_batch_size` batches, at least one batch), so a run interrupted by a crash or
+    /// `kill -9` resumes from its last saved chunk. 0 saves only the finished cache.
+    pub chunk_images: usize,
+    /// Partial mode: refuse to build an activation cache larger than this many MB (0: no limit but
+    /// the free disk).
+    pub activation_cache_limit_mb: u64,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            device: model::DeviceSpec::Cpu,
+            runtime: petal_onnx::Runtime::Auto,
+            channels_last: true,
+            threads: 0,
+            eval_batch_size: 32,
+            chunk_images: 256,
+            activation_cache_limit_mb: 0,
+        }
+    }
+}
+
+/// Everything that defines a training run: its name, its [`Recipe`] and its [`RunOptions`]. In a
+/// config file the three are one flat table of keys (`epochs = 40`, `device = "cpu"`, …); an
+/// unknown key is refused with its name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "FlatConfig", try_from = "FlatConfig")]
+pub struct TrainConfig {
+    /// Run name: outputs go to `<runs_dir>/<name>/`.
+    pub name: String,
+    /// What the run makes.
+    pub recipe: Recipe,
+    /// How it runs.
+    pub run: RunOptions,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig { name: "run".into(), recipe: Recipe::default(), run: RunOptions::default() }
+    }
+}
+
+impl TrainConfig {
+    /// The seed project's recipe ([`Recipe::seed_preset`]) under the name `seed`.
+    pub fn seed_preset() -> Self {
+        TrainConfig { name: "seed".into(), recipe: Recipe::seed_preset(), run: RunOptions::default() }
+    }
+
+    /// A preset by name: `seed` or `default`.
+    pub fn preset(name: &str) -> Option<Self> {
+        match name {
+            "seed" => Some(Self::seed_preset()),
+            "default" | "fast" => Some(Self::default()),
+            _ => None,
+        }
+    }
+
+    /// Checks ranges of the recipe, the run options and how they combine; the message names the
+    /// field.
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        let bad = |m: &str| Err(crate::Error::Config(m.to_string()));
+        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name == ".." {
+            return bad("name must be a plain folder name");
+        }
+        if self.run.eval_batch_size == 0 {
+            return bad("eval_batch_size must be at least 1");
+        }
+        if self.recipe.mode == TrainMode::Finetune && self.run.runtime == petal_onnx::Runtime::Onnxruntime {
+            return bad("runtime onnxruntime runs frozen feature extraction, partial mode's frozen blocks and inference; mode finetune trains its whole backbone on libtorch: use --runtime torch or auto");
+        }
+        self.recipe.validate()
+    }
+}
+
+/// The spelling of a schedule's kind in a config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ScheduleKind {
+    Constant,
+    Step,
+    Cosine,
+}
+
+/// [`Recipe`] as its flat keys: the schedule's kind and its settings side by side, each setting
+/// written only for its kind. Unknown keys are skipped here (a checkpoint of an earlier version
+/// stored its run options among them); [`FlatConfig`] refuses them.
+#[derive(Serialize, Deserialize)]
+#[serde(default)]
+struct FlatRecipe {
+    arch: Arch,
+    head: HeadConfig,
+    mode: TrainMode,
+    views: usize,
+    unfreeze_blocks: usize,
+    backbone_lr_scale: f64,
+    optimizer: OptimizerKind,
+    lr: f64,
+    momentum: f64,
+    weight_decay: f64,
+    schedule: ScheduleKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warmup_epochs: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step_size: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gamma: Option<f64>,
+    label_smoothing: f64,
+    epochs: usize,
+    batch_size: usize,
+    seed: u64,
+    patience: usize,
+    holdout: f64,
+    holdout_seed: u64,
+    final_fit: bool,
+    image_size: u32,
+    resize_size: u32,
+    color_jitter: bool,
+    activation_dtype: ActivationDtype,
+}
+
+impl Default for FlatRecipe {
+    fn default() -> Self {
+        Recipe::default().into()
+    }
+}
+
+impl From<Recipe> for FlatRecipe {
+    fn from(r: Recipe) -> Self {
+        let (schedule, warmup_epochs, step_size, gamma) = match r.schedule {
+            Schedule::Constant => (ScheduleKind::Constant, None, None, None),
+            Schedule::Step { step_size, gamma } => (ScheduleKind::Step, None, Some(step_size), Some(gamma)),
+            Schedule::Cosine { warmup_epochs } => (ScheduleKind::Cosine, Some(warmup_epochs), None, None),
+        };
+        FlatRecipe {
+            arch: r.arch,
+            head: r.head,
+            mode: r.mode,
+            views: r.views,
+            unfreeze_blocks: r.unfreeze_blocks,
+            backbone_lr_scale: r.backbone_lr_scale,
+            optimizer: r.optimizer,
+            lr: r.lr,
+            momentum: r.momentum,
+            weight_decay: r.weight_decay,
+            schedule,
+            warmup_epochs,
+            step_size,
+            gamma,
+            label_smoothing: r.label_smoothing,
+            epochs: r.epochs,
+            batch_size: r.batch_size,
+            seed: r.seed,
+            patience: r.patience,
+            holdout: r.holdout,
+            holdout_seed: r.holdout_seed,
+            final_fit: r.final_fit,
+            image_size: r.image_size,
+            resize_size: r.resize_size,
+            color_jitter: r.color_jitter,
+            activation_dtype: r.activation_dtype,
+        }
+    }
+}
+
+impl From<FlatRecipe> for Recipe {
+    fn from(f: FlatRecipe) -> Self {
+        let schedule = match f.schedule {
+            ScheduleKind::Constant => Schedule::Constant,
+            ScheduleKind::Step => {
+                let Schedule::Step { step_size, gamma } = Schedule::STEP else { unreachable!("Schedule::STEP is a step schedule") };
+                Schedule::Step { step_size: f.step_size.unwrap_or(step_size), gamma: f.gamma.unwrap_or(gamma) }
+            }
+            ScheduleKind::Cosine => {
+                let Schedule::Cosine { warmup_epochs } = Schedule::COSINE else { unreachable!("Schedule::COSINE is a cosine schedule") };
+                Schedule::Cosine { warmup_epochs: f.warmup_epochs.unwrap_or(warmup_epochs) }
+            }
+        };
+        Recipe {
+            arch: f.arch,
+            head: f.head,
+            mode: f.mode,
+            views: f.views,
+            unfreeze_blocks: f.unfreeze_blocks,
+            backbone_lr_scale: f.backbone_lr_scale,
+            optimizer: f.optimizer,
+            lr: f.lr,
+            momentum: f.momentum,
+            weight_decay: f.weight_decay,
+            schedule,
+            label_smoothing: f.label_smoothing,
+            epochs: f.epochs,
+            batch_size: f.batch_size,
+            seed: f.seed,
+            patience: f.patience,
+            holdout: f.holdout,
+            holdout_seed: f.holdout_seed,
+            final_fit: f.final_fit,
+            image_size: f.image_size,
+            resize_size: f.resize_size,
+            color_jitter: f.color_jitter,
+            activation_dtype: f.activation_dtype,
+        }
+    }
+}
+
+/// [`TrainConfig`] as one flat table: the name, the recipe's keys and the run options' keys;
+/// whatever none of them knows is collected in `unknown` and refused.
+#[derive(Serialize, Deserialize)]
+#[serde(default)]
+struct FlatConfig {
+    name: String,
+    #[serde(flatten)]
+    recipe: Recipe,
+    #[serde(flatten)]
+    run: RunOptions,
+    #[serde(flatten, skip_serializing)]
+    unknown: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
+}
+
+impl Default for FlatConfig {
+    fn default() -> Self {
+        TrainConfig::default().into()
+    }
+}
+
+impl From<TrainConfig> for FlatConfig {
+    fn from(c: TrainConfig) -> Self {
+        FlatConfig { name: c.name, recipe: c.recipe, run: c.run, unknown: Default::default() }
+    }
+}
+
+impl TryFrom<FlatConfig> for TrainConfig {
+    type Error = String;
+
+    fn try_from(f: FlatConfig) -> Result<Self, String> {
+        if let Some(key) = f.unknown.keys().next() {
+            return Err(format!("unknown field `{key}` (see train::TrainConfig for the keys of a training config)"));
+        }
+        Ok(TrainConfig { name: f.name, recipe: f.recipe, run: f.run })
     }
 }
 
@@ -313,15 +541,12 @@ mod tests {
 
     #[test]
     fn schedules() {
-        let mut c = TrainConfig { lr: 1.0, epochs: 10, ..TrainConfig::default() };
+        let mut c = Recipe { lr: 1.0, epochs: 10, ..Recipe::default() };
         c.schedule = Schedule::Constant;
         assert_eq!(c.lr_at(7), 1.0);
-        c.schedule = Schedule::Step;
-        c.step_size = 3;
-        c.gamma = 0.5;
+        c.schedule = Schedule::Step { step_size: 3, gamma: 0.5 };
         assert_eq!((c.lr_at(2), c.lr_at(3), c.lr_at(6)), (1.0, 0.5, 0.25));
-        c.schedule = Schedule::Cosine;
-        c.warmup_epochs = 1;
+        c.schedule = Schedule::Cosine { warmup_epochs: 1 };
         assert_eq!(c.lr_at(0), 0.5);
         assert!((c.lr_at(1) - 1.0).abs() < 1e-12);
         assert!(c.lr_at(9) < 0.05 && c.lr_at(5) < c.lr_at(3));
@@ -329,7 +554,8 @@ mod tests {
 
     #[test]
     fn seed_preset_is_the_seed_recipe() {
-        let s = TrainConfig::seed_preset();
+        let seed = TrainConfig::seed_preset();
+        let s = &seed.recipe;
         assert_eq!(s.arch, Arch::DenseNet121);
         assert_eq!(s.mode, TrainMode::Frozen);
         assert_eq!(s.head, HeadConfig { hidden: vec![512], activation: model::Activation::Relu, dropout: 0.2 });
@@ -337,7 +563,7 @@ mod tests {
         assert_eq!((s.schedule, s.weight_decay, s.label_smoothing), (Schedule::Constant, 0.0, 0.0));
         // A fresh augmented view for each of the 10 epochs, as the seed recomputed every epoch.
         assert_eq!(s.views, 10);
-        assert_eq!(TrainConfig::preset("seed"), Some(s));
+        assert_eq!(TrainConfig::preset("seed"), Some(seed.clone()));
         assert_eq!(TrainConfig::preset("nope"), None);
     }
 
@@ -349,10 +575,12 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/sweep-lite0/best.toml");
         let text = std::fs::read_to_string(&path).expect("docs/sweep-lite0/best.toml");
         let mut best: TrainConfig = toml::from_str(&text).expect("a training config");
-        assert!(best.head.hidden.is_empty());
-        best.head.dropout = 0.0;
+        assert!(best.recipe.head.hidden.is_empty());
+        best.recipe.head.dropout = 0.0;
         let default = TrainConfig::default();
-        assert_eq!(TrainConfig { name: default.name.clone(), arch: default.arch.clone(), ..best }, default);
+        best.name = default.name.clone();
+        best.recipe.arch = default.recipe.arch.clone();
+        assert_eq!(best, default);
     }
 
     #[test]
@@ -363,6 +591,45 @@ mod tests {
         assert_eq!(back, c);
         let err = toml::from_str::<TrainConfig>("epoch = 3").expect_err("typo must be refused");
         assert!(err.to_string().contains("epoch"));
-        assert!(TrainConfig { epochs: 0, ..c }.validate().is_err());
+        let mut zero = c.clone();
+        zero.recipe.epochs = 0;
+        assert!(zero.validate().is_err());
+        // The run options are keys of the same flat table.
+        let run: TrainConfig = toml::from_str("device = \"cuda:1\"\nthreads = 3\nepochs = 4").expect("parse");
+        assert_eq!((run.run.device, run.run.threads, run.recipe.epochs), (model::DeviceSpec::Cuda(1), 3, 4));
+    }
+
+    #[test]
+    fn a_schedule_carries_its_own_keys() {
+        // Each kind reads its own keys and falls back to the recipe defaults without them.
+        let parse = |text: &str| toml::from_str::<TrainConfig>(text).expect("parse").recipe.schedule;
+        assert_eq!(parse("schedule = \"step\"\nstep_size = 3\ngamma = 0.5"), Schedule::Step { step_size: 3, gamma: 0.5 });
+        assert_eq!(parse("schedule = \"step\""), Schedule::Step { step_size: 5, gamma: 0.1 });
+        assert_eq!(parse("schedule = \"cosine\"\nwarmup_epochs = 4"), Schedule::Cosine { warmup_epochs: 4 });
+        assert_eq!(parse("schedule = \"cosine\""), Schedule::Cosine { warmup_epochs: 1 });
+        // A key of another kind is accepted and has no effect (sweeps vary keys independently).
+        assert_eq!(parse("schedule = \"constant\"\nwarmup_epochs = 4\ngamma = 0.5"), Schedule::Constant);
+        // Written back, a schedule has only its own keys.
+        let cfg =
+            TrainConfig { recipe: Recipe { schedule: Schedule::Step { step_size: 2, gamma: 0.3 }, ..Recipe::default() }, ..TrainConfig::default() };
+        let text = toml::to_string(&cfg).expect("serialise");
+        assert!(text.contains("step_size = 2") && text.contains("gamma = 0.3") && !text.contains("warmup_epochs"), "{text}");
+        assert_eq!(toml::from_str::<TrainConfig>(&text).expect("parse"), cfg);
+    }
+
+    #[test]
+    fn a_recipe_holds_no_run_options_and_reads_an_earlier_checkpoints_settings() {
+        let cfg = TrainConfig::default();
+        let stored = serde_json::to_value(&cfg.recipe).expect("serialise");
+        for key in ["device", "threads", "runtime", "eval_batch_size", "chunk_images", "channels_last", "activation_cache_limit_mb", "name"] {
+            assert!(stored.get(key).is_none(), "the recipe must not store {key}: {stored}");
+        }
+        assert_eq!(stored["epochs"], 80);
+        // Checkpoints of earlier versions stored the whole flat config: its recipe still reads.
+        let mut old = serde_json::to_value(&cfg).expect("serialise");
+        old["epochs"] = serde_json::json!(7);
+        old["device"] = serde_json::json!("cuda:0");
+        let recipe: Recipe = serde_json::from_value(old).expect("an earlier checkpoint's settings");
+        assert_eq!(recipe, Recipe { epochs: 7, ..Recipe::default() });
     }
 }

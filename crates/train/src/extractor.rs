@@ -83,7 +83,7 @@ impl PassSpec<'_> {
     /// Several views of the same images are read from the decoded-image cache (resized to the eval
     /// resize size), a single view from the files: the source changes the pixels.
     fn reads_image_cache(&self, cfg: &TrainConfig) -> bool {
-        self.mode == Mode::Train && cfg.views > 1
+        self.mode == Mode::Train && cfg.recipe.views > 1
     }
 
     /// What the pass computes, in one word.
@@ -160,12 +160,12 @@ impl Extractor<'_> {
         let mut key = serde_json::json!({
             "kind": spec.kind.0,
             "version": spec.kind.1,
-            "arch": self.cfg.arch,
+            "arch": self.cfg.recipe.arch,
             "weights": self.weights_id,
             "transform": self.tcfg,
             "mode": spec.mode,
             "view": if spec.mode == Mode::Train { spec.view } else { 0 },
-            "seed": self.cfg.seed,
+            "seed": self.cfg.recipe.seed,
             "images": fp,
             "source": if spec.reads_image_cache(self.cfg) { "image-cache" } else { "files" },
         });
@@ -194,12 +194,12 @@ impl Extractor<'_> {
             ImageSource::Files
         };
         let lcfg = LoaderConfig {
-            batch_size: self.cfg.eval_batch_size,
+            batch_size: self.cfg.run.eval_batch_size,
             shuffle: false,
-            seed: self.cfg.seed,
+            seed: self.cfg.recipe.seed,
             epoch: spec.view,
             mode: spec.mode,
-            channels_last: self.cfg.channels_last,
+            channels_last: self.cfg.run.channels_last,
             skip_bad: self.skip_bad,
             // One preparation thread: decoding is ~10x cheaper than the backbone, and a second
             // rayon thread would only fight libtorch's threads for the same cores.
@@ -212,7 +212,7 @@ impl Extractor<'_> {
             Mode::Train => format!("{} view {}", spec.split, spec.view + 1),
             Mode::Eval => format!("{} {}", spec.split, spec.word()),
         };
-        let store = match crate::chunks::chunk_items(self.cfg.chunk_images, lcfg.batch_size) {
+        let store = match crate::chunks::chunk_items(self.cfg.run.chunk_images, lcfg.batch_size) {
             Some(items) => Some(ChunkStore::open(chunk_dir, key, samples.len(), items, &noun)?),
             None => None,
         };

@@ -50,7 +50,7 @@ impl Extractor<'_> {
         let row = RowLayout { shape: vec![self.net.feature_dim()], kind: tch::Kind::Float };
         let (out, secs) = self.pass(samples, &spec, &key, &chunk_dir, (&forward, row))?;
         let (x, y) = (out.x, out.y);
-        FeatureCache::write(&path, self.cfg.arch.name(), &key, &x, &y)?;
+        FeatureCache::write(&path, self.cfg.recipe.arch.name(), &key, &x, &y)?;
         if let Some(store) = out.store {
             store.finish();
         }

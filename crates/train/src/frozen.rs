@@ -29,7 +29,7 @@ pub struct Network {
 }
 
 /// Builds the network of `cfg` for `num_classes` classes as a run starts: the libtorch seed set to
-/// `cfg.seed`, then either every variable from a trained classifier `init` (`petal train
+/// `cfg.recipe.seed`, then either every variable from a trained classifier `init` (`petal train
 /// --init-from`) or the pretrained backbone from `weights` (random when both are `None`), the
 /// backbone frozen except the trailing blocks fine-tuning and partial mode train. The caller
 /// holds [`model::random_generator_lock`] when other threads may draw random numbers.
@@ -40,9 +40,9 @@ pub fn build_network(
     num_classes: i64,
     device: Device,
 ) -> Result<Network, Error> {
-    tch::manual_seed(cfg.seed as i64);
+    tch::manual_seed(cfg.recipe.seed as i64);
     let mut vs = VarStore::new(device);
-    let net = Classifier::new(&vs.root(), &cfg.arch, &cfg.head, num_classes)?;
+    let net = Classifier::new(&vs.root(), &cfg.recipe.arch, &cfg.recipe.head, num_classes)?;
     let weights_id = match (init, weights) {
         (Some((c, p)), _) => {
             let n = tensors::load_model_tensors(&vs, c, p)?;
@@ -50,17 +50,17 @@ pub fn build_network(
             petal_common::file_id(p).map_err(Error::from)?
         }
         (None, Some(w)) => {
-            let summary = model::load_backbone_weights(&mut vs, &cfg.arch, w)?;
+            let summary = model::load_backbone_weights(&mut vs, &cfg.recipe.arch, w)?;
             tracing::info!(file = %w.display(), loaded = summary.loaded, "pretrained backbone loaded");
-            model::weights::weights_id(&cfg.arch, w)?
+            model::weights::weights_id(&cfg.recipe.arch, w)?
         }
         (None, None) => {
             tracing::warn!("no pretrained weights: the backbone starts from random initialisation");
-            format!("random-init-seed-{}", cfg.seed)
+            format!("random-init-seed-{}", cfg.recipe.seed)
         }
     };
-    let trainable_blocks = if cfg.mode == TrainMode::Frozen { 0 } else { cfg.unfreeze_blocks };
-    model::freeze_backbone(&vs, &cfg.arch, trainable_blocks);
+    let trainable_blocks = if cfg.recipe.mode == TrainMode::Frozen { 0 } else { cfg.recipe.unfreeze_blocks };
+    model::freeze_backbone(&vs, &cfg.recipe.arch, trainable_blocks);
     Ok(Network { vs, net, weights_id })
 }
 
@@ -70,12 +70,12 @@ pub fn optimizer_for(vs: &VarStore, cfg: &TrainConfig) -> optim::Optimizer {
     let mut params = Vec::new();
     for (name, t) in vs.variables() {
         if t.requires_grad() {
-            let lr_scale = if cfg.arch.is_head_key(&name) { 1.0 } else { cfg.backbone_lr_scale };
+            let lr_scale = if cfg.recipe.arch.is_head_key(&name) { 1.0 } else { cfg.recipe.backbone_lr_scale };
             params.push(optim::Param { name, tensor: t, lr_scale });
         }
     }
     params.sort_by(|a, b| a.name.cmp(&b.name));
-    optim::Optimizer::new(cfg.optimizer, cfg.momentum, cfg.weight_decay, params)
+    optim::Optimizer::new(cfg.recipe.optimizer, cfg.recipe.momentum, cfg.recipe.weight_decay, params)
 }
 
 /// The cached inputs of a run in frozen or partial mode: one set per training view (epoch `e`
@@ -92,7 +92,7 @@ pub struct CachedFeatures {
 /// and cached, exactly as [`crate::train`] gets them. Fine-tuning has no cached inputs: an error.
 pub fn cached_features(fx: &Extractor<'_>, train: (&Arc<[Sample]>, &str), valid: Option<(&Arc<[Sample]>, &str)>) -> Result<CachedFeatures, Error> {
     let passes = crate::cached_passes(fx.cfg, &[(train.1, train.0)], valid.map(|(s, n)| (n, s)));
-    let (inputs, feature_s) = match fx.cfg.mode {
+    let (inputs, feature_s) = match fx.cfg.recipe.mode {
         TrainMode::Frozen => crate::frozen_inputs(fx, passes, 1)?,
         TrainMode::Partial => crate::partial_inputs(fx, passes, 1, fx.cfg)?,
         TrainMode::Finetune => return Err(Error::Config("fine-tuning trains on images: it has no cached inputs".into())),
@@ -145,11 +145,11 @@ impl CachedFeatures {
 
 /// Seeds libtorch's generator (dropout) for `epoch`: a pure function of (seed, epoch).
 pub(crate) fn seed_epoch(cfg: &TrainConfig, epoch: usize) {
-    tch::manual_seed((cfg.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64)) as i64);
+    tch::manual_seed((cfg.recipe.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64)) as i64);
 }
 
 /// Trains the head of `net` on `feats` for the first `epochs` epochs of `cfg`'s schedule (fewer
-/// than `cfg.epochs` stops early on the same trajectory), validating after each; calls `on_epoch`
+/// than `cfg.recipe.epochs` stops early on the same trajectory), validating after each; calls `on_epoch`
 /// with each epoch's figures and returns them all. Runs on libtorch's current thread setting.
 pub fn fit_head(
     net: &Classifier,
@@ -159,12 +159,12 @@ pub fn fit_head(
     epochs: usize,
     mut on_epoch: impl FnMut(&EpochMetrics),
 ) -> Result<Vec<EpochMetrics>, Error> {
-    let device = crate::parse_device(&cfg.device)?;
+    let device = cfg.run.device.device()?;
     if feats.inputs.views.is_empty() {
         return Err(Error::Config("no training features".into()));
     }
     let mut history = Vec::new();
-    for epoch in 0..epochs.min(cfg.epochs) {
+    for epoch in 0..epochs.min(cfg.recipe.epochs) {
         seed_epoch(cfg, epoch);
         let m = cached::run_epoch(net, opt, &feats.inputs, cfg, epoch, device)?;
         on_epoch(&m);

@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-pub use config::{ActivationDtype, OptimizerKind, Schedule, TrainConfig, TrainMode};
+pub use config::{ActivationDtype, OptimizerKind, Recipe, RunOptions, Schedule, TrainConfig, TrainMode};
 pub use error::Error;
 pub use petal_onnx::Runtime;
 
@@ -191,9 +191,9 @@ pub fn parse_device(s: &str) -> Result<Device, Error> {
 /// The transform configuration a training config implies.
 pub fn transform_config(cfg: &TrainConfig) -> TransformConfig {
     TransformConfig {
-        image_size: cfg.image_size,
-        resize_size: cfg.resize_size,
-        color_jitter: cfg.color_jitter.then_some(preprocess::ColorJitter { brightness: 0.2, contrast: 0.2, saturation: 0.2, hue: 0.02 }),
+        image_size: cfg.recipe.image_size,
+        resize_size: cfg.recipe.resize_size,
+        color_jitter: cfg.recipe.color_jitter.then_some(preprocess::ColorJitter { brightness: 0.2, contrast: 0.2, saturation: 0.2, hue: 0.02 }),
         ..TransformConfig::default()
     }
 }
@@ -278,21 +278,21 @@ impl Saver<'_> {
         let cfg = self.cfg;
         let meta = Metadata {
             libtorch_version: Some(LIBTORCH_VERSION.to_string()),
-            arch: cfg.arch.name().to_string(),
-            arch_config: json(&cfg.arch),
+            arch: cfg.recipe.arch.name().to_string(),
+            arch_config: json(&cfg.recipe.arch),
             classes: self.classes.clone(),
             preprocessing: Some(Preprocessing {
-                input_size: cfg.image_size,
-                resize_size: cfg.resize_size,
+                input_size: cfg.recipe.image_size,
+                resize_size: cfg.recipe.resize_size,
                 mean: preprocess::IMAGENET_MEAN.to_vec(),
                 std: preprocess::IMAGENET_STD.to_vec(),
                 interpolation: checkpoint::Interpolation::Bilinear,
             }),
-            head: json(&cfg.head),
-            hyperparameters: json(cfg),
+            head: json(&cfg.recipe.head),
+            hyperparameters: json(&cfg.recipe),
             metrics: json(progress),
-            optimizer: Some(serde_json::json!({ "kind": cfg.optimizer, "steps": steps })),
-            rng: Some(serde_json::json!({ "seed": cfg.seed, "next_epoch": progress.history.len() })),
+            optimizer: Some(serde_json::json!({ "kind": cfg.recipe.optimizer, "steps": steps })),
+            rng: Some(serde_json::json!({ "seed": cfg.recipe.seed, "next_epoch": progress.history.len() })),
             provenance: self.provenance.clone(),
             ..Metadata::default()
         };
@@ -334,11 +334,11 @@ fn adopt_network(mut cfg: TrainConfig, c: &checkpoint::Checkpoint, path: &Path) 
     } else {
         serde_json::from_value(c.meta.head.clone()).map_err(|e| unreadable("head config", e))?
     };
-    if arch != cfg.arch || head != cfg.head {
+    if arch != cfg.recipe.arch || head != cfg.recipe.head {
         tracing::info!(file = %path.display(), arch = %arch, "the run takes the architecture and head of the classifier it starts from");
     }
-    cfg.arch = arch;
-    cfg.head = head;
+    cfg.recipe.arch = arch;
+    cfg.recipe.head = head;
     Ok(cfg)
 }
 
@@ -366,7 +366,7 @@ fn check_classes(c: &checkpoint::Checkpoint, classes: &[checkpoint::ClassEntry],
 pub fn train(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress) -> Result<TrainOutcome, Error> {
     let _generator = model::random_generator_lock();
     let (mut out, cfg) = run_phase(req, ds, progress, Phase::Choose)?;
-    if cfg.final_fit {
+    if cfg.recipe.final_fit {
         out.final_fit = Some(final_fit(req, &cfg, &out, ds, progress)?);
     }
     Ok(out)
@@ -402,7 +402,7 @@ enum Phase {
 fn final_fit(req: &TrainRequest, cfg: &TrainConfig, chosen: &TrainOutcome, ds: &Dataset, progress: &dyn Progress) -> Result<FinalFit, Error> {
     let epochs = chosen.best_epoch.max(1);
     progress.event(Event::Message(&format!("[final fit] {epochs} epochs on the training split plus the selection part")));
-    let config = TrainConfig { name: "final".into(), epochs, patience: 0, ..cfg.clone() };
+    let config = TrainConfig { name: "final".into(), recipe: Recipe { epochs, patience: 0, ..cfg.recipe.clone() }, run: cfg.run.clone() };
     let sub = TrainRequest { config, runs_dir: chosen.run_dir.clone(), ..req.clone() };
     let (out, _) = run_phase(&sub, ds, progress, Phase::FinalFit)?;
     let dest = chosen.run_dir.join("final.safetensors");
@@ -442,31 +442,33 @@ impl RunSetup {
             None => base,
         };
         cfg.validate()?;
-        if cfg.threads > 0 {
-            tch::set_num_threads(cfg.threads as i32);
+        if cfg.run.threads > 0 {
+            tch::set_num_threads(cfg.run.threads as i32);
         }
-        let device = parse_device(&cfg.device)?;
+        let device = cfg.run.device.device()?;
         let data = run_data(req, &cfg, ds, phase)?;
         for (c, path) in resumed.into_iter().chain(init.as_ref().map(|(c, p)| (c, p.as_path()))) {
             check_classes(c, &data.classes, path)?;
         }
         let init_from = init.as_ref().map(|(c, p)| (c, p.as_path()));
         let mut network = frozen::build_network(&cfg, req.weights.as_deref(), init_from, data.classes.len() as i64, device)?;
-        if cfg.channels_last && device == Device::Cpu {
+        if cfg.run.channels_last && device == Device::Cpu {
             network.net.set_channels_last(true)?;
         }
         Ok(RunSetup { cfg, device, data, network })
     }
 }
 
-/// The configuration a resumed run continues with: the saved one (only its epoch count may grow).
+/// The configuration a resumed run continues with: the saved recipe (only its epoch count may
+/// grow) under the request's name and run options (a run may resume on other threads or another
+/// device). Checkpoints of earlier versions stored their run options too; they are ignored.
 fn resumed_config(req: &TrainRequest, c: &Checkpoint, path: &Path) -> Result<TrainConfig, Error> {
-    let mut saved: TrainConfig = serde_json::from_value(c.meta.hyperparameters.clone()).map_err(|e| Error::Mismatch {
+    let mut saved: Recipe = serde_json::from_value(c.meta.hyperparameters.clone()).map_err(|e| Error::Mismatch {
         path: path.to_path_buf(),
         detail: format!("its saved configuration cannot be read ({e}); start a new run instead of --resume"),
     })?;
-    saved.epochs = req.config.epochs.max(saved.epochs);
-    Ok(saved)
+    saved.epochs = req.config.recipe.epochs.max(saved.epochs);
+    Ok(TrainConfig { name: req.config.name.clone(), recipe: saved, run: req.config.run.clone() })
 }
 
 /// Where a run's epochs come from.
@@ -487,12 +489,12 @@ impl EpochSource {
     /// computing them), or its images.
     fn prepare(setup: &RunSetup, req: &TrainRequest, tcfg: &TransformConfig, progress: &dyn Progress) -> Result<(Self, f64), Error> {
         let RunSetup { cfg, device, data, network } = setup;
-        match cfg.mode {
+        match cfg.recipe.mode {
             TrainMode::Frozen | TrainMode::Partial => {
                 let fx = extractor((&network.vs, &network.net), (cfg, tcfg, *device), req, &network.weights_id, progress)?;
                 let (passes, parts) = (data.passes(cfg), data.train.len());
                 let (inputs, secs) =
-                    if cfg.mode == TrainMode::Frozen { frozen_inputs(&fx, passes, parts)? } else { partial_inputs(&fx, passes, parts, cfg)? };
+                    if cfg.recipe.mode == TrainMode::Frozen { frozen_inputs(&fx, passes, parts)? } else { partial_inputs(&fx, passes, parts, cfg)? };
                 Ok((EpochSource::Cached(inputs), secs))
             }
             TrainMode::Finetune => {
@@ -517,7 +519,7 @@ impl EpochSource {
             EpochSource::Cached(inputs) => cached::run_epoch(net, opt, inputs, cfg, epoch, device),
             EpochSource::Images { train: (samples, src), valid } => {
                 let t0 = Instant::now();
-                let lr = cfg.lr_at(epoch);
+                let lr = cfg.recipe.lr_at(epoch);
                 let train = finetune_epoch(net, opt, samples, src.clone(), (epoch, lr), ctx)?;
                 let train_s = t0.elapsed().as_secs_f64();
                 let valid = valid.as_ref().map(|(samples, src)| image_eval(net, samples, src.clone(), tcfg, cfg, device)).transpose()?;
@@ -613,7 +615,7 @@ fn run_phase(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress, phase: P
             checkpoint::TrainedOn::KEY: json(&setup.data.trained_on),
         }),
     };
-    if cfg.mode != TrainMode::Finetune {
+    if cfg.recipe.mode != TrainMode::Finetune {
         // The frozen blocks only run in eval mode: fold their batch norms for speed (the
         // trainable blocks' are left alone).
         setup.network.net.fold_batchnorm();
@@ -621,7 +623,7 @@ fn run_phase(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress, phase: P
     let tcfg = transform_config(&cfg);
     let (source, feature_s) = EpochSource::prepare(&setup, req, &tcfg, progress)?;
     let _restore = RestoreThreads(tch::get_num_threads());
-    if cfg.mode == TrainMode::Frozen && device == Device::Cpu {
+    if cfg.recipe.mode == TrainMode::Frozen && device == Device::Cpu {
         // The head's small matrix products gain nothing from more threads, and spinning OpenMP
         // threads slow down badly when another process holds a core: train the head on one.
         tch::set_num_threads(1);
@@ -629,11 +631,11 @@ fn run_phase(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress, phase: P
     let (vs, net) = (&setup.network.vs, &setup.network.net);
     let ctx = EpochContext { cfg: &cfg, tcfg: &tcfg, device, skip_bad: req.skip_bad, progress };
     let mut stopped_early = false;
-    for epoch in saved.history.len()..cfg.epochs {
+    for epoch in saved.history.len()..cfg.recipe.epochs {
         // Dropout and any other libtorch randomness: a pure function of (seed, epoch).
         frozen::seed_epoch(&cfg, epoch);
         let m = source.run_epoch(net, &mut opt, epoch, &ctx)?;
-        report_epoch(&m, cfg.epochs, progress);
+        report_epoch(&m, cfg.recipe.epochs, progress);
         // Best first: if we die between the two saves, `last` still points at a consistent state.
         if saved.record(m, epoch, phase) {
             saver.save(&best_path, vs, &opt, &saved)?;
@@ -641,8 +643,8 @@ fn run_phase(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress, phase: P
         saver.save(&last_path, vs, &opt, &saved)?;
         write_metrics(&run_dir, &cfg.name, &saved.history)?;
         test_halt_after_epoch(saved.history.len(), progress);
-        if saved.out_of_patience(cfg.patience, epoch) {
-            let msg = format!("early stopping: no improvement for {} epochs (best epoch {})", cfg.patience, saved.best_epoch);
+        if saved.out_of_patience(cfg.recipe.patience, epoch) {
+            let msg = format!("early stopping: no improvement for {} epochs (best epoch {})", cfg.recipe.patience, saved.best_epoch);
             progress.event(Event::Message(&msg));
             stopped_early = true;
             break;
@@ -712,7 +714,7 @@ fn run_data(req: &TrainRequest, cfg: &TrainConfig, ds: &Dataset, phase: Phase) -
     if classes.len() < 2 {
         return Err(Error::Data(format!("{} has {} class(es); at least 2 are needed", ds.root.display(), classes.len())));
     }
-    let (valid, held_out) = match cfg.holdout_cut() {
+    let (valid, held_out) = match cfg.recipe.holdout_cut() {
         Some(cut) => {
             let cut_ds = cut.apply(ds, &req.valid_split)?;
             let select = preprocess::Holdout::select_name(&req.valid_split);
@@ -772,15 +774,15 @@ pub struct ExtractOutcome {
 pub fn extract(req: &TrainRequest, ds: &Dataset, shard: Option<&shards::ShardJob>, progress: &dyn Progress) -> Result<ExtractOutcome, Error> {
     let _generator = model::random_generator_lock();
     let start = Instant::now();
-    if req.config.mode == TrainMode::Finetune {
+    if req.config.recipe.mode == TrainMode::Finetune {
         return Err(Error::Config("fine-tuning trains on images and has no feature cache: extract in mode frozen or partial".into()));
     }
     let RunSetup { cfg, device, data, network } = RunSetup::prepare(req, ds, Phase::Choose, None)?;
     // A final fit also trains on the selection part's training views (the same passes as its
     // validation pass when views is 0).
-    let final_data = if cfg.final_fit && cfg.views > 0 { Some(run_data(req, &cfg, ds, Phase::FinalFit)?) } else { None };
+    let final_data = if cfg.recipe.final_fit && cfg.recipe.views > 0 { Some(run_data(req, &cfg, ds, Phase::FinalFit)?) } else { None };
     let frozen::Network { vs, mut net, weights_id } = network;
-    let frozen = cfg.mode == TrainMode::Frozen;
+    let frozen = cfg.recipe.mode == TrainMode::Frozen;
     net.fold_batchnorm();
     let tcfg = transform_config(&cfg);
     let fx = extractor((&vs, &net), (&cfg, &tcfg, device), req, &weights_id, progress)?;
@@ -809,12 +811,12 @@ fn partial_parts(
     cfg: &TrainConfig,
     job: &shards::ShardJob,
 ) -> Result<(Vec<shards::PartOutcome>, f64), Error> {
-    let split = fx.net.units() - cfg.unfreeze_blocks;
+    let split = fx.net.units() - cfg.recipe.unfreeze_blocks;
     let samples: Vec<&Arc<[Sample]>> = passes.iter().map(|p| p.samples).collect();
-    let plan = fx.plan_activations(passes, split, cfg.activation_dtype)?;
-    fx.check_activation_space(&plan, split, cfg.activation_dtype, cfg.activation_cache_limit_mb)?;
+    let plan = fx.plan_activations(passes, split, cfg.recipe.activation_dtype)?;
+    fx.check_activation_space(&plan, split, cfg.recipe.activation_dtype, cfg.run.activation_cache_limit_mb)?;
     let parts =
-        plan.iter().zip(samples).map(|(p, s)| fx.activations_part(p, s, (split, cfg.activation_dtype), job)).collect::<Result<Vec<_>, _>>()?;
+        plan.iter().zip(samples).map(|(p, s)| fx.activations_part(p, s, (split, cfg.recipe.activation_dtype), job)).collect::<Result<Vec<_>, _>>()?;
     let secs = parts.iter().map(|p| p.seconds).sum();
     Ok((parts, secs))
 }
@@ -847,9 +849,10 @@ pub(crate) fn cached_passes<'a>(
     train: &[(&'a str, &'a Arc<[Sample]>)],
     valid: Option<(&'a str, &'a Arc<[Sample]>)>,
 ) -> Vec<CachedPass<'a>> {
-    let mode = if cfg.views == 0 { Mode::Eval } else { Mode::Train };
-    let mut passes: Vec<CachedPass> =
-        (0..cfg.views.max(1)).flat_map(|v| train.iter().map(move |&(split, samples)| CachedPass { split, samples, mode, view: v as u64 })).collect();
+    let mode = if cfg.recipe.views == 0 { Mode::Eval } else { Mode::Train };
+    let mut passes: Vec<CachedPass> = (0..cfg.recipe.views.max(1))
+        .flat_map(|v| train.iter().map(move |&(split, samples)| CachedPass { split, samples, mode, view: v as u64 }))
+        .collect();
     passes.extend(valid.map(|(split, samples)| CachedPass { split, samples, mode: Mode::Eval, view: 0 }));
     passes
 }
@@ -874,7 +877,7 @@ pub(crate) fn frozen_inputs(fx: &features::Extractor, passes: Vec<CachedPass>, p
         secs += s;
         all.push(cached::Cached::Features(x, y));
     }
-    Ok((group_views(all, fx.cfg.views.max(1), parts)?, secs))
+    Ok((group_views(all, fx.cfg.recipe.views.max(1), parts)?, secs))
 }
 
 /// Partial mode: activation maps at the split of every pass, after reporting their size and
@@ -885,22 +888,22 @@ pub(crate) fn partial_inputs(
     parts: usize,
     cfg: &TrainConfig,
 ) -> Result<(CachedInputs, f64), Error> {
-    let split = fx.net.units() - cfg.unfreeze_blocks;
+    let split = fx.net.units() - cfg.recipe.unfreeze_blocks;
     let samples: Vec<&Arc<[Sample]>> = passes.iter().map(|p| p.samples).collect();
-    let plan = fx.plan_activations(passes, split, cfg.activation_dtype)?;
-    fx.check_activation_space(&plan, split, cfg.activation_dtype, cfg.activation_cache_limit_mb)?;
+    let plan = fx.plan_activations(passes, split, cfg.recipe.activation_dtype)?;
+    fx.check_activation_space(&plan, split, cfg.recipe.activation_dtype, cfg.run.activation_cache_limit_mb)?;
     let (mut all, mut secs) = (Vec::new(), 0.0);
     for (p, s) in plan.iter().zip(samples) {
-        let (c, t) = fx.activations(p, s, split, cfg.activation_dtype)?;
+        let (c, t) = fx.activations(p, s, split, cfg.recipe.activation_dtype)?;
         secs += t;
         all.push(cached::Cached::Activations(c, split));
     }
-    Ok((group_views(all, cfg.views.max(1), parts)?, secs))
+    Ok((group_views(all, cfg.recipe.views.max(1), parts)?, secs))
 }
 
 /// Batch size of validation passes on cached inputs: pooled features are small, activation maps not.
 pub(crate) fn cached_eval_batch(cfg: &TrainConfig) -> usize {
-    cfg.eval_batch_size.max(if cfg.mode == TrainMode::Frozen { 256 } else { 64 })
+    cfg.run.eval_batch_size.max(if cfg.recipe.mode == TrainMode::Frozen { 256 } else { 64 })
 }
 
 /// Restores libtorch's thread count when dropped (also on early returns).
@@ -927,12 +930,12 @@ fn finetune_epoch(
 ) -> Result<TrainFigures, Error> {
     let EpochContext { cfg, tcfg, device, skip_bad, progress } = *ctx;
     let lcfg = LoaderConfig {
-        batch_size: cfg.batch_size,
+        batch_size: cfg.recipe.batch_size,
         shuffle: true,
-        seed: cfg.seed,
+        seed: cfg.recipe.seed,
         epoch: epoch as u64,
         mode: Mode::Train,
-        channels_last: cfg.channels_last,
+        channels_last: cfg.run.channels_last,
         skip_bad,
         ..LoaderConfig::default()
     };
@@ -944,7 +947,7 @@ fn finetune_epoch(
         let x = batch_tensor(&b, device);
         let y = Tensor::from_slice(&b.labels).to_device(device);
         let logits = net.forward_t(&x, true);
-        let loss = loss_fn(&logits, &y, cfg.label_smoothing);
+        let loss = loss_fn(&logits, &y, cfg.recipe.label_smoothing);
         opt.zero_grad();
         loss.backward();
         opt.step(lr);
@@ -967,7 +970,8 @@ fn image_eval(
     cfg: &TrainConfig,
     device: Device,
 ) -> Result<EvalFigures, Error> {
-    let lcfg = LoaderConfig { batch_size: cfg.eval_batch_size, mode: Mode::Eval, channels_last: cfg.channels_last, ..LoaderConfig::default() };
+    let lcfg =
+        LoaderConfig { batch_size: cfg.run.eval_batch_size, mode: Mode::Eval, channels_last: cfg.run.channels_last, ..LoaderConfig::default() };
     let (mut loss_sum, mut correct, mut n) = (0.0, 0i64, 0usize);
     for b in preprocess::loader(samples.clone(), src, tcfg, &lcfg)? {
         let b = b?;

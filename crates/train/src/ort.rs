@@ -40,12 +40,12 @@ impl<'a> OrtBackbone<'a> {
     }
 
     fn spec(&self) -> BackboneSpec<'_> {
-        BackboneSpec { arch: &self.cfg.arch, side: self.cfg.image_size as i64, feature_dim: self.feature_dim, weights: self.weights_id }
+        BackboneSpec { arch: &self.cfg.recipe.arch, side: self.cfg.recipe.image_size as i64, feature_dim: self.feature_dim, weights: self.weights_id }
     }
 
     fn session(&self) -> Result<&OrtNet, Error> {
         let built = self.net.get_or_init(|| {
-            petal_onnx::backbone_net(self.spec(), || Params::new(self.vs.variables()), Some(self.cache_dir), self.cfg.threads)
+            petal_onnx::backbone_net(self.spec(), || Params::new(self.vs.variables()), Some(self.cache_dir), self.cfg.run.threads)
                 .map_err(|e| e.to_string())
         });
         built.as_ref().map_err(|e| Error::Onnx(petal_onnx::Error::Run(e.clone())))
@@ -61,7 +61,7 @@ impl<'a> OrtBackbone<'a> {
     /// is built on the first call.
     pub fn activations(&self, x: &Tensor, split: usize) -> Result<Tensor, Error> {
         let built = self.prefix.get_or_init(|| {
-            petal_onnx::prefix_net(self.spec(), split, || Params::new(self.vs.variables()), Some(self.cache_dir), self.cfg.threads)
+            petal_onnx::prefix_net(self.spec(), split, || Params::new(self.vs.variables()), Some(self.cache_dir), self.cfg.run.threads)
                 .map(|net| (split, net))
                 .map_err(|e| e.to_string())
         });
@@ -84,12 +84,12 @@ pub fn backbone_for<'a>(
     (cache_dir, weights_id): (&'a Path, &'a str),
     progress: &dyn Progress,
 ) -> Result<Option<OrtBackbone<'a>>, Error> {
-    if cfg.mode == TrainMode::Finetune {
+    if cfg.recipe.mode == TrainMode::Finetune {
         // Its whole backbone trains on libtorch (an explicit onnxruntime is refused by
         // `TrainConfig::validate`).
         return Ok(None);
     }
-    let resolved = cfg.runtime.resolve(device)?;
+    let resolved = cfg.run.runtime.resolve(device)?;
     if let Some(why) = &resolved.fallback {
         progress.event(Event::Message(&format!("features on libtorch: onnxruntime is not available ({why})")));
     }

@@ -88,7 +88,7 @@ impl Extractor<'_> {
             let (out, secs) = self.pass(&sub, &spec, &key, &chunks, (forward, row))?;
             (out.x, out.y, out.store, secs)
         };
-        C::write(&part, self.cfg.arch.name(), &key, &x, &y)?;
+        C::write(&part, self.cfg.recipe.arch.name(), &key, &x, &y)?;
         manifest.part_bytes = std::fs::metadata(&part).map_err(|e| Error::io(&part, e))?.len();
         manifest.part_sha256 = petal_common::sha256_file(&part)?;
         let text = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Config(format!("cannot encode the manifest: {e}")))?;

@@ -258,7 +258,7 @@ impl Sweep {
     /// Epochs trial `id` trains in `round`.
     pub fn epochs_in_round(&self, id: usize, round: usize) -> usize {
         let h = self.file.halving;
-        let full = self.trials[id].config.epochs;
+        let full = self.trials[id].config.recipe.epochs;
         let shrink = (h.eta as f64).powi((h.rounds - 1 - round) as i32);
         ((full as f64 / shrink).ceil() as usize).clamp(1, full)
     }

@@ -175,7 +175,7 @@ mod tests {
         let g = s.grid(Path::new("s.toml")).expect("grid");
         assert_eq!(g.len(), 6);
         let cfg = apply_point(&TrainConfig::default(), &g[5], Path::new("s.toml")).expect("apply");
-        assert_eq!((cfg.head.dropout, cfg.lr), (0.5, 0.01));
+        assert_eq!((cfg.recipe.head.dropout, cfg.recipe.lr), (0.5, 0.01));
         let r = space("lr = { log_uniform = [1e-4, 1e-2] }\nepochs = { int_uniform = [5, 9] }\n");
         let (a, b) = (r.random(20, 7), r.random(30, 7));
         assert_eq!(a[..], b[..20]);

@@ -41,7 +41,7 @@ impl TrialContext {
         let ds = crate::discover(data, sweep.file.skip_bad, None)?;
         let train = samples(&ds, "train")?;
         // Trials are ranked on the selection part only: the held-out part scores the winner.
-        let (valid_name, valid) = match sweep.base.holdout_cut() {
+        let (valid_name, valid) = match sweep.base.recipe.holdout_cut() {
             Some(cut) => {
                 let name = preprocess::Holdout::select_name("valid");
                 (name.clone(), samples(&cut.apply(&ds, "valid")?, &name)?)
@@ -62,15 +62,15 @@ impl TrialContext {
     /// The network of `cfg` and its cached inputs (pooled features in frozen mode, activation
     /// maps at the split in partial mode), built as `petal train` builds them.
     fn features(&self, cfg: &TrainConfig, progress: &dyn Progress) -> Result<(Network, CachedFeatures), Error> {
-        if cfg.mode == TrainMode::Finetune {
+        if cfg.recipe.mode == TrainMode::Finetune {
             return Err(Error::Inputs(format!(
                 "{}: a sweep trains on cached inputs (mode frozen or partial); fine-tuning is not supported",
                 cfg.name
             )));
         }
-        let device = train::parse_device(&cfg.device)?;
+        let device = cfg.run.device.device()?;
         let mut network = frozen::build_network(cfg, self.weights.as_deref(), None, self.ds.classes.len() as i64, device)?;
-        if cfg.channels_last && device == Device::Cpu {
+        if cfg.run.channels_last && device == Device::Cpu {
             network.net.set_channels_last(true)?;
         }
         network.net.fold_batchnorm();
@@ -93,7 +93,7 @@ impl TrialContext {
     /// The L-BFGS logistic regression on the base config's features (see
     /// [`train::frozen::Baseline`]), or `None` when the base config is not in frozen mode.
     pub fn baseline(&self, sweep: &Sweep, progress: &dyn Progress) -> Result<Option<train::frozen::Baseline>, Error> {
-        if sweep.base.mode != TrainMode::Frozen {
+        if sweep.base.recipe.mode != TrainMode::Frozen {
             return Ok(None);
         }
         let _generator = model::random_generator_lock();
@@ -111,17 +111,17 @@ impl TrialContext {
         for t in &sweep.trials {
             let c = &t.config;
             let key = serde_json::json!([
-                c.arch,
-                c.views,
-                c.seed,
-                c.image_size,
-                c.resize_size,
-                c.color_jitter,
-                c.channels_last,
-                c.device,
-                c.mode,
-                c.unfreeze_blocks,
-                c.activation_dtype
+                c.recipe.arch,
+                c.recipe.views,
+                c.recipe.seed,
+                c.recipe.image_size,
+                c.recipe.resize_size,
+                c.recipe.color_jitter,
+                c.run.channels_last,
+                c.run.device,
+                c.recipe.mode,
+                c.recipe.unfreeze_blocks,
+                c.recipe.activation_dtype
             ])
             .to_string();
             if seen.insert(key) {
