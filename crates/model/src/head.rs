@@ -95,7 +95,22 @@ impl Head {
         Ok(Head { layers, activation: cfg.activation, dropout: cfg.dropout })
     }
 
+    /// Features `[N, d]` → logits `[N, classes]`. In evaluation every row runs alone (`[1, d]`
+    /// products), so that a row's logits do not depend on its batch mates or its position among
+    /// them: with some shapes, a CPU's matrix product rounds rows differently by their position
+    /// (seen with libtorch 2.13 on a Xeon with AVX-512 FP16 at d = 64, 3 classes), and an image's
+    /// answer must be the same in any batch (sharded prediction merges to one process's bytes;
+    /// serve batches requests). Training keeps the one batched product.
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let n = xs.size().first().copied().unwrap_or(0);
+        if train || xs.dim() != 2 || n <= 1 {
+            return self.forward_batch(xs, train);
+        }
+        let rows: Vec<Tensor> = (0..n).map(|i| self.forward_batch(&xs.narrow(0, i, 1), false)).collect();
+        Tensor::cat(&rows, 0)
+    }
+
+    fn forward_batch(&self, xs: &Tensor, train: bool) -> Tensor {
         let (last, hidden) = match self.layers.split_last() {
             Some(v) => v,
             None => return xs.shallow_clone(),
@@ -108,5 +123,40 @@ impl Head {
             }
         }
         last.forward(&x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{nn, Device, Kind};
+
+    /// A row's logits are the same bits alone, in a batch, and at any position in it: the shapes
+    /// include d = 64 with 3 classes, whose batched product rounds rows by position on the Xeon
+    /// (AVX-512 FP16) this project's CI runs on, and the heads of the real backbones.
+    #[test]
+    fn eval_logits_of_a_row_do_not_depend_on_its_batch() {
+        let _g = crate::random_generator_lock();
+        tch::manual_seed(11);
+        for (d, hidden, classes) in [(64, vec![], 3), (64, vec![16], 3), (1280, vec![], 102), (1024, vec![512], 102)] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let cfg = HeadConfig { hidden, ..HeadConfig::default() };
+            let head = Head::new(&vs.root(), &cfg, d, classes).expect("head");
+            let x = Tensor::randn([5, d], (Kind::Float, Device::Cpu));
+            let batch = tch::no_grad(|| head.forward_t(&x, false));
+            let alone: Vec<Tensor> = (0..5).map(|i| tch::no_grad(|| head.forward_t(&x.narrow(0, i, 1), false))).collect();
+            for perm in [[4i64, 3, 2, 1, 0], [1, 2, 3, 4, 0], [2, 0, 4, 1, 3]] {
+                let idx = Tensor::from_slice(&perm);
+                let moved = tch::no_grad(|| head.forward_t(&x.index_select(0, &idx), false));
+                for (pos, &row) in perm.iter().enumerate() {
+                    let a = Vec::<f32>::try_from(moved.get(pos as i64)).expect("row");
+                    let b = Vec::<f32>::try_from(batch.get(row)).expect("row");
+                    let c = Vec::<f32>::try_from(alone[row as usize].get(0)).expect("row");
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&a), bits(&b), "d {d}, {classes} classes: row {row} at position {pos} of {perm:?}");
+                    assert_eq!(bits(&a), bits(&c), "d {d}, {classes} classes: row {row} alone");
+                }
+            }
+        }
     }
 }

@@ -93,7 +93,7 @@ impl Schedule {
 /// what a checkpoint stores as its hyper-parameters, what feature-cache keys and sweeps are made
 /// of, and what a resumed run continues with. How a run executes is [`RunOptions`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(into = "FlatRecipe", from = "FlatRecipe")]
+#[serde(into = "Flat", from = "Flat")]
 pub struct Recipe {
     /// Backbone architecture.
     pub arch: Arch,
@@ -319,7 +319,7 @@ impl Default for RunOptions {
 /// config file the three are one flat table of keys (`epochs = 40`, `device = "cpu"`, …); an
 /// unknown key is refused with its name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(into = "FlatConfig", try_from = "FlatConfig")]
+#[serde(into = "Flat", from = "Flat")]
 pub struct TrainConfig {
     /// Run name: outputs go to `<runs_dir>/<name>/`.
     pub name: String,
@@ -376,12 +376,16 @@ enum ScheduleKind {
     Cosine,
 }
 
-/// [`Recipe`] as its flat keys: the schedule's kind and its settings side by side, each setting
-/// written only for its kind. Unknown keys are skipped here (a checkpoint of an earlier version
-/// stored its run options among them); [`FlatConfig`] refuses them.
+/// The flat table of keys a config file, a sweep and a checkpoint's stored settings are written
+/// in: the name, the recipe's keys (the schedule's kind and its settings side by side, each setting
+/// written only for its kind) and the run options' keys. Unknown keys are refused, named. A
+/// [`Recipe`] is written without the name and run options; read, it ignores them (a checkpoint of
+/// an earlier version stored them).
 #[derive(Serialize, Deserialize)]
-#[serde(default)]
-struct FlatRecipe {
+#[serde(default, deny_unknown_fields)]
+struct Flat {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
     arch: Arch,
     head: HeadConfig,
     mode: TrainMode,
@@ -411,22 +415,37 @@ struct FlatRecipe {
     resize_size: u32,
     color_jitter: bool,
     activation_dtype: ActivationDtype,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<model::DeviceSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    runtime: Option<petal_onnx::Runtime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channels_last: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    threads: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eval_batch_size: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chunk_images: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    activation_cache_limit_mb: Option<u64>,
 }
 
-impl Default for FlatRecipe {
+impl Default for Flat {
     fn default() -> Self {
         Recipe::default().into()
     }
 }
 
-impl From<Recipe> for FlatRecipe {
+impl From<Recipe> for Flat {
     fn from(r: Recipe) -> Self {
         let (schedule, warmup_epochs, step_size, gamma) = match r.schedule {
             Schedule::Constant => (ScheduleKind::Constant, None, None, None),
             Schedule::Step { step_size, gamma } => (ScheduleKind::Step, None, Some(step_size), Some(gamma)),
             Schedule::Cosine { warmup_epochs } => (ScheduleKind::Cosine, Some(warmup_epochs), None, None),
         };
-        FlatRecipe {
+        Flat {
+            name: None,
             arch: r.arch,
             head: r.head,
             mode: r.mode,
@@ -453,12 +472,19 @@ impl From<Recipe> for FlatRecipe {
             resize_size: r.resize_size,
             color_jitter: r.color_jitter,
             activation_dtype: r.activation_dtype,
+            device: None,
+            runtime: None,
+            channels_last: None,
+            threads: None,
+            eval_batch_size: None,
+            chunk_images: None,
+            activation_cache_limit_mb: None,
         }
     }
 }
 
-impl From<FlatRecipe> for Recipe {
-    fn from(f: FlatRecipe) -> Self {
+impl From<Flat> for Recipe {
+    fn from(f: Flat) -> Self {
         let schedule = match f.schedule {
             ScheduleKind::Constant => Schedule::Constant,
             ScheduleKind::Step => {
@@ -498,40 +524,36 @@ impl From<FlatRecipe> for Recipe {
     }
 }
 
-/// [`TrainConfig`] as one flat table: the name, the recipe's keys and the run options' keys;
-/// whatever none of them knows is collected in `unknown` and refused.
-#[derive(Serialize, Deserialize)]
-#[serde(default)]
-struct FlatConfig {
-    name: String,
-    #[serde(flatten)]
-    recipe: Recipe,
-    #[serde(flatten)]
-    run: RunOptions,
-    #[serde(flatten, skip_serializing)]
-    unknown: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
-}
-
-impl Default for FlatConfig {
-    fn default() -> Self {
-        TrainConfig::default().into()
-    }
-}
-
-impl From<TrainConfig> for FlatConfig {
+impl From<TrainConfig> for Flat {
     fn from(c: TrainConfig) -> Self {
-        FlatConfig { name: c.name, recipe: c.recipe, run: c.run, unknown: Default::default() }
+        let r = c.run;
+        Flat {
+            name: Some(c.name),
+            device: Some(r.device),
+            runtime: Some(r.runtime),
+            channels_last: Some(r.channels_last),
+            threads: Some(r.threads),
+            eval_batch_size: Some(r.eval_batch_size),
+            chunk_images: Some(r.chunk_images),
+            activation_cache_limit_mb: Some(r.activation_cache_limit_mb),
+            ..Flat::from(c.recipe)
+        }
     }
 }
 
-impl TryFrom<FlatConfig> for TrainConfig {
-    type Error = String;
-
-    fn try_from(f: FlatConfig) -> Result<Self, String> {
-        if let Some(key) = f.unknown.keys().next() {
-            return Err(format!("unknown field `{key}` (see train::TrainConfig for the keys of a training config)"));
-        }
-        Ok(TrainConfig { name: f.name, recipe: f.recipe, run: f.run })
+impl From<Flat> for TrainConfig {
+    fn from(f: Flat) -> Self {
+        let (d, name) = (RunOptions::default(), f.name.clone().unwrap_or_else(|| TrainConfig::default().name));
+        let run = RunOptions {
+            device: f.device.unwrap_or(d.device),
+            runtime: f.runtime.unwrap_or(d.runtime),
+            channels_last: f.channels_last.unwrap_or(d.channels_last),
+            threads: f.threads.unwrap_or(d.threads),
+            eval_batch_size: f.eval_batch_size.unwrap_or(d.eval_batch_size),
+            chunk_images: f.chunk_images.unwrap_or(d.chunk_images),
+            activation_cache_limit_mb: f.activation_cache_limit_mb.unwrap_or(d.activation_cache_limit_mb),
+        };
+        TrainConfig { name, recipe: f.into(), run }
     }
 }
 
