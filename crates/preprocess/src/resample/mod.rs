@@ -9,10 +9,10 @@
 //! window); every output pixel depends only on its own coefficients, so the rectangle is
 //! byte-identical to the same pixels of the full resize.
 //!
-//! Reading it next to Pillow's `Resample.c`: [`Coeffs::new`] is `precompute_coeffs` followed by
+//! Reading it next to Pillow's `Resample.c`: `Coeffs::new` is `precompute_coeffs` followed by
 //! `normalize_coeffs_8bpc`, the scalar `horizontal` is `ImagingResampleHorizontal_8bpc` and the
 //! scalar `vertical` is `ImagingResampleVertical_8bpc` (both kept as the reference), and
-//! [`resample_region`] is `ImagingResampleInner` (which pass runs, over which rows).
+//! `resample_region` is `ImagingResampleInner` (which pass runs, over which rows).
 //!
 //! Both passes also run as vectorised kernels (module `x86`: AVX2, AVX-512 BW, AVX-512 VBMI),
 //! chosen at run time by [`crate::simd_level`] (the CPU, capped by `PETAL_SIMD`, see

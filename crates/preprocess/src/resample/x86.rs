@@ -342,3 +342,27 @@ unsafe fn v_row_avx2(src: *const u8, stride: usize, ks: &[i32], n: usize, out: *
         *out.add(j) = super::clip8(a);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resample::Filter;
+
+    /// The VBMI kernel takes the downscales of the pipeline (shorter side 500 → 256 bilinear, and
+    /// random resized crops of up to ~3.5× down) as windows of 5 pixels, not the per-pixel path;
+    /// past a 42-pixel window (a 10× Lanczos downscale) every group falls back.
+    #[test]
+    fn vbmi_groups_cover_the_common_downscales() {
+        for (n_in, n_out, filter, windowed) in [
+            (500, 256, Filter::Bilinear, true),
+            (667, 341, Filter::Bilinear, true),
+            (780, 224, Filter::Bilinear, true),
+            (2240, 224, Filter::Lanczos, false),
+        ] {
+            let c = Coeffs::new(n_in, 0.0, n_in as f32, n_out, filter);
+            let plan = HorizPlan::new(SimdLevel::Avx512Vbmi, &c, 0..n_out, 0);
+            assert_eq!(plan.groups.len(), n_out.div_ceil(5));
+            assert!(plan.groups.iter().all(|g| g.taps.is_some() == windowed), "{n_in} → {n_out} {filter:?}");
+        }
+    }
+}
