@@ -146,6 +146,22 @@ fn shared_build_check() -> Result<()> {
     Ok(())
 }
 
+/// The pixel tests again with `PETAL_SIMD=scalar`: the full run above took the widest SIMD kernels
+/// the CPU has, this one the scalar reference kernels, so CI proves both paths give Pillow's pixels
+/// (the check `preprocess/pixels/corpus_scalar`).
+fn scalar_pixels_pass(records: &Path, offline: bool) -> Result<()> {
+    let mut cmd = crate::cargo()?;
+    if !offline {
+        for (k, v) in crate::reference::test_env()? {
+            cmd.env(k, v);
+        }
+    }
+    cmd.env(testkit::RECORD_DIR_ENV, records).env("PETAL_SIMD", "scalar");
+    cmd.args(["test", "-p", "preprocess", "--test", "it", "--", "pixels::", "golden::"]);
+    eprintln!("test: the pixel tests again with the scalar kernels (PETAL_SIMD=scalar)");
+    crate::run_status(cmd, "the pixel tests with PETAL_SIMD=scalar")
+}
+
 /// `cargo xtask test`.
 pub fn run(args: TestArgs) -> Result<()> {
     if args.offline && testkit::in_ci() {
@@ -169,7 +185,10 @@ pub fn run(args: TestArgs) -> Result<()> {
         cmd.arg("--workspace");
     }
     cmd.args(args.args);
-    let status = crate::run_status(cmd, "the test suite");
+    let mut status = crate::run_status(cmd, "the test suite");
+    if full && status.is_ok() {
+        status = scalar_pixels_pass(&records, args.offline);
+    }
     let required = required_checks()?;
     let recs = read_records(&records)?;
     print_summary(&recs, &required);

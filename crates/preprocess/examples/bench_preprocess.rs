@@ -2,15 +2,23 @@
 //!
 //! ```text
 //! cargo run --release -p preprocess --example bench_preprocess -- \
-//!     --data ../shared/data/flowers102-fullres-sample --json [--smoke] [--decoders] [--cache PATH]
+//!     --data ../shared/data/flowers102-fullres-sample --json [--smoke] [--decoders] [--stages] [--cache PATH]
 //! ```
 //! Measures, over every image of the `train` split (306 full-resolution JPEGs in the sample):
 //! eval transform and train augmentation from the JPEG files, then the same from the image
 //! cache (built first, build time reported). `--decoders` adds a single-thread JPEG decoder
 //! comparison, and the exact decode alone on every rayon thread (the ceiling of any exact eval pipeline). With `--json` the last stdout line is one JSON object (`eval_img_s`, `train_img_s`,
 //! `cached_eval_img_s`, `cached_train_img_s`, …). `--smoke` measures 12 generated images, once.
+//! `--stages` adds single-thread per-stage times (`stages`: mean ms per image of decode, the eval
+//! `Resize(256)`, `CenterCrop(224)`, ToTensor + Normalize into a batch buffer, and the train
+//! `RandomResizedCrop` resize; best of 3 passes). `simd_level` names the kernels that ran
+//! (`PETAL_SIMD=scalar|avx2|avx512bw|avx512` caps them).
 
-use preprocess::{discover, loader, CacheParams, DiscoverOptions, ImageCache, ImageSource, LoaderConfig, Mode, Sample, TransformConfig};
+use preprocess::transform::resized_crop;
+use preprocess::{
+    center_crop, discover, loader, resize_shorter, train_params, write_tensor, CacheParams, DiscoverOptions, ImageCache, ImageSource, LoaderConfig,
+    Mode, RgbImage, Sample, TransformConfig,
+};
 use rayon::prelude::*;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -81,6 +89,62 @@ fn decoders(samples: &[Sample]) -> serde_json::Value {
     })
 }
 
+/// Single-thread time of each stage of the eval transform (and the train resize), in mean ms
+/// per image over `samples`, best of `passes` passes per stage.
+fn stages(samples: &[Sample], passes: usize) -> Result<serde_json::Value, preprocess::Error> {
+    let cfg = TransformConfig::default();
+    let files: Vec<Vec<u8>> = samples.iter().filter_map(|s| std::fs::read(&s.path).ok()).collect();
+    let n = files.len().max(1) as f64;
+    let best = |f: &mut dyn FnMut()| {
+        (0..passes.max(1))
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64() * 1e3 / n
+            })
+            .fold(f64::MAX, f64::min)
+    };
+    let decode = |b: &Vec<u8>| preprocess::decode_rgb_bytes(b, std::path::Path::new("x"), &cfg.limits);
+    let imgs: Vec<RgbImage> = files.iter().map(decode).collect::<Result<_, _>>()?;
+    let decode_ms = best(&mut || {
+        for b in &files {
+            std::hint::black_box(decode(b).ok());
+        }
+    });
+    let mut resized = Vec::new();
+    let resize_ms = best(&mut || resized = imgs.iter().map(|i| resize_shorter(i, cfg.resize_size)).collect());
+    let mut crops = Vec::new();
+    let crop_ms = best(&mut || crops = resized.iter().map(|i| center_crop(i, cfg.image_size)).collect());
+    // ToTensor + Normalize straight into the slots of a 32-image batch buffer, as the loader does.
+    let per = 3 * (cfg.image_size * cfg.image_size) as usize;
+    let mut batch = vec![0f32; 32 * per];
+    let normalize_ms = best(&mut || {
+        for (i, c) in crops.iter().enumerate() {
+            let slot = &mut batch[i % 32 * per..(i % 32 + 1) * per];
+            write_tensor(c.as_raw(), cfg.image_size, &cfg, i % 2 == 1, false, slot);
+        }
+        std::hint::black_box(&batch);
+    });
+    let boxes: Vec<_> = imgs.iter().enumerate().map(|(i, img)| train_params(img.width(), img.height(), &cfg, 1, 0, i as u64)).collect();
+    let train_resize_ms = best(&mut || {
+        for (img, p) in imgs.iter().zip(&boxes) {
+            std::hint::black_box(resized_crop(img, p.top, p.left, p.height, p.width, cfg.image_size));
+        }
+    });
+    Ok(serde_json::json!({
+        "threads": 1,
+        "images": files.len(),
+        "unit": "ms per image, best of passes",
+        "passes": passes,
+        "decode_ms": decode_ms,
+        "resize_256_ms": resize_ms,
+        "center_crop_224_ms": crop_ms,
+        "normalize_into_batch_ms": normalize_ms,
+        "eval_total_ms": decode_ms + resize_ms + crop_ms + normalize_ms,
+        "train_resized_crop_224_ms": train_resize_ms,
+    }))
+}
+
 /// Flags of this benchmark (plus `--json`/`--smoke`, see `benchkit`).
 #[derive(clap::Args)]
 struct Args {
@@ -90,6 +154,9 @@ struct Args {
     /// Also compare single-thread JPEG decoders.
     #[arg(long)]
     decoders: bool,
+    /// Also time each stage (decode, resize, crop, normalize into the batch) on one thread.
+    #[arg(long)]
+    stages: bool,
     /// Where to build the image cache (default: a temporary folder).
     #[arg(long)]
     cache: Option<PathBuf>,
@@ -131,6 +198,7 @@ fn run_bench(a: &Args, common: &benchkit::Common) -> benchkit::Result<serde_json
     let ctrain = run(&samples, ImageSource::Cache(cache), &cfg, Mode::Train, cache_passes)?;
     let mut out = serde_json::json!({
         "tool": "petal-preprocess",
+        "simd_level": preprocess::simd_level().name(),
         "images": samples.len(),
         "threads": threads,
         "batch_size": 32,
@@ -143,6 +211,9 @@ fn run_bench(a: &Args, common: &benchkit::Common) -> benchkit::Result<serde_json
     });
     if a.decoders {
         out["decoders"] = decoders(&samples);
+    }
+    if a.stages {
+        out["stages"] = stages(&samples, if common.smoke { 1 } else { 3 })?;
     }
     Ok(out)
 }

@@ -29,6 +29,7 @@ pub mod loader;
 pub mod mat;
 pub mod resample;
 pub mod rng;
+pub mod simd;
 pub mod transform;
 pub mod tta;
 
@@ -41,6 +42,7 @@ pub use error::{BadInput, Error, Problem};
 pub use holdout::Holdout;
 pub use loader::{loader, num_batches, predict_tensor, split_loader, Batch, ImageSource, Loader, LoaderConfig};
 pub use rng::epoch_order;
+pub use simd::{simd_level, SimdLevel};
 pub use transform::{
     center_crop, eval_u8, resize_shorter, rotate_nearest, train_params, transform, write_tensor, AugmentDraw, ColorJitter, JitterParams, Mode,
     TrainParams, TransformConfig, IMAGENET_MEAN, IMAGENET_STD,

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `Resize(256)` (int: shorter side → 256, longer side `int(256 * long / short)`, bilinear, antialias) | [`resize_shorter`] via [`crate::resample`], a port of Pillow's `Resample.c` (triangle filter, support scaled by the downscale factor, 22-bit fixed point, horizontal pass then vertical, uint8 in between) | byte-identical, see the pixels corpus test |
 //! | `CenterCrop(224)` (`top = int(round((h - 224) / 2.0))`, round half to even; zero padding when smaller) | [`center_crop`] | exact |
-//! | `ToTensor` (`/255` in f32) + `Normalize(mean, std)` (`(x - m) / s` in f32) | [`write_tensor`] via a lookup table | bit-exact |
+//! | `ToTensor` (`/255` in f32) + `Normalize(mean, std)` (`(x - m) / s` in f32) | [`write_tensor`]: a lookup table, or vector kernels doing the same three `f32` operations (AVX2, AVX-512 VBMI) | bit-exact |
 //! | `RandomRotation(30)` (angle ~ U(-30, 30), PIL `rotate`, NEAREST, `expand=False`, fill 0, centre (w/2, h/2), 16.16 fixed-point affine) | `rotate_crop_into` (only the pixels of the later crop are computed) | bit-exact for a given angle |
 //! | `RandomResizedCrop(224, scale=(0.08, 1), ratio=(3/4, 4/3))` (10 tries, then the central fallback; `get_params` verbatim) + `F.resized_crop` (PIL `crop` then `resize`, no box) | [`train_params`] + [`resized_crop`] | same distribution; resize byte-identical |
 //! | `RandomHorizontalFlip(0.5)` | applied while writing the tensor | exact |
@@ -21,11 +21,14 @@
 //! Use `epoch = v` to request "augmentation view v" of a frozen-feature cache.
 
 use crate::decode::DecodeLimits;
+use crate::simd::SimdLevel;
 use image::RgbImage;
 
 mod draw;
 mod geometry;
 mod jitter;
+#[cfg(target_arch = "x86_64")]
+mod tensor_x86;
 
 pub use draw::{train_params, TrainParams};
 pub use geometry::{center_crop, eval_u8, resize, resize_output_size, resize_shorter, resized_crop, rotate_nearest};
@@ -145,14 +148,30 @@ impl<'a> View<'a> {
 
 /// `ToTensor` + `Normalize` (+ optional horizontal flip) of a packed RGB8 `size`×`size` image
 /// into `out` (CHW, or HWC when `channels_last`). Values are bit-identical to torchvision's
-/// float32 `(x / 255 - mean) / std`.
+/// float32 `(x / 255 - mean) / std`, at every kernel level ([`crate::simd_level`]).
 pub fn write_tensor(rgb: &[u8], size: u32, cfg: &TransformConfig, flip: bool, channels_last: bool, out: &mut [f32]) {
+    write_tensor_at(crate::simd::simd_level(), rgb, size, cfg, flip, channels_last, out);
+}
+
+/// [`write_tensor`] with the kernels of `level` (the scalar lookup table when the CPU lacks it).
+pub(crate) fn write_tensor_at(level: SimdLevel, rgb: &[u8], size: u32, cfg: &TransformConfig, flip: bool, channels_last: bool, out: &mut [f32]) {
     let s = size as usize;
     let hw = s * s;
     if rgb.len() < hw * 3 || out.len() < hw * 3 {
         tracing::error!("write_tensor: buffers too small for {size}x{size}");
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if level >= SimdLevel::Avx2 && level.supported() {
+        return tensor_x86::write(level, rgb, s, &cfg.mean, &cfg.std, flip, channels_last, out);
+    }
+    let _ = level;
+    write_tensor_lut(rgb, s, cfg, flip, channels_last, out);
+}
+
+/// The scalar reference of [`write_tensor`]: a lookup table of the 3 × 256 values.
+fn write_tensor_lut(rgb: &[u8], s: usize, cfg: &TransformConfig, flip: bool, channels_last: bool, out: &mut [f32]) {
+    let hw = s * s;
     let mut lut = [[0f32; 256]; 3];
     for (c, table) in lut.iter_mut().enumerate() {
         for (v, slot) in table.iter_mut().enumerate() {
@@ -312,6 +331,63 @@ mod tests {
         assert_eq!(out[0], (0f32 / 255.0 - 0.485) / 0.229);
         assert_eq!(out[1], (128f32 / 255.0 - 0.456) / 0.224);
         assert_eq!(out[2], (1f32 - 0.406) / 0.225);
+    }
+
+    /// The vector kernels of `write_tensor` at every level the CPU supports give the lookup
+    /// table's bits: every byte value in every channel, flip on and off, CHW and HWC, sizes 1–40
+    /// (every remainder modulo the 8- and 16-pixel chunks) and 63–65, 224, with the ImageNet and
+    /// random statistics; values outside each image stay untouched.
+    #[test]
+    fn write_tensor_kernels_equal_the_lookup_table() {
+        let levels = crate::simd::supported_levels();
+        let mut rng = Rng::keyed(31, 5, 0, 0);
+        let mut cfgs = vec![TransformConfig::default()];
+        for _ in 0..2 {
+            let (m, s) = (|r: &mut Rng| r.uniform(-1.0, 1.0) as f32, |r: &mut Rng| r.uniform(0.01, 3.0) as f32);
+            cfgs.push(TransformConfig {
+                mean: [m(&mut rng), m(&mut rng), m(&mut rng)],
+                std: [s(&mut rng), s(&mut rng), s(&mut rng)],
+                ..Default::default()
+            });
+        }
+        let mut values = 0usize;
+        for size in (1..=40).chain([63, 64, 65, 224]) {
+            let hw = size * size;
+            for offset in (0..256).step_by(hw.min(256)) {
+                let rgb: Vec<u8> = (0..3 * hw).map(|i| ((offset + i / 3) * 7 + i % 3 * 85 + size) as u8).collect();
+                for cfg in &cfgs {
+                    for flip in [false, true] {
+                        for channels_last in [false, true] {
+                            let mut want = vec![f32::NAN; 3 * hw + 5];
+                            write_tensor_at(SimdLevel::Scalar, &rgb, size as u32, cfg, flip, channels_last, &mut want);
+                            for &level in &levels {
+                                let mut got = vec![f32::NAN; 3 * hw + 5];
+                                write_tensor_at(level, &rgb, size as u32, cfg, flip, channels_last, &mut got);
+                                let bad = got.iter().zip(&want).position(|(g, w)| g.to_bits() != w.to_bits());
+                                if let Some(i) = bad {
+                                    panic!(
+                                        "{size}x{size} from value {offset}, mean {:?} std {:?}, flip {flip}, channels_last {channels_last}, level {level}: \
+                                         value {i} is {} ({:#x}), lookup table {} ({:#x})",
+                                        cfg.mean, cfg.std, got[i], got[i].to_bits(), want[i], want[i].to_bits()
+                                    );
+                                }
+                                values += 3 * hw;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(values > 100_000, "{values}");
+        // The table itself is torchvision's float32 formula, for all 3 × 256 values.
+        let cfg = TransformConfig::default();
+        let rgb: Vec<u8> = (0..=255u8).flat_map(|v| [v, v, v]).collect();
+        let mut out = vec![0f32; 768];
+        write_tensor_at(SimdLevel::Scalar, &rgb, 16, &cfg, false, true, &mut out);
+        for (i, &o) in out.iter().enumerate() {
+            let (v, c) = ((i / 3) as f32, i % 3);
+            assert_eq!(o.to_bits(), ((v / 255.0 - cfg.mean[c]) / cfg.std[c]).to_bits(), "value {v}, channel {c}");
+        }
     }
 
     #[test]

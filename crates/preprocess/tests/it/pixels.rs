@@ -91,12 +91,23 @@ fn committed_fixture_matches_pil_and_torchvision() {
 
 /// The corpus check: every generated edge case (and the full-resolution sample of `../shared`
 /// when present) decoded, resized, cropped and normalised by petal equals Pillow and torchvision.
+/// Run once at the widest kernel level the CPU has, and (by `cargo xtask test`) once more with
+/// `PETAL_SIMD=scalar`, the reference kernels: each run is its own check.
 const CORPUS: &str = "preprocess/pixels/corpus";
+const CORPUS_SCALAR: &str = "preprocess/pixels/corpus_scalar";
 
 #[test]
 fn corpus_matches_pil_and_torchvision() {
-    let Some(reference) = testkit::Reference::find(CORPUS, &["torch", "torchvision", "PIL", "numpy"]) else { return };
-    testkit::ran(CORPUS);
+    let forced_scalar = std::env::var("PETAL_SIMD").is_ok_and(|v| v.trim() == "scalar");
+    let check = if forced_scalar { CORPUS_SCALAR } else { CORPUS };
+    let level = preprocess::simd_level();
+    if forced_scalar {
+        assert_eq!(level, preprocess::SimdLevel::Scalar, "PETAL_SIMD=scalar must select the scalar kernels");
+    } else if std::env::var_os("PETAL_SIMD").is_none() {
+        assert_eq!(level, preprocess::simd::detected(), "without PETAL_SIMD the widest level the CPU has must run");
+    }
+    let Some(reference) = testkit::Reference::find(check, &["torch", "torchvision", "PIL", "numpy"]) else { return };
+    testkit::ran(check);
     let dir = tempfile::tempdir().expect("tempdir");
     let json = dir.path().join("expected.json");
     let sample = manifest().join("../../../shared/data/flowers102-fullres-sample");
@@ -112,5 +123,5 @@ fn corpus_matches_pil_and_torchvision() {
     assert!(out.status.success(), "gen_pixels.py failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
     let n = check_all(&json);
     assert!(n >= 25, "the corpus has only {n} images");
-    eprintln!("{n} images identical to PIL/torchvision");
+    eprintln!("{n} images identical to PIL/torchvision with the {level} kernels");
 }

@@ -8,7 +8,19 @@
 //! `resample_region` computes only a rectangle of the output (e.g. the later `CenterCrop`
 //! window); every output pixel depends only on its own coefficients, so the rectangle is
 //! byte-identical to the same pixels of the full resize.
+//!
+//! Reading it next to Pillow's `Resample.c`: `Coeffs::new` is `precompute_coeffs` followed by
+//! `normalize_coeffs_8bpc`, the scalar `horizontal` is `ImagingResampleHorizontal_8bpc` and the
+//! scalar `vertical` is `ImagingResampleVertical_8bpc` (both kept as the reference), and
+//! `resample_region` is `ImagingResampleInner` (which pass runs, over which rows).
+//!
+//! Both passes also run as vectorised kernels (module `x86`: AVX2, AVX-512 BW, AVX-512 VBMI),
+//! chosen at run time by [`crate::simd_level`] (the CPU, capped by `PETAL_SIMD`, see
+//! [`crate::simd`]). They are integer kernels with the same products and the same wrapping `i32`
+//! sums as the scalar code, so they give the same bytes; the tests compare every level the CPU
+//! supports with the scalar code.
 
+use crate::simd::SimdLevel;
 use crate::transform::View;
 
 /// Fixed-point fraction bits of the coefficients (Pillow's `PRECISION_BITS`).
@@ -179,7 +191,38 @@ impl Region {
     }
 }
 
-/// Horizontal pass: rows `rows` of `src` (whose column 0 is source column `col0`), output
+/// Horizontal pass at `level` (the scalar reference below, or a vector kernel of the same
+/// contract when the CPU supports `level`).
+fn horizontal_at(level: SimdLevel, src: View<'_>, col0: usize, rows: std::ops::Range<usize>, c: &Coeffs, cols: std::ops::Range<usize>) -> Vec<u8> {
+    #[cfg(target_arch = "x86_64")]
+    if level >= SimdLevel::Avx2 && level.supported() {
+        return x86::horizontal(level, src, col0, rows, c, cols);
+    }
+    let _ = level;
+    horizontal(src, col0, rows, c, cols)
+}
+
+/// Vertical pass at `level` (see [`horizontal_at`]).
+#[allow(clippy::too_many_arguments)]
+fn vertical_at(
+    level: SimdLevel,
+    src: &[u8],
+    src_w: usize,
+    row0: usize,
+    col0: usize,
+    width: usize,
+    c: &Coeffs,
+    rows: std::ops::Range<usize>,
+) -> Vec<u8> {
+    #[cfg(target_arch = "x86_64")]
+    if level >= SimdLevel::Avx2 && level.supported() {
+        return x86::vertical(level, src, src_w, row0, col0, width, c, rows);
+    }
+    let _ = level;
+    vertical(src, src_w, row0, col0, width, c, rows)
+}
+
+/// Horizontal pass (Pillow's `ImagingResampleHorizontal_8bpc`, the scalar reference): rows `rows` of `src` (whose column 0 is source column `col0`), output
 /// columns `cols` → packed RGB8, `cols.len()` wide and `rows.len()` high.
 fn horizontal(src: View<'_>, col0: usize, rows: std::ops::Range<usize>, c: &Coeffs, cols: std::ops::Range<usize>) -> Vec<u8> {
     let stride = src.w as usize * 3;
@@ -200,7 +243,7 @@ fn horizontal(src: View<'_>, col0: usize, rows: std::ops::Range<usize>, c: &Coef
     out
 }
 
-/// Vertical pass over `src` (packed RGB8, `src_w` pixels wide, whose row 0 is source row
+/// Vertical pass (Pillow's `ImagingResampleVertical_8bpc`, the scalar reference) over `src` (packed RGB8, `src_w` pixels wide, whose row 0 is source row
 /// `row0`), reading columns `col0 .. col0 + width`, for output rows `rows`.
 fn vertical(src: &[u8], src_w: usize, row0: usize, col0: usize, width: usize, c: &Coeffs, rows: std::ops::Range<usize>) -> Vec<u8> {
     let n = width * 3;
@@ -223,30 +266,35 @@ fn vertical(src: &[u8], src_w: usize, row0: usize, col0: usize, width: usize, c:
 /// returns packed RGB8 of the region's size. `bx` is Pillow's `box` (left, top, right, bottom)
 /// in source pixels, as C floats.
 pub(crate) fn resample_region(src: View<'_>, out_w: u32, out_h: u32, filter: Filter, bx: [f32; 4], region: Region) -> Vec<u8> {
+    resample_region_at(crate::simd::simd_level(), src, out_w, out_h, filter, bx, region)
+}
+
+/// [`resample_region`] with the kernels of `level` (Pillow's `ImagingResampleInner`).
+pub(crate) fn resample_region_at(level: SimdLevel, src: View<'_>, out_w: u32, out_h: u32, filter: Filter, bx: [f32; 4], region: Region) -> Vec<u8> {
     let cols = region.x0 as usize..region.x1 as usize;
     let rows = region.y0 as usize..region.y1 as usize;
     if src.w == out_w && src.h == out_h && bx == [0.0, 0.0, out_w as f32, out_h as f32] {
-        return vertical(src.data, src.w as usize, 0, cols.start, cols.len(), &identity(out_h as usize), rows);
+        return vertical_at(level, src.data, src.w as usize, 0, cols.start, cols.len(), &identity(out_h as usize), rows);
     }
     let need_h = out_w != src.w || bx[0] != 0.0 || bx[2] != out_w as f32;
     let need_v = out_h != src.h || bx[1] != 0.0 || bx[3] != out_h as f32;
     let vert = if need_v { Coeffs::new(src.h as usize, bx[1], bx[3], out_h as usize, filter) } else { identity(out_h as usize) };
     let (first, end) = vert.span(rows.clone());
     if !need_h {
-        return vertical(src.data, src.w as usize, 0, cols.start, cols.len(), &vert, rows);
+        return vertical_at(level, src.data, src.w as usize, 0, cols.start, cols.len(), &vert, rows);
     }
     let horiz = Coeffs::new(src.w as usize, bx[0], bx[2], out_w as usize, filter);
     if need_v && vertical_first(src, out_w, out_h) {
         let (x_first, x_end) = horiz.span(cols.clone());
-        let tmp = vertical(src.data, src.w as usize, 0, x_first, x_end - x_first, &vert, rows.clone());
+        let tmp = vertical_at(level, src.data, src.w as usize, 0, x_first, x_end - x_first, &vert, rows.clone());
         let tmp_view = View { w: (x_end - x_first) as u32, h: rows.len() as u32, data: &tmp };
-        return horizontal(tmp_view, x_first, 0..rows.len(), &horiz, cols);
+        return horizontal_at(level, tmp_view, x_first, 0..rows.len(), &horiz, cols);
     }
-    let tmp = horizontal(src, 0, first..end, &horiz, cols.clone());
+    let tmp = horizontal_at(level, src, 0, first..end, &horiz, cols.clone());
     if !need_v {
         return tmp;
     }
-    vertical(&tmp, cols.len(), first, 0, cols.len(), &vert, rows)
+    vertical_at(level, &tmp, cols.len(), first, 0, cols.len(), &vert, rows)
 }
 
 /// Pillow 13 (python-pillow/Pillow#9549) runs the vertical pass first when the height shrinks
@@ -267,6 +315,12 @@ fn identity(n: usize) -> Coeffs {
 pub(crate) fn resample(src: View<'_>, out_w: u32, out_h: u32, filter: Filter, bx: [f32; 4]) -> Vec<u8> {
     resample_region(src, out_w, out_h, filter, bx, Region::all(out_w, out_h))
 }
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+#[cfg(test)]
+mod exactness;
 
 #[cfg(test)]
 mod tests {
