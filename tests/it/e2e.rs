@@ -323,6 +323,10 @@ fn finetuning_trains_only_the_unfrozen_blocks() {
     let (first, last) = (m[0]["train_loss"].as_f64().expect("epoch 1 loss"), m[3]["train_loss"].as_f64().expect("epoch 4 loss"));
     assert!(last < first, "{m:?}");
     assert_eq!(b.meta.hyperparameters["mode"], "finetune");
+    // A checkpoint stores the recipe, not how the run ran (device, threads, batch sizes, runtime).
+    for key in ["device", "threads", "runtime", "eval_batch_size", "chunk_images", "channels_last"] {
+        assert!(b.meta.hyperparameters.get(key).is_none(), "the checkpoint stores the run option {key}: {}", b.meta.hyperparameters);
+    }
 }
 
 #[test]
