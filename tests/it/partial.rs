@@ -194,18 +194,7 @@ fn resumed_partial_run_equals_an_uninterrupted_one() {
         c.recipe.epochs = epochs;
         c
     };
-    let (whole, _) = run(
-        &b,
-        &request(
-            &b,
-            {
-                let mut c = cfg(4);
-                c.name = "whole".into();
-                c
-            },
-            false,
-        ),
-    );
+    let (whole, _) = run(&b, &request(&b, TrainConfig { name: "whole".into(), ..cfg(4) }, false));
     let whole = whole.expect("uninterrupted run");
     let (first, _) = run(&b, &request(&b, cfg(2), false));
     assert_eq!(first.expect("first half").history.len(), 2);
@@ -313,18 +302,7 @@ fn activation_cache_is_recomputed_when_any_key_part_changes() {
     let mut files = pact_files(&b);
     assert_eq!(files.len(), 2, "train and valid: {files:?}");
     let again = |cfg: TrainConfig| {
-        let (o, log) = run(
-            &b,
-            &request(
-                &b,
-                {
-                    let mut c = cfg;
-                    c.name = "again".into();
-                    c
-                },
-                false,
-            ),
-        );
+        let (o, log) = run(&b, &request(&b, TrainConfig { name: "again".into(), ..cfg }, false));
         (o.expect("run"), log)
     };
     let (same, _) = again(base.clone());

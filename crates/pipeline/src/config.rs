@@ -171,11 +171,7 @@ impl Default for PipelineConfig {
             top_k: 5,
             samples: 6,
             measure_tta: true,
-            train: {
-                let mut c = TrainConfig::default();
-                c.name = default_run_name(&Arch::DenseNet121);
-                c
-            },
+            train: TrainConfig { name: default_run_name(&Arch::DenseNet121), ..TrainConfig::default() },
         }
     }
 }
@@ -293,20 +289,12 @@ mod tests {
     #[test]
     fn defaults_are_the_best_recipe_of_petal_train() {
         let pc = load_pipeline_config(None, &PipelineOverrides::default()).expect("defaults");
-        assert_eq!(pc.train, {
-            let mut c = TrainConfig::default();
-            c.name = "densenet121-pipeline".into();
-            c
-        });
+        assert_eq!(pc.train, TrainConfig { name: "densenet121-pipeline".into(), ..TrainConfig::default() });
         assert_eq!(pc, PipelineConfig::default());
         let train = load_train_config(None, None, &Overrides::default()).expect("train defaults");
         assert_eq!(train, TrainConfig::default());
         let seed = load_pipeline_config(None, &PipelineOverrides { preset: Some(Preset::Seed), ..Default::default() }).expect("seed");
-        assert_eq!(seed.train, {
-            let mut c = TrainConfig::seed_preset();
-            c.name = "densenet121-pipeline".into();
-            c
-        });
+        assert_eq!(seed.train, TrainConfig { name: "densenet121-pipeline".into(), ..TrainConfig::seed_preset() });
     }
 
     #[test]
