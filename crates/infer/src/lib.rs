@@ -351,10 +351,11 @@ impl Predictor {
     }
 
     /// The head's logits `[N, C]` for a batch `[N, 3, H, W]` of normalised images, before the
-    /// temperature.
+    /// temperature. The head runs each image's features alone (`Classifier::head_forward_rows`),
+    /// so an image's logits do not depend on the rest of the batch.
     pub fn raw_logits(&self, x: &Tensor) -> Result<Tensor, Error> {
         let feats = self.features(x)?.to_device(self.device);
-        Ok(tch::no_grad(|| self.net.head_forward(&feats, false)))
+        Ok(tch::no_grad(|| self.net.head_forward_rows(&feats)))
     }
 
     /// `logits` divided by the temperature (the same tensor when it is 1, so uncalibrated
@@ -381,9 +382,10 @@ impl Predictor {
     /// Softmax probabilities `[N, C]` (on the CPU) whose bits do not depend on `N`: the backbone
     /// runs on the `N` images as they are (libtorch's CPU convolutions give an image the same bits
     /// at any batch size), and the classifier head on their features padded with zero rows to
-    /// `head_rows` (matrix products round differently for different row counts, so every call with
-    /// the same `head_rows` gives an image the same answer). Padding features costs microseconds,
-    /// where padding images would cost whole forward passes.
+    /// `head_rows`, each row alone (`Classifier::head_forward_rows`: matrix products round
+    /// differently for different row counts, and on some CPUs for different positions of a row,
+    /// so every call gives an image the same answer). Padding features costs microseconds, where
+    /// padding images would cost whole forward passes.
     pub fn probabilities_padded(&self, x: &Tensor, head_rows: usize) -> Result<Tensor, Error> {
         let feats = self.features(x)?.to_device(self.device);
         Ok(tch::no_grad(|| {
@@ -395,7 +397,7 @@ impl Predictor {
             } else {
                 feats
             };
-            self.apply_temperature(self.net.head_forward(&feats, false).narrow(0, 0, n)).softmax(-1, Kind::Float).to_device(Device::Cpu)
+            self.apply_temperature(self.net.head_forward_rows(&feats).narrow(0, 0, n)).softmax(-1, Kind::Float).to_device(Device::Cpu)
         }))
     }
 

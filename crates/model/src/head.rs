@@ -95,16 +95,21 @@ impl Head {
         Ok(Head { layers, activation: cfg.activation, dropout: cfg.dropout })
     }
 
-    /// Features `[N, d]` → logits `[N, classes]`. In evaluation every row runs alone (`[1, d]`
-    /// products), so that a row's logits do not depend on its batch mates or its position among
-    /// them: with some shapes, a CPU's matrix product rounds rows differently by their position
-    /// (seen with libtorch 2.13 on a Xeon with AVX-512 FP16 at d = 64, 3 classes), and an image's
-    /// answer must be the same in any batch (sharded prediction merges to one process's bytes;
-    /// serve batches requests). Training keeps the one batched product.
+    /// Features `[N, d]` → logits `[N, classes]`, one batched product per layer (what training
+    /// and the exporters' traces use).
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.forward_batch(xs, train)
+    }
+
+    /// Evaluation logits with every row run alone (`[1, d]` products), so that a row's logits do
+    /// not depend on its batch mates or its position among them: with some shapes, a CPU's matrix
+    /// product rounds rows differently by their position (seen with libtorch 2.13 on a Xeon with
+    /// AVX-512 FP16 at d = 64, 3 classes), and an image's answer must be the same in any batch
+    /// (sharded prediction merges to one process's bytes; serve batches requests).
+    pub fn forward_rows(&self, xs: &Tensor) -> Tensor {
         let n = xs.size().first().copied().unwrap_or(0);
-        if train || xs.dim() != 2 || n <= 1 {
-            return self.forward_batch(xs, train);
+        if xs.dim() != 2 || n <= 1 {
+            return self.forward_batch(xs, false);
         }
         let rows: Vec<Tensor> = (0..n).map(|i| self.forward_batch(&xs.narrow(0, i, 1), false)).collect();
         Tensor::cat(&rows, 0)
@@ -135,7 +140,7 @@ mod tests {
     /// include d = 64 with 3 classes, whose batched product rounds rows by position on the Xeon
     /// (AVX-512 FP16) this project's CI runs on, and the heads of the real backbones.
     #[test]
-    fn eval_logits_of_a_row_do_not_depend_on_its_batch() {
+    fn row_logits_do_not_depend_on_the_batch() {
         let _g = crate::random_generator_lock();
         tch::manual_seed(11);
         for (d, hidden, classes) in [(64, vec![], 3), (64, vec![16], 3), (1280, vec![], 102), (1024, vec![512], 102)] {
@@ -143,11 +148,11 @@ mod tests {
             let cfg = HeadConfig { hidden, ..HeadConfig::default() };
             let head = Head::new(&vs.root(), &cfg, d, classes).expect("head");
             let x = Tensor::randn([5, d], (Kind::Float, Device::Cpu));
-            let batch = tch::no_grad(|| head.forward_t(&x, false));
-            let alone: Vec<Tensor> = (0..5).map(|i| tch::no_grad(|| head.forward_t(&x.narrow(0, i, 1), false))).collect();
+            let batch = tch::no_grad(|| head.forward_rows(&x));
+            let alone: Vec<Tensor> = (0..5).map(|i| tch::no_grad(|| head.forward_rows(&x.narrow(0, i, 1)))).collect();
             for perm in [[4i64, 3, 2, 1, 0], [1, 2, 3, 4, 0], [2, 0, 4, 1, 3]] {
                 let idx = Tensor::from_slice(&perm);
-                let moved = tch::no_grad(|| head.forward_t(&x.index_select(0, &idx), false));
+                let moved = tch::no_grad(|| head.forward_rows(&x.index_select(0, &idx)));
                 for (pos, &row) in perm.iter().enumerate() {
                     let a = Vec::<f32>::try_from(moved.get(pos as i64)).expect("row");
                     let b = Vec::<f32>::try_from(batch.get(row)).expect("row");

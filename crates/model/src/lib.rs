@@ -141,6 +141,12 @@ impl Classifier {
         self.head.forward_t(feats, train)
     }
 
+    /// Head in evaluation with every row alone: a row's logits are the same bits whatever batch it
+    /// comes in (prediction and serving answer with these; see `Head::forward_rows`).
+    pub fn head_forward_rows(&self, feats: &Tensor) -> Tensor {
+        self.head.forward_rows(feats)
+    }
+
     /// Images → logits.
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         self.head_forward(&self.features(xs, train), train)
