@@ -318,52 +318,17 @@ fn activation_cache_is_recomputed_when_any_key_part_changes() {
     assert!(o.feature_s > 0.0 && log.iter().any(|m| m.contains("unusable") && m.contains("checksum")), "{log:?}");
     assert_eq!(pact_files(&b), files);
     // (what changes, config, new files: both splits or only the training split)
+    let with = |change: fn(&mut Recipe)| {
+        let mut c = base.clone();
+        change(&mut c.recipe);
+        c
+    };
     let variants: Vec<(&str, TrainConfig, usize)> = vec![
-        (
-            "split point",
-            {
-                let mut c = base.clone();
-                c.recipe.unfreeze_blocks = 2;
-                c
-            },
-            2,
-        ),
-        (
-            "seed",
-            {
-                let mut c = base.clone();
-                c.recipe.seed = 6;
-                c
-            },
-            2,
-        ),
-        (
-            "transform",
-            {
-                let mut c = base.clone();
-                c.recipe.resize_size = 40;
-                c
-            },
-            2,
-        ),
-        (
-            "view",
-            {
-                let mut c = base.clone();
-                c.recipe.views = 1;
-                c
-            },
-            1,
-        ),
-        (
-            "element type",
-            {
-                let mut c = base.clone();
-                c.recipe.activation_dtype = ActivationDtype::F32;
-                c
-            },
-            2,
-        ),
+        ("split point", with(|r| r.unfreeze_blocks = 2), 2),
+        ("seed", with(|r| r.seed = 6), 2),
+        ("transform", with(|r| r.resize_size = 40), 2),
+        ("view", with(|r| r.views = 1), 1),
+        ("element type", with(|r| r.activation_dtype = ActivationDtype::F32), 2),
     ];
     for (what, cfg, new) in variants {
         let (o, _) = again(cfg);

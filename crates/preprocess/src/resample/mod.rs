@@ -203,23 +203,21 @@ fn horizontal_at(level: SimdLevel, src: View<'_>, col0: usize, rows: std::ops::R
 }
 
 /// Vertical pass at `level` (see [`horizontal_at`]).
-#[allow(clippy::too_many_arguments)]
 fn vertical_at(
     level: SimdLevel,
     src: &[u8],
     src_w: usize,
     row0: usize,
-    col0: usize,
-    width: usize,
+    cols: std::ops::Range<usize>,
     c: &Coeffs,
     rows: std::ops::Range<usize>,
 ) -> Vec<u8> {
     #[cfg(target_arch = "x86_64")]
     if level >= SimdLevel::Avx2 && level.supported() {
-        return x86::vertical(level, src, src_w, row0, col0, width, c, rows);
+        return x86::vertical(level, src, src_w, row0, cols, c, rows);
     }
     let _ = level;
-    vertical(src, src_w, row0, col0, width, c, rows)
+    vertical(src, src_w, row0, cols, c, rows)
 }
 
 /// Horizontal pass (Pillow's `ImagingResampleHorizontal_8bpc`, the scalar reference): rows `rows` of `src` (whose column 0 is source column `col0`), output
@@ -245,7 +243,8 @@ fn horizontal(src: View<'_>, col0: usize, rows: std::ops::Range<usize>, c: &Coef
 
 /// Vertical pass (Pillow's `ImagingResampleVertical_8bpc`, the scalar reference) over `src` (packed RGB8, `src_w` pixels wide, whose row 0 is source row
 /// `row0`), reading columns `col0 .. col0 + width`, for output rows `rows`.
-fn vertical(src: &[u8], src_w: usize, row0: usize, col0: usize, width: usize, c: &Coeffs, rows: std::ops::Range<usize>) -> Vec<u8> {
+fn vertical(src: &[u8], src_w: usize, row0: usize, cols: std::ops::Range<usize>, c: &Coeffs, rows: std::ops::Range<usize>) -> Vec<u8> {
+    let (col0, width) = (cols.start, cols.len());
     let n = width * 3;
     let mut out = Vec::with_capacity(rows.len() * n);
     let mut acc = vec![0i32; n];
@@ -274,19 +273,19 @@ pub(crate) fn resample_region_at(level: SimdLevel, src: View<'_>, out_w: u32, ou
     let cols = region.x0 as usize..region.x1 as usize;
     let rows = region.y0 as usize..region.y1 as usize;
     if src.w == out_w && src.h == out_h && bx == [0.0, 0.0, out_w as f32, out_h as f32] {
-        return vertical_at(level, src.data, src.w as usize, 0, cols.start, cols.len(), &identity(out_h as usize), rows);
+        return vertical_at(level, src.data, src.w as usize, 0, cols, &identity(out_h as usize), rows);
     }
     let need_h = out_w != src.w || bx[0] != 0.0 || bx[2] != out_w as f32;
     let need_v = out_h != src.h || bx[1] != 0.0 || bx[3] != out_h as f32;
     let vert = if need_v { Coeffs::new(src.h as usize, bx[1], bx[3], out_h as usize, filter) } else { identity(out_h as usize) };
     let (first, end) = vert.span(rows.clone());
     if !need_h {
-        return vertical_at(level, src.data, src.w as usize, 0, cols.start, cols.len(), &vert, rows);
+        return vertical_at(level, src.data, src.w as usize, 0, cols, &vert, rows);
     }
     let horiz = Coeffs::new(src.w as usize, bx[0], bx[2], out_w as usize, filter);
     if need_v && vertical_first(src, out_w, out_h) {
         let (x_first, x_end) = horiz.span(cols.clone());
-        let tmp = vertical_at(level, src.data, src.w as usize, 0, x_first, x_end - x_first, &vert, rows.clone());
+        let tmp = vertical_at(level, src.data, src.w as usize, 0, x_first..x_end, &vert, rows.clone());
         let tmp_view = View { w: (x_end - x_first) as u32, h: rows.len() as u32, data: &tmp };
         return horizontal_at(level, tmp_view, x_first, 0..rows.len(), &horiz, cols);
     }
@@ -294,7 +293,7 @@ pub(crate) fn resample_region_at(level: SimdLevel, src: View<'_>, out_w: u32, ou
     if !need_v {
         return tmp;
     }
-    vertical_at(level, &tmp, cols.len(), first, 0, cols.len(), &vert, rows)
+    vertical_at(level, &tmp, cols.len(), first, 0..cols.len(), &vert, rows)
 }
 
 /// Pillow 13 (python-pillow/Pillow#9549) runs the vertical pass first when the height shrinks

@@ -214,17 +214,8 @@ unsafe fn h_row_vbmi(row: &[u8], plan: &HorizPlan, out: &mut [u8]) {
 
 /// The vertical pass at `level` (AVX2 or wider, supported by the CPU): same contract as the
 /// scalar `vertical`.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn vertical(
-    level: SimdLevel,
-    src: &[u8],
-    src_w: usize,
-    row0: usize,
-    col0: usize,
-    width: usize,
-    c: &Coeffs,
-    rows: Range<usize>,
-) -> Vec<u8> {
+pub(super) fn vertical(level: SimdLevel, src: &[u8], src_w: usize, row0: usize, cols: Range<usize>, c: &Coeffs, rows: Range<usize>) -> Vec<u8> {
+    let (col0, width) = (cols.start, cols.len());
     assert!(level >= SimdLevel::Avx2 && level.supported(), "{level} kernels on this CPU");
     let n = width * 3;
     let stride = src_w * 3;
