@@ -103,6 +103,23 @@ fn loaded_network_reproduces_the_saved_one() {
     assert!(probs.min().double_value(&[]) > 0.0);
 }
 
+/// The transform a predictor applies is the checkpoint's own: sizes, and a mean and std other than
+/// ImageNet's (a checkpoint trained with other statistics must be normalised with them).
+#[test]
+fn the_transform_is_the_checkpoints_preprocessing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (vs, _net) = network(CLASSES);
+    let mut m = meta(CLASSES);
+    if let Some(pre) = m.preprocessing.as_mut() {
+        (pre.input_size, pre.resize_size) = (40, 48);
+        (pre.mean, pre.std) = (vec![0.5, 0.25, 0.125], vec![0.3, 0.2, 0.1]);
+    }
+    let path = save(dir.path(), "stats.petal", &vs, m, |_| {});
+    let p = Predictor::load(&path, Device::Cpu).expect("load");
+    assert_eq!((p.transform.image_size, p.transform.resize_size), (40, 48));
+    assert_eq!((p.transform.mean, p.transform.std), ([0.5, 0.25, 0.125], [0.3, 0.2, 0.1]));
+}
+
 /// A server lets go of the checkpoint's unfolded copies of the weights: the answers keep every bit.
 #[test]
 fn releasing_the_checkpoint_weights_changes_no_answer() {
@@ -185,6 +202,50 @@ fn the_prediction_key_changes_with_every_input_of_the_predictions() {
     image::RgbImage::from_pixel(41, 37, image::Rgb([1, 2, 3])).save(&paths[0]).expect("rewrite");
     std::fs::File::options().write(true).open(&paths[0]).and_then(|f| f.set_modified(before + std::time::Duration::from_secs(60))).expect("mtime");
     assert_ne!(key, p.prediction_key(&paths, 2, 4), "a changed image");
+}
+
+/// Resumable prediction journals whole batches (about `chunk_images` images a chunk, rounded down to
+/// whole batches, at least one) and answers as `predict_paths` does.
+#[test]
+fn resumable_prediction_journals_whole_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (vs, _) = network(CLASSES);
+    let p = Predictor::load(&save(dir.path(), "a.petal", &vs, meta(CLASSES), |_| {}), Device::Cpu).expect("load");
+    let paths = write_images(dir.path(), 14);
+    let whole = p.predict_paths(&paths, 2, 4, |_| {}).expect("predict");
+    for (chunk_images, items, chunks) in [(13, 12, 2), (3, 4, 4), (8, 8, 2)] {
+        let out = dir.path().join(format!("out-{chunk_images}.csv"));
+        let (preds, store) = p.predict_paths_resumable(&paths, 2, 4, chunk_images, &out, |_| {}).expect("resumable");
+        assert_eq!((store.chunk_items(), store.chunks()), (items, chunks), "chunk_images {chunk_images}, batches of 4, 14 images");
+        assert_eq!(preds.len(), whole.len());
+        for (a, b) in preds.iter().zip(&whole) {
+            assert_eq!(a.path, b.path);
+            assert_eq!(a.top.iter().map(|c| c.index).collect::<Vec<_>>(), b.top.iter().map(|c| c.index).collect::<Vec<_>>());
+            assert!(a.top.iter().zip(&b.top).all(|(x, y)| (x.prob - y.prob).abs() < 1e-6), "{}", a.path.display());
+        }
+    }
+}
+
+/// A second run over the same inputs reads every chunk the first one journaled (the store is left
+/// unfinished, as after a crash): it computes no batch and returns the same predictions, bit for bit.
+#[test]
+fn a_rerun_reuses_every_journaled_chunk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (vs, _) = network(CLASSES);
+    let p = Predictor::load(&save(dir.path(), "a.petal", &vs, meta(CLASSES), |_| {}), Device::Cpu).expect("load");
+    let paths = write_images(dir.path(), 14);
+    let out = dir.path().join("out.csv");
+    let mut first = Vec::new();
+    let (a, mut store) = p.predict_paths_resumable(&paths, 2, 4, 8, &out, |done| first.push(done)).expect("first run");
+    assert_eq!(first, [0, 4, 8, 12, 14], "progress of the first run");
+    assert!(store.load().iter().all(Option::is_some), "both chunks journaled");
+    let mut second = Vec::new();
+    let (b, _) = p.predict_paths_resumable(&paths, 2, 4, 8, &out, |done| second.push(done)).expect("second run");
+    assert_eq!(second, [14], "the second run computed a batch");
+    let bits = |v: &[infer::Prediction]| {
+        v.iter().map(|q| (q.path.clone(), q.top.iter().map(|c| (c.index, c.prob.to_bits())).collect::<Vec<_>>())).collect::<Vec<_>>()
+    };
+    assert_eq!(bits(&b), bits(&a));
 }
 
 #[test]
