@@ -248,6 +248,32 @@ fn a_rerun_reuses_every_journaled_chunk() {
     assert_eq!(bits(&b), bits(&a));
 }
 
+/// A journaled chunk whose records do not fit this run (here: one class per image where the run
+/// asks for two, with a length consistent with its header) is recomputed, never read.
+#[test]
+fn a_journaled_chunk_that_does_not_fit_is_recomputed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (vs, _) = network(CLASSES);
+    let p = Predictor::load(&save(dir.path(), "a.petal", &vs, meta(CLASSES), |_| {}), Device::Cpu).expect("load");
+    let paths = write_images(dir.path(), 8);
+    let out = dir.path().join("out.csv");
+    let (want, _) = p.predict_paths_resumable(&paths, 2, 4, 8, &out, |_| {}).expect("first run");
+    let key = p.prediction_key(&paths, 2, 4);
+    let chunk_dir = out.with_file_name(format!(".out.csv.{}.chunks", &checkpoint::chunks::digest(&key)[..16]));
+    let mut store = checkpoint::chunks::ChunkStore::open(&chunk_dir, &key, 8, 8, "predictions").expect("open the journal");
+    let mut payload = [8u32.to_le_bytes(), 1u32.to_le_bytes()].concat();
+    for _ in 0..8 {
+        payload.extend(0u32.to_le_bytes());
+        payload.extend(0.5f32.to_bits().to_le_bytes());
+    }
+    store.save(0, &payload).expect("save the chunk");
+    let mut progress = Vec::new();
+    let (got, _) = p.predict_paths_resumable(&paths, 2, 4, 8, &out, |done| progress.push(done)).expect("second run");
+    assert_eq!(progress, [0, 4, 8], "the chunk that does not fit was read instead of recomputed");
+    let bits = |v: &[infer::Prediction]| v.iter().map(|q| q.top.iter().map(|c| (c.index, c.prob.to_bits())).collect::<Vec<_>>()).collect::<Vec<_>>();
+    assert_eq!(bits(&got), bits(&want));
+}
+
 #[test]
 fn batch_and_single_predictions_agree() {
     let dir = tempfile::tempdir().expect("tempdir");
