@@ -183,11 +183,6 @@ pub struct FinalFit {
     pub feature_s: f64,
 }
 
-/// Parses `cpu`, `cuda`, `cuda:N` (see [`model::parse_device`]).
-pub fn parse_device(s: &str) -> Result<Device, Error> {
-    Ok(model::parse_device(s)?)
-}
-
 /// The transform configuration a training config implies.
 pub fn transform_config(cfg: &TrainConfig) -> TransformConfig {
     TransformConfig {
