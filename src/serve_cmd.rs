@@ -49,17 +49,17 @@ pub struct ServeArgs {
     /// Threads that decode and transform uploaded images (0: one per core).
     #[arg(long, default_value_t = d().backend.decode_threads)]
     pub decode_threads: usize,
-    /// Most images in one forward pass (dynamic batching). A lone request runs alone; the
-    /// classifier head of every pass runs at this many rows (zero rows added to the features) so
-    /// that answers do not depend on what shared the pass. The default suits a few cores and
+    /// Most images in one forward pass (dynamic batching). A lone request runs alone; at start
+    /// the passes of 1 to this many images are probed so that answers do not depend on what shared
+    /// the pass. The default suits a few cores and
     /// little memory: on 2 cores with EfficientNet-Lite0, 4 serves ~20 % more requests per second
     /// than 2 but peaks 50–90 MB higher (the activations of a bigger pass, and what the allocator
     /// keeps of them); raise it with more cores and memory.
     #[arg(long, default_value_t = d().batching.max_batch)]
     pub max_batch: usize,
-    /// Run each pass's classifier head at the pass's actual size instead of --max-batch rows: saves
-    /// a few microseconds, but an image's probabilities then differ in the last bits with the number
-    /// of images it shares its pass with (libtorch's CPU matrix products round differently per row count).
+    /// Skip the start-up probe of pass sizes and run every pass at its own size: a faster start,
+    /// but where the backbone's convolutions round differently per batch size (several threads per
+    /// pass), an image's probabilities then differ in the last bits with the pass it shares.
     #[arg(long)]
     pub unpadded_batches: bool,
     /// Longest time the first request of a batch waits for more, in milliseconds. With 0 (the

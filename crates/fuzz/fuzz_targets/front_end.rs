@@ -25,7 +25,7 @@ impl Backend for Stub {
         Ok(vec![(img.width() % 251) as u8; 8 * 8 * 3 * tta.views()])
     }
 
-    fn predict(&self, input: &[u8], ks: &[usize], _head_rows: usize) -> Result<Vec<Vec<infer::ClassProb>>, serve::BackendError> {
+    fn predict(&self, input: &[u8], ks: &[usize]) -> Result<Vec<Vec<infer::ClassProb>>, serve::BackendError> {
         let per = input.len() / ks.len().max(1);
         Ok(ks
             .iter()

@@ -374,31 +374,12 @@ impl Predictor {
         Ok(self.apply_temperature(self.raw_logits(x)?))
     }
 
-    /// Softmax probabilities `[N, C]` (on the CPU) for a batch.
+    /// Softmax probabilities `[N, C]` (on the CPU) for a batch. An image's row does not depend on
+    /// the rest of the batch through the head ([`Predictor::raw_logits`]); the backbone's
+    /// convolutions may still round differently at another batch size on some CPUs and thread
+    /// counts, which is why `serve` calibrates its pass sizes at start.
     pub fn probabilities(&self, x: &Tensor) -> Result<Tensor, Error> {
         Ok(self.logits(x)?.softmax(-1, Kind::Float).to_device(Device::Cpu))
-    }
-
-    /// Softmax probabilities `[N, C]` (on the CPU) whose bits do not depend on `N`: the backbone
-    /// runs on the `N` images as they are (libtorch's CPU convolutions give an image the same bits
-    /// at any batch size), and the classifier head on their features padded with zero rows to
-    /// `head_rows`, each row alone (`Classifier::head_forward_rows`: matrix products round
-    /// differently for different row counts, and on some CPUs for different positions of a row,
-    /// so every call gives an image the same answer). Padding features costs microseconds, where
-    /// padding images would cost whole forward passes.
-    pub fn probabilities_padded(&self, x: &Tensor, head_rows: usize) -> Result<Tensor, Error> {
-        let feats = self.features(x)?.to_device(self.device);
-        Ok(tch::no_grad(|| {
-            let n = feats.size()[0];
-            let rows = (head_rows as i64).max(n);
-            let feats = if rows > n {
-                let pad = Tensor::zeros([rows - n, feats.size()[1]], (feats.kind(), feats.device()));
-                Tensor::cat(&[feats, pad], 0)
-            } else {
-                feats
-            };
-            self.apply_temperature(self.net.head_forward_rows(&feats).narrow(0, 0, n)).softmax(-1, Kind::Float).to_device(Device::Cpu)
-        }))
     }
 
     /// The top-k of one row of probabilities.

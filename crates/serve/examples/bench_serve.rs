@@ -205,31 +205,6 @@ async fn overload(client: &reqwest::Client, url: &str, imgs: &Arc<Vec<Vec<u8>>>,
     .unwrap_or_default()
 }
 
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-}
-
-/// One `ab -n N -c C -s 60 -l -p FILE -T image/jpeg URL` (HTTP/1.0, a connection per request): its
-/// figures, and whether it finished (ab exits non-zero on a hung or reset connection).
-fn ab(url: &str, body: &Path, n: usize, c: usize) -> Value {
-    let (n, c) = (n.to_string(), c.to_string());
-    let out = Command::new("ab").args(["-n", &n, "-c", &c, "-s", "60", "-l", "-T", "image/jpeg", "-p"]).arg(body).arg(url).output();
-    let (ok, text) = match out {
-        Ok(o) => (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))),
-        Err(e) => (false, e.to_string()),
-    };
-    let field = |name: &str| -> Value {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .map_or(Value::Null, |v| json!(v))
-    };
-    let error = text.lines().find(|l| l.starts_with("apr_") || l.contains("reset") || l.contains("timeout")).map(str::to_string);
-    json!({ "finished": ok, "complete": field("Complete requests:"), "failed": field("Failed requests:"),
-            "non_2xx": field("Non-2xx responses:"), "rps": field("Requests per second:"), "error": error })
-}
-
 /// `ab` at 1, 8 and 32 clients against petal serve with `flags` (its defaults), then with the
 /// per-client limits on and low (`--client-rps 5 --client-concurrency 4`: most requests get 429), each
 /// on a fresh server: zero hung and zero reset connections is the goal.
@@ -249,7 +224,7 @@ fn ab_runs(inp: &Inputs, imgs: &[Vec<u8>], flags: &[String], n: usize) -> Result
         let mut runs = Map::new();
         for c in [1, 8, 32] {
             eprintln!("bench_serve: ab, {name}: {c} clients");
-            runs.insert(format!("c{c}"), ab(&side.predict_url(), &body, n, c));
+            runs.insert(format!("c{c}"), harness::ab(&side.predict_url(), &body, n, c, &[]));
         }
         runs.insert("command".into(), json!(command));
         out.insert(name.into(), Value::Object(runs));
@@ -362,7 +337,7 @@ async fn run(a: Args) -> Result<Value, String> {
     eprintln!("bench_serve: overload at {:.1} requests/s (2x capacity) for {} s", 2.0 * capacity, a.overload_s);
     rust.extend(overload(&client, &petal.predict_url(), &imgs, 2.0 * capacity, a.overload_s).await);
     drop(sides);
-    if a.ab_requests > 0 && on_path("ab") {
+    if a.ab_requests > 0 && harness::on_path("ab") {
         rust.insert("ab".into(), ab_runs(&inp, &imgs, &flags, a.ab_requests)?);
     } else if a.ab_requests > 0 {
         eprintln!("bench_serve: ab is not on PATH (Debian apache2-utils): no ab runs");

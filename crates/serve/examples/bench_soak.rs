@@ -14,6 +14,11 @@
 //!   over about 4 s), and an idle connection held past the server's idle timeout (it must be closed
 //!   by the server).
 //!
+//! Then, when `ab` (ApacheBench) is on the PATH, against the same soaked server: `ab` with the valid
+//! token at 1, 8 and 32 clients (`--ab-requests` each, default 200; 0: none), where the per-client
+//! limits answer most of the 8- and 32-client requests 429; every run must finish (ab fails on a
+//! hung or reset connection).
+//!
 //! It reports the answers by kind and status, the p50/p99 latency of the valid requests, the valid
 //! requests lost (no answer), the 5xx answers other than the designed 503, the server's resident
 //! memory at the start, the middle and the end, and its open file descriptors and threads at the
@@ -21,7 +26,7 @@
 //! from the middle to the end, no descriptor or thread growth.
 //!
 //! `cargo run --release -p serve --example bench_soak -- [--json] [--smoke] [--seconds S] [--data DIR]
-//! [--petal BIN] [--checkpoint FILE]`
+//! [--petal BIN] [--checkpoint FILE] [--ab-requests N]`
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -45,10 +50,11 @@ struct Args {
     data: PathBuf,
     petal: Option<PathBuf>,
     checkpoint: Option<PathBuf>,
+    ab_requests: usize,
 }
 
 fn parse() -> Result<Args, String> {
-    let mut a = Args { json: false, smoke: false, seconds: 600.0, data: "../shared/data".into(), petal: None, checkpoint: None };
+    let mut a = Args { json: false, smoke: false, seconds: 600.0, data: "../shared/data".into(), petal: None, checkpoint: None, ab_requests: 200 };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut val = |n: &str| it.next().ok_or(format!("{n} needs a value"));
@@ -58,6 +64,7 @@ fn parse() -> Result<Args, String> {
             "--seconds" => a.seconds = val("--seconds")?.parse().map_err(|e| format!("--seconds: {e}"))?,
             "--data" => a.data = val("--data")?.into(),
             "--petal" => a.petal = Some(val("--petal")?.into()),
+            "--ab-requests" => a.ab_requests = val("--ab-requests")?.parse().map_err(|e| format!("--ab-requests: {e}"))?,
             "--checkpoint" => a.checkpoint = Some(val("--checkpoint")?.into()),
             // The harness passes these to self-compared suites; the soak has no reference.
             "--vs-pytorch" => {}
@@ -281,6 +288,7 @@ async fn run(a: Args) -> Result<Value, String> {
     let _ = raw_task.await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let end = snapshot(pid);
+    let ab = ab_runs(&tmp, &url, &jpeg, if a.smoke { a.ab_requests.min(20) } else { a.ab_requests })?;
     let _ = child.kill();
     let _ = child.wait();
 
@@ -299,6 +307,8 @@ async fn run(a: Args) -> Result<Value, String> {
     };
     let server_5xx = count(&[], &|s| s.starts_with('5') && s != "503");
     let valid_lost = count(&valid_kinds, &|s| s == "lost");
+    // Runs that did not finish (a hung or reset connection); absent when ab did not run.
+    let ab_unfinished = ab.as_object().map(|runs| runs.values().filter(|r| r["finished"] != true).count());
     let report = json!({
         "seconds": a.seconds,
         "valid_requests": count(&valid_kinds, &|_| true),
@@ -320,9 +330,28 @@ async fn run(a: Args) -> Result<Value, String> {
         "thread_growth": end.threads - first.threads,
         "command": command,
         "non_default_flags": flags,
+        "ab_unfinished": ab_unfinished,
+        "ab": ab,
     });
     // The protocol of self-compared suites; the soak has no reference.
     Ok(json!({ "rust": report, "pytorch": Value::Null }))
+}
+
+/// `ab` with the valid token at 1, 8 and 32 clients, `n` requests each, against the soaked server
+/// (`null` when `ab` is not on the PATH or `n` is 0).
+fn ab_runs(tmp: &tempfile::TempDir, url: &str, jpeg: &[u8], n: usize) -> Result<Value, String> {
+    if n == 0 || !harness::on_path("ab") {
+        return Ok(Value::Null);
+    }
+    let body = tmp.path().join("photo.jpg");
+    std::fs::write(&body, jpeg).map_err(|e| e.to_string())?;
+    let auth = [format!("Authorization: Bearer {}", TOKENS[0])];
+    let mut runs = serde_json::Map::new();
+    for c in [1, 8, 32] {
+        eprintln!("bench_soak: ab, {c} clients");
+        runs.insert(format!("c{c}"), harness::ab(url, &body, n, c, &auth));
+    }
+    Ok(Value::Object(runs))
 }
 
 fn main() {

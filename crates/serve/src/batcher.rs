@@ -28,12 +28,11 @@ pub struct BatchConfig {
     pub max_wait: Duration,
     /// Images admitted at once (queued or in a forward pass).
     pub queue: usize,
-    /// Run the classifier head of every pass at `max_batch` rows (its features padded with zero
-    /// rows), so that an image's answer never depends on how many others shared its pass: libtorch's
-    /// CPU matrix products round differently for different row counts, and with several threads
-    /// per pass its convolutions may too (EfficientNet-Lite0 on 2 threads: a pass of 1 image
-    /// differs from one of 2), which the start-up calibration ([`Backend::calibrate`]) detects:
-    /// such passes then run padded with blank images.
+    /// Calibrate the backend at start ([`Backend::calibrate`]) so that an image's answer never
+    /// depends on how many others shared its pass. The classifier head already runs each image
+    /// alone; the backbone's convolutions may not give an image the same bits at every batch size
+    /// (EfficientNet-Lite0 on 2 threads: a pass of 1 image differs from one of 2), and the
+    /// calibration finds the pass sizes that do: other passes then run padded with blank images.
     pub pad: bool,
 }
 
@@ -181,13 +180,12 @@ async fn run(
 }
 
 /// The forward passes of one batch: a job bigger than a batch (more images than `max_batch`) runs
-/// in several passes; with `pad`, every pass runs its classifier head at `max_batch` rows.
-fn forward(b: &dyn Backend, input: &[u8], ks: &[usize], max_batch: usize, pad: bool) -> Result<Vec<Vec<ClassProb>>, BackendError> {
+/// in several passes.
+fn forward(b: &dyn Backend, input: &[u8], ks: &[usize], max_batch: usize) -> Result<Vec<Vec<ClassProb>>, BackendError> {
     let per_image = input.len() / ks.len().max(1);
     let mut out = Vec::with_capacity(ks.len());
     for (chunk, kc) in input.chunks(per_image * max_batch).zip(ks.chunks(max_batch)) {
-        let head_rows = if pad { max_batch } else { kc.len() };
-        out.extend(b.predict(chunk, kc, head_rows)?);
+        out.extend(b.predict(chunk, kc)?);
     }
     Ok(out)
 }
@@ -205,7 +203,7 @@ async fn execute(jobs: Vec<Job>, backend: &Arc<dyn Backend>, torch: &TorchThread
     }
     let total = ks.len();
     let b = backend.clone();
-    let result = torch.run_async(move || forward(&*b, &input, &ks, cfg.max_batch, cfg.pad)).await;
+    let result = torch.run_async(move || forward(&*b, &input, &ks, cfg.max_batch)).await;
     let forward = start.elapsed();
     metrics.batch(&backend.info().name, total, forward);
     let mut tops = match result {

@@ -134,13 +134,14 @@ impl Default for BackendConfig {
 /// Dynamic batching.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchingConfig {
-    /// Most images in one forward pass. A lone request runs alone; the classifier head of every
-    /// pass runs at this many rows, so that answers do not depend on what shared the pass. 2 suits
+    /// Most images in one forward pass. A lone request runs alone; at start the passes of 1 to
+    /// this many images are calibrated so that answers do not depend on what shared the pass. 2 suits
     /// a few cores and little memory (on 2 cores with EfficientNet-Lite0, 4 serves ~20 % more
     /// requests per second but peaks 50–90 MB higher).
     pub max_batch: usize,
-    /// Run each pass's head at its actual size instead of `max_batch` rows: a few microseconds
-    /// faster, but an image's probabilities then differ in the last bits with the pass it shares.
+    /// Skip the start-up calibration and run every pass at its own size: a faster start, but where
+    /// the backbone's convolutions round differently per batch size (several threads per pass), an
+    /// image's probabilities then differ in the last bits with the pass it shares.
     pub unpadded_batches: bool,
     /// Longest time the first request of a batch waits for more, in milliseconds (0: a lone request
     /// runs at once, and a batch is whatever queued up while the previous pass ran).

@@ -97,14 +97,14 @@ pub trait Backend: Send + Sync + 'static {
     /// `name` only names the image in the error message.
     fn prepare(&self, bytes: &[u8], name: &str, tta: Tta) -> Result<Vec<u8>, BackendError>;
     /// Runs the network on `ks.len()` prepared images laid end to end in `input`, and returns for
-    /// image `i` its top `ks[i]` classes. `head_rows` (≥ `ks.len()`) is the row count the
-    /// classifier head runs at (see [`infer::Predictor::probabilities_padded`]): the same
-    /// `head_rows` gives an image the same bits whatever else shares its pass.
-    fn predict(&self, input: &[u8], ks: &[usize], head_rows: usize) -> Result<Vec<Vec<ClassProb>>, BackendError>;
+    /// image `i` its top `ks[i]` classes. After [`Backend::calibrate`], an image's answer has the
+    /// same bits whatever else shares its pass.
+    fn predict(&self, input: &[u8], ks: &[usize]) -> Result<Vec<Vec<ClassProb>>, BackendError>;
     /// Called once before serving when answers must not depend on batch size: lets the backend
     /// find how to run passes of 1 to `max_batch` images so that each gives an image the same bits
-    /// as a full pass; returns, for each `n` in `0..=max_batch`, how many images a pass of `n`
-    /// runs as. The default runs every pass at its size and returns `0..=max_batch`.
+    /// as a full pass, and run them so from then on; returns, for each `n` in `0..=max_batch`, how
+    /// many images a pass of `n` runs as. The default runs every pass at its size and returns
+    /// `0..=max_batch`.
     fn calibrate(&self, max_batch: usize) -> Result<Vec<usize>, BackendError> {
         Ok((0..=max_batch).collect())
     }
@@ -116,9 +116,9 @@ pub struct PredictorBackend {
     transform: TransformConfig,
     // A libtorch module is `Send` but not `Sync`; only the model's batcher locks it, one batch at a time.
     predictor: Mutex<Predictor>,
-    /// From [`Backend::calibrate`]: `(max_batch, run_as)`, where a pass of `n` images runs as
-    /// `run_as[n]` images (zero images added) to give the bits of a full pass.
-    run_as: Mutex<Option<(usize, Vec<usize>)>>,
+    /// From [`Backend::calibrate`]: a pass of `n` images runs as `run_as[n]` images (blank images
+    /// added) to give the bits of a full pass.
+    run_as: Mutex<Option<Vec<usize>>>,
 }
 
 impl PredictorBackend {
@@ -194,13 +194,13 @@ impl Backend for PredictorBackend {
         Ok(views.into_iter().flat_map(|v| v.into_raw()).collect())
     }
 
-    fn predict(&self, input: &[u8], ks: &[usize], head_rows: usize) -> Result<Vec<Vec<ClassProb>>, BackendError> {
+    fn predict(&self, input: &[u8], ks: &[usize]) -> Result<Vec<Vec<ClassProb>>, BackendError> {
         let n = ks.len();
         let per_image = self.per_image();
         if n == 0 || input.len() != n * per_image {
             return Err(BackendError::Failed(format!("input of {} bytes is not {n} images of {per_image} values", input.len())));
         }
-        let run_as = self.run_as(n, head_rows);
+        let run_as = self.run_as(n);
         let mut padded;
         let input = if run_as > n {
             padded = input.to_vec();
@@ -211,7 +211,7 @@ impl Backend for PredictorBackend {
         };
         // The network is immutable: a panic in an earlier batch cannot have left it half-changed.
         let predictor = self.predictor.lock().unwrap_or_else(|p| p.into_inner());
-        let flat = self.probabilities(&predictor, input, head_rows).map_err(BackendError::Failed)?;
+        let flat = self.probabilities(&predictor, input).map_err(BackendError::Failed)?;
         let classes = predictor.num_classes();
         Ok(flat.chunks(classes).take(n).zip(ks).map(|(row, &k)| predictor.top_k(row, k)).collect())
     }
@@ -227,17 +227,17 @@ impl Backend for PredictorBackend {
             })
             .collect();
         let predictor = self.predictor.lock().unwrap_or_else(|p| p.into_inner());
-        let full = self.probabilities(&predictor, &probe, max_batch).map_err(BackendError::Failed)?;
+        let full = self.probabilities(&predictor, &probe).map_err(BackendError::Failed)?;
         let row = full.len() / max_batch;
         // agrees[m]: a pass of m images gives each of them the bits of the full pass.
         let mut agrees = vec![false; max_batch + 1];
         agrees[max_batch] = true;
         for (m, ok) in agrees.iter_mut().enumerate().take(max_batch).skip(1) {
-            let got = self.probabilities(&predictor, &probe[..m * per_image], max_batch).map_err(BackendError::Failed)?;
+            let got = self.probabilities(&predictor, &probe[..m * per_image]).map_err(BackendError::Failed)?;
             *ok = got.iter().zip(&full[..m * row]).all(|(a, b)| a.to_bits() == b.to_bits());
         }
         let run_as: Vec<usize> = (0..=max_batch).map(|n| (n..=max_batch).find(|&m| agrees[m]).unwrap_or(max_batch)).collect();
-        *self.run_as.lock().unwrap_or_else(|p| p.into_inner()) = Some((max_batch, run_as.clone()));
+        *self.run_as.lock().unwrap_or_else(|p| p.into_inner()) = Some(run_as.clone());
         Ok(run_as)
     }
 }
@@ -249,21 +249,19 @@ impl PredictorBackend {
         3 * s * s
     }
 
-    /// How many images a pass of `n` runs as, for heads at `head_rows` rows: as calibrated, or a
-    /// whole `head_rows` pass when not calibrated for that size (always exact, slower).
-    fn run_as(&self, n: usize, head_rows: usize) -> usize {
-        if head_rows <= n {
-            return n;
-        }
+    /// How many images a pass of `n` runs as: as calibrated, or `n` itself when not calibrated
+    /// or when `n` is past the calibrated sizes.
+    fn run_as(&self, n: usize) -> usize {
         match &*self.run_as.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some((max_batch, run_as)) if *max_batch == head_rows => run_as[n],
-            _ => head_rows,
+            Some(run_as) => run_as.get(n).copied().unwrap_or(n),
+            None => n,
         }
     }
 
-    /// Probabilities of the prepared images laid end to end in `input`, flat, heads at
-    /// `head_rows` rows; `ToTensor` + `Normalize` happen here, just before the pass.
-    fn probabilities(&self, predictor: &Predictor, input: &[u8], head_rows: usize) -> Result<Vec<f32>, String> {
+    /// Probabilities of the prepared images laid end to end in `input`, flat (the head runs each
+    /// image alone, [`Predictor::raw_logits`]); `ToTensor` + `Normalize` happen here, just before
+    /// the pass.
+    fn probabilities(&self, predictor: &Predictor, input: &[u8]) -> Result<Vec<f32>, String> {
         let size = self.transform.image_size as i64;
         let per_image = self.per_image();
         let n = (input.len() / per_image) as i64;
@@ -272,12 +270,12 @@ impl PredictorBackend {
             preprocess::write_tensor(rgb, size as u32, &self.transform, false, false, out);
         }
         let x = Tensor::f_from_slice(&floats).and_then(|t| t.f_view([n, 3, size, size])).map_err(|e| e.to_string())?;
-        let probs = predictor.probabilities_padded(&x, head_rows).map_err(|e| e.to_string())?;
+        let probs = predictor.probabilities(&x).map_err(|e| e.to_string())?;
         probs.f_flatten(0, -1).and_then(|t| Vec::<f32>::try_from(&t)).map_err(|e| e.to_string())
     }
 
     /// The calibrated pass sizes (`run_as[n]` for passes of `n` images), if [`Backend::calibrate`] ran.
     pub fn calibrated(&self) -> Option<Vec<usize>> {
-        self.run_as.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|(_, r)| r.clone())
+        self.run_as.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }

@@ -1,6 +1,7 @@
 //! What the serve benchmarks (`bench_serve`, `bench_soak`) share: the checkpoint, images and
 //! `petal` binary of a run (generated ones for `--smoke`), starting `petal serve` with only the
-//! flags asked for, waiting until it answers, and reading a process's figures from `/proc`.
+//! flags asked for, waiting until it answers, reading a process's figures from `/proc`, and
+//! running ApacheBench (`ab`) against it.
 
 #![allow(dead_code)] // each example uses part of it
 
@@ -182,4 +183,35 @@ where
             std::process::exit(1);
         }
     }
+}
+
+/// Whether `program` is a file in one of `PATH`'s folders.
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+/// One `ab -n N -c C -s 60 -l [-H HEADER]… -p FILE -T image/jpeg URL` (HTTP/1.0, a connection per
+/// request): its figures, and whether it finished (ab exits non-zero on a hung or reset connection).
+pub fn ab(url: &str, body: &Path, n: usize, c: usize, headers: &[String]) -> serde_json::Value {
+    let (n, c) = (n.to_string(), c.to_string());
+    let mut cmd = Command::new("ab");
+    cmd.args(["-n", &n, "-c", &c, "-s", "60", "-l", "-T", "image/jpeg"]);
+    for h in headers {
+        cmd.arg("-H").arg(h);
+    }
+    let out = cmd.arg("-p").arg(body).arg(url).output();
+    let (ok, text) = match out {
+        Ok(o) => (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))),
+        Err(e) => (false, e.to_string()),
+    };
+    let field = |name: &str| -> serde_json::Value {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(serde_json::Value::Null, |v| serde_json::json!(v))
+    };
+    let error = text.lines().find(|l| l.starts_with("apr_") || l.contains("reset") || l.contains("timeout")).map(str::to_string);
+    serde_json::json!({ "finished": ok, "complete": field("Complete requests:"), "failed": field("Failed requests:"),
+            "non_2xx": field("Non-2xx responses:"), "rps": field("Requests per second:"), "error": error })
 }

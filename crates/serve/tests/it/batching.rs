@@ -2,11 +2,10 @@
 //! up to `--max-batch` images, their answers equal single requests bit for bit, and a full queue
 //! answers 503 with Retry-After.
 //!
-//! libtorch's CPU convolutions give an image the same bits at any batch size, but its matrix
-//! products do not (a classifier head at 4 rows vs 1 differs in the last bits), so every pass runs
-//! at its actual size while its classifier head runs at `--max-batch` rows (zero rows added to
-//! the features). `--unpadded-batches` drops that padding, and the last test shows why it is not
-//! the default.
+//! The classifier head runs each image alone (libtorch's matrix products round a row differently
+//! with the row count and, on some CPUs, its position), and the start-up probe
+//! ([`serve::Backend::calibrate`]) finds which pass sizes give the backbone's bits of a full pass;
+//! other passes run padded with blank images. `--unpadded-batches` skips the probe.
 //!
 //! Determinism without timing: the first forward pass is held at a gate until the server's own
 //! `/metrics` reports every other request admitted to the queue, so the batches that follow are
@@ -37,7 +36,8 @@ fn batched_answers_equal_single_answers_bit_for_bit() {
         })
         .collect();
     assert!(single.windows(2).any(|w| w[0] != w[1]), "the images give different answers");
-    assert_eq!(*inst.batches.lock().expect("batches"), vec![(1, 4); N as usize], "one pass of one image per request, its head at --max-batch rows");
+    assert_eq!(*inst.calibrations.lock().expect("calibrations"), vec![4], "probed once at start, at --max-batch");
+    assert_eq!(*inst.batches.lock().expect("batches"), vec![1; N as usize], "one pass of one image per request");
     inst.batches.lock().expect("batches").clear();
 
     // Hold the first forward pass, queue N more requests, then let everything run.
@@ -61,7 +61,7 @@ fn batched_answers_equal_single_answers_bit_for_bit() {
     }
     assert_eq!(
         *inst.batches.lock().expect("batches"),
-        vec![(1, 4), (4, 4), (4, 4), (4, 4)],
+        vec![1, 4, 4, 4],
         "the held request, then 12 queued requests in 3 passes of 4"
     );
 
@@ -91,7 +91,7 @@ fn max_wait_gathers_a_batch_and_a_full_batch_runs_at_once() {
     let second = http(a, "POST", PREDICT, &[], &png(2));
     assert_eq!((first.join().expect("first").status, second.status), (200, 200));
     assert_eq!(second.json()["timing_ms"]["batch_images"], 2);
-    assert_eq!(*inst.batches.lock().expect("batches"), vec![(2, 2)], "one pass of both images");
+    assert_eq!(*inst.batches.lock().expect("batches"), vec![2], "one pass of both images");
     drop(srv);
     // A batch that is already full does not wait: with --max-batch 1 and a wait far beyond the
     // request timeout, a lone request is still answered.
@@ -102,7 +102,7 @@ fn max_wait_gathers_a_batch_and_a_full_batch_runs_at_once() {
     });
     let r = http(srv.addr, "POST", PREDICT, &[], &png(3));
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(*inst.batches.lock().expect("batches"), vec![(1, 1)]);
+    assert_eq!(*inst.batches.lock().expect("batches"), vec![1]);
 }
 
 #[test]
@@ -132,7 +132,7 @@ fn a_job_that_would_overflow_a_pass_waits_for_the_next_one() {
         for r in [first.join().expect("first"), one.join().expect("one"), two.join().expect("two")] {
             assert_eq!(r.status, 200, "{}", r.text());
         }
-        let want = vec![(1, 4), (n1 as usize, 4), (n2 as usize, 4)];
+        let want = vec![1, n1 as usize, n2 as usize];
         assert_eq!(*inst.batches.lock().expect("batches"), want, "{n1} + {n2} images: one pass per request");
     }
 }
@@ -173,7 +173,7 @@ fn a_full_queue_answers_503_with_retry_after() {
 }
 
 #[test]
-fn unpadded_heads_are_not_bit_identical() {
+fn unpadded_batches_skip_the_probe_and_stay_close() {
     let (srv, inst) = TestServer::instrumented(2, |a| {
         a.batching.max_batch = 4;
         a.batching.unpadded_batches = true;
@@ -188,7 +188,8 @@ fn unpadded_heads_are_not_bit_identical() {
         assert!(close, "image {i}: {got:?} vs {single:?}");
         differs += usize::from(got.iter().zip(&single).any(|(a, b)| a.to_bits() != b.to_bits()));
     }
-    assert_eq!(*inst.batches.lock().expect("batches"), vec![(4, 4), (1, 1), (1, 1), (1, 1), (1, 1)], "heads run at the passes' actual size");
+    assert_eq!(*inst.batches.lock().expect("batches"), vec![4, 1, 1, 1, 1], "every pass at its own size");
+    assert!(inst.calibrations.lock().expect("calibrations").is_empty(), "no start-up probe");
     eprintln!("unpadded: {differs} of 4 images differ in their last bits between batch 4 and batch 1");
 }
 

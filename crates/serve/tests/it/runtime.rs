@@ -19,17 +19,17 @@ fn onnxruntime_answers_do_not_depend_on_the_batch() {
     ort.calibrate(MAX).expect("calibrate");
     let inputs: Vec<Vec<u8>> = (0..6).map(|i| ort.prepare(&png(i), "x.png", Tta::None).expect("prepare")).collect();
     let k = 3;
-    let single: Vec<Vec<infer::ClassProb>> = inputs.iter().map(|x| ort.predict(x, &[k], MAX).expect("predict").remove(0)).collect();
+    let single: Vec<Vec<infer::ClassProb>> = inputs.iter().map(|x| ort.predict(x, &[k]).expect("predict").remove(0)).collect();
     assert!(single.windows(2).any(|w| w[0] != w[1]), "the images give different answers");
     for n in 1..=MAX {
-        let batch = ort.predict(&inputs[..n].concat(), &vec![k; n], MAX).expect("batch");
+        let batch = ort.predict(&inputs[..n].concat(), &vec![k; n]).expect("batch");
         for (i, got) in batch.iter().enumerate() {
             let same = got.iter().zip(&single[i]).all(|(a, b)| a.index == b.index && a.prob.to_bits() == b.prob.to_bits());
             assert!(same, "image {i} in a batch of {n}: {got:?} vs alone {:?}", single[i]);
         }
     }
     for (x, want) in inputs.iter().zip(&single) {
-        let t = torch.predict(x, &[k], MAX).expect("torch").remove(0);
+        let t = torch.predict(x, &[k]).expect("torch").remove(0);
         let idx = |v: &[infer::ClassProb]| v.iter().map(|c| c.index).collect::<Vec<_>>();
         assert_eq!(idx(&t), idx(want), "the same top-{k}");
         for (a, b) in t.iter().zip(want) {

@@ -161,14 +161,16 @@ pub struct Instrumented {
     pub gate: Gate,
     /// Makes the next forward passes panic.
     pub panic_forward: AtomicBool,
-    /// (images, classifier-head rows) per forward pass, in order.
-    pub batches: Mutex<Vec<(usize, usize)>>,
+    /// Images per forward pass, in order.
+    pub batches: Mutex<Vec<usize>>,
+    /// `max_batch` of every start-up probe ([`Backend::calibrate`]), in order.
+    pub calibrations: Mutex<Vec<usize>>,
 }
 
 impl Instrumented {
     /// Wraps `inner`.
     pub fn new(inner: Arc<dyn Backend>) -> Arc<Self> {
-        Arc::new(Instrumented { inner, gate: Gate::default(), panic_forward: AtomicBool::new(false), batches: Mutex::new(Vec::new()) })
+        Arc::new(Instrumented { inner, gate: Gate::default(), panic_forward: AtomicBool::new(false), batches: Mutex::new(Vec::new()), calibrations: Mutex::new(Vec::new()) })
     }
 }
 
@@ -184,16 +186,17 @@ impl Backend for Instrumented {
         self.inner.prepare(bytes, name, tta)
     }
 
-    fn predict(&self, input: &[u8], ks: &[usize], head_rows: usize) -> Result<Vec<Vec<ClassProb>>, serve::BackendError> {
+    fn predict(&self, input: &[u8], ks: &[usize]) -> Result<Vec<Vec<ClassProb>>, serve::BackendError> {
         self.gate.pass();
-        self.batches.lock().expect("batches").push((ks.len(), head_rows));
+        self.batches.lock().expect("batches").push(ks.len());
         if self.panic_forward.load(Ordering::SeqCst) {
             panic!("injected panic in the forward pass");
         }
-        self.inner.predict(input, ks, head_rows)
+        self.inner.predict(input, ks)
     }
 
     fn calibrate(&self, max_batch: usize) -> Result<Vec<usize>, serve::BackendError> {
+        self.calibrations.lock().expect("calibrations").push(max_batch);
         self.inner.calibrate(max_batch)
     }
 }
