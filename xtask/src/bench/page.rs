@@ -71,15 +71,11 @@ fn provenance(e: &Entry) -> String {
     machine.extend(m.cpus.map(|n| format!("{n} logical CPUs")));
     machine.extend(m.mem_gib.map(|g| format!("{} GiB", figure(Some(g)))));
     machine.push(format!("{} {}", m.os, m.arch));
-    format!(
-        "Recorded {} at commit {} on {}; load {}; wall {}; command `{}`.",
-        e.recorded_utc,
-        commit(e),
-        machine.join(", "),
-        load(e),
-        duration(e.wall_s),
-        e.command
-    )
+    let at = match e.commit {
+        Some(_) => format!("at commit {}", commit(e)),
+        None => "outside a git checkout".to_string(),
+    };
+    format!("Recorded {} {at} on {}; load {}; wall {}; command `{}`.", e.recorded_utc, machine.join(", "), load(e), duration(e.wall_s), e.command)
 }
 
 /// The table of the suite's declared metrics: petal, the reference, the ratio.
@@ -153,7 +149,7 @@ mod tests {
         let mut predict = entry("2026-12-04T23:59:59Z", "fedcba9876543210", json!({"cold_s": 1.25, "warm_img_s": 142.7}), Value::Null);
         (predict.dirty, predict.wall_s, predict.load.after) = (true, 187.0, None);
         predict.command = "cargo xtask bench --only predict".into();
-        predict.machine.cpu = None;
+        (predict.machine.cpu, predict.machine.mem_gib) = (None, None);
         json!({ "checkpoint": checkpoint, "predict": predict })
     }
 
@@ -175,7 +171,8 @@ mod tests {
              load 0.50 → 1.25; wall 12.5 s; command `cargo xtask bench --vs-pytorch --only checkpoint,predict`."
         ));
         assert!(page.contains(
-            "on an unknown CPU, 2 logical CPUs, 23.4 GiB, linux x86_64; load 0.50 → –; wall 3 min 7 s; command `cargo xtask bench --only predict`."
+            "Recorded 2026-12-04T23:59:59Z at commit `fedcba9+dirty` on an unknown CPU, 2 logical CPUs, linux x86_64; load 0.50 → –; \
+             wall 3 min 7 s; command `cargo xtask bench --only predict`."
         ));
         assert!(page.contains("Lower is better for `save_s`, `load_s`: their ratio is reference ÷ petal"));
         assert!(page.contains("No reference figures: this entry was recorded without `--vs-pytorch`. Lower is better for `cold_s`.\n"));
@@ -200,6 +197,18 @@ mod tests {
         let page = render(&json!({ "forward": forward })).expect("render");
         assert!(page.contains("| `vgg11` | 3.5 | 7 | 0.50 |\n| `vgg11_bn` | – | – | – |") && page.contains("| `alexnet` | 40 | – | – |"), "{page}");
         assert!(!page.contains("`densenet121`"), "{page}");
+    }
+
+    #[test]
+    fn an_entry_without_a_commit_says_so() {
+        let mut soak = entry("2026-12-05T09:00:00Z", "x", json!({"valid_lost": 0}), Value::Null);
+        soak.commit = None;
+        let page = render(&json!({ "soak": soak })).expect("render");
+        assert!(page.contains("| [soak](#soak) | 2026-12-05 | – | 0.50 → 1.25 | 12.5 s |"), "{page}");
+        assert!(page.contains("Recorded 2026-12-05T09:00:00Z outside a git checkout on Test CPU"), "{page}");
+        // No reference by design: no sentence about a missing --vs-pytorch, no ratio to explain.
+        assert!(page.contains("| `valid_lost` | 0 | – | – |") && page.contains("\n\nLower is better for `valid_lost`, "), "{page}");
+        assert!(!page.contains("No reference figures") && !page.contains("their ratio"), "{page}");
     }
 
     #[test]
