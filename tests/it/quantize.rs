@@ -8,7 +8,7 @@
 //! channel of a convolution that every later feature depends on is scaled 10,000× (and the batch
 //! norms that read it are rescaled to match, so float32 answers as before), so the per-tensor uint8
 //! range of that output is set by the one channel and the others round to nothing. (On real data,
-//! quantizing the stem too cost the main job's ensemble 4.65 points: BENCHMARKS.md, "int8".)
+//! quantizing the stem too cost the main job's ensemble 4.65 points: docs/history/benchmarks.md, "int8".)
 
 use crate::common;
 

@@ -4,15 +4,29 @@
 //! `--vs-pytorch`, a Python reference script under `bench/` that measures the same work with
 //! PyTorch 2.13 in the same run. Both print one JSON object as their last stdout line (the
 //! protocol of `crates/benchkit`); the harness prints a table of the figures and the ratios, and
-//! saves everything to `target/bench/latest.json`. A suite that fails is reported and the others
-//! still run; the command then fails naming it.
+//! saves them to the record `target/bench/latest.json`. A suite that fails is reported and the
+//! others still run; the command then fails naming it.
+//!
+//! The suites, and what each measures against what, are declared in [`mod@suites`]. The record
+//! accumulates: each suite's entry carries its own date, commit, machine, load, wall time and
+//! command ([`record`], from [`host`]), and a run replaces only the entries of the suites it ran
+//! successfully. `--write-md` runs no suite: it copies the record to `bench/record.json` and
+//! writes `BENCHMARKS.md`, its rendering ([`page`]), which `cargo xtask lint` keeps in step.
 //!
 //! `--smoke` runs every suite on tiny generated inputs (dev profile, no Python, seconds each) and
 //! checks that each reports its metrics as finite numbers: `cargo xtask test` runs it so the
-//! benchmarks cannot rot.
+//! benchmarks cannot rot. Its figures go to `target/bench/smoke.json` and never into the record.
+
+mod host;
+mod page;
+mod record;
+mod suites;
+
+pub(crate) use page::render;
+use suites::{suites, with_run_metrics, Better, Suite, SUITE_NAMES};
 
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -33,220 +47,40 @@ pub struct BenchArgs {
     #[arg(long)]
     pub forward_all: bool,
     /// Real-data folder for suites that read images.
-    #[arg(long, default_value = "../shared/data")]
+    #[arg(long, default_value = DEFAULT_DATA)]
     pub data: PathBuf,
+    /// Run no suite: copy the record (target/bench/latest.json) to bench/record.json and write
+    /// BENCHMARKS.md from it.
+    #[arg(long, conflicts_with_all = ["vs_pytorch", "smoke", "only", "forward_all", "data"])]
+    pub write_md: bool,
 }
 
-/// How one metric compares: higher is better (throughput) or lower is better (seconds).
-#[derive(Clone, Copy)]
-enum Better {
-    Higher,
-    Lower,
+/// The default of `--data`.
+pub(crate) const DEFAULT_DATA: &str = "../shared/data";
+
+/// The `cargo xtask bench …` command line that gives `args`: every flag that differs from its
+/// default, in a fixed order (what a suite's entry in the record names as its `command`).
+fn command_line(args: &BenchArgs) -> String {
+    let mut words = vec!["cargo xtask bench".to_string()];
+    let flags = [("--vs-pytorch", args.vs_pytorch), ("--smoke", args.smoke), ("--forward-all", args.forward_all), ("--write-md", args.write_md)];
+    words.extend(flags.iter().filter(|(_, on)| *on).map(|(flag, _)| flag.to_string()));
+    if !args.only.is_empty() {
+        words.push(format!("--only {}", args.only.join(",")));
+    }
+    if args.data != Path::new(DEFAULT_DATA) {
+        words.push(format!("--data {}", shell_word(&args.data.display().to_string())));
+    }
+    words.join(" ")
 }
 
-struct Suite {
-    name: &'static str,
-    package: &'static str,
-    example: &'static str,
-    script: &'static str,
-    metrics: &'static [(&'static str, Better)],
-    /// Arguments for both sides, given the data folder.
-    args: fn(&Path) -> Vec<String>,
-    /// The example drives the reference itself (given `--vs-pytorch --python PY`) and prints
-    /// `{"rust": {...}, "pytorch": {...}}`; `script` is the reference it starts.
-    self_compared: bool,
-    /// The example has a `--smoke` mode (a self-compared suite may not).
-    smoke: bool,
+/// `word` as a POSIX shell reads it back: unchanged when it is plain, else single-quoted.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "_./,:=+-@%".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        return word.to_string();
+    }
+    format!("'{}'", word.replace('\'', "'\\''"))
 }
-
-/// The suites, in the order they run.
-const SUITE_NAMES: [&str; 9] = ["preprocess", "checkpoint", "convert", "forward", "train", "predict", "serve", "export", "soak"];
-
-fn suites() -> Vec<Suite> {
-    use Better::*;
-    vec![
-        Suite {
-            name: "preprocess",
-            package: "preprocess",
-            example: "bench_preprocess",
-            script: "bench/preprocess_torchvision.py",
-            metrics: &[("eval_img_s", Higher), ("train_img_s", Higher), ("cached_eval_img_s", Higher), ("cached_train_img_s", Higher)],
-            args: |d| vec!["--data".into(), d.join("flowers102-fullres-sample").display().to_string()],
-            self_compared: false,
-            smoke: true,
-        },
-        Suite {
-            name: "checkpoint",
-            package: "checkpoint",
-            example: "bench_io",
-            script: "bench/checkpoint_io.py",
-            metrics: &[("save_s", Lower), ("load_s", Lower)],
-            args: |_| vec![],
-            self_compared: false,
-            smoke: true,
-        },
-        Suite {
-            name: "convert",
-            package: "model",
-            example: "bench_convert",
-            script: "bench/convert_pytorch.py",
-            metrics: &[("zip_s", Lower), ("legacy_s", Lower), ("zip_peak_rss_x", Lower), ("legacy_peak_rss_x", Lower)],
-            args: |_| vec![],
-            self_compared: true,
-            smoke: true,
-        },
-        Suite {
-            name: "forward",
-            package: "model",
-            example: "bench_forward",
-            script: "bench/forward_pytorch.py",
-            metrics: &[("densenet121", Higher), ("efficientnet_lite0", Higher)],
-            args: |_| vec![],
-            self_compared: false,
-            smoke: true,
-        },
-        Suite {
-            name: "train",
-            package: "train",
-            example: "bench_train",
-            script: "bench/train_pytorch.py",
-            metrics: &[("valid_acc", Higher), ("wall_s", Lower)],
-            args: |d| vec!["--data".into(), d.join("flowers102-mini").display().to_string()],
-            self_compared: false,
-            smoke: true,
-        },
-        Suite {
-            name: "predict",
-            package: "infer",
-            example: "bench_predict",
-            script: "bench/predict_pytorch.py",
-            metrics: &[("cold_s", Lower), ("warm_img_s", Higher)],
-            args: |d| vec!["--data".into(), d.join("flowers102-mini").display().to_string()],
-            self_compared: false,
-            smoke: true,
-        },
-        Suite {
-            name: "serve",
-            package: "serve",
-            example: "bench_serve",
-            script: "bench/serve_pytorch.py",
-            metrics: &[
-                ("c1_rps", Higher),
-                ("c1_p50_ms", Lower),
-                ("c1_p99_ms", Lower),
-                ("c8_rps", Higher),
-                ("c8_p50_ms", Lower),
-                ("c8_p99_ms", Lower),
-                ("c32_rps", Higher),
-                ("c32_p50_ms", Lower),
-                ("c32_p99_ms", Lower),
-                ("c1_errors", Lower),
-                ("c8_errors", Lower),
-                ("c32_errors", Lower),
-                ("rss_mb", Lower),
-                ("overload_offered_rps", Higher),
-                ("overload_ok", Higher),
-                ("overload_503", Higher),
-                ("overload_lost", Lower),
-                ("overload_p99_ms", Lower),
-            ],
-            args: |d| vec!["--data".into(), d.display().to_string()],
-            self_compared: true,
-            smoke: true,
-        },
-        // The "pytorch" column is onnxruntime here: petal (libtorch) vs onnxruntime on the ONNX
-        // files petal exported in the same run; the `tract_*` rows are tract on the same files; the
-        // `int8_*` rows are petal's int8 path vs onnxruntime on the same quantized file; the
-        // `eager_*` rows are petal's libtorch path vs PyTorch eager on the same architecture.
-        Suite {
-            name: "export",
-            package: "export",
-            example: "bench_export",
-            script: "bench/export_onnxruntime.py",
-            metrics: &[
-                ("lite0_b1_img_s", Higher),
-                ("lite0_b32_img_s", Higher),
-                ("lite2_b1_img_s", Higher),
-                ("lite2_b32_img_s", Higher),
-                ("densenet121_b1_img_s", Higher),
-                ("densenet121_b32_img_s", Higher),
-                ("lite012_b1_img_s", Higher),
-                ("lite012_b32_img_s", Higher),
-                ("ort_lite0_b1_img_s", Higher),
-                ("ort_lite0_b32_img_s", Higher),
-                ("ort_lite2_b1_img_s", Higher),
-                ("ort_lite2_b32_img_s", Higher),
-                ("ort_densenet121_b1_img_s", Higher),
-                ("ort_densenet121_b32_img_s", Higher),
-                ("ort_lite012_b1_img_s", Higher),
-                ("ort_lite012_b32_img_s", Higher),
-                ("int8_lite0_b1_img_s", Higher),
-                ("int8_lite0_b32_img_s", Higher),
-                ("int8_lite2_b1_img_s", Higher),
-                ("int8_lite2_b32_img_s", Higher),
-                ("int8_densenet121_b1_img_s", Higher),
-                ("int8_densenet121_b32_img_s", Higher),
-                ("int8_lite012_b1_img_s", Higher),
-                ("int8_lite012_b32_img_s", Higher),
-                ("eager_lite0_b1_img_s", Higher),
-                ("eager_lite0_b32_img_s", Higher),
-                ("eager_lite2_b1_img_s", Higher),
-                ("eager_lite2_b32_img_s", Higher),
-                ("eager_densenet121_b1_img_s", Higher),
-                ("eager_densenet121_b32_img_s", Higher),
-                ("eager_lite012_b1_img_s", Higher),
-                ("eager_lite012_b32_img_s", Higher),
-                ("tract_lite0_b1_img_s", Higher),
-                ("tract_lite0_b32_img_s", Higher),
-                ("tract_densenet121_b1_img_s", Higher),
-                ("tract_densenet121_b32_img_s", Higher),
-            ],
-            args: |d| vec!["--data".into(), d.join("flowers102-mini").display().to_string()],
-            self_compared: false,
-            smoke: true,
-        },
-        // No reference: `petal serve` alone under mixed traffic for 10 minutes (20 s in smoke).
-        Suite {
-            name: "soak",
-            package: "serve",
-            example: "bench_soak",
-            script: "",
-            metrics: &[
-                ("valid_ok", Higher),
-                ("valid_lost", Lower),
-                ("valid_p50_ms", Lower),
-                ("valid_p99_ms", Lower),
-                ("server_5xx", Lower),
-                ("rss_growth_pct", Lower),
-                ("fd_growth", Lower),
-                ("thread_growth", Lower),
-            ],
-            args: |d| vec!["--data".into(), d.display().to_string()],
-            self_compared: true,
-            smoke: true,
-        },
-    ]
-}
-
-/// The forward suite's metrics with `--forward-all`: every architecture issue 11 added.
-const FORWARD_ALL: &[(&str, Better)] = &[
-    ("vgg11", Better::Higher),
-    ("vgg11_bn", Better::Higher),
-    ("vgg13", Better::Higher),
-    ("vgg13_bn", Better::Higher),
-    ("vgg16", Better::Higher),
-    ("vgg16_bn", Better::Higher),
-    ("vgg19", Better::Higher),
-    ("vgg19_bn", Better::Higher),
-    ("resnet18", Better::Higher),
-    ("resnet34", Better::Higher),
-    ("resnet50", Better::Higher),
-    ("resnet101", Better::Higher),
-    ("resnet152", Better::Higher),
-    ("alexnet", Better::Higher),
-    ("efficientnet_lite1", Better::Higher),
-    ("efficientnet_lite2", Better::Higher),
-];
 
 /// The Python used for references: `PETAL_BENCH_PYTHON`, else bench/.venv (created on first use).
 fn python() -> Result<PathBuf> {
@@ -361,8 +195,12 @@ fn run_suite(s: &Suite, args: &BenchArgs, py: Option<&Path>) -> Result<(Report, 
     Ok((rust, pyres))
 }
 
+/// One line of a table: suite, metric, petal's figure, the reference's, and the ratio.
 type Row = (&'static str, &'static str, Option<f64>, Option<f64>, Option<f64>);
 
+/// The rows of `s`'s declared metrics; the ratio is "× better for petal" (petal ÷ reference for a
+/// higher-is-better metric, reference ÷ petal otherwise), absent when a side lacks the figure or
+/// the divisor is not positive.
 fn rows(s: &Suite, rust: &Report, pyres: Option<&Report>) -> Vec<Row> {
     let mut rows = Vec::new();
     for (key, better) in s.metrics {
@@ -378,12 +216,28 @@ fn rows(s: &Suite, rust: &Report, pyres: Option<&Report>) -> Vec<Row> {
     rows
 }
 
+/// A figure for a table: integers and values of 100 or more without decimals, smaller ones with
+/// up to 4 decimals (trailing zeros trimmed), tiny ones in scientific notation; `–` when absent.
+fn figure(v: Option<f64>) -> String {
+    match v {
+        None => "–".into(),
+        Some(v) if !v.is_finite() => "–".into(),
+        Some(v) if v.abs() >= 100.0 || v.fract() == 0.0 => format!("{v:.0}"),
+        Some(v) if v.abs() < 1e-4 => format!("{v:.2e}"),
+        Some(v) => format!("{v:.4}").trim_end_matches('0').trim_end_matches('.').to_string(),
+    }
+}
+
+/// A ratio for a table: 2 decimals; `–` when absent.
+fn ratio(v: Option<f64>) -> String {
+    v.filter(|v| v.is_finite()).map(|v| format!("{v:.2}")).unwrap_or_else(|| "–".into())
+}
+
 fn print_table(rows: &[Row]) {
     println!("| suite | metric | rust | pytorch | advantage (×, >1 = rust better) |");
     println!("|---|---|---|---|---|");
-    let fmt = |v: Option<f64>| v.map(|v| format!("{v:.4}")).unwrap_or_else(|| "–".into());
-    for (suite, key, r, p, ratio) in rows {
-        println!("| {suite} | {key} | {} | {} | {} |", fmt(*r), fmt(*p), ratio.map(|v| format!("{v:.2}")).unwrap_or_else(|| "–".into()));
+    for (suite, key, r, p, x) in rows {
+        println!("| {suite} | {key} | {} | {} | {} |", figure(*r), figure(*p), ratio(*x));
     }
 }
 
@@ -395,48 +249,115 @@ fn build_for_smoke() -> Result<()> {
     crate::run_status(cmd, "cargo build --workspace --examples --bins")
 }
 
-/// `cargo xtask bench`.
-pub fn run(args: &BenchArgs) -> Result<()> {
-    let root = crate::repo_root();
-    let py = if args.vs_pytorch { Some(python()?) } else { None };
-    if args.smoke {
-        build_for_smoke()?;
-    }
-    let mut report = Map::new();
-    let mut rows_all = Vec::new();
-    let mut failed = Vec::new();
+/// The suites `args` asks for, in the harness's order, with the metrics they will report.
+fn selected(args: &BenchArgs) -> Vec<Suite> {
+    let mut out = Vec::new();
     for s in suites() {
         if !args.only.is_empty() && !args.only.iter().any(|o| o == s.name) {
             continue;
         }
-        let s = if s.name == "forward" && args.forward_all && !args.smoke { Suite { metrics: FORWARD_ALL, ..s } } else { s };
         if args.smoke && !s.smoke {
             // Every suite has a smoke mode today; a new one may not yet.
             eprintln!("bench: suite {} has no smoke mode; not run", s.name);
             continue;
         }
-        match run_suite(&s, args, py.as_deref()) {
+        out.push(with_run_metrics(s, args.forward_all && !args.smoke));
+    }
+    out
+}
+
+/// What a run produced: an entry per suite that succeeded, the table's rows, the suites that failed.
+struct Outcome {
+    entries: record::Record,
+    rows: Vec<Row>,
+    failed: Vec<&'static str>,
+}
+
+/// Runs the selected suites one after the other; a failure is reported and the others still run.
+fn run_suites(args: &BenchArgs, py: Option<&Path>) -> Outcome {
+    let root = crate::repo_root();
+    let machine = host::machine();
+    let command = command_line(args);
+    let mut out = Outcome { entries: record::Record::new(), rows: Vec::new(), failed: Vec::new() };
+    for s in selected(args) {
+        let start = record::Start::now(&root);
+        match run_suite(&s, args, py) {
             Ok((rust, pyres)) => {
-                rows_all.extend(rows(&s, &rust, pyres.as_ref()));
-                report.insert(s.name.to_string(), json!({ "rust": rust, "pytorch": pyres }));
+                out.rows.extend(rows(&s, &rust, pyres.as_ref()));
+                out.entries.insert(s.name.to_string(), start.finish(&machine, &command, rust, pyres));
             }
             Err(e) => {
                 eprintln!("bench: suite {} FAILED: {e:#}", s.name);
-                failed.push(s.name);
+                out.failed.push(s.name);
             }
         }
     }
-    print_table(&rows_all);
+    out
+}
+
+/// Saves a run's entries: merged into the record `target/bench/latest.json` (the suites it did not
+/// run, or that failed, keep their earlier entries), or alone into `smoke.json` for a smoke run.
+fn save(root: &Path, smoke: bool, entries: record::Record) -> Result<()> {
     let dir = root.join("target/bench");
     std::fs::create_dir_all(&dir).with_context(|| format!("could not create {}", dir.display()))?;
-    let machine = json!({ "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "os": std::env::consts::OS, "arch": std::env::consts::ARCH });
-    report.insert("machine".into(), machine);
     // Smoke figures are meaningless as measurements: they never replace the last real run's.
-    let path = dir.join(if args.smoke { "smoke.json" } else { "latest.json" });
-    std::fs::write(&path, serde_json::to_string_pretty(&Value::Object(report))?).with_context(|| format!("could not write {}", path.display()))?;
+    let (path, saved) = if smoke {
+        (dir.join("smoke.json"), entries)
+    } else {
+        let path = dir.join("latest.json");
+        let previous = record::read_previous(&path);
+        (path, record::merge(previous, entries))
+    };
+    record::write(&path, &saved)?;
     eprintln!("bench: results saved to {}", path.display());
-    if !failed.is_empty() {
-        bail!("benchmark suite(s) failed: {} (the reason is printed above each)", failed.join(", "));
+    Ok(())
+}
+
+/// `cargo xtask bench --write-md`: the record becomes `bench/record.json` and `BENCHMARKS.md`.
+/// The page is rendered from the file as written, exactly as `cargo xtask lint` will read it.
+fn write_md(root: &Path) -> Result<()> {
+    let latest = root.join("target/bench/latest.json");
+    let text = std::fs::read_to_string(&latest)
+        .with_context(|| format!("could not read {}: run `cargo xtask bench --vs-pytorch` first (or `--only <suite>`)", latest.display()))?;
+    let value: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", latest.display()))?;
+    let saved = record::parse(&value)
+        .with_context(|| format!("{} is not a record of this harness (an older format? rerun the suites to start a new record)", latest.display()))?;
+    let copy = root.join(RECORD);
+    record::write(&copy, &saved)?;
+    let page = render_file(&copy)?;
+    let md = root.join(PAGE);
+    petal_common::write_atomic(&md, page.as_bytes()).with_context(|| format!("could not write {}", md.display()))?;
+    eprintln!("bench: {} suite(s) copied to {RECORD}; {PAGE} written from it", saved.len());
+    Ok(())
+}
+
+/// Where the committed record lives, relative to the repository root.
+pub(crate) const RECORD: &str = "bench/record.json";
+/// The page rendered from it, relative to the repository root.
+pub(crate) const PAGE: &str = "BENCHMARKS.md";
+
+/// The rendering of the record in `path` (see [`render`]).
+pub(crate) fn render_file(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("could not read {}", path.display()))?;
+    let value: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    render(&value).with_context(|| format!("{} is not a record this harness can render", path.display()))
+}
+
+/// `cargo xtask bench`.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let root = crate::repo_root();
+    if args.write_md {
+        return write_md(&root);
+    }
+    let py = if args.vs_pytorch { Some(python()?) } else { None };
+    if args.smoke {
+        build_for_smoke()?;
+    }
+    let outcome = run_suites(args, py.as_deref());
+    print_table(&outcome.rows);
+    save(&root, args.smoke, outcome.entries)?;
+    if !outcome.failed.is_empty() {
+        bail!("benchmark suite(s) failed: {} (the reason is printed above each)", outcome.failed.join(", "));
     }
     Ok(())
 }
@@ -473,6 +394,63 @@ mod tests {
         for s in suites() {
             assert!(root.join("crates").join(s.package).join("examples").join(format!("{}.rs", s.example)).is_file(), "{}", s.name);
             assert!(s.script.is_empty() || root.join(s.script).is_file(), "{}", s.script);
+            assert!(s.about.len() > 100 && s.about.ends_with('.') && !s.about.contains("  "), "{}: {}", s.name, s.about);
         }
+    }
+
+    /// `cargo xtask bench ARGS`, parsed as the command line is.
+    fn parse(args: &[&str]) -> Result<BenchArgs, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        <Cli as clap::Parser>::try_parse_from(std::iter::once("bench").chain(args.iter().copied())).map(|c| c.bench)
+    }
+
+    #[test]
+    fn the_command_line_names_every_flag_that_is_not_a_default() {
+        let line = |args: &[&str]| command_line(&parse(args).expect("valid arguments"));
+        assert_eq!(line(&[]), "cargo xtask bench");
+        assert_eq!(line(&["--only", "serve", "--vs-pytorch"]), "cargo xtask bench --vs-pytorch --only serve");
+        assert_eq!(
+            line(&["--only=forward,train", "--forward-all", "--data", "../shared/data"]),
+            "cargo xtask bench --forward-all --only forward,train"
+        );
+        assert_eq!(line(&["--smoke", "--only", "soak", "--only", "export"]), "cargo xtask bench --smoke --only soak,export");
+        assert_eq!(line(&["--data", "/mnt/my data/it's"]), "cargo xtask bench --data '/mnt/my data/it'\\''s'");
+        assert_eq!(line(&["--write-md"]), "cargo xtask bench --write-md");
+        // What it prints parses back to the same arguments.
+        let words = ["--vs-pytorch", "--forward-all", "--only", "forward,predict", "--data", "/srv/data"];
+        let printed = line(&words);
+        assert_eq!(line(&printed.split_whitespace().skip(3).collect::<Vec<_>>()), printed);
+    }
+
+    #[test]
+    fn write_md_runs_alone() {
+        assert!(parse(&["--write-md"]).expect("alone").write_md);
+        for other in [&["--only", "serve"][..], &["--vs-pytorch"], &["--smoke"], &["--forward-all"], &["--data", "x"]] {
+            let args: Vec<&str> = std::iter::once("--write-md").chain(other.iter().copied()).collect();
+            assert!(parse(&args).is_err(), "{args:?}");
+        }
+        assert!(parse(&["--only", "nosuch"]).is_err());
+    }
+
+    #[test]
+    fn figures_have_sensible_precision() {
+        let f = |v: f64| figure(Some(v));
+        assert_eq!((f(12345.678), f(142.7), f(100.0), f(3.0), f(0.0)), ("12346".into(), "143".into(), "100".into(), "3".into(), "0".into()));
+        assert_eq!((f(42.123456), f(0.05), f(2.5), f(0.00001234)), ("42.1235".into(), "0.05".into(), "2.5".into(), "1.23e-5".into()));
+        assert_eq!((figure(None), f(f64::NAN), ratio(Some(2.0)), ratio(None)), ("–".into(), "–".into(), "2.00".into(), "–".into()));
+    }
+
+    #[test]
+    fn ratios_are_better_for_petal_above_one() {
+        let s = suites().into_iter().find(|s| s.name == "predict").expect("suite");
+        let rust = parse_report(r#"{"cold_s": 0.5, "warm_img_s": 30}"#).expect("json");
+        let py = parse_report(r#"{"cold_s": 2.0, "warm_img_s": 10}"#).expect("json");
+        let got: Vec<Option<f64>> = rows(&s, &rust, Some(&py)).into_iter().map(|r| r.4).collect();
+        assert_eq!(got, [Some(4.0), Some(3.0)]);
+        assert_eq!(rows(&s, &rust, None)[0].4, None);
     }
 }

@@ -2,10 +2,11 @@
 //!
 //! Checks, all run even when an earlier one fails, then one summary saying what to fix:
 //! 1. `cargo fmt --all --check` (rustfmt.toml);
-//! 2. tidy: every library crate (`crates/*/src/lib.rs`) declares `#![warn(missing_docs)]` or
-//!    `#![deny(missing_docs)]`, every snippet of README.md and the guides under `docs/` equals the
-//!    example region it mirrors, and `deploy/Containerfile` builds with the "Container image"
-//!    section's commands;
+//! 2. tidy: `BENCHMARKS.md` is the rendering of `bench/record.json` (skipped, with a note, while
+//!    there is no record), every library crate (`crates/*/src/lib.rs`) declares
+//!    `#![warn(missing_docs)]` or `#![deny(missing_docs)]`, every snippet of README.md and the
+//!    guides under `docs/` equals the example region it mirrors, and `deploy/Containerfile` builds
+//!    with the "Container image" section's commands;
 //! 3. `cargo clippy --workspace --all-targets -- -D warnings` (missing docs included: they are
 //!    rustc warnings);
 //! 4. `cargo doc --workspace --no-deps` with `RUSTDOCFLAGS=-D warnings` (broken doc links,
@@ -43,7 +44,11 @@ pub fn run(args: &LintArgs) -> Result<()> {
         failures.push(Failure { check: "rustfmt", fix: "run `cargo fmt --all` (or `cargo xtask lint --fix`); the diff is above".into() });
     }
 
-    eprintln!("lint: tidy (missing_docs on every library crate, README snippets, Containerfile commands)");
+    eprintln!("lint: tidy (BENCHMARKS.md, missing_docs on every library crate, README snippets, Containerfile commands)");
+    match benchmarks_page(&root) {
+        Some(problems) => failures.extend(problems.into_iter().map(|fix| Failure { check: "tidy", fix })),
+        None => eprintln!("lint: no {} yet, so {} is not checked against it", crate::bench::RECORD, crate::bench::PAGE),
+    }
     for problem in missing_docs_attributes(&root)? {
         failures.push(Failure { check: "tidy", fix: problem });
     }
@@ -91,6 +96,27 @@ pub fn run(args: &LintArgs) -> Result<()> {
         eprintln!("  [{}] {}", f.check, f.fix);
     }
     bail!("lint failed ({})", failures.iter().map(|f| f.check).collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>().join(", "))
+}
+
+/// `BENCHMARKS.md` must be the rendering of `bench/record.json` (`cargo xtask bench --write-md`
+/// writes both); `None` when there is no record yet.
+fn benchmarks_page(root: &Path) -> Option<Vec<String>> {
+    let record = root.join(crate::bench::RECORD);
+    if !record.exists() {
+        return None;
+    }
+    let page = std::fs::read_to_string(root.join(crate::bench::PAGE)).ok();
+    Some(page_problems(crate::bench::render_file(&record), page.as_deref()))
+}
+
+/// The problems of a committed `page` given the rendering of the record (or why it failed).
+fn page_problems(rendered: Result<String>, page: Option<&str>) -> Vec<String> {
+    let fix = "run `cargo xtask bench --write-md`";
+    match rendered {
+        Err(e) => vec![format!("{} cannot be rendered ({e:#}): {fix} to rewrite it from target/bench/latest.json", crate::bench::RECORD)],
+        Ok(want) if page == Some(want.as_str()) => Vec::new(),
+        Ok(_) => vec![format!("{} is not the rendering of {}: {fix}", crate::bench::PAGE, crate::bench::RECORD)],
+    }
 }
 
 /// Tests that print their own skip (`eprintln!("SKIP ...")`) instead of recording it through
@@ -332,6 +358,38 @@ mod tests {
         assert!(skip_prints("testkit::skip(CHECK, \"absent\");\neprintln!(\"NOTE: sample absent\");").is_empty());
         // The repository itself has none.
         assert_eq!(hand_made_skips(&crate::repo_root()).unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn benchmarks_page_must_be_the_records_rendering() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let root = dir.path();
+        assert_eq!(benchmarks_page(root), None, "no record yet: skipped");
+        std::fs::create_dir(root.join("bench")).expect("mkdir");
+        std::fs::write(root.join(crate::bench::RECORD), "{}\n").expect("write");
+        let drifted = vec!["BENCHMARKS.md is not the rendering of bench/record.json: run `cargo xtask bench --write-md`".to_string()];
+        assert_eq!(benchmarks_page(root), Some(drifted.clone()), "no page");
+        let fresh = crate::bench::render(&serde_json::json!({})).expect("render");
+        std::fs::write(root.join(crate::bench::PAGE), &fresh).expect("write");
+        assert_eq!(benchmarks_page(root), Some(Vec::new()), "a fresh rendering passes");
+        std::fs::write(root.join(crate::bench::PAGE), fresh.replace("× better", "x better")).expect("write");
+        assert_eq!(benchmarks_page(root), Some(drifted), "an edited page fails");
+        std::fs::write(root.join(crate::bench::RECORD), "{\"nosuch\": {}}").expect("write");
+        let problems = benchmarks_page(root).expect("checked");
+        assert!(problems.len() == 1 && problems[0].contains("cannot be rendered") && problems[0].contains("nosuch"), "{problems:?}");
+    }
+
+    #[test]
+    fn this_repositorys_benchmarks_page_is_current() {
+        let root = crate::repo_root();
+        match benchmarks_page(&root) {
+            Some(problems) => assert_eq!(problems, Vec::<String>::new()),
+            // Before the first record, the page is the rendering of an empty one (no hand edits either).
+            None => assert_eq!(
+                std::fs::read_to_string(root.join(crate::bench::PAGE)).expect("BENCHMARKS.md"),
+                crate::bench::render(&serde_json::json!({})).expect("render")
+            ),
+        }
     }
 
     #[test]

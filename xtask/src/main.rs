@@ -43,13 +43,15 @@ enum Cmd {
     /// Setup and the PyTorch reference, then the whole test suite (`cargo test --workspace`) with a
     /// summary of skipped checks; fails when a check CI must run was skipped (TESTING.md).
     Test(testrun::TestArgs),
-    /// The gates CI runs before the tests: rustfmt check, tidy (missing_docs on every library crate,
-    /// README snippets), clippy with warnings denied, rustdoc with warnings denied.
+    /// The gates CI runs before the tests: rustfmt check, tidy (BENCHMARKS.md is the rendering of
+    /// bench/record.json, missing_docs on every library crate, README snippets), clippy with
+    /// warnings denied, rustdoc with warnings denied.
     Lint(lint::LintArgs),
     /// Mutation testing of one crate's hand-picked modules, by the command TESTING.md records
     /// (cargo-mutants; shared settings in .cargo/mutants.toml).
     Mutants(mutants::MutantsArgs),
-    /// Run the benchmarks (release build) and, with --vs-pytorch, the Python references in the same run.
+    /// Run the benchmarks (release build) and, with --vs-pytorch, the Python references in the same run,
+    /// into the record target/bench/latest.json; --write-md renders BENCHMARKS.md from it.
     Bench(bench::BenchArgs),
     /// Download pretrained ImageNet weights for an architecture and convert them into the project's format.
     FetchWeights(weights::FetchArgs),

@@ -5,7 +5,7 @@
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Arguments of `cargo xtask test`.
 #[derive(clap::Args, Debug)]
@@ -203,6 +203,13 @@ pub fn run(args: TestArgs) -> Result<()> {
         return Ok(());
     }
     shared_build_check()?;
-    let smoke = crate::bench::BenchArgs { smoke: true, vs_pytorch: false, forward_all: false, only: Vec::new(), data: PathBuf::new() };
+    let smoke = crate::bench::BenchArgs {
+        smoke: true,
+        vs_pytorch: false,
+        forward_all: false,
+        write_md: false,
+        only: Vec::new(),
+        data: crate::bench::DEFAULT_DATA.into(),
+    };
     crate::bench::run(&smoke).context("the benchmark smoke run (`cargo xtask bench --smoke`)")
 }

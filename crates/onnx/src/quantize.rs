@@ -12,7 +12,7 @@
 //! - Every consumer of a quantized tensor reads it through its own `DequantizeLinear`.
 //! - The convolutions that read the image itself (the stem) stay float32, their input unquantized:
 //!   on the Lite0+1+2 ensemble of the main job, quantizing the stem too cost 4.65 points of valid
-//!   top-1 against 0.49 without it, for the same speed (BENCHMARKS.md, "int8"). Averaging
+//!   top-1 against 0.49 without it, for the same speed (docs/history/benchmarks.md, "int8"). Averaging
 //!   per-batch ranges instead of the overall min/max, or keeping the last convolution float, did
 //!   not help (4.89 and 4.77 points).
 //!

@@ -19,7 +19,7 @@ use crate::Error;
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Runtime {
-    /// The fastest one measured on the device (BENCHMARKS.md, "onnxruntime"): onnxruntime on the
+    /// The fastest one measured on the device (docs/history/benchmarks.md, "onnxruntime"): onnxruntime on the
     /// CPU when its library loads, libtorch on CUDA and when it does not.
     #[default]
     Auto,

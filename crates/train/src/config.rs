@@ -156,13 +156,13 @@ impl Default for Recipe {
     fn default() -> Self {
         Recipe {
             arch: Arch::DenseNet121,
-            // The best of the sweep `examples/sweep.toml` on flowers102-mini (BENCHMARKS.md, "Sweep"):
+            // The best of the sweep `examples/sweep.toml` on flowers102-mini (docs/history/benchmarks.md, "Sweep"):
             // a linear head (so no dropout applies), AdamW lr 0.00185 without weight decay, label
             // smoothing 0.2, batch 128, 80 cosine epochs: 89.0 % valid vs 88.3 % for the previous recipe.
             head: HeadConfig { hidden: vec![], activation: model::Activation::Relu, dropout: 0.0 },
             mode: TrainMode::Frozen,
             // Frozen features of the eval transform beat augmented views on flowers102-mini
-            // (88.3 % vs 85.9 % with 2 views with the previous head recipe, see BENCHMARKS.md) at
+            // (88.3 % vs 85.9 % with 2 views with the previous head recipe, see docs/history/benchmarks.md) at
             // half the backbone work.
             views: 0,
             unfreeze_blocks: 1,
@@ -592,7 +592,7 @@ mod tests {
     #[test]
     fn the_default_is_the_recorded_sweep_winner() {
         // docs/sweep-lite0/best.toml: the best trial of `petal sweep --config examples/sweep.toml`
-        // (BENCHMARKS.md, "Sweep"). Only the name differs, and the dropout, which a head without
+        // (docs/history/benchmarks.md, "Sweep"). Only the name differs, and the dropout, which a head without
         // hidden layers never applies.
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/sweep-lite0/best.toml");
         let text = std::fs::read_to_string(&path).expect("docs/sweep-lite0/best.toml");

@@ -1,6 +1,6 @@
 //! The frozen backbone in onnxruntime: feature extraction (90 % of a frozen run), and partial
 //! mode's frozen blocks (its activation caches), as the faster runtime runs them on the CPU
-//! (BENCHMARKS.md, "onnxruntime"), with the same numbers to 1e-5.
+//! (docs/history/benchmarks.md, "onnxruntime"), with the same numbers to 1e-5.
 //!
 //! The graph is the `onnx` crate's description of the architecture (the one `petal export`
 //! writes), built from the run's own variables on first use, so a run whose features are all

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 
 /// Free space a build from nothing needs in the target folder's file system: the README's two
 /// commands from nothing left 2.5 GB after the main job and more after lint and test
-/// (BENCHMARKS.md, "Time to a first result"), hence the margin.
+/// (docs/history/benchmarks.md, "Time to a first result"), hence the margin.
 pub const FROM_NOTHING_BYTES: u64 = 9 << 30;
 /// Free space an incremental build needs when `target/` already exists.
 pub const INCREMENTAL_BYTES: u64 = 2 << 30;
