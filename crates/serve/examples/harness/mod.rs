@@ -191,9 +191,10 @@ pub fn on_path(program: &str) -> bool {
 }
 
 /// One `ab -n N -c C -s 60 -l [-H HEADER]… -p FILE -T image/jpeg URL` (HTTP/1.0, a connection per
-/// request): its figures, and whether it finished (ab exits non-zero on a hung or reset connection).
+/// request), `n` at least `c` (ab refuses fewer): its figures, and whether it finished (ab exits
+/// non-zero on a hung or reset connection).
 pub fn ab(url: &str, body: &Path, n: usize, c: usize, headers: &[String]) -> serde_json::Value {
-    let (n, c) = (n.to_string(), c.to_string());
+    let (n, c) = (n.max(c).to_string(), c.to_string());
     let mut cmd = Command::new("ab");
     cmd.args(["-n", &n, "-c", &c, "-s", "60", "-l", "-T", "image/jpeg"]);
     for h in headers {
