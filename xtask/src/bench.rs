@@ -157,7 +157,7 @@ fn run_suite(s: &Suite, args: &BenchArgs, py: Option<&Path>) -> Result<(Report, 
         // `cargo run -p <crate>` would resolve features per crate and rebuild libtorch's bindings.
         let mut cmd = Command::new(crate::setup::target_dir().join("debug/examples").join(s.example));
         crate::setup::Native::ensure()?.apply(&mut cmd);
-        if s.name == "predict" {
+        if s.runs_petal {
             cmd.arg("--petal").arg(crate::setup::target_dir().join("debug").join(format!("petal{}", std::env::consts::EXE_SUFFIX)));
         }
         cmd.current_dir(&root);
@@ -165,6 +165,9 @@ fn run_suite(s: &Suite, args: &BenchArgs, py: Option<&Path>) -> Result<(Report, 
     } else {
         let mut cmd = crate::cargo()?;
         cmd.args(["run", "--quiet", "--release", "-p", s.package, "--example", s.example, "--"]);
+        if s.runs_petal {
+            cmd.arg("--petal").arg(crate::setup::petal_binary()?);
+        }
         cmd
     };
     cmd.arg("--json").args(&extra);

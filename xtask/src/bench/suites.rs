@@ -34,6 +34,9 @@ pub(super) struct Suite {
     pub(super) self_compared: bool,
     /// The example has a `--smoke` mode (a self-compared suite may not).
     pub(super) smoke: bool,
+    /// The example starts `petal` itself: it is given (`--petal`) the dev-profile binary that
+    /// `cargo xtask predict` and `cargo xtask serve` run, so the figures are the documented commands'.
+    pub(super) runs_petal: bool,
 }
 
 /// The suites, in the order they run.
@@ -58,6 +61,7 @@ pub(super) fn suites() -> Vec<Suite> {
             args: |d| vec!["--data".into(), d.join("flowers102-fullres-sample").display().to_string()],
             self_compared: false,
             smoke: true,
+            runs_petal: false,
         },
         Suite {
             name: "checkpoint",
@@ -71,6 +75,7 @@ pub(super) fn suites() -> Vec<Suite> {
             args: |_| vec![],
             self_compared: false,
             smoke: true,
+            runs_petal: false,
         },
         Suite {
             name: "convert",
@@ -86,6 +91,7 @@ pub(super) fn suites() -> Vec<Suite> {
             args: |_| vec![],
             self_compared: true,
             smoke: true,
+            runs_petal: false,
         },
         Suite {
             name: "forward",
@@ -100,6 +106,7 @@ pub(super) fn suites() -> Vec<Suite> {
             args: |_| vec![],
             self_compared: false,
             smoke: true,
+            runs_petal: false,
         },
         Suite {
             name: "train",
@@ -116,11 +123,12 @@ pub(super) fn suites() -> Vec<Suite> {
             args: |d| vec!["--data".into(), d.join("flowers102-mini").display().to_string()],
             self_compared: false,
             smoke: true,
+            runs_petal: false,
         },
         Suite {
             name: "predict",
             about: "Prediction latency of an EfficientNet-Lite0 checkpoint with a 102-class head: `cold_s` is the wall time from \
-                    spawning `petal predict` on one image to its exit (process start, model load, decode, forward, top-5), median \
+                    spawning `petal predict` (the dev-profile build that `cargo xtask predict` runs) on one image to its exit (process start, model load, decode, forward, top-5), median \
                     of several runs; `warm_img_s` is the throughput of a predictor loaded once, over validation images of \
                     `flowers102-mini` in batches. Reference: the same network converted to a `.pth`, the seed's `predict.py` for \
                     cold and a torchvision DataLoader with 2 workers under `torch.inference_mode` for warm \
@@ -132,10 +140,11 @@ pub(super) fn suites() -> Vec<Suite> {
             args: |d| vec!["--data".into(), d.join("flowers102-mini").display().to_string()],
             self_compared: false,
             smoke: true,
+            runs_petal: true,
         },
         Suite {
             name: "serve",
-            about: "`petal serve` at its defaults under a closed loop of 1, 8 and 32 concurrent clients (one JPEG per request, \
+            about: "`petal serve` at its defaults (the dev-profile build that `cargo xtask serve` runs) under a closed loop of 1, 8 and 32 concurrent clients (one JPEG per request, \
                     keep-alive, loopback), medians over rounds that alternate the two servers: requests/s, p50 and p99 latency, \
                     errors, and peak RSS. Then an open-loop overload at twice the best throughput, against petal only \
                     (`overload_*`: offered rate, answered, shed with 503, lost, p99 of the answered). Reference: the same network \
@@ -168,6 +177,7 @@ pub(super) fn suites() -> Vec<Suite> {
             args: |d| vec!["--data".into(), d.display().to_string()],
             self_compared: true,
             smoke: true,
+            runs_petal: true,
         },
         // The "pytorch" column is onnxruntime here: petal (libtorch) vs onnxruntime on the ONNX
         // files petal exported in the same run; the `tract_*` rows are tract on the same files; the
@@ -226,6 +236,7 @@ pub(super) fn suites() -> Vec<Suite> {
             args: |d| vec!["--data".into(), d.join("flowers102-mini").display().to_string()],
             self_compared: false,
             smoke: true,
+            runs_petal: false,
         },
         // No reference: `petal serve` alone under mixed traffic for 10 minutes (20 s in smoke).
         Suite {
@@ -257,6 +268,7 @@ pub(super) fn suites() -> Vec<Suite> {
             args: |d| vec!["--data".into(), d.display().to_string()],
             self_compared: true,
             smoke: true,
+            runs_petal: true,
         },
     ]
 }

@@ -59,11 +59,7 @@ fn batched_answers_equal_single_answers_bit_for_bit() {
         let same_bits = got.iter().zip(&single[i as usize]).all(|(a, b)| a.to_bits() == b.to_bits());
         assert!(same_bits, "image {i}: batched {got:?} vs single {:?}", single[i as usize]);
     }
-    assert_eq!(
-        *inst.batches.lock().expect("batches"),
-        vec![1, 4, 4, 4],
-        "the held request, then 12 queued requests in 3 passes of 4"
-    );
+    assert_eq!(*inst.batches.lock().expect("batches"), vec![1, 4, 4, 4], "the held request, then 12 queued requests in 3 passes of 4");
 
     // One multipart request of 6 images runs as passes of 4 and 2: same answers again.
     let files: Vec<(String, Vec<u8>)> = (0..6).map(|i| (format!("{i}.png"), png(i))).collect();

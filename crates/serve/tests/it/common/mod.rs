@@ -170,7 +170,13 @@ pub struct Instrumented {
 impl Instrumented {
     /// Wraps `inner`.
     pub fn new(inner: Arc<dyn Backend>) -> Arc<Self> {
-        Arc::new(Instrumented { inner, gate: Gate::default(), panic_forward: AtomicBool::new(false), batches: Mutex::new(Vec::new()), calibrations: Mutex::new(Vec::new()) })
+        Arc::new(Instrumented {
+            inner,
+            gate: Gate::default(),
+            panic_forward: AtomicBool::new(false),
+            batches: Mutex::new(Vec::new()),
+            calibrations: Mutex::new(Vec::new()),
+        })
     }
 }
 
