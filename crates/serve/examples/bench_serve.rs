@@ -38,7 +38,7 @@
 //! `c{1,8,32}_{rps,p50_ms,p99_ms,errors}`, `rss_mb` and `rounds`, and for rust `overload_*`,
 //! `command`, `non_default_flags` and `ab` (`defaults`/`rate_limited` → `c{1,8,32}` → figures).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
