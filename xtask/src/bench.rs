@@ -168,6 +168,9 @@ fn run_suite(s: &Suite, args: &BenchArgs, py: Option<&Path>) -> Result<(Report, 
         if s.runs_petal {
             cmd.arg("--petal").arg(crate::setup::petal_binary()?);
         }
+        if let Some(arch) = s.weights {
+            cmd.arg("--weights").arg(crate::weights::ensure(arch, false)?);
+        }
         cmd
     };
     cmd.arg("--json").args(&extra);

@@ -37,6 +37,9 @@ pub(super) struct Suite {
     /// The example starts `petal` itself: it is given (`--petal`) the dev-profile binary that
     /// `cargo xtask predict` and `cargo xtask serve` run, so the figures are the documented commands'.
     pub(super) runs_petal: bool,
+    /// The ImageNet weights the petal side trains from (`--weights`), provisioned as `cargo xtask
+    /// fetch-weights` does before the suite runs (not in a smoke run, which uses random weights).
+    pub(super) weights: Option<&'static str>,
 }
 
 /// The suites, in the order they run.
@@ -62,6 +65,7 @@ pub(super) fn suites() -> Vec<Suite> {
             self_compared: false,
             smoke: true,
             runs_petal: false,
+            weights: None,
         },
         Suite {
             name: "checkpoint",
@@ -76,6 +80,7 @@ pub(super) fn suites() -> Vec<Suite> {
             self_compared: false,
             smoke: true,
             runs_petal: false,
+            weights: None,
         },
         Suite {
             name: "convert",
@@ -92,6 +97,7 @@ pub(super) fn suites() -> Vec<Suite> {
             self_compared: true,
             smoke: true,
             runs_petal: false,
+            weights: None,
         },
         Suite {
             name: "forward",
@@ -107,6 +113,7 @@ pub(super) fn suites() -> Vec<Suite> {
             self_compared: false,
             smoke: true,
             runs_petal: false,
+            weights: None,
         },
         Suite {
             name: "train",
@@ -124,6 +131,7 @@ pub(super) fn suites() -> Vec<Suite> {
             self_compared: false,
             smoke: true,
             runs_petal: false,
+            weights: Some("efficientnet_lite0"),
         },
         Suite {
             name: "predict",
@@ -141,6 +149,7 @@ pub(super) fn suites() -> Vec<Suite> {
             self_compared: false,
             smoke: true,
             runs_petal: true,
+            weights: None,
         },
         Suite {
             name: "serve",
@@ -178,6 +187,7 @@ pub(super) fn suites() -> Vec<Suite> {
             self_compared: true,
             smoke: true,
             runs_petal: true,
+            weights: None,
         },
         // The "pytorch" column is onnxruntime here: petal (libtorch) vs onnxruntime on the ONNX
         // files petal exported in the same run; the `tract_*` rows are tract on the same files; the
@@ -237,6 +247,7 @@ pub(super) fn suites() -> Vec<Suite> {
             self_compared: false,
             smoke: true,
             runs_petal: false,
+            weights: None,
         },
         // No reference: `petal serve` alone under mixed traffic for 10 minutes (20 s in smoke).
         Suite {
@@ -269,6 +280,7 @@ pub(super) fn suites() -> Vec<Suite> {
             self_compared: true,
             smoke: true,
             runs_petal: true,
+            weights: None,
         },
     ]
 }
