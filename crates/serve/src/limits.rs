@@ -142,6 +142,7 @@ impl ClientLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn concurrency_is_per_client_and_released_on_drop() {
@@ -203,6 +204,38 @@ mod tests {
         let guards: Vec<ClientGuard> = ids(SWEEP_AT as u32 + 10).map(|id| busy.admit(id).expect("admit")).collect();
         assert_eq!(busy.tracked(), SWEEP_AT + 10);
         drop(guards);
+    }
+
+    /// The sweep's rule on clients built by hand, at a chosen instant: a client goes exactly when
+    /// nothing is in flight and its bucket, refilled up to `now`, is full again (no timing involved).
+    #[test]
+    fn the_sweep_drops_exactly_the_clients_a_new_one_would_equal() {
+        let t0 = Instant::now();
+        let ip = |i: u32| ClientId::Ip(std::net::Ipv4Addr::from(i).into());
+        let idle = |tokens: f64| Client { inflight: 0, tokens, last: t0 };
+        let swept = |l: &ClientLimiter, clients: Vec<(u32, Client)>, after: Duration| -> Vec<u32> {
+            let mut map: HashMap<ClientId, Client> = clients.into_iter().map(|(i, c)| (ip(i), c)).collect();
+            l.sweep(&mut map, t0 + after);
+            let mut kept: Vec<u32> = (0..8).filter(|i| map.contains_key(&ip(*i))).collect();
+            kept.sort_unstable();
+            kept
+        };
+        // 1 token a second, a burst of 2: from 1 token, full again after exactly 1 s.
+        let l = ClientLimiter::new(4, 1.0, 2.0);
+        let clients = || vec![(0, idle(1.0)), (1, idle(0.0)), (2, Client { inflight: 1, tokens: 2.0, last: t0 }), (3, idle(2.0))];
+        assert_eq!(swept(&l, clients(), Duration::from_millis(500)), vec![0, 1, 2], "half a second: 1.5 and 0.5 tokens are kept");
+        assert_eq!(swept(&l, clients(), Duration::from_secs(1)), vec![1, 2], "1 + 1 s × 1/s = 2: full, so it goes");
+        assert_eq!(swept(&l, clients(), Duration::from_millis(1500)), vec![1, 2], "0 + 1.5 tokens is not full");
+        assert_eq!(swept(&l, clients(), Duration::from_secs(3)), vec![2], "only the request in flight keeps its client");
+        // Without a rate the bucket means nothing: every idle client goes, whatever its tokens.
+        let unlimited = ClientLimiter::new(4, 0.0, 2.0);
+        assert_eq!(swept(&unlimited, clients(), Duration::ZERO), vec![2]);
+    }
+
+    #[test]
+    fn clients_are_named_by_token_number_or_address() {
+        assert_eq!(ClientId::Token(0).to_string(), "token #1");
+        assert_eq!(ClientId::Ip(std::net::Ipv4Addr::new(10, 0, 0, 7).into()).to_string(), "10.0.0.7");
     }
 
     #[test]
