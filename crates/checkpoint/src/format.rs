@@ -349,7 +349,7 @@ pub fn save(path: &Path, ckpt: &Checkpoint) -> Result<(), Error> {
     meta.format = FORMAT_NAME.to_owned();
     meta.format_version = FormatVersion { major: FORMAT_MAJOR, minor: FORMAT_MINOR };
     meta.writer = WRITER.to_owned();
-    meta.created_utc = now_rfc3339();
+    meta.created_utc = petal_common::time::now_rfc3339();
     meta.tensor_checksum = tensor_checksum(&ckpt.tensors, CHECKSUM_ALGORITHM).unwrap_or_default();
     meta.tensor_layout_checksum = tensor_layout_checksum(&ckpt.tensors, CHECKSUM_ALGORITHM).unwrap_or_default();
     let json = serde_json::to_string(&meta).map_err(|e| invalid(format!("metadata: {e}")))?;
@@ -479,22 +479,4 @@ pub(crate) fn read_safetensors(src: crate::tensor::Source<'_>, path: &Path) -> R
         }
     }
     Ok((info, tensors, skipped))
-}
-
-/// Current UTC time as RFC 3339, seconds precision.
-fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }

@@ -25,6 +25,7 @@ pub mod onnxruntime;
 pub mod parts;
 pub mod progress;
 pub mod shard;
+pub mod time;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
