@@ -201,6 +201,21 @@ fn a_panic_in_a_request_is_answered_500_and_the_service_goes_on() {
 }
 
 #[test]
+fn a_network_that_answers_too_few_images_fails_the_request_and_the_service_goes_on() {
+    let (srv, inst) = TestServer::instrumented(1, |_| {});
+    let a = srv.addr;
+    inst.short_answer.store(true, Ordering::SeqCst);
+    let r = http(a, "POST", PREDICT, &[], &png(1));
+    assert_eq!((r.status, r.json()["error"]["code"].as_str()), (500, Some("internal")), "{}", r.text());
+    let message = r.json()["error"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(message.contains("the network answered 0 images of 1"), "{message}");
+    inst.short_answer.store(false, Ordering::SeqCst);
+    let ok = http(a, "POST", PREDICT, &[], &png(1));
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert!(ok.json()["predictions"][0]["top"].as_array().is_some_and(|t| !t.is_empty()), "{}", ok.text());
+}
+
+#[test]
 fn traversal_attempts_read_nothing() {
     let srv = TestServer::flowers(1, |_| {});
     let attempts = [

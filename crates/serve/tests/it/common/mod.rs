@@ -153,7 +153,8 @@ impl Gate {
 }
 
 /// A backend around a real one: records batch sizes, can hold forward passes at a [`Gate`], panics
-/// in `prepare` on bytes starting with `PANIC`, and in `predict` while `panic_forward` is set.
+/// in `prepare` on bytes starting with `PANIC`, and in `predict` while `panic_forward` is set; drops
+/// the last image's answer while `short_answer` is set (a network that answers too few rows).
 pub struct Instrumented {
     /// The real backend.
     pub inner: Arc<dyn Backend>,
@@ -161,6 +162,8 @@ pub struct Instrumented {
     pub gate: Gate,
     /// Makes the next forward passes panic.
     pub panic_forward: AtomicBool,
+    /// Makes the next forward passes answer one image fewer than they were given.
+    pub short_answer: AtomicBool,
     /// Images per forward pass, in order.
     pub batches: Mutex<Vec<usize>>,
     /// `max_batch` of every start-up probe ([`Backend::calibrate`]), in order.
@@ -174,6 +177,7 @@ impl Instrumented {
             inner,
             gate: Gate::default(),
             panic_forward: AtomicBool::new(false),
+            short_answer: AtomicBool::new(false),
             batches: Mutex::new(Vec::new()),
             calibrations: Mutex::new(Vec::new()),
         })
@@ -198,7 +202,11 @@ impl Backend for Instrumented {
         if self.panic_forward.load(Ordering::SeqCst) {
             panic!("injected panic in the forward pass");
         }
-        self.inner.predict(input, ks)
+        let mut answers = self.inner.predict(input, ks)?;
+        if self.short_answer.load(Ordering::SeqCst) {
+            answers.pop();
+        }
+        Ok(answers)
     }
 
     fn calibrate(&self, max_batch: usize) -> Result<Vec<usize>, serve::BackendError> {
