@@ -116,6 +116,8 @@ pub struct Predictor {
     source: PathBuf,
     /// The backbone in onnxruntime, after [`Predictor::set_runtime`] chose it, and its precision.
     ort: Option<(petal_onnx::OrtNet, Precision)>,
+    /// How the onnxruntime session runs (threads, spinning); see [`Predictor::set_session_options`].
+    session: petal_onnx::SessionOptions,
     /// Logits are divided by this before the softmax (the checkpoint's [`Calibration`], else 1).
     temperature: f64,
 }
@@ -181,7 +183,20 @@ impl Predictor {
         if !(temperature > 0.0 && temperature.is_finite()) {
             return Err(unusable(format!("its calibration records temperature {temperature}, which is not a positive number")));
         }
-        Ok(Predictor { vs, net, classes, transform, meta: ckpt.meta, head, tta, device, source: path.to_path_buf(), ort: None, temperature })
+        Ok(Predictor {
+            vs,
+            net,
+            classes,
+            transform,
+            meta: ckpt.meta,
+            head,
+            tta,
+            device,
+            source: path.to_path_buf(),
+            ort: None,
+            session: Default::default(),
+            temperature,
+        })
     }
 
     /// Sets class display names from `names` (folder name → display name): of every class named
@@ -230,6 +245,15 @@ impl Predictor {
         self.set_backend(runtime, Precision::Auto, cache)
     }
 
+    /// How the next onnxruntime session (made by [`Predictor::set_runtime`], [`Predictor::set_backend`]
+    /// or [`Predictor::set_int8`]) runs: its threads (0, the default: one per core) and whether idle
+    /// workers spin (off by default: see [`petal_onnx::SessionOptions::spinning`] for when to turn it
+    /// on; with it on, the head that follows each pass also runs on one libtorch thread). A session
+    /// already made is kept as it is.
+    pub fn set_session_options(&mut self, options: petal_onnx::SessionOptions) {
+        self.session = options;
+    }
+
     /// [`Predictor::set_runtime`] with a precision: `auto` runs int8 when the checkpoint records
     /// an int8 calibration that `petal quantize` accepted ([`Int8Record::accepted`]) and the
     /// backbone runs on onnxruntime, float32 otherwise; `int8` needs both (an error names what is
@@ -269,7 +293,7 @@ impl Predictor {
             None => {
                 let spec = self.backbone_spec(&digest);
                 let vs = &self.vs;
-                (petal_onnx::backbone_net(spec, || petal_onnx::graph::Params::new(vs.variables()), cache, 0)?, Precision::Fp32)
+                (petal_onnx::backbone_net(spec, || petal_onnx::graph::Params::new(vs.variables()), cache, self.session)?, Precision::Fp32)
             }
         });
         Ok(resolved)
@@ -285,7 +309,7 @@ impl Predictor {
 
     fn int8_net(&self, ranges: &petal_onnx::Ranges, cache: Option<&Path>, digest: &str) -> Result<petal_onnx::OrtNet, Error> {
         let vs = &self.vs;
-        Ok(petal_onnx::backbone_net_int8(self.backbone_spec(digest), || petal_onnx::graph::Params::new(vs.variables()), ranges, cache, 0)?)
+        Ok(petal_onnx::backbone_net_int8(self.backbone_spec(digest), || petal_onnx::graph::Params::new(vs.variables()), ranges, cache, self.session)?)
     }
 
     /// The backbone's float graph (the one onnxruntime runs), built from the checkpoint's weights.
@@ -355,6 +379,13 @@ impl Predictor {
     /// so an image's logits do not depend on the rest of the batch.
     pub fn raw_logits(&self, x: &Tensor) -> Result<Tensor, Error> {
         let feats = self.features(x)?.to_device(self.device);
+        // With spinning onnxruntime workers (passes back to back, nothing else running), the
+        // head, a few small matrix products, runs on one libtorch thread: a second would wake
+        // libtorch's OpenMP team, whose worker then spins against onnxruntime's next pass (Lite0
+        // at batch 1 on 2 cores: 147 img/s with two libtorch threads, 185 with one; onnxruntime's
+        // features alone 190). Otherwise libtorch keeps its threads: under `petal serve`, where
+        // decoding fills the gaps between passes, one thread gained nothing and lost up to 10 %.
+        let _threads = (self.ort.is_some() && self.session.spinning && self.device == Device::Cpu).then(|| model::TorchThreads::set(1));
         Ok(tch::no_grad(|| self.net.head_forward_rows(&feats)))
     }
 

@@ -87,3 +87,57 @@ pub fn input_tensor(images: &[f32], shape: [usize; 4], channels_last: bool, devi
     };
     t.to_device(device)
 }
+
+/// libtorch's intra-op thread count, set for a scope: [`TorchThreads::set`] changes it and the guard
+/// restores the count it found when dropped (also on a panic). libtorch's count is OpenMP's for
+/// the calling thread, so other threads that already ran libtorch code keep theirs.
+#[must_use = "the count is restored when the guard is dropped"]
+#[derive(Debug)]
+pub struct TorchThreads {
+    before: i32,
+}
+
+impl TorchThreads {
+    /// Sets the count to `n` (at least 1) until the guard is dropped.
+    pub fn set(n: i32) -> TorchThreads {
+        let before = tch::get_num_threads();
+        if before != n.max(1) {
+            tch::set_num_threads(n.max(1));
+        }
+        TorchThreads { before }
+    }
+}
+
+impl Drop for TorchThreads {
+    fn drop(&mut self) {
+        if tch::get_num_threads() != self.before {
+            tch::set_num_threads(self.before);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TorchThreads;
+
+    #[test]
+    fn torch_threads_are_set_for_a_scope_and_restored() {
+        let before = tch::get_num_threads();
+        {
+            let _one = TorchThreads::set(1);
+            assert_eq!(tch::get_num_threads(), 1);
+            {
+                let _zero = TorchThreads::set(0);
+                assert_eq!(tch::get_num_threads(), 1, "at least one thread");
+            }
+            assert_eq!(tch::get_num_threads(), 1);
+        }
+        assert_eq!(tch::get_num_threads(), before);
+        let caught = std::panic::catch_unwind(|| {
+            let _one = TorchThreads::set(1);
+            panic!("inside the scope");
+        });
+        assert!(caught.is_err());
+        assert_eq!(tch::get_num_threads(), before, "restored on a panic too");
+    }
+}

@@ -61,7 +61,7 @@ use tch::Tensor;
 pub use arch::Arch;
 pub use arch::Family;
 pub use densenet::DenseNetConfig;
-pub use device::{input_tensor, parse_device, DeviceSpec};
+pub use device::{input_tensor, parse_device, DeviceSpec, TorchThreads};
 pub use efficientnet::{static_same_pad, LiteConfig, LITE0_FEATURE_DIM, LITE0_IMAGE_SIZE, LITE1_IMAGE_SIZE, LITE2_IMAGE_SIZE};
 pub use error::{Error, KeyReport, ShapeMismatch};
 pub use head::{Activation, HeadConfig};

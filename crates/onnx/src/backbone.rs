@@ -8,6 +8,7 @@ use tch::Tensor;
 
 use crate::graph::Params;
 use crate::quantize::Ranges;
+use crate::runtime::SessionOptions;
 use crate::{backbone_model, prefix_model, to_bytes, Error, OrtNet};
 
 /// Version of cached backbone files (bump when the graph of the same weights changes).
@@ -54,21 +55,32 @@ impl BackboneSpec<'_> {
     }
 }
 
-/// The backbone of `spec` in an onnxruntime session with `threads` intra-op threads (0: one per
+/// The backbone of `spec` in an onnxruntime session run with `options` (a thread count converts, 0: one per
 /// core). With `cache`, the serialised graph is read from there when an earlier run left it
 /// (rebuilt once if onnxruntime refuses the file), and otherwise written there atomically; `params`
 /// is only called when the graph has to be built.
-pub fn backbone_net(spec: BackboneSpec, params: impl Fn() -> Params, cache: Option<&Path>, threads: usize) -> Result<OrtNet, Error> {
+pub fn backbone_net(
+    spec: BackboneSpec,
+    params: impl Fn() -> Params,
+    cache: Option<&Path>,
+    options: impl Into<SessionOptions>,
+) -> Result<OrtNet, Error> {
     let build = || -> Result<Vec<u8>, Error> { Ok(to_bytes(&backbone_model(&params(), spec.arch, spec.side, spec.feature_dim)?)) };
-    cached_net(cache.map(|dir| spec.cache_path(dir)), build, threads)
+    cached_net(cache.map(|dir| spec.cache_path(dir)), build, options.into())
 }
 
 /// The frozen part of `spec`'s backbone, cut after its first `units` units (partial mode's
 /// activations, see [`crate::model::prefix_model`]); cached under a name that also covers the cut.
 /// `spec.feature_dim` is the whole backbone's (it only names the file).
-pub fn prefix_net(spec: BackboneSpec, units: usize, params: impl Fn() -> Params, cache: Option<&Path>, threads: usize) -> Result<OrtNet, Error> {
+pub fn prefix_net(
+    spec: BackboneSpec,
+    units: usize,
+    params: impl Fn() -> Params,
+    cache: Option<&Path>,
+    options: impl Into<SessionOptions>,
+) -> Result<OrtNet, Error> {
     let build = || -> Result<Vec<u8>, Error> { Ok(to_bytes(&prefix_model(&params(), spec.arch, spec.side, units)?)) };
-    cached_net(cache.map(|dir| spec.cache_path_of(dir, serde_json::json!({ "prefix_units": units }))), build, threads)
+    cached_net(cache.map(|dir| spec.cache_path_of(dir, serde_json::json!({ "prefix_units": units }))), build, options.into())
 }
 
 /// [`backbone_net`] quantized to int8 with the calibrated `ranges` (see [`crate::quantize`]); cached
@@ -78,7 +90,7 @@ pub fn backbone_net_int8(
     params: impl Fn() -> Params,
     ranges: &Ranges,
     cache: Option<&Path>,
-    threads: usize,
+    options: impl Into<SessionOptions>,
 ) -> Result<OrtNet, Error> {
     let build = || -> Result<Vec<u8>, Error> {
         let float = backbone_model(&params(), spec.arch, spec.side, spec.feature_dim)?;
@@ -88,15 +100,15 @@ pub fn backbone_net_int8(
         let ranges = serde_json::to_string(ranges).unwrap_or_default();
         serde_json::json!({"precision": "int8", "ranges": petal_common::sha256_hex(ranges.as_bytes())})
     };
-    cached_net(cache.map(|dir| spec.cache_path_of(dir, variant())), build, threads)
+    cached_net(cache.map(|dir| spec.cache_path_of(dir, variant())), build, options.into())
 }
 
 /// A session of the graph cached at `path` (rebuilt by `build` when absent or refused, and written
 /// there atomically), or of `build`'s graph when there is no cache.
-fn cached_net(path: Option<PathBuf>, build: impl Fn() -> Result<Vec<u8>, Error>, threads: usize) -> Result<OrtNet, Error> {
-    let Some(path) = path else { return OrtNet::new(&build()?, threads) };
+fn cached_net(path: Option<PathBuf>, build: impl Fn() -> Result<Vec<u8>, Error>, options: SessionOptions) -> Result<OrtNet, Error> {
+    let Some(path) = path else { return OrtNet::new(&build()?, options) };
     if let Ok(bytes) = std::fs::read(&path) {
-        if let Ok(net) = OrtNet::new(&bytes, threads) {
+        if let Ok(net) = OrtNet::new(&bytes, options) {
             return Ok(net);
         }
     }
@@ -105,7 +117,7 @@ fn cached_net(path: Option<PathBuf>, build: impl Fn() -> Result<Vec<u8>, Error>,
         std::fs::create_dir_all(dir).map_err(|e| Error::Cache(format!("{}: {e}", dir.display())))?;
     }
     petal_common::write_atomic(&path, &bytes).map_err(|e| Error::Cache(e.to_string()))?;
-    OrtNet::new(&bytes, threads)
+    OrtNet::new(&bytes, options)
 }
 
 impl OrtNet {

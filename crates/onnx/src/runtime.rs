@@ -132,18 +132,40 @@ impl std::fmt::Debug for OrtNet {
     }
 }
 
+/// How an onnxruntime session runs: its intra-op threads and whether they spin between the
+/// parallel parts of a pass. `SessionOptions::from(n)` is `n` threads without spinning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionOptions {
+    /// Intra-op threads (0: one per core).
+    pub threads: usize,
+    /// Idle worker threads spin instead of sleeping (onnxruntime's own default). Off by default:
+    /// petal's passes share the cores with image decoding (feature extraction, `serve`), which
+    /// spinning workers starve (`petal serve` lost about 25 % of its throughput with it on). On, a
+    /// lone small pass runs faster (Lite0 at batch 1 on 2 cores: about +25 %); turn it on when the
+    /// process runs passes back to back and nothing else meanwhile (docs/history/benchmarks.md,
+    /// "The head on one libtorch thread"). `infer::Predictor` then also runs its head on one libtorch
+    /// thread.
+    pub spinning: bool,
+}
+
+impl From<usize> for SessionOptions {
+    fn from(threads: usize) -> SessionOptions {
+        SessionOptions { threads, spinning: false }
+    }
+}
+
 impl OrtNet {
-    /// A session of the serialised model `bytes` with `threads` intra-op threads (0: one per
-    /// core). Idle worker threads sleep rather than spin, so image decoding running beside a pass
-    /// keeps its cores.
-    pub fn new(bytes: &[u8], threads: usize) -> Result<OrtNet, Error> {
+    /// A session of the serialised model `bytes` with `options` (a thread count converts:
+    /// that many intra-op threads, 0 for one per core, idle workers sleeping).
+    pub fn new(bytes: &[u8], options: impl Into<SessionOptions>) -> Result<OrtNet, Error> {
+        let SessionOptions { threads, spinning } = options.into();
         let env = environment()?;
         let err = |e: ort::Error<ort::session::builder::SessionBuilder>| Error::Run(e.to_string());
         let mut builder = Session::builder(env).map_err(|e| Error::Run(e.to_string()))?;
         if threads > 0 {
             builder = builder.with_intra_threads(threads).map_err(err)?;
         }
-        builder = builder.with_intra_op_spinning(false).map_err(err)?;
+        builder = builder.with_intra_op_spinning(spinning).map_err(err)?;
         let session = builder.commit_from_memory(bytes).map_err(|e| Error::Run(format!("loading the model: {e}")))?;
         let input = session.inputs().first().map(|i| i.name().to_string()).ok_or_else(|| Error::Run("the model has no input".into()))?;
         let outputs: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();

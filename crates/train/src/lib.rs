@@ -617,12 +617,9 @@ fn run_phase(req: &TrainRequest, ds: &Dataset, progress: &dyn Progress, phase: P
     }
     let tcfg = transform_config(&cfg);
     let (source, feature_s) = EpochSource::prepare(&setup, req, &tcfg, progress)?;
-    let _restore = RestoreThreads(tch::get_num_threads());
-    if cfg.recipe.mode == TrainMode::Frozen && device == Device::Cpu {
-        // The head's small matrix products gain nothing from more threads, and spinning OpenMP
-        // threads slow down badly when another process holds a core: train the head on one.
-        tch::set_num_threads(1);
-    }
+    // The head's small matrix products gain nothing from more threads, and spinning OpenMP
+    // threads slow down badly when another process holds a core: train the head on one.
+    let _threads = (cfg.recipe.mode == TrainMode::Frozen && device == Device::Cpu).then(|| model::TorchThreads::set(1));
     let (vs, net) = (&setup.network.vs, &setup.network.net);
     let ctx = EpochContext { cfg: &cfg, tcfg: &tcfg, device, skip_bad: req.skip_bad, progress };
     let mut stopped_early = false;
@@ -902,14 +899,6 @@ pub(crate) fn cached_eval_batch(cfg: &TrainConfig) -> usize {
 }
 
 /// Restores libtorch's thread count when dropped (also on early returns).
-struct RestoreThreads(i32);
-
-impl Drop for RestoreThreads {
-    fn drop(&mut self) {
-        tch::set_num_threads(self.0);
-    }
-}
-
 pub(crate) fn loss_fn(logits: &Tensor, y: &Tensor, smoothing: f64) -> Tensor {
     logits.cross_entropy_loss::<Tensor>(y, None, tch::Reduction::Mean, -100, smoothing)
 }

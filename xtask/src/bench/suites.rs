@@ -197,11 +197,13 @@ pub(super) fn suites() -> Vec<Suite> {
             name: "export",
             about: "Throughput (images/s) of exported networks at batch 1 and 32, random weights, for EfficientNet-Lite0, -Lite2, \
                     DenseNet-121 and the Lite0+1+2 ensemble (`lite012`). The petal column: the plain rows are petal's libtorch \
-                    path, `ort_*` petal with its backbone on onnxruntime, `int8_*` petal's int8 path, `eager_*` the libtorch path \
-                    again, `tract_*` tract (one thread) on the exported ONNX files. The reference column is not PyTorch here: it \
-                    is onnxruntime (default CPU provider and session options) running the ONNX files petal exported in the same \
-                    run, the quantized files for `int8_*` (`bench/export_onnxruntime.py`), except for `eager_*`, where it is \
-                    PyTorch eager on the same architectures; tract has no reference.",
+                    path, `ort_*` petal with its backbone on onnxruntime as petal runs it (idle workers sleep, leaving the \
+                    cores to image decoding), `ort_spin_*` the same with spinning workers (onnxruntime's own default), `int8_*` \
+                    petal's int8 path, `eager_*` the libtorch path again, `tract_*` tract (one thread) on the exported ONNX \
+                    files. The reference column is not PyTorch here: it is onnxruntime (default CPU provider) running the ONNX \
+                    files petal exported in the same run (`bench/export_onnxruntime.py`), with its default session options for \
+                    the plain and `ort_spin_*` rows and with spinning off, as petal, for `ort_*` and `int8_*` (the quantized \
+                    files), except for `eager_*`, where it is PyTorch eager on the same architectures; tract has no reference.",
             package: "export",
             example: "bench_export",
             script: "bench/export_onnxruntime.py",
@@ -222,6 +224,14 @@ pub(super) fn suites() -> Vec<Suite> {
                 ("ort_densenet121_b32_img_s", Higher),
                 ("ort_lite012_b1_img_s", Higher),
                 ("ort_lite012_b32_img_s", Higher),
+                ("ort_spin_lite0_b1_img_s", Higher),
+                ("ort_spin_lite0_b32_img_s", Higher),
+                ("ort_spin_lite2_b1_img_s", Higher),
+                ("ort_spin_lite2_b32_img_s", Higher),
+                ("ort_spin_densenet121_b1_img_s", Higher),
+                ("ort_spin_densenet121_b32_img_s", Higher),
+                ("ort_spin_lite012_b1_img_s", Higher),
+                ("ort_spin_lite012_b32_img_s", Higher),
                 ("int8_lite0_b1_img_s", Higher),
                 ("int8_lite0_b32_img_s", Higher),
                 ("int8_lite2_b1_img_s", Higher),

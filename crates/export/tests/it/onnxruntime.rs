@@ -102,6 +102,34 @@ fn the_graph_is_cached_by_the_checkpoints_digest() {
     assert_eq!(files().len(), 2, "another checkpoint, another graph");
 }
 
+/// Session options change how onnxruntime schedules a pass, not what it computes: spinning workers
+/// (and the head on one libtorch thread that comes with them) and a single intra-op thread give the
+/// sleeping default's answers within 1e-6; the head's one-thread scope leaves the caller's libtorch
+/// thread count as it found it.
+#[test]
+fn session_options_change_the_schedule_not_the_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = images(REAL, 3);
+    let x = batch(&paths, 64);
+    let ckpt = random_checkpoint(dir.path(), "spin", &tiny_densenet(), serde_json::json!({"hidden": [8], "dropout": 0.0}), 5, 64, &x);
+    let with = |options: petal_onnx::SessionOptions| {
+        let mut p = Predictor::load(&ckpt, Device::Cpu).unwrap();
+        p.set_session_options(options);
+        p.set_runtime(Runtime::Onnxruntime, None).expect("onnxruntime");
+        p
+    };
+    let sleeping = with(petal_onnx::SessionOptions { threads: 2, spinning: false });
+    let spinning = with(petal_onnx::SessionOptions { threads: 2, spinning: true });
+    let single = with(petal_onnx::SessionOptions::from(1));
+    let want = rows(&sleeping.probabilities(&x).unwrap());
+    let before = tch::get_num_threads();
+    let spun = rows(&spinning.probabilities(&x).unwrap());
+    assert_eq!(tch::get_num_threads(), before, "the head's one-thread scope is undone");
+    assert_close("spinning workers, the head on one libtorch thread", &spun, &want, 1e-6);
+    assert_close("one intra-op thread", &rows(&single.probabilities(&x).unwrap()), &want, 1e-6);
+    assert_eq!(rows(&spinning.probabilities(&x).unwrap()), spun, "the same options give the same bits again");
+}
+
 /// `auto` is onnxruntime on the CPU (the library is provisioned) and libtorch on CUDA; an explicit
 /// onnxruntime on a GPU is refused with a message naming `--runtime torch`.
 #[test]
