@@ -89,8 +89,9 @@ pub fn input_tensor(images: &[f32], shape: [usize; 4], channels_last: bool, devi
 }
 
 /// libtorch's intra-op thread count, set for a scope: [`TorchThreads::set`] changes it and the guard
-/// restores the count it found when dropped (also on a panic). libtorch's count is OpenMP's for
-/// the calling thread, so other threads that already ran libtorch code keep theirs.
+/// restores the count it found when dropped (also on a panic). With libtorch's OpenMP build the
+/// count is the calling thread's: threads that already ran libtorch code keep theirs, and only a
+/// thread whose first libtorch call falls inside the scope starts with the scope's count.
 #[must_use = "the count is restored when the guard is dropped"]
 #[derive(Debug)]
 pub struct TorchThreads {
