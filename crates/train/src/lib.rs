@@ -898,7 +898,6 @@ pub(crate) fn cached_eval_batch(cfg: &TrainConfig) -> usize {
     cfg.run.eval_batch_size.max(if cfg.recipe.mode == TrainMode::Frozen { 256 } else { 64 })
 }
 
-/// Restores libtorch's thread count when dropped (also on early returns).
 pub(crate) fn loss_fn(logits: &Tensor, y: &Tensor, smoothing: f64) -> Tensor {
     logits.cross_entropy_loss::<Tensor>(y, None, tch::Reduction::Mean, -100, smoothing)
 }

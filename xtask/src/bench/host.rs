@@ -61,11 +61,6 @@ pub(super) fn git_state(root: &Path) -> (Option<String>, bool) {
     (commit, dirty)
 }
 
-/// Now, in RFC 3339 form, UTC, to the second.
-pub(super) fn utc_now() -> String {
-    petal_common::time::now_rfc3339()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -80,7 +80,7 @@ impl Start {
     /// The entry of a suite that started at `self` and has just reported.
     pub(super) fn finish(self, machine: &Machine, command: &str, rust: Report, pytorch: Option<Report>) -> Entry {
         Entry {
-            recorded_utc: host::utc_now(),
+            recorded_utc: petal_common::time::now_rfc3339(),
             commit: self.commit,
             dirty: self.dirty,
             command: command.to_string(),
