@@ -184,3 +184,31 @@ fn category_names_come_from_the_parent_folder_or_a_flag_and_live_in_the_checkpoi
     let out = petal().args(["predict", "--checkpoint"]).arg(&best).arg(&img).args(flag).output().expect("predict");
     assert!(!out.status.success() && stderr(&out).contains("other.json"), "{}", stderr(&out));
 }
+
+/// `--train-dtype bf16` (bf16 autocast of the head's products) trains: the loss falls, the
+/// checkpoint records the dtype and holds f32 weights, and the weights differ from an f32 run of
+/// the same seed (the products really ran in bf16).
+#[test]
+fn a_bf16_head_learns_records_its_dtype_and_keeps_f32_weights() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    make_dataset(&data, 8, 4, 0);
+    let cfg = config(tmp.path(), "f32", &[("epochs", "8")]);
+    ok(train_cmd(&data, Some(&cfg), tmp.path()).output().expect("train f32"), "petal train");
+    ok(
+        train_cmd(&data, Some(&cfg), tmp.path()).args(["--name", "bf16", "--train-dtype", "bf16"]).output().expect("train bf16"),
+        "petal train --train-dtype bf16",
+    );
+    let losses: Vec<f64> = common::metrics(&tmp.path().join("runs/bf16")).iter().map(|m| m["train_loss"].as_f64().expect("train_loss")).collect();
+    assert!(losses.last() < losses.first(), "the bf16 head learns: {losses:?}");
+    let load = |name: &str| checkpoint::load(&tmp.path().join(format!("runs/{name}/last.safetensors"))).expect("checkpoint");
+    let (f32_run, bf16_run) = (load("f32"), load("bf16"));
+    assert_eq!(bf16_run.meta.hyperparameters["train_dtype"], "bf16");
+    assert!(f32_run.meta.hyperparameters.get("train_dtype").is_none(), "f32 is the default, not written");
+    let head = |c: &checkpoint::Checkpoint| -> Vec<(String, checkpoint::TensorData)> {
+        c.tensors.iter().filter(|(k, _)| k.starts_with("classifier.")).map(|(k, v)| (k.clone(), v.clone())).collect()
+    };
+    let (a, b) = (head(&f32_run), head(&bf16_run));
+    assert!(!b.is_empty() && b.iter().all(|(_, t)| t.dtype == checkpoint::DType::F32), "the head's weights stay f32");
+    assert_ne!(a.iter().map(|(_, t)| t.bytes.as_ref()).collect::<Vec<_>>(), b.iter().map(|(_, t)| t.bytes.as_ref()).collect::<Vec<_>>());
+}

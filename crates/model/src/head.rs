@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use crate::Error;
 
@@ -101,6 +101,28 @@ impl Head {
         self.forward_batch(xs, train)
     }
 
+    /// [`Head::forward_t`] with every matrix product in `kind` (what `torch.autocast` does to a
+    /// linear layer): inputs, weights and biases are cast to `kind` for the product, and the
+    /// logits come back as f32. The weights stay f32, so their gradients and the optimiser's
+    /// updates are f32 too. `Kind::Float` is `forward_t` itself.
+    pub fn forward_t_as(&self, xs: &Tensor, train: bool, kind: Kind) -> Tensor {
+        if kind == Kind::Float {
+            return self.forward_batch(xs, train);
+        }
+        let linear = |l: &nn::Linear, x: &Tensor| x.linear(&l.ws.to_kind(kind), l.bs.as_ref().map(|b| b.to_kind(kind)));
+        let Some((last, hidden)) = self.layers.split_last() else {
+            return xs.shallow_clone();
+        };
+        let mut x = xs.to_kind(kind);
+        for l in hidden {
+            x = self.activation.apply(&linear(l, &x));
+            if self.dropout > 0.0 {
+                x = x.dropout(self.dropout, train);
+            }
+        }
+        linear(last, &x).to_kind(Kind::Float)
+    }
+
     /// Evaluation logits with every row run alone (`[1, d]` products), so that a row's logits do
     /// not depend on its batch mates or its position among them: with some shapes, a CPU's matrix
     /// product rounds rows differently by their position (seen with libtorch 2.13 on a Xeon with
@@ -135,6 +157,30 @@ impl Head {
 mod tests {
     use super::*;
     use tch::{nn, Device, Kind};
+
+    /// bf16 products give logits near f32's, in f32, and their gradients reach the f32 weights.
+    #[test]
+    fn bf16_products_train_the_f32_weights() {
+        let _g = crate::random_generator_lock();
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let cfg = HeadConfig { hidden: vec![32], activation: Activation::Relu, dropout: 0.0 };
+        let head = Head::new(&(vs.root() / "classifier"), &cfg, 64, 5).expect("head");
+        let x = Tensor::randn([8, 64], (Kind::Float, Device::Cpu));
+        let f32_logits = head.forward_t(&x, false);
+        assert!(head.forward_t_as(&x, false, Kind::Float).equal(&f32_logits), "f32 is forward_t itself");
+        let bf16 = head.forward_t_as(&x, true, Kind::BFloat16);
+        assert_eq!(bf16.kind(), Kind::Float);
+        let diff = (&bf16 - &f32_logits).abs().max().double_value(&[]);
+        let scale = f32_logits.abs().max().double_value(&[]);
+        // bf16 keeps 8 bits of mantissa: products of 64 terms land within a few percent.
+        assert!(diff > 0.0 && diff < 0.05 * scale, "bf16 logits differ by {diff} at scale {scale}");
+        bf16.sum(Kind::Float).backward();
+        for (name, v) in vs.variables() {
+            assert_eq!(v.kind(), Kind::Float, "{name} stays f32");
+            assert!(v.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0, "{name} has a gradient");
+        }
+    }
 
     /// A row's logits are the same bits alone, in a batch, and at any position in it: the shapes
     /// include d = 64 with 3 classes, whose batched product rounds rows by position on the Xeon

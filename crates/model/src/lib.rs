@@ -56,7 +56,7 @@ mod vgg;
 pub mod weights;
 
 use tch::nn::{self, VarStore};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 pub use arch::Arch;
 pub use arch::Family;
@@ -139,6 +139,12 @@ impl Classifier {
     /// Head: features `[N, feature_dim]` → logits `[N, num_classes]`.
     pub fn head_forward(&self, feats: &Tensor, train: bool) -> Tensor {
         self.head.forward_t(feats, train)
+    }
+
+    /// [`Classifier::head_forward`] with the head's matrix products in `kind` (bf16 autocast of
+    /// the trainable head; see `Head::forward_t_as`). The logits are f32.
+    pub fn head_forward_as(&self, feats: &Tensor, train: bool, kind: Kind) -> Tensor {
+        self.head.forward_t_as(feats, train, kind)
     }
 
     /// Head in evaluation with every row alone: a row's logits are the same bits whatever batch it

@@ -85,6 +85,8 @@ pub struct Overrides {
     pub holdout_seed: Option<u64>,
     /// Retrain on train plus the selection part for the chosen epoch count.
     pub final_fit: Option<bool>,
+    /// Frozen mode: the dtype of the head's products while it trains (bf16 autocast).
+    pub train_dtype: Option<train::TrainDtype>,
 }
 
 impl Overrides {
@@ -96,7 +98,7 @@ impl Overrides {
         if let Some(name) = &self.name {
             cfg.name.clone_from(name);
         }
-        set!(recipe: arch, mode, unfreeze_blocks, epochs, views, lr, batch_size, seed, patience, holdout, holdout_seed, final_fit);
+        set!(recipe: arch, mode, unfreeze_blocks, epochs, views, lr, batch_size, seed, patience, holdout, holdout_seed, final_fit, train_dtype);
         set!(run: activation_cache_limit_mb, device, threads, runtime);
     }
 }

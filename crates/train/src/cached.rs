@@ -81,11 +81,13 @@ impl Cached {
         Ok((x.to_device(device), y.to_device(device)))
     }
 
-    fn forward(&self, net: &Classifier, x: &Tensor, train: bool) -> Result<Tensor, Error> {
+    /// Logits of a batch. `kind` is the dtype of the head's matrix products on features (f32, or
+    /// bf16 for `train_dtype = "bf16"`); partial mode's blocks run in f32 (the config refuses bf16 there).
+    fn forward(&self, net: &Classifier, x: &Tensor, train: bool, kind: Kind) -> Result<Tensor, Error> {
         match self {
-            Cached::Features(..) => Ok(net.head_forward(x, train)),
+            Cached::Features(..) => Ok(net.head_forward_as(x, train, kind)),
             Cached::Activations(_, split) => Ok(net.forward_from(x, *split, train)?),
-            Cached::Joined(parts) => parts.first().map_or(Ok(net.head_forward(x, train)), |p| p.forward(net, x, train)),
+            Cached::Joined(parts) => parts.first().map_or(Ok(net.head_forward_as(x, train, kind)), |p| p.forward(net, x, train, kind)),
         }
     }
 }
@@ -104,7 +106,7 @@ pub(crate) fn epoch(
     let (mut loss_sum, mut correct) = (0.0, 0i64);
     for chunk in order.chunks(cfg.recipe.batch_size) {
         let (xb, yb) = data.batch(chunk, device)?;
-        let logits = data.forward(net, &xb, true)?;
+        let logits = data.forward(net, &xb, true, cfg.recipe.train_dtype.kind())?;
         let loss = loss_fn(&logits, &yb, cfg.recipe.label_smoothing);
         opt.zero_grad();
         loss.backward();
@@ -122,7 +124,7 @@ pub(crate) fn eval(net: &Classifier, data: &Cached, bs: usize, device: Device) -
     let idx: Vec<usize> = (0..n).collect();
     for chunk in idx.chunks(bs.max(1)) {
         let (xb, yb) = data.batch(chunk, device)?;
-        let logits = tch::no_grad(|| data.forward(net, &xb, false))?;
+        let logits = tch::no_grad(|| data.forward(net, &xb, false, Kind::Float))?;
         loss_sum += loss_fn(&logits, &yb, 0.0).double_value(&[]) * chunk.len() as f64;
         correct += logits.argmax(1, false).eq_tensor(&yb).sum(Kind::Int64).int64_value(&[]);
     }

@@ -49,6 +49,34 @@ impl ActivationDtype {
     }
 }
 
+/// The dtype of the trainable head's matrix products while it trains (`train_dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "snake_case")]
+pub enum TrainDtype {
+    /// Single precision throughout.
+    #[default]
+    F32,
+    /// bfloat16 products with f32 weights, gradients and optimiser state, like `torch.autocast`
+    /// on a CPU (fast where the CPU has AVX-512 BF16 or AMX). Validation, the checkpoint and every
+    /// later forward pass stay f32.
+    Bf16,
+}
+
+impl TrainDtype {
+    /// The tensor kind of the products.
+    pub fn kind(self) -> tch::Kind {
+        match self {
+            TrainDtype::F32 => tch::Kind::Float,
+            TrainDtype::Bf16 => tch::Kind::BFloat16,
+        }
+    }
+
+    fn is_f32(&self) -> bool {
+        *self == TrainDtype::F32
+    }
+}
+
 /// The optimiser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -150,6 +178,8 @@ pub struct Recipe {
     /// Partial mode: how cached activations are stored (`f16` halves the disk they take, and
     /// the trainable blocks read them back rounded).
     pub activation_dtype: ActivationDtype,
+    /// Frozen mode: the dtype of the head's matrix products while it trains (bf16 autocast).
+    pub train_dtype: TrainDtype,
 }
 
 impl Default for Recipe {
@@ -184,6 +214,7 @@ impl Default for Recipe {
             resize_size: 256,
             color_jitter: false,
             activation_dtype: ActivationDtype::F16,
+            train_dtype: TrainDtype::F32,
         }
     }
 }
@@ -231,6 +262,13 @@ impl Recipe {
         let units = self.arch.backbone_blocks().len();
         if self.mode == TrainMode::Partial && matches!(self.arch, Arch::Ensemble(_)) {
             return bad(&format!("partial mode cannot split an ensemble ({}) between blocks: train it frozen or fine-tune it", self.arch));
+        }
+        if self.train_dtype != TrainDtype::F32 && self.mode != TrainMode::Frozen {
+            return bad(&format!(
+                "train_dtype = \"{}\" applies to frozen mode's head only: {} mode trains backbone blocks in f32",
+                serde_json::to_value(self.train_dtype).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+                serde_json::to_value(self.mode).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+            ));
         }
         if self.mode == TrainMode::Partial && !(1..units).contains(&self.unfreeze_blocks) {
             return bad(&format!(
@@ -415,6 +453,8 @@ struct Flat {
     resize_size: u32,
     color_jitter: bool,
     activation_dtype: ActivationDtype,
+    #[serde(skip_serializing_if = "TrainDtype::is_f32")]
+    train_dtype: TrainDtype,
     #[serde(skip_serializing_if = "Option::is_none")]
     device: Option<model::DeviceSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -472,6 +512,7 @@ impl From<Recipe> for Flat {
             resize_size: r.resize_size,
             color_jitter: r.color_jitter,
             activation_dtype: r.activation_dtype,
+            train_dtype: r.train_dtype,
             device: None,
             runtime: None,
             channels_last: None,
@@ -520,6 +561,7 @@ impl From<Flat> for Recipe {
             resize_size: f.resize_size,
             color_jitter: f.color_jitter,
             activation_dtype: f.activation_dtype,
+            train_dtype: f.train_dtype,
         }
     }
 }
@@ -637,6 +679,25 @@ mod tests {
         let text = toml::to_string(&cfg).expect("serialise");
         assert!(text.contains("step_size = 2") && text.contains("gamma = 0.3") && !text.contains("warmup_epochs"), "{text}");
         assert_eq!(toml::from_str::<TrainConfig>(&text).expect("parse"), cfg);
+    }
+
+    #[test]
+    fn bf16_is_a_frozen_head_setting_written_only_when_set() {
+        // The default writes no train_dtype, so every stored recipe and cache key stays as it was.
+        let text = toml::to_string(&TrainConfig::default()).expect("serialise");
+        assert!(!text.contains("train_dtype"), "{text}");
+        let bf16: TrainConfig = toml::from_str("train_dtype = \"bf16\"").expect("parse");
+        assert_eq!((bf16.recipe.train_dtype, bf16.recipe.train_dtype.kind()), (TrainDtype::Bf16, tch::Kind::BFloat16));
+        bf16.validate().expect("frozen mode trains its head in bf16");
+        let back: TrainConfig = toml::from_str(&toml::to_string(&bf16).expect("serialise")).expect("parse");
+        assert_eq!(back, bf16);
+        for mode in [TrainMode::Partial, TrainMode::Finetune] {
+            let mut c = bf16.clone();
+            c.recipe.mode = mode;
+            c.recipe.arch = Arch::EfficientNetLite0;
+            let err = c.validate().expect_err("bf16 outside frozen mode must be refused").to_string();
+            assert!(err.contains("train_dtype = \"bf16\"") && err.contains("frozen mode"), "{err}");
+        }
     }
 
     #[test]

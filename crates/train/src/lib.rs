@@ -46,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-pub use config::{ActivationDtype, OptimizerKind, Recipe, RunOptions, Schedule, TrainConfig, TrainMode};
+pub use config::{ActivationDtype, OptimizerKind, Recipe, RunOptions, Schedule, TrainConfig, TrainDtype, TrainMode};
 pub use error::Error;
 pub use petal_onnx::Runtime;
 
