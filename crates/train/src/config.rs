@@ -263,11 +263,10 @@ impl Recipe {
         if self.mode == TrainMode::Partial && matches!(self.arch, Arch::Ensemble(_)) {
             return bad(&format!("partial mode cannot split an ensemble ({}) between blocks: train it frozen or fine-tune it", self.arch));
         }
-        if self.train_dtype != TrainDtype::F32 && self.mode != TrainMode::Frozen {
+        if self.train_dtype == TrainDtype::Bf16 && self.mode != TrainMode::Frozen {
             return bad(&format!(
-                "train_dtype = \"{}\" applies to frozen mode's head only: {} mode trains backbone blocks in f32",
-                serde_json::to_value(self.train_dtype).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
-                serde_json::to_value(self.mode).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(),
+                "train_dtype = \"bf16\" applies to frozen mode's head only (mode is {:?}, whose backbone blocks train in f32)",
+                self.mode
             ));
         }
         if self.mode == TrainMode::Partial && !(1..units).contains(&self.unfreeze_blocks) {
