@@ -98,7 +98,7 @@ impl Head {
     /// Features `[N, d]` → logits `[N, classes]`, one batched product per layer (what training
     /// and the exporters' traces use).
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.forward_batch(xs, train)
+        self.forward_batch(xs, train, Kind::Float)
     }
 
     /// [`Head::forward_t`] with every matrix product in `kind` (what `torch.autocast` does to a
@@ -106,21 +106,7 @@ impl Head {
     /// logits come back as f32. The weights stay f32, so their gradients and the optimiser's
     /// updates are f32 too. `Kind::Float` is `forward_t` itself.
     pub fn forward_t_as(&self, xs: &Tensor, train: bool, kind: Kind) -> Tensor {
-        if kind == Kind::Float {
-            return self.forward_batch(xs, train);
-        }
-        let linear = |l: &nn::Linear, x: &Tensor| x.linear(&l.ws.to_kind(kind), l.bs.as_ref().map(|b| b.to_kind(kind)));
-        let Some((last, hidden)) = self.layers.split_last() else {
-            return xs.shallow_clone();
-        };
-        let mut x = xs.to_kind(kind);
-        for l in hidden {
-            x = self.activation.apply(&linear(l, &x));
-            if self.dropout > 0.0 {
-                x = x.dropout(self.dropout, train);
-            }
-        }
-        linear(last, &x).to_kind(Kind::Float)
+        self.forward_batch(xs, train, kind)
     }
 
     /// Evaluation logits with every row run alone (`[1, d]` products), so that a row's logits do
@@ -131,25 +117,35 @@ impl Head {
     pub fn forward_rows(&self, xs: &Tensor) -> Tensor {
         let n = xs.size().first().copied().unwrap_or(0);
         if xs.dim() != 2 || n <= 1 {
-            return self.forward_batch(xs, false);
+            return self.forward_batch(xs, false, Kind::Float);
         }
-        let rows: Vec<Tensor> = (0..n).map(|i| self.forward_batch(&xs.narrow(0, i, 1), false)).collect();
+        let rows: Vec<Tensor> = (0..n).map(|i| self.forward_batch(&xs.narrow(0, i, 1), false, Kind::Float)).collect();
         Tensor::cat(&rows, 0)
     }
 
-    fn forward_batch(&self, xs: &Tensor, train: bool) -> Tensor {
+    /// The layers in order, each product in `kind` (f32: `nn::Linear`'s own product, untouched).
+    fn forward_batch(&self, xs: &Tensor, train: bool, kind: Kind) -> Tensor {
         let (last, hidden) = match self.layers.split_last() {
             Some(v) => v,
             None => return xs.shallow_clone(),
         };
-        let mut x = xs.shallow_clone();
+        let linear = |l: &nn::Linear, x: &Tensor| match kind {
+            Kind::Float => l.forward(x),
+            _ => x.linear(&l.ws.to_kind(kind), l.bs.as_ref().map(|b| b.to_kind(kind))),
+        };
+        let mut x = if kind == Kind::Float { xs.shallow_clone() } else { xs.to_kind(kind) };
         for l in hidden {
-            x = self.activation.apply(&l.forward(&x));
+            x = self.activation.apply(&linear(l, &x));
             if self.dropout > 0.0 {
                 x = x.dropout(self.dropout, train);
             }
         }
-        last.forward(&x)
+        let logits = linear(last, &x);
+        if kind == Kind::Float {
+            logits
+        } else {
+            logits.to_kind(Kind::Float)
+        }
     }
 }
 
