@@ -58,7 +58,7 @@ pub enum TrainDtype {
     #[default]
     F32,
     /// bfloat16 products with f32 weights, gradients and optimiser state, like `torch.autocast`
-    /// on a CPU (fast where the CPU has AVX-512 BF16 or AMX). Validation, the checkpoint and every
+    /// on a CPU (native on CPUs with AVX-512 BF16 or AMX). Validation, the checkpoint and every
     /// later forward pass stay f32.
     Bf16,
 }
