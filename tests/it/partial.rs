@@ -44,15 +44,17 @@ fn config(name: &str, mode: TrainMode, blocks: usize) -> TrainConfig {
 
 /// A backbone whose last block is dead: the scale of its batch norm (`_bn1.weight`) is zero and its
 /// shift 1, so the pooled features are the same constant for every image and nothing trained on
-/// them can tell classes apart, while training that block from the activations before it can.
-fn dead_head_weights(path: &Path) {
+/// them can tell classes apart, while training that block from the activations before it can. For
+/// an ensemble, every member's last block is dead.
+fn dead_head_weights(path: &Path, arch: &Arch) {
     let _generator = model::random_generator_lock(); // seeded draws, not interleaved with another test's
     tch::manual_seed(11);
     let vs = VarStore::new(Device::Cpu);
-    let _net = Classifier::new(&vs.root(), &Arch::EfficientNetLite0, &HeadConfig::default(), 3).expect("net");
+    let _net = Classifier::new(&vs.root(), arch, &HeadConfig::default(), 3).expect("net");
     tch::no_grad(|| {
         for (name, mut t) in vs.variables() {
-            match name.as_str() {
+            let own = arch.member_key(&name).map_or(name.as_str(), |(_, rest)| rest);
+            match own {
                 "_bn1.weight" => _ = t.zero_(),
                 "_bn1.bias" => _ = t.fill_(1.0),
                 _ => {}
@@ -60,7 +62,7 @@ fn dead_head_weights(path: &Path) {
         }
     });
     let tensors = model::weights::varstore_tensors(&vs).expect("tensors");
-    let meta = checkpoint::Metadata { arch: "efficientnet_lite0".into(), ..checkpoint::Metadata::default() };
+    let meta = checkpoint::Metadata { arch: arch.name().into(), ..checkpoint::Metadata::default() };
     checkpoint::save(path, &checkpoint::Checkpoint { meta, tensors }).expect("save weights");
 }
 
@@ -74,11 +76,16 @@ struct Bench {
 /// 3 classes × 15 training images (batches of 8 never leave one image alone, which batch norm
 /// on 1×1 maps could not train on) and 3 × 8 validation images.
 fn bench() -> Bench {
+    bench_for(&Arch::EfficientNetLite0)
+}
+
+/// [`bench`] with the dead-headed weights of `arch`.
+fn bench_for(arch: &Arch) -> Bench {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     common::make_dataset(&data, 15, 8, 0);
     let weights = tmp.path().join("dead-head.safetensors");
-    dead_head_weights(&weights);
+    dead_head_weights(&weights, arch);
     let work = tmp.path().join("work");
     Bench { data, work, weights, _tmp: tmp }
 }
@@ -166,24 +173,90 @@ fn partial_learns_where_frozen_cannot_and_its_checkpoint_predicts_the_same() {
     let first_pass = log.iter().position(|m| m.starts_with("start train")).expect("extraction");
     assert!(size_at < first_pass, "{log:?}");
 
-    // The checkpoint is the whole network: `infer` predicts with it exactly like the partial
-    // network's own forward, and reaches the accuracy the run measured on its cached activations.
+    checkpoint_predicts_like_the_split_network(&b, &partial, &cfg);
+}
+
+/// The checkpoint is the whole network: `infer` predicts with it exactly like the partial
+/// network's own forward (frozen part, then trainable part), and reaches the accuracy the run
+/// measured on its cached activations.
+fn checkpoint_predicts_like_the_split_network(b: &Bench, partial: &TrainOutcome, cfg: &TrainConfig) {
     let predictor = infer::Predictor::load(&partial.best_checkpoint, Device::Cpu).expect("predictor");
-    let (x, y) = valid_batch(&b, &cfg);
+    let (x, y) = valid_batch(b, cfg);
     let via_infer = predictor.probabilities(&x).expect("probabilities");
     let ckpt = checkpoint::load(&partial.best_checkpoint).expect("checkpoint");
     let vs = VarStore::new(Device::Cpu);
-    let net = Classifier::new(&vs.root(), &Arch::EfficientNetLite0, &cfg.recipe.head, 3).expect("net");
+    let net = Classifier::new(&vs.root(), &cfg.recipe.arch, &cfg.recipe.head, 3).expect("net");
     let tensors: Vec<(String, Tensor)> =
         ckpt.model_tensors().map(|(k, d)| (k.clone(), model::weights::to_tensor(d, k, Path::new(k)).expect("tensor"))).collect();
     model::weights::load_all_tensors(&vs, tensors, &partial.best_checkpoint).expect("load");
-    let split = net.units() - blocks;
+    let split = net.units() - cfg.recipe.unfreeze_blocks;
     let own = net.forward_from(&net.activations(&x, split).expect("frozen part"), split, false).expect("trainable part").softmax(1, Kind::Float);
     let diff = (&via_infer - &own).abs().max().double_value(&[]);
     assert!(diff < 1e-5, "infer and the partial forward differ by {diff}");
     let acc = own.argmax(1, false).eq_tensor(&y).to_kind(Kind::Float).mean(Kind::Float).double_value(&[]);
     let best = partial.history[partial.best_epoch - 1].valid_acc.expect("valid acc");
     assert!((acc - best).abs() < 1e-6, "the checkpoint's accuracy {acc} differs from the run's {best}");
+}
+
+/// An ensemble of Lite members in partial mode: with every member's last block dead, a head on
+/// the frozen ensemble's features cannot learn, while training every member's blocks from the
+/// cached activation maps (both members' maps side by side) can; its checkpoint predicts like
+/// the split ensemble's own forward.
+#[test]
+fn a_partial_ensemble_learns_where_its_frozen_features_cannot() {
+    let arch = Arch::ensemble(vec![Arch::EfficientNetLite0, Arch::EfficientNetLite2]).expect("ensemble");
+    let b = bench_for(&arch);
+    let with_arch = |mut c: TrainConfig| {
+        c.recipe.arch = arch.clone();
+        c
+    };
+    let (frozen, _) = run(&b, &request(&b, with_arch(config("frozen", TrainMode::Frozen, 0)), false));
+    let frozen = frozen.expect("frozen run");
+    let mut cfg = with_arch(config("partial", TrainMode::Partial, 8));
+    cfg.recipe.activation_dtype = ActivationDtype::F32;
+    cfg.recipe.backbone_lr_scale = 1.0;
+    cfg.recipe.epochs = 8;
+    let (partial, log) = run(&b, &request(&b, cfg.clone(), false));
+    let partial = partial.expect("partial run");
+    let last_train = |o: &TrainOutcome| o.history.last().map_or(0.0, |m| m.train_acc);
+    let (f, p) = (last_train(&frozen), last_train(&partial));
+    assert!(f < 0.5, "frozen features of dead last blocks carry nothing, yet frozen reached {f}");
+    assert!(p >= 0.7, "partial mode on the ensemble (every member's blocks after the stem trainable) reached only {p} (frozen: {f})");
+    // Lite0's and Lite2's 32 stem channels, side by side.
+    assert!(log.iter().any(|m| m.starts_with("activation cache: 2 file(s), 69 images × 64×16×16 F32")), "{log:?}");
+    // Both members' last blocks trained; their stems, frozen, did not move.
+    let (start, best) = (checkpoint::import(&b.weights).expect("weights"), checkpoint::load(&partial.best_checkpoint).expect("checkpoint"));
+    for i in 0..2 {
+        let (trained, frozen) = (format!("members.{i}._bn1.weight"), format!("members.{i}._conv_stem.weight"));
+        assert_ne!(best.tensors[&trained], start.tensors[&trained], "{trained} did not train");
+        assert_eq!(best.tensors[&frozen], start.tensors[&frozen], "{frozen} changed although frozen");
+    }
+    checkpoint_predicts_like_the_split_network(&b, &partial, &cfg);
+}
+
+/// Partial mode's final fit trains the split network on the training split's activations and the
+/// selection part's, read as one cache, for the chosen number of epochs.
+#[test]
+fn a_partial_final_fit_trains_on_train_plus_the_selection_part() {
+    let b = bench();
+    let mut cfg = config("fit", TrainMode::Partial, 2);
+    cfg.recipe.epochs = 3;
+    cfg.recipe.holdout = 0.5;
+    cfg.recipe.final_fit = true;
+    let (out, log) = run(&b, &request(&b, cfg, false));
+    let out = out.expect("partial run with a final fit");
+    let fit = out.final_fit.expect("a final fit");
+    assert_eq!(fit.epochs, out.best_epoch);
+    // 45 training images and half of each class's 8 validation images.
+    assert_eq!(fit.images, 45 + 12, "{log:?}");
+    let last = checkpoint::load(&fit.run_dir.join("last.safetensors")).expect("the final fit's last epoch");
+    let history = last.meta.metrics["history"].as_array().expect("history").clone();
+    assert_eq!(history.len(), fit.epochs);
+    assert!(history.iter().all(|m| m["valid_acc"].is_null() && m["train_acc"].as_f64().is_some()), "{history:?}");
+    // The final fit's trainable blocks moved away from the chosen run's.
+    let chosen = checkpoint::load(&out.best_checkpoint).expect("chosen");
+    let key = "_blocks.15._bn2.weight";
+    assert_ne!(last.tensors[key], chosen.tensors[key]);
 }
 
 #[test]
@@ -342,7 +415,7 @@ fn activation_cache_is_recomputed_when_any_key_part_changes() {
     assert!(again(base.clone()).0.feature_s > 0.0, "images changed");
     assert_eq!(pact_files(&b).len(), files.len() + 1, "only the training split's images changed");
     files = pact_files(&b);
-    dead_head_weights(&b.weights);
+    dead_head_weights(&b.weights, &Arch::EfficientNetLite0);
     // The rewrite's time, set explicitly: the test must not depend on the filesystem's timestamp
     // resolution.
     let f = std::fs::File::options().write(true).open(&b.weights).expect("open the weights");

@@ -238,10 +238,12 @@ impl Arch {
     /// DenseNet: `stem` (conv0, norm0), `block1` (denseblock1 + transition1), ..., the last block
     /// with `norm5`. EfficientNet-Lite: `stem`, `stage1`..`stage7`, `head` (`_conv_head`, `_bn1`).
     /// VGG and AlexNet: `stage1`.. (each ends with a max-pooling). ResNet: `stem`,
-    /// `layer1`..`layer4`. An ensemble is one unit, `members` (all its backbones).
+    /// `layer1`..`layer4`. An ensemble whose members all have the same units (EfficientNet-Lite0/1/2)
+    /// has theirs: unit `i` is unit `i` of every member. Any other ensemble is one unit, `members`
+    /// (all its backbones).
     pub fn backbone_blocks(&self) -> Vec<String> {
         match self.family() {
-            Family::Ensemble(_) => vec!["members".to_string()],
+            Family::Ensemble(m) => shared_blocks(&m).unwrap_or_else(|| vec!["members".to_string()]),
             Family::DenseNet(c) => std::iter::once("stem".to_string()).chain((1..=c.block_config.len()).map(|i| format!("block{i}"))).collect(),
             Family::Lite(_) => efficientnet::blocks(),
             Family::Plain(p) => p.blocks(),
@@ -252,7 +254,14 @@ impl Arch {
     /// Index into [`Arch::backbone_blocks`] of a backbone variable, `None` for anything else.
     pub fn block_of(&self, key: &str) -> Option<usize> {
         match self.family() {
-            Family::Ensemble(_) => self.member_key(key).filter(|_| !self.is_head_key(key)).map(|_| 0),
+            Family::Ensemble(m) => {
+                let (i, rest) = self.member_key(key).filter(|_| !self.is_head_key(key))?;
+                if shared_blocks(&m).is_some() {
+                    m[i].block_of(rest)
+                } else {
+                    Some(0)
+                }
+            }
             Family::DenseNet(c) => densenet_block_of(&c, key),
             Family::Lite(c) => efficientnet::block_of(&c, key),
             Family::Plain(p) => p.block_of(key),
@@ -264,6 +273,12 @@ impl Arch {
     pub fn builtin() -> Vec<Arch> {
         BUILTIN.iter().map(|(a, _)| a.clone()).collect()
     }
+}
+
+/// The units every member of an ensemble has, when they all have the same ones (more than one).
+fn shared_blocks(members: &[Arch]) -> Option<Vec<String>> {
+    let first = members.first()?.backbone_blocks();
+    (first.len() > 1 && members.iter().all(|m| m.backbone_blocks() == first)).then_some(first)
 }
 
 fn densenet_block_of(c: &DenseNetConfig, key: &str) -> Option<usize> {

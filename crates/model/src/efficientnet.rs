@@ -169,6 +169,8 @@ pub(crate) struct EfficientNetLite {
     stage_starts: Vec<usize>,
     conv_head: Conv2d,
     bn1: BatchNorm2d,
+    /// Output channels of each unit of [`blocks`] (the stem's 32, each stage's, the head's 1280).
+    unit_channels: Vec<i64>,
 }
 
 impl EfficientNetLite {
@@ -209,7 +211,8 @@ impl EfficientNetLite {
         let last_c = stages.last().map_or(320, |s| s.5);
         let conv_head = conv(&(vs / "_conv_head"), last_c, LITE0_FEATURE_DIM, 1, 1, 1, image);
         let bn1 = bn(&(vs / "_bn1"), LITE0_FEATURE_DIM);
-        EfficientNetLite { conv_stem, bn0, blocks, stage_starts, conv_head, bn1 }
+        let unit_channels = std::iter::once(32).chain(stages.iter().map(|s| s.5)).chain([LITE0_FEATURE_DIM]).collect();
+        EfficientNetLite { conv_stem, bn0, blocks, stage_starts, conv_head, bn1, unit_channels }
     }
 }
 
@@ -266,6 +269,10 @@ impl crate::Net for EfficientNetLite {
             };
         }
         Some(x)
+    }
+
+    fn channels_after(&self, units: usize) -> Option<i64> {
+        self.unit_channels.get(units.checked_sub(1)?).copied()
     }
 
     /// Folds every batch norm into the convolution before it. Returns how many were folded.

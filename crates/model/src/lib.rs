@@ -99,6 +99,11 @@ pub(crate) trait Net: std::fmt::Debug + Send {
     fn forward_units(&self, _xs: &Tensor, _units: std::ops::Range<usize>, _train: bool) -> Option<Tensor> {
         None
     }
+    /// Channels of the activation map after the first `units` units (what
+    /// [`Net::forward_units`]`(x, 0..units)` returns); `None` where the network cannot be split there.
+    fn channels_after(&self, _units: usize) -> Option<i64> {
+        None
+    }
 }
 
 /// Backbone + head, with all variables in one `nn::Path` tree (see the crate docs for names).
@@ -202,7 +207,7 @@ impl Classifier {
     }
 
     fn unsplittable(&self) -> Error {
-        Error::Config(format!("{} cannot be split between blocks (partial mode supports efficientnet_lite0/1/2 alone)", self.arch))
+        Error::Config(format!("{} cannot be split between blocks (partial mode supports efficientnet_lite0/1/2, alone or in an ensemble of them)", self.arch))
     }
 
     /// Dimension of the pooled features.

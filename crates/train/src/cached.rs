@@ -87,7 +87,11 @@ impl Cached {
         match self {
             Cached::Features(..) => Ok(net.head_forward_as(x, train, kind)),
             Cached::Activations(_, split) => Ok(net.forward_from(x, *split, train)?),
-            Cached::Joined(parts) => parts.first().map_or(Ok(net.head_forward_as(x, train, kind)), |p| p.forward(net, x, train, kind)),
+            // The parts are all of one kind (activation caches: features are concatenated instead).
+            Cached::Joined(parts) => match parts.first() {
+                Some(p) => p.forward(net, x, train, kind),
+                None => Ok(net.head_forward_as(x, train, kind)),
+            },
         }
     }
 }

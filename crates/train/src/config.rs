@@ -260,8 +260,11 @@ impl Recipe {
             }
         }
         let units = self.arch.backbone_blocks().len();
-        if self.mode == TrainMode::Partial && matches!(self.arch, Arch::Ensemble(_)) {
-            return bad(&format!("partial mode cannot split an ensemble ({}) between blocks: train it frozen or fine-tune it", self.arch));
+        if self.mode == TrainMode::Partial && matches!(self.arch, Arch::Ensemble(_)) && units < 2 {
+            return bad(&format!(
+                "partial mode splits an ensemble between blocks only when its members share them (efficientnet_lite0/1/2); {} does not: train it frozen or fine-tune it",
+                self.arch
+            ));
         }
         if self.train_dtype == TrainDtype::Bf16 && self.mode != TrainMode::Frozen {
             return bad(&format!(

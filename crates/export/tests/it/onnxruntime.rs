@@ -147,32 +147,45 @@ fn auto_resolves_by_device() {
 /// (full-size Lite0, photos, perturbed batch norms), and a cut outside the backbone is refused.
 #[test]
 fn partial_modes_frozen_blocks_give_libtorchs_activations() {
+    cut_graphs_give_libtorchs_activations(&Arch::EfficientNetLite0, 224);
+    let params = || petal_onnx::graph::Params::new(Default::default());
+    let spec = petal_onnx::BackboneSpec { arch: &Arch::DenseNet121, side: 224, feature_dim: 1024, weights: "partial-test" };
+    let dense = petal_onnx::prefix_net(spec, 2, params, None, 0).expect_err("densenet");
+    assert!(dense.to_string().contains("partial mode supports efficientnet_lite0/1/2"), "{dense}");
+}
+
+/// The same for an ensemble of Lite0 and Lite2 at 288 px (the best recipe's size): its cut graph is
+/// the members' cut graphs, their maps concatenated along the channels as libtorch does.
+#[test]
+fn an_ensembles_frozen_blocks_give_libtorchs_activations() {
+    let arch = Arch::ensemble(vec![Arch::EfficientNetLite0, Arch::EfficientNetLite2]).expect("ensemble");
+    cut_graphs_give_libtorchs_activations(&arch, 288);
+}
+
+fn cut_graphs_give_libtorchs_activations(arch: &Arch, side: u32) {
     use petal_onnx::graph::Params;
     let paths = images(REAL, 3);
-    let x = batch(&paths, 224);
-    let arch = Arch::EfficientNetLite0;
+    let x = batch(&paths, side);
     let head: model::HeadConfig = serde_json::from_value(serde_json::json!({"hidden": [], "dropout": 0.0})).unwrap();
     let generator = model::random_generator_lock(); // seeded draws, not interleaved with another test's
     tch::manual_seed(11);
     let vs = tch::nn::VarStore::new(Device::Cpu);
-    let net = model::Classifier::new(&vs.root(), &arch, &head, 10).expect("classifier");
+    let net = model::Classifier::new(&vs.root(), arch, &head, 10).expect("classifier");
     tch::no_grad(|| perturb(&vs));
     drop(generator);
-    let spec = petal_onnx::BackboneSpec { arch: &arch, side: 224, feature_dim: net.feature_dim(), weights: "partial-test" };
+    let spec = petal_onnx::BackboneSpec { arch, side: side.into(), feature_dim: net.feature_dim(), weights: "partial-test" };
     let params = || Params::new(vs.variables());
-    assert_eq!(net.units(), 9, "stem, 7 stages, head");
+    assert_eq!(net.units(), 9, "{arch}: stem, 7 stages, head");
     for split in 1..net.units() {
         let want = net.activations(&x, split).expect("libtorch activations");
         let got = petal_onnx::prefix_net(spec, split, params, None, 0).expect("cut graph").run_tensor(&x).expect("onnxruntime run");
-        assert_eq!(got.size(), want.size(), "split {split}: activation shape");
+        assert_eq!(got.size(), want.size(), "{arch}, split {split}: activation shape");
         let rel = relative_error(&got, &want);
-        assert!(rel <= 1e-5, "split {split}: activations differ by {rel:e} relative (> 1e-5)");
-        eprintln!("split {split} {:?}: {rel:e} relative", want.size());
+        assert!(rel <= 1e-5, "{arch}, split {split}: activations differ by {rel:e} relative (> 1e-5)");
+        eprintln!("{arch}, split {split} {:?}: {rel:e} relative", want.size());
     }
     for bad in [0, net.units()] {
         let err = petal_onnx::prefix_net(spec, bad, params, None, 0).expect_err("a cut outside the backbone");
         assert!(err.to_string().contains(&format!("not after {bad}")), "{err}");
     }
-    let dense = petal_onnx::prefix_net(petal_onnx::BackboneSpec { arch: &Arch::DenseNet121, ..spec }, 2, params, None, 0).expect_err("densenet");
-    assert!(dense.to_string().contains("partial mode supports efficientnet_lite0/1/2"), "{dense}");
 }

@@ -127,3 +127,45 @@ fn an_ensemble_freezes_as_one_unit() {
     model::freeze_backbone(&vs, &pair(), 1);
     assert!(vs.variables().iter().filter(|(k, _)| k.ends_with(".weight")).all(|(_, t)| t.requires_grad()));
 }
+
+/// An ensemble of EfficientNet-Lite members has their units, so partial mode can split it: the
+/// activation map after unit `s` is the members' maps side by side (channels), the trainable part
+/// splits it back, and the two parts together give the whole forward at every split. Freezing
+/// all but the last `k` units leaves exactly those units of every member trainable.
+#[test]
+fn an_ensemble_of_lite_members_splits_between_their_units() {
+    let arch = Arch::ensemble(vec![Arch::EfficientNetLite0, Arch::EfficientNetLite2]).unwrap();
+    assert_eq!(arch.backbone_blocks(), Arch::EfficientNetLite0.backbone_blocks());
+    let vs = VarStore::new(Device::Cpu);
+    let net = {
+        let _generator = model::random_generator_lock();
+        tch::manual_seed(3);
+        Classifier::new(&vs.root(), &arch, &HeadConfig { hidden: vec![], dropout: 0.0, ..HeadConfig::default() }, 4).unwrap()
+    };
+    assert_eq!(net.units(), 9);
+    let x = golden_input(&[2, 3, 64, 64]);
+    let whole = tch::no_grad(|| net.forward_t(&x, false));
+    // Lite0's and Lite2's channels after the stem, then each stage (Lite2 is 1.1× wider).
+    let channels = [32 + 32, 16 + 16, 24 + 24, 40 + 48, 80 + 88, 112 + 120, 192 + 208, 320 + 352];
+    for split in 1..net.units() {
+        let acts = net.activations(&x, split).unwrap();
+        assert_eq!(acts.size()[1], channels[split - 1], "split {split}: {:?}", acts.size());
+        let logits = tch::no_grad(|| net.forward_from(&acts, split, false)).unwrap();
+        assert_eq!(rel_err(&logits, &whole), 0.0, "split {split}");
+    }
+    // A map of the wrong width is refused, not misread.
+    let e = net.forward_from(&net.activations(&x, 3).unwrap().narrow(1, 0, 40), 3, false).unwrap_err();
+    assert!(e.to_string().contains("efficientnet_lite0+efficientnet_lite2"), "{e}");
+
+    let s = model::freeze_backbone(&vs, &arch, 2);
+    assert_eq!(s.trainable_blocks, ["stage7", "head"]);
+    for (k, t) in vs.variables() {
+        if !(k.ends_with(".weight") || k.ends_with(".bias")) {
+            continue;
+        }
+        let member_unit = arch.member_key(&k).and_then(|(i, rest)| [Arch::EfficientNetLite0, Arch::EfficientNetLite2][i].block_of(rest));
+        let want = k.starts_with("classifier.") || member_unit.is_some_and(|u| u >= 7);
+        assert_eq!(t.requires_grad(), want, "{k}");
+    }
+    assert!(vs.variables().keys().any(|k| k.starts_with("members.1._blocks.") && arch.block_of(k) == Some(7)));
+}

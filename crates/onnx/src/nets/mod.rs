@@ -41,11 +41,22 @@ pub fn backbone(g: &mut Graph, params: &Params, arch: &Arch, side: i64, input: &
 
 /// Emits the frozen part of a split network: the first `units` units of `arch`'s backbone (see
 /// `model::Arch::backbone_blocks`) reading `input`; returns the activation map there
-/// `[batch, C, H, W]`, what `model::Classifier::activations` computes. EfficientNet-Lite only, as
-/// partial mode.
+/// `[batch, C, H, W]`, what `model::Classifier::activations` computes. EfficientNet-Lite, alone or
+/// in an ensemble (the members' maps concatenated along the channels), as partial mode.
 pub fn backbone_prefix(g: &mut Graph, params: &Params, arch: &Arch, units: usize, input: &str) -> Result<String, Error> {
     match arch.family() {
         Family::Lite(cfg) => efficientnet::lite(g, params, &cfg, input, Some(units)),
-        _ => Err(Error::Graph(format!("{} cannot be cut between blocks (partial mode supports efficientnet_lite0/1/2 alone)", arch.name()))),
+        Family::Ensemble(members) => {
+            let mut maps = Vec::with_capacity(members.len());
+            for (i, m) in members.iter().enumerate() {
+                maps.push(backbone_prefix(g, &params.scoped(&format!("members.{i}.")), m, units, input)?);
+            }
+            let maps: Vec<&str> = maps.iter().map(String::as_str).collect();
+            Ok(g.concat(&maps, "members", 1))
+        }
+        _ => Err(Error::Graph(format!(
+            "{} cannot be cut between blocks (partial mode supports efficientnet_lite0/1/2, alone or in an ensemble of them)",
+            arch.name()
+        ))),
     }
 }
