@@ -238,9 +238,8 @@ impl Arch {
     /// DenseNet: `stem` (conv0, norm0), `block1` (denseblock1 + transition1), ..., the last block
     /// with `norm5`. EfficientNet-Lite: `stem`, `stage1`..`stage7`, `head` (`_conv_head`, `_bn1`).
     /// VGG and AlexNet: `stage1`.. (each ends with a max-pooling). ResNet: `stem`,
-    /// `layer1`..`layer4`. An ensemble whose members all have the same units (EfficientNet-Lite0/1/2)
-    /// has theirs: unit `i` is unit `i` of every member. Any other ensemble is one unit, `members`
-    /// (all its backbones).
+    /// `layer1`..`layer4`. An ensemble of EfficientNet-Lite0/1/2 members has their units: unit `i`
+    /// is unit `i` of every member. Any other ensemble is one unit, `members` (all its backbones).
     pub fn backbone_blocks(&self) -> Vec<String> {
         match self.family() {
             Family::Ensemble(m) => shared_blocks(&m).unwrap_or_else(|| vec!["members".to_string()]),
@@ -275,10 +274,10 @@ impl Arch {
     }
 }
 
-/// The units every member of an ensemble has, when they all have the same ones (more than one).
+/// The units an ensemble's members share, when they are all EfficientNet-Lites (the family that
+/// can be split between units, so partial mode can split the ensemble too).
 fn shared_blocks(members: &[Arch]) -> Option<Vec<String>> {
-    let first = members.first()?.backbone_blocks();
-    (first.len() > 1 && members.iter().all(|m| m.backbone_blocks() == first)).then_some(first)
+    members.iter().all(|m| matches!(m.family(), Family::Lite(_))).then(efficientnet::blocks)
 }
 
 fn densenet_block_of(c: &DenseNetConfig, key: &str) -> Option<usize> {

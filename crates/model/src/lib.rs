@@ -207,7 +207,10 @@ impl Classifier {
     }
 
     fn unsplittable(&self) -> Error {
-        Error::Config(format!("{} cannot be split between blocks (partial mode supports efficientnet_lite0/1/2, alone or in an ensemble of them)", self.arch))
+        Error::Config(format!(
+            "{} cannot be split between blocks (partial mode supports efficientnet_lite0/1/2, alone or in an ensemble of them)",
+            self.arch
+        ))
     }
 
     /// Dimension of the pooled features.
