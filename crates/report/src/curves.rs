@@ -154,7 +154,7 @@ where
         .build_cartesian_2d(Ticked { lo: e_lo - pad, hi: e_hi + pad, ticks }, Ticked { lo: y_lo, hi: y_hi, ticks: y_ticks.clone() })
         .map_err(draw_err(path))?;
     let y_step = if y_ticks.len() > 1 { y_ticks[1] - y_ticks[0] } else { 1.0 };
-    let decimals = (-y_step.log10().floor()).clamp(0.0, 6.0) as usize;
+    let decimals = tick_decimals(y_step);
     chart
         .configure_mesh()
         .bold_line_style(GRID)
@@ -201,9 +201,14 @@ where
     Ok(())
 }
 
-/// A y tick label: fixed-point with `decimals` digits, or scientific for very large or small
+/// Digits after the point that tell ticks `step` apart (0 for steps of 1 and more, at most 6).
+pub(crate) fn tick_decimals(step: f64) -> usize {
+    (-step.log10().floor()).clamp(0.0, 6.0) as usize
+}
+
+/// A tick label: fixed-point with `decimals` digits, or scientific for very large or small
 /// magnitudes so that labels stay short.
-fn tick_label(v: f64, decimals: usize) -> String {
+pub(crate) fn tick_label(v: f64, decimals: usize) -> String {
     let a = v.abs();
     if a != 0.0 && !(1e-3..1e6).contains(&a) {
         format!("{v:.2e}")

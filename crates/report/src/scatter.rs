@@ -97,7 +97,12 @@ fn x_layout(panel: &ScatterPanel, xs: &[f64]) -> (f64, f64, Vec<f64>, TickLabel)
             let (lo, hi) = if lo.is_finite() { pad(lo, hi) } else { (0.0, 1.0) };
             let log = *axis == XAxis::Log;
             let ticks = if log { (lo.ceil() as i64..=hi.floor() as i64).map(|e| e as f64).collect() } else { nice_ticks(lo, hi, 5) };
-            let label: TickLabel = if log { Box::new(|v| format!("1e{v:.0}")) } else { Box::new(|v| format!("{v:.3}")) };
+            let label: TickLabel = if log {
+                Box::new(|v| format!("1e{v:.0}"))
+            } else {
+                let decimals = crate::curves::tick_decimals(ticks.get(1).zip(ticks.first()).map_or(1.0, |(b, a)| b - a));
+                Box::new(move |v| crate::curves::tick_label(v, decimals))
+            };
             (lo, hi, ticks, label)
         }
     }
@@ -143,4 +148,23 @@ where
         chart.draw_series(pts).map_err(draw_err(path))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Linear ticks carry the digits that tell them apart: a sweep over lr 0.0015 and 0.003 once
+    /// printed 0.002 twice.
+    #[test]
+    fn linear_tick_labels_differ_at_any_scale() {
+        for xs in [[0.0015, 0.003], [0.1, 0.3], [40.0, 120.0], [2e-5, 9e-5]] {
+            let panel = ScatterPanel { name: "x".into(), axis: XAxis::Linear, points: Vec::new() };
+            let (_, _, ticks, label) = x_layout(&panel, &xs);
+            let labels: Vec<String> = ticks.iter().map(|&t| label(t)).collect();
+            let mut unique = labels.clone();
+            unique.dedup();
+            assert!(!ticks.is_empty() && unique.len() == labels.len(), "{xs:?}: {labels:?}");
+        }
+    }
 }
