@@ -275,6 +275,19 @@ mod tests {
     }
 
     #[test]
+    fn the_partial_recipe_example_is_the_ensemble_split_before_each_members_head_unit() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pipeline-best-partial.toml");
+        let pc = load_pipeline_config(Some(&file), &PipelineOverrides::default()).expect("examples/pipeline-best-partial.toml");
+        let r = &pc.train.recipe;
+        assert_eq!(r.arch, "efficientnet_lite0+efficientnet_lite1+efficientnet_lite2".parse::<Arch>().expect("ensemble"));
+        assert_eq!((r.mode, r.unfreeze_blocks, r.arch.backbone_blocks().last().map(String::as_str)), (TrainMode::Partial, 1, Some("head")));
+        // The best trial of examples/sweep-best-partial.toml (docs/sweep-best-partial/best.toml).
+        assert_eq!((r.lr, r.backbone_lr_scale, r.epochs), (0.0015, 0.3, 8));
+        assert!(r.final_fit && r.holdout == 0.5);
+        r.validate().expect("a valid recipe");
+    }
+
+    #[test]
     fn flags_override_the_file_and_the_seed_preset_is_the_seeds_recipe() {
         let o = PipelineOverrides {
             data: Some("elsewhere".into()),
