@@ -149,15 +149,31 @@ fn valid_batch(b: &Bench, cfg: &TrainConfig) -> (Tensor, Tensor) {
 #[test]
 fn partial_learns_where_frozen_cannot_and_its_checkpoint_predicts_the_same() {
     let b = bench();
-    let (frozen, _) = run(&b, &request(&b, config("frozen", TrainMode::Frozen, 0), false));
+    let (cfg, partial, log) = partial_beats_frozen(&b, &Arch::EfficientNetLite0);
+    // The size is announced before any activation is computed.
+    let size_at = log.iter().position(|m| m.starts_with("activation cache: 2 file(s), 69 images × 32×16×16 F32")).expect("size message");
+    let first_pass = log.iter().position(|m| m.starts_with("start train")).expect("extraction");
+    assert!(size_at < first_pass, "{log:?}");
+
+    checkpoint_predicts_like_the_split_network(&b, &partial, &cfg);
+}
+
+/// Trains `arch` on `b` frozen, then in partial mode with every unit after the stem trainable, and
+/// checks that partial mode learns what frozen features cannot (a dead last block); returns the
+/// partial run's config, outcome and messages.
+fn partial_beats_frozen(b: &Bench, arch: &Arch) -> (TrainConfig, TrainOutcome, Vec<String>) {
+    let with_arch = |mut c: TrainConfig| {
+        c.recipe.arch = arch.clone();
+        c
+    };
+    let (frozen, _) = run(b, &request(b, with_arch(config("frozen", TrainMode::Frozen, 0)), false));
     let frozen = frozen.expect("frozen run");
     // A random backbone's deep activations say little about these images: train all but the stem.
-    let blocks = 8;
-    let mut cfg = config("partial", TrainMode::Partial, blocks);
+    let mut cfg = with_arch(config("partial", TrainMode::Partial, 8));
     cfg.recipe.activation_dtype = ActivationDtype::F32;
     cfg.recipe.backbone_lr_scale = 1.0;
     cfg.recipe.epochs = 8;
-    let (partial, log) = run(&b, &request(&b, cfg.clone(), false));
+    let (partial, log) = run(b, &request(b, cfg.clone(), false));
     let partial = partial.expect("partial run");
     // Accuracy on the training images, as trained (batch statistics in the trainable blocks): the
     // batch norms of a random network start from running statistics that a few dozen steps do not
@@ -166,14 +182,9 @@ fn partial_learns_where_frozen_cannot_and_its_checkpoint_predicts_the_same() {
     let (f, p) = (last_train(&frozen), last_train(&partial));
     let valid = (best_valid(&frozen), best_valid(&partial));
     // Constant features can at best name one class: 1/3 of these images.
-    assert!(f < 0.5, "frozen features of a dead last block carry nothing, yet frozen reached {f} (valid {valid:?})");
-    assert!(p >= 0.7, "partial mode (every block after the stem trainable) reached only {p} (frozen: {f}; valid {valid:?})");
-    // The size is announced before any activation is computed.
-    let size_at = log.iter().position(|m| m.starts_with("activation cache: 2 file(s), 69 images × 32×16×16 F32")).expect("size message");
-    let first_pass = log.iter().position(|m| m.starts_with("start train")).expect("extraction");
-    assert!(size_at < first_pass, "{log:?}");
-
-    checkpoint_predicts_like_the_split_network(&b, &partial, &cfg);
+    assert!(f < 0.5, "{arch}: frozen features of a dead last block carry nothing, yet frozen reached {f} (valid {valid:?})");
+    assert!(p >= 0.7, "{arch}: partial mode (every block after the stem trainable) reached only {p} (frozen: {f}; valid {valid:?})");
+    (cfg, partial, log)
 }
 
 /// The checkpoint is the whole network: `infer` predicts with it exactly like the partial
@@ -206,22 +217,7 @@ fn checkpoint_predicts_like_the_split_network(b: &Bench, partial: &TrainOutcome,
 fn a_partial_ensemble_learns_where_its_frozen_features_cannot() {
     let arch = Arch::ensemble(vec![Arch::EfficientNetLite0, Arch::EfficientNetLite2]).expect("ensemble");
     let b = bench_for(&arch);
-    let with_arch = |mut c: TrainConfig| {
-        c.recipe.arch = arch.clone();
-        c
-    };
-    let (frozen, _) = run(&b, &request(&b, with_arch(config("frozen", TrainMode::Frozen, 0)), false));
-    let frozen = frozen.expect("frozen run");
-    let mut cfg = with_arch(config("partial", TrainMode::Partial, 8));
-    cfg.recipe.activation_dtype = ActivationDtype::F32;
-    cfg.recipe.backbone_lr_scale = 1.0;
-    cfg.recipe.epochs = 8;
-    let (partial, log) = run(&b, &request(&b, cfg.clone(), false));
-    let partial = partial.expect("partial run");
-    let last_train = |o: &TrainOutcome| o.history.last().map_or(0.0, |m| m.train_acc);
-    let (f, p) = (last_train(&frozen), last_train(&partial));
-    assert!(f < 0.5, "frozen features of dead last blocks carry nothing, yet frozen reached {f}");
-    assert!(p >= 0.7, "partial mode on the ensemble (every member's blocks after the stem trainable) reached only {p} (frozen: {f})");
+    let (cfg, partial, log) = partial_beats_frozen(&b, &arch);
     // Lite0's and Lite2's 32 stem channels, side by side.
     assert!(log.iter().any(|m| m.starts_with("activation cache: 2 file(s), 69 images × 64×16×16 F32")), "{log:?}");
     // Both members' last blocks trained; their stems, frozen, did not move.
