@@ -167,7 +167,13 @@ impl clap::builder::TypedValueParser for ArchParser {
 
     fn parse_ref(&self, cmd: &clap::Command, arg: Option<&clap::Arg>, value: &std::ffi::OsStr) -> Result<model::Arch, clap::Error> {
         let text = value.to_str().ok_or_else(|| clap::Error::new(clap::error::ErrorKind::InvalidUtf8).with_cmd(cmd))?;
-        text.parse::<model::Arch>().map_err(|_| {
+        text.parse::<model::Arch>().map_err(|err| {
+            if !matches!(err, model::Error::UnknownArch(_)) {
+                // A known name used wrongly (a rescaled member alone, a side out of range): say why.
+                let flag = arg.map_or("--arch".into(), |a| a.to_string());
+                return clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("invalid value '{text}' for '{flag}': {err}\n"))
+                    .with_cmd(cmd);
+            }
             let mut e = clap::Error::new(clap::error::ErrorKind::InvalidValue).with_cmd(cmd);
             e.insert(clap::error::ContextKind::InvalidArg, clap::error::ContextValue::String(arg.map_or("--arch".into(), |a| a.to_string())));
             e.insert(clap::error::ContextKind::InvalidValue, clap::error::ContextValue::String(text.to_string()));
@@ -190,7 +196,8 @@ pub struct OverrideArgs {
     pub name: Option<String>,
     /// Architecture; several joined by `+` (`efficientnet_lite0+efficientnet_lite1`) make an
     /// ensemble: one head on their concatenated features, `--weights` then the folder holding each
-    /// member's file (`cargo xtask fetch-weights efficientnet_lite0+efficientnet_lite1` fills it).
+    /// member's file (`cargo xtask fetch-weights efficientnet_lite0+efficientnet_lite1` fills it). A
+    /// member may run at its own side for multi-scale features (`efficientnet_lite0+efficientnet_lite0@224`).
     #[arg(long, value_parser = ArchParser)]
     pub arch: Option<model::Arch>,
     /// Frozen backbone, fine-tuning, or partial fine-tuning on cached activations.

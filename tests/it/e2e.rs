@@ -213,6 +213,9 @@ fn cli_error_paths_exit_non_zero_with_a_message() {
     // Bad enum values name the flag and the value.
     fails(train().args(["--arch", "resnet9000"]), &["--arch", "resnet9000"]);
     fails(train().args(["--mode", "sideways"]), &["--mode", "sideways"]);
+    // A known name used wrongly says why: a member's own side outside an ensemble, or out of range.
+    fails(train().args(["--arch", "efficientnet_lite0@224"]), &["--arch", "ensemble member"]);
+    fails(train().args(["--arch", "resnet18+resnet18@9"]), &["resnet18@9", "16 to 1024"]);
     // Every built-in architecture is accepted on the command line (`-` for `_` too), as
     // `cargo xtask fetch-weights` passes it to `petal import-weights`.
     for name in model::arch_registry::arch_names().into_iter().chain(["efficientnet-lite2", "VGG16-BN"]) {
@@ -409,6 +412,26 @@ fn an_ensemble_of_two_backbones_trains_predicts_and_seeds_another_run() {
         &mut train_cmd(&data, Some(&partial), tmp.path()),
         &["partial mode splits an ensemble between blocks only when its members are efficientnet_lite0/1/2"],
     );
+
+    // Multi-scale features: the second member sees the 32 px images resampled to 24 px. It trains,
+    // records the member's side, and its checkpoint evaluates like any other.
+    let cfg = config(tmp.path(), "ens-multiscale", &[]);
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    let (top, rest) = text.split_once("[arch.densenet]\n").expect("arch table");
+    let (densenet, head) = rest.split_once("[head]").expect("head table");
+    let members = format!("[[arch.ensemble]]\n[arch.ensemble.densenet]\n{densenet}[[arch.ensemble]]\n[arch.ensemble.rescaled]\nsize = 24\n[arch.ensemble.rescaled.arch.densenet]\n{densenet}");
+    std::fs::write(&cfg, format!("{top}{members}[head]{head}")).expect("config");
+    ok(train_cmd(&data, Some(&cfg), tmp.path()).output().expect("run petal train"), "petal train (multi-scale ensemble)");
+    let ms = tmp.path().join("runs/ens-multiscale/best.safetensors");
+    let meta = checkpoint::import(&ms).expect("import").meta.expect("petal metadata");
+    assert_eq!(meta.arch_config["ensemble"][1]["rescaled"]["size"], 24, "{}", meta.arch_config);
+    let out = petal().args(["evaluate", "--json", "--split", "test", "--data"]).arg(&data).arg("--checkpoint").arg(&ms).output().expect("evaluate");
+    let report: serde_json::Value = serde_json::from_str(&ok(out, "petal evaluate (multi-scale ensemble)")).expect("json");
+    assert!(report["top1"].as_f64().expect("top1") > 0.9, "{report}");
+    // Partial mode refuses it: its members' maps are not the same size.
+    let refused = cfg.with_file_name("ens-multiscale-partial.toml");
+    std::fs::write(&refused, std::fs::read_to_string(&cfg).expect("config").replace("mode = \"frozen\"", "mode = \"partial\"")).expect("config");
+    fails(&mut train_cmd(&data, Some(&refused), tmp.path()), &["partial mode splits an ensemble between blocks only when"]);
 
     // The trained ensemble's backbones as the pretrained weights of a new run (head keys set aside).
     let again = ensemble("ens-again", &[("epochs", "2")]);

@@ -107,13 +107,18 @@ pub fn config_names(path: &Path) -> Result<ConfigNames> {
 }
 
 /// `train.arch` of a config as the command line writes it: a name, or an ensemble's
-/// (`{ ensemble = ["a", "b"] }`) as `a+b`; `None` for a custom DenseNet.
+/// (`{ ensemble = ["a", { rescaled = { arch = "a", size = 224 } }] }`) as `a+a@224`; `None` for a
+/// custom DenseNet.
 fn arch_name(v: &toml::Value) -> Option<String> {
     if let Some(name) = v.as_str() {
         return Some(name.to_string());
     }
+    let member = |m: &toml::Value| match m.get("rescaled") {
+        Some(r) => Some(format!("{}@{}", r.get("arch")?.as_str()?, r.get("size")?.as_integer()?)),
+        None => m.as_str().map(str::to_string),
+    };
     let members = v.get("ensemble")?.as_array()?;
-    members.iter().map(|m| m.as_str().map(str::to_string)).collect::<Option<Vec<_>>>().map(|m| m.join("+"))
+    members.iter().map(member).collect::<Option<Vec<_>>>().map(|m| m.join("+"))
 }
 
 /// What `cargo xtask pipeline` has to fetch for these arguments: the dataset (when neither

@@ -509,6 +509,13 @@ fn pipeline_fetches_only_what_neither_flags_nor_config_name() {
         crate::data::to_fetch(&os(&["--config", &p.to_string_lossy()])).expect("plan"),
         (false, Some("efficientnet_lite0+efficientnet_lite1".into()))
     );
+    // A member at its own side (multi-scale features) is written as the command line does.
+    let multi = "arch = { ensemble = [\"efficientnet_lite0\", { rescaled = { arch = \"efficientnet_lite0\", size = 224 } }] }";
+    std::fs::write(&p, format!("data = \"d\"\n[train]\n{multi}\n")).expect("write");
+    assert_eq!(
+        crate::data::to_fetch(&os(&["--config", &p.to_string_lossy()])).expect("plan"),
+        (false, Some("efficientnet_lite0+efficientnet_lite0@224".into()))
+    );
     std::fs::write(&p, "data = [").expect("write");
     let err = crate::data::to_fetch(&os(&["--config", &p.to_string_lossy()])).expect_err("bad toml");
     assert!(format!("{err:#}").contains("p.toml"), "{err:#}");

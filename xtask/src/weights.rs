@@ -129,13 +129,17 @@ pub fn ensure(arch: &str, force: bool) -> Result<PathBuf> {
 
 /// Ensures converted weights for `arch`, or for each member of an ensemble (`a+b`), exist in the
 /// cache; returns what `--weights` takes: the file, or for an ensemble the folder holding every
-/// member's file.
+/// member's file. A member at its own side (`a@224`) has its backbone's weights, fetched once.
 pub fn ensure_any(arch: &str, force: bool) -> Result<PathBuf> {
     if !arch.contains('+') {
         return ensure(arch, force);
     }
-    for member in arch.split('+') {
-        ensure(member.trim(), force)?;
+    let mut done = Vec::new();
+    for b in arch.split('+').map(|m| m.split_once('@').map_or(m, |(name, _)| name).trim()) {
+        if !done.contains(&b) {
+            ensure(b, force)?;
+            done.push(b);
+        }
     }
     weights_dir()
 }

@@ -88,6 +88,19 @@ pub enum Arch {
     /// `{"ensemble": ["efficientnet_lite0", "efficientnet_lite1"]}` in files.
     #[serde(rename = "ensemble")]
     Ensemble(Vec<Arch>),
+    /// A built-in backbone (or custom DenseNet) run on its input resampled to `size` x `size` px
+    /// by Pillow's antialiased bilinear filter ([`crate::resample`]): an ensemble member that
+    /// gives multi-scale features, e.g. `efficientnet_lite0+efficientnet_lite0@224` runs Lite0 on
+    /// the 288 px crop and on the same crop at 224 px. Its variables are its backbone's. Written
+    /// `efficientnet_lite0@224` on the command line, `{"rescaled": {"arch": "efficientnet_lite0",
+    /// "size": 224}}` in files; only inside an ensemble.
+    #[serde(rename = "rescaled")]
+    Rescaled {
+        /// The backbone.
+        arch: Box<Arch>,
+        /// The side it runs at.
+        size: u32,
+    },
 }
 
 /// The network family of an [`Arch`], with its hyper-parameters: what a consumer that rebuilds the
@@ -104,6 +117,8 @@ pub enum Family {
     ResNet(ResNetConfig),
     /// Built-in backbones whose features are concatenated ([`Arch::Ensemble`]).
     Ensemble(Vec<Arch>),
+    /// A backbone run on its input resampled to a side ([`Arch::Rescaled`]).
+    Rescaled(Box<Arch>, u32),
 }
 
 /// Every built-in architecture with its canonical name, in the order the CLI lists them.
@@ -138,6 +153,7 @@ impl Arch {
         match self {
             Arch::DenseNet(_) => "densenet",
             Arch::Ensemble(_) => "ensemble",
+            Arch::Rescaled { .. } => "rescaled",
             a => BUILTIN.iter().find(|(b, _)| b == a).map_or("densenet", |(_, n)| n),
         }
     }
@@ -164,6 +180,7 @@ impl Arch {
             Arch::ResNet152 => Family::ResNet(ResNetConfig { depth: 152 }),
             Arch::AlexNet => Family::Plain(crate::alexnet::spec()),
             Arch::Ensemble(members) => Family::Ensemble(members.clone()),
+            Arch::Rescaled { arch, size } => Family::Rescaled(arch.clone(), *size),
             a => Family::DenseNet(a.densenet_config().unwrap_or_else(DenseNetConfig::densenet121)),
         }
     }
@@ -188,26 +205,29 @@ impl Arch {
             Family::Plain(p) => p.feature_dim(),
             Family::ResNet(r) => r.feature_dim(),
             Family::Ensemble(m) => m.iter().map(Arch::feature_dim).sum(),
+            Family::Rescaled(a, _) => a.feature_dim(),
         }
     }
 
     /// The input size the weights were trained at and the network is evaluated at (224; 240 for
     /// EfficientNet-Lite1, 260 for Lite2, whose static padding is computed for that size; an
-    /// ensemble's is its first member's).
+    /// ensemble's is its first member's; a rescaled backbone's is its side).
     pub fn input_size(&self) -> u32 {
         match self.family() {
             Family::Lite(c) => c.image_size as u32,
             Family::Ensemble(m) => m.first().map_or(224, Arch::input_size),
+            Family::Rescaled(_, size) => size,
             _ => 224,
         }
     }
 
     /// Prefix of the backbone's variable names (`"features."` for DenseNet, VGG and AlexNet, `""`
-    /// for EfficientNet-Lite and ResNet, `"members."` for an ensemble).
+    /// for EfficientNet-Lite and ResNet, `"members."` for an ensemble; a rescaled backbone's own).
     pub fn backbone_prefix(&self) -> &'static str {
         match self.family() {
             Family::Lite(_) | Family::ResNet(_) => "",
             Family::Ensemble(_) => "members.",
+            Family::Rescaled(a, _) => a.backbone_prefix(),
             _ => "features.",
         }
     }
@@ -221,6 +241,7 @@ impl Arch {
                 Family::Lite(_) => key.starts_with("_fc."),
                 Family::ResNet(_) => key.starts_with("fc."),
                 Family::Ensemble(m) => self.member_key(key).is_some_and(|(i, rest)| m[i].is_head_key(rest)),
+                Family::Rescaled(a, _) => a.is_head_key(key),
                 _ => false,
             }
     }
@@ -239,10 +260,13 @@ impl Arch {
     /// with `norm5`. EfficientNet-Lite: `stem`, `stage1`..`stage7`, `head` (`_conv_head`, `_bn1`).
     /// VGG and AlexNet: `stage1`.. (each ends with a max-pooling). ResNet: `stem`,
     /// `layer1`..`layer4`. An ensemble of EfficientNet-Lite0/1/2 members has their units: unit `i`
-    /// is unit `i` of every member. Any other ensemble is one unit, `members` (all its backbones).
+    /// is unit `i` of every member. Any other ensemble is one unit, `members` (all its backbones),
+    /// as is one with a rescaled member (its maps would not line up with the others'). A rescaled
+    /// backbone has its backbone's units.
     pub fn backbone_blocks(&self) -> Vec<String> {
         match self.family() {
             Family::Ensemble(m) => shared_blocks(&m).unwrap_or_else(|| vec!["members".to_string()]),
+            Family::Rescaled(a, _) => a.backbone_blocks(),
             Family::DenseNet(c) => std::iter::once("stem".to_string()).chain((1..=c.block_config.len()).map(|i| format!("block{i}"))).collect(),
             Family::Lite(_) => efficientnet::blocks(),
             Family::Plain(p) => p.blocks(),
@@ -265,6 +289,7 @@ impl Arch {
             Family::Lite(c) => efficientnet::block_of(&c, key),
             Family::Plain(p) => p.block_of(key),
             Family::ResNet(_) => resnet::block_of(key),
+            Family::Rescaled(a, _) => a.block_of(key),
         }
     }
 
@@ -301,6 +326,7 @@ impl fmt::Display for Arch {
                 write!(f, "densenet(growth {}, blocks {:?}, init {}, bn_size {})", c.growth_rate, c.block_config, c.num_init_features, c.bn_size)
             }
             Arch::Ensemble(m) => f.write_str(&m.iter().map(Arch::to_string).collect::<Vec<_>>().join("+")),
+            Arch::Rescaled { arch, size } => write!(f, "{arch}@{size}"),
             a => f.write_str(a.name()),
         }
     }
@@ -310,14 +336,24 @@ impl FromStr for Arch {
     type Err = Error;
     /// Accepts every canonical name ([`Arch::builtin`]), case-insensitively, with `-` for `_`
     /// (`efficientnet-lite0`, `VGG16-BN`); two or more joined by `+` make an ensemble
-    /// (`efficientnet_lite0+efficientnet_lite1`).
+    /// (`efficientnet_lite0+efficientnet_lite1`), whose members may name the side they run at
+    /// (`efficientnet_lite0+efficientnet_lite0@224`, [`Arch::Rescaled`]).
     fn from_str(s: &str) -> Result<Self, Error> {
-        let one = |s: &str| {
+        let builtin = |s: &str| {
             let want = s.trim().to_ascii_lowercase().replace('-', "_");
             BUILTIN.iter().find(|(_, n)| *n == want).map(|(a, _)| a.clone()).ok_or_else(|| Error::UnknownArch(s.to_string()))
         };
+        let one = |s: &str| match s.split_once('@') {
+            None => builtin(s),
+            Some((name, size)) => {
+                let size = size.trim().parse().map_err(|_| Error::Config(format!("{s}: the side after `@` must be a whole number of pixels")))?;
+                Ok(Arch::Rescaled { arch: Box::new(builtin(name)?), size })
+            }
+        };
         if !s.contains('+') {
-            return one(s);
+            let arch = one(s)?;
+            arch.check()?;
+            return Ok(arch);
         }
         let members = s.split('+').map(one).collect::<Result<Vec<_>, _>>()?;
         Arch::ensemble(members)
@@ -333,12 +369,31 @@ impl Arch {
         Ok(arch)
     }
 
-    /// Errors for an ensemble of fewer than two members or with an ensemble among them (what a
-    /// file could hold but no network can be built from).
+    /// Errors for an ensemble of fewer than two members or with an ensemble among them, and for a
+    /// rescaled backbone outside an ensemble, of an ensemble or another rescaled backbone, or at a
+    /// side outside 16..=1024 px (what a file could hold but no network is built from).
     pub fn check(&self) -> Result<(), Error> {
         match self {
             Arch::Ensemble(m) if m.len() < 2 => Err(Error::Config(format!("an ensemble needs at least two backbones, not {}", m.len()))),
             Arch::Ensemble(m) if m.iter().any(|a| matches!(a, Arch::Ensemble(_))) => Err(Error::Config("ensembles do not nest".into())),
+            Arch::Ensemble(m) => m.iter().try_for_each(Arch::check_member),
+            Arch::Rescaled { .. } => Err(Error::Config(format!(
+                "{self}: a backbone at its own side is an ensemble member (multi-scale features, e.g. efficientnet_lite0+efficientnet_lite0@224); alone, set the image size instead"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The checks of an ensemble's member `self`: a rescaled one's backbone is not itself an
+    /// ensemble or rescaled, and its side is in 16..=1024 px.
+    fn check_member(&self) -> Result<(), Error> {
+        match self {
+            Arch::Rescaled { arch, .. } if matches!(**arch, Arch::Ensemble(_) | Arch::Rescaled { .. }) => {
+                Err(Error::Config(format!("{self}: only a single backbone runs at its own side")))
+            }
+            Arch::Rescaled { size, .. } if !(16..=1024).contains(size) => {
+                Err(Error::Config(format!("{self}: the side a member runs at must be 16 to 1024 px, not {size}")))
+            }
             _ => Ok(()),
         }
     }

@@ -18,6 +18,9 @@ pub fn arch_names() -> Vec<&'static str> {
 
 /// The pretrained weights of `arch`, if any (custom DenseNets have none).
 pub fn pretrained(arch: &Arch) -> Option<&'static Pretrained> {
+    if let Arch::Rescaled { arch, .. } = arch {
+        return pretrained(arch);
+    }
     PRETRAINED.iter().find(|p| p.arch == arch.name() && !matches!(arch, Arch::DenseNet(_)))
 }
 

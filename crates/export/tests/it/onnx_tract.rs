@@ -96,6 +96,13 @@ fn an_ensemble_matches_petal() {
     archs_match_petal(&[Arch::ensemble(vec![Arch::ResNet18, Arch::EfficientNetLite0, Arch::AlexNet]).unwrap()]);
 }
 
+/// Members at their own sides (multi-scale features): the graph resamples the input for each, down
+/// and up, before its backbone; AlexNet's pooling follows its side.
+#[test]
+fn a_multi_scale_ensemble_matches_petal() {
+    archs_match_petal(&["resnet18+resnet18@48+alexnet@80".parse().unwrap()]);
+}
+
 #[test]
 fn resnets_match_petal() {
     archs_match_petal(&[Arch::ResNet18, Arch::ResNet34, Arch::ResNet50, Arch::ResNet101, Arch::ResNet152]);

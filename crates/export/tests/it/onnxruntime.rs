@@ -61,6 +61,18 @@ fn an_ensemble_gives_libtorchs_answers() {
     same_answers("ensemble", &ckpt, &x, &[1, 3]);
 }
 
+/// Multi-scale features: Lite0 on the 96 px input and again resampled to 64 px (the resample is two
+/// `MatMul`s in the graph).
+#[test]
+fn a_multi_scale_ensemble_gives_libtorchs_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = images(REAL, 3);
+    let x = batch(&paths, 96);
+    let arch: Arch = "efficientnet_lite0+efficientnet_lite0@64".parse().unwrap();
+    let ckpt = random_checkpoint(dir.path(), "multiscale", &arch, serde_json::json!({"hidden": [], "dropout": 0.0}), 20, 96, &x);
+    same_answers("multi-scale ensemble", &ckpt, &x, &[1, 3]);
+}
+
 /// With a cache folder, the graph is written once (named by the checkpoint's digest and what the
 /// graph is built from) and a second predictor reads it back with the same answers; another
 /// checkpoint gets another file.

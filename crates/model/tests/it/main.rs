@@ -9,3 +9,4 @@ mod densenet_tiny;
 mod ensemble;
 mod golden_full;
 mod import;
+mod multiscale;

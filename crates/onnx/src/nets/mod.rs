@@ -15,7 +15,7 @@ mod resnet;
 
 use model::{Arch, Family};
 
-use crate::graph::{Graph, Params};
+use crate::graph::{Graph, Param, Params};
 use crate::Error;
 
 pub use head::head;
@@ -36,7 +36,30 @@ pub fn backbone(g: &mut Graph, params: &Params, arch: &Arch, side: i64, input: &
             let feats: Vec<&str> = feats.iter().map(String::as_str).collect();
             Ok(g.concat(&feats, "members", 1))
         }
+        Family::Rescaled(inner, size) => {
+            let size = i64::from(size);
+            let x = resample(g, input, side, size);
+            backbone(g, params, &inner, size, &x)
+        }
     }
+}
+
+/// `input` (`[batch, C, side, side]`) resampled to `size` px as [`model::resample::resample`] does:
+/// `MatMul(A, x)` then `MatMul(·, Aᵀ)` with Pillow's antialiased bilinear matrix `A`
+/// (`[size, side]`) held as initializers.
+fn resample(g: &mut Graph, input: &str, side: i64, size: i64) -> String {
+    let a = model::resample::resample_matrix(side as usize, size as usize);
+    let mut at = vec![0f32; a.len()];
+    for (i, row) in a.chunks_exact(side as usize).enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            at[j * size as usize + i] = *v;
+        }
+    }
+    let scope = format!("resample{size}");
+    let a = g.initializer(&format!("{scope}.rows"), Param { shape: vec![size, side], data: a });
+    let at = g.initializer(&format!("{scope}.cols"), Param { shape: vec![side, size], data: at });
+    let y = g.node(&scope, "MatMul", &[&a, input], vec![]);
+    g.node(&scope, "MatMul", &[&y, &at], vec![])
 }
 
 /// Emits the frozen part of a split network: the first `units` units of `arch`'s backbone (see
