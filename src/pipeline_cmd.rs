@@ -62,7 +62,7 @@ pub fn run(a: &PipelineArgs) -> Result<()> {
             pipeline::SplitRole::Selection => " (selection score)",
             pipeline::SplitRole::Other => "",
         };
-        println!("{who}{}{kind}: top-1 {:.2}%  top-5 {:.2}%", e.split, 100.0 * e.top1, 100.0 * e.top5);
+        println!("{who}{}{kind}: top-1 {:.2}% (± {:.2})  top-5 {:.2}%", e.split, 100.0 * e.top1, 100.0 * e.top1_standard_error(), 100.0 * e.top5);
     };
     out.evaluations.iter().for_each(|e| line("", e));
     out.final_evaluations.iter().for_each(|e| line("final fit, ", e));

@@ -289,6 +289,11 @@ fn pipeline_runs_every_stage_then_skips_unchanged_ones() {
     assert!(eval["top1"].as_f64().expect("top1") > 0.9, "{eval}");
     let readme = std::fs::read_to_string(run.join("README.md")).expect("readme");
     assert!(readme.contains("top-1") && readme.contains("curves.png") && readme.contains("| train | 48 |"), "{readme}");
+    // Each top-1 comes with its standard error, in points (Agresti–Coull over the split's images).
+    let (n, top1) = (eval["images"].as_f64().expect("images"), eval["top1"].as_f64().expect("top1"));
+    let (m, p) = (n + 4.0, (top1 * n + 2.0) / (n + 4.0));
+    let se = format!("top-1 {:.2}% (± {:.2})", 100.0 * top1, 100.0 * (p * (1.0 - p) / m).sqrt());
+    assert!(readme.contains(&se), "{se} not in {readme}");
     // Second run: nothing changed, every stage says it is skipped.
     let out = petal().args(["pipeline", "--config"]).arg(&cfg).output().expect("pipeline again");
     let second = String::from_utf8_lossy(&out.stderr).into_owned();

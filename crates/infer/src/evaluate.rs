@@ -337,11 +337,28 @@ pub fn write_report(r: &EvalReport, dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+impl EvalReport {
+    /// One standard error of the top-1 accuracy, as a fraction ([`standard_error`]).
+    pub fn top1_standard_error(&self) -> f64 {
+        standard_error(self.top1, self.images)
+    }
+}
+
+/// One standard error of an accuracy `fraction` measured on `n` images, as a fraction: how far
+/// another sample of as many images from the same distribution would typically land.
+/// Agresti–Coull's (two right and two wrong answers added), so that a perfect score on a few
+/// images does not claim zero error.
+pub fn standard_error(fraction: f64, n: usize) -> f64 {
+    let m = n as f64 + 4.0;
+    let p = (fraction * n as f64 + 2.0) / m;
+    (p * (1.0 - p) / m).sqrt()
+}
+
 impl std::fmt::Display for EvalReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{} on {} ({} images, tta {}: {} forward pass(es) per image, {:.1} ms per image): top-1 {:.2}%  top-5 {:.2}%  loss {:.4}",
+            "{} on {} ({} images, tta {}: {} forward pass(es) per image, {:.1} ms per image): top-1 {:.2}% (± {:.2})  top-5 {:.2}%  loss {:.4}",
             self.checkpoint.display(),
             self.split,
             self.images,
@@ -349,6 +366,7 @@ impl std::fmt::Display for EvalReport {
             self.forward_passes_per_image,
             1e3 * self.seconds / self.images.max(1) as f64,
             100.0 * self.top1,
+            100.0 * self.top1_standard_error(),
             100.0 * self.top5,
             self.loss
         )?;
@@ -367,5 +385,25 @@ impl std::fmt::Display for EvalReport {
             write!(f, "\n  {:>5.1}%  {} ({}/{}) [{}]", 100.0 * c.accuracy, c.name, c.correct, c.total, c.folder)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::standard_error;
+
+    #[test]
+    fn the_standard_error_of_an_accuracy_is_agresti_coulls() {
+        // valid-select of the full set: 381 of 386 right.
+        let se = standard_error(381.0 / 386.0, 386);
+        let p: f64 = 383.0 / 390.0;
+        assert!((se - (p * (1.0 - p) / 390.0).sqrt()).abs() < 1e-12);
+        assert!((0.006..0.007).contains(&se), "{se}");
+        // A perfect score on 10 images still has an error; more images shrink it.
+        let few = standard_error(1.0, 10);
+        assert!((few - (12.0f64 / 14.0 * 2.0 / 14.0 / 14.0).sqrt()).abs() < 1e-12);
+        assert!(standard_error(1.0, 1000) < few / 5.0);
+        // Half right is the widest.
+        assert!(standard_error(0.5, 100) > standard_error(0.9, 100));
     }
 }

@@ -73,7 +73,7 @@ pub use tta::{record_advice, InferenceAdvice, Tta};
 
 pub use calibrate::{calibrate, record_calibration, Calibration};
 
-pub use evaluate::{evaluate, label_map, write_report, ClassAccuracy, EvalOptions, EvalReport};
+pub use evaluate::{evaluate, label_map, standard_error, write_report, ClassAccuracy, EvalOptions, EvalReport};
 
 /// One class with its probability.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -427,9 +427,9 @@ struct Report<'a> {
     stage_seconds: &'a [(String, f64)],
 }
 
-/// "top-1 x %, top-5 y %" of an evaluation.
+/// "top-1 x % (± se), top-5 y %" of an evaluation (the standard error of top-1 in points).
 fn scores(e: &infer::EvalReport) -> String {
-    format!("top-1 {:.2}%, top-5 {:.2}%", 100.0 * e.top1, 100.0 * e.top5)
+    format!("top-1 {:.2}% (± {:.2}), top-5 {:.2}%", 100.0 * e.top1, 100.0 * e.top1_standard_error(), 100.0 * e.top5)
 }
 
 impl Report<'_> {
@@ -567,5 +567,9 @@ impl Report<'_> {
         }
         let status = if self.pc.train.recipe.final_fit { "final fit on train + selection part (`final.safetensors`)" } else { "no final fit" };
         let _ = writeln!(s, "- {status}");
+        let _ = writeln!(
+            s,
+            "\n± is one standard error of top-1, in points: recipes or checkpoints whose scores differ by less than about two of them cannot be told apart on these images."
+        );
     }
 }
