@@ -218,22 +218,26 @@ impl Backend for Instrumented {
 /// Polls `/metrics` until `line` appears (the server's own report, not a timing assumption); panics
 /// after a generous limit so that a broken server fails the test instead of hanging it.
 pub fn wait_for_metric(addr: SocketAddr, line: &str, auth: &[(&str, &str)]) {
-    let start = Instant::now();
-    loop {
+    wait_for(&format!("metric {line:?}"), || {
         let text = http(addr, "GET", "/metrics", auth, b"").text();
-        if text.lines().any(|l| l == line) {
-            return;
-        }
-        assert!(start.elapsed() < Duration::from_secs(120), "metric {line:?} never appeared:\n{text}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        text.lines().any(|l| l == line).then_some(()).ok_or_else(|| format!("(the metrics:\n{text})"))
+    });
 }
 
-/// Polls until `cond` holds (same rules as [`wait_for_metric`]).
+/// Polls until `cond` holds (same rules as [`wait_for`]).
 pub fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    wait_for(what, || cond().then_some(()).ok_or_else(String::new));
+}
+
+/// Polls `probe` every 10 ms until it gives a value, and returns it; after 120 s, fails the test
+/// naming `what` and the state the last probe described.
+pub fn wait_for<T>(what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
     let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < Duration::from_secs(120), "{what} never happened");
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(state) => assert!(start.elapsed() < Duration::from_secs(120), "{what} never happened {state}"),
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
