@@ -10,35 +10,36 @@ use tch::Tensor;
 use crate::Net;
 
 /// The `[out_size, in_size]` matrix (row-major) of Pillow's antialiased bilinear resample of
-/// `in_size` samples to `out_size`: row `i` holds the triangle filter's weights around the centre
-/// of output sample `i`, widened by the scale when downscaling and normalised to sum to 1 (the
-/// float weights of Pillow's `precompute_coeffs`, before its fixed-point rounding).
+/// `in_size` samples to `out_size`: row `xx` holds the triangle filter's weights around the centre
+/// of output sample `xx`, widened by the scale when downscaling and normalised to sum to 1. A port
+/// of Pillow's `precompute_coeffs` (`Resample.c`, its names kept) without its fixed-point rounding.
 pub fn resample_matrix(in_size: usize, out_size: usize) -> Vec<f32> {
-    let mut m = vec![0f32; in_size * out_size];
+    let mut kk = vec![0f32; in_size * out_size];
     if in_size == 0 || out_size == 0 {
-        return m;
+        return kk;
     }
     let scale = in_size as f64 / out_size as f64;
-    let filter_scale = scale.max(1.0);
-    let support = filter_scale; // the triangle's support is 1 input sample at scale 1
-    for (i, row) in m.chunks_exact_mut(in_size).enumerate() {
-        let center = (i as f64 + 0.5) * scale;
+    let filterscale = scale.max(1.0);
+    let support = filterscale; // the bilinear filter's support (1) times filterscale
+    let ss = 1.0 / filterscale;
+    for (xx, k) in kk.chunks_exact_mut(in_size).enumerate() {
+        let center = (xx as f64 + 0.5) * scale;
         // Pillow truncates toward zero, then clamps to the input.
-        let lo = ((center - support + 0.5) as i64).max(0) as usize;
-        let hi = ((center + support + 0.5) as i64).clamp(0, in_size as i64) as usize;
-        let weights: Vec<f64> = (lo..hi).map(|x| triangle((x as f64 - center + 0.5) / filter_scale)).collect();
-        let total: f64 = weights.iter().sum();
-        if total != 0.0 {
-            for (x, w) in (lo..hi).zip(weights) {
-                row[x] = (w / total) as f32;
+        let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+        let xmax = ((center + support + 0.5) as i64).clamp(0, in_size as i64) as usize;
+        let w: Vec<f64> = (xmin..xmax).map(|x| bilinear_filter((x as f64 - center + 0.5) * ss)).collect();
+        let ww: f64 = w.iter().sum();
+        if ww != 0.0 {
+            for (x, w) in (xmin..xmax).zip(w) {
+                k[x] = (w / ww) as f32;
             }
         }
     }
-    m
+    kk
 }
 
-/// The bilinear filter's kernel.
-fn triangle(x: f64) -> f64 {
+/// Pillow's `bilinear_filter`: the triangle kernel.
+fn bilinear_filter(x: f64) -> f64 {
     (1.0 - x.abs()).max(0.0)
 }
 
