@@ -304,6 +304,18 @@ mod tests {
     }
 
     #[test]
+    fn the_lite0_partial_example_is_the_partial_recipe_on_one_backbone() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let load = |name: &str| load_pipeline_config(Some(&dir.join(name)), &PipelineOverrides::default()).expect(name).train;
+        let (lite0, best) = (load("pipeline-lite0-partial.toml"), load("pipeline-best-partial.toml"));
+        assert_eq!(lite0.recipe.arch, Arch::EfficientNetLite0);
+        assert_eq!((lite0.recipe.mode, lite0.recipe.arch.backbone_blocks().last().map(String::as_str)), (TrainMode::Partial, Some("head")));
+        let recipe = train::Recipe { arch: best.recipe.arch.clone(), ..lite0.recipe.clone() };
+        assert_eq!(TrainConfig { name: best.name.clone(), recipe, ..lite0.clone() }, best);
+        lite0.validate().expect("a valid recipe");
+    }
+
+    #[test]
     fn flags_override_the_file_and_the_seed_preset_is_the_seeds_recipe() {
         let o = PipelineOverrides {
             data: Some("elsewhere".into()),
