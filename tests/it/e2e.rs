@@ -372,15 +372,18 @@ fn an_ensemble_of_two_backbones_trains_predicts_and_seeds_another_run() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     make_dataset(&data, 24, 8, 4);
-    let ensemble = |name: &str, set: &[(&str, &str)]| {
+    // The test config with its `[arch.densenet]` table replaced by `members(that table's body)`.
+    let with_members = |name: &str, set: &[(&str, &str)], members: &dyn Fn(&str) -> String| {
         let cfg = config(tmp.path(), name, set);
         let text = std::fs::read_to_string(&cfg).expect("config");
         let (top, rest) = text.split_once("[arch.densenet]\n").expect("arch table");
         let (densenet, head) = rest.split_once("[head]").expect("head table");
-        let member = |d: &str| format!("[[arch.ensemble]]\n[arch.ensemble.densenet]\n{d}");
-        let text = format!("{top}{}{}[head]{head}", member(densenet), member(&densenet.replace("growth_rate = 4", "growth_rate = 6")));
-        std::fs::write(&cfg, text).expect("config");
+        std::fs::write(&cfg, format!("{top}{}[head]{head}", members(densenet))).expect("config");
         cfg
+    };
+    let member = |d: &str| format!("[[arch.ensemble]]\n[arch.ensemble.densenet]\n{d}");
+    let ensemble = |name: &str, set: &[(&str, &str)]| {
+        with_members(name, set, &|d| format!("{}{}", member(d), member(&d.replace("growth_rate = 4", "growth_rate = 6"))))
     };
     let cfg = ensemble("ens", &[]);
     ok(train_cmd(&data, Some(&cfg), tmp.path()).output().expect("run petal train"), "petal train (ensemble)");
@@ -420,12 +423,9 @@ fn an_ensemble_of_two_backbones_trains_predicts_and_seeds_another_run() {
 
     // Multi-scale features: the second member sees the 32 px images resampled to 24 px. It trains,
     // records the member's side, and its checkpoint evaluates like any other.
-    let cfg = config(tmp.path(), "ens-multiscale", &[]);
-    let text = std::fs::read_to_string(&cfg).expect("config");
-    let (top, rest) = text.split_once("[arch.densenet]\n").expect("arch table");
-    let (densenet, head) = rest.split_once("[head]").expect("head table");
-    let members = format!("[[arch.ensemble]]\n[arch.ensemble.densenet]\n{densenet}[[arch.ensemble]]\n[arch.ensemble.rescaled]\nsize = 24\n[arch.ensemble.rescaled.arch.densenet]\n{densenet}");
-    std::fs::write(&cfg, format!("{top}{members}[head]{head}")).expect("config");
+    let cfg = with_members("ens-multiscale", &[], &|d| {
+        format!("{}[[arch.ensemble]]\n[arch.ensemble.rescaled]\nsize = 24\n[arch.ensemble.rescaled.arch.densenet]\n{d}", member(d))
+    });
     ok(train_cmd(&data, Some(&cfg), tmp.path()).output().expect("run petal train"), "petal train (multi-scale ensemble)");
     let ms = tmp.path().join("runs/ens-multiscale/best.safetensors");
     let meta = checkpoint::import(&ms).expect("import").meta.expect("petal metadata");

@@ -253,6 +253,20 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pipeline.toml")
     }
 
+    /// The `[train]` config of `examples/<name>`, as the pipeline loads it.
+    fn example_train(name: &str) -> TrainConfig {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name);
+        load_pipeline_config(Some(&file), &PipelineOverrides::default()).expect(name).train
+    }
+
+    /// Asserts that `variant` is `base` but for the architecture and the run name (a comparison
+    /// that changes one thing), and that it is a valid recipe.
+    fn assert_only_the_arch_differs(variant: &TrainConfig, base: &TrainConfig) {
+        let recipe = train::Recipe { arch: base.recipe.arch.clone(), ..variant.recipe.clone() };
+        assert_eq!(&TrainConfig { name: base.name.clone(), recipe, ..variant.clone() }, base);
+        variant.validate().expect("a valid recipe");
+    }
+
     #[test]
     fn the_documented_example_config_loads_with_every_field() {
         let pc = load_pipeline_config(Some(&example()), &PipelineOverrides::default()).expect("examples/pipeline.toml");
@@ -265,20 +279,18 @@ mod tests {
 
     #[test]
     fn the_ensemble_example_config_names_the_three_lite_backbones_at_288_pixels() {
-        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pipeline-ensemble.toml");
-        let pc = load_pipeline_config(Some(&file), &PipelineOverrides::default()).expect("examples/pipeline-ensemble.toml");
+        let r = example_train("pipeline-ensemble.toml").recipe;
         let want: Arch = "efficientnet_lite0+efficientnet_lite1+efficientnet_lite2".parse().expect("ensemble");
-        assert_eq!(pc.train.recipe.arch, want);
-        assert_eq!((pc.train.recipe.image_size, pc.train.recipe.resize_size), (288, 329));
-        assert_eq!((pc.train.recipe.lr, pc.train.recipe.weight_decay, pc.train.recipe.label_smoothing), (0.00249, 0.01, 0.3));
-        assert_eq!(pc.train.recipe.epochs, TrainConfig::default().recipe.epochs);
+        assert_eq!(r.arch, want);
+        assert_eq!((r.image_size, r.resize_size), (288, 329));
+        assert_eq!((r.lr, r.weight_decay, r.label_smoothing), (0.00249, 0.01, 0.3));
+        assert_eq!(r.epochs, TrainConfig::default().recipe.epochs);
     }
 
     #[test]
     fn the_partial_recipe_example_is_the_ensemble_split_before_each_members_head_unit() {
-        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/pipeline-best-partial.toml");
-        let pc = load_pipeline_config(Some(&file), &PipelineOverrides::default()).expect("examples/pipeline-best-partial.toml");
-        let r = &pc.train.recipe;
+        let train = example_train("pipeline-best-partial.toml");
+        let r = &train.recipe;
         assert_eq!(r.arch, "efficientnet_lite0+efficientnet_lite1+efficientnet_lite2".parse::<Arch>().expect("ensemble"));
         assert_eq!((r.mode, r.unfreeze_blocks, r.arch.backbone_blocks().last().map(String::as_str)), (TrainMode::Partial, 1, Some("head")));
         // The best trial of examples/sweep-best-partial.toml (docs/sweep-best-partial/best.toml).
@@ -289,30 +301,22 @@ mod tests {
 
     #[test]
     fn the_multi_scale_example_is_the_best_recipe_with_each_member_again_at_224_pixels() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-        let load = |name: &str| load_pipeline_config(Some(&dir.join(name)), &PipelineOverrides::default()).expect(name).train;
-        let (multi, best) = (load("pipeline-best-multiscale.toml"), load("pipeline-best.toml"));
+        let (multi, best) = (example_train("pipeline-best-multiscale.toml"), example_train("pipeline-best.toml"));
         let want: Arch =
             "efficientnet_lite0+efficientnet_lite1+efficientnet_lite2+efficientnet_lite0@224+efficientnet_lite1@224+efficientnet_lite2@224"
                 .parse()
                 .expect("multi-scale ensemble");
         assert_eq!(multi.recipe.arch, want);
-        // Everything else is the frozen best recipe's: the comparison changes one thing.
-        let recipe = train::Recipe { arch: best.recipe.arch.clone(), ..multi.recipe.clone() };
-        assert_eq!(TrainConfig { name: best.name.clone(), recipe, ..multi.clone() }, best);
-        multi.validate().expect("a valid recipe");
+        // Everything else is the frozen best recipe's.
+        assert_only_the_arch_differs(&multi, &best);
     }
 
     #[test]
     fn the_lite0_partial_example_is_the_partial_recipe_on_one_backbone() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
-        let load = |name: &str| load_pipeline_config(Some(&dir.join(name)), &PipelineOverrides::default()).expect(name).train;
-        let (lite0, best) = (load("pipeline-lite0-partial.toml"), load("pipeline-best-partial.toml"));
+        let (lite0, best) = (example_train("pipeline-lite0-partial.toml"), example_train("pipeline-best-partial.toml"));
         assert_eq!(lite0.recipe.arch, Arch::EfficientNetLite0);
         assert_eq!((lite0.recipe.mode, lite0.recipe.arch.backbone_blocks().last().map(String::as_str)), (TrainMode::Partial, Some("head")));
-        let recipe = train::Recipe { arch: best.recipe.arch.clone(), ..lite0.recipe.clone() };
-        assert_eq!(TrainConfig { name: best.name.clone(), recipe, ..lite0.clone() }, best);
-        lite0.validate().expect("a valid recipe");
+        assert_only_the_arch_differs(&lite0, &best);
     }
 
     #[test]
