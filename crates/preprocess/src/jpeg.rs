@@ -63,14 +63,19 @@ fn libc_ulong(n: usize) -> Result<c_ulong, String> {
 fn decompress(bytes: &[u8], hd: &Header) -> Result<Vec<u8>, String> {
     let len = libc_ulong(bytes.len())?;
     let pixel_size = if hd.cmyk { 4 } else { 3 };
-    let mut out = vec![0u8; hd.width as usize * hd.height as usize * pixel_size];
+    let size = hd.width as usize * hd.height as usize * pixel_size;
+    // Not zeroed first: the shim writes every byte before it reports success.
+    let mut out = Vec::<u8>::with_capacity(size);
     let mut msg = [0 as c_char; MSG_LEN];
-    // SAFETY: `out` holds exactly `out.len()` bytes, which the shim checks against the decoded
-    // size before writing; `bytes` is valid for `len` bytes.
-    let rc = unsafe { petal_jpeg_decode(bytes.as_ptr(), len, c_int::from(hd.cmyk), out.as_mut_ptr(), out.len(), msg.as_mut_ptr()) };
+    // SAFETY: `out` has room for `size` bytes, which the shim checks against the decoded size
+    // before writing, through the raw pointer only; `bytes` is valid for `len` bytes.
+    let rc = unsafe { petal_jpeg_decode(bytes.as_ptr(), len, c_int::from(hd.cmyk), out.as_mut_ptr(), size, msg.as_mut_ptr()) };
     if rc != 0 {
         return Err(message(&msg));
     }
+    // SAFETY: rc 0 means the shim read every scanline, `output_height` rows of `stride` bytes,
+    // whose product it checked equals `size`.
+    unsafe { out.set_len(size) };
     Ok(out)
 }
 

@@ -5,7 +5,9 @@
 //! directly into the batch's f32 buffer. Finished batches go through a
 //! `sync_channel(prefetch)`: at most `prefetch` finished batches wait, plus one in preparation,
 //! so memory is bounded and preparation overlaps the consumer's compute. Dropping the
-//! [`Loader`] stops the producer.
+//! [`Loader`] stops the producer. A dropped [`Batch`] hands its pixel buffer back to the
+//! producer, which fills it again instead of allocating and zeroing a new one (every sample's
+//! slice is overwritten; stale values only sit in slices of failed samples, which never leave).
 
 use crate::cache::ImageCache;
 use crate::dataset::{Sample, Split};
@@ -14,7 +16,7 @@ use crate::error::{BadInput, Error};
 use crate::rng::epoch_order;
 use crate::transform::{transform_view_into, AugmentDraw, Mode, TransformConfig, View};
 use rayon::prelude::*;
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -86,6 +88,8 @@ impl Default for LoaderConfig {
 /// One batch of normalised images.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
+    /// Where `images` goes back to when the batch is dropped (to its loader, for reuse).
+    recycle: Recycle,
     /// `N*3*H*W` values: NCHW, or NHWC when `channels_last`.
     pub images: Vec<f32>,
     /// Logical shape `[N, 3, H, W]` (also when the memory layout is NHWC).
@@ -98,6 +102,25 @@ pub struct Batch {
     pub channels_last: bool,
     /// Samples dropped from this batch because they could not be read (only with `skip_bad`).
     pub skipped: Vec<BadInput>,
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if let Some(tx) = &self.recycle.0 {
+            // A full pool or a finished loader just frees the buffer.
+            let _ = tx.try_send(std::mem::take(&mut self.images));
+        }
+    }
+}
+
+/// The way back of a batch's buffer; not part of a batch's value (equal, in any two batches).
+#[derive(Debug, Clone, Default)]
+struct Recycle(Option<SyncSender<Vec<f32>>>);
+
+impl PartialEq for Recycle {
+    fn eq(&self, _: &Recycle) -> bool {
+        true
+    }
 }
 
 /// Bounded-queue batch iterator (see the module docs).
@@ -215,6 +238,8 @@ pub fn loader(samples: Arc<[Sample]>, source: ImageSource, tcfg: &TransformConfi
     let total = lcfg.end_batch.map_or(all, |e| e.min(all));
     let start = lcfg.start_batch.min(total);
     let (tx, rx) = sync_channel(lcfg.prefetch);
+    // Buffers of dropped batches: those in flight, and one more.
+    let (recycle_tx, recycle_rx) = sync_channel::<Vec<f32>>(lcfg.prefetch + 2);
     let tcfg = tcfg.clone();
     let lcfg = lcfg.clone();
     let size = tcfg.image_size as usize;
@@ -227,7 +252,13 @@ pub fn loader(samples: Arc<[Sample]>, source: ImageSource, tcfg: &TransformConfi
                 let hi = (lo + lcfg.batch_size).min(order.len());
                 let idx = &order[lo..hi];
                 let n = idx.len();
-                let mut images = vec![0f32; n * per];
+                let mut images = match recycle_rx.try_recv() {
+                    Ok(mut v) => {
+                        v.resize(n * per, 0.0);
+                        v
+                    }
+                    Err(_) => vec![0f32; n * per],
+                };
                 let (buf, samples, source, tcfg, lcfg) = (&mut images, &samples, &source, &tcfg, &lcfg);
                 let mut work = move || {
                     buf.par_chunks_mut(per)
@@ -250,7 +281,10 @@ pub fn loader(samples: Arc<[Sample]>, source: ImageSource, tcfg: &TransformConfi
                     Some(p) => p.install(work),
                     None => work(),
                 };
-                let msg = assemble(images, idx, results, samples, per, [n, 3, size, size], lcfg);
+                let msg = assemble(images, idx, results, samples, per, [n, 3, size, size], lcfg).map(|mut b| {
+                    b.recycle = Recycle(Some(recycle_tx.clone()));
+                    b
+                });
                 let msg = match msg {
                     Ok(b) if b.indices.is_empty() => continue, // every sample was bad and skipped
                     other => other,
@@ -297,6 +331,7 @@ fn assemble(
     images.truncate(kept.len() * per);
     shape[0] = kept.len();
     Ok(Batch {
+        recycle: Recycle::default(),
         labels: kept.iter().map(|&i| samples[i].label as i64).collect(),
         indices: kept,
         shape,

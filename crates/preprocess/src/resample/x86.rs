@@ -7,6 +7,10 @@
 //! `i32` multiplication) and add with `vpaddd` (wrapping addition); wrapping addition is
 //! associative and commutative, so the vector order of summation gives the same `i32` as the
 //! scalar loop (which never overflows for 8-bit inputs: |Σ k| stays well below 2³¹ / 255).
+//! The VBMI horizontal kernel multiplies two taps at once with `vpmaddwd` (16-bit × 16-bit
+//! products, summed in pairs into `i32`), which needs 16-bit factors: each coefficient is split
+//! as `k = hi·2¹¹ + lo` with `lo = k & 0x7ff` and `hi = k >> 11` (both fit `i16`), the two halves
+//! accumulate apart, and `lo_sum + (hi_sum << 11)` is again `Σ k·p` in wrapping `i32`.
 //! The final `>> 22` is an arithmetic shift (`vpsrad`) and the clamp to `0..=255` a max with 0
 //! followed by an unsigned saturating narrow, which is `clamp(0, 255)` of the shifted value.
 //!
@@ -32,10 +36,26 @@ struct HorizPlan {
     chunks: Vec<i32>,
     /// Groups of up to 5 output pixels for the VBMI kernel (empty on other levels).
     groups: Vec<Group>,
-    /// Per group tap: byte indices into the 128-byte source window (one per i32 lane, at byte 4l).
-    idx: Vec<[u8; 64]>,
-    /// Per group tap: coefficient per i32 lane (lane 3q + c: pixel q of the group, channel c).
-    coef: Vec<[i32; 16]>,
+    /// Per pair of group taps (`2m`, `2m + 1`), in order.
+    pairs: Vec<TapPair>,
+}
+
+/// Two taps of a group for `vpmaddwd`, per i32 lane `l = 3q + c` (pixel `q` of the group,
+/// channel `c`): 16-bit element `2l` belongs to tap `2m`, element `2l + 1` to tap `2m + 1`.
+struct TapPair {
+    /// Byte index into the 128-byte source window of each 16-bit element's low byte (bytes
+    /// `4l` and `4l + 2`; the high bytes are zeroed by the permute's mask).
+    idx: [u8; 64],
+    /// The coefficients' low 11 bits (`k & 0x7ff`).
+    lo: [i16; 32],
+    /// The coefficients' high bits (`k >> 11`).
+    hi: [i16; 32],
+}
+
+/// `k`'s halves for the pair kernel, `None` when the high half does not fit `i16` (no
+/// coefficient of Pillow's filters comes near: |k| ≤ 2²⁴ would do).
+fn split(k: i32) -> Option<(i16, i16)> {
+    Some(((k & 0x7ff) as i16, i16::try_from(k >> 11).ok()?))
 }
 
 /// Up to 5 consecutive output pixels whose taps all lie in one 128-byte (42-pixel) window.
@@ -55,7 +75,7 @@ impl HorizPlan {
     fn new(level: SimdLevel, c: &Coeffs, cols: Range<usize>, span0: usize) -> HorizPlan {
         let lanes = if level >= SimdLevel::Avx512Bw { 16 } else { 8 };
         let per = lanes / 3;
-        let mut plan = HorizPlan { px: Vec::with_capacity(cols.len()), chunks: Vec::new(), groups: Vec::new(), idx: Vec::new(), coef: Vec::new() };
+        let mut plan = HorizPlan { px: Vec::with_capacity(cols.len()), chunks: Vec::new(), groups: Vec::new(), pairs: Vec::new() };
         for xx in cols.clone() {
             let w = c.weights(xx);
             let nch = w.len().div_ceil(per);
@@ -76,22 +96,25 @@ impl HorizPlan {
                 let end = xs.clone().map(|x| c.first[x] + c.count[x]).max().unwrap_or(base);
                 let ntaps = xs.clone().map(|x| c.count[x]).max().unwrap_or(0);
                 let mut g = Group { px0, npx, off: (base - span0) * 3, taps: None };
-                if (end - base) * 3 <= 128 {
-                    g.taps = Some((plan.idx.len(), ntaps));
-                    for j in 0..ntaps {
-                        let (mut idx, mut coef) = ([0u8; 64], [0i32; 16]);
+                let fits = xs.clone().all(|x| c.weights(x).iter().all(|&k| split(k).is_some()));
+                if (end - base) * 3 <= 128 && fits {
+                    let first = plan.pairs.len();
+                    for m in 0..ntaps.div_ceil(2) {
+                        let mut pair = TapPair { idx: [0; 64], lo: [0; 32], hi: [0; 32] };
                         for (q, x) in xs.clone().enumerate() {
-                            if j < c.count[x] {
+                            for (e, j) in [2 * m, 2 * m + 1].into_iter().enumerate() {
+                                let Some(&k) = c.weights(x).get(j) else { continue };
+                                let (lo, hi) = split(k).unwrap_or_default();
                                 for ch in 0..3 {
                                     let l = 3 * q + ch;
-                                    idx[4 * l] = ((c.first[x] - base + j) * 3 + ch) as u8;
-                                    coef[l] = c.weights(x)[j];
+                                    pair.idx[4 * l + 2 * e] = ((c.first[x] - base + j) * 3 + ch) as u8;
+                                    (pair.lo[2 * l + e], pair.hi[2 * l + e]) = (lo, hi);
                                 }
                             }
                         }
-                        plan.idx.push(idx);
-                        plan.coef.push(coef);
+                        plan.pairs.push(pair);
                     }
+                    g.taps = Some((first, plan.pairs.len() - first));
                 }
                 plan.groups.push(g);
             }
@@ -113,22 +136,36 @@ pub(super) fn horizontal(level: SimdLevel, src: View<'_>, col0: usize, rows: Ran
     let (span0, span1) = c.span(cols.clone());
     let (lo, hi) = ((span0 - col0) * 3, (span1 - col0) * 3);
     let plan = HorizPlan::new(level, c, cols, span0);
-    let mut row = vec![0u8; hi - lo + PAD];
-    for (y, o) in rows.zip(out.chunks_exact_mut(n)) {
-        row[..hi - lo].copy_from_slice(&src.data[y * stride + lo..y * stride + hi]);
-        // SAFETY: the CPU supports `level` (asserted above); every load stays inside `row`: a
-        // pixel's chunks start at most at its last tap and read 16 bytes, a group's window starts
-        // at a tap and reads 128 bytes, and `row` has PAD ≥ 128 bytes after the copied taps.
-        // Stores write the pixels of `o` (3 bytes per output pixel).
-        unsafe {
-            match level {
-                SimdLevel::Avx512Vbmi => h_row_vbmi(&row, &plan, o),
-                SimdLevel::Avx512Bw => h_row_avx512(&row, &plan, o),
-                _ => h_row_avx2(&row, &plan, o),
-            }
+    let (mut copy0, mut copy1) = (vec![0u8; hi - lo + PAD], vec![0u8; hi - lo + PAD]);
+    let mut rows = rows.zip(out.chunks_exact_mut(n));
+    // SAFETY (every call below): the CPU supports `level` (asserted above); every load stays
+    // inside its row slice: a pixel's chunks start at most at its last tap and read 16 bytes, a
+    // group's window starts at a tap and reads 128 bytes, and `source_row` gives PAD ≥ 128 bytes
+    // after the taps. Stores write the pixels of the row's `o` (3 bytes per output pixel).
+    while let Some((y0, o0)) = rows.next() {
+        let r0 = source_row(src.data, y0 * stride, lo..hi, &mut copy0);
+        match level {
+            SimdLevel::Avx512Vbmi => match rows.next() {
+                // Two rows at a time share each group's coefficient loads.
+                Some((y1, o1)) => unsafe { h_rows_vbmi([r0, source_row(src.data, y1 * stride, lo..hi, &mut copy1)], &plan, [o0, o1]) },
+                None => unsafe { h_rows_vbmi([r0], &plan, [o0]) },
+            },
+            SimdLevel::Avx512Bw => unsafe { h_row_avx512(r0, &plan, o0) },
+            _ => unsafe { h_row_avx2(r0, &plan, o0) },
         }
     }
     out
+}
+
+/// Bytes `taps` of the row starting at `start` in `data`, followed by at least PAD readable
+/// bytes: in place where `data` goes on long enough, else copied into `copy` (zero-padded).
+fn source_row<'a>(data: &'a [u8], start: usize, taps: Range<usize>, copy: &'a mut [u8]) -> &'a [u8] {
+    let (a, b) = (start + taps.start, start + taps.end);
+    if b + PAD <= data.len() {
+        return &data[a..];
+    }
+    copy[..b - a].copy_from_slice(&data[a..b]);
+    copy
 }
 
 /// Writes the low 3 bytes of `v` at pixel `x` of `out`.
@@ -186,29 +223,44 @@ unsafe fn h_px_avx512(row: &[u8], off: usize, ks: &[i32]) -> i32 {
     _mm_cvtsi128_si32(_mm512_cvtusepi32_epi8(_mm512_max_epi32(s, z)))
 }
 
+/// `R` rows (1 or 2) through the groups of the plan, each group's coefficients loaded once for
+/// all of them.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx2")]
-unsafe fn h_row_vbmi(row: &[u8], plan: &HorizPlan, out: &mut [u8]) {
-    // One byte per i32 lane (byte 0 of each); the others are zeroed: a zero-extension.
-    const LANE_BYTE0: u64 = 0x1111_1111_1111_1111;
+unsafe fn h_rows_vbmi<const R: usize>(rows: [&[u8]; R], plan: &HorizPlan, mut outs: [&mut [u8]; R]) {
+    // One byte per 16-bit element (its low byte); the high bytes are zeroed: a zero-extension.
+    const LOW_BYTES: u64 = 0x5555_5555_5555_5555;
     let z = _mm512_setzero_si512();
     for g in &plan.groups {
-        let Some((t0, nt)) = g.taps else {
-            for x in g.px0..g.px0 + g.npx {
-                let (off, k0, nch) = plan.px[x];
-                put3(out, x, h_px_avx512(row, off, &plan.chunks[k0 * 16..(k0 + nch) * 16]));
+        let Some((m0, nm)) = g.taps else {
+            for (row, out) in rows.iter().zip(outs.iter_mut()) {
+                for x in g.px0..g.px0 + g.npx {
+                    let (off, k0, nch) = plan.px[x];
+                    put3(out, x, h_px_avx512(row, off, &plan.chunks[k0 * 16..(k0 + nch) * 16]));
+                }
             }
             continue;
         };
-        let p = row.as_ptr().add(g.off);
-        let (a, b) = (_mm512_loadu_si512(p.cast()), _mm512_loadu_si512(p.add(64).cast()));
-        let mut acc = _mm512_set1_epi32(BIAS);
-        for (idx, k) in plan.idx[t0..t0 + nt].iter().zip(&plan.coef[t0..t0 + nt]) {
-            let v = _mm512_maskz_permutex2var_epi8(LANE_BYTE0, a, _mm512_loadu_si512(idx.as_ptr().cast()), b);
-            acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(v, _mm512_loadu_si512(k.as_ptr().cast())));
+        let win = rows.map(|row| {
+            let p = row.as_ptr().add(g.off);
+            (_mm512_loadu_si512(p.cast()), _mm512_loadu_si512(p.add(64).cast()))
+        });
+        let (mut lo, mut hi) = ([_mm512_set1_epi32(BIAS); R], [z; R]);
+        for t in &plan.pairs[m0..m0 + nm] {
+            let (idx, klo, khi) =
+                (_mm512_loadu_si512(t.idx.as_ptr().cast()), _mm512_loadu_si512(t.lo.as_ptr().cast()), _mm512_loadu_si512(t.hi.as_ptr().cast()));
+            for r in 0..R {
+                let v = _mm512_maskz_permutex2var_epi8(LOW_BYTES, win[r].0, idx, win[r].1);
+                lo[r] = _mm512_add_epi32(lo[r], _mm512_madd_epi16(v, klo));
+                hi[r] = _mm512_add_epi32(hi[r], _mm512_madd_epi16(v, khi));
+            }
         }
-        let r = _mm512_cvtusepi32_epi8(_mm512_max_epi32(_mm512_srai_epi32::<22>(acc), z));
-        let dst = &mut out[g.px0 * 3..(g.px0 + g.npx) * 3];
-        _mm_mask_storeu_epi8(dst.as_mut_ptr().cast(), ((1u32 << dst.len()) - 1) as u16, r);
+        let mask = ((1u32 << (3 * g.npx)) - 1) as u16;
+        for r in 0..R {
+            let acc = _mm512_add_epi32(lo[r], _mm512_slli_epi32::<11>(hi[r]));
+            let bytes = _mm512_cvtusepi32_epi8(_mm512_max_epi32(_mm512_srai_epi32::<22>(acc), z));
+            let dst = &mut outs[r][g.px0 * 3..(g.px0 + g.npx) * 3];
+            _mm_mask_storeu_epi8(dst.as_mut_ptr().cast(), mask, bytes);
+        }
     }
 }
 

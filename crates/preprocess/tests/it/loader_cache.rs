@@ -259,3 +259,37 @@ fn loader_skip_bad_drops_unreadable_samples_and_lists_them() {
     assert_eq!(&batches[0].images[per..2 * per], clean[1].images.as_slice());
     assert_eq!(&batches[0].images[..per], clean[0].images.as_slice());
 }
+
+/// A dropped batch hands its buffer back: a later batch is written into it (no fresh zeroed
+/// buffer), and its values are those of a run that keeps every batch, even where a skipped
+/// sample leaves the previous batch's values in its slot before compaction.
+#[test]
+fn dropped_batches_lend_their_buffers_to_later_batches() {
+    let d = tempfile::tempdir().unwrap();
+    let mut samples = make_samples(d.path(), 7);
+    let bad = d.path().join("trunc.jpg");
+    let b = std::fs::read(&samples[0].path).unwrap();
+    std::fs::write(&bad, &b[..b.len() / 2]).unwrap();
+    // Batches of 2: the unreadable file is the first sample of batches 2 and 3; batch 4 has one
+    // sample.
+    samples.insert(4, Sample { path: bad.clone(), label: 1 });
+    samples.insert(6, Sample { path: bad, label: 1 });
+    let cfg = TransformConfig::default();
+    let lcfg = LoaderConfig { batch_size: 2, prefetch: 1, threads: 1, mode: Mode::Eval, skip_bad: true, ..Default::default() };
+    let kept = collect(&samples, ImageSource::Files, &cfg, &lcfg);
+    let (mut ptrs, mut capacities) = (Vec::new(), Vec::new());
+    for (i, b) in loader(samples.clone().into(), ImageSource::Files, &cfg, &lcfg).unwrap().enumerate() {
+        let b = b.unwrap();
+        assert_eq!(b, kept[i], "batch {i}");
+        ptrs.push(b.images.as_ptr());
+        capacities.push(b.images.capacity());
+    }
+    assert_eq!(ptrs.len(), 5);
+    assert_eq!((kept[2].indices.clone(), kept[4].indices.clone()), (vec![5], vec![8]));
+    // With one batch prefetched, batch 0's buffer is back before batch 3 is prepared, and the
+    // last batch (one sample) is written into a two-sample buffer handed back.
+    assert!(ptrs[2] == ptrs[0] || ptrs[3] == ptrs[0], "no batch reused batch 0's buffer: {ptrs:?}");
+    let per = 3 * 224 * 224;
+    assert_eq!(kept[4].images.capacity(), per, "a fresh buffer holds one sample");
+    assert!(capacities[4] >= 2 * per, "the last batch got a fresh buffer: {capacities:?}");
+}
