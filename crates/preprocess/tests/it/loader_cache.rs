@@ -20,6 +20,14 @@ fn make_samples(dir: &Path, n: usize) -> Vec<Sample> {
         .collect()
 }
 
+/// The first half of the JPEG at `path`, as `dir/trunc.jpg`.
+fn truncated_copy(path: &Path, dir: &Path) -> PathBuf {
+    let bad = dir.join("trunc.jpg");
+    let b = std::fs::read(path).unwrap();
+    std::fs::write(&bad, &b[..b.len() / 2]).unwrap();
+    bad
+}
+
 fn collect(samples: &[Sample], source: ImageSource, cfg: &TransformConfig, lcfg: &LoaderConfig) -> Vec<preprocess::Batch> {
     loader(samples.to_vec().into(), source, cfg, lcfg).unwrap().map(|b| b.unwrap()).collect()
 }
@@ -184,9 +192,7 @@ fn cache_invalidation_and_corruption() {
 fn cache_skip_bad_records_missing_entries() {
     let d = tempfile::tempdir().unwrap();
     let mut samples = make_samples(d.path(), 2);
-    let bad = d.path().join("trunc.jpg");
-    let b = std::fs::read(&samples[0].path).unwrap();
-    std::fs::write(&bad, &b[..b.len() / 2]).unwrap();
+    let bad = truncated_copy(&samples[0].path, d.path());
     samples.push(Sample { path: bad.clone(), label: 1 });
     let path = d.path().join("c.pimg");
     let e = ImageCache::open_or_build(&path, &samples, &params(), false).unwrap_err();
@@ -236,9 +242,7 @@ fn predict_tensor_matches_torchvision_eval_on_files() {
 fn loader_skip_bad_drops_unreadable_samples_and_lists_them() {
     let d = tempfile::tempdir().unwrap();
     let good = make_samples(d.path(), 4);
-    let bad = d.path().join("trunc.jpg");
-    let b = std::fs::read(&good[0].path).unwrap();
-    std::fs::write(&bad, &b[..b.len() / 2]).unwrap();
+    let bad = truncated_copy(&good[0].path, d.path());
     let mut samples = good.clone();
     samples.insert(1, Sample { path: bad.clone(), label: 2 });
     let cfg = TransformConfig::default();
@@ -267,9 +271,7 @@ fn loader_skip_bad_drops_unreadable_samples_and_lists_them() {
 fn dropped_batches_lend_their_buffers_to_later_batches() {
     let d = tempfile::tempdir().unwrap();
     let mut samples = make_samples(d.path(), 7);
-    let bad = d.path().join("trunc.jpg");
-    let b = std::fs::read(&samples[0].path).unwrap();
-    std::fs::write(&bad, &b[..b.len() / 2]).unwrap();
+    let bad = truncated_copy(&samples[0].path, d.path());
     // Batches of 2: the unreadable file is the first sample of batches 2 and 3; batch 4 has one
     // sample.
     samples.insert(4, Sample { path: bad.clone(), label: 1 });
