@@ -213,6 +213,42 @@ pub fn decode_rgb_bytes(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Res
     }
 }
 
+/// What [`decode_rgb_window`] decoded.
+pub(crate) enum Pixels {
+    /// The whole image (not a sequential 3- or 1-component JPEG, or no window asked for).
+    Whole(RgbImage),
+    /// A `w`×`h` image in the caller's buffer, exact (as [`decode_rgb_bytes`] would give) inside
+    /// the window asked for; the other bytes are whatever the buffer held.
+    Window { w: u32, h: u32 },
+}
+
+/// Decodes what a transform reads of an image file: `window(w, h)` names the source pixels
+/// `[x0, y0, x1, y1)` it reads from a `w`×`h` image (`None`: all of them). A JPEG is decoded
+/// around the window only (libjpeg-turbo's cropped decode with [`crate::jpeg::RECT_MARGIN`]
+/// pixels of margin, skipping the IDCT of rows outside it) into `buf`, reused across calls;
+/// other images are decoded whole. Checks and errors are [`decode_rgb_with`]'s.
+pub(crate) fn decode_rgb_window(
+    path: &Path,
+    limits: &DecodeLimits,
+    window: impl FnOnce(u32, u32) -> Option<[u32; 4]>,
+    buf: &mut Vec<u8>,
+) -> Result<Pixels, Error> {
+    let bytes = read_file(path)?;
+    let (format, w, h) = header(&bytes, path, limits)?;
+    let rect = window(w, h);
+    if let (Format::Jpeg, Some([x0, y0, x1, y1])) = (format, rect.filter(|r| r[0] < r[2] && r[1] < r[3])) {
+        jpeg_check_complete(&bytes).map_err(|(p, d)| Error::bad(path, p, d))?;
+        let hd = crate::jpeg::header(&bytes).map_err(|e| jpeg_error(path, e))?;
+        let m = crate::jpeg::RECT_MARGIN;
+        let rect = [x0.saturating_sub(m), y0.saturating_sub(m), x1.saturating_add(m).min(w), y1.saturating_add(m).min(h)];
+        buf.resize(w as usize * h as usize * 3, 0);
+        if (hd.width, hd.height) == (w, h) && crate::jpeg::decode_rgb_rect(&bytes, &hd, rect, buf).map_err(|e| jpeg_error(path, e))? {
+            return Ok(Pixels::Window { w, h });
+        }
+    }
+    decode_rgb_bytes(&bytes, path, limits).map(Pixels::Whole)
+}
+
 /// A PNG's `PLTE` chunk must hold 1 to 256 RGB triples (a multiple of 3 bytes, at most 768): the
 /// png crate (0.18.1) panics on one that does not (found by the `image` fuzz target,
 /// `crates/preprocess/tests/fixtures/fuzz/`). Walks the chunks up to `IDAT`; a file cut short is
@@ -361,6 +397,54 @@ pub(crate) fn jpeg_check_complete(b: &[u8]) -> Result<(), (Problem, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A windowed decode equals the whole decode inside its window, for every JPEG layout of the
+    /// pixel fixtures (4:2:0, 4:2:2, 4:4:4, grayscale, restart markers, thin strips), windows at
+    /// every edge and inside, into one buffer reused across images and filled with other bytes
+    /// first; progressive and CMYK JPEGs and other formats are decoded whole.
+    #[test]
+    fn windowed_decodes_equal_the_whole_decode_inside_the_window() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pixels");
+        let mut buf = vec![0xAB; 1 << 20];
+        let (mut windowed, mut whole) = (0, 0);
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if !is_image_path(&path) {
+                continue;
+            }
+            let full = decode_rgb(&path).unwrap();
+            let (w, h) = full.dimensions();
+            let mut rng = crate::rng::Rng::keyed(17, w as u64, h as u64, 0);
+            let mut windows = vec![[0, 0, w, h], [0, 0, 1, 1], [w - 1, h - 1, w, h], [w / 3, 0, w / 3 + 1, h]];
+            for _ in 0..12 {
+                let (x0, y0) = (rng.below(w as u64) as u32, rng.below(h as u64) as u32);
+                windows.push([x0, y0, x0 + 1 + rng.below((w - x0) as u64) as u32, y0 + 1 + rng.below((h - y0) as u64) as u32]);
+            }
+            for win in windows {
+                match decode_rgb_window(&path, &DecodeLimits::default(), |_, _| Some(win), &mut buf).unwrap() {
+                    Pixels::Whole(img) => {
+                        assert_eq!(img, full, "{}", path.display());
+                        whole += 1;
+                    }
+                    Pixels::Window { w: bw, h: bh } => {
+                        assert_eq!((bw, bh), (w, h));
+                        let [x0, y0, x1, y1] = win;
+                        for y in y0..y1 {
+                            let row = (y * w) as usize * 3;
+                            let (a, b) = (row + x0 as usize * 3, row + x1 as usize * 3);
+                            assert_eq!(&buf[a..b], &full.as_raw()[a..b], "{} window {win:?}, row {y}", path.display());
+                        }
+                        windowed += 1;
+                    }
+                }
+            }
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let mut is_whole = |win| matches!(decode_rgb_window(&path, &DecodeLimits::default(), |_, _| Some(win), &mut buf), Ok(Pixels::Whole(_)));
+            let expect_whole = !name.starts_with("jpeg_") || name.contains("progressive") || name.contains("cmyk");
+            assert_eq!(is_whole([0, 0, 1, 1]), expect_whole, "{name}");
+        }
+        assert!(windowed >= 9 * 16 && whole >= 16, "{windowed} windowed and {whole} whole decodes");
+    }
 
     #[test]
     fn sniffs_formats() {

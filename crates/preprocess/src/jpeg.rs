@@ -17,6 +17,17 @@ const MSG_LEN: usize = 200;
 extern "C" {
     fn petal_jpeg_header(buf: *const u8, len: c_ulong, width: *mut c_uint, height: *mut c_uint, cmyk: *mut c_int, msg: *mut c_char) -> c_int;
     fn petal_jpeg_decode(buf: *const u8, len: c_ulong, cmyk: c_int, out: *mut u8, out_len: usize, msg: *mut c_char) -> c_int;
+    fn petal_jpeg_decode_rect(
+        buf: *const u8,
+        len: c_ulong,
+        x0: c_uint,
+        y0: c_uint,
+        w: c_uint,
+        h: c_uint,
+        out: *mut u8,
+        out_len: usize,
+        msg: *mut c_char,
+    ) -> c_int;
 }
 
 /// A JPEG's header: size and whether its pixels are 4-component (CMYK or YCCK).
@@ -78,6 +89,36 @@ fn decompress(bytes: &[u8], hd: &Header) -> Result<Vec<u8>, String> {
     unsafe { out.set_len(size) };
     Ok(out)
 }
+
+/// Decodes at least the pixels of `rect` (`[x0, y0, x1, y1)`) of a JPEG into `out`, the packed RGB8
+/// buffer of the whole image (`width × height × 3` bytes), each at its place; the other bytes of
+/// `out` are left as they were. libjpeg-turbo's cropped decode treats the window's edges as image
+/// edges when upsampling chroma, so the pixels within [`RECT_MARGIN`] of an edge inside the image
+/// may differ from a whole decode: ask for the margin around the pixels you read.
+/// Returns `Ok(false)`, decoding nothing, for a progressive or 4-component JPEG.
+pub(crate) fn decode_rgb_rect(bytes: &[u8], hd: &Header, rect: [u32; 4], out: &mut [u8]) -> Result<bool, String> {
+    let len = libc_ulong(bytes.len())?;
+    let [x0, y0, x1, y1] = rect;
+    if hd.cmyk {
+        return Ok(false);
+    }
+    if x1 <= x0 || y1 <= y0 || x1 > hd.width || y1 > hd.height || out.len() != hd.width as usize * hd.height as usize * 3 {
+        return Err(format!("window {rect:?} or buffer of {} bytes does not fit the {}x{} image", out.len(), hd.width, hd.height));
+    }
+    let mut msg = [0 as c_char; MSG_LEN];
+    // SAFETY: `out` is valid for `out.len()` bytes, which the shim checks against the decoded size
+    // before writing inside it; `bytes` is valid for `len` bytes.
+    let rc = unsafe { petal_jpeg_decode_rect(bytes.as_ptr(), len, x0, y0, x1 - x0, y1 - y0, out.as_mut_ptr(), out.len(), msg.as_mut_ptr()) };
+    match rc {
+        0 => Ok(true),
+        1 => Ok(false),
+        _ => Err(message(&msg)),
+    }
+}
+
+/// Pixels around a window that [`decode_rgb_rect`] may decode differently from a whole decode
+/// (chroma upsampling reads one subsampled neighbour, 2 pixels; 16 is one iMCU of 4:2:0).
+pub(crate) const RECT_MARGIN: u32 = 16;
 
 /// Decodes a JPEG to packed RGB8 exactly as `Image.open(p).convert("RGB")` does.
 pub(crate) fn decode_rgb(bytes: &[u8]) -> Result<(Header, Vec<u8>), String> {

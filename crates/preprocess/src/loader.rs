@@ -11,10 +11,10 @@
 
 use crate::cache::ImageCache;
 use crate::dataset::{Sample, Split};
-use crate::decode::decode_rgb_with;
+use crate::decode::{decode_rgb_window, Pixels};
 use crate::error::{BadInput, Error};
 use crate::rng::epoch_order;
-use crate::transform::{transform_view_into, AugmentDraw, Mode, TransformConfig, View};
+use crate::transform::{resize_center_crop_source, rotate_crop_source, train_params, transform_view_into, AugmentDraw, Mode, TransformConfig, View};
 use rayon::prelude::*;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
@@ -175,6 +175,38 @@ pub fn num_batches(samples: usize, batch_size: usize, drop_last: bool) -> usize 
     }
 }
 
+thread_local! {
+    /// A loader thread's buffer for windowed decodes ([`decode_rgb_window`]).
+    static WINDOW_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The largest [`WINDOW_BUF`] a thread keeps between images: 24 MiB, an RGB image of 8 megapixels.
+const WINDOW_BUF_KEEP: usize = 24 << 20;
+
+/// One view of an image file into `out`: only the window of the image the view reads is
+/// decoded ([`decode_rgb_window`]: the eval view's `Resize` + `CenterCrop` window, or the
+/// rotated crop's bounding box of a train view), into this thread's reused buffer; the values
+/// are those of decoding the whole file.
+fn view_of_file_into(path: &std::path::Path, draw: AugmentDraw, tcfg: &TransformConfig, channels_last: bool, out: &mut [f32]) -> Result<(), Error> {
+    let window = |w, h| match draw.mode {
+        Mode::Eval => resize_center_crop_source(w, h, tcfg.resize_size, tcfg.image_size),
+        Mode::Train => {
+            let p = train_params(w, h, tcfg, draw.seed, draw.epoch, draw.index);
+            rotate_crop_source(w, h, p.angle, p.left, p.top, p.width, p.height)
+        }
+    };
+    WINDOW_BUF.with_borrow_mut(|buf| {
+        match decode_rgb_window(path, &tcfg.limits, window, buf)? {
+            Pixels::Whole(img) => transform_view_into(View::of(&img), None, draw, tcfg, channels_last, out),
+            Pixels::Window { w, h } => transform_view_into(View { w, h, data: buf }, None, draw, tcfg, channels_last, out),
+        }
+        if buf.capacity() > WINDOW_BUF_KEEP {
+            *buf = Vec::new();
+        }
+        Ok(())
+    })
+}
+
 /// Prepares one sample into `out` (3 × size × size values): `index` is its position (and image
 /// cache entry), `draw` the view to make (its `index` the sample's in the whole split).
 pub(crate) fn prepare(
@@ -187,10 +219,7 @@ pub(crate) fn prepare(
     out: &mut [f32],
 ) -> Result<(), Error> {
     match source {
-        ImageSource::Files => {
-            let img = decode_rgb_with(&sample.path, &tcfg.limits)?;
-            transform_view_into(View::of(&img), None, draw, tcfg, channels_last, out);
-        }
+        ImageSource::Files => view_of_file_into(&sample.path, draw, tcfg, channels_last, out)?,
         ImageSource::Cache(c) => {
             // An entry left missing because its source was bad reports that source's problem.
             let e = c.get(index).map_err(|err| match c.bad.iter().find(|b| b.path == sample.path) {
@@ -346,9 +375,13 @@ pub fn split_loader(split: &Split, source: ImageSource, tcfg: &TransformConfig, 
     loader(split.samples.clone().into(), source, tcfg, lcfg)
 }
 
-/// Decode + eval transform of one file, for inference (CHW, 3 × size × size).
+/// Decode + eval transform of one file, for inference (CHW, 3 × size × size): the values of
+/// decoding the whole file and `transform(.., Mode::Eval, ..)`, decoding only the window the
+/// crop reads.
 pub fn predict_tensor(path: &std::path::Path, cfg: &TransformConfig) -> Result<Vec<f32>, Error> {
     cfg.validate()?;
-    let img = decode_rgb_with(path, &cfg.limits)?;
-    Ok(crate::transform::transform(&img, Mode::Eval, cfg, 0, 0, 0))
+    let s = cfg.image_size as usize;
+    let mut out = vec![0f32; 3 * s * s];
+    view_of_file_into(path, AugmentDraw { mode: Mode::Eval, seed: 0, epoch: 0, index: 0 }, cfg, false, &mut out)?;
+    Ok(out)
 }

@@ -296,6 +296,25 @@ pub(crate) fn resample_region_at(level: SimdLevel, src: View<'_>, out_w: u32, ou
     vertical_at(level, &tmp, cols.len(), first, 0..cols.len(), &vert, rows)
 }
 
+/// The source pixels `[x0, y0, x1, y1)` (columns, then rows) that [`resample_region`] reads for
+/// `region`: every tap of both passes. (The vector kernels also load bytes past a row's taps,
+/// which they give no weight, so those bytes need only be readable.)
+pub(crate) fn source_rect(src_w: u32, src_h: u32, out_w: u32, out_h: u32, filter: Filter, bx: [f32; 4], region: Region) -> [u32; 4] {
+    let need_h = out_w != src_w || bx[0] != 0.0 || bx[2] != out_w as f32;
+    let need_v = out_h != src_h || bx[1] != 0.0 || bx[3] != out_h as f32;
+    let span = |need: bool, n_in: u32, in0: f32, in1: f32, n_out: u32, range: std::ops::Range<u32>| {
+        if need {
+            let (a, b) = Coeffs::new(n_in as usize, in0, in1, n_out as usize, filter).span(range.start as usize..range.end as usize);
+            (a as u32, b as u32)
+        } else {
+            (range.start, range.end)
+        }
+    };
+    let (x0, x1) = span(need_h, src_w, bx[0], bx[2], out_w, region.x0..region.x1);
+    let (y0, y1) = span(need_v, src_h, bx[1], bx[3], out_h, region.y0..region.y1);
+    [x0, y0, x1, y1]
+}
+
 /// Pillow 13 (python-pillow/Pillow#9549) runs the vertical pass first when the height shrinks
 /// by more than twice as many pixels as the width does. The order changes the uint8 rounding
 /// between the passes, so it is part of the result; the rule was fitted on 1,485 random

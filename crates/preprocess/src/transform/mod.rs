@@ -32,7 +32,7 @@ mod tensor_x86;
 
 pub use draw::{train_params, TrainParams};
 pub use geometry::{center_crop, eval_u8, resize, resize_output_size, resize_shorter, resized_crop, rotate_nearest};
-pub(crate) use geometry::{center_crop_view, resize_center_crop, resize_view, rotate_crop_into};
+pub(crate) use geometry::{center_crop_view, resize_center_crop, resize_center_crop_source, resize_view, rotate_crop_into, rotate_crop_source};
 pub use jitter::{apply_jitter, JitterParams};
 
 /// ImageNet channel means used by torchvision's pretrained models.
@@ -788,6 +788,41 @@ mod tests {
         ];
         for (angle, shown) in cases {
             assert_long_rotations_show(25_000, angle, shown);
+        }
+    }
+
+    /// `rotate_crop_source` bounds what `rotate_crop_into` reads: an image whose pixels outside
+    /// the window are replaced gives the same crop (random sizes, angles of both paths, crops
+    /// inside and partly outside the rotated image).
+    #[test]
+    fn the_rotated_crops_window_holds_every_pixel_it_reads() {
+        for case in 0..300u64 {
+            let mut rng = Rng::keyed(5, 31, case, 0);
+            let (w, h) = (1 + rng.below(700) as u32, 1 + rng.below(700) as u32);
+            let angle = match case % 4 {
+                0 => 0.0,
+                1 => rng.uniform(-180.0, 180.0),
+                _ => rng.uniform(-30.0, 30.0),
+            };
+            let (cw, ch) = (1 + rng.below(w as u64) as u32, 1 + rng.below(h as u64) as u32);
+            let (left, top) = (rng.below((w - cw + 1) as u64) as u32, rng.below((h - ch + 1) as u64) as u32);
+            let data: Vec<u8> = (0..w * h * 3).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 | 1).collect();
+            let mut full = vec![0u8; (cw * ch * 3) as usize];
+            rotate_crop_into(View { w, h, data: &data }, angle, left, top, cw, ch, &mut full);
+            let Some([x0, y0, x1, y1]) = rotate_crop_source(w, h, angle, left, top, cw, ch) else {
+                assert!(full.iter().all(|&v| v == 0), "case {case}: no window, but the crop shows pixels");
+                continue;
+            };
+            let mut masked = data.clone();
+            for (i, px) in masked.chunks_exact_mut(3).enumerate() {
+                let (x, y) = (i as u32 % w, i as u32 / w);
+                if !(x0..x1).contains(&x) || !(y0..y1).contains(&y) {
+                    px.copy_from_slice(&[0, 0, 0]);
+                }
+            }
+            let mut got = vec![0u8; full.len()];
+            rotate_crop_into(View { w, h, data: &masked }, angle, left, top, cw, ch, &mut got);
+            assert_eq!(got, full, "case {case}: {w}x{h}, {angle}°, crop {cw}x{ch} at ({left}, {top}), window {:?}", [x0, y0, x1, y1]);
         }
     }
 

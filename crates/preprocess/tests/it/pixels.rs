@@ -11,7 +11,7 @@
 
 use preprocess::resample::Filter;
 use preprocess::transform::{resize, resized_crop};
-use preprocess::{decode_rgb, resize_shorter, transform, Mode, RgbImage, TransformConfig};
+use preprocess::{decode_rgb, predict_tensor, resize_shorter, transform, Mode, RgbImage, TransformConfig};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -51,6 +51,12 @@ fn check(base: &Path, rec: &Value) -> Vec<String> {
     if sha(&f32_bytes(&t)) != want("tensor", "sha256") {
         let sum: f64 = t.iter().map(|&v| v as f64).sum();
         bad.push(format!("tensor: sum {sum} vs {}", rec["tensor"]["sum"]));
+    }
+    // The loader's and predict's eval path decodes only the window the crop reads.
+    match predict_tensor(&file, &TransformConfig::default()) {
+        Ok(p) if sha(&f32_bytes(&p)) == want("tensor", "sha256") => {}
+        Ok(p) => bad.push(format!("predict_tensor (windowed decode): {} values differ", p.iter().zip(&t).filter(|(a, b)| a != b).count())),
+        Err(e) => bad.push(format!("predict_tensor failed: {e}")),
     }
     let b: Vec<u32> = rec["rrc"]["box"].as_array().expect("box").iter().map(|v| v.as_u64().unwrap_or(0) as u32).collect();
     let rrc = resized_crop(&img, b[0], b[1], b[2], b[3], 224);
