@@ -214,20 +214,25 @@ pub fn decode_rgb_bytes(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Res
 }
 
 /// What [`decode_rgb_window`] decoded.
-pub(crate) enum Pixels {
+pub enum Pixels {
     /// The whole image (not a sequential 3- or 1-component JPEG, or no window asked for).
     Whole(RgbImage),
     /// A `w`×`h` image in the caller's buffer, exact (as [`decode_rgb_bytes`] would give) inside
     /// the window asked for; the other bytes are whatever the buffer held.
-    Window { w: u32, h: u32 },
+    Window {
+        /// The image's width.
+        w: u32,
+        /// The image's height.
+        h: u32,
+    },
 }
 
 /// Decodes what a transform reads of an image file: `window(w, h)` names the source pixels
 /// `[x0, y0, x1, y1)` it reads from a `w`×`h` image (`None`: all of them). A JPEG is decoded
-/// around the window only (libjpeg-turbo's cropped decode with [`crate::jpeg::RECT_MARGIN`]
-/// pixels of margin, skipping the IDCT of rows outside it) into `buf`, reused across calls;
-/// other images are decoded whole. Checks and errors are [`decode_rgb_with`]'s.
-pub(crate) fn decode_rgb_window(
+/// around the window only (libjpeg-turbo's cropped decode with 16 pixels of margin, skipping
+/// the IDCT of rows outside it) into `buf`, reused across calls; other images (and progressive
+/// or CMYK JPEGs) are decoded whole. Checks and errors are [`decode_rgb_with`]'s.
+pub fn decode_rgb_window(
     path: &Path,
     limits: &DecodeLimits,
     window: impl FnOnce(u32, u32) -> Option<[u32; 4]>,

@@ -91,9 +91,10 @@ pub(crate) fn resize_center_crop(src: View<'_>, resize_size: u32, size: u32) -> 
     resample_region(src, w, h, Filter::Bilinear, bx, Region { x0, y0, x1: x0 + size, y1: y0 + size })
 }
 
-/// The source pixels `[x0, y0, x1, y1)` of a `w`×`h` image that [`resize_center_crop`] reads
+/// The source pixels `[x0, y0, x1, y1)` of a `w`×`h` image that the eval view
+/// (`Resize(resize_size)` then `CenterCrop(size)`) reads, for [`crate::decode::decode_rgb_window`]
 /// (`None`: all of them, when the crop is larger than the resize).
-pub(crate) fn resize_center_crop_source(w: u32, h: u32, resize_size: u32, size: u32) -> Option<[u32; 4]> {
+pub fn resize_center_crop_source(w: u32, h: u32, resize_size: u32, size: u32) -> Option<[u32; 4]> {
     let (rw, rh) = resize_output_size(w, h, resize_size);
     if size > rw || size > rh {
         return None;
