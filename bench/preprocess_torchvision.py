@@ -42,6 +42,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="../shared/data/flowers102-fullres-sample")
     ap.add_argument("--json", action="store_true")
+    # The harness passes petal's flags to both sides; the reference times no stages.
+    ap.add_argument("--stages", action="store_true", help="ignored: petal's per-stage times have no reference here")
     a = ap.parse_args()
     root = os.path.join(a.data, "train")
     for dirpath, _, files in os.walk(root):  # page-cache warm-up

@@ -56,12 +56,27 @@ pub(super) fn suites() -> Vec<Suite> {
                     Normalize) and the train augmentation (the seed's RandomRotation 30, RandomResizedCrop 224, flip), first from \
                     the JPEG files, then (`cached_*`) from petal's decoded-image cache. Reference: torchvision and PIL with the \
                     same transforms, ImageFolder through a DataLoader with 2 workers (`bench/preprocess_torchvision.py`); \
-                    torchvision has no decoded-image cache, so its `cached_*` figures are absent.",
+                    torchvision has no decoded-image cache, so its `cached_*` figures are absent. `stage_*`: petal's \
+                    single-thread ms per image of each stage alone (the whole decode, the decode of only the window the eval \
+                    crop reads, `Resize(256)` of the whole image, `CenterCrop(224)`, ToTensor + Normalize into a batch \
+                    buffer), and `stage_eval_view_ms`, the loader's whole eval view of a file (windowed decode, the crop's \
+                    region of the resize, ToTensor + Normalize).",
             package: "preprocess",
             example: "bench_preprocess",
             script: "bench/preprocess_torchvision.py",
-            metrics: &[("eval_img_s", Higher), ("train_img_s", Higher), ("cached_eval_img_s", Higher), ("cached_train_img_s", Higher)],
-            args: |d| vec!["--data".into(), d.join("flowers102-fullres-sample").display().to_string()],
+            metrics: &[
+                ("eval_img_s", Higher),
+                ("train_img_s", Higher),
+                ("cached_eval_img_s", Higher),
+                ("cached_train_img_s", Higher),
+                ("stage_decode_ms", Lower),
+                ("stage_decode_window_ms", Lower),
+                ("stage_resize_256_ms", Lower),
+                ("stage_center_crop_224_ms", Lower),
+                ("stage_normalize_into_batch_ms", Lower),
+                ("stage_eval_view_ms", Lower),
+            ],
+            args: |d| vec!["--data".into(), d.join("flowers102-fullres-sample").display().to_string(), "--stages".into()],
             self_compared: false,
             smoke: true,
             runs_petal: false,
