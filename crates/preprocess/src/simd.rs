@@ -13,7 +13,7 @@
 //! | `scalar` | [`SimdLevel::Scalar`]: the reference code |
 //! | `avx2` | [`SimdLevel::Avx2`] |
 //! | `avx512bw` | [`SimdLevel::Avx512Bw`]: AVX-512 F + BW + VL, without VBMI byte permutes |
-//! | `avx512`, `avx512vbmi` | [`SimdLevel::Avx512Vbmi`]: AVX-512 F + BW + VL + VBMI |
+//! | `avx512`, `avx512vbmi` | [`SimdLevel::Avx512Vbmi`]: AVX-512 F + BW + VL + VBMI + VNNI |
 //!
 //! A level the CPU lacks falls back to the widest supported one below it (so `avx512` on an
 //! AVX2-only machine runs AVX2); an unset, empty or unknown value means the widest supported
@@ -31,7 +31,8 @@ pub enum SimdLevel {
     Avx2,
     /// x86-64 AVX-512 F + BW + VL (16 × i32 lanes).
     Avx512Bw,
-    /// AVX-512 F + BW + VL + VBMI (adds byte permutes: `vpermb`, `vpermt2b`).
+    /// AVX-512 F + BW + VL + VBMI + VNNI (adds byte permutes, `vpermb` and `vpermt2b`, and the
+    /// byte dot product `vpdpbusd`; every CPU with VBMI but one, Cannon Lake, has VNNI).
     Avx512Vbmi,
 }
 
@@ -82,7 +83,7 @@ pub fn detected() -> SimdLevel {
 fn detect() -> SimdLevel {
     use std::arch::is_x86_feature_detected as has;
     let avx512 = has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx2");
-    if avx512 && has!("avx512vbmi") {
+    if avx512 && has!("avx512vbmi") && has!("avx512vnni") {
         SimdLevel::Avx512Vbmi
     } else if avx512 {
         SimdLevel::Avx512Bw

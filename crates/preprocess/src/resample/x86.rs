@@ -7,10 +7,11 @@
 //! `i32` multiplication) and add with `vpaddd` (wrapping addition); wrapping addition is
 //! associative and commutative, so the vector order of summation gives the same `i32` as the
 //! scalar loop (which never overflows for 8-bit inputs: |Σ k| stays well below 2³¹ / 255).
-//! The VBMI horizontal kernel multiplies two taps at once with `vpmaddwd` (16-bit × 16-bit
-//! products, summed in pairs into `i32`), which needs 16-bit factors: each coefficient is split
-//! as `k = hi·2¹¹ + lo` with `lo = k & 0x7ff` and `hi = k >> 11` (both fit `i16`), the two halves
-//! accumulate apart, and `lo_sum + (hi_sum << 11)` is again `Σ k·p` in wrapping `i32`.
+//! The VBMI horizontal kernel multiplies four taps at once with VNNI's `vpdpbusd` (unsigned
+//! 8-bit pixels × signed 8-bit factors, four products summed into each `i32` lane), which needs
+//! 8-bit factors: each coefficient is written in three balanced base-256 digits,
+//! `k = d0 + 2⁸·d1 + 2¹⁶·d2` with every digit in `-128..=127`, the three digits accumulate apart,
+//! and `acc0 + (acc1 << 8) + (acc2 << 16)` is again `Σ k·p` in wrapping `i32`.
 //! The final `>> 22` is an arithmetic shift (`vpsrad`) and the clamp to `0..=255` a max with 0
 //! followed by an unsigned saturating narrow, which is `clamp(0, 255)` of the shifted value.
 //!
@@ -36,26 +37,30 @@ struct HorizPlan {
     chunks: Vec<i32>,
     /// Groups of up to 5 output pixels for the VBMI kernel (empty on other levels).
     groups: Vec<Group>,
-    /// Per pair of group taps (`2m`, `2m + 1`), in order.
-    pairs: Vec<TapPair>,
+    /// Per four group taps (`4m` .. `4m + 4`), in order.
+    quads: Vec<TapQuad>,
 }
 
-/// Two taps of a group for `vpmaddwd`, per i32 lane `l = 3q + c` (pixel `q` of the group,
-/// channel `c`): 16-bit element `2l` belongs to tap `2m`, element `2l + 1` to tap `2m + 1`.
-struct TapPair {
-    /// Byte index into the 128-byte source window of each 16-bit element's low byte (bytes
-    /// `4l` and `4l + 2`; the high bytes are zeroed by the permute's mask).
+/// Four taps of a group for `vpdpbusd`, per i32 lane `l = 3q + c` (pixel `q` of the group,
+/// channel `c`): byte `4l + e` belongs to tap `4m + e`.
+struct TapQuad {
+    /// Byte index into the 128-byte source window of each byte (0 past a pixel's taps, where the
+    /// digits are 0).
     idx: [u8; 64],
-    /// The coefficients' low 11 bits (`k & 0x7ff`).
-    lo: [i16; 32],
-    /// The coefficients' high bits (`k >> 11`).
-    hi: [i16; 32],
+    /// The coefficients' balanced base-256 digits, least significant first.
+    digits: [[i8; 64]; 3],
 }
 
-/// `k`'s halves for the pair kernel, `None` when the high half does not fit `i16` (no
-/// coefficient of Pillow's filters comes near: |k| ≤ 2²⁴ would do).
-fn split(k: i32) -> Option<(i16, i16)> {
-    Some(((k & 0x7ff) as i16, i16::try_from(k >> 11).ok()?))
+/// `k`'s balanced base-256 digits (`k = d0 + 2⁸·d1 + 2¹⁶·d2`, each in `-128..=127`), `None`
+/// outside `-8,421,504 ..= 8,355,711` (a weight of about ±2; Pillow's normalised weights stay
+/// near 1 at most).
+fn digits(k: i32) -> Option<[i8; 3]> {
+    let low = |v: i64| ((v + 128) & 255) - 128;
+    let d0 = low(k as i64);
+    let r1 = (k as i64 - d0) >> 8; // exact: k - d0 is a multiple of 256
+    let d1 = low(r1);
+    let d2 = (r1 - d1) >> 8;
+    Some([d0 as i8, d1 as i8, i8::try_from(d2).ok()?])
 }
 
 /// Up to 5 consecutive output pixels whose taps all lie in one 128-byte (42-pixel) window.
@@ -75,7 +80,7 @@ impl HorizPlan {
     fn new(level: SimdLevel, c: &Coeffs, cols: Range<usize>, span0: usize) -> HorizPlan {
         let lanes = if level >= SimdLevel::Avx512Bw { 16 } else { 8 };
         let per = lanes / 3;
-        let mut plan = HorizPlan { px: Vec::with_capacity(cols.len()), chunks: Vec::new(), groups: Vec::new(), pairs: Vec::new() };
+        let mut plan = HorizPlan { px: Vec::with_capacity(cols.len()), chunks: Vec::new(), groups: Vec::new(), quads: Vec::new() };
         for xx in cols.clone() {
             let w = c.weights(xx);
             let nch = w.len().div_ceil(per);
@@ -96,25 +101,28 @@ impl HorizPlan {
                 let end = xs.clone().map(|x| c.first[x] + c.count[x]).max().unwrap_or(base);
                 let ntaps = xs.clone().map(|x| c.count[x]).max().unwrap_or(0);
                 let mut g = Group { px0, npx, off: (base - span0) * 3, taps: None };
-                let fits = xs.clone().all(|x| c.weights(x).iter().all(|&k| split(k).is_some()));
+                let fits = xs.clone().all(|x| c.weights(x).iter().all(|&k| digits(k).is_some()));
                 if (end - base) * 3 <= 128 && fits {
-                    let first = plan.pairs.len();
-                    for m in 0..ntaps.div_ceil(2) {
-                        let mut pair = TapPair { idx: [0; 64], lo: [0; 32], hi: [0; 32] };
+                    let first = plan.quads.len();
+                    for m in 0..ntaps.div_ceil(4) {
+                        let mut quad = TapQuad { idx: [0; 64], digits: [[0; 64]; 3] };
                         for (q, x) in xs.clone().enumerate() {
-                            for (e, j) in [2 * m, 2 * m + 1].into_iter().enumerate() {
+                            for e in 0..4 {
+                                let j = 4 * m + e;
                                 let Some(&k) = c.weights(x).get(j) else { continue };
-                                let (lo, hi) = split(k).unwrap_or_default();
+                                let d = digits(k).unwrap_or_default();
                                 for ch in 0..3 {
-                                    let l = 3 * q + ch;
-                                    pair.idx[4 * l + 2 * e] = ((c.first[x] - base + j) * 3 + ch) as u8;
-                                    (pair.lo[2 * l + e], pair.hi[2 * l + e]) = (lo, hi);
+                                    let b = 4 * (3 * q + ch) + e;
+                                    quad.idx[b] = ((c.first[x] - base + j) * 3 + ch) as u8;
+                                    for (plane, &dv) in quad.digits.iter_mut().zip(&d) {
+                                        plane[b] = dv;
+                                    }
                                 }
                             }
                         }
-                        plan.pairs.push(pair);
+                        plan.quads.push(quad);
                     }
-                    g.taps = Some((first, plan.pairs.len() - first));
+                    g.taps = Some((first, plan.quads.len() - first));
                 }
                 plan.groups.push(g);
             }
@@ -225,10 +233,8 @@ unsafe fn h_px_avx512(row: &[u8], off: usize, ks: &[i32]) -> i32 {
 
 /// `R` rows (1 or 2) through the groups of the plan, each group's coefficients loaded once for
 /// all of them.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx2")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi,avx512vnni,avx2")]
 unsafe fn h_rows_vbmi<const R: usize>(rows: [&[u8]; R], plan: &HorizPlan, mut outs: [&mut [u8]; R]) {
-    // One byte per 16-bit element (its low byte); the high bytes are zeroed: a zero-extension.
-    const LOW_BYTES: u64 = 0x5555_5555_5555_5555;
     let z = _mm512_setzero_si512();
     for g in &plan.groups {
         let Some((m0, nm)) = g.taps else {
@@ -244,19 +250,20 @@ unsafe fn h_rows_vbmi<const R: usize>(rows: [&[u8]; R], plan: &HorizPlan, mut ou
             let p = row.as_ptr().add(g.off);
             (_mm512_loadu_si512(p.cast()), _mm512_loadu_si512(p.add(64).cast()))
         });
-        let (mut lo, mut hi) = ([_mm512_set1_epi32(BIAS); R], [z; R]);
-        for t in &plan.pairs[m0..m0 + nm] {
-            let (idx, klo, khi) =
-                (_mm512_loadu_si512(t.idx.as_ptr().cast()), _mm512_loadu_si512(t.lo.as_ptr().cast()), _mm512_loadu_si512(t.hi.as_ptr().cast()));
+        let (mut a0, mut a1, mut a2) = ([_mm512_set1_epi32(BIAS); R], [z; R], [z; R]);
+        for t in &plan.quads[m0..m0 + nm] {
+            let idx = _mm512_loadu_si512(t.idx.as_ptr().cast());
+            let [d0, d1, d2] = t.digits.map(|d| _mm512_loadu_si512(d.as_ptr().cast()));
             for r in 0..R {
-                let v = _mm512_maskz_permutex2var_epi8(LOW_BYTES, win[r].0, idx, win[r].1);
-                lo[r] = _mm512_add_epi32(lo[r], _mm512_madd_epi16(v, klo));
-                hi[r] = _mm512_add_epi32(hi[r], _mm512_madd_epi16(v, khi));
+                let v = _mm512_permutex2var_epi8(win[r].0, idx, win[r].1);
+                a0[r] = _mm512_dpbusd_epi32(a0[r], v, d0);
+                a1[r] = _mm512_dpbusd_epi32(a1[r], v, d1);
+                a2[r] = _mm512_dpbusd_epi32(a2[r], v, d2);
             }
         }
         let mask = ((1u32 << (3 * g.npx)) - 1) as u16;
         for r in 0..R {
-            let acc = _mm512_add_epi32(lo[r], _mm512_slli_epi32::<11>(hi[r]));
+            let acc = _mm512_add_epi32(_mm512_add_epi32(a0[r], _mm512_slli_epi32::<8>(a1[r])), _mm512_slli_epi32::<16>(a2[r]));
             let bytes = _mm512_cvtusepi32_epi8(_mm512_max_epi32(_mm512_srai_epi32::<22>(acc), z));
             let dst = &mut outs[r][g.px0 * 3..(g.px0 + g.npx) * 3];
             _mm_mask_storeu_epi8(dst.as_mut_ptr().cast(), mask, bytes);
@@ -390,6 +397,22 @@ unsafe fn v_row_avx2(src: *const u8, stride: usize, ks: &[i32], n: usize, out: *
 mod tests {
     use super::*;
     use crate::resample::Filter;
+
+    /// Three balanced base-256 digits rebuild every coefficient in -8,421,504 ..= 8,355,711 (2²² is
+    /// a weight of 1) and refuse the others, whose groups fall back to the per-pixel kernel.
+    #[test]
+    fn coefficient_digits_rebuild_the_coefficient() {
+        let rebuild = |d: [i8; 3]| d[0] as i32 + 256 * d[1] as i32 + 65536 * d[2] as i32;
+        let edges = [0, 1, -1, 127, 128, -128, -129, 255, 256, 1 << 22, -(1 << 22), 8_355_711, -8_421_504];
+        let mut rng = crate::rng::Rng::keyed(3, 1, 4, 1);
+        let random = (0..10_000).map(|_| rng.below(2 * 8_355_711 + 1) as i32 - 8_355_711);
+        for k in edges.into_iter().chain(random) {
+            assert_eq!(digits(k).map(rebuild), Some(k), "{k}");
+        }
+        for k in [8_355_712, -8_421_505, i32::MAX, i32::MIN] {
+            assert_eq!(digits(k), None, "{k}");
+        }
+    }
 
     /// The VBMI kernel takes the downscales of the pipeline (shorter side 500 → 256 bilinear, and
     /// random resized crops of up to ~3.5× down) as windows of 5 pixels, not the per-pixel path;
