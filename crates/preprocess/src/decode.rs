@@ -238,20 +238,53 @@ pub fn decode_rgb_window(
     window: impl FnOnce(u32, u32) -> Option<[u32; 4]>,
     buf: &mut Vec<u8>,
 ) -> Result<Pixels, Error> {
-    let bytes = read_file(path)?;
-    let (format, w, h) = header(&bytes, path, limits)?;
+    decode_rgb_window_bytes(&read_file(path)?, path, limits, window, buf)
+}
+
+/// [`decode_rgb_window`] of a file's bytes (`path` names it in errors).
+pub fn decode_rgb_window_bytes(
+    bytes: &[u8],
+    path: &Path,
+    limits: &DecodeLimits,
+    window: impl FnOnce(u32, u32) -> Option<[u32; 4]>,
+    buf: &mut Vec<u8>,
+) -> Result<Pixels, Error> {
+    if bytes.is_empty() {
+        return Err(Error::bad(path, Problem::Empty, ""));
+    }
+    let (format, w, h) = header(bytes, path, limits)?;
     let rect = window(w, h);
     if let (Format::Jpeg, Some([x0, y0, x1, y1])) = (format, rect.filter(|r| r[0] < r[2] && r[1] < r[3])) {
-        jpeg_check_complete(&bytes).map_err(|(p, d)| Error::bad(path, p, d))?;
-        let hd = crate::jpeg::header(&bytes).map_err(|e| jpeg_error(path, e))?;
+        jpeg_check_complete(bytes).map_err(|(p, d)| Error::bad(path, p, d))?;
+        let hd = crate::jpeg::header(bytes).map_err(|e| jpeg_error(path, e))?;
         let m = crate::jpeg::RECT_MARGIN;
         let rect = [x0.saturating_sub(m), y0.saturating_sub(m), x1.saturating_add(m).min(w), y1.saturating_add(m).min(h)];
         buf.resize(w as usize * h as usize * 3, 0);
-        if (hd.width, hd.height) == (w, h) && crate::jpeg::decode_rgb_rect(&bytes, &hd, rect, buf).map_err(|e| jpeg_error(path, e))? {
+        if (hd.width, hd.height) == (w, h) && crate::jpeg::decode_rgb_rect(bytes, &hd, rect, buf).map_err(|e| jpeg_error(path, e))? {
             return Ok(Pixels::Window { w, h });
         }
     }
-    decode_rgb_bytes(&bytes, path, limits).map(Pixels::Whole)
+    decode_rgb_bytes(bytes, path, limits).map(Pixels::Whole)
+}
+
+thread_local! {
+    /// This thread's buffer for windowed decodes (see [`with_window_buf`]).
+    static WINDOW_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The largest window buffer a thread keeps between images: 24 MiB, an RGB image of 8 megapixels.
+const WINDOW_BUF_KEEP: usize = 24 << 20;
+
+/// Runs `f` with this thread's reused buffer for [`decode_rgb_window`] (freed after a larger
+/// image than 8 megapixels). Not re-entrant: `f` must not call it again.
+pub(crate) fn with_window_buf<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    WINDOW_BUF.with_borrow_mut(|buf| {
+        let r = f(buf);
+        if buf.capacity() > WINDOW_BUF_KEEP {
+            *buf = Vec::new();
+        }
+        r
+    })
 }
 
 /// A PNG's `PLTE` chunk must hold 1 to 256 RGB triples (a multiple of 3 bytes, at most 768): the

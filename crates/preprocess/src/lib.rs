@@ -48,7 +48,7 @@ pub use transform::{
     TrainParams, TransformConfig, IMAGENET_MEAN, IMAGENET_STD,
 };
 
-pub use tta::{five_crop, tta_views, tta_views_of_file, tta_views_u8, Tta};
+pub use tta::{five_crop, tta_views, tta_views_of_file, tta_views_u8, tta_views_u8_of_bytes, Tta};
 
 /// The image type returned by [`decode_rgb`] (re-exported from the `image` crate).
 pub use image::RgbImage;

@@ -11,7 +11,7 @@
 
 use crate::cache::ImageCache;
 use crate::dataset::{Sample, Split};
-use crate::decode::{decode_rgb_window, Pixels};
+use crate::decode::{decode_rgb_window, with_window_buf, Pixels};
 use crate::error::{BadInput, Error};
 use crate::rng::epoch_order;
 use crate::transform::{resize_center_crop_source, rotate_crop_source, train_params, transform_view_into, AugmentDraw, Mode, TransformConfig, View};
@@ -175,14 +175,6 @@ pub fn num_batches(samples: usize, batch_size: usize, drop_last: bool) -> usize 
     }
 }
 
-thread_local! {
-    /// A loader thread's buffer for windowed decodes ([`decode_rgb_window`]).
-    static WINDOW_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// The largest [`WINDOW_BUF`] a thread keeps between images: 24 MiB, an RGB image of 8 megapixels.
-const WINDOW_BUF_KEEP: usize = 24 << 20;
-
 /// One view of an image file into `out`: only the window of the image the view reads is
 /// decoded ([`decode_rgb_window`]: the eval view's `Resize` + `CenterCrop` window, or the
 /// rotated crop's bounding box of a train view), into this thread's reused buffer; the values
@@ -195,13 +187,10 @@ fn view_of_file_into(path: &std::path::Path, draw: AugmentDraw, tcfg: &Transform
             rotate_crop_source(w, h, p.angle, p.left, p.top, p.width, p.height)
         }
     };
-    WINDOW_BUF.with_borrow_mut(|buf| {
+    with_window_buf(|buf| {
         match decode_rgb_window(path, &tcfg.limits, window, buf)? {
             Pixels::Whole(img) => transform_view_into(View::of(&img), None, draw, tcfg, channels_last, out),
             Pixels::Window { w, h } => transform_view_into(View { w, h, data: buf }, None, draw, tcfg, channels_last, out),
-        }
-        if buf.capacity() > WINDOW_BUF_KEEP {
-            *buf = Vec::new();
         }
         Ok(())
     })

@@ -12,7 +12,8 @@ use std::str::FromStr;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use crate::transform::{center_crop, eval_u8, resize_shorter, write_tensor, TransformConfig};
+use crate::decode::{decode_rgb_bytes, decode_rgb_window_bytes, with_window_buf, Pixels};
+use crate::transform::{center_crop, eval_u8, resize_center_crop, resize_center_crop_source, resize_shorter, write_tensor, TransformConfig, View};
 use crate::Error;
 
 /// Which views of an image a prediction averages (in probability space).
@@ -110,6 +111,33 @@ pub fn tta_views_u8(img: &RgbImage, cfg: &TransformConfig, tta: Tta) -> Result<V
                 })?
                 .into()
         }
+    })
+}
+
+/// [`tta_views_u8`] of an encoded image (`name` names it in errors), decoded with `cfg`'s limits:
+/// for [`Tta::None`] and [`Tta::Flip`] only the window the eval crop reads is decoded
+/// ([`crate::decode::decode_rgb_window`]), with the same pixels.
+pub fn tta_views_u8_of_bytes(bytes: &[u8], name: &Path, cfg: &TransformConfig, tta: Tta) -> Result<Vec<RgbImage>, Error> {
+    if tta == Tta::FiveCrop {
+        return tta_views_u8(&decode_rgb_bytes(bytes, name, &cfg.limits)?, cfg, tta);
+    }
+    let s = cfg.image_size;
+    let window = |w, h| resize_center_crop_source(w, h, cfg.resize_size, s);
+    let view = with_window_buf(|buf| -> Result<RgbImage, Error> {
+        Ok(match decode_rgb_window_bytes(bytes, name, &cfg.limits, window, buf)? {
+            Pixels::Whole(img) => eval_u8(&img, cfg),
+            Pixels::Window { w, h } => {
+                let crop = resize_center_crop(View { w, h, data: buf }, cfg.resize_size, s);
+                RgbImage::from_raw(s, s, crop).unwrap_or_else(|| RgbImage::new(s, s))
+            }
+        })
+    })?;
+    Ok(match tta {
+        Tta::Flip => {
+            let mirror = image::imageops::flip_horizontal(&view);
+            vec![view, mirror]
+        }
+        _ => vec![view],
     })
 }
 

@@ -189,8 +189,10 @@ impl Backend for PredictorBackend {
     }
 
     fn prepare(&self, bytes: &[u8], name: &str, tta: Tta) -> Result<Vec<u8>, BackendError> {
-        let img = preprocess::decode_rgb_bytes(bytes, Path::new(name), &self.transform.limits).map_err(|e| BackendError::BadImage(e.to_string()))?;
-        let views = preprocess::tta_views_u8(&img, &self.transform, tta).map_err(|e| BackendError::BadImage(format!("{name}: {e}")))?;
+        let views = preprocess::tta_views_u8_of_bytes(bytes, Path::new(name), &self.transform, tta).map_err(|e| match e {
+            preprocess::Error::BadInput(_) => BackendError::BadImage(e.to_string()),
+            other => BackendError::BadImage(format!("{name}: {other}")),
+        })?;
         Ok(views.into_iter().flat_map(|v| v.into_raw()).collect())
     }
 
