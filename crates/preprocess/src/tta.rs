@@ -153,6 +153,34 @@ mod tests {
     use super::*;
     use crate::transform::{transform, Mode};
 
+    /// The views of an encoded image equal those of its whole decode, for every fixture image
+    /// (JPEGs of every layout take the windowed decode) and every kind of TTA; unreadable bytes
+    /// are refused naming the file.
+    #[test]
+    fn views_of_bytes_equal_views_of_the_whole_decode() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pixels");
+        let cfg = TransformConfig::default();
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if !crate::is_image_path(&path) {
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            let img = crate::decode_rgb(&path).unwrap();
+            for tta in [Tta::None, Tta::Flip, Tta::FiveCrop] {
+                let want = tta_views_u8(&img, &cfg, tta).unwrap();
+                assert_eq!(tta_views_u8_of_bytes(&bytes, &path, &cfg, tta).unwrap(), want, "{} {tta:?}", path.display());
+            }
+            n += 1;
+        }
+        assert!(n >= 20, "{n} fixture images");
+        let e = tta_views_u8_of_bytes(b"\xFF\xD8\xFF\xE0 not a jpeg", Path::new("upload.jpg"), &cfg, Tta::None).unwrap_err();
+        assert!(e.to_string().contains("upload.jpg"), "{e}");
+        let e = tta_views_u8_of_bytes(b"", Path::new("empty.jpg"), &cfg, Tta::None).unwrap_err();
+        assert!(matches!(&e, Error::BadInput(b) if b.problem == crate::Problem::Empty), "{e}");
+    }
+
     fn gradient(w: u32, h: u32) -> RgbImage {
         RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7 % 256) as u8, (y * 5 % 256) as u8, ((x + y) % 256) as u8]))
     }
