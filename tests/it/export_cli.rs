@@ -128,10 +128,13 @@ fn export_bad_input_is_a_clear_error() {
 #[test]
 fn concurrent_exports_to_one_file_leave_a_file_and_sidecar_of_the_same_export() {
     let dir = tempfile::tempdir().unwrap();
-    // Last biases far apart: the two answer differently whatever the random draws were.
+    // Last biases far apart: the two answer differently whatever the random draws were. (At ±2
+    // a CI run once drew weights whose logits outweighed them, through the calibration
+    // temperature of 0.25, and both files gave the same saturated answer; ±20 puts class 0
+    // first for one and class 2 for the other.)
     let ckpts = [
-        tiny_checkpoint_named(dir.path(), "a.safetensors", Some([2.0, 0.0, -2.0])),
-        tiny_checkpoint_named(dir.path(), "b.safetensors", Some([-2.0, 0.0, 2.0])),
+        tiny_checkpoint_named(dir.path(), "a.safetensors", Some([20.0, 0.0, -20.0])),
+        tiny_checkpoint_named(dir.path(), "b.safetensors", Some([-20.0, 0.0, 20.0])),
     ];
     let out = dir.path().join("model.onnx");
     // Six real processes, two checkpoints, one output, all at once.
