@@ -13,7 +13,7 @@ use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use crate::decode::{decode_rgb_bytes, decode_rgb_window_bytes, with_window_buf, Pixels};
-use crate::transform::{center_crop, eval_u8, resize_center_crop, resize_center_crop_source, resize_shorter, write_tensor, TransformConfig, View};
+use crate::transform::{center_crop, eval_u8, eval_u8_view, resize_center_crop_source, resize_shorter, write_tensor, TransformConfig, View};
 use crate::Error;
 
 /// Which views of an image a prediction averages (in probability space).
@@ -97,12 +97,7 @@ pub fn tta_views(img: &RgbImage, cfg: &TransformConfig, tta: Tta) -> Result<Vec<
 pub fn tta_views_u8(img: &RgbImage, cfg: &TransformConfig, tta: Tta) -> Result<Vec<RgbImage>, Error> {
     let s = cfg.image_size;
     Ok(match tta {
-        Tta::None => vec![eval_u8(img, cfg)],
-        Tta::Flip => {
-            let view = eval_u8(img, cfg);
-            let mirror = image::imageops::flip_horizontal(&view);
-            vec![view, mirror]
-        }
+        Tta::None | Tta::Flip => eval_views(eval_u8(img, cfg), tta),
         Tta::FiveCrop => {
             let resized = resize_shorter(img, cfg.resize_size);
             five_crop(&resized, s)
@@ -121,24 +116,24 @@ pub fn tta_views_u8_of_bytes(bytes: &[u8], name: &Path, cfg: &TransformConfig, t
     if tta == Tta::FiveCrop {
         return tta_views_u8(&decode_rgb_bytes(bytes, name, &cfg.limits)?, cfg, tta);
     }
-    let s = cfg.image_size;
-    let window = |w, h| resize_center_crop_source(w, h, cfg.resize_size, s);
+    let window = |w, h| resize_center_crop_source(w, h, cfg.resize_size, cfg.image_size);
     let view = with_window_buf(|buf| -> Result<RgbImage, Error> {
         Ok(match decode_rgb_window_bytes(bytes, name, &cfg.limits, window, buf)? {
             Pixels::Whole(img) => eval_u8(&img, cfg),
-            Pixels::Window { w, h } => {
-                let crop = resize_center_crop(View { w, h, data: buf }, cfg.resize_size, s);
-                RgbImage::from_raw(s, s, crop).unwrap_or_else(|| RgbImage::new(s, s))
-            }
+            Pixels::Window { w, h } => eval_u8_view(View { w, h, data: buf }, cfg),
         })
     })?;
-    Ok(match tta {
-        Tta::Flip => {
-            let mirror = image::imageops::flip_horizontal(&view);
-            vec![view, mirror]
-        }
-        _ => vec![view],
-    })
+    Ok(eval_views(view, tta))
+}
+
+/// The eval view alone, or with its mirror for [`Tta::Flip`].
+fn eval_views(view: RgbImage, tta: Tta) -> Vec<RgbImage> {
+    if tta == Tta::Flip {
+        let mirror = image::imageops::flip_horizontal(&view);
+        vec![view, mirror]
+    } else {
+        vec![view]
+    }
 }
 
 /// [`tta_views`] of the image file at `path` (decoded with `cfg`'s limits).

@@ -111,8 +111,13 @@ pub fn center_crop(img: &RgbImage, size: u32) -> RgbImage {
 
 /// The eval transform up to uint8: `Resize(resize_size)` then `CenterCrop(image_size)`.
 pub fn eval_u8(img: &RgbImage, cfg: &TransformConfig) -> RgbImage {
+    eval_u8_view(View::of(img), cfg)
+}
+
+/// [`eval_u8`] of a borrowed image.
+pub(crate) fn eval_u8_view(src: View<'_>, cfg: &TransformConfig) -> RgbImage {
     let s = cfg.image_size;
-    let data = resize_center_crop(View::of(img), cfg.resize_size, s);
+    let data = resize_center_crop(src, cfg.resize_size, s);
     RgbImage::from_raw(s, s, data).unwrap_or_else(|| RgbImage::new(s, s))
 }
 

@@ -32,7 +32,7 @@ mod tensor_x86;
 
 pub use draw::{train_params, TrainParams};
 pub use geometry::{center_crop, eval_u8, resize, resize_center_crop_source, resize_output_size, resize_shorter, resized_crop, rotate_nearest};
-pub(crate) use geometry::{center_crop_view, resize_center_crop, resize_view, rotate_crop_into, rotate_crop_source};
+pub(crate) use geometry::{center_crop_view, eval_u8_view, resize_center_crop, resize_view, rotate_crop_into, rotate_crop_source};
 pub use jitter::{apply_jitter, JitterParams};
 
 /// ImageNet channel means used by torchvision's pretrained models.
