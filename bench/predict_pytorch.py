@@ -88,7 +88,9 @@ def export(petal_path, pth_path):
     hidden = meta["head"]["hidden"]
     if len(hidden) != 1:
         raise SystemExit(f"{petal_path}: expected a head with one hidden layer, found {hidden}")
-    tensors = load_file(petal_path)
+    # A trained checkpoint also holds its optimiser and RNG state (checkpoint::OPTIMIZER_PREFIX,
+    # RNG_PREFIX): not part of the network.
+    tensors = {k: v for k, v in load_file(petal_path).items() if not k.startswith(("optimizer/", "rng/"))}
     sd = {("_fc." + k[len("classifier."):] if k.startswith("classifier.") else k): v for k, v in tensors.items()}
     model = build_model(len(classes), hidden[0])
     model.load_state_dict(sd, strict=True)

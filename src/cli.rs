@@ -74,7 +74,11 @@ pub(crate) struct QuantizeArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 16)]
     pub(crate) batch_size: usize,
-    /// Print the record as JSON (without the ranges).
+    /// Round the biases as they are, without correcting them for the weights' rounding (the
+    /// correction is on by default; this measures what it does).
+    #[arg(long)]
+    pub(crate) no_bias_correction: bool,
+    /// Print the record as JSON (without the ranges and weight shifts).
     #[arg(long)]
     pub(crate) json: bool,
 }

@@ -224,6 +224,7 @@ fn quantize_cmd(a: &QuantizeArgs) -> Result<()> {
         max_loss_points: a.max_loss,
         batch_size: a.batch_size,
         graph_cache: petal_common::onnxruntime::graph_cache(),
+        bias_correction: !a.no_bias_correction,
         ..Default::default()
     };
     let r = infer::quantize(&a.checkpoint, &ds, &opts, &Bars::default()).with_context(|| format!("quantizing {}", a.checkpoint.display()))?;
@@ -231,17 +232,19 @@ fn quantize_cmd(a: &QuantizeArgs) -> Result<()> {
         let mut v = serde_json::to_value(&r)?;
         if let Some(o) = v.as_object_mut() {
             o.remove("ranges");
+            o.remove("weight_shifts");
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
     }
     eprintln!(
-        "int8 calibrated on {} {} images; {} top-1: fp32 {:.2} %, int8 {:.2} % ({:+.2} points); backbone {:.1} -> {:.1} img/s ({:.2}x)",
+        "int8 calibrated on {} {} images; {} top-1: fp32 {:.2} %, int8 {:.2} % ({:+.2} points; same top class as fp32 on {:.2} %); backbone {:.1} -> {:.1} img/s ({:.2}x)",
         r.calibration_images,
         r.calibration_split,
         r.eval_split,
         r.fp32_top1,
         r.int8_top1,
         -r.loss_points,
+        r.top1_agreement.unwrap_or(f64::NAN),
         r.fp32_img_s,
         r.int8_img_s,
         r.int8_img_s / r.fp32_img_s.max(1e-9)

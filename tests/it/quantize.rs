@@ -93,6 +93,51 @@ fn an_accepted_int8_becomes_the_default() {
     assert!((100.0 * top1(&ckpt, &data, &out, &[]) - int8).abs() < 1e-9, "auto runs int8");
     let fp32 = record["fp32_top1"].as_f64().unwrap();
     assert!((100.0 * top1(&ckpt, &data, &out, &["--precision", "fp32"]) - fp32).abs() < 1e-9, "fp32 is still there");
+    // Bias correction is on by default and recorded; so is how often int8 agrees with float32.
+    assert!(record["weight_shifts"].is_null(), "--json leaves the shifts out: {record}");
+    let agreement = record["top1_agreement"].as_f64().expect("top1_agreement");
+    assert!((0.0..=100.0).contains(&agreement), "{record}");
+
+    // serve runs int8 at its defaults and shows the record in /v1/models.
+    let spec = format!("q={}", ckpt.display());
+    let served = crate::serve::spawn(&["--checkpoint", &spec, "--addr", "127.0.0.1:0"]);
+    let models = crate::serve::fixtures::get(served.addr, "/v1/models").json();
+    crate::serve::sigterm(&served.child);
+    let mut child = served.child;
+    assert!(child.wait().expect("petal serve exits").success());
+    let m = &models["models"][0];
+    assert_eq!((m["runtime"].as_str(), m["precision"].as_str()), (Some("onnxruntime"), Some("int8")), "{m}");
+    let shown = &m["int8"];
+    assert_eq!(shown["accepted"], true, "{shown}");
+    assert_eq!(shown["bias_corrected"], true, "{shown}");
+    assert_eq!(shown["int8_top1"].as_f64(), Some(int8), "{shown}");
+    assert_eq!(shown["top1_agreement"].as_f64(), Some(agreement), "{shown}");
+    assert!(shown.get("ranges").is_none() && shown.get("weight_shifts").is_none(), "the calibration stays out of /v1/models: {shown}");
+}
+
+/// `--no-bias-correction` records no shifts, and `inspect` counts the shifts of a corrected one
+/// instead of printing them.
+#[test]
+fn bias_correction_is_recorded_and_can_be_left_out() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (data, ckpt, _, _) = trained(tmp.path());
+    let meta = |ckpt: &std::path::Path| checkpoint::load(ckpt).expect("checkpoint").meta.inference.expect("inference")["int8"].clone();
+    let plain = tmp.path().join("plain.safetensors");
+    std::fs::copy(&ckpt, &plain).expect("copy");
+    for (file, flags) in [(&ckpt, &[][..]), (&plain, &["--no-bias-correction"][..])] {
+        let mut q = common::petal();
+        q.args(["quantize", "--calibration-images", "4", "--checkpoint"]).arg(file).arg("--data").arg(&data).args(flags);
+        ok(q.output().expect("quantize"), "petal quantize");
+    }
+    let (corrected, uncorrected) = (meta(&ckpt), meta(&plain));
+    assert!(uncorrected.get("weight_shifts").is_none(), "{uncorrected}");
+    let shifts = corrected["weight_shifts"].as_object().expect("weight_shifts");
+    assert!(!shifts.is_empty() && shifts.values().all(|v| v.as_array().is_some_and(|a| !a.is_empty())), "{shifts:?}");
+    assert_eq!(corrected["ranges"], uncorrected["ranges"], "the same calibration images give the same ranges");
+    let mut i = common::petal();
+    i.args(["checkpoint", "inspect"]).arg(&ckpt);
+    let shown = ok(i.output().expect("inspect"), "petal checkpoint inspect");
+    assert!(shown.contains(&format!("\"weight_shifts\":\"{} convolutions\"", shifts.len())), "{shown}");
 }
 
 /// Applies `f` to slice `c` (output channel `c`) of the f32 tensor `name` of `ckpt`.

@@ -2,7 +2,7 @@
 //! address without tokens is refused, `--insecure-no-auth` warns, and `--help` lists the limits.
 
 #[path = "../../crates/serve/tests/it/common/fixtures.rs"]
-mod fixtures;
+pub(crate) mod fixtures;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -17,9 +17,9 @@ fn petal() -> Command {
 }
 
 /// A started `petal serve`.
-struct Served {
-    child: Child,
-    addr: SocketAddr,
+pub(crate) struct Served {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
     /// Stderr lines printed before the listening line.
     before: Vec<String>,
     /// Later stderr lines (read by a thread until the process closes stderr).
@@ -29,7 +29,7 @@ struct Served {
 /// Starts `petal serve ARGS` and reads stderr until it says where it listens.
 // The child is handed to the caller (which waits for it); only a failed start panics without waiting.
 #[allow(clippy::zombie_processes)]
-fn spawn(args: &[&str]) -> Served {
+pub(crate) fn spawn(args: &[&str]) -> Served {
     let mut child = petal().arg("serve").args(args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("start petal serve");
     let stderr: ChildStderr = child.stderr.take().expect("stderr");
     let (tx, rx) = mpsc::channel();
@@ -51,7 +51,7 @@ fn spawn(args: &[&str]) -> Served {
     }
 }
 
-fn sigterm(child: &Child) {
+pub(crate) fn sigterm(child: &Child) {
     let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("run kill");
     assert!(ok.success());
 }

@@ -396,11 +396,14 @@ impl std::fmt::Display for Summary {
             }
             if let Some(inference) = &m.inference {
                 // The inference advice (TTA, int8 and its measured accuracy), without the int8
-                // calibration's per-tensor ranges.
+                // calibration's per-tensor ranges and per-convolution weight shifts.
                 let mut shown = inference.clone();
                 if let Some(int8) = shown.get_mut("int8").and_then(|v| v.as_object_mut()) {
                     if let Some(n) = int8.remove("ranges").and_then(|r| r.as_object().map(|o| o.len())) {
                         int8.insert("ranges".into(), serde_json::Value::String(format!("{n} tensors")));
+                    }
+                    if let Some(n) = int8.remove("weight_shifts").and_then(|r| r.as_object().map(|o| o.len())) {
+                        int8.insert("weight_shifts".into(), serde_json::Value::String(format!("{n} convolutions")));
                     }
                 }
                 writeln!(f, "inference: {shown}")?;

@@ -170,12 +170,12 @@ fn run(a: &Args, common: &benchkit::Common) -> benchkit::Result<serde_json::Valu
         let calib = x_all.contiguous();
         let dims: Vec<usize> = calib.size().iter().map(|&d| d as usize).collect();
         calibrator.observe(&Vec::<f32>::try_from(calib.flatten(0, -1))?, &dims)?;
-        let ranges = calibrator.ranges()?;
+        let calibration = calibrator.calibration()?;
         drop(calibrator);
         let mut petal_int8 = infer::Predictor::load(&ckpt, tch::Device::Cpu)?;
-        petal_int8.set_int8(&ranges)?;
+        petal_int8.set_int8(&calibration)?;
         let float = <petal_onnx::proto::ModelProto as prost::Message>::decode(std::fs::read(&onnx)?.as_slice())?;
-        let int8 = petal_onnx::quantize::quantize(&float, &ranges)?;
+        let int8 = petal_onnx::quantize::quantize(&float, &calibration)?;
         std::fs::write(dir.join(format!("export-{key}.int8.onnx")), petal_onnx::to_bytes(&int8))?;
         for (b, label) in batches.into_iter().zip([1, 32]) {
             let x = x_all.narrow(0, 0, b as i64);

@@ -270,9 +270,9 @@ impl Predictor {
         }
         let int8 = match (precision, &record) {
             (Precision::Fp32, _) => None,
-            (Precision::Auto, Some(r)) if r.accepted => Some(r.ranges.clone()),
+            (Precision::Auto, Some(r)) if r.accepted => Some(r.calibration.clone()),
             (Precision::Auto, _) => None,
-            (Precision::Int8, Some(r)) => Some(r.ranges.clone()),
+            (Precision::Int8, Some(r)) => Some(r.calibration.clone()),
             (Precision::Int8, None) => {
                 return Err(self.unusable("records no int8 calibration: run `petal quantize --checkpoint <this file> --data <dataset>` first".into()))
             }
@@ -289,7 +289,7 @@ impl Predictor {
             None => String::new(),
         };
         self.ort = Some(match int8 {
-            Some(ranges) => (self.int8_net(&ranges, cache, &digest)?, Precision::Int8),
+            Some(calibration) => (self.int8_net(&calibration, cache, &digest)?, Precision::Int8),
             None => {
                 let spec = self.backbone_spec(&digest);
                 let vs = &self.vs;
@@ -307,9 +307,15 @@ impl Predictor {
         petal_onnx::BackboneSpec { arch: self.net.arch(), side: self.transform.image_size as i64, feature_dim: self.net.feature_dim(), weights }
     }
 
-    fn int8_net(&self, ranges: &petal_onnx::Ranges, cache: Option<&Path>, digest: &str) -> Result<petal_onnx::OrtNet, Error> {
+    fn int8_net(&self, calibration: &petal_onnx::Calibration, cache: Option<&Path>, digest: &str) -> Result<petal_onnx::OrtNet, Error> {
         let vs = &self.vs;
-        Ok(petal_onnx::backbone_net_int8(self.backbone_spec(digest), || petal_onnx::graph::Params::new(vs.variables()), ranges, cache, self.session)?)
+        Ok(petal_onnx::backbone_net_int8(
+            self.backbone_spec(digest),
+            || petal_onnx::graph::Params::new(vs.variables()),
+            calibration,
+            cache,
+            self.session,
+        )?)
     }
 
     /// The backbone's float graph (the one onnxruntime runs), built from the checkpoint's weights.
@@ -318,10 +324,10 @@ impl Predictor {
         Ok(petal_onnx::backbone_model(&params, self.net.arch(), self.transform.image_size as i64, self.net.feature_dim())?)
     }
 
-    /// Runs the backbone on onnxruntime in int8 with `ranges` (calibrated on this checkpoint's
+    /// Runs the backbone on onnxruntime in int8 with `calibration` (made on this checkpoint's
     /// float graph, e.g. by [`quantize()`]) from now on, whatever the checkpoint records.
-    pub fn set_int8(&mut self, ranges: &petal_onnx::Ranges) -> Result<(), Error> {
-        self.ort = Some((self.int8_net(ranges, None, "")?, Precision::Int8));
+    pub fn set_int8(&mut self, calibration: &petal_onnx::Calibration) -> Result<(), Error> {
+        self.ort = Some((self.int8_net(calibration, None, "")?, Precision::Int8));
         Ok(())
     }
 

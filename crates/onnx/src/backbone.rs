@@ -7,7 +7,7 @@ use model::Arch;
 use tch::Tensor;
 
 use crate::graph::Params;
-use crate::quantize::Ranges;
+use crate::quantize::Calibration;
 use crate::runtime::SessionOptions;
 use crate::{backbone_model, prefix_model, to_bytes, Error, OrtNet};
 
@@ -83,22 +83,22 @@ pub fn prefix_net(
     cached_net(cache.map(|dir| spec.cache_path_of(dir, serde_json::json!({ "prefix_units": units }))), build, options.into())
 }
 
-/// [`backbone_net`] quantized to int8 with the calibrated `ranges` (see [`crate::quantize`]); cached
-/// under a name that also covers the ranges.
+/// [`backbone_net`] quantized to int8 with `calibration` (see [`crate::quantize`]); cached under a
+/// name that also covers the calibration (its ranges and means).
 pub fn backbone_net_int8(
     spec: BackboneSpec,
     params: impl Fn() -> Params,
-    ranges: &Ranges,
+    calibration: &Calibration,
     cache: Option<&Path>,
     options: impl Into<SessionOptions>,
 ) -> Result<OrtNet, Error> {
     let build = || -> Result<Vec<u8>, Error> {
         let float = backbone_model(&params(), spec.arch, spec.side, spec.feature_dim)?;
-        Ok(to_bytes(&crate::quantize::quantize(&float, ranges)?))
+        Ok(to_bytes(&crate::quantize::quantize(&float, calibration)?))
     };
     let variant = || {
-        let ranges = serde_json::to_string(ranges).unwrap_or_default();
-        serde_json::json!({"precision": "int8", "ranges": petal_common::sha256_hex(ranges.as_bytes())})
+        let calibration = serde_json::to_string(calibration).unwrap_or_default();
+        serde_json::json!({"precision": "int8", "calibration": petal_common::sha256_hex(calibration.as_bytes())})
     };
     cached_net(cache.map(|dir| spec.cache_path_of(dir, variant())), build, options.into())
 }

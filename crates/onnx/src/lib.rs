@@ -33,7 +33,7 @@ pub mod proto {
 
 pub use backbone::{backbone_net, backbone_net_int8, prefix_net, BackboneSpec};
 pub use model::{backbone_model, prefix_model, to_bytes, ACTIVATIONS_NAME, FEATURES_NAME, INPUT_NAME, IR_VERSION, OPSET};
-pub use quantize::{Precision, Ranges};
+pub use quantize::{Calibration, Precision, Ranges, WeightShifts};
 pub use runtime::{OrtNet, Runtime, SessionOptions};
 
 /// What can go wrong while building or running a graph.

@@ -22,7 +22,17 @@
 //! the graph is correct op by op whatever the runtime fuses.
 //!
 //! Calibration ([`Calibrator`]) runs the float graph with every tensor to be quantized as an extra
-//! output and keeps each one's minimum and maximum (onnxruntime's `MinMax` method).
+//! output and keeps each one's minimum and maximum (onnxruntime's `MinMax` method), and the mean
+//! image of every quantized convolution's input.
+//!
+//! **Bias correction.** Rounding a convolution's weights to int8 shifts each output channel's mean
+//! by the mean of `conv(input, dequantized weight − weight)`. The calibrator measures that shift
+//! exactly on its images: the mean of a convolution's output over positions is each weight tap
+//! times the mean of the input values that tap reads (zero padding included), so the mean input
+//! image is all it needs. [`quantize`] subtracts the shift from the float bias before the bias is
+//! rounded to int32 (the empirical bias correction of Nagel et al., "Data-Free Quantization",
+//! 2019). A [`Calibration`] without shifts (what records written before it hold) quantizes the
+//! bias unchanged. What it does to accuracy: docs/history/benchmarks.md, "Bias correction".
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -75,6 +85,118 @@ impl std::str::FromStr for Precision {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Ranges(pub BTreeMap<String, [f32; 2]>);
 
+/// For each quantized convolution (by its weight's name), the shift of every output channel's
+/// mean over the calibration images that rounding its weights to int8 causes: what bias
+/// correction subtracts (see the module docs).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WeightShifts(pub BTreeMap<String, Vec<f32>>);
+
+impl WeightShifts {
+    /// Whether no shift was measured (bias correction is then off).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// What calibration measured: the ranges that set every scale, and the weight shifts that
+/// correct the biases (empty: no correction).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// The observed range of every quantized tensor.
+    pub ranges: Ranges,
+    /// The weight shifts; absent in records written before bias correction, which quantize as
+    /// they did.
+    #[serde(default, skip_serializing_if = "WeightShifts::is_empty")]
+    pub weight_shifts: WeightShifts,
+}
+
+impl Calibration {
+    /// The same calibration without its shifts: quantizing with it leaves the biases uncorrected.
+    pub fn without_bias_correction(&self) -> Calibration {
+        Calibration { ranges: self.ranges.clone(), weight_shifts: WeightShifts::default() }
+    }
+}
+
+/// A quantized 2-D convolution's geometry: what maps its mean input image to the mean input each
+/// weight tap reads.
+#[derive(Debug, Clone)]
+struct ConvGeometry {
+    /// The input tensor.
+    input: String,
+    /// Input channels (all groups).
+    channels: usize,
+    groups: usize,
+    kernel: [usize; 2],
+    strides: [usize; 2],
+    /// `[top, left, bottom, right]`.
+    pads: [usize; 4],
+    dilations: [usize; 2],
+}
+
+impl ConvGeometry {
+    fn of(n: &NodeProto, w: &TensorProto) -> Result<ConvGeometry, Error> {
+        let name = n.name.as_deref().unwrap_or("?");
+        let dims: Vec<usize> = w.dims.iter().map(|&d| d.max(0) as usize).collect();
+        if dims.len() != 4 {
+            return Err(Error::Graph(format!("convolution {name}: only 2-D convolutions are quantized (weight of rank {})", dims.len())));
+        }
+        let ints = |key: &str, default: &[usize]| -> Vec<usize> {
+            match n.attribute.iter().find(|a| a.name.as_deref() == Some(key)) {
+                Some(a) => a.ints.iter().map(|&v| v.max(0) as usize).collect(),
+                None => default.to_vec(),
+            }
+        };
+        let (strides, pads, dilations) = (ints("strides", &[1, 1]), ints("pads", &[0; 4]), ints("dilations", &[1, 1]));
+        if strides.len() != 2 || pads.len() != 4 || dilations.len() != 2 {
+            return Err(Error::Graph(format!("convolution {name}: unexpected strides, pads or dilations")));
+        }
+        let auto_pad = n.attribute.iter().find(|a| a.name.as_deref() == Some("auto_pad")).and_then(|a| a.s.as_deref());
+        if auto_pad.is_some_and(|p| p != b"NOTSET") {
+            return Err(Error::Graph(format!("convolution {name}: auto_pad is not supported; pads must be explicit")));
+        }
+        let groups = group(n).max(1) as usize;
+        Ok(ConvGeometry {
+            input: n.input[0].clone(),
+            channels: dims[1] * groups,
+            groups,
+            kernel: [dims[2], dims[3]],
+            strides: [strides[0], strides[1]],
+            pads: [pads[0], pads[1], pads[2], pads[3]],
+            dilations: [dilations[0], dilations[1]],
+        })
+    }
+
+    /// For each input channel and tap (`[C][kh][kw]` row-major), the mean of the input value the
+    /// tap reads over every output position (0 where it reads padding), from the channel's mean
+    /// image `mean` (`[C][h][w]`).
+    fn tap_means(&self, mean: &[f64], [h, w]: [usize; 2]) -> Vec<f64> {
+        // The input rows (columns) tap `i` reads at each output row (column); padding is skipped.
+        let reads = |axis: usize, size: usize| -> Vec<Vec<usize>> {
+            let (k, s, d, before, after) = (self.kernel[axis], self.strides[axis], self.dilations[axis], self.pads[axis], self.pads[axis + 2]);
+            let out = (size + before + after).saturating_sub(d * (k - 1) + 1) / s + 1;
+            (0..k).map(|i| (0..out).map(|o| o * s + i * d).filter(|&p| p >= before && p - before < size).map(|p| p - before).collect()).collect()
+        };
+        let (rows, cols) = (reads(0, h), reads(1, w));
+        let outputs = {
+            let out = |axis: usize, size: usize| {
+                (size + self.pads[axis] + self.pads[axis + 2]).saturating_sub(self.dilations[axis] * (self.kernel[axis] - 1) + 1) / self.strides[axis]
+                    + 1
+            };
+            (out(0, h) * out(1, w)) as f64
+        };
+        let mut taps = Vec::with_capacity(self.channels * self.kernel[0] * self.kernel[1]);
+        for plane in mean.chunks_exact(h * w) {
+            for r in &rows {
+                for c in &cols {
+                    let sum: f64 = r.iter().map(|&y| c.iter().map(|&x| plane[y * w + x]).sum::<f64>()).sum();
+                    taps.push(sum / outputs);
+                }
+            }
+        }
+        taps
+    }
+}
+
 /// Where the quantized tensors are: what calibration measures and the rewrite quantizes.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -84,6 +206,8 @@ pub struct Plan {
     fused: HashMap<usize, usize>,
     /// Indices of the convolutions quantized (their input is in `tensors`; the stem's is not).
     convs: HashSet<usize>,
+    /// The geometry of each quantized convolution, by its weight's name.
+    geometry: BTreeMap<String, ConvGeometry>,
 }
 
 fn graph_of(model: &ModelProto) -> Result<&crate::proto::GraphProto, Error> {
@@ -92,6 +216,11 @@ fn graph_of(model: &ModelProto) -> Result<&crate::proto::GraphProto, Error> {
 
 fn op(n: &NodeProto) -> &str {
     n.op_type.as_deref().unwrap_or("")
+}
+
+/// A convolution's `group` attribute (1 when absent).
+fn group(n: &NodeProto) -> i64 {
+    n.attribute.iter().find(|a| a.name.as_deref() == Some("group")).and_then(|a| a.i).unwrap_or(1)
 }
 
 /// The scalar float value of initializer `name`, if it is one.
@@ -124,6 +253,7 @@ impl Plan {
         let skip = |i: usize| g.node[i].input[0] == INPUT_NAME;
         let mut fused = HashMap::new();
         let mut convs = HashSet::new();
+        let mut geometry = BTreeMap::new();
         let mut tensors: Vec<String> = Vec::new();
         let mut set: HashSet<String> = HashSet::new();
         let add = |t: &str, tensors: &mut Vec<String>, set: &mut HashSet<String>| {
@@ -136,6 +266,7 @@ impl Plan {
                 "Conv" if n.input.len() >= 2 && inits.contains_key(n.input[1].as_str()) && !skip(i) => {
                     convs.insert(i);
                     add(&n.input[0], &mut tensors, &mut set);
+                    geometry.insert(n.input[1].clone(), ConvGeometry::of(n, inits[n.input[1].as_str()])?);
                     let y = n.output[0].as_str();
                     let only = consumers.get(y).filter(|c| c.len() == 1).map(|c| c[0]);
                     let act = only.filter(|&a| {
@@ -164,7 +295,7 @@ impl Plan {
         if tensors.is_empty() {
             return Err(Error::Graph("the graph has no convolution to quantize".into()));
         }
-        Ok(Plan { tensors, fused, convs })
+        Ok(Plan { tensors, fused, convs, geometry })
     }
 
     /// The float model with every planned tensor as an extra output (the graph input excepted):
@@ -193,6 +324,10 @@ pub struct Calibrator {
     net: OrtNet,
     plan: Plan,
     ranges: BTreeMap<String, [f32; 2]>,
+    /// The sum of every quantized convolution's input over the images (`[C][h][w]`), its `[h, w]`.
+    sums: BTreeMap<String, (Vec<f64>, [usize; 2])>,
+    /// The float weights of the quantized convolutions, by name.
+    weights: BTreeMap<String, Vec<f32>>,
     images: usize,
 }
 
@@ -201,7 +336,14 @@ impl Calibrator {
     pub fn new(model: &ModelProto, threads: usize) -> Result<Calibrator, Error> {
         let plan = Plan::of(model)?;
         let net = OrtNet::new(&to_bytes(&plan.calibration_model(model)?), threads)?;
-        Ok(Calibrator { net, plan, ranges: BTreeMap::new(), images: 0 })
+        let g = graph_of(model)?;
+        let mut weights = BTreeMap::new();
+        for t in &g.initializer {
+            if let Some(name) = t.name.as_deref().filter(|n| plan.geometry.contains_key(*n)) {
+                weights.insert(name.to_string(), floats(t)?);
+            }
+        }
+        Ok(Calibrator { net, plan, ranges: BTreeMap::new(), sums: BTreeMap::new(), weights, images: 0 })
     }
 
     fn observe_values(&mut self, name: &str, values: &[f32]) {
@@ -211,15 +353,35 @@ impl Calibrator {
         r[1] = r[1].max(hi);
     }
 
+    /// Adds the images of `values` (`[n, c, h, w]` row-major) to the sum image of `name`.
+    fn observe_images(&mut self, name: &str, shape: &[usize], values: &[f32]) -> Result<(), Error> {
+        let &[_, c, h, w] = shape else {
+            return Err(Error::Graph(format!("{name} has shape {shape:?}, not [n, c, h, w]")));
+        };
+        let (sum, hw) = self.sums.entry(name.to_string()).or_insert_with(|| (vec![0.0; c * h * w], [h, w]));
+        if sum.len() != c * h * w || *hw != [h, w] {
+            return Err(Error::Graph(format!("{name} changed shape between batches ({shape:?}): calibrate on images of one size")));
+        }
+        for image in values.chunks_exact((c * h * w).max(1)) {
+            for (s, &v) in sum.iter_mut().zip(image) {
+                *s += f64::from(v);
+            }
+        }
+        Ok(())
+    }
+
     /// Runs one batch (`data` row-major with dimensions `shape`) and widens every range.
     pub fn observe(&mut self, data: &[f32], shape: &[usize]) -> Result<(), Error> {
         let outputs = self.net.run_all(data, shape)?;
         if self.plan.tensors.iter().any(|t| t == INPUT_NAME) {
             self.observe_values(INPUT_NAME, data);
         }
-        for (name, values) in outputs {
+        for crate::runtime::NamedOutput { name, dims, values } in outputs {
             if self.plan.tensors.contains(&name) {
                 self.observe_values(&name, &values);
+            }
+            if self.plan.geometry.values().any(|g| g.input == name) {
+                self.observe_images(&name, &dims, &values)?;
             }
         }
         self.images += shape.first().copied().unwrap_or(0);
@@ -231,8 +393,8 @@ impl Calibrator {
         self.images
     }
 
-    /// The ranges measured; an error when nothing was observed.
-    pub fn ranges(&self) -> Result<Ranges, Error> {
+    /// The ranges and weight shifts measured; an error when nothing was observed.
+    pub fn calibration(&self) -> Result<Calibration, Error> {
         if self.images == 0 {
             return Err(Error::Graph("calibration saw no image".into()));
         }
@@ -240,7 +402,26 @@ impl Calibrator {
         if let Some(t) = missing.first() {
             return Err(Error::Graph(format!("calibration measured no range for {t} ({} tensors missing)", missing.len())));
         }
-        Ok(Ranges(self.ranges.clone()))
+        let mut shifts = BTreeMap::new();
+        for (wname, geo) in &self.plan.geometry {
+            let (sum, hw) = self.sums.get(&geo.input).ok_or_else(|| Error::Graph(format!("calibration measured no mean of {}", geo.input)))?;
+            if sum.len() != geo.channels * hw[0] * hw[1] {
+                return Err(Error::Graph(format!(
+                    "{} has {} channels, its convolution {wname} reads {}",
+                    geo.input,
+                    sum.len() / (hw[0] * hw[1]).max(1),
+                    geo.channels
+                )));
+            }
+            let mean: Vec<f64> = sum.iter().map(|s| s / self.images as f64).collect();
+            let taps = geo.tap_means(&mean, *hw);
+            let w = &self.weights[wname];
+            let o = w.len() / (geo.channels / geo.groups * geo.kernel[0] * geo.kernel[1]).max(1);
+            let (q, scales) = quantize_weights(w, o);
+            let shift = weight_error_shift(w, &q, &scales, &taps, geo.groups);
+            shifts.insert(wname.clone(), shift.iter().map(|&d| d as f32).collect());
+        }
+        Ok(Calibration { ranges: Ranges(self.ranges.clone()), weight_shifts: WeightShifts(shifts) })
     }
 }
 
@@ -295,8 +476,32 @@ fn axis(v: i64) -> AttributeProto {
     }
 }
 
-/// The QDQ int8 model of the float `model` with the calibrated `ranges` (see the module docs).
-pub fn quantize(model: &ModelProto, ranges: &Ranges) -> Result<ModelProto, Error> {
+/// The shift of each output channel's mean that rounding the weights causes: for output channel
+/// `o`, `Σ (dequantized − float weight) × the mean input that weight reads`. `w` and `q` are
+/// `[O][C/groups][taps]`, `scales` has `O` entries, and `tap_means` is `[C][taps]`: output channel
+/// `o` of group `g` reads input channels `g·C/groups ..`. Bias correction subtracts it.
+pub fn weight_error_shift(w: &[f32], q: &[i8], scales: &[f32], tap_means: &[f64], groups: usize) -> Vec<f64> {
+    let o = scales.len();
+    let per_out = w.len() / o.max(1);
+    let per_group_in = tap_means.len() / groups.max(1);
+    let out_per_group = o / groups.max(1);
+    (0..o)
+        .map(|oc| {
+            let first = (oc / out_per_group.max(1)) * per_group_in;
+            (0..per_out)
+                .map(|k| {
+                    let i = oc * per_out + k;
+                    (f64::from(q[i]) * f64::from(scales[oc]) - f64::from(w[i])) * tap_means[first + k]
+                })
+                .sum()
+        })
+        .collect()
+}
+
+/// The QDQ int8 model of the float `model` with the `calibration`'s ranges, its biases corrected
+/// by its weight shifts when it has them (see the module docs).
+pub fn quantize(model: &ModelProto, calibration: &Calibration) -> Result<ModelProto, Error> {
+    let ranges = &calibration.ranges;
     let plan = Plan::of(model)?;
     let g = graph_of(model)?;
     let mut params: HashMap<&str, (f32, u8)> = HashMap::new();
@@ -359,7 +564,8 @@ pub fn quantize(model: &ModelProto, ranges: &Ranges) -> Result<ModelProto, Error
             let w = inits[g.node[i].input[1].as_str()];
             let wname = w.name.clone().unwrap_or_default();
             let o = *w.dims.first().ok_or_else(|| Error::Graph(format!("convolution weight {wname} has no dimensions")))? as usize;
-            let (q, scales) = quantize_weights(&floats(w)?, o);
+            let wf = floats(w)?;
+            let (q, scales) = quantize_weights(&wf, o);
             new_inits.push(tensor(format!("{wname}_quantized"), w.dims.clone(), DataType::Int8, q.iter().map(|v| *v as u8).collect()));
             new_inits.push(tensor(format!("{wname}_scale"), vec![o as i64], DataType::Float, scales.iter().flat_map(|s| s.to_le_bytes()).collect()));
             new_inits.push(tensor(format!("{wname}_zero_point"), vec![o as i64], DataType::Int8, vec![0; o]));
@@ -373,21 +579,37 @@ pub fn quantize(model: &ModelProto, ranges: &Ranges) -> Result<ModelProto, Error
             n.input[1] = format!("{wname}_dequantized");
             replaced.insert(wname.clone());
             let x = g.node[i].input[0].as_str();
-            if let (Some(b), Some(&(sx, _))) = (g.node[i].input.get(2).and_then(|b| inits.get(b.as_str())), params.get(x)) {
-                let bname = b.name.clone().unwrap_or_default();
-                let bias = floats(b)?;
+            let shift: Option<Vec<f64>> = match calibration.weight_shifts.0.get(&wname) {
+                Some(shift) if shift.len() == o => Some(shift.iter().map(|&d| f64::from(d)).collect()),
+                Some(shift) => {
+                    return Err(Error::Graph(format!(
+                        "the calibrated shift of {wname} has {} channels, not {o}: calibrate again with this graph",
+                        shift.len()
+                    )))
+                }
+                None if calibration.weight_shifts.is_empty() => None,
+                None => return Err(Error::Graph(format!("no calibrated weight shift for {wname}: calibrate again with this graph"))),
+            };
+            let bias = match g.node[i].input.get(2).filter(|b| !b.is_empty()) {
+                Some(b) => {
+                    let t = inits.get(b.as_str()).ok_or_else(|| Error::Graph(format!("the bias {b} of a convolution is not an initializer")))?;
+                    Some((b.clone(), t.dims.clone(), floats(t)?))
+                }
+                // A convolution without a bias gets one to carry the correction.
+                None => shift.as_ref().map(|_| (format!("{wname}_bias"), vec![o as i64], vec![0.0; o])),
+            };
+            if let (Some((bname, bdims, bias)), Some(&(sx, _))) = (bias, params.get(x)) {
+                // In f64 until the rounding, so that the correction is not lost to f32's rounding
+                // of a large bias.
+                let shift = shift.unwrap_or_else(|| vec![0.0; bias.len()]);
                 let bscales: Vec<f32> = scales.iter().map(|sw| sx * sw).collect();
                 let qb: Vec<i32> = bias
                     .iter()
+                    .zip(&shift)
                     .zip(&bscales)
-                    .map(|(v, s)| (f64::from(*v) / f64::from(*s)).round().clamp(i32::MIN as f64, i32::MAX as f64) as i32)
+                    .map(|((v, d), s)| ((f64::from(*v) - d) / f64::from(*s)).round().clamp(i32::MIN as f64, i32::MAX as f64) as i32)
                     .collect();
-                new_inits.push(tensor(
-                    format!("{bname}_quantized"),
-                    b.dims.clone(),
-                    DataType::Int32,
-                    qb.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                ));
+                new_inits.push(tensor(format!("{bname}_quantized"), bdims, DataType::Int32, qb.iter().flat_map(|v| v.to_le_bytes()).collect()));
                 new_inits.push(tensor(
                     format!("{bname}_scale"),
                     vec![o as i64],
@@ -401,6 +623,9 @@ pub fn quantize(model: &ModelProto, ranges: &Ranges) -> Result<ModelProto, Error
                     format!("{bname}_dequantized"),
                     vec![axis(0)],
                 ));
+                if n.input.len() < 3 {
+                    n.input.resize(3, String::new());
+                }
                 n.input[2] = format!("{bname}_dequantized");
                 replaced.insert(bname);
             }
@@ -421,7 +646,8 @@ pub fn quantize(model: &ModelProto, ranges: &Ranges) -> Result<ModelProto, Error
     let out = m.graph.as_mut().expect("checked above");
     out.node = nodes;
     out.initializer = initializer;
-    m.doc_string = Some(format!("{} (int8, QDQ, per-channel weights)", model.doc_string.as_deref().unwrap_or("")));
+    let corrected = if calibration.weight_shifts.is_empty() { "" } else { ", bias-corrected" };
+    m.doc_string = Some(format!("{} (int8, QDQ, per-channel weights{corrected})", model.doc_string.as_deref().unwrap_or("")));
     Ok(m)
 }
 
@@ -455,6 +681,74 @@ mod tests {
         for (i, (v, qv)) in w.iter().zip(&q).enumerate() {
             let step = s[i / 4];
             assert!((f32::from(*qv) * step - v).abs() <= step / 2.0 + 1e-7, "{i}");
+        }
+    }
+
+    #[test]
+    fn the_weight_error_shift_reads_each_output_channels_own_inputs() {
+        // Two groups of 2 input channels, 2 output channels each, 1×2 kernels (2 taps): output
+        // channel 3 reads input channels 2 and 3.
+        let w: Vec<f32> = (0..16).map(|i| 0.37 * i as f32 - 2.0).collect();
+        let (q, s) = quantize_weights(&w, 4);
+        let taps = [1.0, 0.5, -2.0, 0.25, 0.5, 0.5, 3.0, -1.0];
+        let shift = weight_error_shift(&w, &q, &s, &taps, 2);
+        for (oc, d) in shift.iter().enumerate() {
+            let first = (oc / 2) * 2;
+            let want: f64 = (0..4).map(|k| (f64::from(q[oc * 4 + k]) * f64::from(s[oc]) - f64::from(w[oc * 4 + k])) * taps[first * 2 + k]).sum();
+            assert!((d - want).abs() < 1e-12, "channel {oc}: {d} vs {want}");
+        }
+        // Depthwise (one group per channel) with weights that int8 holds (up to the scale's own
+        // f32 rounding): no shift.
+        let exact = [1.0f32, -1.0, 0.5, 0.0];
+        let (q, s) = quantize_weights(&exact, 2);
+        assert!(weight_error_shift(&exact, &q, &s, &[4.0, 5.0, 1.0, 2.0], 2).iter().all(|d| d.abs() < 1e-6));
+    }
+
+    #[test]
+    fn tap_means_are_the_mean_input_each_tap_reads_padding_included() {
+        // Against the definition, output position by output position, for odd shapes, strides,
+        // asymmetric padding and dilation.
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as f64 / f64::from(1u32 << 31) - 0.5
+        };
+        for (kernel, strides, pads, dilations, h, w) in [
+            ([3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 5, 4),
+            ([5, 5], [2, 2], [2, 2, 2, 2], [1, 1], 7, 7),
+            ([3, 3], [2, 2], [0, 0, 1, 1], [1, 1], 8, 6),
+            ([1, 1], [1, 1], [0, 0, 0, 0], [1, 1], 3, 3),
+            ([3, 2], [1, 3], [2, 0, 1, 1], [2, 1], 9, 10),
+        ] {
+            let geo = ConvGeometry { input: "x".into(), channels: 2, groups: 1, kernel, strides, pads, dilations };
+            let mean: Vec<f64> = (0..2 * h * w).map(|_| next()).collect();
+            let got = geo.tap_means(&mean, [h, w]);
+            let out = |a: usize, size: usize| (size + pads[a] + pads[a + 2] - dilations[a] * (kernel[a] - 1) - 1) / strides[a] + 1;
+            let (oh, ow) = (out(0, h), out(1, w));
+            let mut want = Vec::new();
+            for c in 0..2 {
+                for i in 0..kernel[0] {
+                    for j in 0..kernel[1] {
+                        let mut sum = 0.0;
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                let (y, x) = (
+                                    (oy * strides[0] + i * dilations[0]) as i64 - pads[0] as i64,
+                                    (ox * strides[1] + j * dilations[1]) as i64 - pads[1] as i64,
+                                );
+                                if (0..h as i64).contains(&y) && (0..w as i64).contains(&x) {
+                                    sum += mean[c * h * w + y as usize * w + x as usize];
+                                }
+                            }
+                        }
+                        want.push(sum / (oh * ow) as f64);
+                    }
+                }
+            }
+            assert_eq!(got.len(), want.len(), "{kernel:?} {strides:?} {pads:?}");
+            for (k, (g, e)) in got.iter().zip(&want).enumerate() {
+                assert!((g - e).abs() < 1e-12, "{kernel:?} {strides:?} {pads:?} {dilations:?}: tap {k}: {g} vs {e}");
+            }
         }
     }
 }

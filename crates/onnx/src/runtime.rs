@@ -117,6 +117,17 @@ pub fn version() -> Result<String, Error> {
     Ok(ort::info().split(',').find_map(|kv| kv.trim().strip_prefix("git-branch=rel-")).unwrap_or(lib::VERSION).to_string())
 }
 
+/// One output of [`OrtNet::run_all`]: its name, dimensions and values (row-major).
+#[derive(Debug, Clone)]
+pub struct NamedOutput {
+    /// The graph output's name.
+    pub name: String,
+    /// Its dimensions.
+    pub dims: Vec<usize>,
+    /// Its values, row-major.
+    pub values: Vec<f32>,
+}
+
 /// One ONNX model in an onnxruntime session, run one batch at a time (the session is behind a
 /// mutex: `ort` runs take `&mut`).
 pub struct OrtNet {
@@ -184,8 +195,8 @@ impl OrtNet {
         Ok((out_shape.iter().map(|&d| d.max(0) as usize).collect(), values.to_vec()))
     }
 
-    /// Runs one batch and returns every output by name, with its values (row-major).
-    pub fn run_all(&self, data: &[f32], shape: &[usize]) -> Result<Vec<(String, Vec<f32>)>, Error> {
+    /// Runs one batch and returns every output.
+    pub fn run_all(&self, data: &[f32], shape: &[usize]) -> Result<Vec<NamedOutput>, Error> {
         let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
         let tensor = TensorRef::from_array_view((dims, data)).map_err(|e| Error::Run(format!("input of shape {shape:?}: {e}")))?;
         let mut session = self.session.lock();
@@ -193,8 +204,8 @@ impl OrtNet {
         self.outputs
             .iter()
             .map(|name| {
-                let (_, values) = outputs[name.as_str()].try_extract_tensor::<f32>().map_err(|e| Error::Run(format!("output {name}: {e}")))?;
-                Ok((name.clone(), values.to_vec()))
+                let (dims, values) = outputs[name.as_str()].try_extract_tensor::<f32>().map_err(|e| Error::Run(format!("output {name}: {e}")))?;
+                Ok(NamedOutput { name: name.clone(), dims: dims.iter().map(|&d| d.max(0) as usize).collect(), values: values.to_vec() })
             })
             .collect()
     }

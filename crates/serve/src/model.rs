@@ -54,7 +54,7 @@ pub struct ModelInfo {
     pub int8: Option<Int8Summary>,
 }
 
-/// What `/v1/models` shows of a checkpoint's int8 record (not its ranges).
+/// What `/v1/models` shows of a checkpoint's int8 record (not its ranges and weight shifts).
 #[derive(Debug, Clone, Serialize)]
 pub struct Int8Summary {
     /// Whether int8 is the checkpoint's default (it lost at most `max_loss_points`).
@@ -65,6 +65,11 @@ pub struct Int8Summary {
     pub int8_top1: f64,
     /// Points lost by int8.
     pub loss_points: f64,
+    /// The share (%) of images on which int8's top class is float32's (absent in older records).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top1_agreement: Option<f64>,
+    /// Whether the biases were corrected for the weights' rounding.
+    pub bias_corrected: bool,
     /// The bound it was accepted against.
     pub max_loss_points: f64,
     /// The split measured on.
@@ -174,6 +179,8 @@ impl PredictorBackend {
                 fp32_top1: r.fp32_top1,
                 int8_top1: r.int8_top1,
                 loss_points: r.loss_points,
+                top1_agreement: r.top1_agreement,
+                bias_corrected: !r.calibration.weight_shifts.is_empty(),
                 max_loss_points: r.max_loss_points,
                 eval_split: r.eval_split,
                 calibration_images: r.calibration_images,

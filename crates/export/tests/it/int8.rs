@@ -1,6 +1,8 @@
 //! int8 (`petal_onnx::quantize`): the QDQ graph of a full-size EfficientNet-Lite0 and DenseNet-121
 //! runs in onnxruntime and tracks the float graph on photos; its structure is onnxruntime's QDQ
-//! format with the stem left float; a graph without its calibrated ranges is refused; and the
+//! format with the stem left float; bias correction subtracts the mean shift the int8 weights cause
+//! on the calibration images (checked against libtorch's convolution), and without shifts the biases
+//! round as before; a graph without its calibrated ranges is refused; and the
 //! predictor's precision rules (`auto` without a record is float32, `int8` without one names
 //! `petal quantize`, int8 on libtorch is refused).
 
@@ -9,7 +11,11 @@ use crate::common;
 use common::*;
 use infer::{Precision, Predictor, Runtime};
 use model::Arch;
-use petal_onnx::quantize::{quantize, Calibrator};
+use std::collections::HashMap;
+
+use petal_onnx::proto::{GraphProto, NodeProto};
+use petal_onnx::quantize::{quantize, quantize_weights, Calibrator, Plan};
+use petal_onnx::OrtNet;
 use tch::{Device, Kind, Tensor};
 
 const REAL: &str = "export/int8/real_images";
@@ -21,13 +27,13 @@ fn row_cosines(a: &Tensor, b: &Tensor) -> Vec<f64> {
     Vec::<f64>::try_from(cos).unwrap()
 }
 
-fn calibrated(pred: &Predictor, x: &Tensor) -> petal_onnx::Ranges {
+fn calibrated(pred: &Predictor, x: &Tensor) -> petal_onnx::Calibration {
     let mut c = Calibrator::new(&pred.backbone_graph().unwrap(), 0).expect("calibrator");
     let x = x.contiguous();
     let dims: Vec<usize> = x.size().iter().map(|&d| d as usize).collect();
     c.observe(&Vec::<f32>::try_from(x.flatten(0, -1)).unwrap(), &dims).expect("calibration pass");
     assert_eq!(c.images(), dims[0]);
-    c.ranges().expect("ranges")
+    c.calibration().expect("calibration")
 }
 
 #[test]
@@ -39,13 +45,13 @@ fn int8_tracks_the_float_graph_on_photos() {
         let ckpt = random_checkpoint(dir.path(), arch.name(), &arch, serde_json::json!({"hidden": [], "dropout": 0.0}), 102, 224, &x);
         let mut fp32 = Predictor::load(&ckpt, Device::Cpu).unwrap();
         fp32.set_backend(Runtime::Onnxruntime, Precision::Fp32, None).expect("onnxruntime (run `cargo xtask setup`)");
-        let ranges = calibrated(&fp32, &x);
+        let calibration = calibrated(&fp32, &x);
         let mut int8 = Predictor::load(&ckpt, Device::Cpu).unwrap();
-        int8.set_int8(&ranges).expect("int8 session");
+        int8.set_int8(&calibration).expect("int8 session");
         assert_eq!((int8.runtime(), int8.precision(), fp32.precision()), (Runtime::Onnxruntime, Precision::Int8, Precision::Fp32));
 
         // Structure: QDQ nodes, every convolution but the stem reads dequantized int8 weights.
-        let graph = quantize(&fp32.backbone_graph().unwrap(), &ranges).expect("quantize");
+        let graph = quantize(&fp32.backbone_graph().unwrap(), &calibration).expect("quantize");
         let nodes = &graph.graph.as_ref().unwrap().node;
         let count = |op: &str| nodes.iter().filter(|n| n.op_type.as_deref() == Some(op)).count();
         let convs: Vec<_> = nodes.iter().filter(|n| n.op_type.as_deref() == Some("Conv")).collect();
@@ -70,13 +76,116 @@ fn int8_tracks_the_float_graph_on_photos() {
     }
 }
 
+/// The raw bytes of initializer `name` of `g`.
+fn raw<'a>(g: &'a GraphProto, name: &str) -> &'a [u8] {
+    let t = g.initializer.iter().find(|t| t.name.as_deref() == Some(name)).unwrap_or_else(|| panic!("no initializer {name}"));
+    t.raw_data.as_deref().unwrap_or_else(|| panic!("{name} has no raw data"))
+}
+
+fn f32s(g: &GraphProto, name: &str) -> Vec<f32> {
+    raw(g, name).chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
+fn ints(n: &NodeProto, key: &str, default: &[i64]) -> Vec<i64> {
+    n.attribute.iter().find(|a| a.name.as_deref() == Some(key)).map_or(default.to_vec(), |a| a.ints.clone())
+}
+
+/// The mean over images and positions of each output channel of `n`'s convolution of `x` with
+/// the weight `w` (no bias), in f64 by libtorch.
+fn conv_channel_means(n: &NodeProto, x: &Tensor, w: &Tensor) -> Vec<f64> {
+    let pads = ints(n, "pads", &[0; 4]);
+    let groups = n.attribute.iter().find(|a| a.name.as_deref() == Some("group")).and_then(|a| a.i).unwrap_or(1);
+    let x = x.constant_pad_nd([pads[1], pads[3], pads[0], pads[2]]);
+    let y = x.conv2d(w, None::<Tensor>, ints(n, "strides", &[1, 1]), [0, 0], ints(n, "dilations", &[1, 1]), groups);
+    Vec::<f64>::try_from(y.mean_dim([0, 2, 3].as_slice(), false, Kind::Double)).unwrap()
+}
+
+#[test]
+fn bias_correction_cancels_the_weights_mean_shift() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = batch(&images(REAL, 4), 224);
+    for arch in [Arch::EfficientNetLite0, Arch::DenseNet121] {
+        let ckpt = random_checkpoint(dir.path(), arch.name(), &arch, serde_json::json!({"hidden": [], "dropout": 0.0}), 102, 224, &x);
+        let mut pred = Predictor::load(&ckpt, Device::Cpu).unwrap();
+        pred.set_backend(Runtime::Onnxruntime, Precision::Fp32, None).expect("onnxruntime (run `cargo xtask setup`)");
+        let calibration = calibrated(&pred, &x);
+        let float = pred.backbone_graph().unwrap();
+        let fg = float.graph.as_ref().unwrap();
+        let shifts = &calibration.weight_shifts.0;
+        let convs: Vec<&NodeProto> = fg.node.iter().filter(|n| n.op_type.as_deref() == Some("Conv") && n.input[0] != "input").collect();
+        assert_eq!(shifts.len(), convs.len(), "{}: a shift for every convolution but the stem", arch.name());
+
+        // Every convolution's input on the same images, from the float graph.
+        let plan = Plan::of(&float).unwrap();
+        let net = OrtNet::new(&petal_onnx::to_bytes(&plan.calibration_model(&float).unwrap()), 0).unwrap();
+        let dims: Vec<usize> = x.size().iter().map(|&d| d as usize).collect();
+        let acts: HashMap<String, Tensor> = net
+            .run_all(&Vec::<f32>::try_from(x.contiguous().flatten(0, -1)).unwrap(), &dims)
+            .unwrap()
+            .into_iter()
+            .map(|o| {
+                (o.name, Tensor::from_slice(&o.values).view(o.dims.iter().map(|&d| d as i64).collect::<Vec<_>>().as_slice()).to_kind(Kind::Double))
+            })
+            .collect();
+
+        let int8 = quantize(&float, &calibration).expect("quantize").graph.unwrap();
+        let plain = quantize(&float, &calibration.without_bias_correction()).expect("quantize").graph.unwrap();
+        let (mut steps, mut count) = (0f64, 0usize);
+        for n in convs {
+            let wname = &n.input[1];
+            let wt = fg.initializer.iter().find(|t| t.name.as_deref() == Some(wname.as_str())).unwrap();
+            let w = f32s(fg, wname);
+            let o = wt.dims[0] as usize;
+            let (q, scales) = quantize_weights(&w, o);
+            let per = w.len() / o;
+            let delta: Vec<f64> = w.iter().enumerate().map(|(i, &v)| f64::from(q[i]) * f64::from(scales[i / per]) - f64::from(v)).collect();
+            let delta = Tensor::from_slice(&delta).view(wt.dims.as_slice());
+            // The recorded shift is the mean of the convolution of the calibration images'
+            // activations with the weights' rounding error.
+            let want = conv_channel_means(n, &acts[&n.input[0]], &delta);
+            let got = &shifts[wname];
+            for (c, (g, e)) in got.iter().zip(&want).enumerate() {
+                assert!((f64::from(*g) - e).abs() <= 1e-5 * (1.0 + e.abs()), "{} {wname} channel {c}: shift {g}, by libtorch {e}", arch.name());
+            }
+            // The int8 bias is the float bias less the shift, to within half a step (the input's
+            // scale × the weight's); without the shifts it is the float bias.
+            let bias: Vec<f64> =
+                n.input.get(2).filter(|b| !b.is_empty()).map_or(vec![0.0; o], |b| f32s(fg, b).iter().map(|&v| f64::from(v)).collect());
+            let sx = f32s(&int8, &format!("{}_scale", n.input[0]))[0];
+            let int32 = |g: &GraphProto| -> Option<Vec<f64>> {
+                let qn = g
+                    .node
+                    .iter()
+                    .find(|m| m.op_type.as_deref() == Some("Conv") && m.input[1] == format!("{wname}_dequantized"))
+                    .expect("the int8 convolution");
+                let b = qn.input.get(2)?.strip_suffix("_dequantized").expect("a quantized bias").to_string();
+                Some(raw(g, &format!("{b}_quantized")).chunks_exact(4).map(|v| f64::from(i32::from_le_bytes([v[0], v[1], v[2], v[3]]))).collect())
+            };
+            let corrected = int32(&int8).expect("a corrected convolution has a bias");
+            let uncorrected = int32(&plain).unwrap_or_else(|| vec![0.0; o]);
+            for c in 0..o {
+                let step = f64::from(sx * scales[c]);
+                let d = f64::from(got[c]);
+                assert!((corrected[c] * step - (bias[c] - d)).abs() <= step * (0.5 + 1e-3), "{} {wname} channel {c}: corrected", arch.name());
+                assert!((uncorrected[c] * step - bias[c]).abs() <= step * (0.5 + 1e-3), "{} {wname} channel {c}: uncorrected", arch.name());
+                steps += d.abs() / step;
+                count += 1;
+            }
+        }
+        // The correction is not a no-op: the rounding moves the means by many bias steps.
+        let mean_steps = steps / count as f64;
+        eprintln!("{}: the weights' rounding shifts a channel's mean by {mean_steps:.1} bias steps on average", arch.name());
+        assert!(mean_steps > 2.0, "{}: {mean_steps}", arch.name());
+    }
+}
+
 #[test]
 fn a_graph_without_its_ranges_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let x = batch(&images(REAL, 1), 64);
     let ckpt = random_checkpoint(dir.path(), "d", &tiny_densenet(), serde_json::json!({"hidden": [], "dropout": 0.0}), 5, 64, &x);
     let pred = Predictor::load(&ckpt, Device::Cpu).unwrap();
-    let err = quantize(&pred.backbone_graph().unwrap(), &petal_onnx::Ranges::default()).expect_err("no ranges");
+    let err = quantize(&pred.backbone_graph().unwrap(), &petal_onnx::Calibration::default()).expect_err("no ranges");
     assert!(err.to_string().contains("no calibrated range for"), "{err}");
 }
 
