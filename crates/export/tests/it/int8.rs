@@ -14,7 +14,7 @@ use model::Arch;
 use std::collections::HashMap;
 
 use petal_onnx::proto::{GraphProto, NodeProto};
-use petal_onnx::quantize::{quantize, quantize_weights, Calibrator, Plan};
+use petal_onnx::quantize::{batch_norms_as_convolutions, quantize, quantize_weights, Calibrator, Plan};
 use petal_onnx::OrtNet;
 use tch::{Device, Kind, Tensor};
 
@@ -109,7 +109,8 @@ fn bias_correction_cancels_the_weights_mean_shift() {
         let mut pred = Predictor::load(&ckpt, Device::Cpu).unwrap();
         pred.set_backend(Runtime::Onnxruntime, Precision::Fp32, None).expect("onnxruntime (run `cargo xtask setup`)");
         let calibration = calibrated(&pred, &x);
-        let float = pred.backbone_graph().unwrap();
+        // DenseNet's pre-activation norms are quantized as the depthwise convolutions they are.
+        let float = batch_norms_as_convolutions(&pred.backbone_graph().unwrap()).unwrap();
         let fg = float.graph.as_ref().unwrap();
         let shifts = &calibration.weight_shifts.0;
         let convs: Vec<&NodeProto> = fg.node.iter().filter(|n| n.op_type.as_deref() == Some("Conv") && n.input[0] != "input").collect();
@@ -177,6 +178,26 @@ fn bias_correction_cancels_the_weights_mean_shift() {
         eprintln!("{}: the weights' rounding shifts a channel's mean by {mean_steps:.1} bias steps on average", arch.name());
         assert!(mean_steps > 2.0, "{}: {mean_steps}", arch.name());
     }
+}
+
+#[test]
+fn batch_norms_written_as_depthwise_convolutions_answer_as_the_norms_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = batch(&images(REAL, 4), 224);
+    let ckpt = random_checkpoint(dir.path(), "d", &Arch::DenseNet121, serde_json::json!({"hidden": [], "dropout": 0.0}), 102, 224, &x);
+    let pred = Predictor::load(&ckpt, Device::Cpu).unwrap();
+    let norms = pred.backbone_graph().unwrap();
+    let convs = batch_norms_as_convolutions(&norms).unwrap();
+    let ops =
+        |m: &petal_onnx::proto::ModelProto, op: &str| m.graph.as_ref().unwrap().node.iter().filter(|n| n.op_type.as_deref() == Some(op)).count();
+    // DenseNet-121: 58 dense layers, 3 transitions and the last norm.
+    assert_eq!((ops(&norms, "BatchNormalization"), ops(&convs, "BatchNormalization")), (62, 0));
+    assert_eq!(ops(&convs, "Conv"), ops(&norms, "Conv") + 62);
+    assert_eq!(batch_norms_as_convolutions(&convs).unwrap(), convs, "nothing left to rewrite");
+    let run = |m: &petal_onnx::proto::ModelProto| OrtNet::new(&petal_onnx::to_bytes(m), 0).unwrap().run_tensor(&x).unwrap();
+    let (a, b) = (run(&norms), run(&convs));
+    let rel = f64::try_from((&a - &b).abs().max()).unwrap() / f64::try_from(a.abs().max()).unwrap();
+    assert!(rel < 1e-5, "the rewritten graph's features differ by {rel} of the largest");
 }
 
 #[test]
