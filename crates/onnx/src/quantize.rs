@@ -15,8 +15,8 @@
 //!   it is ([`batch_norms_as_convolutions`]), and then quantized like any convolution: its weights,
 //!   one per channel, are exact in int8, and onnxruntime runs it as an integer `QLinearConv` with
 //!   the `Relu` after it folded, where the norm and the `Relu` used to run in float32 on dequantized
-//!   values. On DenseNet-121 that took int8 from 1.4× / 1.1× float32 (batch 1 / 32) to about 2×
-//!   (docs/history/benchmarks.md, "DenseNet-121 in int8").
+//!   values. On DenseNet-121 that took int8 on petal's path from 1.07× its float32 to 1.6× / 1.9×
+//!   (batch 1 / 32; docs/history/benchmarks.md, "DenseNet-121 in int8").
 //! - The convolutions that read the image itself (the stem) stay float32, their input unquantized:
 //!   on the Lite0+1+2 ensemble of the main job, quantizing the stem too cost 4.65 points of valid
 //!   top-1 against 0.49 without it, for the same speed (docs/history/benchmarks.md, "int8"). Averaging
